@@ -1,0 +1,59 @@
+"""Option helpers shared by several commands (model, dataset and target choices)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from iee_deploy.errors import UserError
+
+
+def parse_pair(text: str, sep: str, what: str, example: str) -> tuple[int, int]:
+    """Parse 'A<sep>B' into two positive ints, or raise a UserError naming the expected form."""
+    parts = text.split(sep)
+    try:
+        a, b = (int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"{what} '{text}' is not of the form {example}", f"pass e.g. {example}") from None
+    if a <= 0 or b <= 0:
+        raise UserError(f"{what} '{text}' must have positive numbers", f"pass e.g. {example}")
+    return a, b
+
+
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--model / --num-classes / --resolution / --checkpoint."""
+    for decorator in reversed(
+        [
+            click.option("--model", "model_name", default="resnet20", show_default=True,
+                         help="Model name from the zoo (see README), e.g. resnet18, resnet50, mobilenet_v1, wrn22_2."),
+            click.option("--num-classes", type=int, default=None,
+                         help="Classifier outputs. Default: the dataset's class count (1000 without a dataset)."),
+            click.option("--resolution", type=int, default=None,
+                         help="Input height = width in pixels. Default: the dataset's (or the model's native) size."),
+            click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+                         help="Load weights from this .pt/.pth file (a state_dict or a saved model) before starting."),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--dataset / --data-dir / --subset / --batch-size / --workers / --seed."""
+    for decorator in reversed(
+        [
+            click.option("--dataset", default="digits", show_default=True,
+                         help="digits (embedded, offline), fashion-mnist, cifar10, imagefolder."),
+            click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                         help="Dataset root (torchvision layout, or train/ and val/ folders for imagefolder)."),
+            click.option("--subset", type=int, default=None,
+                         help="Use only the first N training images (same N/5 of the validation set) for quick runs."),
+            click.option("--batch-size", type=int, default=64, show_default=True, help="Images per training step."),
+            click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes."),
+            click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init, masks)."),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn

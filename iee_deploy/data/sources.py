@@ -1,0 +1,229 @@
+"""Loaders for each dataset layout. Each returns a `DataBundle` (imported lazily to avoid a cycle)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset
+from torchvision.datasets import ImageFolder
+
+from iee_deploy.errors import UserError
+
+if TYPE_CHECKING:
+    from iee_deploy.data import DataBundle
+
+SMALL = 64
+"""At or below this resolution: crop-with-padding augmentation and in-memory decoding."""
+
+FASHION_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+class TensorImageDataset(Dataset):
+    """Images held in memory as uint8 (N, 3, R, R); normalises and, for training, augments per item.
+
+    Augmentation: random crop with `pad` pixels of zero padding and a horizontal flip (`flip`;
+    off for digits, whose mirror images are other glyphs).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
+                 train: bool, pad: int = 4, flip: bool = True) -> None:
+        assert images.dtype == torch.uint8 and images.ndim == 4 and images.shape[1] == 3
+        self.images, self.labels = images, labels.long()
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+        self.train, self.pad, self.flip = train, pad, flip
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x = self.images[index].float().div_(255)
+        if self.train:
+            if self.pad:
+                size = x.shape[-1]
+                x = F.pad(x, (self.pad,) * 4)
+                i, j = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
+                x = x[:, i : i + size, j : j + size]
+            if self.flip and torch.rand(()) < 0.5:
+                x = x.flip(-1)
+        return (x - self.mean) / self.std, int(self.labels[index])
+
+
+SizedDataset: TypeAlias = TensorImageDataset | Subset | ImageFolder
+"""The map-style datasets with a length that the loaders return."""
+
+
+def _to_rgb_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(N, H, W) or (N, C, H, W) uint8 -> (N, 3, R, R) uint8, bilinear resize when R differs."""
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    if images.shape[-1] != resolution:
+        images = F.interpolate(images.float(), size=(resolution, resolution), mode="bilinear", align_corners=False)
+        images = images.round().clamp_(0, 255).to(torch.uint8)
+    return images.expand(-1, 3, -1, -1).contiguous() if images.shape[1] == 1 else images
+
+
+def _bundle(name: str, train: SizedDataset, val: SizedDataset, num_classes: int, resolution: int) -> DataBundle:
+    from iee_deploy.data import DataBundle
+
+    return DataBundle(name, train, val, num_classes, resolution)
+
+
+def load_digits(root: Path | None, resolution: int | None) -> DataBundle:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 real images): the offline default.
+
+    A fixed stratified 80/20 split (independent of the training seed) gives 1,437 / 360 images.
+    """
+    from sklearn.datasets import load_digits as sk_digits
+
+    res = resolution or 32
+    data = sk_digits()
+    images = torch.from_numpy((data.images * (255.0 / 16.0)).round().astype(np.uint8))
+    labels = torch.from_numpy(data.target)
+    rng = np.random.default_rng(0)
+    val_idx = np.concatenate([rng.permutation(np.flatnonzero(data.target == c))[: int(round(0.2 * (data.target == c).sum()))]
+                              for c in range(10)])
+    val_mask = np.zeros(len(labels), bool)
+    val_mask[val_idx] = True
+    rgb = _to_rgb_uint8(images, res)
+    stats = ((0.5,) * 3, (0.5,) * 3)
+    train = TensorImageDataset(rgb[~val_mask], labels[~val_mask], *stats, train=True, pad=res // 8, flip=False)
+    val = TensorImageDataset(rgb[val_mask], labels[val_mask], *stats, train=False)
+    return _bundle("digits", train, val, 10, res)
+
+
+def _fashion_root(root: Path) -> Path:
+    """Accept DIR, DIR/FashionMNIST or DIR/FashionMNIST/raw; return the folder holding FashionMNIST/."""
+    for candidate in (root, root.parent, root.parent.parent):
+        if (candidate / "FashionMNIST" / "raw").is_dir():
+            return candidate
+    raise UserError(f"no FashionMNIST/raw folder under '{root}'",
+                    "copy the four Fashion-MNIST .gz files into DIR/FashionMNIST/raw and pass --data-dir DIR")
+
+
+def load_fashion_mnist(root: Path | None, resolution: int | None) -> DataBundle:
+    """Fashion-MNIST from the torchvision layout; verified by md5 and extracted offline."""
+    import torchvision
+
+    if root is None:
+        raise UserError("fashion-mnist needs --data-dir", "pass the folder that holds FashionMNIST/raw/*.gz")
+    base = _fashion_root(root)
+    raw = base / "FashionMNIST" / "raw"
+    missing = [f for f in FASHION_FILES if not (raw / f).exists() and not (raw / f.removesuffix(".gz")).exists()]
+    if missing:
+        raise UserError(f"Fashion-MNIST files missing in '{raw}': {', '.join(missing)}", "copy the four original .gz files there")
+    if not _writable(raw):
+        # torchvision extracts next to the archives; work on a private copy of a read-only source.
+        scratch = Path(tempfile.mkdtemp(prefix="iee-fmnist-")) / "FashionMNIST" / "raw"
+        shutil.copytree(raw, scratch)
+        base = scratch.parent.parent
+    res = resolution or 32
+    try:
+        sets = [torchvision.datasets.FashionMNIST(str(base), train=t, download=True) for t in (True, False)]
+    except RuntimeError as exc:
+        raise UserError(f"Fashion-MNIST files in '{raw}' are corrupt ({exc})", "copy the original .gz files again") from None
+    stats = ((0.2860,) * 3, (0.3530,) * 3)
+    train, val = (TensorImageDataset(_to_rgb_uint8(s.data, res), s.targets, *stats, train=t, pad=res // 8)
+                  for s, t in zip(sets, (True, False)))
+    return _bundle("fashion-mnist", train, val, 10, res)
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+def load_cifar10(root: Path | None, resolution: int | None) -> DataBundle:
+    """CIFAR-10 from torchvision's `cifar-10-batches-py` layout, or an ImageFolder train/test tree."""
+    import torchvision
+
+    if root is None:
+        raise UserError("cifar10 needs --data-dir", "pass the folder holding cifar-10-batches-py (or train/ and test/)")
+    res = resolution or 32
+    if (root / "cifar-10-batches-py").is_dir():
+        sets = [torchvision.datasets.CIFAR10(str(root), train=t, download=False) for t in (True, False)]
+        train, val = (
+            TensorImageDataset(_to_rgb_uint8(torch.from_numpy(s.data).permute(0, 3, 1, 2), res), torch.tensor(s.targets),
+                               *CIFAR_STATS, train=t, pad=res // 8)
+            for s, t in zip(sets, (True, False))
+        )
+        return _bundle("cifar10", train, val, 10, res)
+    if _split_dirs(root) is not None:
+        bundle = load_imagefolder(root, res, stats=CIFAR_STATS)
+        bundle.name = "cifar10"
+        return bundle
+    raise UserError(f"no CIFAR-10 under '{root}'", "pass the folder holding cifar-10-batches-py, or train/ and test/ class folders")
+
+
+def _split_dirs(root: Path) -> tuple[Path, Path] | None:
+    train = root / "train"
+    for name in ("val", "test"):
+        if train.is_dir() and (root / name).is_dir():
+            return train, root / name
+    return None
+
+
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def load_imagefolder(root: Path | None, resolution: int | None,
+                     stats: tuple[tuple[float, ...], tuple[float, ...]] = IMAGENET_STATS) -> DataBundle:
+    """ImageNet-style `train/<class>/*` and `val/<class>/*` (or `test/`) folders.
+
+    At <= 64 px the images are decoded once into memory; at larger sizes they are decoded per
+    item with RandomResizedCrop + flip (train) and Resize + CenterCrop (val).
+    """
+    import torchvision
+    from torchvision import transforms as T
+
+    if root is None:
+        raise UserError("imagefolder needs --data-dir", "pass a folder with train/ and val/ class sub-folders")
+    dirs = _split_dirs(root)
+    if dirs is None:
+        raise UserError(f"'{root}' has no train/ and val/ (or test/) folders", "arrange images as train/<class>/*.jpg and val/<class>/*.jpg")
+    res = resolution or 224
+    try:
+        if res <= SMALL:
+            sets = [torchvision.datasets.ImageFolder(str(d)) for d in dirs]
+            train, val = (_decode_all(s, res, stats, t) for s, t in zip(sets, (True, False)))
+            return _bundle("imagefolder", train, val, len(sets[0].classes), res)
+        norm = T.Normalize(*stats)
+        train_tf = T.Compose([T.RandomResizedCrop(res), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+        val_tf = T.Compose([T.Resize(int(res * 256 / 224)), T.CenterCrop(res), T.ToTensor(), norm])
+        tr = torchvision.datasets.ImageFolder(str(dirs[0]), transform=train_tf)
+        va = torchvision.datasets.ImageFolder(str(dirs[1]), transform=val_tf)
+    except (FileNotFoundError, OSError) as exc:
+        raise UserError(f"cannot read images under '{root}' ({exc})", "check the folder holds readable images per class") from None
+    return _bundle("imagefolder", tr, va, len(tr.classes), res)
+
+
+def _decode_all(folder: ImageFolder, res: int, stats: tuple[tuple[float, ...], tuple[float, ...]], train: bool) -> TensorImageDataset:
+    from PIL import Image
+
+    samples = folder.samples
+    images = torch.empty((len(samples), 3, res, res), dtype=torch.uint8)
+    for i, (path, _) in enumerate(samples):
+        with Image.open(path) as source:
+            rgb = source.convert("RGB")
+        if rgb.size != (res, res):
+            rgb = rgb.resize((res, res), Image.Resampling.BILINEAR)
+        images[i] = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+    labels = torch.tensor([label for _, label in samples])
+    return TensorImageDataset(images, labels, *stats, train=train, pad=res // 8)

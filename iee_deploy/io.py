@@ -1,0 +1,67 @@
+"""Crash-safe file writing: write to a temporary file in the same folder, then rename.
+
+A reader never sees a half-written report, LUT, checkpoint or engine, even if the process is
+killed mid-write, because `os.replace` is atomic on one file system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it onto `path`, else delete it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[Any]], object], mode: str = "w") -> Path:
+    """Open a temporary file with `mode`, let `writer` fill it, then atomically move it to `path`."""
+    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+        writer(handle)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Atomically write `text` to `path`."""
+    return atomic_write(path, lambda f: f.write(text))
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Atomically write `data` as indented JSON."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    """Append one JSON record as a line and flush it to disk (a log that survives a crash)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a") as handle:
+        handle.write(json.dumps(record, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Atomically `torch.save` an object (checkpoints, pruned models)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Hardware measurement: per-layer latency lookup tables (LUTs) and the latency model built on them."""

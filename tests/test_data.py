@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from iee_deploy.data import build_datasets, build_loaders
+from iee_deploy.errors import UserError
+
+
+def test_digits_is_offline_real_and_split_deterministically():
+    a, b = build_datasets("digits"), build_datasets("digits")
+    assert (len(a.train), len(a.val)) == (1438, 359)
+    assert a.num_classes == 10 and a.resolution == 32
+    assert torch.equal(a.val.images, b.val.images)
+    x, y = a.val[0]
+    assert x.shape == (3, 32, 32) and 0 <= y < 10
+    assert sorted(set(a.val.labels.tolist())) == list(range(10))
+
+
+def test_loaders_are_seeded_and_subset_works():
+    bundle = build_datasets("digits", subset=100)
+    assert len(bundle.train) == 100 and len(bundle.val) == 20
+    order = lambda seed: next(iter(build_loaders(bundle, 16, seed=seed)[0]))[1]  # noqa: E731
+    torch.manual_seed(1)
+    first = order(3)
+    torch.manual_seed(2)
+    assert torch.equal(first, order(3))
+
+
+def test_fashion_mnist_from_shared_raw_files(fashion_root):
+    bundle = build_datasets("fashion-mnist", fashion_root, subset=500)
+    assert bundle.num_classes == 10
+    x, _ = bundle.train[0]
+    assert x.shape == (3, 32, 32)
+
+
+def test_imagefolder_small_images(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 40), (i * 40, 100, 200 if c == "cat" else 0)).save(tmp_path / split / c / f"{i}.jpg")
+    bundle = build_datasets("imagefolder", tmp_path, resolution=32)
+    assert bundle.num_classes == 2 and len(bundle.train) == 6
+    assert bundle.val[0][0].shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("name,make_dir,match", [
+    ("imagefolder", True, "no train/ and val/"),
+    ("cifar10", True, "no CIFAR-10"),
+    ("fashion-mnist", True, "no FashionMNIST/raw"),
+    ("imagefolder", False, "does not exist"),
+    ("imagenette", True, "unknown dataset"),
+])
+def test_bad_data_is_a_user_error(tmp_path, name, make_dir, match):
+    root = tmp_path / "data"
+    if make_dir:
+        root.mkdir()
+    with pytest.raises(UserError, match=match):
+        build_datasets(name, root)
