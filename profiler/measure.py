@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from iee_deploy.errors import NotAvailableError, UserError
 from iee_deploy.models import build_model
-from profiler.backends import Backend, BackendSettings, choose_backend
+from profiler.backends import Backend, BackendSettings, choose_backend, make_backend
 from profiler.latency import Calibration, LatencyModel, fit_calibration
 from profiler.layers import enumerate_layers, plan_rows, unique_signatures
 from profiler.lut import (
@@ -145,8 +145,10 @@ def profile_model(request: ProfileRequest, out: str | Path, resume: bool = False
     exists = out.exists() or meta_path(out).exists()
     if exists and not resume:
         raise UserError(f"'{out}' already exists", "pass --resume to continue it, or choose another --out")
+    # An explicitly chosen backend must exist (its error says how to install it) before the device is checked.
+    chosen = make_backend(request.backend, request.settings) if request.backend else None
     device = check_device(request.target)
-    backend = choose_backend(request.target, request.backend, request.settings)
+    backend = chosen or choose_backend(request.target, request.settings)
     model = load_model(request)
     meta = _new_meta(request, model, backend, device)
     rows: list[Row] = []

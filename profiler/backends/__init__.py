@@ -95,13 +95,8 @@ def settings_for(target: Target, precision: str | None = None, warmup: int | Non
     )
 
 
-def choose_backend(target: Target, name: str | None, settings: BackendSettings) -> Backend:
-    """Backend `name`, or the target's first backend that can run here (a named one must run or fail clearly)."""
-    if name is not None:
-        if name not in target.backends:
-            raise UserError(f"target '{target.name}' does not list backend '{name}'",
-                            f"choose one of: {', '.join(target.backends)}")
-        return make_backend(name, settings)
+def choose_backend(target: Target, settings: BackendSettings) -> Backend:
+    """The target's first backend that can run here."""
     reasons = []
     for candidate in target.backends:
         try:
