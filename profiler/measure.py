@@ -122,18 +122,21 @@ def _resume_meta(out: Path, fresh: LutMeta) -> LutMeta:
 
 def calibrate(model: nn.Module, latency: LatencyModel, backend: Backend, batch: int, resolution: int, networks: int,
               progress: bool = True) -> Calibration:
-    """Fit measured = a * sum_of_layers + b on the dense model and `networks - 1` random sub-networks."""
-    shape = input_shape(batch, resolution)
-    sums, measured = [latency.sum_of_layers({})], [backend.time_model(model, shape).median_ms]
-    subnets = random_subnetworks(model, resolution, networks - 1, CALIBRATION_SEED)
+    """Fit measured = a * sum_of_layers + b on the dense model and `networks - 1` random sub-networks.
+
+    The networks are timed interleaved (`Backend.time_models`), so machine noise hits them alike.
+    """
+    models, sums = [model], [latency.sum_of_layers({})]
     try:
-        for subnet in tqdm(subnets, total=networks - 1, desc="calibrate", unit="net", file=sys.stderr,
-                           disable=not progress):
+        for subnet in random_subnetworks(model, resolution, networks - 1, CALIBRATION_SEED):
+            models.append(subnet.model)
             sums.append(latency.sum_of_layers(subnet.layer_channels))
-            measured.append(backend.time_model(subnet.model, shape).median_ms)
     except NotAvailableError as exc:  # until the dependency graph is part of the build: scale from the dense network
         print(f"note: calibrating on the dense network only ({exc.problem})", file=sys.stderr)
-    return fit_calibration(sums, measured)
+    if progress:
+        print(f"calibrating on {len(models)} whole network(s)...", file=sys.stderr)
+    timings = backend.time_models(models, input_shape(batch, resolution))
+    return fit_calibration(sums, [t.median_ms for t in timings])
 
 
 def profile_model(request: ProfileRequest, out: str | Path, resume: bool = False, progress: bool = True) -> ProfileSummary:

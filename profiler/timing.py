@@ -1,6 +1,8 @@
 """Timing loops shared by every backend: warm-up, repeats, median and spread.
 
-`time_host` times a blocking call with the host clock (CPU backends). `time_cuda` times work
+A backend turns what it measures into a `Runner`: something prepared once (a session, a CUDA
+graph, an engine) that, when called with n, warms up and returns n per-run latencies in ms.
+`host_runner` times a blocking call with the host clock (CPU backends). `cuda_runner` times work
 enqueued on a CUDA stream the way cuDNN/TensorRT tables are measured: warm-up (which also runs
 cuDNN's autotuner and lazy initialisation), one CUDA-graph capture so launch overhead does not
 count, then CUDA events around every replay.
@@ -14,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+Runner = Callable[[int], list[float]]
+"""runner(n): warm up, then time n runs; per-run latencies in ms."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,21 @@ class Timing:
         return cls(float(median), float(q3 - q1), float(values.min()), int(values.size))
 
 
+def interleaved(runners: Sequence[Runner], repeats: int, rounds: int) -> list[Timing]:
+    """Time several prepared runners in `rounds` round-robin passes of about repeats/rounds runs each.
+
+    A burst of load from other processes then slows every configuration alike instead of a few,
+    which keeps comparisons between whole networks (calibration, validation) honest on a shared machine.
+    """
+    rounds = max(1, min(rounds, repeats))
+    per_round = -(-repeats // rounds)
+    samples: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for collected, runner in zip(samples, runners):
+            collected.extend(runner(per_round))
+    return [Timing.from_samples(s) for s in samples]
+
+
 class CacheFlush:
     """Evict the CPU caches (untimed) by writing a buffer larger than them, as the rest of a network would.
 
@@ -51,52 +71,66 @@ class CacheFlush:
             self._buffer += 1.0
 
 
-def time_host(run: Callable[[], object], warmup: int, repeats: int, before: Callable[[], object] | None = None) -> Timing:
-    """Call `run` `warmup` times untimed, then `repeats` times, each timed with the host's monotonic clock.
+def host_runner(run: Callable[[], object], warmup: int, before: Callable[[], object] | None = None) -> Runner:
+    """Runner timing the blocking call `run` with the host's monotonic clock after `warmup` untimed calls.
 
     `before`, if given, runs untimed before every timed run (e.g. a `CacheFlush`).
     """
-    for _ in range(warmup):
-        run()
-    samples = []
-    for _ in range(repeats):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return Timing.from_samples(samples)
+
+    def measure(repeats: int) -> list[float]:
+        for _ in range(warmup):
+            run()
+        samples = []
+        for _ in range(repeats):
+            if before is not None:
+                before()
+            start = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - start) * 1e3)
+        return samples
+
+    return measure
 
 
-def time_cuda(run: Callable[[], object], stream: Any, warmup: int, repeats: int, cuda: Any = None) -> Timing:
-    """Time work that `run` enqueues on CUDA `stream`: warm-up, CUDA-graph capture, events per replay.
+def cuda_runner(run: Callable[[], object], stream: Any, warmup: int, cuda: Any = None) -> Runner:
+    """Runner for work that `run` enqueues on CUDA `stream`: warm-up, CUDA-graph capture, events per replay.
 
-    `cuda` is the `torch.cuda` module (a parameter so the orchestration can be tested without a
-    GPU). If the work cannot be captured in a CUDA graph, it is timed as plain enqueues, as trtexec does.
+    Preparation runs the work `warmup` times (at least once: cuDNN autotuning and lazy
+    initialisation must stay out of the graph) and captures it; each call replays the graph
+    `warmup` times untimed, then times each of n replays between CUDA events. If the work cannot
+    be captured, plain enqueues are timed, as trtexec does. `cuda` is the `torch.cuda` module
+    (a parameter so the orchestration can be tested without a GPU).
     """
     if cuda is None:
         import torch
 
         cuda = torch.cuda
+    step: Callable[[], object] = run
     with cuda.stream(stream):
-        for _ in range(max(warmup, 1)):  # at least once: lazy initialisation must stay out of the graph
+        for _ in range(max(warmup, 1)):
             run()
         stream.synchronize()
-        step: Callable[[], object] = run
         try:
             graph = cuda.CUDAGraph()
             with cuda.graph(graph, stream=stream):
                 run()
             graph.replay()
-            stream.synchronize()
             step = graph.replay
         except RuntimeError:  # capture unsupported for this work: time plain enqueues
-            stream.synchronize()
-        starts = [cuda.Event(enable_timing=True) for _ in range(repeats)]
-        ends = [cuda.Event(enable_timing=True) for _ in range(repeats)]
-        for start, end in zip(starts, ends):
-            start.record(stream)
-            step()
-            end.record(stream)
-        ends[-1].synchronize()
-        return Timing.from_samples([start.elapsed_time(end) for start, end in zip(starts, ends)])
+            pass
+        stream.synchronize()
+
+    def measure(repeats: int) -> list[float]:
+        with cuda.stream(stream):
+            for _ in range(warmup):
+                step()
+            starts = [cuda.Event(enable_timing=True) for _ in range(repeats)]
+            ends = [cuda.Event(enable_timing=True) for _ in range(repeats)]
+            for start, end in zip(starts, ends):
+                start.record(stream)
+                step()
+                end.record(stream)
+            ends[-1].synchronize()
+            return [float(start.elapsed_time(end)) for start, end in zip(starts, ends)]
+
+    return measure

@@ -122,12 +122,13 @@ def validate_lut(lut_path: str | Path, model_name: str, num_classes: int | None 
     device = check_device(target)
     backend = make_backend(meta.backend, lut_settings(meta, target))
     latency = LatencyModel.from_lut(lut)
-    shape = input_shape(meta.batch, resolution)
-    dense = backend.time_model(model, shape).median_ms
+    subnets = list(tqdm(random_subnetworks(model, resolution, samples, seed, low, high), total=samples,
+                        desc="prune sub-networks", unit="net", file=sys.stderr, disable=not progress))
+    if progress:
+        print(f"timing {samples + 1} whole networks, interleaved...", file=sys.stderr)
+    dense, *timings = backend.time_models([model] + [s.model for s in subnets], input_shape(meta.batch, resolution))
     results = []
-    subnets = random_subnetworks(model, resolution, samples, seed, low, high)
-    for subnet in tqdm(subnets, total=samples, desc="validate", unit="net", file=sys.stderr, disable=not progress):
-        timing = backend.time_model(subnet.model, shape)
+    for subnet, timing in zip(subnets, timings):
         predicted = latency.predict(subnet.layer_channels)
         results.append(Sample(subnet.level, predicted, timing.median_ms, timing.iqr_ms,
                               latency.sum_of_layers(subnet.layer_channels),
@@ -136,7 +137,7 @@ def validate_lut(lut_path: str | Path, model_name: str, num_classes: int | None 
     return ValidationReport(
         lut=str(lut_path), model=model_name, target=meta.target, backend=meta.backend, device=device, batch=meta.batch,
         resolution=resolution, precision=meta.precision, seed=seed, keep_range=(low, high),
-        calibration=latency.calibration.to_dict(), dense_measured_ms=dense, dense_predicted_ms=latency.predict({}),
+        calibration=latency.calibration.to_dict(), dense_measured_ms=dense.median_ms, dense_predicted_ms=latency.predict({}),
         samples=results, mape_pct=mape([s.predicted_ms for s in results], measured),
         spearman=spearman([s.predicted_ms for s in results], measured),
         mape_uncalibrated_pct=mape([s.sum_of_layers_ms for s in results], measured),

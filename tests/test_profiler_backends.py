@@ -19,7 +19,7 @@ from profiler.backends import BackendSettings, choose_backend, make_backend, set
 from profiler.backends import tensorrt_engine as trt_backend
 from profiler.layers import enumerate_layers
 from profiler.targets import load_target
-from profiler.timing import CacheFlush, Timing, time_cuda, time_host
+from profiler.timing import CacheFlush, Timing, cuda_runner, host_runner, interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = BackendSettings(device="cpu", precision="fp32", threads=1, warmup=1, repeats=3, network_repeats=3)
@@ -29,9 +29,17 @@ def test_timing_statistics_exact():
     t = Timing.from_samples([4.0, 1.0, 3.0, 2.0, 100.0])
     assert (t.median_ms, t.iqr_ms, t.min_ms, t.runs) == (3.0, 2.0, 1.0, 5)
     calls = []
-    timing = time_host(lambda: calls.append("run"), warmup=2, repeats=3, before=lambda: calls.append("before"))
-    assert calls == ["run", "run"] + ["before", "run"] * 3 and timing.runs == 3
+    samples = host_runner(lambda: calls.append("run"), warmup=2, before=lambda: calls.append("before"))(3)
+    assert calls == ["run", "run"] + ["before", "run"] * 3 and len(samples) == 3
     CacheFlush(1)()  # evicting with a 1 MB buffer runs
+
+
+def test_whole_networks_are_timed_interleaved():
+    order = []
+    runner = lambda name: lambda n: order.extend([name] * n) or [float(len(order))] * n  # noqa: E731
+    a, b = interleaved([runner("a"), runner("b")], repeats=6, rounds=3)
+    assert order == ["a", "a", "b", "b"] * 3
+    assert (a.runs, b.runs, a.median_ms, b.median_ms) == (6, 6, 6.0, 8.0)
 
 
 @pytest.mark.parametrize("name", ["onnxruntime", "torch"])
@@ -118,14 +126,17 @@ class FakeStream:
         pass
 
 
-def test_time_cuda_warms_up_captures_a_graph_and_times_each_replay():
+def test_cuda_runner_warms_up_captures_a_graph_and_times_each_replay():
     log = []
-    timing = time_cuda(lambda: log.append("run"), FakeStream(), warmup=3, repeats=4, cuda=fake_cuda(log))
-    assert log == ["on stream", "run", "run", "run", "capture", "run", "replay"] + ["replay"] * 4
-    assert (timing.median_ms, timing.runs) == (1.0, 4)  # events around each replay
+    runner = cuda_runner(lambda: log.append("run"), FakeStream(), warmup=3, cuda=fake_cuda(log))
+    assert log == ["on stream", "run", "run", "run", "capture", "run", "replay"]  # autotune, then one capture
     log.clear()
-    time_cuda(lambda: log.append("run"), FakeStream(), warmup=0, repeats=2, cuda=fake_cuda(log, capture_fails=True))
-    assert log == ["on stream", "run", "capture", "run", "run", "run"]  # plain enqueues when capture fails
+    assert runner(4) == [1.0] * 4  # CUDA events around each replay
+    assert log == ["on stream"] + ["replay"] * 3 + ["replay"] * 4  # warm-up replays, then timed ones
+    log.clear()
+    runner = cuda_runner(lambda: log.append("run"), FakeStream(), warmup=0, cuda=fake_cuda(log, capture_fails=True))
+    runner(2)
+    assert log == ["on stream", "run", "capture", "run", "on stream", "run", "run"]  # plain enqueues when capture fails
 
 
 class FakeTensorRT(types.ModuleType):

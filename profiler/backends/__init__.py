@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -23,7 +24,7 @@ from torch import nn
 from iee_deploy.errors import NotAvailableError, UserError
 from profiler.layers import LayerSignature
 from profiler.targets import BACKENDS, Target
-from profiler.timing import Timing
+from profiler.timing import Runner, Timing, interleaved
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,16 @@ class BackendSettings:
     timing_cache: Path | None = None  # TensorRT: shared across every engine build and rerun
 
 
+NETWORK_ROUNDS = 5
+"""Whole networks are timed in this many interleaved rounds (see `profiler.timing.interleaved`)."""
+
+
 class Backend(ABC):
-    """Measures latency (ms per batch) of one-layer networks and of whole networks on one device."""
+    """Measures latency (ms per batch) of one-layer networks and of whole networks on one device.
+
+    A backend prepares a `Runner` for a configuration (session, CUDA graph or engine); timing
+    calls the runner. Subclasses implement `versions`, `layer_runner` and `model_runner`.
+    """
 
     name: ClassVar[str]
 
@@ -53,12 +62,25 @@ class Backend(ABC):
         """Versions of the libraries that produced the numbers (recorded in the LUT metadata)."""
 
     @abstractmethod
-    def time_layer(self, sig: LayerSignature, cin: int, cout: int, batch: int) -> Timing:
-        """Latency of one layer of signature `sig` with `cin` input and `cout` output channels."""
+    def layer_runner(self, sig: LayerSignature, cin: int, cout: int, batch: int) -> Runner:
+        """Prepared runner of one layer of signature `sig` with `cin` input and `cout` output channels."""
 
     @abstractmethod
+    def model_runner(self, model: nn.Module, input_shape: tuple[int, ...]) -> Runner:
+        """Prepared runner of a whole network on an input of `input_shape` (batch first)."""
+
+    def time_layer(self, sig: LayerSignature, cin: int, cout: int, batch: int) -> Timing:
+        """Latency of one layer configuration over `settings.repeats` runs."""
+        return Timing.from_samples(self.layer_runner(sig, cin, cout, batch)(self.settings.repeats))
+
+    def time_models(self, models: Sequence[nn.Module], input_shape: tuple[int, ...]) -> list[Timing]:
+        """Latency of whole networks, `settings.network_repeats` runs each, interleaved in rounds."""
+        runners = [self.model_runner(model, input_shape) for model in models]
+        return interleaved(runners, self.settings.network_repeats, NETWORK_ROUNDS)
+
     def time_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> Timing:
-        """Latency of a whole network on an input of `input_shape` (batch first)."""
+        """Latency of one whole network."""
+        return self.time_models([model], input_shape)[0]
 
 
 _MODULES = {"onnxruntime": ("profiler.backends.ort", "OrtBackend"),

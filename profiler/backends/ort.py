@@ -15,7 +15,7 @@ from iee_deploy.errors import UserError
 from profiler.backends import Backend, BackendSettings
 from profiler.layers import LayerSignature
 from profiler.onnx_graphs import INPUT, export_onnx, layer_input_shape, layer_onnx
-from profiler.timing import CacheFlush, Timing, time_host
+from profiler.timing import CacheFlush, Runner, host_runner
 
 
 class OrtBackend(Backend):
@@ -48,7 +48,7 @@ class OrtBackend(Backend):
         """An optimised CPU session for a serialized ONNX model."""
         return ort.InferenceSession(model_bytes, self._options, providers=["CPUExecutionProvider"])
 
-    def _time(self, model_bytes: bytes, input_shape: tuple[int, ...], repeats: int, flush: CacheFlush | None) -> Timing:
+    def _runner(self, model_bytes: bytes, input_shape: tuple[int, ...], flush: CacheFlush | None) -> Runner:
         session = self.session(model_bytes)
         x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
         feed = {INPUT: x}
@@ -58,11 +58,11 @@ class OrtBackend(Backend):
                 flush()
                 np.add(x, 0.0, out=x)
 
-        return time_host(lambda: session.run(None, feed), self.settings.warmup, repeats, before)
+        return host_runner(lambda: session.run(None, feed), self.settings.warmup, before)
 
-    def time_layer(self, sig: LayerSignature, cin: int, cout: int, batch: int) -> Timing:
+    def layer_runner(self, sig: LayerSignature, cin: int, cout: int, batch: int) -> Runner:
         model = layer_onnx(sig, cin, cout, batch, "fp32")
-        return self._time(model.SerializeToString(), layer_input_shape(sig, cin, batch), self.settings.repeats, self._flush)
+        return self._runner(model.SerializeToString(), layer_input_shape(sig, cin, batch), self._flush)
 
-    def time_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> Timing:
-        return self._time(export_onnx(model, input_shape, "fp32"), input_shape, self.settings.network_repeats, None)
+    def model_runner(self, model: nn.Module, input_shape: tuple[int, ...]) -> Runner:
+        return self._runner(export_onnx(model, input_shape, "fp32"), input_shape, None)

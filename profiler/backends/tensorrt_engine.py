@@ -24,7 +24,7 @@ from iee_deploy.io import atomic_write
 from profiler.backends import Backend, BackendSettings
 from profiler.layers import LayerSignature
 from profiler.onnx_graphs import export_onnx, layer_onnx
-from profiler.timing import Timing, time_cuda
+from profiler.timing import Runner, cuda_runner
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -122,7 +122,7 @@ class TensorRTBackend(Backend):
         return {"tensorrt": self._version, "torch": torch.__version__, "cuda": str(torch.version.cuda),
                 "gpu": torch.cuda.get_device_name(self._device), "mode": "strongly typed"}
 
-    def _time_onnx(self, onnx_model: bytes, repeats: int) -> Timing:
+    def _runner(self, onnx_model: bytes) -> Runner:
         plan, self._cache = build_serialized_engine(onnx_model, self._logger, self._cache)
         if self.settings.timing_cache is not None:
             atomic_write(self.settings.timing_cache, lambda f: f.write(self._cache), mode="wb")
@@ -130,16 +130,19 @@ class TensorRTBackend(Backend):
         context = engine.create_execution_context()
         buffers = bind_io(engine, context, self._device)
         stream = torch.cuda.Stream(self._device)
-        timing = time_cuda(lambda: context.execute_async_v3(stream.cuda_stream), stream, self.settings.warmup, repeats)
-        del buffers  # the engine no longer runs; the tensors may go
-        return timing
 
-    def time_layer(self, sig: LayerSignature, cin: int, cout: int, batch: int) -> Timing:
-        model = layer_onnx(sig, cin, cout, batch, self.settings.precision)
-        return self._time_onnx(model.SerializeToString(), self.settings.repeats)
+        alive = (engine, context, buffers)  # held by the closure for as long as the runner lives
 
-    def time_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> Timing:
-        return self._time_onnx(export_onnx(model, input_shape, self.settings.precision), self.settings.network_repeats)
+        def run() -> bool:
+            return alive[1].execute_async_v3(stream.cuda_stream)
+
+        return cuda_runner(run, stream, self.settings.warmup)
+
+    def layer_runner(self, sig: LayerSignature, cin: int, cout: int, batch: int) -> Runner:
+        return self._runner(layer_onnx(sig, cin, cout, batch, self.settings.precision).SerializeToString())
+
+    def model_runner(self, model: nn.Module, input_shape: tuple[int, ...]) -> Runner:
+        return self._runner(export_onnx(model, input_shape, self.settings.precision))
 
 
 def timing_cache_path(lut_path: Path) -> Path:

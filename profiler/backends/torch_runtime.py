@@ -17,7 +17,7 @@ from iee_deploy.errors import NotAvailableError, UserError
 from profiler.backends import Backend, BackendSettings
 from profiler.layers import DEPTHWISE, GROUPED, LayerSignature
 from profiler.onnx_graphs import layer_input_shape
-from profiler.timing import Timing, time_cuda, time_host
+from profiler.timing import Runner, cuda_runner, host_runner
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -59,18 +59,22 @@ class TorchBackend(Backend):
             found["threads"] = str(self.settings.threads)
         return found
 
-    def _time(self, module: nn.Module, input_shape: tuple[int, ...], repeats: int) -> Timing:
+    def _runner(self, module: nn.Module, input_shape: tuple[int, ...]) -> Runner:
         cuda = self._device.type == "cuda"
         layout = torch.channels_last if cuda and len(input_shape) == 4 else torch.contiguous_format
         module = module.eval().to(self._device, self._dtype).to(memory_format=layout)
         x = torch.randn(input_shape, device=self._device, dtype=self._dtype).contiguous(memory_format=layout)
-        with torch.inference_mode():
-            if cuda:
-                return time_cuda(lambda: module(x), torch.cuda.Stream(self._device), self.settings.warmup, repeats)
-            return time_host(lambda: module(x), self.settings.warmup, repeats)
 
-    def time_layer(self, sig: LayerSignature, cin: int, cout: int, batch: int) -> Timing:
-        return self._time(layer_module(sig, cin, cout), layer_input_shape(sig, cin, batch), self.settings.repeats)
+        def run() -> torch.Tensor:
+            with torch.inference_mode():
+                return module(x)
 
-    def time_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> Timing:
-        return self._time(copy.deepcopy(model), input_shape, self.settings.network_repeats)
+        if cuda:
+            return cuda_runner(run, torch.cuda.Stream(self._device), self.settings.warmup)
+        return host_runner(run, self.settings.warmup)
+
+    def layer_runner(self, sig: LayerSignature, cin: int, cout: int, batch: int) -> Runner:
+        return self._runner(layer_module(sig, cin, cout), layer_input_shape(sig, cin, batch))
+
+    def model_runner(self, model: nn.Module, input_shape: tuple[int, ...]) -> Runner:
+        return self._runner(copy.deepcopy(model), input_shape)
