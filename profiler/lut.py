@@ -69,7 +69,6 @@ class LutMeta:
     warmup: int
     repeats: int
     network_repeats: int
-    flush_cache_mb: int
     layers: dict[str, str]  # layer name -> signature key
     signatures: dict[str, LayerSignature]  # signature key -> signature
     rows_planned: int
@@ -99,7 +98,7 @@ class LutMeta:
     def settings(self) -> dict[str, Any]:
         """What decides the numbers in the table: two tables with different settings cannot be mixed."""
         keys = ("model", "num_classes", "resolution", "batch", "precision", "target", "backend", "threads", "grid_step",
-                "grid_min", "warmup", "repeats", "flush_cache_mb")
+                "grid_min", "warmup", "repeats")
         return {k: getattr(self, k) for k in keys}
 
 

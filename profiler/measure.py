@@ -99,7 +99,6 @@ def _new_meta(request: ProfileRequest, model: nn.Module, backend: Backend, devic
         precision=s.precision, target=request.target.name, target_file=str(request.target.path.resolve()),
         backend=backend.name, device=device, threads=s.threads, grid_step=step,
         grid_min=minimum, warmup=s.warmup, repeats=s.repeats, network_repeats=s.network_repeats,
-        flush_cache_mb=s.flush_cache_mb,
         layers={name: sig.key for name, sig in layers.items()}, signatures=signatures,
         rows_planned=len(plan_rows(signatures.values(), step, minimum)), versions=backend.versions(),
         machine=machine_info(s.threads), checkpoint=request.checkpoint, created=now(),

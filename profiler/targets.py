@@ -42,7 +42,6 @@ class TimingSpec:
     warmup: int
     repeats: int
     network_repeats: int
-    flush_cache_mb: int = 0  # CPU: evict caches before each timed layer run (see profiler.timing.CacheFlush)
 
 
 @dataclass(frozen=True)
@@ -165,9 +164,7 @@ def parse_target(data: Any, path: Path) -> Target:
         threads=_positive(data, "threads", path, allow_zero=True) if "threads" in data else 0,
         grid=GridSpec(step=_positive(grid, "step", path), min=_positive(grid, "min", path)),
         timing=TimingSpec(warmup=_positive(timing, "warmup", path, allow_zero=True), repeats=_positive(timing, "repeats", path),
-                          network_repeats=_positive(timing, "network_repeats", path),
-                          flush_cache_mb=_positive(timing, "flush_cache_mb", path, allow_zero=True)
-                          if "flush_cache_mb" in timing else 0),
+                          network_repeats=_positive(timing, "network_repeats", path)),
         calibration_networks=_positive(calibration, "networks", path),
         path=path,
     )

@@ -54,36 +54,14 @@ def interleaved(runners: Sequence[Runner], repeats: int, rounds: int) -> list[Ti
     return [Timing.from_samples(s) for s in samples]
 
 
-class CacheFlush:
-    """Evict the CPU caches (untimed) by writing a buffer larger than them, as the rest of a network would.
-
-    Inside a batch-1 CPU network a layer's weights were last touched a whole inference ago and come
-    from memory, while its input was just written by the previous layer; a one-layer network run
-    back to back would find both in cache and look too fast. Calling this, then touching the
-    input, before each timed run reproduces the in-network state.
-    """
-
-    def __init__(self, megabytes: int) -> None:
-        self._buffer = np.zeros(megabytes << 18, dtype=np.float32) if megabytes > 0 else None
-
-    def __call__(self) -> None:
-        if self._buffer is not None:
-            self._buffer += 1.0
-
-
-def host_runner(run: Callable[[], object], warmup: int, before: Callable[[], object] | None = None) -> Runner:
-    """Runner timing the blocking call `run` with the host's monotonic clock after `warmup` untimed calls.
-
-    `before`, if given, runs untimed before every timed run (e.g. a `CacheFlush`).
-    """
+def host_runner(run: Callable[[], object], warmup: int) -> Runner:
+    """Runner timing the blocking call `run` with the host's monotonic clock after `warmup` untimed calls."""
 
     def measure(repeats: int) -> list[float]:
         for _ in range(warmup):
             run()
         samples = []
         for _ in range(repeats):
-            if before is not None:
-                before()
             start = time.perf_counter()
             run()
             samples.append((time.perf_counter() - start) * 1e3)

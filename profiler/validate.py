@@ -103,7 +103,7 @@ def lut_settings(meta: LutMeta, target: Target) -> BackendSettings:
     """The backend settings the LUT was measured with."""
     return BackendSettings(device="cuda" if target.kind == "gpu" else "cpu", precision=meta.precision,
                            threads=meta.threads, warmup=meta.warmup, repeats=meta.repeats,
-                           network_repeats=meta.network_repeats, flush_cache_mb=meta.flush_cache_mb)
+                           network_repeats=meta.network_repeats)
 
 
 def validate_lut(lut_path: str | Path, model_name: str, num_classes: int | None = None, resolution: int | None = None,

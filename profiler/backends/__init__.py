@@ -37,7 +37,6 @@ class BackendSettings:
     warmup: int
     repeats: int  # per layer configuration
     network_repeats: int  # per whole network
-    flush_cache_mb: int = 0  # CPU: cache eviction before each timed layer run (0: none)
     timing_cache: Path | None = None  # TensorRT: shared across every engine build and rerun
 
 
@@ -112,7 +111,6 @@ def settings_for(target: Target, precision: str | None = None, warmup: int | Non
         warmup=target.timing.warmup if warmup is None else warmup,
         repeats=repeats or target.timing.repeats,
         network_repeats=network_repeats or target.timing.network_repeats,
-        flush_cache_mb=target.timing.flush_cache_mb,
         timing_cache=timing_cache,
     )
 

@@ -15,7 +15,7 @@ from iee_deploy.errors import UserError
 from profiler.backends import Backend, BackendSettings
 from profiler.layers import LayerSignature
 from profiler.onnx_graphs import INPUT, export_onnx, layer_input_shape, layer_onnx
-from profiler.timing import CacheFlush, Runner, host_runner
+from profiler.timing import Runner, host_runner
 
 
 class OrtBackend(Backend):
@@ -36,7 +36,6 @@ class OrtBackend(Backend):
         self._options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._options.log_severity_level = 3
-        self._flush = CacheFlush(settings.flush_cache_mb) if settings.flush_cache_mb else None
 
     def versions(self) -> dict[str, str]:
         import onnx
@@ -48,21 +47,14 @@ class OrtBackend(Backend):
         """An optimised CPU session for a serialized ONNX model."""
         return ort.InferenceSession(model_bytes, self._options, providers=["CPUExecutionProvider"])
 
-    def _runner(self, model_bytes: bytes, input_shape: tuple[int, ...], flush: CacheFlush | None) -> Runner:
+    def _runner(self, model_bytes: bytes, input_shape: tuple[int, ...]) -> Runner:
         session = self.session(model_bytes)
-        x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
-        feed = {INPUT: x}
-        before = None
-        if flush is not None:
-            def before() -> None:  # weights cold, input hot: as inside a network
-                flush()
-                np.add(x, 0.0, out=x)
-
-        return host_runner(lambda: session.run(None, feed), self.settings.warmup, before)
+        feed = {INPUT: np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)}
+        return host_runner(lambda: session.run(None, feed), self.settings.warmup)
 
     def layer_runner(self, sig: LayerSignature, cin: int, cout: int, batch: int) -> Runner:
         model = layer_onnx(sig, cin, cout, batch, "fp32")
-        return self._runner(model.SerializeToString(), layer_input_shape(sig, cin, batch), self._flush)
+        return self._runner(model.SerializeToString(), layer_input_shape(sig, cin, batch))
 
     def model_runner(self, model: nn.Module, input_shape: tuple[int, ...]) -> Runner:
-        return self._runner(export_onnx(model, input_shape, "fp32"), input_shape, None)
+        return self._runner(export_onnx(model, input_shape, "fp32"), input_shape)
