@@ -247,10 +247,13 @@ def check_lut(lut: Lut, *, model: str | None = None, num_classes: int | None = N
     if layers is None:
         return
     absent = [n for n in layers if n not in meta.layers]
-    if absent:
-        more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
-        raise UserError(f"LUT '{name}' has no entry for layer(s) {', '.join(absent[:3])}{more} of the model",
-                        f"profile this model (LUT model: {meta.model}) with `iee-deploy profile`")
+    extra = [n for n in meta.layers if n not in layers]
+    for names, problem, where in ((absent, "has no entry for layer(s)", "of the model"),
+                                  (extra, "has layer(s)", "that the model lacks")):
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            raise UserError(f"LUT '{name}' {problem} {', '.join(names[:3])}{more} {where}",
+                            f"profile this model (LUT model: {meta.model}) with `iee-deploy profile`")
     for layer, sig in layers.items():
         stored = meta.signatures[meta.layers[layer]]
         if stored != sig:

@@ -116,6 +116,10 @@ def _resume_meta(out: Path, fresh: LutMeta) -> LutMeta:
     if old.layers != fresh.layers or old.signatures != fresh.signatures:
         raise UserError(f"cannot resume '{out}': its layers differ from this model's",
                         "pass the same --model, --num-classes, --resolution and --checkpoint, or a new --out")
+    for what, have, want in (("device", old.device, fresh.device), ("library versions", old.versions, fresh.versions)):
+        if have != want:
+            raise UserError(f"cannot resume '{out}': it was measured with {what} {have}, this machine has {want}",
+                            "finish it where it was started, or profile again into a new --out")
     return old
 
 

@@ -71,6 +71,9 @@ def test_mismatched_luts_are_rejected_naming_the_mismatch(tiny_lut):
     bigger = enumerate_layers(build_model("resnet56", 10), (1, 3, 16, 16))
     with pytest.raises(UserError, match="no entry for layer\\(s\\) layer1.3.conv1, layer1.3.conv2, layer1.4.conv1 and"):
         check_lut(lut, layers=bigger)
+    smaller = {n: s for n, s in enumerate_layers(build_model("resnet20", 10), (1, 3, 16, 16)).items() if n != "fc"}
+    with pytest.raises(UserError, match="has layer\\(s\\) fc that the model lacks"):
+        check_lut(lut, layers=smaller)
     other_classes = enumerate_layers(build_model("resnet20", 100), (1, 3, 16, 16))
     with pytest.raises(UserError, match="layer 'fc' is linear_64x10_fixout in the LUT but linear_64x100_fixout"):
         check_lut(lut, layers=other_classes)
@@ -109,6 +112,13 @@ def test_existing_out_needs_resume_and_resume_needs_the_same_settings(tiny_lut):
         profile_model(request(grid_step=16), out, resume=True, progress=False)
     with pytest.raises(UserError, match="with num_classes 10, this run asks for 100"):
         profile_model(request(num_classes=100), out, resume=True, progress=False)
+    meta = json.loads(meta_path(out).read_text())
+    meta["versions"]["onnxruntime"] = "0.9"
+    elsewhere = out.with_name("elsewhere.csv")
+    elsewhere.write_text(out.read_text())
+    meta_path(elsewhere).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="measured with library versions .*'onnxruntime': '0.9'"):
+        profile_model(request(), elsewhere, resume=True, progress=False)
     done = profile_model(request(), out, resume=True, progress=False)  # complete: nothing to measure
     assert (done.measured, done.reused) == (0, len(done.lut.rows))
 
