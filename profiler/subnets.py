@@ -2,7 +2,8 @@
 
 Used to fit a LUT's calibration and to validate it. Each sub-network draws a level u in
 [low, high] and keeps, in every prunable channel group, a random subset of round(f * size)
-channels with f drawn from [u - spread, u + spread] clipped to [low, high]. Every group therefore
+units (channels, or blocks of channels that go together) with f drawn from [u - spread, u + spread]
+clipped to [low, high] (and at least the group's minimum). Every group therefore
 keeps between `low` and `high` of its channels, as asked, while the networks still span the
 whole range of sizes (independent per-group fractions would make every network about equally
 fast, and a rank correlation over them would measure only noise).
@@ -10,7 +11,7 @@ fast, and a rank correlation over them would measure only noise).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,20 +27,24 @@ class Subnet:
 
     model: nn.Module
     level: float  # the drawn overall keep level u
-    keep: dict[str, int]  # group id -> channels kept
+    keep: dict[str, int]  # group id -> units (channels, or channel blocks) kept
     layer_channels: dict[str, tuple[int, int]]  # layer name -> (cin, cout)
 
 
-def keep_counts(sizes: dict[str, int], rng: np.random.Generator, low: float, high: float,
-                spread: float = 0.15) -> tuple[float, dict[str, int]]:
-    """Draw a level u ~ U(low, high) and a kept channel count per group with fraction in [u +- spread] & [low, high]."""
+def keep_counts(sizes: Mapping[str, int], rng: np.random.Generator, low: float, high: float,
+                minimum: Mapping[str, int] | None = None, spread: float = 0.15) -> tuple[float, dict[str, int]]:
+    """Draw a level u ~ U(low, high) and a kept count per group with fraction in [u +- spread] and [low, high].
+
+    Counts are at least 1 and at least the group's `minimum` (e.g. what its architecture requires).
+    """
     if not 0 < low <= high <= 1:
         raise ValueError("keep fractions need 0 < low <= high <= 1")
     level = float(rng.uniform(low, high))
     counts = {}
     for group, size in sizes.items():
         fraction = rng.uniform(max(low, level - spread), min(high, level + spread))
-        counts[group] = int(min(size, max(1, round(fraction * size))))
+        floor = max(1, (minimum or {}).get(group, 1))
+        counts[group] = int(min(size, max(floor, round(fraction * size))))
     return level, counts
 
 
@@ -52,10 +57,12 @@ def random_subnetworks(model: nn.Module, resolution: int, count: int, seed: int,
         raise NotAvailableError("random sub-networks need the dependency graph (iee_deploy.graph), which is not part "
                                 "of this build", "see the README's status table") from None
     graph = build_dependency_graph(model.eval(), torch.randn(1, 3, resolution, resolution))
-    sizes = {group.id: group.size for group in graph.groups if group.prunable}
+    prunable = [group for group in graph.groups if group.prunable]
+    sizes = {group.id: group.size for group in prunable}
+    minimum = {group.id: group.min_keep for group in prunable}
     rng = np.random.default_rng(seed)
     for _ in range(count):
-        level, counts = keep_counts(sizes, rng, low, high)
+        level, counts = keep_counts(sizes, rng, low, high, minimum)
         keep = {g: torch.as_tensor(np.sort(rng.choice(sizes[g], n, replace=False))) for g, n in counts.items()}
         pruned = prune_model(model, graph, keep).eval()
         yield Subnet(pruned, level, counts, dict(graph.layer_channels(counts)))

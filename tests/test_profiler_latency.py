@@ -101,3 +101,5 @@ def test_keep_counts_stay_in_range_and_span_sizes():
                 assert 0.3 - 1 / sizes[g] <= n / sizes[g] <= 1.0
                 assert abs(n / sizes[g] - level) <= 0.15 + 1 / sizes[g]
     assert min(levels) < 0.4 and max(levels) > 0.9
+    _, counts = keep_counts({"g": 10}, rng, 0.3, 0.3, minimum={"g": 5})
+    assert counts == {"g": 5}

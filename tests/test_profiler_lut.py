@@ -153,3 +153,23 @@ def test_killed_profile_resumes_without_remeasuring(tmp_path):
     meta = json.loads(meta_path(out).read_text())
     assert meta["complete"] and len(load_lut(out).rows) == meta["rows_planned"] == 174
     assert f"({174 - killed_at} measured now, {killed_at} reused)" in resumed.stdout
+
+
+def test_calibration_and_validate_lut_on_random_pruned_subnetworks(tmp_path):
+    pytest.importorskip("iee_deploy.graph", reason="validate-lut prunes sub-networks with the dependency graph (issue 3)")
+    out = tmp_path / "cal.csv"
+    profile_model(request(calibration_networks=3), out, progress=False)
+    calibration = load_lut(out).meta.calibration
+    assert len(calibration["points"]) == 3 and calibration["a"] > 0
+    report = tmp_path / "validate.json"
+    result = run_cli("validate-lut", "--lut", str(out), "--model", "resnet20", "--num-classes", "10", "--samples", "3",
+                     "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(report.read_text())
+    assert len(figures["samples"]) == 3 and figures["keep_range"] == [0.3, 1.0]
+    for sample in figures["samples"]:
+        assert sample["measured_ms"] > 0 and sample["predicted_ms"] > 0 and 0.3 <= sample["level"] <= 1.0
+        predicted = calibration["a"] * sample["sum_of_layers_ms"] + calibration["b"]
+        assert sample["predicted_ms"] == pytest.approx(predicted)
+    assert figures["mape_pct"] >= 0 and -1 <= figures["spearman"] <= 1
+    assert "MAPE" in result.stdout and "Spearman" in result.stdout
