@@ -1,9 +1,11 @@
 """Layer signatures, the channel grid and the one-layer networks that get timed."""
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import TensorProto, numpy_helper
 from torch import nn
 
 from iee_deploy.models import build_model
@@ -15,7 +17,7 @@ from profiler.layers import (
     plan_rows,
     unique_signatures,
 )
-from profiler.onnx_graphs import layer_input_shape, layer_onnx
+from profiler.onnx_graphs import export_onnx, layer_input_shape, layer_onnx
 
 
 def test_resnet20_signatures_are_deduplicated_with_fixed_ends():
@@ -74,7 +76,7 @@ def test_one_layer_onnx_matches_torch(kind):
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal(layer_input_shape(sig, 16, 2), dtype=np.float32)
     (got,) = session.run(None, {"input": x})
-    weights = {t.name: torch.from_numpy(np.array(onnx_numpy(t))) for t in model.graph.initializer}
+    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in model.graph.initializer}
     with torch.no_grad():
         module.weight.copy_(weights["weight"])
         module.bias.copy_(weights["bias"])
@@ -85,7 +87,11 @@ def test_one_layer_onnx_matches_torch(kind):
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5)
 
 
-def onnx_numpy(tensor):
-    from onnx import numpy_helper
-
-    return numpy_helper.to_array(tensor)
+def test_fp16_models_for_strongly_typed_engines():
+    sig = enumerate_layers(nn.Sequential(nn.Conv2d(8, 16, 3, padding=1)), (1, 8, 6, 6))["0"]
+    layer = layer_onnx(sig, 8, 16, batch=4, precision="fp16")
+    assert layer.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+    assert {t.data_type for t in layer.graph.initializer} == {TensorProto.FLOAT16}
+    whole = onnx.load_from_string(export_onnx(build_model("resnet20", 10), (2, 3, 32, 32), "fp16"))
+    assert whole.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+    assert [d.dim_value for d in whole.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 32, 32]
