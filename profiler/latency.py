@@ -3,7 +3,8 @@
     predicted_ms = a * sum_l T_l(cin_l, cout_l) + b
 
 `T_l` is layer l's latency table, interpolated bilinearly between the measured (cin, cout) grid
-points (linearly along the diagonal for depthwise layers, whose cin = cout = groups), and (a, b)
+points (linearly along the diagonal for depthwise layers, whose cin = cout = groups) after rounding
+the channel counts up to the hardware's channel block (the grid's `align`), and (a, b)
 is the target's calibration, fitted from whole-network measurements so that what a one-layer
 network cannot show (fusion across layers, memory traffic between them, pooling and adds) is
 accounted for. Conv latency is close to bilinear in (cin, cout) - its work is k*k*H*W*cin*cout -
@@ -41,6 +42,14 @@ def _next(grid: FloatArray, i: NDArray[np.intp]) -> NDArray[np.intp]:
     return i if grid.size == 1 else i + 1
 
 
+def align_up(x: ArrayLike, align: int, cap: float) -> FloatArray:
+    """Round channel counts up to a multiple of `align` (the hardware's channel block), never above `cap`."""
+    q = np.asarray(x, float)
+    if align <= 1:
+        return q
+    return np.asarray(np.minimum(np.ceil(q / align) * align, cap))
+
+
 def linear(grid: ArrayLike, values: ArrayLike, x: ArrayLike) -> FloatArray:
     """Piecewise-linear interpolation of `values` on increasing `grid` at `x`; linear extrapolation, floored at 0."""
     g, v, q = np.asarray(grid, float), np.asarray(values, float), np.asarray(x, float)
@@ -72,11 +81,13 @@ class LayerTable:
     cout: FloatArray  # grid of output channels
     ms: FloatArray  # (len(cin), len(cout)); for depthwise, (len(cout),) along cin = cout
     depthwise: bool = False
+    align: int = 1  # channel counts are rounded up to a multiple of this before interpolation
 
     def __call__(self, cin: ArrayLike, cout: ArrayLike) -> FloatArray:
+        ci, co = align_up(cin, self.align, self.cin[-1]), align_up(cout, self.align, self.cout[-1])
         if self.depthwise:  # cin = cout = groups: the channel count is `cout`
-            return linear(self.cout, self.ms, np.broadcast_arrays(np.asarray(cin), np.asarray(cout))[1])
-        return bilinear(self.cin, self.cout, self.ms, cin, cout)
+            return linear(self.cout, self.ms, np.broadcast_arrays(ci, co)[1])
+        return bilinear(self.cin, self.cout, self.ms, ci, co)
 
 
 @dataclass(frozen=True)
@@ -137,10 +148,11 @@ class LatencyModel:
             cins = np.array(sorted({c for c, _ in points}), float)
             couts = np.array(sorted({c for _, c in points}), float)
             if sig.groups_mode == DEPTHWISE:
-                tables[key] = LayerTable(couts, couts, np.array([points[(int(c), int(c))] for c in couts]), True)
+                ms = np.array([points[(int(c), int(c))] for c in couts])
+                tables[key] = LayerTable(couts, couts, ms, True, lut.meta.grid_align)
             else:
                 grid = np.array([[points[(int(ci), int(co))] for co in couts] for ci in cins])
-                tables[key] = LayerTable(cins, couts, grid)
+                tables[key] = LayerTable(cins, couts, grid, False, lut.meta.grid_align)
         meta = lut.meta
         return cls({name: tables[key] for name, key in meta.layers.items()},
                    {name: (meta.signatures[key].cin, meta.signatures[key].cout) for name, key in meta.layers.items()},

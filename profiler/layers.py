@@ -10,6 +10,7 @@ classifier's outputs) are marked fixed and get a one-point grid.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -167,9 +168,12 @@ def channel_grid(full: int, step: int, minimum: int, multiple: int = 1) -> tuple
     return tuple(sorted(rounded))
 
 
-def grid_points(sig: LayerSignature, step: int, minimum: int) -> list[tuple[int, int]]:
-    """The (cin, cout) pairs measured for one signature: a full grid, or the diagonal for depthwise."""
-    multiple = sig.groups if sig.groups_mode == GROUPED else 1
+def grid_points(sig: LayerSignature, step: int, minimum: int, align: int = 1) -> list[tuple[int, int]]:
+    """The (cin, cout) pairs measured for one signature: a full grid, or the diagonal for depthwise.
+
+    Points are multiples of `align` (the hardware channel block) and, for grouped convs, of the group count.
+    """
+    multiple = math.lcm(align, sig.groups if sig.groups_mode == GROUPED else 1)
     cins = (sig.cin,) if sig.fixed_cin else channel_grid(sig.cin, step, minimum, multiple)
     couts = (sig.cout,) if sig.fixed_cout else channel_grid(sig.cout, step, minimum, multiple)
     if sig.groups_mode == DEPTHWISE:
@@ -177,6 +181,6 @@ def grid_points(sig: LayerSignature, step: int, minimum: int) -> list[tuple[int,
     return [(ci, co) for ci in cins for co in couts]
 
 
-def plan_rows(signatures: Iterable[LayerSignature], step: int, minimum: int) -> list[tuple[str, int, int]]:
+def plan_rows(signatures: Iterable[LayerSignature], step: int, minimum: int, align: int = 1) -> list[tuple[str, int, int]]:
     """Every (signature key, cin, cout) a profile measures, in signature then grid order."""
-    return [(sig.key, ci, co) for sig in signatures for ci, co in grid_points(sig, step, minimum)]
+    return [(sig.key, ci, co) for sig in signatures for ci, co in grid_points(sig, step, minimum, align)]

@@ -66,6 +66,7 @@ class LutMeta:
     threads: int
     grid_step: int
     grid_min: int
+    grid_align: int
     warmup: int
     repeats: int
     network_repeats: int
@@ -98,7 +99,7 @@ class LutMeta:
     def settings(self) -> dict[str, Any]:
         """What decides the numbers in the table: two tables with different settings cannot be mixed."""
         keys = ("model", "num_classes", "resolution", "batch", "precision", "target", "backend", "threads", "grid_step",
-                "grid_min", "warmup", "repeats")
+                "grid_min", "grid_align", "warmup", "repeats")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -215,7 +216,7 @@ def load_lut(csv_path: str | os.PathLike[str]) -> Lut:
     """Read a complete LUT, checking that its rows are the ones its metadata planned."""
     meta = read_meta(csv_path)
     rows = read_rows(csv_path)
-    planned = plan_rows(meta.signatures.values(), meta.grid_step, meta.grid_min)
+    planned = plan_rows(meta.signatures.values(), meta.grid_step, meta.grid_min, meta.grid_align)
     planned_set = set(planned)
     seen: set[tuple[str, int, int]] = set()
     for row in rows:

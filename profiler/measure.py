@@ -57,6 +57,7 @@ class ProfileRequest:
     backend: str | None = None  # None: the target's first backend that runs here
     grid_step: int | None = None  # None: the target's
     grid_min: int | None = None
+    grid_align: int | None = None
     calibration_networks: int | None = None
     checkpoint: str | None = None
 
@@ -93,14 +94,15 @@ def _new_meta(request: ProfileRequest, model: nn.Module, backend: Backend, devic
     signatures = unique_signatures(layers)
     step = request.grid_step or request.target.grid.step
     minimum = request.grid_min or request.target.grid.min
+    align = request.grid_align or request.target.grid.align
     s = request.settings
     return LutMeta(
         model=request.model, num_classes=request.num_classes, resolution=request.resolution, batch=request.batch,
         precision=s.precision, target=request.target.name, target_file=str(request.target.path.resolve()),
         backend=backend.name, device=device, threads=s.threads, grid_step=step,
-        grid_min=minimum, warmup=s.warmup, repeats=s.repeats, network_repeats=s.network_repeats,
+        grid_min=minimum, grid_align=align, warmup=s.warmup, repeats=s.repeats, network_repeats=s.network_repeats,
         layers={name: sig.key for name, sig in layers.items()}, signatures=signatures,
-        rows_planned=len(plan_rows(signatures.values(), step, minimum)), versions=backend.versions(),
+        rows_planned=len(plan_rows(signatures.values(), step, minimum, align)), versions=backend.versions(),
         machine=machine_info(s.threads), checkpoint=request.checkpoint, created=now(),
     )
 
@@ -161,7 +163,7 @@ def profile_model(request: ProfileRequest, out: str | Path, resume: bool = False
     if exists:
         meta = _resume_meta(out, meta)
         rows = read_rows(out, repair=True) if out.exists() else []
-    planned = plan_rows(meta.signatures.values(), meta.grid_step, meta.grid_min)
+    planned = plan_rows(meta.signatures.values(), meta.grid_step, meta.grid_min, meta.grid_align)
     todo = missing_rows(rows, planned)
     random.Random(0).shuffle(todo)
     meta.rows_done, meta.complete, meta.updated = len(planned) - len(todo), False, now()

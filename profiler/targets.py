@@ -29,10 +29,16 @@ PRECISIONS = ("fp32", "fp16")
 
 @dataclass(frozen=True)
 class GridSpec:
-    """Channel grid of a latency table: `min`, then every multiple of `step`, then the layer's full width."""
+    """Channel grid of a latency table: `min`, then every multiple of `step`, then the layer's full width.
+
+    `align` is the hardware's channel block (16 for AVX-512 NCHWc convs in ONNX Runtime, 8 for tensor
+    cores): the latency model rounds channel counts up to it before interpolating, since a layer with
+    40 channels runs as one with 48.
+    """
 
     step: int
     min: int
+    align: int = 1
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,8 @@ def parse_target(data: Any, path: Path) -> Target:
         precision=precision,
         batch=_positive(data, "batch", path),
         threads=_positive(data, "threads", path, allow_zero=True) if "threads" in data else 0,
-        grid=GridSpec(step=_positive(grid, "step", path), min=_positive(grid, "min", path)),
+        grid=GridSpec(step=_positive(grid, "step", path), min=_positive(grid, "min", path),
+                      align=_positive(grid, "align", path) if "align" in grid else 1),
         timing=TimingSpec(warmup=_positive(timing, "warmup", path, allow_zero=True), repeats=_positive(timing, "repeats", path),
                           network_repeats=_positive(timing, "network_repeats", path)),
         calibration_networks=_positive(calibration, "networks", path),

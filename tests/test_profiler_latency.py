@@ -5,7 +5,15 @@ import time
 import numpy as np
 import pytest
 
-from profiler.latency import Calibration, LatencyModel, LayerTable, bilinear, fit_calibration, linear
+from profiler.latency import (
+    Calibration,
+    LatencyModel,
+    LayerTable,
+    align_up,
+    bilinear,
+    fit_calibration,
+    linear,
+)
 from profiler.subnets import keep_counts
 from profiler.validate import mape, ranks, spearman
 
@@ -32,6 +40,16 @@ def test_bilinear_hand_computed_cell_and_one_point_axes():
     assert bilinear([3], [64], [[7.0]], [1, 2], [5, 6]).tolist() == [7.0, 7.0]
     # extrapolation below zero is floored
     assert bilinear([8, 16], [8, 16], [[1.0, 1.0], [9.0, 9.0]], 0, 8) == 0.0
+
+
+def test_channels_round_up_to_the_hardware_block_before_interpolation():
+    assert align_up([1, 16, 17, 40, 100], 16, 96).tolist() == [16, 16, 32, 48, 96]
+    assert align_up([5, 7], 1, 4).tolist() == [5, 7]
+    g = np.array([16.0, 32, 64])
+    table = LayerTable(g, g, plane(g[:, None], g[None, :]), align=16)
+    # 40 channels run as 48: the value of the block top, interpolated between the 32 and 64 grid points
+    assert table(40, 33) == pytest.approx(plane(48, 48))
+    assert table(64, 64) == pytest.approx(plane(64, 64))
 
 
 def test_linear_for_depthwise_diagonal():

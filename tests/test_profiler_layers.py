@@ -62,6 +62,8 @@ def test_plan_covers_each_signature_grid_once():
     stem, c16, c16_32, c32, c32_64, c64, fc = 2, 2 * 2, 2 * 3, 3 * 3, 3 * 5, 5 * 5, 5
     assert len(rows) == len(set(rows)) == stem + c16 + 2 * c16_32 + c32 + 2 * c32_64 + c64 + fc
     assert [r for r in rows if r[0] == "linear_64x10_fixout"] == [("linear_64x10_fixout", c, 10) for c in (8, 16, 32, 48, 64)]
+    aligned = plan_rows(unique_signatures(layers).values(), 32, 8, align=16)  # points rounded up to 16: 16, 32, 64
+    assert {c for _, c, _ in aligned if c != 3} == {16, 32, 64}
 
 
 @pytest.mark.parametrize("kind", ["dense", "depthwise", "linear", "strided"])

@@ -22,7 +22,7 @@ from profiler.measure import ProfileRequest, profile_model
 from profiler.targets import load_target
 
 FAST = ["--target", "cpu", "--model", "resnet20", "--resolution", "16", "--step", "32", "--repeats", "3", "--warmup", "1",
-        "--network-repeats", "3", "--calibration-networks", "1"]
+        "--network-repeats", "3", "--calibration-networks", "1", "--min-channels", "8", "--align", "8"]
 
 
 def request(**changes):

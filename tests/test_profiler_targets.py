@@ -15,10 +15,10 @@ def test_every_requested_target_ships_with_sensible_defaults():
         assert t.name == name
         if t.kind == "gpu":
             assert t.precision == "fp16" and t.device_name
-            assert t.grid.step % 8 == 0 and t.grid.min % 8 == 0  # 8-aligned grid on GPUs
+            assert t.grid.step % 8 == 0 and t.grid.min % 8 == 0 and t.grid.align == 8  # 8-aligned grid on GPUs
             assert t.batch == (1 if name == "jetson-orin" else 256)
         else:
-            assert (t.precision, t.batch, t.backends[0]) == ("fp32", 1, "onnxruntime")
+            assert (t.precision, t.batch, t.backends[0], t.grid.align) == ("fp32", 1, "onnxruntime", 16)
     assert load_target("cpu").grid.step > load_target("h100").grid.step  # coarser grid on CPU
     assert load_target("titanv").backends[0] == "torch"  # the paper's table: cuDNN
 

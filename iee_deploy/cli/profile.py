@@ -32,7 +32,10 @@ def _positive(name: str, value: int | None) -> None:
               help="Measuring backend (default: the target's first that can run here).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="Precision (default: the target's: fp16 on GPUs, fp32 on CPU).")
 @click.option("--step", type=int, default=None, help="Channel grid step in channels (default: the target's: 16 on GPUs, 32 on CPU).")
-@click.option("--min-channels", type=int, default=None, help="Smallest channel count on the grid (default: the target's, 8).")
+@click.option("--min-channels", type=int, default=None, help="Smallest channel count on the grid (default: the target's: 8 on GPUs, 16 on CPU).")
+@click.option("--align", type=int, default=None,
+              help="Hardware channel block in channels: grid points are multiples of it and queries are rounded up to it "
+                   "(default: the target's: 8 on GPUs, 16 on CPU).")
 @click.option("--warmup", type=int, default=None, help="Untimed runs before timing each configuration (default: the target's).")
 @click.option("--repeats", type=int, default=None, help="Timed runs per layer configuration; the median is recorded (default: the target's).")
 @click.option("--network-repeats", type=int, default=None, help="Timed runs per whole network for calibration (default: the target's).")
@@ -43,7 +46,7 @@ def _positive(name: str, value: int | None) -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted profile in --out without re-measuring finished rows.")
 def profile(target: str, model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None,
             batch: int | None, backend: str | None, precision: str | None, step: int | None, min_channels: int | None,
-            warmup: int | None, repeats: int | None, network_repeats: int | None, calibration_networks: int | None,
+            align: int | None, warmup: int | None, repeats: int | None, network_repeats: int | None, calibration_networks: int | None,
             out: str | None, resume: bool) -> None:
     """Measure a per-layer latency lookup table (LUT) of a model on a hardware target.
 
@@ -51,7 +54,8 @@ def profile(target: str, model_name: str, num_classes: int | None, resolution: i
     (input, output) channel counts, with warm-up and repeats; rows are written as they are measured,
     then a few whole networks calibrate the sum of layer latencies. Latency is in ms per batch.
     """
-    for name, value in (("--batch", batch), ("--step", step), ("--min-channels", min_channels), ("--repeats", repeats),
+    for name, value in (("--batch", batch), ("--step", step), ("--min-channels", min_channels), ("--align", align),
+                        ("--repeats", repeats),
                         ("--network-repeats", network_repeats), ("--calibration-networks", calibration_networks),
                         ("--num-classes", num_classes), ("--resolution", resolution)):
         _positive(name, value)
@@ -63,7 +67,7 @@ def profile(target: str, model_name: str, num_classes: int | None, resolution: i
     settings = settings_for(hw, precision, warmup, repeats, network_repeats, timing_cache_path(out_path))
     request = ProfileRequest(model=model_name, num_classes=num_classes or 1000, resolution=resolution or spec.native_resolution,
                              batch=batch or hw.batch, target=hw, settings=settings, backend=backend, grid_step=step,
-                             grid_min=min_channels, calibration_networks=calibration_networks, checkpoint=checkpoint)
+                             grid_min=min_channels, grid_align=align, calibration_networks=calibration_networks, checkpoint=checkpoint)
     summary = profile_model(request, out_path, resume=resume)
     meta = summary.lut.meta
     cal = meta.calibration or {}
