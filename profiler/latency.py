@@ -138,10 +138,11 @@ class LatencyModel:
 
     @classmethod
     def from_lut(cls, lut: Lut) -> LatencyModel:
-        """Build the tables from a loaded (complete) LUT."""
+        """Build the tables from a loaded (complete) LUT, using the statistic (median or min) it was made for."""
         by_signature: dict[str, dict[tuple[int, int], float]] = {}
+        use_min = lut.meta.statistic == "min"
         for row in lut.rows:
-            by_signature.setdefault(row.signature, {})[(row.cin, row.cout)] = row.median_ms
+            by_signature.setdefault(row.signature, {})[(row.cin, row.cout)] = row.min_ms if use_min else row.median_ms
         tables: dict[str, LayerTable] = {}
         for key, sig in lut.meta.signatures.items():
             points = by_signature.get(key, {})

@@ -70,6 +70,7 @@ class LutMeta:
     warmup: int
     repeats: int
     network_repeats: int
+    statistic: str  # "median" or "min": the column the latency model uses
     layers: dict[str, str]  # layer name -> signature key
     signatures: dict[str, LayerSignature]  # signature key -> signature
     rows_planned: int
@@ -99,7 +100,7 @@ class LutMeta:
     def settings(self) -> dict[str, Any]:
         """What decides the numbers in the table: two tables with different settings cannot be mixed."""
         keys = ("model", "num_classes", "resolution", "batch", "precision", "target", "backend", "threads", "grid_step",
-                "grid_min", "grid_align", "warmup", "repeats")
+                "grid_min", "grid_align", "warmup", "repeats", "statistic")
         return {k: getattr(self, k) for k in keys}
 
 

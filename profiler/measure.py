@@ -58,6 +58,7 @@ class ProfileRequest:
     grid_step: int | None = None  # None: the target's
     grid_min: int | None = None
     grid_align: int | None = None
+    statistic: str | None = None  # None: the target's
     calibration_networks: int | None = None
     checkpoint: str | None = None
 
@@ -101,6 +102,7 @@ def _new_meta(request: ProfileRequest, model: nn.Module, backend: Backend, devic
         precision=s.precision, target=request.target.name, target_file=str(request.target.path.resolve()),
         backend=backend.name, device=device, threads=s.threads, grid_step=step,
         grid_min=minimum, grid_align=align, warmup=s.warmup, repeats=s.repeats, network_repeats=s.network_repeats,
+        statistic=request.statistic or request.target.timing.statistic,
         layers={name: sig.key for name, sig in layers.items()}, signatures=signatures,
         rows_planned=len(plan_rows(signatures.values(), step, minimum, align)), versions=backend.versions(),
         machine=machine_info(s.threads), checkpoint=request.checkpoint, created=now(),
@@ -126,7 +128,7 @@ def _resume_meta(out: Path, fresh: LutMeta) -> LutMeta:
 
 
 def calibrate(model: nn.Module, latency: LatencyModel, backend: Backend, batch: int, resolution: int, networks: int,
-              progress: bool = True) -> Calibration:
+              statistic: str, progress: bool = True) -> Calibration:
     """Fit measured = a * sum_of_layers + b on the dense model and `networks - 1` random sub-networks.
 
     The networks are timed interleaved (`Backend.time_models`), so machine noise hits them alike.
@@ -141,7 +143,7 @@ def calibrate(model: nn.Module, latency: LatencyModel, backend: Backend, batch: 
     if progress:
         print(f"calibrating on {len(models)} whole network(s)...", file=sys.stderr)
     timings = backend.time_models(models, input_shape(batch, resolution))
-    return fit_calibration(sums, [t.median_ms for t in timings])
+    return fit_calibration(sums, [t.value(statistic) for t in timings])
 
 
 def profile_model(request: ProfileRequest, out: str | Path, resume: bool = False, progress: bool = True) -> ProfileSummary:
@@ -181,7 +183,8 @@ def profile_model(request: ProfileRequest, out: str | Path, resume: bool = False
     networks = request.calibration_networks or request.target.calibration_networks
     if meta.calibration is None or todo:
         latency = LatencyModel.from_lut(Lut(out, meta, rows_on_disk))
-        meta.calibration = calibrate(model, latency, backend, meta.batch, meta.resolution, networks, progress).to_dict()
+        meta.calibration = calibrate(model, latency, backend, meta.batch, meta.resolution, networks, meta.statistic,
+                                     progress).to_dict()
     meta.complete, meta.updated = True, now()
     meta.elapsed_s = elapsed_before + time.perf_counter() - started
     write_meta(out, meta)

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from iee_deploy.errors import UserError
+from profiler.timing import STATISTICS
 
 KINDS = ("cpu", "gpu")
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
@@ -48,6 +49,7 @@ class TimingSpec:
     warmup: int
     repeats: int
     network_repeats: int
+    statistic: str = "median"  # what the table records and the latency model predicts: median or min
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,10 @@ def parse_target(data: Any, path: Path) -> Target:
         raise UserError(f"target file '{path}': precision '{precision}' is not one of {', '.join(PRECISIONS)}", "fix it")
     grid = _require(data, "grid", dict, path)
     timing = _require(data, "timing", dict, path)
+    statistic = timing.get("statistic", "median")
+    if statistic not in STATISTICS:
+        raise UserError(f"target file '{path}': timing.statistic '{statistic}' is not one of {', '.join(STATISTICS)}",
+                        "fix it")
     calibration = data.get("calibration", {"networks": 5})
     return Target(
         name=str(_require(data, "name", str, path)),
@@ -171,7 +177,7 @@ def parse_target(data: Any, path: Path) -> Target:
         grid=GridSpec(step=_positive(grid, "step", path), min=_positive(grid, "min", path),
                       align=_positive(grid, "align", path) if "align" in grid else 1),
         timing=TimingSpec(warmup=_positive(timing, "warmup", path, allow_zero=True), repeats=_positive(timing, "repeats", path),
-                          network_repeats=_positive(timing, "network_repeats", path)),
+                          network_repeats=_positive(timing, "network_repeats", path), statistic=statistic),
         calibration_networks=_positive(calibration, "networks", path),
         path=path,
     )

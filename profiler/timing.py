@@ -17,6 +17,10 @@ from typing import Any
 
 import numpy as np
 
+STATISTICS = ("median", "min")
+"""Median: typical latency on a quiet device. Min: the least disturbed run, which on a shared machine
+estimates the uncontended latency far more reproducibly (other processes only ever add time)."""
+
 Runner = Callable[[int], list[float]]
 """runner(n): warm up, then time n runs; per-run latencies in ms."""
 
@@ -29,6 +33,12 @@ class Timing:
     iqr_ms: float
     min_ms: float
     runs: int
+
+    def value(self, statistic: str) -> float:
+        """The figure a latency table uses: "median" (typical latency) or "min" (uncontended latency)."""
+        if statistic not in STATISTICS:
+            raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+        return self.median_ms if statistic == "median" else self.min_ms
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float]) -> Timing:

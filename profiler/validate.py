@@ -59,7 +59,8 @@ class Sample:
 
     level: float
     predicted_ms: float
-    measured_ms: float
+    measured_ms: float  # the LUT's statistic (median or min) over the runs
+    measured_median_ms: float
     measured_iqr_ms: float
     sum_of_layers_ms: float
     error_pct: float
@@ -77,6 +78,7 @@ class ValidationReport:
     batch: int
     resolution: int
     precision: str
+    statistic: str
     seed: int
     keep_range: tuple[float, float]
     calibration: dict[str, Any]
@@ -129,17 +131,17 @@ def validate_lut(lut_path: str | Path, model_name: str, num_classes: int | None 
     dense, *timings = backend.time_models([model] + [s.model for s in subnets], input_shape(meta.batch, resolution))
     results = []
     for subnet, timing in zip(subnets, timings):
-        predicted = latency.predict(subnet.layer_channels)
-        results.append(Sample(subnet.level, predicted, timing.median_ms, timing.iqr_ms,
-                              latency.sum_of_layers(subnet.layer_channels),
-                              (predicted - timing.median_ms) / timing.median_ms * 100))
-    measured = [s.measured_ms for s in results]
+        predicted, measured = latency.predict(subnet.layer_channels), timing.value(meta.statistic)
+        results.append(Sample(subnet.level, predicted, measured, timing.median_ms, timing.iqr_ms,
+                              latency.sum_of_layers(subnet.layer_channels), (predicted - measured) / measured * 100))
+    measured_all = [s.measured_ms for s in results]
     return ValidationReport(
         lut=str(lut_path), model=model_name, target=meta.target, backend=meta.backend, device=device, batch=meta.batch,
-        resolution=resolution, precision=meta.precision, seed=seed, keep_range=(low, high),
-        calibration=latency.calibration.to_dict(), dense_measured_ms=dense.median_ms, dense_predicted_ms=latency.predict({}),
-        samples=results, mape_pct=mape([s.predicted_ms for s in results], measured),
-        spearman=spearman([s.predicted_ms for s in results], measured),
-        mape_uncalibrated_pct=mape([s.sum_of_layers_ms for s in results], measured),
+        resolution=resolution, precision=meta.precision, statistic=meta.statistic, seed=seed, keep_range=(low, high),
+        calibration=latency.calibration.to_dict(), dense_measured_ms=dense.value(meta.statistic),
+        dense_predicted_ms=latency.predict({}), samples=results,
+        mape_pct=mape([s.predicted_ms for s in results], measured_all),
+        spearman=spearman([s.predicted_ms for s in results], measured_all),
+        mape_uncalibrated_pct=mape([s.sum_of_layers_ms for s in results], measured_all),
         seconds=time.perf_counter() - started, machine=machine_info(meta.threads),
     )

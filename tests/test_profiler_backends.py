@@ -28,6 +28,7 @@ CPU = BackendSettings(device="cpu", precision="fp32", threads=1, warmup=1, repea
 def test_timing_statistics_exact():
     t = Timing.from_samples([4.0, 1.0, 3.0, 2.0, 100.0])
     assert (t.median_ms, t.iqr_ms, t.min_ms, t.runs) == (3.0, 2.0, 1.0, 5)
+    assert (t.value("median"), t.value("min")) == (3.0, 1.0)
     calls = []
     samples = host_runner(lambda: calls.append("run"), warmup=2)(3)
     assert calls == ["run"] * 5 and len(samples) == 3 and all(s >= 0 for s in samples)

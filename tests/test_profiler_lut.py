@@ -53,8 +53,15 @@ def test_profile_writes_a_complete_pandas_readable_lut_with_metadata(tiny_lut):
     assert meta["versions"]["onnxruntime"] and meta["machine"]["cpu"] and meta["complete"]
     assert meta["rows_done"] == meta["rows_planned"] == len(table) == summary.measured and summary.reused == 0
     assert len(meta["calibration"]["points"]) == 1 and meta["calibration"]["a"] > 0
-    latency = LatencyModel.from_lut(load_lut(out))
+    lut = load_lut(out)
+    latency = LatencyModel.from_lut(lut)
     assert set(latency.layers) == set(enumerate_layers(build_model("resnet20", 10), (1, 3, 16, 16)))
+    # the cpu target's statistic is the fastest run: the full-width model is the sum of the full-size rows' minima
+    assert meta["statistic"] == "min"
+    fastest = {(r.signature, r.cin, r.cout): r.min_ms for r in lut.rows}
+    full = sum(fastest[(key, lut.meta.signatures[key].cin, lut.meta.signatures[key].cout)]
+               for key in lut.meta.layers.values())
+    assert latency.sum_of_layers({}) == pytest.approx(full)
     dense = latency.predict({})
     assert latency.predict({"layer3.0.conv2": (8, 8)}) < dense
 

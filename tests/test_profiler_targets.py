@@ -14,11 +14,12 @@ def test_every_requested_target_ships_with_sensible_defaults():
         t = load_target(name)
         assert t.name == name
         if t.kind == "gpu":
-            assert t.precision == "fp16" and t.device_name
+            assert t.precision == "fp16" and t.device_name and t.timing.statistic == "median"
             assert t.grid.step % 8 == 0 and t.grid.min % 8 == 0 and t.grid.align == 8  # 8-aligned grid on GPUs
             assert t.batch == (1 if name == "jetson-orin" else 256)
         else:
             assert (t.precision, t.batch, t.backends[0], t.grid.align) == ("fp32", 1, "onnxruntime", 16)
+            assert (t.threads, t.timing.statistic) == (1, "min")
     assert load_target("cpu").grid.step > load_target("h100").grid.step  # coarser grid on CPU
     assert load_target("titanv").backends[0] == "torch"  # the paper's table: cuDNN
 
@@ -34,6 +35,9 @@ def test_target_by_path_and_bad_files(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text(own.read_text().replace("precision: fp32", "precision: int3"))
     with pytest.raises(UserError, match="precision 'int3'"):
+        load_target(str(broken))
+    broken.write_text(own.read_text().replace("statistic: min", "statistic: mean"))
+    with pytest.raises(UserError, match="timing.statistic 'mean'"):
         load_target(str(broken))
     broken.write_text(own.read_text() + "colour: blue\n")
     with pytest.raises(UserError, match="unknown field.*colour"):

@@ -38,6 +38,9 @@ def _positive(name: str, value: int | None) -> None:
                    "(default: the target's: 8 on GPUs, 16 on CPU).")
 @click.option("--warmup", type=int, default=None, help="Untimed runs before timing each configuration (default: the target's).")
 @click.option("--repeats", type=int, default=None, help="Timed runs per layer configuration; the median is recorded (default: the target's).")
+@click.option("--statistic", type=click.Choice(["median", "min"]), default=None,
+              help="Latency the table records and the model predicts: median run or fastest run (default: the target's: "
+                   "min on CPU, reproducible on a shared machine; median on GPUs).")
 @click.option("--network-repeats", type=int, default=None, help="Timed runs per whole network for calibration (default: the target's).")
 @click.option("--calibration-networks", type=int, default=None,
               help="Whole networks (dense + random sub-networks) measured to fit measured = a * sum_of_layers + b (default: the target's, 5).")
@@ -46,7 +49,7 @@ def _positive(name: str, value: int | None) -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted profile in --out without re-measuring finished rows.")
 def profile(target: str, model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None,
             batch: int | None, backend: str | None, precision: str | None, step: int | None, min_channels: int | None,
-            align: int | None, warmup: int | None, repeats: int | None, network_repeats: int | None, calibration_networks: int | None,
+            align: int | None, warmup: int | None, repeats: int | None, statistic: str | None, network_repeats: int | None, calibration_networks: int | None,
             out: str | None, resume: bool) -> None:
     """Measure a per-layer latency lookup table (LUT) of a model on a hardware target.
 
@@ -67,12 +70,12 @@ def profile(target: str, model_name: str, num_classes: int | None, resolution: i
     settings = settings_for(hw, precision, warmup, repeats, network_repeats, timing_cache_path(out_path))
     request = ProfileRequest(model=model_name, num_classes=num_classes or 1000, resolution=resolution or spec.native_resolution,
                              batch=batch or hw.batch, target=hw, settings=settings, backend=backend, grid_step=step,
-                             grid_min=min_channels, grid_align=align, calibration_networks=calibration_networks, checkpoint=checkpoint)
+                             grid_min=min_channels, grid_align=align, statistic=statistic, calibration_networks=calibration_networks, checkpoint=checkpoint)
     summary = profile_model(request, out_path, resume=resume)
     meta = summary.lut.meta
     cal = meta.calibration or {}
     click.echo(f"LUT {out_path} ({meta_path(out_path)}): {meta.model} at {meta.resolution}px, batch {meta.batch}, {meta.precision}, "
-               f"{meta.backend} on {meta.device}")
+               f"{meta.backend} on {meta.device}, {meta.threads} thread(s), {meta.statistic} of {meta.repeats} runs")
     click.echo(f"  {len(meta.signatures)} layer signatures for {len(meta.layers)} layers, {meta.rows_done} rows "
                f"({summary.measured} measured now, {summary.reused} reused) in {summary.seconds:.0f} s")
     click.echo(f"  calibration on {len(cal.get('points', []))} whole network(s): measured = {cal.get('a', 1):.4f} x "
@@ -95,8 +98,8 @@ def validate_lut(lut: str, model_name: str, num_classes: int | None, resolution:
         raise UserError(f"keep fractions must satisfy 0 < --min-keep <= --max-keep <= 1, got {min_keep} and {max_keep}",
                         "pass e.g. --min-keep 0.3 --max-keep 1.0")
     report = run_validation(lut, model_name, num_classes, resolution, checkpoint, samples, seed, min_keep, max_keep)
-    click.echo(f"{report.model} on {report.target} ({report.backend}, {report.device}), batch {report.batch}: "
-               f"dense measured {report.dense_measured_ms:.3f} ms, predicted {report.dense_predicted_ms:.3f} ms")
+    click.echo(f"{report.model} on {report.target} ({report.backend}, {report.device}), batch {report.batch}, latency = "
+               f"{report.statistic} run: dense measured {report.dense_measured_ms:.3f} ms, predicted {report.dense_predicted_ms:.3f} ms")
     click.echo(f"{'#':>3} {'keep level':>10} {'predicted ms':>13} {'measured ms':>12} {'error %':>8}")
     for i, s in enumerate(report.samples, 1):
         click.echo(f"{i:>3} {s.level:>10.2f} {s.predicted_ms:>13.3f} {s.measured_ms:>12.3f} {s.error_pct:>+8.1f}")
