@@ -2,8 +2,9 @@
 
 1. `relax`: Pareto fronts, the greedy fill (a feasible incumbent worth L) and the LP bound U.
    When L reaches U the greedy answer is already proven optimal and CP-SAT is not needed.
-2. `reduced_options`: reduced-cost fixing keeps only options that could beat L. On channel-level
-   instances this removes almost everything (options far from the LP break point).
+2. `reduced_options`: reduced-cost fixing keeps only options that could reach a target T >= L.
+   On channel-level instances this removes almost everything (options far from the LP break
+   point); guessing T close to U first (see `solve_cpsat`) keeps that true even when L is weak.
 3. CP-SAT on what is left: one Boolean per option, exactly one per group, the integer-scaled
    cost row <= capacity, maximise the integer-scaled value, the greedy answer as a hint. Costs are
    bracketed (`solvers.integer`) so the answer fits the true budget; values are rounded to
@@ -30,6 +31,8 @@ VALUE_BITS = 40
 #: Relaxation answers that miss the true budget by rounding alone are cut off and the relaxation
 #: re-solved, up to this many times, before falling back to the (feasible) restriction.
 MAX_EXCLUSIONS = 25
+#: Shrinking targets T = U - fraction * (U - L), tried in turn (see `solve_cpsat`); 1 means T = L.
+TARGET_FRACTIONS = (1 / 16, 1 / 4, 1.0)
 #: CP-SAT search workers (the reduced models are small; one worker avoids thread start-up).
 CPSAT_WORKERS = 1
 #: CP-SAT's presolve stays off. In ortools 9.15 it certifies wrong optima on exactly this model
@@ -97,17 +100,31 @@ def cpsat_integer(ip: IntegerProblem, hint: Sequence[int] | None = None, time_li
 
 
 def solve_cpsat(problem: KnapsackProblem, time_limit_s: float | None = None) -> Selection:
-    """LP-shrunk CP-SAT solve; optimal unless the time limit stops it (then the best found)."""
+    """LP-shrunk CP-SAT solve; optimal unless the time limit stops it (then the best found).
+
+    The shrinking uses a guessed target T between the greedy value L and the LP bound U, raised
+    from U - gap / 16 towards L (`TARGET_FRACTIONS`): only options that can reach T are kept, so
+    the model is tiny. If the best selection among them reaches T it is optimal (every selection
+    worth >= T was in the model); if not, every selection is worth < T, and T is lowered. The last
+    round uses T = the best value found, which keeps every optimal selection.
+    """
     start = time.perf_counter()
     relaxation = relax(problem)
-    scale = math.fsum(float(np.abs(g.values).max()) for g in problem.groups) if problem.groups else 0.0
-    if is_optimal(relaxation.greedy_value, relaxation.bound, scale):
-        return make_selection(problem, relaxation.greedy, relaxation.bound, time.perf_counter() - start, "cpsat")
-    allowed = reduced_options(problem, relaxation)
-    left = None if time_limit_s is None else max(0.0, time_limit_s - (time.perf_counter() - start))
-    chosen, bound = solve_bracketed(problem, allowed, CPSAT_RESOLUTION, cpsat_integer, relaxation.greedy, left,
-                                    max_exclusions=MAX_EXCLUSIONS)
-    if chosen is None or problem.objective(chosen) < relaxation.greedy_value:
-        chosen = relaxation.greedy
-    upper = min(relaxation.bound, max(bound, relaxation.greedy_value))
-    return make_selection(problem, chosen, upper, time.perf_counter() - start, "cpsat")
+    best, value = relaxation.greedy, relaxation.greedy_value
+    upper = relaxation.bound
+    if is_optimal(problem, value, upper):
+        return make_selection(problem, best, upper, time.perf_counter() - start, "cpsat")
+    for fraction in TARGET_FRACTIONS:
+        target = max(value, relaxation.bound - fraction * (relaxation.bound - relaxation.greedy_value))
+        allowed = reduced_options(problem, relaxation, target)
+        left = None if time_limit_s is None else max(0.0, time_limit_s - (time.perf_counter() - start))
+        chosen, bound = solve_bracketed(problem, allowed, CPSAT_RESOLUTION, cpsat_integer, best, left,
+                                        max_exclusions=MAX_EXCLUSIONS)
+        if chosen is not None and problem.objective(chosen) > value:
+            best, value = chosen, problem.objective(chosen)
+        # Selections outside the model are worth < target: the optimum is <= max(bound, target).
+        upper = min(upper, max(bound, target))
+        out_of_time = time_limit_s is not None and time.perf_counter() - start >= time_limit_s
+        if value >= target or out_of_time:
+            break
+    return make_selection(problem, best, upper, time.perf_counter() - start, "cpsat")

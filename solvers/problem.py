@@ -186,9 +186,11 @@ class Selection:
         return record
 
 
-def is_optimal(objective: float, upper_bound: float, scale: float) -> bool:
-    """Objective equal to the proven bound up to `OPTIMALITY_RTOL` of `scale` (the values' magnitude)."""
-    return upper_bound - objective <= OPTIMALITY_RTOL * max(1.0, abs(scale))
+def is_optimal(problem: KnapsackProblem, objective: float, upper_bound: float) -> bool:
+    """Objective equal to the proven bound up to `OPTIMALITY_RTOL` of the values' magnitude
+    (the sum over groups of the largest |value|)."""
+    scale = math.fsum(float(np.abs(g.values).max()) for g in problem.groups)
+    return upper_bound - objective <= OPTIMALITY_RTOL * max(1.0, scale)
 
 
 def make_selection(problem: KnapsackProblem, indices: Sequence[int], upper_bound: float, solve_time_s: float,
@@ -200,8 +202,7 @@ def make_selection(problem: KnapsackProblem, indices: Sequence[int], upper_bound
                              f"{problem.cost(indices)!r} > {problem.budget!r}")
     objective = problem.objective(indices)
     upper_bound = max(upper_bound, objective)
-    scale = math.fsum(float(np.abs(g.values).max()) for g in problem.groups) if problem.groups else 0.0
-    status: Status = "optimal" if is_optimal(objective, upper_bound, scale) else "feasible"
+    status: Status = "optimal" if is_optimal(problem, objective, upper_bound) else "feasible"
     return Selection(
         indices=indices,
         counts={g.name: int(g.counts[i]) for g, i in zip(problem.groups, indices, strict=True)},

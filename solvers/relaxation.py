@@ -10,8 +10,8 @@ All of it works on the true float costs (no integer scaling):
 - `relax`: the greedy fill along those steps (a feasible selection, the `greedy` solver) and the
   Lagrangian bound U(lam) = lam * budget + sum_g max_o (v_go - lam * c_go), valid for every lam >= 0
   and equal to the LP optimum at lam = the slope of the first step that does not fit.
-- `reduced_options`: option o of group g can be in a selection worth at least L (the greedy value)
-  only if U(lam) - (max_p r_gp - r_go) >= L with r = v - lam * c; every other option is dropped.
+- `reduced_options`: option o of group g can be in a selection worth at least T (e.g. the greedy
+  value) only if U(lam) - (max_p r_gp - r_go) >= T with r = v - lam * c; other options are dropped.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def relax(problem: KnapsackProblem) -> Relaxation:
     # Top-up: spend what the hull steps left on the best front option of each group that still fits.
     for gi, (g, front) in enumerate(zip(groups, fronts)):
         current = chosen[gi]
-        fits = front[g.costs[front] <= g.costs[current] + remaining]
+        fits = front[(g.costs[front] <= g.costs[current] + remaining) | (front == current)]
         best = int(fits[np.argmax(g.values[fits])])
         if g.values[best] > g.values[current]:
             remaining -= float(g.costs[best] - g.costs[current])
@@ -132,18 +132,20 @@ def relax(problem: KnapsackProblem) -> Relaxation:
                       multiplier=multiplier, bound=bound)
 
 
-def reduced_options(problem: KnapsackProblem, relaxation: Relaxation) -> list[IntArray]:
-    """Per group, the front options that can still appear in a selection worth >= the greedy value.
+def reduced_options(problem: KnapsackProblem, relaxation: Relaxation, target: float | None = None) -> list[IntArray]:
+    """Per group, the front options that can appear in a selection worth >= `target` (default: the
+    greedy value, so the optimum's options all survive).
 
-    Exact: every optimal selection uses only surviving options (up to `FIXING_RTOL` of slack kept
-    on purpose), and the greedy selection itself always survives.
+    Exact: option o survives when U(lam) minus its reduced-cost deficit reaches the target, with
+    `FIXING_RTOL` of slack kept on purpose against float round-off. A target <= U(lam) leaves every
+    group at least its option of largest reduced value (deficit 0).
     """
     lam = relaxation.multiplier
+    target = relaxation.greedy_value if target is None else target
     scale = sum(float(np.abs(g.values).max()) + lam * float(np.abs(g.costs).max()) for g in problem.groups)
-    slack = relaxation.bound - relaxation.greedy_value + FIXING_RTOL * (scale + lam * abs(problem.budget))
+    slack = relaxation.bound - target + FIXING_RTOL * (scale + lam * abs(problem.budget))
     allowed = []
-    for g, front, greedy in zip(problem.groups, relaxation.fronts, relaxation.greedy):
+    for g, front in zip(problem.groups, relaxation.fronts):
         reduced = g.values[front] - lam * g.costs[front]
-        keep = front[reduced.max() - reduced <= slack]
-        allowed.append(keep if greedy in keep else np.append(keep, greedy))
+        allowed.append(front[reduced.max() - reduced <= slack])
     return allowed
