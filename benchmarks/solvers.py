@@ -50,11 +50,13 @@ from solvers import (
     within_budget,
 )
 from solvers.cpsat import CPSAT_RESOLUTION, VALUE_BITS
+from solvers.dp import DP_RESOLUTION
 from solvers.integer import integer_problem, power_of_two_unit
 from solvers.problem import FloatArray, IntArray
 from solvers.relaxation import reduced_options, relax
 
 ORTOOLS = importlib.metadata.version("ortools")
+PLAIN_TIME_LIMIT_S = 60.0
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = (256, 1)  # HALP's throughput setting, and latency-bound deployment
 PEAK_FLOPS = 12e12  # FLOP/s: a Titan V / V100-class GPU in FP32
@@ -141,11 +143,14 @@ class Instance:
     importances: tuple[FloatArray, ...]
 
 
-def resnet50_instance(granularity: str, latency_ratio: float, batch: int = 256, seed: int = 0) -> Instance:
+def resnet50_instance(granularity: str, latency_ratio: float, batch: int = 256, seed: int = 0,
+                      flat: bool = False) -> Instance:
     """Prune problem: keep a fraction `latency_ratio` of the dense latency (additive group model:
     latency = dense + sum_g (C_g(k_g) - C_g(width_g)), each C_g with the other groups at full width).
 
-    granularity "channel": every count 1..width; "halp": multiples of HALP's item size.
+    granularity "channel": every count 1..width; "halp": multiples of HALP's item size. `flat`:
+    every channel about equally important (1 +- 1%, as at initialisation), the hard case for
+    LP-based shrinking because many selections are nearly tied.
     """
     rng = np.random.default_rng(seed)
     convs, specs = resnet50()
@@ -161,7 +166,9 @@ def resnet50_instance(granularity: str, latency_ratio: float, batch: int = 256, 
             noise = 1.0 + NOISE * rng.standard_normal(k.size)
             table += conv_latency_ms(conv, cin, cout, batch) * noise
         scale = rng.lognormal(0.0, 1.0)
-        if rng.random() < 0.5:
+        if flat:
+            importance = 1.0 + 0.01 * rng.standard_normal(spec.width)
+        elif rng.random() < 0.5:
             importance = scale * rng.lognormal(0.0, rng.uniform(0.5, 1.5), spec.width)
         else:
             importance = scale * rng.exponential(1.0, spec.width)
@@ -172,7 +179,7 @@ def resnet50_instance(granularity: str, latency_ratio: float, batch: int = 256, 
         scores.append(importance)
     full = math.fsum(float(t[-1]) for t in tables)
     budget = full - (1.0 - latency_ratio) * dense
-    name = f"b{batch} {granularity} r={latency_ratio:.2f}"
+    name = f"b{batch} {granularity} r={latency_ratio:.2f}" + (" flat" if flat else "")
     return Instance(name, granularity, KnapsackProblem(groups, budget), tuple(tables), tuple(items), tuple(scores))
 
 
@@ -197,6 +204,7 @@ def plain_cpsat(problem: KnapsackProblem) -> dict[str, object]:
     model.add(cp_model.LinearExpr.weighted_sum(flat, [c for _, cs, _ in groups for c in cs]) <= ip.capacity)
     model.maximize(cp_model.LinearExpr.weighted_sum(flat, [v for _, _, vs in groups for v in vs]))
     solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = PLAIN_TIME_LIMIT_S
     status = solver.solve(model)
     chosen = [int(ip.options[gi][next(j for j, b in enumerate(bs) if solver.boolean_value(b))])
               for gi, (bs, _, _) in enumerate(groups)]
@@ -247,9 +255,11 @@ def halp_dp(weights: list[int], values: list[int], capacity: int, layer_sizes: l
 def halp_reproduction(inst: Instance) -> dict[str, object]:
     """HALP's rounding (latency x1000 per item marginal, importance x1e6) on this instance.
 
-    "rounded optimum": the best selection for the rounded problem (solved exactly with `dp` on its
-    integer costs), i.e. rounding alone. "halp dp": HALP's DP itself (coarse instances only; the
-    single-channel table would need items x capacity booleans).
+    Item j of a group costs C(j * item) - C((j - 1) * item), rounded; the capacity is the budget
+    minus every group's cost at zero channels (so a group's kept items add up to C(k) - C(0)).
+    "rounded optimum": the best selection for the rounded problem (solved exactly by `cpsat`, its
+    costs being integers already), i.e. what rounding alone does. "halp dp": HALP's DP itself
+    (coarse instances only; the single-channel table would need items x capacity booleans).
     """
     problem = inst.problem
     budget_units = problem.budget - math.fsum(float(t[0]) for t in inst.cost_tables)
@@ -294,47 +304,58 @@ def halp_reproduction(inst: Instance) -> dict[str, object]:
     return record
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run(quick: bool) -> dict[str, list[dict[str, object]]]:
     ratios = (0.55,) if quick else (0.3, 0.55, 0.8)
     repeats = 1 if quick else 5
     rows: list[dict[str, object]] = []
     halp_rows: list[dict[str, object]] = []
     infeasible: list[dict[str, object]] = []
-    for batch in BATCHES:
-        for granularity in ("halp", "channel"):
-            for ratio in ratios:
-                inst = resnet50_instance(granularity, ratio, batch=batch)
-                problem = inst.problem
-                try:
-                    problem.check_feasible()
-                except InfeasibleBudgetError as err:
-                    infeasible.append({"instance": inst.name, "message": str(err)})
-                    continue
-                relaxation = relax(problem)
-                common = {"instance": inst.name, "options": problem.num_options,
-                          "pareto": sum(f.size for f in relaxation.fronts),
-                          "after_fixing": sum(a.size for a in reduced_options(problem, relaxation)),
-                          "budget": problem.budget}
-                answers: dict[str, Selection] = {}
-                for name in SOLVERS:
-                    runs = [solve(problem, solver=name) for _ in range(1 if name == "dp" else repeats)]
-                    answers[name] = runs[-1]
-                    rows.append({**common, "solver": name, "objective": runs[-1].objective,
-                                 "upper_bound": runs[-1].upper_bound, "status": runs[-1].status,
-                                 "cost": runs[-1].cost, "violation": max(0.0, runs[-1].cost - problem.budget),
-                                 "time_s": statistics.median(r.solve_time_s for r in runs),
-                                 "times_s": [r.solve_time_s for r in runs]})
-                plain = plain_cpsat(problem)
-                rows.append({**common, "solver": "plain cp-sat", "objective": plain["objective"],
-                             "upper_bound": math.nan, "status": plain["status"], "cost": plain["cost"],
-                             "violation": max(0.0, float(plain["cost"]) - problem.budget),  # type: ignore[arg-type]
-                             "time_s": plain["time_s"], "times_s": [plain["time_s"]]})
-                reference = answers["dp"].objective
-                for row in rows[-len(SOLVERS) - 1:]:
-                    row["gap_to_dp_pct"] = 100.0 * (reference - float(row["objective"])) / abs(reference)  # type: ignore[arg-type]
-                halp_rows.append({"instance": inst.name, "budget": problem.budget,
-                                  "optimum": answers["cpsat"].objective, **halp_reproduction(inst)})
-                print(f"done {inst.name}", file=sys.stderr, flush=True)
+    cases = [(batch, granularity, ratio, False) for batch in BATCHES for granularity in ("halp", "channel")
+             for ratio in ratios] + [(256, "channel", 0.55, True)]
+    for batch, granularity, ratio, flat in cases:
+        inst = resnet50_instance(granularity, ratio, batch=batch, flat=flat)
+        problem = inst.problem
+        try:
+            problem.check_feasible()
+        except InfeasibleBudgetError as err:
+            infeasible.append({"instance": inst.name, "message": str(err)})
+            continue
+        relaxation = relax(problem)
+        common = {"instance": inst.name, "options": problem.num_options,
+                  "pareto": sum(f.size for f in relaxation.fronts),
+                  "after_fixing": sum(a.size for a in reduced_options(problem, relaxation)),
+                  "budget": problem.budget}
+        answers: dict[str, Selection] = {}
+        for name in SOLVERS:
+            runs = [solve(problem, solver=name) for _ in range(1 if name == "dp" else repeats)]
+            answers[name] = runs[-1]
+            rows.append({**common, "solver": name, "objective": runs[-1].objective,
+                         "upper_bound": runs[-1].upper_bound, "status": runs[-1].status,
+                         "cost": runs[-1].cost, "violation": max(0.0, runs[-1].cost - problem.budget),
+                         "time_s": statistics.median(r.solve_time_s for r in runs),
+                         "times_s": [r.solve_time_s for r in runs]})
+        plain = plain_cpsat(problem)
+        rows.append({**common, "solver": "plain cp-sat", "objective": plain["objective"],
+                     "upper_bound": math.nan, "status": plain["status"], "cost": plain["cost"],
+                     "violation": max(0.0, float(plain["cost"]) - problem.budget),  # type: ignore[arg-type]
+                     "time_s": plain["time_s"], "times_s": [plain["time_s"]]})
+        reference = answers["dp"].objective
+        for row in rows[-len(SOLVERS) - 1:]:
+            row["gap_to_dp_pct"] = 100.0 * (reference - float(row["objective"])) / abs(reference)  # type: ignore[arg-type]
+        halp_rows.append({"instance": inst.name, "budget": problem.budget,
+                          "optimum": answers["cpsat"].objective, **halp_reproduction(inst)})
+        print(f"done {inst.name}", file=sys.stderr, flush=True)
     return {"rows": rows, "halp": halp_rows, "infeasible": infeasible}
 
 
@@ -344,17 +365,21 @@ def markdown(result: dict[str, list[dict[str, Any]]], command: str) -> str:
         "",
         f"- command: `{command}`",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores shared with other jobs "
+        f"- machine: {cpu_name()}, {os.cpu_count()} cores shared with other jobs "
         f"(timings are noisy); python {platform.python_version()}, numpy {np.__version__}, ortools {ORTOOLS}",
         "- instances: ResNet-50's 37 groups with a roofline latency model (ms) with tile stair steps and 3% LUT noise,"
         " at batch 256 (b256, HALP's setting) and batch 1 (b1, launch-bound); `halp` = HALP item sizes (250 options),"
         " `channel` = every channel count (11,456 options); r = latency target as a fraction of the dense latency.",
-        "- pareto / after fixing: options left by Pareto filtering / by LP reduced-cost fixing (what `cpsat` hands"
-        " to CP-SAT). time: median of repeats of the solver call (the problem already built).",
-        "- gap to dp: (dp - solver) / dp in %, negative = better than dp (dp rounds costs to 2^16 units of the free"
-        " budget, cpsat to 2^30). proven gap: upper_bound - objective. violation: true latency over budget (ms).",
+        "- pareto / after fixing: options left by Pareto filtering / by LP reduced-cost fixing at the greedy value"
+        " (the largest model `cpsat` may hand to CP-SAT; its guessed targets usually make it smaller)."
+        " time: median of repeats of the solver call (the problem already built).",
+        "- gap to dp: (dp - solver) / dp in %, negative = better than dp (dp rounds costs to"
+        f" 2^{DP_RESOLUTION.bit_length() - 1} units of the free budget, cpsat to 2^{CPSAT_RESOLUTION.bit_length() - 1})."
+        " proven gap: upper_bound - objective (dp's bound is its rounded-down relaxation, so it is looser)."
+        " violation: true latency over budget (ms).",
         "- plain cp-sat: one Boolean per option, no filtering, fixing or hint, CP-SAT defaults (presolve on, all"
-        " workers); the formulation `cpsat` replaces.",
+        f" workers, {PLAIN_TIME_LIMIT_S:.0f} s limit); the formulation `cpsat` replaces.",
+        "- `flat`: every channel about equally important (1 +- 1%), the hard case for LP-based shrinking.",
         "",
         "| instance | options | pareto | after fixing | solver | objective | gap to dp % | proven gap | status "
         "| violation ms | time s |",
@@ -366,6 +391,13 @@ def markdown(result: dict[str, list[dict[str, Any]]], command: str) -> str:
             f"| {r['instance']} | {r['options']} | {r['pareto']} | {r['after_fixing']} | {r['solver']} "
             f"| {r['objective']:.6f} | {r['gap_to_dp_pct']:+.5f} | {proven} | {r['status']} "
             f"| {r['violation']:.3g} | {r['time_s']:.4f} |")
+    lines += ["", "Speed, side by side from this run (time of each solver / time of `cpsat`):", "",
+              "| instance | cpsat s | plain cp-sat | dp | greedy |", "|---|---|---|---|---|"]
+    for instance in dict.fromkeys(r["instance"] for r in result["rows"]):
+        times = {r["solver"]: r["time_s"] for r in result["rows"] if r["instance"] == instance}
+        base = times["cpsat"]
+        lines.append(f"| {instance} | {base:.4f} | {times['plain cp-sat'] / base:.1f}x | {times['dp'] / base:.1f}x "
+                     f"| {times['greedy'] / base:.2f}x |")
     if result["infeasible"]:
         lines += ["", "Infeasible targets (InfeasibleBudgetError):", ""]
         lines += [f"- {r['instance']}: {r['message']}" for r in result["infeasible"]]

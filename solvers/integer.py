@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from solvers.problem import FloatArray, IntArray, KnapsackProblem, within_budget
+from solvers.relaxation import pareto_front
 
 #: Costs and budget are scaled to at most 2**MAX_BITS units so sums stay exact in int64.
 MAX_BITS = 50
@@ -39,11 +40,6 @@ class IntegerProblem:
     costs: tuple[IntArray, ...]
     values: tuple[FloatArray, ...]
     capacity: int
-    unit: float
-
-    @property
-    def size(self) -> int:
-        return sum(o.size for o in self.options)
 
 
 @dataclass(frozen=True)
@@ -99,17 +95,12 @@ def integer_problem(problem: KnapsackProblem, allowed: Sequence[IntArray], expon
         return None
     kept_options, kept_costs, kept_values = [], [], []
     for ids, cost, value in zip(options, costs, values):
-        order = np.lexsort((-value, cost))
+        order = pareto_front(cost, value) if prune_dominated else np.arange(cost.size)
         order = order[cost[order] <= capacity]
-        if prune_dominated:
-            ordered = value[order]
-            best_before = np.maximum.accumulate(np.concatenate(([-np.inf], ordered[:-1])))
-            order = order[ordered > best_before]
         kept_options.append(ids[order])
         kept_costs.append(cost[order])
         kept_values.append(value[order])
-    return IntegerProblem(tuple(kept_options), tuple(kept_costs), tuple(kept_values), int(capacity),
-                          math.ldexp(1.0, exponent))
+    return IntegerProblem(tuple(kept_options), tuple(kept_costs), tuple(kept_values), int(capacity))
 
 
 def solve_bracketed(problem: KnapsackProblem, allowed: Sequence[IntArray], resolution: int,

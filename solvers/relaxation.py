@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from solvers.problem import FloatArray, IntArray, KnapsackProblem, within_budget
 
@@ -29,7 +31,7 @@ ROUNDOFF = 2.0**-53
 FIXING_RTOL = 1e-9
 
 
-def pareto_front(costs: FloatArray, values: FloatArray) -> IntArray:
+def pareto_front(costs: npt.NDArray[Any], values: FloatArray) -> IntArray:
     """Indices of the non-dominated options, by increasing cost (and strictly increasing value)."""
     order = np.lexsort((-values, costs))
     ordered = values[order]

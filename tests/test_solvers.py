@@ -199,7 +199,7 @@ def test_cpsat_model_is_immune_to_the_presolve_bug() -> None:
     costs = [[0, 486201994, 608807939], [0, 143882726, 733287576, 798749336, 922070157], [0, 180164328]]
     values = [[0, 2749, 6077], [0, 924, 1854, 2838, 5703], [0, 2141]]
     ip = IntegerProblem(tuple(np.arange(len(c)) for c in costs), tuple(np.array(c) for c in costs),
-                        tuple(np.array(v, dtype=float) for v in values), capacity=1568343709, unit=1.0)
+                        tuple(np.array(v, dtype=float) for v in values), capacity=1568343709)
     answer = cpsat_integer(ip)
     assert answer.positions == (2, 4, 0)
     assert answer.bound == pytest.approx(11780.0)
