@@ -34,7 +34,6 @@ from scipy.sparse.csgraph import connected_components
 from iee_deploy.errors import UserError
 from iee_deploy.graph.trace import Node, Ref, Trace
 
-
 ID = np.int32
 """Channel id dtype: small copies are what movement ops on id tensors cost."""
 

@@ -72,9 +72,12 @@ _add("pointwise",
       "exp", "sqrt", "neg", "clamp", "clamp_", "clamp_min", "clamp_min_", "__neg__", "__pos__"))
 _add("elementwise",
      (operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul, operator.truediv,
-      operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum),
+      operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum, torch.where,
+      operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, torch.eq, torch.ne, torch.lt,
+      torch.le, torch.gt, torch.ge),
      ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "__add__", "__iadd__", "__radd__", "__sub__",
-      "__isub__", "__rsub__", "__mul__", "__imul__", "__rmul__", "__truediv__", "__itruediv__", "__rtruediv__"))
+      "__isub__", "__rsub__", "__mul__", "__imul__", "__rmul__", "__truediv__", "__itruediv__", "__rtruediv__",
+      "eq", "ne", "lt", "le", "gt", "ge", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__"))
 _add("spatial",
      (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
       F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.max_pool1d,
@@ -87,7 +90,7 @@ _add("movement",
 _add("reduce",
      (torch.mean, torch.sum, torch.amax, torch.amin, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax),
      ("mean", "sum", "amax", "amin", "softmax", "log_softmax"))
-_add("meta", (getattr, len, operator.floordiv, operator.mod, operator.eq, operator.ne),
+_add("meta", (getattr, len, operator.floordiv, operator.mod),
      ("size", "dim", "numel", "__len__", "__format__", "__bool__"))
 
 try:  # torchvision marks stochastic_depth as an fx leaf function; it scales whole samples (per channel safe)

@@ -123,14 +123,11 @@ def mask_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
     for (name, role), drop in removed.items():
         module = model.get_submodule(name)
         index = torch.from_numpy(drop)
-        if role == "bn":
-            for attr in ("weight", "bias"):
-                if getattr(module, attr, None) is not None:
-                    getattr(module, attr)[index] = 0
-        elif role == "out":
-            module.weight[index] = 0
-            if getattr(module, "bias", None) is not None:
-                module.bias[index] = 0
-        elif getattr(module, "groups", 1) == 1:  # grouped convs: the group's own rows are already zero
-            module.weight[:, index] = 0
+        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+        if role in ("bn", "out"):  # BN gamma/beta, or a conv/linear's output rows
+            for tensor in (weight, bias):
+                if isinstance(tensor, torch.Tensor):
+                    tensor[index] = 0
+        elif getattr(module, "groups", 1) == 1 and isinstance(weight, torch.Tensor):
+            weight[:, index] = 0  # grouped convs: the group's own output rows are already zero
     return model

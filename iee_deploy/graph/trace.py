@@ -96,6 +96,20 @@ def _where(path: str, module: nn.Module | None) -> str:
 # --------------------------------------------------------------------------------------------- fx
 
 
+def _map_nodes(arg: Any, fn: Callable[[fx.Node], Any]) -> Any:
+    """`arg` with every fx node replaced by fn(node), through tuples, lists, dicts and slices."""
+    if isinstance(arg, fx.Node):
+        return fn(arg)
+    if isinstance(arg, (tuple, list)):
+        items = [_map_nodes(a, fn) for a in arg]
+        return type(arg)(*items) if hasattr(arg, "_fields") else type(arg)(items)
+    if isinstance(arg, dict):
+        return {k: _map_nodes(v, fn) for k, v in arg.items()}
+    if isinstance(arg, slice):
+        return slice(_map_nodes(arg.start, fn), _map_nodes(arg.stop, fn), _map_nodes(arg.step, fn))
+    return arg
+
+
 def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
     graph = fx.Tracer().trace(model)
     trace = Trace(tracer="fx")
@@ -103,10 +117,10 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
     placeholders = 0
 
     def value_of(arg: Any) -> Any:
-        return fx.node.map_arg(arg, lambda n: trace.nodes[index[n]].value)
+        return _map_nodes(arg, lambda n: trace.nodes[index[n]].value)
 
     def refs(arg: Any) -> Any:
-        return fx.node.map_arg(arg, lambda n: Ref(index[n]))
+        return _map_nodes(arg, lambda n: Ref(index[n]))
 
     for n in graph.nodes:
         stack = n.meta.get("nn_module_stack") or {}
