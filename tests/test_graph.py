@@ -105,6 +105,7 @@ def test_graph_is_correct_at_native_resolution(name):
     model = randomise_bn(build_model(name, 10, size)).eval()
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(2))
     g = build_dependency_graph(model, x)
+    assert g.tracer == "fx"  # every zoo model is fx-traceable; the eager fallback is for other models
     keep = random_keep(g, seed=3)
     pruned = prune_model(model, g, keep)
     masked = mask_model(copy.deepcopy(model), g, keep)

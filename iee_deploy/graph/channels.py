@@ -452,7 +452,28 @@ class ChannelAnalysis:
             t, grid = (t.narrow(d, 0, 1), grid.take([0], axis=d)) if keepdim else (t.select(d, 0), grid.take(0, axis=d))
         return self._guard(_from_core(shape, t, grid))
 
+    def _fast_movement(self, node: Node, args: tuple[Any, ...]) -> Ids | None:
+        """Concat along channels and flatten(x, 1) of per-channel ids, without touching spatial dims."""
+        value = node.value
+        if not isinstance(value, torch.Tensor):
+            return None
+        values = self._value(node.args)
+        if node.op in ("cat", "concat", "concatenate") and isinstance(args[0], (tuple, list)):
+            parts = args[0]
+            dim = _arg(node, values, 1, "dim", 0)
+            if all(isinstance(p, Ids) and p.vec is not None for p in parts) and _normdim(dim, value.dim()) == 1:
+                return Ids(tuple(value.shape), vec=np.concatenate([p.vec for p in parts]))
+        x = args[0]
+        if (node.op == "flatten" and isinstance(x, Ids) and x.vec is not None and value.dim() == 2
+                and _arg(node, values, 1, "start_dim", 0) == 1):
+            return Ids(tuple(value.shape), vec=np.repeat(x.vec, int(np.prod(x.shape[2:], dtype=np.int64))))
+        return None
+
     def _movement(self, node: Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        fast = self._fast_movement(node, args)
+        if fast is not None:
+            return fast
+
         def materialise(obj: Any, contiguous: bool) -> Any:
             if isinstance(obj, Ids):
                 return obj.tensor().contiguous() if contiguous else obj.tensor()

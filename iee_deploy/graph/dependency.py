@@ -225,11 +225,13 @@ def _signatures(coupling: Coupling, keys: list[tuple[str, str]]) -> np.ndarray:
     """A hash per unit of (layer side, occurrences) over all layers: equal hash = same group."""
     rng = np.random.default_rng(20250203)
     salts = rng.integers(1, 2**62, size=len(keys) + 1, dtype=np.uint64) | np.uint64(1)
-    sig = np.zeros(coupling.canon.size, dtype=np.uint64)
+    n = coupling.canon.size
+    labels = [coupling.canon[coupling.members[k]].astype(np.int64) for k in keys]
+    side = np.repeat(np.arange(len(keys), dtype=np.int64), [lab.size for lab in labels])
+    pairs, counts = np.unique(side * n + np.concatenate(labels), return_counts=True)
+    sig = np.zeros(n, dtype=np.uint64)
     golden = np.uint64(0x9E3779B97F4A7C15)
-    for i, key in enumerate(keys):
-        units, counts = np.unique(coupling.canon[coupling.members[key]], return_counts=True)
-        sig[units] += salts[i] * (counts.astype(np.uint64) * golden + np.uint64(1))
+    np.add.at(sig, pairs % n, salts[pairs // n] * (counts.astype(np.uint64) * golden + np.uint64(1)))
     sig[coupling.fixed] ^= salts[-1]
     return sig
 
@@ -267,33 +269,37 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling) -> DependencyG
     gid = rank[ginv]
     sizes = np.bincount(gid, minlength=gfirst.size)
     perm = np.argsort(gid, kind="stable")
-    position = np.empty(units.size, dtype=np.int64)
-    position[perm] = np.arange(units.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    in_group = np.empty(units.size, dtype=np.int64)
+    in_group[perm] = np.arange(units.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     group_of = np.full(coupling.canon.size, -1, dtype=np.int64)
     unit_of = np.full(coupling.canon.size, -1, dtype=np.int64)
-    group_of[units], unit_of[units] = gid, position
+    group_of[units], unit_of[units] = gid, in_group
 
     refs: list[dict[str, list[ChannelRef]]] = [{"out": [], "in": [], "bn": []} for _ in range(sizes.size)]
-    sides: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    for key, lab in zip(keys, labels):
-        g, u = group_of[lab], unit_of[lab]
-        order = np.lexsort((np.arange(lab.size), u, g))
-        bounds = np.flatnonzero(np.diff(g[order])) + 1
-        side = []
-        for block in np.split(order, bounds):
-            k = int(g[block[0]])
-            index = block.reshape(int(sizes[k]), -1)
-            refs[k][key[1]].append(ChannelRef(key[0], index))
-            side.append((k, index.shape[1]))
-        sides[key] = side
+    sides: dict[tuple[str, str], list[tuple[int, int]]] = {key: [] for key in keys}
+    # One sort over every layer side: by side, group, unit, then channel position.
+    lengths = [lab.size for lab in labels]
+    side_of = np.repeat(np.arange(len(keys)), lengths)
+    position = np.concatenate([np.arange(n) for n in lengths])
+    g_all, u_all = group_of[seq], unit_of[seq]
+    # sides are concatenated in order with positions ascending, so a stable sort keeps positions in order
+    order = np.argsort((side_of * sizes.size + g_all) * (int(sizes.max()) + 1) + u_all, kind="stable")
+    block_key = side_of[order] * sizes.size + g_all[order]
+    starts = np.flatnonzero(np.r_[True, block_key[1:] != block_key[:-1]])
+    for block in np.split(order, starts[1:]):
+        key, k = keys[int(side_of[block[0]])], int(g_all[block[0]])
+        index = position[block].reshape(int(sizes[k]), -1)
+        refs[k][key[1]].append(ChannelRef(key[0], index))
+        sides[key].append((k, index.shape[1]))
 
     input_units = set(coupling.canon[coupling.input_ids].tolist())
+    first_unit = units[np.unique(gid, return_index=True)[1]]  # the earliest unit of each group
     names: list[str] = []
     used: set[str] = set()
     for k, r in enumerate(refs):
         if r["out"]:
             base = r["out"][0].name
-        elif int(units[np.argmax(gid == k)]) in input_units:
+        elif int(first_unit[k]) in input_units:
             base = "input"
         else:
             first_ref = (r["bn"] or r["in"])[0]
@@ -322,7 +328,7 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling) -> DependencyG
     for target, node in nodes_by_target.items():
         module = node.module
         assert module is not None
-        layer_params += sum(p.numel() for p in module.parameters(recurse=False))
+        layer_params += sum(p.numel() for p in module._parameters.values() if p is not None)
         if node.category == "bn":
             row = np.zeros(sizes.size, dtype=np.int64)
             for k, per in sides[(target, "bn")]:

@@ -83,9 +83,17 @@ def _module_value(module: nn.Module, category: Category, x: torch.Tensor) -> tor
     if category == "linear":
         assert isinstance(module, nn.Linear)
         return x.new_empty((*x.shape[:-1], module.out_features))
-    if category == "bn":
+    if category in ("bn", "pointwise"):
         return x.new_empty(x.shape)
     return module(x)
+
+
+def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The meta result of a call; shape-preserving and broadcasting ops skip torch's (slow) meta kernels."""
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    if tensors and category in ("pointwise", "elementwise"):  # fresh (contiguous) meta tensors, as in eager
+        return tensors[0].new_empty(torch.broadcast_shapes(*(t.shape for t in tensors)))
+    return fn(*args, **kwargs)
 
 
 def _where(path: str, module: nn.Module | None) -> str:
@@ -154,13 +162,13 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
             fn = n.target
             assert callable(fn)
             node = Node(n.name, "call", op, category, args, kwargs, where,
-                        fn(*value_of(n.args), **value_of(n.kwargs)), fn=fn)
+                        _call_value(category, fn, value_of(n.args), value_of(n.kwargs)), fn=fn)
         elif n.op == "call_method":
             name = str(n.target)
             op, category = classify_method(name, where)
             fn = getattr(torch.Tensor, name)
             node = Node(n.name, "call", op, category, args, kwargs, where,
-                        fn(*value_of(n.args), **value_of(n.kwargs)), fn=fn)
+                        _call_value(category, fn, value_of(n.args), value_of(n.kwargs)), fn=fn)
         else:  # output
             node = Node(n.name, "output", "output", None, args, {}, where, value_of(n.args[0]))
         index[n] = len(trace.nodes)
