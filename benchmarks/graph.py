@@ -32,7 +32,9 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from test_graph import random_keep, randomise_bn  # noqa: E402  (the acceptance test's own helpers)
 
 from iee_deploy.graph import build_dependency_graph, mask_model, prune_model  # noqa: E402
 from iee_deploy.io import write_json, write_text  # noqa: E402
@@ -49,26 +51,12 @@ def _median_ms(fn: Any, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _randomise_bn(model: nn.Module) -> None:
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._NormBase):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=gen) - 0.5)
-                m.running_mean.copy_((torch.rand(n, generator=gen) - 0.5) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-
-
 def ours(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, Any]:
     row: dict[str, Any] = {}
     try:
         row["ms"] = _median_ms(lambda: build_dependency_graph(model, x), repeats)
         g = build_dependency_graph(model, x)
-        gen = torch.Generator().manual_seed(1)
-        keep = {grp.id: torch.randperm(grp.size, generator=gen)[: max(grp.min_keep, grp.size - round(0.3 * grp.size))]
-                for grp in g.prunable_groups}
+        keep = random_keep(g, seed=1)
         pruned = prune_model(model, g, keep)
         masked = mask_model(copy.deepcopy(model), g, keep)
         with torch.no_grad():
@@ -121,8 +109,7 @@ def main() -> None:
     print(f"{'model':20s} {'ours ms':>8s} {'TP ms':>8s} {'ratio':>6s} {'ours':>5s} {'TP':>5s} {'groups':>11s}")
     for name in args.models.split(","):
         size = model_spec(name).native_resolution
-        model = build_model(name, 1000, size).eval()
-        _randomise_bn(model)
+        model = randomise_bn(build_model(name, 1000, size)).eval()
         x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
         a, b = ours(model, x, args.repeats), torch_pruning(model, x, args.repeats)
         ratio = a["ms"] / b["ms"] if "ms" in a and "ms" in b else None

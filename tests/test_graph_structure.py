@@ -9,20 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_user_error, run_cli
-from test_graph import random_keep, randomise_bn, rel_err
+from test_graph import one_thread, random_keep, randomise_bn, rel_err  # noqa: F401  (one_thread: autouse)
 from torch import nn
 
 from iee_deploy.errors import UserError
 from iee_deploy.graph import build_dependency_graph, mask_model, prune_model, register_op
 from iee_deploy.models import build_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +273,33 @@ def test_cli_prints_groups_and_writes_json(tmp_path):
     assert data["model"] == "resnet50" and len(data["groups"]) == 39
     assert data["layers"]["conv1"]["out_hw"] == [112, 112]
     assert_user_error(run_cli("graph", "--model", "resnet5"), "unknown model 'resnet5'")
+
+
+class Halves(nn.Module):
+    """chunk(2) then one conv per half; a flatten with a literal size; a constant channel slice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.a, self.b = nn.Conv2d(8, 6, 1), nn.Conv2d(8, 6, 1)
+        self.c = nn.Conv2d(12, 5, 1)
+        self.fc = nn.Linear(5 * 16 + 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = F.relu(self.bn(self.stem(x))).chunk(2, dim=1)
+        y = torch.cat([self.a(p), self.b(q)], 1)
+        z = self.c(y)
+        return self.fc(torch.cat([z.view(z.size(0), 80), y[:, :4].mean([2, 3])], 1))
+
+
+def test_chunk_balances_halves_and_literal_sizes_pin_channels():
+    model = randomise_bn(Halves()).eval()
+    x = torch.randn(2, 3, 4, 4)
+    g = build_dependency_graph(model, x[:1])
+    stem = g.group("stem")  # unit i = channel i of the first half and one of the second: halves stay equal
+    assert stem.size == 8 and stem.prunable and stem.owners[0].channels_per_unit == 2
+    assert not g.group("c").prunable  # view(n, 80) spells out 5 * 16
+    assert not any(grp.prunable for grp in g.groups if grp.owners and grp.owners[0].name == "a")  # y[:, :4]
+    keep = random_keep(g)
+    with torch.no_grad():
+        assert rel_err(mask_model(copy.deepcopy(model), g, keep)(x), prune_model(model, g, keep)(x)) < 1e-4

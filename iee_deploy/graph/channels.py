@@ -23,7 +23,7 @@ Pruning must also leave the model's own code valid on the smaller tensors, so so
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -143,7 +143,6 @@ class Coupling:
     canon: np.ndarray  # canonical id of every id's unit
     fixed: np.ndarray  # bool per id: its unit may never be pruned
     input_ids: np.ndarray  # ids of the model input channels
-    node_ids: list[Any] = field(default_factory=list)  # per trace node: its Ids (for debugging)
 
 
 def _normdim(dim: int, ndim: int) -> int:
@@ -320,7 +319,7 @@ class ChannelAnalysis:
             fixed_units = np.unique(canon[np.concatenate(units.fixed)])
             fixed = np.isin(canon, fixed_units)
         inputs = np.concatenate(self.input_ids) if self.input_ids else np.zeros(0, dtype=ID)
-        return Coupling(self.members, canon, fixed, inputs, self.ids)
+        return Coupling(self.members, canon, fixed, inputs)
 
     def _visit(self, node: Node) -> Any:
         value = node.value

@@ -112,6 +112,10 @@ def register_op(target: Callable[..., Any] | str | type[nn.Module], category: Ca
     if isinstance(target, str):
         _METHODS[target] = (target, category)
     elif isinstance(target, type) and issubclass(target, nn.Module):
+        if category not in ("pointwise", "spatial"):
+            raise UserError(f"a module can be registered as pointwise or spatial, not '{category}'",
+                            "register the functions its forward calls instead (modules outside torch.nn are "
+                            "traced through)")
         _MODULES[target] = category
     else:
         _FUNCTIONS[target] = (getattr(target, "__name__", str(target)), category)
