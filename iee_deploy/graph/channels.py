@@ -189,14 +189,14 @@ class ChannelAnalysis:
             return {k: self._value(v) for k, v in arg.items()}
         return arg
 
-    def _fresh(self, shape: tuple[int, ...], fixed: bool) -> Ids:
+    def _fixed_ids(self, shape: tuple[int, ...]) -> Ids:
+        """New ids for a tensor whose channels may never be pruned (model input, mixed channels)."""
         if len(shape) >= 2:
             ids = Ids(shape, vec=self.units.new(shape[1]))
         else:
             full = torch.from_numpy(self.units.new(int(np.prod(shape, dtype=np.int64)))).view(shape)
             ids = Ids(shape, full=full, core=full.numpy())
-        if fixed:
-            self.units.fix(ids.flat())
+        self.units.fix(ids.flat())
         return ids
 
     def _varies(self, ids: Ids, dim: int) -> bool:
@@ -326,7 +326,7 @@ class ChannelAnalysis:
         if node.kind == "input":
             if not isinstance(value, torch.Tensor):
                 return None
-            ids = self._fresh(tuple(value.shape), fixed=True)
+            ids = self._fixed_ids(tuple(value.shape))
             self.input_ids.append(ids.flat())
             return ids
         if node.kind == "attr":
@@ -445,7 +445,7 @@ class ChannelAnalysis:
         mixing = [d for d in axes if self._varies(x, d)]
         if mixing:  # every output depends on several units: none of them may be pruned
             self.units.fix(x.flat())
-            return self._fresh(shape, fixed=True)
+            return self._fixed_ids(shape)
         t, grid = x.tensor(), x.grid()
         for d in reversed(axes):
             t, grid = (t.narrow(d, 0, 1), grid.take([0], axis=d)) if keepdim else (t.select(d, 0), grid.take(0, axis=d))
