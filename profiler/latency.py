@@ -3,7 +3,8 @@
     predicted_ms = a * sum_l T_l(cin_l, cout_l) + b
 
 `T_l` is layer l's latency table, interpolated bilinearly between the measured (cin, cout) grid
-points (linearly along the diagonal for depthwise layers, whose cin = cout = groups) after rounding
+points (linearly along cin for depthwise and grouped convs, which lose whole conv groups, so cin and
+cout shrink together) after rounding
 the channel counts up to the hardware's channel block (the grid's `align`), and (a, b)
 is the target's calibration, fitted from whole-network measurements so that what a one-layer
 network cannot show (fusion across layers, memory traffic between them, pooling and adds) is
@@ -24,7 +25,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from iee_deploy.errors import UserError
-from profiler.layers import DEPTHWISE
 from profiler.lut import Lut, check_lut, load_lut
 
 FloatArray = NDArray[np.float64]
@@ -79,14 +79,14 @@ class LayerTable:
 
     cin: FloatArray  # grid of input channels
     cout: FloatArray  # grid of output channels
-    ms: FloatArray  # (len(cin), len(cout)); for depthwise, (len(cout),) along cin = cout
-    depthwise: bool = False
+    ms: FloatArray  # (len(cin), len(cout)); for a diagonal layer, (len(cin),) with cout following cin
+    diagonal: bool = False  # depthwise or grouped: whole conv groups go
     align: int = 1  # channel counts are rounded up to a multiple of this before interpolation
 
     def __call__(self, cin: ArrayLike, cout: ArrayLike) -> FloatArray:
         ci, co = align_up(cin, self.align, self.cin[-1]), align_up(cout, self.align, self.cout[-1])
-        if self.depthwise:  # cin = cout = groups: the channel count is `cout`
-            return linear(self.cout, self.ms, np.broadcast_arrays(ci, co)[1])
+        if self.diagonal:  # cout follows cin (whole conv groups)
+            return linear(self.cin, self.ms, np.broadcast_arrays(ci, co)[0])
         return bilinear(self.cin, self.cout, self.ms, ci, co)
 
 
@@ -148,9 +148,10 @@ class LatencyModel:
             points = by_signature.get(key, {})
             cins = np.array(sorted({c for c, _ in points}), float)
             couts = np.array(sorted({c for _, c in points}), float)
-            if sig.groups_mode == DEPTHWISE:
-                ms = np.array([points[(int(c), int(c))] for c in couts])
-                tables[key] = LayerTable(couts, couts, ms, True, lut.meta.grid_align)
+            if sig.diagonal:
+                ordered = sorted(points.items())
+                ms = np.array([value for _, value in ordered])
+                tables[key] = LayerTable(cins, couts, ms, True, lut.meta.grid_align)
             else:
                 grid = np.array([[points[(int(ci), int(co))] for co in couts] for ci in cins])
                 tables[key] = LayerTable(cins, couts, grid, False, lut.meta.grid_align)

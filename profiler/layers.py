@@ -32,8 +32,8 @@ class LayerSignature:
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
-    groups_mode: str  # dense, depthwise (groups = cin = cout) or grouped (a fixed number of groups)
-    groups: int  # 1 for dense, the fixed group count for grouped, 0 for depthwise (it follows the channels)
+    groups_mode: str  # dense, depthwise (groups = cin = cout) or grouped (1 < groups < cin)
+    groups: int  # conv groups of the full layer
     in_hw: tuple[int, int]
     cin: int  # full (unpruned) channel counts: the grid's upper ends
     cout: int
@@ -44,12 +44,30 @@ class LayerSignature:
     def key(self) -> str:
         """A readable identifier, e.g. `conv_k3x3_s1x1_p1x1_d1x1_dense_56x56_64x64`."""
         pair = lambda p: f"{p[0]}x{p[1]}"  # noqa: E731
-        mode = f"grouped{self.groups}" if self.groups_mode == GROUPED else self.groups_mode
+        mode = f"grouped{self.groups}" if self.groups_mode == GROUPED else self.groups_mode  # the full layer's groups
         fixed = ("_fixin" if self.fixed_cin else "") + ("_fixout" if self.fixed_cout else "")
         if self.kind == "linear":
             return f"linear_{self.cin}x{self.cout}{fixed}"
         return (f"conv_k{pair(self.kernel)}_s{pair(self.stride)}_p{pair(self.padding)}_d{pair(self.dilation)}_{mode}"
                 f"_{pair(self.in_hw)}_{self.cin}x{self.cout}{fixed}")
+
+    @property
+    def diagonal(self) -> bool:
+        """Depthwise and grouped convs lose whole conv groups: cin and cout shrink together, by one count."""
+        return self.groups_mode != DENSE
+
+    @property
+    def in_per_group(self) -> int:
+        """Input channels per conv group; fixed under pruning (1 for depthwise)."""
+        return self.cin // self.groups
+
+    @property
+    def out_per_group(self) -> int:
+        return self.cout // self.groups
+
+    def groups_for(self, cin: int) -> int:
+        """Conv groups of the layer pruned to `cin` input channels."""
+        return cin // self.in_per_group if self.diagonal else 1
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -88,14 +106,9 @@ def _conv_padding(module: nn.Conv2d) -> tuple[int, int]:
 def conv_signature(module: nn.Conv2d, in_hw: tuple[int, int], fixed_cin: bool, fixed_cout: bool) -> LayerSignature:
     """Signature of a Conv2d seen with input H x W `in_hw`."""
     cin, cout, groups = module.in_channels, module.out_channels, module.groups
-    if groups == 1:
-        mode, g = DENSE, 1
-    elif groups == cin == cout:
-        mode, g = DEPTHWISE, 0
-    else:
-        mode, g = GROUPED, groups
+    mode = DENSE if groups == 1 else DEPTHWISE if groups == cin == cout else GROUPED
     return LayerSignature("conv", _pair(module.kernel_size), _pair(module.stride), _conv_padding(module),
-                          _pair(module.dilation), mode, g, in_hw, cin, cout, fixed_cin, fixed_cout)
+                          _pair(module.dilation), mode, groups, in_hw, cin, cout, fixed_cin, fixed_cout)
 
 
 def linear_signature(module: nn.Linear, fixed_cin: bool, fixed_cout: bool) -> LayerSignature:
@@ -169,15 +182,19 @@ def channel_grid(full: int, step: int, minimum: int, multiple: int = 1) -> tuple
 
 
 def grid_points(sig: LayerSignature, step: int, minimum: int, align: int = 1) -> list[tuple[int, int]]:
-    """The (cin, cout) pairs measured for one signature: a full grid, or the diagonal for depthwise.
+    """The (cin, cout) pairs measured for one signature.
 
-    Points are multiples of `align` (the hardware channel block) and, for grouped convs, of the group count.
+    Dense layers: a full grid of multiples of `align` (the hardware channel block). Depthwise and
+    grouped convs: the diagonal of whole conv groups, cin = k * in_per_group and cout = k *
+    out_per_group, with cin on the grid (multiples of `align` and of in_per_group).
     """
-    multiple = math.lcm(align, sig.groups if sig.groups_mode == GROUPED else 1)
-    cins = (sig.cin,) if sig.fixed_cin else channel_grid(sig.cin, step, minimum, multiple)
-    couts = (sig.cout,) if sig.fixed_cout else channel_grid(sig.cout, step, minimum, multiple)
-    if sig.groups_mode == DEPTHWISE:
-        return [(c, c) for c in (cins if len(cins) >= len(couts) else couts)]
+    if sig.diagonal:
+        if sig.fixed_cin or sig.fixed_cout:
+            return [(sig.cin, sig.cout)]
+        cins = channel_grid(sig.cin, step, minimum, math.lcm(align, sig.in_per_group))
+        return [(c, sig.groups_for(c) * sig.out_per_group) for c in cins]
+    cins = (sig.cin,) if sig.fixed_cin else channel_grid(sig.cin, step, minimum, align)
+    couts = (sig.cout,) if sig.fixed_cout else channel_grid(sig.cout, step, minimum, align)
     return [(ci, co) for ci in cins for co in couts]
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from torch import nn
 from tqdm import tqdm
 
-from iee_deploy.errors import NotAvailableError, UserError
+from iee_deploy.errors import UserError
 from iee_deploy.models import build_model
 from profiler.backends import Backend, BackendSettings, choose_backend, make_backend
 from profiler.latency import Calibration, LatencyModel, fit_calibration
@@ -134,12 +134,9 @@ def calibrate(model: nn.Module, latency: LatencyModel, backend: Backend, batch: 
     The networks are timed interleaved (`Backend.time_models`), so machine noise hits them alike.
     """
     models, sums = [model], [latency.sum_of_layers({})]
-    try:
-        for subnet in random_subnetworks(model, resolution, networks - 1, CALIBRATION_SEED):
-            models.append(subnet.model)
-            sums.append(latency.sum_of_layers(subnet.layer_channels))
-    except NotAvailableError as exc:  # until the dependency graph is part of the build: scale from the dense network
-        print(f"note: calibrating on the dense network only ({exc.problem})", file=sys.stderr)
+    for subnet in random_subnetworks(model, resolution, networks - 1, CALIBRATION_SEED):
+        models.append(subnet.model)
+        sums.append(latency.sum_of_layers(subnet.layer_channels))
     if progress:
         print(f"calibrating on {len(models)} whole network(s)...", file=sys.stderr)
     timings = backend.time_models(models, input_shape(batch, resolution))

@@ -20,23 +20,19 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from profiler.layers import DEPTHWISE, GROUPED, LayerSignature
+from profiler.layers import LayerSignature
 
 OPSET = 17
 INPUT, OUTPUT = "input", "output"
 _DTYPES = {"fp32": (np.float32, TensorProto.FLOAT, torch.float32), "fp16": (np.float16, TensorProto.FLOAT16, torch.float16)}
 
 
-def _groups(sig: LayerSignature, cin: int, cout: int) -> int:
-    if sig.groups_mode == DEPTHWISE:
-        if cin != cout:
-            raise ValueError(f"a depthwise layer has cin == cout, got {cin} and {cout}")
-        return cin
-    if sig.groups_mode == GROUPED:
-        if cin % sig.groups or cout % sig.groups:
-            raise ValueError(f"channels {cin}, {cout} are not multiples of the {sig.groups} groups")
-        return sig.groups
-    return 1
+def conv_groups(sig: LayerSignature, cin: int, cout: int) -> int:
+    """Conv groups of `sig` pruned to (cin, cout): whole groups go, so both must be whole multiples of a group."""
+    groups = sig.groups_for(cin)
+    if sig.diagonal and (cin != groups * sig.in_per_group or cout != groups * sig.out_per_group):
+        raise ValueError(f"({cin}, {cout}) is not a whole number of {sig.in_per_group}->{sig.out_per_group} conv groups")
+    return groups
 
 
 def layer_input_shape(sig: LayerSignature, cin: int, batch: int) -> tuple[int, ...]:
@@ -57,7 +53,7 @@ def layer_onnx(sig: LayerSignature, cin: int, cout: int, batch: int, precision: 
         nodes = [helper.make_node("Gemm", [INPUT, "weight", "bias"], [OUTPUT], transB=1)]
         inits = [weight("weight", cout, cin), weight("bias", cout)]
     else:
-        groups = _groups(sig, cin, cout)
+        groups = conv_groups(sig, cin, cout)
         (ph, pw), (oh, ow) = sig.padding, sig.out_hw
         out_shape = [batch, cout, oh, ow]
         nodes = [

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iee_deploy.errors import NotAvailableError
+from iee_deploy.graph import build_dependency_graph, prune_model
 
 
 @dataclass
@@ -51,11 +51,6 @@ def keep_counts(sizes: Mapping[str, int], rng: np.random.Generator, low: float, 
 def random_subnetworks(model: nn.Module, resolution: int, count: int, seed: int, low: float = 0.3,
                        high: float = 1.0) -> Iterator[Subnet]:
     """Yield `count` random physically pruned sub-networks of `model` (see the module docstring)."""
-    try:
-        from iee_deploy.graph import build_dependency_graph, prune_model  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        raise NotAvailableError("random sub-networks need the dependency graph (iee_deploy.graph), which is not part "
-                                "of this build", "see the README's status table") from None
     graph = build_dependency_graph(model.eval(), torch.randn(1, 3, resolution, resolution))
     prunable = [group for group in graph.groups if group.prunable]
     sizes = {group.id: group.size for group in prunable}

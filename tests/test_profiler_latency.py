@@ -86,7 +86,7 @@ def test_fit_calibration_exact_cases():
 def test_predict_sums_layers_applies_calibration_and_defaults_to_full_width():
     g = np.array([8.0, 16.0])
     tables = {"a": LayerTable(g, g, np.array([[1.0, 2.0], [3.0, 4.0]])),
-              "dw": LayerTable(g, g, np.array([0.5, 1.5]), depthwise=True)}
+              "dw": LayerTable(g, g, np.array([0.5, 1.5]), diagonal=True)}
     model = LatencyModel(tables, {"a": (16, 16), "dw": (16, 16)}, Calibration(2.0, 0.25))
     assert model.sum_of_layers({}) == 4.0 + 1.5
     assert model.sum_of_layers({"a": (8, 8), "dw": (12, 12)}) == 1.0 + 1.0

@@ -39,11 +39,31 @@ def test_resnet20_signatures_are_deduplicated_with_fixed_ends():
 def test_depthwise_and_grouped_modes():
     layers = enumerate_layers(build_model("mobilenet_v1", 10), (1, 3, 64, 64))
     dw = layers["features.1.depthwise.0"]
-    assert (dw.groups_mode, dw.groups, dw.cin, dw.cout) == ("depthwise", 0, 32, 32)
-    assert all(ci == co for ci, co in grid_points(dw, 8, 8))
-    grouped = enumerate_layers(nn.Sequential(nn.Conv2d(8, 12, 3, groups=4)), (1, 8, 10, 10))["0"]
-    assert (grouped.groups_mode, grouped.groups) == ("grouped", 4)
-    assert all(ci % 4 == 0 and co % 4 == 0 for ci, co in grid_points(grouped, 3, 2))
+    assert (dw.groups_mode, dw.groups, dw.cin, dw.cout, dw.diagonal) == ("depthwise", 32, 32, 32, True)
+    assert grid_points(dw, 8, 8) == [(8, 8), (16, 16), (24, 24), (32, 32)]
+    # grouped: whole conv groups (2 inputs -> 3 outputs each) go, so cout follows cin
+    inner = nn.Sequential(nn.ReLU(), nn.Conv2d(8, 12, 3, groups=4), nn.ReLU())  # neither model input nor output
+    grouped = enumerate_layers(inner, (1, 8, 10, 10))["1"]
+    assert (grouped.groups_mode, grouped.groups, grouped.in_per_group, grouped.out_per_group) == ("grouped", 4, 2, 3)
+    assert grid_points(grouped, 3, 2) == [(2, 3), (4, 6), (6, 9), (8, 12)]
+    assert grid_points(grouped, 4, 4, align=4) == [(4, 6), (8, 12)]
+
+
+def test_diagonal_grids_match_how_the_dependency_graph_prunes():
+    """Grouped (RegNet) and depthwise (MobileNet) convs: every pruned (cin, cout) lies on the LUT's diagonal."""
+    from iee_deploy.graph import build_dependency_graph
+
+    for name in ("regnet_y_400mf", "mobilenet_v2"):
+        model = build_model(name, 10).eval()
+        layers = enumerate_layers(model, (1, 3, 32, 32))
+        graph = build_dependency_graph(model, torch.randn(1, 3, 32, 32))
+        keep = {g.id: max(g.min_keep, g.size // 3) for g in graph.groups if g.prunable}
+        diagonal = [n for n, s in layers.items() if s.diagonal]
+        assert diagonal
+        for layer, (cin, cout) in graph.layer_channels(keep).items():
+            sig = layers[layer]
+            if sig.diagonal:
+                assert cout == sig.groups_for(cin) * sig.out_per_group, (name, layer, cin, cout)
 
 
 def test_channel_grid_exact():
@@ -66,9 +86,10 @@ def test_plan_covers_each_signature_grid_once():
     assert {c for _, c, _ in aligned if c != 3} == {16, 32, 64}
 
 
-@pytest.mark.parametrize("kind", ["dense", "depthwise", "linear", "strided"])
+@pytest.mark.parametrize("kind", ["dense", "depthwise", "grouped", "linear", "strided"])
 def test_one_layer_onnx_matches_torch(kind):
     modules = {"dense": nn.Conv2d(16, 24, 3, 1, 1), "depthwise": nn.Conv2d(16, 16, 3, 1, 1, groups=16),
+               "grouped": nn.Conv2d(16, 24, 3, 1, 1, groups=4),
                "strided": nn.Conv2d(16, 24, 1, 2, 0), "linear": nn.Linear(16, 24)}
     module = modules[kind]
     shape = (2, 16) if kind == "linear" else (2, 16, 9, 9)

@@ -163,7 +163,6 @@ def test_killed_profile_resumes_without_remeasuring(tmp_path):
 
 
 def test_calibration_and_validate_lut_on_random_pruned_subnetworks(tmp_path):
-    pytest.importorskip("iee_deploy.graph", reason="validate-lut prunes sub-networks with the dependency graph (issue 3)")
     out = tmp_path / "cal.csv"
     profile_model(request(calibration_networks=3), out, progress=False)
     calibration = load_lut(out).meta.calibration

@@ -15,8 +15,8 @@ from torch import nn
 
 from iee_deploy.errors import NotAvailableError, UserError
 from profiler.backends import Backend, BackendSettings
-from profiler.layers import DEPTHWISE, GROUPED, LayerSignature
-from profiler.onnx_graphs import layer_input_shape
+from profiler.layers import LayerSignature
+from profiler.onnx_graphs import conv_groups, layer_input_shape
 from profiler.timing import Runner, cuda_runner, host_runner
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -26,8 +26,8 @@ def layer_module(sig: LayerSignature, cin: int, cout: int) -> nn.Module:
     """The one-layer network as eager PyTorch runs it in a CNN: conv, BatchNorm, ReLU (no fusion); or a Linear."""
     if sig.kind == "linear":
         return nn.Linear(cin, cout)
-    groups = cin if sig.groups_mode == DEPTHWISE else sig.groups if sig.groups_mode == GROUPED else 1
-    conv = nn.Conv2d(cin, cout, sig.kernel, sig.stride, sig.padding, sig.dilation, groups=groups, bias=False)
+    conv = nn.Conv2d(cin, cout, sig.kernel, sig.stride, sig.padding, sig.dilation, groups=conv_groups(sig, cin, cout),
+                     bias=False)
     return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
