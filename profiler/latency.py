@@ -132,6 +132,11 @@ class LatencyModel:
                  calibration: Calibration | None = None) -> None:
         if set(tables) != set(full):
             raise ValueError("tables and full channel counts must name the same layers")
+        aligns = {t.align for t in tables.values()}
+        if len(aligns) > 1:
+            raise ValueError("every layer table of one model has the same channel block")
+        self.align = aligns.pop() if aligns else 1
+        """Hardware channel block: keep channel counts at multiples of it (pruning rounding) for accurate predictions."""
         self._tables = dict(tables)
         self._full = dict(full)
         self.calibration = calibration or Calibration()

@@ -134,7 +134,7 @@ def calibrate(model: nn.Module, latency: LatencyModel, backend: Backend, batch: 
     The networks are timed interleaved (`Backend.time_models`), so machine noise hits them alike.
     """
     models, sums = [model], [latency.sum_of_layers({})]
-    for subnet in random_subnetworks(model, resolution, networks - 1, CALIBRATION_SEED):
+    for subnet in random_subnetworks(model, resolution, networks - 1, CALIBRATION_SEED, align=latency.align):
         models.append(subnet.model)
         sums.append(latency.sum_of_layers(subnet.layer_channels))
     if progress:

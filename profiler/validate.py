@@ -124,7 +124,7 @@ def validate_lut(lut_path: str | Path, model_name: str, num_classes: int | None 
     device = check_device(target)
     backend = make_backend(meta.backend, lut_settings(meta, target))
     latency = LatencyModel.from_lut(lut)
-    subnets = list(tqdm(random_subnetworks(model, resolution, samples, seed, low, high), total=samples,
+    subnets = list(tqdm(random_subnetworks(model, resolution, samples, seed, low, high, latency.align), total=samples,
                         desc="prune sub-networks", unit="net", file=sys.stderr, disable=not progress))
     if progress:
         print(f"timing {samples + 1} whole networks, interleaved...", file=sys.stderr)

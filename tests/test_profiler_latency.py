@@ -14,7 +14,7 @@ from profiler.latency import (
     fit_calibration,
     linear,
 )
-from profiler.subnets import keep_counts
+from profiler.subnets import keep_counts, snap
 from profiler.validate import mape, ranks, spearman
 
 
@@ -121,3 +121,15 @@ def test_keep_counts_stay_in_range_and_span_sizes():
     assert min(levels) < 0.4 and max(levels) > 0.9
     _, counts = keep_counts({"g": 10}, rng, 0.3, 0.3, minimum={"g": 5})
     assert counts == {"g": 5}
+    for _ in range(50):  # hardware-friendly: multiples of 16 channels, or the whole group, and still >= 30 %
+        _, counts = keep_counts({"a": 64, "b": 24, "c": 10}, rng, 0.3, 1.0, multiple={"a": 16, "b": 16, "c": 16})
+        assert counts["a"] in (32, 48, 64) and counts["b"] in (16, 24) and counts["c"] == 10
+
+
+def test_snap_to_hardware_friendly_counts():
+    assert snap(19, 64, 20, 16) == 32
+    assert snap(40, 64, 20, 16) == 32  # ties go to the smaller count
+    assert snap(44, 64, 20, 16) == 48
+    assert snap(5, 24, 8, 16) == 16
+    assert snap(3, 10, 3, 16) == 10
+    assert snap(7.4, 10, 3, 1) == 7
