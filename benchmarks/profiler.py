@@ -94,7 +94,9 @@ def main() -> int:
         return 1
     meta = load_lut(lut).meta
     record["lut"] = {"rows": meta.rows_done, "signatures": len(meta.signatures), "layers": len(meta.layers),
-                     "grid_step": meta.grid_step, "grid_min": meta.grid_min, "repeats": meta.repeats,
+                     "grid_step": meta.grid_step, "grid_min": meta.grid_min, "grid_align": meta.grid_align,
+                     "repeats": meta.repeats, "network_repeats": meta.network_repeats, "statistic": meta.statistic,
+                     "threads": meta.threads,
                      "calibration": meta.calibration, "versions": meta.versions}
 
     report = CACHE / f"validate-{args.model}.json"
@@ -131,13 +133,15 @@ def markdown(r: dict[str, Any]) -> str:
         "| measure | value | acceptance |",
         "|---|---|---|",
         f"| profile wall time | {p['seconds'] / 60:.1f} min ({lut['rows']} rows, {lut['signatures']} signatures, "
-        f"{lut['layers']} layers, grid step {lut['grid_step']} from {lut['grid_min']}, {lut['repeats']} repeats) | < 15 min |",
+        f"{lut['layers']} layers, grid step {lut['grid_step']} from {lut['grid_min']} in blocks of {lut['grid_align']}, "
+        f"{lut['statistic']} of {lut['repeats']} runs, {lut['threads']} thread(s)) | < 15 min |",
         f"| calibration | measured = {lut['calibration']['a']:.3f} x sum_of_layers + {lut['calibration']['b']:.3f} ms "
         f"({len(lut['calibration']['points'])} networks) | |",
     ]
     if ok:
         lines += [
-            f"| validate-lut MAPE ({len(v['samples'])} sub-networks) | {v['mape_pct']:.1f} % "
+            f"| validate-lut MAPE ({len(v['samples'])} random pruned sub-networks, {lut['statistic']} of "
+            f"{lut['network_repeats']} runs each) | {v['mape_pct']:.1f} % "
             f"(uncalibrated sum of layers: {v['mape_uncalibrated_pct']:.1f} %) | <= 10 % |",
             f"| validate-lut Spearman | {v['spearman']:.3f} | >= 0.9 |",
             f"| dense network | measured {v['dense_measured_ms']:.2f} ms, predicted {v['dense_predicted_ms']:.2f} ms | |",

@@ -17,6 +17,7 @@ per millisecond, which is what the knapsack construction needs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,7 +167,7 @@ class LatencyModel:
                    Calibration.from_dict(meta.calibration))
 
     @classmethod
-    def load(cls, path: str, **expect: Any) -> LatencyModel:
+    def load(cls, path: str | os.PathLike[str], **expect: Any) -> LatencyModel:
         """Load a LUT file, check it against `expect` (see `profiler.lut.check_lut`) and build the model."""
         lut = load_lut(path)
         check_lut(lut, **expect)
