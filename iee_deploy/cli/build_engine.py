@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from iee_deploy.deploy.engines import BACKENDS, PRECISIONS
+from iee_deploy.deploy.timing import TimingConfig
 
 
 def timing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -24,9 +25,7 @@ def timing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def timing_config(warmup_s: float, min_iters: int, min_seconds: float) -> Any:
-    from iee_deploy.deploy.timing import TimingConfig
-
+def timing_config(warmup_s: float, min_iters: int, min_seconds: float) -> TimingConfig:
     return TimingConfig(warmup_s=warmup_s, min_iterations=min_iters, min_seconds=min_seconds)
 
 
