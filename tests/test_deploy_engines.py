@@ -76,3 +76,17 @@ def test_backend_registry_and_errors(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="wrong device: --backend torch-cuda needs an NVIDIA GPU, found no CUDA device"):
         get_backend("torch-cuda").check_available()
+
+
+def test_torch_cuda_build_saves_the_module_in_the_engine_dtype(resnet20, tmp_path):
+    """Building needs no GPU (loading does): the artefact is the module in FP16, same function."""
+    backend = get_backend("torch-cuda")
+    assert backend.default_precision == "fp16" and get_backend("onnxruntime").default_precision == "fp32"
+    spec = BuildSpec(batch=2, resolution=32, precision="fp16", threads=1)
+    artefact = backend.build(ModelSource("pruned", resnet20, tmp_path / "unused.onnx"), spec, tmp_path)
+    module = torch.load(artefact, weights_only=False)
+    assert artefact.name == "pruned.torch.pt" and next(module.parameters()).dtype == torch.float16
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        err = compare_outputs(module.float()(x).numpy(), resnet20(x).numpy())
+    assert err.max_abs <= TOLERANCES["fp16"].limit(err.scale)

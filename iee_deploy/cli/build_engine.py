@@ -34,14 +34,15 @@ def timing_config(warmup_s: float, min_iters: int, min_seconds: float) -> Timing
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default="onnxruntime", show_default=True,
               help="Engine backend: onnxruntime (CPU); tensorrt and torch-cuda need an NVIDIA GPU.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size the engine is built and timed for (images).")
-@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True,
-              help="Engine precision: the dtype of inputs, weights and outputs (fp16 is exported as an FP16 ONNX).")
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
+              help="Engine precision: the dtype of inputs, weights and outputs (fp16 is exported as an FP16 ONNX). "
+                   "Default: fp32 on onnxruntime, fp16 on tensorrt and torch-cuda.")
 @click.option("--threads", type=int, default=None,
               help="CPU threads of the onnxruntime engine. Default: the run's target YAML `threads`, else all cores.")
 @timing_options
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Folder for the ONNX files, the engines and the FPS report (engine.json, engine.md).")
-def build_engine(run_dir: str, backend: str, batch: int, precision: str, threads: int | None, warmup_s: float,
+def build_engine(run_dir: str, backend: str, batch: int, precision: str | None, threads: int | None, warmup_s: float,
                  min_iters: int, min_seconds: float, out: str) -> None:
     """Build the pruned and the dense model of a run and time both side by side.
 

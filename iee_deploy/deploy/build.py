@@ -104,10 +104,11 @@ def default_threads(target: str | None) -> int:
     return os.cpu_count() or 1
 
 
-def build_spec(info: RunInfo, backend: str, batch: int, precision: str, threads: int | None) -> BuildSpec:
+def build_spec(info: RunInfo, backend: str, batch: int, precision: str | None, threads: int | None) -> BuildSpec:
     """Check the user's choices and derive the spec (sparse weights for N:M runs on TensorRT)."""
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}", "pass a number of images, e.g. --batch 1")
+    precision = precision or get_backend(backend).default_precision
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'", f"choose one of: {', '.join(PRECISIONS)}")
     if threads is not None and threads < 1:
@@ -123,9 +124,12 @@ def timing_input(spec: BuildSpec, seed: int = 0) -> np.ndarray:
 
 
 def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxruntime", batch: int = 1,
-                 precision: str = "fp32", threads: int | None = None, timing: TimingConfig = TimingConfig(),
+                 precision: str | None = None, threads: int | None = None, timing: TimingConfig = TimingConfig(),
                  log: Log = lambda _: None) -> EngineReport:
-    """Build the pruned and the dense model of `run_dir` with `backend` into `out`; time both; write engine.json/.md."""
+    """Build the pruned and the dense model of `run_dir` with `backend` into `out`; time both; write engine.json/.md.
+
+    `precision` None means the backend's default: fp32 on onnxruntime, fp16 on tensorrt and torch-cuda.
+    """
     chosen = get_backend(backend)
     chosen.check_available()
     models = load_run_models(run_dir)
@@ -137,8 +141,8 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     engines: dict[str, Engine] = {}
     files: dict[str, tuple[str, str]] = {}
     for name in MODELS:
-        log(f"{name}: export ONNX ({precision}) and build the {backend} engine")
-        onnx_path = export_onnx(modules[name], out / f"{name}.onnx", spec.resolution, precision)
+        log(f"{name}: export ONNX ({spec.precision}) and build the {backend} engine")
+        onnx_path = export_onnx(modules[name], out / f"{name}.onnx", spec.resolution, spec.precision)
         artefact = chosen.build(ModelSource(name, modules[name], onnx_path), spec, out)
         engines[name] = chosen.load(artefact, spec)
         files[name] = (onnx_path.name, artefact.name)

@@ -73,6 +73,7 @@ class Backend(ABC):
 
     name: str
     artefact_suffix: str  # file name of the built artefact: f"{source.name}{artefact_suffix}"
+    default_precision: str  # what --precision means when not given
 
     @abstractmethod
     def check_available(self) -> None:

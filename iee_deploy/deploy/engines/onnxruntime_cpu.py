@@ -54,6 +54,7 @@ class OnnxRuntimeEngine(Engine):
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     artefact_suffix = ".ort.onnx"
+    default_precision = "fp32"  # the CPU's native precision; --precision fp16 builds an FP16 graph
 
     def check_available(self) -> None:
         """onnxruntime is a core dependency; nothing to check."""

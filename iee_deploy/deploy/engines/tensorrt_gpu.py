@@ -119,6 +119,7 @@ class TensorRTEngine(Engine):
 class TensorRTBackend(Backend):
     name = "tensorrt"
     artefact_suffix = ".plan"
+    default_precision = "fp16"
 
     def check_available(self) -> None:
         require_tensorrt()

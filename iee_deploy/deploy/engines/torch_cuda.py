@@ -1,4 +1,4 @@
-"""torch on an NVIDIA GPU without TensorRT: the pruned module in FP16, replayed as a CUDA graph.
+"""torch on an NVIDIA GPU without TensorRT: the pruned module in FP16 (default), replayed as a CUDA graph.
 
 Build saves the module in the engine dtype (`*.torch.pt`, a whole module like `pruned_model.pt`).
 Load moves it to the GPU with cuDNN autotuning on (`cudnn.benchmark`), warms it up on a side
@@ -64,6 +64,7 @@ class TorchCudaEngine(Engine):
 class TorchCudaBackend(Backend):
     name = "torch-cuda"
     artefact_suffix = ".torch.pt"
+    default_precision = "fp16"
 
     def check_available(self) -> None:
         require_cuda(self.name)
