@@ -9,7 +9,8 @@ Output folder (`--out`):
 | `engine.json`, `engine.md` | `EngineReport`: settings, parameters, latency (ms per batch), images/s, speed-up |
 
 The dense model is the unpruned architecture (see `run_models`), built by the same backend with the
-same settings and timed in the same interleaved measurement, so `speedup` is a side-by-side ratio.
+same settings (but no sparse-weight kernels) and timed in the same interleaved measurement, so
+`speedup` is a side-by-side ratio.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from iee_deploy.deploy.run_models import load_run_models, parameter_count
 from iee_deploy.deploy.timing import Timing, TimingConfig, measure
 from iee_deploy.errors import UserError
 from iee_deploy.io import write_json, write_text
-from iee_deploy.runs import RunInfo
+from iee_deploy.runs import RunInfo, read_run_info
 
 ENGINE_REPORT = "engine.json"
 ENGINE_MARKDOWN = "engine.md"
@@ -132,19 +133,21 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     """
     chosen = get_backend(backend)
     chosen.check_available()
+    spec = build_spec(read_run_info(run_dir), backend, batch, precision, threads)
     models = load_run_models(run_dir)
     info = models.info
-    spec = build_spec(info, backend, batch, precision, threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     modules = {"dense": models.masked, "pruned": models.pruned}
+    # the dense reference gets no sparse-weight kernels, even though the masked weights have the N:M pattern
+    specs = {"dense": replace(spec, sparse_weights=False), "pruned": spec}
     engines: dict[str, Engine] = {}
     files: dict[str, tuple[str, str]] = {}
     for name in MODELS:
         log(f"{name}: export ONNX ({spec.precision}) and build the {backend} engine")
         onnx_path = export_onnx(modules[name], out / f"{name}.onnx", spec.resolution, spec.precision)
-        artefact = chosen.build(ModelSource(name, modules[name], onnx_path), spec, out)
-        engines[name] = chosen.load(artefact, spec)
+        artefact = chosen.build(ModelSource(name, modules[name], onnx_path), specs[name], out)
+        engines[name] = chosen.load(artefact, specs[name])
         files[name] = (onnx_path.name, artefact.name)
     log(f"timing dense and pruned side by side (>= {timing.min_iterations} iterations and >= {timing.min_seconds} s each)")
     x = timing_input(spec)
@@ -172,12 +175,11 @@ def read_engine_report(engine_dir: str | Path) -> EngineReport:
         raise UserError(f"'{path}' is corrupt ({type(exc).__name__}: {exc})", "run build-engine again") from None
 
 
-def load_engine(engine_dir: str | Path, report: EngineReport, which: str = "pruned") -> Engine:
-    """Load the built `which` ("pruned" or "dense") engine of an engine folder."""
+def load_engine(engine_dir: str | Path, report: EngineReport) -> Engine:
+    """Load the pruned model's engine of an engine folder (the one that gets deployed)."""
     backend = get_backend(report.backend)
     backend.check_available()
-    result = report.pruned if which == "pruned" else report.dense
-    artefact = Path(engine_dir) / result.artefact
+    artefact = Path(engine_dir) / report.pruned.artefact
     if not artefact.is_file():
         raise UserError(f"engine file '{artefact}' is missing", "run build-engine again")
     return backend.load(artefact, report.spec)
