@@ -8,7 +8,7 @@ from conftest import assert_user_error, run_cli
 from deploy_runs import make_structured_run
 
 from iee_deploy.deploy.build import ENGINE_REPORT, build_engine, read_engine_report
-from iee_deploy.deploy.report import pareto_front, write_report
+from iee_deploy.deploy.report import EnginePoint, front_of, write_report
 from iee_deploy.deploy.timing import TimingConfig
 from iee_deploy.deploy.validate import validate_engine
 from iee_deploy.errors import UserError
@@ -106,11 +106,17 @@ def test_report_plots_across_runs(run, engine_dir, tmp_path):
     assert engine["top1_source"] == "validation.json" and engine["predicted_ms"] == 0.5
     assert data["runs"][0]["metrics"] == 5 and data["runs"][0]["summary_top1"] == pytest.approx(10.0)
     assert '<img src="pareto.png"' in (out / "report.html").read_text()
+    assert f"Pareto-optimal engines: {run.name}/onnxruntime-b2-fp32" in (out / "report.md").read_text()
 
 
-def test_pareto_front():
-    points = [(1.0, 70.0), (2.0, 75.0), (1.5, 69.0), (3.0, 74.0), (0.5, 60.0), (2.0, 71.0)]
-    assert pareto_front(points) == [4, 0, 1]
+def test_pareto_front_of_engines():
+    def point(label, ms, top1):
+        return EnginePoint(label, "run", "dir", "onnxruntime", 1, "fp32", ms, 2 * ms, 2.0, None, top1, None)
+
+    points = [point("a", 1.0, 70.0), point("b", 2.0, 75.0), point("c", 1.5, 69.0), point("d", 3.0, 74.0),
+              point("e", 0.5, 60.0), point("f", 2.0, 71.0), point("g", 0.1, None)]
+    assert [p.label for p in front_of(points)] == ["e", "a", "b"]
+    assert front_of([point("g", 0.1, None)]) == []
 
 
 def test_user_errors(run, tmp_path):

@@ -24,12 +24,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from iee_deploy.deploy.build import ENGINE_REPORT, EngineReport, read_engine_report
 from iee_deploy.deploy.render import environment, html_table, markdown_table
 from iee_deploy.deploy.validate import VALIDATION_REPORT
 from iee_deploy.errors import UserError
 from iee_deploy.io import atomic_path, write_json, write_text
 from iee_deploy.runs import RUN_INFO, RunInfo, read_run_info
+from solvers.relaxation import pareto_front
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -109,16 +112,12 @@ def curve(records: Sequence[dict[str, Any]], key: str) -> tuple[list[float], lis
     return xs, ys
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (latency, accuracy) points no other point beats on both, by increasing latency."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front: list[int] = []
-    best = -math.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
+def front_of(points: Sequence[EnginePoint]) -> list[EnginePoint]:
+    """The engines with an accuracy that no other beats on both latency and accuracy, by increasing latency."""
+    rated = [p for p in points if p.top1 is not None]
+    latency = np.array([p.measured_ms for p in rated], dtype=float)
+    accuracy = np.array([p.top1 for p in rated], dtype=float)
+    return [rated[i] for i in pareto_front(latency, accuracy)]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -190,7 +189,7 @@ def plot_pareto(points: Sequence[EnginePoint], path: Path) -> bool:
     ax.scatter([x for x, _ in xy], [y for _, y in xy], zorder=3)
     for p, (x, y) in zip(usable, xy):
         ax.annotate(p.label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    front = [xy[i] for i in pareto_front(xy)]
+    front = [(p.measured_ms, float(p.top1 or 0)) for p in front_of(usable)]
     ax.step([x for x, _ in front], [y for _, y in front], where="post", color="C3", label="Pareto front")
     ax.set(xlabel="measured latency (ms per batch)", ylabel="top-1 accuracy (%)", title="Accuracy vs measured latency")
     ax.grid(alpha=0.3)
@@ -266,8 +265,7 @@ def write_report(paths: Sequence[str | Path], out: str | Path) -> Path:
                  r.summary_top1, len(r.metrics)] for r in runs]
     engine_headers = ["engine", "measured ms/batch", "dense ms/batch", "speed-up", "predicted ms", "top-1 %", "top-1 from"]
     engine_rows = [[p.label, p.measured_ms, p.dense_ms, p.speedup, p.predicted_ms, p.top1, p.top1_source] for p in points]
-    rated = [p for p in points if p.top1 is not None]
-    front = {rated[i].label for i in pareto_front([(p.measured_ms, float(p.top1 or 0)) for p in rated])}
+    front = {p.label for p in front_of(points)}
     md = ["# Deployment report", "", f"{len(runs)} runs, {len(points)} engines. Pareto-optimal engines: "
           + (", ".join(sorted(front)) or "none"), "", "## Runs", "", markdown_table(run_headers, run_rows), "",
           "## Engines", "", markdown_table(engine_headers, engine_rows), ""]
