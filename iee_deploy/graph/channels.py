@@ -1,0 +1,558 @@
+"""Channel coupling: which channels of which layers must be kept or removed together.
+
+Every channel that a layer creates (a conv/linear output channel, an input image channel, a constant)
+gets an integer *channel id*. Each traced tensor carries the ids of its elements (`Ids`): normally
+one id per channel (`vec`), or a full integer tensor after a reshape that spreads channels over
+several dimensions (channel shuffle). Operations then either
+
+- move ids: view/flatten/transpose/cat/chunk are applied to the id tensor itself, so concat offsets,
+  flatten spans (one channel -> H*W linear inputs) and shuffles come out exactly; or
+- couple ids: an element-wise op (residual add, squeeze-excitation multiply) ties equal positions,
+  a grouped/depthwise conv ties each group's input channels to its output channels.
+
+Coupled ids form one *unit*: a channel that is kept or removed as a whole wherever it appears.
+Pruning must also leave the model's own code valid on the smaller tensors, so some ops add coupling:
+
+- a reshape that spreads channels over two dims (ShuffleNet's ``view(n, groups, c // groups, h, w)``)
+  ties index j of every group together (`_guard`), so the shuffle interleaves the same kept indices;
+- ``chunk(k)`` needs equal kept counts in each part; units are paired across parts so that each
+  unit occurs equally often in every part (`_balance`);
+- a literal size or index on a pruned dim (``x[:, :64]``, ``view(n, 512, 7, 7)``) would break, so the
+  units there are *fixed* (never pruned), as are the model input, outputs, and constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from iee_deploy.errors import UserError
+from iee_deploy.graph.trace import Node, Ref, Trace
+
+ID = np.int32
+"""Channel id dtype: small copies are what movement ops on id tensors cost."""
+
+
+@dataclass
+class Ids:
+    """Channel ids of one tensor of `shape`.
+
+    Either `vec` (one id per channel along dim 1, the common case), or `full` (an int32 tensor of
+    `shape`, often a broadcast view) with `core`: `full` reduced to size 1 along every dim where it
+    is constant, which is all the coupling rules need (a shuffle's core is (1, 2, 58, 1, 1), not
+    (1, 2, 58, 28, 28)).
+    """
+
+    shape: tuple[int, ...]
+    vec: np.ndarray | None = None
+    full: torch.Tensor | None = None
+    core: np.ndarray | None = None
+
+    def tensor(self) -> torch.Tensor:
+        """The ids as an int32 tensor of the traced shape (possibly a broadcast view)."""
+        if self.full is not None:
+            return self.full
+        assert self.vec is not None
+        return torch.from_numpy(self.vec).view(1, -1, *([1] * (len(self.shape) - 2))).expand(self.shape)
+
+    def grid(self) -> np.ndarray:
+        """A small array of ids that broadcasts to `shape`."""
+        if self.vec is not None:
+            return self.vec.reshape(1, -1, *([1] * (len(self.shape) - 2)))
+        assert self.core is not None
+        return self.core
+
+    def flat(self) -> np.ndarray:
+        """Every distinct position's id (each channel once for `vec`)."""
+        return self.grid().ravel()
+
+
+def _from_core(shape: tuple[int, ...], full: torch.Tensor, core: np.ndarray) -> Ids:
+    if len(shape) >= 2 and all(n == 1 for d, n in enumerate(core.shape) if d != 1):
+        return Ids(shape, vec=np.broadcast_to(core.reshape(-1), (shape[1],)).copy())
+    return Ids(shape, full=full, core=np.ascontiguousarray(core))
+
+
+def _compress(t: torch.Tensor) -> Ids:
+    """Ids of a moved tensor: find the dims along which it is constant (spatial dims, usually)."""
+    core = t.numpy()
+    if core.size:
+        for d in reversed(range(core.ndim)):
+            if core.shape[d] > 1 and np.array_equal(core, np.broadcast_to(core.take([0], axis=d), core.shape)):
+                core = core.take([0], axis=d)
+    return _from_core(tuple(t.shape), t, core)
+
+
+class _Units:
+    """Channel ids and their coupling (a union-find resolved in bulk with scipy when queried)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._a: list[np.ndarray] = []
+        self._b: list[np.ndarray] = []
+        self._canon = np.zeros(0, dtype=ID)
+        self.fixed: list[np.ndarray] = []
+
+    def new(self, count: int) -> np.ndarray:
+        ids = np.arange(self.n, self.n + count, dtype=ID)
+        self.n += count
+        return ids
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+        a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+        if a.size:
+            self._a.append(a)
+            self._b.append(b)
+
+    def fix(self, ids: np.ndarray) -> None:
+        self.fixed.append(np.asarray(ids, dtype=ID).ravel())
+
+    def canon(self) -> np.ndarray:
+        """Canonical id per id: the smallest id of its unit."""
+        if self._canon.size < self.n:
+            self._canon = np.concatenate([self._canon, np.arange(self._canon.size, self.n, dtype=ID)])
+        if self._a:
+            ca = self._canon[np.concatenate(self._a)]
+            cb = self._canon[np.concatenate(self._b)]
+            self._a, self._b = [], []
+            differ = ca != cb
+            if differ.any():  # merge the touched units: connected components over their representatives
+                nodes, inverse = np.unique(np.concatenate([ca[differ], cb[differ]]), return_inverse=True)
+                half = int(differ.sum())
+                graph = coo_matrix((np.ones(half, dtype=np.int8), (inverse[:half], inverse[half:])),
+                                   shape=(nodes.size, nodes.size))
+                count, label = connected_components(graph, directed=False)
+                rep = np.full(count, self.n, dtype=ID)
+                np.minimum.at(rep, label, nodes)
+                remap = np.arange(self.n, dtype=ID)
+                remap[nodes] = rep[label]
+                self._canon = remap[self._canon]
+        return self._canon
+
+
+@dataclass
+class Coupling:
+    """The analysis result: per layer side, the ids of its channels, and the units they form."""
+
+    members: dict[tuple[str, str], np.ndarray]  # (layer path, role) -> ids; role: "out" | "in" | "bn"
+    canon: np.ndarray  # canonical id of every id's unit
+    fixed: np.ndarray  # bool per id: its unit may never be pruned
+    input_ids: np.ndarray  # ids of the model input channels
+
+
+def _normdim(dim: int, ndim: int) -> int:
+    return dim + ndim if dim < 0 else dim
+
+
+def _arg(node: Node, values: tuple[Any, ...], position: int, name: str, default: Any) -> Any:
+    if len(values) > position:
+        return values[position]
+    return node.kwargs.get(name, default)
+
+
+class ChannelAnalysis:
+    """Walks a `Trace` once, propagating channel ids and collecting couplings."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.nodes = trace.nodes
+        self.units = _Units()
+        self.ids: list[Any] = []
+        self.members: dict[tuple[str, str], np.ndarray] = {}
+        self.input_ids: list[np.ndarray] = []
+
+    # ----------------------------------------------------------------------------------- helpers
+
+    def _ids(self, arg: Any) -> Any:
+        """`arg` with node references replaced by their Ids (None for non-tensor values)."""
+        if isinstance(arg, Ref):
+            return self.ids[arg.index]
+        if isinstance(arg, (tuple, list)):
+            return type(arg)(self._ids(a) for a in arg)
+        if isinstance(arg, dict):
+            return {k: self._ids(v) for k, v in arg.items()}
+        return arg
+
+    def _value(self, arg: Any) -> Any:
+        """`arg` with node references replaced by their traced values (sizes, meta tensors)."""
+        if isinstance(arg, Ref):
+            return self.nodes[arg.index].value
+        if isinstance(arg, (tuple, list)):
+            return type(arg)(self._value(a) for a in arg)
+        if isinstance(arg, slice):
+            return slice(self._value(arg.start), self._value(arg.stop), self._value(arg.step))
+        if isinstance(arg, dict):
+            return {k: self._value(v) for k, v in arg.items()}
+        return arg
+
+    def _fixed_ids(self, shape: tuple[int, ...]) -> Ids:
+        """New ids for a tensor whose channels may never be pruned (model input, mixed channels)."""
+        if len(shape) >= 2:
+            ids = Ids(shape, vec=self.units.new(shape[1]))
+        else:
+            full = torch.from_numpy(self.units.new(int(np.prod(shape, dtype=np.int64)))).view(shape)
+            ids = Ids(shape, full=full, core=full.numpy())
+        self.units.fix(ids.flat())
+        return ids
+
+    def _varies(self, ids: Ids, dim: int) -> bool:
+        """Whether different units lie along `dim` of this tensor."""
+        grid = ids.grid()
+        if grid.shape[dim] <= 1:
+            return False
+        arr = np.moveaxis(self.units.canon()[grid], dim, 0)
+        return not bool(np.all(arr == arr[:1]))
+
+    def _fix_along(self, ids: Ids, dim: int) -> None:
+        if self._varies(ids, dim):
+            self.units.fix(ids.flat())
+
+    def _channel_vec(self, ids: Ids, dim: int, where: str) -> np.ndarray:
+        """One id per channel along `dim`; ids sharing a channel are coupled (it is one unit there)."""
+        dim = _normdim(dim, len(ids.shape))
+        if ids.vec is not None and dim == 1:
+            return ids.vec
+        if not 0 <= dim < len(ids.shape):
+            raise UserError(f"a layer in {where} got a {len(ids.shape)}-d input", "feed batched tensors (N, C, ...)")
+        rows = np.moveaxis(ids.grid(), dim, 0)
+        rows = np.broadcast_to(rows.reshape(rows.shape[0], -1), (ids.shape[dim], rows[0].size))
+        if rows.shape[1] == 0 or np.all(rows == rows[:, :1]):
+            return rows[:, 0].copy()
+        canon = self.units.canon()[rows]
+        if not np.all(canon == canon[:, :1]):
+            self.units.union(np.broadcast_to(canon[:, :1], canon.shape), canon)
+        return canon[:, 0].copy()
+
+    def _member(self, layer: str, role: str, vec: np.ndarray) -> None:
+        key = (layer, role)
+        if key in self.members:  # a module called twice: one weight, so both calls are coupled
+            self.units.union(self.members[key], vec)
+        else:
+            self.members[key] = vec
+
+    def _guard(self, ids: Ids) -> Ids:
+        """Tie ids so that units vary along at most one dim (see the module docstring)."""
+        if ids.core is None or ids.core.ndim < 2:
+            return ids
+        canon = self.units.canon()[ids.grid()]
+        varying = [d for d in range(canon.ndim) if canon.shape[d] > 1 and not np.all(canon == canon.take([0], axis=d))]
+        if len(varying) > 1:
+            head = canon
+            for d in varying[:-1]:
+                head = head.take([0], axis=d)
+            self.units.union(np.broadcast_to(head, canon.shape), canon)
+        return ids
+
+    def _balance(self, src: Ids, dim: int, parts: int) -> None:
+        """Make every unit occur equally often in each of `parts` equal chunks along `dim`."""
+        canon = np.moveaxis(self.units.canon()[src.grid()], dim, 0)
+        size = canon.shape[0] // parts
+        rows = canon.reshape(canon.shape[0], -1)
+        if not np.all(rows == rows[:, :1]):  # units also vary along other dims: tie chunks index by index
+            chunks = canon.reshape(parts, size, -1)
+            for j in range(1, parts):
+                self.units.union(chunks[0], chunks[j])
+            return
+        profile = rows[:, 0].reshape(parts, size)
+        classes, first, inverse = np.unique(profile, return_index=True, return_inverse=True)
+        counts = np.zeros((classes.size, parts), dtype=np.int64)
+        np.add.at(counts, (inverse.reshape(parts, size), np.arange(parts)[:, None]), 1)
+        uneven = np.nonzero(np.any(counts != counts[:, :1], axis=1))[0]
+        if not uneven.size:
+            return
+        uneven = uneven[np.argsort(first[uneven], kind="stable")]
+        left: list[int] = []
+        if parts == 2:  # pair a unit +k in the first half with one -k (first come, first paired)
+            waiting: dict[int, list[int]] = {}
+            for c in uneven.tolist():
+                net = int(counts[c, 0] - counts[c, 1])
+                if waiting.get(-net):
+                    self.units.union(np.array([classes[c]]), np.array([classes[waiting[-net].pop(0)]]))
+                else:
+                    waiting.setdefault(net, []).append(c)
+            left = [c for cs in waiting.values() for c in cs]
+        else:
+            left = uneven.tolist()
+        if left:  # what remains sums to equal counts: one unit
+            self.units.union(np.full(len(left), classes[left[0]]), classes[left])
+
+    def _couple(self, a: Ids, b: Ids, shape: tuple[int, ...]) -> None:
+        """Tie equal positions of two broadcast operands (not across broadcast dims)."""
+        if a.vec is not None and b.vec is not None and len(a.shape) == len(b.shape) == len(shape):
+            if a.vec.size == b.vec.size:
+                self.units.union(a.vec, b.vec)
+                return
+            if min(a.vec.size, b.vec.size) == 1:
+                return
+        pad = [(1,) * (len(shape) - len(x.shape)) for x in (a, b)]
+        ga, gb = (x.grid().reshape(p + x.grid().shape) for x, p in zip((a, b), pad))
+        sa, sb = (p + x.shape for x, p in zip((a, b), pad))
+        for d in range(len(shape)):
+            if sa[d] == 1 or sb[d] == 1:  # a broadcast dim: one value meets many, nothing to tie
+                ga, gb = ga.take([0], axis=d), gb.take([0], axis=d)
+        common = np.broadcast_shapes(ga.shape, gb.shape)
+        pairs = np.unique(np.stack([np.broadcast_to(ga, common).ravel(), np.broadcast_to(gb, common).ravel()]), axis=1)
+        self.units.union(pairs[0], pairs[1])
+
+    def _broadcast(self, ids: Ids, shape: tuple[int, ...]) -> Ids:
+        if ids.shape == shape:
+            return ids
+        if ids.vec is not None and len(ids.shape) == len(shape) and ids.vec.size == shape[1]:
+            return Ids(shape, vec=ids.vec)
+        pad = (1,) * (len(shape) - len(ids.shape))
+        full = ids.tensor().reshape(pad + ids.shape).expand(shape)
+        return _from_core(shape, full, ids.grid().reshape(pad + ids.grid().shape))
+
+    # ------------------------------------------------------------------------------------ visits
+
+    def run(self) -> Coupling:
+        for node in self.nodes:
+            self.ids.append(self._visit(node))
+        units = self.units
+        canon = units.canon()
+        fixed = np.zeros(units.n, dtype=bool)
+        if units.fixed:
+            fixed_units = np.unique(canon[np.concatenate(units.fixed)])
+            fixed = np.isin(canon, fixed_units)
+        inputs = np.concatenate(self.input_ids) if self.input_ids else np.zeros(0, dtype=ID)
+        return Coupling(self.members, canon, fixed, inputs)
+
+    def _visit(self, node: Node) -> Any:
+        value = node.value
+        if node.kind == "input":
+            if not isinstance(value, torch.Tensor):
+                return None
+            ids = self._fixed_ids(tuple(value.shape))
+            self.input_ids.append(ids.flat())
+            return ids
+        if node.kind == "attr":
+            if not isinstance(value, torch.Tensor):
+                return None
+            full = torch.from_numpy(self.units.new(value.numel())).view(value.shape)
+            self.units.fix(full.numpy())
+            return Ids(tuple(value.shape), full=full)
+        if node.kind == "output":
+            self._fix_outputs(self._ids(node.args))
+            return None
+        if node.kind == "module":
+            return self._module(node)
+        return self._call(node)
+
+    def _fix_outputs(self, tree: Any) -> None:
+        if isinstance(tree, Ids):
+            self.units.fix(tree.flat())
+        elif isinstance(tree, (tuple, list)):
+            for t in tree:
+                self._fix_outputs(t)
+        elif isinstance(tree, dict):
+            for t in tree.values():
+                self._fix_outputs(t)
+
+    def _module(self, node: Node) -> Any:
+        module, value = node.module, node.value
+        x = self._ids(node.args[0])
+        assert module is not None and isinstance(x, Ids)
+        shape = tuple(value.shape)
+        if node.category == "conv":
+            assert isinstance(module, torch.nn.modules.conv._ConvNd)
+            if len(x.shape) != len(module.kernel_size) + 2:
+                raise UserError(f"conv {node.where} got an unbatched {len(x.shape)}-d input",
+                                "trace with a batched example input (N, C, H, W)")
+            cin = self._channel_vec(x, 1, node.where)
+            out = self.units.new(module.out_channels)
+            if module.groups > 1:  # each group of inputs feeds only its group of outputs: one unit per group
+                ins, outs = cin.reshape(module.groups, -1), out.reshape(module.groups, -1)
+                self.units.union(np.broadcast_to(outs[:, :1], ins.shape), ins)
+                self.units.union(np.broadcast_to(outs[:, :1], outs.shape), outs)
+            self._member(node.target, "in", cin)
+            self._member(node.target, "out", out)
+            return Ids(shape, vec=out)
+        if node.category == "linear":
+            assert isinstance(module, torch.nn.Linear)
+            self._member(node.target, "in", self._channel_vec(x, -1, node.where))
+            out = self.units.new(module.out_features)
+            self._member(node.target, "out", out)
+            if len(shape) == 2:
+                return Ids(shape, vec=out)
+            return Ids(shape, full=torch.from_numpy(out).expand(shape), core=out.reshape((1,) * (len(shape) - 1) + (-1,)))
+        if node.category == "bn":
+            vec = self._channel_vec(x, 1, node.where)
+            self._member(node.target, "bn", vec)
+            return Ids(shape, vec=vec)
+        if node.category == "pointwise":
+            return x
+        if node.category == "spatial":
+            return Ids(shape, vec=self._channel_vec(x, 1, node.where))
+        if node.category == "movement":  # nn.Flatten
+            assert isinstance(module, torch.nn.Flatten)
+            return self._guard(_compress(torch.flatten(x.tensor(), module.start_dim, module.end_dim)))
+        assert node.category == "reduce"  # nn.Softmax / nn.LogSoftmax
+        return self._reduce(x, shape, [getattr(module, "dim", None)], keepdim=True)
+
+    def _call(self, node: Node) -> Any:
+        if node.category == "meta":
+            return None
+        args = self._ids(node.args)
+        kwargs = self._ids(node.kwargs)
+        operands = [a for a in (*args, *kwargs.values()) if isinstance(a, Ids)]
+        value = node.value
+        if node.op == "getitem" and isinstance(args[0], (tuple, list)):  # element of chunk()/split() results
+            return args[0][self._value(node.args[1])]
+        if not operands and not any(isinstance(a, (tuple, list)) and any(isinstance(e, Ids) for e in a) for a in args):
+            return None  # size arithmetic and other non-tensor values
+        category = node.category
+        if category == "pointwise":
+            return operands[0]
+        if category == "elementwise":
+            shape = tuple(value.shape)
+            primary = next((o for o in operands if o.shape == shape), max(operands, key=lambda o: int(np.prod(o.shape))))
+            for other in operands:
+                if other is not primary:
+                    self._couple(primary, other, shape)
+            return self._broadcast(primary, shape)
+        if category == "spatial":
+            x = operands[0]
+            if node.op == "pad":
+                pad = self._value(_arg(node, node.args, 1, "pad", ()))
+                if len(pad) > 2 * (len(x.shape) - 2):
+                    raise UserError(f"F.pad in module {node.where} pads the channel dim",
+                                    "pad only spatial dims, or declare the op with register_op")
+            vec = self._channel_vec(x, 1, node.where)
+            if isinstance(value, torch.Tensor):
+                return Ids(tuple(value.shape), vec=vec)
+            return tuple(Ids(tuple(v.shape), vec=vec) for v in value)
+        if category == "reduce":
+            values = self._value(node.args)
+            if node.op in ("softmax", "log_softmax"):
+                dims, keepdim = [_arg(node, values, 1, "dim", None)], True
+            else:
+                dim = _arg(node, values, 1, "dim", None)
+                dims = list(dim) if isinstance(dim, (tuple, list)) else [dim]
+                keepdim = bool(_arg(node, values, 2, "keepdim", False))
+            return self._reduce(operands[0], tuple(value.shape), dims, keepdim)
+        assert category == "movement", category
+        return self._movement(node, args, kwargs)
+
+    def _reduce(self, x: Ids, shape: tuple[int, ...], dims: list[Any], keepdim: bool) -> Ids:
+        ndim = len(x.shape)
+        axes = list(range(ndim)) if dims == [None] else sorted(_normdim(int(d), ndim) for d in dims)
+        if 0 not in axes and 1 not in axes and x.vec is not None:
+            return Ids(shape, vec=x.vec)
+        mixing = [d for d in axes if self._varies(x, d)]
+        if mixing:  # every output depends on several units: none of them may be pruned
+            self.units.fix(x.flat())
+            return self._fixed_ids(shape)
+        t, grid = x.tensor(), x.grid()
+        for d in reversed(axes):
+            t, grid = (t.narrow(d, 0, 1), grid.take([0], axis=d)) if keepdim else (t.select(d, 0), grid.take(0, axis=d))
+        return self._guard(_from_core(shape, t, grid))
+
+    def _fast_movement(self, node: Node, args: tuple[Any, ...]) -> Ids | None:
+        """Concat along channels and flatten(x, 1) of per-channel ids, without touching spatial dims."""
+        value = node.value
+        if not isinstance(value, torch.Tensor):
+            return None
+        values = self._value(node.args)
+        if node.op in ("cat", "concat", "concatenate") and isinstance(args[0], (tuple, list)):
+            parts = args[0]
+            dim = _arg(node, values, 1, "dim", 0)
+            if all(isinstance(p, Ids) and p.vec is not None for p in parts) and _normdim(dim, value.dim()) == 1:
+                return Ids(tuple(value.shape), vec=np.concatenate([p.vec for p in parts]))
+        x = args[0]
+        if (node.op == "flatten" and isinstance(x, Ids) and x.vec is not None and value.dim() == 2
+                and _arg(node, values, 1, "start_dim", 0) == 1):
+            return Ids(tuple(value.shape), vec=np.repeat(x.vec, int(np.prod(x.shape[2:], dtype=np.int64))))
+        return None
+
+    def _movement(self, node: Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        fast = self._fast_movement(node, args)
+        if fast is not None:
+            return fast
+
+        def materialise(obj: Any, contiguous: bool) -> Any:
+            if isinstance(obj, Ids):
+                return obj.tensor().contiguous() if contiguous else obj.tensor()
+            if isinstance(obj, (tuple, list)):
+                return type(obj)(materialise(o, contiguous) for o in obj)
+            return obj
+
+        def merged(ids_arg: Any, raw: Any, contiguous: bool) -> Any:  # tensors -> id tensors, refs -> values
+            if isinstance(ids_arg, Ids) or isinstance(ids_arg, (tuple, list)) and any(
+                    isinstance(e, Ids) for e in ids_arg):
+                return materialise(ids_arg, contiguous)
+            return self._value(raw)
+
+        def apply(contiguous: bool) -> Any:
+            assert node.fn is not None
+            return node.fn(*[merged(a, r, contiguous) for a, r in zip(args, node.args)],
+                           **{k: merged(kwargs[k], node.kwargs[k], contiguous) for k in node.kwargs})
+
+        try:  # on broadcast views first (no copy); view() needs real strides
+            result = apply(False)
+        except RuntimeError:
+            result = apply(True)
+        src = next((a for a in args if isinstance(a, Ids)), None)
+        values = self._value(node.args)
+        if node.op in ("chunk", "split", "unbind") and src is not None:
+            dim = _normdim(int(_arg(node, values, 1 if node.op == "unbind" else 2, "dim", 0)), len(src.shape))
+            if self._varies(src, dim):
+                lengths = {p.shape[dim] for p in result}
+                if node.op == "chunk" and len(lengths) == 1:
+                    self._balance(src, dim, len(result))
+                else:  # explicit sizes (or one part per index) cannot follow a pruned dim
+                    self.units.fix(src.flat())
+        if node.op == "getitem" and src is not None:
+            self._check_index(src, values[1])
+        if isinstance(result, torch.Tensor):
+            out: Any = self._guard(_compress(result))
+        else:
+            out = type(result)(self._guard(_compress(r)) for r in result)
+        if node.op in ("view", "reshape", "expand") and isinstance(out, Ids):
+            self._check_sizes(node, out)
+        return out
+
+    def _check_index(self, src: Ids, index: Any) -> None:
+        """Indexing a pruned dim with constants (x[:, :64], x[:, 3]) pins the units along it."""
+        items = list(index) if isinstance(index, tuple) else [index]
+        explicit = sum(1 for i in items if i is not None and i is not Ellipsis)
+        dim = 0
+        for item in items:
+            if item is Ellipsis:
+                dim += len(src.shape) - explicit
+            elif item is None:
+                continue
+            else:
+                if not (isinstance(item, slice) and item == slice(None)):
+                    self._fix_along(src, dim)
+                dim += 1
+
+    def _check_sizes(self, node: Node, out: Ids) -> None:
+        """A literal size on a dim holding several units would break once they are pruned."""
+        if node.op == "reshape" and node.fn is torch.reshape or len(node.args) == 2 and isinstance(
+                node.args[1], (tuple, list)):
+            sizes = list(node.args[1])
+        else:
+            sizes = list(node.args[1:]) or list(node.kwargs.get("shape", node.kwargs.get("size", ())))
+        if len(sizes) != len(out.shape):
+            return
+        for d, size in enumerate(sizes):
+            if not isinstance(size, Ref) and size != -1:
+                self._fix_along(out, d)
+
+
+def analyse(trace: Trace) -> Coupling:
+    """Run the channel analysis on a trace.
+
+    Id tensors are small; torch's thread pool only adds overhead to copying them (tens of times
+    slower on a busy machine), so the analysis runs single-threaded and restores the setting.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return ChannelAnalysis(trace).run()
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,374 @@
+"""The dependency graph: layers and ops (networkx), channel groups and per-layer facts.
+
+A *channel group* is a set of channels, spread over several layers, that are kept or removed
+together: unit i of a group is one channel in the output of each owner conv/linear, one BN channel
+in each listed BatchNorm, one input channel (or one H*W span after a flatten) of each consumer.
+Groups are what structured pruning, Taylor importance and the latency model work on.
+
+Units come from `channels.py`; units that appear in exactly the same layers, the same number of
+times, form one group (a conv's output channels; ResNet's stage-wide residual channels; in
+densenet, each layer's 32 new channels, wherever they are concatenated later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import networkx as nx
+import numpy as np
+import torch
+from torch import nn
+
+from iee_deploy.errors import UserError
+from iee_deploy.graph.channels import Coupling, analyse
+from iee_deploy.graph.trace import Node, Ref, Trace, trace_model
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelRef:
+    """Where a group sits in one layer: `index[i]` are the channel positions of the group's unit i.
+
+    The positions are along the layer's output channels (owners, BN layers) or input channels
+    (consumers). `index` has shape (group size, channels per unit): 1 channel per unit normally,
+    H*W for a linear layer after a flatten, the group width for a grouped conv.
+    """
+
+    name: str
+    index: np.ndarray
+
+    @property
+    def channels_per_unit(self) -> int:
+        return int(self.index.shape[1])
+
+    @property
+    def offset(self) -> int | None:
+        """First position when the group is one contiguous block in this layer (e.g. a concat slice)."""
+        flat = self.index.ravel()
+        start = int(flat[0])
+        return start if np.array_equal(flat, np.arange(start, start + flat.size)) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "channels_per_unit": self.channels_per_unit}
+        offset = self.offset
+        if offset is not None:
+            out["offset"] = offset
+        else:
+            out["index"] = self.index.tolist()
+        return out
+
+
+@dataclass(eq=False)
+class ChannelGroup:
+    """Channels kept or removed together (one knapsack item family, one Taylor score per unit).
+
+    `owners`: conv/linear layers whose output channels these are. `consumers`: layers whose input
+    channel count the group sets. `bn_layers`: BatchNorms whose (gamma, beta) at these channels give
+    Taylor importance. A depthwise conv is both owner and consumer. `prunable` is False for the model
+    input, its outputs, and channels pinned by literal sizes or channel-mixing ops.
+    """
+
+    id: str
+    size: int
+    prunable: bool
+    min_keep: int
+    owners: tuple[ChannelRef, ...]
+    consumers: tuple[ChannelRef, ...]
+    bn_layers: tuple[ChannelRef, ...]
+
+    @property
+    def layers(self) -> list[str]:
+        """Every coupled layer (owners, BN layers, consumers), each once, in graph order."""
+        return list(dict.fromkeys(r.name for r in (*self.owners, *self.bn_layers, *self.consumers)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "size": self.size, "prunable": self.prunable, "min_keep": self.min_keep,
+                "owners": [r.to_dict() for r in self.owners],
+                "bn_layers": [r.to_dict() for r in self.bn_layers],
+                "consumers": [r.to_dict() for r in self.consumers]}
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One conv/linear layer as the latency model sees it, at the traced input size.
+
+    `in_group`/`out_group` name the single prunable group setting the layer's input/output channels
+    (None when they are fixed, e.g. the image input or the classifier output, or span several
+    groups, e.g. a DenseNet concat). `in_groups`/`out_groups` list every group with its channels
+    per unit, so that cin = sum(per_unit * kept).
+    """
+
+    name: str
+    kind: Literal["conv", "linear"]
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] | str
+    dilation: tuple[int, ...]
+    groups: int
+    depthwise: bool
+    in_hw: tuple[int, ...]
+    out_hw: tuple[int, ...]
+    in_group: str | None
+    out_group: str | None
+    in_groups: tuple[tuple[str, int], ...] = ()
+    out_groups: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def in_per_group(self) -> int:
+        """Input channels per conv group (1 for depthwise); stays fixed when groups are pruned."""
+        return self.in_channels // self.groups
+
+    def groups_for(self, cin: int) -> int:
+        """The `groups` of this layer once pruned to `cin` input channels (whole conv groups go)."""
+        return cin // self.in_per_group if self.groups > 1 else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class DependencyGraph:
+    """Layers, ops and channel groups of one model at one input size (see `build_dependency_graph`)."""
+
+    graph: nx.DiGraph
+    groups: list[ChannelGroup]
+    layers: dict[str, LayerInfo]
+    tracer: str
+    input_shape: tuple[int, ...]
+    _index: dict[str, int] = field(repr=False)
+    _sizes: np.ndarray = field(repr=False)
+    _in: np.ndarray = field(repr=False)  # (layers, groups): input channels per kept unit
+    _out: np.ndarray = field(repr=False)
+    _bn_names: list[str] = field(repr=False)
+    _bn: np.ndarray = field(repr=False)  # (BN layers, groups)
+    _bn_affine: np.ndarray = field(repr=False)
+    _bias: np.ndarray = field(repr=False)  # per layer: has a bias
+    _other_params: int = field(repr=False)
+
+    def group(self, group_id: str) -> ChannelGroup:
+        """The group called `group_id`, or a UserError listing near names."""
+        if group_id not in self._index:
+            import difflib
+
+            close = difflib.get_close_matches(group_id, list(self._index), n=3)
+            raise UserError(f"no channel group '{group_id}'",
+                            f"did you mean {', '.join(close)}?" if close else "list them with `iee-deploy graph`")
+        return self.groups[self._index[group_id]]
+
+    @property
+    def prunable_groups(self) -> list[ChannelGroup]:
+        return [g for g in self.groups if g.prunable]
+
+    def _counts(self, keep: Mapping[str, int]) -> np.ndarray:
+        counts = self._sizes.copy()
+        for gid, n in keep.items():
+            if gid not in self._index:
+                self.group(gid)
+            counts[self._index[gid]] = n
+        return counts
+
+    def layer_channels(self, keep: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+        """(cin, cout) of every conv/linear layer when group id -> kept units (absent: all kept)."""
+        counts = self._counts(keep)
+        cin, cout = (self._in @ counts).tolist(), (self._out @ counts).tolist()
+        return dict(zip(self.layers, zip(cin, cout)))
+
+    def param_count(self, keep: Mapping[str, int] | None = None) -> int:
+        """Parameters of the model pruned to `keep` (group id -> kept units), computed from the graph."""
+        counts = self._counts(keep or {})
+        cin, cout = self._in @ counts, self._out @ counts
+        total = self._other_params + int((self._bn @ counts * 2 * self._bn_affine).sum())
+        for info, ci, co, bias in zip(self.layers.values(), cin.tolist(), cout.tolist(), self._bias.tolist()):
+            kernel = int(np.prod(info.kernel)) if info.kind == "conv" else 1
+            per_out = info.in_per_group if info.groups > 1 else ci
+            total += co * per_out * kernel + (co if bias else 0)
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (groups with their layers and positions, layer facts)."""
+        return {"tracer": self.tracer, "input_shape": list(self.input_shape),
+                "groups": [g.to_dict() for g in self.groups],
+                "layers": {name: info.to_dict() for name, info in self.layers.items()}}
+
+
+# ----------------------------------------------------------------------------------------- building
+
+
+def _nx_graph(trace: Trace) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    names = [n.name for n in trace.nodes]
+
+    def refs(obj: Any) -> list[int]:
+        if isinstance(obj, Ref):
+            return [obj.index]
+        if isinstance(obj, (tuple, list)):
+            return [i for o in obj for i in refs(o)]
+        if isinstance(obj, dict):
+            return [i for o in obj.values() for i in refs(o)]
+        if isinstance(obj, slice):
+            return refs([obj.start, obj.stop, obj.step])
+        return []
+
+    for node in trace.nodes:
+        shape = tuple(node.value.shape) if isinstance(node.value, torch.Tensor) else None
+        graph.add_node(node.name, kind=node.kind, op=node.op, category=node.category, target=node.target,
+                       where=node.where, shape=shape)
+        for i in refs((node.args, node.kwargs)):
+            graph.add_edge(names[i], node.name)
+    return graph
+
+
+def _signatures(coupling: Coupling, keys: list[tuple[str, str]]) -> np.ndarray:
+    """A hash per unit of (layer side, occurrences) over all layers: equal hash = same group."""
+    rng = np.random.default_rng(20250203)
+    salts = rng.integers(1, 2**62, size=len(keys) + 1, dtype=np.uint64) | np.uint64(1)
+    n = coupling.canon.size
+    labels = [coupling.canon[coupling.members[k]].astype(np.int64) for k in keys]
+    side = np.repeat(np.arange(len(keys), dtype=np.int64), [lab.size for lab in labels])
+    pairs, counts = np.unique(side * n + np.concatenate(labels), return_counts=True)
+    sig = np.zeros(n, dtype=np.uint64)
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    np.add.at(sig, pairs % n, salts[pairs // n] * (counts.astype(np.uint64) * golden + np.uint64(1)))
+    sig[coupling.fixed] ^= salts[-1]
+    return sig
+
+
+def _layer_info(node: Node, in_shape: tuple[int, ...], ins: list[tuple[str, int]], outs: list[tuple[str, int]],
+                prunable: set[str]) -> LayerInfo:
+    module = node.module
+    out_shape = tuple(node.value.shape)
+
+    def single(side: list[tuple[str, int]]) -> str | None:
+        return side[0][0] if len(side) == 1 and side[0][0] in prunable else None
+
+    if isinstance(module, nn.Linear):
+        return LayerInfo(node.target, "linear", module.in_features, module.out_features, (1, 1), (1, 1), (0, 0),
+                         (1, 1), 1, False, tuple(in_shape[1:-1]) or (1, 1), tuple(out_shape[1:-1]) or (1, 1),
+                         single(ins), single(outs), tuple(ins), tuple(outs))
+    assert isinstance(module, nn.modules.conv._ConvNd)
+    padding = module.padding if isinstance(module.padding, str) else tuple(module.padding)
+    return LayerInfo(node.target, "conv", module.in_channels, module.out_channels, tuple(module.kernel_size),
+                     tuple(module.stride), padding, tuple(module.dilation), module.groups,
+                     module.groups > 1 and module.groups == module.in_channels, tuple(in_shape[2:]),
+                     tuple(out_shape[2:]), single(ins), single(outs), tuple(ins), tuple(outs))
+
+
+def _assemble(model: nn.Module, trace: Trace, coupling: Coupling) -> DependencyGraph:
+    keys = list(coupling.members)
+    labels = [coupling.canon[coupling.members[k]] for k in keys]
+    sig = _signatures(coupling, keys)
+    seq = np.concatenate(labels)
+    uniq, first = np.unique(seq, return_index=True)
+    units = uniq[np.argsort(first, kind="stable")]  # in order of first appearance
+    _, gfirst, ginv = np.unique(sig[units], return_index=True, return_inverse=True)
+    rank = np.empty(gfirst.size, dtype=np.int64)
+    rank[np.argsort(gfirst, kind="stable")] = np.arange(gfirst.size)
+    gid = rank[ginv]
+    sizes = np.bincount(gid, minlength=gfirst.size)
+    perm = np.argsort(gid, kind="stable")
+    in_group = np.empty(units.size, dtype=np.int64)
+    in_group[perm] = np.arange(units.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    group_of = np.full(coupling.canon.size, -1, dtype=np.int64)
+    unit_of = np.full(coupling.canon.size, -1, dtype=np.int64)
+    group_of[units], unit_of[units] = gid, in_group
+
+    refs: list[dict[str, list[ChannelRef]]] = [{"out": [], "in": [], "bn": []} for _ in range(sizes.size)]
+    sides: dict[tuple[str, str], list[tuple[int, int]]] = {key: [] for key in keys}
+    # One sort over every layer side: by side, group, unit, then channel position.
+    lengths = [lab.size for lab in labels]
+    side_of = np.repeat(np.arange(len(keys)), lengths)
+    position = np.concatenate([np.arange(n) for n in lengths])
+    g_all, u_all = group_of[seq], unit_of[seq]
+    # sides are concatenated in order with positions ascending, so a stable sort keeps positions in order
+    order = np.argsort((side_of * sizes.size + g_all) * (int(sizes.max()) + 1) + u_all, kind="stable")
+    block_key = side_of[order] * sizes.size + g_all[order]
+    starts = np.flatnonzero(np.r_[True, block_key[1:] != block_key[:-1]])
+    for block in np.split(order, starts[1:]):
+        key, k = keys[int(side_of[block[0]])], int(g_all[block[0]])
+        index = position[block].reshape(int(sizes[k]), -1)
+        refs[k][key[1]].append(ChannelRef(key[0], index))
+        sides[key].append((k, index.shape[1]))
+
+    input_units = set(coupling.canon[coupling.input_ids].tolist())
+    first_unit = units[np.unique(gid, return_index=True)[1]]  # the earliest unit of each group
+    names: list[str] = []
+    used: set[str] = set()
+    for k, r in enumerate(refs):
+        if r["out"]:
+            base = r["out"][0].name
+        elif int(first_unit[k]) in input_units:
+            base = "input"
+        else:
+            first_ref = (r["bn"] or r["in"])[0]
+            base = f"{first_ref.name}:{'in' if r['in'] and first_ref is r['in'][0] else 'bn'}"
+        name, n = base, 1
+        while name in used:
+            n += 1
+            name = f"{base}#{n}"
+        used.add(name)
+        names.append(name)
+    fixed_group = np.zeros(sizes.size, dtype=bool)
+    fixed_group[gid] = coupling.fixed[units]
+    groups = [ChannelGroup(names[k], int(sizes[k]), not fixed_group[k], 1, tuple(refs[k]["out"]),
+                           tuple(refs[k]["in"]), tuple(refs[k]["bn"])) for k in range(sizes.size)]
+    prunable = {g.id for g in groups if g.prunable}
+
+    # Layer facts and the matrices behind layer_channels / param_count.
+    nodes_by_target: dict[str, Node] = {}
+    for node in trace.nodes:
+        if node.kind == "module" and node.category in ("conv", "linear", "bn"):
+            nodes_by_target.setdefault(node.target, node)
+    layers: dict[str, LayerInfo] = {}
+    in_rows, out_rows, bias = [], [], []
+    bn_names, bn_rows, bn_affine = [], [], []
+    layer_params = 0
+    for target, node in nodes_by_target.items():
+        module = node.module
+        assert module is not None
+        layer_params += sum(p.numel() for p in module._parameters.values() if p is not None)
+        if node.category == "bn":
+            row = np.zeros(sizes.size, dtype=np.int64)
+            for k, per in sides[(target, "bn")]:
+                row[k] += per
+            bn_names.append(target)
+            bn_rows.append(row)
+            bn_affine.append(1 if getattr(module, "affine", False) else 0)
+            continue
+        arg = node.args[0]
+        in_shape = tuple(trace.nodes[arg.index].value.shape) if isinstance(arg, Ref) else ()
+        rows = []
+        for role in ("in", "out"):
+            row = np.zeros(sizes.size, dtype=np.int64)
+            for k, per in sides[(target, role)]:
+                row[k] += per
+            rows.append(row)
+        in_rows.append(rows[0])
+        out_rows.append(rows[1])
+        bias.append(getattr(module, "bias", None) is not None)
+        layers[target] = _layer_info(node, in_shape, [(names[k], per) for k, per in sides[(target, "in")]],
+                                     [(names[k], per) for k, per in sides[(target, "out")]], prunable)
+    total_params = sum(p.numel() for p in model.parameters())
+    empty = np.zeros((0, sizes.size), dtype=np.int64)
+    first_input = next((n.value for n in trace.nodes if n.kind == "input"), None)
+    return DependencyGraph(
+        graph=_nx_graph(trace), groups=groups, layers=layers, tracer=trace.tracer,
+        input_shape=tuple(first_input.shape) if isinstance(first_input, torch.Tensor) else (),
+        _index={g.id: i for i, g in enumerate(groups)}, _sizes=sizes.astype(np.int64),
+        _in=np.array(in_rows) if in_rows else empty, _out=np.array(out_rows) if out_rows else empty,
+        _bn_names=bn_names, _bn=np.array(bn_rows) if bn_rows else empty,
+        _bn_affine=np.array(bn_affine, dtype=np.int64), _bias=np.array(bias, dtype=bool),
+        _other_params=total_params - layer_params)
+
+
+def build_dependency_graph(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...],
+                           tracer: str = "auto") -> DependencyGraph:
+    """Trace `model` on `example_input` (shapes only, see trace.py) and derive its channel groups.
+
+    Raises UserError naming the op and module for an operation the graph does not understand.
+    `tracer`: "auto" (torch.fx, eager fallback), "fx" or "eager".
+    """
+    trace = trace_model(model, example_input, tracer)
+    return _assemble(model, trace, analyse(trace))

@@ -1,0 +1,171 @@
+"""The operations the dependency graph understands, and how each one treats channels.
+
+Every traced operation gets one *category*; the channel analysis (`channels.py`) has one rule per
+category. An operation missing from these tables is refused with a `UserError` naming it and its
+module, because guessing (Torch-Pruning treats unknown ops as element-wise) can silently couple the
+wrong channels. Users can declare their own functions with `register_op`.
+
+Categories:
+- ``conv`` / ``linear``: layers with weights; their output channels are new, their input channels are
+  consumed (a grouped or depthwise conv also ties each group's input channels to its output channels).
+- ``bn``: per-channel affine normalisation (BatchNorm); its gamma/beta give Taylor importance.
+- ``pointwise``: same shape out, channel c depends only on channel c (activations, dropout, copies).
+- ``elementwise``: several tensors broadcast together (add, mul): equal positions are coupled.
+- ``spatial``: per-channel ops that change the other dimensions (pooling, interpolation, padding).
+- ``movement``: rearranges elements (view, flatten, transpose, cat, chunk, indexing); applied to
+  channel ids so that concat offsets, flatten spans and channel shuffles come out exactly.
+- ``reduce``: reduces or normalises along given dims (mean, sum, softmax); per-channel unless the dims
+  cross channels, in which case every channel involved is fixed (never pruned).
+- ``meta``: returns sizes, ranks or integer arithmetic, no tensor data.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iee_deploy.errors import UserError
+
+Category = Literal["conv", "linear", "bn", "pointwise", "elementwise", "spatial", "movement", "reduce", "meta"]
+CATEGORIES: tuple[str, ...] = ("pointwise", "elementwise", "spatial", "movement", "reduce", "meta")
+"""The categories `register_op` accepts (layers must be nn.Conv*/nn.Linear/nn.BatchNorm* modules)."""
+
+_MODULES: dict[type[nn.Module], Category] = {
+    nn.Conv1d: "conv", nn.Conv2d: "conv", nn.Conv3d: "conv",
+    nn.Linear: "linear",
+    nn.BatchNorm1d: "bn", nn.BatchNorm2d: "bn", nn.BatchNorm3d: "bn", nn.SyncBatchNorm: "bn",
+    **{cls: "pointwise" for cls in (
+        nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
+        nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.Identity, nn.Dropout, nn.Dropout1d,
+        nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)},
+    **{cls: "spatial" for cls in (
+        nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+        nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+        nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
+        nn.ZeroPad2d, nn.ConstantPad2d)},
+    nn.Flatten: "movement",
+    nn.Softmax: "reduce", nn.LogSoftmax: "reduce",
+}
+
+_FUNCTIONS: dict[Any, tuple[str, Category]] = {}
+_METHODS: dict[str, tuple[str, Category]] = {}
+
+
+def _add(category: Category, functions: tuple[Any, ...] = (), methods: tuple[str, ...] = ()) -> None:
+    for fn in functions:
+        _FUNCTIONS[fn] = (getattr(fn, "__name__", str(fn)).strip("_"), category)
+    for name in methods:
+        _METHODS[name] = (name.strip("_").removesuffix("_"), category)
+
+
+_add("pointwise",
+     (F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.hardtanh, F.silu, F.gelu, F.hardswish, F.hardsigmoid,
+      F.sigmoid, torch.sigmoid, F.tanh, torch.tanh, F.leaky_relu, F.elu, F.selu, F.mish, F.softplus, F.dropout,
+      F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, torch.abs, torch.exp, torch.sqrt, torch.clamp,
+      torch.neg, operator.neg, operator.pos),
+     ("relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "contiguous", "clone", "detach", "float", "abs",
+      "exp", "sqrt", "neg", "clamp", "clamp_", "clamp_min", "clamp_min_", "__neg__", "__pos__"))
+_add("elementwise",
+     (operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul, operator.truediv,
+      operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum, torch.where,
+      operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, torch.eq, torch.ne, torch.lt,
+      torch.le, torch.gt, torch.ge),
+     ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "__add__", "__iadd__", "__radd__", "__sub__",
+      "__isub__", "__rsub__", "__mul__", "__imul__", "__rmul__", "__truediv__", "__itruediv__", "__rtruediv__",
+      "eq", "ne", "lt", "le", "gt", "ge", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__"))
+_add("spatial",
+     (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+      F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.max_pool1d,
+      F.max_pool2d, F.max_pool3d, F.interpolate, F.pad))
+_add("movement",
+     (torch.flatten, torch.cat, torch.concat, torch.concatenate, torch.stack, torch.transpose, torch.permute,
+      torch.reshape, torch.chunk, torch.split, torch.squeeze, torch.unsqueeze, torch.unbind, operator.getitem),
+     ("view", "reshape", "flatten", "transpose", "permute", "chunk", "split", "squeeze", "unsqueeze", "expand",
+      "repeat", "unbind", "__getitem__"))
+_add("reduce",
+     (torch.mean, torch.sum, torch.amax, torch.amin, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax),
+     ("mean", "sum", "amax", "amin", "softmax", "log_softmax"))
+_add("meta", (getattr, len, operator.floordiv, operator.mod),
+     ("size", "dim", "numel", "__len__", "__format__", "__bool__"))
+
+try:  # torchvision marks stochastic_depth as an fx leaf function; it scales whole samples (per channel safe)
+    from torchvision.ops import stochastic_depth
+
+    _add("pointwise", (stochastic_depth,))
+except ImportError:  # pragma: no cover - torchvision is a dependency
+    pass
+
+
+def register_op(target: Callable[..., Any] | str | type[nn.Module], category: Category) -> None:
+    """Declare how a custom function, Tensor method name or parameter-free module treats channels.
+
+    Use it for an op the graph refuses, once you know which category it belongs to; e.g.
+    ``register_op(my_swish, "pointwise")`` for an activation acting on each channel alone.
+    """
+    if category not in CATEGORIES:
+        raise UserError(f"cannot register an op as '{category}'", f"choose one of: {', '.join(CATEGORIES)}")
+    if isinstance(target, str):
+        _METHODS[target] = (target, category)
+    elif isinstance(target, type) and issubclass(target, nn.Module):
+        if category not in ("pointwise", "spatial"):
+            raise UserError(f"a module can be registered as pointwise or spatial, not '{category}'",
+                            "register the functions its forward calls instead (modules outside torch.nn are "
+                            "traced through)")
+        _MODULES[target] = category
+    else:
+        _FUNCTIONS[target] = (getattr(target, "__name__", str(target)), category)
+
+
+def _unsupported(what: str, where: str) -> UserError:
+    return UserError(
+        f"the dependency graph does not support {what} in module {where}: it cannot tell which channels it couples",
+        "rewrite it with supported ops, or declare it with iee_deploy.graph.register_op(op, category) "
+        f"(categories: {', '.join(CATEGORIES)})",
+    )
+
+
+def describe(fn: Any) -> str:
+    """A readable name for a traced function (e.g. 'torch.cumsum', 'operator.add')."""
+    module = getattr(fn, "__module__", None) or ""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    if module in ("", "builtins", "torch._C._VariableFunctions") or name.startswith("_VariableFunctionsClass"):
+        module = "torch" if "VariableFunctions" in name or module.startswith("torch") else module
+        name = getattr(fn, "__name__", name)
+    if module == "_operator":
+        module = "operator"
+    return f"{module}.{name}" if module else name
+
+
+def classify_module(module: nn.Module, where: str) -> Category:
+    """Category of a leaf module, or a UserError naming its type and path."""
+    for cls in type(module).__mro__:
+        if cls in _MODULES:
+            return _MODULES[cls]
+    raise _unsupported(f"layer {type(module).__module__}.{type(module).__name__}", where)
+
+
+def classify_function(fn: Any, where: str) -> tuple[str, Category]:
+    """(canonical name, category) of a traced free function, or a UserError naming it and the module."""
+    try:
+        found = _FUNCTIONS.get(fn)
+    except TypeError:  # unhashable callables
+        found = None
+    if found is None:
+        if fn in (F.conv1d, F.conv2d, F.conv3d, F.linear, F.batch_norm):
+            raise UserError(f"functional {describe(fn)} in module {where} has weights the graph cannot prune",
+                            "use the nn.Conv*/nn.Linear/nn.BatchNorm* module instead")
+        raise _unsupported(f"op {describe(fn)}", where)
+    return found
+
+
+def classify_method(name: str, where: str) -> tuple[str, Category]:
+    """(canonical name, category) of a Tensor method called by name, or a UserError."""
+    found = _METHODS.get(name)
+    if found is None:
+        raise _unsupported(f"op Tensor.{name}", where)
+    return found

@@ -1,0 +1,133 @@
+"""Channel masks over groups and physical pruning.
+
+`keep` maps a group id to the indices (0 .. size-1) of the units to keep; groups not named keep
+everything. `mask_model` zeroes the removed channels in place (the structured active set Theta_K as
+a mask); `prune_model` builds a new, smaller model with the same forward code and the same outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from iee_deploy.errors import UserError
+from iee_deploy.graph.dependency import DependencyGraph
+
+Keep = Mapping[str, Sequence[int] | torch.Tensor | np.ndarray]
+
+
+def unit_masks(g: DependencyGraph, keep: Keep) -> dict[str, np.ndarray]:
+    """Validated boolean masks (True = kept) for the groups that lose units."""
+    masks: dict[str, np.ndarray] = {}
+    for gid, idx in keep.items():
+        group = g.group(gid)
+        kept = np.asarray(idx.detach().cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64).ravel()
+        if kept.size and (kept.min() < 0 or kept.max() >= group.size):
+            raise UserError(f"keep indices for group '{gid}' must lie in 0..{group.size - 1}",
+                            "pass unit indices of that group")
+        mask = np.zeros(group.size, dtype=bool)
+        mask[kept] = True
+        count = int(mask.sum())
+        if count == group.size:
+            continue
+        if not group.prunable:
+            raise UserError(f"group '{gid}' cannot be pruned (model input/output or pinned channels)",
+                            "keep all of its units")
+        if count < group.min_keep:
+            raise UserError(f"group '{gid}' must keep at least {group.min_keep} of {group.size} units, got {count}",
+                            "keep more units")
+        masks[gid] = mask
+    return masks
+
+
+def _removed(g: DependencyGraph, masks: Mapping[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
+    """(layer, "out" | "in" | "bn") -> channel positions to remove."""
+    removed: dict[tuple[str, str], list[np.ndarray]] = {}
+    for gid, mask in masks.items():
+        group = g.group(gid)
+        for role, refs in (("out", group.owners), ("in", group.consumers), ("bn", group.bn_layers)):
+            for ref in refs:
+                removed.setdefault((ref.name, role), []).append(ref.index[~mask].ravel())
+    return {key: np.unique(np.concatenate(parts)) for key, parts in removed.items()}
+
+
+def _kept(full: int, drop: np.ndarray | None) -> torch.Tensor:
+    keep = np.ones(full, dtype=bool)
+    if drop is not None:
+        keep[drop] = False
+    return torch.from_numpy(np.flatnonzero(keep))
+
+
+def _select(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> None:
+    tensor = getattr(module, name)
+    if tensor is None:
+        return
+    sliced = tensor.detach().index_select(dim, index.to(tensor.device)).clone()
+    if isinstance(tensor, nn.Parameter):
+        setattr(module, name, nn.Parameter(sliced, requires_grad=tensor.requires_grad))
+    else:
+        setattr(module, name, sliced)
+
+
+def prune_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
+    """A new model with only the kept units of each group: sliced weights, biases and BN statistics.
+
+    The original model is left untouched; the copy keeps its class and forward code, with
+    `in_channels`/`out_channels`/`groups`/`num_features`/`in_features`/`out_features` updated.
+    """
+    removed = _removed(g, unit_masks(g, keep))
+    pruned = copy.deepcopy(model)
+    layers = {name for name, _ in removed}
+    for name in sorted(layers):
+        module = pruned.get_submodule(name)
+        drop_out = removed.get((name, "out"))
+        drop_in = removed.get((name, "in"))
+        if isinstance(module, nn.modules.conv._ConvNd):
+            per_group = module.in_channels // module.groups
+            out_idx = _kept(module.out_channels, drop_out)
+            in_idx = _kept(module.in_channels, drop_in)
+            _select(module, "weight", 0, out_idx)
+            _select(module, "bias", 0, out_idx)
+            if module.groups == 1:
+                _select(module, "weight", 1, in_idx)
+            else:  # whole conv groups go (their inputs and outputs are one unit)
+                module.groups = in_idx.numel() // per_group
+            module.out_channels, module.in_channels = out_idx.numel(), in_idx.numel()
+        elif isinstance(module, nn.Linear):
+            out_idx = _kept(module.out_features, drop_out)
+            in_idx = _kept(module.in_features, drop_in)
+            _select(module, "weight", 0, out_idx)
+            _select(module, "weight", 1, in_idx)
+            _select(module, "bias", 0, out_idx)
+            module.out_features, module.in_features = out_idx.numel(), in_idx.numel()
+        elif isinstance(module, nn.modules.batchnorm._NormBase):
+            idx = _kept(module.num_features, removed.get((name, "bn")))
+            for attr in ("weight", "bias", "running_mean", "running_var"):
+                _select(module, attr, 0, idx)
+            module.num_features = idx.numel()
+    return pruned
+
+
+@torch.no_grad()
+def mask_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
+    """Zero the removed units in place: owner rows and biases, BN gamma/beta, consumer input columns.
+
+    With gamma = beta = 0 a BN outputs exactly 0 for the channel, and zeroed input columns make every
+    consumer ignore it, so the masked model computes what the pruned one does.
+    """
+    removed = _removed(g, unit_masks(g, keep))
+    for (name, role), drop in removed.items():
+        module = model.get_submodule(name)
+        index = torch.from_numpy(drop)
+        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+        if role in ("bn", "out"):  # BN gamma/beta, or a conv/linear's output rows
+            for tensor in (weight, bias):
+                if isinstance(tensor, torch.Tensor):
+                    tensor[index] = 0
+        elif getattr(module, "groups", 1) == 1 and isinstance(weight, torch.Tensor):
+            weight[:, index] = 0  # grouped convs: the group's own output rows are already zero
+    return model

@@ -1,0 +1,321 @@
+"""Trace a model into a flat list of operations (the graph's intermediate form).
+
+Two front ends produce the same `Trace`:
+
+- ``fx`` (preferred): `torch.fx` symbolic tracing, then one pass over the nodes with *meta* tensors
+  (shapes only, no arithmetic), so tracing ResNet-50 at 224 px costs a few milliseconds whatever the
+  resolution. fx also records which view/reshape sizes are computed from the input (`x.size(1) // 2`)
+  rather than written as literals, which the channel analysis uses to allow pruning through a channel
+  shuffle.
+- ``eager`` (fallback for models fx cannot trace, e.g. Python control flow on tensor values): one real
+  forward pass in eval mode under `torch.no_grad`, recording every torch function call with a
+  `TorchFunctionMode` and every leaf layer with module hooks. Sizes are plain integers there, so the
+  analysis treats every explicit reshape size as a literal (safe, may fix more channels than fx).
+
+Leaf layers are torch.nn modules (fx's default rule); everything else is traced through.
+Unknown operations are refused here, before anything is evaluated (see `ops.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_map
+
+from iee_deploy.errors import UserError
+from iee_deploy.graph.ops import Category, classify_function, classify_method, classify_module
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An argument that is the value of another node (by index in `Trace.nodes`)."""
+
+    index: int
+
+
+@dataclass
+class Node:
+    """One traced operation.
+
+    `value` holds the node's result with every tensor replaced by a meta tensor of the same shape
+    (so shapes and concrete sizes are known without keeping activations). `fn` re-applies the
+    operation to other tensors (used on channel-id tensors for movement ops); for layers it is None.
+    """
+
+    name: str
+    kind: str  # "input" | "attr" | "module" | "call" | "output"
+    op: str  # canonical op name, e.g. "conv", "add", "view"; the module path for module nodes
+    category: Category | None
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    where: str  # enclosing module path (and type) for messages
+    value: Any
+    fn: Callable[..., Any] | None = None
+    module: nn.Module | None = None
+    target: str = ""  # module path for layers, attribute path for attrs
+
+
+@dataclass
+class Trace:
+    nodes: list[Node] = field(default_factory=list)
+    tracer: str = "fx"
+
+
+def _meta(value: Any) -> Any:
+    return tree_map(lambda v: torch.empty(v.shape, dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor) else v,
+                    value)
+
+
+def _module_value(module: nn.Module, category: Category, x: torch.Tensor) -> torch.Tensor:
+    """Output of a leaf module on a meta input (weights replaced by meta tensors of their shape)."""
+    if category == "conv":
+        assert isinstance(module, nn.modules.conv._ConvNd)
+        weight = torch.empty(module.weight.shape, device="meta")
+        return module._conv_forward(x, weight, None)  # type: ignore[operator]
+    if category == "linear":
+        assert isinstance(module, nn.Linear)
+        return x.new_empty((*x.shape[:-1], module.out_features))
+    if category in ("bn", "pointwise"):
+        return x.new_empty(x.shape)
+    return module(x)
+
+
+def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The meta result of a call; shape-preserving and broadcasting ops skip torch's (slow) meta kernels."""
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    if tensors and category in ("pointwise", "elementwise"):  # fresh (contiguous) meta tensors, as in eager
+        return tensors[0].new_empty(torch.broadcast_shapes(*(t.shape for t in tensors)))
+    return fn(*args, **kwargs)
+
+
+def _where(path: str, module: nn.Module | None) -> str:
+    kind = f" ({type(module).__name__})" if module is not None else ""
+    return f"'{path or '<model>'}'{kind}"
+
+
+# --------------------------------------------------------------------------------------------- fx
+
+
+def _map_nodes(arg: Any, fn: Callable[[fx.Node], Any]) -> Any:
+    """`arg` with every fx node replaced by fn(node), through tuples, lists, dicts and slices."""
+    if isinstance(arg, fx.Node):
+        return fn(arg)
+    if isinstance(arg, (tuple, list)):
+        items = [_map_nodes(a, fn) for a in arg]
+        return type(arg)(*items) if hasattr(arg, "_fields") else type(arg)(items)
+    if isinstance(arg, dict):
+        return {k: _map_nodes(v, fn) for k, v in arg.items()}
+    if isinstance(arg, slice):
+        return slice(_map_nodes(arg.start, fn), _map_nodes(arg.stop, fn), _map_nodes(arg.step, fn))
+    return arg
+
+
+def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
+    graph = fx.Tracer().trace(model)
+    trace = Trace(tracer="fx")
+    index: dict[fx.Node, int] = {}
+    placeholders = 0
+
+    def value_of(arg: Any) -> Any:
+        return _map_nodes(arg, lambda n: trace.nodes[index[n]].value)
+
+    def refs(arg: Any) -> Any:
+        return _map_nodes(arg, lambda n: Ref(index[n]))
+
+    for n in graph.nodes:
+        stack = n.meta.get("nn_module_stack") or {}
+        path, mtype = next(reversed(stack.values())) if stack else ("", type(model))
+        where = f"'{path or '<model>'}' ({getattr(mtype, '__name__', mtype)})"
+        args, kwargs = refs(n.args), refs(n.kwargs)
+        if n.op == "placeholder":
+            if placeholders < len(inputs):
+                value = _meta(inputs[placeholders])
+            elif n.args:
+                value = n.args[0]
+            else:
+                raise UserError(f"the model's forward takes input '{n.name}' but only {len(inputs)} example "
+                                "input(s) were given", "pass one example tensor per forward argument")
+            node = Node(n.name, "input", "input", None, (), {}, where, value)
+            placeholders += 1
+        elif n.op == "get_attr":
+            attr: Any = model
+            for part in str(n.target).split("."):
+                attr = getattr(attr, part)
+            node = Node(n.name, "attr", "attr", None, (), {}, where, _meta(attr), target=str(n.target))
+        elif n.op == "call_module":
+            module = model.get_submodule(str(n.target))
+            category = classify_module(module, _where(str(n.target), module))
+            x = value_of(n.args[0])
+            node = Node(n.name, "module", type(module).__name__, category, args, kwargs,
+                        _where(str(n.target), module), _module_value(module, category, x),
+                        module=module, target=str(n.target))
+        elif n.op == "call_function":
+            op, category = classify_function(n.target, where)
+            fn = n.target
+            assert callable(fn)
+            node = Node(n.name, "call", op, category, args, kwargs, where,
+                        _call_value(category, fn, value_of(n.args), value_of(n.kwargs)), fn=fn)
+        elif n.op == "call_method":
+            name = str(n.target)
+            op, category = classify_method(name, where)
+            fn = getattr(torch.Tensor, name)
+            node = Node(n.name, "call", op, category, args, kwargs, where,
+                        _call_value(category, fn, value_of(n.args), value_of(n.kwargs)), fn=fn)
+        else:  # output
+            node = Node(n.name, "output", "output", None, args, {}, where, value_of(n.args[0]))
+        index[n] = len(trace.nodes)
+        trace.nodes.append(node)
+    return trace
+
+
+# ------------------------------------------------------------------------------------------ eager
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run in eval mode (no BN statistics update, no dropout) and restore every module's flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+class _Recorder(TorchFunctionMode):
+    """Records torch function calls made outside leaf layers; leaf layers are recorded by hooks."""
+
+    def __init__(self, trace: Trace) -> None:
+        super().__init__()
+        self.trace = trace
+        self.node_of: dict[int, int] = {}  # id(tensor) -> node index
+        self.alive: list[Any] = []  # keeps traced tensors alive so that ids are not reused
+        self.stack: list[tuple[str, nn.Module]] = []
+        self.leaf_depth = 0
+        self.counter: dict[str, int] = {}
+
+    def where(self) -> str:
+        path, module = self.stack[-1] if self.stack else ("", None)
+        return _where(path, module)
+
+    def ref(self, value: Any) -> Any:
+        def one(v: Any) -> Any:
+            if not isinstance(v, torch.Tensor):
+                return v
+            if id(v) not in self.node_of:  # a parameter or buffer read directly in forward
+                self.add(Node(f"attr_{len(self.trace.nodes)}", "attr", "attr", None, (), {}, self.where(), _meta(v)), v)
+            return Ref(self.node_of[id(v)])
+
+        return tree_map(one, value)
+
+    def add(self, node: Node, result: Any) -> None:
+        """Append `node`; tensors in a tuple result get one getitem node each (chunk, split)."""
+        self.trace.nodes.append(node)
+        index = len(self.trace.nodes) - 1
+        if isinstance(result, torch.Tensor):
+            self.node_of[id(result)] = index
+            self.alive.append(result)
+        elif isinstance(result, (tuple, list)):
+            for i, v in enumerate(result):
+                if isinstance(v, torch.Tensor):
+                    self.add(Node(f"{node.name}_{i}", "call", "getitem", "movement", (Ref(index), i), {}, node.where,
+                                  _meta(v), fn=operator.getitem), v)
+
+    def name(self, op: str) -> str:
+        self.counter[op] = self.counter.get(op, 0) + 1
+        return op if self.counter[op] == 1 else f"{op}_{self.counter[op] - 1}"
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if self.leaf_depth:
+            return func(*args, **kwargs)
+        qualname = getattr(func, "__qualname__", "")
+        if qualname.startswith(("TensorBase.", "Tensor.")):
+            op, category = classify_method(func.__name__, self.where())
+        elif getattr(func, "__name__", "") == "__get__":  # a property such as x.shape or x.device
+            op, category = "getattr", "meta"
+        else:
+            op, category = classify_function(func, self.where())
+        result = func(*args, **kwargs)
+        if category != "meta":
+            node = Node(self.name(op), "call", op, category, self.ref(args), self.ref(kwargs), self.where(),
+                        _meta(result), fn=func)
+            self.add(node, result)
+        return result
+
+
+def _leaf_modules(model: nn.Module) -> dict[nn.Module, str]:
+    tracer = fx.Tracer()
+    return {m: name for name, m in model.named_modules() if name and tracer.is_leaf_module(m, name)}
+
+
+def _eager_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
+    trace = Trace(tracer="eager")
+    rec = _Recorder(trace)
+    leaves = _leaf_modules(model)
+    names = {m: name for name, m in model.named_modules()}
+    handles = []
+
+    def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
+        rec.stack.append((names[module], module))
+        if module in leaves:
+            if rec.leaf_depth == 0:
+                classify_module(module, rec.where())
+            rec.leaf_depth += 1
+
+    def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        rec.stack.pop()
+        if module not in leaves:
+            return
+        if rec.leaf_depth == 1:  # still > 0 while recording, so nothing done here is traced itself
+            category = classify_module(module, _where(leaves[module], module))
+            node = Node(leaves[module], "module", type(module).__name__, category, (rec.ref(args[0]),), {},
+                        _where(leaves[module], module), _meta(output), module=module, target=leaves[module])
+            rec.add(node, output)
+        rec.leaf_depth -= 1
+
+    for module in names:
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post))
+    try:
+        for i, x in enumerate(inputs):
+            rec.add(Node("input" if len(inputs) == 1 else f"input_{i}", "input", "input", None, (), {}, "'<model>'",
+                         _meta(x)), x)
+        with _eval_mode(model), torch.no_grad(), rec:
+            out = model(*inputs)
+        trace.nodes.append(Node("output", "output", "output", None, (rec.ref(out),), {}, "'<model>'", _meta(out)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return trace
+
+
+def trace_model(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...],
+                tracer: str = "auto") -> Trace:
+    """Trace `model` on `example_input` with torch.fx, falling back to eager recording ('auto').
+
+    `tracer` may force "fx" or "eager". A UserError (unsupported op) is raised by either front end
+    and is never hidden by the fallback.
+    """
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    if tracer not in ("auto", "fx", "eager"):
+        raise UserError(f"unknown tracer '{tracer}'", "choose auto, fx or eager")
+    if tracer in ("auto", "fx"):
+        try:
+            return _fx_trace(model, inputs)
+        except UserError:
+            raise
+        except Exception as exc:
+            if tracer == "fx":
+                raise UserError(f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: {exc})",
+                                "use tracer='eager' (or 'auto')") from None
+    return _eager_trace(model, inputs)

@@ -1,0 +1,305 @@
+"""Coupling facts of the dependency graph, its error messages, tracer fallback and CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_user_error, run_cli
+from test_graph import one_thread, random_keep, randomise_bn, rel_err  # noqa: F401  (one_thread: autouse)
+from torch import nn
+
+from iee_deploy.errors import UserError
+from iee_deploy.graph import build_dependency_graph, mask_model, prune_model, register_op
+from iee_deploy.models import build_model
+
+
+@pytest.fixture(scope="module")
+def resnet50_graph():
+    return build_dependency_graph(build_model("resnet50"), torch.zeros(1, 3, 224, 224))
+
+
+def test_resnet50_has_halps_four_residual_groups_and_33_others(resnet50_graph):
+    g = resnet50_graph
+    residual = [grp for grp in g.groups if len(grp.owners) > 1]
+    assert [grp.size for grp in residual] == [256, 512, 1024, 2048]
+    assert [len(grp.owners) for grp in residual] == [4, 5, 7, 4]
+    for stage, grp in zip((1, 2, 3, 4), residual):
+        owners = {r.name for r in grp.owners}
+        assert f"layer{stage}.0.downsample.0" in owners
+        assert all(name.endswith(("conv3", "downsample.0")) and name.startswith(f"layer{stage}.") for name in owners)
+        assert len(grp.bn_layers) == len(grp.owners)  # each conv3/downsample conv has its BN
+    single = [grp for grp in g.prunable_groups if len(grp.owners) == 1]
+    assert len(single) == 33  # conv1 + conv1/conv2 of 16 bottlenecks
+    assert not g.group("input").prunable and not g.group("fc").prunable
+    assert g.group("fc").size == 1000 and g.group("input").size == 3
+
+
+def test_resnet50_layer_facts_and_channel_counts(resnet50_graph):
+    g = resnet50_graph
+    conv1 = g.layers["conv1"]
+    assert (conv1.kernel, conv1.stride, conv1.padding, conv1.in_hw, conv1.out_hw) == ((7, 7), (2, 2), (3, 3),
+                                                                                      (224, 224), (112, 112))
+    assert conv1.in_group is None and conv1.out_group == "conv1"
+    fc = g.layers["fc"]
+    assert fc.kind == "linear" and fc.in_group == "layer4.0.conv3" and fc.out_group is None
+    assert g.layers["layer2.0.conv2"].stride == (2, 2) and g.layers["layer2.0.conv2"].out_hw == (28, 28)
+    channels = g.layer_channels({"layer1.0.conv3": 200, "layer1.0.conv1": 10})
+    assert channels["layer1.0.conv1"] == (64, 10)
+    assert channels["layer1.0.conv2"] == (10, 64)
+    for name in ("layer1.0.conv3", "layer1.0.downsample.0", "layer1.2.conv3"):
+        assert channels[name][1] == 200
+    assert channels["layer1.1.conv1"] == (200, 64) and channels["layer2.0.downsample.0"] == (200, 512)
+    assert channels["fc"] == (2048, 1000)
+    with pytest.raises(UserError, match="no channel group 'layer1.0.conv9'"):
+        g.layer_channels({"layer1.0.conv9": 3})
+
+
+def test_densenet_concat_offsets_and_spans():
+    g = build_dependency_graph(build_model("densenet121"), torch.zeros(1, 3, 224, 224))
+    grp = g.group("features.denseblock1.denselayer1.conv2")  # the first layer's 32 new channels
+    assert grp.size == 32 and [r.name for r in grp.owners] == ["features.denseblock1.denselayer1.conv2"]
+    assert {r.name: r.offset for r in grp.bn_layers}["features.transition1.norm"] == 64
+    assert {r.name: r.offset for r in grp.consumers}["features.denseblock1.denselayer6.conv1"] == 64
+    channels = g.layer_channels({grp.id: 10})
+    assert channels["features.denseblock1.denselayer2.conv1"] == (64 + 10, 128)
+    assert channels["features.transition1.conv"] == (256 - 22, 128)
+
+
+def test_flatten_span_grouped_convs_and_squeeze_excitation():
+    vgg = build_dependency_graph(build_model("vgg16_bn"), torch.zeros(1, 3, 224, 224))
+    (fc0,) = vgg.group("features.40").consumers  # last conv -> avgpool 7x7 -> flatten -> linear
+    assert fc0.name == "classifier.0" and fc0.channels_per_unit == 49
+    assert vgg.layer_channels({"features.40": 100})["classifier.0"] == (4900, 4096)
+
+    regnet = build_dependency_graph(build_model("regnet_y_400mf"), torch.zeros(1, 3, 224, 224))
+    block = "trunk_output.block2.block2-0.f"
+    grp = regnet.group(f"{block}.a.0")  # whole conv groups of 8 channels: 104 / 8 = 13 units
+    assert grp.size == 13 and {r.name: r.channels_per_unit for r in grp.owners}[f"{block}.b.0"] == 8
+    assert f"{block}.se.fc2" in {r.name for r in grp.owners}  # SE expand output multiplies the block features
+    assert regnet.group(f"{block}.se.fc1").size == 12  # the SE squeeze is its own group
+    info = regnet.layers[f"{block}.b.0"]
+    cin, cout = regnet.layer_channels({grp.id: 4})[info.name]
+    assert (cin, cout, info.groups_for(cin), info.groups) == (32, 32, 4, 13)
+
+    mnv3 = build_dependency_graph(build_model("mobilenet_v3_large"), torch.zeros(1, 3, 224, 224))
+    se_block = mnv3.group("features.4.block.0.0")  # expand conv, depthwise conv and SE expand are one group
+    assert {"features.4.block.1.0", "features.4.block.2.fc2"} <= {r.name for r in se_block.owners}
+    assert mnv3.layers["features.4.block.1.0"].depthwise
+
+
+def test_preactivation_bn_on_the_residual_stream():
+    g = build_dependency_graph(build_model("wrn22_2"), torch.zeros(1, 3, 32, 32))
+    stream = g.group("layer2.0.shortcut")
+    assert {r.name for r in stream.bn_layers} == {"layer2.1.bn1", "layer2.2.bn1", "layer3.0.bn1"}
+    assert {"layer2.0.conv2", "layer2.1.conv2", "layer2.2.conv2"} <= {r.name for r in stream.owners}
+
+
+def test_shufflenet_shuffle_couples_both_halves():
+    g = build_dependency_graph(build_model("shufflenet_v2_x1_0"), torch.zeros(1, 3, 224, 224))
+    trunk = g.group("stage4.0.branch1.2")  # the stage-4 trunk: both branches of block 0 and every branch2 end
+    assert trunk.prunable and trunk.size == 29
+    owners = {r.name: r.channels_per_unit for r in trunk.owners}
+    assert owners["stage4.0.branch1.2"] == owners["stage4.0.branch2.5"] == 8
+    assert g.group("stage3.2.branch2.0").size == 116  # branch-internal channels stay fine-grained
+
+
+class Attention(nn.Module):
+    """A 1-channel spatial attention conv (Torch-Pruning calls out_channels=1 depthwise) and a
+    depthwise conv with channel multiplier 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.att = nn.Conv2d(16, 1, 7, padding=3)
+        self.single = nn.Conv2d(1, 4, 3, padding=1)
+        self.dw = nn.Conv2d(16, 32, 3, padding=1, groups=16)
+        self.head = nn.Linear(36, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.stem(x)))
+        a = torch.sigmoid(self.att(x))
+        y = torch.cat([self.dw(x * a), self.single(a)], dim=1)
+        return self.head(y.mean([2, 3]))
+
+
+def test_single_channel_conv_is_not_depthwise_and_multiplier_depthwise_prunes():
+    model = randomise_bn(Attention()).eval()
+    x = torch.randn(2, 3, 12, 12)
+    g = build_dependency_graph(model, x[:1])
+    assert not g.layers["att"].depthwise and not g.layers["single"].depthwise and g.layers["dw"].depthwise
+    stem = g.group("stem")
+    assert stem.size == 16 and {r.name: r.channels_per_unit for r in stem.owners} == {"stem": 1, "dw": 2}
+    assert g.group("att").size == 1 and g.group("att").consumers[0].name == "single"
+    keep = random_keep(g)
+    pruned = prune_model(model, g, keep)
+    assert pruned.dw.groups == pruned.dw.in_channels == len(keep["stem"]) and pruned.dw.out_channels == 2 * len(keep["stem"])
+    with torch.no_grad():
+        assert rel_err(mask_model(copy.deepcopy(model), g, keep)(x), pruned(x)) < 1e-4
+
+
+class MixChannels(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cumsum(x, dim=1)
+
+
+class Unknown(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.mix = MixChannels()
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.mix(self.conv(x)).mean([2, 3]))
+
+
+@pytest.mark.parametrize("tracer", ["fx", "eager"])
+def test_unknown_op_is_named_with_its_module(tracer):
+    with pytest.raises(UserError, match=r"torch\.cumsum in module 'mix' \(MixChannels\)"):
+        build_dependency_graph(Unknown(), torch.zeros(1, 3, 8, 8), tracer=tracer)
+    gn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8))
+    with pytest.raises(UserError, match=r"GroupNorm in module '1'"):
+        build_dependency_graph(gn, torch.zeros(1, 3, 8, 8), tracer=tracer)
+
+
+def swish(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(x)
+
+
+torch.fx.wrap("swish")  # traced as one call, which the graph does not know until it is registered
+
+
+def test_register_op_declares_a_custom_function():
+    class Custom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(swish(self.conv(x)).mean([2, 3]))
+
+    with pytest.raises(UserError, match="op tests.test_graph_structure.swish|op test_graph_structure.swish"):
+        build_dependency_graph(Custom(), torch.zeros(1, 3, 8, 8))
+    register_op(swish, "pointwise")
+    g = build_dependency_graph(Custom(), torch.zeros(1, 3, 8, 8))
+    assert g.group("conv").size == 8 and g.group("conv").consumers[0].name == "fc"
+    with pytest.raises(UserError, match="cannot register"):
+        register_op(swish, "conv")  # type: ignore[arg-type]
+
+
+class DataDependent(nn.Module):
+    """Python control flow on tensor values: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        if x.mean() > -100:  # always true, but only known at run time
+            y = y + self.b(x)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.bn(y)), 1), 1))
+
+
+def test_eager_fallback_for_models_fx_cannot_trace():
+    model = randomise_bn(DataDependent()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    g = build_dependency_graph(model, x[:1])
+    assert g.tracer == "eager"
+    assert {r.name for r in g.group("a").owners} == {"a", "b"}  # the residual sum couples a and b
+    keep = random_keep(g)
+    with torch.no_grad():
+        assert rel_err(mask_model(copy.deepcopy(model), g, keep)(x), prune_model(model, g, keep)(x)) < 1e-4
+    with pytest.raises(UserError, match="torch.fx cannot trace DataDependent"):
+        build_dependency_graph(model, x[:1], tracer="fx")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large", "regnet_y_400mf"])
+def test_fx_and_eager_tracers_agree(name):
+    model = build_model(name, 10, 32)
+    fx_graph = build_dependency_graph(model, torch.zeros(1, 3, 32, 32), tracer="fx")
+    eager = build_dependency_graph(model, torch.zeros(1, 3, 32, 32), tracer="eager")
+    assert (fx_graph.tracer, eager.tracer) == ("fx", "eager")
+    summary = [(grp.id, grp.size, grp.prunable, grp.layers) for grp in fx_graph.groups]
+    assert summary == [(grp.id, grp.size, grp.prunable, grp.layers) for grp in eager.groups]
+    assert fx_graph.layers == eager.layers
+    assert model.training  # tracing does not leave the model in eval mode
+
+
+def test_keep_validation_and_original_untouched():
+    model = build_model("resnet20", 10)
+    g = build_dependency_graph(model, torch.zeros(1, 3, 32, 32))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pruned = prune_model(model, g, {"conv1": [0, 1, 2], "layer1.0.conv1": torch.arange(8)})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert pruned.conv1.out_channels == 3 and model.conv1.out_channels == 16
+    with pytest.raises(UserError, match="group 'fc' cannot be pruned"):
+        prune_model(model, g, {"fc": [0, 1]})
+    with pytest.raises(UserError, match="must lie in 0..15"):
+        prune_model(model, g, {"conv1": [16]})
+    with pytest.raises(UserError, match="at least 1"):
+        mask_model(model, g, {"conv1": []})
+    with pytest.raises(UserError, match="did you mean"):
+        prune_model(model, g, {"conv": [0]})
+    assert mask_model(model, g, {"conv1": list(range(8))}) is model
+    assert float(model.bn1.weight[8:].abs().sum()) == 0.0 and float(model.conv1.weight[8:].abs().sum()) == 0.0
+
+
+def test_graph_is_a_networkx_dag_of_layers_and_ops(resnet50_graph):
+    nxg = resnet50_graph.graph
+    import networkx as nx
+
+    assert nx.is_directed_acyclic_graph(nxg)
+    ops = nx.get_node_attributes(nxg, "op")
+    assert sum(op == "add" for op in ops.values()) == 16  # one residual sum per bottleneck
+    assert nxg.nodes["conv1"]["shape"] == (1, 64, 112, 112)
+
+
+def test_cli_prints_groups_and_writes_json(tmp_path):
+    path = tmp_path / "groups.json"
+    result = run_cli("graph", "--model", "resnet50", "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "39 channel groups (37 prunable)" in result.stdout
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("layer3.0.conv3 "))
+    assert "1024" in line and "layer3.0.downsample.0" in line
+    data = json.loads(path.read_text())
+    assert data["model"] == "resnet50" and len(data["groups"]) == 39
+    assert data["layers"]["conv1"]["out_hw"] == [112, 112]
+    assert_user_error(run_cli("graph", "--model", "resnet5"), "unknown model 'resnet5'")
+
+
+class Halves(nn.Module):
+    """chunk(2) then one conv per half; a flatten with a literal size; a constant channel slice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.a, self.b = nn.Conv2d(8, 6, 1), nn.Conv2d(8, 6, 1)
+        self.c = nn.Conv2d(12, 5, 1)
+        self.fc = nn.Linear(5 * 16 + 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = F.relu(self.bn(self.stem(x))).chunk(2, dim=1)
+        y = torch.cat([self.a(p), self.b(q)], 1)
+        z = self.c(y)
+        return self.fc(torch.cat([z.view(z.size(0), 80), y[:, :4].mean([2, 3])], 1))
+
+
+def test_chunk_balances_halves_and_literal_sizes_pin_channels():
+    model = randomise_bn(Halves()).eval()
+    x = torch.randn(2, 3, 4, 4)
+    g = build_dependency_graph(model, x[:1])
+    stem = g.group("stem")  # unit i = channel i of the first half and one of the second: halves stay equal
+    assert stem.size == 8 and stem.prunable and stem.owners[0].channels_per_unit == 2
+    assert not g.group("c").prunable  # view(n, 80) spells out 5 * 16
+    assert not any(grp.prunable for grp in g.groups if grp.owners and grp.owners[0].name == "a")  # y[:, :4]
+    keep = random_keep(g)
+    with torch.no_grad():
+        assert rel_err(mask_model(copy.deepcopy(model), g, keep)(x), prune_model(model, g, keep)(x)) < 1e-4
