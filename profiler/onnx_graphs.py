@@ -1,4 +1,4 @@
-"""ONNX models to time: one-layer networks built directly, and whole networks exported from torch.
+"""One-layer ONNX networks to time (whole networks are exported by `iee_deploy.deploy.export`).
 
 A one-layer network is the layer as the runtime executes it inside a network: a conv with its
 BatchNorm folded into the bias and the ReLU fused after it (ONNX Runtime and TensorRT both fuse
@@ -9,22 +9,15 @@ Weights are random: dense kernels do not skip zeros, but random values keep it h
 
 from __future__ import annotations
 
-import copy
-import tempfile
-import warnings
-from pathlib import Path
-
 import numpy as np
 import onnx
-import torch
 from onnx import TensorProto, helper, numpy_helper
-from torch import nn
 
+from iee_deploy.deploy.export import INPUT_NAME, OPSET
 from profiler.layers import LayerSignature
 
-OPSET = 17
-INPUT, OUTPUT = "input", "output"
-_DTYPES = {"fp32": (np.float32, TensorProto.FLOAT, torch.float32), "fp16": (np.float16, TensorProto.FLOAT16, torch.float16)}
+INPUT, OUTPUT = INPUT_NAME, "output"
+_DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorProto.FLOAT16)}
 
 
 def conv_groups(sig: LayerSignature, cin: int, cout: int) -> int:
@@ -42,7 +35,7 @@ def layer_input_shape(sig: LayerSignature, cin: int, batch: int) -> tuple[int, .
 
 def layer_onnx(sig: LayerSignature, cin: int, cout: int, batch: int, precision: str = "fp32", seed: int = 0) -> onnx.ModelProto:
     """A one-layer ONNX model of `sig` with `cin` input and `cout` output channels, static shapes."""
-    np_dtype, onnx_dtype, _ = _DTYPES[precision]
+    np_dtype, onnx_dtype = _DTYPES[precision]
     rng = np.random.default_rng(seed)
 
     def weight(name: str, *shape: int) -> onnx.TensorProto:
@@ -67,16 +60,3 @@ def layer_onnx(sig: LayerSignature, cin: int, cout: int, batch: int, precision: 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="iee-deploy profiler")
     model.ir_version = 8  # readable by every ONNX Runtime and TensorRT parser we support
     return model
-
-
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], precision: str = "fp32") -> bytes:
-    """Export `model` (eval mode, static `input_shape`) to ONNX bytes, in fp16 when asked (strongly typed engines)."""
-    dtype = _DTYPES[precision][2]
-    module = copy.deepcopy(model).eval().to(dtype)
-    example = torch.randn(*input_shape, dtype=dtype)
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        path = Path(folder) / "model.onnx"
-        torch.onnx.export(module, (example,), path, input_names=[INPUT], output_names=[OUTPUT], opset_version=OPSET,
-                          dynamo=False, do_constant_folding=True)
-        return path.read_bytes()

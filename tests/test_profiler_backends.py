@@ -8,6 +8,7 @@ which checks the TensorRT backend against `tensorrt-stubs`).
 import subprocess
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,7 @@ def test_default_backend_and_unavailable_devices():
 def test_tensorrt_missing_gives_install_hint():
     with pytest.raises(NotAvailableError) as err:
         make_backend("tensorrt", settings_for(load_target("h100")))
-    assert "pip install 'iee-deploy[tensorrt]'" in str(err.value) and "\n" not in str(err.value)
+    assert "pip install .[tensorrt]" in str(err.value) and "\n" not in str(err.value)
 
 
 class FakeEvent:
@@ -139,103 +140,31 @@ def test_cuda_runner_warms_up_captures_a_graph_and_times_each_replay():
     assert log == ["on stream", "run", "capture", "run", "on stream", "run", "run"]  # plain enqueues when capture fails
 
 
-class FakeTensorRT(types.ModuleType):
-    """Only what TensorRT 10.x and 11.x both have; no precision builder flags (removed in 11)."""
+def test_tensorrt_layer_engines_are_built_and_bound_like_deployed_ones(monkeypatch, tmp_path):
+    """The profiler's TensorRT wiring, against the deployment tests' TensorRT double (no GPU here)."""
+    from test_deploy_tensorrt import FakeStream, fake_tensorrt
 
-    def __init__(self, parse_ok=True, build_ok=True):
-        super().__init__("tensorrt")
-        self.calls = []
-        fake = self
-
-        class Cache:
-            def __init__(self, data):
-                self.data = data
-
-            def serialize(self):
-                return self.data + b"+new"
-
-        class Config:
-            def set_memory_pool_limit(self, pool, size):
-                fake.calls.append(("pool", pool, size))
-
-            def create_timing_cache(self, data):
-                fake.calls.append(("cache in", bytes(data)))
-                return Cache(bytes(data))
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                self.cache = cache
-                fake.calls.append(("cache set", ignore_mismatch))
-                return True
-
-            def get_timing_cache(self):
-                return self.cache
-
-        class Builder:
-            def __init__(self, logger):
-                pass
-
-            def create_network(self, flags):
-                fake.calls.append(("network flags", flags))
-                return "network"
-
-            def create_builder_config(self):
-                return Config()
-
-            def build_serialized_network(self, network, config):
-                return memoryview(b"plan") if build_ok else None
-
-        class OnnxParser:
-            num_errors = 1
-
-            def __init__(self, network, logger):
-                pass
-
-            def parse(self, data):
-                fake.calls.append(("parse", bytes(data)))
-                return parse_ok
-
-            def get_error(self, i):
-                return "unsupported op Foo"
-
-        self.Builder, self.OnnxParser = Builder, OnnxParser
-        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
-        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-        self.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
-        for name in ("float32", "float16", "bfloat16", "int32", "int64", "int8", "bool"):
-            setattr(self, name, name)
-
-
-def test_tensorrt_engine_build_is_strongly_typed_with_timing_cache(monkeypatch):
-    fake = FakeTensorRT()
-    monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    plan, cache = trt_backend.build_serialized_engine(b"onnx", logger=None, timing_cache=b"old", workspace_bytes=123)
-    assert (plan, cache) == (b"plan", b"old+new")
-    assert fake.calls == [("network flags", 1 << 1), ("parse", b"onnx"), ("pool", "workspace", 123),
-                          ("cache in", b"old"), ("cache set", False)]
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(parse_ok=False))
-    with pytest.raises(RuntimeError, match="unsupported op Foo"):
-        trt_backend.build_serialized_engine(b"onnx", None, b"")
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(build_ok=False))
-    with pytest.raises(RuntimeError, match="could not build"):
-        trt_backend.build_serialized_engine(b"onnx", None, b"")
-
-
-def test_tensorrt_io_binding_uses_torch_tensors(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT())
-    tensors = {"input": ((2, 3, 8, 8), "float16", "in"), "output": ((2, 10), "float32", "out")}
-    engine = types.SimpleNamespace(
-        num_io_tensors=2, get_tensor_name=lambda i: list(tensors)[i], get_tensor_shape=lambda n: list(tensors[n][0]),
-        get_tensor_dtype=lambda n: tensors[n][1], get_tensor_mode=lambda n: tensors[n][2])
-    calls = []
-    context = types.SimpleNamespace(set_input_shape=lambda n, s: calls.append(("shape", n, s)),
-                                    set_tensor_address=lambda n, p: calls.append(("address", n, p)))
-    buffers = trt_backend.bind_io(engine, context, torch.device("cpu"))  # CUDA in real use
-    assert buffers["input"].dtype == torch.float16 and tuple(buffers["output"].shape) == (2, 10)
-    assert calls == [("shape", "input", (2, 3, 8, 8)), ("address", "input", buffers["input"].data_ptr()),
-                     ("address", "output", buffers["output"].data_ptr())]
-    tensors["input"] = ((-1, 3, 8, 8), "float16", "in")
-    with pytest.raises(ValueError, match="dynamic shape"):
-        trt_backend.bind_io(engine, context, torch.device("cpu"))
+    rec = {}
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(rec, resolution=4))  # its engine: 48 inputs -> 10 logits
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    runs = []
+    monkeypatch.setattr(trt_backend, "cuda_runner", lambda run, stream, warmup: runs.append((run, stream, warmup))
+                        or (lambda n: [0.5] * n))
+    cache = tmp_path / "lut.trt-timing-cache"
+    backend = make_backend("tensorrt", replace(settings_for(load_target("h100"), warmup=2, repeats=3), timing_cache=cache))
+    backend._device = torch.device("cpu")  # buffers would be CUDA tensors on a GPU
+    sig = enumerate_layers(build_model("resnet20", 10), (1, 3, 32, 32))["fc"]
+    timing = backend.time_layer(sig, 48, 10, batch=256)
+    assert (timing.median_ms, timing.runs) == (0.5, 3)
+    shape = (256, 48)
+    assert rec["profile"] == ("input", shape, shape, shape)  # static batch, pinned by one profile
+    assert rec["network_flags"] == 1 << 1 and "TF32" not in rec.get("cleared", [])  # strongly typed fp16
+    assert rec["input_shape"] == ("input", shape) and set(rec["addresses"]) == {"input", "logits"}
+    assert cache.read_bytes() == b"cache"  # the timing cache persists beside the LUT for reruns
+    run, stream, warmup = runs[0]
+    assert warmup == 2 and run() is True and rec["streams"] == [stream.cuda_stream]
 
 
 def test_mypy_checks_tensorrt_code_against_the_stubs(tmp_path):

@@ -69,6 +69,6 @@ def test_cli_wrong_device_and_missing_tensorrt_are_one_line_errors(tmp_path):
     assert_user_error(run_cli("profile", "--target", "titanv", "--model", "resnet20", "--out", out),
                       "target 'titanv' needs a GPU matching 'TITAN V'", "no usable CUDA GPU")
     assert_user_error(run_cli("profile", "--target", "h100", "--backend", "tensorrt", "--model", "resnet20", "--out", out),
-                      "needs NVIDIA TensorRT", "pip install 'iee-deploy[tensorrt]'")
+                      "needs NVIDIA TensorRT", "pip install .[tensorrt]")
     assert_user_error(run_cli("profile", "--target", "tpu9", "--out", out), "unknown target 'tpu9'")
     assert not (tmp_path / "t.csv").exists()

@@ -2,21 +2,60 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
-from iee_deploy.cli._pending import pending
+from iee_deploy.deploy.engines import BACKENDS, PRECISIONS
+from iee_deploy.deploy.timing import TimingConfig
+
+
+def timing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--warmup-s / --min-iters / --min-seconds (trtexec's defaults), shared with `validate`."""
+    for decorator in reversed([
+        click.option("--warmup-s", type=click.FloatRange(min=0), default=0.2, show_default=True,
+                     help="Warm-up time per model before timing (seconds)."),
+        click.option("--min-iters", type=click.IntRange(min=1), default=10, show_default=True,
+                     help="Time at least this many batches per model."),
+        click.option("--min-seconds", type=click.FloatRange(min=0), default=3.0, show_default=True,
+                     help="...and at least this long per model (seconds)."),
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+def timing_config(warmup_s: float, min_iters: int, min_seconds: float) -> TimingConfig:
+    return TimingConfig(warmup_s=warmup_s, min_iterations=min_iters, min_seconds=min_seconds)
 
 
 @click.command("build-engine")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), required=True, help="Run folder written by `iee-deploy train`.")
-@click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime", "torch-cuda"]), default="onnxruntime", show_default=True,
-              help="Engine backend; tensorrt and torch-cuda need an NVIDIA GPU.")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="onnxruntime", show_default=True,
+              help="Engine backend: onnxruntime (CPU); tensorrt and torch-cuda need an NVIDIA GPU.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size the engine is built and timed for (images).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Engine precision.")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the engine, ONNX and the FPS report.")
-def build_engine(**_: object) -> None:
-    """Build an engine from a training run and measure its latency (ms/batch) and throughput (images/s)."""
-    raise pending("build-engine", "the deployment backends")
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
+              help="Engine precision: the dtype of inputs, weights and outputs (fp16 is exported as an FP16 ONNX). "
+                   "Default: fp32 on onnxruntime, fp16 on tensorrt and torch-cuda.")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads of the onnxruntime engine. Default: the run's target YAML `threads`, else all cores.")
+@timing_options
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Folder for the ONNX files, the engines and the FPS report (engine.json, engine.md).")
+def build_engine(run_dir: str, backend: str, batch: int, precision: str | None, threads: int | None, warmup_s: float,
+                 min_iters: int, min_seconds: float, out: str) -> None:
+    """Build the pruned and the dense model of a run and time both side by side.
+
+    Prints and writes latency (median and p90 ms per batch), throughput (images/s) and the
+    speed-up (dense / pruned median latency) measured in one interleaved run.
+    """
+    from iee_deploy.deploy.build import ENGINE_MARKDOWN
+    from iee_deploy.deploy.build import build_engine as build
+
+    report = build(run_dir, out, backend=backend, batch=batch, precision=precision, threads=threads,
+                   timing=timing_config(warmup_s, min_iters, min_seconds), log=lambda msg: click.echo(msg, err=True))
+    click.echo(report.markdown())
+    click.echo(f"wrote {out}/{ENGINE_MARKDOWN} and engine.json")
 
 
 COMMANDS = [build_engine]

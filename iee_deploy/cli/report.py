@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import click
 
-from iee_deploy.cli._pending import pending
-
 
 @click.command("report")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for report.md, report.html and PNG plots.")
-def report(**_: object) -> None:
-    """Accuracy vs measured latency (Pareto), IoU and survival curves, predicted vs measured latency."""
-    raise pending("report", "the report generator")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Folder for report.md, report.html, report.json and the PNG plots.")
+def report(runs: tuple[str, ...], out: str) -> None:
+    """Accuracy vs measured latency (Pareto), IoU and survival curves, predicted vs measured latency.
+
+    RUNS are run folders (engines built into them are found) and/or build-engine folders.
+    """
+    from iee_deploy.deploy.report import write_report
+
+    click.echo(f"wrote {write_report(runs, out)} (and report.html, report.json, PNG plots)")
 
 
 COMMANDS = [report]

@@ -4,17 +4,46 @@ from __future__ import annotations
 
 import click
 
-from iee_deploy.cli._pending import pending
-from iee_deploy.cli.options import data_options
+from iee_deploy.cli.build_engine import timing_config, timing_options
 
 
 @click.command("validate")
 @click.option("--engine", "engine_dir", type=click.Path(file_okay=False), required=True, help="Folder written by `build-engine`.")
-@data_options
-@click.option("--latency-ms", type=float, default=None, help="Budget in ms per batch that the measured latency must meet.")
-def validate(**_: object) -> None:
-    """Check outputs match (engine vs PyTorch), top-1 accuracy, and measured latency vs budget and LUT."""
-    raise pending("validate", "the deployment checks")
+@click.option("--dataset", default=None, help="Validation data: digits, fashion-mnist, cifar10, imagefolder. Default: the run's.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Dataset root. Default: the run's (when --dataset is not given).")
+@click.option("--subset", type=int, default=None, help="Use only the first N/5 validation images (as in `train --subset N`).")
+@click.option("--latency-ms", type=float, default=None,
+              help="Budget the measured median latency must meet (ms per batch). Default: the run's budget_ms.")
+@click.option("--lut-tolerance", type=float, default=None,
+              help="Fail when |measured / LUT-predicted latency - 1| exceeds this fraction (0-1). Default: report only.")
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
+              help="Largest allowed top-1 drop of the engine vs the PyTorch pruned model (percentage points).")
+@timing_options
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for validation.json and validation.md. Default: the engine folder.")
+@click.pass_context
+def validate(ctx: click.Context, engine_dir: str, dataset: str | None, data_dir: str | None, subset: int | None,
+             latency_ms: float | None, lut_tolerance: float | None, max_accuracy_drop: float, warmup_s: float,
+             min_iters: int, min_seconds: float, out: str | None) -> None:
+    """Check outputs match (engine vs PyTorch pruned vs masked training model), top-1 accuracy,
+    and measured latency vs the budget and the LUT prediction. Exits 1 naming the failing checks.
+
+    \b
+    Tolerances on the max abs logit error: fp32 1e-4; fp16 1% of the largest logit.
+    """
+    from iee_deploy.deploy.validate import VALIDATION_MARKDOWN, validate_engine
+
+    report = validate_engine(engine_dir, dataset=dataset, data_dir=data_dir, subset=subset, latency_ms=latency_ms,
+                             lut_tolerance=lut_tolerance, max_accuracy_drop=max_accuracy_drop,
+                             timing=timing_config(warmup_s, min_iters, min_seconds), out=out)
+    click.echo(report.markdown())
+    click.echo(f"wrote {out or engine_dir}/{VALIDATION_MARKDOWN} and validation.json")
+    if report.failed:
+        reasons = "; ".join(f"{c.name} (measured {c.measured:.4g} > limit {c.limit:.4g})" for c in report.failed
+                            if c.measured is not None and c.limit is not None)
+        click.echo(f"error: validation failed: {reasons}", err=True)
+        ctx.exit(1)
 
 
 COMMANDS = [validate]

@@ -7,14 +7,18 @@ host-clock time of `InferenceSession.run`, the call a deployed CPU application m
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 from torch import nn
 
+from iee_deploy.deploy.export import export_onnx
 from iee_deploy.errors import UserError
 from profiler.backends import Backend, BackendSettings
 from profiler.layers import LayerSignature
-from profiler.onnx_graphs import INPUT, export_onnx, layer_input_shape, layer_onnx
+from profiler.onnx_graphs import INPUT, layer_input_shape, layer_onnx
 from profiler.timing import Runner, host_runner
 
 
@@ -43,12 +47,9 @@ class OrtBackend(Backend):
         return {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "execution_provider": "CPUExecutionProvider",
                 "threads": str(self.settings.threads)}
 
-    def session(self, model_bytes: bytes) -> ort.InferenceSession:
-        """An optimised CPU session for a serialized ONNX model."""
-        return ort.InferenceSession(model_bytes, self._options, providers=["CPUExecutionProvider"])
-
-    def _runner(self, model_bytes: bytes, input_shape: tuple[int, ...]) -> Runner:
-        session = self.session(model_bytes)
+    def _runner(self, model: bytes | str, input_shape: tuple[int, ...]) -> Runner:
+        """Runner of an optimised CPU session for a serialized ONNX model or an ONNX file."""
+        session = ort.InferenceSession(model, self._options, providers=["CPUExecutionProvider"])
         feed = {INPUT: np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)}
         return host_runner(lambda: session.run(None, feed), self.settings.warmup)
 
@@ -57,4 +58,6 @@ class OrtBackend(Backend):
         return self._runner(model.SerializeToString(), layer_input_shape(sig, cin, batch))
 
     def model_runner(self, model: nn.Module, input_shape: tuple[int, ...]) -> Runner:
-        return self._runner(export_onnx(model, input_shape, "fp32"), input_shape)
+        with tempfile.TemporaryDirectory() as folder:  # the session holds the model once created
+            onnx_file = export_onnx(model, Path(folder) / "model.onnx", input_shape[-1], "fp32")
+            return self._runner(str(onnx_file), input_shape)

@@ -1,0 +1,287 @@
+"""`write_report`: markdown + HTML report with PNG plots across training runs and their engines.
+
+Inputs are run folders and/or engine folders (`build-engine --out`). Engines are found in each
+run folder (any `engine.json` up to two levels down) and linked back to their run through
+`engine.json`'s `run_dir`. What each figure shows and where its numbers come from:
+
+| figure | x | y | source |
+|---|---|---|---|
+| `pareto.png` | measured pruned latency (ms/batch) | top-1 % | `engine.json`; accuracy from `validation.json` beside it, else the run's `summary.json` |
+| `exploration.png` | update step | IoU (prune, grow) and survival | each run's `metrics.jsonl` (keys `step`, `iou_prune`, `iou_grow`, `survival`) |
+| `latency.png` | LUT-predicted latency (ms) | measured latency (ms) | run.json `predicted_latency_ms` vs `engine.json` |
+
+Missing files or keys are tolerated: a run without them is listed, and a figure with no data is
+left out with a note. Numbers are never invented.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iee_deploy.deploy.build import ENGINE_REPORT, EngineReport, read_engine_report
+from iee_deploy.deploy.render import environment, html_table, markdown_table
+from iee_deploy.deploy.validate import VALIDATION_REPORT
+from iee_deploy.errors import UserError
+from iee_deploy.io import atomic_path, write_json, write_text
+from iee_deploy.runs import RUN_INFO, RunInfo, read_run_info
+from solvers.relaxation import pareto_front
+
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+ACCURACY_KEYS = ("top1", "val_top1", "top1_accuracy", "accuracy", "val_accuracy", "val_acc", "acc")
+CURVES = (("iou_prune", "IoU prune"), ("iou_grow", "IoU grow"), ("survival", "survival"))
+
+
+@dataclass
+class RunData:
+    """One run folder: its facts, accuracy recorded by training, and exploration metrics."""
+
+    name: str
+    run_dir: str
+    info: RunInfo
+    summary_top1: float | None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EnginePoint:
+    """One built engine of a run: measured and predicted latency, accuracy and where it came from."""
+
+    label: str
+    run: str
+    engine_dir: str
+    backend: str
+    batch: int
+    precision: str
+    measured_ms: float
+    dense_ms: float
+    speedup: float
+    predicted_ms: float | None
+    top1: float | None
+    top1_source: str | None
+
+
+def as_percent(value: float) -> float:
+    """Accuracy as a percentage: fractions (<= 1) are scaled by 100."""
+    return 100.0 * value if value <= 1.0 else value
+
+
+def find_accuracy(summary: dict[str, Any]) -> float | None:
+    """The first numeric top-1 entry of a training summary (top level, or under 'final'/'val'/'metrics')."""
+    for scope in (summary, *(summary.get(k) for k in ("final", "val", "metrics"))):
+        if isinstance(scope, dict):
+            for key in ACCURACY_KEYS:
+                value = scope.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                    return as_percent(float(value))
+    return None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl, skipping lines that are not JSON objects (e.g. a torn last line)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def curve(records: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of the records that have a numeric `key`; the step defaults to the record index."""
+    xs, ys = [], []
+    for i, record in enumerate(records):
+        value = record.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            step = record.get("step", i)
+            xs.append(float(step) if isinstance(step, int | float) else float(i))
+            ys.append(float(value))
+    return xs, ys
+
+
+def front_of(points: Sequence[EnginePoint]) -> list[EnginePoint]:
+    """The engines with an accuracy that no other beats on both latency and accuracy, by increasing latency."""
+    rated = [p for p in points if p.top1 is not None]
+    latency = np.array([p.measured_ms for p in rated], dtype=float)
+    accuracy = np.array([p.top1 for p in rated], dtype=float)
+    return [rated[i] for i in pareto_front(latency, accuracy)]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _load_run(run_dir: Path) -> RunData:
+    summary = _read_json(run_dir / SUMMARY) or {}
+    return RunData(run_dir.name, str(run_dir.resolve()), read_run_info(run_dir), find_accuracy(summary),
+                   read_metrics(run_dir / METRICS))
+
+
+def _point(engine_dir: Path, engine: EngineReport, run: RunData) -> EnginePoint:
+    validation = _read_json(engine_dir / VALIDATION_REPORT)
+    top1 = validation.get("top1", {}).get("engine") if validation else None
+    source = "validation.json" if top1 is not None else ("summary.json" if run.summary_top1 is not None else None)
+    return EnginePoint(
+        label=f"{run.name}/{engine.backend}-b{engine.spec.batch}-{engine.spec.precision}", run=run.name,
+        engine_dir=str(engine_dir), backend=engine.backend, batch=engine.spec.batch, precision=engine.spec.precision,
+        measured_ms=engine.pruned.timing.median_ms, dense_ms=engine.dense.timing.median_ms, speedup=engine.speedup,
+        predicted_ms=run.info.predicted_latency_ms, top1=top1 if top1 is not None else run.summary_top1, top1_source=source,
+    )
+
+
+def collect(paths: Sequence[str | Path]) -> tuple[list[RunData], list[EnginePoint]]:
+    """Runs and engine points from run folders and/or engine folders (each engine counted once)."""
+    runs: dict[str, RunData] = {}
+    engines: dict[str, Path] = {}
+    for given in map(Path, paths):
+        if (given / ENGINE_REPORT).is_file():
+            engines[str(given.resolve())] = given
+        elif (given / RUN_INFO).is_file():
+            run = _load_run(given)
+            runs[run.run_dir] = run
+            for found in sorted([*given.glob(f"*/{ENGINE_REPORT}"), *given.glob(f"*/*/{ENGINE_REPORT}")]):
+                engines[str(found.parent.resolve())] = found.parent
+        else:
+            raise UserError(f"'{given}' is neither a run folder ({RUN_INFO}) nor an engine folder ({ENGINE_REPORT})",
+                            "pass folders written by `iee-deploy train` or `iee-deploy build-engine`")
+    points = []
+    for engine_dir in engines.values():
+        engine = read_engine_report(engine_dir)
+        if engine.run_dir not in runs:
+            if not (Path(engine.run_dir) / RUN_INFO).is_file():
+                raise UserError(f"engine '{engine_dir}' was built from '{engine.run_dir}', which is gone",
+                                "pass engine folders whose run folder still exists")
+            runs[engine.run_dir] = _load_run(Path(engine.run_dir))
+        points.append(_point(engine_dir, engine, runs[engine.run_dir]))
+    return list(runs.values()), points
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def plot_pareto(points: Sequence[EnginePoint], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    usable = [p for p in points if p.top1 is not None]
+    if not usable:
+        return False
+    xy = [(p.measured_ms, float(p.top1)) for p in usable if p.top1 is not None]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter([x for x, _ in xy], [y for _, y in xy], zorder=3)
+    for p, (x, y) in zip(usable, xy):
+        ax.annotate(p.label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    front = [(p.measured_ms, float(p.top1 or 0)) for p in front_of(usable)]
+    ax.step([x for x, _ in front], [y for _, y in front], where="post", color="C3", label="Pareto front")
+    ax.set(xlabel="measured latency (ms per batch)", ylabel="top-1 accuracy (%)", title="Accuracy vs measured latency")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_exploration(runs: Sequence[RunData], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    curves = {run.name: {key: curve(run.metrics, key) for key, _ in CURVES} for run in runs}
+    if not any(xs for per_run in curves.values() for xs, _ in per_run.values()):
+        return False
+    fig, (iou_ax, surv_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for colour, (name, per_run) in enumerate(curves.items()):
+        for (key, label), style in zip(CURVES, ("-", "--", "-")):
+            xs, ys = per_run[key]
+            if xs:
+                ax = surv_ax if key == "survival" else iou_ax
+                ax.plot(xs, ys, style, color=f"C{colour % 10}", label=f"{name}: {label}")
+    iou_ax.set(xlabel="update step", ylabel="IoU (after prune / after grow)", title="IoU of the active set between consecutive updates")
+    surv_ax.set(xlabel="update step", ylabel="survival rate", title="Survival of newly grown parameters")
+    for ax in (iou_ax, surv_ax):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_latency(points: Sequence[EnginePoint], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    usable = [(p, p.predicted_ms) for p in points if p.predicted_ms is not None]
+    if not usable:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 5))
+    xs, ys = [float(pred) for _, pred in usable], [p.measured_ms for p, _ in usable]
+    ax.scatter(xs, ys, zorder=3)
+    for (p, _), x, y in zip(usable, xs, ys):
+        ax.annotate(p.label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    top = max(xs + ys) * 1.1
+    ax.plot([0, top], [0, top], "--", color="grey", label="measured = predicted")
+    ax.set(xlim=(0, top), ylim=(0, top), xlabel="LUT-predicted latency (ms)", ylabel="measured latency (ms per batch)",
+           title="Predicted vs measured latency")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+FIGURES = (("pareto.png", "Accuracy vs measured latency", "no engine has an accuracy (validate it, or training's summary.json)"),
+           ("exploration.png", "IoU and survival during training", "no run has IoU or survival records in metrics.jsonl"),
+           ("latency.png", "Predicted vs measured latency", "no run with an engine has a LUT prediction in run.json"))
+
+
+def write_report(paths: Sequence[str | Path], out: str | Path) -> Path:
+    """Write report.md, report.html, report.json and the PNG figures into `out`; return report.md's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs, points = collect(paths)
+    drawn = [plot_pareto(points, out / FIGURES[0][0]), plot_exploration(runs, out / FIGURES[1][0]),
+             plot_latency(points, out / FIGURES[2][0])]
+    run_headers = ["run", "model", "method", "kind", "budget ms", "predicted ms", "summary top-1 %", "metric records"]
+    run_rows = [[r.name, r.info.model, r.info.method, r.info.kind, r.info.budget_ms, r.info.predicted_latency_ms,
+                 r.summary_top1, len(r.metrics)] for r in runs]
+    engine_headers = ["engine", "measured ms/batch", "dense ms/batch", "speed-up", "predicted ms", "top-1 %", "top-1 from"]
+    engine_rows = [[p.label, p.measured_ms, p.dense_ms, p.speedup, p.predicted_ms, p.top1, p.top1_source] for p in points]
+    front = {p.label for p in front_of(points)}
+    md = ["# Deployment report", "", f"{len(runs)} runs, {len(points)} engines. Pareto-optimal engines: "
+          + (", ".join(sorted(front)) or "none"), "", "## Runs", "", markdown_table(run_headers, run_rows), "",
+          "## Engines", "", markdown_table(engine_headers, engine_rows), ""]
+    body = ["<h1>Deployment report</h1>", f"<p>{len(runs)} runs, {len(points)} engines. Pareto-optimal engines: "
+            f"{html.escape(', '.join(sorted(front)) or 'none')}</p>", "<h2>Runs</h2>", html_table(run_headers, run_rows),
+            "<h2>Engines</h2>", html_table(engine_headers, engine_rows)]
+    for (file, title, missing), ok in zip(FIGURES, drawn):
+        md += [f"## {title}", "", f"![{title}]({file})" if ok else f"Not drawn: {missing}.", ""]
+        body += [f"<h2>{html.escape(title)}</h2>",
+                 f'<img src="{file}" alt="{html.escape(title)}">' if ok else f"<p>Not drawn: {html.escape(missing)}.</p>"]
+    env = environment()
+    md += ["Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), ""]
+    style = "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+    write_text(out / "report.html", f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Deployment report</title>"
+                                    f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    write_json(out / "report.json", {"runs": [{**asdict(r), "metrics": len(r.metrics)} for r in runs],
+                                      "engines": [asdict(p) for p in points], "figures": [f for (f, _, _), ok in zip(FIGURES, drawn) if ok],
+                                      "environment": env})
+    return write_text(out / "report.md", "\n".join(md))

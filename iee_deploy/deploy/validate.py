@@ -1,0 +1,228 @@
+"""`validate_engine`: the edge-deployment checks of a built engine, in one report.
+
+Checks (each passes, fails, or is informational):
+
+| check | compares | passes when |
+|---|---|---|
+| `engine-vs-pytorch` | engine logits vs the PyTorch pruned model, on the validation images | max abs error <= the engine precision's tolerance |
+| `pruned-vs-masked` | PyTorch pruned model vs the masked full-width training model | max abs error <= the FP32 tolerance |
+| `accuracy` | top-1 of the engine vs top-1 of the PyTorch pruned model, same images | drop <= `max_accuracy_drop` percentage points |
+| `latency-budget` | measured median latency (ms per batch) vs `--latency-ms`, else run.json `budget_ms` | measured <= budget (informational without a budget) |
+| `latency-vs-lut` | measured vs the LUT prediction in run.json (`predicted_latency_ms`) | informational; with `lut_tolerance`: abs(measured / predicted - 1) <= it |
+
+Tolerances (`TOLERANCES`): the error limit is `atol + rtol * max|reference logit|`.
+FP32: atol 1e-4, rtol 0 (the same function up to float summation order).
+FP16: atol 0, rtol 1e-2, i.e. errors up to 1% of the largest logit: FP16 keeps 11 significant bits
+(relative rounding 4.9e-4 per operation), and the errors of a few dozen layers accumulate to a few 1e-3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from iee_deploy.data import build_datasets
+from iee_deploy.deploy.build import load_engine, read_engine_report, timing_input
+from iee_deploy.deploy.render import environment, fmt, markdown_table
+from iee_deploy.deploy.run_models import load_run_models
+from iee_deploy.deploy.timing import Timing, TimingConfig, measure
+from iee_deploy.errors import UserError
+from iee_deploy.io import write_json, write_text
+
+VALIDATION_REPORT = "validation.json"
+VALIDATION_MARKDOWN = "validation.md"
+IMAGES_PER_STEP = 64  # validation images per step (rounded up to whole engine batches)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Largest allowed max-abs error: `atol + rtol * max|reference|`."""
+
+    atol: float
+    rtol: float
+
+    def limit(self, scale: float) -> float:
+        return self.atol + self.rtol * scale
+
+
+TOLERANCES = {"fp32": Tolerance(atol=1e-4, rtol=0.0), "fp16": Tolerance(atol=0.0, rtol=1e-2)}
+
+
+@dataclass(frozen=True)
+class OutputError:
+    """How far one set of logits is from a reference."""
+
+    max_abs: float  # max |actual - reference|
+    max_rel: float  # max_abs / scale
+    scale: float  # max |reference|
+    top1_agreement: float  # % of images whose arg-max class is the same
+
+
+class ErrorAccumulator:
+    """Running `OutputError` over batches (the validation set need not fit in memory)."""
+
+    def __init__(self) -> None:
+        self.max_abs = self.scale = 0.0
+        self.same = self.count = 0
+
+    def update(self, actual: np.ndarray, reference: np.ndarray) -> None:
+        self.max_abs = max(self.max_abs, float(np.abs(actual - reference).max(initial=0.0)))
+        self.scale = max(self.scale, float(np.abs(reference).max(initial=0.0)))
+        self.same += int((actual.argmax(1) == reference.argmax(1)).sum())
+        self.count += len(reference)
+
+    def result(self) -> OutputError:
+        return OutputError(self.max_abs, self.max_abs / self.scale if self.scale > 0 else 0.0, self.scale,
+                           100.0 * self.same / max(self.count, 1))
+
+
+def compare_outputs(actual: np.ndarray, reference: np.ndarray) -> OutputError:
+    """`OutputError` of logits (N, classes) against reference logits of the same shape."""
+    acc = ErrorAccumulator()
+    acc.update(actual, reference)
+    return acc.result()
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named check: status "pass", "fail" or "info"."""
+
+    name: str
+    status: str
+    measured: float | None
+    limit: float | None
+    detail: str
+
+
+def threshold_check(name: str, measured: float, limit: float | None, detail: str) -> Check:
+    """Pass when `measured <= limit`; informational when there is no limit."""
+    status = "info" if limit is None else ("pass" if measured <= limit else "fail")
+    return Check(name, status, measured, limit, detail)
+
+
+@dataclass
+class ValidationReport:
+    engine_dir: str
+    run_dir: str
+    backend: str
+    precision: str
+    batch: int
+    dataset: str
+    images: int
+    errors: dict[str, OutputError]  # engine_vs_pruned, pruned_vs_masked, engine_vs_masked
+    top1: dict[str, float]  # % on the validation images: engine, pruned (PyTorch), masked (PyTorch)
+    latency: Timing
+    budget_ms: float | None
+    budget_source: str | None
+    predicted_latency_ms: float | None
+    checks: list[Check]
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    def markdown(self) -> str:
+        rows = [[c.name, c.status.upper(), c.measured, c.limit, c.detail] for c in self.checks]
+        err_rows = [[k, e.max_abs, e.max_rel, e.scale, e.top1_agreement] for k, e in self.errors.items()]
+        verdict = "all checks pass" if not self.failed else "FAILED: " + ", ".join(c.name for c in self.failed)
+        return "\n".join([
+            f"# Validation of `{self.engine_dir}` ({self.backend}, {self.precision}, batch {self.batch})", "",
+            f"**{verdict}**", "",
+            markdown_table(["check", "status", "measured", "limit", "detail"], rows), "",
+            f"## Outputs on {self.images} {self.dataset} validation images", "",
+            markdown_table(["comparison", "max abs error", "max rel error", "max abs logit", "top-1 agreement %"], err_rows), "",
+            "Top-1 accuracy %: " + ", ".join(f"{k} {fmt(v, 2)}" for k, v in self.top1.items()), "",
+            f"Latency: median {fmt(self.latency.median_ms)} ms/batch, p90 {fmt(self.latency.p90_ms)} ms/batch, "
+            f"{fmt(self.latency.images_per_s, 1)} images/s ({self.latency.iterations} iterations).", "",
+            "Environment: " + ", ".join(f"{k} {v}" for k, v in self.environment.items()), "",
+        ])
+
+
+def _evaluate(engine_run: Callable[[np.ndarray], np.ndarray], models: dict[str, torch.nn.Module],
+              loader: DataLoader) -> tuple[dict[str, OutputError], dict[str, float], int]:
+    """Run the engine and the PyTorch models over `loader`; output errors and top-1 accuracies."""
+    pairs = {"engine_vs_pruned": ("engine", "pruned"), "pruned_vs_masked": ("pruned", "masked"),
+             "engine_vs_masked": ("engine", "masked")}
+    accumulators = {name: ErrorAccumulator() for name in pairs}
+    correct = {"engine": 0, "pruned": 0, "masked": 0}
+    images = 0
+    with torch.no_grad():
+        for x, y in tqdm(loader, desc="validate", unit="batch", leave=False, disable=None):
+            logits = {"engine": engine_run(x.numpy())}
+            logits.update({name: model(x).numpy() for name, model in models.items()})
+            for name, (a, b) in pairs.items():
+                accumulators[name].update(logits[a], logits[b])
+            labels = y.numpy()
+            for name in correct:
+                correct[name] += int((logits[name].argmax(1) == labels).sum())
+            images += len(labels)
+    if images == 0:
+        raise UserError("the validation set is empty", "pass a larger --subset or another --dataset")
+    top1 = {name: 100.0 * c / images for name, c in correct.items()}
+    return {name: acc.result() for name, acc in accumulators.items()}, top1, images
+
+
+def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_dir: str | Path | None = None,
+                    subset: int | None = None, latency_ms: float | None = None, lut_tolerance: float | None = None,
+                    max_accuracy_drop: float = 1.0, timing: TimingConfig = TimingConfig(),
+                    out: str | Path | None = None) -> ValidationReport:
+    """Run every check on the engine in `engine_dir`; write validation.json/.md to `out` (default: engine_dir)."""
+    report = read_engine_report(engine_dir)
+    models = load_run_models(report.run_dir)
+    info = models.info
+    name = dataset or info.dataset
+    root = data_dir if data_dir is not None or dataset is not None else info.data_dir  # the run's data by default
+    bundle = build_datasets(name, root, info.resolution, subset)
+    if bundle.num_classes != info.num_classes:
+        raise UserError(f"dataset '{name}' has {bundle.num_classes} classes but the run's model has {info.num_classes}",
+                        "pass the --dataset the run was trained on")
+    engine = load_engine(engine_dir, report)
+    batch = report.spec.batch
+    loader = DataLoader(bundle.val, batch_size=batch * -(-IMAGES_PER_STEP // batch), shuffle=False)
+    errors, top1, images = _evaluate(engine.run, {"pruned": models.pruned, "masked": models.masked}, loader)
+    latency = measure({"pruned": engine.timed_call(timing_input(report.spec))}, batch, timing)["pruned"]
+
+    tol = TOLERANCES[report.spec.precision]
+    ref = errors["engine_vs_pruned"]
+    checks = [
+        threshold_check("engine-vs-pytorch", ref.max_abs, tol.limit(ref.scale),
+                        f"max abs error of {report.spec.precision} engine logits vs PyTorch pruned model "
+                        f"(tolerance {tol.atol:g} + {tol.rtol:g} x max|logit|)"),
+    ]
+    own = errors["pruned_vs_masked"]
+    fp32 = TOLERANCES["fp32"]
+    checks.append(threshold_check("pruned-vs-masked", own.max_abs, fp32.limit(own.scale),
+                                  "max abs error of PyTorch pruned vs masked training model (fp32 tolerance)"))
+    checks.append(threshold_check("accuracy", top1["pruned"] - top1["engine"], max_accuracy_drop,
+                                  f"top-1 drop in percentage points: engine {top1['engine']:.2f}% vs PyTorch "
+                                  f"{top1['pruned']:.2f}% on {images} images"))
+    budget, source = (latency_ms, "--latency-ms") if latency_ms is not None else (info.budget_ms, "run.json budget_ms")
+    checks.append(threshold_check("latency-budget", latency.median_ms, budget,
+                                  f"measured median ms/batch at batch {batch} vs budget from {source}"
+                                  if budget is not None else "no budget given (--latency-ms) or recorded in run.json"))
+    predicted = info.predicted_latency_ms
+    if predicted:
+        checks.append(threshold_check("latency-vs-lut", abs(latency.median_ms / predicted - 1), lut_tolerance,
+                                      f"|measured / LUT-predicted - 1| for {latency.median_ms:.3f} vs {predicted:.3f} ms/batch"))
+    else:
+        checks.append(Check("latency-vs-lut", "info", None, None, "run.json has no predicted_latency_ms"))
+
+    result = ValidationReport(
+        engine_dir=str(Path(engine_dir).resolve()), run_dir=report.run_dir, backend=report.backend,
+        precision=report.spec.precision, batch=batch, dataset=name, images=images, errors=errors, top1=top1,
+        latency=latency, budget_ms=budget, budget_source=source if budget is not None else None,
+        predicted_latency_ms=predicted, checks=checks, environment=environment(),
+    )
+    folder = Path(out) if out is not None else Path(engine_dir)
+    data: dict[str, Any] = {**asdict(result), "passed": not result.failed, "failed": [c.name for c in result.failed]}
+    write_json(folder / VALIDATION_REPORT, data)
+    write_text(folder / VALIDATION_MARKDOWN, result.markdown())
+    return result

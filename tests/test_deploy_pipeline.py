@@ -1,0 +1,132 @@
+"""build-engine -> validate -> report on a structured ResNet-20 run, with real ONNX Runtime engines."""
+
+import json
+
+import pytest
+import torch
+from conftest import assert_user_error, run_cli
+from deploy_runs import make_structured_run
+
+from iee_deploy.deploy.build import ENGINE_REPORT, build_engine, read_engine_report
+from iee_deploy.deploy.report import EnginePoint, front_of, write_report
+from iee_deploy.deploy.timing import TimingConfig
+from iee_deploy.deploy.validate import validate_engine
+from iee_deploy.errors import UserError
+from iee_deploy.io import save_torch
+from iee_deploy.runs import PRUNED_MODEL
+
+FAST = TimingConfig(warmup_s=0.05, min_iterations=5, min_seconds=0.2)
+FAST_CLI = ("--warmup-s", "0.05", "--min-iters", "5", "--min-seconds", "0.2")
+METRICS = [{"step": 10 * i, "iou_prune": 0.6 + 0.05 * i, "iou_grow": 0.4 + 0.1 * i, "survival": 0.9 - 0.1 * i}
+           for i in range(4)] + [{"step": 40, "loss": 1.0}]  # a record without the curve keys
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_structured_run(tmp_path_factory.mktemp("run"), keep=0.5, budget_ms=500.0, predicted_latency_ms=0.5,
+                               metrics=METRICS, summary={"top1": 0.1})
+
+
+@pytest.fixture(scope="module")
+def engine_dir(run):
+    """The command a user runs: build-engine with the ONNX Runtime backend into the run folder."""
+    out = run / "engine-ort"
+    result = run_cli("build-engine", "--run", str(run), "--backend", "onnxruntime", "--batch", "2",
+                     "--threads", "1", "--out", str(out), *FAST_CLI)
+    assert result.returncode == 0, result.stderr
+    assert "Speed-up (dense / pruned median latency)" in result.stdout
+    return out
+
+
+def test_build_engine_measures_dense_and_pruned(run, engine_dir):
+    report = read_engine_report(engine_dir)
+    assert report.backend == "onnxruntime" and report.spec.batch == 2 and report.spec.threads == 1
+    assert report.pruned.params < report.dense.params
+    for result in (report.pruned, report.dense):
+        assert (engine_dir / result.onnx).is_file() and (engine_dir / result.artefact).is_file()
+        assert result.timing.iterations >= 5 and result.timing.total_s >= 0.2
+        assert 0 < result.timing.median_ms <= result.timing.p90_ms
+        assert result.timing.images_per_s == pytest.approx(2 * result.timing.iterations / result.timing.total_s)
+    assert report.speedup == pytest.approx(report.dense.timing.median_ms / report.pruned.timing.median_ms)
+    assert json.loads((engine_dir / ENGINE_REPORT).read_text())["run_dir"] == str(run.resolve())
+    assert "| pruned |" in (engine_dir / "engine.md").read_text()
+
+
+def test_validate_passes_with_fp32_outputs_within_1e4(engine_dir):
+    report = validate_engine(engine_dir, subset=250, timing=FAST)
+    assert not report.failed, report.checks
+    assert report.errors["engine_vs_pruned"].max_abs <= 1e-4
+    assert report.errors["pruned_vs_masked"].max_abs <= 1e-4
+    assert report.images == 50 and report.top1["engine"] == report.top1["pruned"]
+    status = {c.name: c.status for c in report.checks}
+    assert status == {"engine-vs-pytorch": "pass", "pruned-vs-masked": "pass", "accuracy": "pass",
+                      "latency-budget": "pass", "latency-vs-lut": "info"}  # budget from run.json (500 ms)
+    assert json.loads((engine_dir / "validation.json").read_text())["passed"] is True
+
+
+def test_validate_fails_naming_the_missed_budget(engine_dir, tmp_path):
+    result = run_cli("validate", "--engine", str(engine_dir), "--latency-ms", "0.000001", "--subset", "50",
+                     "--out", str(tmp_path), *FAST_CLI)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: validation failed: latency-budget (measured")
+    record = json.loads((tmp_path / "validation.json").read_text())
+    assert record["passed"] is False and record["failed"] == ["latency-budget"]
+    assert "FAILED: latency-budget" in (tmp_path / "validation.md").read_text()
+
+
+def test_validate_catches_a_pruned_model_that_differs_from_training(run, engine_dir, tmp_path):
+    pruned = torch.load(run / PRUNED_MODEL, weights_only=False)
+    bad_run = make_structured_run(tmp_path / "bad", keep=0.5)
+    with torch.no_grad():
+        pruned.fc.bias += 0.01
+    save_torch(bad_run / PRUNED_MODEL, pruned)
+    bad_engine = build_engine(bad_run, tmp_path / "engine", threads=1, timing=FAST)
+    assert bad_engine.spec.batch == 1
+    report = validate_engine(tmp_path / "engine", subset=50, lut_tolerance=1e-9, timing=FAST)
+    assert [c.name for c in report.failed] == ["pruned-vs-masked"]  # engine still matches its PyTorch model
+
+
+def test_fp16_engine_within_documented_tolerance(run, tmp_path):
+    build_engine(run, tmp_path, precision="fp16", threads=1, timing=FAST)
+    report = validate_engine(tmp_path, subset=100, timing=FAST, latency_ms=1e4)
+    assert not report.failed, report.checks
+    err = report.errors["engine_vs_pruned"]
+    assert 0 < err.max_rel <= 1e-2
+
+
+def test_report_plots_across_runs(run, engine_dir, tmp_path):
+    validate_engine(engine_dir, subset=50, timing=FAST)
+    result = run_cli("report", str(run), "--out", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "report"
+    for name in ("report.md", "report.html", "report.json", "pareto.png", "exploration.png", "latency.png"):
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "report.json").read_text())
+    (engine,) = data["engines"]
+    assert engine["top1_source"] == "validation.json" and engine["predicted_ms"] == 0.5
+    assert data["runs"][0]["metrics"] == 5 and data["runs"][0]["summary_top1"] == pytest.approx(10.0)
+    assert '<img src="pareto.png"' in (out / "report.html").read_text()
+    assert f"Pareto-optimal engines: {run.name}/onnxruntime-b2-fp32" in (out / "report.md").read_text()
+
+
+def test_pareto_front_of_engines():
+    def point(label, ms, top1):
+        return EnginePoint(label, "run", "dir", "onnxruntime", 1, "fp32", ms, 2 * ms, 2.0, None, top1, None)
+
+    points = [point("a", 1.0, 70.0), point("b", 2.0, 75.0), point("c", 1.5, 69.0), point("d", 3.0, 74.0),
+              point("e", 0.5, 60.0), point("f", 2.0, 71.0), point("g", 0.1, None)]
+    assert [p.label for p in front_of(points)] == ["e", "a", "b"]
+    assert front_of([point("g", 0.1, None)]) == []
+
+
+def test_user_errors(run, tmp_path):
+    assert_user_error(run_cli("build-engine", "--run", str(run), "--backend", "tensorrt", "--out", str(tmp_path)),
+                      "TensorRT", "pip install .[tensorrt] on a machine with an NVIDIA GPU")
+    assert_user_error(run_cli("build-engine", "--run", str(run), "--backend", "torch-cuda", "--out", str(tmp_path)),
+                      "wrong device", "found no CUDA device")
+    with pytest.raises(UserError, match="not an engine folder"):
+        validate_engine(tmp_path)
+    with pytest.raises(UserError, match="neither a run folder"):
+        write_report([tmp_path], tmp_path / "r")
+    with pytest.raises(UserError, match="--batch must be at least 1"):
+        build_engine(run, tmp_path, batch=0)

@@ -1,0 +1,76 @@
+"""Timing statistics (exact expectations) and the interleaved trtexec-style measurement loop (fake clock)."""
+
+import math
+
+import pytest
+
+from iee_deploy.deploy.timing import TimingConfig, measure, percentile_nearest_rank, summarise
+
+
+def test_percentile_nearest_rank():
+    values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 9.0, 8.0, 7.0, 6.0]
+    assert percentile_nearest_rank(values, 90) == 9.0  # ceil(0.9 * 10) = 9th smallest
+    assert percentile_nearest_rank(values, 50) == 5.0
+    assert percentile_nearest_rank(values, 100) == 10.0
+    assert percentile_nearest_rank([3.0], 90) == 3.0
+    with pytest.raises(ValueError):
+        percentile_nearest_rank([], 90)
+
+
+def test_summarise_units_and_throughput():
+    t = summarise([0.001, 0.002, 0.003, 0.004], batch=8)
+    assert t.iterations == 4 and t.batch == 8
+    assert t.median_ms == pytest.approx(2.5)
+    assert t.p90_ms == pytest.approx(4.0)
+    assert t.mean_ms == pytest.approx(2.5)
+    assert (t.min_ms, t.max_ms) == (pytest.approx(1.0), pytest.approx(4.0))
+    assert t.total_s == pytest.approx(0.010)
+    assert t.images_per_s == pytest.approx(8 * 4 / 0.010)
+
+
+class FakeClock:
+    """A clock that only moves when a fake inference runs."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.log = []
+
+    def __call__(self):
+        return self.now
+
+    def engine(self, name, seconds):
+        def call():
+            self.now += seconds
+            self.log.append(name)
+        return call
+
+
+def test_measure_meets_iterations_and_time_for_every_engine_and_alternates():
+    clock = FakeClock()
+    config = TimingConfig(warmup_s=0.01, min_iterations=10, min_seconds=0.1, rounds=5)
+    timings = measure({"dense": clock.engine("dense", 0.004), "pruned": clock.engine("pruned", 0.001)}, 2, config, clock)
+    # warm-up: dense 3 calls (0.012 s >= 0.01), pruned 10 calls
+    assert clock.log[:13] == ["dense"] * 3 + ["pruned"] * 10
+    timed = clock.log[13:]
+    # each round: >= ceil(10/5) = 2 iterations and >= 0.02 s -> dense 5 x 4 ms, pruned 20 x 1 ms
+    assert timings["dense"].iterations == 5 * 5 and timings["pruned"].iterations == 5 * 20
+    assert timings["dense"].median_ms == pytest.approx(4.0) and timings["pruned"].median_ms == pytest.approx(1.0)
+    assert timings["pruned"].images_per_s == pytest.approx(2 / 0.001)
+    # rounds alternate the order: dense first, then pruned first, ...
+    starts = [timed[0], timed[5], timed[25]]
+    assert starts == ["dense", "pruned", "pruned"]
+    assert timed[25:45] == ["pruned"] * 20 and timed[45:50] == ["dense"] * 5
+    for t in timings.values():
+        assert t.iterations >= config.min_iterations and t.total_s >= config.min_seconds - 1e-9
+
+
+def test_measure_zero_time_budget_still_runs_min_iterations():
+    clock = FakeClock()
+    timings = measure({"x": clock.engine("x", 0.5)}, 1, TimingConfig(warmup_s=0, min_iterations=3, min_seconds=0, rounds=2), clock)
+    assert clock.log.count("x") == 1 + 2 * 2  # one warm-up call, ceil(3/2) per round
+    assert timings["x"].iterations == 4 and math.isclose(timings["x"].images_per_s, 2.0)
+
+
+def test_invalid_config():
+    with pytest.raises(ValueError):
+        TimingConfig(min_iterations=0)
