@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from iee_deploy.deploy.engines import PRECISIONS, BuildSpec, Engine, ModelSource, get_backend
 from iee_deploy.deploy.export import export_onnx
@@ -33,10 +32,10 @@ from iee_deploy.deploy.timing import Timing, TimingConfig, measure
 from iee_deploy.errors import UserError
 from iee_deploy.io import write_json, write_text
 from iee_deploy.runs import RunInfo, read_run_info
+from profiler.targets import load_target
 
 ENGINE_REPORT = "engine.json"
 ENGINE_MARKDOWN = "engine.md"
-TARGETS = Path(__file__).resolve().parents[2] / "targets"
 MODELS = ("dense", "pruned")
 
 Log = Callable[[str], None]
@@ -95,14 +94,8 @@ class EngineReport:
 
 
 def default_threads(target: str | None) -> int:
-    """Intra-op CPU threads: the target YAML's `threads` (name in targets/ or a path), else all cores."""
-    if target:
-        path = Path(target) if target.endswith((".yaml", ".yml")) else TARGETS / f"{target}.yaml"
-        if path.is_file():
-            threads = (yaml.safe_load(path.read_text()) or {}).get("threads")
-            if isinstance(threads, int) and threads > 0:
-                return threads
-    return os.cpu_count() or 1
+    """Intra-op CPU threads: the target's `threads` (a name in targets/ or a YAML path), else all cores."""
+    return load_target(target).resolved_threads() if target else os.cpu_count() or 1
 
 
 def build_spec(info: RunInfo, backend: str, batch: int, precision: str | None, threads: int | None) -> BuildSpec:
