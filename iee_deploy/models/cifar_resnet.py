@@ -6,6 +6,8 @@ layers whose output channels the dependency graph can couple.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 
@@ -30,6 +32,22 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+def make_stages(block: Callable[[int, int, int], nn.Module], cin: int, widths: Sequence[int], n: int) -> list[nn.Sequential]:
+    """Stages of `n` blocks each; the first block of every stage but the first halves the resolution."""
+    stages = []
+    for i, cout in enumerate(widths):
+        stages.append(nn.Sequential(*[block(cin if j == 0 else cout, cout, 2 if (i > 0 and j == 0) else 1) for j in range(n)]))
+        cin = cout
+    return stages
+
+
+def init_convs(model: nn.Module) -> None:
+    """He (fan-out) initialisation of every conv, as in the ResNet papers."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32x32 inputs: a 3x3 stem and three stages of n basic blocks."""
 
@@ -41,18 +59,10 @@ class CifarResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        stages: list[nn.Module] = []
-        cin = width
-        for i, cout in enumerate((width, 2 * width, 4 * width)):
-            blocks = [BasicBlock(cin if j == 0 else cout, cout, 2 if (i > 0 and j == 0) else 1) for j in range(n)]
-            stages.append(nn.Sequential(*blocks))
-            cin = cout
-        self.layer1, self.layer2, self.layer3 = stages
+        self.layer1, self.layer2, self.layer3 = make_stages(BasicBlock, width, (width, 2 * width, 4 * width), n)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.fc = nn.Linear(4 * width, num_classes)
+        init_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))

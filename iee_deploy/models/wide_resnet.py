@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from iee_deploy.models.cifar_resnet import init_convs, make_stages
+
 
 class PreActBlock(nn.Module):
     """BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus shortcut (1x1 conv when the shape changes)."""
@@ -40,20 +42,12 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         widths = (16 * widen, 32 * widen, 64 * widen)
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        cin = 16
-        stages: list[nn.Module] = []
-        for i, cout in enumerate(widths):
-            blocks = [PreActBlock(cin if j == 0 else cout, cout, 2 if (i > 0 and j == 0) else 1) for j in range(n)]
-            stages.append(nn.Sequential(*blocks))
-            cin = cout
-        self.layer1, self.layer2, self.layer3 = stages
-        self.bn = nn.BatchNorm2d(cin)
+        self.layer1, self.layer2, self.layer3 = make_stages(PreActBlock, 16, widths, n)
+        self.bn = nn.BatchNorm2d(widths[-1])
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.fc = nn.Linear(widths[-1], num_classes)
+        init_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
