@@ -20,6 +20,16 @@ from iee_deploy.sparse.nm import NMPattern
 from iee_deploy.sparse.state import TrainableSet
 from iee_deploy.train import train_step
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: exact and much faster than two on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TOTAL = 20  # steps; with H, J, Q = 2, 1, 2 (period 5) T = floor(15 / 5) = 3 IEE updates
 
 
@@ -92,6 +102,7 @@ def test_iee_prune_removes_exactly_the_smallest_active_magnitudes_per_layer():
 
 def test_reactivate_explore_freezes_theta_k_bitwise_and_restores_mru():
     model, method, opt = setup()
+    never_active = [~m for m in masks(method)]
     run(model, method, opt, range(2))
     w_before_prune = weights(model)
     state_before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -99,8 +110,9 @@ def test_reactivate_explore_freezes_theta_k_bitwise_and_restores_mru():
     theta_k = masks(method)
     mru = [v.clone() for v in method.space.masks.mru]
     pruned_now = [old_w.ne(0) & ~k for old_w, k in zip(w_before_prune, theta_k)]
-    for v, w, p in zip(mru, w_before_prune, pruned_now):  # MRU = value when pruned
-        assert torch.equal(v[p], w[p])
+    for v, w, p, never in zip(mru, w_before_prune, pruned_now, never_active):
+        assert torch.equal(v[p], w[p])  # MRU = value when pruned
+        assert (v[never & ~p] == 0).all()  # never used: MRU zero
     frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
     buffers = [b.clone() for b in model.buffers()]
     momentum = [opt.state[p]["momentum_buffer"].clone() for p in model.parameters() if p.dim() > 1]
@@ -232,3 +244,16 @@ def test_methods_reject_options_they_do_not_use_and_unfit_schedules():
         setup(method="set", hjq=None, freeze=False)
     with pytest.raises(UserError, match="no IEE update fits"):
         setup(hjq=(10, 10, 10))
+
+
+def test_j_zero_explores_right_after_prune_and_random_grow_moves_the_budget():
+    model, method, opt = setup(hjq=(2, 0, 2), grow_criterion="random")  # period 4, T = 3
+    run(model, method, opt, range(2))
+    records = train_step(model, method, opt, 2, *batch(2)).records
+    assert [r.event for r in records] == ["prune"] and method.state.trainable is TrainableSet.EXPLORATION
+    run(model, method, opt, [3])
+    old = masks(method)
+    records = train_step(model, method, opt, 4, *batch(4)).records
+    assert [r.event for r in records] == ["grow"]
+    added = [(n & ~o).sum().item() for o, n in zip(old, masks(method))]
+    assert added == budgets(method, 0) and method.space.active_counts() == method.space.targets

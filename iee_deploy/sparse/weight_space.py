@@ -121,13 +121,13 @@ class WeightSpace:
             out.append(self.nm.from_groups(selection.largest_per_row(self.nm.to_groups(s), rows, keep), shape))
         return out
 
-    def select_prune(self, budget: WeightBudget, scores: list[Tensor] | None = None, keep_nm: bool = False) -> list[Tensor]:
+    def select_prune(self, budget: WeightBudget, keep_nm: bool = False) -> list[Tensor]:
         """ArgTopK(-I(Theta_K), Omega_t): the least important active weights within the budget.
 
         With `keep_nm`, each N:M group's N most important weights are protected (gradual
         pruning towards N:M ends exactly at N per group).
         """
-        scores = self.importance() if scores is None else scores
+        scores = self.importance()
         candidates = [m & ~torch.tensor(f, device=m.device) for m, f in zip(self.masks.masks, self.fixed)]
         if keep_nm and self.nm is not None:
             candidates = [c & ~top for c, top in zip(candidates, self._nm_top(scores, self.masks.masks))]

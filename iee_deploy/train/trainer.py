@@ -275,6 +275,8 @@ class Trainer:
 
     def _end_epoch(self, model: nn.Module, method: SparsityMethod, val: DataLoader, dist: Distributed,
                    progress: Progress, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        for buffer in model.buffers():  # BN statistics: every rank evaluates with rank 0's, which rank 0 saves
+            dist.broadcast_(buffer)
         with method.evaluation():
             progress.val_loss, progress.val_acc = evaluate(model, val, dist)
         progress.best_val_acc = max(progress.best_val_acc, progress.val_acc)
