@@ -90,7 +90,8 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
           no_freeze: bool, grow_init: str | None, grow_criterion: str | None, gmp_start: float, epochs: float, lr: float,
           momentum: float, weight_decay: float, warmup_epochs: float, checkpoint_every: int, out: str, resume: bool,
           device: str, no_progress: bool) -> None:
-    """Train a sparse network (IEE by default) and write a run folder (see README: run folder)."""
+    """Train a sparse network (IEE by default) into a run folder: config.json, run.json, metrics.jsonl,
+    checkpoint.pt, final_model.pt, pruned_model.pt, summary.json and summary.md."""
     from iee_deploy.methods import SparsityConfig
     from iee_deploy.train import TrainConfig, Trainer
 
