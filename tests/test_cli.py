@@ -31,3 +31,17 @@ def test_atomic_writes_leave_no_partial_file(tmp_path):
         write_text(target, object())  # type: ignore[arg-type]  # fails mid-write
     assert target.read_text().strip().startswith("{")
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_lazy_command_table_matches_the_command_modules():
+    import importlib
+    import pkgutil
+
+    import iee_deploy.cli as cli
+
+    declared = {}
+    for info in pkgutil.iter_modules(cli.__path__):
+        module = importlib.import_module(f"iee_deploy.cli.{info.name}")
+        for command in getattr(module, "COMMANDS", []):
+            declared[command.name] = info.name
+    assert declared == {name: module for name, (module, _) in cli.LAZY_COMMANDS.items()}
