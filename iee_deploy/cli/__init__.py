@@ -15,7 +15,6 @@ import click
 
 from iee_deploy.errors import UserError
 
-
 # Command name -> (module, one-line help). Modules are imported only when their command runs (or
 # its --help is asked), so `iee-deploy --help` answers without importing torch.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
