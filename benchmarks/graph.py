@@ -21,9 +21,7 @@ import copy
 import datetime
 import os
 import platform
-import statistics
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,25 +34,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from test_graph import random_keep, randomise_bn  # noqa: E402  (the acceptance test's own helpers)
 
+from benchmarks.common import median_ms  # noqa: E402
 from iee_deploy.graph import build_dependency_graph, mask_model, prune_model  # noqa: E402
 from iee_deploy.io import write_json, write_text  # noqa: E402
 from iee_deploy.models import build_model, list_models, model_spec  # noqa: E402
 
 
-def _median_ms(fn: Any, repeats: int) -> float:
-    fn()  # warm-up (imports, caches)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def ours(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, Any]:
     row: dict[str, Any] = {}
     try:
-        row["ms"] = _median_ms(lambda: build_dependency_graph(model, x), repeats)
+        row["ms"] = median_ms(lambda: build_dependency_graph(model, x), repeats)
         g = build_dependency_graph(model, x)
         keep = random_keep(g, seed=1)
         pruned = prune_model(model, g, keep)
@@ -66,7 +55,7 @@ def ours(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, Any]:
                    params_kept=sum(p.numel() for p in pruned.parameters()) / sum(p.numel() for p in model.parameters()))
         if len(g.prunable_groups):
             counts = {gid: len(idx) for gid, idx in keep.items()}
-            row["layer_channels_us"] = _median_ms(lambda: g.layer_channels(counts), 50) * 1e3
+            row["layer_channels_us"] = median_ms(lambda: g.layer_channels(counts), 50) * 1e3
     except Exception as exc:  # report, do not stop the benchmark
         row.update(handled=False, error=f"{type(exc).__name__}: {exc}"[:200])
     return row
@@ -77,7 +66,7 @@ def torch_pruning(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, 
 
     row: dict[str, Any] = {}
     try:
-        row["ms"] = _median_ms(lambda: tp.DependencyGraph().build_dependency(model, example_inputs=x), repeats)
+        row["ms"] = median_ms(lambda: tp.DependencyGraph().build_dependency(model, example_inputs=x), repeats)
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=x)
         classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         row["groups"] = len(list(dg.get_all_groups(ignored_layers=[classifier], root_module_types=[nn.Conv2d, nn.Linear])))

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from ortools.sat.python import cp_model
 
+from profiler.targets import cpu_name
 from solvers import (
     SOLVERS,
     ChoiceGroup,
@@ -302,17 +303,6 @@ def halp_reproduction(inst: Instance) -> dict[str, object]:
         else:
             record["halp dp"] = {"time_s": elapsed, "note": "kept no item of some group"}
     return record
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run(quick: bool) -> dict[str, list[dict[str, object]]]:

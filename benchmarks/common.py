@@ -1,0 +1,104 @@
+"""Helpers shared by the benchmark scripts: the machine/versions/date header every results file
+starts with, a markdown table writer, a median timer, and writing the .md/.json/.png record.
+
+Run the benchmarks as modules from the repository root (`PYTHONPATH=. python -m benchmarks.X`)
+so that `benchmarks.common` and the top-level packages import the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from iee_deploy.io import write_json, write_text
+from profiler.targets import cpu_name
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / "benchmarks" / ".cache"  # ignored by git: unpacked data, LUTs
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """Installed versions of `packages` (absent ones left out), plus Python's."""
+    found = {"python": platform.python_version()}
+    for pkg in packages:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[pkg] = metadata.version(pkg)
+    return found
+
+
+def git_commit() -> str:
+    """The checked-out commit (with '+dirty' when the tree has uncommitted changes), or 'unknown'."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def command_line() -> str:
+    """The command that started this process, as one would type it from the repository root."""
+    module = sys.modules["__main__"].__spec__
+    head = ["python", "-m", module.name] if module is not None else ["python", sys.argv[0]]
+    return "PYTHONPATH=. " + shlex.join(head + sys.argv[1:])
+
+
+def header(threads: int, *packages: str) -> dict[str, Any]:
+    """What every results file states: date, machine, load, versions, commit, command."""
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{cpu_name()}, {os.cpu_count()} cores (shared with other jobs), {platform.platform()}",
+            "torch_threads": threads, "load_average": [round(x, 2) for x in os.getloadavg()],
+            "versions": versions("torch", "numpy", *packages), "commit": git_commit(), "command": command_line()}
+
+
+def header_markdown(meta: dict[str, Any], mode: str) -> list[str]:
+    """The header lines of a results file (`mode`: which mode of the script produced it)."""
+    return [f"- Mode: **{mode}**",
+            f"- Command: `{meta['command']}`",
+            f"- Date (UTC): {meta['date']}; commit {meta['commit']}",
+            f"- Machine: {meta['machine']}; torch threads per process: {meta['torch_threads']}",
+            f"- Load average (1, 5, 15 min) at the start: {', '.join(map(str, meta['load_average']))}",
+            f"- Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}"]
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """A markdown table (cells already formatted, or str() of them)."""
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + \
+        ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `fn()` in ms over `repeats` calls after one warm-up call."""
+    fn()  # warm-up (imports, caches)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def write_results(name: str, record: dict[str, Any], markdown: str) -> None:
+    """benchmarks/results/<name>.json and <name>.md, written atomically."""
+    write_json(RESULTS / f"{name}.json", record)
+    write_text(RESULTS / f"{name}.md", markdown)
+    print(f"wrote {RESULTS / (name + '.md')} and {name}.json")
