@@ -25,6 +25,21 @@ def test_loaders_are_seeded_and_subset_works():
     assert torch.equal(first, order(3))
 
 
+def test_subset_mixes_classes_of_a_class_sorted_folder(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in range(5):
+            (tmp_path / split / f"class{c}").mkdir(parents=True)
+            for i in range(20):
+                Image.new("RGB", (8, 8), (c * 50, i, 0)).save(tmp_path / split / f"class{c}" / f"{i}.png")
+    bundle = build_datasets("imagefolder", tmp_path, resolution=8, subset=20)
+    labels = [bundle.train[i][1] for i in range(len(bundle.train))]
+    assert len(labels) == 20 and len(set(labels)) >= 4  # a prefix would hold class0 only
+    again = build_datasets("imagefolder", tmp_path, resolution=8, subset=20)
+    assert bundle.train.indices == again.train.indices
+
+
 def test_fashion_mnist_from_shared_raw_files(fashion_root):
     bundle = build_datasets("fashion-mnist", fashion_root, subset=500)
     assert bundle.num_classes == 10

@@ -49,7 +49,7 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                          help="Dataset root (torchvision layout, or train/ and val/ folders for imagefolder)."),
             click.option("--subset", type=int, default=None,
-                         help="Use only the first N training images (same N/5 of the validation set) for quick runs."),
+                         help="Use a fixed random sample of N training images (and N/5 validation images) for quick runs."),
             click.option("--batch-size", type=int, default=64, show_default=True, help="Images per training step."),
             click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes."),
             click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init, masks)."),

@@ -70,10 +70,20 @@ def build_datasets(
     if subset is not None:
         if subset < 1:
             raise UserError(f"--subset must be positive, got {subset}", "pass a number of training images")
-        n_val = max(1, subset // 5)
-        bundle.train = Subset(bundle.train, range(min(subset, len(bundle.train))))
-        bundle.val = Subset(bundle.val, range(min(n_val, len(bundle.val))))
+        bundle.train = Subset(bundle.train, sample_indices(len(bundle.train), subset))
+        bundle.val = Subset(bundle.val, sample_indices(len(bundle.val), max(1, subset // 5)))
     return bundle
+
+
+def sample_indices(total: int, count: int) -> list[int]:
+    """A fixed random sample of `count` of `total` indices (seed 0, sorted).
+
+    Random rather than the first `count`: folder datasets are sorted by class, so a prefix would
+    hold one or two classes. The sample does not depend on the training seed, so every method and
+    seed of a comparison sees the same images.
+    """
+    generator = torch.Generator().manual_seed(0)
+    return sorted(torch.randperm(total, generator=generator)[: min(count, total)].tolist())
 
 
 def build_loaders(
