@@ -2,41 +2,130 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
-from iee_deploy.cli._pending import pending
 from iee_deploy.cli.options import data_options, model_options, parse_pair
 from iee_deploy.data import build_datasets
+from iee_deploy.errors import NotAvailableError, UserError
 from iee_deploy.models import model_spec
+
+STRUCTURED = "structured training (--latency-ms, --latency-ratio, --target, --lut, --method halp) is not in this build"
+
+
+def _hjq(text: str) -> tuple[int, int, int] | None:
+    if text == "auto":
+        return None
+    try:
+        h, j, q = (int(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--hjq '{text}' is not three iteration counts", "pass e.g. --hjq 150,150,150 (or auto)") from None
+    return h, j, q
+
+
+def _delta_t(text: str) -> int | None:
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"--delta-t '{text}' is not a positive number of steps", "pass e.g. --delta-t 100 (or auto)")
+    return int(text)
+
+
+def _fraction(value: float, flag: str, low_open: bool = False) -> float:
+    if not (0 < value <= 1 if low_open else 0 <= value <= 1):
+        raise UserError(f"{flag} {value:g} is not a fraction in {'(0' if low_open else '[0'}, 1]", f"pass e.g. {flag} 0.75")
+    return value
 
 
 @click.command("train")
 @model_options
 @data_options
 @click.option("--method", type=click.Choice(["iee", "rigl", "set", "static", "gmp", "halp"]), default="iee", show_default=True,
-              help="Sparsification method; all share one training loop.")
-@click.option("--sparsity", type=float, default=None, help="Unstructured: fraction of prunable weights removed (0-1), e.g. 0.9.")
+              help="Sparsification method; all share one training loop. iee: the paper's prune / reactivate & explore / grow; "
+                   "rigl: magnitude drop, gradient grow; set: magnitude drop, random grow; static: fixed random mask; "
+                   "gmp: gradual magnitude pruning from dense (Zhu & Gupta).")
+@click.option("--sparsity", type=float, default=None,
+              help="Unstructured: fraction of prunable (conv and linear) weights removed, 0-1. Default 0.9, or 1-N/M with --nm.")
 @click.option("--distribution", type=click.Choice(["uniform", "erk", "global"]), default="erk", show_default=True,
-              help="Unstructured: how sparsity is spread over layers.")
-@click.option("--nm", default=None, help="Unstructured N:M pattern along the input dimension, e.g. 2:4.")
+              help="Unstructured: how sparsity is spread over layers (global: ranked over all layers, ERK start).")
+@click.option("--nm", default=None, help="Unstructured N:M pattern along the input dimension, e.g. 2:4 (layers whose "
+                                        "input channels are not a multiple of M stay dense).")
 @click.option("--latency-ms", type=float, default=None, help="Structured: latency budget Psi in ms on the target (LUT batch/precision).")
 @click.option("--latency-ratio", type=float, default=None, help="Structured: budget as a fraction of the dense model's latency (0-1).")
 @click.option("--target", default=None, help="Structured: hardware target name (targets/*.yaml) or a YAML path.")
 @click.option("--lut", type=click.Path(dir_okay=False), default=None, help="Structured: latency lookup table from `iee-deploy profile`.")
-@click.option("--hjq", default="150,150,150", show_default=True, help="IEE iterations H,J,Q: importance estimation, accuracy improvement, reactivate & explore.")
+@click.option("--hjq", default="auto", show_default=True,
+              help="IEE iterations H,J,Q: importance estimation, accuracy improvement, reactivate & explore (steps), "
+                   "e.g. 150,150,150. auto: the paper's 150,150,150, or equal shorter ones so >= 4 updates fit a short run.")
+@click.option("--delta-t", default="auto", show_default=True,
+              help="RigL / SET / GMP update interval in steps. auto: the paper's 100, or shorter so >= 4 updates fit.")
+@click.option("--omega0", type=float, default=0.3, show_default=True,
+              help="Update budget Omega_0 (RigL/SET: alpha): fraction 0-1 of the active weights moved at the first update.")
+@click.option("--omega-decay", type=click.Choice(["cosine", "exponential"]), default="cosine", show_default=True,
+              help="How the update budget decays over the updates (cosine as RigL; exponential to 1% of Omega_0).")
+@click.option("--update-end", type=float, default=0.75, show_default=True,
+              help="Fraction 0-1 of training after which the structure stops changing (GMP reaches the target there).")
+@click.option("--no-freeze", is_flag=True, help="IEE ablation: train Theta_K too during reactivate & explore.")
+@click.option("--grow-init", type=click.Choice(["mru", "zero"]), default=None,
+              help="Value of re-entering weights: mru (most recently used) or zero. Default: mru for iee, zero for rigl/set.")
+@click.option("--grow-criterion", type=click.Choice(["magnitude", "random"]), default=None,
+              help="IEE ablation: grow by magnitude after exploring (default, the prune criterion) or at random.")
+@click.option("--gmp-start", type=float, default=0.0, show_default=True, help="GMP: fraction 0-1 of training before pruning starts.")
 @click.option("--epochs", type=float, default=10, show_default=True, help="Training epochs (fractions allowed).")
 @click.option("--lr", type=float, default=0.1, show_default=True, help="Peak SGD learning rate (cosine decay).")
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True, help="SGD weight decay (L2 coefficient).")
+@click.option("--warmup-epochs", type=float, default=0.0, show_default=True, help="Linear learning-rate warm-up (epochs).")
+@click.option("--checkpoint-every", type=int, default=0, show_default=True,
+              help="Also checkpoint every N steps (0: only at the end of each epoch).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/train", show_default=True, help="Run folder to write.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Training device.")
-def train(model_name: str, dataset: str, data_dir: str | None, resolution: int | None, subset: int | None,
-          nm: str | None, **_: object) -> None:
-    """Train a sparse network (IEE by default) and write a run folder."""
+@click.option("--no-progress", is_flag=True, help="No progress bar (epoch lines are still printed).")
+def train(model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None, dataset: str,
+          data_dir: str | None, subset: int | None, batch_size: int, workers: int, seed: int, method: str,
+          sparsity: float | None, distribution: str, nm: str | None, latency_ms: float | None, latency_ratio: float | None,
+          target: str | None, lut: str | None, hjq: str, delta_t: str, omega0: float, omega_decay: str, update_end: float,
+          no_freeze: bool, grow_init: str | None, grow_criterion: str | None, gmp_start: float, epochs: float, lr: float,
+          momentum: float, weight_decay: float, warmup_epochs: float, checkpoint_every: int, out: str, resume: bool,
+          device: str, no_progress: bool) -> None:
+    """Train a sparse network (IEE by default) and write a run folder (see README: run folder)."""
+    from iee_deploy.methods import SparsityConfig
+    from iee_deploy.train import TrainConfig, Trainer
+
+    if method == "halp" or any(v is not None for v in (latency_ms, latency_ratio, target, lut)):
+        raise NotAvailableError(STRUCTURED, "train unstructured: --sparsity with --method iee, rigl, set, static or gmp")
     model_spec(model_name)
+    nm_text = None
     if nm is not None:
-        parse_pair(nm, ":", "--nm", "2:4")
-    build_datasets(dataset, data_dir, resolution, subset)
-    raise pending("train", "the sparse training loop")
+        n, m = parse_pair(nm, ":", "--nm", "2:4")
+        nm_text = f"{n}:{m}"
+        if not n < m:
+            raise UserError(f"--nm {nm} needs N < M", "pass e.g. --nm 2:4")
+        if sparsity is None:
+            sparsity = 1 - n / m
+    if epochs <= 0 or batch_size < 1:
+        raise UserError("--epochs and --batch-size must be positive", "pass e.g. --epochs 10 --batch-size 64")
+    sparse = SparsityConfig(
+        method=method, sparsity=0.9 if sparsity is None else sparsity, distribution=distribution, nm=nm_text,
+        hjq=_hjq(hjq), delta_t=_delta_t(delta_t), omega0=_fraction(omega0, "--omega0"), omega_decay=omega_decay,
+        update_end=_fraction(update_end, "--update-end", low_open=True), freeze=not no_freeze, grow_init=grow_init,
+        grow_criterion=grow_criterion, gmp_start=_fraction(gmp_start, "--gmp-start"),
+    )
+    bundle = build_datasets(dataset, data_dir, resolution, subset)
+    config = TrainConfig(model=model_name, dataset=dataset, data_dir=data_dir, resolution=bundle.resolution,
+                         num_classes=num_classes, subset=subset, init_checkpoint=checkpoint, epochs=epochs,
+                         batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         warmup_epochs=warmup_epochs, workers=workers, seed=seed, device=device,
+                         checkpoint_every=checkpoint_every, sparsity=sparse)
+    summary = Trainer(config, out, resume=resume, data=bundle, progress_bar=not no_progress).fit()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    survival = summary["structure"].get("mean_survival")
+    click.echo(f"{method}: top-1 {100 * summary['val_acc']:.2f}% at sparsity {100 * summary['sparsity']['achieved']:.2f}%"
+               + ("" if survival is None else f", grown-weight survival {100 * survival:.1f}%")
+               + f"; run folder {out} (summary.md, metrics.jsonl, final_model.pt)")
 
 
 COMMANDS = [train]

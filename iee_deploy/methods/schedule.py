@@ -1,0 +1,127 @@
+"""Every schedule of the sparse training methods, as pure functions of the step.
+
+- `iee_step`: Algorithm 1's stage schedule (which IEE stage a step is in, which update starts it).
+- `update_fraction`: the update budget Omega_t as a fraction of the active budget (cosine or
+  exponential decay); RigL's and SET's drop fraction is the same function.
+- `resolve_period`: the update period that fits a run (the paper's, or shorter for short runs).
+- `dst_update_due`: when RigL / SET update.
+- `gmp_sparsity`, `gmp_update_due`: Zhu & Gupta's gradual magnitude pruning schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Stage(str, Enum):
+    """What a training step trains (Section 3.1)."""
+
+    IMPORTANCE_ESTIMATION = "importance_estimation"  # train Theta_K for H iterations, gather I(Theta_K)
+    ACCURACY_IMPROVEMENT = "accuracy_improvement"  # train the pruned Theta_K for J iterations
+    REACTIVATE_EXPLORE = "reactivate_explore"  # train Theta_P (Theta_K frozen) for Q iterations, gather I(Theta_P)
+    FINAL = "final"  # after the last IEE update: train Theta_K to the end
+
+
+class Event(str, Enum):
+    """A structure change applied at the start of a step, before its forward pass."""
+
+    PRUNE = "prune"  # Eq. 2: Theta_K loses its Omega_t least important units
+    REACTIVATE = "reactivate"  # Theta_P is switched on with its MRU values
+    GROW = "grow"  # Eq. 4: Theta_K gains the Omega_t most important units of Theta_P
+
+
+@dataclass(frozen=True)
+class IEEStep:
+    stage: Stage
+    events: tuple[Event, ...]  # in the order they apply
+    t: int  # the IEE update step (0 .. T-1) this step belongs to; T once updates are over
+
+
+def iee_step(step: int, h: int, j: int, q: int, updates: int) -> IEEStep:
+    """Stage and events of 0-based training `step` under Algorithm 1 with T = `updates`.
+
+    With period dT = H + J + Q and position p = step mod dT, update t = step // dT:
+      p = 0 (t >= 1): Grow of update t-1 (Algorithm 1, line 9: i mod dT = 0)
+      p < H:          Importance Estimation
+      p = H:          Prune (line 4: (i + J + Q) mod dT = 0)
+      H <= p < H+J:   Accuracy Improvement
+      p = H+J:        Reactivate (line 7: (i + Q) mod dT = 0; with J = 0 right after Prune)
+      p >= H+J:       Reactivate & Explore
+    Algorithm 1's iteration i is `step` here; its first iteration i = 1 leaves the first
+    Importance Estimation one step short, and step 0 has no Grow since nothing was explored.
+    An update t runs only while t < T, so the last Grow is at step T * dT.
+    """
+    if h < 1 or j < 0 or q < 1:
+        raise ValueError(f"IEE needs H >= 1, J >= 0, Q >= 1; got {h}, {j}, {q}")
+    period = h + j + q
+    t, p = divmod(step, period)
+    events: tuple[Event, ...] = (Event.GROW,) if p == 0 and 1 <= t <= updates else ()
+    if t >= updates:
+        return IEEStep(Stage.FINAL, events, updates)
+    if p < h:
+        return IEEStep(Stage.IMPORTANCE_ESTIMATION, events, t)
+    if p == h:
+        events += (Event.PRUNE,)
+    if p < h + j:
+        return IEEStep(Stage.ACCURACY_IMPROVEMENT, events, t)
+    if p == h + j:
+        events += (Event.REACTIVATE,)
+    return IEEStep(Stage.REACTIVATE_EXPLORE, events, t)
+
+
+def iee_updates(total_steps: int, period: int, update_end: float) -> int:
+    """T: how many whole IEE periods fit in the first `update_end` of training."""
+    return int(math.floor(update_end * total_steps + 1e-9)) // period
+
+
+class Decay(str, Enum):
+    COSINE = "cosine"
+    EXPONENTIAL = "exponential"
+
+
+EXPONENTIAL_FINAL = 0.01
+"""Exponential decay ends at this share of Omega_0 (a geometric interpolation, as FORCE/HALP)."""
+
+
+def update_fraction(progress: float, omega0: float = 0.3, decay: Decay | str = Decay.COSINE) -> float:
+    """Omega_t / Psi at `progress` = t / T in [0, 1) of the update window.
+
+    cosine (default): omega0 * (1 + cos(pi * progress)) / 2, RigL's drop-fraction schedule. The
+    paper's Omega_0 = 0.3 Psi and its end at 3/4 of training are RigL's alpha = 0.3 and
+    T_end = 3/4, and IEE with J = Q = 1 "reduces to RigL" (Table 4) only with RigL's budget
+    schedule, so the default makes IEE and RigL differ only in how they choose what to move.
+    exponential: omega0 * 0.01 ** progress, the geometric schedule of the scheduler the paper
+    cites ([6], FORCE), also used by HALP; it moves more late in training than cosine.
+    """
+    if Decay(decay) is Decay.COSINE:
+        return omega0 * (1 + math.cos(math.pi * progress)) / 2
+    return omega0 * EXPONENTIAL_FINAL ** progress
+
+
+MIN_UPDATES = 4
+
+
+def resolve_period(paper_period: int, total_steps: int, update_end: float) -> int:
+    """The paper's update period, or a shorter one so that >= 4 updates fit a short run (>= 1 step)."""
+    window = int(math.floor(update_end * total_steps + 1e-9))
+    return max(1, min(paper_period, window // MIN_UPDATES))
+
+
+def dst_update_due(step: int, delta_t: int, end_step: int) -> bool:
+    """RigL / SET update every `delta_t` steps before `end_step` (not at step 0)."""
+    return 0 < step < end_step and step % delta_t == 0
+
+
+def gmp_sparsity(step: int, final: float, start_step: int, end_step: int) -> float:
+    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f)(1 - (t - t0)/(n dt))^3 with s_i = 0."""
+    if step <= start_step:
+        return 0.0
+    progress = min(1.0, (step - start_step) / max(1, end_step - start_step))
+    return final * (1 - (1 - progress) ** 3)
+
+
+def gmp_update_due(step: int, delta_t: int, start_step: int, end_step: int) -> bool:
+    """GMP prunes every `delta_t` steps after `start_step`, and once more exactly at `end_step`."""
+    return start_step < step <= end_step and ((step - start_step) % delta_t == 0 or step == end_step)

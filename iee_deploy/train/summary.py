@@ -1,0 +1,70 @@
+"""The run's results: summary.json (machine-readable) and summary.md (human-readable)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from iee_deploy.io import write_json, write_text
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl file (an absent file has none)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def structure_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Update counts, survival rates and IoUs of the update records (Section 4.4)."""
+    prunes = [r for r in records if r.get("type") == "update" and r["event"] == "prune"]
+    grows = [r for r in records if r.get("type") == "update" and r["event"] == "grow"]
+    survival = [r["survival"] for r in prunes if r.get("survival") is not None]
+    return {
+        "prunes": len(prunes),
+        "grows": len(grows),
+        "survival": survival,
+        "mean_survival": _mean(survival),
+        "iou_after_prune": [r["iou"] for r in prunes if r.get("iou") is not None],
+        "iou_after_grow": [r["iou"] for r in grows if r.get("iou") is not None],
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def summary_markdown(s: dict[str, Any]) -> str:
+    st, fl, sp = s["structure"], s["flops"], s["sparsity"]
+    last_iou_p = st["iou_after_prune"][-1] if st["iou_after_prune"] else None
+    last_iou_g = st["iou_after_grow"][-1] if st["iou_after_grow"] else None
+    rows = [
+        ("method", s["method"]),
+        ("model / dataset", f"{s['model']} / {s['dataset']} ({s['resolution']} px)"),
+        ("epochs / steps / global batch", f"{s['epochs']:g} / {s['steps']} / {s['global_batch']}"),
+        ("top-1 (final / best)", f"{_pct(s['val_acc'])} / {_pct(s['best_val_acc'])}"),
+        ("sparsity (target / achieved)", f"{_pct(sp['target'])} / {_pct(sp['achieved'])} ({sp['distribution']}"
+                                         + (f", N:M {sp['nm']}" if sp["nm"] else "") + ")"),
+        ("forward FLOPs (dense / sparse)", f"{fl['dense_forward']:.4g} / {fl['sparse_forward']:.4g}"),
+        ("training FLOPs (measured, x dense training)", f"{fl['train_total']:.4g} (x{fl['train_relative']:.3f})"),
+        ("training FLOPs (appendix 3 formula, x dense)",
+         "-" if fl["appendix_relative"] is None else f"x{fl['appendix_relative']:.3f}"),
+        ("structure updates (prune / grow)", f"{st['prunes']} / {st['grows']}"),
+        ("grown-weight survival rate (mean)", _pct(st["mean_survival"])),
+        ("IoU of Theta_K (last, after prune / after grow)", f"{_pct(last_iou_p)} / {_pct(last_iou_g)}"),
+        ("wall time", f"{s['seconds']:.1f} s"),
+    ]
+    lines = [f"# Training run: {s['method']}", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    lines += ["", "## Per-layer sparsity", "", "| layer | sparsity |", "|---|---|"]
+    lines += [f"| {name} | {_pct(v)} |" for name, v in sp["layers"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    write_json(run_dir / "summary.json", summary)
+    write_text(run_dir / "summary.md", summary_markdown(summary))

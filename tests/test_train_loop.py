@@ -1,0 +1,140 @@
+"""The training loop end to end: run folder, kill-and-resume, DDP under torchrun, CLI errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import ROOT, assert_user_error, run_cli
+
+from iee_deploy.cli import main
+from iee_deploy.data import build_datasets
+from iee_deploy.methods import SparsityConfig
+from iee_deploy.models import build_model
+from iee_deploy.sparse.distributions import layer_active_counts
+from iee_deploy.sparse.masks import prunable_layers
+from iee_deploy.sparse.state import TrainableSet
+from iee_deploy.train import TrainConfig, Trainer
+
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # one thread: deterministic and fast when shared
+SMALL = ("--model", "resnet20", "--resolution", "8", "--subset", "160", "--batch-size", "16", "--no-progress")
+
+
+def cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "iee_deploy", "train", *SMALL, *args], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def updates(run: Path) -> list[dict]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["type"] == "update"]
+
+
+def test_train_writes_the_run_folder_with_exact_erk_sparsity(tmp_path):
+    run = tmp_path / "run"
+    result = cli("--epochs", "4", "--sparsity", "0.8", "--out", str(run))
+    out, err = result.communicate(timeout=300)
+    assert result.returncode == 0, err
+    assert "grown-weight survival" in out and "epoch 4:" in out
+    info = json.loads((run / "run.json").read_text())
+    assert info["finished"] and info["kind"] == "unstructured" and info["sparsity"] == 0.8
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["structure"]["prunes"] == summary["structure"]["grows"] == summary["settings"]["updates"] >= 4
+    assert 0 < summary["flops"]["sparse_forward"] < summary["flops"]["dense_forward"]
+    recs = updates(run)
+    assert all(0 <= r["survival"] <= 1 for r in recs if r["event"] == "prune" and r["t"] > 0)
+    assert all(r["iou"] is not None for r in recs[2:])
+    model = build_model("resnet20", 10, 8)
+    model.load_state_dict(torch.load(run / "final_model.pt"))
+    shapes = [tuple(m.weight.shape) for _, m in prunable_layers(model)]
+    assert [int(m.weight.ne(0).sum()) for _, m in prunable_layers(model)] == layer_active_counts(shapes, 0.8, "erk")
+    pruned = torch.load(run / "pruned_model.pt", weights_only=False)
+    assert all(torch.equal(a, b) for a, b in zip(pruned.state_dict().values(), model.state_dict().values()))
+    assert "survival" in (run / "summary.md").read_text()
+
+
+def test_kill_and_resume_gives_the_same_final_masks(tmp_path):
+    args = ("--epochs", "6", "--checkpoint-every", "4", "--method", "iee")
+    whole = cli(*args, "--out", str(tmp_path / "whole"))
+    killed = cli(*args, "--out", str(tmp_path / "killed"))
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    assert not (tmp_path / "killed" / "summary.json").exists()  # really interrupted
+    resumed = cli(*args, "--out", str(tmp_path / "killed"), "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
+    assert whole.wait(timeout=300) == 0, whole.communicate()[1]
+    a, b = (torch.load(tmp_path / name / "final_model.pt") for name in ("whole", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same weights, so the same masks
+    assert updates(tmp_path / "whole") == updates(tmp_path / "killed")  # same IoU / survival history
+
+
+def test_resume_in_the_middle_of_reactivate_and_explore(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocesses: fast on a shared machine
+    try:
+        _resume_mid_explore(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _resume_mid_explore(tmp_path):
+    data = build_datasets("digits", resolution=8, subset=96)
+    config = TrainConfig(resolution=8, subset=96, batch_size=16, epochs=3, checkpoint_every=1,
+                         sparsity=SparsityConfig(hjq=(2, 1, 2)))
+    reference = tmp_path / "reference"
+    Trainer(config, reference, data=data, progress_bar=False).fit()
+
+    class Crash(Exception):
+        pass
+
+    def crash(step, model, method):
+        if method.state.trainable is TrainableSet.EXPLORATION and step > 8:
+            raise Crash
+
+    with pytest.raises(Crash):
+        Trainer(config, tmp_path / "crashed", data=data, progress_bar=False, on_step_end=crash).fit()
+    assert torch.load(tmp_path / "crashed" / "checkpoint.pt", weights_only=False)["method"]["space"]["masks"][
+        "trainable"] == "exploration"
+    Trainer(config, tmp_path / "crashed", data=data, progress_bar=False, resume=True).fit()
+    a, b = (torch.load(tmp_path / name / "final_model.pt") for name in ("reference", "crashed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_two_ranks_hold_identical_masks(tmp_path):
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "run"), str(dump)]
+    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    r0, r1 = (torch.load(dump / f"rank{r}.pt") for r in (0, 1))
+    assert r0["step"] == r1["step"] and (r0["rank"], r1["rank"]) == (0, 1)
+    assert all(torch.equal(a, b) for a, b in zip(r0["masks"], r1["masks"]))
+    assert all(torch.equal(r0["weights"][k], r1["weights"][k]) for k in r0["weights"])
+    assert len(updates(tmp_path / "run")) == 4  # 8 steps, updates in the first 6: T = 2 (rank 0 wrote the metrics)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["global_batch"] == 24
+
+
+def test_train_user_errors(tmp_path):
+    assert_user_error(run_cli("train", "--latency-ms", "5"), "structured training", "not in this build")
+    runner = CliRunner()
+    for args, fragment in [
+        (["--method", "halp"], "structured training"),
+        (["--out", str(tmp_path), "--resume"], "nothing to resume"),
+        (["--nm", "2:4", "--distribution", "global"], "cannot be combined with --distribution global"),
+        (["--nm", "2:4", "--sparsity", "0.9"], "contradicts --nm"),
+        (["--method", "rigl", "--hjq", "5,5,5"], "does not use --hjq"),
+        (["--hjq", "5,5"], "--hjq '5,5' is not three"),
+        (["--update-end", "0"], "--update-end 0 is not a fraction"),
+    ]:
+        result = runner.invoke(main, ["train", "--subset", "64", "--out", str(tmp_path), *args])
+        assert result.exit_code == 2 and fragment in result.output, (args, result.output)
