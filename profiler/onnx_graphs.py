@@ -1,0 +1,82 @@
+"""ONNX models to time: one-layer networks built directly, and whole networks exported from torch.
+
+A one-layer network is the layer as the runtime executes it inside a network: a conv with its
+BatchNorm folded into the bias and the ReLU fused after it (ONNX Runtime and TensorRT both fuse
+Conv+BN+ReLU); a Linear is a Gemm. Building the graph with `onnx.helper` takes microseconds,
+against a second per `torch.onnx.export`, which matters for tables of thousands of rows.
+Weights are random: dense kernels do not skip zeros, but random values keep it honest.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from profiler.layers import LayerSignature
+
+OPSET = 17
+INPUT, OUTPUT = "input", "output"
+_DTYPES = {"fp32": (np.float32, TensorProto.FLOAT, torch.float32), "fp16": (np.float16, TensorProto.FLOAT16, torch.float16)}
+
+
+def conv_groups(sig: LayerSignature, cin: int, cout: int) -> int:
+    """Conv groups of `sig` pruned to (cin, cout): whole groups go, so both must be whole multiples of a group."""
+    groups = sig.groups_for(cin)
+    if sig.diagonal and (cin != groups * sig.in_per_group or cout != groups * sig.out_per_group):
+        raise ValueError(f"({cin}, {cout}) is not a whole number of {sig.in_per_group}->{sig.out_per_group} conv groups")
+    return groups
+
+
+def layer_input_shape(sig: LayerSignature, cin: int, batch: int) -> tuple[int, ...]:
+    """Input shape of a one-layer network: (batch, cin) for a Linear, (batch, cin, H, W) for a conv."""
+    return (batch, cin) if sig.kind == "linear" else (batch, cin, *sig.in_hw)
+
+
+def layer_onnx(sig: LayerSignature, cin: int, cout: int, batch: int, precision: str = "fp32", seed: int = 0) -> onnx.ModelProto:
+    """A one-layer ONNX model of `sig` with `cin` input and `cout` output channels, static shapes."""
+    np_dtype, onnx_dtype, _ = _DTYPES[precision]
+    rng = np.random.default_rng(seed)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape, dtype=np.float32) * 0.05).astype(np_dtype), name)
+
+    if sig.kind == "linear":
+        out_shape = [batch, cout]
+        nodes = [helper.make_node("Gemm", [INPUT, "weight", "bias"], [OUTPUT], transB=1)]
+        inits = [weight("weight", cout, cin), weight("bias", cout)]
+    else:
+        groups = conv_groups(sig, cin, cout)
+        (ph, pw), (oh, ow) = sig.padding, sig.out_hw
+        out_shape = [batch, cout, oh, ow]
+        nodes = [
+            helper.make_node("Conv", [INPUT, "weight", "bias"], ["conv"], kernel_shape=list(sig.kernel), strides=list(sig.stride),
+                             pads=[ph, pw, ph, pw], dilations=list(sig.dilation), group=groups),
+            helper.make_node("Relu", ["conv"], [OUTPUT]),
+        ]
+        inits = [weight("weight", cout, cin // groups, *sig.kernel), weight("bias", cout)]
+    graph = helper.make_graph(nodes, sig.key, [helper.make_tensor_value_info(INPUT, onnx_dtype, list(layer_input_shape(sig, cin, batch)))],
+                              [helper.make_tensor_value_info(OUTPUT, onnx_dtype, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="iee-deploy profiler")
+    model.ir_version = 8  # readable by every ONNX Runtime and TensorRT parser we support
+    return model
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], precision: str = "fp32") -> bytes:
+    """Export `model` (eval mode, static `input_shape`) to ONNX bytes, in fp16 when asked (strongly typed engines)."""
+    dtype = _DTYPES[precision][2]
+    module = copy.deepcopy(model).eval().to(dtype)
+    example = torch.randn(*input_shape, dtype=dtype)
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        path = Path(folder) / "model.onnx"
+        torch.onnx.export(module, (example,), path, input_names=[INPUT], output_names=[OUTPUT], opset_version=OPSET,
+                          dynamo=False, do_constant_folding=True)
+        return path.read_bytes()

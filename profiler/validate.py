@@ -1,0 +1,147 @@
+"""Is a LUT trustworthy? Predicted vs measured latency of random physically pruned sub-networks.
+
+`validate_lut` draws random sub-networks (every prunable group keeps 30-100% of its channels,
+see `profiler.subnets`), measures each whole network with the LUT's own backend and settings on
+the LUT's device, and compares with the latency model's prediction: mean absolute percentage
+error (MAPE) and Spearman rank correlation (what a pruning method needs: that a faster predicted
+network is a faster real one).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+from tqdm import tqdm
+
+from iee_deploy.models import build_model
+from profiler.backends import BackendSettings, make_backend
+from profiler.latency import LatencyModel
+from profiler.layers import enumerate_layers
+from profiler.lut import LutMeta, check_lut, load_lut
+from profiler.measure import input_shape, machine_info, now
+from profiler.subnets import random_subnetworks
+from profiler.targets import Target, check_device, list_targets, load_target
+
+
+def mape(predicted: ArrayLike, measured: ArrayLike) -> float:
+    """Mean absolute percentage error of `predicted` against `measured`, in percent."""
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    return float(np.mean(np.abs(p - m) / m) * 100)
+
+
+def ranks(values: ArrayLike) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank."""
+    v = np.asarray(values, float)
+    order = np.argsort(v, kind="mergesort")
+    positions = np.empty(v.size)
+    positions[order] = np.arange(1, v.size + 1)
+    _, tie, counts = np.unique(v, return_inverse=True, return_counts=True)
+    return np.asarray(np.bincount(tie, weights=positions) / counts)[tie]
+
+
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
+    """Spearman rank correlation (Pearson correlation of the ranks); NaN when either side is constant."""
+    rx, ry = ranks(x), ranks(y)
+    if rx.size < 2 or np.ptp(rx) == 0 or np.ptp(ry) == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+@dataclass
+class Sample:
+    """One random sub-network: its keep level, predicted and measured latency (ms per batch)."""
+
+    level: float
+    predicted_ms: float
+    measured_ms: float  # the LUT's statistic (median or min) over the runs
+    measured_median_ms: float
+    measured_iqr_ms: float
+    sum_of_layers_ms: float
+    error_pct: float
+
+
+@dataclass
+class ValidationReport:
+    """Predicted vs measured latency of random sub-networks under one LUT."""
+
+    lut: str
+    model: str
+    target: str
+    backend: str
+    device: str
+    batch: int
+    resolution: int
+    precision: str
+    statistic: str
+    seed: int
+    keep_range: tuple[float, float]
+    calibration: dict[str, Any]
+    dense_measured_ms: float
+    dense_predicted_ms: float
+    samples: list[Sample]
+    mape_pct: float
+    spearman: float
+    mape_uncalibrated_pct: float  # with a = 1, b = 0: the raw sum of layer latencies
+    seconds: float
+    date: str = field(default_factory=now)
+    machine: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lut_target(meta: LutMeta) -> Target:
+    """The target a LUT was measured on: a shipped target by name, else the YAML file recorded at profile time."""
+    return load_target(meta.target if meta.target in list_targets() else meta.target_file)
+
+
+def lut_settings(meta: LutMeta, target: Target) -> BackendSettings:
+    """The backend settings the LUT was measured with."""
+    return BackendSettings(device="cuda" if target.kind == "gpu" else "cpu", precision=meta.precision,
+                           threads=meta.threads, warmup=meta.warmup, repeats=meta.repeats,
+                           network_repeats=meta.network_repeats)
+
+
+def validate_lut(lut_path: str | Path, model_name: str, num_classes: int | None = None, resolution: int | None = None,
+                 checkpoint: str | None = None, samples: int = 10, seed: int = 0, low: float = 0.3, high: float = 1.0,
+                 progress: bool = True) -> ValidationReport:
+    """Measure `samples` random sub-networks of the LUT's model and compare with the LUT's predictions."""
+    started = time.perf_counter()
+    lut = load_lut(lut_path)
+    meta = lut.meta
+    num_classes = num_classes or meta.num_classes
+    resolution = resolution or meta.resolution
+    model = build_model(model_name, num_classes, resolution, checkpoint).eval()
+    check_lut(lut, model=model_name, num_classes=num_classes, resolution=resolution,
+              layers=enumerate_layers(model, input_shape(1, resolution)))
+    target = lut_target(meta)
+    device = check_device(target)
+    backend = make_backend(meta.backend, lut_settings(meta, target))
+    latency = LatencyModel.from_lut(lut)
+    subnets = list(tqdm(random_subnetworks(model, resolution, samples, seed, low, high, latency.align), total=samples,
+                        desc="prune sub-networks", unit="net", file=sys.stderr, disable=not progress))
+    if progress:
+        print(f"timing {samples + 1} whole networks, interleaved...", file=sys.stderr)
+    dense, *timings = backend.time_models([model] + [s.model for s in subnets], input_shape(meta.batch, resolution))
+    results = []
+    for subnet, timing in zip(subnets, timings):
+        predicted, measured = latency.predict(subnet.layer_channels), timing.value(meta.statistic)
+        results.append(Sample(subnet.level, predicted, measured, timing.median_ms, timing.iqr_ms,
+                              latency.sum_of_layers(subnet.layer_channels), (predicted - measured) / measured * 100))
+    measured_all = [s.measured_ms for s in results]
+    return ValidationReport(
+        lut=str(lut_path), model=model_name, target=meta.target, backend=meta.backend, device=device, batch=meta.batch,
+        resolution=resolution, precision=meta.precision, statistic=meta.statistic, seed=seed, keep_range=(low, high),
+        calibration=latency.calibration.to_dict(), dense_measured_ms=dense.value(meta.statistic),
+        dense_predicted_ms=latency.predict({}), samples=results,
+        mape_pct=mape([s.predicted_ms for s in results], measured_all),
+        spearman=spearman([s.predicted_ms for s in results], measured_all),
+        mape_uncalibrated_pct=mape([s.sum_of_layers_ms for s in results], measured_all),
+        seconds=time.perf_counter() - started, machine=machine_info(meta.threads),
+    )
