@@ -59,6 +59,7 @@ class TensorMasks:
         masked = {id(p) for p in self.params}
         self.other_params = [p for p in model.parameters() if id(p) not in masked]
         self.other_buffers = [b for b in model.buffers() if id(b) not in masked]
+        self.masked_buffers = [i for i, p in enumerate(self.params) if not isinstance(p, nn.Parameter)]
         self.masks = [m.to(device=p.device, dtype=torch.bool).clone() for m, p in zip(masks, self.params)]
         self.mru = [torch.where(m, p.detach(), 0) if never_used is GrowInit.ZERO else p.detach().clone()
                     for m, p in zip(self.masks, self.params)]
@@ -105,9 +106,15 @@ class TensorMasks:
                     for s in now:
                         s.masked_fill_(m, 0)
             self._frozen = []
-            assert self._buffers is not None
+            assert self._buffers is not None  # as at reactivate: the forward pass updated BN statistics
             for b, saved in zip(self.other_buffers, self._buffers):
                 b.copy_(saved)
+            for i, saved in zip(self.masked_buffers, self._buffers[len(self.other_buffers):]):
+                self.params[i].copy_(torch.where(self.masks[i], saved, self.params[i]))
+
+    def _snapshot_targets(self) -> list[Tensor]:
+        """The buffers a frozen exploration restores after every step (masked ones on Theta_K only)."""
+        return self.other_buffers + [self.params[i] for i in self.masked_buffers]
 
     @contextmanager
     def active_only(self) -> Iterator[None]:
@@ -186,7 +193,7 @@ class TensorMasks:
         for p, m, mru in zip(self.params, self.masks, self.mru):
             p.copy_(torch.where(m, p, mru if init is GrowInit.MRU else torch.zeros_like(p)))
         self.trainable = TrainableSet.EXPLORATION if freeze else TrainableSet.ALL
-        self._buffers = [b.clone() for b in self.other_buffers] if freeze else None
+        self._buffers = [b.clone() for b in self._snapshot_targets()] if freeze else None
 
     def flat_active(self) -> Tensor:
         """Theta_K of all layers as one boolean vector."""
@@ -206,7 +213,7 @@ class TensorMasks:
             mru.copy_(v)
         self.trainable = TrainableSet(state["trainable"])
         self._buffers = None if state["buffers"] is None else \
-            [v.to(b.device) for v, b in zip(state["buffers"], self.other_buffers)]
+            [v.to(b.device) for v, b in zip(state["buffers"], self._snapshot_targets())]
 
 
 class WeightMasks(TensorMasks):

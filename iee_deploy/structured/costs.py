@@ -19,8 +19,8 @@ prediction when only g changes:
 The sum over groups misses only the cross terms of layers between two changed groups (for a
 bilinear cost c cin cout, c (dcin)(dcout) > 0 when both shrink or both grow), so the true
 prediction of a solution can exceed the knapsack's estimate a little. `solve_within` therefore
-checks every solution with the true prediction and, if it is over the limit, tightens the budget by
-the excess and solves again.
+checks every solution with the true prediction and, if it is over the limit, solves again with the
+budget set to that solution's estimated cost minus its excess over the limit.
 
 Options respect the hardware: a group keeps a multiple of `unit_multiple(per_unit, align)` units
 (channel counts on the LUT's channel block) or all of them, and at least its `min_keep`.
@@ -46,7 +46,7 @@ Touching = Sequence[tuple[str, int, int]]
 """The layers a group sets: (layer name, input channels per unit, output channels per unit)."""
 
 MAX_ATTEMPTS = 8
-"""Solves per update before giving up on the linearised costs (each tightens the budget by the excess)."""
+"""Solves per update before giving up on the linearised costs (each tightens the budget, see `solve_within`)."""
 TIGHTEN_MARGIN = 1e-6
 """Extra tightening per attempt, relative to the limit, so that a float tie does not repeat an attempt."""
 
@@ -125,6 +125,7 @@ class Solved:
     counts: dict[str, int]  # the configuration it leads to (units per group)
     predicted_ms: float
     attempts: int
+    budget: float  # the knapsack budget of the accepted attempt (tightened after the first)
 
 
 def solve_within(build: Callable[[float], KnapsackProblem], configuration: Callable[[Selection], dict[str, int]],
@@ -132,7 +133,8 @@ def solve_within(build: Callable[[float], KnapsackProblem], configuration: Calla
                  solver: str = "cpsat") -> Solved | None:
     """Solve `build(budget)`; accept the answer if `predict` of its configuration is <= `limit`.
 
-    Otherwise tighten the budget by the excess and solve again (up to MAX_ATTEMPTS). None when
+    Otherwise solve again with the budget at the answer's estimated cost minus its excess over the
+    limit, so that the next answer is cheaper by at least what the estimate missed (up to MAX_ATTEMPTS). None when
     no attempt fits (or the tightened budget is infeasible): the caller falls back to a safe choice.
     """
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -143,8 +145,9 @@ def solve_within(build: Callable[[float], KnapsackProblem], configuration: Calla
         counts = configuration(selection)
         predicted = predict(counts)
         if predicted <= limit:
-            return Solved(selection, counts, predicted, attempt)
-        budget -= predicted - limit + TIGHTEN_MARGIN * abs(limit)
+            return Solved(selection, counts, predicted, attempt, budget)
+        # the linearisation missed `predicted - limit` beyond this selection's estimated cost: ask for that much less
+        budget = selection.cost - (predicted - limit) - TIGHTEN_MARGIN * abs(limit)
     return None
 
 

@@ -198,7 +198,8 @@ class ChannelSpace:
             predicted_latency_ms=self.predicted_ms(), limit_ms=limit, budget_ms=self.psi, omega_ms=omega_ms,
             channels=self.masks.counts(), solver=None if sel is None else {
                 "counts": dict(sel.counts), "status": sel.status, "objective": sel.objective, "cost_ms": sel.cost,
-                "attempts": solved.attempts if solved else None, "seconds": sel.solve_time_s},
+                "attempts": solved.attempts if solved else None, "budget_ms": solved.budget if solved else None,
+                "seconds": sel.solve_time_s},
             fallback=solved is None)
         return record
 

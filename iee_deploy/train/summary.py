@@ -58,7 +58,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
         ("training FLOPs (appendix 3 formula, x dense)",
          "-" if fl["appendix_relative"] is None else f"x{fl['appendix_relative']:.3f}"),
         ("structure updates (prune / grow)", f"{st['prunes']} / {st['grows']}"),
-        ("grown-weight survival rate (mean)", _pct(st["mean_survival"])),
+        ("grown-unit survival rate (mean)", _pct(st["mean_survival"])),
         ("IoU of Theta_K (last, after prune / after grow)", f"{_pct(last_iou_p)} / {_pct(last_iou_g)}"),
         ("wall time", f"{s['seconds']:.1f} s"),
     ]
