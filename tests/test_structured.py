@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import assert_user_error, run_cli
 from synthetic_lut import macs_ms, write_synthetic_lut
+from test_graph import one_thread  # noqa: F401  (autouse: one intra-op thread on a shared machine)
 from torch import nn
 
 from iee_deploy.errors import UserError
@@ -40,15 +41,6 @@ from profiler.layers import LayerSignature
 from solvers import solve
 
 RES = 16
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: exact and much faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def stepped_ms(sig: LayerSignature, cin: int, cout: int) -> float:
@@ -317,3 +309,29 @@ def test_halp_and_iee_from_a_checkpoint_through_the_same_loop(lut8, tmp_path):
             assert [p["method"] for p in summary["settings"]["phases"]] == ["halp", "iee"]
             assert events[: summary["settings"]["phases"][0]["prunes"]] == ["prune"] * summary["settings"]["phases"][0]["prunes"]
             assert "grow" in events
+
+
+class Stop(Exception):
+    """Raised from a step callback to interrupt a run mid-training."""
+
+
+def test_a_structured_run_resumed_mid_explore_repeats_the_uninterrupted_run(lut8, tmp_path):
+    config = TrainConfig(model="resnet20", dataset="digits", resolution=8, subset=160, batch_size=16, epochs=2,
+                         checkpoint_every=3, sparsity=SparsityConfig(latency_ratio=0.5, lut=str(lut8), hjq=(2, 1, 2)))
+    Trainer(config, tmp_path / "whole", progress_bar=False).fit()
+
+    def stop_after_the_checkpoint_in_explore(step, model, method):
+        if step == 9:  # the last checkpoint was written after step 8, a Reactivate & Explore step
+            assert method.state.trainable is TrainableSet.EXPLORATION
+            raise Stop
+
+    with pytest.raises(Stop):
+        Trainer(config, tmp_path / "cut", progress_bar=False, on_step_end=stop_after_the_checkpoint_in_explore).fit()
+    Trainer(config, tmp_path / "cut", resume=True, progress_bar=False).fit()
+    a, b = (torch.load(tmp_path / name / "final_model.pt") for name in ("whole", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    records = [[r for r in map(json.loads, (tmp_path / name / "metrics.jsonl").read_text().splitlines())
+                if r["type"] == "update"] for name in ("whole", "cut")]
+    for r in records[0] + records[1]:
+        r["solver"].pop("seconds")  # solver wall time
+    assert records[0] == records[1] and len(records[0]) >= 6

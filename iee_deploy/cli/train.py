@@ -128,7 +128,8 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
         hjq=_hjq(hjq), delta_t=_delta_t(delta_t), omega0=_fraction(omega0, "--omega0"), omega_decay=omega_decay,
         update_end=_fraction(update_end, "--update-end", low_open=True), freeze=not no_freeze, grow_init=grow_init,
         grow_criterion=grow_criterion, gmp_start=_fraction(gmp_start, "--gmp-start"), latency_ms=latency_ms,
-        latency_ratio=latency_ratio, target=target, lut=lut, start="dense" if checkpoint else "scratch", descent=descent,
+        latency_ratio=latency_ratio, target=target, lut=lut, start="dense" if checkpoint and structured else "scratch",
+        descent=descent,
     )
     bundle = build_datasets(dataset, data_dir, resolution, subset)
     if structured:  # the LUT must describe this model at this resolution, before any data is trained on
