@@ -180,7 +180,7 @@ class ChannelSpace:
         solved = solve_within(lambda b: grow_problem(explore, counts, self.multiple, self._deltas(counts), b),
                               lambda sel: {g: counts[g] + sel.counts[g] for g in counts}, self.predict,
                               self.psi - self.predict(counts), self.psi, self.solver)
-        adds = self.grow_selection(solved)
+        adds = self._grow_counts(solved)
         added = [self.dist.broadcast_(selection.largest(s, c, adds[g]))
                  for g, s, c in zip(self.ids, on_device, candidates)]
         self.masks.grow_units(added, GrowInit.MRU)
@@ -188,7 +188,7 @@ class ChannelSpace:
         record = self.tracker.record_grow(self.masks.flat_active(), torch.cat(added), step, t)
         return self._described(record, self.psi, solved, budget)
 
-    def grow_selection(self, solved: Solved | None) -> dict[str, int]:
+    def _grow_counts(self, solved: Solved | None) -> dict[str, int]:
         """Units to add per group: the solver's counts, or none when no solution fits Psi."""
         return {g: 0 for g in self.ids} if solved is None else {g: int(solved.selection.counts[g]) for g in self.ids}
 
