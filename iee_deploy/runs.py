@@ -10,7 +10,8 @@ Layout of a run folder:
 | `metrics.jsonl` | each sparsity update | IoU, survival, per-layer sparsity, FLOPs, predicted latency |
 | `final_model.pt` | at the end | state_dict of the full-size, masked training model |
 | `pruned_model.pt` | at the end | the physically smaller `nn.Module` (whole module, `torch.save`) |
-| `summary.json`, `summary.md` | at the end | the results, machine- and human-readable |
+| `summary.json`, `summary.md` | at the end | the results, machine- and human-readable (structured: `latency` section) |
+| `channels.json` | at the end, structured runs | kept unit indices per channel group, layer widths, predicted latency |
 """
 
 from __future__ import annotations

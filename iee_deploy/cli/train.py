@@ -8,10 +8,8 @@ import click
 
 from iee_deploy.cli.options import data_options, model_options, parse_pair
 from iee_deploy.data import build_datasets
-from iee_deploy.errors import NotAvailableError, UserError
-from iee_deploy.models import model_spec
-
-STRUCTURED = "structured training (--latency-ms, --latency-ratio, --target, --lut, --method halp) is not in this build"
+from iee_deploy.errors import UserError
+from iee_deploy.models import build_model, model_spec
 
 
 def _hjq(text: str) -> tuple[int, int, int] | None:
@@ -44,28 +42,41 @@ def _fraction(value: float, flag: str, low_open: bool = False) -> float:
 @click.option("--method", type=click.Choice(["iee", "rigl", "set", "static", "gmp", "halp"]), default="iee", show_default=True,
               help="Sparsification method; all share one training loop. iee: the paper's prune / reactivate & explore / grow; "
                    "rigl: magnitude drop, gradient grow; set: magnitude drop, random grow; static: fixed random mask; "
-                   "gmp: gradual magnitude pruning from dense (Zhu & Gupta).")
+                   "gmp: gradual magnitude pruning from dense (Zhu & Gupta); halp: latency-constrained channel pruning "
+                   "(Shen et al.), structured only. With --latency-ms/--latency-ratio, iee and halp prune channels.")
 @click.option("--sparsity", type=float, default=None,
               help="Unstructured: fraction of prunable (conv and linear) weights removed, 0-1. Default 0.9, or 1-N/M with --nm.")
 @click.option("--distribution", type=click.Choice(["uniform", "erk", "global"]), default="erk", show_default=True,
               help="Unstructured: how sparsity is spread over layers (global: ranked over all layers, ERK start).")
 @click.option("--nm", default=None, help="Unstructured N:M pattern along the input dimension, e.g. 2:4 (layers whose "
                                         "input channels are not a multiple of M stay dense).")
-@click.option("--latency-ms", type=float, default=None, help="Structured: latency budget Psi in ms on the target (LUT batch/precision).")
-@click.option("--latency-ratio", type=float, default=None, help="Structured: budget as a fraction of the dense model's latency (0-1).")
-@click.option("--target", default=None, help="Structured: hardware target name (targets/*.yaml) or a YAML path.")
-@click.option("--lut", type=click.Path(dir_okay=False), default=None, help="Structured: latency lookup table from `iee-deploy profile`.")
+@click.option("--latency-ms", type=float, default=None,
+              help="Structured: latency budget Psi in ms per batch on the LUT's target, at the LUT's batch size and "
+                   "precision, as the LUT's latency model predicts it.")
+@click.option("--latency-ratio", type=float, default=None,
+              help="Structured: latency budget Psi as a fraction (0-1] of the dense model's predicted latency.")
+@click.option("--target", default=None,
+              help="Structured: hardware target name (targets/*.yaml) or YAML path; must be the LUT's (default: the LUT's).")
+@click.option("--lut", type=click.Path(dir_okay=False), default=None,
+              help="Structured: latency lookup table (.csv, .json beside it) from `iee-deploy profile` for this model, "
+                   "class count and resolution.")
+@click.option("--descent", type=float, default=0.5, show_default=True,
+              help="Structured IEE from a --checkpoint: share (0-1) of the update window spent pruning the dense model "
+                   "down to Psi with HALP's exponential schedule before IEE's updates.")
 @click.option("--hjq", default="auto", show_default=True,
               help="IEE iterations H,J,Q: importance estimation, accuracy improvement, reactivate & explore (steps), "
                    "e.g. 150,150,150. auto: the paper's 150,150,150, or equal shorter ones so >= 4 updates fit a short run.")
 @click.option("--delta-t", default="auto", show_default=True,
-              help="RigL / SET / GMP update interval in steps. auto: the paper's 100, or shorter so >= 4 updates fit.")
+              help="RigL / SET / GMP update interval, HALP prune interval (also the descent of structured IEE from a "
+                   "--checkpoint), in steps. auto: the papers' (100; HALP 40), or shorter so >= 4 updates fit.")
 @click.option("--omega0", type=float, default=0.3, show_default=True,
-              help="Update budget Omega_0 (RigL/SET: alpha): fraction 0-1 of the active weights moved at the first update.")
+              help="Update budget Omega_0 (RigL/SET: alpha): fraction 0-1 of the active weights (structured: of the "
+                   "latency budget Psi, in ms) moved at the first update.")
 @click.option("--omega-decay", type=click.Choice(["cosine", "exponential"]), default="cosine", show_default=True,
               help="How the update budget decays over the updates (cosine as RigL; exponential to 1% of Omega_0).")
 @click.option("--update-end", type=float, default=0.75, show_default=True,
-              help="Fraction 0-1 of training after which the structure stops changing (GMP reaches the target there).")
+              help="Fraction 0-1 of training after which the structure stops changing (GMP and HALP reach the target "
+                   "there; the paper's structured runs stop at epoch 5 of 130, i.e. 0.04).")
 @click.option("--no-freeze", is_flag=True, help="IEE ablation: train Theta_K too during reactivate & explore.")
 @click.option("--grow-init", type=click.Choice(["mru", "zero"]), default=None,
               help="Value of re-entering weights: mru (most recently used) or zero. Default: mru for iee, zero for rigl/set.")
@@ -86,7 +97,7 @@ def _fraction(value: float, flag: str, low_open: bool = False) -> float:
 def train(model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None, dataset: str,
           data_dir: str | None, subset: int | None, batch_size: int, workers: int, seed: int, method: str,
           sparsity: float | None, distribution: str, nm: str | None, latency_ms: float | None, latency_ratio: float | None,
-          target: str | None, lut: str | None, hjq: str, delta_t: str, omega0: float, omega_decay: str, update_end: float,
+          target: str | None, lut: str | None, descent: float, hjq: str, delta_t: str, omega0: float, omega_decay: str, update_end: float,
           no_freeze: bool, grow_init: str | None, grow_criterion: str | None, gmp_start: float, epochs: float, lr: float,
           momentum: float, weight_decay: float, warmup_epochs: float, checkpoint_every: int, out: str, resume: bool,
           device: str, no_progress: bool) -> None:
@@ -95,9 +106,14 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
     from iee_deploy.methods import SparsityConfig
     from iee_deploy.train import TrainConfig, Trainer
 
-    if method == "halp" or any(v is not None for v in (latency_ms, latency_ratio, target, lut)):
-        raise NotAvailableError(STRUCTURED, "train unstructured: --sparsity with --method iee, rigl, set, static or gmp")
     model_spec(model_name)
+    structured = latency_ms is not None or latency_ratio is not None
+    if structured and (sparsity is not None or nm is not None):
+        raise UserError("--sparsity and --nm set unstructured sparsity, but a latency budget prunes channels",
+                        "pass either --latency-ms / --latency-ratio (structured) or --sparsity / --nm")
+    if not structured and (target is not None or lut is not None or method == "halp"):
+        raise UserError(f"{'--method halp' if method == 'halp' else '--target and --lut'} need a latency budget",
+                        "pass --latency-ms or --latency-ratio (with --lut), or train unstructured with --sparsity")
     nm_text = None
     if nm is not None:
         n, m = parse_pair(nm, ":", "--nm", "2:4")
@@ -112,9 +128,17 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
         method=method, sparsity=0.9 if sparsity is None else sparsity, distribution=distribution, nm=nm_text,
         hjq=_hjq(hjq), delta_t=_delta_t(delta_t), omega0=_fraction(omega0, "--omega0"), omega_decay=omega_decay,
         update_end=_fraction(update_end, "--update-end", low_open=True), freeze=not no_freeze, grow_init=grow_init,
-        grow_criterion=grow_criterion, gmp_start=_fraction(gmp_start, "--gmp-start"),
+        grow_criterion=grow_criterion, gmp_start=_fraction(gmp_start, "--gmp-start"), latency_ms=latency_ms,
+        latency_ratio=latency_ratio, target=target, lut=lut, start="dense" if checkpoint and structured else "scratch",
+        descent=descent,
     )
     bundle = build_datasets(dataset, data_dir, resolution, subset)
+    if structured:  # the LUT must describe this model at this resolution, before any data is trained on
+        from iee_deploy.structured.budget import open_latency_model
+
+        classes = num_classes or bundle.num_classes
+        open_latency_model(lut, target, build_model(model_name, classes, bundle.resolution), model_name=model_name,
+                           num_classes=classes, resolution=bundle.resolution)
     config = TrainConfig(model=model_name, dataset=dataset, data_dir=data_dir, resolution=bundle.resolution,
                          num_classes=num_classes, subset=subset, init_checkpoint=checkpoint, epochs=epochs,
                          batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -124,9 +148,13 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
     if int(os.environ.get("RANK", "0")) != 0:
         return
     survival = summary["structure"].get("mean_survival")
-    click.echo(f"{method}: top-1 {100 * summary['val_acc']:.2f}% at sparsity {100 * summary['sparsity']['achieved']:.2f}%"
-               + ("" if survival is None else f", grown-weight survival {100 * survival:.1f}%")
-               + f"; run folder {out} (summary.md, metrics.jsonl, final_model.pt)")
+    latency = summary.get("latency")
+    budget = f"at sparsity {100 * summary['sparsity']['achieved']:.2f}%" if latency is None else \
+        (f"at predicted latency {latency['predicted_ms']:.4g} ms (budget {latency['budget_ms']:.4g} ms, dense "
+         f"{latency['dense_ms']:.4g} ms, {latency['target']} batch {latency['batch']})")
+    click.echo(f"{method}: top-1 {100 * summary['val_acc']:.2f}% {budget}"
+               + ("" if survival is None else f", grown-{'weight' if latency is None else 'channel'} survival {100 * survival:.1f}%")
+               + f"; run folder {out} (summary.md, metrics.jsonl, final_model.pt, pruned_model.pt)")
 
 
 COMMANDS = [train]

@@ -15,7 +15,7 @@ from iee_deploy.graph.dependency import (
     build_dependency_graph,
 )
 from iee_deploy.graph.ops import register_op
-from iee_deploy.graph.prune import mask_model, prune_model, unit_masks
+from iee_deploy.graph.prune import mask_model, prune_model, removed_channels, unit_masks
 
 __all__ = ["ChannelGroup", "ChannelRef", "DependencyGraph", "LayerInfo", "build_dependency_graph", "mask_model",
-           "prune_model", "register_op", "unit_masks"]
+           "prune_model", "register_op", "removed_channels", "unit_masks"]

@@ -44,8 +44,8 @@ def unit_masks(g: DependencyGraph, keep: Keep) -> dict[str, np.ndarray]:
     return masks
 
 
-def _removed(g: DependencyGraph, masks: Mapping[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
-    """(layer, "out" | "in" | "bn") -> channel positions to remove."""
+def removed_channels(g: DependencyGraph, masks: Mapping[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
+    """(layer, "out" | "in" | "bn") -> channel positions to remove, for validated unit masks (`unit_masks`)."""
     removed: dict[tuple[str, str], list[np.ndarray]] = {}
     for gid, mask in masks.items():
         group = g.group(gid)
@@ -79,7 +79,7 @@ def prune_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
     The original model is left untouched; the copy keeps its class and forward code, with
     `in_channels`/`out_channels`/`groups`/`num_features`/`in_features`/`out_features` updated.
     """
-    removed = _removed(g, unit_masks(g, keep))
+    removed = removed_channels(g, unit_masks(g, keep))
     pruned = copy.deepcopy(model)
     layers = {name for name, _ in removed}
     for name in sorted(layers):
@@ -119,7 +119,7 @@ def mask_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
     With gamma = beta = 0 a BN outputs exactly 0 for the channel, and zeroed input columns make every
     consumer ignore it, so the masked model computes what the pruned one does.
     """
-    removed = _removed(g, unit_masks(g, keep))
+    removed = removed_channels(g, unit_masks(g, keep))
     for (name, role), drop in removed.items():
         module = model.get_submodule(name)
         index = torch.from_numpy(drop)

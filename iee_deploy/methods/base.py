@@ -12,12 +12,14 @@ order on every step, and never asks which method it is:
 
 The trainable set (Theta_K, Theta_P during Reactivate & Explore, or all) lives in the method's
 sparse state (`iee_deploy.sparse.state.SparseState`); `step_cost` tells the loop how to count
-the step's FLOPs and `evaluation()` shows the model only Theta_K.
+the step's FLOPs and `evaluation()` shows the model only Theta_K. What the run folder records
+about the budget (`run_facts`, `summary`, `artifacts`) and the deployable model (`pruned_model`)
+come from the method's space: weights (`WeightSpace`) or channels under a latency budget
+(`iee_deploy.structured.ChannelSpace`).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from abc import ABC
 from contextlib import AbstractContextManager
@@ -40,7 +42,7 @@ class SparsityConfig:
     """
 
     method: str = "iee"
-    sparsity: float = 0.9  # fraction of prunable weights removed (1 - N/M with `nm`)
+    sparsity: float = 0.9  # unstructured: fraction of prunable weights removed (1 - N/M with `nm`)
     distribution: str = "erk"  # uniform | erk | global
     nm: str | None = None  # "N:M" along the input dimension, e.g. "2:4"
     hjq: tuple[int, int, int] | None = None  # IEE H, J, Q iterations; None: (150, 150, 150) or shorter for short runs
@@ -52,16 +54,23 @@ class SparsityConfig:
     grow_init: str | None = None  # mru | zero; None: the method's own (IEE mru, RigL/SET zero)
     grow_criterion: str | None = None  # IEE: magnitude (the prune criterion) | random; None: magnitude
     gmp_start: float = 0.0  # GMP: pruning starts after this fraction of training
+    latency_ms: float | None = None  # structured: budget Psi in ms per LUT batch on the LUT's target
+    latency_ratio: float | None = None  # structured: Psi as a fraction of the dense model's predicted latency
+    target: str | None = None  # structured: hardware target (must be the LUT's); None: the LUT's
+    lut: str | None = None  # structured: latency lookup table (.csv) from `iee-deploy profile`
+    start: str = "scratch"  # structured: scratch (random Theta_K at Psi) | dense (prune the loaded model down to Psi)
+    descent: float = 0.5  # structured IEE from dense: share of the update window spent pruning to Psi (HALP schedule)
 
     @property
     def kind(self) -> str:
         """'unstructured' (weights, N:M) or 'structured' (channels under a latency budget)."""
-        return "unstructured"
+        return "unstructured" if self.latency_ms is None and self.latency_ratio is None else "structured"
 
     def non_default(self) -> set[str]:
         """Names of the method-specific fields set away from their defaults."""
         default = SparsityConfig()
-        shared = {"method", "sparsity", "distribution", "nm", "update_end"}
+        shared = {"method", "sparsity", "distribution", "nm", "update_end", "latency_ms", "latency_ratio", "target",
+                  "lut", "start"}
         return {f.name for f in dataclasses.fields(self)
                 if f.name not in shared and getattr(self, f.name) != getattr(default, f.name)}
 
@@ -83,6 +92,22 @@ class Space(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def run_facts(self) -> dict[str, Any]:
+        """`RunInfo` fields deployment needs about the budget (sparsity and N:M, or target, LUT and latency)."""
+        ...
+
+    def summary(self) -> dict[str, Any]:
+        """Sections the space adds to summary.json (e.g. `latency`)."""
+        ...
+
+    def artifacts(self) -> dict[str, Any]:
+        """JSON files (name -> content) the space adds to the run folder (e.g. channels.json)."""
+        ...
+
+    def pruned_model(self, model: nn.Module) -> nn.Module:
+        """The deployable model of Theta_K (a CPU copy without gradients)."""
+        ...
 
 
 class SparsityMethod(ABC):
@@ -134,12 +159,17 @@ class SparsityMethod(ABC):
         return {}
 
     def pruned_model(self, model: nn.Module) -> nn.Module:
-        """The deployable model: for unstructured sparsity the masked model itself (nothing shrinks)."""
-        with self.evaluation():
-            pruned = copy.deepcopy(model).cpu()
-        for p in pruned.parameters():
-            p.grad = None
-        return pruned
+        """The deployable model (the space's: masked weights, or physically fewer channels)."""
+        return self.space.pruned_model(model)
+
+    def run_facts(self) -> dict[str, Any]:
+        return self.space.run_facts()
+
+    def summary(self) -> dict[str, Any]:
+        return self.space.summary()
+
+    def artifacts(self) -> dict[str, Any]:
+        return self.space.artifacts()
 
     def state_dict(self) -> dict[str, Any]:
         return {"space": self.space.state_dict()}

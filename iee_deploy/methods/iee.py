@@ -11,12 +11,12 @@ Each IEE update step t (period dT = H + J + Q iterations, see `schedule.iee_step
 Omega_t = `update_fraction(t / T)` of the active budget; updates stop after `update_end` (3/4).
 
 Extension point: IEE only talks to an `ExplorationSpace`. `WeightSpace` (unstructured and N:M;
-importance |w|, top-k per layer or global) is one. A structured space provides the same calls
-over channel groups: `budget(fraction)` as a share of the latency budget Psi, `importance()` as
-the Taylor score on BN accumulated in `accumulate_importance()` (called after every backward),
-`prune` as the knapsack Knapsack(I, R, Psi - Omega_t) over Theta_K and `grow` as
-Knapsack(I, R, Omega_t) over Theta_P (paper appendix 4), and a `state` whose masks switch whole
-channels. The schedule, the budget decay and the hooks here stay the same.
+importance |w|, top-k per layer or global) is one. `iee_deploy.structured.ChannelSpace` is the
+structured one, over channel groups: `budget(fraction)` in ms as a share of the latency budget Psi,
+`importance()` as the Taylor score on BN accumulated in `accumulate_importance()` (called after
+every backward), `prune` as the knapsack Knapsack(I, R, Psi - Omega_t) over Theta_K and `grow` as
+Knapsack(I, R, Psi - R(Theta_K)) over Theta_P (paper appendix 4), and a `state` whose masks switch
+whole channels. The schedule, the budget decay and the hooks here stay the same.
 """
 
 from __future__ import annotations

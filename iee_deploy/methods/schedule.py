@@ -6,6 +6,7 @@
 - `resolve_period`: the update period that fits a run (the paper's, or shorter for short runs).
 - `dst_update_due`: when RigL / SET update.
 - `gmp_sparsity`, `gmp_update_due`: Zhu & Gupta's gradual magnitude pruning schedule.
+- `halp_target`, `halp_prune_due`: HALP's exponential latency schedule and its prune steps.
 """
 
 from __future__ import annotations
@@ -125,3 +126,20 @@ def gmp_sparsity(step: int, final: float, start_step: int, end_step: int) -> flo
 def gmp_update_due(step: int, delta_t: int, start_step: int, end_step: int) -> bool:
     """GMP prunes every `delta_t` steps after `start_step`, and once more exactly at `end_step`."""
     return start_step < step <= end_step and ((step - start_step) % delta_t == 0 or step == end_step)
+
+
+def halp_target(progress: float, start_ms: float, target_ms: float) -> float:
+    """HALP's latency goal after `progress` = i / n of its n prune steps: exp(a log L_target + (1 - a) log L_0).
+
+    A geometric interpolation from the start latency L_0 (a = 0) to the budget L_target (a = 1),
+    as NVlabs/HALP's `set_latency_prune_target` (after FORCE): large steps early, small ones late.
+    """
+    a = min(max(progress, 0.0), 1.0)
+    if a == 1.0:  # exactly the budget, not exp(log(.)) of it
+        return target_ms
+    return math.exp(a * math.log(target_ms) + (1 - a) * math.log(start_ms))
+
+
+def halp_prune_due(step: int, interval: int, prunes: int) -> bool:
+    """HALP prunes every `interval` steps, `prunes` times: at steps interval, 2 interval, ..., prunes * interval."""
+    return 0 < step <= prunes * interval and step % interval == 0

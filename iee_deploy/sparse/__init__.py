@@ -4,7 +4,9 @@
 - `nm`: N:M group layout (pure).
 - `selection`: top-k prune and grow selections (pure).
 - `state`: the protocol the training loop uses (trainable set, gradient masking, evaluation).
-- `masks`: `WeightMasks`, the unstructured sparse state (Theta_K masks, MRU values).
+- `masks`: `TensorMasks` (Theta_K masks and MRU values of any tensors) and `WeightMasks`, the unstructured state.
 - `weight_space`: `WeightSpace`, unstructured weights as a space IEE and the baselines update.
 - `tracking`: IoU and survival-rate metrics of structure updates.
+
+The structured (channel) state and space live in `iee_deploy.structured`.
 """

@@ -1,22 +1,29 @@
-"""Unstructured sparse state: per prunable weight, the active set Theta_K and its MRU values.
+"""Sparse state over tensors: per masked tensor, the active set Theta_K and its MRU values.
 
-Each prunable weight (every Conv2d and Linear `.weight`) has a boolean mask (Theta_K) and an
-MRU tensor. The parameter itself holds the values the forward pass uses: active weights, and
+`TensorMasks` holds, for a list of a model's tensors, a boolean mask (Theta_K) and an MRU
+tensor each. The tensor itself holds the values the forward pass uses: active entries, and
 zeros for the exploration set Theta_P. The MRU tensor keeps the most recently used value of
-every weight in Theta_P, so that Reactivate & Explore (and MRU grow) can restore it. A weight
-that has never been active has never been used: its MRU value is zero, not its random
-initial value: reactivating ~90% untrained random weights swamps the exploration (one
+every entry in Theta_P, so that Reactivate & Explore (and MRU grow) can restore it.
+`WeightMasks` is the unstructured state: every Conv2d and Linear `.weight`, element by element.
+The structured (channel) state builds its masks from channel groups over weights, biases, BN
+parameters and BN running statistics (`iee_deploy.structured.masks`).
+
+A weight that has never been active has never been used: by default its MRU value is zero, not
+its random initial value: reactivating ~90% untrained random weights swamps the exploration (one
 Fashion-MNIST run, resnet20 at 90% ERK, 5 epochs: 79.1% top-1 with initial values as MRU,
-81.1% with zero).
+81.1% with zero). `never_used=GrowInit.MRU` keeps the initial values instead (whole channels:
+an all-zero channel gets no gradient on its filter or BN scale and could never learn).
 
 Nothing inactive leaks into training:
 - gradients are masked to the trainable set before every optimizer step;
-- optimizer state (momentum) of a weight is zeroed when it leaves the trainable set;
-- after every step inactive weights are set to zero again;
+- optimizer state (momentum) of an entry is zeroed when it leaves the trainable set;
+- after every step inactive entries are set to zero again;
 - while exploring with Theta_K frozen, Theta_K's values and optimizer state are restored after
-  every step (weight decay and momentum would otherwise move them), every non-prunable
-  parameter (BN, biases) gets no gradient, and module buffers (BN running statistics) are
-  restored, so Theta_K's network is bitwise unchanged by the exploration.
+  every step (weight decay and momentum would otherwise move them), every parameter outside the
+  masked tensors (BN, biases of the unstructured state) gets no gradient, and module buffers
+  outside the masked tensors are restored (masked buffers, e.g. BN running statistics of the
+  structured state, are restored on Theta_K only), so Theta_K's network is bitwise unchanged by
+  the exploration.
 """
 
 from __future__ import annotations
@@ -39,20 +46,23 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
 
 
-class WeightMasks:
-    """Theta_K masks and MRU values of a model's prunable weights (see the module docstring)."""
+class TensorMasks:
+    """Theta_K masks and MRU values of named tensors of a model (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, masks: Sequence[Tensor]) -> None:
-        layers = prunable_layers(model)
-        if len(layers) != len(masks):
-            raise ValueError(f"{len(masks)} masks for {len(layers)} prunable layers")
+    def __init__(self, model: nn.Module, names: Sequence[str], tensors: Sequence[Tensor], masks: Sequence[Tensor],
+                 never_used: GrowInit = GrowInit.ZERO) -> None:
+        if not len(names) == len(tensors) == len(masks):
+            raise ValueError(f"{len(masks)} masks for {len(tensors)} tensors ({len(names)} names)")
         self.model = model
-        self.names = [name for name, _ in layers]
-        self.params: list[Tensor] = [m.weight for _, m in layers]  # type: ignore[misc]
-        prunable = {id(p) for p in self.params}
-        self.other_params = [p for p in model.parameters() if id(p) not in prunable]
+        self.names = list(names)
+        self.params: list[Tensor] = list(tensors)
+        masked = {id(p) for p in self.params}
+        self.other_params = [p for p in model.parameters() if id(p) not in masked]
+        self.other_buffers = [b for b in model.buffers() if id(b) not in masked]
+        self.masked_buffers = [i for i, p in enumerate(self.params) if not isinstance(p, nn.Parameter)]
         self.masks = [m.to(device=p.device, dtype=torch.bool).clone() for m, p in zip(masks, self.params)]
-        self.mru = [torch.where(m, p.detach(), 0) for m, p in zip(self.masks, self.params)]  # never used: zero
+        self.mru = [torch.where(m, p.detach(), 0) if never_used is GrowInit.ZERO else p.detach().clone()
+                    for m, p in zip(self.masks, self.params)]
         self.trainable = TrainableSet.ACTIVE
         self.optimizer: torch.optim.Optimizer | None = None
         self._frozen: list[tuple[Tensor, list[Tensor]]] = []
@@ -96,9 +106,15 @@ class WeightMasks:
                     for s in now:
                         s.masked_fill_(m, 0)
             self._frozen = []
-            assert self._buffers is not None
-            for b, saved in zip(self.model.buffers(), self._buffers):
+            assert self._buffers is not None  # as at reactivate: the forward pass updated BN statistics
+            for b, saved in zip(self.other_buffers, self._buffers):
                 b.copy_(saved)
+            for i, saved in zip(self.masked_buffers, self._buffers[len(self.other_buffers):]):
+                self.params[i].copy_(torch.where(self.masks[i], saved, self.params[i]))
+
+    def _snapshot_targets(self) -> list[Tensor]:
+        """The buffers a frozen exploration restores after every step (masked ones on Theta_K only)."""
+        return self.other_buffers + [self.params[i] for i in self.masked_buffers]
 
     @contextmanager
     def active_only(self) -> Iterator[None]:
@@ -177,7 +193,7 @@ class WeightMasks:
         for p, m, mru in zip(self.params, self.masks, self.mru):
             p.copy_(torch.where(m, p, mru if init is GrowInit.MRU else torch.zeros_like(p)))
         self.trainable = TrainableSet.EXPLORATION if freeze else TrainableSet.ALL
-        self._buffers = [b.clone() for b in self.model.buffers()] if freeze else None
+        self._buffers = [b.clone() for b in self._snapshot_targets()] if freeze else None
 
     def flat_active(self) -> Tensor:
         """Theta_K of all layers as one boolean vector."""
@@ -197,4 +213,14 @@ class WeightMasks:
             mru.copy_(v)
         self.trainable = TrainableSet(state["trainable"])
         self._buffers = None if state["buffers"] is None else \
-            [v.to(b.device) for v, b in zip(state["buffers"], self.model.buffers())]
+            [v.to(b.device) for v, b in zip(state["buffers"], self._snapshot_targets())]
+
+
+class WeightMasks(TensorMasks):
+    """The unstructured state: every Conv2d and Linear `.weight`, masked element by element."""
+
+    def __init__(self, model: nn.Module, masks: Sequence[Tensor]) -> None:
+        layers = prunable_layers(model)
+        if len(layers) != len(masks):
+            raise ValueError(f"{len(masks)} masks for {len(layers)} prunable layers")
+        super().__init__(model, [name for name, _ in layers], [m.weight for _, m in layers], masks)  # type: ignore[misc]

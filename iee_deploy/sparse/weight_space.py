@@ -16,6 +16,7 @@ all DDP ranks apply the same structure update.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ class WeightSpace:
                  nm: NMPattern | None = None, seed: int = 0, dense_start: bool = False,
                  dist: Distributed | None = None) -> None:
         self.distribution = Distribution(distribution)
+        self.sparsity = sparsity
         self.nm = nm
         self.dist = dist or Distributed()
         self.generator = torch.Generator().manual_seed(seed)
@@ -194,6 +196,26 @@ class WeightSpace:
             self.masks.grow([a & k for a, k in zip(added, keep_value)], GrowInit.MRU)
         return self._described(self.tracker.record_grow(self.masks.flat_active(),
                                                         torch.cat([a.flatten() for a in added]), step, t))
+
+    # --- what a run records ----------------------------------------------------------------
+    def run_facts(self) -> dict[str, Any]:
+        """RunInfo fields of an unstructured run: target sparsity and N:M pattern."""
+        return {"sparsity": self.sparsity, "nm": None if self.nm is None else str(self.nm)}
+
+    def summary(self) -> dict[str, Any]:
+        """Nothing beyond the loop's sparsity section."""
+        return {}
+
+    def artifacts(self) -> dict[str, Any]:
+        return {}
+
+    def pruned_model(self, model: nn.Module) -> nn.Module:
+        """The masked model itself, on the CPU (unstructured sparsity shrinks no layer)."""
+        with self.masks.active_only():
+            pruned = copy.deepcopy(model).cpu()
+        for p in pruned.parameters():
+            p.grad = None
+        return pruned
 
     def active_counts(self) -> list[int]:
         return [int(m.sum()) for m in self.masks.masks]

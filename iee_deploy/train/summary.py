@@ -32,6 +32,8 @@ def structure_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_survival": _mean(survival),
         "iou_after_prune": [r["iou"] for r in prunes if r.get("iou") is not None],
         "iou_after_grow": [r["iou"] for r in grows if r.get("iou") is not None],
+        "latency_trajectory": [{"step": r["step"], "event": r["event"], "predicted_latency_ms": r["predicted_latency_ms"]}
+                               for r in records if r.get("type") == "update" and r.get("predicted_latency_ms") is not None],
     }
 
 
@@ -49,17 +51,33 @@ def summary_markdown(s: dict[str, Any]) -> str:
         ("epochs / steps / global batch", f"{s['epochs']:g} / {s['steps']} / {s['global_batch']}"),
         ("top-1 (final / best)", f"{_pct(s['val_acc'])} / {_pct(s['best_val_acc'])}"),
         ("sparsity (target / achieved)", f"{_pct(sp['target'])} / {_pct(sp['achieved'])} ({sp['distribution']}"
-                                         + (f", N:M {sp['nm']}" if sp["nm"] else "") + ")"),
+                                         + (f", N:M {sp['nm']}" if sp["nm"] else "") + ")")
+        if sp["target"] is not None else ("weight sparsity (achieved)", _pct(sp["achieved"])),
         ("forward FLOPs (dense / sparse)", f"{fl['dense_forward']:.4g} / {fl['sparse_forward']:.4g}"),
         ("training FLOPs (measured, x dense training)", f"{fl['train_total']:.4g} (x{fl['train_relative']:.3f})"),
         ("training FLOPs (appendix 3 formula, x dense)",
          "-" if fl["appendix_relative"] is None else f"x{fl['appendix_relative']:.3f}"),
         ("structure updates (prune / grow)", f"{st['prunes']} / {st['grows']}"),
-        ("grown-weight survival rate (mean)", _pct(st["mean_survival"])),
+        ("grown-unit survival rate (mean)", _pct(st["mean_survival"])),
         ("IoU of Theta_K (last, after prune / after grow)", f"{_pct(last_iou_p)} / {_pct(last_iou_g)}"),
         ("wall time", f"{s['seconds']:.1f} s"),
     ]
+    lat = s.get("latency")
+    if lat:
+        rows[4:4] = [
+            ("latency target / LUT", f"{lat['target']} (batch {lat['batch']}, {lat['precision']}) / {lat['lut']}"),
+            ("predicted latency (final / budget Psi / dense)",
+             f"{lat['predicted_ms']:.4g} / {lat['budget_ms']:.4g} / {lat['dense_ms']:.4g} ms "
+             f"(x{lat['ratio_to_dense']:.3f} of dense, {'within' if lat['within_budget'] else 'OVER'} budget)"),
+            ("start", f"{lat['start']} (initial predicted latency {lat['initial_ms']:.4g} ms)"),
+        ]
     lines = [f"# Training run: {s['method']}", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    if lat:
+        lines += ["", "## Channels kept per group", "", "| group | kept / size |", "|---|---|"]
+        lines += [f"| {g} | {v['kept']} / {v['size']} |" for g, v in lat["groups"].items()]
+        if st["latency_trajectory"]:
+            lines += ["", "## Predicted latency after each update", "", "| step | event | predicted ms |", "|---|---|---|"]
+            lines += [f"| {r['step']} | {r['event']} | {r['predicted_latency_ms']:.4g} |" for r in st["latency_trajectory"]]
     lines += ["", "## Per-layer sparsity", "", "| layer | sparsity |", "|---|---|"]
     lines += [f"| {name} | {_pct(v)} |" for name, v in sp["layers"].items()]
     return "\n".join(lines) + "\n"

@@ -4,7 +4,8 @@ SGD with momentum and weight decay, a cosine learning-rate decay after an option
 warm-up, evaluation after every epoch, a progress bar, and a run folder (`iee_deploy.runs`):
 config.json and run.json at the start; metrics.jsonl (one record per structure update and per
 epoch); checkpoint.pt at every epoch end (and every `checkpoint_every` steps); final_model.pt,
-pruned_model.pt, summary.json and summary.md at the end.
+pruned_model.pt, summary.json and summary.md (plus the space's own files, e.g. channels.json of
+a structured run) at the end.
 
 The loop knows nothing about any method: it calls the `SparsityMethod` hooks (see
 `iee_deploy.methods.base`) around each step and writes the `UpdateRecord`s they return.
@@ -26,7 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -205,8 +206,7 @@ class Trainer:
 
         progress = Progress()
         info = RunInfo(model=cfg.model, num_classes=num_classes, resolution=bundle.resolution, dataset=cfg.dataset,
-                       data_dir=cfg.data_dir, method=cfg.sparsity.method, kind=cfg.sparsity.kind,
-                       sparsity=cfg.sparsity.sparsity, nm=cfg.sparsity.nm)
+                       data_dir=cfg.data_dir, method=cfg.sparsity.method, kind=cfg.sparsity.kind, **method.run_facts())
         if self.resume:
             progress = self._load_checkpoint(model, optimizer, scheduler, method, dist)
         elif dist.is_main:
@@ -332,26 +332,31 @@ class Trainer:
         samples = total * min(cfg.batch_size, len(bundle.train) // dist.world) * dist.world
         appendix = method.appendix_train_flops(zeta_p, zeta_d)
         layers = layer_sparsity(method.state)
+        facts = method.run_facts()
         summary: dict[str, Any] = {
             "method": cfg.sparsity.method, "kind": cfg.sparsity.kind, "settings": method.describe(),
             "model": cfg.model, "dataset": cfg.dataset, "resolution": bundle.resolution,
             "epochs": cfg.epochs, "steps": total, "steps_per_epoch": steps_per_epoch, "global_batch": global_batch,
             "val_loss": progress.val_loss, "val_acc": progress.val_acc, "best_val_acc": progress.best_val_acc,
-            "sparsity": {"target": cfg.sparsity.sparsity, "distribution": cfg.sparsity.distribution,
-                         "nm": cfg.sparsity.nm, "achieved": overall_sparsity(method.state), "layers": layers},
+            "sparsity": {"target": facts["sparsity"], "distribution": cfg.sparsity.distribution,
+                         "nm": facts["nm"], "achieved": overall_sparsity(method.state), "layers": layers},
             "flops": {"dense_forward": zeta_d, "sparse_forward": zeta_p, "train_total": progress.train_flops,
                       "train_dense_equivalent": 3 * zeta_d * samples,
                       "train_relative": progress.train_flops / (3 * zeta_d * samples),
                       "appendix_relative": None if appendix is None else appendix / (3 * zeta_d)},
             "structure": structure_stats(read_metrics(self.out / METRICS)) if dist.is_main else {},
             "seconds": progress.seconds,
+            **method.summary(),
         }
         if dist.is_main:
             with method.evaluation():
                 final = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             save_torch(self.out / FINAL_MODEL, final)
             save_torch(self.out / PRUNED_MODEL, method.pruned_model(model))
+            for name, content in method.artifacts().items():
+                write_json(self.out / name, content)
             write_summary(self.out, summary)
+            info = replace(info, **facts)
             info.finished = True
             info.extra = {"val_acc": progress.val_acc, "achieved_sparsity": summary["sparsity"]["achieved"],
                           "sparse_forward_flops": zeta_p}
