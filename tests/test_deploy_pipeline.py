@@ -130,3 +130,13 @@ def test_user_errors(run, tmp_path):
         write_report([tmp_path], tmp_path / "r")
     with pytest.raises(UserError, match="--batch must be at least 1"):
         build_engine(run, tmp_path, batch=0)
+
+
+def test_budget_check_uses_the_luts_statistic():
+    from iee_deploy.deploy.validate import lut_statistic
+    from iee_deploy.runs import RunInfo
+
+    base = dict(model="resnet20", num_classes=10, resolution=32, dataset="digits")
+    assert lut_statistic(RunInfo(**base, target="cpu")) == "min"  # the shared-CPU target records the fastest run
+    assert lut_statistic(RunInfo(**base, target="h100")) == "median"
+    assert lut_statistic(RunInfo(**base)) == "median"
