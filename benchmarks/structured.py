@@ -217,7 +217,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"![top-1 vs measured latency]({png})", "",
         "Commands (run from the repository root); every run folder under "
         f"`{args['runs']}/{mode['name']}/` holds config.json, metrics.jsonl, summary.json and, beside it, "
-        "`<seed>-engine/engine.json`:", "",
+        "`seedN-engine/engine.json` (the ONNX models and timings):", "",
         *[f"    {c}" for c in record["commands"]],
         *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0], "",
         "## Sizing of the full mode", "",
