@@ -20,13 +20,7 @@ SMALL = {"vgg16_bn": 224}
 pools a 7x7-multiple map (at 32 px it would upsample 1x1 to 7x7)."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small CPU work runs many times faster single-threaded on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:

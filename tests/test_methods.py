@@ -20,14 +20,7 @@ from iee_deploy.sparse.nm import NMPattern
 from iee_deploy.sparse.state import TrainableSet
 from iee_deploy.train import train_step
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: exact and much faster than two on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TOTAL = 20  # steps; with H, J, Q = 2, 1, 2 (period 5) T = floor(15 / 5) = 3 IEE updates
