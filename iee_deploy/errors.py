@@ -21,4 +21,4 @@ class UserError(Exception):
 
 
 class NotAvailableError(UserError):
-    """A feature that needs something absent here (TensorRT, a GPU, a later part of the toolkit)."""
+    """A feature that needs something absent here (TensorRT, a GPU, CUDA in torch)."""
