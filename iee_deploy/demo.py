@@ -6,7 +6,7 @@ It chains the real commands exactly as a user would type them:
     iee-deploy train        --method static --sparsity 0                      (dense reference)
     iee-deploy train        --method iee --latency-ratio 0.5 --checkpoint ... (structured IEE)
     iee-deploy build-engine --backend onnxruntime                             (dense vs pruned FPS)
-    iee-deploy validate                                                       (outputs, accuracy, budget)
+    iee-deploy validate --budget-tolerance 0.1                                (outputs, accuracy, budget)
 
 and ends with a summary table (dense vs pruned: measured latency, images/s, top-1, parameters)
 written to `OUT/summary.md` and `OUT/summary.json`. Every stage resumes: re-running the demo
@@ -35,6 +35,7 @@ DATASET = "digits"
 RESOLUTION = 16
 EPOCHS = 8
 LATENCY_RATIO = 0.5
+BUDGET_TOLERANCE = 0.1
 
 
 def _invoke(label: str, args: list[str]) -> None:
@@ -98,7 +99,9 @@ def run_demo(out: str | Path) -> None:
     engine = out / "engine"
     _invoke("4/5 build the ONNX Runtime engine", ["build-engine", "--run", str(iee), "--backend", "onnxruntime",
                                                   "--batch", "1", "--out", str(engine)])
-    _invoke("5/5 validate for deployment", ["validate", "--engine", str(engine)])
+    # The knapsack fills the budget almost exactly, so a strict check would pass or fail by timing noise;
+    # 10% is the bound the toolkit promises for measured vs budget on the cpu target (issue 7).
+    _invoke("5/5 validate for deployment", ["validate", "--engine", str(engine), "--budget-tolerance", str(BUDGET_TOLERANCE)])
     info = read_run_info(iee)
     rows = summary_rows(dense, engine)
     table = render(rows, info.budget_ms, info.predicted_latency_ms)

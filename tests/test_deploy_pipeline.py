@@ -74,6 +74,16 @@ def test_validate_fails_naming_the_missed_budget(engine_dir, tmp_path):
     assert "FAILED: latency-budget" in (tmp_path / "validation.md").read_text()
 
 
+def test_budget_tolerance_scales_the_limit(engine_dir, tmp_path):
+    budget = 0.001
+    report = validate_engine(engine_dir, subset=20, latency_ms=budget, budget_tolerance=0.5, timing=FAST, out=tmp_path)
+    check = next(c for c in report.checks if c.name == "latency-budget")
+    assert check.limit == pytest.approx(budget * 1.5)
+    assert check.status == ("pass" if check.measured <= budget * 1.5 else "fail")
+    with pytest.raises(UserError, match="--budget-tolerance"):
+        validate_engine(engine_dir, subset=20, budget_tolerance=-0.1, timing=FAST, out=tmp_path)
+
+
 def test_validate_catches_a_pruned_model_that_differs_from_training(run, engine_dir, tmp_path):
     pruned = torch.load(run / PRUNED_MODEL, weights_only=False)
     bad_run = make_structured_run(tmp_path / "bad", keep=0.5)

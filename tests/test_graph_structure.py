@@ -9,12 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_user_error, run_cli
-from test_graph import one_thread, random_keep, randomise_bn, rel_err  # noqa: F401  (one_thread: autouse)
+from test_graph import random_keep, randomise_bn, rel_err
 from torch import nn
 
 from iee_deploy.errors import UserError
 from iee_deploy.graph import build_dependency_graph, mask_model, prune_model, register_op
 from iee_deploy.models import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one intra-op thread on a shared machine
 
 
 @pytest.fixture(scope="module")

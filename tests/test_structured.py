@@ -16,7 +16,6 @@ import pytest
 import torch
 from conftest import assert_user_error, run_cli
 from synthetic_lut import macs_ms, write_synthetic_lut
-from test_graph import one_thread  # noqa: F401  (autouse: one intra-op thread on a shared machine)
 from torch import nn
 
 from iee_deploy.errors import UserError
@@ -39,6 +38,8 @@ from iee_deploy.structured.taylor import TaylorImportance
 from iee_deploy.train import TrainConfig, Trainer, train_step
 from profiler.layers import LayerSignature
 from solvers import solve
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one intra-op thread on a shared machine
 
 RES = 16
 
