@@ -12,14 +12,18 @@ import datetime
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from tqdm import tqdm
 
 from iee_deploy.io import write_json, write_text
 from profiler.targets import cpu_name
@@ -102,3 +106,50 @@ def write_results(name: str, record: dict[str, Any], markdown: str) -> None:
     write_json(RESULTS / f"{name}.json", record)
     write_text(RESULTS / f"{name}.md", markdown)
     print(f"wrote {RESULTS / (name + '.md')} and {name}.json")
+
+
+def single_thread_env() -> dict[str, str]:
+    """Environment for a training subprocess: one intra-op thread (runs go two at a time on 2 cores)."""
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def shown_command(cmd: Sequence[str]) -> str:
+    """The command line as a user re-runs it from the repository root (written into results files)."""
+    return "OMP_NUM_THREADS=1 PYTHONPATH=. " + shlex.join(cmd)
+
+
+def train_run(cmd: list[str], out: Path) -> str:
+    """Run the `python -m iee_deploy train ... --out out` command `cmd` unless `out` finished already.
+
+    A run with a checkpoint resumes (`--resume`); one that started without reaching a checkpoint
+    starts over. Output goes to `out`.log beside the folder. Returns `shown_command(cmd)`.
+    """
+    shown = shown_command(cmd)
+    if (out / "summary.json").is_file():
+        return shown
+    if (out / "checkpoint.pt").is_file():
+        cmd = [*cmd, "--resume"]
+    elif out.exists():  # started but not one epoch finished: nothing to keep
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = out.parent / f"{out.name}.log"
+    with open(log_path, "a") as log:
+        done = subprocess.run([sys.executable, *cmd[1:]], env=single_thread_env(), cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise SystemExit(f"run failed ({done.returncode}): {shown}\nsee {log_path}")
+    return shown
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def run_parallel(fn: Callable[[T], R], items: Sequence[T], jobs: int, desc: str) -> list[R]:
+    """`fn` over `items`, `jobs` at a time, results in input order, with a progress bar."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(items), desc=desc) as bar:
+        results = []
+        for future in [pool.submit(fn, item) for item in items]:
+            results.append(future.result())
+            bar.update(1)
+    return results

@@ -24,13 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +41,10 @@ from benchmarks.common import (
     header_markdown,
     markdown_table,
     mean_std,
+    run_parallel,
+    shown_command,
+    single_thread_env,
+    train_run,
     write_results,
 )
 from benchmarks.structured_fashion_mnist import TOLERANCE
@@ -74,11 +74,10 @@ def profile_lut(model: str, log: list[str]) -> Path:
     lut = CACHE / "luts" / f"cpu-{model}-32.csv"
     cmd = ["python", "-m", "iee_deploy", "profile", "--target", "cpu", "--model", model, "--num-classes", "10",
            "--resolution", "32", "--out", str(lut.relative_to(ROOT))]
-    log.append("OMP_NUM_THREADS=1 PYTHONPATH=. " + shlex.join(cmd))
+    log.append(shown_command(cmd))
     if not lut.with_suffix(".json").is_file():
         lut.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        subprocess.run([sys.executable, *cmd[1:]], env=env, cwd=ROOT, check=True)
+        subprocess.run([sys.executable, *cmd[1:]], env=single_thread_env(), cwd=ROOT, check=True)
     return lut
 
 
@@ -90,19 +89,7 @@ def execute(run: Run, mode: Mode, data: Path, lut: Path, args: argparse.Namespac
            "--data-dir", str(data.relative_to(ROOT)), "--target", "cpu", "--lut", str(lut.relative_to(ROOT)),
            "--latency-ratio", f"{run.ratio:g}", "--epochs", str(mode.epochs), "--batch-size", str(args.batch_size),
            "--lr", str(args.lr), "--seed", str(run.seed), *period, "--out", str(out), "--no-progress"]
-    shown = "OMP_NUM_THREADS=1 PYTHONPATH=. " + shlex.join(cmd)
-    if not (out / "summary.json").is_file():
-        if (out / "checkpoint.pt").is_file():
-            cmd.append("--resume")
-        elif out.exists():  # started but not one epoch finished: nothing to keep
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        with open(out.parent / f"{out.name}.log", "a") as log:
-            done = subprocess.run([sys.executable, *cmd[1:]], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        if done.returncode:
-            raise SystemExit(f"run failed ({done.returncode}): {shown}\nsee {out.parent / (out.name + '.log')}")
-    return shown
+    return train_run(cmd, out)
 
 
 def measure(run: Run, mode: Mode, shown: str, lut_meta: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -258,12 +245,7 @@ def main() -> None:
     lut = profile_lut(args.model, commands)
     lut_meta = json.loads(lut.with_suffix(".json").read_text())
     runs = [Run(method, float(r), seed) for seed in range(mode.seeds) for r in args.ratios.split(",") for method in METHODS]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(runs), desc="training runs") as bar:
-        futures = [pool.submit(execute, run, mode, data, lut, args) for run in runs]
-        shown = []
-        for future in futures:
-            shown.append(future.result())
-            bar.update(1)
+    shown = run_parallel(lambda run: execute(run, mode, data, lut, args), runs, args.jobs, "training runs")
     rows = [measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(tqdm(runs, desc="engines"), shown)]
     table = aggregate(rows)
     name = "structured_quick" if args.quick else "structured"

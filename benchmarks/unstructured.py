@@ -25,18 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import tarfile
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-from tqdm import tqdm
 
 from benchmarks.common import (
     CACHE,
@@ -46,6 +41,8 @@ from benchmarks.common import (
     header_markdown,
     markdown_table,
     mean_std,
+    run_parallel,
+    train_run,
     write_results,
 )
 from iee_deploy.train.summary import read_metrics
@@ -138,19 +135,7 @@ def command(run: Run, mode: Mode, data: Path, out: Path, args: argparse.Namespac
 def execute(run: Run, mode: Mode, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run (or resume, or skip) one training run; return its row."""
     out = Path(args.runs) / mode.name / run.folder
-    cmd = command(run, mode, data, out, args)
-    shown = "OMP_NUM_THREADS=1 PYTHONPATH=. " + shlex.join(cmd)
-    if not (out / "summary.json").is_file():
-        if (out / "checkpoint.pt").is_file():
-            cmd.append("--resume")
-        elif out.exists():  # started but not one epoch finished: nothing to keep
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        with open(out.parent / f"{out.name}.log", "a") as log:
-            done = subprocess.run([sys.executable, *cmd[1:]], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        if done.returncode:
-            raise SystemExit(f"run failed ({done.returncode}): {shown}\nsee {out.parent / (out.name + '.log')}")
+    shown = train_run(command(run, mode, data, out, args), out)
     s = json.loads((out / "summary.json").read_text())
     updates = [r for r in read_metrics(out / "metrics.jsonl") if r["type"] == "update"]
     return {**asdict(run), "command": shown, "folder": str(out), "val_acc": s["val_acc"], "best_val_acc": s["best_val_acc"],
@@ -309,12 +294,7 @@ def main() -> None:
         wanted = set(args.only.split(","))
         runs = [r for r in runs if r.label in wanted] + \
             [r for r in runs if r.label not in wanted and (Path(args.runs) / mode.name / r.folder / "summary.json").is_file()]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(runs), desc="runs") as bar:
-        futures = [pool.submit(execute, run, mode, data, args) for run in runs]
-        rows = []
-        for future in futures:
-            rows.append(future.result())
-            bar.update(1)
+    rows = run_parallel(lambda run: execute(run, mode, data, args), runs, args.jobs, "runs")
     table = aggregate(rows)
     name = "unstructured_quick" if args.quick else "unstructured"
     record = {"meta": meta, "mode": {"name": mode.name}, "mode_settings": asdict(mode), "args": vars(args),
