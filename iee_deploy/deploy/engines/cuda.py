@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import platform
-
 import torch
 
 from iee_deploy.errors import UserError
+from profiler.targets import cpu_name, detect_gpus
 
 
 def found_devices() -> str:
     """What this machine offers torch: the GPUs, or why there are none (CPU-only build, no driver)."""
-    if torch.cuda.is_available():
-        return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    gpus = detect_gpus()
+    if gpus:
+        return ", ".join(gpus)
     build = f"torch {torch.__version__}" + ("" if torch.version.cuda else " without CUDA")
-    return f"no CUDA device ({build}; CPU: {platform.processor() or platform.machine()})"
+    return f"no CUDA device ({build}; CPU: {cpu_name()})"
 
 
 def require_cuda(backend: str) -> None:
