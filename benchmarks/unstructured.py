@@ -12,9 +12,9 @@ RigL / SET / GMP dT = 3h), the same budget schedule (Omega_0 = 0.3, cosine, upda
 IEE's ablations (paper Table 4) run at 90%: no freeze (Theta_K trains during Reactivate &
 Explore), J = 0 (H = 2h, J = 0, Q = h: the same period), zero init (grown weights start at zero).
 
-Data: `/work/shared/data/cifar10-jpeg.tar.gz` is unpacked once into benchmarks/.cache/ (ignored
-by git); the subset is a tree of hard links to the first N images of every class (the data
-module's `--subset` keeps the first N images of an ImageFolder, which is sorted by class).
+Data: `../shared/data/cifar10-jpeg.tar.gz` (beside the repository) is unpacked once into
+benchmarks/.cache/ (ignored by git); the subset is a tree of hard links to the first N images of
+every class, so every method and seed sees the same class-balanced images.
 
 Writes benchmarks/results/unstructured[_quick].md, .json and .png (accuracy per method; grown-weight
 survival and IoU of Theta_K per update for IEE vs RigL).
@@ -47,7 +47,7 @@ from benchmarks.common import (
 )
 from iee_deploy.train.summary import read_metrics
 
-ARCHIVE = Path("/work/shared/data/cifar10-jpeg.tar.gz")
+ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CLASSES_PER_SET = 10
 METHODS = ("iee", "rigl", "set", "static", "gmp")
 
