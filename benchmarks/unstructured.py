@@ -132,6 +132,17 @@ def command(run: Run, mode: Mode, data: Path, out: Path, args: argparse.Namespac
             "--seed", str(run.seed), *period, *run.extra, "--out", str(out), "--no-progress"]
 
 
+def theta_k_share(settings: dict[str, Any], steps: int) -> float:
+    """Share of the run's optimizer steps that train Theta_K.
+
+    IEE's frozen Reactivate & Explore steps (Q of every H + J + Q, until the updates end) train
+    only Theta_P; every other step of every method trains Theta_K.
+    """
+    if "q" not in settings or not settings["freeze"]:
+        return 1.0
+    return (steps - settings["updates"] * settings["q"]) / steps
+
+
 def execute(run: Run, mode: Mode, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run (or resume, or skip) one training run; return its row."""
     out = Path(args.runs) / mode.name / run.folder
@@ -142,6 +153,7 @@ def execute(run: Run, mode: Mode, data: Path, args: argparse.Namespace) -> dict[
             "achieved_sparsity": s["sparsity"]["achieved"], "train_flops_relative": s["flops"]["train_relative"],
             "appendix_flops_relative": s["flops"]["appendix_relative"], "seconds": s["seconds"], "steps": s["steps"],
             "mean_survival": s["structure"]["mean_survival"], "settings": s["settings"],
+            "theta_k_steps": theta_k_share(s["settings"], s["steps"]),
             "survival_curve": [(r["epoch"], r["survival"]) for r in updates
                                if r["event"] == "prune" and r.get("survival") is not None],
             "iou_curve": [(r["epoch"], r["iou"]) for r in updates if r["event"] == "grow" and r.get("iou") is not None]}
@@ -160,6 +172,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         table.append({"sparsity": sparsity, "label": label, "seeds": len(rs), "val_acc": acc, "val_acc_std": acc_std,
                       "best_val_acc": best, "train_flops_relative": mean_std([r["train_flops_relative"] for r in rs])[0],
                       "mean_survival": mean_std(survival)[0] if survival else None,
+                      "theta_k_steps": mean_std([r["theta_k_steps"] for r in rs])[0],
                       "seconds": mean_std([r["seconds"] for r in rs])[0]})
     return table
 
@@ -218,10 +231,10 @@ def markdown(record: dict[str, Any], png: str) -> str:
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     table = markdown_table(
         ["sparsity", "method", "seeds", "top-1 final (mean +- std)", "top-1 best (mean)", "train FLOPs x dense",
-         "grown-weight survival (mean)", "wall s / run"],
+         "grown-weight survival (mean)", "steps training Theta_K", "wall s / run"],
         [[f"{100 * t['sparsity']:.0f}%", t["label"], t["seeds"], f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}",
           f"{100 * t['best_val_acc']:.2f}", f"{t['train_flops_relative']:.3f}", pct(t["mean_survival"]),
-          f"{t['seconds']:.0f}"] for t in record["table"]])
+          pct(t["theta_k_steps"]), f"{t['seconds']:.0f}"] for t in record["table"]])
     curves = []
     for key, title in (("survival_curve", "grown-weight survival"), ("iou_curve", "IoU of Theta_K after grow")):
         for method in ("iee", "rigl"):
@@ -246,8 +259,9 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"decay, no structure change after 3/4 of training. Seeds 0..{m['seeds'] - 1} (ablations: "
         f"0..{m['ablation_seeds'] - 1}); each run used 1 torch thread (OMP_NUM_THREADS=1), {args['jobs']} runs at a time. "
         "Train FLOPs: the trainer's count per step (sparse steps 3 x sparse forward; IEE explore steps dense forward "
-        "+ backward; RigL's update steps a dense gradient) over 3 x dense forward per sample. Survival: share of the "
-        "weights grown at an update still active after the next update's prune (paper Fig. 5b).", "",
+        "+ backward; RigL's update steps a dense gradient) over 3 x dense forward per sample. Steps training "
+        "Theta_K: IEE's frozen Reactivate & Explore steps train only Theta_P. Survival: share of the weights grown at "
+        "an update still active after the next update's prune (paper Fig. 5b).", "",
         *table, "",
         f"![accuracy, survival and IoU]({png})", "",
         *curves, "",
