@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -244,6 +245,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
                 curves.append(f"- {method} {title} per update (epoch: %): "
                               + ", ".join(f"{x:.2f}: {100 * m:.1f}" for x, m in zip(xs, mean)))
     m = record["mode_settings"]
+    mean_acc = sum(r["val_acc"] for r in record["rows"]) / len(record["rows"])
+    stderr = math.sqrt(mean_acc * (1 - mean_acc) / (10 * m["val_per_class"]))
     lines = [
         f"# Unstructured sparsity on CIFAR-10 (JPEG copy): IEE vs RigL, SET, static, GMP ({mode['name']} mode)", "",
         *header_markdown(meta, mode["name"] + (" (the sizes below; not the full benchmark)" if mode["name"] == "quick"
@@ -270,16 +273,19 @@ def markdown(record: dict[str, Any], png: str) -> str:
         *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0], "",
         "## Sizing of the full mode", "",
         f"Full mode: {10 * FULL.train_per_class:,} training images, {10 * FULL.val_per_class:,} validation images, "
-        f"{FULL.epochs} epochs ({FULL.epochs * FULL.train_per_class * 10 // 64} steps of 64), H = J = Q = {FULL.h} "
+        f"{FULL.epochs} epochs ({FULL.epochs * (FULL.train_per_class * 10 // 64)} steps of 64), H = J = Q = {FULL.h} "
         f"(period {3 * FULL.h} steps, {int(0.75 * FULL.epochs * FULL.train_per_class * 10 // 64) // (3 * FULL.h)} "
         f"updates), {FULL.seeds} seeds: 2 sparsities x 5 methods + 3 ablations = 39 runs. Why: resnet20 (0.27 M "
         "weights, the CIFAR ResNet of the paper's tables) takes about 0.2 s per batch-64 step on one idle core of this "
-        "machine, so 39 runs x ~1,100 steps, two at a time, is about 75 min of training plus evaluation and JPEG "
+        "machine, so 39 runs x ~1,100 steps, two at a time, is about 75-85 min of training plus evaluation and JPEG "
         "decoding, inside the 90-minute budget. A wider model (wrn22_2, ~1.1 M weights, ~4x the FLOPs) would leave "
-        "~1 epoch per run, too few updates for the dynamic methods to differ. 2,000 validation images give a binomial "
-        "standard error of ~0.9 points at 80% top-1, so with 3 seeds differences of ~2 points are measurable; "
-        "10,000 training images x 7 epochs is the largest budget that fits and still gives 13 structure updates per "
-        "run. The estimate assumes a quiet machine; with other jobs on the 2 cores it takes proportionally longer "
+        "~1 epoch per run, too few updates for the dynamic methods to differ. 10,000 training images x 7 epochs is the "
+        "largest budget that fits and still gives 13 structure updates per run. "
+        f"This file's runs took {sum(r['seconds'] for r in record['rows']) / 60 / args['jobs']:.0f} min of training "
+        f"({args['jobs']} at a time). {10 * m['val_per_class']:,} validation images give a binomial standard error of "
+        f"{100 * stderr:.1f} points at the mean top-1 reached here ({100 * mean_acc:.1f}%), so with 3 seeds differences "
+        f"of about {300 * stderr:.0f} points are measurable. The estimate assumes a quiet machine; with other jobs on "
+        "the 2 cores it takes proportionally longer "
         "(interrupt and re-run: finished runs are kept).", "",
     ]
     if mode["name"] == "quick":
