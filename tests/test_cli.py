@@ -33,6 +33,17 @@ def test_atomic_writes_leave_no_partial_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        written = write_text(tmp_path / "lut.csv", "x\n")
+    finally:
+        os.umask(old)
+    assert written.stat().st_mode & 0o777 == 0o644  # mkstemp alone would leave 0600
+
+
 def test_lazy_command_table_matches_the_command_modules():
     import importlib
     import pkgutil
