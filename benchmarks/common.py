@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import platform
 import shlex
@@ -99,6 +100,20 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def measured_sizing(rows: Sequence[dict[str, Any]], jobs: int, val_images: int) -> str:
+    """What a results file says of its own size: training minutes taken, and the resolution of its accuracies.
+
+    `rows` are the runs (each with "seconds" and "val_acc"); the binomial standard error of a top-1
+    on `val_images` images is taken at the mean accuracy the runs reached.
+    """
+    accuracy = statistics.fmean(r["val_acc"] for r in rows)
+    stderr = math.sqrt(accuracy * (1 - accuracy) / val_images)
+    return (f"This file's runs took {sum(r['seconds'] for r in rows) / 60 / jobs:.0f} min of training ({jobs} at a "
+            f"time). {val_images:,} validation images give a binomial standard error of {100 * stderr:.1f} points at "
+            f"the mean top-1 reached here ({100 * accuracy:.1f}%), so with 3 seeds differences of about "
+            f"{300 * stderr:.0f} points are measurable.")
 
 
 def write_results(name: str, record: dict[str, Any], markdown: str) -> None:

@@ -41,6 +41,7 @@ from benchmarks.common import (
     header_markdown,
     markdown_table,
     mean_std,
+    measured_sizing,
     run_parallel,
     shown_command,
     single_thread_env,
@@ -209,14 +210,13 @@ def markdown(record: dict[str, Any], png: str) -> str:
         *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0], "",
         "## Sizing of the full mode", "",
         f"Full mode: {10 * FULL.train_per_class:,} training images, {10 * FULL.val_per_class:,} validation images, "
-        f"{FULL.epochs} epochs ({FULL.epochs * FULL.train_per_class * 10 // 64} steps of 64), h = {FULL.h} (structure "
+        f"{FULL.epochs} epochs ({FULL.epochs * (FULL.train_per_class * 10 // 64)} steps of 64), h = {FULL.h} (structure "
         f"update every {3 * FULL.h} steps), {FULL.seeds} seeds: 2 budgets x 2 methods x 3 seeds = 12 runs. Why: "
         "resnet20 takes about 0.2 s per batch-64 step on one idle core of this machine, so 12 runs x ~1,560 steps, "
         "two at a time, is about 35 min of training on a quiet machine (plus evaluation, JPEG decoding and 12 x 2 "
         "engine timings), leaving room for a shared machine inside 90 minutes. resnet20 rather than resnet56: the "
-        "budgets cut channels, not depth, and resnet56 would take ~3x as long per step, leaving ~3 epochs. 2,000 "
-        "validation images give a binomial standard error of ~1 point, so with 3 seeds differences of ~2 points are "
-        "measurable. Budgets 0.7 and 0.85: resnet20's smallest sub-network on this target is ~0.6 of dense (16-channel "
+        "budgets cut channels, not depth, and resnet56 would take ~3x as long per step, leaving ~3 epochs. "
+        f"{measured_sizing(record['rows'], args['jobs'], 10 * record['mode_settings']['val_per_class'])} Budgets 0.7 and 0.85: resnet20's smallest sub-network on this target is ~0.6 of dense (16-channel "
         "blocks), so lower ratios are infeasible; a wider model (wrn22_2) would allow lower ratios at ~4x the cost.", "",
     ]
     if mode["name"] == "quick":

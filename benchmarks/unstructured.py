@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -42,6 +41,7 @@ from benchmarks.common import (
     header_markdown,
     markdown_table,
     mean_std,
+    measured_sizing,
     run_parallel,
     train_run,
     write_results,
@@ -245,8 +245,6 @@ def markdown(record: dict[str, Any], png: str) -> str:
                 curves.append(f"- {method} {title} per update (epoch: %): "
                               + ", ".join(f"{x:.2f}: {100 * m:.1f}" for x, m in zip(xs, mean)))
     m = record["mode_settings"]
-    mean_acc = sum(r["val_acc"] for r in record["rows"]) / len(record["rows"])
-    stderr = math.sqrt(mean_acc * (1 - mean_acc) / (10 * m["val_per_class"]))
     lines = [
         f"# Unstructured sparsity on CIFAR-10 (JPEG copy): IEE vs RigL, SET, static, GMP ({mode['name']} mode)", "",
         *header_markdown(meta, mode["name"] + (" (the sizes below; not the full benchmark)" if mode["name"] == "quick"
@@ -281,11 +279,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "decoding, inside the 90-minute budget. A wider model (wrn22_2, ~1.1 M weights, ~4x the FLOPs) would leave "
         "~1 epoch per run, too few updates for the dynamic methods to differ. 10,000 training images x 7 epochs is the "
         "largest budget that fits and still gives 13 structure updates per run. "
-        f"This file's runs took {sum(r['seconds'] for r in record['rows']) / 60 / args['jobs']:.0f} min of training "
-        f"({args['jobs']} at a time). {10 * m['val_per_class']:,} validation images give a binomial standard error of "
-        f"{100 * stderr:.1f} points at the mean top-1 reached here ({100 * mean_acc:.1f}%), so with 3 seeds differences "
-        f"of about {300 * stderr:.0f} points are measurable. The estimate assumes a quiet machine; with other jobs on "
-        "the 2 cores it takes proportionally longer "
+        f"{measured_sizing(record['rows'], args['jobs'], 10 * m['val_per_class'])} The estimate assumes a quiet "
+        "machine; with other jobs on the 2 cores it takes proportionally longer "
         "(interrupt and re-run: finished runs are kept).", "",
     ]
     if mode["name"] == "quick":
