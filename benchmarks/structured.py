@@ -49,7 +49,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.structured_fashion_mnist import TOLERANCE
-from benchmarks.unstructured import Mode, prepare_data
+from benchmarks.unstructured import Mode, add_run_options, prepare_data
 from iee_deploy.deploy.build import build_engine
 from iee_deploy.deploy.timing import TimingConfig
 
@@ -220,8 +220,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "two at a time, is about 35 min of training on a quiet machine (plus evaluation, JPEG decoding and 12 x 2 "
         "engine timings), leaving room for a shared machine inside 90 minutes. resnet20 rather than resnet56: the "
         "budgets cut channels, not depth, and resnet56 would take ~3x as long per step, leaving ~3 epochs. "
-        f"{measured_sizing(record['rows'], args['jobs'], 10 * record['mode_settings']['val_per_class'])} Budgets 0.7 and 0.85: resnet20's smallest sub-network on this target is ~0.6 of dense (16-channel "
-        "blocks), so lower ratios are infeasible; a wider model (wrn22_2) would allow lower ratios at ~4x the cost.", "",
+        f"{measured_sizing(record['rows'], args['jobs'], 10 * m['val_per_class'])} Budgets 0.7 and 0.85: "
+        "resnet20's smallest sub-network on this target is ~0.6 of dense (16-channel blocks), so lower ratios are infeasible; a wider model (wrn22_2) would allow lower ratios at ~4x the cost.", "",
     ]
     if mode["name"] == "quick":
         lines += ["**This file is from the quick mode**: 2,000 training images and 2 epochs (one seed) are far too "
@@ -232,15 +232,10 @@ def markdown(record: dict[str, Any], png: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 training images, 2 epochs, 1 seed (a few minutes)")
-    parser.add_argument("--model", default="resnet20", help="zoo model (a CIFAR ResNet or wrn22_2)")
+    add_run_options(parser, QUICK, "runs/bench_structured")
     parser.add_argument("--ratios", default="0.85,0.7",
                         help="latency budgets, comma-separated fractions of the dense model's predicted latency")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per step")
-    parser.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate")
-    parser.add_argument("--jobs", type=int, default=2, help="training runs at a time (each uses 1 torch thread)")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="engine timing: seconds per model (s)")
-    parser.add_argument("--runs", default="runs/bench_structured", help="parent folder of the run folders")
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
     meta = header(1, "torchvision", "onnxruntime", "matplotlib")

@@ -70,6 +70,17 @@ QUICK = Mode("quick", train_per_class=200, val_per_class=50, epochs=3, h=5, seed
 FULL = Mode("full", train_per_class=1000, val_per_class=200, epochs=7, h=20, seeds=3, ablation_seeds=3)
 
 
+def add_run_options(parser: argparse.ArgumentParser, quick: Mode, runs: str) -> None:
+    """The options every CIFAR-10 training benchmark shares: mode, model, optimizer, parallelism, run folders."""
+    parser.add_argument("--quick", action="store_true", help=f"{10 * quick.train_per_class:,} training images, "
+                        f"{quick.epochs} epochs, {quick.seeds} seed (a few minutes)")
+    parser.add_argument("--model", default="resnet20", help="zoo model (a CIFAR ResNet or wrn22_2)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step")
+    parser.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate")
+    parser.add_argument("--jobs", type=int, default=2, help="training runs at a time (each uses 1 torch thread)")
+    parser.add_argument("--runs", default=runs, help="parent folder of the run folders")
+
+
 @dataclass(frozen=True)
 class Run:
     label: str  # the table's row name
@@ -292,12 +303,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 training images, 3 epochs, 1 seed (a few minutes)")
-    parser.add_argument("--model", default="resnet20", help="zoo model (a CIFAR ResNet or wrn22_2)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per step")
-    parser.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate")
-    parser.add_argument("--jobs", type=int, default=2, help="training runs at a time (each uses 1 torch thread)")
-    parser.add_argument("--runs", default="runs/bench_unstructured", help="parent folder of the run folders")
+    add_run_options(parser, QUICK, "runs/bench_unstructured")
     parser.add_argument("--only", default=None,
                         help="comma-separated method labels to run now (e.g. iee,rigl); the table shows every finished run")
     args = parser.parse_args()
