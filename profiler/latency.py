@@ -1,6 +1,7 @@
 """The latency model: predicted latency of a (sub-)network from its per-layer channel counts.
 
-    predicted_ms = a * sum_l T_l(cin_l, cout_l) + b
+    predicted_ms = a * sum_l T_l(cin_l, cout_l) + b      (sum at least the smallest calibration network's)
+    predicted_ms = p(s0) * sum / s0                      (below it: proportional, so never negative)
 
 `T_l` is layer l's latency table, interpolated bilinearly between the measured (cin, cout) grid
 points (linearly along cin for depthwise and grouped convs, which lose whole conv groups, so cin and
@@ -102,6 +103,24 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "points": [list(p) for p in self.points]}
 
+    def apply(self, sum_ms: float) -> float:
+        """Calibrated latency of a network whose layer latencies sum to `sum_ms`; positive for every positive sum.
+
+        The affine fit holds over the networks it was fitted on. A negative intercept (common: one-layer
+        networks carry overheads a whole network shares) would make the line negative for tiny networks,
+        so below the smallest calibration network (sum s0) the prediction shrinks in proportion to the
+        sum from its value at s0 instead: continuous, increasing, and zero only for an empty network.
+        """
+        line = self.a * sum_ms + self.b
+        if self.b >= 0 or not self.points:
+            return max(line, 0.0)
+        s0 = min(s for s, _ in self.points)
+        at_s0 = self.a * s0 + self.b
+        if sum_ms >= s0 and line > 0:
+            return line
+        scale = at_s0 / s0 if at_s0 > 0 else min(m / s for s, m in self.points)
+        return max(scale * sum_ms, 0.0)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Calibration:
         if not data:
@@ -196,8 +215,5 @@ class LatencyModel:
         return float(sum(float(self._tables[n](*channels[n])) for n in self._tables))
 
     def predict(self, layer_channels: Mapping[str, tuple[int, int]]) -> float:
-        """Predicted latency (ms per batch) of the network with these per-layer (cin, cout); others at full width."""
-        return self.calibration.a * self.sum_of_layers(layer_channels) + self.calibration.b
-
-    def with_calibration(self, calibration: Calibration) -> LatencyModel:
-        return LatencyModel(self._tables, self._full, calibration)
+        """Predicted latency (ms per batch, >= 0) of the network with these per-layer (cin, cout); others at full width."""
+        return self.calibration.apply(self.sum_of_layers(layer_channels))

@@ -14,7 +14,7 @@ their signatures, grid), where and how (target, device, backend and library vers
 threads, repeats), when, whether the table is complete, and the whole-network calibration.
 
 Rows are appended and flushed to disk one at a time, so a killed profile loses at most the row
-being measured; `--resume` keeps every complete row and drops a torn last line.
+being measured; resuming keeps every complete row and drops a torn last line.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from iee_deploy.io import write_json, write_text
 from profiler.layers import LayerSignature, plan_rows
 
 LUT_FORMAT = 1
+RESUME_FIX = "run the same `iee-deploy profile` command again with resume on (same settings); finished rows are kept"
 COLUMNS = ("signature", "cin", "cout", "median_ms", "iqr_ms", "min_ms", "runs")
 HEADER = ",".join(COLUMNS) + "\n"
 
@@ -230,7 +231,10 @@ def load_lut(csv_path: str | os.PathLike[str]) -> Lut:
     absent = missing_rows(rows, planned)
     if absent:
         raise UserError(f"LUT '{csv_path}' is incomplete: {len(absent)} of {len(planned)} rows missing (e.g. {absent[0]})",
-                        "finish it with `iee-deploy profile ... --resume` and the same options")
+                        f"finish it: {RESUME_FIX}")
+    if not meta.complete:
+        raise UserError(f"LUT '{csv_path}' is incomplete: its profile stopped before the whole-network calibration "
+                        "finished, so its predictions are uncalibrated", f"finish it: {RESUME_FIX}")
     return Lut(Path(csv_path), meta, rows)
 
 

@@ -1,6 +1,7 @@
 """Profiling a model on a target: plan the table, measure it row by row, calibrate, record.
 
-`profile_model` enumerates the model's layer signatures, plans every (signature, cin, cout) on the
+`profile_model` takes the model (built by the caller, `iee_deploy.profiling`) and a source of
+random physically pruned sub-networks for the calibration, enumerates the model's layer signatures, plans every (signature, cin, cout) on the
 channel grid, measures the rows that are not on disk yet (in a shuffled order, so a burst of
 machine noise spreads over many layers instead of biasing one), appends each to the CSV as soon
 as it is measured, then measures a few whole networks to fit the calibration and marks the
@@ -9,21 +10,16 @@ table complete. Interrupted runs continue with `resume=True` without re-measurin
 
 from __future__ import annotations
 
-import platform
 import random
-import socket
-import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from torch import nn
-from tqdm import tqdm
 
 from iee_deploy.errors import UserError
-from iee_deploy.models import build_model
-from profiler.backends import Backend, BackendSettings, choose_backend, make_backend
 from profiler.latency import Calibration, LatencyModel, fit_calibration
 from profiler.layers import enumerate_layers, plan_rows, unique_signatures
 from profiler.lut import (
@@ -38,8 +34,10 @@ from profiler.lut import (
     read_rows,
     write_meta,
 )
-from profiler.subnets import random_subnetworks
-from profiler.targets import Target, check_device, cpu_name
+from profiler.measurer import BackendSettings, Measurer, choose_measurer, make_measurer
+from profiler.targets import Target, check_device
+from runtime.machine import machine_info
+from runtime.progress import progress as progress_bar
 
 CALIBRATION_SEED = 1_000_003  # calibration sub-networks; validate-lut draws from other seeds
 
@@ -69,7 +67,7 @@ class ProfileSummary:
 
     lut: Lut
     measured: int  # rows measured by this run
-    reused: int  # rows found on disk (--resume)
+    reused: int  # rows found on disk (resume)
     seconds: float
 
 
@@ -77,20 +75,16 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def machine_info(threads: int) -> dict[str, str]:
-    return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu": cpu_name(), "threads": str(threads)}
+Subnetworks = Callable[[int, int, int], Iterable[tuple[nn.Module, Mapping[str, tuple[int, int]]]]]
+"""subnetworks(count, seed, align): random physically pruned sub-networks of the profiled model, each
+with its per-layer (cin, cout), channel counts multiples of `align` (see `iee_deploy.subnets`)."""
 
 
 def input_shape(batch: int, resolution: int) -> tuple[int, int, int, int]:
     return (batch, 3, resolution, resolution)
 
 
-def load_model(request: ProfileRequest) -> nn.Module:
-    return build_model(request.model, request.num_classes, request.resolution, request.checkpoint).eval()
-
-
-def _new_meta(request: ProfileRequest, model: nn.Module, backend: Backend, device: str) -> LutMeta:
+def _new_meta(request: ProfileRequest, model: nn.Module, backend: Measurer, device: str) -> LutMeta:
     layers = enumerate_layers(model, input_shape(1, request.resolution))
     signatures = unique_signatures(layers)
     step = request.grid_step or request.target.grid.step
@@ -116,48 +110,69 @@ def _resume_meta(out: Path, fresh: LutMeta) -> LutMeta:
         have = old.settings()[key]
         if have != want:
             raise UserError(f"cannot resume '{out}': it was profiled with {key} {have}, this run asks for {want}",
-                            "pass the same options as the interrupted run, or a new --out")
+                            "use the same settings as the interrupted run, or write a new LUT")
     if old.layers != fresh.layers or old.signatures != fresh.signatures:
         raise UserError(f"cannot resume '{out}': its layers differ from this model's",
-                        "pass the same --model, --num-classes, --resolution and --checkpoint, or a new --out")
+                        "profile the same model (model, num_classes, resolution, checkpoint), or write a new LUT")
     for what, have, want in (("device", old.device, fresh.device), ("library versions", old.versions, fresh.versions)):
         if have != want:
             raise UserError(f"cannot resume '{out}': it was measured with {what} {have}, this machine has {want}",
-                            "finish it where it was started, or profile again into a new --out")
+                            "finish it where it was started, or profile again into a new file")
     return old
 
 
-def calibrate(model: nn.Module, latency: LatencyModel, backend: Backend, batch: int, resolution: int, networks: int,
-              statistic: str, progress: bool = True) -> Calibration:
+def calibrate(model: nn.Module, latency: LatencyModel, measurer: Measurer, batch: int, resolution: int, networks: int,
+              statistic: str, subnetworks: Subnetworks, progress: bool = True) -> Calibration:
     """Fit measured = a * sum_of_layers + b on the dense model and `networks - 1` random sub-networks.
 
-    The networks are timed interleaved (`Backend.time_models`), so machine noise hits them alike.
+    The networks are timed interleaved (`Measurer.time_models`), so machine noise hits them alike.
     """
     models, sums = [model], [latency.sum_of_layers({})]
-    for subnet in random_subnetworks(model, resolution, networks - 1, CALIBRATION_SEED, align=latency.align):
-        models.append(subnet.model)
-        sums.append(latency.sum_of_layers(subnet.layer_channels))
-    if progress:
-        print(f"calibrating on {len(models)} whole network(s)...", file=sys.stderr)
-    timings = backend.time_models(models, input_shape(batch, resolution))
+    drawn = subnetworks(networks - 1, CALIBRATION_SEED, latency.align)
+    for subnet, layer_channels in progress_bar(drawn, total=networks - 1, desc="calibration: prune sub-networks",
+                                               unit="net", enabled=progress):
+        models.append(subnet)
+        sums.append(latency.sum_of_layers(layer_channels))
+    timings = measurer.time_models(models, input_shape(batch, resolution),
+                                   f"calibration: time {len(models)} whole networks" if progress else None)
     return fit_calibration(sums, [t.value(statistic) for t in timings])
 
 
-def profile_model(request: ProfileRequest, out: str | Path, resume: bool = False, progress: bool = True) -> ProfileSummary:
-    """Measure (or finish measuring) the LUT of `request` into `out` (.csv) and its metadata (.json)."""
-    started = time.perf_counter()
-    out = Path(out)
+def check_out(out: Path, resume: bool) -> None:
+    """Refuse an output path that is not a .csv, already exists (without resume) or cannot be written."""
     if out.suffix != ".csv":
-        raise UserError(f"--out '{out}' must end in .csv", "pass e.g. --out luts/cpu-resnet18.csv")
+        raise UserError(f"LUT path (out) '{out}' must end in .csv", "name a .csv file, e.g. luts/cpu-resnet18.csv")
     exists = out.exists() or meta_path(out).exists()
     if exists and not resume:
-        raise UserError(f"'{out}' already exists", "pass --resume to continue it, or choose another --out")
+        raise UserError(f"'{out}' already exists", "resume it, or choose another LUT path (out)")
+    check_writable(out)
+
+
+def check_writable(path: Path) -> None:
+    """Raise a UserError unless a file can be created at `path` (its folder made if missing)."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".{path.name}.write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write '{path}' ({exc.strerror or type(exc).__name__})",
+                        "choose a path in a folder you can write") from None
+
+
+def profile_model(request: ProfileRequest, model: nn.Module, out: str | Path, subnetworks: Subnetworks,
+                  resume: bool = False, progress: bool = True) -> ProfileSummary:
+    """Measure (or finish measuring) the LUT of `request` for `model` into `out` (.csv) and its metadata (.json)."""
+    started = time.perf_counter()
+    out = Path(out)
+    check_out(out, resume)
+    exists = out.exists() or meta_path(out).exists()
     # An explicitly chosen backend must exist (its error says how to install it) before the device is checked.
-    chosen = make_backend(request.backend, request.settings) if request.backend else None
+    chosen = make_measurer(request.backend, request.settings) if request.backend else None
     device = check_device(request.target)
-    backend = chosen or choose_backend(request.target, request.settings)
-    model = load_model(request)
-    meta = _new_meta(request, model, backend, device)
+    backend = chosen or choose_measurer(request.target, request.settings)
+    meta = _new_meta(request, model.eval(), backend, device)
     rows: list[Row] = []
     if exists:
         meta = _resume_meta(out, meta)
@@ -168,12 +183,12 @@ def profile_model(request: ProfileRequest, out: str | Path, resume: bool = False
     meta.rows_done, meta.complete, meta.updated = len(planned) - len(todo), False, now()
     write_meta(out, meta)
     elapsed_before = meta.elapsed_s
-    with RowWriter(out) as writer, tqdm(total=len(planned), initial=len(planned) - len(todo), unit="row", file=sys.stderr,
-                                        desc=f"profile {request.model} on {request.target.name}", disable=not progress,
-                                        smoothing=0.05) as bar:
+    with RowWriter(out) as writer, progress_bar(total=len(planned), initial=len(planned) - len(todo), unit="row",
+                                                desc=f"profile {request.model} on {request.target.name}",
+                                                enabled=progress) as bar:
         for key, cin, cout in todo:
             timing = backend.time_layer(meta.signatures[key], cin, cout, meta.batch)
-            writer.append(Row(key, cin, cout, timing.median_ms, timing.iqr_ms, timing.min_ms, timing.runs))
+            writer.append(Row(key, cin, cout, timing.median_ms, timing.iqr_ms, timing.min_ms, timing.iterations))
             bar.update()
     rows_on_disk = read_rows(out)
     meta.rows_done = len(rows_on_disk)
@@ -181,7 +196,7 @@ def profile_model(request: ProfileRequest, out: str | Path, resume: bool = False
     if meta.calibration is None or todo:
         latency = LatencyModel.from_lut(Lut(out, meta, rows_on_disk))
         meta.calibration = calibrate(model, latency, backend, meta.batch, meta.resolution, networks, meta.statistic,
-                                     progress).to_dict()
+                                     subnetworks, progress).to_dict()
     meta.complete, meta.updated = True, now()
     meta.elapsed_s = elapsed_before + time.perf_counter() - started
     write_meta(out, meta)

@@ -1,4 +1,6 @@
-"""One-layer ONNX networks to time (whole networks are exported by `iee_deploy.deploy.export`).
+"""One-layer networks to time: ONNX graphs (ONNX Runtime, TensorRT) and eager modules (torch).
+
+Whole networks are exported by `runtime.export`.
 
 A one-layer network is the layer as the runtime executes it inside a network: a conv with its
 BatchNorm folded into the bias and the ReLU fused after it (ONNX Runtime and TensorRT both fuse
@@ -12,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from torch import nn
 
-from iee_deploy.deploy.export import INPUT_NAME, OPSET
 from profiler.layers import LayerSignature
+from runtime.export import INPUT_NAME, OPSET
 
 INPUT, OUTPUT = INPUT_NAME, "output"
 _DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorProto.FLOAT16)}
@@ -60,3 +63,12 @@ def layer_onnx(sig: LayerSignature, cin: int, cout: int, batch: int, precision: 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="iee-deploy profiler")
     model.ir_version = 8  # readable by every ONNX Runtime and TensorRT parser we support
     return model
+
+
+def layer_module(sig: LayerSignature, cin: int, cout: int) -> nn.Module:
+    """The one-layer network as eager PyTorch runs it in a CNN: conv, BatchNorm, ReLU (no fusion); or a Linear."""
+    if sig.kind == "linear":
+        return nn.Linear(cin, cout)
+    conv = nn.Conv2d(cin, cout, sig.kernel, sig.stride, sig.padding, sig.dilation, groups=conv_groups(sig, cin, cout),
+                     bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))

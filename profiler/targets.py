@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 
 from iee_deploy.errors import UserError
-from profiler.timing import STATISTICS
+from runtime.machine import cpu_name, detect_gpus
+from runtime.timing import STATISTICS, describe
 
 KINDS = ("cpu", "gpu")
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
@@ -69,6 +70,21 @@ class Target:
     timing: TimingSpec
     calibration_networks: int
     path: Path
+
+    @property
+    def device(self) -> str:
+        """The torch device kind its backends run on: "cuda" for a gpu target, else "cpu"."""
+        return "cuda" if self.kind == "gpu" else "cpu"
+
+    @property
+    def statistic(self) -> str:
+        """The latency statistic of this target (fastest run on the shared-machine cpu target, median on GPUs)."""
+        return self.timing.statistic
+
+    @property
+    def statistic_words(self) -> str:
+        """How that statistic is printed beside every latency: "fastest run" or "median"."""
+        return describe(self.timing.statistic)
 
     def resolved_threads(self) -> int:
         """Thread count to run with: the YAML's, or every core this process may use when it says 0."""
@@ -183,32 +199,12 @@ def parse_target(data: Any, path: Path) -> Target:
     )
 
 
-def cpu_name() -> str:
-    """Human-readable CPU model of this machine."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def detect_gpus() -> list[str]:
-    """Names of the CUDA GPUs torch can use here (empty without a GPU, a driver or a CUDA build of torch)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-
-
 def check_device(target: Target) -> str:
     """Return the name of this machine's device for `target`, or raise a UserError naming what was found."""
     arch = platform.machine()
     if target.device_arch and not re.fullmatch(target.device_arch, arch, flags=re.IGNORECASE):
         raise UserError(f"target '{target.name}' is for {target.device_arch} machines, but this one is {arch} ({cpu_name()})",
-                        "profile on that device, or pass --target with a YAML whose device.arch matches this machine")
+                        "profile on that device, or use a target YAML whose device.arch matches this machine")
     if target.kind == "cpu":
         return cpu_name()
     gpus = detect_gpus()
@@ -219,6 +215,6 @@ def check_device(target: Target) -> str:
     found = f"GPU(s) {', '.join(repr(g) for g in gpus)}" if gpus else f"no usable CUDA GPU, only the CPU '{cpu_name()}'"
     raise UserError(
         f"target '{target.name}' needs a GPU matching '{target.device_name}', but this machine has {found}",
-        "run on that GPU, or pass --target cpu (or a target YAML whose device.name matches this machine); "
+        "run on that GPU, or use the cpu target (or a target YAML whose device.name matches this machine); "
         "no other device's numbers are used in its place",
     )

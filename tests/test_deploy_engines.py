@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from iee_deploy.deploy.engines import BACKENDS, BuildSpec, ModelSource, get_backend
 from iee_deploy.deploy.export import export_onnx
+
 from iee_deploy.deploy.validate import TOLERANCES, compare_outputs
 from iee_deploy.errors import NotAvailableError, UserError
 from iee_deploy.models import build_model

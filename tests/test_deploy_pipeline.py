@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import assert_user_error, run_cli
 from deploy_runs import make_structured_run
+from iee_deploy.deploy.timing import TimingConfig
 
 from iee_deploy.deploy.build import ENGINE_REPORT, build_engine, read_engine_report
 from iee_deploy.deploy.report import EnginePoint, front_of, write_report
-from iee_deploy.deploy.timing import TimingConfig
 from iee_deploy.deploy.validate import validate_engine
 from iee_deploy.errors import UserError
 from iee_deploy.io import save_torch

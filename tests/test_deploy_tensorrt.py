@@ -16,7 +16,6 @@ import types
 import numpy as np
 import pytest
 import torch
-
 from iee_deploy.deploy.engines import BuildSpec, ModelSource, get_backend
 from iee_deploy.deploy.engines.tensorrt_gpu import TIMING_CACHE, TensorRTEngine, require_tensorrt
 

@@ -3,7 +3,6 @@
 import math
 
 import pytest
-
 from iee_deploy.deploy.timing import TimingConfig, measure, percentile_nearest_rank, summarise
 
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from profiler.backends import BackendSettings, choose_backend, make_backend, settings_for
+from profiler.backends import tensorrt_engine as trt_backend
+from profiler.timing import Timing, cuda_runner, host_runner, interleaved
 
 from iee_deploy.errors import NotAvailableError
 from iee_deploy.models import build_model
-from profiler.backends import BackendSettings, choose_backend, make_backend, settings_for
-from profiler.backends import tensorrt_engine as trt_backend
 from profiler.layers import enumerate_layers
 from profiler.targets import load_target
-from profiler.timing import Timing, cuda_runner, host_runner, interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = BackendSettings(device="cpu", precision="fp32", threads=1, warmup=1, repeats=3, network_repeats=3)

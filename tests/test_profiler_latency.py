@@ -4,6 +4,8 @@ import time
 
 import numpy as np
 import pytest
+from profiler.subnets import keep_counts, snap
+from profiler.validate import mape, ranks, spearman
 
 from profiler.latency import (
     Calibration,
@@ -14,8 +16,6 @@ from profiler.latency import (
     fit_calibration,
     linear,
 )
-from profiler.subnets import keep_counts, snap
-from profiler.validate import mape, ranks, spearman
 
 
 def plane(cin, cout):

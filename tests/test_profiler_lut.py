@@ -11,10 +11,10 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 from conftest import ROOT, assert_user_error, run_cli
+from profiler.backends import settings_for
 
 from iee_deploy.errors import UserError
 from iee_deploy.models import build_model
-from profiler.backends import settings_for
 from profiler.latency import LatencyModel
 from profiler.layers import enumerate_layers
 from profiler.lut import check_lut, load_lut, meta_path

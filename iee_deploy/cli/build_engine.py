@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from iee_deploy.deploy.engines import BACKENDS, PRECISIONS
-from iee_deploy.deploy.timing import TimingConfig
+from runtime.backends import ALIASES, BACKENDS, PRECISIONS, canonical_name
+from runtime.timing import TimingConfig
+
+
+def not_resumable(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Ctrl-C on a command without --resume: say what was lost and how to start again (not --resume), exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("interrupted: this command keeps no partial work; run it again to start over", err=True)
+            raise SystemExit(130) from None
+
+    return wrapper
 
 
 def timing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -31,28 +46,32 @@ def timing_config(warmup_s: float, min_iters: int, min_seconds: float) -> Timing
 
 @click.command("build-engine")
 @click.option("--run", "run_dir", type=click.Path(file_okay=False), required=True, help="Run folder written by `iee-deploy train`.")
-@click.option("--backend", type=click.Choice(list(BACKENDS)), default="onnxruntime", show_default=True,
-              help="Engine backend: onnxruntime (CPU); tensorrt and torch-cuda need an NVIDIA GPU.")
+@click.option("--backend", type=click.Choice([*BACKENDS, *ALIASES]), default="onnxruntime", show_default=True,
+              help="Engine backend: onnxruntime (CPU); tensorrt and torch (CUDA graphs) need an NVIDIA GPU "
+                   "(torch-cuda is the earlier name of torch).")
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size the engine is built and timed for (images).")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
               help="Engine precision: the dtype of inputs, weights and outputs (fp16 is exported as an FP16 ONNX). "
-                   "Default: fp32 on onnxruntime, fp16 on tensorrt and torch-cuda.")
+                   "Default: fp32 on onnxruntime, fp16 on tensorrt and torch.")
 @click.option("--threads", type=int, default=None,
-              help="CPU threads of the onnxruntime engine. Default: the run's target YAML `threads`, else all cores.")
+              help="CPU threads of the onnxruntime engine, the same for dense and pruned. Default: the run's target's "
+                   "`threads` (the cpu target's for a run without a target).")
 @timing_options
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Folder for the ONNX files, the engines and the FPS report (engine.json, engine.md).")
+@not_resumable
 def build_engine(run_dir: str, backend: str, batch: int, precision: str | None, threads: int | None, warmup_s: float,
                  min_iters: int, min_seconds: float, out: str) -> None:
     """Build the pruned and the dense model of a run and time both side by side.
 
-    Prints and writes latency (median and p90 ms per batch), throughput (images/s) and the
-    speed-up (dense / pruned median latency) measured in one interleaved run.
+    Prints and writes latency (ms per batch in the target's statistic: fastest run on the cpu
+    target, median on GPUs; also median and p90), throughput (images/s), non-zero parameters and
+    the speed-up (dense / pruned latency) measured in one interleaved run on the same threads.
     """
     from iee_deploy.deploy.build import ENGINE_MARKDOWN
     from iee_deploy.deploy.build import build_engine as build
 
-    report = build(run_dir, out, backend=backend, batch=batch, precision=precision, threads=threads,
+    report = build(run_dir, out, backend=canonical_name(backend), batch=batch, precision=precision, threads=threads,
                    timing=timing_config(warmup_s, min_iters, min_seconds), log=lambda msg: click.echo(msg, err=True))
     click.echo(report.markdown())
     click.echo(f"wrote {out}/{ENGINE_MARKDOWN} and engine.json")

@@ -10,12 +10,13 @@ from iee_deploy.cli.options import model_options
 from iee_deploy.errors import UserError
 from iee_deploy.io import write_json
 from iee_deploy.models import model_spec
-from profiler.backends import settings_for
-from profiler.backends.tensorrt_engine import timing_cache_path
+from iee_deploy.profiling import profile as run_profile
+from iee_deploy.profiling import validate_lut as run_validation
 from profiler.lut import meta_path
-from profiler.measure import ProfileRequest, profile_model
+from profiler.measure import ProfileRequest
+from profiler.measurer import settings_for, timing_cache_path
 from profiler.targets import load_target
-from profiler.validate import validate_lut as run_validation
+from runtime.timing import describe
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -37,7 +38,9 @@ def _positive(name: str, value: int | None) -> None:
               help="Hardware channel block in channels: grid points are multiples of it and queries are rounded up to it "
                    "(default: the target's: 8 on GPUs, 16 on CPU).")
 @click.option("--warmup", type=int, default=None, help="Untimed runs before timing each configuration (default: the target's).")
-@click.option("--repeats", type=int, default=None, help="Timed runs per layer configuration; the median is recorded (default: the target's).")
+@click.option("--repeats", type=int, default=None,
+              help="Timed runs per layer configuration; the table records their median and fastest run, and the latency "
+                   "model uses the target's statistic (--statistic) (default: the target's).")
 @click.option("--statistic", type=click.Choice(["median", "min"]), default=None,
               help="Latency the table records and the model predicts: median run or fastest run (default: the target's: "
                    "min on CPU, reproducible on a shared machine; median on GPUs).")
@@ -71,15 +74,15 @@ def profile(target: str, model_name: str, num_classes: int | None, resolution: i
     request = ProfileRequest(model=model_name, num_classes=num_classes or 1000, resolution=resolution or spec.native_resolution,
                              batch=batch or hw.batch, target=hw, settings=settings, backend=backend, grid_step=step,
                              grid_min=min_channels, grid_align=align, statistic=statistic, calibration_networks=calibration_networks, checkpoint=checkpoint)
-    summary = profile_model(request, out_path, resume=resume)
+    summary = run_profile(request, out_path, resume=resume)
     meta = summary.lut.meta
     cal = meta.calibration or {}
     click.echo(f"LUT {out_path} ({meta_path(out_path)}): {meta.model} at {meta.resolution}px, batch {meta.batch}, {meta.precision}, "
-               f"{meta.backend} on {meta.device}, {meta.threads} thread(s), {meta.statistic} of {meta.repeats} runs")
+               f"{meta.backend} on {meta.device}, {meta.threads} thread(s), latency = {describe(meta.statistic)} of {meta.repeats} runs")
     click.echo(f"  {len(meta.signatures)} layer signatures for {len(meta.layers)} layers, {meta.rows_done} rows "
                f"({summary.measured} measured now, {summary.reused} reused) in {summary.seconds:.0f} s")
-    click.echo(f"  calibration on {len(cal.get('points', []))} whole network(s): measured = {cal.get('a', 1):.4f} x "
-               f"sum_of_layers + {cal.get('b', 0):.4f} ms")
+    click.echo(f"  calibration on {len(cal.get('points', []))} whole network(s): measured ({describe(meta.statistic)}) = "
+               f"{cal.get('a', 1):.4f} x sum_of_layers + {cal.get('b', 0):.4f} ms")
 
 
 @click.command("validate-lut")
@@ -97,12 +100,14 @@ def validate_lut(lut: str, model_name: str, num_classes: int | None, resolution:
     if not 0 < min_keep <= max_keep <= 1:
         raise UserError(f"keep fractions must satisfy 0 < --min-keep <= --max-keep <= 1, got {min_keep} and {max_keep}",
                         "pass e.g. --min-keep 0.3 --max-keep 1.0")
-    report = run_validation(lut, model_name, num_classes, resolution, checkpoint, samples, seed, min_keep, max_keep)
+    report = run_validation(lut, model_name, num_classes, resolution, checkpoint, samples, seed, min_keep, max_keep,
+                            json_out=json_out)
+    words = describe(report.statistic)
     click.echo(f"{report.model} on {report.target} ({report.backend}, {report.device}), batch {report.batch}, latency = "
-               f"{report.statistic} run: dense measured {report.dense_measured_ms:.3f} ms, predicted {report.dense_predicted_ms:.3f} ms")
-    click.echo(f"{'#':>3} {'keep level':>10} {'predicted ms':>13} {'measured ms':>12} {'error %':>8}")
+               f"{words}: dense measured {report.dense_measured_ms:.3f} ms, predicted {report.dense_predicted_ms:.3f} ms")
+    click.echo(f"{'#':>3} {'keep level':>10} {'predicted ms':>13} {'measured ms (' + words + ')':>26} {'error %':>8}")
     for i, s in enumerate(report.samples, 1):
-        click.echo(f"{i:>3} {s.level:>10.2f} {s.predicted_ms:>13.3f} {s.measured_ms:>12.3f} {s.error_pct:>+8.1f}")
+        click.echo(f"{i:>3} {s.level:>10.2f} {s.predicted_ms:>13.3f} {s.measured_ms:>26.3f} {s.error_pct:>+8.1f}")
     click.echo(f"MAPE {report.mape_pct:.1f}% (uncalibrated sum of layers: {report.mape_uncalibrated_pct:.1f}%), "
                f"Spearman {report.spearman:.3f} over {len(report.samples)} sub-networks")
     if json_out:

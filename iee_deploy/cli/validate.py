@@ -4,33 +4,40 @@ from __future__ import annotations
 
 import click
 
-from iee_deploy.cli.build_engine import timing_config, timing_options
+from iee_deploy.cli.build_engine import not_resumable, timing_config, timing_options
 
 
 @click.command("validate")
 @click.option("--engine", "engine_dir", type=click.Path(file_okay=False), required=True, help="Folder written by `build-engine`.")
-@click.option("--dataset", default=None, help="Validation data: digits, fashion-mnist, cifar10, imagefolder. Default: the run's.")
+@click.option("--dataset", default=None,
+              help="Validation data; must be the run's dataset (digits, fashion-mnist, cifar10, imagefolder). Default: the run's.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Dataset root. Default: the run's (when --dataset is not given).")
-@click.option("--subset", type=int, default=None, help="Use only the first N/5 validation images (as in `train --subset N`).")
+@click.option("--subset", type=click.IntRange(min=1), default=None,
+              help="Use N/5 validation images (as in `train --subset N`). Default: the run's --subset.")
 @click.option("--latency-ms", type=float, default=None,
-              help="Budget the measured median latency must meet (ms per batch). Default: the run's budget_ms.")
+              help="Budget the measured latency must meet (ms per batch), in the target's statistic: the fastest run "
+                   "on the cpu target, the median on GPUs. Default: the run's budget_ms.")
 @click.option("--lut-tolerance", type=float, default=None,
               help="Fail when |measured / LUT-predicted latency - 1| exceeds this fraction (0-1). Default: report only.")
 @click.option("--budget-tolerance", type=float, default=0.0, show_default=True,
               help="Fraction (0-1) by which the measured latency may exceed the budget, for timing noise; 0 is strict.")
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
-              help="Largest allowed top-1 drop of the engine vs the PyTorch pruned model (percentage points).")
+              help="Largest allowed top-1 drop (percentage points, 0 or more) of the engine vs the PyTorch pruned model.")
 @timing_options
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for validation.json and validation.md. Default: the engine folder.")
 @click.pass_context
+@not_resumable
 def validate(ctx: click.Context, engine_dir: str, dataset: str | None, data_dir: str | None, subset: int | None,
              latency_ms: float | None, lut_tolerance: float | None, budget_tolerance: float, max_accuracy_drop: float,
              warmup_s: float,
              min_iters: int, min_seconds: float, out: str | None) -> None:
     """Check outputs match (engine vs PyTorch pruned vs masked training model), top-1 accuracy,
     and measured latency vs the budget and the LUT prediction. Exits 1 naming the failing checks.
+
+    Latency is the target's statistic (the fastest run on the cpu target, the median on GPUs), the
+    one the LUT predicts and the budget is set in.
 
     \b
     Tolerances on the max abs logit error: fp32 1e-4; fp16 1% of the largest logit.

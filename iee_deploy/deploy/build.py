@@ -1,6 +1,6 @@
 """`build_engine`: run folder -> ONNX -> engine for the pruned and the dense model, timed side by side.
 
-Output folder (`--out`):
+Output folder (`out`):
 
 | file | content |
 |---|---|
@@ -9,8 +9,11 @@ Output folder (`--out`):
 | `engine.json`, `engine.md` | `EngineReport`: settings, parameters, latency (ms per batch), images/s, speed-up |
 
 The dense model is the unpruned architecture (see `run_models`), built by the same backend with the
-same settings (but no sparse-weight kernels) and timed in the same interleaved measurement, so
-`speedup` is a side-by-side ratio.
+same settings (same threads, but no sparse-weight kernels) and timed in the same interleaved
+measurement (`runtime.timing.measure`), so `speedup` is a side-by-side ratio. Latency is the
+target's statistic (`statistic`: the fastest run on the shared-machine cpu target, the median on
+GPUs), the one the run's LUT predicted and its budget was set in; GPU engines are timed with CUDA
+events, the clock of the GPU latency tables.
 """
 
 from __future__ import annotations
@@ -23,20 +26,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
-from iee_deploy.deploy.engines import PRECISIONS, BuildSpec, Engine, ModelSource, get_backend
-from iee_deploy.deploy.export import export_onnx
-from iee_deploy.deploy.render import environment, markdown_table
+from iee_deploy.deploy.render import markdown_table
 from iee_deploy.deploy.run_models import load_run_models, parameter_count
-from iee_deploy.deploy.timing import Timing, TimingConfig, measure
 from iee_deploy.errors import UserError
 from iee_deploy.io import write_json, write_text
 from iee_deploy.runs import RunInfo, read_run_info
+from profiler.lut import read_meta
+from profiler.measure import check_writable
 from profiler.targets import load_target
+from runtime.backends import PRECISIONS, Backend, BuildSpec, ModelSource, Session, canonical_name, get_backend
+from runtime.export import export_onnx
+from runtime.machine import machine_info
+from runtime.timing import Timing, TimingConfig, describe, measure
 
 ENGINE_REPORT = "engine.json"
 ENGINE_MARKDOWN = "engine.md"
 MODELS = ("dense", "pruned")
+DEFAULT_CPU_TARGET = "cpu"  # the target whose threads and statistic a CPU engine of a run without a target gets
+UNSTRUCTURED_NOTE = ("Unstructured sparsity leaves the layer shapes unchanged, so dense kernels (ONNX Runtime on the CPU, "
+                     "torch, TensorRT without sparse weights) multiply the zeros: the pruned engine is no faster. "
+                     "Sparse kernels that use it: TensorRT with 2:4 (N:M) sparse weights on sparse tensor cores "
+                     "(an N:M run built with the tensorrt backend).")
 
 Log = Callable[[str], None]
 
@@ -49,6 +61,8 @@ class ModelResult:
     onnx: str
     artefact: str
     timing: Timing
+    nonzero_params: int | None = None  # parameters that are not zero (unstructured sparsity keeps the shapes)
+    latency_ms: float | None = None  # the timing's value of the report's statistic
 
 
 @dataclass
@@ -62,9 +76,10 @@ class EngineReport:
     spec: BuildSpec
     pruned: ModelResult
     dense: ModelResult
-    speedup: float  # dense median latency / pruned median latency
+    speedup: float  # dense latency / pruned latency, in the report's statistic
     timing_config: TimingConfig
     environment: dict[str, str] = field(default_factory=dict)
+    statistic: str = "median"  # the target's latency statistic: "min" (fastest run) or "median"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,28 +87,60 @@ class EngineReport:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EngineReport:
         def result(d: dict[str, Any]) -> ModelResult:
-            return ModelResult(**{**d, "timing": Timing(**d["timing"])})
+            return ModelResult(**{**d, "timing": Timing.from_dict(d["timing"])})
 
-        return cls(**{**data, "spec": BuildSpec(**data["spec"]), "pruned": result(data["pruned"]),
-                      "dense": result(data["dense"]), "timing_config": TimingConfig(**data["timing_config"])})
+        backend = canonical_name(data["backend"])
+        spec = {"device": engine_device(get_backend(backend)), **data["spec"], "shape": None}
+        return cls(**{**data, "backend": backend, "spec": BuildSpec(**spec),
+                      "pruned": result(data["pruned"]), "dense": result(data["dense"]),
+                      "timing_config": TimingConfig(**data["timing_config"])})
+
+    def latency(self, result: ModelResult) -> float:
+        """A model's latency (ms per batch) in the report's statistic."""
+        return result.timing.value(self.statistic)
 
     def markdown(self) -> str:
-        rows = [[name, r.params, r.timing.median_ms, r.timing.p90_ms, r.timing.images_per_s, r.timing.iterations]
-                for name, r in (("dense", self.dense), ("pruned", self.pruned))]
+        words = describe(self.statistic)
+        rows = [[name, r.params, r.nonzero_params, self.latency(r), r.timing.median_ms, r.timing.p90_ms,
+                 r.timing.images_per_s, r.timing.iterations] for name, r in (("dense", self.dense), ("pruned", self.pruned))]
         s, t = self.spec, self.timing_config
+        clock = "CUDA events around CUDA-graph replays" if s.device == "cuda" else "host wall time of one synchronous batch"
         return "\n".join([
             f"# Engine: {self.model} ({self.kind}) on {self.backend}", "",
             f"Run `{self.run_dir}`; batch {s.batch}, {s.precision}, input {s.input_shape}, {s.threads} CPU threads, "
             f"sparse weights: {'yes' if s.sparse_weights else 'no'}.", "",
-            markdown_table(["model", "parameters", "median ms/batch", "p90 ms/batch", "images/s", "iterations"], rows), "",
-            f"**Speed-up (dense / pruned median latency): {self.speedup:.2f}x**", "",
+            markdown_table(["model", "parameters", "non-zero parameters", f"latency ms/batch ({words})",
+                            "median ms/batch", "p90 ms/batch", "images/s", "iterations"], rows), "",
+            f"**Speed-up (dense / pruned latency, {words}): {self.speedup:.2f}x**", "",
+            *([UNSTRUCTURED_NOTE, ""] if self.kind == "unstructured" and not s.sparse_weights else []),
             f"Timing: warm-up {t.warmup_s} s, then >= {t.min_iterations} iterations and >= {t.min_seconds} s per model "
-            f"in {t.rounds} alternating rounds; latency = host wall time of one synchronous batch.", "",
+            f"in {t.rounds} alternating rounds; latency = {clock}; the {words} is the target's latency statistic.", "",
             "Environment: " + ", ".join(f"{k} {v}" for k, v in self.environment.items()), "",
         ])
 
 
-def default_threads(target: str | None) -> int:
+def engine_device(backend: Backend) -> str:
+    """Where an engine of `backend` runs: the GPU for backends that have one (torch, tensorrt), else the CPU."""
+    return "cuda" if "cuda" in backend.devices else "cpu"
+
+
+def run_target(info: RunInfo, device: str) -> str:
+    """The target whose threads and latency statistic an engine uses: the run's, else the default CPU target on the CPU."""
+    if info.target:
+        return info.target
+    return DEFAULT_CPU_TARGET if device == "cpu" else ""
+
+
+def run_statistic(info: RunInfo, device: str) -> str:
+    """The latency statistic of the run's target: its LUT's, else its target's, else the default CPU target's on the
+    CPU and the median on a GPU. Budgets, LUT predictions and measured latencies all speak this statistic."""
+    if info.lut and Path(info.lut).is_file():
+        return read_meta(info.lut).statistic
+    target = run_target(info, device)
+    return load_target(target).statistic if target else "median"
+
+
+def default_threads(target: str) -> int:
     """Intra-op CPU threads: the target's `threads` (a name in targets/ or a YAML path), else all cores."""
     return load_target(target).resolved_threads() if target else os.cpu_count() or 1
 
@@ -101,15 +148,17 @@ def default_threads(target: str | None) -> int:
 def build_spec(info: RunInfo, backend: str, batch: int, precision: str | None, threads: int | None) -> BuildSpec:
     """Check the user's choices and derive the spec (sparse weights for N:M runs on TensorRT)."""
     if batch < 1:
-        raise UserError(f"--batch must be at least 1, got {batch}", "pass a number of images, e.g. --batch 1")
-    precision = precision or get_backend(backend).default_precision
+        raise UserError(f"the batch size (batch) must be at least 1, got {batch}", "give a number of images, e.g. 1")
+    chosen = get_backend(backend)
+    device = engine_device(chosen)
+    precision = precision or chosen.default_precision(device)
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'", f"choose one of: {', '.join(PRECISIONS)}")
     if threads is not None and threads < 1:
-        raise UserError(f"--threads must be at least 1, got {threads}", "pass a number of CPU threads")
+        raise UserError(f"the CPU thread count (threads) must be at least 1, got {threads}", "give a number of CPU threads")
     return BuildSpec(batch=batch, resolution=info.resolution, precision=precision,
-                     threads=threads or default_threads(info.target),
-                     sparse_weights=backend == "tensorrt" and info.nm is not None)
+                     threads=threads or default_threads(run_target(info, device)),
+                     sparse_weights=chosen.name == "tensorrt" and info.nm is not None, device=device)
 
 
 def timing_input(spec: BuildSpec, seed: int = 0) -> np.ndarray:
@@ -117,40 +166,48 @@ def timing_input(spec: BuildSpec, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(spec.input_shape).astype(spec.input_dtype)
 
 
+def nonzero_count(model: nn.Module) -> int:
+    """Parameters that are not exactly zero."""
+    return sum(int(p.count_nonzero()) for p in model.parameters())
+
+
 def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxruntime", batch: int = 1,
                  precision: str | None = None, threads: int | None = None, timing: TimingConfig = TimingConfig(),
                  log: Log = lambda _: None) -> EngineReport:
     """Build the pruned and the dense model of `run_dir` with `backend` into `out`; time both; write engine.json/.md.
 
-    `precision` None means the backend's default: fp32 on onnxruntime, fp16 on tensorrt and torch-cuda.
+    `precision` None means the backend's default: fp32 on the CPU, fp16 on a GPU.
     """
     chosen = get_backend(backend)
-    chosen.check_available()
-    spec = build_spec(read_run_info(run_dir), backend, batch, precision, threads)
-    models = load_run_models(run_dir)
-    info = models.info
+    info = read_run_info(run_dir)
+    spec = build_spec(info, backend, batch, precision, threads)
+    chosen.check_available(spec.device)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out / ENGINE_REPORT)
+    models = load_run_models(run_dir)
+    statistic = run_statistic(info, spec.device)
     modules = {"dense": models.masked, "pruned": models.pruned}
     # the dense reference gets no sparse-weight kernels, even though the masked weights have the N:M pattern
     specs = {"dense": replace(spec, sparse_weights=False), "pruned": spec}
-    engines: dict[str, Engine] = {}
+    sessions: dict[str, Session] = {}
     files: dict[str, tuple[str, str]] = {}
     for name in MODELS:
-        log(f"{name}: export ONNX ({spec.precision}) and build the {backend} engine")
+        log(f"{name}: export ONNX ({spec.precision}) and build the {chosen.name} engine")
         onnx_path = export_onnx(modules[name], out / f"{name}.onnx", spec.resolution, spec.precision)
         artefact = chosen.build(ModelSource(name, modules[name], onnx_path), specs[name], out)
-        engines[name] = chosen.load(artefact, specs[name])
+        sessions[name] = chosen.load(artefact, specs[name])
         files[name] = (onnx_path.name, artefact.name)
-    log(f"timing dense and pruned side by side (>= {timing.min_iterations} iterations and >= {timing.min_seconds} s each)")
+    log(f"timing dense and pruned side by side on {spec.threads} thread(s) (>= {timing.min_iterations} iterations and "
+        f">= {timing.min_seconds} s each; latency = {describe(statistic)})")
     x = timing_input(spec)
-    timings = measure({name: engines[name].timed_call(x) for name in MODELS}, spec.batch, timing)
-    results = {name: ModelResult(parameter_count(modules[name]), *files[name], timings[name]) for name in MODELS}
+    timings = measure({name: sessions[name].runner(x) for name in MODELS}, spec.batch, timing)
+    results = {name: ModelResult(parameter_count(modules[name]), *files[name], timings[name],
+                                 nonzero_count(modules[name]), timings[name].value(statistic)) for name in MODELS}
     report = EngineReport(
-        run_dir=str(Path(run_dir).resolve()), model=info.model, kind=info.kind, backend=backend, spec=spec,
+        run_dir=str(Path(run_dir).resolve()), model=info.model, kind=info.kind, backend=chosen.name, spec=spec,
         pruned=results["pruned"], dense=results["dense"],
-        speedup=timings["dense"].median_ms / timings["pruned"].median_ms,
-        timing_config=timing, environment=environment(),
+        speedup=timings["dense"].value(statistic) / timings["pruned"].value(statistic),
+        timing_config=timing, environment=machine_info(spec.threads), statistic=statistic,
     )
     write_json(out / ENGINE_REPORT, report.to_json())
     write_text(out / ENGINE_MARKDOWN, report.markdown())
@@ -161,18 +218,19 @@ def read_engine_report(engine_dir: str | Path) -> EngineReport:
     """Read `engine.json` from a build-engine output folder, or raise a UserError."""
     path = Path(engine_dir) / ENGINE_REPORT
     if not path.is_file():
-        raise UserError(f"'{engine_dir}' is not an engine folder (no {ENGINE_REPORT})", "pass the --out folder of `iee-deploy build-engine`")
+        raise UserError(f"'{engine_dir}' is not an engine folder (no {ENGINE_REPORT})", "pass the output folder of `iee-deploy build-engine`")
     try:
         return EngineReport.from_json(json.loads(path.read_text()))
     except (ValueError, TypeError, KeyError) as exc:
         raise UserError(f"'{path}' is corrupt ({type(exc).__name__}: {exc})", "run build-engine again") from None
 
 
-def load_engine(engine_dir: str | Path, report: EngineReport) -> Engine:
+def load_engine(engine_dir: str | Path, report: EngineReport) -> Session:
     """Load the pruned model's engine of an engine folder (the one that gets deployed)."""
     backend = get_backend(report.backend)
-    backend.check_available()
-    artefact = Path(engine_dir) / report.pruned.artefact
-    if not artefact.is_file():
-        raise UserError(f"engine file '{artefact}' is missing", "run build-engine again")
-    return backend.load(artefact, report.spec)
+    backend.check_available(report.spec.device)
+    for name in (report.pruned.onnx, report.pruned.artefact):
+        path = Path(engine_dir) / name
+        if not path.is_file() or path.stat().st_size == 0:
+            raise UserError(f"engine file '{path}' is {'empty' if path.is_file() else 'missing'}", "run build-engine again")
+    return backend.load(Path(engine_dir) / report.pruned.artefact, report.spec)

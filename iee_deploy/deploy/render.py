@@ -1,16 +1,18 @@
-"""Small renderers shared by the deployment reports: markdown tables, numbers, and the environment."""
+"""Small renderers shared by the reports: markdown and HTML tables and numbers.
+
+`environment` is `runtime.machine.machine_info` (the one machine description), under the name the
+reports use.
+"""
 
 from __future__ import annotations
 
-import datetime
 import html
-import os
-import platform
 from collections.abc import Sequence
-from importlib import metadata
 from typing import Any
 
-VERSIONED = ("torch", "onnx", "onnxruntime", "tensorrt")
+from runtime.machine import machine_info as environment
+
+__all__ = ["environment", "fmt", "html_table", "markdown_table"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -29,6 +31,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table; cells formatted by `fmt`."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -38,19 +41,3 @@ def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def environment() -> dict[str, str]:
-    """Machine, CPU count, date and library versions, recorded beside every measurement."""
-    info = {
-        "machine": f"{platform.node()} ({platform.system()} {platform.machine()}, {platform.processor() or 'cpu'})",
-        "cpu_count": str(os.cpu_count()),
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    for package in VERSIONED:
-        try:
-            info[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return info

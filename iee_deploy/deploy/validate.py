@@ -7,7 +7,7 @@ Checks (each passes, fails, or is informational):
 | `engine-vs-pytorch` | engine logits vs the PyTorch pruned model, on the validation images | max abs error <= the engine precision's tolerance |
 | `pruned-vs-masked` | PyTorch pruned model vs the masked full-width training model | max abs error <= the FP32 tolerance |
 | `accuracy` | top-1 of the engine vs top-1 of the PyTorch pruned model, same images | drop <= `max_accuracy_drop` percentage points |
-| `latency-budget` | measured latency (ms per batch; the run LUT's statistic: fastest run on the cpu target, median on GPUs) vs `--latency-ms`, else run.json `budget_ms` | measured <= budget (informational without a budget) |
+| `latency-budget` | measured latency (ms per batch, in the target's statistic: fastest run on the cpu target, median on GPUs) vs `latency_ms`, else run.json `budget_ms` | measured <= budget x (1 + `budget_tolerance`) (informational without a budget) |
 | `latency-vs-lut` | measured vs the LUT prediction in run.json (`predicted_latency_ms`) | informational; with `lut_tolerance`: abs(measured / predicted - 1) <= it |
 
 Tolerances (`TOLERANCES`): the error limit is `atol + rtol * max|reference logit|`.
@@ -18,6 +18,8 @@ FP16: atol 0, rtol 1e-2, i.e. errors up to 1% of the largest logit: FP16 keeps 1
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,18 +28,17 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from iee_deploy.data import build_datasets
 from iee_deploy.deploy.build import load_engine, read_engine_report, timing_input
-from iee_deploy.deploy.render import environment, fmt, markdown_table
+from iee_deploy.deploy.render import fmt, markdown_table
 from iee_deploy.deploy.run_models import load_run_models
-from iee_deploy.deploy.timing import Timing, TimingConfig, measure
 from iee_deploy.errors import UserError
 from iee_deploy.io import write_json, write_text
-from iee_deploy.runs import RunInfo
-from profiler.lut import read_meta
-from profiler.targets import load_target
+from profiler.measure import check_writable
+from runtime.machine import machine_info
+from runtime.progress import progress
+from runtime.timing import Timing, TimingConfig, describe, measure
 
 VALIDATION_REPORT = "validation.json"
 VALIDATION_MARKDOWN = "validation.md"
@@ -122,6 +123,8 @@ class ValidationReport:
     errors: dict[str, OutputError]  # engine_vs_pruned, pruned_vs_masked, engine_vs_masked
     top1: dict[str, float]  # % on the validation images: engine, pruned (PyTorch), masked (PyTorch)
     latency: Timing
+    statistic: str  # the target's latency statistic ("min": fastest run, or "median") of latency_ms and the budget
+    latency_ms: float
     budget_ms: float | None
     budget_source: str | None
     predicted_latency_ms: float | None
@@ -143,7 +146,8 @@ class ValidationReport:
             f"## Outputs on {self.images} {self.dataset} validation images", "",
             markdown_table(["comparison", "max abs error", "max rel error", "max abs logit", "top-1 agreement %"], err_rows), "",
             "Top-1 accuracy %: " + ", ".join(f"{k} {fmt(v, 2)}" for k, v in self.top1.items()), "",
-            f"Latency: median {fmt(self.latency.median_ms)} ms/batch, p90 {fmt(self.latency.p90_ms)} ms/batch, "
+            f"Latency ({describe(self.statistic)}, the target's statistic): {fmt(self.latency_ms)} ms/batch; "
+            f"median {fmt(self.latency.median_ms)}, p90 {fmt(self.latency.p90_ms)} ms/batch, "
             f"{fmt(self.latency.images_per_s, 1)} images/s ({self.latency.iterations} iterations).", "",
             "Environment: " + ", ".join(f"{k} {v}" for k, v in self.environment.items()), "",
         ])
@@ -158,7 +162,7 @@ def _evaluate(engine_run: Callable[[np.ndarray], np.ndarray], models: dict[str, 
     correct = {"engine": 0, "pruned": 0, "masked": 0}
     images = 0
     with torch.no_grad():
-        for x, y in tqdm(loader, desc="validate", unit="batch", leave=False, disable=None):
+        for x, y in progress(loader, total=len(loader), desc="validate: outputs and accuracy", unit="step"):
             logits = {"engine": engine_run(x.numpy())}
             logits.update({name: model(x).numpy() for name, model in models.items()})
             for name, (a, b) in pairs.items():
@@ -168,20 +172,32 @@ def _evaluate(engine_run: Callable[[np.ndarray], np.ndarray], models: dict[str, 
                 correct[name] += int((logits[name].argmax(1) == labels).sum())
             images += len(labels)
     if images == 0:
-        raise UserError("the validation set is empty", "pass a larger --subset or another --dataset")
+        raise UserError("the validation set is empty", "use a larger subset or another dataset")
     top1 = {name: 100.0 * c / images for name, c in correct.items()}
     return {name: acc.result() for name, acc in accumulators.items()}, top1, images
 
 
-def lut_statistic(info: RunInfo) -> str:
-    """The latency statistic the run's budget is expressed in: the LUT's ("min" on the shared-CPU
-    target, "median" on GPUs), else the target's, else the median. Comparing a median with a
-    fastest-run budget would fail a model that meets its budget."""
-    if info.lut and Path(info.lut).is_file():
-        return read_meta(info.lut).statistic
-    if info.target:
-        return load_target(info.target).timing.statistic
-    return "median"
+def check_limits(latency_ms: float | None, lut_tolerance: float | None, max_accuracy_drop: float,
+                 budget_tolerance: float) -> None:
+    """Refuse impossible limits before any work: a UserError naming the field."""
+    if latency_ms is not None and not (math.isfinite(latency_ms) and latency_ms > 0):
+        raise UserError(f"latency budget (latency_ms) {latency_ms:g} ms is not a positive latency", "give e.g. 2.5")
+    for field_name, value in (("budget_tolerance", budget_tolerance), ("lut_tolerance", lut_tolerance)):
+        if value is not None and not 0 <= value <= 1:
+            raise UserError(f"{field_name} {value:g} is not a fraction in [0, 1]", "give e.g. 0.1 for 10%")
+    if not (math.isfinite(max_accuracy_drop) and max_accuracy_drop >= 0):
+        raise UserError(f"max_accuracy_drop {max_accuracy_drop:g} is not a drop of 0 or more percentage points",
+                        "give e.g. 1.0")
+
+
+def run_subset(run_dir: str | Path) -> int | None:
+    """The `subset` a run was trained with (its config.json), if any: validation then uses the same N/5 images."""
+    path = Path(run_dir) / "config.json"
+    try:
+        value = json.loads(path.read_text()).get("subset")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_dir: str | Path | None = None,
@@ -190,26 +206,33 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
                     out: str | Path | None = None) -> ValidationReport:
     """Run every check on the engine in `engine_dir`; write validation.json/.md to `out` (default: engine_dir).
 
-    `budget_tolerance` (a fraction) lets the measured latency exceed the budget by that share: a
+    Limits are checked before any work. `dataset` None (or the run's) validates on the run's data,
+    with the run's `subset` unless one is given. `budget_tolerance` (a fraction in [0, 1]) lets the measured latency exceed the budget by that share: a
     latency knapsack fills the budget almost exactly, so on a noisy machine a strict check passes
     or fails by timing noise alone.
     """
-    if budget_tolerance < 0:
-        raise UserError(f"--budget-tolerance must be a fraction >= 0, got {budget_tolerance:g}", "pass e.g. 0.1 for 10%")
+    check_limits(latency_ms, lut_tolerance, max_accuracy_drop, budget_tolerance)
     report = read_engine_report(engine_dir)
+    folder = Path(out) if out is not None else Path(engine_dir)
+    check_writable(folder / VALIDATION_REPORT)
+    engine = load_engine(engine_dir, report)
     models = load_run_models(report.run_dir)
     info = models.info
-    name = dataset or info.dataset
-    root = data_dir if data_dir is not None or dataset is not None else info.data_dir  # the run's data by default
+    if dataset is not None and dataset != info.dataset:
+        raise UserError(f"the dataset '{dataset}' is not the run's dataset '{info.dataset}'",
+                        f"validate on '{info.dataset}' (the default), the data the model was trained on")
+    name = info.dataset
+    root = data_dir if data_dir is not None else info.data_dir  # the run's data by default
+    subset = subset if subset is not None else run_subset(report.run_dir)
     bundle = build_datasets(name, root, info.resolution, subset)
     if bundle.num_classes != info.num_classes:
         raise UserError(f"dataset '{name}' has {bundle.num_classes} classes but the run's model has {info.num_classes}",
-                        "pass the --dataset the run was trained on")
-    engine = load_engine(engine_dir, report)
+                        "use the dataset the run was trained on")
     batch = report.spec.batch
     loader = DataLoader(bundle.val, batch_size=batch * -(-IMAGES_PER_STEP // batch), shuffle=False)
     errors, top1, images = _evaluate(engine.run, {"pruned": models.pruned, "masked": models.masked}, loader)
-    latency = measure({"pruned": engine.timed_call(timing_input(report.spec))}, batch, timing)["pruned"]
+    with progress(total=timing.rounds, desc="validate: latency", unit="round") as bar:
+        latency = measure({"pruned": engine.runner(timing_input(report.spec))}, batch, timing, bar.update)["pruned"]
 
     tol = TOLERANCES[report.spec.precision]
     ref = errors["engine_vs_pruned"]
@@ -225,28 +248,29 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     checks.append(threshold_check("accuracy", top1["pruned"] - top1["engine"], max_accuracy_drop,
                                   f"top-1 drop in percentage points: engine {top1['engine']:.2f}% vs PyTorch "
                                   f"{top1['pruned']:.2f}% on {images} images"))
-    budget, source = (latency_ms, "--latency-ms") if latency_ms is not None else (info.budget_ms, "run.json budget_ms")
-    statistic = lut_statistic(info)
-    measured = latency.min_ms if statistic == "min" else latency.median_ms
+    budget, source = (latency_ms, "latency_ms") if latency_ms is not None else (info.budget_ms, "run.json budget_ms")
+    statistic = report.statistic
+    words = describe(statistic)
+    measured = latency.value(statistic)
     limit = None if budget is None else budget * (1 + budget_tolerance)
     checks.append(threshold_check("latency-budget", measured, limit,
-                                  f"measured {statistic} ms/batch at batch {batch} (the LUT's statistic) vs budget "
+                                  f"measured {words} ms/batch at batch {batch} (the target's statistic) vs budget "
                                   f"{budget} ms from {source} x (1 + tolerance {budget_tolerance:g})"
-                                  if budget is not None else "no budget given (--latency-ms) or recorded in run.json"))
+                                  if budget is not None else "no latency budget given (latency_ms) or recorded in run.json"))
     predicted = info.predicted_latency_ms
     if predicted:
         checks.append(threshold_check("latency-vs-lut", abs(measured / predicted - 1), lut_tolerance,
-                                      f"|measured / LUT-predicted - 1| for {statistic} {measured:.3f} vs {predicted:.3f} ms/batch"))
+                                      f"|measured / LUT-predicted - 1| for {words} {measured:.3f} vs {predicted:.3f} ms/batch"))
     else:
         checks.append(Check("latency-vs-lut", "info", None, None, "run.json has no predicted_latency_ms"))
 
     result = ValidationReport(
         engine_dir=str(Path(engine_dir).resolve()), run_dir=report.run_dir, backend=report.backend,
         precision=report.spec.precision, batch=batch, dataset=name, images=images, errors=errors, top1=top1,
-        latency=latency, budget_ms=budget, budget_source=source if budget is not None else None,
-        predicted_latency_ms=predicted, checks=checks, environment=environment(),
+        latency=latency, statistic=statistic, latency_ms=measured, budget_ms=budget,
+        budget_source=source if budget is not None else None, predicted_latency_ms=predicted, checks=checks,
+        environment=machine_info(report.spec.threads),
     )
-    folder = Path(out) if out is not None else Path(engine_dir)
     data: dict[str, Any] = {**asdict(result), "passed": not result.failed, "failed": [c.name for c in result.failed]}
     write_json(folder / VALIDATION_REPORT, data)
     write_text(folder / VALIDATION_MARKDOWN, result.markdown())

@@ -5,9 +5,11 @@ describe this model on this target (`profiler.lut.check_lut`: model, classes, re
 layer's signature; `--target` must name the LUT's target). Latency is in ms per batch of the
 LUT's batch size and precision, on the LUT's target, as the latency model predicts it.
 
-`resolve_budget` turns `--latency-ms` or `--latency-ratio` (of the dense model's predicted
-latency) into Psi, and refuses a budget below the smallest achievable latency (every group at its
-smallest allowed width) before anything trains.
+`resolve_budget` turns `latency_ms` or `latency_ratio` (of the dense model's predicted latency)
+into Psi, and refuses a budget below the smallest achievable latency (every group at its smallest
+allowed width, as the never-negative latency model predicts it) before anything trains. Latencies
+are in the LUT's statistic (`facts()["statistic"]`: the fastest run on the cpu target, the median
+on GPUs).
 """
 
 from __future__ import annotations
@@ -43,15 +45,15 @@ def open_latency_model(lut: str | None, target: str | None, model: nn.Module, *,
                        num_classes: int | None = None, resolution: int | None = None) -> LatencySource:
     """Load `lut` and check that it describes `model` (at the LUT's resolution, or `resolution`) on `target`."""
     if lut is None:
-        raise UserError("a latency budget needs a latency lookup table (--lut)",
+        raise UserError("a latency budget needs a latency lookup table (lut)",
                         "profile one with `iee-deploy profile --target cpu --model M --resolution R --num-classes C`")
     table = load_lut(lut)
     meta = table.meta
     if target is not None:
         name = load_target(target).name
         if name != meta.target:
-            raise UserError(f"--target {target} does not match the LUT '{lut}', which was measured on target {meta.target}",
-                            f"pass --target {meta.target}, or a LUT profiled on {name}")
+            raise UserError(f"target {target} does not match the LUT '{lut}', which was measured on target {meta.target}",
+                            f"use target {meta.target}, or a LUT profiled on {name}")
     res = resolution or meta.resolution
     check_lut(table, model=model_name, num_classes=num_classes, resolution=res,
               layers=enumerate_layers(model, (1, 3, res, res)))
@@ -59,20 +61,21 @@ def open_latency_model(lut: str | None, target: str | None, model: nn.Module, *,
 
 
 def resolve_budget(latency_ms: float | None, latency_ratio: float | None, dense_ms: float, smallest_ms: float) -> float:
-    """Psi in ms from exactly one of `latency_ms` and `latency_ratio` (of `dense_ms`); >= `smallest_ms`."""
+    """Psi in ms from exactly one of `latency_ms` and `latency_ratio` (of `dense_ms`); >= `smallest_ms` > 0."""
     if (latency_ms is None) == (latency_ratio is None):
-        raise UserError("give exactly one latency budget", "pass --latency-ms MS or --latency-ratio R, not both")
+        raise UserError("give exactly one latency budget: latency_ms or latency_ratio", "set one of them, not both")
     if latency_ratio is not None:
         if not 0 < latency_ratio <= 1:
-            raise UserError(f"--latency-ratio {latency_ratio:g} is not a fraction in (0, 1]", "pass e.g. --latency-ratio 0.5")
-        psi, asked = latency_ratio * dense_ms, f"--latency-ratio {latency_ratio:g} ({latency_ratio * dense_ms:.4g} ms)"
+            raise UserError(f"latency budget ratio (latency_ratio) {latency_ratio:g} is not a fraction in (0, 1]",
+                            "give e.g. 0.5 for half the dense latency")
+        psi, asked = latency_ratio * dense_ms, f"latency_ratio {latency_ratio:g} ({latency_ratio * dense_ms:.4g} ms)"
     else:
         assert latency_ms is not None
         if not (math.isfinite(latency_ms) and latency_ms > 0):
-            raise UserError(f"--latency-ms {latency_ms:g} is not a positive latency", "pass e.g. --latency-ms 2.5")
-        psi, asked = latency_ms, f"--latency-ms {latency_ms:g}"
-    if psi < smallest_ms:
-        raise UserError(f"latency budget {asked} is below the smallest achievable latency {smallest_ms:.4g} ms "
+            raise UserError(f"latency budget (latency_ms) {latency_ms:g} is not a positive latency", "give e.g. 2.5 ms")
+        psi, asked = latency_ms, f"latency_ms {latency_ms:g} ms"
+    if not (smallest_ms > 0 and psi >= smallest_ms):
+        raise UserError(f"latency budget {asked} is below the smallest achievable network's latency {smallest_ms:.4g} ms "
                         f"(dense model {dense_ms:.4g} ms)",
-                        f"pass --latency-ms >= {smallest_ms:.4g} or --latency-ratio >= {smallest_ms / dense_ms:.3f}")
+                        f"give latency_ms >= {smallest_ms:.4g} or latency_ratio >= {smallest_ms / dense_ms:.3f}")
     return psi

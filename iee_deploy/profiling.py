@@ -1,6 +1,9 @@
-"""Is a LUT trustworthy? Predicted vs measured latency of random physically pruned sub-networks.
+"""Profiling orchestration above `profiler/`: builds the model and its sub-networks, then measures.
 
-`validate_lut` draws random sub-networks (every prunable group keeps 30-100% of its channels,
+`profile` is `iee-deploy profile`: it builds the zoo model and hands it, with a source of random
+physically pruned sub-networks for the calibration (`iee_deploy.subnets`), to
+`profiler.measure.profile_model`. `validate_lut` is `iee-deploy validate-lut`: is a LUT
+trustworthy? It draws random sub-networks (every prunable group keeps 30-100% of its channels,
 see `profiler.subnets`), measures each whole network with the LUT's own backend and settings on
 the LUT's device, and compares with the latency model's prediction: mean absolute percentage
 error (MAPE) and Spearman rank correlation (what a pruning method needs: that a faster predicted
@@ -9,24 +12,53 @@ network is a faster real one).
 
 from __future__ import annotations
 
-import sys
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from tqdm import tqdm
+from scipy import stats
+from torch import nn
 
 from iee_deploy.models import build_model
-from profiler.backends import BackendSettings, make_backend
+from iee_deploy.subnets import random_subnetworks
 from profiler.latency import LatencyModel
 from profiler.layers import enumerate_layers
 from profiler.lut import LutMeta, check_lut, load_lut
-from profiler.measure import input_shape, machine_info, now
-from profiler.subnets import random_subnetworks
+from profiler.measure import (
+    ProfileRequest,
+    ProfileSummary,
+    Subnetworks,
+    check_out,
+    check_writable,
+    input_shape,
+    now,
+    profile_model,
+)
+from profiler.measurer import BackendSettings, make_measurer
 from profiler.targets import Target, check_device, list_targets, load_target
+from runtime.machine import machine_info
+from runtime.progress import progress as progress_bar
+
+
+def subnetwork_source(model: nn.Module, resolution: int, low: float = 0.3, high: float = 1.0) -> Subnetworks:
+    """The profiler's `Subnetworks` for `model`: random pruned sub-networks with their per-layer channels."""
+
+    def draw(count: int, seed: int, align: int) -> Iterator[tuple[nn.Module, Mapping[str, tuple[int, int]]]]:
+        for subnet in random_subnetworks(model, resolution, count, seed, low, high, align):
+            yield subnet.model, subnet.layer_channels
+
+    return draw
+
+
+def profile(request: ProfileRequest, out: str | Path, resume: bool = False, progress: bool = True) -> ProfileSummary:
+    """`iee-deploy profile`: build the request's model and measure its LUT into `out` (checked first)."""
+    check_out(Path(out), resume)
+    model = build_model(request.model, request.num_classes, request.resolution, request.checkpoint).eval()
+    return profile_model(request, model, out, subnetwork_source(model, request.resolution), resume, progress)
 
 
 def mape(predicted: ArrayLike, measured: ArrayLike) -> float:
@@ -35,22 +67,12 @@ def mape(predicted: ArrayLike, measured: ArrayLike) -> float:
     return float(np.mean(np.abs(p - m) / m) * 100)
 
 
-def ranks(values: ArrayLike) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank."""
-    v = np.asarray(values, float)
-    order = np.argsort(v, kind="mergesort")
-    positions = np.empty(v.size)
-    positions[order] = np.arange(1, v.size + 1)
-    _, tie, counts = np.unique(v, return_inverse=True, return_counts=True)
-    return np.asarray(np.bincount(tie, weights=positions) / counts)[tie]
-
-
 def spearman(x: ArrayLike, y: ArrayLike) -> float:
-    """Spearman rank correlation (Pearson correlation of the ranks); NaN when either side is constant."""
-    rx, ry = ranks(x), ranks(y)
-    if rx.size < 2 or np.ptp(rx) == 0 or np.ptp(ry) == 0:
+    """Spearman rank correlation (scipy; ties share their average rank); NaN when either side is constant."""
+    a, b = np.asarray(x, float), np.asarray(y, float)
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(stats.spearmanr(a, b).statistic)
 
 
 @dataclass
@@ -103,16 +125,21 @@ def lut_target(meta: LutMeta) -> Target:
 
 def lut_settings(meta: LutMeta, target: Target) -> BackendSettings:
     """The backend settings the LUT was measured with."""
-    return BackendSettings(device="cuda" if target.kind == "gpu" else "cpu", precision=meta.precision,
+    return BackendSettings(device=target.device, precision=meta.precision,
                            threads=meta.threads, warmup=meta.warmup, repeats=meta.repeats,
                            network_repeats=meta.network_repeats)
 
 
 def validate_lut(lut_path: str | Path, model_name: str, num_classes: int | None = None, resolution: int | None = None,
                  checkpoint: str | None = None, samples: int = 10, seed: int = 0, low: float = 0.3, high: float = 1.0,
-                 progress: bool = True) -> ValidationReport:
-    """Measure `samples` random sub-networks of the LUT's model and compare with the LUT's predictions."""
+                 progress: bool = True, json_out: str | Path | None = None) -> ValidationReport:
+    """Measure `samples` random sub-networks of the LUT's model and compare with the LUT's predictions.
+
+    `json_out` (where the caller will write the report) is checked for writability before any timing.
+    """
     started = time.perf_counter()
+    if json_out is not None:
+        check_writable(Path(json_out))
     lut = load_lut(lut_path)
     meta = lut.meta
     num_classes = num_classes or meta.num_classes
@@ -122,13 +149,12 @@ def validate_lut(lut_path: str | Path, model_name: str, num_classes: int | None 
               layers=enumerate_layers(model, input_shape(1, resolution)))
     target = lut_target(meta)
     device = check_device(target)
-    backend = make_backend(meta.backend, lut_settings(meta, target))
+    backend = make_measurer(meta.backend, lut_settings(meta, target))
     latency = LatencyModel.from_lut(lut)
-    subnets = list(tqdm(random_subnetworks(model, resolution, samples, seed, low, high, latency.align), total=samples,
-                        desc="prune sub-networks", unit="net", file=sys.stderr, disable=not progress))
-    if progress:
-        print(f"timing {samples + 1} whole networks, interleaved...", file=sys.stderr)
-    dense, *timings = backend.time_models([model] + [s.model for s in subnets], input_shape(meta.batch, resolution))
+    subnets = list(progress_bar(random_subnetworks(model, resolution, samples, seed, low, high, latency.align),
+                                total=samples, desc="validate-lut: prune sub-networks", unit="net", enabled=progress))
+    dense, *timings = backend.time_models([model] + [s.model for s in subnets], input_shape(meta.batch, resolution),
+                                          f"validate-lut: time {samples + 1} whole networks" if progress else None)
     results = []
     for subnet, timing in zip(subnets, timings):
         predicted, measured = latency.predict(subnet.layer_channels), timing.value(meta.statistic)

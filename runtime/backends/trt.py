@@ -1,5 +1,9 @@
 """TensorRT 10.x / 11.x: a strongly typed engine from the ONNX, run with torch CUDA buffers and streams.
 
+The profiler's one-layer engines and deployed engines are built by the same `build_plan`, bound by
+the same `bind_io` and timed the same way: `execute_async_v3` on a torch stream, captured in a
+CUDA graph (`runtime.cuda.capture_graph`) and timed with CUDA events (`runtime.cuda.cuda_runner`).
+
 The precision lives in the ONNX (FP16 graphs are exported as FP16), because TensorRT 11 only builds
 strongly typed networks; on 10.x the STRONGLY_TYPED creation flag asks for the same behaviour, on
 11.x it is accepted and ignored. TF32 is switched off for FP32 engines so that they match PyTorch
@@ -13,6 +17,7 @@ double; TensorRT itself is imported only when the backend is used (`pip install 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,17 +25,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from iee_deploy.deploy.engines.base import Backend, BuildSpec, Engine, ModelSource
-from iee_deploy.deploy.engines.cuda import require_cuda
 from iee_deploy.errors import NotAvailableError, UserError
 from iee_deploy.io import atomic_write
+from runtime.backends import Backend, BuildSpec, ModelSource, Session
+from runtime.cuda import capture_graph, cuda_runner, require_cuda
+from runtime.export import export_onnx
+from runtime.timing import Runner
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 WORKSPACE_BYTES = 2 << 30
 TIMING_CACHE = "timing.cache"
-INSTALL_FIX = "pip install .[tensorrt] on a machine with an NVIDIA GPU (or choose another --backend)"
+INSTALL_FIX = "pip install .[tensorrt] on a machine with an NVIDIA GPU (or choose another backend)"
 
 
 def require_tensorrt() -> str:
@@ -39,10 +46,10 @@ def require_tensorrt() -> str:
         import tensorrt
     except (ImportError, OSError) as exc:  # absent, or the bindings without their libraries
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise NotAvailableError(f"--backend tensorrt needs NVIDIA TensorRT, which cannot be imported ({reason})",
+        raise NotAvailableError(f"the tensorrt backend needs NVIDIA TensorRT, which cannot be imported ({reason})",
                                 INSTALL_FIX) from None
     if not hasattr(tensorrt, "Builder"):  # only the type stubs are installed (a namespace package)
-        raise NotAvailableError("--backend tensorrt needs NVIDIA TensorRT, which is not installed here", INSTALL_FIX)
+        raise NotAvailableError("the tensorrt backend needs NVIDIA TensorRT, which is not installed here", INSTALL_FIX)
     return str(getattr(tensorrt, "__version__", "unknown"))
 
 
@@ -121,35 +128,35 @@ def bind_io(engine: trt.ICudaEngine, context: trt.IExecutionContext, input_shape
     return buffers
 
 
-class TensorRTEngine(Engine):
-    """A deserialized plan with one execution context, torch buffers at fixed addresses and one stream."""
+class TensorRTSession(Session):
+    """A deserialized plan with one execution context, torch buffers at fixed addresses, one stream and a CUDA graph."""
 
-    def __init__(self, plan: Path, spec: BuildSpec, device: str = "cuda") -> None:
+    def __init__(self, plan: bytes, spec: BuildSpec, where: str = "the engine") -> None:
         import tensorrt as trt
 
         super().__init__(spec)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
+        engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise UserError(f"TensorRT cannot load '{plan}' (built by another TensorRT version or for another GPU)",
-                            "run build-engine again on this machine")
+            raise UserError(f"TensorRT cannot load {where} (built by another TensorRT version or for another GPU)",
+                            "build the engine again on this machine")
         self._engine = engine
         self._context = engine.create_execution_context()
-        self.stream = torch.cuda.Stream(device=device)
+        self.stream = torch.cuda.Stream(device="cuda")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise UserError(f"'{plan}' has inputs {inputs} and outputs {outputs}; one image input and one logits "
-                            "output are expected", "build it with iee-deploy build-engine")
+            raise UserError(f"{where} has inputs {inputs} and outputs {outputs}; one input and one output are expected",
+                            "build it with iee-deploy build-engine")
         self.input_name, self.output_name = inputs[0], outputs[0]
-        self.buffers = bind_io(engine, self._context, {self.input_name: spec.input_shape}, device)
+        self.buffers = bind_io(engine, self._context, {self.input_name: spec.input_shape}, "cuda")
+        self._step: Callable[[], object] = capture_graph(self._enqueue, self.stream, spec.warmup)
 
-    def _execute(self) -> None:
+    def _enqueue(self) -> None:
         if not self._context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
-        self.stream.synchronize()
 
     def _load_input(self, x: np.ndarray) -> None:
         with torch.cuda.stream(self.stream):
@@ -157,24 +164,53 @@ class TensorRTEngine(Engine):
 
     def infer_batch(self, x: np.ndarray) -> np.ndarray:
         self._load_input(x)
-        self._execute()
+        with torch.cuda.stream(self.stream):
+            self._step()
+        self.stream.synchronize()
         return self.buffers[self.output_name].float().cpu().numpy()
 
-    def timed_call(self, x: np.ndarray) -> Callable[[], None]:
+    def runner(self, x: np.ndarray) -> Runner:
         self._load_input(x)
-        return self._execute
+        self.stream.synchronize()
+        return cuda_runner(self._step, self.stream)
 
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    devices = ("cuda",)
     artefact_suffix = ".plan"
-    default_precision = "fp16"
+    needs_onnx = True
 
-    def check_available(self) -> None:
+    def check_available(self, device: str = "cuda") -> None:
+        super().check_available(device)
         require_tensorrt()
         require_cuda(self.name)
 
+    def versions(self, device: str) -> dict[str, str]:
+        return {"tensorrt": require_tensorrt(), "torch": torch.__version__, "cuda": str(torch.version.cuda),
+                "gpu": torch.cuda.get_device_name(0), "mode": "strongly typed"}
+
+    def session(self, source: ModelSource, spec: BuildSpec, timing_cache: Path | None = None) -> Session:
+        self.check_available(spec.device)
+        cache = timing_cache.read_bytes() if timing_cache is not None and timing_cache.is_file() else b""
+        with tempfile.TemporaryDirectory() as folder:
+            onnx = Path(folder) / "model.onnx"
+            if isinstance(source.onnx, bytes):
+                onnx.write_bytes(source.onnx)
+            elif isinstance(source.onnx, Path):
+                onnx = source.onnx
+            elif source.module is not None:
+                onnx = export_onnx(source.module, onnx, spec.resolution, spec.precision)
+            else:
+                raise ValueError("a model source needs a module or an ONNX model")
+            plan, cache = build_plan(onnx, spec.input_shape, spec.precision, cache, spec.sparse_weights)
+        if timing_cache is not None:
+            atomic_write(timing_cache, lambda f: f.write(cache), mode="wb")
+        return TensorRTSession(plan, spec)
+
     def build(self, source: ModelSource, spec: BuildSpec, out: Path) -> Path:
+        if not isinstance(source.onnx, Path):
+            raise ValueError("the tensorrt backend builds from an ONNX file")
         cache_file = out / TIMING_CACHE
         serialized, timing_cache = build_plan(source.onnx, spec.input_shape, spec.precision,
                                               cache_file.read_bytes() if cache_file.is_file() else b"",
@@ -184,7 +220,6 @@ class TensorRTBackend(Backend):
         atomic_write(cache_file, lambda f: f.write(timing_cache), mode="wb")
         return plan
 
-    def load(self, artefact: Path, spec: BuildSpec) -> Engine:
-        require_cuda(self.name)
-        return TensorRTEngine(artefact, spec)
-
+    def load(self, artefact: Path, spec: BuildSpec) -> Session:
+        self.check_available(spec.device)
+        return TensorRTSession(artefact.read_bytes(), spec, f"'{artefact}'")

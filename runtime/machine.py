@@ -1,0 +1,60 @@
+"""What a measurement records about where it ran: the machine, its CPU and GPUs, library versions.
+
+One helper for every report that states its machine (LUT metadata, engine and validation reports,
+LUT validation), so they describe a machine the same way.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import socket
+from importlib import metadata
+from pathlib import Path
+
+VERSIONED = ("torch", "onnx", "onnxruntime", "tensorrt")
+
+
+def cpu_name() -> str:
+    """Human-readable CPU model of this machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def detect_gpus() -> list[str]:
+    """Names of the CUDA GPUs torch can use here (empty without a GPU, a driver or a CUDA build of torch)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def library_versions(packages: tuple[str, ...] = VERSIONED) -> dict[str, str]:
+    """Installed versions of `packages`; absent ones are left out."""
+    found = {}
+    for package in packages:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def machine_info(threads: int | None = None) -> dict[str, str]:
+    """Host, platform, CPU, CPU count, GPUs, Python, date and library versions (and the threads used, if given)."""
+    info = {"hostname": socket.gethostname(), "platform": platform.platform(), "cpu": cpu_name(),
+            "cpu_count": str(os.cpu_count()), "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    gpus = detect_gpus()
+    if gpus:
+        info["gpus"] = ", ".join(gpus)
+    if threads is not None:
+        info["threads"] = str(threads)
+    return {**info, **library_versions()}
