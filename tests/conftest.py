@@ -1,7 +1,15 @@
-"""Shared fixtures: CLI runner through a real subprocess, and the shared data folder."""
+"""Shared fixtures: CLI runner through a real subprocess, the shared data folder, and the host a test assumes.
+
+Tests never assume the machine's hardware. A test that needs "no GPU, no TensorRT" asks for the
+`cpu_host` fixture (and `run_cli(..., host="cpu")`); one that needs a GPU host asks for `gpu_host`
+(a forced `torch.cuda.is_available` and a fake `tensorrt`). `IEE_TEST_HOST=gpu` (or `cpu`) runs the
+whole suite, CLI subprocesses included, as if on such a host (see tests/hosts/sitecustomize.py);
+`make test-gpu-host` does that.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,11 +20,23 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+HOSTS = ROOT / "tests" / "hosts"
+
+_spec = importlib.util.spec_from_file_location("iee_test_hosts", HOSTS / "sitecustomize.py")
+assert _spec is not None and _spec.loader is not None
+hosts = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(hosts)  # applies IEE_TEST_HOST to this pytest process too
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run `python -m iee_deploy ARGS` as a user would and capture its output."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
+            host: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m iee_deploy ARGS` as a user would and capture its output.
+
+    `host` ("cpu" or "gpu") forces the host the process sees; None keeps the suite's (`IEE_TEST_HOST`).
+    """
+    env = dict(os.environ, PYTHONPATH=f"{HOSTS}{os.pathsep}{ROOT}", PYTHONUNBUFFERED="1")
+    if host is not None:
+        env["IEE_TEST_HOST"] = host
     return subprocess.run([sys.executable, "-m", "iee_deploy", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, env=env, timeout=timeout)
 
@@ -46,3 +66,21 @@ def fashion_root() -> Path:
     if not (root / "FashionMNIST" / "raw").is_dir():
         pytest.skip("../shared/data/FashionMNIST is not beside this checkout")
     return root
+
+
+@pytest.fixture
+def cpu_host(monkeypatch):
+    """This process sees no CUDA device and no TensorRT, whatever the machine has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+
+
+@pytest.fixture
+def gpu_host(monkeypatch):
+    """This process sees one CUDA device and an importable (fake) TensorRT; nothing runs on them."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: hosts.FAKE_GPU)
+    monkeypatch.syspath_prepend(str(hosts.FAKE_MODULES))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)

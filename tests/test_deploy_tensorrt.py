@@ -16,8 +16,9 @@ import types
 import numpy as np
 import pytest
 import torch
-from iee_deploy.deploy.engines import BuildSpec, ModelSource, get_backend
-from iee_deploy.deploy.engines.tensorrt_gpu import TIMING_CACHE, TensorRTEngine, require_tensorrt
+from runtime.backends import BuildSpec, ModelSource, get_backend
+from runtime.backends import trt as trt_backend
+from runtime.backends.trt import TIMING_CACHE, TensorRTSession, require_tensorrt
 
 CLASSES = 10
 
@@ -225,9 +226,10 @@ def test_runtime_buffers_addresses_stream_and_results(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(rec))
     monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
     monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
-    plan = tmp_path / "pruned.plan"
-    plan.write_bytes(b"PLAN-BYTES")
-    engine = TensorRTEngine(plan, BuildSpec(batch=2, resolution=8, precision="fp32", threads=1), device="cpu")
+    captured = []
+    monkeypatch.setattr(trt_backend, "capture_graph", lambda run, stream, warmup: captured.append(warmup) or run)
+    engine = TensorRTSession(b"PLAN-BYTES", BuildSpec(batch=2, resolution=8, precision="fp32", threads=1), device="cpu")
+    assert captured == [3]  # one CUDA graph, captured after the spec's warm-up runs
     assert rec["deserialized"] == b"PLAN-BYTES"
     assert rec["input_shape"] == ("input", (2, 3, 8, 8))
     assert rec["addresses"] == {name: buf.data_ptr() for name, buf in engine.buffers.items()}
@@ -236,6 +238,7 @@ def test_runtime_buffers_addresses_stream_and_results(monkeypatch, tmp_path):
     out = engine.run(x)
     np.testing.assert_allclose(out, x.reshape(5, -1) @ rec["weights"], rtol=1e-5, atol=1e-5)
     assert rec["streams"] == [0xC0FFEE] * 3 and engine.stream.synchronized == 3
-    call = engine.timed_call(x[:2])
-    call()
-    assert len(rec["streams"]) == 4 and engine.stream.synchronized == 4
+    timed = []
+    monkeypatch.setattr(trt_backend, "cuda_runner", lambda step, stream: timed.append(stream) or (lambda n: [step() for _ in range(n)]))
+    engine.runner(x[:2])(1)  # timed with CUDA events on the engine's stream
+    assert timed == [engine.stream] and len(rec["streams"]) == 4

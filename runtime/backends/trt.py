@@ -131,7 +131,7 @@ def bind_io(engine: trt.ICudaEngine, context: trt.IExecutionContext, input_shape
 class TensorRTSession(Session):
     """A deserialized plan with one execution context, torch buffers at fixed addresses, one stream and a CUDA graph."""
 
-    def __init__(self, plan: bytes, spec: BuildSpec, where: str = "the engine") -> None:
+    def __init__(self, plan: bytes, spec: BuildSpec, where: str = "the engine", device: str = "cuda") -> None:
         import tensorrt as trt
 
         super().__init__(spec)
@@ -143,7 +143,7 @@ class TensorRTSession(Session):
                             "build the engine again on this machine")
         self._engine = engine
         self._context = engine.create_execution_context()
-        self.stream = torch.cuda.Stream(device="cuda")
+        self.stream = torch.cuda.Stream(device=device)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
@@ -151,7 +151,7 @@ class TensorRTSession(Session):
             raise UserError(f"{where} has inputs {inputs} and outputs {outputs}; one input and one output are expected",
                             "build it with iee-deploy build-engine")
         self.input_name, self.output_name = inputs[0], outputs[0]
-        self.buffers = bind_io(engine, self._context, {self.input_name: spec.input_shape}, "cuda")
+        self.buffers = bind_io(engine, self._context, {self.input_name: spec.input_shape}, device)
         self._step: Callable[[], object] = capture_graph(self._enqueue, self.stream, spec.warmup)
 
     def _enqueue(self) -> None:

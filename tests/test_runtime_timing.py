@@ -1,26 +1,26 @@
-"""Timing statistics (exact expectations) and the interleaved trtexec-style measurement loop (fake clock)."""
+"""The one `Timing`, percentile and timing loop of `runtime.timing`: exact expectations with a fake clock."""
 
 import math
 
 import pytest
-from iee_deploy.deploy.timing import TimingConfig, measure, percentile_nearest_rank, summarise
+from runtime.timing import Timing, TimingConfig, describe, host_runner, measure, percentile
 
 
-def test_percentile_nearest_rank():
+def test_percentile_by_linear_interpolation():
     values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 9.0, 8.0, 7.0, 6.0]
-    assert percentile_nearest_rank(values, 90) == 9.0  # ceil(0.9 * 10) = 9th smallest
-    assert percentile_nearest_rank(values, 50) == 5.0
-    assert percentile_nearest_rank(values, 100) == 10.0
-    assert percentile_nearest_rank([3.0], 90) == 3.0
+    assert percentile(values, 90) == pytest.approx(9.1)  # rank 0.9 * 9 = 8.1: 9 + 0.1 * (10 - 9)
+    assert percentile(values, 50) == 5.5
+    assert percentile(values, 100) == 10.0 and percentile(values, 0) == 1.0
+    assert percentile([3.0], 90) == 3.0
     with pytest.raises(ValueError):
-        percentile_nearest_rank([], 90)
+        percentile([], 90)
 
 
-def test_summarise_units_and_throughput():
-    t = summarise([0.001, 0.002, 0.003, 0.004], batch=8)
+def test_timing_units_and_throughput():
+    t = Timing.from_samples([1.0, 2.0, 3.0, 4.0], batch=8)
     assert t.iterations == 4 and t.batch == 8
-    assert t.median_ms == pytest.approx(2.5)
-    assert t.p90_ms == pytest.approx(4.0)
+    assert t.median_ms == pytest.approx(2.5) and t.iqr_ms == pytest.approx(1.5)
+    assert t.p90_ms == pytest.approx(3.7)
     assert t.mean_ms == pytest.approx(2.5)
     assert (t.min_ms, t.max_ms) == (pytest.approx(1.0), pytest.approx(4.0))
     assert t.total_s == pytest.approx(0.010)
@@ -47,7 +47,8 @@ class FakeClock:
 def test_measure_meets_iterations_and_time_for_every_engine_and_alternates():
     clock = FakeClock()
     config = TimingConfig(warmup_s=0.01, min_iterations=10, min_seconds=0.1, rounds=5)
-    timings = measure({"dense": clock.engine("dense", 0.004), "pruned": clock.engine("pruned", 0.001)}, 2, config, clock)
+    runners = {name: host_runner(clock.engine(name, s), clock) for name, s in (("dense", 0.004), ("pruned", 0.001))}
+    timings = measure(runners, 2, config)
     # warm-up: dense 3 calls (0.012 s >= 0.01), pruned 10 calls
     assert clock.log[:13] == ["dense"] * 3 + ["pruned"] * 10
     timed = clock.log[13:]
@@ -65,7 +66,8 @@ def test_measure_meets_iterations_and_time_for_every_engine_and_alternates():
 
 def test_measure_zero_time_budget_still_runs_min_iterations():
     clock = FakeClock()
-    timings = measure({"x": clock.engine("x", 0.5)}, 1, TimingConfig(warmup_s=0, min_iterations=3, min_seconds=0, rounds=2), clock)
+    timings = measure({"x": host_runner(clock.engine("x", 0.5), clock)}, 1,
+                      TimingConfig(warmup_s=0, min_iterations=3, min_seconds=0, rounds=2))
     assert clock.log.count("x") == 1 + 2 * 2  # one warm-up call, ceil(3/2) per round
     assert timings["x"].iterations == 4 and math.isclose(timings["x"].images_per_s, 2.0)
 
@@ -73,3 +75,16 @@ def test_measure_zero_time_budget_still_runs_min_iterations():
 def test_invalid_config():
     with pytest.raises(ValueError):
         TimingConfig(min_iterations=0)
+
+
+def test_statistic_words_and_values():
+    t = Timing.from_samples([3.0, 1.0, 2.0])
+    assert (t.value("min"), t.value("median")) == (1.0, 2.0)
+    assert (describe("min"), describe("median")) == ("fastest run", "median")
+    with pytest.raises(ValueError):
+        t.value("mean")
+
+
+def test_old_engine_reports_without_iqr_still_load():
+    data = {k: v for k, v in Timing.from_samples([1.0, 2.0]).__dict__.items() if k != "iqr_ms"}
+    assert math.isnan(Timing.from_dict(data).iqr_ms)

@@ -1,17 +1,16 @@
-"""ONNX export and the real ONNX Runtime engine against PyTorch; backend selection errors."""
-
-import sys
+"""`runtime`: ONNX export, real ONNX Runtime and torch CPU sessions against PyTorch; backend selection errors."""
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from iee_deploy.deploy.engines import BACKENDS, BuildSpec, ModelSource, get_backend
-from iee_deploy.deploy.export import export_onnx
 
 from iee_deploy.deploy.validate import TOLERANCES, compare_outputs
 from iee_deploy.errors import NotAvailableError, UserError
 from iee_deploy.models import build_model
+from runtime.backends import BACKENDS, BuildSpec, ModelSource, canonical_name, get_backend
+from runtime.export import export_onnx
+from runtime.timing import TimingConfig, measure
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +51,20 @@ def test_onnxruntime_engine_matches_pytorch(resnet20, tmp_path, precision):
     assert err.max_abs <= TOLERANCES[precision].limit(err.scale), err
     if precision == "fp32":
         assert err.max_abs <= 1e-4
-    call = engine.timed_call(x[:3].numpy())
-    call()
+    timing = measure({"pruned": engine.runner(x[:3].numpy())}, 3,
+                     TimingConfig(warmup_s=0, min_iterations=2, min_seconds=0, rounds=1))["pruned"]
+    assert timing.iterations == 2 and timing.min_ms > 0
+
+
+def test_torch_cpu_session_matches_pytorch_and_is_timed_on_the_host(resnet20, tmp_path, one_thread):
+    backend = get_backend("torch")
+    spec = BuildSpec(batch=2, resolution=32, precision="fp32", threads=1)
+    session = backend.load(backend.build(ModelSource("pruned", resnet20), spec, tmp_path), spec)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ref = resnet20(x).numpy()
+    assert compare_outputs(session.run(x.numpy()), ref).max_abs <= 1e-4
+    assert len(session.runner(x[:2].numpy())(3)) == 3
 
 
 def test_compare_outputs_exact():
@@ -66,22 +77,29 @@ def test_compare_outputs_exact():
     assert TOLERANCES["fp16"].limit(4.0) == pytest.approx(0.04) and TOLERANCES["fp32"].limit(4.0) == 1e-4
 
 
-def test_backend_registry_and_errors(monkeypatch):
-    assert set(BACKENDS) == {"onnxruntime", "tensorrt", "torch-cuda"}
+def test_backend_registry_and_errors(cpu_host):
+    assert set(BACKENDS) == {"onnxruntime", "tensorrt", "torch"}  # one name per runtime
+    assert canonical_name("torch-cuda") == "torch" and get_backend("torch-cuda").name == "torch"
     with pytest.raises(UserError, match="did you mean onnxruntime"):
         get_backend("onnxrt")
-    monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` raise ImportError
     with pytest.raises(NotAvailableError, match=r"pip install \.\[tensorrt\] on a machine with an NVIDIA GPU"):
-        get_backend("tensorrt").check_available()
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(UserError, match="wrong device: --backend torch-cuda needs an NVIDIA GPU, found no CUDA device"):
-        get_backend("torch-cuda").check_available()
+        get_backend("tensorrt").check_available("cuda")
+    with pytest.raises(UserError, match="wrong device: the torch backend on a GPU needs an NVIDIA GPU, found no CUDA device"):
+        get_backend("torch").check_available("cuda")
+    get_backend("torch").check_available("cpu")
+    with pytest.raises(UserError, match="runs on cpu, not cuda"):
+        get_backend("onnxruntime").check_available("cuda")
 
 
-def test_torch_cuda_build_saves_the_module_in_the_engine_dtype(resnet20, tmp_path):
-    """Building needs no GPU (loading does): the artefact is the module in FP16, same function."""
-    backend = get_backend("torch-cuda")
-    assert backend.default_precision == "fp16" and get_backend("onnxruntime").default_precision == "fp32"
+def test_backends_pass_on_a_gpu_host(gpu_host):
+    get_backend("torch").check_available("cuda")
+    get_backend("tensorrt").check_available("cuda")  # the fake TensorRT of tests/hosts imports
+
+
+def test_torch_build_saves_the_module_in_the_engine_dtype(resnet20, tmp_path):
+    """Building needs no GPU (loading on CUDA does): the artefact is the module in FP16, same function."""
+    backend = get_backend("torch")
+    assert backend.default_precision("cuda") == "fp16" and get_backend("onnxruntime").default_precision("cpu") == "fp32"
     spec = BuildSpec(batch=2, resolution=32, precision="fp16", threads=1)
     artefact = backend.build(ModelSource("pruned", resnet20, tmp_path / "unused.onnx"), spec, tmp_path)
     module = torch.load(artefact, weights_only=False)
