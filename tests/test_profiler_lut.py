@@ -10,15 +10,16 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-from conftest import ROOT, assert_user_error, run_cli
-from profiler.backends import settings_for
+from conftest import HOSTS, ROOT, assert_user_error, run_cli
 
 from iee_deploy.errors import UserError
 from iee_deploy.models import build_model
-from profiler.latency import LatencyModel
+from iee_deploy.profiling import profile as profile_model
+from profiler.latency import Calibration, LatencyModel
 from profiler.layers import enumerate_layers
 from profiler.lut import check_lut, load_lut, meta_path
-from profiler.measure import ProfileRequest, profile_model
+from profiler.measure import ProfileRequest
+from profiler.measurer import settings_for
 from profiler.targets import load_target
 
 FAST = ["--target", "cpu", "--model", "resnet20", "--resolution", "16", "--step", "32", "--repeats", "3", "--warmup", "1",
@@ -113,7 +114,7 @@ def test_corrupt_and_incomplete_luts_are_rejected(tiny_lut, tmp_path):
 
 def test_existing_out_needs_resume_and_resume_needs_the_same_settings(tiny_lut):
     out, _ = tiny_lut
-    with pytest.raises(UserError, match="already exists.*--resume"):
+    with pytest.raises(UserError, match="already exists; resume it"):
         profile_model(request(), out, progress=False)
     with pytest.raises(UserError, match="cannot resume .* it was profiled with grid_step 32, this run asks for 16"):
         profile_model(request(grid_step=16), out, resume=True, progress=False)
@@ -139,7 +140,7 @@ def test_cli_validate_lut_rejects_another_model(tiny_lut):
 def test_killed_profile_resumes_without_remeasuring(tmp_path):
     out = tmp_path / "killed.csv"
     args = [sys.executable, "-m", "iee_deploy", "profile", *FAST, "--step", "8", "--resolution", "32", "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=f"{HOSTS}{os.pathsep}{ROOT}")
     process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline:
@@ -175,7 +176,29 @@ def test_calibration_and_validate_lut_on_random_pruned_subnetworks(tmp_path):
     assert len(figures["samples"]) == 3 and figures["keep_range"] == [0.3, 1.0]
     for sample in figures["samples"]:
         assert sample["measured_ms"] > 0 and sample["predicted_ms"] > 0 and 0.3 <= sample["level"] <= 1.0
-        predicted = calibration["a"] * sample["sum_of_layers_ms"] + calibration["b"]
+        predicted = Calibration.from_dict(calibration).apply(sample["sum_of_layers_ms"])
         assert sample["predicted_ms"] == pytest.approx(predicted)
     assert figures["mape_pct"] >= 0 and -1 <= figures["spearman"] <= 1
     assert "MAPE" in result.stdout and "Spearman" in result.stdout
+    assert "latency = fastest run" in result.stdout and "measured ms (fastest run)" in result.stdout
+
+
+def test_lut_killed_during_calibration_is_refused_with_how_to_finish_it(tiny_lut, tmp_path):
+    out, _ = tiny_lut
+    killed = tmp_path / "killed.csv"
+    killed.write_text(out.read_text())
+    meta = json.loads(meta_path(out).read_text())
+    meta_path(killed).write_text(json.dumps({**meta, "complete": False, "calibration": None}))
+    with pytest.raises(UserError, match="stopped before the whole-network calibration finished.*again with resume on"):
+        load_lut(killed)
+    assert_user_error(run_cli("validate-lut", "--lut", str(killed), "--model", "resnet20", "--resolution", "16"),
+                      "uncalibrated", "with resume on")
+
+
+def test_unwritable_outputs_are_refused_before_any_timing(tiny_lut):
+    out, _ = tiny_lut
+    started = time.monotonic()
+    assert_user_error(run_cli("profile", *FAST, "--out", "/proc/x/x.csv"), "cannot write '/proc/x/x.csv'")
+    assert_user_error(run_cli("validate-lut", "--lut", str(out), "--model", "resnet20", "--resolution", "16",
+                              "--samples", "50", "--json", "/sys/v.json"), "cannot write '/sys/v.json'")
+    assert time.monotonic() - started < 120  # 50 whole networks were not timed first

@@ -313,5 +313,4 @@ def test_resnet50_instances_solve_to_proven_optimality(granularity: str, batch: 
         assert within_budget(problem, sel.indices)
     assert dp.objective <= cpsat.objective + TOL <= dp.upper_bound + TOL
     assert greedy.objective <= cpsat.objective + TOL
-    # A loose guard against regressions (the benchmark measures the < 1 s / < 0.05 s targets).
-    assert cpsat.solve_time_s < 2.0
+    # Solve times (the < 1 s / < 0.05 s targets) are measured by benchmarks/solvers.py, not asserted on a shared machine.
