@@ -1,19 +1,24 @@
 """build-engine -> validate -> report on a structured ResNet-20 run, with real ONNX Runtime engines."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import assert_user_error, run_cli
+from conftest import HOSTS, ROOT, assert_user_error, run_cli
 from deploy_runs import make_structured_run
-from iee_deploy.deploy.timing import TimingConfig
 
-from iee_deploy.deploy.build import ENGINE_REPORT, build_engine, read_engine_report
+from iee_deploy.deploy.build import ENGINE_REPORT, build_engine, read_engine_report, run_statistic
 from iee_deploy.deploy.report import EnginePoint, front_of, write_report
 from iee_deploy.deploy.validate import validate_engine
 from iee_deploy.errors import UserError
 from iee_deploy.io import save_torch
-from iee_deploy.runs import PRUNED_MODEL
+from iee_deploy.models import build_model
+from iee_deploy.runs import FINAL_MODEL, PRUNED_MODEL, RunInfo
+from runtime.timing import TimingConfig
 
 FAST = TimingConfig(warmup_s=0.05, min_iterations=5, min_seconds=0.2)
 FAST_CLI = ("--warmup-s", "0.05", "--min-iters", "5", "--min-seconds", "0.2")
@@ -34,7 +39,7 @@ def engine_dir(run):
     result = run_cli("build-engine", "--run", str(run), "--backend", "onnxruntime", "--batch", "2",
                      "--threads", "1", "--out", str(out), *FAST_CLI)
     assert result.returncode == 0, result.stderr
-    assert "Speed-up (dense / pruned median latency)" in result.stdout
+    assert "Speed-up (dense / pruned latency, fastest run)" in result.stdout  # the cpu target's statistic
     return out
 
 
@@ -47,9 +52,14 @@ def test_build_engine_measures_dense_and_pruned(run, engine_dir):
         assert result.timing.iterations >= 5 and result.timing.total_s >= 0.2
         assert 0 < result.timing.median_ms <= result.timing.p90_ms
         assert result.timing.images_per_s == pytest.approx(2 * result.timing.iterations / result.timing.total_s)
-    assert report.speedup == pytest.approx(report.dense.timing.median_ms / report.pruned.timing.median_ms)
+    assert report.statistic == "min"  # the run's target is cpu: latency is the fastest run, as in its LUT
+    assert report.speedup == pytest.approx(report.dense.timing.min_ms / report.pruned.timing.min_ms)
+    assert report.pruned.latency_ms == report.pruned.timing.min_ms
+    assert report.pruned.nonzero_params == report.pruned.params  # structured: every remaining weight is used
     assert json.loads((engine_dir / ENGINE_REPORT).read_text())["run_dir"] == str(run.resolve())
-    assert "| pruned |" in (engine_dir / "engine.md").read_text()
+    markdown = (engine_dir / "engine.md").read_text()
+    assert "| pruned |" in markdown and "latency ms/batch (fastest run)" in markdown
+    assert "Unstructured sparsity" not in markdown
 
 
 def test_validate_passes_with_fp32_outputs_within_1e4(engine_dir):
@@ -80,7 +90,7 @@ def test_budget_tolerance_scales_the_limit(engine_dir, tmp_path):
     check = next(c for c in report.checks if c.name == "latency-budget")
     assert check.limit == pytest.approx(budget * 1.5)
     assert check.status == ("pass" if check.measured <= budget * 1.5 else "fail")
-    with pytest.raises(UserError, match="--budget-tolerance"):
+    with pytest.raises(UserError, match="budget_tolerance -0.1 is not a fraction in \\[0, 1\\]"):
         validate_engine(engine_dir, subset=20, budget_tolerance=-0.1, timing=FAST, out=tmp_path)
 
 
@@ -130,23 +140,92 @@ def test_pareto_front_of_engines():
 
 
 def test_user_errors(run, tmp_path):
-    assert_user_error(run_cli("build-engine", "--run", str(run), "--backend", "tensorrt", "--out", str(tmp_path)),
+    assert_user_error(run_cli("build-engine", "--run", str(run), "--backend", "tensorrt", "--out", str(tmp_path), host="cpu"),
                       "TensorRT", "pip install .[tensorrt] on a machine with an NVIDIA GPU")
-    assert_user_error(run_cli("build-engine", "--run", str(run), "--backend", "torch-cuda", "--out", str(tmp_path)),
-                      "wrong device", "found no CUDA device")
+    for name in ("torch", "torch-cuda"):  # torch-cuda: the earlier name of the torch backend
+        assert_user_error(run_cli("build-engine", "--run", str(run), "--backend", name, "--out", str(tmp_path),
+                                  host="cpu"), "wrong device", "found no CUDA device")
     with pytest.raises(UserError, match="not an engine folder"):
         validate_engine(tmp_path)
     with pytest.raises(UserError, match="neither a run folder"):
         write_report([tmp_path], tmp_path / "r")
-    with pytest.raises(UserError, match="--batch must be at least 1"):
+    with pytest.raises(UserError, match="batch size \\(batch\\) must be at least 1"):
         build_engine(run, tmp_path, batch=0)
 
 
-def test_budget_check_uses_the_luts_statistic():
-    from iee_deploy.deploy.validate import lut_statistic
-    from iee_deploy.runs import RunInfo
-
+def test_budget_check_uses_the_targets_statistic():
     base = dict(model="resnet20", num_classes=10, resolution=32, dataset="digits")
-    assert lut_statistic(RunInfo(**base, target="cpu")) == "min"  # the shared-CPU target records the fastest run
-    assert lut_statistic(RunInfo(**base, target="h100")) == "median"
-    assert lut_statistic(RunInfo(**base)) == "median"
+    assert run_statistic(RunInfo(**base, target="cpu"), "cpu") == "min"  # the shared-CPU target records the fastest run
+    assert run_statistic(RunInfo(**base, target="h100"), "cuda") == "median"
+    assert run_statistic(RunInfo(**base), "cpu") == "min"  # no target: a CPU engine gets the cpu target's
+    assert run_statistic(RunInfo(**base), "cuda") == "median"
+
+
+def test_validate_refuses_impossible_limits_and_another_dataset_before_work(engine_dir, tmp_path):
+    for args, words in ((("--budget-tolerance", "5"), "budget_tolerance 5 is not a fraction in [0, 1]"),
+                        (("--latency-ms", "-1"), "latency budget (latency_ms) -1 ms is not a positive latency"),
+                        (("--max-accuracy-drop", "-1"), "max_accuracy_drop -1 is not a drop of 0 or more"),
+                        (("--dataset", "fashion-mnist"), "is not the run's dataset 'digits'"),
+                        (("--out", "/sys/v"), "cannot write '/sys/v/validation.json'")):
+        assert_user_error(run_cli("validate", "--engine", str(engine_dir), *args, *FAST_CLI), words)
+    help_text = run_cli("validate", "--help").stdout
+    assert "fastest run" in help_text and "median latency must" not in help_text
+
+
+def test_empty_or_corrupt_engine_files_are_one_line_errors(run, engine_dir, tmp_path):
+    broken = tmp_path / "engine"
+    broken.mkdir()
+    for f in engine_dir.iterdir():
+        if f.is_file():
+            (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "pruned.onnx").write_bytes(b"")
+    assert_user_error(run_cli("validate", "--engine", str(broken), *FAST_CLI), "pruned.onnx' is empty",
+                      "run build-engine again")
+    (broken / "pruned.onnx").write_bytes((engine_dir / "pruned.onnx").read_bytes())
+    (broken / "pruned.ort.onnx").write_bytes(b"not a model")
+    assert_user_error(run_cli("validate", "--engine", str(broken), *FAST_CLI), "ONNX Runtime cannot load")
+
+
+def test_validate_uses_the_runs_subset(run, engine_dir, tmp_path):
+    config = run / "config.json"
+    config.write_text(json.dumps({"subset": 100}))
+    try:
+        report = validate_engine(engine_dir, timing=FAST, out=tmp_path)
+    finally:
+        config.unlink()
+    assert report.images == 20  # N/5 validation images, as in training
+
+
+def test_unstructured_engine_reports_nonzero_parameters_and_what_can_use_them(run, tmp_path):
+    """An unstructured run keeps its shapes: non-zero parameters, and the note that ONNX Runtime cannot use zeros."""
+    unstructured = tmp_path / "run"
+    unstructured.mkdir()
+    info = json.loads((run / "run.json").read_text())
+    (unstructured / "run.json").write_text(json.dumps({**info, "kind": "unstructured", "target": None}))
+    masked = build_model("resnet20", 10, 32)
+    masked.load_state_dict(torch.load(run / FINAL_MODEL, weights_only=False))
+    save_torch(unstructured / FINAL_MODEL, masked.state_dict())
+    save_torch(unstructured / PRUNED_MODEL, masked.eval())
+    report = build_engine(unstructured, tmp_path / "engine", timing=FAST)
+    assert report.pruned.params == report.dense.params and report.pruned.nonzero_params < report.pruned.params
+    assert report.spec.threads == 1 and report.statistic == "min"  # the cpu target's threads and statistic, for both
+    markdown = (tmp_path / "engine" / "engine.md").read_text()
+    assert "non-zero parameters" in markdown and "Unstructured sparsity" in markdown and "TensorRT with 2:4" in markdown
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_validate_does_not_suggest_resume(engine_dir, tmp_path):
+    args = [sys.executable, "-m", "iee_deploy", "validate", "--engine", str(engine_dir), "--out", str(tmp_path),
+            "--min-seconds", "60"]
+    env = dict(os.environ, PYTHONPATH=f"{HOSTS}{os.pathsep}{ROOT}", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:  # log-friendly progress: whole lines, no carriage returns
+        seen.append(line)
+        if line.startswith("validate: latency"):
+            process.send_signal(signal.SIGINT)
+            break
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130, seen + [rest]
+    assert "interrupted" in rest and "--resume" not in rest and "\r" not in "".join(seen)
