@@ -47,17 +47,21 @@ def test_target_by_path_and_bad_files(tmp_path):
         load_target(str(broken))
 
 
-def test_cpu_target_matches_this_machine():
-    assert platform.machine() in ("x86_64", "AMD64")
+def test_cpu_target_matches_x86_machines_only(monkeypatch):
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     assert check_device(load_target("cpu"))
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    with pytest.raises(UserError, match="target 'cpu' is for .* machines, but this one is aarch64"):
+        check_device(load_target("cpu"))
 
 
-def test_gpu_target_without_that_gpu_names_what_was_found(monkeypatch):
-    # No GPU exists here: the real detection says so.
+def test_gpu_target_without_that_gpu_names_what_was_found(monkeypatch, cpu_host):
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    # No GPU on this (forced) host: the detection says so.
     with pytest.raises(UserError, match="no usable CUDA GPU, only the CPU") as err:
         check_device(load_target("titanv"))
-    assert "TITAN V" in str(err.value) and "--target cpu" in str(err.value)
-    # A different GPU (a double: no GPU can exist on this machine) is named, never used in its place.
+    assert "TITAN V" in str(err.value) and "the cpu target" in str(err.value)
+    # A different GPU (a double) is named, never used in its place.
     monkeypatch.setattr(targets, "detect_gpus", lambda: ["NVIDIA H100 80GB HBM3"])
     with pytest.raises(UserError, match="has GPU\\(s\\) 'NVIDIA H100 80GB HBM3'"):
         check_device(load_target("titanv"))
@@ -66,9 +70,11 @@ def test_gpu_target_without_that_gpu_names_what_was_found(monkeypatch):
 
 def test_cli_wrong_device_and_missing_tensorrt_are_one_line_errors(tmp_path):
     out = str(tmp_path / "t.csv")
-    assert_user_error(run_cli("profile", "--target", "titanv", "--model", "resnet20", "--out", out),
+    assert_user_error(run_cli("profile", "--target", "titanv", "--model", "resnet20", "--out", out, host="cpu"),
                       "target 'titanv' needs a GPU matching 'TITAN V'", "no usable CUDA GPU")
-    assert_user_error(run_cli("profile", "--target", "h100", "--backend", "tensorrt", "--model", "resnet20", "--out", out),
-                      "needs NVIDIA TensorRT", "pip install .[tensorrt]")
+    assert_user_error(run_cli("profile", "--target", "h100", "--backend", "tensorrt", "--model", "resnet20", "--out", out,
+                              host="cpu"), "needs NVIDIA TensorRT", "pip install .[tensorrt]")
+    assert_user_error(run_cli("profile", "--target", "titanv", "--model", "resnet20", "--out", out, host="gpu"),
+                      "needs a GPU matching 'TITAN V'", "has GPU(s) 'Fake GPU (tests)'")
     assert_user_error(run_cli("profile", "--target", "tpu9", "--out", out), "unknown target 'tpu9'")
     assert not (tmp_path / "t.csv").exists()

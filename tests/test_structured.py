@@ -244,7 +244,7 @@ def lut8(tmp_path_factory) -> Path:
 def test_infeasible_budget_is_a_one_line_error_before_training(lut8, tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", *SMALL, "--lut", str(lut8), "--latency-ms", "0.01", "--out", str(out))
-    assert_user_error(result, "below the smallest achievable latency", "ms")
+    assert_user_error(result, "below the smallest achievable network's latency", "ms")
     assert not (out / "metrics.jsonl").exists()  # nothing trained
 
 

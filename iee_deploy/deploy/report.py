@@ -32,6 +32,7 @@ from iee_deploy.deploy.validate import VALIDATION_REPORT
 from iee_deploy.errors import UserError
 from iee_deploy.io import atomic_path, write_json, write_text
 from iee_deploy.runs import RUN_INFO, RunInfo, read_run_info
+from runtime.timing import describe
 from solvers.relaxation import pareto_front
 
 METRICS = "metrics.jsonl"
@@ -67,6 +68,7 @@ class EnginePoint:
     predicted_ms: float | None
     top1: float | None
     top1_source: str | None
+    statistic: str = "median"  # the latency statistic of measured_ms and dense_ms (the engine's target's)
 
 
 def as_percent(value: float) -> float:
@@ -141,9 +143,16 @@ def _point(engine_dir: Path, engine: EngineReport, run: RunData) -> EnginePoint:
     return EnginePoint(
         label=f"{run.name}/{engine.backend}-b{engine.spec.batch}-{engine.spec.precision}", run=run.name,
         engine_dir=str(engine_dir), backend=engine.backend, batch=engine.spec.batch, precision=engine.spec.precision,
-        measured_ms=engine.pruned.timing.median_ms, dense_ms=engine.dense.timing.median_ms, speedup=engine.speedup,
+        measured_ms=engine.latency(engine.pruned), dense_ms=engine.latency(engine.dense), speedup=engine.speedup,
         predicted_ms=run.info.predicted_latency_ms, top1=top1 if top1 is not None else run.summary_top1, top1_source=source,
+        statistic=engine.statistic,
     )
+
+
+def latency_words(points: Sequence[EnginePoint]) -> str:
+    """The statistic of plotted latencies, for an axis label: one statistic, or each engine's target's."""
+    found = {p.statistic for p in points}
+    return describe(found.pop()) if len(found) == 1 else "each target's statistic"
 
 
 def collect(paths: Sequence[str | Path]) -> tuple[list[RunData], list[EnginePoint]]:
@@ -191,7 +200,8 @@ def plot_pareto(points: Sequence[EnginePoint], path: Path) -> bool:
         ax.annotate(p.label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
     front = [(p.measured_ms, float(p.top1 or 0)) for p in front_of(usable)]
     ax.step([x for x, _ in front], [y for _, y in front], where="post", color="C3", label="Pareto front")
-    ax.set(xlabel="measured latency (ms per batch)", ylabel="top-1 accuracy (%)", title="Accuracy vs measured latency")
+    ax.set(xlabel=f"measured latency (ms per batch, {latency_words(usable)})", ylabel="top-1 accuracy (%)",
+           title="Accuracy vs measured latency")
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
@@ -236,8 +246,9 @@ def plot_latency(points: Sequence[EnginePoint], path: Path) -> bool:
         ax.annotate(p.label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
     top = max(xs + ys) * 1.1
     ax.plot([0, top], [0, top], "--", color="grey", label="measured = predicted")
-    ax.set(xlim=(0, top), ylim=(0, top), xlabel="LUT-predicted latency (ms)", ylabel="measured latency (ms per batch)",
-           title="Predicted vs measured latency")
+    words = latency_words([p for p, _ in usable])
+    ax.set(xlim=(0, top), ylim=(0, top), xlabel=f"LUT-predicted latency (ms, {words})",
+           ylabel=f"measured latency (ms per batch, {words})", title="Predicted vs measured latency")
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
