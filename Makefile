@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck clean bench-quick
+.PHONY: install demo test test-gpu-host lint typecheck clean bench-quick
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The suite as if on a GPU machine with TensorRT (forced CUDA, fake tensorrt; tests/hosts/sitecustomize.py).
+test-gpu-host: $(STAMP)
+	IEE_TEST_HOST=gpu $(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,11 +16,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
+from iee_deploy.deploy.engines import BACKENDS, PRECISIONS
+from iee_deploy.deploy.timing import TimingConfig
 
 from iee_deploy.deploy.build import build_engine
-from iee_deploy.deploy.engines import BACKENDS, PRECISIONS
 from iee_deploy.deploy.render import environment, markdown_table
-from iee_deploy.deploy.timing import TimingConfig
 from iee_deploy.io import write_json, write_text
 
 HERE = Path(__file__).resolve().parent

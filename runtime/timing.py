@@ -44,7 +44,7 @@ def describe(statistic: str) -> str:
     return STATISTIC_WORDS[statistic]
 
 
-def percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float] | np.ndarray, q: float) -> float:
     """The q-th percentile (0 <= q <= 100) by linear interpolation between closest ranks (numpy's default)."""
     if len(values) == 0 or not 0 <= q <= 100:
         raise ValueError("need at least one value and 0 <= q <= 100")

@@ -16,6 +16,7 @@ import types
 import numpy as np
 import pytest
 import torch
+
 from runtime.backends import BuildSpec, ModelSource, get_backend
 from runtime.backends import trt as trt_backend
 from runtime.backends.trt import TIMING_CACHE, TensorRTSession, require_tensorrt

@@ -4,9 +4,9 @@ import time
 
 import numpy as np
 import pytest
+
 from iee_deploy.profiling import mape, spearman
 from iee_deploy.subnets import keep_counts, snap
-
 from profiler.latency import (
     Calibration,
     LatencyModel,

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from runtime.timing import Timing, TimingConfig, describe, host_runner, measure, percentile
 
 
