@@ -2,7 +2,7 @@
 
 `open_latency_model` loads a LUT written by `iee-deploy profile` and refuses one that does not
 describe this model on this target (`profiler.lut.check_lut`: model, classes, resolution, every
-layer's signature; `--target` must name the LUT's target). Latency is in ms per batch of the
+layer's signature; `target` must name the LUT's target). Latency is in ms per batch of the
 LUT's batch size and precision, on the LUT's target, as the latency model predicts it.
 
 `resolve_budget` turns `latency_ms` or `latency_ratio` (of the dense model's predicted latency)
@@ -46,7 +46,7 @@ def open_latency_model(lut: str | None, target: str | None, model: nn.Module, *,
     """Load `lut` and check that it describes `model` (at the LUT's resolution, or `resolution`) on `target`."""
     if lut is None:
         raise UserError("a latency budget needs a latency lookup table (lut)",
-                        "profile one with `iee-deploy profile --target cpu --model M --resolution R --num-classes C`")
+                        "profile one with `iee-deploy profile` for this model, resolution and number of classes on the target")
     table = load_lut(lut)
     meta = table.meta
     if target is not None:
