@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from iee_deploy.deploy import render
 from iee_deploy.io import write_json, write_text
-from profiler.targets import cpu_name
+from runtime.machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -81,9 +82,8 @@ def header_markdown(meta: dict[str, Any], mode: str) -> list[str]:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    """A markdown table (cells already formatted, or str() of them)."""
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + \
-        ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    """A markdown table's lines (cells already formatted, or str() of them): `iee_deploy.deploy.render.markdown_table`."""
+    return render.markdown_table(headers, [[str(c) for c in row] for row in rows]).splitlines()
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:

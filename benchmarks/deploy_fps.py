@@ -3,7 +3,7 @@
     python benchmarks/deploy_fps.py --run RUN [--backend onnxruntime] [--batches 1,8,32] [--min-seconds 3]
 
 For each batch size, `build_engine` builds the dense and the pruned model with the same backend
-and times them interleaved in one measurement (see iee_deploy.deploy.timing). Prints a table and
+and times them interleaved in one measurement (see runtime.timing). Prints a table and
 writes benchmarks/results/deploy_fps.md (command, machine, date, versions) and deploy_fps.json.
 Engines go to benchmarks/.cache/deploy_fps/.
 """
@@ -16,12 +16,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
-from iee_deploy.deploy.engines import BACKENDS, PRECISIONS
-from iee_deploy.deploy.timing import TimingConfig
 
 from iee_deploy.deploy.build import build_engine
 from iee_deploy.deploy.render import environment, markdown_table
 from iee_deploy.io import write_json, write_text
+from runtime.backends import BACKENDS, PRECISIONS
+from runtime.timing import TimingConfig
 
 HERE = Path(__file__).resolve().parent
 

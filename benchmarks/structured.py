@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from iee_deploy.deploy.timing import TimingConfig
 from tqdm import tqdm
 
 from benchmarks.common import (
@@ -52,6 +51,7 @@ from benchmarks.common import (
 from benchmarks.structured_fashion_mnist import TOLERANCE
 from benchmarks.unstructured import Mode, add_run_options, prepare_data
 from iee_deploy.deploy.build import build_engine
+from runtime.timing import TimingConfig
 
 METHODS = ("iee", "halp")
 # h: IEE H = J = Q; HALP prune interval 3h (the same structure-update period)

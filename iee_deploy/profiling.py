@@ -4,7 +4,7 @@
 physically pruned sub-networks for the calibration (`iee_deploy.subnets`), to
 `profiler.measure.profile_model`. `validate_lut` is `iee-deploy validate-lut`: is a LUT
 trustworthy? It draws random sub-networks (every prunable group keeps 30-100% of its channels,
-see `profiler.subnets`), measures each whole network with the LUT's own backend and settings on
+see `iee_deploy.subnets`), measures each whole network with the LUT's own backend and settings on
 the LUT's device, and compares with the latency model's prediction: mean absolute percentage
 error (MAPE) and Spearman rank correlation (what a pruning method needs: that a faster predicted
 network is a faster real one).

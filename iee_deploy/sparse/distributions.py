@@ -32,11 +32,11 @@ def _check_sparsity(sparsity: float) -> None:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
 
 
-def erk_densities(shapes: Sequence[Shape], sparsity: float, power_scale: float = 1.0) -> list[float]:
+def erk_densities(shapes: Sequence[Shape], sparsity: float) -> list[float]:
     """ERK density of each layer (1.0 for layers capped dense) for overall sparsity `sparsity`."""
     _check_sparsity(sparsity)
     numels = [math.prod(s) for s in shapes]
-    raw = [(sum(s) / math.prod(s)) ** power_scale for s in shapes]
+    raw = [sum(s) / math.prod(s) for s in shapes]
     dense: set[int] = set()
     while True:
         # Active weights to place in the non-dense layers: the overall budget minus the dense layers.
