@@ -2,14 +2,16 @@
 
 | module | what it holds |
 |---|---|
-| `targets` | `load_target(name_or_path) -> Target` (targets/*.yaml), `check_device(target)` |
+| `targets` | `load_target(name_or_path) -> Target` (targets/*.yaml; its latency `statistic`), `check_device(target)` |
 | `layers` | `LayerSignature`, `enumerate_layers(model, input_shape)`, the channel grid |
-| `backends` | `Backend` interface and `make_backend`: onnxruntime, torch (CPU/CUDA), tensorrt |
-| `timing` | warm-up/repeat loops (host clock, CUDA graphs + events), `Timing` |
-| `lut` | the LUT files (CSV + JSON metadata), `load_lut`, `check_lut` |
-| `latency` | `LatencyModel.predict(layer_channels)`, `layer_latency(name, cin, cout)`, calibration |
-| `measure` | `profile_model(request, out, resume)`: `iee-deploy profile` |
-| `subnets`, `validate` | random pruned sub-networks; `validate_lut`: `iee-deploy validate-lut` |
+| `onnx_graphs` | the one-layer networks that are timed (ONNX graphs, eager modules) |
+| `measurer` | `Measurer`: one-layer and whole networks timed through a `runtime` backend; `settings_for` |
+| `lut` | the LUT files (CSV + JSON metadata), `load_lut` (refuses incomplete tables), `check_lut` |
+| `latency` | `LatencyModel.predict(layer_channels)` (never negative), `layer_latency(name, cin, cout)`, calibration |
+| `measure` | `profile_model(request, model, out, subnetworks)`: measure, calibrate, record, resume |
+
+`profiler/` measures through `runtime/` and never builds models or dependency graphs: the
+commands above it (`iee_deploy.profiling`) hand it the model and its random sub-networks.
 
 Typical use by a pruner: `LatencyModel.load(path, model=..., batch=..., layers=...)`, then
 `layer_latency(name, cin_array, cout_array)` for knapsack costs and `predict(g.layer_channels(keep))`
