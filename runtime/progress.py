@@ -28,6 +28,7 @@ class LogProgress(Generic[T]):
         self.n, self.every_s = initial, every_s
         self.started = self.last = time.monotonic()
         self._printed_n = -1
+        self._updates = 0
 
     def _line(self) -> None:
         done = f"{self.n}/{self.total}" if self.total else str(self.n)
@@ -39,7 +40,8 @@ class LogProgress(Generic[T]):
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        if self.n == n or time.monotonic() - self.last >= self.every_s or (self.total and self.n >= self.total):
+        self._updates += 1
+        if self._updates == 1 or time.monotonic() - self.last >= self.every_s or (self.total and self.n >= self.total):
             self._line()
 
     def close(self) -> None:

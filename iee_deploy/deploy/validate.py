@@ -38,7 +38,7 @@ from iee_deploy.io import write_json, write_text
 from profiler.measure import check_writable
 from runtime.machine import machine_info
 from runtime.progress import progress
-from runtime.timing import Timing, TimingConfig, describe, measure
+from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
 
 VALIDATION_REPORT = "validation.json"
 VALIDATION_MARKDOWN = "validation.md"
@@ -231,7 +231,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     batch = report.spec.batch
     loader = DataLoader(bundle.val, batch_size=batch * -(-IMAGES_PER_STEP // batch), shuffle=False)
     errors, top1, images = _evaluate(engine.run, {"pruned": models.pruned, "masked": models.masked}, loader)
-    with progress(total=timing.rounds, desc="validate: latency", unit="round") as bar:
+    with progress(total=rounds_of(timing), desc="validate: latency", unit="round") as bar:
         latency = measure({"pruned": engine.runner(timing_input(report.spec))}, batch, timing, bar.update)["pruned"]
 
     tol = TOLERANCES[report.spec.precision]
