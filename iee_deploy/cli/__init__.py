@@ -30,8 +30,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-FIELD_PARAMS: dict[str, str] = {"freeze": "no_freeze", "init_checkpoint": "checkpoint", "model": "model_name",
-                                 "run_dir": "run", "engine_dir": "engine", "lut_path": "lut"}
+FIELD_PARAMS: dict[str, str] = {"freeze": "no_freeze", "init_checkpoint": "checkpoint", "model": "model_name"}
 """Library field (or parameter) name -> click parameter name, where the two differ."""
 
 
@@ -41,12 +40,12 @@ def flag_of(command: click.Command | None, field: str) -> str:
     A field the command has no option for keeps its own name, so a message never shows a flag the
     command does not have.
     """
-    wanted = FIELD_PARAMS.get(field, field)
-    for param in command.params if command is not None else []:
-        if param.name == wanted and isinstance(param, click.Option):
-            return max(param.opts, key=len)
-        if param.name == wanted and isinstance(param, click.Argument):
-            return param.human_readable_name
+    for wanted in (field, FIELD_PARAMS.get(field)):
+        for param in command.params if command is not None else []:
+            if param.name == wanted and isinstance(param, click.Option):
+                return max(param.opts, key=len)
+            if param.name == wanted and isinstance(param, click.Argument):
+                return param.human_readable_name
     return field
 
 
