@@ -2,6 +2,7 @@ import re
 import tokenize
 from pathlib import Path
 
+import click
 import pytest
 from conftest import ROOT, assert_user_error, run_cli
 
@@ -15,10 +16,22 @@ def test_help_lists_pipeline_commands():
         assert command in result.stdout
 
 
-def test_train_help_states_units():
-    out = run_cli("train", "--help").stdout
-    for unit in ("ms", "fraction", "0-1", "epochs"):
-        assert unit in out
+TRAIN_UNITS = {
+    "latency_ms": "ms", "latency_ratio": "fraction", "sparsity": "fraction", "omega0": "fraction", "update_end": "fraction",
+    "gmp_start": "fraction", "descent": "share", "epochs": "epochs", "warmup_epochs": "epochs", "delta_t": "steps",
+    "hjq": "steps", "checkpoint_every": "steps", "resolution": "pixels", "batch_size": "images",
+}
+"""train option -> the unit its help must state."""
+
+
+def test_train_help_states_each_options_unit():
+    from iee_deploy.cli.train import train
+
+    helps = {p.name: p.help or "" for p in train.params if isinstance(p, click.Option)}
+    missing = {name: unit for name, unit in TRAIN_UNITS.items() if unit not in helps[name].lower()}
+    assert not missing, missing
+    out = run_cli("train", "--help").stdout  # and the rendered help shows the click ranges
+    assert "--latency-ratio" in out and "0<x<=1" in out
 
 
 def test_user_errors_are_one_line():
