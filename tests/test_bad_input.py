@@ -259,3 +259,18 @@ def test_check_writable(tmp_path):
         check_writable(tmp_path, "json_path")
     with pytest.raises(UserError, match="not writable"):
         check_writable("/proc/x/x.csv", "out")
+
+
+def test_interrupt_suggests_resume_only_where_the_command_has_it(monkeypatch, tmp_path):
+    import iee_deploy.deploy.report as report
+    from iee_deploy.train import Trainer
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_report", stop)
+    code, stderr, _ = invoke(["report", str(tmp_path), "--out", str(tmp_path / "rep")])
+    assert code == 130 and "--resume" not in stderr and "run the same command again" in stderr
+    monkeypatch.setattr(Trainer, "fit", stop)
+    code, stderr, _ = invoke(["train", "--subset", "64", "--out", str(tmp_path / "run")])
+    assert code == 130 and "with --resume to continue" in stderr
