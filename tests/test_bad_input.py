@@ -58,6 +58,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("resolution-negative", ["train", "--resolution", "-32"], "--resolution"),
     ("resolution-zero", ["train", "--resolution", "0"], "--resolution"),
     ("resolution-too-small", ["train", "--resolution", "2"], "minimum of 4 px"),
+    ("resolution-huge", ["train", "--resolution", "100000"], "--resolution 100000 px is above 2048 px"),
     ("num-classes-too-few", ["train", "--num-classes", "3"], "--num-classes 3 is fewer than the 10 classes"),
     ("num-classes-zero", ["train", "--num-classes", "0"], "--num-classes"),
     ("lr-negative", ["train", "--lr", "-0.1"], "--lr"),

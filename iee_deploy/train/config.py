@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from iee_deploy.data import DataBundle
 
 
+MAX_RESOLUTION = 2048
+"""Largest input side accepted (px): a typo guard, since one 2048 px batch already needs gigabytes."""
+
+
 @dataclass
 class TrainConfig:
     """Model, data, optimisation and sparsification of one run."""
@@ -46,6 +50,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.sparsity, dict):  # as config.json stores it
             self.sparsity = SparsityConfig(**self.sparsity)
+        if self.resolution is not None and self.resolution > MAX_RESOLUTION:
+            raise ConfigError("resolution", f"`resolution` {self.resolution} px is above {MAX_RESOLUTION} px",
+                              f"pass at most {MAX_RESOLUTION} (the zoo's models are meant for 8-512 px inputs)")
         for name in ("resolution", "num_classes", "subset"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -77,15 +84,16 @@ def minimum_resolution(model: str, resolution: int) -> int:
 
     This is the model's total stride: the probe resolution divided by the smallest spatial size of any
     Conv2d output at that resolution. Below it, stride-2 layers run on 1x1 maps and the network sees
-    padding rather than the image. The probe uses max(`resolution`, 64) px, which builds the same
-    layers for the zoo's models (their stem depends only on whether the input is <= 64 px).
+    padding rather than the image. The probe uses 64 px (inputs <= 64 px) or 128 px, which builds the same
+    layers for the zoo's models (their stem depends only on whether the input is <= 64 px), capped at
+    128 px (no zoo model downsamples by more than 32).
     """
     import torch
     from torch import nn
 
     from iee_deploy.models import build_model
 
-    probe = max(resolution, 64)
+    probe = 64 if resolution <= 64 else 128
     net = build_model(model, 10, probe).eval()
     sizes: list[int] = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(min(out.shape[-2:])))
