@@ -126,7 +126,7 @@ def build_model(
     """Build zoo model `name` for `num_classes` outputs at `resolution` px, optionally loading weights."""
     spec = model_spec(name)
     if num_classes < 1:
-        raise UserError(f"--num-classes must be positive, got {num_classes}", "pass the number of classes")
+        raise UserError(f"`num_classes` must be positive, got {num_classes}", "pass the number of classes", fields=("num_classes",))
     model = spec.builder(num_classes, resolution or spec.native_resolution)
     if checkpoint is not None:
         model = load_checkpoint(model, checkpoint)
