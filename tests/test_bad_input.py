@@ -72,6 +72,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("momentum-one", ["train", "--momentum", "1"], "--momentum"),
     ("weight-decay-nan", ["train", "--weight-decay", "nan"], "--weight-decay nan"),
     ("warmup-negative", ["train", "--warmup-epochs", "-1"], "--warmup-epochs"),
+    ("seed-negative", ["train", "--seed", "-1"], "--seed"),
+    ("seed-huge", ["train", "--seed", str(2**64 + 5)], "--seed"),
     ("checkpoint-every-negative", ["train", "--checkpoint-every", "-5"], "--checkpoint-every"),
     ("sparsity-one", ["train", "--sparsity", "1"], "--sparsity"),
     ("sparsity-nan", ["train", "--sparsity", "nan"], "--sparsity nan is not a fraction"),

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from iee_deploy.seeding import MAX_SEED
+
 FRACTION = click.FloatRange(0, 1)
 """A fraction in [0, 1] (click's range check; NaN is refused by the library's configs)."""
 
@@ -41,7 +43,7 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                          help="Use a fixed random sample of N training images (and N/5 validation images) for quick runs."),
             click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per training step."),
             click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes."),
-            click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init, masks)."),
+            click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Random seed (data order, init, masks)."),
         ]
     ):
         fn = decorator(fn)

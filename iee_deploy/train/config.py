@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from iee_deploy.errors import ConfigError, check_positive
 from iee_deploy.methods import SparsityConfig
+from iee_deploy.seeding import MAX_SEED
 
 if TYPE_CHECKING:
     from iee_deploy.data import DataBundle
@@ -42,7 +43,7 @@ class TrainConfig:
     weight_decay: float = 5e-4  # >= 0
     warmup_epochs: float = 0.0  # linear warm-up before the cosine decay, >= 0
     workers: int = 0  # DataLoader worker processes, >= 0
-    seed: int = 0
+    seed: int = 0  # in [0, 2**63 - 1]
     device: str = "cpu"  # cpu | cuda (cuda:N)
     checkpoint_every: int = 0  # steps between checkpoints besides each epoch end; 0: epoch ends only
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
@@ -64,6 +65,8 @@ class TrainConfig:
         for name in ("workers", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"`{name}` {getattr(self, name)} is negative", "pass 0 or more")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError("seed", f"`seed` {self.seed} is outside [0, 2**63 - 1]", "pass e.g. 0")
         check_positive("epochs", self.epochs)
         check_positive("lr", self.lr)
         check_positive("weight_decay", self.weight_decay, zero_ok=True)
