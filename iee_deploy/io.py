@@ -73,3 +73,37 @@ def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def check_writable(path: str | os.PathLike[str], field: str, folder: bool = False) -> Path:
+    """`path` as a Path if a file (or, with `folder`, a folder) can be written there; else a UserError.
+
+    Called before long work starts, so that an unwritable output fails in the first second rather than
+    after the work. The check is a real one: a temporary file is created (and removed) in `path`'s
+    folder, or in its nearest existing ancestor when folders are still to be made (permissions alone
+    do not tell, e.g. for root on /sys). `field` names the parameter in the message.
+    """
+    from iee_deploy.errors import UserError
+
+    target = Path(path)
+    problem = None
+    if folder and target.exists() and not target.is_dir():
+        problem = "is a file, not a folder"
+    elif not folder and target.is_dir():
+        problem = "is a folder, not a file"
+    else:
+        probe = target if folder else target.parent
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            problem = f"cannot be made: '{probe}' is a file"
+        else:
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=".write-check.", dir=probe)
+                os.close(fd)
+                os.unlink(tmp)
+            except OSError as err:
+                problem = f"is not writable ({err.strerror} in '{probe}')"
+    if problem is not None:
+        raise UserError(f"`{field}` '{path}' {problem}", "choose a writable location", fields=(field,))
+    return target

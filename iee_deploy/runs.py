@@ -6,7 +6,7 @@ Layout of a run folder:
 |---|---|---|
 | `run.json` | at start, updated at the end | `RunInfo`: model, data and budget facts needed to rebuild the model |
 | `config.json` | at start | the full training configuration |
-| `checkpoint.pt` | periodically (atomic) | everything needed to `--resume` |
+| `checkpoint.pt` | periodically (atomic) | everything needed to resume the run |
 | `metrics.jsonl` | each sparsity update | IoU, survival, per-layer sparsity, FLOPs, predicted latency |
 | `final_model.pt` | at the end | state_dict of the full-size, masked training model |
 | `pruned_model.pt` | at the end | the physically smaller `nn.Module` (whole module, `torch.save`) |
@@ -58,7 +58,7 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
     """Read `run.json`, or raise a UserError saying what is wrong with the folder."""
     path = Path(run_dir) / RUN_INFO
     if not path.is_file():
-        raise UserError(f"'{run_dir}' is not a run folder (no {RUN_INFO})", "pass the --out folder of `iee-deploy train`")
+        raise UserError(f"'{run_dir}' is not a run folder (no {RUN_INFO})", "pass the output folder of a training run")
     try:
         data = json.loads(path.read_text())
         known = {f.name for f in fields(RunInfo)}

@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
+MAX_SEED = 2**63 - 1
+"""Largest seed accepted (torch's generators take at most 2**64 - 1)."""
+
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed every RNG the toolkit uses; return a torch.Generator for data shuffling."""

@@ -231,9 +231,9 @@ def test_gmp_and_static_follow_their_schedules():
 
 
 def test_methods_reject_options_they_do_not_use_and_unfit_schedules():
-    with pytest.raises(UserError, match="does not use --hjq"):
+    with pytest.raises(UserError, match="does not use `hjq`"):
         setup(method="rigl", hjq=(2, 1, 2))
-    with pytest.raises(UserError, match="--no-freeze"):
+    with pytest.raises(UserError, match="does not use `freeze`"):
         setup(method="set", hjq=None, freeze=False)
     with pytest.raises(UserError, match="no IEE update fits"):
         setup(hjq=(10, 10, 10))

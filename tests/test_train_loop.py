@@ -133,8 +133,8 @@ def test_train_user_errors(tmp_path):
         (["--nm", "2:4", "--distribution", "global"], "cannot be combined with --distribution global"),
         (["--nm", "2:4", "--sparsity", "0.9"], "contradicts --nm"),
         (["--method", "rigl", "--hjq", "5,5,5"], "does not use --hjq"),
-        (["--hjq", "5,5"], "--hjq '5,5' is not three"),
-        (["--update-end", "0"], "--update-end 0 is not a fraction"),
+        (["--hjq", "5,5"], "'--hjq': '5,5' is not three"),
+        (["--update-end", "0"], "'--update-end': 0.0 is not in the range 0<x<=1"),
     ]:
         result = runner.invoke(main, ["train", "--subset", "64", "--out", str(tmp_path), *args])
         assert result.exit_code == 2 and fragment in result.output, (args, result.output)

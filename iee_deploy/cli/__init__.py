@@ -2,7 +2,8 @@
 
 Each command lives in its own module of this package and is listed in `LAZY_COMMANDS` below.
 User errors (`iee_deploy.errors.UserError`) are printed as one line and exit with status 2;
-no traceback reaches the user.
+no traceback reaches the user. The library names config fields in its errors; `flag_of` maps each
+to the running command's option that sets it, so only this package spells flags.
 """
 
 from __future__ import annotations
@@ -29,6 +30,25 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+FIELD_PARAMS: dict[str, str] = {"freeze": "no_freeze", "init_checkpoint": "checkpoint", "model": "model_name"}
+"""Library field (or parameter) name -> click parameter name, where the two differ."""
+
+
+def flag_of(command: click.Command | None, field: str) -> str:
+    """The flag of `command` that sets library field `field` (e.g. 'init_checkpoint' -> '--checkpoint').
+
+    A field the command has no option for keeps its own name, so a message never shows a flag the
+    command does not have.
+    """
+    for wanted in (field, FIELD_PARAMS.get(field)):
+        for param in command.params if command is not None else []:
+            if param.name == wanted and isinstance(param, click.Option):
+                return max(param.opts, key=len)
+            if param.name == wanted and isinstance(param, click.Argument):
+                return param.human_readable_name
+    return field
+
+
 class _Group(click.Group):
     """A lazily loading click group that turns user errors and interrupts into one-line messages."""
 
@@ -48,11 +68,19 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:  # a bad option value: one line, like every other user error
+            name = err.ctx.command_path if err.ctx is not None else ctx.command_path
+            click.echo(f"error: {err.format_message()}; see `{name} --help`", err=True)
+            ctx.exit(2)
         except UserError as err:
-            click.echo(f"error: {err}", err=True)
+            command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+            click.echo(f"error: {err.render(lambda field: flag_of(command, field))}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted: finished work is saved; run the same command with --resume to continue", err=True)
+            command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+            resumable = command is not None and any(p.name == "resume" for p in command.params)
+            click.echo("interrupted: " + ("finished work is saved; run the same command with --resume to continue"
+                                          if resumable else "run the same command again (no half-written file is left)"), err=True)
             ctx.exit(130)
 
 

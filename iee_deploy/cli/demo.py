@@ -1,16 +1,122 @@
-"""`iee-deploy demo`: the whole pipeline on the embedded default dataset, offline."""
+"""`iee-deploy demo`: the end-to-end pipeline on the embedded default (scikit-learn digits, WideResNet-22-2), offline.
+
+It chains the real commands exactly as a user would type them (so it lives with the CLI):
+
+    iee-deploy profile      --target cpu --model wrn22_2 --num-classes 10 --resolution 16
+    iee-deploy train        --method static --sparsity 0                      (dense reference)
+    iee-deploy train        --method iee --latency-ratio 0.5 --checkpoint ... (structured IEE)
+    iee-deploy build-engine --backend onnxruntime                             (dense vs pruned FPS)
+    iee-deploy validate --budget-tolerance 0.1                                (outputs, accuracy, budget)
+
+and ends with a summary table (dense vs pruned: measured latency, images/s, top-1, parameters)
+written to `OUT/summary.md` and `OUT/summary.json`. Every stage resumes: re-running the demo
+reuses a finished LUT and finished training runs.
+
+Why WRN-22-2 at 16 px: the digits are 8x8 images, so 16 px loses nothing, and a 2-core CPU trains
+it in seconds per epoch. CIFAR ResNet-20 is too narrow for half the latency on the cpu target:
+ONNX Runtime's CPU convolutions work in 16-channel blocks, so its 16-channel stage cannot shrink
+and its smallest sub-network still takes about 60% of the dense latency.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import Any
+
 import click
+
+from iee_deploy.io import check_writable, write_json, write_text
+from iee_deploy.runs import RUN_INFO, read_run_info
+
+MODEL = "wrn22_2"
+DATASET = "digits"
+RESOLUTION = 16
+EPOCHS = 8
+LATENCY_RATIO = 0.5
+BUDGET_TOLERANCE = 0.1
+
+
+def _invoke(label: str, args: list[str]) -> None:
+    """Run one CLI command in-process; stop the demo with its exit code if it fails."""
+    from iee_deploy.cli import main
+
+    click.secho(f"\n== {label}\n$ iee-deploy {' '.join(args)}", bold=True)
+    code = main.main(args=args, prog_name="iee-deploy", standalone_mode=False)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / RUN_INFO).is_file() and read_run_info(run_dir).finished
+
+
+def _train(label: str, out: Path, extra: list[str]) -> None:
+    if _finished(out):
+        click.echo(f"\n== {label}: reusing the finished run in {out}")
+        return
+    resume = ["--resume"] if (out / "checkpoint.pt").is_file() else []
+    _invoke(label, ["train", "--model", MODEL, "--dataset", DATASET, "--resolution", str(RESOLUTION),
+                    "--epochs", str(EPOCHS), "--out", str(out), *extra, *resume])
+
+
+def summary_rows(dense_run: Path, engine_dir: Path) -> list[dict[str, Any]]:
+    """Dense vs pruned: measured latency and throughput (engine.json), top-1 (summary/validation), parameters."""
+    engine = json.loads((engine_dir / "engine.json").read_text())
+    validation = json.loads((engine_dir / "validation.json").read_text())
+    dense_top1 = 100.0 * json.loads((dense_run / "summary.json").read_text())["val_acc"]
+    rows = []
+    for name, top1 in (("dense", dense_top1), ("pruned (IEE)", validation["top1"]["engine"])):
+        result = engine["dense" if name == "dense" else "pruned"]
+        rows.append({"model": name, "latency_ms": result["timing"]["median_ms"], "images_per_s": result["timing"]["images_per_s"],
+                     "top1": top1, "parameters": result["params"]})
+    return rows
+
+
+def render(rows: list[dict[str, Any]], budget_ms: float | None, predicted_ms: float | None) -> str:
+    lines = ["| model | latency ms (median, batch 1) | images/s | top-1 % | parameters |", "|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['latency_ms']:.3f} | {r['images_per_s']:.0f} | {r['top1']:.2f} | {r['parameters']:,} |"
+              for r in rows]
+    speedup = rows[0]["latency_ms"] / rows[1]["latency_ms"]
+    lines += ["", f"Speed-up (measured side by side): {speedup:.2f}x; LUT budget {budget_ms:.3f} ms, "
+                  f"predicted {predicted_ms:.3f} ms (ONNX Runtime, cpu target)." if budget_ms and predicted_ms else ""]
+    return "\n".join(lines)
+
+
+def run_demo(out: str | Path) -> None:
+    """profile -> dense reference -> structured IEE at half the dense latency -> engine -> validate -> summary."""
+    out = Path(out)
+    start = time.perf_counter()
+    lut = out / "luts" / f"cpu-{MODEL}-{RESOLUTION}.csv"
+    _invoke("1/5 profile the cpu target", ["profile", "--target", "cpu", "--model", MODEL, "--num-classes", "10",
+                                           "--resolution", str(RESOLUTION), "--out", str(lut), *(["--resume"] if lut.exists() else [])])
+    dense, iee = out / "dense", out / "iee"
+    _train("2/5 dense reference training", dense, ["--method", "static", "--sparsity", "0"])
+    _train("3/5 structured IEE at half the dense latency", iee,
+           ["--method", "iee", "--target", "cpu", "--lut", str(lut), "--latency-ratio", str(LATENCY_RATIO),
+            "--checkpoint", str(dense / "final_model.pt")])
+    engine = out / "engine"
+    _invoke("4/5 build the ONNX Runtime engine", ["build-engine", "--run", str(iee), "--backend", "onnxruntime",
+                                                  "--batch", "1", "--out", str(engine)])
+    # The knapsack fills the budget almost exactly, so a strict check would pass or fail by timing noise;
+    # 10% is the bound the toolkit promises for measured vs budget on the cpu target (issue 7).
+    _invoke("5/5 validate for deployment", ["validate", "--engine", str(engine), "--budget-tolerance", str(BUDGET_TOLERANCE)])
+    info = read_run_info(iee)
+    rows = summary_rows(dense, engine)
+    table = render(rows, info.budget_ms, info.predicted_latency_ms)
+    write_json(out / "summary.json", {"rows": rows, "budget_ms": info.budget_ms,
+                                      "predicted_latency_ms": info.predicted_latency_ms})
+    write_text(out / "summary.md", f"# iee-deploy demo: {MODEL} on {DATASET}\n\n{table}\n")
+    click.secho(f"\n== Summary ({time.perf_counter() - start:.0f} s; {out}/summary.md)", bold=True)
+    click.echo(table)
 
 
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True, help="Folder for every artefact.")
 def demo(out: str) -> None:
     """profile (cpu) -> structured IEE at --latency-ratio 0.5 -> build-engine (onnxruntime) -> validate."""
-    from iee_deploy.demo import run_demo
-
+    check_writable(out, "out", folder=True)
     run_demo(out)
 
 

@@ -10,7 +10,7 @@ import torch
 
 from iee_deploy.cli.options import model_options
 from iee_deploy.graph import ChannelRef, DependencyGraph, build_dependency_graph
-from iee_deploy.io import write_json
+from iee_deploy.io import check_writable, write_json
 from iee_deploy.models import build_model, model_spec
 
 
@@ -53,6 +53,8 @@ def graph(model_name: str, num_classes: int | None, resolution: int | None, chec
     and one input channel (xN: N inputs, e.g. after a flatten) of each consumer.
     """
     spec = model_spec(model_name)
+    if json_path:
+        check_writable(json_path, "json_path")
     size = resolution or spec.native_resolution
     classes = num_classes or 1000
     model = build_model(model_name, classes, size, checkpoint).eval()

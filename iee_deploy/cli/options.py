@@ -7,19 +7,10 @@ from typing import Any
 
 import click
 
-from iee_deploy.errors import UserError
+from iee_deploy.seeding import MAX_SEED
 
-
-def parse_pair(text: str, sep: str, what: str, example: str) -> tuple[int, int]:
-    """Parse 'A<sep>B' into two positive ints, or raise a UserError naming the expected form."""
-    parts = text.split(sep)
-    try:
-        a, b = (int(p) for p in parts)
-    except ValueError:
-        raise UserError(f"{what} '{text}' is not of the form {example}", f"pass e.g. {example}") from None
-    if a <= 0 or b <= 0:
-        raise UserError(f"{what} '{text}' must have positive numbers", f"pass e.g. {example}")
-    return a, b
+FRACTION = click.FloatRange(0, 1)
+"""A fraction in [0, 1] (click's range check; NaN is refused by the library's configs)."""
 
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -28,11 +19,11 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         [
             click.option("--model", "model_name", default="resnet20", show_default=True,
                          help="Model name from the zoo (see README), e.g. resnet18, resnet50, mobilenet_v1, wrn22_2."),
-            click.option("--num-classes", type=int, default=None,
+            click.option("--num-classes", type=click.IntRange(min=1), default=None,
                          help="Classifier outputs. Default: the dataset's class count (1000 without a dataset)."),
-            click.option("--resolution", type=int, default=None,
+            click.option("--resolution", type=click.IntRange(min=1), default=None,
                          help="Input height = width in pixels. Default: the dataset's (or the model's native) size."),
-            click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+            click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
                          help="Load weights from this .pt/.pth file (a state_dict or a saved model) before starting."),
         ]
     ):
@@ -48,11 +39,11 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                          help="digits (embedded, offline), fashion-mnist, cifar10, imagefolder."),
             click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                          help="Dataset root (torchvision layout, or train/ and val/ folders for imagefolder)."),
-            click.option("--subset", type=int, default=None,
+            click.option("--subset", type=click.IntRange(min=1), default=None,
                          help="Use a fixed random sample of N training images (and N/5 validation images) for quick runs."),
-            click.option("--batch-size", type=int, default=64, show_default=True, help="Images per training step."),
-            click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes."),
-            click.option("--seed", type=int, default=0, show_default=True, help="Random seed (data order, init, masks)."),
+            click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per training step."),
+            click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes."),
+            click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Random seed (data order, init, masks)."),
         ]
     ):
         fn = decorator(fn)

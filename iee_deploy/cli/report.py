@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from iee_deploy.io import check_writable
+
 
 @click.command("report")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
@@ -15,6 +17,8 @@ def report(runs: tuple[str, ...], out: str) -> None:
     RUNS are run folders (engines built into them are found) and/or build-engine folders.
     """
     from iee_deploy.deploy.report import write_report
+
+    check_writable(out, "out", folder=True)
 
     click.echo(f"wrote {write_report(runs, out)} (and report.html, report.json, PNG plots)")
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from enum import Enum
 
 import click
 
-from iee_deploy.cli.options import data_options, model_options, parse_pair
+from iee_deploy.cli.options import FRACTION, data_options, model_options
 from iee_deploy.data import build_datasets
 from iee_deploy.errors import UserError
+from iee_deploy.io import check_writable
+from iee_deploy.methods import METHODS, STRUCTURED_METHODS, GrowCriterion, SparsityConfig, parse_nm
+from iee_deploy.methods.schedule import Decay
 from iee_deploy.models import build_model, model_spec
+from iee_deploy.sparse.distributions import Distribution
+from iee_deploy.sparse.state import GrowInit
+from iee_deploy.structured.space import Start
+
+
+def _values(enum: type[Enum]) -> list[str]:
+    return [member.value for member in enum]
 
 
 def _hjq(text: str) -> tuple[int, int, int] | None:
@@ -18,7 +30,8 @@ def _hjq(text: str) -> tuple[int, int, int] | None:
     try:
         h, j, q = (int(x) for x in text.split(","))
     except ValueError:
-        raise UserError(f"--hjq '{text}' is not three iteration counts", "pass e.g. --hjq 150,150,150 (or auto)") from None
+        raise click.BadParameter(f"'{text}' is not three iteration counts; pass e.g. 150,150,150 (or auto)",
+                                 param_hint="'--hjq'") from None
     return h, j, q
 
 
@@ -26,41 +39,36 @@ def _delta_t(text: str) -> int | None:
     if text == "auto":
         return None
     if not text.isdigit() or int(text) < 1:
-        raise UserError(f"--delta-t '{text}' is not a positive number of steps", "pass e.g. --delta-t 100 (or auto)")
+        raise click.BadParameter(f"'{text}' is not a positive number of steps; pass e.g. 100 (or auto)",
+                                 param_hint="'--delta-t'")
     return int(text)
-
-
-def _fraction(value: float, flag: str, low_open: bool = False) -> float:
-    if not (0 < value <= 1 if low_open else 0 <= value <= 1):
-        raise UserError(f"{flag} {value:g} is not a fraction in {'(0' if low_open else '[0'}, 1]", f"pass e.g. {flag} 0.75")
-    return value
 
 
 @click.command("train")
 @model_options
 @data_options
-@click.option("--method", type=click.Choice(["iee", "rigl", "set", "static", "gmp", "halp"]), default="iee", show_default=True,
+@click.option("--method", type=click.Choice(list(dict.fromkeys([*METHODS, *STRUCTURED_METHODS]))), default="iee", show_default=True,
               help="Sparsification method; all share one training loop. iee: the paper's prune / reactivate & explore / grow; "
                    "rigl: magnitude drop, gradient grow; set: magnitude drop, random grow; static: fixed random mask; "
                    "gmp: gradual magnitude pruning from dense (Zhu & Gupta); halp: latency-constrained channel pruning "
                    "(Shen et al.), structured only. With --latency-ms/--latency-ratio, iee and halp prune channels.")
-@click.option("--sparsity", type=float, default=None,
+@click.option("--sparsity", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Unstructured: fraction of prunable (conv and linear) weights removed, 0-1. Default 0.9, or 1-N/M with --nm.")
-@click.option("--distribution", type=click.Choice(["uniform", "erk", "global"]), default="erk", show_default=True,
+@click.option("--distribution", type=click.Choice(_values(Distribution)), default="erk", show_default=True,
               help="Unstructured: how sparsity is spread over layers (global: ranked over all layers, ERK start).")
 @click.option("--nm", default=None, help="Unstructured N:M pattern along the input dimension, e.g. 2:4 (layers whose "
                                         "input channels are not a multiple of M stay dense).")
-@click.option("--latency-ms", type=float, default=None,
+@click.option("--latency-ms", type=click.FloatRange(0, min_open=True), default=None,
               help="Structured: latency budget Psi in ms per batch on the LUT's target, at the LUT's batch size and "
                    "precision, as the LUT's latency model predicts it.")
-@click.option("--latency-ratio", type=float, default=None,
+@click.option("--latency-ratio", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Structured: latency budget Psi as a fraction (0-1] of the dense model's predicted latency.")
 @click.option("--target", default=None,
               help="Structured: hardware target name (targets/*.yaml) or YAML path; must be the LUT's (default: the LUT's).")
-@click.option("--lut", type=click.Path(dir_okay=False), default=None,
+@click.option("--lut", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Structured: latency lookup table (.csv, .json beside it) from `iee-deploy profile` for this model, "
                    "class count and resolution.")
-@click.option("--descent", type=float, default=0.5, show_default=True,
+@click.option("--descent", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
               help="Structured IEE from a --checkpoint: share (0-1) of the update window spent pruning the dense model "
                    "down to Psi with HALP's exponential schedule before IEE's updates.")
 @click.option("--hjq", default="auto", show_default=True,
@@ -69,26 +77,26 @@ def _fraction(value: float, flag: str, low_open: bool = False) -> float:
 @click.option("--delta-t", default="auto", show_default=True,
               help="RigL / SET / GMP update interval, HALP prune interval (also the descent of structured IEE from a "
                    "--checkpoint), in steps. auto: the papers' (100; HALP 40), or shorter so >= 4 updates fit.")
-@click.option("--omega0", type=float, default=0.3, show_default=True,
+@click.option("--omega0", type=FRACTION, default=0.3, show_default=True,
               help="Update budget Omega_0 (RigL/SET: alpha): fraction 0-1 of the active weights (structured: of the "
                    "latency budget Psi, in ms) moved at the first update.")
-@click.option("--omega-decay", type=click.Choice(["cosine", "exponential"]), default="cosine", show_default=True,
+@click.option("--omega-decay", type=click.Choice(_values(Decay)), default="cosine", show_default=True,
               help="How the update budget decays over the updates (cosine as RigL; exponential to 1% of Omega_0).")
-@click.option("--update-end", type=float, default=0.75, show_default=True,
+@click.option("--update-end", type=click.FloatRange(0, 1, min_open=True), default=0.75, show_default=True,
               help="Fraction 0-1 of training after which the structure stops changing (GMP and HALP reach the target "
                    "there; the paper's structured runs stop at epoch 5 of 130, i.e. 0.04).")
 @click.option("--no-freeze", is_flag=True, help="IEE ablation: train Theta_K too during reactivate & explore.")
-@click.option("--grow-init", type=click.Choice(["mru", "zero"]), default=None,
+@click.option("--grow-init", type=click.Choice(_values(GrowInit)), default=None,
               help="Value of re-entering weights: mru (most recently used) or zero. Default: mru for iee, zero for rigl/set.")
-@click.option("--grow-criterion", type=click.Choice(["magnitude", "random"]), default=None,
+@click.option("--grow-criterion", type=click.Choice(_values(GrowCriterion)), default=None,
               help="IEE ablation: grow by magnitude after exploring (default, the prune criterion) or at random.")
-@click.option("--gmp-start", type=float, default=0.0, show_default=True, help="GMP: fraction 0-1 of training before pruning starts.")
-@click.option("--epochs", type=float, default=10, show_default=True, help="Training epochs (fractions allowed).")
-@click.option("--lr", type=float, default=0.1, show_default=True, help="Peak SGD learning rate (cosine decay).")
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True, help="SGD weight decay (L2 coefficient).")
-@click.option("--warmup-epochs", type=float, default=0.0, show_default=True, help="Linear learning-rate warm-up (epochs).")
-@click.option("--checkpoint-every", type=int, default=0, show_default=True,
+@click.option("--gmp-start", type=FRACTION, default=0.0, show_default=True, help="GMP: fraction 0-1 of training before pruning starts.")
+@click.option("--epochs", type=click.FloatRange(0, min_open=True), default=10, show_default=True, help="Training epochs (fractions allowed).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True, help="Peak SGD learning rate (cosine decay).")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--weight-decay", type=click.FloatRange(0), default=5e-4, show_default=True, help="SGD weight decay (L2 coefficient).")
+@click.option("--warmup-epochs", type=click.FloatRange(0), default=0.0, show_default=True, help="Linear learning-rate warm-up (epochs).")
+@click.option("--checkpoint-every", type=click.IntRange(0), default=0, show_default=True,
               help="Also checkpoint every N steps (0: only at the end of each epoch).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/train", show_default=True, help="Run folder to write.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options).")
@@ -103,8 +111,7 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
           device: str, no_progress: bool) -> None:
     """Train a sparse network (IEE by default) into a run folder: config.json, run.json, metrics.jsonl,
     checkpoint.pt, final_model.pt, pruned_model.pt, summary.json and summary.md."""
-    from iee_deploy.methods import SparsityConfig
-    from iee_deploy.train import TrainConfig, Trainer
+    from iee_deploy.train import TrainConfig, Trainer, check_fits_data
 
     model_spec(model_name)
     structured = latency_ms is not None or latency_ratio is not None
@@ -114,36 +121,31 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
     if not structured and (target is not None or lut is not None or method == "halp"):
         raise UserError(f"{'--method halp' if method == 'halp' else '--target and --lut'} need a latency budget",
                         "pass --latency-ms or --latency-ratio (with --lut), or train unstructured with --sparsity")
-    nm_text = None
-    if nm is not None:
-        n, m = parse_pair(nm, ":", "--nm", "2:4")
-        nm_text = f"{n}:{m}"
-        if not n < m:
-            raise UserError(f"--nm {nm} needs N < M", "pass e.g. --nm 2:4")
-        if sparsity is None:
-            sparsity = 1 - n / m
-    if epochs <= 0 or batch_size < 1:
-        raise UserError("--epochs and --batch-size must be positive", "pass e.g. --epochs 10 --batch-size 64")
+    if nm is not None and sparsity is None:
+        sparsity = 1 - parse_nm(nm).density
+    check_writable(out, "out", folder=True)
     sparse = SparsityConfig(
-        method=method, sparsity=0.9 if sparsity is None else sparsity, distribution=distribution, nm=nm_text,
-        hjq=_hjq(hjq), delta_t=_delta_t(delta_t), omega0=_fraction(omega0, "--omega0"), omega_decay=omega_decay,
-        update_end=_fraction(update_end, "--update-end", low_open=True), freeze=not no_freeze, grow_init=grow_init,
-        grow_criterion=grow_criterion, gmp_start=_fraction(gmp_start, "--gmp-start"), latency_ms=latency_ms,
-        latency_ratio=latency_ratio, target=target, lut=lut, start="dense" if checkpoint and structured else "scratch",
-        descent=descent,
+        method=method, sparsity=0.9 if sparsity is None else sparsity, distribution=Distribution(distribution), nm=nm,
+        hjq=_hjq(hjq), delta_t=_delta_t(delta_t), omega0=omega0, omega_decay=Decay(omega_decay), update_end=update_end,
+        freeze=not no_freeze, grow_init=None if grow_init is None else GrowInit(grow_init),
+        grow_criterion=None if grow_criterion is None else GrowCriterion(grow_criterion), gmp_start=gmp_start,
+        latency_ms=latency_ms, latency_ratio=latency_ratio, target=target, lut=lut,
+        start=Start.DENSE if checkpoint and structured else Start.SCRATCH, descent=descent,
     )
+    config = TrainConfig(model=model_name, dataset=dataset, data_dir=data_dir, resolution=resolution,
+                         num_classes=num_classes, subset=subset, init_checkpoint=checkpoint, epochs=epochs,
+                         batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                         warmup_epochs=warmup_epochs, workers=workers, seed=seed, device=device,
+                         checkpoint_every=checkpoint_every, sparsity=sparse)
     bundle = build_datasets(dataset, data_dir, resolution, subset)
+    config = replace(config, resolution=bundle.resolution)
+    check_fits_data(config, bundle)
     if structured:  # the LUT must describe this model at this resolution, before any data is trained on
         from iee_deploy.structured.budget import open_latency_model
 
         classes = num_classes or bundle.num_classes
         open_latency_model(lut, target, build_model(model_name, classes, bundle.resolution), model_name=model_name,
                            num_classes=classes, resolution=bundle.resolution)
-    config = TrainConfig(model=model_name, dataset=dataset, data_dir=data_dir, resolution=bundle.resolution,
-                         num_classes=num_classes, subset=subset, init_checkpoint=checkpoint, epochs=epochs,
-                         batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                         warmup_epochs=warmup_epochs, workers=workers, seed=seed, device=device,
-                         checkpoint_every=checkpoint_every, sparsity=sparse)
     summary = Trainer(config, out, resume=resume, data=bundle, progress_bar=not no_progress).fit()
     if int(os.environ.get("RANK", "0")) != 0:
         return

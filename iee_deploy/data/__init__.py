@@ -65,11 +65,12 @@ def build_datasets(
         )
     root = Path(data_dir) if data_dir is not None else None
     if root is not None and not root.is_dir():
-        raise UserError(f"data directory '{root}' does not exist", f"pass --data-dir with the {name} dataset root")
+        raise UserError(f"`data_dir` '{root}' does not exist", f"pass the {name} dataset root as `data_dir`",
+                        fields=("data_dir",))
     bundle = DATASETS[name](root, resolution)
     if subset is not None:
         if subset < 1:
-            raise UserError(f"--subset must be positive, got {subset}", "pass a number of training images")
+            raise UserError(f"`subset` must be positive, got {subset}", "pass a number of training images", fields=("subset",))
         bundle.train = Subset(bundle.train, sample_indices(len(bundle.train), subset))
         bundle.val = Subset(bundle.val, sample_indices(len(bundle.val), max(1, subset // 5)))
     return bundle

@@ -109,7 +109,8 @@ def _fashion_root(root: Path) -> Path:
         if (candidate / "FashionMNIST" / "raw").is_dir():
             return candidate
     raise UserError(f"no FashionMNIST/raw folder under '{root}'",
-                    "copy the four Fashion-MNIST .gz files into DIR/FashionMNIST/raw and pass --data-dir DIR")
+                    "copy the four Fashion-MNIST .gz files into DIR/FashionMNIST/raw and pass DIR as `data_dir`",
+                    fields=("data_dir",))
 
 
 def load_fashion_mnist(root: Path | None, resolution: int | None) -> DataBundle:
@@ -117,7 +118,8 @@ def load_fashion_mnist(root: Path | None, resolution: int | None) -> DataBundle:
     import torchvision
 
     if root is None:
-        raise UserError("fashion-mnist needs --data-dir", "pass the folder that holds FashionMNIST/raw/*.gz")
+        raise UserError("fashion-mnist needs a `data_dir`", "pass the folder that holds FashionMNIST/raw/*.gz",
+                        fields=("data_dir",))
     base = _fashion_root(root)
     raw = base / "FashionMNIST" / "raw"
     missing = [f for f in FASHION_FILES if not (raw / f).exists() and not (raw / f.removesuffix(".gz")).exists()]
@@ -155,7 +157,8 @@ def load_cifar10(root: Path | None, resolution: int | None) -> DataBundle:
     import torchvision
 
     if root is None:
-        raise UserError("cifar10 needs --data-dir", "pass the folder holding cifar-10-batches-py (or train/ and test/)")
+        raise UserError("cifar10 needs a `data_dir`", "pass the folder holding cifar-10-batches-py (or train/ and test/)",
+                        fields=("data_dir",))
     res = resolution or 32
     if (root / "cifar-10-batches-py").is_dir():
         sets = [torchvision.datasets.CIFAR10(str(root), train=t, download=False) for t in (True, False)]
@@ -194,7 +197,8 @@ def load_imagefolder(root: Path | None, resolution: int | None,
     from torchvision import transforms as T
 
     if root is None:
-        raise UserError("imagefolder needs --data-dir", "pass a folder with train/ and val/ class sub-folders")
+        raise UserError("imagefolder needs a `data_dir`", "pass a folder with train/ and val/ class sub-folders",
+                        fields=("data_dir",))
     dirs = _split_dirs(root)
     if dirs is None:
         raise UserError(f"'{root}' has no train/ and val/ (or test/) folders", "arrange images as train/<class>/*.jpg and val/<class>/*.jpg")

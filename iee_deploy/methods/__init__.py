@@ -16,13 +16,11 @@ from torch import nn
 
 from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError
-from iee_deploy.methods.base import SparsityConfig, SparsityMethod, TrainContext
+from iee_deploy.methods.base import SparsityConfig, SparsityMethod, TrainContext, parse_nm
 from iee_deploy.methods.baselines import GMP, SET, RigL, Static
 from iee_deploy.methods.halp import HALP
 from iee_deploy.methods.iee import IEE, ExplorationSpace, GrowCriterion
 from iee_deploy.methods.sequential import Sequential
-from iee_deploy.sparse.distributions import Distribution
-from iee_deploy.sparse.nm import NMPattern
 from iee_deploy.sparse.weight_space import WeightSpace
 from iee_deploy.structured.budget import open_latency_model
 from iee_deploy.structured.space import ChannelSpace, Start
@@ -31,30 +29,10 @@ __all__ = ["METHODS", "STRUCTURED_METHODS", "ExplorationSpace", "GrowCriterion",
            "TrainContext", "build_method", "channel_space", "parse_nm", "weight_space"]
 
 
-def parse_nm(text: str | None) -> NMPattern | None:
-    """'2:4' -> NMPattern(2, 4), or a UserError naming the expected form."""
-    if text is None:
-        return None
-    try:
-        n, m = (int(p) for p in text.split(":"))
-        return NMPattern(n, m)
-    except ValueError:
-        raise UserError(f"--nm '{text}' is not an N:M pattern with 0 < N < M", "pass e.g. --nm 2:4") from None
-
-
 def weight_space(model: nn.Module, config: SparsityConfig, dist: Distributed, seed: int,
                  dense_start: bool = False) -> WeightSpace:
-    """The unstructured space of `model` for `config` (sparsity, distribution, N:M)."""
-    nm = parse_nm(config.nm)
-    if nm is not None and Distribution(config.distribution) is Distribution.GLOBAL:
-        raise UserError("--nm fixes every layer's density, so it cannot be combined with --distribution global",
-                        "use --distribution uniform (or erk) with --nm")
-    if nm is not None and abs(config.sparsity - (1 - nm.density)) > 1e-9:
-        raise UserError(f"--sparsity {config.sparsity:g} contradicts --nm {nm} (sparsity {1 - nm.density:g})",
-                        "leave --sparsity out with --nm")
-    if not 0 <= config.sparsity < 1:
-        raise UserError(f"--sparsity {config.sparsity:g} is not a fraction in [0, 1)", "pass e.g. --sparsity 0.9")
-    return WeightSpace(model, config.sparsity, config.distribution, nm, seed, dense_start, dist)
+    """The unstructured space of `model` for `config` (sparsity, distribution, N:M; checked by the config)."""
+    return WeightSpace(model, config.sparsity, config.distribution, config.pattern, seed, dense_start, dist)
 
 
 def channel_space(model: nn.Module, config: SparsityConfig, dist: Distributed, seed: int, start: Start) -> ChannelSpace:
@@ -64,24 +42,15 @@ def channel_space(model: nn.Module, config: SparsityConfig, dist: Distributed, s
                         seed=seed, dist=dist)
 
 
-def _start(config: SparsityConfig) -> Start:
-    if config.start not in {s.value for s in Start}:
-        raise UserError(f"start '{config.start}' is not one of {', '.join(s.value for s in Start)}",
-                        "start from scratch, or from a --checkpoint (dense)")
-    return Start(config.start)
-
-
 def structured_iee(model: nn.Module, config: SparsityConfig, dist: Distributed, seed: int) -> SparsityMethod:
     """IEE on channels: from a random Theta_K at Psi, or (dense start) HALP's descent to Psi, then IEE."""
-    start = _start(config)
-    if start is Start.SCRATCH:
+    if config.start is Start.SCRATCH:
         if config.delta_t is not None or config.descent != SparsityConfig.descent:
-            raise UserError("--delta-t and --descent set the descent from a dense model, but this run starts from scratch",
-                            "leave them out, or start from a trained model with --checkpoint")
-        return IEE(channel_space(model, config, dist, seed, start), config)
-    if not 0 < config.descent < 1:
-        raise UserError(f"--descent {config.descent:g} is not a fraction in (0, 1)", "pass e.g. --descent 0.5")
-    space = channel_space(model, config, dist, seed, start)
+            raise UserError("`delta_t` and `descent` set the descent from a dense model, but this run starts from scratch",
+                            "leave them out, or start from a trained model (`init_checkpoint`)",
+                            fields=("delta_t", "descent", "init_checkpoint"))
+        return IEE(channel_space(model, config, dist, seed, config.start), config)
+    space = channel_space(model, config, dist, seed, config.start)
     window = replace(config, update_end=1.0)  # each phase fills its share of the update window
     return Sequential(space, config, [(HALP(space, window), config.descent),
                                       (IEE(space, replace(window, delta_t=None)), 1.0)])
@@ -104,10 +73,6 @@ STRUCTURED_METHODS: dict[str, tuple[frozenset[str], MethodFactory]] = {
 }
 """name -> (options it reads, factory) of the methods under a latency budget (`config.kind == "structured"`)."""
 
-FLAGS = {"freeze": "--no-freeze"}
-"""CLI spelling of config fields whose flag is not simply --field-name."""
-
-
 def build_method(config: SparsityConfig, model: nn.Module, dist: Distributed | None = None, seed: int = 0) -> SparsityMethod:
     """The method named `config.method` on `model` (initial masks applied; random choices seeded by `seed`).
 
@@ -115,22 +80,26 @@ def build_method(config: SparsityConfig, model: nn.Module, dist: Distributed | N
     """
     if config.kind == "structured":
         if config.method not in STRUCTURED_METHODS:
-            raise UserError(f"--method {config.method} has no latency-budget (structured) form",
-                            f"use --method {' or '.join(STRUCTURED_METHODS)} with --latency-ms / --latency-ratio")
+            raise UserError(f"`method` {config.method} has no latency-budget (structured) form",
+                            f"use `method` {' or '.join(STRUCTURED_METHODS)} with `latency_ms` or `latency_ratio`",
+                            fields=("method", "latency_ms", "latency_ratio"))
         options, factory = STRUCTURED_METHODS[config.method]
     elif config.lut is not None or config.target is not None:
-        raise UserError("--lut and --target only make sense with a latency budget",
-                        "pass --latency-ms or --latency-ratio, or leave --lut and --target out")
+        raise UserError("`lut` and `target` only make sense with a latency budget",
+                        "set `latency_ms` or `latency_ratio`, or leave `lut` and `target` out",
+                        fields=("lut", "target", "latency_ms", "latency_ratio"))
     elif config.method in METHODS:
         cls, factory = METHODS[config.method]
         options = cls.options
     elif config.method in STRUCTURED_METHODS:
-        raise UserError(f"--method {config.method} prunes channels under a latency budget",
-                        "pass --latency-ms or --latency-ratio with --lut")
+        raise UserError(f"`method` {config.method} prunes channels under a latency budget",
+                        "set `latency_ms` or `latency_ratio` with a `lut`", fields=("method", "latency_ms", "latency_ratio", "lut"))
     else:
-        raise UserError(f"unknown method '{config.method}'", f"choose one of: {', '.join({**METHODS, **STRUCTURED_METHODS})}")
+        raise UserError(f"unknown method '{config.method}'", f"choose one of: {', '.join({**METHODS, **STRUCTURED_METHODS})}",
+                        fields=("method",))
     foreign = sorted(config.non_default() - options)
     if foreign:
-        flags = ", ".join(FLAGS.get(name, "--" + name.replace("_", "-")) for name in foreign)
-        raise UserError(f"--method {config.method} does not use {flags}", "leave them out or choose another method")
+        names = ", ".join(f"`{name}`" for name in foreign)
+        raise UserError(f"`method` {config.method} does not use {names}", "leave them out or choose another method",
+                        fields=("method", *foreign))
     return factory(model, config, dist or Distributed(), seed)

@@ -24,14 +24,48 @@ import dataclasses
 from abc import ABC
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from enum import Enum, StrEnum
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import nn
 
+from iee_deploy.errors import ConfigError, check_fraction, check_positive
 from iee_deploy.flops import StepCost
-from iee_deploy.sparse.state import SparseState
+from iee_deploy.methods.schedule import Decay
+from iee_deploy.sparse.distributions import Distribution
+from iee_deploy.sparse.nm import NMPattern
+from iee_deploy.sparse.state import GrowInit, SparseState
 from iee_deploy.sparse.tracking import UpdateRecord
+from iee_deploy.structured.space import Start
+
+
+class GrowCriterion(StrEnum):
+    """How Grow ranks Theta_P (Table 4)."""
+
+    MAGNITUDE = "magnitude"  # the importance criterion of Prune (|w| unstructured, Taylor structured)
+    RANDOM = "random"  # uniformly random, as SET
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def _choice(field: str, enum: type[E], value: E | str) -> E:
+    """`value` as a member of `enum`, or a ConfigError listing the choices."""
+    try:
+        return enum(value)
+    except ValueError:
+        raise ConfigError(field, f"`{field}` '{value}' is not one of {', '.join(m.value for m in enum)}",
+                          f"choose one of {', '.join(m.value for m in enum)}") from None
+
+
+def parse_nm(text: str) -> NMPattern:
+    """'2:4' -> NMPattern(2, 4); the one parser of N:M patterns (a ConfigError naming `nm` otherwise)."""
+    try:
+        n, m = (int(p) for p in text.split(":"))
+        return NMPattern(n, m)
+    except ValueError:
+        raise ConfigError("nm", f"`nm` '{text}' is not an N:M pattern with 0 < N < M", "pass e.g. 2:4") from None
 
 
 @dataclass
@@ -39,27 +73,73 @@ class SparsityConfig:
     """Everything that defines a sparsification method's run (saved in config.json).
 
     Fields a method does not read must stay at their defaults (see `SparsityMethod.options`).
+    Strings are accepted for the enum fields (as config.json stores them) and converted; every
+    field is checked here, so an impossible value fails at construction with a `ConfigError`
+    naming the field. Unstructured N:M: `SparsityConfig(nm="2:4", sparsity=0.5)`; structured:
+    `SparsityConfig(latency_ratio=0.5, lut="luts/cpu-resnet20.csv")`.
     """
 
-    method: str = "iee"
-    sparsity: float = 0.9  # unstructured: fraction of prunable weights removed (1 - N/M with `nm`)
-    distribution: str = "erk"  # uniform | erk | global
-    nm: str | None = None  # "N:M" along the input dimension, e.g. "2:4"
+    method: str = "iee"  # a name in iee_deploy.methods.METHODS (or STRUCTURED_METHODS under a latency budget)
+    sparsity: float = 0.9  # unstructured: fraction of prunable weights removed, in [0, 1); 1 - N/M with `nm`
+    distribution: Distribution = Distribution.ERK
+    nm: str | None = None  # "N:M" along the input dimension, e.g. "2:4" (see `pattern`)
     hjq: tuple[int, int, int] | None = None  # IEE H, J, Q iterations; None: (150, 150, 150) or shorter for short runs
     delta_t: int | None = None  # RigL / SET / GMP update interval in steps; None: 100 or shorter for short runs
     omega0: float = 0.3  # Omega_0 (IEE) / alpha (RigL, SET): first update's share of the active budget
-    omega_decay: str = "cosine"  # cosine | exponential
-    update_end: float = 0.75  # structure updates stop after this fraction of training
+    omega_decay: Decay = Decay.COSINE
+    update_end: float = 0.75  # structure updates stop after this fraction (0, 1] of training
     freeze: bool = True  # IEE: freeze Theta_K during Reactivate & Explore
-    grow_init: str | None = None  # mru | zero; None: the method's own (IEE mru, RigL/SET zero)
-    grow_criterion: str | None = None  # IEE: magnitude (the prune criterion) | random; None: magnitude
+    grow_init: GrowInit | None = None  # None: the method's own (IEE mru, RigL/SET zero)
+    grow_criterion: GrowCriterion | None = None  # IEE; None: magnitude
     gmp_start: float = 0.0  # GMP: pruning starts after this fraction of training
     latency_ms: float | None = None  # structured: budget Psi in ms per LUT batch on the LUT's target
-    latency_ratio: float | None = None  # structured: Psi as a fraction of the dense model's predicted latency
+    latency_ratio: float | None = None  # structured: Psi as a fraction (0, 1] of the dense model's predicted latency
     target: str | None = None  # structured: hardware target (must be the LUT's); None: the LUT's
-    lut: str | None = None  # structured: latency lookup table (.csv) from `iee-deploy profile`
-    start: str = "scratch"  # structured: scratch (random Theta_K at Psi) | dense (prune the loaded model down to Psi)
-    descent: float = 0.5  # structured IEE from dense: share of the update window spent pruning to Psi (HALP schedule)
+    lut: str | None = None  # structured: latency lookup table (.csv) from the profiler
+    start: Start = Start.SCRATCH  # structured: random Theta_K at Psi, or prune the loaded (dense) model down to Psi
+    descent: float = 0.5  # structured IEE from dense: share (0, 1) of the update window spent pruning to Psi
+
+    def __post_init__(self) -> None:
+        self.distribution = _choice("distribution", Distribution, self.distribution)
+        self.omega_decay = _choice("omega_decay", Decay, self.omega_decay)
+        self.start = _choice("start", Start, self.start)
+        if self.grow_init is not None:
+            self.grow_init = _choice("grow_init", GrowInit, self.grow_init)
+        if self.grow_criterion is not None:
+            self.grow_criterion = _choice("grow_criterion", GrowCriterion, self.grow_criterion)
+        check_fraction("sparsity", self.sparsity, high_open=True)
+        for name in ("omega0", "gmp_start"):
+            check_fraction(name, getattr(self, name))
+        check_fraction("update_end", self.update_end, low_open=True)
+        check_fraction("descent", self.descent, low_open=True, high_open=True)
+        if self.hjq is not None:
+            hjq = tuple(self.hjq)  # config.json stores a list
+            if len(hjq) != 3 or hjq[0] < 1 or hjq[1] < 0 or hjq[2] < 1:
+                raise ConfigError("hjq", f"`hjq` {self.hjq} is invalid", "IEE needs H >= 1, J >= 0 and Q >= 1 iterations")
+            self.hjq = (hjq[0], hjq[1], hjq[2])
+        if self.delta_t is not None and self.delta_t < 1:
+            raise ConfigError("delta_t", f"`delta_t` {self.delta_t} is not a positive number of steps", "pass e.g. 100")
+        if self.latency_ms is not None:
+            check_positive("latency_ms", self.latency_ms)
+        if self.latency_ratio is not None:
+            check_fraction("latency_ratio", self.latency_ratio, low_open=True)
+        if self.latency_ms is not None and self.latency_ratio is not None:
+            raise ConfigError(("latency_ms", "latency_ratio"), "`latency_ms` and `latency_ratio` both set the budget",
+                              "give exactly one latency budget")
+        pattern = self.pattern
+        if pattern is not None:
+            self.nm = str(pattern)
+            if self.distribution is Distribution.GLOBAL:
+                raise ConfigError(("nm", "distribution"), "`nm` fixes every layer's density, so it cannot be combined "
+                                  "with `distribution` global", "use `distribution` uniform (or erk) with `nm`")
+            if abs(self.sparsity - (1 - pattern.density)) > 1e-9:
+                raise ConfigError(("sparsity", "nm"), f"`sparsity` {self.sparsity:g} contradicts `nm` {pattern} "
+                                  f"(sparsity {1 - pattern.density:g})", f"leave `sparsity` at 1 - N/M = {1 - pattern.density:g}")
+
+    @property
+    def pattern(self) -> NMPattern | None:
+        """The N:M pattern of `nm`, or None."""
+        return None if self.nm is None else parse_nm(self.nm)
 
     @property
     def kind(self) -> str:

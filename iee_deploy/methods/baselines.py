@@ -73,7 +73,8 @@ class DynamicSparseTraining(SparsityMethod):
         self.end_step = _end_step(self.config, ctx.total_steps)
         if self.delta_t >= self.end_step:
             raise UserError(f"no {self.name} update fits: dT = {self.delta_t} steps is not before the end of updates "
-                            f"(step {self.end_step} of {ctx.total_steps})", "lower --delta-t or train for more --epochs")
+                            f"(step {self.end_step} of {ctx.total_steps})", "lower `delta_t` or train for more `epochs`",
+                            fields=("delta_t", "epochs"))
 
     @abstractmethod
     def grow_scores(self) -> list[torch.Tensor]:
@@ -143,8 +144,9 @@ class GMP(SparsityMethod):
         self.start_step = int(self.config.gmp_start * ctx.total_steps)
         self.end_step = _end_step(self.config, ctx.total_steps)
         if self.end_step <= self.start_step:
-            raise UserError(f"GMP has no room: --gmp-start {self.config.gmp_start:g} is not before --update-end "
-                            f"{self.config.update_end:g}", "choose --gmp-start < --update-end")
+            raise UserError(f"GMP has no room: `gmp_start` {self.config.gmp_start:g} is not before `update_end` "
+                            f"{self.config.update_end:g}", "choose `gmp_start` < `update_end`",
+                            fields=("gmp_start", "update_end"))
         if self.config.delta_t is None:
             self.delta_t = max(1, min(PAPER_DELTA_T, (self.end_step - self.start_step) // 4))
 

@@ -44,7 +44,8 @@ class HALP(SparsityMethod):
         self.prunes = end // self.interval
         if self.prunes == 0:
             raise UserError(f"no {self.name} prune step fits: dT = {self.interval} steps is longer than the "
-                            f"{end} steps of the pruning window", "lower --delta-t, raise --update-end or train for more --epochs")
+                            f"{end} steps of the pruning window", "lower `delta_t`, raise `update_end` or train for more `epochs`",
+                            fields=("delta_t", "update_end", "epochs"))
 
     def on_step_start(self, step: int) -> list[UpdateRecord]:
         if not halp_prune_due(step, self.interval, self.prunes):

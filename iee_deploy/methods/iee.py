@@ -21,27 +21,19 @@ whole channels. The schedule, the budget decay and the hooks here stay the same.
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 
 from iee_deploy.errors import UserError
 from iee_deploy.flops import StepCost, iee_train_flops
-from iee_deploy.methods.base import Space, SparsityConfig, SparsityMethod, TrainContext
+from iee_deploy.methods.base import GrowCriterion, Space, SparsityConfig, SparsityMethod, TrainContext
 from iee_deploy.methods.schedule import Event, Stage, iee_step, iee_updates, resolve_period, update_fraction
 from iee_deploy.sparse.state import GrowInit
 from iee_deploy.sparse.tracking import UpdateRecord
 
 Budget = TypeVar("Budget")
 PAPER_HJQ = (150, 150, 150)
-
-
-class GrowCriterion(str, Enum):
-    """How Grow ranks Theta_P (Table 4)."""
-
-    MAGNITUDE = "magnitude"  # the importance criterion of Prune (|w| unstructured, Taylor structured)
-    RANDOM = "random"  # uniformly random, as SET
 
 
 class ExplorationSpace(Space, Protocol[Budget]):
@@ -96,14 +88,12 @@ class IEE(SparsityMethod, Generic[Budget]):
         if cfg.hjq is None:  # the paper's period, or an equal split of a shorter one for short runs
             third = max(1, resolve_period(sum(PAPER_HJQ), ctx.total_steps, cfg.update_end) // 3)
             self.hjq = (third, third, third)
-        h, j, q = self.hjq
-        if h < 1 or j < 0 or q < 1:
-            raise UserError(f"--hjq {h},{j},{q} is invalid", "IEE needs H >= 1, J >= 0 and Q >= 1 iterations")
+        h, j, q = self.hjq  # explicit values are checked by SparsityConfig
         self.updates = iee_updates(ctx.total_steps, h + j + q, cfg.update_end)
         if self.updates == 0:
             raise UserError(f"no IEE update fits: a period of H+J+Q = {h + j + q} steps is longer than the first "
                             f"{cfg.update_end:g} of the {ctx.total_steps} training steps",
-                            "lower --hjq or train for more --epochs")
+                            "lower `hjq` or train for more `epochs`", fields=("hjq", "epochs"))
 
     def _schedule(self, step: int) -> tuple[Stage, tuple[Event, ...], int]:
         s = iee_step(step, *self.hjq, self.updates)

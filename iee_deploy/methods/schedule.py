@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 
 
 class Stage(str, Enum):
@@ -77,7 +77,7 @@ def iee_updates(total_steps: int, period: int, update_end: float) -> int:
     return int(math.floor(update_end * total_steps + 1e-9)) // period
 
 
-class Decay(str, Enum):
+class Decay(StrEnum):
     COSINE = "cosine"
     EXPONENTIAL = "exponential"
 

@@ -101,13 +101,20 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
                 obj = obj[key]
                 break
         state = {k.removeprefix("module."): v for k, v in obj.items()}
+        own = model.state_dict()
+        other = [k for k, v in state.items() if k in own and getattr(v, "shape", None) != own[k].shape]
+        if other:  # load_state_dict would raise with one line per tensor
+            raise UserError(f"checkpoint '{file}' does not match the model ({len(other)} tensors of another shape, e.g. "
+                            f"{other[0]} {list(state[other[0]].shape)} vs {list(own[other[0]].shape)})",
+                            "pass the same `model` and `num_classes` the checkpoint was trained with",
+                            fields=("model", "num_classes"))
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise UserError(
                 f"checkpoint '{file}' does not match the model ({len(result.missing_keys)} missing, "
                 f"{len(result.unexpected_keys)} unexpected keys, e.g. "
                 f"{(result.missing_keys + result.unexpected_keys)[0]})",
-                "pass the same --model and --num-classes the checkpoint was trained with",
+                "pass the same `model` and `num_classes` the checkpoint was trained with", fields=("model", "num_classes"),
             )
         return model
     raise UserError(f"checkpoint '{file}' holds a {type(obj).__name__}, not weights", "save a state_dict or a module")
@@ -119,7 +126,7 @@ def build_model(
     """Build zoo model `name` for `num_classes` outputs at `resolution` px, optionally loading weights."""
     spec = model_spec(name)
     if num_classes < 1:
-        raise UserError(f"--num-classes must be positive, got {num_classes}", "pass the number of classes")
+        raise UserError(f"`num_classes` must be positive, got {num_classes}", "pass the number of classes", fields=("num_classes",))
     model = spec.builder(num_classes, resolution or spec.native_resolution)
     if checkpoint is not None:
         model = load_checkpoint(model, checkpoint)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 
 Shape = Sequence[int]
 
 
-class Distribution(str, Enum):
+class Distribution(StrEnum):
     UNIFORM = "uniform"
     ERK = "erk"
     GLOBAL = "global"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, Protocol
 
 import torch
@@ -24,7 +24,7 @@ class TrainableSet(str, Enum):
     ALL = "all"  # Theta_K and Theta_P (Reactivate & Explore without freezing: Table 4 ablation)
 
 
-class GrowInit(str, Enum):
+class GrowInit(StrEnum):
     """Value a weight takes when it re-enters training from Theta_P."""
 
     MRU = "mru"  # its most recently used value (IEE)

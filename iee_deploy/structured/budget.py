@@ -14,13 +14,12 @@ on GPUs).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from iee_deploy.errors import UserError
+from iee_deploy.errors import UserError, check_fraction, check_positive
 from profiler.latency import LatencyModel
 from profiler.layers import enumerate_layers
 from profiler.lut import LutMeta, check_lut, load_lut
@@ -45,15 +44,15 @@ def open_latency_model(lut: str | None, target: str | None, model: nn.Module, *,
                        num_classes: int | None = None, resolution: int | None = None) -> LatencySource:
     """Load `lut` and check that it describes `model` (at the LUT's resolution, or `resolution`) on `target`."""
     if lut is None:
-        raise UserError("a latency budget needs a latency lookup table (lut)",
-                        "profile one with `iee-deploy profile` for this model, resolution and number of classes on the target")
+        raise UserError("a latency budget needs a latency lookup table (`lut`)",
+                        "profile one for this model, resolution and class count on the target", fields=("lut",))
     table = load_lut(lut)
     meta = table.meta
     if target is not None:
         name = load_target(target).name
         if name != meta.target:
-            raise UserError(f"target {target} does not match the LUT '{lut}', which was measured on target {meta.target}",
-                            f"use target {meta.target}, or a LUT profiled on {name}")
+            raise UserError(f"`target` {target} does not match the LUT '{lut}', which was measured on target {meta.target}",
+                            f"pass `target` {meta.target}, or a LUT profiled on {name}", fields=("target",))
     res = resolution or meta.resolution
     check_lut(table, model=model_name, num_classes=num_classes, resolution=res,
               layers=enumerate_layers(model, (1, 3, res, res)))
@@ -63,19 +62,18 @@ def open_latency_model(lut: str | None, target: str | None, model: nn.Module, *,
 def resolve_budget(latency_ms: float | None, latency_ratio: float | None, dense_ms: float, smallest_ms: float) -> float:
     """Psi in ms from exactly one of `latency_ms` and `latency_ratio` (of `dense_ms`); >= `smallest_ms` > 0."""
     if (latency_ms is None) == (latency_ratio is None):
-        raise UserError("give exactly one latency budget: latency_ms or latency_ratio", "set one of them, not both")
+        raise UserError("give exactly one latency budget", "pass `latency_ms` or `latency_ratio`, not both",
+                        fields=("latency_ms", "latency_ratio"))
     if latency_ratio is not None:
-        if not 0 < latency_ratio <= 1:
-            raise UserError(f"latency budget ratio (latency_ratio) {latency_ratio:g} is not a fraction in (0, 1]",
-                            "give e.g. 0.5 for half the dense latency")
-        psi, asked = latency_ratio * dense_ms, f"latency_ratio {latency_ratio:g} ({latency_ratio * dense_ms:.4g} ms)"
+        check_fraction("latency_ratio", latency_ratio, low_open=True)
+        psi, asked = latency_ratio * dense_ms, f"`latency_ratio` {latency_ratio:g} ({latency_ratio * dense_ms:.4g} ms)"
     else:
         assert latency_ms is not None
-        if not (math.isfinite(latency_ms) and latency_ms > 0):
-            raise UserError(f"latency budget (latency_ms) {latency_ms:g} is not a positive latency", "give e.g. 2.5 ms")
-        psi, asked = latency_ms, f"latency_ms {latency_ms:g} ms"
+        check_positive("latency_ms", latency_ms)
+        psi, asked = latency_ms, f"`latency_ms` {latency_ms:g}"
     if not (smallest_ms > 0 and psi >= smallest_ms):
-        raise UserError(f"latency budget {asked} is below the smallest achievable network's latency {smallest_ms:.4g} ms "
+        raise UserError(f"latency budget {asked} is below the smallest achievable latency {smallest_ms:.4g} ms "
                         f"(dense model {dense_ms:.4g} ms)",
-                        f"give latency_ms >= {smallest_ms:.4g} or latency_ratio >= {smallest_ms / dense_ms:.3f}")
+                        f"pass `latency_ms` >= {smallest_ms:.4g} or `latency_ratio` >= {smallest_ms / dense_ms:.3f}",
+                        fields=("latency_ms", "latency_ratio"))
     return psi

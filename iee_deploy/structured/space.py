@@ -24,7 +24,7 @@ HALP's progressive pruning brings down to Psi).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import torch
@@ -55,7 +55,7 @@ from solvers import Selection
 Tensor = torch.Tensor
 
 
-class Start(str, Enum):
+class Start(StrEnum):
     SCRATCH = "scratch"  # random Theta_K meeting Psi
     DENSE = "dense"  # every channel active; a descent (HALP) prunes to Psi
 

@@ -146,7 +146,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to the end (or from the last checkpoint with `resume`); return the summary."""
         if self.config.device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda but no CUDA GPU is visible to torch", "use --device cpu")
+            raise UserError("`device` cuda but no CUDA GPU is visible to torch", "use `device` cpu", fields=("device",))
         self._check_folder()
         dist = Distributed.from_env(self.config.device)
         previous = self._install_stop_handlers()
@@ -162,14 +162,16 @@ class Trainer:
         ckpt, config_file = self.out / CHECKPOINT, self.out / CONFIG
         if self.resume:
             if not ckpt.is_file():
-                raise UserError(f"nothing to resume in '{self.out}' (no {CHECKPOINT})", "run without --resume to start it")
+                raise UserError(f"nothing to resume in '{self.out}' (no {CHECKPOINT})", "run without `resume` to start it",
+                                fields=("resume",))
             stored = json.loads(config_file.read_text()) if config_file.is_file() else None
             if stored != self.config.to_json():
                 changed = sorted(k for k in self.config.to_json() if stored is None or stored.get(k) != self.config.to_json()[k])
-                raise UserError(f"--resume with different settings than the run in '{self.out}' ({', '.join(changed)})",
-                                "repeat the original command with --resume, or choose another --out")
+                raise UserError(f"`resume` with different settings than the run in '{self.out}' ({', '.join(changed)})",
+                                "repeat the original settings with `resume`, or choose another `out`", fields=("resume", "out"))
         elif ckpt.is_file() or (self.out / "run.json").is_file():
-            raise UserError(f"'{self.out}' already holds a training run", "add --resume to continue it, or choose another --out")
+            raise UserError(f"'{self.out}' already holds a training run", "add `resume` to continue it, or choose another `out`",
+                            fields=("resume", "out"))
 
     def _install_stop_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -317,7 +319,7 @@ class Trainer:
             progress = Progress(**ckpt["progress"])
         except (RuntimeError, KeyError, TypeError, EOFError) as exc:
             raise UserError(f"checkpoint '{path}' cannot be resumed ({type(exc).__name__}: {str(exc)[:80]})",
-                            "start the run again in a new --out") from None
+                            "start the run again in a new `out`", fields=("out",)) from None
         set_rng_state(ckpt["rng"])
         if dist.is_main:  # drop records written after the checkpoint; the resumed run writes them again
             kept = [r for r in read_metrics(self.out / METRICS) if r["step"] < progress.step]

@@ -1,0 +1,279 @@
+"""The bad-input suite: every mistake a user can type gets one line naming the problem, a non-zero exit
+and no traceback, before any long work starts.
+
+`CASES` is the table: (argv, fragment the one-line error must contain). Each case runs the real
+command line in-process through click's CliRunner (the same `main` as `iee-deploy`); a few run as
+a real subprocess too. Option classes covered: paths (missing, unwritable, a file where a folder
+belongs and back, a folder that cannot be made), numbers (negative, zero, NaN, inf, out of range,
+too small for the model or the dataset), enums (unknown names), files of the wrong kind
+(truncated, not a torch file, another architecture's weights, an empty LUT) and interrupted or
+foreign run folders.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import assert_user_error, run_cli
+
+from iee_deploy.cli import LAZY_COMMANDS, flag_of, main
+from iee_deploy.errors import ConfigError, UserError
+from iee_deploy.io import check_writable
+from iee_deploy.methods import SparsityConfig
+from iee_deploy.train import TrainConfig, minimum_resolution
+
+UNWRITABLE = "/sys/iee-deploy-test"  # not writable even by root
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Files of the wrong kind, made once: {name: path}."""
+    root = tmp_path_factory.mktemp("bad-input")
+    (root / "a-file").write_text("not a folder\n")
+    (root / "empty.pt").write_bytes(b"")
+    (root / "text.pt").write_text("this is not a torch file\n")
+    full = root / "full.pt"
+    torch.save({"weight": torch.zeros(4)}, full)
+    (root / "truncated.pt").write_bytes(full.read_bytes()[: len(full.read_bytes()) // 2])
+    from iee_deploy.models import build_model
+
+    torch.save(build_model("resnet56", 10, 8).state_dict(), root / "resnet56.pt")  # same layer names, more blocks
+    torch.save(build_model("resnet20", 100, 8).state_dict(), root / "resnet20-100.pt")  # same names, other shapes
+    (root / "empty.csv").write_text("")
+    (root / "not-a-run").mkdir()
+    (root / "half-run").mkdir()
+    (root / "half-run" / "config.json").write_text("{}\n")
+    return {p.name: str(p) for p in root.iterdir()}
+
+
+CASES: list[tuple[str, list[str], str]] = [
+    # id, argv ({name} is a path from `files`, {tmp} a fresh folder), fragment of the one-line error
+    # --- train: numbers
+    ("resolution-negative", ["train", "--resolution", "-32"], "--resolution"),
+    ("resolution-zero", ["train", "--resolution", "0"], "--resolution"),
+    ("resolution-too-small", ["train", "--resolution", "2"], "minimum of 4 px"),
+    ("resolution-huge", ["train", "--resolution", "100000"], "--resolution 100000 px is above 2048 px"),
+    ("num-classes-too-few", ["train", "--num-classes", "3"], "--num-classes 3 is fewer than the 10 classes"),
+    ("num-classes-zero", ["train", "--num-classes", "0"], "--num-classes"),
+    ("lr-negative", ["train", "--lr", "-0.1"], "--lr"),
+    ("lr-nan", ["train", "--lr", "nan"], "--lr nan"),
+    ("lr-inf", ["train", "--lr", "inf"], "--lr inf"),
+    ("workers-negative", ["train", "--workers", "-1"], "--workers"),
+    ("epochs-zero", ["train", "--epochs", "0"], "--epochs"),
+    ("epochs-nan", ["train", "--epochs", "nan"], "--epochs nan"),
+    ("batch-size-zero", ["train", "--batch-size", "0"], "--batch-size"),
+    ("subset-zero", ["train", "--subset", "0"], "--subset"),
+    ("momentum-one", ["train", "--momentum", "1"], "--momentum"),
+    ("weight-decay-nan", ["train", "--weight-decay", "nan"], "--weight-decay nan"),
+    ("warmup-negative", ["train", "--warmup-epochs", "-1"], "--warmup-epochs"),
+    ("seed-negative", ["train", "--seed", "-1"], "--seed"),
+    ("seed-huge", ["train", "--seed", str(2**64 + 5)], "--seed"),
+    ("checkpoint-every-negative", ["train", "--checkpoint-every", "-5"], "--checkpoint-every"),
+    ("sparsity-one", ["train", "--sparsity", "1"], "--sparsity"),
+    ("sparsity-nan", ["train", "--sparsity", "nan"], "--sparsity nan is not a fraction"),
+    ("omega0-above-one", ["train", "--omega0", "2"], "--omega0"),
+    ("omega0-nan", ["train", "--omega0", "nan"], "--omega0 nan is not a fraction"),
+    ("update-end-zero", ["train", "--update-end", "0"], "--update-end"),
+    ("gmp-start-negative", ["train", "--method", "gmp", "--gmp-start", "-0.1"], "--gmp-start"),
+    ("descent-one", ["train", "--descent", "1"], "--descent"),
+    ("latency-ms-negative", ["train", "--latency-ms", "-1"], "--latency-ms"),
+    ("latency-ms-nan", ["train", "--latency-ms", "nan"], "--latency-ms nan"),
+    ("latency-ratio-above-one", ["train", "--latency-ratio", "1.5"], "--latency-ratio"),
+    ("latency-ratio-nan", ["train", "--latency-ratio", "nan"], "--latency-ratio nan is not a fraction"),
+    ("hjq-two-numbers", ["train", "--hjq", "1,2"], "--hjq"),
+    ("hjq-zero-h", ["train", "--hjq", "0,1,1"], "--hjq (0, 1, 1) is invalid"),
+    ("delta-t-zero", ["train", "--method", "rigl", "--delta-t", "0"], "--delta-t"),
+    ("delta-t-word", ["train", "--method", "rigl", "--delta-t", "often"], "--delta-t"),
+    # --- train: N:M and contradictions between options
+    ("nm-dash", ["train", "--nm", "2-4"], "--nm '2-4' is not an N:M pattern"),
+    ("nm-reversed", ["train", "--nm", "4:2"], "--nm '4:2'"),
+    ("nm-zero", ["train", "--nm", "0:4"], "--nm '0:4'"),
+    ("nm-contradicts-sparsity", ["train", "--nm", "2:4", "--sparsity", "0.9"], "--sparsity 0.9 contradicts --nm 2:4"),
+    ("nm-global", ["train", "--nm", "2:4", "--distribution", "global"], "--distribution global"),
+    ("budget-and-sparsity", ["train", "--latency-ratio", "0.5", "--sparsity", "0.5"], "--sparsity"),
+    ("lut-without-budget", ["train", "--target", "cpu"], "need a latency budget"),
+    ("halp-without-budget", ["train", "--method", "halp"], "--method halp"),
+    ("unused-option", ["train", "--method", "rigl", "--hjq", "2,1,2", "--out", "{tmp}"], "does not use --hjq"),
+    ("unused-flag", ["train", "--method", "set", "--no-freeze", "--out", "{tmp}"], "does not use --no-freeze"),
+    # --- train: enums and names
+    ("unknown-model", ["train", "--model", "resnet5"], "unknown model 'resnet5'"),
+    ("unknown-dataset", ["train", "--dataset", "mnist-foo"], "unknown dataset 'mnist-foo'"),
+    ("unknown-method", ["train", "--method", "lottery"], "--method"),
+    ("unknown-distribution", ["train", "--distribution", "normal"], "--distribution"),
+    ("unknown-device", ["train", "--device", "tpu"], "--device"),
+    # --- train: paths and files of the wrong kind
+    ("data-dir-missing", ["train", "--dataset", "imagefolder", "--data-dir", "/nonexistent"], "--data-dir '/nonexistent'"),
+    ("data-dir-needed", ["train", "--dataset", "fashion-mnist"], "needs a --data-dir"),
+    ("checkpoint-missing", ["train", "--checkpoint", "/nonexistent.pt"], "--checkpoint"),
+    ("checkpoint-empty", ["train", "--checkpoint", "{empty.pt}"], "cannot be read"),
+    ("checkpoint-text", ["train", "--checkpoint", "{text.pt}"], "cannot be read"),
+    ("checkpoint-truncated", ["train", "--checkpoint", "{truncated.pt}"], "cannot be read"),
+    ("checkpoint-other-depth", ["train", "--checkpoint", "{resnet56.pt}"], "does not match the model"),
+    ("checkpoint-other-shapes", ["train", "--checkpoint", "{resnet20-100.pt}"], "does not match the model"),
+    ("lut-missing", ["train", "--latency-ratio", "0.5", "--lut", "/nonexistent.csv"], "--lut"),
+    ("lut-empty", ["train", "--latency-ratio", "0.5", "--lut", "{empty.csv}"], "LUT metadata"),
+    ("out-unwritable", ["train", "--out", UNWRITABLE + "/run"], "--out '/sys/iee-deploy-test/run' is not writable"),
+    ("out-is-a-file", ["train", "--out", "{a-file}"], "is a file"),
+    ("out-under-a-file", ["train", "--out", "{a-file}/run"], "cannot be made"),
+    ("resume-nothing", ["train", "--resume", "--out", "{tmp}"], "nothing to resume"),
+    ("resume-half-run", ["train", "--resume", "--out", "{half-run}"], "nothing to resume"),
+    # --- graph
+    ("graph-json-unwritable", ["graph", "--json", "/sys/g.json"], "--json '/sys/g.json' is not writable"),
+    ("graph-json-is-a-folder", ["graph", "--json", "{tmp}"], "is a directory"),
+    ("graph-unknown-model", ["graph", "--model", "resnet5"], "unknown model"),
+    ("graph-resolution-zero", ["graph", "--resolution", "0"], "--resolution"),
+    ("graph-num-classes-zero", ["graph", "--num-classes", "0"], "--num-classes"),
+    ("graph-unknown-tracer", ["graph", "--tracer", "jit"], "--tracer"),
+    ("graph-checkpoint-corrupt", ["graph", "--checkpoint", "{text.pt}"], "cannot be read"),
+    # --- report
+    ("report-out-unwritable", ["report", "{not-a-run}", "--out", "/sys/rep"], "--out '/sys/rep' is not writable"),
+    ("report-out-is-a-file", ["report", "{not-a-run}", "--out", "{a-file}"], "is a file"),
+    # --- demo
+    ("demo-out-unwritable", ["demo", "--out", UNWRITABLE], "is not writable"),
+    # --- commands owned by the runtime layer: what already holds there
+    ("build-engine-not-a-run", ["build-engine", "--run", "{not-a-run}", "--out", "{tmp}/engine"], "not a run folder"),
+    # --- the group itself
+    ("unknown-command", ["trian"], "trian"),
+]
+
+
+def _argv(argv: list[str], files: dict[str, str], tmp: Path) -> list[str]:
+    names = {"tmp": str(tmp), **files}
+    out = []
+    for arg in argv:
+        for name, path in names.items():
+            arg = arg.replace("{" + name + "}", path)
+        out.append(arg)
+    return out
+
+
+def invoke(argv: list[str]) -> tuple[int, str, BaseException | None]:
+    """Run the CLI in-process: (exit code, stderr, exception if one escaped)."""
+    result = CliRunner().invoke(main, argv, prog_name="iee-deploy")
+    escaped = result.exception if not isinstance(result.exception, SystemExit) else None
+    return result.exit_code, result.stderr, escaped
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_line_and_a_non_zero_exit(argv, fragment, files, tmp_path):
+    start = time.perf_counter()
+    code, stderr, escaped = invoke(_argv(argv, files, tmp_path))
+    assert escaped is None, f"{type(escaped).__name__}: {escaped}"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code != 0
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert fragment in lines[0], lines[0]
+    assert lines[0].startswith("error: "), lines[0]
+    assert time.perf_counter() - start < 60, "the error must come before long work"  # generous on a busy 2-core box
+    assert not (tmp_path / "config.json").exists(), "a refused run must leave no run folder behind"
+
+
+def test_the_real_command_line_prints_one_line(tmp_path):
+    assert_user_error(run_cli("train", "--lr", "nan", "--out", str(tmp_path / "run")), "--lr nan")
+    assert_user_error(run_cli("graph", "--json", "/sys/g.json"), "--json", "not writable")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to a read-only folder")
+def test_a_read_only_folder_is_refused(tmp_path):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    code, stderr, _ = invoke(["train", "--out", str(folder / "run")])
+    assert code != 0 and "is not writable" in stderr
+
+
+@pytest.mark.parametrize("name", list(LAZY_COMMANDS))
+def test_numeric_options_use_click_ranges(name):
+    """Every int or float option states its range (click checks it and --help shows it); a seed is any int."""
+    command = main.get_command(click.Context(main), name)
+    plain = [p.opts[0] for p in command.params
+             if type(p.type) in (click.types.IntParamType, click.types.FloatParamType) and p.name != "seed"]
+    assert not plain, f"{name}: {plain} take any number; give them a click.IntRange / FloatRange"
+
+
+# --- the library side: configs name fields, the CLI maps them -----------------------------------
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"sparsity": 1.0}, "sparsity"), ({"sparsity": float("nan")}, "sparsity"), ({"omega0": -0.1}, "omega0"),
+    ({"update_end": 0.0}, "update_end"), ({"descent": 1.0}, "descent"), ({"distribution": "normal"}, "distribution"),
+    ({"omega_decay": "linear"}, "omega_decay"), ({"grow_init": "ones"}, "grow_init"), ({"start": "middle"}, "start"),
+    ({"nm": "2-4"}, "nm"), ({"nm": "2:4"}, "sparsity"), ({"nm": "2:4", "sparsity": 0.5, "distribution": "global"}, "nm"),
+    ({"hjq": (1, 1)}, "hjq"), ({"delta_t": 0}, "delta_t"), ({"latency_ms": float("inf")}, "latency_ms"),
+    ({"latency_ratio": 0.0}, "latency_ratio"), ({"latency_ms": 1.0, "latency_ratio": 0.5}, "latency_ms"),
+])
+def test_sparsity_config_names_the_field(kwargs, field):
+    with pytest.raises(ConfigError) as err:
+        SparsityConfig(**kwargs)
+    assert err.value.field == field
+    assert "--" not in str(err.value) and f"`{field}`" in str(err.value)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"lr": float("nan")}, "lr"), ({"lr": -0.1}, "lr"), ({"resolution": 0}, "resolution"), ({"num_classes": 0}, "num_classes"),
+    ({"workers": -1}, "workers"), ({"epochs": 0}, "epochs"), ({"momentum": 1.0}, "momentum"), ({"device": "tpu"}, "device"),
+    ({"batch_size": 0}, "batch_size"), ({"weight_decay": float("nan")}, "weight_decay"),
+])
+def test_train_config_names_the_field(kwargs, field):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**kwargs)
+    assert err.value.field == field
+
+
+def test_configs_take_enums_and_their_json_strings():
+    config = SparsityConfig(distribution="uniform", omega_decay="exponential", nm=" 2:4".strip(), sparsity=0.5)
+    assert config.distribution.value == "uniform" and config.pattern is not None and config.pattern.m == 4
+    stored = TrainConfig(sparsity=config).to_json()
+    assert stored["sparsity"]["distribution"] == "uniform" and stored["sparsity"]["omega_decay"] == "exponential"
+    assert TrainConfig(**stored) == TrainConfig(sparsity=config)  # config.json reads back into equal configs
+
+
+def test_errors_render_fields_as_the_commands_flags():
+    from iee_deploy.cli.train import train
+
+    err = UserError("`freeze` is off but `init_checkpoint` is missing and `lr` is nan", "fix `lr`",
+                    fields=("freeze", "init_checkpoint", "lr"))
+    assert str(err) == "`freeze` is off but `init_checkpoint` is missing and `lr` is nan; fix `lr`"
+    assert err.render(lambda f: flag_of(train, f)) == "--no-freeze is off but --checkpoint is missing and --lr is nan; fix --lr"
+    assert flag_of(train, "not_an_option") == "not_an_option"  # never a flag the command lacks
+    assert UserError("see `iee-deploy train`").render(lambda f: "--" + f) == "see `iee-deploy train`"  # only listed fields
+
+
+def test_minimum_resolution_is_the_total_stride():
+    assert minimum_resolution("resnet20", 32) == 4  # two stride-2 stages
+    assert minimum_resolution("mobilenet_v1", 224) == 32
+
+
+def test_check_writable(tmp_path):
+    assert check_writable(tmp_path / "new" / "deeper", "out", folder=True) == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # the check makes no folders
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder") as err:
+        check_writable(tmp_path / "f", "out", folder=True)
+    assert err.value.field == "out"
+    with pytest.raises(UserError, match="is a folder, not a file"):
+        check_writable(tmp_path, "json_path")
+    with pytest.raises(UserError, match="not writable"):
+        check_writable("/proc/x/x.csv", "out")
+
+
+def test_interrupt_suggests_resume_only_where_the_command_has_it(monkeypatch, tmp_path):
+    import iee_deploy.deploy.report as report
+    from iee_deploy.train import Trainer
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_report", stop)
+    code, stderr, _ = invoke(["report", str(tmp_path), "--out", str(tmp_path / "rep")])
+    assert code == 130 and "--resume" not in stderr and "run the same command again" in stderr
+    monkeypatch.setattr(Trainer, "fit", stop)
+    code, stderr, _ = invoke(["train", "--subset", "64", "--out", str(tmp_path / "run")])
+    assert code == 130 and "with --resume to continue" in stderr
