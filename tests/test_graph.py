@@ -27,10 +27,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN affine parameters and statistics, so that a wrong channel shows in the outputs."""
+    """Non-trivial BN and LayerNorm affine parameters and BN statistics, and no all-zero weights (ViT's
+    head) or 1e-6 layer scales (ConvNeXt), so that a wrong channel shows in the outputs."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.numel() > 1 and (not p.any() or "layer_scale" in name):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
         for m in model.modules():
+            if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
             if isinstance(m, nn.modules.batchnorm._NormBase):
                 n = m.num_features
                 m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
