@@ -2,10 +2,10 @@ import json
 
 import pytest
 import torch
+from conftest import assert_user_error, run_cli
 
 from iee_deploy.errors import UserError
 from iee_deploy.models import build_model, list_models, load_checkpoint, model_spec
-from conftest import assert_user_error, run_cli
 
 ZOO = list_models()
 CORE = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_400mf",

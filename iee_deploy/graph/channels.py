@@ -146,6 +146,12 @@ class Coupling:
     input_ids: np.ndarray  # ids of the model input channels
 
 
+def _holds_ids(tree: Any) -> bool:
+    if isinstance(tree, Ids):
+        return True
+    return isinstance(tree, (tuple, list)) and any(_holds_ids(t) for t in tree)
+
+
 def _normdim(dim: int, ndim: int) -> int:
     return dim + ndim if dim < 0 else dim
 
@@ -479,6 +485,8 @@ class ChannelAnalysis:
                 keepdim = bool(_arg(node, values, 2, "keepdim", False))
             return self._reduce(operands[0], tuple(value.shape), dims, keepdim)
         assert category == "movement", category
+        if node.op == "getitem" and _holds_ids(args[1:]):  # indexed by a tensor whose values are not traced
+            return self._mixing((args, kwargs), value)
         return self._movement(node, args, kwargs)
 
     def _reduce(self, x: Ids, shape: tuple[int, ...], dims: list[Any], keepdim: bool) -> Ids:

@@ -33,7 +33,13 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
 from iee_deploy.errors import UserError
-from iee_deploy.graph.ops import Category, classify_function, classify_method, classify_module, is_declared_leaf
+from iee_deploy.graph.ops import (
+    Category,
+    classify_function,
+    classify_method,
+    classify_module,
+    is_declared_leaf,
+)
 
 
 class _Tracer(fx.Tracer):
