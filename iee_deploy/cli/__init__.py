@@ -26,6 +26,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "Deployment checks: outputs match, accuracy holds, latency meets the budget."),
     "report": ("report", "Markdown/HTML report with plots across runs."),
     "graph": ("graph", "Print the coupled channel groups of a model."),
+    "models": ("models", "List the model zoo (names --model accepts), filtered by glob patterns."),
     "demo": ("demo", "The whole pipeline on the embedded default data, offline."),
 }
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from torch.utils._pytree import tree_map
 
 from iee_deploy.errors import UserError
 from iee_deploy.graph.trace import Node, Ref, Trace
@@ -143,6 +144,12 @@ class Coupling:
     canon: np.ndarray  # canonical id of every id's unit
     fixed: np.ndarray  # bool per id: its unit may never be pruned
     input_ids: np.ndarray  # ids of the model input channels
+
+
+def _holds_ids(tree: Any) -> bool:
+    if isinstance(tree, Ids):
+        return True
+    return isinstance(tree, (tuple, list)) and any(_holds_ids(t) for t in tree)
 
 
 def _normdim(dim: int, ndim: int) -> int:
@@ -332,9 +339,13 @@ class ChannelAnalysis:
         if node.kind == "attr":
             if not isinstance(value, torch.Tensor):
                 return None
-            full = torch.from_numpy(self.units.new(value.numel())).view(value.shape)
-            self.units.fix(full.numpy())
-            return Ids(tuple(value.shape), full=full)
+            # A parameter or buffer used directly (layer scale, position embedding, weights passed to an
+            # attention kernel): one fixed id for all of it. Channels meeting it are fixed, as with one id
+            # per element, which would cost millions of ids for attention weights.
+            one = self.units.new(1)
+            self.units.fix(one)
+            core = one.reshape((1,) * value.dim())
+            return Ids(tuple(value.shape), full=torch.from_numpy(core).expand(value.shape), core=core)
         if node.kind == "output":
             self._fix_outputs(self._ids(node.args))
             return None
@@ -352,8 +363,33 @@ class ChannelAnalysis:
             for t in tree.values():
                 self._fix_outputs(t)
 
+    def _normalise(self, x: Ids, dims: range | list[int]) -> Ids:
+        """A norm across `dims`: the channels it normalises together are fixed (see ops.py)."""
+        if any(self._varies(x, d) for d in dims):
+            self.units.fix(x.flat())
+        return x
+
+    def _mixing(self, operands: Any, value: Any) -> Any:
+        """An op the graph does not see into: its operands' channels and its outputs are fixed."""
+        self._fix_outputs(operands)
+
+        def fresh(v: Any) -> Any:
+            if not isinstance(v, torch.Tensor):
+                return None
+            shape = tuple(v.shape)
+            if len(shape) < 3:
+                return self._fixed_ids(shape)
+            core_shape = (1, shape[1], *([1] * (len(shape) - 3)), shape[-1])
+            core = self.units.new(shape[1] * shape[-1]).reshape(core_shape)
+            self.units.fix(core)
+            return Ids(shape, full=torch.from_numpy(core).expand(shape), core=core)
+
+        return tree_map(fresh, value)
+
     def _module(self, node: Node) -> Any:
         module, value = node.module, node.value
+        if node.category == "mixing":
+            return self._mixing((self._ids(node.args), self._ids(node.kwargs)), value)
         x = self._ids(node.args[0])
         assert module is not None and isinstance(x, Ids)
         shape = tuple(value.shape)
@@ -385,6 +421,9 @@ class ChannelAnalysis:
             return Ids(shape, vec=vec)
         if node.category == "pointwise":
             return x
+        if node.category == "norm":
+            normalized = getattr(module, "normalized_shape", None)  # LayerNorm; GroupNorm: channels and space
+            return self._normalise(x, range(-len(normalized), 0) if normalized else range(1, len(shape)))
         if node.category == "spatial":
             return Ids(shape, vec=self._channel_vec(x, 1, node.where))
         if node.category == "movement":  # nn.Flatten
@@ -407,6 +446,17 @@ class ChannelAnalysis:
         category = node.category
         if category == "pointwise":
             return operands[0]
+        if category == "mixing":
+            return self._mixing((args, kwargs), value)
+        if category == "norm":
+            x, values = operands[0], self._value(node.args)
+            if node.op == "layer_norm":
+                dims: range | list[int] = range(-len(_arg(node, values, 1, "normalized_shape", ())), 0)
+            elif node.op == "group_norm":
+                dims = range(1, len(x.shape))
+            else:  # F.normalize(x, p, dim)
+                dims = [int(_arg(node, values, 2, "dim", 1))]
+            return self._normalise(x, dims)
         if category == "elementwise":
             shape = tuple(value.shape)
             primary = next((o for o in operands if o.shape == shape), max(operands, key=lambda o: int(np.prod(o.shape))))
@@ -435,6 +485,8 @@ class ChannelAnalysis:
                 keepdim = bool(_arg(node, values, 2, "keepdim", False))
             return self._reduce(operands[0], tuple(value.shape), dims, keepdim)
         assert category == "movement", category
+        if node.op == "getitem" and _holds_ids(args[1:]):  # indexed by a tensor whose values are not traced
+            return self._mixing((args, kwargs), value)
         return self._movement(node, args, kwargs)
 
     def _reduce(self, x: Ids, shape: tuple[int, ...], dims: list[Any], keepdim: bool) -> Ids:

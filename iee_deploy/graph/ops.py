@@ -16,7 +16,15 @@ Categories:
   channel ids so that concat offsets, flatten spans and channel shuffles come out exactly.
 - ``reduce``: reduces or normalises along given dims (mean, sum, softmax); per-channel unless the dims
   cross channels, in which case every channel involved is fixed (never pruned).
-- ``meta``: returns sizes, ranks or integer arithmetic, no tensor data.
+- ``norm``: normalises across the given dims (LayerNorm over channels, also channels-last as in Swin
+  and ConvNeXt's LayerNorm2d, GroupNorm, F.normalize). Removing a channel there changes the statistics
+  of the kept ones, which zeroing it would not, so the channels normalised together are fixed (never
+  pruned); a norm over dims that hold one channel each (e.g. spatial) is per-channel.
+- ``mixing``: every output may depend on every channel of every tensor operand in ways the graph does
+  not follow (attention kernels such as nn.MultiheadAttention, torchvision's fx-wrapped
+  shifted_window_attention, matmul/einsum): the channels of all operands and outputs are fixed. It is
+  the safe declaration for an op you cannot classify.
+- ``meta``: returns sizes, ranks, integer arithmetic or assertions, no tensor data.
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ from torch import nn
 
 from iee_deploy.errors import UserError
 
-Category = Literal["conv", "linear", "bn", "pointwise", "elementwise", "spatial", "movement", "reduce", "meta"]
-CATEGORIES: tuple[str, ...] = ("pointwise", "elementwise", "spatial", "movement", "reduce", "meta")
+Category = Literal["conv", "linear", "bn", "pointwise", "elementwise", "spatial", "movement", "reduce", "norm",
+                   "mixing", "meta"]
+CATEGORIES: tuple[str, ...] = ("pointwise", "elementwise", "spatial", "movement", "reduce", "norm", "mixing", "meta")
 """The categories `register_op` accepts (layers must be nn.Conv*/nn.Linear/nn.BatchNorm* modules)."""
 
 _MODULES: dict[type[nn.Module], Category] = {
@@ -50,6 +59,8 @@ _MODULES: dict[type[nn.Module], Category] = {
         nn.ZeroPad2d, nn.ConstantPad2d)},
     nn.Flatten: "movement",
     nn.Softmax: "reduce", nn.LogSoftmax: "reduce",
+    nn.LayerNorm: "norm", nn.GroupNorm: "norm",
+    nn.MultiheadAttention: "mixing",
 }
 
 _FUNCTIONS: dict[Any, tuple[str, Category]] = {}
@@ -86,17 +97,26 @@ _add("movement",
      (torch.flatten, torch.cat, torch.concat, torch.concatenate, torch.stack, torch.transpose, torch.permute,
       torch.reshape, torch.chunk, torch.split, torch.squeeze, torch.unsqueeze, torch.unbind, operator.getitem),
      ("view", "reshape", "flatten", "transpose", "permute", "chunk", "split", "squeeze", "unsqueeze", "expand",
-      "repeat", "unbind", "__getitem__"))
+      "repeat", "unbind", "__getitem__", "roll"))
+_add("movement", (torch.roll, torch.swapaxes, torch.swapdims), ("swapaxes", "swapdims"))
+_add("norm", (F.layer_norm, F.group_norm, F.normalize))
+_add("mixing", (torch.matmul, operator.matmul, torch.bmm, torch.einsum, F.scaled_dot_product_attention),
+     ("matmul", "bmm", "__matmul__"))
 _add("reduce",
      (torch.mean, torch.sum, torch.amax, torch.amin, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax),
      ("mean", "sum", "amax", "amin", "softmax", "log_softmax"))
-_add("meta", (getattr, len, operator.floordiv, operator.mod),
+_add("meta", (getattr, len, operator.floordiv, operator.mod, torch._assert),
      ("size", "dim", "numel", "__len__", "__format__", "__bool__"))
 
 try:  # torchvision marks stochastic_depth as an fx leaf function; it scales whole samples (per channel safe)
     from torchvision.ops import stochastic_depth
 
     _add("pointwise", (stochastic_depth,))
+    from torchvision.models import swin_transformer as _swin
+
+    # torchvision marks these fx leaf functions: attention with its weights passed in, the relative
+    # position bias, and patch merging's channels-last pad and 4-way concat.
+    _add("mixing", (_swin.shifted_window_attention, _swin._get_relative_position_bias, _swin._patch_merging_pad))
 except ImportError:  # pragma: no cover - torchvision is a dependency
     pass
 
@@ -105,20 +125,29 @@ def register_op(target: Callable[..., Any] | str | type[nn.Module], category: Ca
     """Declare how a custom function, Tensor method name or parameter-free module treats channels.
 
     Use it for an op the graph refuses, once you know which category it belongs to; e.g.
-    ``register_op(my_swish, "pointwise")`` for an activation acting on each channel alone.
+    ``register_op(my_swish, "pointwise")`` for an activation acting on each channel alone, or
+    ``register_op(my_attention, "mixing")`` to keep every channel it touches (always safe). The
+    categories are listed in this module's docstring. Modules outside torch.nn are traced through,
+    so declare the functions their forward calls; a whole module can be declared only as a
+    parameter-free per-channel op ("pointwise", "spatial") or as "mixing".
     """
     if category not in CATEGORIES:
         raise UserError(f"cannot register an op as '{category}'", f"choose one of: {', '.join(CATEGORIES)}")
     if isinstance(target, str):
         _METHODS[target] = (target, category)
     elif isinstance(target, type) and issubclass(target, nn.Module):
-        if category not in ("pointwise", "spatial"):
-            raise UserError(f"a module can be registered as pointwise or spatial, not '{category}'",
+        if category not in ("pointwise", "spatial", "mixing"):
+            raise UserError(f"a module can be registered as pointwise, spatial or mixing, not '{category}'",
                             "register the functions its forward calls instead (modules outside torch.nn are "
                             "traced through)")
         _MODULES[target] = category
     else:
         _FUNCTIONS[target] = (getattr(target, "__name__", str(target)), category)
+
+
+def is_declared_leaf(module: nn.Module) -> bool:
+    """Whether a module outside torch.nn was declared with `register_op` (traced as one op, not through)."""
+    return type(module) in _MODULES and not type(module).__module__.startswith("torch.nn")
 
 
 def _unsupported(what: str, where: str) -> UserError:

@@ -12,7 +12,8 @@ Two front ends produce the same `Trace`:
   `TorchFunctionMode` and every leaf layer with module hooks. Sizes are plain integers there, so the
   analysis treats every explicit reshape size as a literal (safe, may fix more channels than fx).
 
-Leaf layers are torch.nn modules (fx's default rule); everything else is traced through.
+Leaf layers are torch.nn modules (fx's default rule) and modules declared with `register_op`;
+everything else is traced through.
 Unknown operations are refused here, before anything is evaluated (see `ops.py`).
 """
 
@@ -27,11 +28,25 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
 from iee_deploy.errors import UserError
-from iee_deploy.graph.ops import Category, classify_function, classify_method, classify_module
+from iee_deploy.graph.ops import (
+    Category,
+    classify_function,
+    classify_method,
+    classify_module,
+    is_declared_leaf,
+)
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer, with modules declared by `register_op` kept as single (leaf) operations."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return is_declared_leaf(m) or super().is_leaf_module(m, module_qualified_name)
 
 
 @dataclass(frozen=True)
@@ -74,8 +89,9 @@ def _meta(value: Any) -> Any:
                     value)
 
 
-def _module_value(module: nn.Module, category: Category, x: torch.Tensor) -> torch.Tensor:
-    """Output of a leaf module on a meta input (weights replaced by meta tensors of their shape)."""
+def _module_value(module: nn.Module, category: Category, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Output of a leaf module on meta inputs (weights replaced by meta tensors of their shape)."""
+    x = args[0]
     if category == "conv":
         assert isinstance(module, nn.modules.conv._ConvNd)
         weight = torch.empty(module.weight.shape, device="meta")
@@ -83,9 +99,14 @@ def _module_value(module: nn.Module, category: Category, x: torch.Tensor) -> tor
     if category == "linear":
         assert isinstance(module, nn.Linear)
         return x.new_empty((*x.shape[:-1], module.out_features))
-    if category in ("bn", "pointwise"):
+    if category in ("bn", "pointwise", "norm"):
         return x.new_empty(x.shape)
-    return module(x)
+    if category == "mixing":  # e.g. nn.MultiheadAttention: run it on meta copies of its weights
+        state = {k: torch.empty(v.shape, dtype=v.dtype, device="meta")
+                 for k, v in (*module.named_parameters(), *module.named_buffers())}
+        with torch.no_grad():
+            return _meta(functional_call(module, state, args, kwargs))
+    return module(*args, **kwargs)
 
 
 def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -119,7 +140,7 @@ def _map_nodes(arg: Any, fn: Callable[[fx.Node], Any]) -> Any:
 
 
 def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
-    graph = fx.Tracer().trace(model)
+    graph = _Tracer().trace(model)
     trace = Trace(tracer="fx")
     index: dict[fx.Node, int] = {}
     placeholders = 0
@@ -153,9 +174,9 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
         elif n.op == "call_module":
             module = model.get_submodule(str(n.target))
             category = classify_module(module, _where(str(n.target), module))
-            x = value_of(n.args[0])
             node = Node(n.name, "module", type(module).__name__, category, args, kwargs,
-                        _where(str(n.target), module), _module_value(module, category, x),
+                        _where(str(n.target), module),
+                        _module_value(module, category, value_of(n.args), value_of(n.kwargs)),
                         module=module, target=str(n.target))
         elif n.op == "call_function":
             op, category = classify_function(n.target, where)
@@ -254,7 +275,7 @@ class _Recorder(TorchFunctionMode):
 
 
 def _leaf_modules(model: nn.Module) -> dict[nn.Module, str]:
-    tracer = fx.Tracer()
+    tracer = _Tracer()
     return {m: name for name, m in model.named_modules() if name and tracer.is_leaf_module(m, name)}
 
 
@@ -265,27 +286,27 @@ def _eager_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
     names = {m: name for name, m in model.named_modules()}
     handles = []
 
-    def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
+    def pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         rec.stack.append((names[module], module))
         if module in leaves:
             if rec.leaf_depth == 0:
                 classify_module(module, rec.where())
             rec.leaf_depth += 1
 
-    def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+    def post(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         rec.stack.pop()
         if module not in leaves:
             return
         if rec.leaf_depth == 1:  # still > 0 while recording, so nothing done here is traced itself
             category = classify_module(module, _where(leaves[module], module))
-            node = Node(leaves[module], "module", type(module).__name__, category, (rec.ref(args[0]),), {},
+            node = Node(leaves[module], "module", type(module).__name__, category, rec.ref(args), rec.ref(kwargs),
                         _where(leaves[module], module), _meta(output), module=module, target=leaves[module])
             rec.add(node, output)
         rec.leaf_depth -= 1
 
     for module in names:
-        handles.append(module.register_forward_pre_hook(pre))
-        handles.append(module.register_forward_hook(post))
+        handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(module.register_forward_hook(post, with_kwargs=True))
     try:
         for i, x in enumerate(inputs):
             rec.add(Node("input" if len(inputs) == 1 else f"input_{i}", "input", "input", None, (), {}, "'<model>'",

@@ -1,8 +1,9 @@
-"""Model zoo: torchvision classifiers by name plus the paper's models torchvision lacks.
+"""Model zoo: every torchvision classifier by name, the paper's models torchvision lacks, and yours.
 
-`build_model(name, num_classes, resolution, checkpoint)` is the one factory. ImageNet ResNets
-asked for at a small resolution (<= 64 px, e.g. CIFAR or Fashion-MNIST) get the usual CIFAR stem
-(3x3 stride-1 conv, no max-pool) so that the feature maps are not reduced to 1x1 by the stem.
+`build_model(name, num_classes, resolution, checkpoint)` is the one factory. `name` is a zoo name
+(`list_models("resnet*")`, `iee-deploy models`) or ``package.module:factory`` for a user's model,
+called as ``factory(num_classes=..., resolution=...)`` (resolution only when it takes one).
+See `torchvision_zoo.py` for the sizes each torchvision model accepts and its small-input stems.
 """
 
 from __future__ import annotations
@@ -10,56 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from iee_deploy.errors import UserError
 from iee_deploy.models.cifar_resnet import CifarResNet
 from iee_deploy.models.mobilenet_v1 import MobileNetV1
 from iee_deploy.models.registry import ModelSpec, list_models, model_spec, register_model
+from iee_deploy.models.torchvision_zoo import TORCHVISION_MODELS
 from iee_deploy.models.wide_resnet import WideResNet
 
-__all__ = ["ModelSpec", "build_model", "list_models", "model_spec", "register_model", "load_checkpoint"]
-
-SMALL_INPUT = 64
-"""Resolutions at or below this get small-input stems where the model family has one."""
-
-
-def _cifar_stem(model: nn.Module) -> nn.Module:
-    """Replace a torchvision ResNet's 7x7/2 stem and max-pool by a 3x3/1 conv (CIFAR practice)."""
-    conv1 = model.conv1
-    assert isinstance(conv1, nn.Conv2d)
-    model.conv1 = nn.Conv2d(3, conv1.out_channels, 3, 1, 1, bias=False)
-    model.maxpool = nn.Identity()
-    return model
-
-
-def _torchvision(name: str, description: str, *, small_stem: bool = False) -> None:
-    def builder(num_classes: int, resolution: int) -> nn.Module:
-        model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
-        if small_stem and resolution <= SMALL_INPUT:
-            model = _cifar_stem(model)
-        return model
-
-    register_model(name, native_resolution=224, family="torchvision", description=description)(builder)
-
-
-for _name, _desc in [
-    ("resnet18", "ResNet-18 (torchvision)"),
-    ("resnet34", "ResNet-34 (torchvision)"),
-    ("resnet50", "ResNet-50 (torchvision), the HALP/IEE structured benchmark"),
-]:
-    _torchvision(_name, _desc, small_stem=True)
-for _name, _desc in [
-    ("mobilenet_v2", "MobileNet-V2 (torchvision): inverted residuals, depthwise"),
-    ("mobilenet_v3_large", "MobileNet-V3 large (torchvision): squeeze-excitation, hardswish"),
-    ("efficientnet_b0", "EfficientNet-B0 (torchvision): MBConv with squeeze-excitation"),
-    ("regnet_y_400mf", "RegNetY-400MF (torchvision): grouped convs with squeeze-excitation"),
-    ("densenet121", "DenseNet-121 (torchvision): concatenation"),
-    ("vgg16_bn", "VGG-16 with BatchNorm (torchvision)"),
-    ("shufflenet_v2_x1_0", "ShuffleNet-V2 1.0x (torchvision): channel split and shuffle"),
-]:
-    _torchvision(_name, _desc)
+__all__ = ["TORCHVISION_MODELS", "ModelSpec", "build_model", "list_models", "load_checkpoint",
+           "model_spec", "register_model"]
 
 
 @register_model("mobilenet_v1", native_resolution=224, family="paper", description="MobileNet-V1, ImageNet layout")
@@ -123,11 +85,17 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
 def build_model(
     name: str, num_classes: int = 1000, resolution: int | None = None, checkpoint: str | Path | None = None
 ) -> nn.Module:
-    """Build zoo model `name` for `num_classes` outputs at `resolution` px, optionally loading weights."""
+    """Build model `name` (zoo name or package.module:factory) for `num_classes` outputs at `resolution` px.
+
+    `resolution` defaults to the model's native size; one it cannot take is a UserError naming the
+    valid sizes. `checkpoint` optionally loads weights.
+    """
     spec = model_spec(name)
     if num_classes < 1:
         raise UserError(f"`num_classes` must be positive, got {num_classes}", "pass the number of classes", fields=("num_classes",))
-    model = spec.builder(num_classes, resolution or spec.native_resolution)
+    size = resolution or spec.native_resolution
+    spec.check_resolution(size)
+    model = spec.builder(num_classes, size)
     if checkpoint is not None:
         model = load_checkpoint(model, checkpoint)
     return model

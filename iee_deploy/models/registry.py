@@ -1,9 +1,16 @@
-"""Model registry: a name maps to a builder and the resolution the model was designed for."""
+"""Model registry (timm-style): a name maps to a builder and the input sizes the model accepts.
+
+Names are the zoo's own (`register_model`), or ``package.module:factory`` for a user's model:
+the factory is imported and called with ``num_classes`` (and ``resolution`` when it takes one).
+"""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import fnmatch
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -16,39 +23,111 @@ Builder = Callable[[int, int], nn.Module]
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One zoo entry: how to build it and what it is."""
+    """One zoo entry: how to build it, what it is and which square input sizes it accepts.
+
+    `native_resolution` is the size the model was designed for (its default). A model accepts
+    a resolution r >= `min_resolution` with r % `resolution_step` == 0 (ViT: a multiple of its patch).
+    """
 
     name: str
     builder: Builder
     native_resolution: int
     family: str
     description: str
+    min_resolution: int = 1
+    resolution_step: int = 1
+
+    def check_resolution(self, resolution: int) -> None:
+        """Raise a UserError naming the valid sizes when the model cannot take `resolution` px."""
+        if resolution >= self.min_resolution and resolution % self.resolution_step == 0:
+            return
+        if self.resolution_step > 1:
+            first = max(self.resolution_step, -(-self.min_resolution // self.resolution_step) * self.resolution_step)
+            valid = f"a multiple of {self.resolution_step} from {first} px (native {self.native_resolution})"
+        else:
+            valid = f"at least {self.min_resolution} px (native {self.native_resolution})"
+        raise UserError(f"model '{self.name}' cannot take {resolution} px inputs (`resolution`)", f"use a resolution {valid}",
+                            fields=("resolution",))
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, *, native_resolution: int, family: str, description: str) -> Callable[[Builder], Builder]:
+def register_model(name: str, *, native_resolution: int, family: str, description: str, min_resolution: int = 1,
+                   resolution_step: int = 1) -> Callable[[Builder], Builder]:
     """Decorator adding `builder(num_classes, resolution)` to the zoo under `name`."""
 
     def wrap(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(name, builder, native_resolution, family, description)
+        _REGISTRY[name] = ModelSpec(name, builder, native_resolution, family, description, min_resolution,
+                                    resolution_step)
         return builder
 
     return wrap
 
 
+USER_DEFAULT_RESOLUTION = 224
+"""Native resolution of a user factory without a `native_resolution` attribute."""
+
+
+def _user_spec(name: str) -> ModelSpec:
+    """The spec of ``package.module:factory``: the factory is imported (this runs the user's module)."""
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise UserError(f"model '{name}' is not of the form package.module:factory", "e.g. mypkg.nets:build")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or an error raised by the user's module itself
+        raise UserError(f"cannot import module '{module_name}' of model '{name}' ({type(exc).__name__}: {exc})",
+                        "make it importable (install the package or add its folder to PYTHONPATH)") from None
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)  # type: ignore[assignment]
+        if factory is None:
+            close = difflib.get_close_matches(part, [n for n in dir(module) if not n.startswith("_")], n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else "name a function or class that builds the model"
+            raise UserError(f"module '{module_name}' has no '{attr}'", hint)
+    if not callable(factory):
+        raise UserError(f"'{name}' is not callable", "name a function or class that builds the model")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "num_classes" not in params and not var_kw:
+        raise UserError(f"factory '{name}' takes no num_classes argument",
+                        "give it a num_classes parameter (the classifier's outputs)")
+    takes_resolution = "resolution" in params
+
+    def builder(num_classes: int, resolution: int) -> nn.Module:
+        kwargs = {"num_classes": num_classes, **({"resolution": resolution} if takes_resolution else {})}
+        model = factory(**kwargs)
+        if not isinstance(model, nn.Module):
+            raise UserError(f"factory '{name}' returned a {type(model).__name__}, not an nn.Module",
+                            "return the model (a torch.nn.Module)")
+        return model
+
+    native = int(getattr(factory, "native_resolution", USER_DEFAULT_RESOLUTION))
+    doc = (inspect.getdoc(factory) or "").split("\n")[0]
+    return ModelSpec(name, builder, native, "user", doc or f"user model {name}")
+
+
 def model_spec(name: str) -> ModelSpec:
-    """The zoo entry for `name`, or a UserError listing the closest names."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f"did you mean {', '.join(close)}?" if close else f"choose one of: {', '.join(list_models())}"
-        raise UserError(f"unknown model '{name}'", hint)
-    return _REGISTRY[name]
+    """The zoo entry for `name` (or a user's ``package.module:factory``), or a UserError with the closest names."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        return _user_spec(name)
+    close = difflib.get_close_matches(name, _REGISTRY, n=3)
+    hint = (f"did you mean {', '.join(close)}?" if close
+            else "list the zoo with `iee-deploy models`, or name your own factory as package.module:factory")
+    raise UserError(f"unknown model '{name}'", hint)
 
 
-def list_models() -> list[str]:
-    """All registered model names, sorted."""
-    return sorted(_REGISTRY)
+def list_models(pattern: str | Sequence[str] | None = None, family: str | None = None) -> list[str]:
+    """Registered model names, sorted; `pattern` filters with shell globs ('resnet*', ['vit_*', 'swin_*'])."""
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
+    return sorted(name for name, spec in _REGISTRY.items()
+                  if (not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns))
+                  and (family is None or spec.family == family))

@@ -1,0 +1,27 @@
+"""A user's own model, outside the zoo: `--model tests.user_model:build` (see test_models.py)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """Two conv blocks with a residual add and a linear classifier: small enough to train in a test."""
+
+    def __init__(self, num_classes: int, width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        x = self.stem(x)
+        return self.head(nn.functional.relu(x + self.block(x)))
+
+
+def build(num_classes: int, resolution: int = 32) -> nn.Module:
+    """TinyNet: a residual toy CNN for user-model tests."""
+    return TinyNet(num_classes)
+
+
+build.native_resolution = 16  # type: ignore[attr-defined]
