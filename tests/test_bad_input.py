@@ -299,3 +299,6 @@ def test_interrupt_suggests_resume_only_where_the_command_has_it(monkeypatch, tm
     monkeypatch.setattr(Trainer, "fit", stop)
     code, stderr, _ = invoke(["train", "--subset", "64", "--out", str(tmp_path / "run")])
     assert code == 130 and "with --resume to continue" in stderr
+    within = CliRunner().invoke(main, ["train", "--subset", "64", "--out", str(tmp_path / "run2")],
+                                obj={"within": "iee-deploy demo"})  # as the demo runs its steps
+    assert within.exit_code == 130 and "run `iee-deploy demo` again" in within.stderr and "--resume" not in within.stderr
