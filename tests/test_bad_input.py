@@ -302,3 +302,17 @@ def test_interrupt_suggests_resume_only_where_the_command_has_it(monkeypatch, tm
     within = CliRunner().invoke(main, ["train", "--subset", "64", "--out", str(tmp_path / "run2")],
                                 obj={"within": "iee-deploy demo"})  # as the demo runs its steps
     assert within.exit_code == 130 and "run `iee-deploy demo` again" in within.stderr and "--resume" not in within.stderr
+
+
+def test_check_fraction_and_check_positive_bounds():
+    from iee_deploy.errors import check_fraction, check_positive
+
+    assert check_fraction("f", 0.0) == 0.0 and check_fraction("f", 1.0) == 1.0
+    for value, kwargs in [(0.0, {"low_open": True}), (1.0, {"high_open": True}), (-1e-9, {}), (1 + 1e-9, {}),
+                          (float("nan"), {})]:
+        with pytest.raises(ConfigError, match="is not a fraction in"):
+            check_fraction("f", value, **kwargs)
+    assert check_positive("x", 0.0, zero_ok=True) == 0.0
+    for value in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="`x`"):
+            check_positive("x", value)
