@@ -46,6 +46,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     torch.save(build_model("resnet56", 10, 8).state_dict(), root / "resnet56.pt")  # same layer names, more blocks
     torch.save(build_model("resnet20", 100, 8).state_dict(), root / "resnet20-100.pt")  # same names, other shapes
     (root / "empty.csv").write_text("")
+    from synthetic_lut import write_synthetic_lut
+
+    lut = write_synthetic_lut(root / "lut.csv", "resnet20", build_model("resnet20", 10, 8), 10, 8)
+    (root / "truncated-lut.csv").write_text(lut.read_text()[: len(lut.read_text()) // 2] + "conv_x,3\n")
+    (root / "truncated-lut.json").write_text(lut.with_suffix(".json").read_text())
+    (root / "finished-run").mkdir()
+    (root / "finished-run" / "run.json").write_text("{}\n")
+    (root / "other-run").mkdir()
+    (root / "other-run" / "checkpoint.pt").write_bytes(b"")
+    (root / "other-run" / "config.json").write_text("{}\n")
     (root / "not-a-run").mkdir()
     (root / "half-run").mkdir()
     (root / "half-run" / "config.json").write_text("{}\n")
@@ -118,6 +128,18 @@ CASES: list[tuple[str, list[str], str]] = [
     ("checkpoint-other-shapes", ["train", "--checkpoint", "{resnet20-100.pt}"], "does not match the model"),
     ("lut-missing", ["train", "--latency-ratio", "0.5", "--lut", "/nonexistent.csv"], "--lut"),
     ("lut-empty", ["train", "--latency-ratio", "0.5", "--lut", "{empty.csv}"], "LUT metadata"),
+    ("lut-truncated", ["train", "--resolution", "8", "--latency-ratio", "0.5", "--lut", "{truncated-lut.csv}"], "is corrupt"),
+    ("lut-other-target", ["train", "--resolution", "8", "--latency-ratio", "0.5", "--lut", "{lut.csv}", "--target", "titanv"],
+     "--target titanv does not match the LUT"),
+    ("lut-other-model", ["train", "--model", "wrn22_2", "--resolution", "8", "--latency-ratio", "0.5", "--lut", "{lut.csv}"],
+     "not wrn22_2"),
+    ("lut-other-resolution", ["train", "--resolution", "16", "--latency-ratio", "0.5", "--lut", "{lut.csv}"], "resolution"),
+    ("lut-other-classes", ["train", "--resolution", "8", "--num-classes", "20", "--latency-ratio", "0.5", "--lut", "{lut.csv}"],
+     "20"),
+    ("latency-budget-impossible", ["train", "--resolution", "8", "--latency-ms", "0.0001", "--lut", "{lut.csv}"],
+     "below the smallest achievable latency"),
+    ("out-holds-a-run", ["train", "--out", "{finished-run}"], "already holds a training run; add --resume"),
+    ("resume-other-settings", ["train", "--resume", "--out", "{other-run}"], "--resume with different settings"),
     ("out-unwritable", ["train", "--out", UNWRITABLE + "/run"], "--out '/sys/iee-deploy-test/run' is not writable"),
     ("out-is-a-file", ["train", "--out", "{a-file}"], "is a file"),
     ("out-under-a-file", ["train", "--out", "{a-file}/run"], "cannot be made"),
@@ -277,3 +299,20 @@ def test_interrupt_suggests_resume_only_where_the_command_has_it(monkeypatch, tm
     monkeypatch.setattr(Trainer, "fit", stop)
     code, stderr, _ = invoke(["train", "--subset", "64", "--out", str(tmp_path / "run")])
     assert code == 130 and "with --resume to continue" in stderr
+    within = CliRunner().invoke(main, ["train", "--subset", "64", "--out", str(tmp_path / "run2")],
+                                obj={"within": "iee-deploy demo"})  # as the demo runs its steps
+    assert within.exit_code == 130 and "run `iee-deploy demo` again" in within.stderr and "--resume" not in within.stderr
+
+
+def test_check_fraction_and_check_positive_bounds():
+    from iee_deploy.errors import check_fraction, check_positive
+
+    assert check_fraction("f", 0.0) == 0.0 and check_fraction("f", 1.0) == 1.0
+    for value, kwargs in [(0.0, {"low_open": True}), (1.0, {"high_open": True}), (-1e-9, {}), (1 + 1e-9, {}),
+                          (float("nan"), {})]:
+        with pytest.raises(ConfigError, match="is not a fraction in"):
+            check_fraction("f", value, **kwargs)
+    assert check_positive("x", 0.0, zero_ok=True) == 0.0
+    for value in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="`x`"):
+            check_positive("x", value)

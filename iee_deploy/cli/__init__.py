@@ -80,8 +80,11 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
             resumable = command is not None and any(p.name == "resume" for p in command.params)
-            click.echo("interrupted: " + ("finished work is saved; run the same command with --resume to continue"
-                                          if resumable else "run the same command again (no half-written file is left)"), err=True)
+            outer = (ctx.obj or {}).get("within")  # a command run by another one (the demo), which resumes by itself
+            click.echo("interrupted: " + (f"finished work is saved; run `{outer}` again to continue" if outer else
+                                          "finished work is saved; run the same command with --resume to continue"
+                                          if resumable else "run the same command again (no half-written file is left)"),
+                       err=True)
             ctx.exit(130)
 
 

@@ -43,7 +43,7 @@ def _invoke(label: str, args: list[str]) -> None:
     from iee_deploy.cli import main
 
     click.secho(f"\n== {label}\n$ iee-deploy {' '.join(args)}", bold=True)
-    code = main.main(args=args, prog_name="iee-deploy", standalone_mode=False)
+    code = main.main(args=args, prog_name="iee-deploy", standalone_mode=False, obj={"within": "iee-deploy demo"})
     if code:
         raise click.exceptions.Exit(code)
 

@@ -44,7 +44,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # linear warm-up before the cosine decay, >= 0
     workers: int = 0  # DataLoader worker processes, >= 0
     seed: int = 0  # in [0, 2**63 - 1]
-    device: str = "cpu"  # cpu | cuda (cuda:N)
+    device: str = "cpu"  # cpu | cuda
     checkpoint_every: int = 0  # steps between checkpoints besides each epoch end; 0: epoch ends only
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
@@ -53,15 +53,11 @@ class TrainConfig:
             self.sparsity = SparsityConfig(**self.sparsity)
         if self.resolution is not None and self.resolution > MAX_RESOLUTION:
             raise ConfigError("resolution", f"`resolution` {self.resolution} px is above {MAX_RESOLUTION} px",
-                              f"pass at most {MAX_RESOLUTION} (the zoo's models are meant for 8-512 px inputs)")
-        for name in ("resolution", "num_classes", "subset"):
+                              f"pass at most {MAX_RESOLUTION}")
+        for name in ("resolution", "num_classes", "subset", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError(name, f"`{name}` {value} is not a positive number",
-                                  f"pass a number >= 1, or leave `{name}` out for the dataset's")
-        for name in ("batch_size",):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"`{name}` {getattr(self, name)} is not a positive number", "pass e.g. 64")
+                raise ConfigError(name, f"`{name}` {value} is not a positive number", "pass a number >= 1")
         for name in ("workers", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"`{name}` {getattr(self, name)} is negative", "pass 0 or more")
@@ -73,7 +69,7 @@ class TrainConfig:
         check_positive("warmup_epochs", self.warmup_epochs, zero_ok=True)
         if not 0 <= self.momentum < 1:  # also False for NaN
             raise ConfigError("momentum", f"`momentum` {self.momentum:g} is not in [0, 1)", "pass e.g. 0.9")
-        if self.device.split(":")[0] not in ("cpu", "cuda"):
+        if self.device not in ("cpu", "cuda"):
             raise ConfigError("device", f"`device` '{self.device}' is neither cpu nor cuda", "pass cpu or cuda")
 
     def to_json(self) -> dict[str, Any]:
