@@ -454,7 +454,7 @@ def prune_and_time(check: Check, plan: Plan, target: str, lut: Path, batch: int)
                                "images_per_s": report[name]["timing"]["images_per_s"]} for name in ("dense", "pruned")}}
     check.save()
     stage = check.cli("validate", "validate", "--engine", str(engine), "--budget-tolerance", str(BUDGET_TOLERANCE),
-                      *timing, allowed=(0, 1))
+                      "--subset", str(plan.train_subset), *timing, allowed=(0, 1))
     validation = engine / "validation.json"
     if stage.returncode in (0, 1) and validation.is_file():
         data = json.loads(validation.read_text())

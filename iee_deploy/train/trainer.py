@@ -191,7 +191,9 @@ class Trainer:
         bundle = self.data or build_datasets(cfg.dataset, cfg.data_dir, cfg.resolution, cfg.subset)
         num_classes = cfg.num_classes or bundle.num_classes
         model = self.model or build_model(cfg.model, num_classes, bundle.resolution, cfg.init_checkpoint)
-        model.to(dist.device, memory_format=torch.channels_last if dist.device.type == "cuda" else torch.preserve_format)
+        model.to(dist.device)
+        if dist.device.type == "cuda":  # cuDNN's fast convolutions work in channels-last (see gpu_data)
+            model.to(memory_format=torch.channels_last)
         method = build_method(cfg.sparsity, model, dist, cfg.seed)
         costs = layer_costs(model, bundle.resolution)
         zeta_d = forward_flops(costs)
