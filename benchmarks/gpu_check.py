@@ -103,14 +103,24 @@ class Stage:
 
 
 @dataclass
-class Record:
-    """gpu.json: the facts, the stages and the figures, each figure with its device, backend and precision."""
+class Header:
+    """What a GPU results file states first: mode (gpu or dry-run), date, command, commit, machine and versions."""
 
     mode: str
     date: str
     command: str
     commit: str
     environment: dict[str, Any] = field(default_factory=dict)
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Record(Header):
+    """gpu.json: the facts, the stages and the figures, each figure with its device, backend and precision."""
+
     stages: list[Stage] = field(default_factory=list)
     tests: dict[str, Any] = field(default_factory=dict)
     lut: dict[str, Any] = field(default_factory=dict)
@@ -329,8 +339,7 @@ def run_check(plan: Plan, out: Path, work: Path, budget_s: float, wheels: Path |
 
     from benchmarks.common import git_commit
 
-    record = Record(mode=plan.mode, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    command=command, commit=git_commit())
+    record = Record(mode=plan.mode, date=utc_now(), command=command, commit=git_commit())
     check = Check(plan, out, work, budget_s, log, record)
     record.environment = {**environment(plan.mode), "wheels": installed}
     log.line("environment: " + json.dumps(record.environment))

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import math
 import os
@@ -47,6 +46,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchmarks.gpu_check import Header, utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_TABLE3 = {"dense": 94.6, "static": 91.6, "rigl": 92.9, "iee": 93.6}
@@ -89,13 +90,10 @@ DRY_RUN = Protocol(mode="dry-run", device="cpu", resolution=16, batch=8, subset=
 
 
 @dataclass
-class Record:
-    mode: str
-    date: str
-    command: str
-    commit: str
-    protocol: dict[str, Any]
-    environment: dict[str, Any] = field(default_factory=dict)
+class Record(Header):
+    """gpu_paper.json: protocol, throughput, schedule and the runs' results beside the paper's."""
+
+    protocol: dict[str, Any] = field(default_factory=dict)
     throughput: dict[str, Any] = field(default_factory=dict)
     schedule: dict[str, Any] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)
@@ -157,27 +155,6 @@ def prepare_data(source: Path, work: Path) -> Path:
         if (candidate / "train").is_dir() and (candidate / "test").is_dir():
             return candidate
     raise SystemExit(f"'{source}' holds no train/ and test/ folders")
-
-
-def environment(device: str) -> dict[str, Any]:
-    import platform
-
-    import torch
-
-    env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "cores": os.cpu_count()}
-    if device == "cuda":
-        env.update(device=torch.cuda.get_device_name(0), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
-        try:
-            smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=30)
-            env["driver"] = smi.stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            env["driver"] = "unknown"
-    else:
-        from profiler.targets import cpu_name
-
-        env["device"] = f"CPU: {cpu_name()}"
-    return env
 
 
 def arm_config(arm: str, p: Protocol, hjq: tuple[int, int, int] | None, delta_t: int | None) -> Any:
@@ -452,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> Record:
 
 def run(p: Protocol, source: Path, out: Path, work: Path, command: str, wheels: Path | None = None) -> Record:
     from benchmarks.common import git_commit
-    from benchmarks.gpu_check import SITE, Log, install_wheels
+    from benchmarks.gpu_check import SITE, Log, environment, install_wheels
     from iee_deploy.io import write_json, write_text
 
     started = time.time()
@@ -466,8 +443,8 @@ def run(p: Protocol, source: Path, out: Path, work: Path, command: str, wheels: 
         log(install_wheels(wheels, Log(log_path)))  # the carried wheels, for this process and the training runs
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")]))
 
-    record = Record(mode=p.mode, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    command=command, commit=git_commit(), protocol=asdict(p), environment=environment(p.device))
+    record = Record(mode=p.mode, date=utc_now(), command=command, commit=git_commit(), protocol=asdict(p),
+                    environment=environment(p.mode))
 
     def save() -> None:
         record.seconds = round(time.time() - started, 1)
