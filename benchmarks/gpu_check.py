@@ -9,9 +9,9 @@ check exercises the stable surface (the CLI) and not the internals behind it:
 | tests | `pytest -m gpu tests/test_gpu.py` on the real GPU (CUDA profiling, torch-cuda engine, NCCL, trainer) | passed / failed / skipped |
 | profile | a LUT of resnet50, fp16, the target's batch, torch/cuDNN with CUDA graphs; the channel grid sized to the time budget from a coarse probe | rows, grid, seconds |
 | validate-lut | 10 random physically pruned sub-networks | MAPE, Spearman |
-| prune | `train --method halp --latency-ratio 0.5`: the knapsack over Taylor importance down to half the dense predicted latency (a few steps of untrained weights: latency does not depend on the values) | predicted latency, budget |
+| prune | `train --method halp --latency-ratio 0.5` on a synthetic image folder with the model's class count: the knapsack over Taylor importance down to half the dense predicted latency (a few steps of untrained weights: latency does not depend on the values) | predicted latency, budget |
 | build-engine | `--backend torch-cuda` on dense and pruned, timed side by side | median ms, images/s, speed-up |
-| validate | outputs, top-1, and the measured latency in the LUT's statistic against the budget (x 1.1) | pass / fail per check |
+| validate | engine vs PyTorch outputs, and the measured latency in the LUT's statistic against the budget (x 1.1); top-1 is reported, not checked (untrained weights, random images) | pass / fail per check |
 
 Everything lands in `--work` (default: a temporary folder); `--out` receives at most 8 files (the
 device tool's limit): `gpu.md`, `gpu.json` (rewritten after every stage, so a killed run still
@@ -73,7 +73,8 @@ class Plan:
     profile_timing: tuple[str, ...] = ()  # extra `profile` options (the GPU mode uses the target's timing)
     engine_timing: tuple[str, ...] = ()  # extra `build-engine` / `validate` timing options
     samples: int = 10  # validate-lut sub-networks
-    train_subset: int = 256  # digits images for the few pruning steps
+    train_subset: int = 256  # images of the synthetic image folder for the few pruning steps (N/5 for validate)
+    per_class: int = 1  # training images per class in that folder (2 validation images per class)
     train_batch: int = 32  # 8 steps (4 in the dry run): HALP prunes 3 times before 3/4 of them
     delta_t: int = 2
 
@@ -84,7 +85,7 @@ DRY_RUN = Plan(mode="dry-run", model="wrn22_2", num_classes=10, resolution=16, d
                profile_seconds=12.0, probe_step=128, steps=(32, 64, 128),
                profile_timing=("--warmup", "1", "--repeats", "3", "--network-repeats", "3", "--calibration-networks", "2"),
                engine_timing=("--warmup-s", "0.05", "--min-iters", "5", "--min-seconds", "0.2"),
-               train_subset=48, train_batch=12, delta_t=1)
+               train_subset=48, train_batch=12, delta_t=1, per_class=6)
 
 
 @dataclass
@@ -431,12 +432,33 @@ def profile_stage(check: Check, plan: Plan, target: str, facts: Mapping[str, Any
     return final
 
 
+def synthetic_imagefolder(root: Path, classes: int, per_class: int, size: int = 32, seed: int = 0) -> Path:
+    """train/<class>/*.jpg and val/<class>/*.jpg of random pixels, one folder per class of the LUT's model.
+
+    The prune needs a few training steps and `validate` a labelled set with the model's class count
+    (1000 for the shipped resnet50 LUT); latency does not depend on what the images show.
+    """
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", per_class), ("val", 2)):
+        for c in range(classes):
+            folder = root / split / f"c{c:04d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    return root
+
+
 def prune_and_time(check: Check, plan: Plan, target: str, lut: Path, batch: int) -> None:
     """HALP's knapsack down to half the dense predicted latency, then both engines side by side, then validate."""
     record, work = check.record, check.work
     run = work / "pruned-run"
     epochs = 1
-    stage = check.cli("prune", "train", *lut_args(plan), "--dataset", "digits", "--subset", str(plan.train_subset),
+    images = synthetic_imagefolder(work / "images", plan.num_classes, plan.per_class)
+    stage = check.cli("prune", "train", *lut_args(plan), "--dataset", "imagefolder", "--data-dir", str(images),
+                      "--subset", str(plan.train_subset),
                       "--batch-size", str(plan.train_batch), "--epochs", str(epochs), "--method", "halp",
                       "--delta-t", str(plan.delta_t), "--latency-ratio", str(BUDGET_RATIO), "--target", target,
                       "--lut", str(lut), "--device", plan.device, "--no-progress", "--out", str(run))
@@ -463,7 +485,7 @@ def prune_and_time(check: Check, plan: Plan, target: str, lut: Path, batch: int)
                                "images_per_s": report[name]["timing"]["images_per_s"]} for name in ("dense", "pruned")}}
     check.save()
     stage = check.cli("validate", "validate", "--engine", str(engine), "--budget-tolerance", str(BUDGET_TOLERANCE),
-                      "--subset", str(plan.train_subset), *timing, allowed=(0, 1))
+                      "--subset", str(plan.train_subset), "--max-accuracy-drop", "100", *timing, allowed=(0, 1))
     validation = engine / "validation.json"
     if stage.returncode in (0, 1) and validation.is_file():
         data = json.loads(validation.read_text())
