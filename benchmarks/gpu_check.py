@@ -274,6 +274,8 @@ class Check:
         self.deadline = self.started + budget_s
         site = f"{SITE}{os.pathsep}" if str(SITE) in sys.path else ""  # the carried wheels, once installed
         self.env = dict(os.environ, PYTHONPATH=site + str(ROOT), PYTHONUNBUFFERED="1")
+        if plan.device == "cpu":  # the dry run: one intra-op thread per command on a small shared machine
+            self.env["OMP_NUM_THREADS"] = "1"
 
     def left(self) -> float:
         return self.deadline - time.perf_counter()

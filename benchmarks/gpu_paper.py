@@ -180,6 +180,8 @@ def measure_throughput(p: Protocol, data_dir: Path, log: Any) -> dict[str, Any]:
     from iee_deploy.train.gpu_data import DeviceImages, DeviceTrainLoader
 
     device = torch.device(p.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # the dry run: one thread per process on a small shared machine
     start = time.perf_counter()
     bundle = build_datasets("cifar10", data_dir, p.resolution, p.subset)
     data = DeviceImages.from_dataset(bundle.train, device)
@@ -279,10 +281,14 @@ def train_command(arm: str, p: Protocol, data_dir: Path, schedule: Mapping[str, 
     return cmd
 
 
-def run_concurrently(commands: Mapping[str, list[str]], work: Path, deadline: float, log: Any) -> dict[str, Any]:
-    """Start every command at once; SIGTERM any still running at `deadline` (it checkpoints and stops)."""
+def run_concurrently(commands: Mapping[str, list[str]], work: Path, deadline: float, log: Any,
+                     threads: int | None = None) -> dict[str, Any]:
+    """Start every command at once; SIGTERM any still running at `deadline` (it checkpoints and stops).
+
+    `threads`: intra-op CPU threads per process (the CPU dry run: 1), else torch's default.
+    """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     with contextlib.ExitStack() as logs:
         procs = {}
         for arm, cmd in commands.items():
@@ -466,7 +472,7 @@ def run(p: Protocol, source: Path, out: Path, work: Path, command: str, wheels: 
     commands = {arm: train_command(arm, p, data_dir, record.schedule, work / arm) for arm in ARMS}
     record.schedule["commands"] = [shown(c) for c in commands.values()]
     save()
-    status = run_concurrently(commands, work, deadline - 30, log)
+    status = run_concurrently(commands, work, deadline - 30, log, threads=1 if p.device == "cpu" else None)
     for arm in ARMS:
         record.runs[arm] = {**read_run(work / arm, p.batch), **status.get(arm, {})}
     save()
