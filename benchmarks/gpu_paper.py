@@ -381,9 +381,9 @@ def render(r: Record) -> str:
                   f"{sched['rule']}.", ""]
     if r.runs:
         lines += [f"Results after {sched.get('epochs', '?')} epoch(s) vs the paper's Table 3 at {PAPER_EPOCHS} epochs "
-                  f"(top-1 %, {device}, bf16 autocast):", "",
+                  f"(top-1 %, {device}, {thr.get('precision', '-')}):", "",
                   "| arm | top-1 % (this run) | paper 250 ep | best | survival | IoU after prune (mean) | "
-                  "train FLOPs (x dense) | images/s concurrent | per-epoch top-1 |", "|---|---|---|---|---|---|---|---|---|"]
+                  "train FLOPs (x dense) | images/s concurrent (with evaluation) | per-epoch top-1 |", "|---|---|---|---|---|---|---|---|---|"]
         lines.append(f"| dense | - | {PAPER_TABLE3['dense']} | - | - | - | 1 | - | - |")
         for arm in ARMS:
             run = r.runs.get(arm, {})
