@@ -70,7 +70,7 @@ class Plan:
     profile_seconds: float  # probe + profile
     probe_step: int  # the coarsest grid: measured first, to learn the cost of one row
     steps: tuple[int, ...]  # grid steps to choose from, finest first
-    profile_timing: tuple[str, ...] = ()  # extra `profile` options (the GPU mode uses the target's timing)
+    profile_timing: tuple[str, ...] = ()  # extra `profile` options (the GPU mode uses the target's timing and grid)
     engine_timing: tuple[str, ...] = ()  # extra `build-engine` / `validate` timing options
     samples: int = 10  # validate-lut sub-networks
     train_subset: int = 256  # images of the synthetic image folder for the few pruning steps (N/5 for validate)
@@ -83,7 +83,9 @@ GPU = Plan(mode="gpu", model="resnet50", num_classes=1000, resolution=224, devic
            profile_seconds=180.0, probe_step=1024, steps=(32, 64, 128, 256, 512, 1024))
 DRY_RUN = Plan(mode="dry-run", model="wrn22_2", num_classes=10, resolution=16, device="cpu", engine_backend="onnxruntime",
                profile_seconds=12.0, probe_step=128, steps=(32, 64, 128),
-               profile_timing=("--warmup", "1", "--repeats", "3", "--network-repeats", "3", "--calibration-networks", "2"),
+               # a finer channel floor than the cpu target's 16 keeps half the dense latency reachable on a busy machine
+               profile_timing=("--warmup", "1", "--repeats", "3", "--network-repeats", "3", "--calibration-networks", "2",
+                               "--min-channels", "8", "--align", "8"),
                engine_timing=("--warmup-s", "0.05", "--min-iters", "5", "--min-seconds", "0.2"),
                train_subset=48, train_batch=12, delta_t=1, per_class=6)
 
