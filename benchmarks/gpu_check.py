@@ -546,8 +546,8 @@ def render(record: Record) -> str:
                   "No figure here is a GPU figure.", ""]
     lines += [f"- Date (UTC): {record.date}; commit {record.commit}; {record.seconds:.0f} s in all",
               f"- Command: `{record.command}`",
-              f"- Device: {device}; driver {env.get('driver', '-')}; CUDA {env.get('cuda', '-')}; "
-              f"cuDNN {env.get('cudnn', '-')}; compute capability {env.get('capability', '-')}",
+              f"- Device: {device}; driver {env.get('driver') or '-'}; CUDA {env.get('cuda') or '-'}; "
+              f"cuDNN {env.get('cudnn') or '-'}; compute capability {env.get('capability', '-')}",
               f"- Versions: python {env.get('python')}, torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
               f"ortools {env.get('ortools')}, numpy {env.get('numpy')}; host {env.get('cpu')} ({env.get('cores')} cores)",
               f"- Target `{env.get('target', '-')}`: batch {env.get('batch', '-')}, {env.get('precision', '-')}", ""]

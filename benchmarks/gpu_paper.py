@@ -356,8 +356,8 @@ def render(r: Record) -> str:
                   "figure or a CIFAR-10 result.", ""]
     pr = r.protocol
     lines += [f"- Date (UTC): {r.date}; commit {r.commit}; {r.seconds:.0f} s in all; command `{r.command}`",
-              f"- Device: {device}; driver {env.get('driver', '-')}; CUDA {env.get('cuda', '-')}; cuDNN "
-              f"{env.get('cudnn', '-')}; torch {env.get('torch')}; python {env.get('python')}",
+              f"- Device: {device}; driver {env.get('driver') or '-'}; CUDA {env.get('cuda') or '-'}; cuDNN "
+              f"{env.get('cudnn') or '-'}; torch {env.get('torch')}; python {env.get('python')}",
               f"- Protocol: WRN-22-2, CIFAR-10 (JPEG copies: fine side by side, not comparable with published "
               f"numbers), {pr['sparsity']:.0%} {pr['distribution'].upper()}, batch {pr['batch']}, lr {pr['lr']}, momentum "
               f"{pr['momentum']}, weight decay {pr['weight_decay']}, updates end at {UPDATE_END}, seed {pr['seed']} "
