@@ -16,7 +16,9 @@ SHARED = ROOT.parent / "shared"
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run `python -m iee_deploy ARGS` as a user would and capture its output."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    # ROOT first; an inherited PYTHONPATH stays (the GPU machine's carried wheels live in /tmp/site)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "iee_deploy", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, env=env, timeout=timeout)
 
