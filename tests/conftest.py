@@ -34,7 +34,9 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
 
     `host` ("cpu" or "gpu") forces the host the process sees; None keeps the suite's (`IEE_TEST_HOST`).
     """
-    env = dict(os.environ, PYTHONPATH=f"{HOSTS}{os.pathsep}{ROOT}", PYTHONUNBUFFERED="1")
+    # HOSTS and ROOT first; an inherited PYTHONPATH stays (the GPU machine's carried wheels live in /tmp/site)
+    path = [str(HOSTS), str(ROOT), os.environ.get("PYTHONPATH")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)), PYTHONUNBUFFERED="1")
     if host is not None:
         env["IEE_TEST_HOST"] = host
     return subprocess.run([sys.executable, "-m", "iee_deploy", *args], capture_output=True, text=True,

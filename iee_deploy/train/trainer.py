@@ -26,7 +26,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -53,6 +53,7 @@ from iee_deploy.sparse.state import layer_sparsity, overall_sparsity
 from iee_deploy.sparse.tracking import UpdateRecord
 from iee_deploy.train.config import TrainConfig
 from iee_deploy.train.data import ResumableBatchSampler, train_loader, val_loader
+from iee_deploy.train.gpu_data import device_train_loader
 from iee_deploy.train.summary import read_metrics, structure_stats, write_summary
 
 CONFIG = "config.json"
@@ -82,8 +83,9 @@ def train_step(net: nn.Module, method: SparsityMethod, optimizer: torch.optim.Op
     """One optimisation step with the method's hooks in their fixed order."""
     records = method.on_step_start(step)
     optimizer.zero_grad(set_to_none=True)
-    logits = net(images)
-    loss = F.cross_entropy(logits, labels)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.is_cuda):  # bf16 on CUDA (see gpu_data)
+        logits = net(images)
+        loss = F.cross_entropy(logits, labels)
     loss.backward()
     records += method.after_backward(step)
     method.before_optimizer_step(step)
@@ -192,12 +194,16 @@ class Trainer:
         num_classes = cfg.num_classes or bundle.num_classes
         model = self.model or build_model(cfg.model, num_classes, bundle.resolution, cfg.init_checkpoint)
         model.to(dist.device)
+        if dist.device.type == "cuda":  # cuDNN's fast convolutions work in channels-last (see gpu_data)
+            model.to(memory_format=torch.channels_last)
         method = build_method(cfg.sparsity, model, dist, cfg.seed)
         costs = layer_costs(model, bundle.resolution)
         zeta_d = forward_flops(costs)
 
         sampler = ResumableBatchSampler(len(bundle.train), cfg.batch_size, cfg.seed, dist.rank, dist.world)
-        loader = train_loader(bundle.train, sampler, cfg.workers, cfg.seed)
+        # On CUDA: in-memory images held and augmented on the device (see gpu_data)
+        loader: Iterable[tuple[torch.Tensor, torch.Tensor]] = device_train_loader(
+            bundle.train, sampler, dist.device, cfg.seed) or train_loader(bundle.train, sampler, cfg.workers, cfg.seed)
         val = val_loader(bundle.val, max(cfg.batch_size, 256), cfg.workers, dist.rank, dist.world)
         steps_per_epoch = len(sampler)
         total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
