@@ -102,7 +102,7 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
           momentum: float, weight_decay: float, warmup_epochs: float, checkpoint_every: int, out: str, resume: bool,
           device: str, no_progress: bool) -> None:
     """Train a sparse network (IEE by default) into a run folder: config.json, run.json, metrics.jsonl,
-    checkpoint.pt, final_model.pt, pruned_model.pt, summary.json and summary.md."""
+    checkpoint.pt, curves.png, final_model.pt, summary.json and summary.md."""
     from iee_deploy.methods import SparsityConfig
     from iee_deploy.train import TrainConfig, Trainer
 
@@ -154,7 +154,7 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
          f"{latency['dense_ms']:.4g} ms, {latency['target']} batch {latency['batch']})")
     click.echo(f"{method}: top-1 {100 * summary['val_acc']:.2f}% {budget}"
                + ("" if survival is None else f", grown-{'weight' if latency is None else 'channel'} survival {100 * survival:.1f}%")
-               + f"; run folder {out} (summary.md, metrics.jsonl, final_model.pt, pruned_model.pt)")
+               + f"; run folder {out} (summary.md, curves.png, metrics.jsonl, final_model.pt)")
 
 
 COMMANDS = [train]

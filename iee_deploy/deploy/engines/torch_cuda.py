@@ -1,6 +1,7 @@
 """torch on an NVIDIA GPU without TensorRT: the pruned module in FP16 (default), replayed as a CUDA graph.
 
-Build saves the module in the engine dtype (`*.torch.pt`, a whole module like `pruned_model.pt`).
+Build saves the module as a `torch.export` program in the engine dtype (`*.torch.pt`; `torch.export.load`
+reads a graph and weights, never a Python pickle, so an engine folder cannot carry code).
 Load moves it to the GPU with cuDNN autotuning on (`cudnn.benchmark`), warms it up on a side
 stream (required before capture, and it lets cuDNN pick its kernels), then captures one forward
 pass on a static input buffer into a `torch.cuda.CUDAGraph`; inference copies the batch into
@@ -15,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from iee_deploy.deploy.engines.base import Backend, BuildSpec, Engine, ModelSource
 from iee_deploy.deploy.engines.cuda import require_cuda
 from iee_deploy.errors import UserError
-from iee_deploy.io import save_torch
+from iee_deploy.io import atomic_path
 
 WARMUP_PASSES = 3
 
@@ -30,9 +30,11 @@ class TorchCudaEngine(Engine):
 
     def __init__(self, artefact: Path, spec: BuildSpec) -> None:
         super().__init__(spec)
-        module = torch.load(artefact, map_location="cpu", weights_only=False)
-        if not isinstance(module, nn.Module):
-            raise UserError(f"'{artefact}' does not hold a model", "run build-engine --backend torch-cuda again")
+        try:
+            module = torch.export.load(artefact).module()
+        except Exception as exc:  # a torn or foreign file
+            raise UserError(f"'{artefact}' does not hold an exported model ({type(exc).__name__})",
+                            "build the torch-cuda engine again") from None
         dtype = torch.float16 if spec.precision == "fp16" else torch.float32
         torch.backends.cudnn.benchmark = True
         self.module = module.to("cuda", dtype).eval()
@@ -71,7 +73,11 @@ class TorchCudaBackend(Backend):
 
     def build(self, source: ModelSource, spec: BuildSpec, out: Path) -> Path:
         dtype = torch.float16 if spec.precision == "fp16" else torch.float32
-        return save_torch(out / f"{source.name}{self.artefact_suffix}", copy.deepcopy(source.module).to(dtype).eval())
+        path = out / f"{source.name}{self.artefact_suffix}"
+        module = copy.deepcopy(source.module).to(dtype).eval()
+        with atomic_path(path) as tmp:
+            torch.export.save(torch.export.export(module, (torch.zeros(spec.input_shape, dtype=dtype),)), tmp)
+        return path
 
     def load(self, artefact: Path, spec: BuildSpec) -> Engine:
         require_cuda(self.name)
