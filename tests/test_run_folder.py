@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 import torch
-from conftest import assert_user_error, run_cli
+from click.testing import CliRunner
 
+from iee_deploy.cli import main
 from iee_deploy.data import build_datasets
 from iee_deploy.deploy.run_models import load_run_models
 from iee_deploy.errors import UserError
@@ -17,6 +18,14 @@ from iee_deploy.runs import RunFolder
 from iee_deploy.train import TrainConfig, Trainer
 
 SMALL = ("--model", "resnet20", "--resolution", "8", "--subset", "96", "--batch-size", "16", "--no-progress")
+
+
+def cli_error(*args: str, fragment: str) -> None:
+    """The command (run in-process, as `iee-deploy ARGS`) fails with one line naming the problem."""
+    result = CliRunner().invoke(main, list(args))
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert result.exit_code != 0 and "Traceback" not in result.output and len(lines) == 1, result.output
+    assert fragment in lines[0], lines[0]
 
 
 def tiny(epochs: float = 2, **sparsity) -> TrainConfig:
@@ -65,8 +74,7 @@ def test_malicious_pickles_are_refused_without_running(finished, tmp_path):
 
     evil = tmp_path / "evil.pt"
     torch.save({"state_dict": Payload()}, evil)
-    assert_user_error(run_cli("train", *SMALL, "--checkpoint", str(evil), "--out", str(tmp_path / "a")),
-                      "not a weights-only torch file")
+    cli_error("train", *SMALL, "--checkpoint", str(evil), "--out", str(tmp_path / "a"), fragment="not a weights-only torch file")
     assert not marker.exists()
     with pytest.raises(UserError, match="weights-only"):
         load_checkpoint(build_model("resnet20", 10, 8), evil)
@@ -80,22 +88,22 @@ def test_malicious_pickles_are_refused_without_running(finished, tmp_path):
             else:
                 load_run_models(run)
         assert not marker.exists()
-    assert_user_error(run_cli("build-engine", "--run", str(tmp_path / "final_model-pt"), "--out", str(tmp_path / "e")),
-                      "not a weights-only torch file")
+    cli_error("build-engine", "--run", str(tmp_path / "final_model-pt"), "--out", str(tmp_path / "e"),
+              fragment="not a weights-only torch file")
     assert not marker.exists()
 
 
 def test_checkpoint_of_another_shape_names_the_first_tensor(tmp_path):
     other = tmp_path / "other.pt"
     torch.save(build_model("resnet20", 100, 8).state_dict(), other)
-    assert_user_error(run_cli("train", *SMALL, "--checkpoint", str(other), "--out", str(tmp_path / "run")),
-                      "'fc.weight' is (100, 64) in the checkpoint, (10, 64) in the model")
+    cli_error("train", *SMALL, "--checkpoint", str(other), "--out", str(tmp_path / "run"),
+              fragment="'fc.weight' is (100, 64) in the checkpoint, (10, 64) in the model")
 
 
 def test_a_second_writer_is_refused(finished):
     with RunFolder(finished).lock():  # the first run, alive
-        result = run_cli("train", *SMALL, "--epochs", "2", "--hjq", "2,1,2", "--out", str(finished), "--resume")
-    assert_user_error(result, f"run folder '{finished}' is being written by process")
+        cli_error("train", *SMALL, "--epochs", "2", "--hjq", "2,1,2", "--out", str(finished), "--resume",
+                  fragment=f"run folder '{finished}' is being written by process")
     with RunFolder(finished).lock():  # released again
         pass
 
