@@ -140,10 +140,6 @@ class Sparsifier:
         with self.evaluation():
             return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
-    def stage(self) -> str:
-        """A short label of what the next step does (progress bars)."""
-        return self.method.stage_name(min(self.steps_done, self.total_steps - 1))
-
     def remove(self) -> None:
         """Detach the optimizer hooks (the masks stay as they are)."""
         for hook in self._hooks:

@@ -89,7 +89,7 @@ def _fraction(value: float, flag: str, low_open: bool = False) -> float:
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True, help="SGD weight decay (L2 coefficient).")
 @click.option("--warmup-epochs", type=float, default=0.0, show_default=True, help="Linear learning-rate warm-up (epochs).")
 @click.option("--checkpoint-every", type=int, default=0, show_default=True,
-              help="Also checkpoint every N steps (0: only at the end of each epoch).")
+              help="Also checkpoint every N steps (0: only at the start, at each epoch end and every 5 minutes).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/train", show_default=True, help="Run folder to write.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Training device.")
