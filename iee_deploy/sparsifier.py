@@ -6,12 +6,12 @@
             optimizer.zero_grad()
             loss = F.cross_entropy(model(images), labels)
             loss.backward()
-            optimizer.step()                # hooked: gradients masked to the trainable set, masks kept
+            optimizer.step()                # hooked inside the context: masked gradients, masks kept
     deployable = sparsifier.deployable()    # physically smaller for channel budgets
 
-It calls the `SparsityMethod` hooks in the one fixed order (see `iee_deploy.methods.base`):
-`on_step_start` when the step's context opens; `after_backward` and `before_optimizer_step` from an
-optimizer step pre-hook; `after_optimizer_step` from its post-hook. `iee-deploy train`
+It calls the `SparsityMethod` hooks in the one fixed order (`method_step`, see
+`iee_deploy.methods.base`): `on_step_start` when the step's context opens; `after_backward` and
+`before_optimizer_step` from an optimizer step pre-hook; `after_optimizer_step` from its post-hook. `iee-deploy train`
 (`iee_deploy.train.Trainer`) is one user of this class, so the same seed, data and optimizer give
 the same masks and weights in both. Any method of `build_method` works (IEE, RigL, SET, static,
 GMP; IEE and HALP under a latency budget: `latency_ms` or `latency_ratio` with `lut`).
@@ -36,6 +36,35 @@ from iee_deploy.distributed import Distributed
 from iee_deploy.flops import forward_flops, layer_costs, train_step_flops
 from iee_deploy.methods import SparsityConfig, SparsityMethod, TrainContext, build_method
 from iee_deploy.sparse.tracking import UpdateRecord
+
+
+@contextmanager
+def method_step(method: SparsityMethod, optimizer: torch.optim.Optimizer, step: int) -> Iterator[list[UpdateRecord]]:
+    """Context of training step `step` of `method`: the one place that orders the method's hooks.
+
+    Entering applies the structure updates due (`on_step_start`); `optimizer.step()` inside the
+    context runs `after_backward` and `before_optimizer_step` just before the update and
+    `after_optimizer_step` just after it. Yields the step's `UpdateRecord`s (complete on exit).
+    """
+    records = method.on_step_start(step)
+    stepped = []
+
+    def before(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        records.extend(method.after_backward(step))
+        method.before_optimizer_step(step)
+
+    def after(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        method.after_optimizer_step(step)
+        stepped.append(True)
+
+    hooks = [optimizer.register_step_pre_hook(before), optimizer.register_step_post_hook(after)]
+    try:
+        yield records
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not stepped:
+        raise RuntimeError(f"optimizer.step() was not called inside the context of training step {step}")
 
 
 class Sparsifier:
@@ -66,11 +95,7 @@ class Sparsifier:
         self.steps_done = 0  # optimizer steps finished
         self.train_flops = 0.0
         self.history: list[dict[str, Any]] = []
-        self._open: list[UpdateRecord] | None = None  # this step's records while its context is open
-        self._batch = 0
-        self._stepped = False
-        self._hooks = [optimizer.register_step_pre_hook(self._before_optimizer_step),
-                       optimizer.register_step_post_hook(self._after_optimizer_step)]
+        self._open = False
 
     # --- the step ----------------------------------------------------------------------------
     def step(self, batch_size: int = 0) -> AbstractContextManager[list[UpdateRecord]]:
@@ -84,39 +109,27 @@ class Sparsifier:
 
     @contextmanager
     def _step(self, batch_size: int) -> Iterator[list[UpdateRecord]]:
-        if self._open is not None:
+        if self._open:
             raise RuntimeError("Sparsifier.step() contexts cannot nest: close the previous step first")
         if self.steps_done >= self.total_steps:
             raise RuntimeError(f"all {self.total_steps} steps the Sparsifier was built for are done")
         step = self.steps_done
         cost = self.method.step_cost(step)
-        self._open, self._batch, self._stepped = self.method.on_step_start(step), batch_size, False
+        self._open = True
         try:
-            yield self._open
-            if not self._stepped:
-                raise RuntimeError("optimizer.step() was not called inside Sparsifier.step()")
-            records = self._open
-            if records:
-                self.sparse_flops = self._sparse_flops()
-            self.train_flops += train_step_flops(cost, self.sparse_flops, self.dense_flops) * batch_size * self.dist.world
-            for record in records:
-                data = asdict(record)
-                extra = data.pop("extra")
-                self.history.append({**data, **extra, "forward_flops": self.sparse_flops,
-                                     "dense_forward_flops": self.dense_flops, "train_flops": self.train_flops})
-            self.steps_done = step + 1
+            with method_step(self.method, self.optimizer, step) as records:
+                yield records
         finally:
-            self._open = None
-
-    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._open is None:
-            raise RuntimeError("call optimizer.step() inside `with sparsifier.step():` (the masks must be applied)")
-        self._open += self.method.after_backward(self.steps_done)
-        self.method.before_optimizer_step(self.steps_done)
-
-    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self.method.after_optimizer_step(self.steps_done)
-        self._stepped = True
+            self._open = False
+        if records:
+            self.sparse_flops = self._sparse_flops()
+        self.train_flops += train_step_flops(cost, self.sparse_flops, self.dense_flops) * batch_size * self.dist.world
+        for record in records:
+            data = asdict(record)
+            extra = data.pop("extra")
+            self.history.append({**data, **extra, "forward_flops": self.sparse_flops,
+                                 "dense_forward_flops": self.dense_flops, "train_flops": self.train_flops})
+        self.steps_done = step + 1
 
     def _sparse_flops(self) -> float:
         return float(forward_flops(self.costs, self.method.state.active_weights()))
@@ -139,12 +152,6 @@ class Sparsifier:
         """The model's state_dict with Theta_K only (what `final_model.pt` holds), as CPU copies."""
         with self.evaluation():
             return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-
-    def remove(self) -> None:
-        """Detach the optimizer hooks (the masks stay as they are)."""
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
 
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -54,7 +54,7 @@ from iee_deploy.runs import RunFolder, RunInfo
 from iee_deploy.seeding import rng_state, seed_everything, set_rng_state
 from iee_deploy.sparse.state import layer_sparsity, overall_sparsity
 from iee_deploy.sparse.tracking import UpdateRecord
-from iee_deploy.sparsifier import Sparsifier
+from iee_deploy.sparsifier import Sparsifier, method_step
 from iee_deploy.train.config import TrainConfig
 from iee_deploy.train.data import ResumableBatchSampler, train_loader, val_loader
 from iee_deploy.train.summary import plot_curves, structure_stats, write_summary
@@ -80,16 +80,23 @@ class StepResult:
     records: list[UpdateRecord]
 
 
-def train_step(net: nn.Module, sparsifier: Sparsifier, optimizer: torch.optim.Optimizer,
+def sgd_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+    """Forward, cross-entropy, backward and optimizer step; (loss, correct predictions)."""
+    optimizer.zero_grad(set_to_none=True)
+    logits = net(images)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach()), int((logits.argmax(1) == labels).sum())
+
+
+def train_step(net: nn.Module, method: SparsityMethod, optimizer: torch.optim.Optimizer, step: int,
                images: torch.Tensor, labels: torch.Tensor) -> StepResult:
-    """One optimisation step inside the sparsifier's step context (its hooks in their fixed order)."""
-    with sparsifier.step(len(labels)) as records:
-        optimizer.zero_grad(set_to_none=True)
-        logits = net(images)
-        loss = F.cross_entropy(logits, labels)
-        loss.backward()
-        optimizer.step()
-    return StepResult(float(loss.detach()), int((logits.argmax(1) == labels).sum()), records)
+    """One optimisation step of `method` at `step` with its hooks in their fixed order (tests, benchmarks);
+    the trainer runs the same step inside its `Sparsifier`, which also keeps the run's records."""
+    with method_step(method, optimizer, step) as records:
+        loss, correct = sgd_step(net, optimizer, images, labels)
+    return StepResult(loss, correct, records)
 
 
 @torch.no_grad()
@@ -152,7 +159,6 @@ class Trainer:
                  checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
         self.config = config
         self.run = RunFolder(out)
-        self.out = self.run.path
         self.resume = resume
         self.model = model
         self.data = data
@@ -250,22 +256,23 @@ class Trainer:
                            desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False, dynamic_ncols=True)
             images, labels = next(batches)
             images, labels = images.to(dist.device, non_blocking=True), labels.to(dist.device, non_blocking=True)
-            result = train_step(loop.net, sparsifier, optimizer, images, labels)
+            with sparsifier.step(len(labels)) as records:
+                loss, correct = sgd_step(loop.net, optimizer, images, labels)
             scheduler.step()
-            progress.epoch_loss += result.loss * len(labels)
-            progress.epoch_correct += result.correct
+            progress.epoch_loss += loss * len(labels)
+            progress.epoch_correct += correct
             progress.epoch_seen += len(labels)
             progress.step = step + 1
             progress.seconds = time.perf_counter() - started
             if dist.is_main:
-                for record in sparsifier.history[len(sparsifier.history) - len(result.records):]:
+                for record in sparsifier.history[len(sparsifier.history) - len(records):]:
                     self.run.append({"type": "update", **record, "epoch": record["step"] / steps_per_epoch})
             if self.on_step_end is not None:
                 self.on_step_end(step, model, sparsifier.method)
             assert bar is not None
             bar.update(1)
             if step % 10 == 0:
-                bar.set_postfix_str(f"loss {result.loss:.3f} {sparsifier.method.stage_name(step)}")
+                bar.set_postfix_str(f"loss {loss:.3f} {sparsifier.method.stage_name(step)}")
 
             epoch_done = progress.step % steps_per_epoch == 0 or progress.step == total
             if epoch_done:
