@@ -122,9 +122,6 @@ def test_torchrun_two_ranks_hold_identical_masks(tmp_path):
     assert r0["step"] == r1["step"] and (r0["rank"], r1["rank"]) == (0, 1)
     assert all(torch.equal(a, b) for a, b in zip(r0["masks"], r1["masks"]))
     assert all(torch.equal(r0["weights"][k], r1["weights"][k]) for k in r0["weights"])
-    assert r0["api_updates"] == r1["api_updates"] >= 2  # a user's DDP loop with a Sparsifier: RigL updates
-    assert all(torch.equal(a, b) for a, b in zip(r0["api_masks"], r1["api_masks"]))
-    assert all(torch.equal(r0["api_weights"][k], r1["api_weights"][k]) for k in r0["api_weights"])
     assert len(updates(tmp_path / "run")) == 4  # 8 steps, updates in the first 6: T = 2 (rank 0 wrote the metrics)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["global_batch"] == 24
 

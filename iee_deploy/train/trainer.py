@@ -283,11 +283,12 @@ class Trainer:
                 self._evaluate(loop)
             due = (epoch_done or (cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0)
                    or (self.checkpoint_seconds and time.perf_counter() - last_checkpoint >= self.checkpoint_seconds))
-            if dist.any(bool(due)):
+            saved = dist.any(bool(due))
+            if saved:
                 self._save_checkpoint(loop)
                 last_checkpoint = time.perf_counter()
             if dist.any(self._stop):
-                if not due:
+                if not saved:
                     self._save_checkpoint(loop)
                 raise KeyboardInterrupt
 
