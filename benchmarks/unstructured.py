@@ -46,7 +46,7 @@ from benchmarks.common import (
     train_run,
     write_results,
 )
-from iee_deploy.train.summary import read_metrics
+from iee_deploy.runs import RunFolder
 
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CLASSES_PER_SET = 10
@@ -160,7 +160,7 @@ def execute(run: Run, mode: Mode, data: Path, args: argparse.Namespace) -> dict[
     out = Path(args.runs) / mode.name / run.folder
     shown = train_run(command(run, mode, data, out, args), out)
     s = json.loads((out / "summary.json").read_text())
-    updates = [r for r in read_metrics(out / "metrics.jsonl") if r["type"] == "update"]
+    updates = RunFolder(out).updates()
     return {**asdict(run), "command": shown, "folder": str(out), "val_acc": s["val_acc"], "best_val_acc": s["best_val_acc"],
             "achieved_sparsity": s["sparsity"]["achieved"], "train_flops_relative": s["flops"]["train_relative"],
             "appendix_flops_relative": s["flops"]["appendix_relative"], "seconds": s["seconds"], "steps": s["steps"],

@@ -45,6 +45,13 @@ class Distributed:
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         return cls(dist.get_rank(), dist.get_world_size(), dev, owns)
 
+    @classmethod
+    def current(cls, device: torch.device) -> Distributed:
+        """This process's place in an already initialised process group (a user's own DDP job), or alone."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), device, owns_group=False)
+        return cls(device=device)
+
     def broadcast_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Overwrite `tensor` with rank 0's value, in place (bool tensors travel as uint8)."""
         if self.world > 1:

@@ -23,8 +23,13 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def rng_state() -> dict[str, Any]:
-    """Snapshot of python, numpy and torch (CPU, and CUDA when present) RNG states, for checkpoints."""
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Snapshot of python, numpy and torch (CPU, and CUDA when present) RNG states, for checkpoints.
+
+    Tensors and plain types only, so a checkpoint loads with `torch.load(..., weights_only=True)`.
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    numpy_state = [name, torch.from_numpy(np.asarray(keys).astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+    state: dict[str, Any] = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -33,7 +38,8 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore a snapshot taken by `rng_state`."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

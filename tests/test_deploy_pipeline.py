@@ -9,27 +9,30 @@ import sys
 import pytest
 import torch
 from conftest import HOSTS, ROOT, assert_user_error, run_cli
-from deploy_runs import make_structured_run
+from deploy_runs import make_structured_run, real_metrics
 
 from iee_deploy.deploy.build import ENGINE_REPORT, build_engine, read_engine_report, run_statistic
-from iee_deploy.deploy.report import EnginePoint, front_of, write_report
+from iee_deploy.deploy.report import CURVES, EnginePoint, curve, front_of, write_report
 from iee_deploy.deploy.validate import validate_engine
 from iee_deploy.errors import UserError
 from iee_deploy.io import save_torch
 from iee_deploy.models import build_model
-from iee_deploy.runs import FINAL_MODEL, PRUNED_MODEL, RunInfo
+from iee_deploy.runs import FINAL_MODEL, RunInfo
 from runtime.timing import TimingConfig
 
 FAST = TimingConfig(warmup_s=0.05, min_iterations=5, min_seconds=0.2)
 FAST_CLI = ("--warmup-s", "0.05", "--min-iters", "5", "--min-seconds", "0.2")
-METRICS = [{"step": 10 * i, "iou_prune": 0.6 + 0.05 * i, "iou_grow": 0.4 + 0.1 * i, "survival": 0.9 - 0.1 * i}
-           for i in range(4)] + [{"step": 40, "loss": 1.0}]  # a record without the curve keys
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def metrics(tmp_path_factory):
+    return real_metrics(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, metrics):
     return make_structured_run(tmp_path_factory.mktemp("run"), keep=0.5, budget_ms=500.0, predicted_latency_ms=0.5,
-                               metrics=METRICS, summary={"top1": 0.1})
+                               metrics=metrics, summary={"top1": 0.1})
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +98,7 @@ def test_budget_tolerance_scales_the_limit(engine_dir, tmp_path):
 
 
 def test_validate_catches_a_pruned_model_that_differs_from_training(run, engine_dir, tmp_path):
-    pruned = torch.load(run / PRUNED_MODEL, weights_only=False)
-    bad_run = make_structured_run(tmp_path / "bad", keep=0.5)
-    with torch.no_grad():
-        pruned.fc.bias += 0.01
-    save_torch(bad_run / PRUNED_MODEL, pruned)
+    bad_run = make_structured_run(tmp_path / "bad", keep=0.5, channels_seed=1)  # channels.json keeps other units
     bad_engine = build_engine(bad_run, tmp_path / "engine", threads=1, timing=FAST)
     assert bad_engine.spec.batch == 1
     report = validate_engine(tmp_path / "engine", subset=50, lut_tolerance=1e-9, timing=FAST)
@@ -114,7 +113,7 @@ def test_fp16_engine_within_documented_tolerance(run, tmp_path):
     assert 0 < err.max_rel <= 1e-2
 
 
-def test_report_plots_across_runs(run, engine_dir, tmp_path):
+def test_report_plots_across_runs(run, engine_dir, metrics, tmp_path):
     validate_engine(engine_dir, subset=50, timing=FAST)
     result = run_cli("report", str(run), "--out", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr
@@ -124,7 +123,12 @@ def test_report_plots_across_runs(run, engine_dir, tmp_path):
     data = json.loads((out / "report.json").read_text())
     (engine,) = data["engines"]
     assert engine["top1_source"] == "validation.json" and engine["predicted_ms"] == 0.5
-    assert data["runs"][0]["metrics"] == 5 and data["runs"][0]["summary_top1"] == pytest.approx(10.0)
+    updates = [r for r in metrics if r["type"] == "update"]
+    assert data["runs"][0]["metrics"] == len(updates) >= 8 and data["runs"][0]["summary_top1"] == pytest.approx(10.0)
+    assert "exploration.png" in data["figures"]  # the IoU and survival panels read the trainer's own keys
+    for event, key, _ in CURVES:
+        xs, ys = curve(updates, event, key)
+        assert len(xs) >= 2 and all(0 <= y <= 1 for y in ys), (event, key)
     assert '<img src="pareto.png"' in (out / "report.html").read_text()
     assert f"Pareto-optimal engines: {run.name}/onnxruntime-b2-fp32" in (out / "report.md").read_text()
 
@@ -203,9 +207,8 @@ def test_unstructured_engine_reports_nonzero_parameters_and_what_can_use_them(ru
     info = json.loads((run / "run.json").read_text())
     (unstructured / "run.json").write_text(json.dumps({**info, "kind": "unstructured", "target": None}))
     masked = build_model("resnet20", 10, 32)
-    masked.load_state_dict(torch.load(run / FINAL_MODEL, weights_only=False))
-    save_torch(unstructured / FINAL_MODEL, masked.state_dict())
-    save_torch(unstructured / PRUNED_MODEL, masked.eval())
+    masked.load_state_dict(torch.load(run / FINAL_MODEL, weights_only=True))
+    save_torch(unstructured / FINAL_MODEL, masked.state_dict())  # no channels.json: deployed at full width
     report = build_engine(unstructured, tmp_path / "engine", timing=FAST)
     assert report.pruned.params == report.dense.params and report.pruned.nonzero_params < report.pruned.params
     assert report.spec.threads == 1 and report.statistic == "min"  # the cpu target's threads and statistic, for both

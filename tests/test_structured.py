@@ -18,6 +18,7 @@ from conftest import assert_user_error, run_cli
 from synthetic_lut import macs_ms, write_synthetic_lut
 from torch import nn
 
+from iee_deploy.deploy.run_models import load_run_models
 from iee_deploy.errors import UserError
 from iee_deploy.graph import build_dependency_graph
 from iee_deploy.methods import SparsityConfig, TrainContext, build_method
@@ -275,7 +276,7 @@ def check_run_folder(out: Path) -> dict:
     assert summary["structure"]["latency_trajectory"] and summary["flops"]["train_total"] > 0
     model = build_model("resnet20", 10, 8)
     model.load_state_dict(torch.load(out / "final_model.pt"))
-    pruned = torch.load(out / "pruned_model.pt", weights_only=False).eval()
+    pruned = load_run_models(out).pruned  # rebuilt from run.json, final_model.pt and channels.json
     widths = {n: [m.in_channels, m.out_channels] for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
     assert widths == {n: c for n, c in channels["layers"].items() if n in widths}
     x = torch.randn(4, 3, 8, 8)

@@ -15,6 +15,7 @@ from conftest import ROOT, assert_user_error, run_cli
 
 from iee_deploy.cli import main
 from iee_deploy.data import build_datasets
+from iee_deploy.deploy.run_models import load_run_models
 from iee_deploy.methods import SparsityConfig
 from iee_deploy.models import build_model
 from iee_deploy.sparse.distributions import layer_active_counts
@@ -53,8 +54,9 @@ def test_train_writes_the_run_folder_with_exact_erk_sparsity(tmp_path):
     model.load_state_dict(torch.load(run / "final_model.pt"))
     shapes = [tuple(m.weight.shape) for _, m in prunable_layers(model)]
     assert [int(m.weight.ne(0).sum()) for _, m in prunable_layers(model)] == layer_active_counts(shapes, 0.8, "erk")
-    pruned = torch.load(run / "pruned_model.pt", weights_only=False)
+    pruned = load_run_models(run).pruned
     assert all(torch.equal(a, b) for a, b in zip(pruned.state_dict().values(), model.state_dict().values()))
+    assert (run / "curves.png").stat().st_size > 0
     assert "survival" in (run / "summary.md").read_text()
 
 
@@ -102,8 +104,8 @@ def _resume_mid_explore(tmp_path):
 
     with pytest.raises(Crash):
         Trainer(config, tmp_path / "crashed", data=data, progress_bar=False, on_step_end=crash).fit()
-    assert torch.load(tmp_path / "crashed" / "checkpoint.pt", weights_only=False)["method"]["space"]["masks"][
-        "trainable"] == "exploration"
+    assert torch.load(tmp_path / "crashed" / "checkpoint.pt", weights_only=True)["sparsifier"]["method"]["space"][
+        "masks"]["trainable"] == "exploration"
     Trainer(config, tmp_path / "crashed", data=data, progress_bar=False, resume=True).fit()
     a, b = (torch.load(tmp_path / name / "final_model.pt") for name in ("reference", "crashed"))
     assert all(torch.equal(a[k], b[k]) for k in a)

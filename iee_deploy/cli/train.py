@@ -97,7 +97,7 @@ def _delta_t(text: str) -> int | None:
 @click.option("--weight-decay", type=click.FloatRange(0), default=5e-4, show_default=True, help="SGD weight decay (L2 coefficient).")
 @click.option("--warmup-epochs", type=click.FloatRange(0), default=0.0, show_default=True, help="Linear learning-rate warm-up (epochs).")
 @click.option("--checkpoint-every", type=click.IntRange(0), default=0, show_default=True,
-              help="Also checkpoint every N steps (0: only at the end of each epoch).")
+              help="Also checkpoint every N steps (0: only at the start, at each epoch end and every 5 minutes).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/train", show_default=True, help="Run folder to write.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Training device.")
@@ -110,7 +110,7 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
           momentum: float, weight_decay: float, warmup_epochs: float, checkpoint_every: int, out: str, resume: bool,
           device: str, no_progress: bool) -> None:
     """Train a sparse network (IEE by default) into a run folder: config.json, run.json, metrics.jsonl,
-    checkpoint.pt, final_model.pt, pruned_model.pt, summary.json and summary.md."""
+    checkpoint.pt, curves.png, final_model.pt, summary.json and summary.md."""
     from iee_deploy.train import TrainConfig, Trainer, check_fits_data
 
     model_spec(model_name)
@@ -156,7 +156,7 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
          f"{latency['dense_ms']:.4g} ms, {latency['target']} batch {latency['batch']})")
     click.echo(f"{method}: top-1 {100 * summary['val_acc']:.2f}% {budget}"
                + ("" if survival is None else f", grown-{'weight' if latency is None else 'channel'} survival {100 * survival:.1f}%")
-               + f"; run folder {out} (summary.md, metrics.jsonl, final_model.pt, pruned_model.pt)")
+               + f"; run folder {out} (summary.md, curves.png, metrics.jsonl, final_model.pt)")
 
 
 COMMANDS = [train]

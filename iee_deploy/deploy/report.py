@@ -7,7 +7,7 @@ run folder (any `engine.json` up to two levels down) and linked back to their ru
 | figure | x | y | source |
 |---|---|---|---|
 | `pareto.png` | measured pruned latency (ms/batch) | top-1 % | `engine.json`; accuracy from `validation.json` beside it, else the run's `summary.json` |
-| `exploration.png` | update step | IoU (prune, grow) and survival | each run's `metrics.jsonl` (keys `step`, `iou_prune`, `iou_grow`, `survival`) |
+| `exploration.png` | training step | IoU after prune, after grow, and survival | each run's update records (`RunFolder.updates`: `step`, `event`, `iou`, `survival`) |
 | `latency.png` | LUT-predicted latency (ms) | measured latency (ms) | run.json `predicted_latency_ms` vs `engine.json` |
 
 Missing files or keys are tolerated: a run without them is listed, and a figure with no data is
@@ -17,7 +17,6 @@ left out with a note. Numbers are never invented.
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,14 +30,13 @@ from iee_deploy.deploy.render import environment, html_table, markdown_table
 from iee_deploy.deploy.validate import VALIDATION_REPORT
 from iee_deploy.errors import UserError
 from iee_deploy.io import atomic_path, write_json, write_text
-from iee_deploy.runs import RUN_INFO, RunInfo, read_run_info
+from iee_deploy.runs import RUN_INFO, RunFolder, RunInfo
 from runtime.timing import describe
 from solvers.relaxation import pareto_front
 
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
 ACCURACY_KEYS = ("top1", "val_top1", "top1_accuracy", "accuracy", "val_accuracy", "val_acc", "acc")
-CURVES = (("iou_prune", "IoU prune"), ("iou_grow", "IoU grow"), ("survival", "survival"))
+CURVES = (("prune", "iou", "IoU after prune"), ("grow", "iou", "IoU after grow"), ("prune", "survival", "survival"))
+"""(update event, key, label) of the exploration panels: the trainer's update records."""
 
 
 @dataclass
@@ -87,25 +85,12 @@ def find_accuracy(summary: dict[str, Any]) -> float | None:
     return None
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl, skipping lines that are not JSON objects (e.g. a torn last line)."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def curve(records: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    """(steps, values) of the records that have a numeric `key`; the step defaults to the record index."""
+def curve(records: Sequence[dict[str, Any]], event: str, key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of the `event` update records that have a numeric `key`; the step defaults to the index."""
     xs, ys = [], []
     for i, record in enumerate(records):
+        if record.get("event") != event:
+            continue
         value = record.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             step = record.get("step", i)
@@ -122,22 +107,14 @@ def front_of(points: Sequence[EnginePoint]) -> list[EnginePoint]:
     return [rated[i] for i in pareto_front(latency, accuracy)]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _load_run(run_dir: Path) -> RunData:
-    summary = _read_json(run_dir / SUMMARY) or {}
-    return RunData(run_dir.name, str(run_dir.resolve()), read_run_info(run_dir), find_accuracy(summary),
-                   read_metrics(run_dir / METRICS))
+    run = RunFolder(run_dir)
+    return RunData(run_dir.name, str(run_dir.resolve()), run.read_info(), find_accuracy(run.read_json(run.SUMMARY) or {}),
+                   run.updates())
 
 
 def _point(engine_dir: Path, engine: EngineReport, run: RunData) -> EnginePoint:
-    validation = _read_json(engine_dir / VALIDATION_REPORT)
+    validation = RunFolder(engine_dir).read_json(VALIDATION_REPORT)
     top1 = validation.get("top1", {}).get("engine") if validation else None
     source = "validation.json" if top1 is not None else ("summary.json" if run.summary_top1 is not None else None)
     return EnginePoint(
@@ -199,11 +176,16 @@ def plot_pareto(points: Sequence[EnginePoint], path: Path) -> bool:
     for p, (x, y) in zip(usable, xy):
         ax.annotate(p.label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
     front = [(p.measured_ms, float(p.top1 or 0)) for p in front_of(usable)]
-    ax.step([x for x, _ in front], [y for _, y in front], where="post", color="C3", label="Pareto front")
+    if len(front) >= 2:  # one engine is no front
+        ax.step([x for x, _ in front], [y for _, y in front], where="post", color="C3", label="Pareto front")
+    for i, dense_ms in enumerate(sorted({p.dense_ms for p in usable})):  # the dense model's accuracy is not measured
+        ax.axvline(dense_ms, color="grey", linestyle="--", label="dense model (measured latency)" if i == 0 else None)
+    top = max(y for _, y in xy)
+    ax.set_ylim(max(0.0, min(y for _, y in xy) - 5), min(100.0, top + 2) if top < 100 else 100.0)
     ax.set(xlabel=f"measured latency (ms per batch, {latency_words(usable)})", ylabel="top-1 accuracy (%)",
            title="Accuracy vs measured latency")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
     return True
@@ -212,18 +194,18 @@ def plot_pareto(points: Sequence[EnginePoint], path: Path) -> bool:
 def plot_exploration(runs: Sequence[RunData], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
-    curves = {run.name: {key: curve(run.metrics, key) for key, _ in CURVES} for run in runs}
-    if not any(xs for per_run in curves.values() for xs, _ in per_run.values()):
+    curves = {run.name: [curve(run.metrics, event, key) for event, key, _ in CURVES] for run in runs}
+    if not any(xs for per_run in curves.values() for xs, _ in per_run):
         return False
     fig, (iou_ax, surv_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for colour, (name, per_run) in enumerate(curves.items()):
-        for (key, label), style in zip(CURVES, ("-", "--", "-")):
-            xs, ys = per_run[key]
+        for (_, key, label), (xs, ys), style in zip(CURVES, per_run, ("o-", "s--", "o-")):
             if xs:
                 ax = surv_ax if key == "survival" else iou_ax
-                ax.plot(xs, ys, style, color=f"C{colour % 10}", label=f"{name}: {label}")
-    iou_ax.set(xlabel="update step", ylabel="IoU (after prune / after grow)", title="IoU of the active set between consecutive updates")
-    surv_ax.set(xlabel="update step", ylabel="survival rate", title="Survival of newly grown parameters")
+                ax.plot(xs, ys, style, color=f"C{colour % 10}", label=f"{name}: {label}", markersize=3)
+    iou_ax.set(xlabel="training step", ylabel="IoU (after prune / after grow)", ylim=(0, 1.02),
+               title="IoU of the active set between consecutive updates")
+    surv_ax.set(xlabel="training step", ylabel="survival rate", ylim=(0, 1.02), title="Survival of newly grown parameters")
     for ax in (iou_ax, surv_ax):
         ax.grid(alpha=0.3)
         if ax.lines:

@@ -1,13 +1,17 @@
-"""The models deployment reads from a run folder (see `iee_deploy.runs`).
+"""The models deployment reads from a run folder (see `iee_deploy.runs.RunFolder`), rebuilt, never unpickled.
 
-- pruned: `pruned_model.pt`, the physically smaller module that becomes the engine;
-- masked: the zoo architecture at full width with `final_model.pt` loaded: the training model,
-  whose outputs the pruned model must reproduce, and the dense reference for the speed-up
-  (same layers and widths as the unpruned network; latency does not depend on the weight values).
+- masked: the zoo architecture named in `run.json` at full width with `final_model.pt` (a
+  state_dict, read with `weights_only=True`) loaded: the training model, whose outputs the pruned
+  model must reproduce, and the dense reference for the speed-up (same layers and widths as the
+  unpruned network; latency does not depend on the weight values);
+- pruned: the masked model with the kept channels of `channels.json` physically cut out through
+  the dependency graph, as Torch-Pruning replays its pruning history (structured runs); an
+  unstructured run's deployable model is the masked model itself.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +19,9 @@ import torch
 from torch import nn
 
 from iee_deploy.errors import UserError
-from iee_deploy.models import build_model
-from iee_deploy.runs import FINAL_MODEL, PRUNED_MODEL, RunInfo, read_run_info
+from iee_deploy.graph import build_dependency_graph, prune_model
+from iee_deploy.models import build_model, load_state
+from iee_deploy.runs import RunFolder, RunInfo
 
 
 @dataclass
@@ -28,32 +33,47 @@ class RunModels:
     masked: nn.Module
 
 
-def _require(run_dir: Path, name: str) -> Path:
-    path = run_dir / name
-    if not path.is_file():
-        raise UserError(f"run folder '{run_dir}' has no {name} (training has not finished)",
-                        "wait for `iee-deploy train` to finish, or resume it with --resume")
-    return path
+def load_masked(run_dir: str | Path) -> nn.Module:
+    """The full-width training model of a finished run, with its final (masked) weights."""
+    run = RunFolder(run_dir)
+    info = run.read_info()
+    model = build_model(info.model, info.num_classes, info.resolution)
+    load_state(model, run.load_final_model(), str(run / run.FINAL_MODEL))
+    return model.float().eval()
 
 
-def load_pruned(run_dir: str | Path) -> nn.Module:
-    """The physically pruned module saved whole by training."""
-    path = _require(Path(run_dir), PRUNED_MODEL)
+def prune_to_channels(model: nn.Module, info: RunInfo, channels: dict[str, object], source: str) -> nn.Module:
+    """`model` with only the kept channel indices of `channels` (channels.json's `groups`)."""
+    groups = channels.get("groups")
+    if not isinstance(groups, dict):
+        raise UserError(f"'{source}' has no channel groups", "re-run `iee-deploy train` to write it again")
+    graph = build_dependency_graph(model, torch.zeros(1, 3, info.resolution, info.resolution))
+    known = {g.id for g in graph.prunable_groups}
+    unknown = sorted(set(groups) - known)
+    if unknown:
+        raise UserError(f"'{source}' names channel group '{unknown[0]}', which {info.model} does not have",
+                        "use the channels.json written by this run's training")
     try:
-        module = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt file, or a class that no longer imports
-        raise UserError(f"'{path}' cannot be read ({type(exc).__name__}: {exc})", "re-run `iee-deploy train`") from None
-    if not isinstance(module, nn.Module):
-        raise UserError(f"'{path}' holds a {type(module).__name__}, not a model", "re-run `iee-deploy train`")
-    return module.float().eval()
+        keep = {g: torch.as_tensor(v["indices"], dtype=torch.long) for g, v in groups.items()}
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"'{source}' is corrupt (a group without kept indices)", "re-run `iee-deploy train`") from None
+    return prune_model(model, graph, keep).eval()
 
 
 def load_run_models(run_dir: str | Path) -> RunModels:
-    """Read `run.json`, the pruned model and the masked full-width training model of a run."""
-    info = read_run_info(run_dir)
-    final = _require(Path(run_dir), FINAL_MODEL)
-    masked = build_model(info.model, info.num_classes, info.resolution, checkpoint=final).float().eval()
-    return RunModels(info, load_pruned(run_dir), masked)
+    """Read `run.json`, the masked full-width training model and rebuild the deployable (pruned) one."""
+    run = RunFolder(run_dir)
+    info = run.read_info()
+    masked = load_masked(run_dir)
+    if info.kind == "structured":
+        channels = run.read_json(run.CHANNELS)
+        if channels is None:
+            raise UserError(f"run folder '{run}' has no readable {run.CHANNELS} (training has not finished)",
+                            "wait for `iee-deploy train` to finish, or resume it")
+        pruned = prune_to_channels(masked, info, channels, str(run / run.CHANNELS))
+    else:
+        pruned = copy.deepcopy(masked)
+    return RunModels(info, pruned, masked)
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -226,6 +226,13 @@ class SparsityMethod(ABC):
         """A short label of what step `step` does, for the progress bar."""
         return "sparse"
 
+    def in_update(self, step: int) -> bool:
+        """True when, after step `step`, a structure update is half done (IEE: pruned, not yet grown).
+
+        Theta_K is then short of its budget, so the loop evaluates only when this is False.
+        """
+        return False
+
     def evaluation(self) -> AbstractContextManager[None]:
         """Context in which the model computes with Theta_K only (evaluation, export)."""
         return self.state.active_only()

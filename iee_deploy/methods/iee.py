@@ -125,6 +125,10 @@ class IEE(SparsityMethod, Generic[Budget]):
             return StepCost.DENSE_FORWARD if self.config.freeze else StepCost.DENSE
         return StepCost.SPARSE
 
+    def in_update(self, step: int) -> bool:
+        """Between Prune (the first Accuracy Improvement step) and the Grow at the start of the next period."""
+        return self._schedule(step)[0] in (Stage.ACCURACY_IMPROVEMENT, Stage.REACTIVATE_EXPLORE)
+
     def stage_name(self, step: int) -> str:
         stage, _, t = self._schedule(step)
         return stage.value if stage is Stage.FINAL else f"{stage.value} t={t}"

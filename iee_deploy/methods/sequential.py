@@ -72,6 +72,10 @@ class Sequential(SparsityMethod):
         method, local = self._phase(step)
         return method.step_cost(local)
 
+    def in_update(self, step: int) -> bool:
+        method, local = self._phase(step)
+        return method.in_update(local)
+
     def stage_name(self, step: int) -> str:
         method, local = self._phase(step)
         return f"{method.name} {method.stage_name(local)}"

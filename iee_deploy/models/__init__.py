@@ -9,6 +9,7 @@ See `torchvision_zoo.py` for the sizes each torchvision model accepts and its sm
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from iee_deploy.models.registry import ModelSpec, list_models, model_spec, regis
 from iee_deploy.models.torchvision_zoo import TORCHVISION_MODELS
 from iee_deploy.models.wide_resnet import WideResNet
 
-__all__ = ["TORCHVISION_MODELS", "ModelSpec", "build_model", "list_models", "load_checkpoint",
+__all__ = ["TORCHVISION_MODELS", "ModelSpec", "build_model", "list_models", "load_checkpoint", "load_state",
            "model_spec", "register_model"]
 
 
@@ -46,40 +47,43 @@ for _depth in (20, 56):
     _cifar_resnet(_depth)
 
 
+def load_state(model: nn.Module, state: dict[str, Any], source: str) -> nn.Module:
+    """Load `state` (a state_dict, 'module.' prefixes allowed) into `model`, or a one-line UserError
+    naming the first tensor that is missing, unexpected or of another shape."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    for name, tensor in own.items():
+        if name not in state:
+            raise UserError(f"checkpoint '{source}' does not match the model: it has no tensor '{name}'",
+                            "pass the `model` and `num_classes` the checkpoint was trained with", fields=("model", "num_classes"))
+        value = state[name]
+        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise UserError(f"checkpoint '{source}' does not match the model: '{name}' is {shape} in the checkpoint, "
+                            f"{tuple(tensor.shape)} in the model", "pass the `model` and `num_classes` the checkpoint was trained with", fields=("model", "num_classes"))
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise UserError(f"checkpoint '{source}' does not match the model: unexpected tensor '{extra[0]}'",
+                        "pass the `model` and `num_classes` the checkpoint was trained with", fields=("model", "num_classes"))
+    model.load_state_dict(state)
+    return model
+
+
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a user checkpoint: a state_dict, {'model': state_dict}, {'state_dict': ...} or a whole saved module."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"checkpoint '{file}' does not exist", "pass the path of a .pt/.pth file")
-    try:
-        obj = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt or not a torch file
-        raise UserError(f"checkpoint '{file}' cannot be read ({type(exc).__name__})", "pass a file saved with torch.save") from None
-    if isinstance(obj, nn.Module):
-        return obj
+    """Load a user checkpoint: a state_dict, {'model': ...}, {'state_dict': ...} or {'model_state': ...}.
+
+    Read with `weights_only=True`: a pickled module or any other code is refused, never run.
+    """
+    from iee_deploy.runs import load_weights
+
+    obj = load_weights(path)
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state"):
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
-        state = {k.removeprefix("module."): v for k, v in obj.items()}
-        own = model.state_dict()
-        other = [k for k, v in state.items() if k in own and getattr(v, "shape", None) != own[k].shape]
-        if other:  # load_state_dict would raise with one line per tensor
-            raise UserError(f"checkpoint '{file}' does not match the model ({len(other)} tensors of another shape, e.g. "
-                            f"{other[0]} {list(state[other[0]].shape)} vs {list(own[other[0]].shape)})",
-                            "pass the same `model` and `num_classes` the checkpoint was trained with",
-                            fields=("model", "num_classes"))
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise UserError(
-                f"checkpoint '{file}' does not match the model ({len(result.missing_keys)} missing, "
-                f"{len(result.unexpected_keys)} unexpected keys, e.g. "
-                f"{(result.missing_keys + result.unexpected_keys)[0]})",
-                "pass the same `model` and `num_classes` the checkpoint was trained with", fields=("model", "num_classes"),
-            )
-        return model
-    raise UserError(f"checkpoint '{file}' holds a {type(obj).__name__}, not weights", "save a state_dict or a module")
+        return load_state(model, obj, str(path))
+    raise UserError(f"checkpoint '{path}' holds a {type(obj).__name__}, not weights", "save a state_dict")
 
 
 def build_model(

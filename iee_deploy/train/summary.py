@@ -1,19 +1,12 @@
-"""The run's results: summary.json (machine-readable) and summary.md (human-readable)."""
+"""The run's results: summary.json (machine-readable), summary.md (human-readable) and curves.png."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-from iee_deploy.io import write_json, write_text
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl file (an absent file has none)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from iee_deploy.io import atomic_path
+from iee_deploy.runs import RunFolder
 
 
 def _mean(values: list[float]) -> float | None:
@@ -83,6 +76,29 @@ def summary_markdown(s: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    write_json(run_dir / "summary.json", summary)
-    write_text(run_dir / "summary.md", summary_markdown(summary))
+def write_summary(run: RunFolder, summary: dict[str, Any]) -> None:
+    run.write_json(run.SUMMARY, summary)
+    run.write_text(run.SUMMARY_MD, summary_markdown(summary))
+
+
+def plot_curves(epochs: Sequence[dict[str, Any]], run: RunFolder) -> None:
+    """curves.png: training and validation loss and top-1 accuracy at each evaluation (x: training step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] + 1 for r in epochs]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    loss_ax.plot(steps, [r["train_loss"] for r in epochs], "o-", label="training (epoch mean)")
+    loss_ax.plot(steps, [r["val_loss"] for r in epochs], "s-", label="validation")
+    acc_ax.plot(steps, [100 * r["train_acc"] for r in epochs], "o-", label="training (epoch mean)")
+    acc_ax.plot(steps, [100 * r["val_acc"] for r in epochs], "s-", label="validation")
+    loss_ax.set(xlabel="training step", ylabel="cross-entropy loss", title="Loss")
+    acc_ax.set(xlabel="training step", ylabel="top-1 accuracy (%)", ylim=(0, 100), title="Accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    with atomic_path(run / run.CURVES) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)

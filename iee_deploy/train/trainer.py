@@ -1,33 +1,38 @@
-"""The one training loop of every sparsification method.
+"""The one training loop of every sparsification method: `iee-deploy train`, a user of `Sparsifier`.
 
 SGD with momentum and weight decay, a cosine learning-rate decay after an optional linear
-warm-up, evaluation after every epoch, a progress bar, and a run folder (`iee_deploy.runs`):
-config.json and run.json at the start; metrics.jsonl (one record per structure update and per
-epoch); checkpoint.pt at every epoch end (and every `checkpoint_every` steps); final_model.pt,
-pruned_model.pt, summary.json and summary.md (plus the space's own files, e.g. channels.json of
-a structured run) at the end.
+warm-up, evaluation after every epoch, a progress bar, and a run folder (`iee_deploy.runs.RunFolder`):
+config.json, run.json and a first checkpoint at the start; metrics.jsonl (one record per structure
+update and per evaluation) and curves.png; checkpoint.pt at every epoch end, every
+`checkpoint_seconds` of training (5 minutes by default) and every `checkpoint_every` steps;
+final_model.pt, summary.json and summary.md (plus the space's own files, e.g. channels.json of a
+structured run) at the end. One process at a time writes a run folder (`RunFolder.lock`).
 
-The loop knows nothing about any method: it calls the `SparsityMethod` hooks (see
-`iee_deploy.methods.base`) around each step and writes the `UpdateRecord`s they return.
+The loop knows nothing about any method: a `Sparsifier` calls the `SparsityMethod` hooks around
+each step and the loop writes the records they return. An epoch's evaluation waits while the
+method is inside a structure update (`Sparsifier.in_update`, e.g. between IEE's Prune and Grow),
+so every logged evaluation sees Theta_K at its budget; it runs after the first step that ends the
+update, and its record says at which step.
 
-Resuming: a checkpoint holds the model, optimizer, LR schedule, the method's state (masks, MRU
-values, structure history, its random generator), all RNG states and the loop counters; the
-data order is a function of (seed, epoch) and restarts at the checkpoint's batch. With
-`workers = 0` a resumed run repeats the uninterrupted one exactly (CPU, same machine). Ctrl-C or
-SIGTERM finishes the current step, writes a checkpoint and stops.
+Resuming: a checkpoint holds the model, optimizer, LR schedule, the sparsifier's state (masks, MRU
+values, structure history, its random generator), all RNG states and the loop counters, as tensors
+and plain types (read with `weights_only=True`); the data order is a function of (seed, epoch) and
+restarts at the checkpoint's batch. With `workers = 0` a resumed run repeats the uninterrupted one
+exactly (CPU, same machine). A folder whose run died before its first checkpoint holds no run and
+is started afresh. Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and stops.
 
 Under torchrun every rank runs this loop with DistributedDataParallel; rank 0 writes files.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -43,22 +48,20 @@ from tqdm import tqdm
 from iee_deploy.data import DataBundle, build_datasets
 from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError
-from iee_deploy.flops import forward_flops, layer_costs, train_step_flops
-from iee_deploy.io import append_jsonl, save_torch, write_json, write_text
-from iee_deploy.methods import SparsityMethod, TrainContext, build_method
+from iee_deploy.methods import SparsityMethod
 from iee_deploy.models import build_model
-from iee_deploy.runs import FINAL_MODEL, PRUNED_MODEL, RunInfo, write_run_info
+from iee_deploy.runs import RunFolder, RunInfo
 from iee_deploy.seeding import rng_state, seed_everything, set_rng_state
 from iee_deploy.sparse.state import layer_sparsity, overall_sparsity
 from iee_deploy.sparse.tracking import UpdateRecord
+from iee_deploy.sparsifier import Sparsifier, method_step
 from iee_deploy.train.config import TrainConfig
 from iee_deploy.train.data import ResumableBatchSampler, train_loader, val_loader
 from iee_deploy.train.gpu_data import device_train_loader
-from iee_deploy.train.summary import read_metrics, structure_stats, write_summary
+from iee_deploy.train.summary import plot_curves, structure_stats, write_summary
 
-CONFIG = "config.json"
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
+CHECKPOINT_SECONDS = 300.0
+"""Default time between checkpoints besides epoch ends: a killed run loses at most this much training."""
 
 StepCallback = Callable[[int, nn.Module, SparsityMethod], None]
 """Called after every finished step with (step, model, method); e.g. to inspect masks in tests."""
@@ -78,20 +81,24 @@ class StepResult:
     records: list[UpdateRecord]
 
 
-def train_step(net: nn.Module, method: SparsityMethod, optimizer: torch.optim.Optimizer, step: int,
-               images: torch.Tensor, labels: torch.Tensor) -> StepResult:
-    """One optimisation step with the method's hooks in their fixed order."""
-    records = method.on_step_start(step)
+def sgd_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+    """Forward, cross-entropy, backward and optimizer step; (loss, correct predictions)."""
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.is_cuda):  # bf16 on CUDA (see gpu_data)
         logits = net(images)
         loss = F.cross_entropy(logits, labels)
     loss.backward()
-    records += method.after_backward(step)
-    method.before_optimizer_step(step)
     optimizer.step()
-    method.after_optimizer_step(step)
-    return StepResult(float(loss.detach()), int((logits.argmax(1) == labels).sum()), records)
+    return float(loss.detach()), int((logits.argmax(1) == labels).sum())
+
+
+def train_step(net: nn.Module, method: SparsityMethod, optimizer: torch.optim.Optimizer, step: int,
+               images: torch.Tensor, labels: torch.Tensor) -> StepResult:
+    """One optimisation step of `method` at `step` with its hooks in their fixed order (tests, benchmarks);
+    the trainer runs the same step inside its `Sparsifier`, which also keeps the run's records."""
+    with method_step(method, optimizer, step) as records:
+        loss, correct = sgd_step(net, optimizer, images, labels)
+    return StepResult(loss, correct, records)
 
 
 @torch.no_grad()
@@ -113,10 +120,9 @@ def evaluate(model: nn.Module, loader: DataLoader, dist: Distributed) -> tuple[f
 
 @dataclass
 class Progress:
-    """Loop counters, saved in every checkpoint."""
+    """Loop counters, saved in every checkpoint (plain types only)."""
 
     step: int = 0  # the next step to run
-    train_flops: float = 0.0
     best_val_acc: float = 0.0
     val_loss: float | None = None
     val_acc: float | None = None
@@ -124,24 +130,43 @@ class Progress:
     epoch_correct: int = 0
     epoch_seen: int = 0
     seconds: float = 0.0
+    pending: dict[str, Any] | None = None  # an ended epoch whose evaluation waits for the update to end
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # the evaluation records written so far
+
+
+@dataclass
+class Loop:
+    """What one training run holds while it trains."""
+
+    model: nn.Module
+    net: nn.Module
+    sparsifier: Sparsifier
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    val: DataLoader
+    dist: Distributed
+    progress: Progress
+    steps_per_epoch: int
 
 
 class Trainer:
     """Train `config` into the run folder `out` (see the module docstring).
 
     `model` and `data` replace the ones `config` names (library use and tests); `on_step_end`
-    is called after every step.
+    is called after every step; `checkpoint_seconds` (0: off) adds time-based checkpoints.
     """
 
     def __init__(self, config: TrainConfig, out: str | Path, *, resume: bool = False, model: nn.Module | None = None,
-                 data: DataBundle | None = None, progress_bar: bool = True, on_step_end: StepCallback | None = None) -> None:
+                 data: DataBundle | None = None, progress_bar: bool = True, on_step_end: StepCallback | None = None,
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS) -> None:
         self.config = config
-        self.out = Path(out)
+        self.run = RunFolder(out)
         self.resume = resume
         self.model = model
         self.data = data
         self.progress_bar = progress_bar
         self.on_step_end = on_step_end
+        self.checkpoint_seconds = checkpoint_seconds
         self._stop = False
 
     # --- public ----------------------------------------------------------------------------
@@ -149,11 +174,12 @@ class Trainer:
         """Train to the end (or from the last checkpoint with `resume`); return the summary."""
         if self.config.device == "cuda" and not torch.cuda.is_available():
             raise UserError("`device` cuda but no CUDA GPU is visible to torch", "use `device` cpu", fields=("device",))
-        self._check_folder()
         dist = Distributed.from_env(self.config.device)
         previous = self._install_stop_handlers()
         try:
-            return self._fit(dist)
+            with self.run.lock() if dist.is_main else nullcontext():
+                self._check_folder()
+                return self._fit(dist)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -161,18 +187,18 @@ class Trainer:
 
     # --- run folder ------------------------------------------------------------------------
     def _check_folder(self) -> None:
-        ckpt, config_file = self.out / CHECKPOINT, self.out / CONFIG
+        run = self.run
         if self.resume:
-            if not ckpt.is_file():
-                raise UserError(f"nothing to resume in '{self.out}' (no {CHECKPOINT})", "run without `resume` to start it",
+            if not run.has_checkpoint():
+                raise UserError(f"nothing to resume in '{run}' (no {run.CHECKPOINT})", "run without `resume` to start it",
                                 fields=("resume",))
-            stored = json.loads(config_file.read_text()) if config_file.is_file() else None
-            if stored != self.config.to_json():
-                changed = sorted(k for k in self.config.to_json() if stored is None or stored.get(k) != self.config.to_json()[k])
-                raise UserError(f"`resume` with different settings than the run in '{self.out}' ({', '.join(changed)})",
+            stored, wanted = run.read_config(), self.config.to_json()
+            if stored != wanted:
+                changed = sorted(k for k in wanted if stored is None or stored.get(k) != wanted[k])
+                raise UserError(f"`resume` with different settings than the run in '{run}' ({', '.join(changed)})",
                                 "repeat the original settings with `resume`, or choose another `out`", fields=("resume", "out"))
-        elif ckpt.is_file() or (self.out / "run.json").is_file():
-            raise UserError(f"'{self.out}' already holds a training run", "add `resume` to continue it, or choose another `out`",
+        elif run.has_checkpoint():  # a folder without a checkpoint (a run that died at once) is started afresh
+            raise UserError(f"'{run}' already holds a training run", "add `resume` to continue it, or choose another `out`",
                             fields=("resume", "out"))
 
     def _install_stop_handlers(self) -> dict[int, Any]:
@@ -196,36 +222,34 @@ class Trainer:
         model.to(dist.device)
         if dist.device.type == "cuda":  # cuDNN's fast convolutions work in channels-last (see gpu_data)
             model.to(memory_format=torch.channels_last)
-        method = build_method(cfg.sparsity, model, dist, cfg.seed)
-        costs = layer_costs(model, bundle.resolution)
-        zeta_d = forward_flops(costs)
-
         sampler = ResumableBatchSampler(len(bundle.train), cfg.batch_size, cfg.seed, dist.rank, dist.world)
         # On CUDA: in-memory images held and augmented on the device (see gpu_data)
         loader: Iterable[tuple[torch.Tensor, torch.Tensor]] = device_train_loader(
             bundle.train, sampler, dist.device, cfg.seed) or train_loader(bundle.train, sampler, cfg.workers, cfg.seed)
-        val = val_loader(bundle.val, max(cfg.batch_size, 256), cfg.workers, dist.rank, dist.world)
         steps_per_epoch = len(sampler)
         total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(cosine_lr_factor, total=total, warmup=warmup))
-        method.setup(TrainContext(total, optimizer))
-
-        progress = Progress()
+        sparsifier = Sparsifier(model, optimizer, total, cfg.sparsity, seed=cfg.seed, resolution=bundle.resolution,
+                                dist=dist)
         info = RunInfo(model=cfg.model, num_classes=num_classes, resolution=bundle.resolution, dataset=cfg.dataset,
-                       data_dir=cfg.data_dir, method=cfg.sparsity.method, kind=cfg.sparsity.kind, **method.run_facts())
+                       data_dir=cfg.data_dir, method=cfg.sparsity.method, kind=cfg.sparsity.kind,
+                       **sparsifier.method.run_facts())
+        loop = Loop(model, DistributedDataParallel(model) if dist.world > 1 else model, sparsifier, optimizer, scheduler,
+                    val_loader(bundle.val, max(cfg.batch_size, 256), cfg.workers, dist.rank, dist.world), dist,
+                    Progress(), steps_per_epoch)
         if self.resume:
-            progress = self._load_checkpoint(model, optimizer, scheduler, method, dist)
+            self._load_checkpoint(loop)
         elif dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_json(self.out / CONFIG, cfg.to_json())
-            write_run_info(self.out, info)
-            write_text(self.out / METRICS, "")
-        net: nn.Module = DistributedDataParallel(model) if dist.world > 1 else model
+            self.run.write_config(cfg.to_json())
+            self.run.write_info(info)
+            self.run.start_metrics()
+            self._save_checkpoint(loop)  # from here on the folder can be resumed
+        progress = loop.progress
         show = self.progress_bar and dist.is_main
-        zeta_p = forward_flops(costs, method.state.active_weights())
         started = time.perf_counter() - progress.seconds
+        last_checkpoint = time.perf_counter()
         epochs = math.ceil(total / steps_per_epoch)
         batches = None
         bar: tqdm | None = None
@@ -240,134 +264,134 @@ class Trainer:
                            desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False, dynamic_ncols=True)
             images, labels = next(batches)
             images, labels = images.to(dist.device, non_blocking=True), labels.to(dist.device, non_blocking=True)
-            cost = method.step_cost(step)
-            result = train_step(net, method, optimizer, step, images, labels)
+            with sparsifier.step(len(labels)) as records:
+                loss, correct = sgd_step(loop.net, optimizer, images, labels)
             scheduler.step()
-            if result.records:
-                zeta_p = forward_flops(costs, method.state.active_weights())
-            progress.train_flops += train_step_flops(cost, zeta_p, zeta_d) * len(labels) * dist.world
-            progress.epoch_loss += result.loss * len(labels)
-            progress.epoch_correct += result.correct
+            progress.epoch_loss += loss * len(labels)
+            progress.epoch_correct += correct
             progress.epoch_seen += len(labels)
             progress.step = step + 1
             progress.seconds = time.perf_counter() - started
             if dist.is_main:
-                for record in result.records:
-                    self._log_update(record, steps_per_epoch, zeta_p, zeta_d, progress.train_flops)
+                for record in sparsifier.history[len(sparsifier.history) - len(records):]:
+                    self.run.append({"type": "update", **record, "epoch": record["step"] / steps_per_epoch})
             if self.on_step_end is not None:
-                self.on_step_end(step, model, method)
+                self.on_step_end(step, model, sparsifier.method)
             assert bar is not None
             bar.update(1)
             if step % 10 == 0:
-                bar.set_postfix_str(f"loss {result.loss:.3f} {method.stage_name(step)}")
+                bar.set_postfix_str(f"loss {loss:.3f} {sparsifier.method.stage_name(step)}")
 
             epoch_done = progress.step % steps_per_epoch == 0 or progress.step == total
             if epoch_done:
                 bar.close()
                 batches = None
-                self._end_epoch(model, method, val, dist, progress, epoch, optimizer)
-            if epoch_done or (cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0):
-                self._save_checkpoint(model, optimizer, scheduler, method, progress, dist)
+                self._end_epoch(loop, epoch)
+            if progress.pending is not None and (not sparsifier.in_update or progress.step == total):
+                self._evaluate(loop)
+            due = (epoch_done or (cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0)
+                   or (self.checkpoint_seconds and time.perf_counter() - last_checkpoint >= self.checkpoint_seconds))
+            saved = dist.any(bool(due))
+            if saved:
+                self._save_checkpoint(loop)
+                last_checkpoint = time.perf_counter()
             if dist.any(self._stop):
-                if not epoch_done:
-                    self._save_checkpoint(model, optimizer, scheduler, method, progress, dist)
+                if not saved:
+                    self._save_checkpoint(loop)
                 raise KeyboardInterrupt
 
-        return self._finish(model, method, info, progress, zeta_p, zeta_d, total, steps_per_epoch, bundle, dist)
+        return self._finish(loop, info, total, bundle)
 
-    def _log_update(self, record: UpdateRecord, steps_per_epoch: int, zeta_p: float, zeta_d: float, flops: float) -> None:
-        data = asdict(record)
-        extra = data.pop("extra")
-        append_jsonl(self.out / METRICS, {"type": "update", **data, "epoch": record.step / steps_per_epoch, **extra,
-                                          "forward_flops": zeta_p, "dense_forward_flops": zeta_d, "train_flops": flops})
-
-    def _end_epoch(self, model: nn.Module, method: SparsityMethod, val: DataLoader, dist: Distributed,
-                   progress: Progress, epoch: int, optimizer: torch.optim.Optimizer) -> None:
-        for buffer in model.buffers():  # BN statistics: every rank evaluates with rank 0's, which rank 0 saves
-            dist.broadcast_(buffer)
-        with method.evaluation():
-            progress.val_loss, progress.val_acc = evaluate(model, val, dist)
-        progress.best_val_acc = max(progress.best_val_acc, progress.val_acc)
+    def _end_epoch(self, loop: Loop, epoch: int) -> None:
+        """Close the epoch's training statistics; its evaluation follows once no update is open."""
+        progress, dist = loop.progress, loop.dist
         loss, correct, seen = dist.sum_(torch.tensor([progress.epoch_loss, progress.epoch_correct, progress.epoch_seen],
                                                      dtype=torch.float64, device=dist.device)).tolist()
-        sparsity = overall_sparsity(method.state)
-        record = {"type": "epoch", "epoch": epoch + 1, "step": progress.step - 1, "lr": optimizer.param_groups[0]["lr"],
-                  "train_loss": loss / max(seen, 1), "train_acc": correct / max(seen, 1), "val_loss": progress.val_loss,
-                  "val_acc": progress.val_acc, "sparsity": sparsity, "train_flops": progress.train_flops,
-                  "seconds": progress.seconds}
+        progress.pending = {"type": "epoch", "epoch": epoch + 1, "train_loss": loss / max(seen, 1),
+                            "train_acc": correct / max(seen, 1)}
         progress.epoch_loss, progress.epoch_correct, progress.epoch_seen = 0.0, 0, 0
+
+    def _evaluate(self, loop: Loop) -> None:
+        """Evaluate Theta_K, write the pending epoch record, print it and redraw curves.png."""
+        progress, dist, sparsifier = loop.progress, loop.dist, loop.sparsifier
+        assert progress.pending is not None
+        for buffer in loop.model.buffers():  # BN statistics: every rank evaluates with rank 0's, which rank 0 saves
+            dist.broadcast_(buffer)
+        with sparsifier.evaluation():
+            progress.val_loss, progress.val_acc = evaluate(loop.model, loop.val, dist)
+        progress.best_val_acc = max(progress.best_val_acc, progress.val_acc)
+        sparsity = overall_sparsity(sparsifier.method.state)
+        record = {**progress.pending, "step": progress.step - 1, "lr": loop.optimizer.param_groups[0]["lr"],
+                  "val_loss": progress.val_loss, "val_acc": progress.val_acc, "sparsity": sparsity,
+                  "train_flops": sparsifier.train_flops, "seconds": progress.seconds}
+        progress.pending = None
+        progress.epochs.append(record)
         if dist.is_main:
-            append_jsonl(self.out / METRICS, record)
-            tqdm.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}% | "
+            self.run.append(record)
+            plot_curves(progress.epochs, self.run)
+            tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}% | "
                        f"val loss {progress.val_loss:.4f} acc {100 * progress.val_acc:.2f}% | "
                        f"sparsity {100 * sparsity:.2f}% | {progress.seconds:.0f} s")
 
     # --- checkpoints -----------------------------------------------------------------------
-    def _save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                         method: SparsityMethod, progress: Progress, dist: Distributed) -> None:
-        if not dist.is_main:
+    def _save_checkpoint(self, loop: Loop) -> None:
+        if not loop.dist.is_main:
             return
-        save_torch(self.out / CHECKPOINT, {
-            "progress": asdict(progress), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "method": method.state_dict(), "rng": rng_state(),
+        self.run.save_checkpoint({
+            "progress": asdict(loop.progress), "model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+            "scheduler": loop.scheduler.state_dict(), "sparsifier": loop.sparsifier.state_dict(), "rng": rng_state(),
             "config": self.config.to_json(),
         })
 
-    def _load_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                         method: SparsityMethod, dist: Distributed) -> Progress:
-        path = self.out / CHECKPOINT
+    def _load_checkpoint(self, loop: Loop) -> None:
+        ckpt = self.run.load_checkpoint(loop.dist.device)
         try:
-            ckpt = torch.load(path, map_location=dist.device, weights_only=False)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            method.load_state_dict(ckpt["method"])
-            progress = Progress(**ckpt["progress"])
-        except (RuntimeError, KeyError, TypeError, EOFError) as exc:
-            raise UserError(f"checkpoint '{path}' cannot be resumed ({type(exc).__name__}: {str(exc)[:80]})",
+            loop.model.load_state_dict(ckpt["model"])
+            loop.optimizer.load_state_dict(ckpt["optimizer"])
+            loop.scheduler.load_state_dict(ckpt["scheduler"])
+            loop.sparsifier.load_state_dict(ckpt["sparsifier"])
+            loop.progress = Progress(**ckpt["progress"])
+            set_rng_state(ckpt["rng"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"checkpoint '{self.run / self.run.CHECKPOINT}' cannot be resumed "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})",
                             "start the run again in a new `out`", fields=("out",)) from None
-        set_rng_state(ckpt["rng"])
-        if dist.is_main:  # drop records written after the checkpoint; the resumed run writes them again
-            kept = [r for r in read_metrics(self.out / METRICS) if r["step"] < progress.step]
-            write_text(self.out / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
-        return progress
+        if loop.dist.is_main:  # drop records written after the checkpoint; the resumed run writes them again
+            self.run.keep_metrics_before(loop.progress.step)
 
     # --- the end ---------------------------------------------------------------------------
-    def _finish(self, model: nn.Module, method: SparsityMethod, info: RunInfo, progress: Progress, zeta_p: float,
-                zeta_d: float, total: int, steps_per_epoch: int, bundle: DataBundle, dist: Distributed) -> dict[str, Any]:
-        cfg = self.config
-        global_batch = cfg.batch_size * dist.world
+    def _finish(self, loop: Loop, info: RunInfo, total: int, bundle: DataBundle) -> dict[str, Any]:
+        cfg, dist, progress, sparsifier = self.config, loop.dist, loop.progress, loop.sparsifier
+        method = sparsifier.method
+        zeta_p, zeta_d = sparsifier.sparse_flops, sparsifier.dense_flops
         samples = total * min(cfg.batch_size, len(bundle.train) // dist.world) * dist.world
         appendix = method.appendix_train_flops(zeta_p, zeta_d)
-        layers = layer_sparsity(method.state)
         facts = method.run_facts()
         summary: dict[str, Any] = {
             "method": cfg.sparsity.method, "kind": cfg.sparsity.kind, "settings": method.describe(),
             "model": cfg.model, "dataset": cfg.dataset, "resolution": bundle.resolution,
-            "epochs": cfg.epochs, "steps": total, "steps_per_epoch": steps_per_epoch, "global_batch": global_batch,
+            "epochs": cfg.epochs, "steps": total, "steps_per_epoch": loop.steps_per_epoch,
+            "global_batch": cfg.batch_size * dist.world,
             "val_loss": progress.val_loss, "val_acc": progress.val_acc, "best_val_acc": progress.best_val_acc,
             "sparsity": {"target": facts["sparsity"], "distribution": cfg.sparsity.distribution,
-                         "nm": facts["nm"], "achieved": overall_sparsity(method.state), "layers": layers},
-            "flops": {"dense_forward": zeta_d, "sparse_forward": zeta_p, "train_total": progress.train_flops,
+                         "nm": facts["nm"], "achieved": overall_sparsity(method.state),
+                         "layers": layer_sparsity(method.state)},
+            "flops": {"dense_forward": zeta_d, "sparse_forward": zeta_p, "train_total": sparsifier.train_flops,
                       "train_dense_equivalent": 3 * zeta_d * samples,
-                      "train_relative": progress.train_flops / (3 * zeta_d * samples),
+                      "train_relative": sparsifier.train_flops / (3 * zeta_d * samples),
                       "appendix_relative": None if appendix is None else appendix / (3 * zeta_d)},
-            "structure": structure_stats(read_metrics(self.out / METRICS)) if dist.is_main else {},
+            "structure": structure_stats(self.run.updates()) if dist.is_main else {},
             "seconds": progress.seconds,
             **method.summary(),
         }
         if dist.is_main:
-            with method.evaluation():
-                final = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            save_torch(self.out / FINAL_MODEL, final)
-            save_torch(self.out / PRUNED_MODEL, method.pruned_model(model))
+            self.run.save_final_model(sparsifier.active_state_dict())
             for name, content in method.artifacts().items():
-                write_json(self.out / name, content)
-            write_summary(self.out, summary)
+                self.run.write_json(name, content)
+            write_summary(self.run, summary)
             info = replace(info, **facts)
             info.finished = True
             info.extra = {"val_acc": progress.val_acc, "achieved_sparsity": summary["sparsity"]["achieved"],
                           "sparse_forward_flops": zeta_p}
-            write_run_info(self.out, info)
+            self.run.write_info(info)
         return summary
-

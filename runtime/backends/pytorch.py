@@ -5,7 +5,8 @@ the fastest), puts module and input in channels-last memory format and captures 
 on a static input buffer in a CUDA graph (`runtime.cuda.capture_graph`); inference copies a batch
 into that buffer and replays the graph, and timing puts CUDA events around replays. On the CPU the
 module runs eagerly with the spec's thread count and is timed with the host clock. A built
-artefact is the module saved whole in the engine dtype (`*.torch.pt`).
+artefact is a `torch.export` program in the engine dtype (`*.torch.pt`): `torch.export.load` reads
+a graph and weights, never a Python pickle, so an engine folder cannot carry code.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from iee_deploy.errors import UserError
-from iee_deploy.io import save_torch
+from iee_deploy.io import atomic_path
 from runtime.backends import Backend, BuildSpec, ModelSource, Session
 from runtime.cuda import capture_graph, cuda_runner, require_cuda
 from runtime.timing import Runner, host_runner
@@ -100,15 +101,18 @@ class TorchBackend(Backend):
     def build(self, source: ModelSource, spec: BuildSpec, out: Path) -> Path:
         if source.module is None:
             raise ValueError("the torch backend builds from a module")
-        module = copy.deepcopy(source.module).to(_DTYPES[spec.precision]).eval()
-        return save_torch(out / f"{source.name}{self.artefact_suffix}", module)
+        dtype = _DTYPES[spec.precision]
+        module = copy.deepcopy(source.module).to(dtype).eval()
+        path = out / f"{source.name}{self.artefact_suffix}"
+        with atomic_path(path) as tmp:
+            torch.export.save(torch.export.export(module, (torch.zeros(spec.input_shape, dtype=dtype),)), tmp)
+        return path
 
     def load(self, artefact: Path, spec: BuildSpec) -> Session:
         self.check_available(spec.device)
         try:
-            module = torch.load(artefact, map_location="cpu", weights_only=False)
-        except Exception as exc:  # truncated or corrupt file
-            raise UserError(f"'{artefact}' cannot be read ({type(exc).__name__})", "build the engine again") from None
-        if not isinstance(module, nn.Module):
-            raise UserError(f"'{artefact}' does not hold a model", "build the engine again")
+            module = torch.export.load(artefact).module()
+        except Exception as exc:  # a truncated, corrupt or foreign file
+            raise UserError(f"'{artefact}' does not hold an exported model ({type(exc).__name__})",
+                            "build the engine again") from None
         return TorchSession(module, spec)

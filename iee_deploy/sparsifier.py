@@ -1,0 +1,167 @@
+"""`Sparsifier`: drive any sparsification method from your own model, optimizer and training loop.
+
+    sparsifier = Sparsifier(model, optimizer, total_steps, method="iee", sparsity=0.9, resolution=32)
+    for images, labels in loader:
+        with sparsifier.step(len(labels)):  # Prune / Reactivate / Grow when due, before the forward
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()                # hooked inside the context: masked gradients, masks kept
+    deployable = sparsifier.deployable()    # physically smaller for channel budgets
+
+It calls the `SparsityMethod` hooks in the one fixed order (`method_step`, see
+`iee_deploy.methods.base`): `on_step_start` when the step's context opens; `after_backward` and
+`before_optimizer_step` from an optimizer step pre-hook; `after_optimizer_step` from its post-hook. `iee-deploy train`
+(`iee_deploy.train.Trainer`) is one user of this class, so the same seed, data and optimizer give
+the same masks and weights in both. Any method of `build_method` works (IEE, RigL, SET, static,
+GMP; IEE and HALP under a latency budget: `latency_ms` or `latency_ratio` with `lut`).
+
+It records what the run folder records: every structure update (`history`: IoU, survival, FLOPs)
+and the training FLOPs. Under DDP, build it on every rank with the unwrapped model after
+`init_process_group`: structure decisions are broadcast from rank 0, so all ranks hold one Theta_K.
+Evaluate only while `in_update` is False: inside an IEE update Theta_K is short of its budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from iee_deploy.distributed import Distributed
+from iee_deploy.flops import forward_flops, layer_costs, train_step_flops
+from iee_deploy.methods import SparsityConfig, SparsityMethod, TrainContext, build_method
+from iee_deploy.sparse.tracking import UpdateRecord
+
+
+@contextmanager
+def method_step(method: SparsityMethod, optimizer: torch.optim.Optimizer, step: int) -> Iterator[list[UpdateRecord]]:
+    """Context of training step `step` of `method`: the one place that orders the method's hooks.
+
+    Entering applies the structure updates due (`on_step_start`); `optimizer.step()` inside the
+    context runs `after_backward` and `before_optimizer_step` just before the update and
+    `after_optimizer_step` just after it. Yields the step's `UpdateRecord`s (complete on exit).
+    """
+    records = method.on_step_start(step)
+    stepped = []
+
+    def before(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        records.extend(method.after_backward(step))
+        method.before_optimizer_step(step)
+
+    def after(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        method.after_optimizer_step(step)
+        stepped.append(True)
+
+    hooks = [optimizer.register_step_pre_hook(before), optimizer.register_step_post_hook(after)]
+    try:
+        yield records
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not stepped:
+        raise RuntimeError(f"optimizer.step() was not called inside the context of training step {step}")
+
+
+class Sparsifier:
+    """A sparsification method attached to `model` and `optimizer` for `total_steps` optimizer steps.
+
+    Give either `config` or the `SparsityConfig` fields as keywords (`method="rigl", sparsity=0.8`).
+    `resolution` (input px) enables FLOP counting. `dist` defaults to the current process group.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
+                 config: SparsityConfig | None = None, *, seed: int = 0, resolution: int | None = None,
+                 dist: Distributed | None = None, **fields: Any) -> None:
+        if config is not None and fields:
+            raise TypeError("pass either config or SparsityConfig fields, not both")
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be positive, got {total_steps}")
+        self.model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        self.optimizer = optimizer
+        self.total_steps = total_steps
+        self.config = config or SparsityConfig(**fields)
+        device = next(self.model.parameters()).device
+        self.dist = dist or Distributed.current(device)
+        self.method: SparsityMethod = build_method(self.config, self.model, self.dist, seed)
+        self.method.setup(TrainContext(total_steps, optimizer))
+        self.costs = layer_costs(self.model, resolution) if resolution else {}
+        self.dense_flops = float(forward_flops(self.costs))
+        self.sparse_flops = self._sparse_flops()
+        self.steps_done = 0  # optimizer steps finished
+        self.train_flops = 0.0
+        self.history: list[dict[str, Any]] = []
+        self._open = False
+
+    # --- the step ----------------------------------------------------------------------------
+    def step(self, batch_size: int = 0) -> AbstractContextManager[list[UpdateRecord]]:
+        """Context around one training step (forward, backward, `optimizer.step()`).
+
+        On entry the structure updates due now are applied; the context yields this step's
+        `UpdateRecord`s (complete once it closes). `batch_size` (this rank's samples) adds the
+        step's training FLOPs, counted for every rank.
+        """
+        return self._step(batch_size)
+
+    @contextmanager
+    def _step(self, batch_size: int) -> Iterator[list[UpdateRecord]]:
+        if self._open:
+            raise RuntimeError("Sparsifier.step() contexts cannot nest: close the previous step first")
+        if self.steps_done >= self.total_steps:
+            raise RuntimeError(f"all {self.total_steps} steps the Sparsifier was built for are done")
+        step = self.steps_done
+        cost = self.method.step_cost(step)
+        self._open = True
+        try:
+            with method_step(self.method, self.optimizer, step) as records:
+                yield records
+        finally:
+            self._open = False
+        if records:
+            self.sparse_flops = self._sparse_flops()
+        self.train_flops += train_step_flops(cost, self.sparse_flops, self.dense_flops) * batch_size * self.dist.world
+        for record in records:
+            data = asdict(record)
+            extra = data.pop("extra")
+            self.history.append({**data, **extra, "forward_flops": self.sparse_flops,
+                                 "dense_forward_flops": self.dense_flops, "train_flops": self.train_flops})
+        self.steps_done = step + 1
+
+    def _sparse_flops(self) -> float:
+        return float(forward_flops(self.costs, self.method.state.active_weights()))
+
+    # --- what a loop asks --------------------------------------------------------------------
+    @property
+    def in_update(self) -> bool:
+        """True between an update's Prune and its Grow (after the last finished step): do not evaluate now."""
+        return self.steps_done > 0 and self.method.in_update(self.steps_done - 1)
+
+    def evaluation(self) -> AbstractContextManager[None]:
+        """Context in which the model computes with Theta_K only (evaluation, export)."""
+        return self.method.evaluation()
+
+    def deployable(self) -> nn.Module:
+        """The deployable model of Theta_K on the CPU: masked weights, or physically fewer channels."""
+        return self.method.pruned_model(self.model)
+
+    def active_state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's state_dict with Theta_K only (what `final_model.pt` holds), as CPU copies."""
+        with self.evaluation():
+            return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain types only (`torch.load(..., weights_only=True)` reads it back)."""
+        return {"method": self.method.state_dict(), "steps_done": self.steps_done, "train_flops": self.train_flops,
+                "history": [dict(r) for r in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["method"])
+        self.steps_done = int(state["steps_done"])
+        self.train_flops = float(state["train_flops"])
+        self.history = [dict(r) for r in state["history"]]
+        self.sparse_flops = self._sparse_flops()

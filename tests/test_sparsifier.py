@@ -1,0 +1,109 @@
+"""The Python API (`Sparsifier`) in a plain PyTorch loop: the README's snippet, and the same masks and
+weights as `iee-deploy train` for the same seed."""
+
+import json
+import re
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from conftest import ROOT
+
+from iee_deploy.cli import main
+from iee_deploy.data import build_datasets
+from iee_deploy.models import build_model
+from iee_deploy.runs import RunFolder
+from iee_deploy.seeding import seed_everything
+from iee_deploy.sparse.masks import prunable_layers
+from iee_deploy.sparsifier import Sparsifier
+from iee_deploy.train.data import ResumableBatchSampler, train_loader
+from iee_deploy.train.trainer import cosine_lr_factor
+
+
+def test_readme_snippet_runs_in_a_plain_loop(one_thread, capsys):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- python-api:[^>]*-->\n```python\n(.*?)```", readme, re.S)
+    assert block is not None, "the README's Python API block is gone"
+    assert len(block.group(1).strip().splitlines()) <= 30
+    torch.manual_seed(0)
+    scope: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), scope)
+    sparsifier, model = scope["sparsifier"], scope["model"]
+    assert sparsifier.steps_done == scope["epochs"] * len(scope["loader"])
+    weights = [m.weight for _, m in prunable_layers(model)]
+    with sparsifier.evaluation():
+        density = sum(int(w.ne(0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert density == pytest.approx(0.1, abs=0.01)
+    events = [r["event"] for r in sparsifier.history]
+    assert events.count("prune") == events.count("grow") >= 2
+    last = sparsifier.history[-1]
+    assert last["event"] == "grow" and 0 <= last["iou"] <= 1 and 0 < last["forward_flops"] < last["dense_forward_flops"]
+    assert sum(1 for line in capsys.readouterr().out.splitlines() if re.match(r"\d+ \d", line)) >= 1  # evaluations
+    assert not any(p.grad is not None and p.grad.abs().sum() > 0 for p in scope["deployable"].parameters())
+
+
+ARGS = ["--model", "resnet20", "--resolution", "8", "--subset", "160", "--batch-size", "16", "--epochs", "3",
+        "--seed", "3", "--no-progress"]
+
+
+def api_loop(method: str, steps_epochs: int = 3, **fields) -> Sparsifier:
+    """What a user writes: their own data order, optimizer, schedule and loop, with a Sparsifier."""
+    bundle = build_datasets("digits", resolution=8, subset=160)
+    seed_everything(3)
+    model = build_model("resnet20", bundle.num_classes, 8)
+    sampler = ResumableBatchSampler(len(bundle.train), 16, seed=3)
+    total = steps_epochs * len(sampler)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(cosine_lr_factor, total=total, warmup=0))
+    sparsifier = Sparsifier(model, optimizer, total, method=method, resolution=8, seed=3, **fields)
+    for epoch in range(steps_epochs):
+        sampler.set_position(epoch, 0)
+        for images, labels in train_loader(bundle.train, sampler, workers=0, seed=3):  # global RNG left to augmentation
+            with sparsifier.step(len(labels)):
+                optimizer.zero_grad()
+                F.cross_entropy(model(images), labels).backward()
+                optimizer.step()
+            schedule.step()
+    return sparsifier
+
+
+def same(a, b) -> bool:
+    """Equal nested checkpoint states (tensors compared exactly)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return isinstance(b, list | tuple) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("method", ["iee", "rigl"])
+def test_python_api_and_cli_give_identical_masks_and_weights(method, tmp_path, one_thread):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(main, ["train", *ARGS, "--method", method, "--sparsity", "0.8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    sparsifier = api_loop(method, sparsity=0.8)
+    ours, theirs = sparsifier.active_state_dict(), RunFolder(out).load_final_model()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)  # weights, BN statistics
+    stored = RunFolder(out).load_checkpoint()["sparsifier"]["method"]  # masks, MRU values, generator, history
+    assert same(sparsifier.method.state_dict(), stored)
+    logged = [{k: v for k, v in r.items() if k not in ("type", "epoch")} for r in RunFolder(out).updates()]
+    assert logged == json.loads(json.dumps(sparsifier.history)) and logged  # same IoU / survival / FLOPs history
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["flops"]["train_total"] == pytest.approx(sparsifier.train_flops)
+
+
+def test_misuse_is_named(one_thread):
+    model = build_model("resnet20", 10, 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sparsifier = Sparsifier(model, optimizer, 10, method="static", sparsity=0.5)
+    with pytest.raises(RuntimeError, match="was not called"), sparsifier.step():
+        pass
+    with pytest.raises(TypeError, match="either config or"):
+        Sparsifier(model, optimizer, 10, sparsifier.config, sparsity=0.5)
+    assert sparsifier.steps_done == 0
+    optimizer.step()  # outside a step context the optimizer is a plain one
