@@ -3,7 +3,7 @@
     foundation (iee_deploy.errors, iee_deploy.io)  <-  runtime  <-  profiler  <-  iee_deploy (the rest)
     solvers (pure optimisation: no torch)          <-  iee_deploy
 
-`targets` is data (YAML files). Foundation modules import nothing of the project, so every layer
+`targets` is data (YAML files). Foundation modules import nothing of the project but each other, so every layer
 may use them; a layer imports only from layers below it, and no module imports itself round a cycle.
 """
 
@@ -96,7 +96,8 @@ def test_the_named_arrows():
     solvers = {n for m, names in IMPORTS.items() if m.startswith("solvers") for n in names}
     assert "torch" not in solvers
     for module in FOUNDATION | {"iee_deploy"}:
-        assert not any(layer(n) in ALLOWED for n in IMPORTS[module]), (module, IMPORTS[module])
+        # foundation modules may use each other (io raises errors), nothing else of the project
+        assert not any(layer(n) in ALLOWED and n not in FOUNDATION for n in IMPORTS[module]), (module, IMPORTS[module])
 
 
 def test_no_import_cycles():
