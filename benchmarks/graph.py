@@ -240,6 +240,9 @@ def _markdown(meta: dict[str, Any], speed: dict[str, Any], rows: list[dict[str, 
         f"Ours {ok(a)}, TP {ok(b)}.",
         "",
         f"## Sweep ({len(rows)} of {planned} models)", "",
+        *([f"The sweep stopped after {len(rows)} of {planned} models (time limit of the session that ran it, on a "
+           "machine with load average ~13 on 2 cores); rerun the command for the rest.", ""]
+          if len(rows) < planned else []),
         *markdown_table(head, [line(r) for r in rows]),
         "", f"Handled: ours {handled[0]}/{len(rows)}, Torch-Pruning {handled[1]}/{len(rows)}.", "",
     ]
