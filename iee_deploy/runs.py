@@ -81,7 +81,7 @@ def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> 
         return torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError for code, RuntimeError/EOFError for torn or foreign files
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise UserError(f"'{file}' is not a weights-only torch file ({type(exc).__name__}: {reason})",
+        raise UserError(f"'{file}' cannot be read as a weights-only torch file ({type(exc).__name__}: {reason})",
                         "save tensors with torch.save(model.state_dict()); pickled modules or code are never loaded"
                         ) from None
 
