@@ -32,6 +32,8 @@ from profiler.targets import cpu_name
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"  # ignored by git: unpacked data, LUTs
+SHARED = Path(os.environ.get("IEE_SHARED", ROOT.parent / "shared"))
+"""The read-only shared folder (data archives) beside the clone; IEE_SHARED points elsewhere (e.g. from a worktree)."""
 
 
 def versions(*packages: str) -> dict[str, str]:
@@ -100,6 +102,31 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Mean of the per-seed differences a_i - b_i and its two-sided 95% Student-t confidence interval.
+
+    `a` and `b` are paired by position (the same seed: initial weights, masks, data order). With
+    one pair the interval is undefined (nan).
+    """
+    from scipy import stats
+
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired samples need the same positive length; got {len(a)} and {len(b)}")
+    diffs = [x - y for x, y in zip(a, b)]
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "n": 1}
+    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
+
+
+def format_difference(d: dict[str, float], scale: float = 100.0) -> str:
+    """'+1.23 [-0.40, +2.86] (n=5)' in points (`scale` 100 for accuracies given as fractions)."""
+    if d["n"] < 2:
+        return f"{scale * d['mean']:+.2f} (n=1, no interval)"
+    return f"{scale * d['mean']:+.2f} [{scale * d['low']:+.2f}, {scale * d['high']:+.2f}] (n={d['n']:.0f})"
 
 
 def measured_sizing(rows: Sequence[dict[str, Any]], jobs: int, val_images: int) -> str:

@@ -29,6 +29,7 @@ from iee_deploy.methods.schedule import (
     gmp_update_due,
     resolve_period,
     update_fraction,
+    update_window,
 )
 from iee_deploy.sparse.distributions import Distribution
 from iee_deploy.sparse.state import GrowInit
@@ -40,10 +41,6 @@ PAPER_DELTA_T = 100
 
 def _interval(config: SparsityConfig, total_steps: int) -> int:
     return config.delta_t or resolve_period(PAPER_DELTA_T, total_steps, config.update_end)
-
-
-def _end_step(config: SparsityConfig, total_steps: int) -> int:
-    return int(math.floor(config.update_end * total_steps + 1e-9))
 
 
 class Static(SparsityMethod):
@@ -70,7 +67,7 @@ class DynamicSparseTraining(SparsityMethod):
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
         self.delta_t = _interval(self.config, ctx.total_steps)
-        self.end_step = _end_step(self.config, ctx.total_steps)
+        self.end_step = update_window(ctx.total_steps, self.config.update_end)
         if self.delta_t >= self.end_step:
             raise UserError(f"no {self.name} update fits: dT = {self.delta_t} steps is not before the end of updates "
                             f"(step {self.end_step} of {ctx.total_steps})", "lower --delta-t or train for more --epochs")
@@ -141,7 +138,7 @@ class GMP(SparsityMethod):
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
         self.start_step = int(self.config.gmp_start * ctx.total_steps)
-        self.end_step = _end_step(self.config, ctx.total_steps)
+        self.end_step = update_window(ctx.total_steps, self.config.update_end)
         if self.end_step <= self.start_step:
             raise UserError(f"GMP has no room: --gmp-start {self.config.gmp_start:g} is not before --update-end "
                             f"{self.config.update_end:g}", "choose --gmp-start < --update-end")

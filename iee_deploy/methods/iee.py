@@ -29,12 +29,19 @@ import torch
 from iee_deploy.errors import UserError
 from iee_deploy.flops import StepCost, iee_train_flops
 from iee_deploy.methods.base import Space, SparsityConfig, SparsityMethod, TrainContext
-from iee_deploy.methods.schedule import Event, Stage, iee_step, iee_updates, resolve_period, update_fraction
+from iee_deploy.methods.schedule import (
+    PAPER_HJQ,
+    Event,
+    Stage,
+    iee_period,
+    iee_step,
+    iee_updates,
+    update_fraction,
+)
 from iee_deploy.sparse.state import GrowInit
 from iee_deploy.sparse.tracking import UpdateRecord
 
 Budget = TypeVar("Budget")
-PAPER_HJQ = (150, 150, 150)
 
 
 class GrowCriterion(str, Enum):
@@ -88,17 +95,18 @@ class IEE(SparsityMethod, Generic[Budget]):
         self.init = GrowInit(config.grow_init or GrowInit.MRU)
         self.criterion = GrowCriterion(config.grow_criterion or GrowCriterion.MAGNITUDE)
         self.hjq = config.hjq or PAPER_HJQ
+        self.period_reason = "set in the config (hjq)"
         self.updates = 0
 
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
         cfg = self.config
-        if cfg.hjq is None:  # the paper's period, or an equal split of a shorter one for short runs
-            third = max(1, resolve_period(sum(PAPER_HJQ), ctx.total_steps, cfg.update_end) // 3)
-            self.hjq = (third, third, third)
+        if cfg.hjq is None:  # the paper's period, or the short-run rule (a function of the run's length only)
+            period = iee_period(ctx.total_steps, cfg.update_end)
+            self.hjq, self.period_reason = period.hjq, period.reason
         h, j, q = self.hjq
         if h < 1 or j < 0 or q < 1:
-            raise UserError(f"--hjq {h},{j},{q} is invalid", "IEE needs H >= 1, J >= 0 and Q >= 1 iterations")
+            raise UserError(f"hjq {h},{j},{q} is invalid", "IEE needs H >= 1, J >= 0 and Q >= 1 iterations")
         self.updates = iee_updates(ctx.total_steps, h + j + q, cfg.update_end)
         if self.updates == 0:
             raise UserError(f"no IEE update fits: a period of H+J+Q = {h + j + q} steps is longer than the first "
@@ -144,6 +152,7 @@ class IEE(SparsityMethod, Generic[Budget]):
 
     def describe(self) -> dict[str, Any]:
         h, j, q = self.hjq
-        return {"h": h, "j": j, "q": q, "updates": self.updates, "update_end_step": self.updates * (h + j + q),
+        return {"h": h, "j": j, "q": q, "period_reason": self.period_reason, "updates": self.updates,
+                "update_end_step": self.updates * (h + j + q),
                 "grow_init": self.init.value, "grow_criterion": self.criterion.value, "freeze": self.config.freeze,
                 "omega0": self.config.omega0, "omega_decay": self.config.omega_decay}

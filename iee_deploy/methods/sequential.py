@@ -12,12 +12,12 @@ then IEE's prune / reactivate & explore / grow updates (`iee_deploy.methods.stru
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from iee_deploy.flops import StepCost
 from iee_deploy.methods.base import Space, SparsityConfig, SparsityMethod, TrainContext
+from iee_deploy.methods.schedule import update_window
 from iee_deploy.sparse.tracking import UpdateRecord
 
 
@@ -37,7 +37,7 @@ class Sequential(SparsityMethod):
 
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
-        window = int(math.floor(self.config.update_end * ctx.total_steps + 1e-9))
+        window = update_window(ctx.total_steps, self.config.update_end)
         bounds = [0] + [int(round(e * window)) for e in self.ends]
         self.starts = bounds[:-1]
         for method, start, end in zip(self.phases, bounds[:-1], bounds[1:]):
