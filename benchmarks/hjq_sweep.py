@@ -44,7 +44,7 @@ from benchmarks.common import (
     write_results,
 )
 from iee_deploy.methods import SparsityConfig
-from iee_deploy.methods.schedule import iee_period
+from iee_deploy.methods.schedule import UNSTRUCTURED_UPDATE_END, iee_period
 from iee_deploy.train.config import TrainConfig
 from iee_deploy.train.trainer import Trainer
 
@@ -103,7 +103,7 @@ def config_of(arm: Arm, epochs: int, seed: int, mode: Mode, data: Path) -> Train
     if arm.min_updates is None or arm.explore_share is None:
         return replace(base, sparsity=SparsityConfig(method="static", sparsity=0.9, distribution="erk"))
     steps = epochs * (mode.subset // base.batch_size)  # the loader drops the last partial batch
-    period = iee_period(steps, SparsityConfig.update_end, arm.min_updates, arm.explore_share)
+    period = iee_period(steps, UNSTRUCTURED_UPDATE_END, arm.min_updates, arm.explore_share)
     return replace(base, sparsity=SparsityConfig(method="iee", sparsity=0.9, distribution="erk", hjq=period.hjq))
 
 

@@ -72,11 +72,12 @@ def _fraction(value: float, flag: str, low_open: bool = False) -> float:
 @click.option("--omega0", type=float, default=0.3, show_default=True,
               help="Update budget Omega_0 (RigL/SET: alpha): fraction 0-1 of the active weights (structured: of the "
                    "latency budget Psi, in ms) moved at the first update.")
-@click.option("--omega-decay", type=click.Choice(["cosine", "exponential"]), default="cosine", show_default=True,
-              help="How the update budget decays over the updates (cosine as RigL; exponential to 1% of Omega_0).")
-@click.option("--update-end", type=float, default=0.75, show_default=True,
+@click.option("--omega-decay", type=click.Choice(["cosine", "exponential"]), default=None,
+              help="How the update budget decays over the updates (cosine as RigL; exponential to 1% of Omega_0). "
+                   "Default: the paper's, cosine unstructured, exponential structured (HALP's scheduler).")
+@click.option("--update-end", type=float, default=None,
               help="Fraction 0-1 of training after which the structure stops changing (GMP and HALP reach the target "
-                   "there; the paper's structured runs stop at epoch 5 of 130, i.e. 0.04).")
+                   "there). Default: the paper's, 0.75 unstructured, 5/130 structured (epoch 5 of 130).")
 @click.option("--no-freeze", is_flag=True, help="IEE ablation: train Theta_K too during reactivate & explore.")
 @click.option("--grow-init", type=click.Choice(["mru", "zero"]), default=None,
               help="Value of re-entering weights: mru (most recently used) or zero. Default: mru for iee, zero for rigl/set.")
@@ -97,7 +98,7 @@ def _fraction(value: float, flag: str, low_open: bool = False) -> float:
 def train(model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None, dataset: str,
           data_dir: str | None, subset: int | None, batch_size: int, workers: int, seed: int, method: str,
           sparsity: float | None, distribution: str, nm: str | None, latency_ms: float | None, latency_ratio: float | None,
-          target: str | None, lut: str | None, descent: float, hjq: str, delta_t: str, omega0: float, omega_decay: str, update_end: float,
+          target: str | None, lut: str | None, descent: float, hjq: str, delta_t: str, omega0: float, omega_decay: str | None, update_end: float | None,
           no_freeze: bool, grow_init: str | None, grow_criterion: str | None, gmp_start: float, epochs: float, lr: float,
           momentum: float, weight_decay: float, warmup_epochs: float, checkpoint_every: int, out: str, resume: bool,
           device: str, no_progress: bool) -> None:
@@ -127,7 +128,7 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
     sparse = SparsityConfig(
         method=method, sparsity=0.9 if sparsity is None else sparsity, distribution=distribution, nm=nm_text,
         hjq=_hjq(hjq), delta_t=_delta_t(delta_t), omega0=_fraction(omega0, "--omega0"), omega_decay=omega_decay,
-        update_end=_fraction(update_end, "--update-end", low_open=True), freeze=not no_freeze, grow_init=grow_init,
+        update_end=None if update_end is None else _fraction(update_end, "--update-end", low_open=True), freeze=not no_freeze, grow_init=grow_init,
         grow_criterion=grow_criterion, gmp_start=_fraction(gmp_start, "--gmp-start"), latency_ms=latency_ms,
         latency_ratio=latency_ratio, target=target, lut=lut, start="dense" if checkpoint and structured else "scratch",
         descent=descent,

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from iee_deploy.flops import StepCost
+from iee_deploy.methods.schedule import STRUCTURED_UPDATE_END, UNSTRUCTURED_UPDATE_END, Decay
 from iee_deploy.sparse.state import SparseState
 from iee_deploy.sparse.tracking import UpdateRecord
 
@@ -48,8 +49,8 @@ class SparsityConfig:
     hjq: tuple[int, int, int] | None = None  # IEE H, J, Q iterations; None: (150, 150, 150) or shorter for short runs
     delta_t: int | None = None  # RigL / SET / GMP update interval in steps; None: 100 or shorter for short runs
     omega0: float = 0.3  # Omega_0 (IEE) / alpha (RigL, SET): first update's share of the active budget
-    omega_decay: str = "cosine"  # cosine | exponential
-    update_end: float = 0.75  # structure updates stop after this fraction of training
+    omega_decay: str | None = None  # cosine | exponential; None: the paper's for the kind (`decay`)
+    update_end: float | None = None  # structure updates stop after this fraction of training; None: `updates_end`
     freeze: bool = True  # IEE: freeze Theta_K during Reactivate & Explore
     grow_init: str | None = None  # mru | zero; None: the method's own (IEE mru, RigL/SET zero)
     grow_criterion: str | None = None  # IEE: magnitude (the prune criterion) | random; None: magnitude
@@ -60,6 +61,28 @@ class SparsityConfig:
     lut: str | None = None  # structured: latency lookup table (.csv) from `iee-deploy profile`
     start: str = "scratch"  # structured: scratch (random Theta_K at Psi) | dense (prune the loaded model down to Psi)
     descent: float = 0.5  # structured IEE from dense: share of the update window spent pruning to Psi (HALP schedule)
+
+    @property
+    def decay(self) -> Decay:
+        """How Omega_t decays: `omega_decay`, or the paper's for the kind.
+
+        Unstructured: cosine (RigL's drop-fraction schedule, Sec. 4.2). Structured: exponential
+        (HALP's scheduler, which the paper's structured IEE follows; appendix 3).
+        """
+        if self.omega_decay is not None:
+            return Decay(self.omega_decay)
+        return Decay.COSINE if self.kind == "unstructured" else Decay.EXPONENTIAL
+
+    @property
+    def updates_end(self) -> float:
+        """Fraction of training after which the structure stops changing: `update_end`, or the paper's for the kind.
+
+        Unstructured: 3/4 (RigL's T_end, appendix 3). Structured: 5/130, the paper's end of the
+        structured updates at epoch 5 of 130 (appendix 3), "much earlier than 3/4".
+        """
+        if self.update_end is not None:
+            return self.update_end
+        return UNSTRUCTURED_UPDATE_END if self.kind == "unstructured" else STRUCTURED_UPDATE_END
 
     @property
     def kind(self) -> str:

@@ -38,8 +38,8 @@ class HALP(SparsityMethod):
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
         cfg = self.config
-        end = update_window(ctx.total_steps, cfg.update_end)
-        self.interval = cfg.delta_t or resolve_period(PAPER_INTERVAL, ctx.total_steps, cfg.update_end)
+        end = update_window(ctx.total_steps, cfg.updates_end)
+        self.interval = cfg.delta_t or resolve_period(PAPER_INTERVAL, ctx.total_steps, cfg.updates_end)
         self.prunes = end // self.interval
         if self.prunes == 0:
             raise UserError(f"no {self.name} prune step fits: dT = {self.interval} steps is longer than the "

@@ -92,6 +92,12 @@ class Decay(str, Enum):
     EXPONENTIAL = "exponential"
 
 
+UNSTRUCTURED_UPDATE_END = 0.75
+"""Unstructured updates stop at 3/4 of training (RigL's T_end; the paper's appendix 3)."""
+
+STRUCTURED_UPDATE_END = 5 / 130
+"""The paper's structured IEE stops updating at epoch 5 of 130 (appendix 3), following HALP's exponential scheduler."""
+
 EXPONENTIAL_FINAL = 0.01
 """Exponential decay ends at this share of Omega_0 (a geometric interpolation, as FORCE/HALP)."""
 
