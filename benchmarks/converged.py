@@ -137,11 +137,13 @@ def command(run: Run, mode: Mode, per: Periods, data: Path, out: Path) -> list[s
     else:
         period = [] if run.method == "static" else ["--delta-t", str(per.delta_t)]
     steps = round(run.epochs_scale * per.total_steps)
-    epochs = (steps - 0.5) / (mode.subset // BATCH)  # the trainer runs ceil(epochs x steps per epoch) = steps
+    per_epoch = mode.subset // BATCH
+    # the trainer runs ceil(epochs x steps per epoch) steps: whole epochs as they are, else just under `steps`
+    epochs = f"{steps // per_epoch}" if steps % per_epoch == 0 else f"{(steps - 0.5) / per_epoch:.6g}"
     return ["python", "-m", "iee_deploy", "train", "--method", run.method, "--sparsity", f"{run.sparsity:g}",
             "--distribution", "erk", "--dataset", "fashion-mnist", "--data-dir", str(data.relative_to(ROOT)),
             "--resolution", str(mode.resolution), "--subset", str(mode.subset), "--model", "resnet20", "--epochs",
-            f"{epochs:.6g}", "--batch-size", str(BATCH), "--lr", "0.1", "--seed", str(run.seed), *period, *run.extra,
+            epochs, "--batch-size", str(BATCH), "--lr", "0.1", "--seed", str(run.seed), *period, *run.extra,
             "--out", str(out), "--no-progress"]
 
 
