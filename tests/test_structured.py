@@ -302,7 +302,9 @@ def check_run_folder(out: Path) -> dict:
 
 def test_cli_structured_iee_writes_a_deployable_run_folder(lut8, tmp_path):
     out = tmp_path / "iee"
-    result = run_cli("train", *SMALL, "--epochs", "2", "--lut", str(lut8), "--latency-ratio", "0.5", "--out", str(out))
+    # --update-end 0.75: the structured default (epoch 5 of 130) leaves no update in a 20-step run
+    result = run_cli("train", *SMALL, "--epochs", "2", "--lut", str(lut8), "--latency-ratio", "0.5", "--update-end", "0.75",
+                     "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "predicted latency" in result.stdout and "grown-channel survival" in result.stdout
     summary = check_run_folder(out)
