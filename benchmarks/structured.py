@@ -83,7 +83,7 @@ class Mode:
     delta_t: int  # HALP's prune interval (and IEE's descent's)
 
 
-QUICK = Mode("quick", train_per_class=200, val_per_class=50, dense_epochs=2, epochs=2, seeds=2, prune_end=0.25,
+QUICK = Mode("quick", train_per_class=200, val_per_class=50, dense_epochs=2, epochs=2, seeds=1, prune_end=0.25,
              delta_t=3)
 FULL = Mode("full", train_per_class=1000, val_per_class=200, dense_epochs=15, epochs=10, seeds=3,
             prune_end=STRUCTURED_UPDATE_END, delta_t=10)

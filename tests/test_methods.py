@@ -257,7 +257,7 @@ def test_iee_period_is_chosen_by_the_run_length_and_says_why():
     method = build_method(SparsityConfig(sparsity=0.5), model, seed=0)
     method.setup(TrainContext(310, torch.optim.SGD(model.parameters(), lr=0.1)))
     settings = method.describe()
-    assert (settings["h"], settings["j"], settings["q"]) == (38, 10, 10)  # iee_period(310, 0.75)
+    assert (settings["h"], settings["j"], settings["q"]) == (46, 6, 6)  # iee_period(310, 0.75)
     assert "short-run rule" in settings["period_reason"] and settings["update_end"] == 0.75
     assert settings["omega_decay"] == "cosine"  # the unstructured default (RigL's schedule)
     _, given, _ = setup()

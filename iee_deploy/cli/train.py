@@ -66,7 +66,7 @@ def _fraction(value: float, flag: str, low_open: bool = False) -> float:
 @click.option("--hjq", default="auto", show_default=True,
               help="IEE iterations H,J,Q: importance estimation, accuracy improvement, reactivate & explore (steps), "
                    "e.g. 150,150,150. auto: the paper's 150,150,150 when 4 such updates fit, else the short-run rule (a period with "
-                   "4 updates, Q = J = 1/6 of it; the run summary says which and why).")
+                   "4 updates, Q = J = 1/10 of it; the run summary says which and why).")
 @click.option("--delta-t", default="auto", show_default=True,
               help="RigL / SET / GMP update interval, HALP prune interval (also the descent of structured IEE from a "
                    "--checkpoint), in steps. auto: the papers' (100; HALP 40), or shorter so >= 4 updates fit.")
