@@ -7,6 +7,7 @@ so that `benchmarks.common` and the top-level packages import the same way every
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import math
@@ -17,6 +18,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +35,67 @@ from runtime.machine import cpu_name
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"  # ignored by git: unpacked data, LUTs
+SHARED = Path(os.environ.get("IEE_SHARED", ROOT.parent / "shared"))
+"""The read-only shared folder (data archives) beside the clone; IEE_SHARED points elsewhere (e.g. from a worktree)."""
+
+def add_run_options(parser: argparse.ArgumentParser, quick_help: str, runs: str) -> None:
+    """The options every CIFAR-10 training benchmark shares: mode, model, optimizer, parallelism, run folders."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--model", default="resnet20", help="zoo model (a CIFAR ResNet or wrn22_2)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step")
+    parser.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate")
+    parser.add_argument("--jobs", type=int, default=2, help="training runs at a time (each uses 1 torch thread)")
+    parser.add_argument("--runs", default=runs, help="parent folder of the run folders")
+
+
+def cifar10_subset(train_per_class: int, val_per_class: int) -> Path:
+    """An ImageFolder tree of the first images of every class of the shared CIFAR-10 JPEG copy, under CACHE.
+
+    The archive (`SHARED`/data/cifar10-jpeg.tar.gz) is unpacked once; the subset is a tree of hard
+    links, so every method and seed sees the same class-balanced images.
+    """
+    archive = SHARED / "data" / "cifar10-jpeg.tar.gz"
+    full = CACHE / "cifar10-jpeg"
+    if not (full / "test").is_dir():
+        if not archive.is_file():
+            raise SystemExit(f"{archive} is missing: the benchmark needs the shared CIFAR-10 JPEG archive (IEE_SHARED)")
+        tmp = CACHE / "cifar10-jpeg.unpacking"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        print(f"unpacking {archive} into {CACHE}", file=sys.stderr, flush=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        shutil.rmtree(full, ignore_errors=True)
+        (tmp / "cifar10-jpeg").rename(full)
+        tmp.rmdir()
+    subset = CACHE / f"cifar10-jpeg-{train_per_class}-{val_per_class}"
+    if subset.is_dir():
+        return subset
+    tmp = subset.with_name(subset.name + ".linking")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split, n in (("train", train_per_class), ("test", val_per_class)):
+        for cls in sorted(p for p in (full / split).iterdir() if p.is_dir()):
+            (tmp / split / cls.name).mkdir(parents=True)
+            for image in sorted(cls.iterdir())[:n]:
+                os.link(image, tmp / split / cls.name / image.name)
+    tmp.rename(subset)
+    return subset
+
+
+def fashion_mnist_root(shared: Path = SHARED) -> Path:
+    """A data root holding Fashion-MNIST's raw files, copied once under CACHE (never written into `shared`)."""
+    source = shared / "data" / "FashionMNIST" / "raw"
+    root = CACHE / "fashion-mnist"
+    raw = root / "FashionMNIST" / "raw"
+    if not raw.is_dir():
+        if not source.is_dir():
+            raise SystemExit(f"{source} is missing: the benchmark needs the shared Fashion-MNIST files (IEE_SHARED)")
+        tmp = root / "raw.copying"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(raw)
+    return root
 
 
 def versions(*packages: str) -> dict[str, str]:
@@ -100,6 +163,31 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Mean of the per-seed differences a_i - b_i and its two-sided 95% Student-t confidence interval.
+
+    `a` and `b` are paired by position (the same seed: initial weights, masks, data order). With
+    one pair the interval is undefined (nan).
+    """
+    from scipy import stats
+
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired samples need the same positive length; got {len(a)} and {len(b)}")
+    diffs = [x - y for x, y in zip(a, b)]
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "n": 1}
+    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diffs)}
+
+
+def format_difference(d: dict[str, float], scale: float = 100.0) -> str:
+    """'+1.23 [-0.40, +2.86] (n=5)' in points (`scale` 100 for accuracies given as fractions)."""
+    if d["n"] < 2:
+        return f"{scale * d['mean']:+.2f} (n=1, no interval)"
+    return f"{scale * d['mean']:+.2f} [{scale * d['low']:+.2f}, {scale * d['high']:+.2f}] (n={d['n']:.0f})"
 
 
 def measured_sizing(rows: Sequence[dict[str, Any]], jobs: int, val_images: int) -> str:

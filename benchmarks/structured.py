@@ -1,21 +1,31 @@
-"""Structured IEE vs HALP under two CPU latency budgets on CIFAR-10 (JPEG copy): accuracy vs measured latency.
+"""Structured IEE vs HALP under CPU latency budgets on CIFAR-10 (JPEG copy), as the paper's Table 1.
 
     PYTHONPATH=. python -m benchmarks.structured            # full mode (sized for ~90 min on 2 cores)
-    PYTHONPATH=. python -m benchmarks.structured --quick    # minutes: small subset, 2 epochs, 1 seed
+    PYTHONPATH=. python -m benchmarks.structured --quick    # minutes: small subset, 1 seed, same table shape
 
-One `iee-deploy profile` of the model on the `cpu` target (ONNX Runtime; cached under
-benchmarks/.cache/luts), then for every (budget, method, seed) an ordinary
-`iee-deploy train --latency-ratio R --target cpu --lut ... --method {iee,halp}` (printed and
-recorded) in its own run folder, and `build_engine` (ONNX Runtime) of the physically pruned model
+Two comparisons, every run an ordinary `iee-deploy` command (printed and recorded):
+
+- **Pretrained** (Table 1, upper half). One dense model is trained once (`train --sparsity 0`) and
+  shared: HALP and IEE both start from its checkpoint, with the same epochs, data, budget Psi and
+  seeds. HALP prunes it down to Psi with its exponential latency schedule (one prune every dT steps,
+  the last at the end of its window `prune_end`). IEE descends on exactly that schedule (the same
+  steps, the same latency goals; checked from the run folders) and then runs its own updates, with
+  the paper's structured schedule: exponential Omega_t, updates ending early (`update_end` twice
+  HALP's window, `descent` 0.5), H, J, Q from the library's short-run rule.
+- **From scratch** (Table 1, lower half), at equal training FLOPs. HALP prunes a randomly
+  initialised dense model; IEE starts from a random Theta_K at Psi and costs less per epoch, so
+  besides IEE at HALP's epochs there is IEE given the epochs that match HALP's measured training
+  FLOPs (the cheaper method gets the epochs that match, as the paper's train-cost columns do).
+
+Every run is profiled against one `iee-deploy profile` LUT of the `cpu` target (ONNX Runtime;
+cached under benchmarks/.cache/luts) and its physically pruned model is timed by `build_engine`
 beside the dense one. Finished runs (summary.json) and engines (engine.json) are skipped when the
-script runs again; an interrupted run continues from its checkpoint. Both methods get the same
-model, data (the class-balanced subset of benchmarks.unstructured), augmentation, optimizer,
-epochs, budget and update period (IEE H = J = Q = h, HALP prune interval 3h).
+script runs again; an interrupted run continues from its checkpoint. Differences are paired by seed
+(the same data order and random choices), with 95% t-intervals.
 
 On the cpu target ONNX Runtime's convolutions work in 16-channel blocks, so resnet20's smallest
 sub-network is about 0.6 of the dense latency: the default budgets are 0.7 and 0.85 of the dense
-model's predicted latency (`iee-deploy train` refuses an infeasible budget in one line, naming the
-smallest achievable latency).
+model's predicted latency.
 
 Writes benchmarks/results/structured[_quick].md, .json and .png (top-1 vs measured latency).
 """
@@ -37,11 +47,15 @@ from benchmarks.common import (
     CACHE,
     RESULTS,
     ROOT,
+    add_run_options,
+    cifar10_subset,
+    format_difference,
     header,
     header_markdown,
     markdown_table,
     mean_std,
     measured_sizing,
+    paired_difference,
     run_parallel,
     shown_command,
     single_thread_env,
@@ -49,25 +63,46 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.structured_fashion_mnist import TOLERANCE
-from benchmarks.unstructured import Mode, add_run_options, prepare_data
 from iee_deploy.deploy.build import build_engine
+from iee_deploy.methods.schedule import STRUCTURED_UPDATE_END
+from iee_deploy.runs import RunFolder
 from runtime.timing import TimingConfig
 
-METHODS = ("iee", "halp")
-# h: IEE H = J = Q; HALP prune interval 3h (the same structure-update period)
-QUICK = Mode("quick", train_per_class=200, val_per_class=50, epochs=2, h=5, seeds=1, ablation_seeds=0)
-FULL = Mode("full", train_per_class=1000, val_per_class=200, epochs=10, h=20, seeds=3, ablation_seeds=0)
+
+@dataclass(frozen=True)
+class Mode:
+    """How big the benchmark is: data, schedule and seeds."""
+
+    name: str
+    train_per_class: int  # training images per class (of 5,000)
+    val_per_class: int  # test images per class (of 1,000)
+    dense_epochs: int  # the shared dense model's training
+    epochs: int  # every pruning run (pretrained: fine-tuning from the dense model)
+    seeds: int
+    prune_end: float  # HALP's pruning window (and IEE's descent), as a fraction of training
+    delta_t: int  # HALP's prune interval (and IEE's descent's)
+
+
+QUICK = Mode("quick", train_per_class=200, val_per_class=50, dense_epochs=2, epochs=2, seeds=1, prune_end=0.25,
+             delta_t=3)
+FULL = Mode("full", train_per_class=1000, val_per_class=200, dense_epochs=15, epochs=10, seeds=3,
+            prune_end=STRUCTURED_UPDATE_END, delta_t=10)
 
 
 @dataclass(frozen=True)
 class Run:
-    method: str
+    setting: str  # pretrained | scratch
+    label: str  # halp | iee | iee equal FLOPs
     ratio: float  # latency budget Psi as a fraction of the dense model's predicted latency
     seed: int
 
     @property
+    def method(self) -> str:
+        return self.label.split()[0]
+
+    @property
     def folder(self) -> str:
-        return f"r{round(100 * self.ratio)}/{self.method}/seed{self.seed}"
+        return f"{self.setting}/r{round(100 * self.ratio)}/{self.label.replace(' ', '_')}/seed{self.seed}"
 
 
 def profile_lut(model: str, log: list[str]) -> Path:
@@ -82,14 +117,32 @@ def profile_lut(model: str, log: list[str]) -> Path:
     return lut
 
 
-def execute(run: Run, mode: Mode, data: Path, lut: Path, args: argparse.Namespace) -> str:
+def base_command(data: Path, args: argparse.Namespace, epochs: float, seed: int) -> list[str]:
+    """`iee-deploy train` with what every run shares: model, data, optimizer; the run's epochs and seed."""
+    return ["python", "-m", "iee_deploy", "train", "--model", args.model, "--dataset", "cifar10", "--data-dir",
+            str(data.relative_to(ROOT)), "--epochs", f"{epochs:g}", "--batch-size", str(args.batch_size), "--lr",
+            str(args.lr), "--seed", str(seed)]
+
+
+def dense_model(mode: Mode, data: Path, args: argparse.Namespace) -> tuple[Path, str]:
+    """Train (or reuse) the one dense model every pretrained run starts from; return its checkpoint and command."""
+    out = Path(args.runs) / mode.name / "dense"
+    cmd = [*base_command(data, args, mode.dense_epochs, 0), "--method", "static", "--sparsity", "0",
+           "--out", str(out), "--no-progress"]
+    return out / "final_model.pt", train_run(cmd, out)
+
+
+def execute(run: Run, mode: Mode, data: Path, lut: Path, checkpoint: Path, epochs: float,
+            args: argparse.Namespace) -> str:
     """Train (or resume, or skip) one run; return its command line."""
     out = Path(args.runs) / mode.name / run.folder
-    period = ["--hjq", f"{mode.h},{mode.h},{mode.h}"] if run.method == "iee" else ["--delta-t", str(3 * mode.h)]
-    cmd = ["python", "-m", "iee_deploy", "train", "--method", run.method, "--model", args.model, "--dataset", "cifar10",
-           "--data-dir", str(data.relative_to(ROOT)), "--target", "cpu", "--lut", str(lut.relative_to(ROOT)),
-           "--latency-ratio", f"{run.ratio:g}", "--epochs", str(mode.epochs), "--batch-size", str(args.batch_size),
-           "--lr", str(args.lr), "--seed", str(run.seed), *period, "--out", str(out), "--no-progress"]
+    window = ["--update-end", f"{mode.prune_end:.6g}", "--delta-t", str(mode.delta_t)] if run.method == "halp" else \
+        ["--update-end", f"{2 * mode.prune_end:.6g}", "--descent", "0.5", "--delta-t", str(mode.delta_t)] \
+        if run.setting == "pretrained" else ["--update-end", f"{mode.prune_end:.6g}"]
+    start = ["--checkpoint", str(checkpoint)] if run.setting == "pretrained" else []
+    cmd = [*base_command(data, args, epochs, run.seed), "--method", run.method, "--target", "cpu",
+           "--lut", str(lut.relative_to(ROOT)), "--latency-ratio", f"{run.ratio:g}", *window, *start, "--out", str(out),
+           "--no-progress"]
     return train_run(cmd, out)
 
 
@@ -103,157 +156,165 @@ def measure(run: Run, mode: Mode, shown: str, lut_meta: dict[str, Any], args: ar
     s = json.loads((out / "summary.json").read_text())
     e = json.loads((engine_dir / "engine.json").read_text())
     lat, pruned, dense = s["latency"], e["pruned"]["timing"], e["dense"]["timing"]
-    return {**asdict(run), "command": shown, "folder": str(out), "val_acc": s["val_acc"],
+    prunes = [r["step"] for r in RunFolder(out).updates() if r["event"] == "prune"]
+    return {**asdict(run), "command": shown, "folder": str(out), "val_acc": s["val_acc"], "epochs": s["epochs"],
             "best_val_acc": s["best_val_acc"], "budget_ms": lat["budget_ms"], "predicted_ms": lat["predicted_ms"],
             "dense_predicted_ms": lat["dense_ms"], "measured_min_ms": pruned["min_ms"],
             "measured_median_ms": pruned["median_ms"], "dense_measured_min_ms": dense["min_ms"],
-            "dense_measured_median_ms": dense["median_ms"],
-            "error": (pruned["min_ms"] - lat["predicted_ms"]) / lat["predicted_ms"],
             "measured_ratio": pruned["min_ms"] / dense["min_ms"],
             "within_1p1_budget": pruned["min_ms"] <= (1 + TOLERANCE) * lat["budget_ms"],
-            "params": e["pruned"]["params"], "dense_params": e["dense"]["params"],
-            "train_flops_relative": s["flops"]["train_relative"], "seconds": s["seconds"], "steps": s["steps"],
-            "prunes": s["structure"]["prunes"], "grows": s["structure"]["grows"], "settings": s["settings"]}
+            "params": e["pruned"]["params"], "train_flops_relative": s["flops"]["train_relative"],
+            "train_flops": s["flops"]["train_total"], "seconds": s["seconds"], "steps": s["steps"],
+            "prune_steps": prunes, "grows": s["structure"]["grows"], "settings": s["settings"]}
+
+
+def matched_epochs(rows: list[dict[str, Any]], epochs: int) -> float:
+    """IEE's epochs at HALP's training FLOPs (scratch): epochs x HALP's FLOPs / IEE's, over all budgets and seeds."""
+    halp = [r["train_flops"] for r in rows if r["label"] == "halp"]
+    iee = [r["train_flops"] for r in rows if r["label"] == "iee"]
+    return round(epochs * mean_std(halp)[0] / mean_std(iee)[0], 2)
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std over seeds of every (budget, method)."""
-    groups: dict[tuple[float, str], list[dict[str, Any]]] = defaultdict(list)
+    """Mean and std over seeds of every (setting, budget, arm), and paired differences to HALP."""
+    groups: dict[tuple[str, float, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in rows:
-        groups[(r["ratio"], r["method"])].append(r)
+        groups[(r["setting"], r["ratio"], r["label"])][r["seed"]] = r
     table = []
-    for (ratio, method), rs in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+    for (setting, ratio, label), by_seed in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
+        rs = list(by_seed.values())
+        halp = groups[(setting, ratio, "halp")]
+        seeds = sorted(set(by_seed) & set(halp))
         stats = {key: mean_std([r[key] for r in rs]) for key in
-                 ("val_acc", "measured_min_ms", "measured_median_ms", "predicted_ms", "train_flops_relative", "params",
-                  "seconds", "dense_measured_min_ms", "measured_ratio", "error")}
-        table.append({"ratio": ratio, "method": method, "seeds": len(rs), "budget_ms": rs[0]["budget_ms"],
-                      **{k: m for k, (m, _) in stats.items()}, **{f"{k}_std": sd for k, (_, sd) in stats.items()},
-                      "within_1p1_budget": all(r["within_1p1_budget"] for r in rs)})
+                 ("val_acc", "measured_min_ms", "predicted_ms", "train_flops_relative", "train_flops", "params",
+                  "measured_ratio", "seconds", "epochs")}
+        table.append({"setting": setting, "ratio": ratio, "label": label, "seeds": len(rs),
+                      "budget_ms": rs[0]["budget_ms"], **{k: m for k, (m, _) in stats.items()},
+                      **{f"{k}_std": sd for k, (_, sd) in stats.items()},
+                      "within_1p1_budget": all(r["within_1p1_budget"] for r in rs),
+                      "vs_halp": None if label == "halp" or not seeds else paired_difference(
+                          [by_seed[s]["val_acc"] for s in seeds], [halp[s]["val_acc"] for s in seeds])})
     return table
 
 
-def plot(rows: list[dict[str, Any]], table: list[dict[str, Any]], path: Path) -> None:
+def descent_matches(rows: list[dict[str, Any]]) -> bool:
+    """Pretrained: IEE's first prunes are HALP's, at the same steps (same budget and seed)."""
+    halp = {(r["ratio"], r["seed"]): r["prune_steps"] for r in rows if r["setting"] == "pretrained" and r["label"] == "halp"}
+    return all(r["prune_steps"][:len(halp[(r["ratio"], r["seed"])])] == halp[(r["ratio"], r["seed"])]
+               for r in rows if r["setting"] == "pretrained" and r["label"] == "iee" and (r["ratio"], r["seed"]) in halp)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = {"iee": "C2", "halp": "C1"}
-    for method in METHODS:
-        picked = [r for r in rows if r["method"] == method]
-        ax.scatter([r["measured_ratio"] for r in picked], [100 * r["val_acc"] for r in picked], color=colors[method],
-                   alpha=0.35, s=18)
-        cells = [t for t in table if t["method"] == method]
-        ax.errorbar([t["measured_ratio"] for t in cells], [100 * t["val_acc"] for t in cells],
-                    xerr=[t["measured_ratio_std"] for t in cells], yerr=[100 * t["val_acc_std"] for t in cells],
-                    color=colors[method], marker="o", capsize=3, label=f"{method} (mean +- std over seeds)")
-    for t in table:
-        if t["method"] == METHODS[0]:
-            ax.axvline(t["ratio"], color="grey", ls="--", lw=0.8)
-            ax.annotate(f"Psi = {t['ratio']:g} x dense", (t["ratio"], ax.get_ylim()[0]), fontsize=7, rotation=90,
-                        va="bottom", ha="right", color="grey")
-    ax.set(xlabel="measured latency / dense latency (ONNX Runtime, fastest batch, timed side by side)",
-           ylabel="top-1 (%)", title="top-1 vs measured latency of the physically pruned model")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    colors = {"halp": "C1", "iee": "C2", "iee equal FLOPs": "C0"}
+    for ax, setting in zip(axes, ("pretrained", "scratch")):
+        for label, color in colors.items():
+            picked = [r for r in rows if r["setting"] == setting and r["label"] == label]
+            if picked:
+                ax.scatter([r["measured_ratio"] for r in picked], [100 * r["val_acc"] for r in picked], color=color,
+                           label=label, s=22)
+        ax.set(xlabel="measured latency / dense (ONNX Runtime, side by side)", title=setting)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("top-1 (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def markdown(record: dict[str, Any], png: str) -> str:
-    mode, args, meta, lut = record["mode"], record["args"], record["meta"], record["lut"]
-    m = record["mode_settings"]
-    steps = record["rows"][0]["steps"]
+    mode, args, meta, lut, m = record["mode"], record["args"], record["meta"], record["lut"], record["mode_settings"]
+    quick = mode == "quick"
+    diff = lambda d: "-" if d is None else format_difference(d)  # noqa: E731
     table = markdown_table(
-        ["budget Psi", "method", "seeds", "top-1 final (mean +- std)", "predicted ms", "measured ms min (mean +- std)",
-         "measured ms median", "measured min <= 1.1 Psi", "measured / dense (min, side by side)",
-         "measured vs predicted", "params", "train FLOPs x dense", "wall s / run"],
-        [[f"{t['ratio']:g} x dense = {t['budget_ms']:.3f} ms", t["method"], t["seeds"],
-          f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}", f"{t['predicted_ms']:.3f}",
-          f"{t['measured_min_ms']:.3f} +- {t['measured_min_ms_std']:.3f}", f"{t['measured_median_ms']:.3f}",
-          "yes" if t["within_1p1_budget"] else "no", f"{t['measured_ratio']:.3f} +- {t['measured_ratio_std']:.3f}",
-          f"{100 * t['error']:+.1f}%", f"{t['params']:,.0f}", f"{t['train_flops_relative']:.3f}",
-          f"{t['seconds']:.0f}"] for t in record["table"]])
-    dense_min, dense_std = mean_std([r["dense_measured_min_ms"] for r in record["rows"]])
-    dense_pred = record["rows"][0]["dense_predicted_ms"]
-    ratios = sorted({t["ratio"] for t in record["table"]}, reverse=True)
+        ["start", "budget Psi", "arm", "epochs", "seeds", "top-1 (mean +- std)", "top-1 - HALP (paired, 95% CI)",
+         "measured / dense", "measured min <= 1.1 Psi", "params", "train FLOPs x dense", "train FLOPs (total)"],
+        [[t["setting"], f"{t['ratio']:g} x dense = {t['budget_ms']:.3f} ms", t["label"], f"{t['epochs']:g}", t["seeds"],
+          f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}", diff(t["vs_halp"]),
+          f"{t['measured_ratio']:.3f} +- {t['measured_ratio_std']:.3f}", "yes" if t["within_1p1_budget"] else "no",
+          f"{t['params']:,.0f}", f"{t['train_flops_relative']:.3f}", f"{t['train_flops']:.3g}"]
+         for t in record["table"]])
     lines = [
-        f"# Structured IEE vs HALP under CPU latency budgets on CIFAR-10 (JPEG copy) ({mode['name']} mode)", "",
-        *header_markdown(meta, mode["name"] + (" (the sizes below; not the full benchmark)" if mode["name"] == "quick"
-                                                else "")), "",
+        f"# Structured IEE vs HALP under CPU latency budgets on CIFAR-10 (JPEG copy), pretrained and from scratch "
+        f"({mode} mode)", "",
+        *header_markdown(meta, mode + (" (a pipeline check with the sizes below; not the benchmark)" if quick else "")), "",
         "**Data caveat.** The images come from `cifar10-jpeg.tar.gz`: labels and class order are exact, pixels are JPEG "
-        "(quality ~75) copies of the originals. These numbers compare methods side by side on the same data; never "
-        "compare them with published CIFAR-10 results.", "",
-        f"Setup: {args['model']} at 32 px; a class-balanced subset of {10 * m['train_per_class']:,} training images "
-        f"({m['train_per_class']} per class) and {10 * m['val_per_class']:,} test images for validation; {m['epochs']} "
-        f"epochs ({steps} steps) of batch {args['batch_size']}, SGD lr {args['lr']} (momentum 0.9, wd 5e-4, cosine), "
-        "random crop (4 px padding) + flip for both methods. Budgets Psi = "
-        f"{' and '.join(f'{r:g}' for r in ratios)} x the dense model's predicted latency ({dense_pred:.3f} ms) on the "
-        f"`cpu` target LUT (ONNX Runtime, batch {lut['batch']}, {lut['precision']}, {lut['threads']} thread, LUT "
-        f"statistic `{lut['statistic']}`, channel block {lut['grid_align']}). IEE starts from a random Theta_K at Psi "
-        f"with H = J = Q = {m['h']}; HALP prunes the dense model down to Psi with its exponential schedule, one prune "
-        f"every {3 * m['h']} steps; both stop changing the structure at 3/4 of training. Seeds 0..{m['seeds'] - 1}; "
-        f"each run used 1 torch thread, {args['jobs']} runs at a time.", "",
-        "Measured = `build_engine` (ONNX Runtime session of the physically pruned model, >= "
-        f"{args['min_seconds']:g} s of timing, dense model timed alternately beside it); `min` is the fastest batch "
-        "(the statistic the cpu LUT predicts), `median` the typical one. Engines were built after all training had "
-        f"finished, one at a time, on a machine shared with other jobs. Dense model measured: {dense_min:.3f} +- "
-        f"{dense_std:.3f} ms (min). Train FLOPs: the trainer's count per step over 3 x dense forward per sample "
-        "(from each run's summary.json). "
-        f"The LUT predicts the dense model at {dense_pred:.3f} ms; its measurement differs by "
-        f"{100 * (dense_min / dense_pred - 1):+.1f}% (the LUT is profiled in about a second, so a busy moment of the shared machine shifts it as a "
-        "whole): `measured / dense`, timed side by side, is the figure to compare with the budget ratio, as it does "
-        "not depend on the LUT's absolute level.", "",
+        "copies. These numbers compare methods side by side on the same data; never compare them with published "
+        "CIFAR-10 results.", "",
+        f"Setup: {args['model']} at 32 px; {10 * m['train_per_class']:,} training images ({m['train_per_class']} per "
+        f"class), {10 * m['val_per_class']:,} test images for validation; batch {args['batch_size']}, SGD lr {args['lr']} "
+        "(momentum 0.9, wd 5e-4, cosine), random crop + flip for every run. Budgets: fractions of the dense model's "
+        f"predicted latency on the `cpu` LUT (ONNX Runtime, batch {lut['batch']}, {lut['threads']} thread, statistic "
+        f"`{lut['statistic']}`). Seeds 0..{m['seeds'] - 1}, paired (same data order and random choices per seed).", "",
+        f"- **Pretrained**: one dense model trained for {m['dense_epochs']} epochs (seed 0), shared. HALP and IEE "
+        f"fine-tune it for {m['epochs']} epochs. HALP prunes to Psi every {m['delta_t']} steps in the first "
+        f"{m['prune_end']:.4g} of training (exponential latency goals; {m['prune_end']:.4g} = the paper's structured "
+        "window, epoch 5 of 130, in full mode). IEE descends on the same schedule "
+        f"({'the same prune steps: checked' if record['descent_matches'] else 'PRUNE STEPS DIFFER'}) and then runs its "
+        "updates (exponential Omega_t, H, J, Q from the short-run rule) in a window as long again; after that both "
+        "only train.",
+        f"- **From scratch**: HALP prunes a randomly initialised dense model with the same schedule, IEE starts from a "
+        f"random Theta_K at Psi with its updates in the same window; IEE at HALP's {m['epochs']} epochs, and IEE at "
+        f"{record['matched_epochs']:g} epochs, which match HALP's measured training FLOPs.", "",
+        "The dense model's own training (pretrained setting) is shared by both methods and not counted in their train "
+        "FLOPs (the paper's '90 + 130' epochs).", "",
         *table, "",
-        f"![top-1 vs measured latency relative to dense]({png})", "",
-        "Commands (run from the repository root); every run folder under "
-        f"`{args['runs']}/{mode['name']}/` holds config.json, metrics.jsonl, summary.json and, beside it, "
-        "`seedN-engine/engine.json` (the ONNX models and timings):", "",
+        f"![top-1 vs measured latency]({png})", "",
+        f"Commands (run from the repository root; run folders under `{args['runs']}/{mode}/`):", "",
         *[f"    {c}" for c in record["commands"]],
         *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0], "",
+        f"{measured_sizing(record['rows'], args['jobs'], 10 * m['val_per_class'])}", "",
         "## Sizing of the full mode", "",
-        f"Full mode: {10 * FULL.train_per_class:,} training images, {10 * FULL.val_per_class:,} validation images, "
-        f"{FULL.epochs} epochs ({FULL.epochs * (FULL.train_per_class * 10 // 64)} steps of 64), h = {FULL.h} (structure "
-        f"update every {3 * FULL.h} steps), {FULL.seeds} seeds: 2 budgets x 2 methods x 3 seeds = 12 runs. Why: "
-        "resnet20 takes about 0.2 s per batch-64 step on one idle core of this machine, so 12 runs x ~1,560 steps, "
-        "two at a time, is about 35 min of training on a quiet machine (plus evaluation, JPEG decoding and 12 x 2 "
-        "engine timings), leaving room for a shared machine inside 90 minutes. resnet20 rather than resnet56: the "
-        "budgets cut channels, not depth, and resnet56 would take ~3x as long per step, leaving ~3 epochs. "
-        f"{measured_sizing(record['rows'], args['jobs'], 10 * m['val_per_class'])} Budgets 0.7 and 0.85: "
-        "resnet20's smallest sub-network on this target is ~0.6 of dense (16-channel blocks), so lower ratios are infeasible; a wider model (wrn22_2) would allow lower ratios at ~4x the cost.", "",
+        f"Full: 10,000 training images, 2,000 validation images; a dense model of {FULL.dense_epochs} epochs; "
+        f"{FULL.epochs} epochs per run (1,560 steps of 64); {FULL.seeds} seeds x 2 budgets x (2 pretrained + 3 scratch) "
+        "= 30 runs of about 10 epochs, two at a time: about 80-90 min of training on a quiet 2-core machine "
+        "(resnet20, ~0.2 s per step on one core), plus 30 x 2 engine timings.", "",
     ]
-    if mode["name"] == "quick":
-        lines += ["**This file is from the quick mode**: 2,000 training images and 2 epochs (one seed) are far too "
-                  "little for the methods to separate. It shows the pipeline and the table's shape, not which method "
-                  "is better.", ""]
+    if quick:
+        lines += ["**Quick mode**: 2,000 training images and 2 epochs, far too little for the methods to separate. It "
+                  "shows the pipeline and the tables' shape, not which method is better.", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    add_run_options(parser, QUICK, "runs/bench_structured")
+    add_run_options(parser, f"{10 * QUICK.train_per_class:,} training images, {QUICK.epochs} epochs, {QUICK.seeds} "
+                    "seeds (a pipeline check, minutes)", "runs/bench_structured")
     parser.add_argument("--ratios", default="0.85,0.7",
                         help="latency budgets, comma-separated fractions of the dense model's predicted latency")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="engine timing: seconds per model (s)")
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
     meta = header(1, "torchvision", "onnxruntime", "matplotlib")
-    data = prepare_data(mode)
+    data = cifar10_subset(mode.train_per_class, mode.val_per_class)
     commands: list[str] = []
     lut = profile_lut(args.model, commands)
     lut_meta = json.loads(lut.with_suffix(".json").read_text())
-    runs = [Run(method, float(r), seed) for seed in range(mode.seeds) for r in args.ratios.split(",") for method in METHODS]
-    shown = run_parallel(lambda run: execute(run, mode, data, lut, args), runs, args.jobs, "training runs")
-    rows = [measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(tqdm(runs, desc="engines"), shown)]
-    table = aggregate(rows)
+    checkpoint, dense_cmd = dense_model(mode, data, args)
+    commands.append(dense_cmd)
+    ratios = [float(r) for r in args.ratios.split(",")]
+    first = [Run(setting, label, r, seed) for seed in range(mode.seeds) for r in ratios
+             for setting, label in (("pretrained", "halp"), ("pretrained", "iee"), ("scratch", "halp"), ("scratch", "iee"))]
+    shown = run_parallel(lambda run: execute(run, mode, data, lut, checkpoint, mode.epochs, args), first, args.jobs,
+                         "training runs")
+    rows = [measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(tqdm(first, desc="engines"), shown)]
+    epochs = matched_epochs([r for r in rows if r["setting"] == "scratch"], mode.epochs)
+    matched = [Run("scratch", "iee equal FLOPs", r, seed) for seed in range(mode.seeds) for r in ratios]
+    shown = run_parallel(lambda run: execute(run, mode, data, lut, checkpoint, epochs, args), matched, args.jobs,
+                         "equal-FLOPs runs")
+    rows += [measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(matched, shown)]
     name = "structured_quick" if args.quick else "structured"
-    record = {"meta": meta, "mode": {"name": mode.name}, "mode_settings": asdict(mode), "args": vars(args),
-              "data": str(data.relative_to(ROOT)), "commands": commands,
+    record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "args": vars(args),
+              "data": str(data.relative_to(ROOT)), "commands": commands, "matched_epochs": epochs,
+              "descent_matches": descent_matches(rows),
               "lut": {k: lut_meta[k] for k in ("model", "resolution", "batch", "precision", "target", "backend", "threads",
                                                "statistic", "grid_step", "grid_align", "calibration")},
-              "table": table, "rows": rows}
-    plot(rows, table, RESULTS / f"{name}.png")
+              "table": aggregate(rows), "rows": rows}
+    plot(rows, RESULTS / f"{name}.png")
     text = markdown(record, f"{name}.png")
     print(text)
     write_results(name, record, text)

@@ -250,3 +250,15 @@ def test_j_zero_explores_right_after_prune_and_random_grow_moves_the_budget():
     assert [r.event for r in records] == ["grow"]
     added = [(n & ~o).sum().item() for o, n in zip(old, masks(method))]
     assert added == budgets(method, 0) and method.space.active_counts() == method.space.targets
+
+
+def test_iee_period_is_chosen_by_the_run_length_and_says_why():
+    model = tiny_model()
+    method = build_method(SparsityConfig(sparsity=0.5), model, seed=0)
+    method.setup(TrainContext(310, torch.optim.SGD(model.parameters(), lr=0.1)))
+    settings = method.describe()
+    assert (settings["h"], settings["j"], settings["q"]) == (46, 6, 6)  # iee_period(310, 0.75)
+    assert "short-run rule" in settings["period_reason"] and settings["update_end"] == 0.75
+    assert settings["omega_decay"] == "cosine"  # the unstructured default (RigL's schedule)
+    _, given, _ = setup()
+    assert given.describe()["period_reason"] == "set in the config (hjq)"

@@ -12,10 +12,12 @@ from iee_deploy.methods.schedule import (
     dst_update_due,
     gmp_sparsity,
     gmp_update_due,
+    iee_period,
     iee_step,
     iee_updates,
     resolve_period,
     update_fraction,
+    update_window,
 )
 from iee_deploy.sparse import selection
 from iee_deploy.sparse.distributions import erk_densities, layer_active_counts
@@ -102,6 +104,43 @@ def test_iee_schedule_follows_algorithm_1():
     assert iee_updates(total_steps=40, period=5, update_end=0.75) == 6
     with pytest.raises(ValueError):
         iee_step(0, 1, 0, 0, 1)
+
+
+def test_update_window_floors_without_float_error():
+    assert update_window(400, 0.75) == 300  # 0.75 * 400 is 300 exactly, not 299.99...
+    assert update_window(310, 0.75) == 232  # 232.5 floored
+    assert update_window(3, 0.1) == 0 and update_window(100, 1.0) == 100
+
+
+def test_iee_period_is_the_papers_when_enough_updates_fit():
+    # window 0.75 * 2400 = 1800 = 4 x 450: the paper's period fits exactly 4 updates
+    p = iee_period(2400, 0.75)
+    assert p.hjq == (150, 150, 150) and "paper's period" in p.reason and "4 >= 4" in p.reason
+    # one step less: 1799 // 450 = 3 < 4, so the short-run rule takes over: period 1799 // 4 = 449,
+    # Q = J = round(449 / 10) = round(44.9) = 45, H = 449 - 90 = 359
+    assert iee_period(2399, 0.75).hjq == (359, 45, 45)
+    # 7500 // 450 = 16 < 30 updates: period 7500 // 30 = 250, Q = J = round(25.0) = 25, H = 200
+    assert iee_period(10_000, 0.75, min_updates=30).hjq == (200, 25, 25)
+    assert iee_period(100_000, 0.75, min_updates=30).hjq == (150, 150, 150)
+
+
+def test_iee_period_short_run_rule_exact():
+    # the issue's Fashion-MNIST run: 310 steps, window 232, period 232 // 4 = 58, Q = J = round(5.8) = 6
+    p = iee_period(310, 0.75)
+    assert p.hjq == (46, 6, 6)
+    assert "58" in p.reason and "short-run rule" in p.reason
+    # the CIFAR command of the issue: 1092 steps, window 819, period 204, Q = J = round(20.4) = 20
+    assert iee_period(1092, 0.75).hjq == (164, 20, 20)
+    # the old rule is explore_share 1/3: thirds of the period (with rounding: 58 -> 19.33 -> 19, H = 20)
+    assert iee_period(310, 0.75, explore_share=1 / 3).hjq == (20, 19, 19)
+    # more updates give a shorter period: 232 // 8 = 29, Q = round(2.9) = 3
+    assert iee_period(310, 0.75, min_updates=8).hjq == (23, 3, 3)
+    # tiny runs keep H, J, Q >= 1 and a period of at least 3
+    assert iee_period(10, 0.75).hjq == (1, 1, 1)
+    assert iee_period(40, 0.75, explore_share=0.1).hjq == (5, 1, 1)  # window 30, period 7, Q = max(1, round(0.7)) = 1
+    for bad in ({"min_updates": 0}, {"explore_share": 0.0}, {"explore_share": 0.34}):
+        with pytest.raises(ValueError):
+            iee_period(310, 0.75, **bad)
 
 
 def test_budget_and_baseline_schedules():

@@ -66,7 +66,7 @@ def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
 def structured(lut: Path, total: int, seed: int = 0, model: nn.Module | None = None, **overrides):
     torch.manual_seed(seed)
     model = model or build_model("resnet20", 10, RES)
-    config = SparsityConfig(**{"method": "iee", "latency_ratio": 0.5, "lut": str(lut), **overrides})
+    config = SparsityConfig(**{"method": "iee", "latency_ratio": 0.5, "lut": str(lut), "update_end": 0.75, **overrides})
     method = build_method(config, model, seed=seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     method.setup(TrainContext(total, optimizer))
@@ -232,6 +232,22 @@ def test_predicted_latency_after_every_prune_and_grow_is_within_the_budget(lut, 
         assert {e for e, _ in events} == {"prune", "grow"}
 
 
+def test_structured_iee_descends_on_halps_schedule(lut):
+    """IEE from a dense start prunes at the same steps to the same latency goals as HALP alone (paper Table 1)."""
+    total, halp_end = 80, 24  # HALP prunes in the first 24 steps; IEE's window is twice that, descent half of it
+    goals = {}
+    for name, overrides in (("halp", {"method": "halp", "update_end": halp_end / total, "delta_t": 6}),
+                            ("iee", {"start": "dense", "update_end": 2 * halp_end / total, "descent": 0.5, "delta_t": 6})):
+        model, method, optimizer = structured(lut, total, seed=3, **overrides)
+        goals[name] = [(r.step, r.event, round(r.extra["limit_ms"], 9)) for step in range(total)
+                       for r in train_step(model, method, optimizer, step, *batch(step)).records]
+    descent = [g for g in goals["iee"] if g[0] <= halp_end and g[1] == "prune"][:len(goals["halp"])]
+    assert [g[0] for g in goals["halp"]] == [6, 12, 18, 24]
+    assert descent == goals["halp"]  # same steps, same goals, the last one exactly Psi
+    assert any(g[1] == "grow" for g in goals["iee"])  # then IEE's own updates
+    assert max(g[0] for g in goals["iee"]) <= 2 * halp_end
+
+
 # --- the command line ------------------------------------------------------------------------------
 SMALL = ("--model", "resnet20", "--resolution", "8", "--subset", "160", "--batch-size", "16", "--no-progress")
 
@@ -287,7 +303,9 @@ def check_run_folder(out: Path) -> dict:
 
 def test_cli_structured_iee_writes_a_deployable_run_folder(lut8, tmp_path):
     out = tmp_path / "iee"
-    result = run_cli("train", *SMALL, "--epochs", "2", "--lut", str(lut8), "--latency-ratio", "0.5", "--out", str(out))
+    # --update-end 0.75: the structured default (epoch 5 of 130) leaves no update in a 20-step run
+    result = run_cli("train", *SMALL, "--epochs", "2", "--lut", str(lut8), "--latency-ratio", "0.5", "--update-end", "0.75",
+                     "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "predicted latency" in result.stdout and "grown-channel survival" in result.stdout
     summary = check_run_folder(out)
@@ -298,8 +316,8 @@ def test_halp_and_iee_from_a_checkpoint_through_the_same_loop(lut8, tmp_path):
     torch.manual_seed(0)
     checkpoint = tmp_path / "dense.pt"
     torch.save(build_model("resnet20", 10, 8).state_dict(), checkpoint)
-    for name, sparsity in (("halp", SparsityConfig(method="halp", latency_ratio=0.5, lut=str(lut8))),
-                           ("iee", SparsityConfig(latency_ratio=0.5, lut=str(lut8), start="dense"))):
+    for name, sparsity in (("halp", SparsityConfig(method="halp", latency_ratio=0.5, lut=str(lut8), update_end=0.75)),
+                           ("iee", SparsityConfig(latency_ratio=0.5, lut=str(lut8), start="dense", update_end=0.75))):
         config = TrainConfig(model="resnet20", dataset="digits", resolution=8, subset=160, batch_size=16, epochs=2,
                              init_checkpoint=str(checkpoint), sparsity=sparsity)
         summary = Trainer(config, tmp_path / name, progress_bar=False).fit()
@@ -319,7 +337,8 @@ class Stop(Exception):
 
 def test_a_structured_run_resumed_mid_explore_repeats_the_uninterrupted_run(lut8, tmp_path):
     config = TrainConfig(model="resnet20", dataset="digits", resolution=8, subset=160, batch_size=16, epochs=2,
-                         checkpoint_every=3, sparsity=SparsityConfig(latency_ratio=0.5, lut=str(lut8), hjq=(2, 1, 2)))
+                         checkpoint_every=3, sparsity=SparsityConfig(latency_ratio=0.5, lut=str(lut8), hjq=(2, 1, 2),
+                                                                          update_end=0.75))
     Trainer(config, tmp_path / "whole", progress_bar=False).fit()
 
     def stop_after_the_checkpoint_in_explore(step, model, method):

@@ -73,18 +73,20 @@ def _delta_t(text: str) -> int | None:
                    "down to Psi with HALP's exponential schedule before IEE's updates.")
 @click.option("--hjq", default="auto", show_default=True,
               help="IEE iterations H,J,Q: importance estimation, accuracy improvement, reactivate & explore (steps), "
-                   "e.g. 150,150,150. auto: the paper's 150,150,150, or equal shorter ones so >= 4 updates fit a short run.")
+                   "e.g. 150,150,150. auto: the paper's 150,150,150 when 4 such updates fit, else the short-run rule (a period with "
+                   "4 updates, Q = J = 1/10 of it; the run summary says which and why).")
 @click.option("--delta-t", default="auto", show_default=True,
               help="RigL / SET / GMP update interval, HALP prune interval (also the descent of structured IEE from a "
                    "--checkpoint), in steps. auto: the papers' (100; HALP 40), or shorter so >= 4 updates fit.")
 @click.option("--omega0", type=FRACTION, default=0.3, show_default=True,
               help="Update budget Omega_0 (RigL/SET: alpha): fraction 0-1 of the active weights (structured: of the "
                    "latency budget Psi, in ms) moved at the first update.")
-@click.option("--omega-decay", type=click.Choice(_values(Decay)), default="cosine", show_default=True,
-              help="How the update budget decays over the updates (cosine as RigL; exponential to 1% of Omega_0).")
-@click.option("--update-end", type=click.FloatRange(0, 1, min_open=True), default=0.75, show_default=True,
+@click.option("--omega-decay", type=click.Choice(_values(Decay)), default=None,
+              help="How the update budget decays over the updates (cosine as RigL; exponential to 1% of Omega_0). "
+                   "Default: the paper's, cosine unstructured, exponential structured (HALP's scheduler).")
+@click.option("--update-end", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Fraction 0-1 of training after which the structure stops changing (GMP and HALP reach the target "
-                   "there; the paper's structured runs stop at epoch 5 of 130, i.e. 0.04).")
+                   "there). Default: the paper's, 0.75 unstructured, 5/130 structured (epoch 5 of 130).")
 @click.option("--no-freeze", is_flag=True, help="IEE ablation: train Theta_K too during reactivate & explore.")
 @click.option("--grow-init", type=click.Choice(_values(GrowInit)), default=None,
               help="Value of re-entering weights: mru (most recently used) or zero. Default: mru for iee, zero for rigl/set.")
@@ -105,7 +107,7 @@ def _delta_t(text: str) -> int | None:
 def train(model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None, dataset: str,
           data_dir: str | None, subset: int | None, batch_size: int, workers: int, seed: int, method: str,
           sparsity: float | None, distribution: str, nm: str | None, latency_ms: float | None, latency_ratio: float | None,
-          target: str | None, lut: str | None, descent: float, hjq: str, delta_t: str, omega0: float, omega_decay: str, update_end: float,
+          target: str | None, lut: str | None, descent: float, hjq: str, delta_t: str, omega0: float, omega_decay: str | None, update_end: float | None,
           no_freeze: bool, grow_init: str | None, grow_criterion: str | None, gmp_start: float, epochs: float, lr: float,
           momentum: float, weight_decay: float, warmup_epochs: float, checkpoint_every: int, out: str, resume: bool,
           device: str, no_progress: bool) -> None:
@@ -126,7 +128,8 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
     check_writable(out, "out", folder=True)
     sparse = SparsityConfig(
         method=method, sparsity=0.9 if sparsity is None else sparsity, distribution=Distribution(distribution), nm=nm,
-        hjq=_hjq(hjq), delta_t=_delta_t(delta_t), omega0=omega0, omega_decay=Decay(omega_decay), update_end=update_end,
+        hjq=_hjq(hjq), delta_t=_delta_t(delta_t), omega0=omega0, omega_decay=None if omega_decay is None else Decay(omega_decay),
+        update_end=update_end,
         freeze=not no_freeze, grow_init=None if grow_init is None else GrowInit(grow_init),
         grow_criterion=None if grow_criterion is None else GrowCriterion(grow_criterion), gmp_start=gmp_start,
         latency_ms=latency_ms, latency_ratio=latency_ratio, target=target, lut=lut,

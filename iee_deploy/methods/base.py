@@ -32,7 +32,7 @@ from torch import nn
 
 from iee_deploy.errors import ConfigError, check_fraction, check_positive
 from iee_deploy.flops import StepCost
-from iee_deploy.methods.schedule import Decay
+from iee_deploy.methods.schedule import STRUCTURED_UPDATE_END, UNSTRUCTURED_UPDATE_END, Decay
 from iee_deploy.sparse.distributions import Distribution
 from iee_deploy.sparse.nm import NMPattern
 from iee_deploy.sparse.state import GrowInit, SparseState
@@ -86,8 +86,8 @@ class SparsityConfig:
     hjq: tuple[int, int, int] | None = None  # IEE H, J, Q iterations; None: (150, 150, 150) or shorter for short runs
     delta_t: int | None = None  # RigL / SET / GMP update interval in steps; None: 100 or shorter for short runs
     omega0: float = 0.3  # Omega_0 (IEE) / alpha (RigL, SET): first update's share of the active budget
-    omega_decay: Decay = Decay.COSINE
-    update_end: float = 0.75  # structure updates stop after this fraction (0, 1] of training
+    omega_decay: Decay | None = None  # None: the paper's for the kind (`decay`)
+    update_end: float | None = None  # structure updates stop after this fraction of training; None: `updates_end`
     freeze: bool = True  # IEE: freeze Theta_K during Reactivate & Explore
     grow_init: GrowInit | None = None  # None: the method's own (IEE mru, RigL/SET zero)
     grow_criterion: GrowCriterion | None = None  # IEE; None: magnitude
@@ -101,7 +101,8 @@ class SparsityConfig:
 
     def __post_init__(self) -> None:
         self.distribution = _choice("distribution", Distribution, self.distribution)
-        self.omega_decay = _choice("omega_decay", Decay, self.omega_decay)
+        if self.omega_decay is not None:
+            self.omega_decay = _choice("omega_decay", Decay, self.omega_decay)
         self.start = _choice("start", Start, self.start)
         if self.grow_init is not None:
             self.grow_init = _choice("grow_init", GrowInit, self.grow_init)
@@ -110,7 +111,8 @@ class SparsityConfig:
         check_fraction("sparsity", self.sparsity, high_open=True)
         for name in ("omega0", "gmp_start"):
             check_fraction(name, getattr(self, name))
-        check_fraction("update_end", self.update_end, low_open=True)
+        if self.update_end is not None:
+            check_fraction("update_end", self.update_end, low_open=True)
         check_fraction("descent", self.descent, low_open=True, high_open=True)
         if self.hjq is not None:
             hjq = tuple(self.hjq)  # config.json stores a list
@@ -140,6 +142,28 @@ class SparsityConfig:
     def pattern(self) -> NMPattern | None:
         """The N:M pattern of `nm`, or None."""
         return None if self.nm is None else parse_nm(self.nm)
+
+    @property
+    def decay(self) -> Decay:
+        """How Omega_t decays: `omega_decay`, or the paper's for the kind.
+
+        Unstructured: cosine (RigL's drop-fraction schedule, Sec. 4.2). Structured: exponential
+        (HALP's scheduler, which the paper's structured IEE follows; appendix 3).
+        """
+        if self.omega_decay is not None:
+            return Decay(self.omega_decay)
+        return Decay.COSINE if self.kind == "unstructured" else Decay.EXPONENTIAL
+
+    @property
+    def updates_end(self) -> float:
+        """Fraction of training after which the structure stops changing: `update_end`, or the paper's for the kind.
+
+        Unstructured: 3/4 (RigL's T_end, appendix 3). Structured: 5/130, the paper's end of the
+        structured updates at epoch 5 of 130 (appendix 3), "much earlier than 3/4".
+        """
+        if self.update_end is not None:
+            return self.update_end
+        return UNSTRUCTURED_UPDATE_END if self.kind == "unstructured" else STRUCTURED_UPDATE_END
 
     @property
     def kind(self) -> str:

@@ -29,6 +29,7 @@ from iee_deploy.methods.schedule import (
     gmp_update_due,
     resolve_period,
     update_fraction,
+    update_window,
 )
 from iee_deploy.sparse.distributions import Distribution
 from iee_deploy.sparse.state import GrowInit
@@ -39,11 +40,7 @@ PAPER_DELTA_T = 100
 
 
 def _interval(config: SparsityConfig, total_steps: int) -> int:
-    return config.delta_t or resolve_period(PAPER_DELTA_T, total_steps, config.update_end)
-
-
-def _end_step(config: SparsityConfig, total_steps: int) -> int:
-    return int(math.floor(config.update_end * total_steps + 1e-9))
+    return config.delta_t or resolve_period(PAPER_DELTA_T, total_steps, config.updates_end)
 
 
 class Static(SparsityMethod):
@@ -70,7 +67,7 @@ class DynamicSparseTraining(SparsityMethod):
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
         self.delta_t = _interval(self.config, ctx.total_steps)
-        self.end_step = _end_step(self.config, ctx.total_steps)
+        self.end_step = update_window(ctx.total_steps, self.config.updates_end)
         if self.delta_t >= self.end_step:
             raise UserError(f"no {self.name} update fits: dT = {self.delta_t} steps is not before the end of updates "
                             f"(step {self.end_step} of {ctx.total_steps})", "lower `delta_t` or train for more `epochs`",
@@ -85,7 +82,7 @@ class DynamicSparseTraining(SparsityMethod):
             return []
         t = step // self.delta_t - 1
         budget: WeightBudget = self.weights.budget(update_fraction(step / self.end_step, self.config.omega0,
-                                                                   self.config.omega_decay))
+                                                                   self.config.decay))
         scores = self.grow_scores()
         removed = self.weights.select_prune(budget)
         pruned = self.weights.apply_prune(removed, step, t)
@@ -94,7 +91,7 @@ class DynamicSparseTraining(SparsityMethod):
 
     def describe(self) -> dict[str, Any]:
         return {"delta_t": self.delta_t, "update_end_step": self.end_step, "grow_init": self.init.value,
-                "omega0": self.config.omega0, "omega_decay": self.config.omega_decay}
+                "omega0": self.config.omega0, "omega_decay": self.config.decay.value, "update_end": self.config.updates_end}
 
 
 class SET(DynamicSparseTraining):
@@ -124,7 +121,7 @@ class RigL(DynamicSparseTraining):
         return "update" if dst_update_due(step, self.delta_t, self.end_step) else "sparse"
 
     def appendix_train_flops(self, zeta_p: float, zeta_d: float) -> float:
-        return rigl_train_flops(self.delta_t, zeta_p, zeta_d, self.config.update_end)
+        return rigl_train_flops(self.delta_t, zeta_p, zeta_d, self.config.updates_end)
 
 
 class GMP(SparsityMethod):
@@ -142,10 +139,10 @@ class GMP(SparsityMethod):
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
         self.start_step = int(self.config.gmp_start * ctx.total_steps)
-        self.end_step = _end_step(self.config, ctx.total_steps)
+        self.end_step = update_window(ctx.total_steps, self.config.updates_end)
         if self.end_step <= self.start_step:
             raise UserError(f"GMP has no room: `gmp_start` {self.config.gmp_start:g} is not before `update_end` "
-                            f"{self.config.update_end:g}", "choose `gmp_start` < `update_end`",
+                            f"{self.config.updates_end:g}", "choose `gmp_start` < `update_end`",
                             fields=("gmp_start", "update_end"))
         if self.config.delta_t is None:
             self.delta_t = max(1, min(PAPER_DELTA_T, (self.end_step - self.start_step) // 4))

@@ -10,12 +10,11 @@ trained checkpoint (see `iee_deploy.methods.sequential`).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from iee_deploy.errors import UserError
 from iee_deploy.methods.base import SparsityConfig, SparsityMethod, TrainContext
-from iee_deploy.methods.schedule import halp_prune_due, halp_target, resolve_period
+from iee_deploy.methods.schedule import halp_prune_due, halp_target, resolve_period, update_window
 from iee_deploy.sparse.tracking import UpdateRecord
 from iee_deploy.structured.space import ChannelSpace
 
@@ -39,8 +38,8 @@ class HALP(SparsityMethod):
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
         cfg = self.config
-        end = int(math.floor(cfg.update_end * ctx.total_steps + 1e-9))
-        self.interval = cfg.delta_t or resolve_period(PAPER_INTERVAL, ctx.total_steps, cfg.update_end)
+        end = update_window(ctx.total_steps, cfg.updates_end)
+        self.interval = cfg.delta_t or resolve_period(PAPER_INTERVAL, ctx.total_steps, cfg.updates_end)
         self.prunes = end // self.interval
         if self.prunes == 0:
             raise UserError(f"no {self.name} prune step fits: dT = {self.interval} steps is longer than the "

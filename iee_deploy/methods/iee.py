@@ -8,7 +8,8 @@ Each IEE update step t (period dT = H + J + Q iterations, see `schedule.iee_step
      recently used (MRU) value; Theta_K frozen, only Theta_P trains.
   5. Grow (Eq. 4): move the Omega_t most important units of Theta_P (by the same criterion as
      Prune, measured after exploring) to Theta_K; the rest of Theta_P goes dormant again.
-Omega_t = `update_fraction(t / T)` of the active budget; updates stop after `update_end` (3/4).
+Omega_t = `update_fraction(t / T)` of the active budget (cosine decay unstructured, exponential structured);
+updates stop after `updates_end` of training (3/4 unstructured, epoch 5 of 130 structured: appendix 3).
 
 Extension point: IEE only talks to an `ExplorationSpace`. `WeightSpace` (unstructured and N:M;
 importance |w|, top-k per layer or global) is one. `iee_deploy.structured.ChannelSpace` is the
@@ -28,12 +29,19 @@ import torch
 from iee_deploy.errors import UserError
 from iee_deploy.flops import StepCost, iee_train_flops
 from iee_deploy.methods.base import GrowCriterion, Space, SparsityConfig, SparsityMethod, TrainContext
-from iee_deploy.methods.schedule import Event, Stage, iee_step, iee_updates, resolve_period, update_fraction
+from iee_deploy.methods.schedule import (
+    PAPER_HJQ,
+    Event,
+    Stage,
+    iee_period,
+    iee_step,
+    iee_updates,
+    update_fraction,
+)
 from iee_deploy.sparse.state import GrowInit
 from iee_deploy.sparse.tracking import UpdateRecord
 
 Budget = TypeVar("Budget")
-PAPER_HJQ = (150, 150, 150)
 
 
 class ExplorationSpace(Space, Protocol[Budget]):
@@ -80,27 +88,29 @@ class IEE(SparsityMethod, Generic[Budget]):
         self.init = GrowInit(config.grow_init or GrowInit.MRU)
         self.criterion = GrowCriterion(config.grow_criterion or GrowCriterion.MAGNITUDE)
         self.hjq = config.hjq or PAPER_HJQ
+        self.period_reason = "set in the config (hjq)"
         self.updates = 0
 
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
         cfg = self.config
-        if cfg.hjq is None:  # the paper's period, or an equal split of a shorter one for short runs
-            third = max(1, resolve_period(sum(PAPER_HJQ), ctx.total_steps, cfg.update_end) // 3)
-            self.hjq = (third, third, third)
+        if cfg.hjq is None:  # the paper's period, or the short-run rule (a function of the run's length only)
+            period = iee_period(ctx.total_steps, cfg.updates_end)
+            self.hjq, self.period_reason = period.hjq, period.reason
         h, j, q = self.hjq  # explicit values are checked by SparsityConfig
-        self.updates = iee_updates(ctx.total_steps, h + j + q, cfg.update_end)
+        self.updates = iee_updates(ctx.total_steps, h + j + q, cfg.updates_end)
         if self.updates == 0:
             raise UserError(f"no IEE update fits: a period of H+J+Q = {h + j + q} steps is longer than the first "
-                            f"{cfg.update_end:g} of the {ctx.total_steps} training steps",
-                            "lower `hjq` or train for more `epochs`", fields=("hjq", "epochs"))
+                            f"{cfg.updates_end:g} of the {ctx.total_steps} training steps",
+                            "lower `hjq`, raise `update_end` or train for more `epochs`",
+                            fields=("hjq", "update_end", "epochs"))
 
     def _schedule(self, step: int) -> tuple[Stage, tuple[Event, ...], int]:
         s = iee_step(step, *self.hjq, self.updates)
         return s.stage, s.events, s.t
 
     def _budget(self, t: int) -> Budget:
-        return self.explorer.budget(update_fraction(t / self.updates, self.config.omega0, self.config.omega_decay))
+        return self.explorer.budget(update_fraction(t / self.updates, self.config.omega0, self.config.decay))
 
     def on_step_start(self, step: int) -> list[UpdateRecord]:
         _, events, t = self._schedule(step)
@@ -134,10 +144,11 @@ class IEE(SparsityMethod, Generic[Budget]):
         return stage.value if stage is Stage.FINAL else f"{stage.value} t={t}"
 
     def appendix_train_flops(self, zeta_p: float, zeta_d: float) -> float:
-        return iee_train_flops(*self.hjq, zeta_p, zeta_d, self.config.update_end)
+        return iee_train_flops(*self.hjq, zeta_p, zeta_d, self.config.updates_end)
 
     def describe(self) -> dict[str, Any]:
         h, j, q = self.hjq
-        return {"h": h, "j": j, "q": q, "updates": self.updates, "update_end_step": self.updates * (h + j + q),
+        return {"h": h, "j": j, "q": q, "period_reason": self.period_reason, "updates": self.updates,
+                "update_end_step": self.updates * (h + j + q),
                 "grow_init": self.init.value, "grow_criterion": self.criterion.value, "freeze": self.config.freeze,
-                "omega0": self.config.omega0, "omega_decay": self.config.omega_decay}
+                "omega0": self.config.omega0, "omega_decay": self.config.decay.value, "update_end": self.config.updates_end}

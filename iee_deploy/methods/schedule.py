@@ -3,7 +3,9 @@
 - `iee_step`: Algorithm 1's stage schedule (which IEE stage a step is in, which update starts it).
 - `update_fraction`: the update budget Omega_t as a fraction of the active budget (cosine or
   exponential decay); RigL's and SET's drop fraction is the same function.
+- `update_window`: the steps in which structure updates happen (the first `update_end` of training).
 - `resolve_period`: the update period that fits a run (the paper's, or shorter for short runs).
+- `iee_period`: IEE's H, J, Q for a run of a given length (the paper's, or the short-run rule), with the reason.
 - `dst_update_due`: when RigL / SET update.
 - `gmp_sparsity`, `gmp_update_due`: Zhu & Gupta's gradual magnitude pruning schedule.
 - `halp_target`, `halp_prune_due`: HALP's exponential latency schedule and its prune steps.
@@ -72,15 +74,29 @@ def iee_step(step: int, h: int, j: int, q: int, updates: int) -> IEEStep:
     return IEEStep(Stage.REACTIVATE_EXPLORE, events, t)
 
 
+def update_window(total_steps: int, update_end: float) -> int:
+    """Steps in the structure-update window: the first `update_end` of `total_steps`, floored.
+
+    The 1e-9 absorbs float error, so that e.g. 0.75 * 400 counts as 300 steps, never 299.
+    """
+    return int(math.floor(update_end * total_steps + 1e-9))
+
+
 def iee_updates(total_steps: int, period: int, update_end: float) -> int:
     """T: how many whole IEE periods fit in the first `update_end` of training."""
-    return int(math.floor(update_end * total_steps + 1e-9)) // period
+    return update_window(total_steps, update_end) // period
 
 
 class Decay(StrEnum):
     COSINE = "cosine"
     EXPONENTIAL = "exponential"
 
+
+UNSTRUCTURED_UPDATE_END = 0.75
+"""Unstructured updates stop at 3/4 of training (RigL's T_end; the paper's appendix 3)."""
+
+STRUCTURED_UPDATE_END = 5 / 130
+"""The paper's structured IEE stops updating at epoch 5 of 130 (appendix 3), following HALP's exponential scheduler."""
 
 EXPONENTIAL_FINAL = 0.01
 """Exponential decay ends at this share of Omega_0 (a geometric interpolation, as FORCE/HALP)."""
@@ -102,12 +118,63 @@ def update_fraction(progress: float, omega0: float = 0.3, decay: Decay | str = D
 
 
 MIN_UPDATES = 4
+"""Short runs shorten the update period until at least this many updates fit the update window."""
 
 
-def resolve_period(paper_period: int, total_steps: int, update_end: float) -> int:
-    """The paper's update period, or a shorter one so that >= 4 updates fit a short run (>= 1 step)."""
-    window = int(math.floor(update_end * total_steps + 1e-9))
-    return max(1, min(paper_period, window // MIN_UPDATES))
+def resolve_period(paper_period: int, total_steps: int, update_end: float, min_updates: int = MIN_UPDATES) -> int:
+    """The paper's update period, or a shorter one so that >= `min_updates` updates fit a short run (>= 1 step)."""
+    return max(1, min(paper_period, update_window(total_steps, update_end) // min_updates))
+
+
+PAPER_HJQ = (150, 150, 150)
+"""The paper's IEE period (Table 4's best; 450 iterations, 3x RigL's dT = 100)."""
+
+SHORT_RUN_EXPLORE_SHARE = 1 / 10
+"""Share of a shortened IEE period spent in Reactivate & Explore (Q) and, equally, in Accuracy Improvement (J).
+
+From benchmarks/results/hjq_sweep.md (310-step runs, 3 paired seeds): 1/10 had the best mean of the
+splits tried (+0.75 points over the equal split 1/3, 95% CI [-1.11, +2.61]; 1/6: -0.58) at the
+lowest training cost, and freezes Theta_K for 7.5% of the update window instead of 25%. The
+splits are not resolved from each other; every one trailed static by 2.4-3.8 points."""
+
+
+@dataclass(frozen=True)
+class IEEPeriod:
+    """IEE's H, J, Q for a run, and why they were chosen (written into the run summary)."""
+
+    h: int
+    j: int
+    q: int
+    reason: str
+
+    @property
+    def hjq(self) -> tuple[int, int, int]:
+        return self.h, self.j, self.q
+
+
+def iee_period(total_steps: int, update_end: float, min_updates: int = MIN_UPDATES,
+               explore_share: float = SHORT_RUN_EXPLORE_SHARE) -> IEEPeriod:
+    """IEE's H, J, Q for a run of `total_steps` whose updates end after `update_end` of training.
+
+    A pure function of the run's length. The paper's H = J = Q = 150 when `min_updates` such
+    periods fit the update window. Otherwise the period is the longest one with `min_updates`
+    updates (a long period lets the explored weights move, since they train for Q steps, and
+    gives Theta_K long exploitation stages), split as Q = J = round(`explore_share` x period)
+    (at least 1) and H = the rest: a small frozen share keeps Theta_K from starving.
+    """
+    if min_updates < 1 or not 0 < explore_share <= 1 / 3:
+        raise ValueError(f"min_updates must be >= 1 and explore_share in (0, 1/3]; got {min_updates}, {explore_share}")
+    window = update_window(total_steps, update_end)
+    paper = sum(PAPER_HJQ)
+    if window // paper >= min_updates:
+        return IEEPeriod(*PAPER_HJQ, reason=f"the paper's period (450 steps) fits {window // paper} >= {min_updates} "
+                                            f"updates in the {window}-step update window")
+    period = max(3, window // min_updates)
+    q = max(1, math.floor(explore_share * period + 0.5))
+    return IEEPeriod(period - 2 * q, q, q,
+                     reason=f"short run: the paper's period fits {window // paper} < {min_updates} updates in the "
+                            f"{window}-step update window, so the period is {window} // {min_updates} = {period} steps "
+                            f"with Q = J = round({explore_share:.3g} x {period}) = {q} (short-run rule)")
 
 
 def dst_update_due(step: int, delta_t: int, end_step: int) -> bool:

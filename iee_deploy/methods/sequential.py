@@ -5,19 +5,21 @@
 the window, B in the second half and then on to the end of training. Each phase is set up with a
 context whose `total_steps` is its share of the window (its config should have `update_end` 1.0,
 so that its updates fill that share) and sees steps counted from its own start; the records it
-returns carry the run's step. All phases share the space, so the structure one leaves is where the
+returns carry the run's step. A phase's structure change due exactly at its end (HALP's last prune
+at the end of its window, as in a HALP run alone) applies at the start of the next phase's first
+step, before that phase's own events. All phases share the space, so the structure one leaves is where the
 next begins. Structured IEE from a trained checkpoint is HALP's progressive pruning down to Psi,
-then IEE's prune / reactivate & explore / grow updates (`iee_deploy.methods.structured_method`).
+then IEE's prune / reactivate & explore / grow updates (`iee_deploy.methods.structured_iee`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from iee_deploy.flops import StepCost
 from iee_deploy.methods.base import Space, SparsityConfig, SparsityMethod, TrainContext
+from iee_deploy.methods.schedule import update_window
 from iee_deploy.sparse.tracking import UpdateRecord
 
 
@@ -37,7 +39,7 @@ class Sequential(SparsityMethod):
 
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
-        window = int(math.floor(self.config.update_end * ctx.total_steps + 1e-9))
+        window = update_window(ctx.total_steps, self.config.updates_end)
         bounds = [0] + [int(round(e * window)) for e in self.ends]
         self.starts = bounds[:-1]
         for method, start, end in zip(self.phases, bounds[:-1], bounds[1:]):
@@ -53,8 +55,13 @@ class Sequential(SparsityMethod):
         return records
 
     def on_step_start(self, step: int) -> list[UpdateRecord]:
+        records = []
+        i = self.starts.index(step) if step in self.starts[1:] else 0
+        if i > 0:  # the previous phase's schedule ends on this step
+            previous, local = self.phases[i - 1], step - self.starts[i - 1]
+            records += self._shifted(previous.on_step_start(local), step, local)
         method, local = self._phase(step)
-        return self._shifted(method.on_step_start(local), step, local)
+        return records + self._shifted(method.on_step_start(local), step, local)
 
     def after_backward(self, step: int) -> list[UpdateRecord]:
         method, local = self._phase(step)

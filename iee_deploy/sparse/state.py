@@ -1,4 +1,4 @@
-"""What the training loop needs from any sparse state (weight masks now, channel masks later).
+"""What the training loop needs from any sparse state: weight masks (`WeightSpace`) or channel masks (`ChannelSpace`).
 
 The loop never looks inside a mask. Around each optimizer step it calls
 `before_optimizer_step` (mask gradients, remember what is frozen) and `after_optimizer_step`

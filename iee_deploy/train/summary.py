@@ -55,6 +55,11 @@ def summary_markdown(s: dict[str, Any]) -> str:
         ("IoU of Theta_K (last, after prune / after grow)", f"{_pct(last_iou_p)} / {_pct(last_iou_g)}"),
         ("wall time", f"{s['seconds']:.1f} s"),
     ]
+    settings = s.get("settings", {})
+    for phase in [settings, *settings.get("phases", [])]:  # IEE's period, and why (set, the paper's, or the short-run rule)
+        if "period_reason" in phase:
+            rows.append(("IEE period H, J, Q", f"{phase['h']}, {phase['j']}, {phase['q']} ({phase['updates']} updates): "
+                                               f"{phase['period_reason']}"))
     lat = s.get("latency")
     if lat:
         rows[4:4] = [

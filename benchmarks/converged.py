@@ -1,0 +1,374 @@
+"""A converged unstructured comparison: IEE vs static, RigL, SET and GMP at 80% and 90% ERK, with Table 4's ablations.
+
+    PYTHONPATH=. python -m benchmarks.converged            # full mode (sized for ~90 min on 2 quiet cores)
+    PYTHONPATH=. python -m benchmarks.converged --quick    # minutes: a pipeline check of the same table shape
+
+The setting is chosen so that the answer is not decided by step counts: resnet20 on Fashion-MNIST
+at 8 px (small images, a subset), trained long enough that static sparse training has plateaued,
+which the script checks and reports (static trained for 0.75 E epochs within 0.3 points of static
+at E). Arms, all with the same data, augmentation, optimizer, cosine schedule and paired seeds (the
+same initial weights, masks and data order per seed):
+
+- static, RigL, SET, GMP, and IEE at equal epochs (the paper's protocol);
+- IEE at equal Theta_K steps: trained longer by the steps in which Theta_K is frozen (Reactivate &
+  Explore), so that Theta_K gets as many optimizer steps as static's weights;
+- Table 4's ablations at 90%: no freeze, J = 0 (H + J, 0, Q: the same period), zero init, random grow.
+
+IEE's period comes from the library's rule `iee_period(total_steps, 0.75, min_updates)` (a function of
+the run's length only, the same for every IEE arm) with at least `min_updates` = 30 updates; RigL,
+SET and GMP update every dT = period / 3 steps (the paper: 450 vs 100 iterations). Reported: paired
+differences against RigL and static with 95% t-intervals, each arm's training FLOPs, the ablations
+paired against IEE, and Fig. 5 (grown-weight survival and IoU of Theta_K per update, IEE vs RigL).
+
+Every run is an ordinary `iee-deploy train` command (printed and recorded) in its own run folder
+under `--runs`; finished runs are skipped and interrupted ones resume from their checkpoint, so the
+benchmark can be stopped and restarted without losing finished work.
+
+Writes benchmarks/results/converged[_quick].md, .json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    RESULTS,
+    ROOT,
+    fashion_mnist_root,
+    format_difference,
+    header,
+    header_markdown,
+    markdown_table,
+    mean_std,
+    measured_sizing,
+    paired_difference,
+    run_parallel,
+    train_run,
+    write_results,
+)
+from iee_deploy.methods.schedule import UNSTRUCTURED_UPDATE_END, iee_period, iee_updates
+from iee_deploy.runs import RunFolder
+
+BATCH = 64
+PLATEAU_POINTS = 0.3  # static at 0.75 E must be within this many top-1 points of static at E
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How big the benchmark is."""
+
+    name: str
+    subset: int  # training images (validation: subset / 5 test images)
+    resolution: int
+    epochs: int
+    seeds: int
+    min_updates: int  # IEE's period: the longest with at least this many updates
+
+
+QUICK = Mode("quick", subset=640, resolution=8, epochs=4, seeds=1, min_updates=4)
+FULL = Mode("full", subset=10_000, resolution=8, epochs=12, seeds=5, min_updates=30)
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str  # the table's row name
+    method: str
+    sparsity: float
+    seed: int
+    extra: tuple[str, ...] = ()
+    epochs_scale: float = 1.0  # static at 0.75 E (plateau check); IEE at equal Theta_K steps
+
+    @property
+    def folder(self) -> str:
+        return f"s{round(100 * self.sparsity)}/{self.label.replace(' ', '_').replace('=', '')}/seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Periods:
+    """Every arm's update period for a run length (IEE from the library rule; dT a third of it)."""
+
+    total_steps: int
+    hjq: tuple[int, int, int]
+    reason: str
+    updates: int
+    delta_t: int
+    equal_theta_k_steps: int  # IEE's total steps so that Theta_K trains for `total_steps` steps
+
+
+def periods(mode: Mode) -> Periods:
+    total = mode.epochs * (mode.subset // BATCH)
+    p = iee_period(total, UNSTRUCTURED_UPDATE_END, mode.min_updates)
+    updates = iee_updates(total, sum(p.hjq), UNSTRUCTURED_UPDATE_END)
+    longer = total
+    for _ in range(20):  # the longer run gets its own period from the same rule: iterate to the fixed point
+        q = iee_period(longer, UNSTRUCTURED_UPDATE_END, mode.min_updates)
+        frozen = iee_updates(longer, sum(q.hjq), UNSTRUCTURED_UPDATE_END) * q.q
+        if longer - frozen >= total:
+            break
+        longer = total + frozen
+    return Periods(total, p.hjq, p.reason, updates, max(1, round(sum(p.hjq) / 3)), longer)
+
+
+def runs_of(mode: Mode, per: Periods) -> list[Run]:
+    """Every method at both sparsities, IEE at equal Theta_K steps, the plateau check, then the ablations at 90%."""
+    h, j, q = per.hjq
+    runs = []
+    for seed in range(mode.seeds):
+        for s in (0.8, 0.9):
+            runs += [Run(m, m, s, seed) for m in ("static", "rigl", "set", "gmp", "iee")]
+            runs.append(Run("iee equal Theta_K steps", "iee", s, seed, epochs_scale=per.equal_theta_k_steps / per.total_steps))
+        runs.append(Run("static 0.75E", "static", 0.9, seed, epochs_scale=0.75))
+        runs += [Run(label, "iee", 0.9, seed, extra) for label, extra in (
+            ("iee no freeze", ("--no-freeze",)), ("iee J=0", ("--hjq", f"{h + j},0,{q}")),
+            ("iee zero init", ("--grow-init", "zero")), ("iee random grow", ("--grow-criterion", "random")))]
+    return runs
+
+
+def command(run: Run, mode: Mode, per: Periods, data: Path, out: Path) -> list[str]:
+    if run.method == "iee":
+        steps = per.equal_theta_k_steps if run.epochs_scale != 1.0 else per.total_steps
+        hjq = iee_period(steps, UNSTRUCTURED_UPDATE_END, mode.min_updates).hjq  # the rule, for this run's length
+        period = [] if "--hjq" in run.extra else ["--hjq", ",".join(map(str, hjq))]
+    else:
+        period = [] if run.method == "static" else ["--delta-t", str(per.delta_t)]
+    steps = round(run.epochs_scale * per.total_steps)
+    per_epoch = mode.subset // BATCH
+    # the trainer runs ceil(epochs x steps per epoch) steps: whole epochs as they are, else just under `steps`
+    epochs = f"{steps // per_epoch}" if steps % per_epoch == 0 else f"{(steps - 0.5) / per_epoch:.6g}"
+    return ["python", "-m", "iee_deploy", "train", "--method", run.method, "--sparsity", f"{run.sparsity:g}",
+            "--distribution", "erk", "--dataset", "fashion-mnist", "--data-dir", str(data.relative_to(ROOT)),
+            "--resolution", str(mode.resolution), "--subset", str(mode.subset), "--model", "resnet20", "--epochs",
+            epochs, "--batch-size", str(BATCH), "--lr", "0.1", "--seed", str(run.seed), *period, *run.extra,
+            "--out", str(out), "--no-progress"]
+
+
+def theta_k_steps(settings: dict[str, Any], steps: int) -> int:
+    """Optimizer steps that train Theta_K: all but IEE's frozen Reactivate & Explore steps (Q of each update)."""
+    if "q" not in settings or not settings["freeze"]:
+        return steps
+    return steps - settings["updates"] * settings["q"]
+
+
+def execute(run: Run, mode: Mode, per: Periods, data: Path, runs: str) -> dict[str, Any]:
+    """Run (or resume, or skip) one training run; return its row."""
+    out = Path(runs) / mode.name / run.folder
+    shown = train_run(command(run, mode, per, data, out), out)
+    s = json.loads((out / "summary.json").read_text())
+    updates = RunFolder(out).updates()
+    return {**asdict(run), "command": shown, "folder": str(out), "val_acc": s["val_acc"], "best_val_acc": s["best_val_acc"],
+            "achieved_sparsity": s["sparsity"]["achieved"], "train_flops_relative": s["flops"]["train_relative"],
+            "train_flops": s["flops"]["train_total"], "seconds": s["seconds"], "steps": s["steps"],
+            "mean_survival": s["structure"]["mean_survival"], "settings": s["settings"],
+            "theta_k_steps": theta_k_steps(s["settings"], s["steps"]),
+            "survival_curve": [(r["epoch"], r["survival"]) for r in updates
+                               if r["event"] == "prune" and r.get("survival") is not None],
+            "iou_curve": [(r["epoch"], r["iou"]) for r in updates if r["event"] == "grow" and r.get("iou") is not None]}
+
+
+def paired(rows: list[dict[str, Any]], label: str, reference: str, sparsity: float) -> dict[str, float] | None:
+    """Paired difference of `label` minus `reference` at `sparsity` over their common seeds."""
+    a = {r["seed"]: r["val_acc"] for r in rows if r["label"] == label and r["sparsity"] == sparsity}
+    b = {r["seed"]: r["val_acc"] for r in rows if r["label"] == reference and r["sparsity"] == sparsity}
+    seeds = sorted(set(a) & set(b))
+    return paired_difference([a[s] for s in seeds], [b[s] for s in seeds]) if seeds and label != reference else None
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and std over seeds of every (sparsity, label), with paired differences to RigL, static and IEE."""
+    groups: dict[tuple[float, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["sparsity"], r["label"])].append(r)
+    table = []
+    for (sparsity, label), rs in groups.items():
+        survival = [r["mean_survival"] for r in rs if r["mean_survival"] is not None]
+        table.append({"sparsity": sparsity, "label": label, "seeds": len(rs),
+                      "val_acc": mean_std([r["val_acc"] for r in rs])[0], "val_acc_std": mean_std([r["val_acc"] for r in rs])[1],
+                      "train_flops_relative": mean_std([r["train_flops_relative"] for r in rs])[0],
+                      "train_flops": mean_std([r["train_flops"] for r in rs])[0],
+                      "mean_survival": mean_std(survival)[0] if survival else None,
+                      "steps": mean_std([r["steps"] for r in rs])[0],
+                      "theta_k_steps": mean_std([r["theta_k_steps"] for r in rs])[0],
+                      "seconds": mean_std([r["seconds"] for r in rs])[0],
+                      "vs_rigl": paired(rows, label, "rigl", sparsity), "vs_static": paired(rows, label, "static", sparsity),
+                      "vs_iee": paired(rows, label, "iee", sparsity) if label.startswith("iee ") else None})
+    return table
+
+
+PAPER_ABLATIONS = {  # Table 4 (ImageNet, 90% ERK): the ablation's top-1 minus IEE's (74.3)
+    "iee no freeze": -0.7, "iee J=0": -0.9, "iee zero init": -0.3, "iee random grow": None,  # random grow: NaN
+}
+
+
+def plateau(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Static at 0.75 E minus static at E (90%), paired: plateaued when the mean is within PLATEAU_POINTS."""
+    d = paired(rows, "static 0.75E", "static", 0.9)
+    if d is None:
+        return None
+    return {**d, "plateaued": abs(100 * d["mean"]) <= PLATEAU_POINTS}
+
+
+def mean_curve(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float], list[float]]:
+    """Per-update mean and std over seeds of a curve (x: epoch of the update)."""
+    curves = [r[key] for r in rows if r[key]]
+    n = min(len(c) for c in curves)
+    xs = [curves[0][i][0] for i in range(n)]
+    stats = [mean_std([c[i][1] for c in curves]) for i in range(n)]
+    return xs, [m for m, _ in stats], [s for _, s in stats]
+
+
+def plot(rows: list[dict[str, Any]], table: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (bars, surv, iou) = plt.subplots(1, 3, figsize=(15, 4.2))
+    sparsities = sorted({t["sparsity"] for t in table})
+    labels = list(dict.fromkeys(t["label"] for t in table))
+    width = 0.8 / len(sparsities)
+    for k, s in enumerate(sparsities):
+        cells = {t["label"]: t for t in table if t["sparsity"] == s}
+        xs = [i + k * width for i, lab in enumerate(labels) if lab in cells]
+        bars.bar(xs, [100 * cells[lab]["val_acc"] for lab in labels if lab in cells], width,
+                 yerr=[100 * cells[lab]["val_acc_std"] for lab in labels if lab in cells], capsize=3,
+                 label=f"{100 * s:.0f}% ERK")
+    bars.set_xticks([i + width * (len(sparsities) - 1) / 2 for i in range(len(labels))], labels, rotation=30,
+                    ha="right", fontsize=8)
+    lows = [100 * t["val_acc"] for t in table]
+    bars.set_ylim(max(0.0, min(lows) - 10), min(100.0, max(lows) + 5))
+    bars.set(ylabel="top-1 (%)", title="final top-1, mean +- std over seeds")
+    bars.legend(fontsize=8)
+    for method, color in (("iee", "C2"), ("rigl", "C1")):
+        picked = [r for r in rows if r["label"] == method and r["sparsity"] == 0.9]
+        for axis, key in ((surv, "survival_curve"), (iou, "iou_curve")):
+            if not any(r[key] for r in picked):
+                continue
+            xs, mean, std = mean_curve(picked, key)
+            axis.errorbar(xs, [100 * m for m in mean], yerr=[100 * s for s in std], label=method, color=color,
+                          marker="o", ms=3, capsize=2)
+    surv.set(xlabel="epoch of the update", ylabel="%", title="90%: grown weights surviving the next update")
+    iou.set(xlabel="epoch of the update", ylabel="%", title="90%: IoU of Theta_K with the previous update")
+    surv.legend(fontsize=8)
+    iou.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(record: dict[str, Any], png: str) -> str:
+    mode, per, meta = record["mode_settings"], record["periods"], record["meta"]
+    quick = record["mode"] == "quick"
+    diff = lambda d: "-" if d is None else format_difference(d)  # noqa: E731
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    main = [t for t in record["table"] if not t["label"].startswith("iee ") or t["label"] == "iee equal Theta_K steps"]
+    ablations = [t for t in record["table"] if t["label"].startswith("iee ") and t["label"] != "iee equal Theta_K steps"
+                 and t["sparsity"] == 0.9]
+    p = record["plateau"]
+    check = "not run yet" if p is None else (
+        f"static at 0.75 E minus static at E (90%, paired): {format_difference(p)} points: "
+        + ("**plateaued** (within 0.3 points)" if p["plateaued"] else "**NOT plateaued** (more than 0.3 points): the "
+           "comparison below is still partly decided by step counts"))
+    ablation_rows = []
+    for t in ablations:
+        paper = PAPER_ABLATIONS.get(t["label"])
+        d = t["vs_iee"]
+        same = "-" if d is None or d["n"] < 2 else (
+            "paper: NaN (diverged)" if paper is None else
+            ("matches (lower, CI below 0)" if d["high"] < 0 else "opposite (CI above 0)" if d["low"] > 0
+             else "not resolved (CI spans 0)") + f"; paper {paper:+.1f}")
+        ablation_rows.append([t["label"], t["seeds"], f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}",
+                              diff(d), same])
+    curves = []
+    for key, title in (("survival_curve", "grown-weight survival"), ("iou_curve", "IoU of Theta_K after grow")):
+        for method in ("iee", "rigl"):
+            picked = [r for r in record["rows"] if r["label"] == method and r["sparsity"] == 0.9 and r[key]]
+            if picked:
+                xs, mean, _ = mean_curve(picked, key)
+                curves.append(f"- {method} {title} per update (epoch: %): "
+                              + ", ".join(f"{x:.2f}: {100 * m:.1f}" for x, m in zip(xs, mean)))
+    lines = [
+        f"# Converged unstructured comparison: IEE vs static, RigL, SET, GMP; Table 4 ablations ({record['mode']} mode)", "",
+        *header_markdown(meta, record["mode"] + (" (a pipeline check of the table's shape, NOT the converged comparison)"
+                                                 if quick else "")), "",
+    ]
+    if quick:
+        lines += ["**Quick mode: a pipeline check.** A few hundred images, a few epochs, one seed: nothing has "
+                  "converged and one seed gives no intervals. It shows that every arm, the plateau check, the "
+                  "intervals, the ablations and Fig. 5 come out; it says nothing about which method is better.", ""]
+    lines += [
+        f"Setup: resnet20 on Fashion-MNIST at {mode['resolution']} px, the first {mode['subset']:,} training images "
+        f"(validation: the first {mode['subset'] // 5:,} test images), {mode['epochs']} epochs = {per['total_steps']} "
+        "steps of batch 64, SGD lr 0.1 (momentum 0.9, wd 5e-4, cosine to 0), the dataset's augmentation for every run; "
+        "ERK layer densities; Omega_0 / alpha 0.3 with cosine decay, no structure change after 3/4 of training. IEE: "
+        f"H, J, Q = {','.join(map(str, per['hjq']))} ({per['updates']} updates; {per['reason']}); RigL, SET, GMP: "
+        f"dT = {per['delta_t']} (a third of IEE's period, as the paper's 100 vs 450). IEE at equal Theta_K steps trains "
+        f"{per['equal_theta_k_steps']} steps (its own period from the same rule). Seeds 0..{mode['seeds'] - 1}, paired; "
+        "1 torch thread per run. Differences are top-1 points, mean of per-seed differences with a 95% t-interval. "
+        "Train FLOPs: the trainer's count (IEE's explore steps: dense forward; RigL's update steps: dense gradient) "
+        "relative to dense training of the same samples, and in total.", "",
+        f"**Plateau check**: {check}.", "",
+        *markdown_table(["sparsity", "arm", "seeds", "top-1 (mean +- std)", "- RigL (paired, 95% CI)",
+                         "- static (paired, 95% CI)", "train FLOPs x dense", "train FLOPs total", "steps",
+                         "steps training Theta_K", "grown-weight survival"],
+                        [[f"{100 * t['sparsity']:.0f}%", t["label"], t["seeds"],
+                          f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}", diff(t["vs_rigl"]),
+                          diff(t["vs_static"]), f"{t['train_flops_relative']:.3f}", f"{t['train_flops']:.3g}",
+                          f"{t['steps']:.0f}", f"{t['theta_k_steps']:.0f}", pct(t["mean_survival"])] for t in main]), "",
+        "## Table 4 ablations (90%), paired against IEE", "",
+        *markdown_table(["ablation", "seeds", "top-1 (mean +- std)", "- IEE (paired, 95% CI)", "direction vs the paper"],
+                        ablation_rows), "",
+        "## Fig. 5: grown-weight survival and IoU of Theta_K (90%, IEE vs RigL)", "",
+        f"![accuracy, survival and IoU]({png})", "",
+        *curves, "",
+        "Survival: share of the weights grown at an update still active after the next update's prune (paper Fig. 5b). "
+        "IoU: Theta_K after a grow against Theta_K after the previous grow (Fig. 5a).", "",
+        f"Commands (seed 0; the others differ only in `--seed` and `--out`); run folders under `{record['args']['runs']}/"
+        f"{record['mode']}/`:", "",
+        *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0], "",
+        "## Sizing of the full mode", "",
+        f"Full: {FULL.subset:,} training images at {FULL.resolution} px (2,000 validation images), {FULL.epochs} epochs, "
+        f"{FULL.seeds} seeds: per seed 2 sparsities x 6 arms + the plateau run + 4 ablations = 17 runs, 85 in all, of "
+        "about 1,900 steps. resnet20 at 8 px takes about 0.05-0.07 s per batch-64 step on one quiet core, so two runs "
+        "at a time finish in about 80-90 min. Small images and a subset keep every run long in epochs (the answer must "
+        f"not be decided by step counts), and >= {FULL.min_updates} IEE updates fit. "
+        f"{measured_sizing(record['rows'], record['args']['jobs'], mode['subset'] // 5)}", "",
+        "Full command: `IEE_SHARED=../shared PYTHONPATH=. python -m benchmarks.converged` (resumable; `--jobs 2`).", "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK.subset} images, {QUICK.epochs} epochs, "
+                        f"{QUICK.seeds} seeds: a pipeline check")
+    parser.add_argument("--jobs", type=int, default=2, help="training runs at a time (each uses 1 torch thread)")
+    parser.add_argument("--runs", default="runs/bench_converged", help="parent folder of the run folders")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated arm labels to run now (e.g. iee,rigl); the table shows every finished run")
+    args = parser.parse_args()
+    mode = QUICK if args.quick else FULL
+    meta = header(1, "torchvision", "matplotlib")
+    data = fashion_mnist_root()
+    per = periods(mode)
+    runs = runs_of(mode, per)
+    if args.only:
+        wanted = set(args.only.split(","))
+        runs = [r for r in runs if r.label in wanted or (Path(args.runs) / mode.name / r.folder / "summary.json").is_file()]
+    rows = run_parallel(lambda run: execute(run, mode, per, data, args.runs), runs, args.jobs, "runs")
+    table = aggregate(rows)
+    name = "converged_quick" if args.quick else "converged"
+    record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "periods": asdict(per), "args": vars(args),
+              "plateau": plateau(rows), "table": table, "rows": rows}
+    plot(rows, table, RESULTS / f"{name}.png")
+    text = markdown(record, f"{name}.png")
+    print(text)
+    write_results(name, record, text)
+
+
+if __name__ == "__main__":
+    main()
