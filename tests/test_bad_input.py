@@ -53,6 +53,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "truncated-lut.json").write_text(lut.with_suffix(".json").read_text())
     (root / "finished-run").mkdir()
     (root / "finished-run" / "run.json").write_text("{}\n")
+    (root / "finished-run" / "checkpoint.pt").write_bytes(b"")  # a run writes its first checkpoint at the start
     (root / "other-run").mkdir()
     (root / "other-run" / "checkpoint.pt").write_bytes(b"")
     (root / "other-run" / "config.json").write_text("{}\n")

@@ -166,9 +166,9 @@ def test_budget_check_uses_the_targets_statistic():
 
 
 def test_validate_refuses_impossible_limits_and_another_dataset_before_work(engine_dir, tmp_path):
-    for args, words in ((("--budget-tolerance", "5"), "budget_tolerance 5 is not a fraction in [0, 1]"),
-                        (("--latency-ms", "-1"), "latency budget (latency_ms) -1 ms is not a positive latency"),
-                        (("--max-accuracy-drop", "-1"), "max_accuracy_drop -1 is not a drop of 0 or more"),
+    for args, words in ((("--budget-tolerance", "5"), "'--budget-tolerance': 5.0 is not in the range 0<=x<=1"),
+                        (("--latency-ms", "-1"), "'--latency-ms': -1.0 is not in the range x>0"),
+                        (("--max-accuracy-drop", "-1"), "'--max-accuracy-drop': -1.0 is not in the range 0<=x<=100"),
                         (("--dataset", "fashion-mnist"), "is not the run's dataset 'digits'"),
                         (("--out", "/sys/v"), "cannot write '/sys/v/validation.json'")):
         assert_user_error(run_cli("validate", "--engine", str(engine_dir), *args, *FAST_CLI), words)

@@ -49,11 +49,11 @@ def timing_config(warmup_s: float, min_iters: int, min_seconds: float) -> Timing
 @click.option("--backend", type=click.Choice([*BACKENDS, *ALIASES]), default="onnxruntime", show_default=True,
               help="Engine backend: onnxruntime (CPU); tensorrt and torch (CUDA graphs) need an NVIDIA GPU "
                    "(torch-cuda is the earlier name of torch).")
-@click.option("--batch", type=int, default=1, show_default=True, help="Batch size the engine is built and timed for (images).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size the engine is built and timed for (images).")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
               help="Engine precision: the dtype of inputs, weights and outputs (fp16 is exported as an FP16 ONNX). "
                    "Default: fp32 on onnxruntime, fp16 on tensorrt and torch.")
-@click.option("--threads", type=int, default=None,
+@click.option("--threads", type=click.IntRange(min=0), default=None,
               help="CPU threads of the onnxruntime engine, the same for dense and pruned. Default: the run's target's "
                    "`threads` (the cpu target's for a run without a target).")
 @timing_options

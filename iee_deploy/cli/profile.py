@@ -28,24 +28,24 @@ def _positive(name: str, value: int | None) -> None:
 @click.option("--target", required=True,
               help="Hardware target: a name from targets/*.yaml (cpu, titanv, v100, a100, h100, h200, jetson-orin) or a YAML path.")
 @model_options
-@click.option("--batch", type=int, default=None, help="Batch size to time, in images (default: the target's: 256 on datacenter GPUs, 1 on CPU/edge).")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size to time, in images (default: the target's: 256 on datacenter GPUs, 1 on CPU/edge).")
 @click.option("--backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default=None,
               help="Measuring backend (default: the target's first that can run here).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="Precision (default: the target's: fp16 on GPUs, fp32 on CPU).")
-@click.option("--step", type=int, default=None, help="Channel grid step in channels (default: the target's: 16 on GPUs, 32 on CPU).")
-@click.option("--min-channels", type=int, default=None, help="Smallest channel count on the grid (default: the target's: 8 on GPUs, 16 on CPU).")
-@click.option("--align", type=int, default=None,
+@click.option("--step", type=click.IntRange(min=1), default=None, help="Channel grid step in channels (default: the target's: 16 on GPUs, 32 on CPU).")
+@click.option("--min-channels", type=click.IntRange(min=1), default=None, help="Smallest channel count on the grid (default: the target's: 8 on GPUs, 16 on CPU).")
+@click.option("--align", type=click.IntRange(min=1), default=None,
               help="Hardware channel block in channels: grid points are multiples of it and queries are rounded up to it "
                    "(default: the target's: 8 on GPUs, 16 on CPU).")
-@click.option("--warmup", type=int, default=None, help="Untimed runs before timing each configuration (default: the target's).")
-@click.option("--repeats", type=int, default=None,
+@click.option("--warmup", type=click.IntRange(min=0), default=None, help="Untimed runs before timing each configuration (default: the target's).")
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
               help="Timed runs per layer configuration; the table records their median and fastest run, and the latency "
                    "model uses the target's statistic (--statistic) (default: the target's).")
 @click.option("--statistic", type=click.Choice(["median", "min"]), default=None,
               help="Latency the table records and the model predicts: median run or fastest run (default: the target's: "
                    "min on CPU, reproducible on a shared machine; median on GPUs).")
-@click.option("--network-repeats", type=int, default=None, help="Timed runs per whole network for calibration (default: the target's).")
-@click.option("--calibration-networks", type=int, default=None,
+@click.option("--network-repeats", type=click.IntRange(min=1), default=None, help="Timed runs per whole network for calibration (default: the target's).")
+@click.option("--calibration-networks", type=click.IntRange(min=1), default=None,
               help="Whole networks (dense + random sub-networks) measured to fit measured = a * sum_of_layers + b (default: the target's, 5).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="LUT file to write (.csv), metadata beside it (.json). Default: luts/<target>-<model>.csv.")
@@ -88,9 +88,9 @@ def profile(target: str, model_name: str, num_classes: int | None, resolution: i
 @click.command("validate-lut")
 @click.option("--lut", type=click.Path(dir_okay=False), required=True, help="LUT (.csv) written by `iee-deploy profile`.")
 @model_options
-@click.option("--samples", type=int, default=10, show_default=True, help="Random physically pruned sub-networks to measure.")
-@click.option("--min-keep", type=float, default=0.3, show_default=True, help="Smallest fraction (0-1) of each group's channels kept.")
-@click.option("--max-keep", type=float, default=1.0, show_default=True, help="Largest fraction (0-1) of each group's channels kept.")
+@click.option("--samples", type=click.IntRange(min=1), default=10, show_default=True, help="Random physically pruned sub-networks to measure.")
+@click.option("--min-keep", type=click.FloatRange(0, 1, min_open=True), default=0.3, show_default=True, help="Smallest fraction (0-1) of each group's channels kept.")
+@click.option("--max-keep", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="Largest fraction (0-1) of each group's channels kept.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the sub-networks.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write predicted vs measured figures here.")
 def validate_lut(lut: str, model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None,

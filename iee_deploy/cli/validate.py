@@ -15,14 +15,14 @@ from iee_deploy.cli.build_engine import not_resumable, timing_config, timing_opt
               help="Dataset root. Default: the run's (when --dataset is not given).")
 @click.option("--subset", type=click.IntRange(min=1), default=None,
               help="Use N/5 validation images (as in `train --subset N`). Default: the run's --subset.")
-@click.option("--latency-ms", type=float, default=None,
+@click.option("--latency-ms", type=click.FloatRange(0, min_open=True), default=None,
               help="Budget the measured latency must meet (ms per batch), in the target's statistic: the fastest run "
                    "on the cpu target, the median on GPUs. Default: the run's budget_ms.")
-@click.option("--lut-tolerance", type=float, default=None,
+@click.option("--lut-tolerance", type=click.FloatRange(0, 1), default=None,
               help="Fail when |measured / LUT-predicted latency - 1| exceeds this fraction (0-1). Default: report only.")
-@click.option("--budget-tolerance", type=float, default=0.0, show_default=True,
+@click.option("--budget-tolerance", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Fraction (0-1) by which the measured latency may exceed the budget, for timing noise; 0 is strict.")
-@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 100), default=1.0, show_default=True,
               help="Largest allowed top-1 drop (percentage points, 0 or more) of the engine vs the PyTorch pruned model.")
 @timing_options
 @click.option("--out", type=click.Path(file_okay=False), default=None,

@@ -1,6 +1,6 @@
 """`write_report`: markdown + HTML report with PNG plots across training runs and their engines.
 
-Inputs are run folders and/or engine folders (`build-engine --out`). Engines are found in each
+Inputs are run folders and/or engine folders (the output folders of `build_engine`). Engines are found in each
 run folder (any `engine.json` up to two levels down) and linked back to their run through
 `engine.json`'s `run_dir`. What each figure shows and where its numbers come from:
 
