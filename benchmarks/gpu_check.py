@@ -464,7 +464,8 @@ def prune_and_time(check: Check, plan: Plan, target: str, lut: Path, batch: int)
     stage = check.cli("prune", "train", *lut_args(plan), "--dataset", "imagefolder", "--data-dir", str(images),
                       "--subset", str(plan.train_subset),
                       "--batch-size", str(plan.train_batch), "--epochs", str(epochs), "--method", "halp",
-                      "--delta-t", str(plan.delta_t), "--latency-ratio", str(BUDGET_RATIO), "--target", target,
+                      "--delta-t", str(plan.delta_t), "--update-end", "1", "--latency-ratio", str(BUDGET_RATIO),
+                      "--target", target,
                       "--lut", str(lut), "--device", plan.device, "--no-progress", "--out", str(run))
     if not stage.ok:
         check.skip("build-engine", "the prune stage failed")

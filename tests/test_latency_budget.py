@@ -19,9 +19,9 @@ def test_resolve_budget_names_fields_and_refuses_the_impossible():
     assert resolve_budget(None, 0.5, 4.0, 1.0) == 2.0
     assert resolve_budget(1.5, None, 4.0, 1.0) == 1.5
     for args, words in (((None, None), "exactly one latency budget"), ((1.0, 0.5), "exactly one latency budget"),
-                        ((None, 1.5), r"latency_ratio\) 1.5 is not a fraction"),
-                        ((-1.0, None), r"latency budget \(latency_ms\) -1 is not a positive latency"),
-                        ((float("nan"), None), "is not a positive latency"),
+                        ((None, 1.5), r"`latency_ratio` 1.5 is not a fraction"),
+                        ((-1.0, None), r"`latency_ms` -1 is not a positive finite number"),
+                        ((float("nan"), None), "is not a positive finite number"),
                         ((0.5, None), "below the smallest achievable network's latency 1 ms"),
                         ((None, 0.2), "below the smallest achievable")):
         with pytest.raises(UserError, match=words) as err:

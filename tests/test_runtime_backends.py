@@ -103,7 +103,7 @@ def test_torch_build_saves_the_module_in_the_engine_dtype(resnet20, tmp_path):
     spec = BuildSpec(batch=2, resolution=32, precision="fp16", threads=1)
     artefact = backend.build(ModelSource("pruned", resnet20, tmp_path / "unused.onnx"), spec, tmp_path)
     module = torch.export.load(artefact).module()  # an exported program: no Python pickle in an engine folder
-    assert artefact.name == "pruned.torch.pt" and next(module.parameters()).dtype == torch.float16
+    assert artefact.name == "pruned.torch.pt2" and next(module.parameters()).dtype == torch.float16
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         err = compare_outputs(module.float()(x).numpy(), resnet20(x).numpy())

@@ -127,7 +127,7 @@ def test_torchrun_two_ranks_hold_identical_masks(tmp_path):
 
 
 def test_train_user_errors(tmp_path):
-    assert_user_error(run_cli("train", "--latency-ms", "5"), "needs a latency lookup table (lut)")
+    assert_user_error(run_cli("train", "--latency-ms", "5"), "needs a latency lookup table (--lut)")
     runner = CliRunner()
     for args, fragment in [
         (["--method", "halp"], "need a latency budget"),

@@ -5,7 +5,7 @@ Output folder (`out`):
 | file | content |
 |---|---|
 | `pruned.onnx`, `dense.onnx` | the models in the engine precision (dynamic batch, opset 17) |
-| `pruned<suffix>`, `dense<suffix>` | the backend's artefacts (`.ort.onnx`, `.plan`, `.torch.pt`) |
+| `pruned<suffix>`, `dense<suffix>` | the backend's artefacts (`.ort.onnx`, `.plan`, `.torch.pt2`) |
 | `engine.json`, `engine.md` | `EngineReport`: settings, parameters, latency (ms per batch), images/s, speed-up |
 
 The dense model is the unpruned architecture (see `run_models`), built by the same backend with the

@@ -72,7 +72,7 @@ def resolve_budget(latency_ms: float | None, latency_ratio: float | None, dense_
         check_positive("latency_ms", latency_ms)
         psi, asked = latency_ms, f"`latency_ms` {latency_ms:g}"
     if not (smallest_ms > 0 and psi >= smallest_ms):
-        raise UserError(f"latency budget {asked} is below the smallest achievable latency {smallest_ms:.4g} ms "
+        raise UserError(f"latency budget {asked} is below the smallest achievable network's latency {smallest_ms:.4g} ms "
                         f"(dense model {dense_ms:.4g} ms)",
                         f"pass `latency_ms` >= {smallest_ms:.4g} or `latency_ratio` >= {smallest_ms / dense_ms:.3f}",
                         fields=("latency_ms", "latency_ratio"))

@@ -3,7 +3,7 @@
 | name | devices | session | artefact |
 |---|---|---|---|
 | `onnxruntime` | cpu | ONNX Runtime CPU execution provider, host clock (the embedded default) | ONNX optimised at level ALL (`*.ort.onnx`) |
-| `torch` | cpu, cuda | eager PyTorch; on CUDA cuDNN autotuning, channels-last, a CUDA graph, CUDA events | the module in the engine dtype (`*.torch.pt`) |
+| `torch` | cpu, cuda | eager PyTorch; on CUDA cuDNN autotuning, channels-last, a CUDA graph, CUDA events | a `torch.export` program in the engine dtype (`*.torch.pt2`) |
 | `tensorrt` | cuda | a strongly typed TensorRT 10.x/11.x engine in a CUDA graph, CUDA events | serialized engine (`*.plan`) |
 
 A backend turns a `ModelSource` (a module, an ONNX model, or both) into a `Session`, either in

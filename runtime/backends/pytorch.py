@@ -5,7 +5,7 @@ the fastest), puts module and input in channels-last memory format and captures 
 on a static input buffer in a CUDA graph (`runtime.cuda.capture_graph`); inference copies a batch
 into that buffer and replays the graph, and timing puts CUDA events around replays. On the CPU the
 module runs eagerly with the spec's thread count and is timed with the host clock. A built
-artefact is a `torch.export` program in the engine dtype (`*.torch.pt`): `torch.export.load` reads
+artefact is a `torch.export` program in the engine dtype (`*.torch.pt2`): `torch.export.load` reads
 a graph and weights, never a Python pickle, so an engine folder cannot carry code.
 """
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from iee_deploy.errors import UserError
-from iee_deploy.io import atomic_path
+from iee_deploy.io import atomic_write
 from runtime.backends import Backend, BuildSpec, ModelSource, Session
 from runtime.cuda import capture_graph, cuda_runner, require_cuda
 from runtime.timing import Runner, host_runner
@@ -41,7 +41,9 @@ class TorchSession(Session):
             torch.backends.cudnn.benchmark = True
         else:
             torch.set_num_threads(spec.threads)
-        self.module = module.eval().to(spec.device, dtype).to(memory_format=layout)
+        if not isinstance(module, torch.fx.GraphModule):  # an exported program is already in eval mode (and refuses eval())
+            module = module.eval()
+        self.module = module.to(spec.device, dtype).to(memory_format=layout)
         self.input = torch.zeros(spec.input_shape, dtype=dtype, device=spec.device).contiguous(memory_format=layout)
         self.output = torch.empty(0)
 
@@ -78,7 +80,7 @@ class TorchSession(Session):
 class TorchBackend(Backend):
     name = "torch"
     devices = ("cpu", "cuda")
-    artefact_suffix = ".torch.pt"
+    artefact_suffix = ".torch.pt2"
     needs_onnx = False
 
     def check_available(self, device: str) -> None:
@@ -104,8 +106,8 @@ class TorchBackend(Backend):
         dtype = _DTYPES[spec.precision]
         module = copy.deepcopy(source.module).to(dtype).eval()
         path = out / f"{source.name}{self.artefact_suffix}"
-        with atomic_path(path) as tmp:
-            torch.export.save(torch.export.export(module, (torch.zeros(spec.input_shape, dtype=dtype),)), tmp)
+        program = torch.export.export(module, (torch.zeros(spec.input_shape, dtype=dtype),))
+        atomic_write(path, lambda handle: torch.export.save(program, handle), mode="wb")
         return path
 
     def load(self, artefact: Path, spec: BuildSpec) -> Session:
