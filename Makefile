@@ -23,12 +23,14 @@ $(STAMP): pyproject.toml tools/fix_trt_stubs.py
 demo: $(STAMP)
 	$(VENV)/bin/iee-deploy demo --out runs/demo
 
+# Two pytest workers (one per core); a test file stays on one worker, so its fixtures are built once.
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 # The suite as if on a GPU machine with TensorRT (forced CUDA, fake tensorrt; tests/hosts/sitecustomize.py).
+# The hardware-sensitive tests again, as if on a GPU machine with TensorRT (tests/hosts, tests/test_hosts.py).
 test-gpu-host: $(STAMP)
-	IEE_TEST_HOST=gpu $(PY) -m pytest -q -p no:cacheprovider
+	IEE_TEST_HOST=gpu $(PY) -m pytest -q -p no:cacheprovider $$($(PY) -c "import sys; sys.path.insert(0, 'tests'); from test_hosts import HARDWARE_TESTS; print(' '.join(HARDWARE_TESTS))")
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -138,7 +138,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("lut-other-classes", ["train", "--resolution", "8", "--num-classes", "20", "--latency-ratio", "0.5", "--lut", "{lut.csv}"],
      "20"),
     ("latency-budget-impossible", ["train", "--resolution", "8", "--latency-ms", "0.0001", "--lut", "{lut.csv}"],
-     "below the smallest achievable latency"),
+     "below the smallest achievable network's latency"),
     ("out-holds-a-run", ["train", "--out", "{finished-run}"], "already holds a training run; add --resume"),
     ("resume-other-settings", ["train", "--resume", "--out", "{other-run}"], "--resume with different settings"),
     ("out-unwritable", ["train", "--out", UNWRITABLE + "/run"], "--out '/sys/iee-deploy-test/run' is not writable"),
