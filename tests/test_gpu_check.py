@@ -64,7 +64,7 @@ def test_dry_run_runs_every_stage_through_the_cli(tmp_path):
     assert record.lut["step"] == meta["grid_step"] in record.lut["rows_by_step"]
     assert meta["rows_done"] == record.lut["rows_by_step"][meta["grid_step"]] and meta["complete"]
     assert len(record.validate_lut["samples"]) == 10 and -1 <= record.validate_lut["spearman"] <= 1
-    assert record.prune["budget_ms"] == pytest.approx(0.5 * record.prune["dense_predicted_ms"], rel=1e-6)
+    assert record.prune["budget_ms"] == pytest.approx(record.prune["ratio"] * record.prune["dense_predicted_ms"], rel=1e-6)
     assert record.prune["predicted_latency_ms"] <= record.prune["budget_ms"] * (1 + 1e-6)
     assert record.engine["pruned"]["params"] < record.engine["dense"]["params"] and record.engine["speedup"] > 0
     assert record.engine["backend"] == "onnxruntime" and record.engine["precision"] == "fp32"
