@@ -467,7 +467,7 @@ def prune_and_time(check: Check, plan: Plan, target: str, lut: Path, batch: int)
     stage = check.cli("prune", "train", *lut_args(plan), "--dataset", "imagefolder", "--data-dir", str(images),
                       "--subset", str(plan.train_subset),
                       "--batch-size", str(plan.train_batch), "--epochs", str(epochs), "--method", "halp",
-                      "--delta-t", str(plan.delta_t), "--update-end", "1", "--latency-ratio", str(plan.budget_ratio),
+                      "--delta-t", str(plan.delta_t), "--update-end", "0.75", "--latency-ratio", str(plan.budget_ratio),
                       "--target", target,
                       "--lut", str(lut), "--device", plan.device, "--no-progress", "--out", str(run))
     if not stage.ok:
