@@ -18,7 +18,12 @@ import yaml
 from conftest import ROOT, run_cli
 from deploy_runs import make_structured_run
 
+FORCED_HOST = os.environ.get("IEE_TEST_HOST", "")
+"""Set when the suite fakes its host (`make test-gpu-host`): a forced `cuda.is_available` has no device behind it."""
+
 pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(bool(FORCED_HOST), reason=f"IEE_TEST_HOST={FORCED_HOST} fakes the host; these "
+                                 "tests need a real CUDA GPU"),
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by benchmarks/gpu_check.py)")]
 
 FAST = ("--warmup-s", "0.05", "--min-iters", "20", "--min-seconds", "0.3")

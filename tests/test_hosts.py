@@ -1,9 +1,10 @@
-"""The suite holds on any host: hardware-sensitive tests rerun as if on a GPU machine with TensorRT.
+"""The suite holds on any host: it reruns as if on a GPU machine with TensorRT.
 
 `IEE_TEST_HOST=gpu` forces `torch.cuda.is_available()` True and puts a fake `tensorrt` on the path
 (tests/hosts/sitecustomize.py), in pytest and in every CLI subprocess; tests that need the opposite
 force it with the `cpu_host` fixture or `run_cli(..., host="cpu")`. `make test-gpu-host` (run by CI
-after `make test`) reruns the files that touch devices, backends and targets (`HARDWARE_TESTS`) that way.
+after `make test`) reruns the whole suite that way; tests that need a real CUDA device (tests/test_gpu.py)
+skip there.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import subprocess
 import sys
 
 from conftest import HOSTS, ROOT
-
-HARDWARE_TESTS = ["tests/test_runtime_backends.py", "tests/test_profiler_backends.py", "tests/test_profiler_targets.py",
-                  "tests/test_deploy_tensorrt.py", "tests/test_import_arrows.py"]
 
 
 def test_forced_hosts_in_a_subprocess():
