@@ -20,10 +20,12 @@ Categories:
   and ConvNeXt's LayerNorm2d, GroupNorm, F.normalize). Removing a channel there changes the statistics
   of the kept ones, which zeroing it would not, so the channels normalised together are fixed (never
   pruned); a norm over dims that hold one channel each (e.g. spatial) is per-channel.
+- ``attention``: a multi-head attention module the graph knows (nn.MultiheadAttention, torchvision's
+  Swin ShiftedWindowAttention and V2, and their pruned forms): its heads, or the same dims of every
+  head, are channel units (see `attention.py`). A configuration it does not support is kept whole.
 - ``mixing``: every output may depend on every channel of every tensor operand in ways the graph does
-  not follow (attention kernels such as nn.MultiheadAttention, torchvision's fx-wrapped
-  shifted_window_attention, matmul/einsum): the channels of all operands and outputs are fixed. It is
-  the safe declaration for an op you cannot classify.
+  not follow (matmul/einsum, e.g. MaxViT's attention, and scaled_dot_product_attention): the channels
+  of all operands and outputs are fixed. It is the safe declaration for an op you cannot classify.
 - ``meta``: returns sizes, ranks, integer arithmetic or assertions, no tensor data.
 """
 
@@ -38,9 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from iee_deploy.errors import UserError
+from iee_deploy.graph.attention import ATTENTION_MODULES
 
 Category = Literal["conv", "linear", "bn", "pointwise", "elementwise", "spatial", "movement", "reduce", "norm",
-                   "mixing", "meta"]
+                   "attention", "mixing", "meta"]
 CATEGORIES: tuple[str, ...] = ("pointwise", "elementwise", "spatial", "movement", "reduce", "norm", "mixing", "meta")
 """The categories `register_op` accepts (layers must be nn.Conv*/nn.Linear/nn.BatchNorm* modules)."""
 
@@ -60,7 +63,7 @@ _MODULES: dict[type[nn.Module], Category] = {
     nn.Flatten: "movement",
     nn.Softmax: "reduce", nn.LogSoftmax: "reduce",
     nn.LayerNorm: "norm", nn.GroupNorm: "norm",
-    nn.MultiheadAttention: "mixing",
+    **{cls: "attention" for cls in ATTENTION_MODULES},
 }
 
 _FUNCTIONS: dict[Any, tuple[str, Category]] = {}

@@ -101,7 +101,7 @@ def _module_value(module: nn.Module, category: Category, args: tuple[Any, ...], 
         return x.new_empty((*x.shape[:-1], module.out_features))
     if category in ("bn", "pointwise", "norm"):
         return x.new_empty(x.shape)
-    if category == "mixing":  # e.g. nn.MultiheadAttention: run it on meta copies of its weights
+    if category in ("attention", "mixing"):  # run it on meta copies of its weights
         state = {k: torch.empty(v.shape, dtype=v.dtype, device="meta")
                  for k, v in (*module.named_parameters(), *module.named_buffers())}
         with torch.no_grad():
