@@ -95,6 +95,9 @@ def test_vit_whole_heads_are_units_and_prune_to_the_masked_model(tmp_path):
     assert owner.index[1].tolist() == [*range(16, 32), *range(80, 96), *range(144, 160)]
     assert consumer.name.endswith("self_attention.out_proj") and consumer.index[1].tolist() == list(range(16, 32))
     assert attn.index.shape == (4, 16)
+    eager = build_dependency_graph(model, X[:1], tracer="eager")  # hooks on the module: the same groups
+    assert [(grp.id, grp.size, grp.prunable) for grp in eager.groups] == [(grp.id, grp.size, grp.prunable)
+                                                                           for grp in g.groups]
     # the embedding width is LayerNorm-ed: kept; the MLP widths stay prunable
     assert {grp.id for grp in g.prunable_groups} == {*(grp.id for grp in heads),
                                                      *(f"encoder.layers.encoder_layer_{i}.mlp.0" for i in range(2))}
