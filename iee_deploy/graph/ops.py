@@ -117,8 +117,9 @@ try:  # torchvision marks stochastic_depth as an fx leaf function; it scales who
     _add("pointwise", (stochastic_depth,))
     from torchvision.models import swin_transformer as _swin
 
-    # torchvision marks these fx leaf functions: attention with its weights passed in, the relative
-    # position bias, and patch merging's channels-last pad and 4-way concat.
+    # torchvision marks these fx leaf functions: patch merging's channels-last pad and 4-way concat, and
+    # the attention kernel and relative position bias, met only when called outside ShiftedWindowAttention
+    # (that module is itself one traced op of category "attention").
     _add("mixing", (_swin.shifted_window_attention, _swin._get_relative_position_bias, _swin._patch_merging_pad))
 except ImportError:  # pragma: no cover - torchvision is a dependency
     pass
@@ -149,7 +150,8 @@ def register_op(target: Callable[..., Any] | str | type[nn.Module], category: Ca
 
 
 def is_declared_leaf(module: nn.Module) -> bool:
-    """Whether a module outside torch.nn was declared with `register_op` (traced as one op, not through)."""
+    """Whether a module outside torch.nn is one traced op, not traced through: declared with `register_op`,
+    or an attention module listed here (torchvision's Swin attention, the pruned attention modules)."""
     return type(module) in _MODULES and not type(module).__module__.startswith("torch.nn")
 
 

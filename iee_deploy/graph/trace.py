@@ -12,8 +12,8 @@ Two front ends produce the same `Trace`:
   `TorchFunctionMode` and every leaf layer with module hooks. Sizes are plain integers there, so the
   analysis treats every explicit reshape size as a literal (safe, may fix more channels than fx).
 
-Leaf layers are torch.nn modules (fx's default rule) and modules declared with `register_op`;
-everything else is traced through.
+Leaf layers are torch.nn modules (fx's default rule), the attention modules of `attention.py` and
+modules declared with `register_op`; everything else is traced through.
 Unknown operations are refused here, before anything is evaluated (see `ops.py`).
 """
 
