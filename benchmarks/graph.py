@@ -230,9 +230,8 @@ def _markdown(meta: dict[str, Any], speed: dict[str, Any], rows: list[dict[str, 
         "- Groups: prunable channel groups (ours / TP's `get_all_groups` over conv+linear, classifier or FPN ignored).",
         "- Norms and attention: channels a LayerNorm normalises together are kept (removing one changes the "
         "statistics of the others, so a masked model would not equal the pruned one): the embedding width of "
-        "ViT/Swin/ConvNeXt/MaxViT. Attention heads of nn.MultiheadAttention (ViT) and Swin's shifted-window "
-        "attention are units (whole heads removed); MaxViT's einsum attention keeps its channels. The other "
-        "prunable groups are the MLP hidden widths and convs. TP prunes the embedding width (and with it "
+        "ViT/Swin/ConvNeXt/MaxViT. Attention heads of nn.MultiheadAttention (ViT), Swin's shifted-window "
+        "attention and MaxViT's attention are units (whole heads removed). The other prunable groups are the MLP hidden widths and convs. TP prunes the embedding width (and with it "
         "nn.MultiheadAttention's inner width) too, without an exactness check.",
         "",
         f"## Build time on {speed['model']} at {speed['resolution']} px (headline)", "",

@@ -1,5 +1,6 @@
-"""Attention heads in the dependency graph: whole heads or head dims of nn.MultiheadAttention (ViT) and of
-torchvision's Swin ShiftedWindowAttention (V1, V2) as channel units, pruned physically and exactly.
+"""Attention heads in the dependency graph: whole heads or head dims of nn.MultiheadAttention (ViT), of
+torchvision's Swin ShiftedWindowAttention (V1, V2) and of MaxViT's attention as channel units, pruned
+physically and exactly.
 
 Small instances (64-wide, 2-4 heads, 2 blocks, 32 px) keep every test to a few seconds on one thread.
 """
@@ -14,13 +15,14 @@ import pytest
 import torch
 from test_graph import randomise_bn, rel_err
 from torch import nn
-from torchvision.models import VisionTransformer
+from torchvision.models import MaxVit, VisionTransformer
 from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
 from iee_deploy.errors import UserError
 from iee_deploy.graph import DependencyGraph, build_dependency_graph, mask_model, prune_model
 from iee_deploy.graph.attention import (
     PrunedMultiheadAttention,
+    PrunedRelativePositionalMultiHeadAttention,
     PrunedShiftedWindowAttention,
     PrunedShiftedWindowAttentionV2,
     attention_layout,
@@ -66,8 +68,11 @@ def prune_and_compare(model: nn.Module, g: DependencyGraph, keep: dict[str, torc
     assert sum(p.numel() for p in pruned.parameters()) == g.param_count(counts)
     for name, (cin, cout) in g.layer_channels(counts).items():
         layer = pruned.get_submodule(name)
-        weight = layer.in_proj_weight if isinstance(layer, nn.MultiheadAttention) else layer.weight
-        assert tuple(weight.shape[:2]) == (cout, cin), name
+        if isinstance(layer, nn.Conv2d):
+            assert (layer.out_channels, layer.in_channels) == (cout, cin), name
+        else:  # Linear, or nn.MultiheadAttention's q/k/v projection
+            weight = layer.in_proj_weight if isinstance(layer, nn.MultiheadAttention) else layer.weight
+            assert tuple(weight.shape) == (cout, cin), name
     return pruned
 
 
@@ -168,6 +173,30 @@ def test_swin_head_dims_prune_exactly(v2):
     assert (attn.num_heads, attn.head_dim, attn.scale) == (2, 6, 0.25)
 
 
+@pytest.mark.parametrize("units", ["heads", "head_dims"])
+def test_maxvit_heads_prune_exactly(units, tmp_path):
+    """MaxViT's einsum attention (window and grid): heads or head dims, with the per-head bias table."""
+    torch.manual_seed(0)
+    model = MaxVit(input_size=(32, 32), stem_channels=16, partition_size=2, block_channels=[32, 64], block_layers=[1, 1],
+                   head_dim=8, stochastic_depth_prob=0.0, num_classes=10)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "relative_position_bias_table" in name:
+                p.copy_(torch.randn(p.shape) * 0.5)
+    model = randomise_bn(model).eval()
+    g = build_dependency_graph(model, X[:1], attention_units=units)
+    groups = attention_groups(g)
+    assert [grp.size for grp in groups] == ([4, 4, 8, 8] if units == "heads" else [8, 8, 8, 8])
+    assert all(grp.prunable for grp in groups)
+    pruned = prune_and_compare(model, g, {grp.id: torch.arange(1, grp.size, 2) for grp in groups})
+    attn = pruned.get_submodule(groups[2].attention[0].name)
+    assert type(attn) is PrunedRelativePositionalMultiHeadAttention
+    heads, dims = (4, 8) if units == "heads" else (8, 4)
+    assert (attn.n_heads, attn.head_dim, attn.relative_position_bias_table.shape[1]) == (heads, dims, heads)
+    if units == "heads":
+        onnx_matches(pruned, str(tmp_path / "maxvit.onnx"))
+
+
 def test_pruned_multihead_attention_matches_torch_on_every_option():
     """The pruned module's own forward, unpruned, computes what torch's nn.MultiheadAttention does:
     sequence-first and batch-first, masks, causal, per-head and averaged weights, unbatched input."""
@@ -223,7 +252,7 @@ def test_unsupported_attention_is_kept_whole():
     """Returned attention weights average over every head, and kdim/vdim projections are separate
     tensors: such modules keep all their channels (and the graph still builds)."""
     model = CrossAttention().eval()
-    g = build_dependency_graph(model, X[:1])
+    g = build_dependency_graph(model, X[:1, :, :8, :8])
     assert not attention_groups(g)
     assert "self_attention" not in g.layers and "cross" not in g.layers
     assert not any("attention" in grp.id or "cross" in grp.id for grp in g.prunable_groups)

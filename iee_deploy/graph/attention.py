@@ -15,12 +15,16 @@ q.k product (and to Swin V2's L2-normalised q and k), so the pruned module compu
 one does, provided the softmax scale stays the original ``head_dim ** -0.5``. The pruned modules below
 store that scale.
 
-The embedding width (the module's input and output) is another matter. torch's nn.MultiheadAttention
-and torchvision's ``shifted_window_attention`` derive the inner width from it (``embed_dim``, ``C``), so
-their own code cannot shrink heads alone; pruning swaps the module for a subclass whose forward reads
-``num_heads * head_dim`` instead. nn.MultiheadAttention's embedding width itself is kept (its q, k, v
-inputs and its output are fixed); Swin's qkv and proj are plain Linear layers whose input and output
-channels follow the rest of the graph (in Swin both are on the LayerNorm-ed residual stream, so kept).
+Supported: torch's nn.MultiheadAttention (ViT), torchvision's Swin ShiftedWindowAttention and its V2,
+and MaxViT's RelativePositionalMultiHeadAttention.
+
+The embedding width (the module's input and output) is another matter. nn.MultiheadAttention,
+torchvision's ``shifted_window_attention`` and MaxViT's forward derive the inner width from it
+(``embed_dim``, ``C``, ``D``), so their own code cannot shrink heads alone; pruning swaps the module for
+a subclass whose forward reads ``num_heads * head_dim`` instead. nn.MultiheadAttention's embedding
+width itself is kept (its q, k, v inputs and its output are fixed); the other modules' projections are
+plain Linear layers whose input and output channels follow the rest of the graph (in these models they
+are on a LayerNorm-ed residual stream, so kept).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
 from iee_deploy.errors import UserError
@@ -48,7 +53,8 @@ class AttentionLayout:
 
     `qkv`: the q/k/v input projection (rows q | k | v, each head-major); `proj`: the output projection
     (columns head-major); `per_head`: (parameter, dim) pairs holding one slice per head; `bias_mlp`: the
-    two Linear layers of Swin V2's relative position bias MLP (the second has one output per head).
+    two Linear layers of Swin V2's relative position bias MLP (the second has one output per head);
+    `heads_attr`: the attribute holding the head count.
     """
 
     heads: int
@@ -57,6 +63,7 @@ class AttentionLayout:
     proj: str
     per_head: tuple[tuple[str, int], ...] = ()
     bias_mlp: tuple[str, str] | None = None
+    heads_attr: str = "num_heads"
 
 
 def attention_layout(module: nn.Module) -> AttentionLayout | None:
@@ -77,6 +84,9 @@ def attention_layout(module: nn.Module) -> AttentionLayout | None:
     if isinstance(module, ShiftedWindowAttention):
         return AttentionLayout(module.num_heads, _head_dim(module), "qkv", "proj",
                                (("relative_position_bias_table", 1),))
+    if isinstance(module, RelativePositionalMultiHeadAttention):  # MaxViT: its scale is a stored constant
+        return AttentionLayout(module.n_heads, module.head_dim, "to_qkv", "merge",
+                               (("relative_position_bias_table", 1),), heads_attr="n_heads")
     return None
 
 
@@ -120,7 +130,7 @@ def prune_attention(module: nn.Module, layout: AttentionLayout, drop: np.ndarray
                                            requires_grad=param.requires_grad))
     scale = getattr(module, "scale", layout.head_dim ** -0.5)
     module.__class__ = _PRUNED[type(module)] if type(module) in _PRUNED else type(module)
-    for attr, value in (("num_heads", int(heads.size)), ("head_dim", int(dims.size)), ("scale", scale)):
+    for attr, value in ((layout.heads_attr, int(heads.size)), ("head_dim", int(dims.size)), ("scale", scale)):
         setattr(module, attr, value)
 
 
@@ -244,10 +254,25 @@ class PrunedShiftedWindowAttentionV2(ShiftedWindowAttentionV2):
         return window_attention(self, x, self.get_relative_position_bias(), self.logit_scale)
 
 
+class PrunedRelativePositionalMultiHeadAttention(RelativePositionalMultiHeadAttention):
+    """torchvision's MaxViT attention, whose output width before `merge` is `n_heads * head_dim`, not the
+    input width (same einsum attention and scale, `scale_factor`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, grids, points, _ = x.shape
+        q, k, v = (t.reshape(batch, grids, points, self.n_heads, self.head_dim).permute(0, 1, 3, 2, 4)
+                   for t in torch.chunk(self.to_qkv(x), 3, dim=-1))
+        logits = torch.einsum("B G H I D, B G H J D -> B G H I J", q, k * self.scale_factor)
+        weights = F.softmax(logits + self.get_relative_positional_bias(), dim=-1)
+        out = torch.einsum("B G H I J, B G H J D -> B G H I D", weights, v)
+        return self.merge(out.permute(0, 1, 3, 2, 4).reshape(batch, grids, points, self.n_heads * self.head_dim))
+
+
 _PRUNED: dict[type[nn.Module], type[nn.Module]] = {
     nn.MultiheadAttention: PrunedMultiheadAttention,
     ShiftedWindowAttention: PrunedShiftedWindowAttention,
     ShiftedWindowAttentionV2: PrunedShiftedWindowAttentionV2,
+    RelativePositionalMultiHeadAttention: PrunedRelativePositionalMultiHeadAttention,
 }
 """Each supported attention class and its pruned subclass (a pruned module maps to itself)."""
 

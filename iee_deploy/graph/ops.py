@@ -21,11 +21,12 @@ Categories:
   of the kept ones, which zeroing it would not, so the channels normalised together are fixed (never
   pruned); a norm over dims that hold one channel each (e.g. spatial) is per-channel.
 - ``attention``: a multi-head attention module the graph knows (nn.MultiheadAttention, torchvision's
-  Swin ShiftedWindowAttention and V2, and their pruned forms): its heads, or the same dims of every
-  head, are channel units (see `attention.py`). A configuration it does not support is kept whole.
+  Swin ShiftedWindowAttention and V2, MaxViT's attention, and their pruned forms): its heads, or the
+  same dims of every head, are channel units (see `attention.py`). A configuration it does not support
+  is kept whole.
 - ``mixing``: every output may depend on every channel of every tensor operand in ways the graph does
-  not follow (matmul/einsum, e.g. MaxViT's attention, and scaled_dot_product_attention): the channels
-  of all operands and outputs are fixed. It is the safe declaration for an op you cannot classify.
+  not follow (matmul/einsum and scaled_dot_product_attention outside those modules): the channels of
+  all operands and outputs are fixed. It is the safe declaration for an op you cannot classify.
 - ``meta``: returns sizes, ranks, integer arithmetic or assertions, no tensor data.
 """
 
