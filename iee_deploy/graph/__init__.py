@@ -1,6 +1,7 @@
 """Dependency graph of coupled channels and physical pruning.
 
     g = build_dependency_graph(model, example_input)     # trace + channel groups (attention: whole heads)
+    build_dependency_graph(vit, x, attention_units="head_dims")  # or the same dims of every head
     g.groups, g.group("layer1.0.conv1"), g.layers         # what must be pruned together, layer facts
     g.layer_channels({"layer1.0.conv1": 32})              # (cin, cout) per layer for the latency model
     small = prune_model(model, g, {"layer1.0.conv1": kept_indices})
