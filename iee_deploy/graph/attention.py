@@ -5,15 +5,15 @@ An attention module projects its input to q, k and v of ``num_heads * head_dim``
 channel ``h * head_dim + j`` is dim j of head h. The graph makes one channel unit either of
 
 - a whole head (``units="heads"``): its q, k and v rows of the input projection and its columns of
-  the output projection; per-head tensors (Swin's relative position bias table, Swin V2's logit
-  scale and the last layer of its bias MLP) go with it; or
+  the output projection; per-head tensors (Swin's and MaxViT's relative position bias tables, Swin
+  V2's logit scale and the last layer of its bias MLP) go with it; or
 - one head dim in every head (``units="head_dims"``): q, k and v row j of every head and those
   output columns. Every head keeps the same dims, so ``head_dim`` stays one number.
 
 Both are exact: a masked head (zero q, k, v rows) outputs exactly 0, and a masked dim adds 0 to every
 q.k product (and to Swin V2's L2-normalised q and k), so the pruned module computes what the masked
 one does, provided the softmax scale stays the original ``head_dim ** -0.5``. The pruned modules below
-store that scale.
+store that scale (MaxViT's own `scale_factor` is already a stored constant).
 
 Supported: torch's nn.MultiheadAttention (ViT), torchvision's Swin ShiftedWindowAttention and its V2,
 and MaxViT's RelativePositionalMultiHeadAttention.
