@@ -229,10 +229,10 @@ def _markdown(meta: dict[str, Any], speed: dict[str, Any], rows: list[dict[str, 
         "keeps the output shapes (TP has no masked reference: the weaker check).",
         "- Groups: prunable channel groups (ours / TP's `get_all_groups` over conv+linear, classifier or FPN ignored).",
         "- Norms and attention: channels a LayerNorm normalises together are kept (removing one changes the "
-        "statistics of the others, so a masked model would not equal the pruned one), and attention kernels "
-        "(nn.MultiheadAttention, Swin's shifted-window attention, MaxViT's einsum attention) keep their channels; "
-        "in ViT/Swin/ConvNeXt/MaxViT the prunable groups are the MLP hidden widths and convs. TP prunes the "
-        "embedding width and heads too, without an exactness check.",
+        "statistics of the others, so a masked model would not equal the pruned one): the embedding width of "
+        "ViT/Swin/ConvNeXt/MaxViT. Attention heads of nn.MultiheadAttention (ViT), Swin's shifted-window "
+        "attention and MaxViT's attention are units (whole heads removed). The other prunable groups are the MLP hidden widths and convs. TP prunes the embedding width (and with it "
+        "nn.MultiheadAttention's inner width) too, without an exactness check.",
         "",
         f"## Build time on {speed['model']} at {speed['resolution']} px (headline)", "",
         f"Ours {ms(a)} ms vs Torch-Pruning {ms(b)} ms: ratio **{speed['ratio']:.2f}** "

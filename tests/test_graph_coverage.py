@@ -23,8 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPRESENTATIVE = {  # name: resolution
     "convnext_tiny": 32,  # LayerNorm2d: F.layer_norm over a channels-last permute; layer scale
-    "swin_t": 32,  # channels-last nn.LayerNorm, shifted-window attention, patch merging
-    "swin_v2_t": 32,  # + the relative position bias MLP (a prunable hidden layer)
+    "swin_t": 32,  # channels-last nn.LayerNorm, shifted-window attention (heads), patch merging
+    "swin_v2_t": 32,  # + cosine attention and the relative position bias MLP (its hidden layer, one output per head)
     "regnet_x_400mf": 32,  # grouped convs
     "efficientnet_b1": 32,  # MBConv, squeeze-excitation
     "googlenet": 32,  # inception branches concatenated
@@ -71,15 +71,15 @@ def test_classifier_groups_and_prunes_to_the_masked_outputs(name):
     assert err < 1e-4
 
 
-def test_vit_norms_fix_the_channels_they_normalise_and_attention_is_kept_whole():
-    """ViT (torch._assert, class token, nn.MultiheadAttention): LayerNorm pins the embedding width and
-    attention is kept; the MLPs' hidden channels are the prunable groups, one per encoder block."""
+def test_vit_norms_fix_the_embedding_width_and_heads_and_mlp_widths_prune():
+    """ViT (torch._assert, class token, nn.MultiheadAttention): LayerNorm pins the embedding width; each
+    encoder block has two prunable groups, its 12 attention heads and its MLP's hidden channels."""
     model = randomise_bn(build_model("vit_b_32", 10, 32)).eval()
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     g = build_dependency_graph(model, x)
     assert [grp.owners[0].name for grp in g.prunable_groups] == [
-        f"encoder.layers.encoder_layer_{i}.mlp.0" for i in range(12)]
-    assert all(grp.size == 3072 for grp in g.prunable_groups)
+        f"encoder.layers.encoder_layer_{i}.{part}" for i in range(12) for part in ("self_attention", "mlp.0")]
+    assert [grp.size for grp in g.prunable_groups] == [12, 3072] * 12
     _, err = check_parity(model, x)
     assert err < 1e-4
 

@@ -33,6 +33,7 @@ from scipy.sparse.csgraph import connected_components
 from torch.utils._pytree import tree_map
 
 from iee_deploy.errors import UserError
+from iee_deploy.graph.attention import AttentionUnits, attention_layout
 from iee_deploy.graph.trace import Node, Ref, Trace
 
 ID = np.int32
@@ -138,18 +139,41 @@ class _Units:
 
 @dataclass
 class Coupling:
-    """The analysis result: per layer side, the ids of its channels, and the units they form."""
+    """The analysis result: per layer side, the ids of its channels, and the units they form.
 
-    members: dict[tuple[str, str], np.ndarray]  # (layer path, role) -> ids; role: "out" | "in" | "bn"
+    Roles: "out" / "in" (a layer's output / input channels), "bn", and "attn" (an attention module's
+    inner channels, head-major). `inner_layers` are the projections inside attention modules, which
+    run without a traced call of their own: path -> (module, input shape, output shape).
+    """
+
+    members: dict[tuple[str, str], np.ndarray]  # (layer path, role) -> ids
     canon: np.ndarray  # canonical id of every id's unit
     fixed: np.ndarray  # bool per id: its unit may never be pruned
     input_ids: np.ndarray  # ids of the model input channels
+    inner_layers: dict[str, tuple[torch.nn.Module, tuple[int, ...], tuple[int, ...]]]
+    attention: dict[str, torch.nn.Module]  # attention modules whose heads are channel units
 
 
 def _holds_ids(tree: Any) -> bool:
     if isinstance(tree, Ids):
         return True
     return isinstance(tree, (tuple, list)) and any(_holds_ids(t) for t in tree)
+
+
+def _last_dim(shape: tuple[int, ...], ids: np.ndarray) -> Ids:
+    """Ids of a tensor whose channels lie along its last dim (a Linear's output)."""
+    if len(shape) == 2:
+        return Ids(shape, vec=ids)
+    return Ids(shape, full=torch.from_numpy(ids).expand(shape), core=ids.reshape((1,) * (len(shape) - 1) + (-1,)))
+
+
+def _heads_are_units(node: Node) -> bool:
+    """Whether the graph may prune this attention module's heads: a supported layout (attention.py),
+    and for nn.MultiheadAttention no attention weights returned (they average over every head, so
+    fewer heads would change them)."""
+    if node.module is None or attention_layout(node.module) is None:
+        return False
+    return not (isinstance(node.value, tuple) and node.value[1] is not None)
 
 
 def _normdim(dim: int, ndim: int) -> int:
@@ -165,12 +189,15 @@ def _arg(node: Node, values: tuple[Any, ...], position: int, name: str, default:
 class ChannelAnalysis:
     """Walks a `Trace` once, propagating channel ids and collecting couplings."""
 
-    def __init__(self, trace: Trace) -> None:
+    def __init__(self, trace: Trace, attention_units: AttentionUnits = "heads") -> None:
         self.nodes = trace.nodes
         self.units = _Units()
         self.ids: list[Any] = []
         self.members: dict[tuple[str, str], np.ndarray] = {}
         self.input_ids: list[np.ndarray] = []
+        self.attention_units = attention_units
+        self.inner_layers: dict[str, tuple[torch.nn.Module, tuple[int, ...], tuple[int, ...]]] = {}
+        self.attention: dict[str, torch.nn.Module] = {}
 
     # ----------------------------------------------------------------------------------- helpers
 
@@ -326,7 +353,7 @@ class ChannelAnalysis:
             fixed_units = np.unique(canon[np.concatenate(units.fixed)])
             fixed = np.isin(canon, fixed_units)
         inputs = np.concatenate(self.input_ids) if self.input_ids else np.zeros(0, dtype=ID)
-        return Coupling(self.members, canon, fixed, inputs)
+        return Coupling(self.members, canon, fixed, inputs, self.inner_layers, self.attention)
 
     def _visit(self, node: Node) -> Any:
         value = node.value
@@ -388,7 +415,9 @@ class ChannelAnalysis:
 
     def _module(self, node: Node) -> Any:
         module, value = node.module, node.value
-        if node.category == "mixing":
+        if node.category == "attention" and _heads_are_units(node):
+            return self._attention(node)
+        if node.category in ("attention", "mixing"):
             return self._mixing((self._ids(node.args), self._ids(node.kwargs)), value)
         x = self._ids(node.args[0])
         assert module is not None and isinstance(x, Ids)
@@ -412,9 +441,7 @@ class ChannelAnalysis:
             self._member(node.target, "in", self._channel_vec(x, -1, node.where))
             out = self.units.new(module.out_features)
             self._member(node.target, "out", out)
-            if len(shape) == 2:
-                return Ids(shape, vec=out)
-            return Ids(shape, full=torch.from_numpy(out).expand(shape), core=out.reshape((1,) * (len(shape) - 1) + (-1,)))
+            return _last_dim(shape, out)
         if node.category == "bn":
             vec = self._channel_vec(x, 1, node.where)
             self._member(node.target, "bn", vec)
@@ -431,6 +458,59 @@ class ChannelAnalysis:
             return self._guard(_compress(torch.flatten(x.tensor(), module.start_dim, module.end_dim)))
         assert node.category == "reduce"  # nn.Softmax / nn.LogSoftmax
         return self._reduce(x, shape, [getattr(module, "dim", None)], keepdim=True)
+
+    def _attention(self, node: Node) -> Any:
+        """A supported attention module (see attention.py): q, k, v and the output projection's inputs
+        are new channels, one unit per head (or per dim of every head); its projections become layers."""
+        module, value = node.module, node.value
+        assert module is not None
+        layout = attention_layout(module)
+        assert layout is not None
+        heads, head_dim = layout.heads, layout.head_dim
+        qkv = self.units.new(3 * heads * head_dim).reshape(3, heads, head_dim)
+        v = qkv[2]
+        anchor = v[None, :, :1] if self.attention_units == "heads" else v[None, :1, :]
+        self.units.union(np.broadcast_to(anchor, qkv.shape), qkv)
+
+        def path(rel: str) -> str:
+            return f"{node.target}.{rel}" if rel else node.target
+
+        x = self._ids(node.args[0])
+        assert isinstance(x, Ids)
+        in_shape = x.shape
+        out_shape = tuple((value[0] if isinstance(value, tuple) else value).shape)
+        if isinstance(module, torch.nn.MultiheadAttention):  # torch reads and writes embed_dim: kept
+            self._fix_outputs((self._ids(node.args), self._ids(node.kwargs)))
+        self._member(path(layout.qkv), "in", self._channel_vec(x, -1, node.where))
+        self._member(path(layout.qkv), "out", qkv.ravel())
+        self._member(path(layout.proj), "in", v.ravel())
+        self._member(node.target, "attn", v.ravel())
+        out = self.units.new(out_shape[-1])
+        self._member(path(layout.proj), "out", out)
+        qkv_shape, proj_in_shape = (*in_shape[:-1], 3 * heads * head_dim), (*in_shape[:-1], heads * head_dim)
+        self.inner_layers[path(layout.qkv)] = (module.get_submodule(layout.qkv), in_shape, qkv_shape)
+        self.inner_layers[path(layout.proj)] = (module.get_submodule(layout.proj), proj_in_shape, out_shape)
+        if layout.bias_mlp is not None:  # Swin V2: relative coordinates -> hidden -> one bias per head
+            first, last = (module.get_submodule(p) for p in layout.bias_mlp)
+            assert isinstance(first, torch.nn.Linear) and isinstance(last, torch.nn.Linear)
+            coords = module.get_buffer("relative_coords_table")
+            coords_in = self.units.new(first.in_features)
+            self.units.fix(coords_in)
+            hidden = self.units.new(first.out_features)
+            per_head = v[:, 0] if self.attention_units == "heads" else self.units.new(heads)
+            if self.attention_units != "heads":
+                self.units.fix(per_head)
+            for rel, role, ids in ((layout.bias_mlp[0], "in", coords_in), (layout.bias_mlp[0], "out", hidden),
+                                   (layout.bias_mlp[1], "in", hidden), (layout.bias_mlp[1], "out", per_head)):
+                self._member(path(rel), role, ids)
+            grid = tuple(coords.shape[:-1])
+            self.inner_layers[path(layout.bias_mlp[0])] = (first, (*grid, first.in_features), (*grid, first.out_features))
+            self.inner_layers[path(layout.bias_mlp[1])] = (last, (*grid, last.in_features), (*grid, last.out_features))
+        self.attention[node.target] = module
+        if isinstance(module, torch.nn.MultiheadAttention):
+            self.units.fix(out)
+            return (_last_dim(out_shape, out), None)
+        return _last_dim(out_shape, out)
 
     def _call(self, node: Node) -> Any:
         if node.category == "meta":
@@ -596,7 +676,7 @@ class ChannelAnalysis:
                 self._fix_along(out, d)
 
 
-def analyse(trace: Trace) -> Coupling:
+def analyse(trace: Trace, attention_units: AttentionUnits = "heads") -> Coupling:
     """Run the channel analysis on a trace.
 
     Id tensors are small; torch's thread pool only adds overhead to copying them (tens of times
@@ -605,6 +685,6 @@ def analyse(trace: Trace) -> Coupling:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return ChannelAnalysis(trace).run()
+        return ChannelAnalysis(trace, attention_units).run()
     finally:
         torch.set_num_threads(threads)

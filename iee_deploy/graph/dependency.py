@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from iee_deploy.errors import UserError
+from iee_deploy.graph.attention import ATTENTION_UNITS, AttentionUnits, attention_layout, weight_names
 from iee_deploy.graph.channels import Coupling, analyse
-from iee_deploy.graph.trace import Node, Ref, Trace, trace_model
+from iee_deploy.graph.trace import Ref, Trace, trace_model
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,10 +64,12 @@ class ChannelRef:
 class ChannelGroup:
     """Channels kept or removed together (one knapsack item family, one Taylor score per unit).
 
-    `owners`: conv/linear layers whose output channels these are. `consumers`: layers whose input
-    channel count the group sets. `bn_layers`: BatchNorms whose (gamma, beta) at these channels give
-    Taylor importance. A depthwise conv is both owner and consumer. `prunable` is False for the model
-    input, its outputs, and channels pinned by literal sizes or channel-mixing ops.
+    `owners`: conv/linear layers whose output channels these are (for nn.MultiheadAttention, the
+    module itself: its q/k/v input projection). `consumers`: layers whose input channel count the group
+    sets. `bn_layers`: BatchNorms whose (gamma, beta) at these channels give Taylor importance. A
+    depthwise conv is both owner and consumer. `attention`: attention modules whose heads (or head
+    dims) these units are, at their inner positions ``head * head_dim + dim``. `prunable` is False for
+    the model input, its outputs, and channels pinned by literal sizes or channel-mixing ops.
     """
 
     id: str
@@ -76,6 +79,7 @@ class ChannelGroup:
     owners: tuple[ChannelRef, ...]
     consumers: tuple[ChannelRef, ...]
     bn_layers: tuple[ChannelRef, ...]
+    attention: tuple[ChannelRef, ...] = ()
 
     @property
     def layers(self) -> list[str]:
@@ -86,7 +90,8 @@ class ChannelGroup:
         return {"id": self.id, "size": self.size, "prunable": self.prunable, "min_keep": self.min_keep,
                 "owners": [r.to_dict() for r in self.owners],
                 "bn_layers": [r.to_dict() for r in self.bn_layers],
-                "consumers": [r.to_dict() for r in self.consumers]}
+                "consumers": [r.to_dict() for r in self.consumers],
+                "attention": [r.to_dict() for r in self.attention]}
 
 
 @dataclass(frozen=True)
@@ -131,13 +136,18 @@ class LayerInfo:
 
 @dataclass
 class DependencyGraph:
-    """Layers, ops and channel groups of one model at one input size (see `build_dependency_graph`)."""
+    """Layers, ops and channel groups of one model at one input size (see `build_dependency_graph`).
+
+    `layers` are the conv/linear layers, including the projections of attention modules (the q/k/v
+    projection of an nn.MultiheadAttention is named by the module's path).
+    """
 
     graph: nx.DiGraph
     groups: list[ChannelGroup]
     layers: dict[str, LayerInfo]
     tracer: str
     input_shape: tuple[int, ...]
+    attention_units: AttentionUnits
     _index: dict[str, int] = field(repr=False)
     _sizes: np.ndarray = field(repr=False)
     _in: np.ndarray = field(repr=False)  # (layers, groups): input channels per kept unit
@@ -146,6 +156,7 @@ class DependencyGraph:
     _bn: np.ndarray = field(repr=False)  # (BN layers, groups)
     _bn_affine: np.ndarray = field(repr=False)
     _bias: np.ndarray = field(repr=False)  # per layer: has a bias
+    _unit_params: np.ndarray = field(repr=False)  # per group: per-head parameters (Swin's bias table) per unit
     _other_params: int = field(repr=False)
 
     def group(self, group_id: str) -> ChannelGroup:
@@ -180,7 +191,7 @@ class DependencyGraph:
         """Parameters of the model pruned to `keep` (group id -> kept units), computed from the graph."""
         counts = self._counts(keep or {})
         cin, cout = self._in @ counts, self._out @ counts
-        total = self._other_params + int((self._bn @ counts * 2 * self._bn_affine).sum())
+        total = self._other_params + int((self._bn @ counts * 2 * self._bn_affine).sum()) + int(self._unit_params @ counts)
         for info, ci, co, bias in zip(self.layers.values(), cin.tolist(), cout.tolist(), self._bias.tolist()):
             kernel = int(np.prod(info.kernel)) if info.kind == "conv" else 1
             per_out = info.in_per_group if info.groups > 1 else ci
@@ -189,7 +200,7 @@ class DependencyGraph:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (groups with their layers and positions, layer facts)."""
-        return {"tracer": self.tracer, "input_shape": list(self.input_shape),
+        return {"tracer": self.tracer, "input_shape": list(self.input_shape), "attention_units": self.attention_units,
                 "groups": [g.to_dict() for g in self.groups],
                 "layers": {name: info.to_dict() for name, info in self.layers.items()}}
 
@@ -236,27 +247,40 @@ def _signatures(coupling: Coupling, keys: list[tuple[str, str]]) -> np.ndarray:
     return sig
 
 
-def _layer_info(node: Node, in_shape: tuple[int, ...], ins: list[tuple[str, int]], outs: list[tuple[str, int]],
-                prunable: set[str]) -> LayerInfo:
-    module = node.module
-    out_shape = tuple(node.value.shape)
-
+def _layer_info(target: str, module: nn.Module, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                ins: list[tuple[str, int]], outs: list[tuple[str, int]], prunable: set[str]) -> LayerInfo:
     def single(side: list[tuple[str, int]]) -> str | None:
         return side[0][0] if len(side) == 1 and side[0][0] in prunable else None
 
-    if isinstance(module, nn.Linear):
-        return LayerInfo(node.target, "linear", module.in_features, module.out_features, (1, 1), (1, 1), (0, 0),
-                         (1, 1), 1, False, tuple(in_shape[1:-1]) or (1, 1), tuple(out_shape[1:-1]) or (1, 1),
+    if not isinstance(module, nn.modules.conv._ConvNd):  # nn.Linear, or nn.MultiheadAttention's q/k/v projection
+        cout, cin = getattr(module, weight_names(module)[0]).shape
+        return LayerInfo(target, "linear", cin, cout, (1, 1), (1, 1), (0, 0), (1, 1), 1, False,
+                         tuple(in_shape[1:-1]) or (1, 1), tuple(out_shape[1:-1]) or (1, 1),
                          single(ins), single(outs), tuple(ins), tuple(outs))
-    assert isinstance(module, nn.modules.conv._ConvNd)
     padding = module.padding if isinstance(module.padding, str) else tuple(module.padding)
-    return LayerInfo(node.target, "conv", module.in_channels, module.out_channels, tuple(module.kernel_size),
+    return LayerInfo(target, "conv", module.in_channels, module.out_channels, tuple(module.kernel_size),
                      tuple(module.stride), padding, tuple(module.dilation), module.groups,
                      module.groups > 1 and module.groups == module.in_channels, tuple(in_shape[2:]),
                      tuple(out_shape[2:]), single(ins), single(outs), tuple(ins), tuple(outs))
 
 
-def _assemble(model: nn.Module, trace: Trace, coupling: Coupling) -> DependencyGraph:
+def _per_head_params(coupling: Coupling, refs: list[dict[str, list[ChannelRef]]]) -> np.ndarray:
+    """Per group, the parameters of one unit held one slice per head by attention modules (Swin's relative
+    position bias table, V2's logit scale), for groups whose units are whole heads."""
+    per_unit = np.zeros(len(refs), dtype=np.int64)
+    for path, module in coupling.attention.items():
+        layout = attention_layout(module)
+        assert layout is not None
+        per_head = sum(getattr(module, name).numel() for name, _ in layout.per_head) // layout.heads
+        for k, r in enumerate(refs):
+            for ref in r["attn"]:
+                whole = np.unique(ref.index[0] // layout.head_dim).size * layout.head_dim
+                if ref.name == path and ref.channels_per_unit == whole:
+                    per_unit[k] += per_head * whole // layout.head_dim
+    return per_unit
+
+
+def _assemble(model: nn.Module, trace: Trace, coupling: Coupling, attention_units: AttentionUnits) -> DependencyGraph:
     keys = list(coupling.members)
     labels = [coupling.canon[coupling.members[k]] for k in keys]
     sig = _signatures(coupling, keys)
@@ -275,7 +299,7 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling) -> DependencyG
     unit_of = np.full(coupling.canon.size, -1, dtype=np.int64)
     group_of[units], unit_of[units] = gid, in_group
 
-    refs: list[dict[str, list[ChannelRef]]] = [{"out": [], "in": [], "bn": []} for _ in range(sizes.size)]
+    refs: list[dict[str, list[ChannelRef]]] = [{"out": [], "in": [], "bn": [], "attn": []} for _ in range(sizes.size)]
     sides: dict[tuple[str, str], list[tuple[int, int]]] = {key: [] for key in keys}
     # One sort over every layer side: by side, group, unit, then channel position.
     lengths = [lab.size for lab in labels]
@@ -313,23 +337,27 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling) -> DependencyG
     fixed_group = np.zeros(sizes.size, dtype=bool)
     fixed_group[gid] = coupling.fixed[units]
     groups = [ChannelGroup(names[k], int(sizes[k]), not fixed_group[k], 1, tuple(refs[k]["out"]),
-                           tuple(refs[k]["in"]), tuple(refs[k]["bn"])) for k in range(sizes.size)]
+                           tuple(refs[k]["in"]), tuple(refs[k]["bn"]), tuple(refs[k]["attn"])) for k in range(sizes.size)]
     prunable = {g.id for g in groups if g.prunable}
 
     # Layer facts and the matrices behind layer_channels / param_count.
-    nodes_by_target: dict[str, Node] = {}
+    found: dict[str, tuple[nn.Module, str, tuple[int, ...], tuple[int, ...]]] = {}  # target -> module, kind, shapes
     for node in trace.nodes:
-        if node.kind == "module" and node.category in ("conv", "linear", "bn"):
-            nodes_by_target.setdefault(node.target, node)
+        if node.kind == "module" and node.category in ("conv", "linear", "bn") and node.target not in found:
+            assert node.module is not None
+            arg = node.args[0]
+            in_shape = tuple(trace.nodes[arg.index].value.shape) if isinstance(arg, Ref) else ()
+            found[node.target] = (node.module, str(node.category), in_shape, tuple(node.value.shape))
+    for target, (module, in_shape, out_shape) in coupling.inner_layers.items():
+        found.setdefault(target, (module, "linear", in_shape, out_shape))
     layers: dict[str, LayerInfo] = {}
     in_rows, out_rows, bias = [], [], []
     bn_names, bn_rows, bn_affine = [], [], []
-    layer_params = 0
-    for target, node in nodes_by_target.items():
-        module = node.module
-        assert module is not None
+    unit_params = _per_head_params(coupling, refs)
+    layer_params = int(unit_params @ sizes)
+    for target, (module, category, in_shape, out_shape) in found.items():
         layer_params += sum(p.numel() for p in module._parameters.values() if p is not None)
-        if node.category == "bn":
+        if category == "bn":
             row = np.zeros(sizes.size, dtype=np.int64)
             for k, per in sides[(target, "bn")]:
                 row[k] += per
@@ -337,8 +365,6 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling) -> DependencyG
             bn_rows.append(row)
             bn_affine.append(1 if getattr(module, "affine", False) else 0)
             continue
-        arg = node.args[0]
-        in_shape = tuple(trace.nodes[arg.index].value.shape) if isinstance(arg, Ref) else ()
         rows = []
         for role in ("in", "out"):
             row = np.zeros(sizes.size, dtype=np.int64)
@@ -347,8 +373,8 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling) -> DependencyG
             rows.append(row)
         in_rows.append(rows[0])
         out_rows.append(rows[1])
-        bias.append(getattr(module, "bias", None) is not None)
-        layers[target] = _layer_info(node, in_shape, [(names[k], per) for k, per in sides[(target, "in")]],
+        bias.append(getattr(module, weight_names(module)[1], None) is not None)
+        layers[target] = _layer_info(target, module, in_shape, out_shape, [(names[k], per) for k, per in sides[(target, "in")]],
                                      [(names[k], per) for k, per in sides[(target, "out")]], prunable)
     total_params = sum(p.numel() for p in model.parameters())
     empty = np.zeros((0, sizes.size), dtype=np.int64)
@@ -356,19 +382,23 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling) -> DependencyG
     return DependencyGraph(
         graph=_nx_graph(trace), groups=groups, layers=layers, tracer=trace.tracer,
         input_shape=tuple(first_input.shape) if isinstance(first_input, torch.Tensor) else (),
+        attention_units=attention_units,
         _index={g.id: i for i, g in enumerate(groups)}, _sizes=sizes.astype(np.int64),
         _in=np.array(in_rows) if in_rows else empty, _out=np.array(out_rows) if out_rows else empty,
         _bn_names=bn_names, _bn=np.array(bn_rows) if bn_rows else empty,
-        _bn_affine=np.array(bn_affine, dtype=np.int64), _bias=np.array(bias, dtype=bool),
+        _bn_affine=np.array(bn_affine, dtype=np.int64), _bias=np.array(bias, dtype=bool), _unit_params=unit_params,
         _other_params=total_params - layer_params)
 
 
 def build_dependency_graph(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...],
-                           tracer: str = "auto") -> DependencyGraph:
+                           tracer: str = "auto", attention_units: AttentionUnits = "heads") -> DependencyGraph:
     """Trace `model` on `example_input` (shapes only, see trace.py) and derive its channel groups.
 
     Raises UserError naming the op and module for an operation the graph does not understand.
-    `tracer`: "auto" (torch.fx, eager fallback), "fx" or "eager".
+    `tracer`: "auto" (torch.fx, eager fallback), "fx" or "eager". `attention_units`: what one unit of
+    an attention module's group is, a whole head ("heads") or one dim of every head ("head_dims").
     """
+    if attention_units not in ATTENTION_UNITS:
+        raise UserError(f"unknown attention_units '{attention_units}'", f"choose one of: {', '.join(ATTENTION_UNITS)}")
     trace = trace_model(model, example_input, tracer)
-    return _assemble(model, trace, analyse(trace))
+    return _assemble(model, trace, analyse(trace, attention_units), attention_units)

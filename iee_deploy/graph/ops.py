@@ -20,10 +20,13 @@ Categories:
   and ConvNeXt's LayerNorm2d, GroupNorm, F.normalize). Removing a channel there changes the statistics
   of the kept ones, which zeroing it would not, so the channels normalised together are fixed (never
   pruned); a norm over dims that hold one channel each (e.g. spatial) is per-channel.
+- ``attention``: a multi-head attention module the graph knows (nn.MultiheadAttention, torchvision's
+  Swin ShiftedWindowAttention and V2, MaxViT's attention, and their pruned forms): its heads, or the
+  same dims of every head, are channel units (see `attention.py`). A configuration it does not support
+  is kept whole.
 - ``mixing``: every output may depend on every channel of every tensor operand in ways the graph does
-  not follow (attention kernels such as nn.MultiheadAttention, torchvision's fx-wrapped
-  shifted_window_attention, matmul/einsum): the channels of all operands and outputs are fixed. It is
-  the safe declaration for an op you cannot classify.
+  not follow (matmul/einsum and scaled_dot_product_attention outside those modules): the channels of
+  all operands and outputs are fixed. It is the safe declaration for an op you cannot classify.
 - ``meta``: returns sizes, ranks, integer arithmetic or assertions, no tensor data.
 """
 
@@ -38,9 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from iee_deploy.errors import UserError
+from iee_deploy.graph.attention import ATTENTION_MODULES
 
 Category = Literal["conv", "linear", "bn", "pointwise", "elementwise", "spatial", "movement", "reduce", "norm",
-                   "mixing", "meta"]
+                   "attention", "mixing", "meta"]
 CATEGORIES: tuple[str, ...] = ("pointwise", "elementwise", "spatial", "movement", "reduce", "norm", "mixing", "meta")
 """The categories `register_op` accepts (layers must be nn.Conv*/nn.Linear/nn.BatchNorm* modules)."""
 
@@ -60,7 +64,7 @@ _MODULES: dict[type[nn.Module], Category] = {
     nn.Flatten: "movement",
     nn.Softmax: "reduce", nn.LogSoftmax: "reduce",
     nn.LayerNorm: "norm", nn.GroupNorm: "norm",
-    nn.MultiheadAttention: "mixing",
+    **{cls: "attention" for cls in ATTENTION_MODULES},
 }
 
 _FUNCTIONS: dict[Any, tuple[str, Category]] = {}
@@ -114,8 +118,9 @@ try:  # torchvision marks stochastic_depth as an fx leaf function; it scales who
     _add("pointwise", (stochastic_depth,))
     from torchvision.models import swin_transformer as _swin
 
-    # torchvision marks these fx leaf functions: attention with its weights passed in, the relative
-    # position bias, and patch merging's channels-last pad and 4-way concat.
+    # torchvision marks these fx leaf functions: patch merging's channels-last pad and 4-way concat, and
+    # the attention kernel and relative position bias, met only when called outside ShiftedWindowAttention
+    # (that module is itself one traced op of category "attention").
     _add("mixing", (_swin.shifted_window_attention, _swin._get_relative_position_bias, _swin._patch_merging_pad))
 except ImportError:  # pragma: no cover - torchvision is a dependency
     pass
@@ -146,7 +151,8 @@ def register_op(target: Callable[..., Any] | str | type[nn.Module], category: Ca
 
 
 def is_declared_leaf(module: nn.Module) -> bool:
-    """Whether a module outside torch.nn was declared with `register_op` (traced as one op, not through)."""
+    """Whether a module outside torch.nn is one traced op, not traced through: declared with `register_op`,
+    or an attention module listed here (torchvision's Swin attention, the pruned attention modules)."""
     return type(module) in _MODULES and not type(module).__module__.startswith("torch.nn")
 
 

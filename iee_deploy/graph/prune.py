@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from iee_deploy.errors import UserError
+from iee_deploy.graph.attention import attention_layout, prune_attention, weight_names
 from iee_deploy.graph.dependency import DependencyGraph
 
 Keep = Mapping[str, Sequence[int] | torch.Tensor | np.ndarray]
@@ -45,11 +46,13 @@ def unit_masks(g: DependencyGraph, keep: Keep) -> dict[str, np.ndarray]:
 
 
 def removed_channels(g: DependencyGraph, masks: Mapping[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
-    """(layer, "out" | "in" | "bn") -> channel positions to remove, for validated unit masks (`unit_masks`)."""
+    """(layer, "out" | "in" | "bn" | "attn") -> channel positions to remove, for validated unit masks
+    (`unit_masks`); "attn" positions are an attention module's inner channels (head * head_dim + dim)."""
     removed: dict[tuple[str, str], list[np.ndarray]] = {}
     for gid, mask in masks.items():
         group = g.group(gid)
-        for role, refs in (("out", group.owners), ("in", group.consumers), ("bn", group.bn_layers)):
+        for role, refs in (("out", group.owners), ("in", group.consumers), ("bn", group.bn_layers),
+                           ("attn", group.attention)):
             for ref in refs:
                 removed.setdefault((ref.name, role), []).append(ref.index[~mask].ravel())
     return {key: np.unique(np.concatenate(parts)) for key, parts in removed.items()}
@@ -77,11 +80,15 @@ def prune_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
     """A new model with only the kept units of each group: sliced weights, biases and BN statistics.
 
     The original model is left untouched; the copy keeps its class and forward code, with
-    `in_channels`/`out_channels`/`groups`/`num_features`/`in_features`/`out_features` updated.
+    `in_channels`/`out_channels`/`groups`/`num_features`/`in_features`/`out_features` updated. An
+    attention module that loses heads or head dims becomes its pruned subclass, with `num_heads` and
+    `head_dim` updated (see attention.py).
     """
     removed = removed_channels(g, unit_masks(g, keep))
     pruned = copy.deepcopy(model)
-    layers = {name for name, _ in removed}
+    attention = {name: (pruned.get_submodule(name), drop) for (name, role), drop in removed.items() if role == "attn"}
+    layouts = {name: attention_layout(module) for name, (module, _) in attention.items()}  # before slicing
+    layers = {name for name, role in removed if role != "attn"}
     for name in sorted(layers):
         module = pruned.get_submodule(name)
         drop_out = removed.get((name, "out"))
@@ -109,6 +116,14 @@ def prune_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
             for attr in ("weight", "bias", "running_mean", "running_var"):
                 _select(module, attr, 0, idx)
             module.num_features = idx.numel()
+        elif isinstance(module, nn.MultiheadAttention) and drop_out is not None:  # q/k/v rows of the heads
+            out_idx = _kept(module.in_proj_weight.shape[0], drop_out)
+            for attr in weight_names(module):
+                _select(module, attr, 0, out_idx)
+    for name, (module, drop) in attention.items():
+        layout = layouts[name]
+        assert layout is not None
+        prune_attention(module, layout, drop)
     return pruned
 
 
@@ -121,9 +136,11 @@ def mask_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
     """
     removed = removed_channels(g, unit_masks(g, keep))
     for (name, role), drop in removed.items():
+        if role == "attn":  # an attention module's heads are zeroed through its projections
+            continue
         module = model.get_submodule(name)
         index = torch.from_numpy(drop)
-        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+        weight, bias = (getattr(module, attr, None) for attr in weight_names(module))
         if role in ("bn", "out"):  # BN gamma/beta, or a conv/linear's output rows
             for tensor in (weight, bias):
                 if isinstance(tensor, torch.Tensor):

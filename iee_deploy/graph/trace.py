@@ -12,8 +12,8 @@ Two front ends produce the same `Trace`:
   `TorchFunctionMode` and every leaf layer with module hooks. Sizes are plain integers there, so the
   analysis treats every explicit reshape size as a literal (safe, may fix more channels than fx).
 
-Leaf layers are torch.nn modules (fx's default rule) and modules declared with `register_op`;
-everything else is traced through.
+Leaf layers are torch.nn modules (fx's default rule), the attention modules of `attention.py` and
+modules declared with `register_op`; everything else is traced through.
 Unknown operations are refused here, before anything is evaluated (see `ops.py`).
 """
 
@@ -101,7 +101,7 @@ def _module_value(module: nn.Module, category: Category, args: tuple[Any, ...], 
         return x.new_empty((*x.shape[:-1], module.out_features))
     if category in ("bn", "pointwise", "norm"):
         return x.new_empty(x.shape)
-    if category == "mixing":  # e.g. nn.MultiheadAttention: run it on meta copies of its weights
+    if category in ("attention", "mixing"):  # run it on meta copies of its weights
         state = {k: torch.empty(v.shape, dtype=v.dtype, device="meta")
                  for k, v in (*module.named_parameters(), *module.named_buffers())}
         with torch.no_grad():

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iee_deploy.graph import ChannelGroup, DependencyGraph, removed_channels
+from iee_deploy.graph import ChannelGroup, DependencyGraph, removed_channels, weight_names
 from iee_deploy.sparse.masks import TensorMasks
 from iee_deploy.sparse.state import GrowInit
 
@@ -46,7 +46,7 @@ def _masked_tensors(model: nn.Module, groups: Sequence[ChannelGroup]) -> list[tu
         for role, refs in (("out", group.owners), ("bn", group.bn_layers), ("in", group.consumers)):
             for ref in refs:
                 module = modules[ref.name]
-                attrs = BN_TENSORS if role == "bn" else ("weight", "bias") if role == "out" else \
+                attrs = BN_TENSORS if role == "bn" else weight_names(module) if role == "out" else \
                     ("weight",) if getattr(module, "groups", 1) == 1 else ()
                 for attr in attrs:
                     if isinstance(getattr(module, attr, None), Tensor):
@@ -132,7 +132,8 @@ class ChannelMasks(TensorMasks):
         return {name: self._weights(name, *channels[name]) for name in self.layers}
 
     def total_weights(self) -> dict[str, int]:
-        return {name: int(self.modules[name].weight.numel()) for name in self.layers}  # type: ignore[union-attr]
+        return {name: int(getattr(self.modules[name], weight_names(self.modules[name])[0]).numel())
+                for name in self.layers}
 
     def _weights(self, name: str, cin: int, cout: int) -> int:
         info = self.graph.layers[name]
