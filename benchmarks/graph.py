@@ -16,7 +16,7 @@ Sweeps every model of the zoo (all torchvision classifiers and the paper's model
 The sweep runs at `--resolution` (each model at the smallest size it accepts from there), since the
 largest models at their native size do not fit a 2-core machine's time. Single-threaded by default.
 
-Usage: PYTHONPATH=. python -m benchmarks.graph [--models resnet50,swin_t] [--resolution 64] [--repeats 3]
+Usage: PYTHONPATH=. python -m benchmarks.graph [--models resnet50,swin_t] [--resolution 64] [--repeats 3] [--resume]
 Needs the `bench` extra (pip install torch-pruning). Writes benchmarks/results/graph.md and graph.json
 (after every model, so an interrupted sweep keeps what it measured).
 """
@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import copy
 import gc
+import json
 import signal
 import sys
 import time
@@ -179,6 +180,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for both tools.")
     parser.add_argument("--limit", type=int, default=300, help="Seconds per tool and model before it counts as failed.")
     parser.add_argument("--out", default=str(RESULTS), help="Folder for graph.md/graph.json.")
+    parser.add_argument("--resume", action="store_true",
+                        help="Keep the model rows of the graph.json already in --out (same --resolution) and "
+                             "measure only the models it lacks, and those named in --redo.")
+    parser.add_argument("--redo", default="",
+                        help="With --resume: comma-separated models to measure again (e.g. after a graph change).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.models.split(",") if args.models else [*list_models(), *DETECTION]
@@ -188,13 +194,26 @@ def main() -> None:
     out = Path(args.out)
     print(f"{'model':44s} {'px':>4s} {'ours ms':>8s} {'TP ms':>8s} {'ratio':>6s} {'ours':>5s} {'TP':>5s} groups")
     speed = measure(args.speed_model, args.speed_resolution, args.speed_repeats, args.limit)
-    rows: list[dict[str, Any]] = []
-    for name in names:
-        rows.append(measure(name, _size(name, args.resolution) if name not in DETECTION else
-                            max(args.resolution, 64), args.repeats, args.limit))
+    rows = kept_rows(out / "graph.json", args.resolution, set(filter(None, args.redo.split(",")))) if args.resume else []
+    done = {r["model"].removesuffix(" (backbone+FPN)") for r in rows}
+    for name in [n for n in names if n not in done]:
+        row = measure(name, _size(name, args.resolution) if name not in DETECTION else
+                      max(args.resolution, 64), args.repeats, args.limit)
+        rows.append({**row, "commit": meta["commit"]})
         write_json(out / "graph.json", {**meta, "speed": speed, "rows": rows})
         write_text(out / "graph.md", _markdown(meta, speed, rows, len(names)))
     print(f"wrote {out / 'graph.md'} and {out / 'graph.json'}")
+
+
+def kept_rows(path: Path, resolution: int, redo: set[str]) -> list[dict[str, Any]]:
+    """The rows of an earlier sweep at `resolution` worth keeping (not named in `redo`), each with its commit."""
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    if earlier.get("sweep_resolution") != resolution:
+        return []
+    return [{**r, "commit": r.get("commit", earlier["commit"])} for r in earlier["rows"]
+            if r["model"].removesuffix(" (backbone+FPN)") not in redo]
 
 
 def _markdown(meta: dict[str, Any], speed: dict[str, Any], rows: list[dict[str, Any]], planned: int) -> str:
@@ -215,6 +234,10 @@ def _markdown(meta: dict[str, Any], speed: dict[str, Any], rows: list[dict[str, 
             "groups ours/TP", "ours rel err", "ours params kept"]
     handled = sum(bool(r["ours"].get("handled")) for r in rows), sum(bool(r["torch_pruning"].get("handled")) for r in rows)
     a, b = speed["ours"], speed["torch_pruning"]
+    runs: dict[str, int] = {}
+    for r in rows:
+        runs[r["commit"]] = runs.get(r["commit"], 0) + 1
+    commits = ", ".join(f"{c}: {n}" for c, n in runs.items())
     lines = [
         "# Dependency graph: iee_deploy.graph vs Torch-Pruning", "",
         *header_markdown(meta, f"sweep at {meta['sweep_resolution']} px (each model at the smallest size it "
@@ -240,9 +263,10 @@ def _markdown(meta: dict[str, Any], speed: dict[str, Any], rows: list[dict[str, 
         f"Ours {ok(a)}, TP {ok(b)}.",
         "",
         f"## Sweep ({len(rows)} of {planned} models)", "",
-        *([f"The sweep stopped after {len(rows)} of {planned} models (time limit of the session that ran it, on a "
-           "machine with load average ~13 on 2 cores); rerun the command for the rest.", ""]
-          if len(rows) < planned else []),
+        *([f"The sweep stopped after {len(rows)} of {planned} models (the time limit of the session that ran it); "
+           "rerun the command with `--resume` for the rest.", ""] if len(rows) < planned else []),
+        *([f"Rows come from more than one run (`--resume`): {commits} (commit: models measured there); "
+           "the header's commit is the latest run's."] if len(set(r["commit"] for r in rows)) > 1 else []),
         *markdown_table(head, [line(r) for r in rows]),
         "", f"Handled: ours {handled[0]}/{len(rows)}, Torch-Pruning {handled[1]}/{len(rows)}.", "",
     ]
