@@ -149,6 +149,8 @@ def test_user_errors(run, tmp_path):
     for name in ("torch", "torch-cuda"):  # torch-cuda: the earlier name of the torch backend
         assert_user_error(run_cli("build-engine", "--run", str(run), "--backend", name, "--out", str(tmp_path),
                                   host="cpu"), "wrong device", "found no CUDA device")
+    assert_user_error(run_cli("build-engine", "--run", str(run), "--out", "/sys/e", *FAST_CLI),
+                      "--out '/sys/e' is not writable")  # before any export or timing
     with pytest.raises(UserError, match="not an engine folder"):
         validate_engine(tmp_path)
     with pytest.raises(UserError, match="neither a run folder"):
@@ -170,7 +172,7 @@ def test_validate_refuses_impossible_limits_and_another_dataset_before_work(engi
                         (("--latency-ms", "-1"), "'--latency-ms': -1.0 is not in the range x>0"),
                         (("--max-accuracy-drop", "-1"), "'--max-accuracy-drop': -1.0 is not in the range 0<=x<=100"),
                         (("--dataset", "fashion-mnist"), "is not the run's dataset 'digits'"),
-                        (("--out", "/sys/v"), "cannot write '/sys/v/validation.json'")):
+                        (("--out", "/sys/v"), "--out '/sys/v' is not writable")):
         assert_user_error(run_cli("validate", "--engine", str(engine_dir), *args, *FAST_CLI), words)
     help_text = run_cli("validate", "--help").stdout
     assert "fastest run" in help_text and "median latency must" not in help_text

@@ -34,8 +34,7 @@ from iee_deploy.deploy.build import load_engine, read_engine_report, timing_inpu
 from iee_deploy.deploy.render import fmt, markdown_table
 from iee_deploy.deploy.run_models import load_run_models
 from iee_deploy.errors import UserError
-from iee_deploy.io import write_json, write_text
-from profiler.measure import check_writable
+from iee_deploy.io import check_writable, write_json, write_text
 from runtime.machine import machine_info
 from runtime.progress import progress
 from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
@@ -214,7 +213,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     check_limits(latency_ms, lut_tolerance, max_accuracy_drop, budget_tolerance)
     report = read_engine_report(engine_dir)
     folder = Path(out) if out is not None else Path(engine_dir)
-    check_writable(folder / VALIDATION_REPORT)
+    check_writable(folder, "out" if out is not None else "engine_dir", folder=True)
     engine = load_engine(engine_dir, report)
     models = load_run_models(report.run_dir)
     info = models.info
