@@ -218,19 +218,45 @@ def test_unstructured_engine_reports_nonzero_parameters_and_what_can_use_them(ru
     assert "non-zero parameters" in markdown and "Unstructured sparsity" in markdown and "TensorRT with 2:4" in markdown
 
 
-@pytest.mark.slow
-def test_ctrl_c_on_validate_does_not_suggest_resume(engine_dir, tmp_path):
-    args = [sys.executable, "-m", "iee_deploy", "validate", "--engine", str(engine_dir), "--out", str(tmp_path),
-            "--min-seconds", "60"]
+def interrupt(command: str, *args: str, at: str) -> tuple[int, list[str], str]:
+    """Run `iee-deploy COMMAND ARGS`, send it SIGINT (Ctrl-C) once a stderr line starts with `at`.
+
+    Returns the exit status, the stderr lines seen before the signal, and the rest of stderr.
+    """
     env = dict(os.environ, PYTHONPATH=f"{HOSTS}{os.pathsep}{ROOT}", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "iee_deploy", command, *args], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     seen = []
-    for line in process.stderr:  # log-friendly progress: whole lines, no carriage returns
+    for line in process.stderr:
         seen.append(line)
-        if line.startswith("validate: latency"):
+        if line.startswith(at):
             process.send_signal(signal.SIGINT)
             break
     rest = process.stderr.read()
-    assert process.wait(timeout=60) == 130, seen + [rest]
-    assert "interrupted" in rest and "--resume" not in rest and "\r" not in "".join(seen)
+    return process.wait(timeout=60), seen, rest
+
+
+def assert_interrupted_without_resume(code: int, seen: list[str], rest: str) -> None:
+    """Ctrl-C on a command without --resume: exit 130, one line saying how to start again, no traceback."""
+    assert code == 130, seen + [rest]
+    lines = [line for line in rest.splitlines() if line.strip()]  # a progress line may still come before the message
+    assert lines[-1].startswith("interrupted: run the same command again"), rest
+    assert sum("interrupted" in line for line in lines) == 1, rest
+    assert "--resume" not in rest and "Traceback" not in rest
+    assert "\r" not in "".join(seen)  # log-friendly progress: whole lines, no carriage returns
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_validate_does_not_suggest_resume(engine_dir, tmp_path):
+    assert_interrupted_without_resume(*interrupt("validate", "--engine", str(engine_dir), "--out", str(tmp_path),
+                                                 "--min-seconds", "60", at="validate: latency"))
+    assert not (tmp_path / "validation.json").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_build_engine_does_not_suggest_resume(run, tmp_path):
+    out = tmp_path / "engine"
+    assert_interrupted_without_resume(*interrupt("build-engine", "--run", str(run), "--out", str(out),
+                                                 "--min-seconds", "60", at="timing dense and pruned"))
+    assert not (out / ENGINE_REPORT).exists()  # no report of a timing that did not finish
