@@ -146,7 +146,7 @@ def check_out(out: Path, resume: bool) -> None:
                         fields=("out",))
     exists = out.exists() or meta_path(out).exists()
     if exists and not resume:
-        raise UserError(f"the LUT path `out` '{out}' already exists", "`resume` it, or choose another LUT path",
+        raise UserError(f"the LUT path `out` '{out}' already exists", "finish it with `resume`, or choose another path",
                         fields=("out", "resume"))
     check_writable(out, "out")
 

@@ -114,7 +114,7 @@ def test_corrupt_and_incomplete_luts_are_rejected(tiny_lut, tmp_path):
 
 def test_existing_out_needs_resume_and_resume_needs_the_same_settings(tiny_lut):
     out, _ = tiny_lut
-    with pytest.raises(UserError, match="already exists; `resume` it"):
+    with pytest.raises(UserError, match="already exists; finish it with `resume`"):
         profile_model(request(), out, progress=False)
     with pytest.raises(UserError, match="cannot resume .* it was profiled with grid_step 32, this run asks for 16"):
         profile_model(request(grid_step=16), out, resume=True, progress=False)
