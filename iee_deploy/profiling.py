@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from torch import nn
 
+from iee_deploy.io import check_writable
 from iee_deploy.models import build_model
 from iee_deploy.subnets import random_subnetworks
 from profiler.latency import LatencyModel
@@ -33,7 +34,6 @@ from profiler.measure import (
     ProfileSummary,
     Subnetworks,
     check_out,
-    check_writable,
     input_shape,
     now,
     profile_model,
@@ -139,7 +139,7 @@ def validate_lut(lut_path: str | Path, model_name: str, num_classes: int | None 
     """
     started = time.perf_counter()
     if json_out is not None:
-        check_writable(Path(json_out))
+        check_writable(json_out, "json_out")
     lut = load_lut(lut_path)
     meta = lut.meta
     num_classes = num_classes or meta.num_classes

@@ -17,8 +17,9 @@ the same masks and weights in both. Any method of `build_method` works (IEE, Rig
 GMP; IEE and HALP under a latency budget: `latency_ms` or `latency_ratio` with `lut`).
 
 It records what the run folder records: every structure update (`history`: IoU, survival, FLOPs)
-and the training FLOPs. Under DDP, build it on every rank with the unwrapped model after
-`init_process_group`: structure decisions are broadcast from rank 0, so all ranks hold one Theta_K.
+and the training FLOPs. Under DDP, build it on every rank after `init_process_group`, with the
+DDP-wrapped model or the model inside it: structure decisions are broadcast from rank 0, so all
+ranks hold one Theta_K and, with DDP's averaged gradients, the same weights (tests/ddp_user_loop.py).
 Evaluate only while `in_update` is False: inside an IEE update Theta_K is short of its budget.
 """
 

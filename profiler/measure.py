@@ -20,6 +20,7 @@ from pathlib import Path
 from torch import nn
 
 from iee_deploy.errors import UserError
+from iee_deploy.io import check_writable
 from profiler.latency import Calibration, LatencyModel, fit_calibration
 from profiler.layers import enumerate_layers, plan_rows, unique_signatures
 from profiler.lut import (
@@ -141,24 +142,13 @@ def calibrate(model: nn.Module, latency: LatencyModel, measurer: Measurer, batch
 def check_out(out: Path, resume: bool) -> None:
     """Refuse an output path that is not a .csv, already exists (without resume) or cannot be written."""
     if out.suffix != ".csv":
-        raise UserError(f"LUT path (out) '{out}' must end in .csv", "name a .csv file, e.g. luts/cpu-resnet18.csv")
+        raise UserError(f"the LUT path `out` '{out}' must end in .csv", "name a .csv file, e.g. luts/cpu-resnet18.csv",
+                        fields=("out",))
     exists = out.exists() or meta_path(out).exists()
     if exists and not resume:
-        raise UserError(f"'{out}' already exists", "resume it, or choose another LUT path (out)")
-    check_writable(out)
-
-
-def check_writable(path: Path) -> None:
-    """Raise a UserError unless a file can be created at `path` (its folder made if missing)."""
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".{path.name}.write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write '{path}' ({exc.strerror or type(exc).__name__})",
-                        "choose a path in a folder you can write") from None
+        raise UserError(f"the LUT path `out` '{out}' already exists", "finish it with `resume`, or choose another path",
+                        fields=("out", "resume"))
+    check_writable(out, "out")
 
 
 def profile_model(request: ProfileRequest, model: nn.Module, out: str | Path, subnetworks: Subnetworks,

@@ -3,7 +3,8 @@
 On a terminal `progress` is a tqdm bar. Without one (a CI log, `> run.log`, `nohup`), tqdm's
 carriage-return redraws would pile up as one endless line, so progress is printed as whole lines
 instead: the first step, then at most one line every `LOG_EVERY_S` seconds, then the last.
-Every long loop of the project (profile calibration, LUT validation, validate) uses this helper.
+Every long loop of the project (training epochs, profile calibration, LUT validation, validate) uses
+this helper, and `write` prints a result line (an epoch's metrics) whole in either mode.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ class LogProgress(Generic[T]):
         self.started = self.last = time.monotonic()
         self._printed_n = -1
         self._updates = 0
+        self.postfix = ""
 
     def _line(self) -> None:
         done = f"{self.n}/{self.total}" if self.total else str(self.n)
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        self.stream.write(f"{self.desc}: {done} {self.unit}{pct}, {time.monotonic() - self.started:.0f} s\n")
+        postfix = f", {self.postfix}" if self.postfix else ""
+        self.stream.write(f"{self.desc}: {done} {self.unit}{pct}, {time.monotonic() - self.started:.0f} s{postfix}\n")
         self.stream.flush()
         self._printed_n = self.n
         self.last = time.monotonic()
@@ -43,6 +46,10 @@ class LogProgress(Generic[T]):
         self._updates += 1
         if self._updates == 1 or time.monotonic() - self.last >= self.every_s or (self.total and self.n >= self.total):
             self._line()
+
+    def set_postfix_str(self, postfix: str) -> None:
+        """Text shown after the count (tqdm's postfix), on the next line written."""
+        self.postfix = postfix
 
     def close(self) -> None:
         if self._printed_n != self.n:
@@ -71,3 +78,8 @@ def progress(iterable: Iterable[T] | None = None, *, total: int | None = None, d
     if out.isatty():
         return tqdm(iterable, total=total, desc=desc, unit=unit, file=out, initial=initial, smoothing=0.05, leave=False)
     return LogProgress(iterable, total, desc, unit, out, initial)
+
+
+def write(line: str, stream: IO[str] | None = None) -> None:
+    """Print `line` whole (default: to stdout): above a live bar on a terminal, as a plain line in a log."""
+    tqdm.write(line, file=stream or sys.stdout)

@@ -39,12 +39,19 @@ def _calibrated_resnet20(seed: int) -> nn.Module:
 
 def make_structured_run(run_dir: Path, keep: float = 0.5, seed: int = 0, budget_ms: float | None = None,
                         predicted_latency_ms: float | None = None, metrics: list[dict] | None = None,
-                        summary: dict | None = None, nm: str | None = None, channels_seed: int | None = None) -> Path:
+                        summary: dict | None = None, nm: str | None = None, channels_seed: int | None = None,
+                        dense_start: bool = False) -> Path:
     """Write run.json, final_model.pt (masked, full width), channels.json and optional metrics/summary.
 
-    `channels_seed` (tests of validation) lists other kept units than the masked model keeps.
+    `channels_seed` (tests of validation) lists other kept units than the masked model keeps. With
+    `dense_start` the run is recorded as started from the dense model (dense.pt, config.json's
+    `init_checkpoint`), as `train --checkpoint` records it.
     """
     model = _calibrated_resnet20(seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if dense_start:
+        save_torch(run_dir / "dense.pt", model.state_dict())
+        (run_dir / "config.json").write_text(json.dumps({"init_checkpoint": str(run_dir / "dense.pt")}))
     graph = build_dependency_graph(model, torch.zeros(1, 3, 32, 32))
 
     def choose(seed: int) -> dict[str, torch.Tensor]:
@@ -55,7 +62,6 @@ def make_structured_run(run_dir: Path, keep: float = 0.5, seed: int = 0, budget_
     kept = choose(seed)
     listed = kept if channels_seed is None else choose(channels_seed)
     masked = mask_model(model, graph, kept)
-    run_dir.mkdir(parents=True, exist_ok=True)
     save_torch(run_dir / FINAL_MODEL, masked.state_dict())
     sizes = {group.id: group.size for group in graph.prunable_groups}
     (run_dir / CHANNELS).write_text(json.dumps({"groups": {g: {"size": sizes[g], "kept": len(idx), "indices": sorted(idx.tolist())}

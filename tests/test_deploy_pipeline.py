@@ -12,7 +12,15 @@ from conftest import HOSTS, ROOT, assert_user_error, run_cli
 from deploy_runs import make_structured_run, real_metrics
 
 from iee_deploy.deploy.build import ENGINE_REPORT, build_engine, read_engine_report, run_statistic
-from iee_deploy.deploy.report import CURVES, EnginePoint, curve, front_of, write_report
+from iee_deploy.deploy.report import (
+    CURVES,
+    EnginePoint,
+    curve,
+    front_of,
+    pareto_series,
+    plot_pareto,
+    write_report,
+)
 from iee_deploy.deploy.validate import validate_engine
 from iee_deploy.errors import UserError
 from iee_deploy.io import save_torch
@@ -32,7 +40,7 @@ def metrics(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, metrics):
     return make_structured_run(tmp_path_factory.mktemp("run"), keep=0.5, budget_ms=500.0, predicted_latency_ms=0.5,
-                               metrics=metrics, summary={"top1": 0.1})
+                               metrics=metrics, summary={"top1": 0.1}, dense_start=True)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +122,8 @@ def test_fp16_engine_within_documented_tolerance(run, tmp_path):
 
 
 def test_report_plots_across_runs(run, engine_dir, metrics, tmp_path):
-    validate_engine(engine_dir, subset=50, timing=FAST)
+    validation = validate_engine(engine_dir, subset=50, timing=FAST)
+    assert set(validation.top1) == {"engine", "pruned", "masked", "dense"}  # the run started from dense.pt
     result = run_cli("report", str(run), "--out", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr
     out = tmp_path / "report"
@@ -123,6 +132,7 @@ def test_report_plots_across_runs(run, engine_dir, metrics, tmp_path):
     data = json.loads((out / "report.json").read_text())
     (engine,) = data["engines"]
     assert engine["top1_source"] == "validation.json" and engine["predicted_ms"] == 0.5
+    assert engine["dense_top1"] == validation.top1["dense"] and engine["dense_ms"] > 0  # the dense point of pareto.png
     updates = [r for r in metrics if r["type"] == "update"]
     assert data["runs"][0]["metrics"] == len(updates) >= 8 and data["runs"][0]["summary_top1"] == pytest.approx(10.0)
     assert "exploration.png" in data["figures"]  # the IoU and survival panels read the trainer's own keys
@@ -133,14 +143,33 @@ def test_report_plots_across_runs(run, engine_dir, metrics, tmp_path):
     assert f"Pareto-optimal engines: {run.name}/onnxruntime-b2-fp32" in (out / "report.md").read_text()
 
 
-def test_pareto_front_of_engines():
-    def point(label, ms, top1):
-        return EnginePoint(label, "run", "dir", "onnxruntime", 1, "fp32", ms, 2 * ms, 2.0, None, top1, None)
+def engine_point(label, ms, top1, run="run", dense_ms=4.0, dense_top1=None):
+    return EnginePoint(label, run, "dir", "onnxruntime", 1, "fp32", ms, dense_ms, dense_ms / ms, None, top1, None,
+                       "min", dense_top1)
 
-    points = [point("a", 1.0, 70.0), point("b", 2.0, 75.0), point("c", 1.5, 69.0), point("d", 3.0, 74.0),
-              point("e", 0.5, 60.0), point("f", 2.0, 71.0), point("g", 0.1, None)]
+
+def test_pareto_front_of_engines():
+    points = [engine_point("a", 1.0, 70.0), engine_point("b", 2.0, 75.0), engine_point("c", 1.5, 69.0),
+              engine_point("d", 3.0, 74.0), engine_point("e", 0.5, 60.0), engine_point("f", 2.0, 71.0),
+              engine_point("g", 0.1, None)]
     assert [p.label for p in front_of(points)] == ["e", "a", "b"]
-    assert front_of([point("g", 0.1, None)]) == []
+    assert front_of([engine_point("g", 0.1, None)]) == []
+
+
+def test_pareto_plot_has_the_dense_models_and_stays_below_100(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    points = [engine_point("r1/a", 1.0, 97.0, run="r1", dense_ms=3.0, dense_top1=99.5),
+              engine_point("r1/b", 2.0, 99.0, run="r1", dense_ms=3.0, dense_top1=99.5),  # the same dense model
+              engine_point("r2/a", 0.5, 90.0, run="r2", dense_ms=2.5)]  # dense accuracy unknown
+    series = pareto_series(points)
+    assert series is not None
+    assert series.dense == [("dense (r1)", 3.0, 99.5)] and series.dense_latency_only == [2.5]
+    assert series.front == [(0.5, 90.0), (1.0, 97.0), (2.0, 99.0)]
+    assert series.y_range == (85.0, 100.0)  # 99.5 + 2 would run past 100 %
+    assert plot_pareto(points, tmp_path / "pareto.png") and (tmp_path / "pareto.png").stat().st_size > 0
+    assert pareto_series([engine_point("x", 1.0, None)]) is None and not plot_pareto([], tmp_path / "none.png")
 
 
 def test_user_errors(run, tmp_path):
@@ -149,6 +178,8 @@ def test_user_errors(run, tmp_path):
     for name in ("torch", "torch-cuda"):  # torch-cuda: the earlier name of the torch backend
         assert_user_error(run_cli("build-engine", "--run", str(run), "--backend", name, "--out", str(tmp_path),
                                   host="cpu"), "wrong device", "found no CUDA device")
+    assert_user_error(run_cli("build-engine", "--run", str(run), "--out", "/sys/e", *FAST_CLI),
+                      "--out '/sys/e' is not writable")  # before any export or timing
     with pytest.raises(UserError, match="not an engine folder"):
         validate_engine(tmp_path)
     with pytest.raises(UserError, match="neither a run folder"):
@@ -170,7 +201,7 @@ def test_validate_refuses_impossible_limits_and_another_dataset_before_work(engi
                         (("--latency-ms", "-1"), "'--latency-ms': -1.0 is not in the range x>0"),
                         (("--max-accuracy-drop", "-1"), "'--max-accuracy-drop': -1.0 is not in the range 0<=x<=100"),
                         (("--dataset", "fashion-mnist"), "is not the run's dataset 'digits'"),
-                        (("--out", "/sys/v"), "cannot write '/sys/v/validation.json'")):
+                        (("--out", "/sys/v"), "--out '/sys/v' is not writable")):
         assert_user_error(run_cli("validate", "--engine", str(engine_dir), *args, *FAST_CLI), words)
     help_text = run_cli("validate", "--help").stdout
     assert "fastest run" in help_text and "median latency must" not in help_text
@@ -216,19 +247,45 @@ def test_unstructured_engine_reports_nonzero_parameters_and_what_can_use_them(ru
     assert "non-zero parameters" in markdown and "Unstructured sparsity" in markdown and "TensorRT with 2:4" in markdown
 
 
-@pytest.mark.slow
-def test_ctrl_c_on_validate_does_not_suggest_resume(engine_dir, tmp_path):
-    args = [sys.executable, "-m", "iee_deploy", "validate", "--engine", str(engine_dir), "--out", str(tmp_path),
-            "--min-seconds", "60"]
+def interrupt(command: str, *args: str, at: str) -> tuple[int, list[str], str]:
+    """Run `iee-deploy COMMAND ARGS`, send it SIGINT (Ctrl-C) once a stderr line starts with `at`.
+
+    Returns the exit status, the stderr lines seen before the signal, and the rest of stderr.
+    """
     env = dict(os.environ, PYTHONPATH=f"{HOSTS}{os.pathsep}{ROOT}", PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "iee_deploy", command, *args], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     seen = []
-    for line in process.stderr:  # log-friendly progress: whole lines, no carriage returns
+    for line in process.stderr:
         seen.append(line)
-        if line.startswith("validate: latency"):
+        if line.startswith(at):
             process.send_signal(signal.SIGINT)
             break
     rest = process.stderr.read()
-    assert process.wait(timeout=60) == 130, seen + [rest]
-    assert "interrupted" in rest and "--resume" not in rest and "\r" not in "".join(seen)
+    return process.wait(timeout=60), seen, rest
+
+
+def assert_interrupted_without_resume(code: int, seen: list[str], rest: str) -> None:
+    """Ctrl-C on a command without --resume: exit 130, one line saying how to start again, no traceback."""
+    assert code == 130, seen + [rest]
+    lines = [line for line in rest.splitlines() if line.strip()]  # a progress line may still come before the message
+    assert lines[-1].startswith("interrupted: run the same command again"), rest
+    assert sum("interrupted" in line for line in lines) == 1, rest
+    assert "--resume" not in rest and "Traceback" not in rest
+    assert "\r" not in "".join(seen)  # log-friendly progress: whole lines, no carriage returns
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_validate_does_not_suggest_resume(engine_dir, tmp_path):
+    assert_interrupted_without_resume(*interrupt("validate", "--engine", str(engine_dir), "--out", str(tmp_path),
+                                                 "--min-seconds", "60", at="validate: latency"))
+    assert not (tmp_path / "validation.json").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_build_engine_does_not_suggest_resume(run, tmp_path):
+    out = tmp_path / "engine"
+    assert_interrupted_without_resume(*interrupt("build-engine", "--run", str(run), "--out", str(out),
+                                                 "--min-seconds", "60", at="timing dense and pruned"))
+    assert not (out / ENGINE_REPORT).exists()  # no report of a timing that did not finish

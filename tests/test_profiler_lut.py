@@ -114,7 +114,7 @@ def test_corrupt_and_incomplete_luts_are_rejected(tiny_lut, tmp_path):
 
 def test_existing_out_needs_resume_and_resume_needs_the_same_settings(tiny_lut):
     out, _ = tiny_lut
-    with pytest.raises(UserError, match="already exists; resume it"):
+    with pytest.raises(UserError, match="already exists; finish it with `resume`"):
         profile_model(request(), out, progress=False)
     with pytest.raises(UserError, match="cannot resume .* it was profiled with grid_step 32, this run asks for 16"):
         profile_model(request(grid_step=16), out, resume=True, progress=False)
@@ -198,7 +198,7 @@ def test_lut_killed_during_calibration_is_refused_with_how_to_finish_it(tiny_lut
 def test_unwritable_outputs_are_refused_before_any_timing(tiny_lut):
     out, _ = tiny_lut
     started = time.monotonic()
-    assert_user_error(run_cli("profile", *FAST, "--out", "/proc/x/x.csv"), "cannot write '/proc/x/x.csv'")
+    assert_user_error(run_cli("profile", *FAST, "--out", "/proc/x/x.csv"), "--out '/proc/x/x.csv' is not writable")
     assert_user_error(run_cli("validate-lut", "--lut", str(out), "--model", "resnet20", "--resolution", "16",
-                              "--samples", "50", "--json", "/sys/v.json"), "cannot write '/sys/v.json'")
+                              "--samples", "50", "--json", "/sys/v.json"), "--json '/sys/v.json' is not writable")
     assert time.monotonic() - started < 120  # 50 whole networks were not timed first

@@ -1,8 +1,11 @@
-"""The Python API (`Sparsifier`) in a plain PyTorch loop: the README's snippet, and the same masks and
-weights as `iee-deploy train` for the same seed."""
+"""The Python API (`Sparsifier`) in a plain PyTorch loop: the README's snippet, the same masks and
+weights as `iee-deploy train` for the same seed, and a user's own DDP loop on two ranks."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 from functools import partial
 
 import pytest
@@ -16,6 +19,7 @@ from iee_deploy.data import build_datasets
 from iee_deploy.models import build_model
 from iee_deploy.runs import RunFolder
 from iee_deploy.seeding import seed_everything
+from iee_deploy.sparse.distributions import layer_active_counts
 from iee_deploy.sparse.masks import prunable_layers
 from iee_deploy.sparsifier import Sparsifier
 from iee_deploy.train.data import ResumableBatchSampler, train_loader
@@ -107,3 +111,33 @@ def test_misuse_is_named(one_thread):
         Sparsifier(model, optimizer, 10, sparsifier.config, sparsity=0.5)
     assert sparsifier.steps_done == 0
     optimizer.step()  # outside a step context the optimizer is a plain one
+
+
+BN_SNAPSHOT = "method/space/masks/buffers/"
+"""IEE's copy of the BN running statistics taken at Reactivate (restored after each frozen exploration step).
+Under DDP those statistics are each rank's own, as DDP keeps them (it broadcasts rank 0's before every
+forward), so the copy may differ between ranks; everything else of the method's state may not."""
+
+
+def test_user_ddp_loop_keeps_ranks_identical_and_sparsity_exact(tmp_path):
+    """torchrun, 2 gloo ranks on CPU, each with its own batches: IEE and RigL through `Sparsifier` on a DDP model."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tests" / "ddp_user_loop.py"), str(tmp_path), "iee", "rigl"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world"] == ranks[1]["world"] == 2
+    for method, updates in (("iee", 3), ("rigl", 4)):
+        ours, theirs = ranks[0][method], ranks[1][method]
+        assert ours["events"] == theirs["events"] == ["prune", "grow"] * updates, method
+        budget = layer_active_counts([tuple(s) for s in ours["shapes"]], 0.8, "erk")
+        for mine, other in zip(ours["steps"], theirs["steps"]):
+            assert all(name.startswith(BN_SNAPSHOT) for name in other["differ"]), (method, other)
+            assert other["compared"] >= 16  # 10 parameters, and the masks and MRU values of 3 layers (and more)
+            assert mine["active"] == other["active"] and mine["nonzero"] == mine["active"]  # Theta_K is what computes
+            if mine["in_update"]:  # between IEE's Prune and Grow Theta_K is short of its budget
+                assert all(a <= b for a, b in zip(mine["active"], budget)) and mine["active"] != budget
+            else:
+                assert mine["active"] == budget, (method, mine["step"])  # exact ERK sparsity 0.8
+        assert any(s["in_update"] for s in ours["steps"]) == (method == "iee")

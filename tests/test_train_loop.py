@@ -111,6 +111,19 @@ def _resume_mid_explore(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_piped_train_logs_whole_lines(tmp_path):
+    """Without a TTY (a log file, CI) the progress bar is whole lines, and the epoch lines stay."""
+    args = [arg for arg in SMALL if arg != "--no-progress"]
+    result = subprocess.run([sys.executable, "-m", "iee_deploy", "train", *args, "--epochs", "2", "--sparsity", "0.5",
+                             "--out", str(tmp_path / "run")], env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "\r" not in result.stdout + result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("epoch ")] == ["epoch 1", "epoch 2"]
+    progress_lines = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
+    assert progress_lines[0].startswith("epoch 1/2: 1/") and " step (" in progress_lines[0]
+    assert any(line.startswith("epoch 2/2: ") and "(100%)" in line for line in progress_lines), progress_lines
+
+
 def test_torchrun_two_ranks_hold_identical_masks(tmp_path):
     dump = tmp_path / "dump"
     dump.mkdir()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -10,20 +9,6 @@ import click
 
 from runtime.backends import ALIASES, BACKENDS, PRECISIONS, canonical_name
 from runtime.timing import TimingConfig
-
-
-def not_resumable(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Ctrl-C on a command without --resume: say what was lost and how to start again (not --resume), exit 130."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except KeyboardInterrupt:
-            click.echo("interrupted: this command keeps no partial work; run it again to start over", err=True)
-            raise SystemExit(130) from None
-
-    return wrapper
 
 
 def timing_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,7 +44,6 @@ def timing_config(warmup_s: float, min_iters: int, min_seconds: float) -> Timing
 @timing_options
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Folder for the ONNX files, the engines and the FPS report (engine.json, engine.md).")
-@not_resumable
 def build_engine(run_dir: str, backend: str, batch: int, precision: str | None, threads: int | None, warmup_s: float,
                  min_iters: int, min_seconds: float, out: str) -> None:
     """Build the pruned and the dense model of a run and time both side by side.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from iee_deploy.cli.build_engine import not_resumable, timing_config, timing_options
+from iee_deploy.cli.build_engine import timing_config, timing_options
 
 
 @click.command("validate")
@@ -28,7 +28,6 @@ from iee_deploy.cli.build_engine import not_resumable, timing_config, timing_opt
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for validation.json and validation.md. Default: the engine folder.")
 @click.pass_context
-@not_resumable
 def validate(ctx: click.Context, engine_dir: str, dataset: str | None, data_dir: str | None, subset: int | None,
              latency_ms: float | None, lut_tolerance: float | None, budget_tolerance: float, max_accuracy_drop: float,
              warmup_s: float,

@@ -31,10 +31,9 @@ from torch import nn
 from iee_deploy.deploy.render import markdown_table
 from iee_deploy.deploy.run_models import load_run_models, parameter_count
 from iee_deploy.errors import UserError
-from iee_deploy.io import write_json, write_text
+from iee_deploy.io import check_writable, write_json, write_text
 from iee_deploy.runs import RunInfo, read_run_info
 from profiler.lut import read_meta
-from profiler.measure import check_writable
 from profiler.targets import load_target
 from runtime.backends import PRECISIONS, Backend, BuildSpec, ModelSource, Session, canonical_name, get_backend
 from runtime.export import export_onnx
@@ -183,7 +182,7 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     spec = build_spec(info, backend, batch, precision, threads)
     chosen.check_available(spec.device)
     out = Path(out)
-    check_writable(out / ENGINE_REPORT)
+    check_writable(out, "out", folder=True)
     models = load_run_models(run_dir)
     statistic = run_statistic(info, spec.device)
     modules = {"dense": models.masked, "pruned": models.pruned}

@@ -6,7 +6,7 @@ run folder (any `engine.json` up to two levels down) and linked back to their ru
 
 | figure | x | y | source |
 |---|---|---|---|
-| `pareto.png` | measured pruned latency (ms/batch) | top-1 % | `engine.json`; accuracy from `validation.json` beside it, else the run's `summary.json` |
+| `pareto.png` | measured latency (ms/batch) of the pruned engines and of their dense models | top-1 % | `engine.json`; accuracy from `validation.json` beside it, else the run's `summary.json`; the dense model's from `validation.json` (the checkpoint training started from), else drawn as a latency line |
 | `exploration.png` | training step | IoU after prune, after grow, and survival | each run's update records (`RunFolder.updates`: `step`, `event`, `iou`, `survival`) |
 | `latency.png` | LUT-predicted latency (ms) | measured latency (ms) | run.json `predicted_latency_ms` vs `engine.json` |
 
@@ -67,6 +67,18 @@ class EnginePoint:
     top1: float | None
     top1_source: str | None
     statistic: str = "median"  # the latency statistic of measured_ms and dense_ms (the engine's target's)
+    dense_top1: float | None = None  # the dense model's top-1 % (validation.json), None if unknown
+
+
+@dataclass(frozen=True)
+class ParetoSeries:
+    """What `pareto.png` plots, in (latency ms, top-1 %) pairs: kept apart from drawing so it can be tested."""
+
+    engines: list[tuple[str, float, float]]  # (label, latency, top-1) of every engine with an accuracy
+    front: list[tuple[float, float]]  # the Pareto front of the engines, by increasing latency
+    dense: list[tuple[str, float, float]]  # (label, latency, top-1) of dense models whose accuracy is known
+    dense_latency_only: list[float]  # latencies of dense models whose accuracy is unknown
+    y_range: tuple[float, float]  # never above 100 %
 
 
 def as_percent(value: float) -> float:
@@ -107,6 +119,23 @@ def front_of(points: Sequence[EnginePoint]) -> list[EnginePoint]:
     return [rated[i] for i in pareto_front(latency, accuracy)]
 
 
+def pareto_series(points: Sequence[EnginePoint]) -> ParetoSeries | None:
+    """The engines, their front and their dense models (one per distinct latency and accuracy); None if no accuracy."""
+    usable = [p for p in points if p.top1 is not None]
+    if not usable:
+        return None
+    engines = [(p.label, p.measured_ms, float(p.top1)) for p in usable if p.top1 is not None]
+    front = [(p.measured_ms, float(p.top1)) for p in front_of(usable) if p.top1 is not None]
+    dense: dict[tuple[float, float], str] = {}
+    for p in usable:
+        if p.dense_top1 is not None:
+            dense.setdefault((p.dense_ms, p.dense_top1), f"dense ({p.run})")
+    latency_only = sorted({p.dense_ms for p in usable if p.dense_top1 is None})
+    ys = [y for _, _, y in engines] + [y for _, y in dense]
+    y_range = (max(0.0, min(ys) - 5.0), min(100.0, max(ys) + 2.0))
+    return ParetoSeries(engines, front, [(label, x, y) for (x, y), label in dense.items()], latency_only, y_range)
+
+
 def _load_run(run_dir: Path) -> RunData:
     run = RunFolder(run_dir)
     return RunData(run_dir.name, str(run_dir.resolve()), run.read_info(), find_accuracy(run.read_json(run.SUMMARY) or {}),
@@ -115,14 +144,15 @@ def _load_run(run_dir: Path) -> RunData:
 
 def _point(engine_dir: Path, engine: EngineReport, run: RunData) -> EnginePoint:
     validation = RunFolder(engine_dir).read_json(VALIDATION_REPORT)
-    top1 = validation.get("top1", {}).get("engine") if validation else None
+    accuracies = validation.get("top1", {}) if validation else {}
+    top1, dense_top1 = accuracies.get("engine"), accuracies.get("dense")
     source = "validation.json" if top1 is not None else ("summary.json" if run.summary_top1 is not None else None)
     return EnginePoint(
         label=f"{run.name}/{engine.backend}-b{engine.spec.batch}-{engine.spec.precision}", run=run.name,
         engine_dir=str(engine_dir), backend=engine.backend, batch=engine.spec.batch, precision=engine.spec.precision,
         measured_ms=engine.latency(engine.pruned), dense_ms=engine.latency(engine.dense), speedup=engine.speedup,
         predicted_ms=run.info.predicted_latency_ms, top1=top1 if top1 is not None else run.summary_top1, top1_source=source,
-        statistic=engine.statistic,
+        statistic=engine.statistic, dense_top1=dense_top1,
     )
 
 
@@ -165,24 +195,30 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def plot_pareto(points: Sequence[EnginePoint], path: Path) -> bool:
+    """Top-1 against measured latency: the engines, their Pareto front as a line, and the dense models."""
     import matplotlib.pyplot as plt
 
-    usable = [p for p in points if p.top1 is not None]
-    if not usable:
+    series = pareto_series(points)
+    if series is None:
         return False
-    xy = [(p.measured_ms, float(p.top1)) for p in usable if p.top1 is not None]
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.scatter([x for x, _ in xy], [y for _, y in xy], zorder=3)
-    for p, (x, y) in zip(usable, xy):
-        ax.annotate(p.label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    front = [(p.measured_ms, float(p.top1 or 0)) for p in front_of(usable)]
-    if len(front) >= 2:  # one engine is no front
-        ax.step([x for x, _ in front], [y for _, y in front], where="post", color="C3", label="Pareto front")
-    for i, dense_ms in enumerate(sorted({p.dense_ms for p in usable})):  # the dense model's accuracy is not measured
-        ax.axvline(dense_ms, color="grey", linestyle="--", label="dense model (measured latency)" if i == 0 else None)
-    top = max(y for _, y in xy)
-    ax.set_ylim(max(0.0, min(y for _, y in xy) - 5), min(100.0, top + 2) if top < 100 else 100.0)
-    ax.set(xlabel=f"measured latency (ms per batch, {latency_words(usable)})", ylabel="top-1 accuracy (%)",
+    ax.scatter([x for _, x, _ in series.engines], [y for _, _, y in series.engines], zorder=3, label="pruned engines")
+    for label, x, y in series.engines:
+        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    if len(series.front) >= 2:  # one engine is no front
+        ax.step([x for x, _ in series.front], [y for _, y in series.front], where="post", color="C3", zorder=2,
+                label="Pareto front")
+    if series.dense:
+        ax.scatter([x for _, x, _ in series.dense], [y for _, _, y in series.dense], marker="*", s=140, color="black",
+                   zorder=4, label="dense model (measured latency and accuracy)")
+        for label, x, y in series.dense:
+            ax.annotate(label, (x, y), fontsize=7, xytext=(4, -10), textcoords="offset points")
+    for i, dense_ms in enumerate(series.dense_latency_only):
+        ax.axvline(dense_ms, color="grey", linestyle="--",
+                   label="dense model: measured latency (accuracy unknown)" if i == 0 else None)
+    ax.margins(x=0.1)
+    ax.set_ylim(*series.y_range)
+    ax.set(xlabel=f"measured latency (ms per batch, {latency_words(points)})", ylabel="top-1 accuracy (%)",
            title="Accuracy vs measured latency")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -256,8 +292,10 @@ def write_report(paths: Sequence[str | Path], out: str | Path) -> Path:
     run_headers = ["run", "model", "method", "kind", "budget ms", "predicted ms", "summary top-1 %", "metric records"]
     run_rows = [[r.name, r.info.model, r.info.method, r.info.kind, r.info.budget_ms, r.info.predicted_latency_ms,
                  r.summary_top1, len(r.metrics)] for r in runs]
-    engine_headers = ["engine", "measured ms/batch", "dense ms/batch", "speed-up", "predicted ms", "top-1 %", "top-1 from"]
-    engine_rows = [[p.label, p.measured_ms, p.dense_ms, p.speedup, p.predicted_ms, p.top1, p.top1_source] for p in points]
+    engine_headers = ["engine", "measured ms/batch", "dense ms/batch", "speed-up", "predicted ms", "top-1 %", "top-1 from",
+                      "dense top-1 %"]
+    engine_rows = [[p.label, p.measured_ms, p.dense_ms, p.speedup, p.predicted_ms, p.top1, p.top1_source, p.dense_top1]
+                   for p in points]
     front = {p.label for p in front_of(points)}
     md = ["# Deployment report", "", f"{len(runs)} runs, {len(points)} engines. Pareto-optimal engines: "
           + (", ".join(sorted(front)) or "none"), "", "## Runs", "", markdown_table(run_headers, run_rows), "",

@@ -10,6 +10,9 @@ Checks (each passes, fails, or is informational):
 | `latency-budget` | measured latency (ms per batch, in the target's statistic: fastest run on the cpu target, median on GPUs) vs `latency_ms`, else run.json `budget_ms` | measured <= budget x (1 + `budget_tolerance`) (informational without a budget) |
 | `latency-vs-lut` | measured vs the LUT prediction in run.json (`predicted_latency_ms`) | informational; with `lut_tolerance`: abs(measured / predicted - 1) <= it |
 
+Top-1 is also recorded (not checked) for the dense model training started from, when the run was
+started from a checkpoint (`dense_start`): the report plots it as the dense reference.
+
 Tolerances (`TOLERANCES`): the error limit is `atol + rtol * max|reference logit|`.
 FP32: atol 1e-4, rtol 0 (the same function up to float summation order).
 FP16: atol 0, rtol 1e-2, i.e. errors up to 1% of the largest logit: FP16 keeps 11 significant bits
@@ -18,7 +21,6 @@ FP16: atol 0, rtol 1e-2, i.e. errors up to 1% of the largest logit: FP16 keeps 1
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,8 +36,9 @@ from iee_deploy.deploy.build import load_engine, read_engine_report, timing_inpu
 from iee_deploy.deploy.render import fmt, markdown_table
 from iee_deploy.deploy.run_models import load_run_models
 from iee_deploy.errors import UserError
-from iee_deploy.io import write_json, write_text
-from profiler.measure import check_writable
+from iee_deploy.io import check_writable, write_json, write_text
+from iee_deploy.models import build_model
+from iee_deploy.runs import RunFolder, RunInfo
 from runtime.machine import machine_info
 from runtime.progress import progress
 from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
@@ -121,7 +124,7 @@ class ValidationReport:
     dataset: str
     images: int
     errors: dict[str, OutputError]  # engine_vs_pruned, pruned_vs_masked, engine_vs_masked
-    top1: dict[str, float]  # % on the validation images: engine, pruned (PyTorch), masked (PyTorch)
+    top1: dict[str, float]  # % on the validation images: engine, pruned and masked (PyTorch), dense (`dense_start`) if known
     latency: Timing
     statistic: str  # the target's latency statistic ("min": fastest run, or "median") of latency_ms and the budget
     latency_ms: float
@@ -155,11 +158,11 @@ class ValidationReport:
 
 def _evaluate(engine_run: Callable[[np.ndarray], np.ndarray], models: dict[str, torch.nn.Module],
               loader: DataLoader) -> tuple[dict[str, OutputError], dict[str, float], int]:
-    """Run the engine and the PyTorch models over `loader`; output errors and top-1 accuracies."""
+    """Run the engine and the PyTorch models (pruned, masked, optionally dense) over `loader`; output errors and top-1."""
     pairs = {"engine_vs_pruned": ("engine", "pruned"), "pruned_vs_masked": ("pruned", "masked"),
              "engine_vs_masked": ("engine", "masked")}
     accumulators = {name: ErrorAccumulator() for name in pairs}
-    correct = {"engine": 0, "pruned": 0, "masked": 0}
+    correct = {"engine": 0, **{name: 0 for name in models}}
     images = 0
     with torch.no_grad():
         for x, y in progress(loader, total=len(loader), desc="validate: outputs and accuracy", unit="step"):
@@ -192,12 +195,20 @@ def check_limits(latency_ms: float | None, lut_tolerance: float | None, max_accu
 
 def run_subset(run_dir: str | Path) -> int | None:
     """The `subset` a run was trained with (its config.json), if any: validation then uses the same N/5 images."""
-    path = Path(run_dir) / "config.json"
-    try:
-        value = json.loads(path.read_text()).get("subset")
-    except (OSError, ValueError, AttributeError):
-        return None
+    value = (RunFolder(run_dir).read_config() or {}).get("subset")
     return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def dense_start(run_dir: str | Path, info: RunInfo) -> torch.nn.Module | None:
+    """The dense model training started from (config.json's `init_checkpoint`), or None if unknown.
+
+    None for a run trained from scratch (no dense model was ever trained) or whose starting checkpoint
+    is no longer where training read it. Its accuracy is the dense reference of the report's Pareto plot.
+    """
+    path = (RunFolder(run_dir).read_config() or {}).get("init_checkpoint")
+    if not isinstance(path, str) or not Path(path).is_file():
+        return None
+    return build_model(info.model, info.num_classes, info.resolution, path).eval()
 
 
 def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_dir: str | Path | None = None,
@@ -214,7 +225,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     check_limits(latency_ms, lut_tolerance, max_accuracy_drop, budget_tolerance)
     report = read_engine_report(engine_dir)
     folder = Path(out) if out is not None else Path(engine_dir)
-    check_writable(folder / VALIDATION_REPORT)
+    check_writable(folder, "out" if out is not None else "engine_dir", folder=True)
     engine = load_engine(engine_dir, report)
     models = load_run_models(report.run_dir)
     info = models.info
@@ -230,7 +241,9 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
                         "use the dataset the run was trained on")
     batch = report.spec.batch
     loader = DataLoader(bundle.val, batch_size=batch * -(-IMAGES_PER_STEP // batch), shuffle=False)
-    errors, top1, images = _evaluate(engine.run, {"pruned": models.pruned, "masked": models.masked}, loader)
+    dense = dense_start(report.run_dir, info)
+    references = {"pruned": models.pruned, "masked": models.masked, **({"dense": dense} if dense is not None else {})}
+    errors, top1, images = _evaluate(engine.run, references, loader)
     with progress(total=rounds_of(timing), desc="validate: latency", unit="round") as bar:
         latency = measure({"pruned": engine.runner(timing_input(report.spec))}, batch, timing, bar.update)["pruned"]
 

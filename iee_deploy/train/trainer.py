@@ -43,7 +43,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from iee_deploy.data import DataBundle, build_datasets
 from iee_deploy.distributed import Distributed
@@ -59,6 +58,8 @@ from iee_deploy.train.config import TrainConfig
 from iee_deploy.train.data import ResumableBatchSampler, train_loader, val_loader
 from iee_deploy.train.gpu_data import device_train_loader
 from iee_deploy.train.summary import plot_curves, structure_stats, write_summary
+from runtime.progress import progress as progress_bar
+from runtime.progress import write as write_line
 
 CHECKPOINT_SECONDS = 300.0
 """Default time between checkpoints besides epoch ends: a killed run loses at most this much training."""
@@ -252,7 +253,7 @@ class Trainer:
         last_checkpoint = time.perf_counter()
         epochs = math.ceil(total / steps_per_epoch)
         batches = None
-        bar: tqdm | None = None
+        bar: Any = None
 
         while progress.step < total:
             step = progress.step
@@ -260,8 +261,8 @@ class Trainer:
             if batches is None:
                 sampler.set_position(epoch, batch)
                 batches = iter(loader)
-                bar = tqdm(total=min(steps_per_epoch, total - epoch * steps_per_epoch), initial=batch,
-                           desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False, dynamic_ncols=True)
+                bar = progress_bar(total=min(steps_per_epoch, total - epoch * steps_per_epoch), initial=batch,
+                                   desc=f"epoch {epoch + 1}/{epochs}", unit="step", enabled=show)
             images, labels = next(batches)
             images, labels = images.to(dist.device, non_blocking=True), labels.to(dist.device, non_blocking=True)
             with sparsifier.step(len(labels)) as records:
@@ -329,7 +330,7 @@ class Trainer:
         if dist.is_main:
             self.run.append(record)
             plot_curves(progress.epochs, self.run)
-            tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}% | "
+            write_line(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}% | "
                        f"val loss {progress.val_loss:.4f} acc {100 * progress.val_acc:.2f}% | "
                        f"sparsity {100 * sparsity:.2f}% | {progress.seconds:.0f} s")
 
