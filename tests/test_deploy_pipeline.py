@@ -253,8 +253,11 @@ def interrupt(command: str, *args: str, at: str) -> tuple[int, list[str], str]:
     Returns the exit status, the stderr lines seen before the signal, and the rest of stderr.
     """
     env = dict(os.environ, PYTHONPATH=f"{HOSTS}{os.pathsep}{ROOT}", PYTHONUNBUFFERED="1")
+    # A suite started in the background (`make test &`) inherits SIGINT ignored, and Python then installs no
+    # Ctrl-C handler: give the command the default disposition, as an interactive shell would.
     process = subprocess.Popen([sys.executable, "-m", "iee_deploy", command, *args], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stderr is not None
     seen = []
     for line in process.stderr:
