@@ -249,7 +249,8 @@ def _markdown(meta: dict[str, Any], speed: dict[str, Any], rows: list[dict[str, 
         f"A tool running past {meta['limit']} s on one model counts as not handled.",
         "- Handled, ours: a random 30% of every prunable group removed, pruned outputs equal the masked original "
         "(max relative error < 1e-4) with unchanged output shapes. Handled, TP: its random 30% pruning runs and "
-        "keeps the output shapes (TP has no masked reference: the weaker check).",
+        "keeps the output shapes (TP has no masked reference: the weaker check). TP runs with its defaults: no "
+        "`num_heads`, `unwrapped_parameters` or custom pruners, which its own ViT/Swin examples add by hand.",
         "- Groups: prunable channel groups (ours / TP's `get_all_groups` over conv+linear, classifier or FPN ignored).",
         "- Norms and attention: channels a LayerNorm normalises together are kept (removing one changes the "
         "statistics of the others, so a masked model would not equal the pruned one): the embedding width of "
@@ -266,7 +267,7 @@ def _markdown(meta: dict[str, Any], speed: dict[str, Any], rows: list[dict[str, 
         *([f"The sweep stopped after {len(rows)} of {planned} models (the time limit of the session that ran it); "
            "rerun the command with `--resume` for the rest.", ""] if len(rows) < planned else []),
         *([f"Rows come from more than one run (`--resume`): {commits} (commit: models measured there); "
-           "the header's commit is the latest run's."] if len(set(r["commit"] for r in rows)) > 1 else []),
+           "the header's commit is the latest run's.", ""] if len(set(r["commit"] for r in rows)) > 1 else []),
         *markdown_table(head, [line(r) for r in rows]),
         "", f"Handled: ours {handled[0]}/{len(rows)}, Torch-Pruning {handled[1]}/{len(rows)}.", "",
     ]
