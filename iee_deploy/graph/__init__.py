@@ -8,7 +8,7 @@
     mask_model(model, g, keep)                            # the same, as zeroed channels in place
 """
 
-from iee_deploy.graph.attention import AttentionUnits, weight_names
+from iee_deploy.graph.attention import AttentionUnits, layer_weight, weight_names
 from iee_deploy.graph.dependency import (
     ChannelGroup,
     ChannelRef,
@@ -20,4 +20,4 @@ from iee_deploy.graph.ops import register_op
 from iee_deploy.graph.prune import mask_model, prune_model, removed_channels, unit_masks
 
 __all__ = ["AttentionUnits", "ChannelGroup", "ChannelRef", "DependencyGraph", "LayerInfo", "build_dependency_graph",
-           "mask_model", "prune_model", "register_op", "removed_channels", "unit_masks", "weight_names"]
+           "mask_model", "prune_model", "layer_weight", "register_op", "removed_channels", "unit_masks", "weight_names"]

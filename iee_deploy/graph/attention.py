@@ -102,6 +102,12 @@ def weight_names(module: nn.Module) -> tuple[str, str]:
     return "weight", "bias"
 
 
+def layer_weight(module: nn.Module) -> Tensor:
+    """A layer's weight tensor (`weight_names(module)[0]`): its output channels are rows."""
+    weight: Tensor = getattr(module, weight_names(module)[0])
+    return weight
+
+
 def kept_heads_and_dims(layout: AttentionLayout, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(kept heads, kept dims within a head) from removed inner positions, which must remove whole
     heads or the same dims of every head (what the graph's units guarantee)."""

@@ -22,7 +22,13 @@ import torch
 from torch import nn
 
 from iee_deploy.errors import UserError
-from iee_deploy.graph.attention import ATTENTION_UNITS, AttentionUnits, attention_layout, weight_names
+from iee_deploy.graph.attention import (
+    ATTENTION_UNITS,
+    AttentionUnits,
+    attention_layout,
+    layer_weight,
+    weight_names,
+)
 from iee_deploy.graph.channels import Coupling, analyse
 from iee_deploy.graph.trace import Ref, Trace, trace_model
 
@@ -253,7 +259,7 @@ def _layer_info(target: str, module: nn.Module, in_shape: tuple[int, ...], out_s
         return side[0][0] if len(side) == 1 and side[0][0] in prunable else None
 
     if not isinstance(module, nn.modules.conv._ConvNd):  # nn.Linear, or nn.MultiheadAttention's q/k/v projection
-        cout, cin = getattr(module, weight_names(module)[0]).shape
+        cout, cin = layer_weight(module).shape
         return LayerInfo(target, "linear", cin, cout, (1, 1), (1, 1), (0, 0), (1, 1), 1, False,
                          tuple(in_shape[1:-1]) or (1, 1), tuple(out_shape[1:-1]) or (1, 1),
                          single(ins), single(outs), tuple(ins), tuple(outs))

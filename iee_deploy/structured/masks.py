@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iee_deploy.graph import ChannelGroup, DependencyGraph, removed_channels, weight_names
+from iee_deploy.graph import ChannelGroup, DependencyGraph, layer_weight, removed_channels, weight_names
 from iee_deploy.sparse.masks import TensorMasks
 from iee_deploy.sparse.state import GrowInit
 
@@ -132,8 +132,7 @@ class ChannelMasks(TensorMasks):
         return {name: self._weights(name, *channels[name]) for name in self.layers}
 
     def total_weights(self) -> dict[str, int]:
-        return {name: int(getattr(self.modules[name], weight_names(self.modules[name])[0]).numel())
-                for name in self.layers}
+        return {name: int(layer_weight(self.modules[name]).numel()) for name in self.layers}
 
     def _weights(self, name: str, cin: int, cout: int) -> int:
         info = self.graph.layers[name]

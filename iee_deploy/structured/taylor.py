@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from iee_deploy.graph import ChannelGroup, ChannelRef, weight_names
+from iee_deploy.graph import ChannelGroup, ChannelRef, layer_weight
 
 Tensor = torch.Tensor
 
@@ -48,7 +48,7 @@ class TaylorImportance:
             bns = [(modules[r.name].weight, modules[r.name].bias, r) for r in group.bn_layers
                    if getattr(modules[r.name], "affine", False)]
             self._bn.append(bns)  # type: ignore[arg-type]
-            self._owners.append([(getattr(modules[r.name], weight_names(modules[r.name])[0]), r) for r in group.owners])
+            self._owners.append([(layer_weight(modules[r.name]), r) for r in group.owners])
         self.sums = [torch.zeros(g.size, dtype=torch.float64, device=device) for g in self.groups]
         self.iterations = 0
         self.skipped = 0
