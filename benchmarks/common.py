@@ -199,9 +199,9 @@ def measured_sizing(rows: Sequence[dict[str, Any]], jobs: int, val_images: int) 
     accuracy = statistics.fmean(r["val_acc"] for r in rows)
     stderr = math.sqrt(accuracy * (1 - accuracy) / val_images)
     return (f"This file's runs took {sum(r['seconds'] for r in rows) / 60 / jobs:.0f} min of training ({jobs} at a "
-            f"time). {val_images:,} validation images give a binomial standard error of {100 * stderr:.1f} points at "
-            f"the mean top-1 reached here ({100 * accuracy:.1f}%), so with 3 seeds differences of about "
-            f"{300 * stderr:.0f} points are measurable.")
+            f"time). {val_images:,} validation images give one top-1 a binomial standard error of {100 * stderr:.1f} "
+            f"points at the mean reached here ({100 * accuracy:.1f}%); what the seeds resolve is shown by the paired "
+            "95% intervals in the tables.")
 
 
 def write_results(name: str, record: dict[str, Any], markdown: str) -> None:

@@ -334,7 +334,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"Full: {FULL.subset:,} training images at {FULL.resolution} px (2,000 validation images), {FULL.epochs} epochs, "
         f"{FULL.seeds} seeds: per seed 2 sparsities x 6 arms + the plateau run + 4 ablations = 17 runs, 85 in all, of "
         "about 1,900 steps. resnet20 at 8 px takes about 0.05-0.07 s per batch-64 step on one quiet core, so two runs "
-        "at a time finish in about 80-90 min. Small images and a subset keep every run long in epochs (the answer must "
+        "at a time should finish in about 80-90 min on a quiet machine (the measured time below includes whatever "
+        "else shared the machine). Small images and a subset keep every run long in epochs (the answer must "
         f"not be decided by step counts), and >= {FULL.min_updates} IEE updates fit. "
         f"{measured_sizing(record['rows'], record['args']['jobs'], mode['subset'] // 5)}", "",
         "Full command: `IEE_SHARED=../shared PYTHONPATH=. python -m benchmarks.converged` (resumable; `--jobs 2`).", "",

@@ -259,7 +259,9 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "only train.",
         f"- **From scratch**: HALP prunes a randomly initialised dense model with the same schedule, IEE starts from a "
         f"random Theta_K at Psi with its updates in the same window; IEE at HALP's {m['epochs']} epochs, and IEE at "
-        f"{record['matched_epochs']:g} epochs, which match HALP's measured training FLOPs.", "",
+        + (f"{record['matched_epochs']:g} epochs, which match HALP's measured training FLOPs." if record["matched_epochs"]
+           else "the epochs that match HALP's measured training FLOPs (not run yet: this file was written after an "
+           "earlier phase; the runs go pretrained, then scratch, then equal FLOPs)."), "",
         "The dense model's own training (pretrained setting) is shared by both methods and not counted in their train "
         "FLOPs (the paper's '90 + 130' epochs).", "",
         *table, "",
@@ -297,28 +299,33 @@ def main() -> None:
     checkpoint, dense_cmd = dense_model(mode, data, args)
     commands.append(dense_cmd)
     ratios = [float(r) for r in args.ratios.split(",")]
-    first = [Run(setting, label, r, seed) for seed in range(mode.seeds) for r in ratios
-             for setting, label in (("pretrained", "halp"), ("pretrained", "iee"), ("scratch", "halp"), ("scratch", "iee"))]
-    shown = run_parallel(lambda run: execute(run, mode, data, lut, checkpoint, mode.epochs, args), first, args.jobs,
-                         "training runs")
-    rows = [measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(tqdm(first, desc="engines"), shown)]
-    epochs = matched_epochs([r for r in rows if r["setting"] == "scratch"], mode.epochs)
-    matched = [Run("scratch", "iee equal FLOPs", r, seed) for seed in range(mode.seeds) for r in ratios]
-    shown = run_parallel(lambda run: execute(run, mode, data, lut, checkpoint, epochs, args), matched, args.jobs,
-                         "equal-FLOPs runs")
-    rows += [measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(matched, shown)]
     name = "structured_quick" if args.quick else "structured"
-    record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "args": vars(args),
-              "data": str(data.relative_to(ROOT)), "commands": commands, "matched_epochs": epochs,
-              "descent_matches": descent_matches(rows),
-              "lut": {k: lut_meta[k] for k in ("model", "resolution", "batch", "precision", "target", "backend", "threads",
-                                               "statistic", "grid_step", "grid_align", "calibration")},
-              "table": aggregate(rows), "rows": rows}
-    plot(rows, RESULTS / f"{name}.png")
-    text = markdown(record, f"{name}.png")
-    print(text)
-    write_results(name, record, text)
+    rows: list[dict[str, Any]] = []
+    epochs: float | None = None
 
+    def phase(runs: list[Run], run_epochs: float, desc: str) -> None:
+        """Train, time and report one phase; the results file is rewritten after every phase, so that
+        an interrupted benchmark leaves the finished comparisons (pretrained first) on disk."""
+        shown = run_parallel(lambda run: execute(run, mode, data, lut, checkpoint, run_epochs, args), runs, args.jobs,
+                             desc)
+        rows.extend(measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(tqdm(runs, desc="engines"), shown))
+        record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "args": vars(args),
+                  "data": str(data.relative_to(ROOT)), "commands": commands, "matched_epochs": epochs,
+                  "descent_matches": descent_matches(rows),
+                  "lut": {k: lut_meta[k] for k in ("model", "resolution", "batch", "precision", "target", "backend",
+                                                   "threads", "statistic", "grid_step", "grid_align", "calibration")},
+                  "table": aggregate(rows), "rows": rows}
+        plot(rows, RESULTS / f"{name}.png")
+        text = markdown(record, f"{name}.png")
+        print(text)
+        write_results(name, record, text)
+
+    arms = [(seed, r, label) for seed in range(mode.seeds) for r in ratios for label in ("halp", "iee")]
+    phase([Run("pretrained", label, r, seed) for seed, r, label in arms], mode.epochs, "pretrained runs")
+    phase([Run("scratch", label, r, seed) for seed, r, label in arms], mode.epochs, "scratch runs")
+    epochs = matched_epochs([r for r in rows if r["setting"] == "scratch"], mode.epochs)
+    phase([Run("scratch", "iee equal FLOPs", r, seed) for seed in range(mode.seeds) for r in ratios], epochs,
+          "equal-FLOPs runs")
 
 if __name__ == "__main__":
     main()
