@@ -20,6 +20,10 @@ SET and GMP update every dT = period / 3 steps (the paper: 450 vs 100 iterations
 differences against RigL and static with 95% t-intervals, each arm's training FLOPs, the ablations
 paired against IEE, and Fig. 5 (grown-weight survival and IoU of Theta_K per update, IEE vs RigL).
 
+The plateau check's two arms run first. In full mode, when static has not plateaued, the script
+stops there with a one-line message (exit 1): run it again with a larger `--epochs` (every arm gets
+it; run folders and results get an `-eE` suffix), or with `--past-plateau` to compare anyway.
+
 Every run is an ordinary `iee-deploy train` command (printed and recorded) in its own run folder
 under `--runs`; finished runs are skipped and interrupted ones resume from their checkpoint, so the
 benchmark can be stopped and restarted without losing finished work.
@@ -32,7 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +208,9 @@ PAPER_ABLATIONS = {  # Table 4 (ImageNet, 90% ERK): the ablation's top-1 minus I
 }
 
 
+PLATEAU_ARMS = ("static", "static 0.75E")  # the check's two arms (90%), run first
+
+
 def plateau(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Static at 0.75 E minus static at E (90%), paired: plateaued when the mean is within PLATEAU_POINTS."""
     d = paired(rows, "static 0.75E", "static", 0.9)
@@ -262,7 +269,7 @@ def plot(rows: list[dict[str, Any]], table: list[dict[str, Any]], path: Path) ->
 
 def markdown(record: dict[str, Any], png: str) -> str:
     mode, per, meta = record["mode_settings"], record["periods"], record["meta"]
-    quick = record["mode"] == "quick"
+    quick = record["mode"].startswith("quick")
     diff = lambda d: "-" if d is None else format_difference(d)  # noqa: E731
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     main = [t for t in record["table"] if not t["label"].startswith("iee ") or t["label"] == "iee equal Theta_K steps"]
@@ -351,8 +358,16 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/bench_converged", help="parent folder of the run folders")
     parser.add_argument("--only", default=None,
                         help="comma-separated arm labels to run now (e.g. iee,rigl); the table shows every finished run")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="every arm's epochs E instead of the mode's (run folders and results get an -eE suffix)")
+    parser.add_argument("--past-plateau", action="store_true",
+                        help="run every arm even when static has not plateaued (full mode stops after the check)")
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
+    if args.epochs is not None:
+        if args.epochs < 4:
+            raise SystemExit(f"--epochs {args.epochs}: give at least 4 (0.75 E must be a run of its own)")
+        mode = replace(mode, name=f"{mode.name}-e{args.epochs}", epochs=args.epochs)
     meta = header(1, "torchvision", "matplotlib")
     data = fashion_mnist_root()
     per = periods(mode)
@@ -360,9 +375,20 @@ def main() -> None:
     if args.only:
         wanted = set(args.only.split(","))
         runs = [r for r in runs if r.label in wanted or (Path(args.runs) / mode.name / r.folder / "summary.json").is_file()]
-    rows = run_parallel(lambda run: execute(run, mode, per, data, args.runs), runs, args.jobs, "runs")
+    first = [r for r in runs if r.label in PLATEAU_ARMS and r.sparsity == 0.9]
+    done = dict(zip(first, run_parallel(lambda run: execute(run, mode, per, data, args.runs), first, args.jobs,
+                                        "plateau check")))
+    check = plateau(list(done.values()))
+    if not args.quick and check is not None and not check["plateaued"] and not args.past_plateau:
+        raise SystemExit(
+            f"static has not plateaued at E = {mode.epochs} epochs: static at 0.75 E minus static at E is "
+            f"{format_difference(check)} points (more than {PLATEAU_POINTS}); run again with a larger --epochs (every "
+            "arm gets it), or --past-plateau to compare anyway")
+    rest = [r for r in runs if r not in done]
+    done.update(zip(rest, run_parallel(lambda run: execute(run, mode, per, data, args.runs), rest, args.jobs, "runs")))
+    rows = [done[r] for r in runs]  # the table in the arms' order
     table = aggregate(rows)
-    name = "converged_quick" if args.quick else "converged"
+    name = ("converged_quick" if args.quick else "converged") + ("" if args.epochs is None else f"-e{args.epochs}")
     record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "periods": asdict(per), "args": vars(args),
               "plateau": plateau(rows), "table": table, "rows": rows}
     plot(rows, table, RESULTS / f"{name}.png")
