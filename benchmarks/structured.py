@@ -219,7 +219,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 ax.scatter([r["measured_ratio"] for r in picked], [100 * r["val_acc"] for r in picked], color=color,
                            label=label, s=22)
         ax.set(xlabel="measured latency / dense (ONNX Runtime, side by side)", title=setting)
-        ax.legend(fontsize=8)
+        if any(r["setting"] == setting for r in rows):
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=ax.transAxes)
     axes[0].set_ylabel("top-1 (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
