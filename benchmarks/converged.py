@@ -208,12 +208,13 @@ PAPER_ABLATIONS = {  # Table 4 (ImageNet, 90% ERK): the ablation's top-1 minus I
 }
 
 
-PLATEAU_ARMS = ("static", "static 0.75E")  # the check's two arms (90%), run first
+PLATEAU_ARMS = ("static", "static 0.75E")  # the check's two arms, run first: static at E and at 0.75 E
+PLATEAU_SPARSITY = 0.9
 
 
 def plateau(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Static at 0.75 E minus static at E (90%), paired: plateaued when the mean is within PLATEAU_POINTS."""
-    d = paired(rows, "static 0.75E", "static", 0.9)
+    d = paired(rows, PLATEAU_ARMS[1], PLATEAU_ARMS[0], PLATEAU_SPARSITY)
     if d is None:
         return None
     return {**d, "plateaued": abs(100 * d["mean"]) <= PLATEAU_POINTS}
@@ -269,7 +270,7 @@ def plot(rows: list[dict[str, Any]], table: list[dict[str, Any]], path: Path) ->
 
 def markdown(record: dict[str, Any], png: str) -> str:
     mode, per, meta = record["mode_settings"], record["periods"], record["meta"]
-    quick = record["mode"].startswith("quick")
+    quick = record["args"]["quick"]
     diff = lambda d: "-" if d is None else format_difference(d)  # noqa: E731
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     main = [t for t in record["table"] if not t["label"].startswith("iee ") or t["label"] == "iee equal Theta_K steps"]
@@ -364,10 +365,11 @@ def main() -> None:
                         help="run every arm even when static has not plateaued (full mode stops after the check)")
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
+    suffix = "" if args.epochs is None else f"-e{args.epochs}"  # a longer setting: its own run folders and results
     if args.epochs is not None:
         if args.epochs < 4:
             raise SystemExit(f"--epochs {args.epochs}: give at least 4 (0.75 E must be a run of its own)")
-        mode = replace(mode, name=f"{mode.name}-e{args.epochs}", epochs=args.epochs)
+        mode = replace(mode, name=mode.name + suffix, epochs=args.epochs)
     meta = header(1, "torchvision", "matplotlib")
     data = fashion_mnist_root()
     per = periods(mode)
@@ -375,7 +377,7 @@ def main() -> None:
     if args.only:
         wanted = set(args.only.split(","))
         runs = [r for r in runs if r.label in wanted or (Path(args.runs) / mode.name / r.folder / "summary.json").is_file()]
-    first = [r for r in runs if r.label in PLATEAU_ARMS and r.sparsity == 0.9]
+    first = [r for r in runs if r.label in PLATEAU_ARMS and r.sparsity == PLATEAU_SPARSITY]
     done = dict(zip(first, run_parallel(lambda run: execute(run, mode, per, data, args.runs), first, args.jobs,
                                         "plateau check")))
     check = plateau(list(done.values()))
@@ -388,9 +390,9 @@ def main() -> None:
     done.update(zip(rest, run_parallel(lambda run: execute(run, mode, per, data, args.runs), rest, args.jobs, "runs")))
     rows = [done[r] for r in runs]  # the table in the arms' order
     table = aggregate(rows)
-    name = ("converged_quick" if args.quick else "converged") + ("" if args.epochs is None else f"-e{args.epochs}")
+    name = ("converged_quick" if args.quick else "converged") + suffix
     record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "periods": asdict(per), "args": vars(args),
-              "plateau": plateau(rows), "table": table, "rows": rows}
+              "plateau": check, "table": table, "rows": rows}
     plot(rows, table, RESULTS / f"{name}.png")
     text = markdown(record, f"{name}.png")
     print(text)

@@ -304,16 +304,16 @@ def main() -> None:
     ratios = [float(r) for r in args.ratios.split(",")]
     name = "structured_quick" if args.quick else "structured"
     rows: list[dict[str, Any]] = []
-    epochs: float | None = None
 
-    def phase(runs: list[Run], run_epochs: float, desc: str) -> None:
+    def phase(runs: list[Run], run_epochs: float, desc: str, matched: float | None = None) -> None:
         """Train, time and report one phase; the results file is rewritten after every phase, so that
-        an interrupted benchmark leaves the finished comparisons (pretrained first) on disk."""
+        an interrupted benchmark leaves the finished comparisons (pretrained first) on disk.
+        `matched`: IEE's equal-FLOPs epochs, once known (the last phase)."""
         shown = run_parallel(lambda run: execute(run, mode, data, lut, checkpoint, run_epochs, args), runs, args.jobs,
                              desc)
         rows.extend(measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(tqdm(runs, desc="engines"), shown))
         record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "args": vars(args),
-                  "data": str(data.relative_to(ROOT)), "commands": commands, "matched_epochs": epochs,
+                  "data": str(data.relative_to(ROOT)), "commands": commands, "matched_epochs": matched,
                   "descent_matches": descent_matches(rows),
                   "lut": {k: lut_meta[k] for k in ("model", "resolution", "batch", "precision", "target", "backend",
                                                    "threads", "statistic", "grid_step", "grid_align", "calibration")},
@@ -328,7 +328,7 @@ def main() -> None:
     phase([Run("scratch", label, r, seed) for seed, r, label in arms], mode.epochs, "scratch runs")
     epochs = matched_epochs([r for r in rows if r["setting"] == "scratch"], mode.epochs)
     phase([Run("scratch", "iee equal FLOPs", r, seed) for seed in range(mode.seeds) for r in ratios], epochs,
-          "equal-FLOPs runs")
+          "equal-FLOPs runs", matched=epochs)
 
 if __name__ == "__main__":
     main()
