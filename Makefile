@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-gpu-host lint typecheck clean bench-quick gpu-carry gpu-check gpu-paper gpu-dry-run
+.PHONY: install demo test test-gpu-host lint typecheck clean bench-quick gpu-carry gpu-check gpu-paper gpu-converged gpu-dry-run
 
 install: $(STAMP)
 
@@ -42,15 +42,21 @@ typecheck: $(STAMP)
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-# GPU checks (issues 17 and 18), prepared for a lent H100/H200 (see README, "GPU checks"). That machine
-# has no package registry: `make gpu-carry` here puts the wheels its image lacks in .whl/ and the CIFAR-10
-# copies in .gpu-data/ (both git-ignored, carried by the device call). There, `make gpu-check` and
-# `make gpu-paper` use its own python3 (torch 2.11, CUDA 13), not .venv, and write into $(OUT).
+# GPU checks (issues 13, 17 and 18), prepared for a lent H100/H200 (see README, "GPU checks"). That machine
+# has no package registry: `make gpu-carry` here puts the wheels its image lacks in .whl/, the CIFAR-10
+# copies in .gpu-data/ and Fashion-MNIST's raw files in .gpu-data/data/ (all git-ignored, carried by the
+# device call). There, `make gpu-check`, `make gpu-paper` and `make gpu-converged` use its own python3
+# (torch 2.11, CUDA 13), not .venv, and write into $(OUT).
 GPU_OUT ?= $(if $(OUT),$(OUT),runs/gpu)
 
 gpu-carry:
 	tools/fetch_gpu_wheels.sh
-	mkdir -p .gpu-data && cp ../shared/data/cifar10-jpeg.tar.gz .gpu-data/
+	mkdir -p .gpu-data/data/FashionMNIST/raw && cp ../shared/data/cifar10-jpeg.tar.gz .gpu-data/
+	cp ../shared/data/FashionMNIST/raw/*.gz .gpu-data/data/FashionMNIST/raw/ && chmod -R u+w .gpu-data
+
+# issue 13's converged benchmark, every arm on the GPU (carry .whl and .gpu-data/data: the CIFAR copy is too big)
+gpu-converged:
+	OUT=$(GPU_OUT) tools/gpu_converged.sh
 
 gpu-check:
 	PYTHONPATH=. PYTHONUNBUFFERED=1 $(PYTHON) -m benchmarks.gpu_check --wheels .whl --out $(GPU_OUT)

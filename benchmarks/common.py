@@ -108,14 +108,17 @@ def versions(*packages: str) -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """The checked-out commit (with '+dirty' when the tree has uncommitted changes), or 'unknown'."""
+    """The checked-out commit (with '+dirty' when the tree has uncommitted changes), else $IEE_COMMIT, else 'unknown'.
+
+    IEE_COMMIT is for copies of the tree without .git (the device machine's): the caller names the commit it sent.
+    """
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("IEE_COMMIT", "unknown")
     return head + ("+dirty" if dirty else "")
 
 
@@ -126,10 +129,15 @@ def command_line() -> str:
     return "PYTHONPATH=. " + shlex.join(head + sys.argv[1:])
 
 
-def header(threads: int, *packages: str) -> dict[str, Any]:
-    """What every results file states: date, machine, load, versions, commit, command."""
+def header(threads: int, *packages: str, device: str = "cpu") -> dict[str, Any]:
+    """What every results file states: date, machine (with the GPU where `device` is cuda), load, versions, commit, command."""
+    gpu = ""
+    if device == "cuda":
+        import torch
+
+        gpu = f", GPU: {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{cpu_name()}, {os.cpu_count()} cores (shared with other jobs), {platform.platform()}",
+            "machine": f"{cpu_name()}, {os.cpu_count()} cores (shared with other jobs), {platform.platform()}{gpu}",
             "torch_threads": threads, "load_average": [round(x, 2) for x in os.getloadavg()],
             "versions": versions("torch", "numpy", *packages), "commit": git_commit(), "command": command_line()}
 
@@ -212,8 +220,12 @@ def write_results(name: str, record: dict[str, Any], markdown: str) -> None:
 
 
 def single_thread_env() -> dict[str, str]:
-    """Environment for a training subprocess: one intra-op thread (runs go two at a time on 2 cores)."""
-    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    """Environment for a training subprocess: one intra-op thread (runs go two at a time on 2 cores).
+
+    The repository goes first on PYTHONPATH; entries already there stay (the device machine's carried wheels).
+    """
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
 def shown_command(cmd: Sequence[str]) -> str:

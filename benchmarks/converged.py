@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python -m benchmarks.converged            # full mode (sized for ~90 min on 2 quiet cores)
     PYTHONPATH=. python -m benchmarks.converged --quick    # minutes: a pipeline check of the same table shape
+    PYTHONPATH=. python -m benchmarks.converged --epochs 24 --device cuda --jobs 14   # every arm on one GPU
 
 The setting is chosen so that the answer is not decided by step counts: resnet20 on Fashion-MNIST
 at 8 px (small images, a subset), trained long enough that static sparse training has plateaued,
@@ -28,7 +29,11 @@ Every run is an ordinary `iee-deploy train` command (printed and recorded) in it
 under `--runs`; finished runs are skipped and interrupted ones resume from their checkpoint, so the
 benchmark can be stopped and restarted without losing finished work.
 
-Writes benchmarks/results/converged[_quick].md, .json and .png.
+`--device cuda` trains every arm on the GPU (many runs at a time share it; `tools/gpu_converged.sh`
+runs it on a lent H100 or H200). Its runs and results carry a `-cuda` suffix: CPU and GPU runs are
+never mixed in one table, so every arm of a comparison ran on the same kind of device.
+
+Writes benchmarks/results/converged[_quick][-eE][-cuda].md, .json and .png.
 """
 
 from __future__ import annotations
@@ -133,7 +138,7 @@ def runs_of(mode: Mode, per: Periods) -> list[Run]:
     return runs
 
 
-def command(run: Run, mode: Mode, per: Periods, data: Path, out: Path) -> list[str]:
+def command(run: Run, mode: Mode, per: Periods, data: Path, out: Path, device: str = "cpu") -> list[str]:
     if run.method == "iee":
         steps = per.equal_theta_k_steps if run.epochs_scale != 1.0 else per.total_steps
         hjq = iee_period(steps, UNSTRUCTURED_UPDATE_END, mode.min_updates).hjq  # the rule, for this run's length
@@ -148,7 +153,7 @@ def command(run: Run, mode: Mode, per: Periods, data: Path, out: Path) -> list[s
             "--distribution", "erk", "--dataset", "fashion-mnist", "--data-dir", str(data.relative_to(ROOT)),
             "--resolution", str(mode.resolution), "--subset", str(mode.subset), "--model", "resnet20", "--epochs",
             epochs, "--batch-size", str(BATCH), "--lr", "0.1", "--seed", str(run.seed), *period, *run.extra,
-            "--out", str(out), "--no-progress"]
+            *(["--device", device] if device != "cpu" else []), "--out", str(out), "--no-progress"]
 
 
 def theta_k_steps(settings: dict[str, Any], steps: int) -> int:
@@ -158,10 +163,10 @@ def theta_k_steps(settings: dict[str, Any], steps: int) -> int:
     return steps - settings["updates"] * settings["q"]
 
 
-def execute(run: Run, mode: Mode, per: Periods, data: Path, runs: str) -> dict[str, Any]:
-    """Run (or resume, or skip) one training run; return its row."""
+def execute(run: Run, mode: Mode, per: Periods, data: Path, runs: str, device: str) -> dict[str, Any]:
+    """Run (or resume, or skip) one training run on `device`; return its row."""
     out = Path(runs) / mode.name / run.folder
-    shown = train_run(command(run, mode, per, data, out), out)
+    shown = train_run(command(run, mode, per, data, out, device), out)
     s = json.loads((out / "summary.json").read_text())
     updates = RunFolder(out).updates()
     return {**asdict(run), "command": shown, "folder": str(out), "val_acc": s["val_acc"], "best_val_acc": s["best_val_acc"],
@@ -345,7 +350,9 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "at a time should finish in about 80-90 min on a quiet machine (the measured time below includes whatever "
         "else shared the machine). Small images and a subset keep every run long in epochs (the answer must "
         f"not be decided by step counts), and >= {FULL.min_updates} IEE updates fit. "
-        f"{measured_sizing(record['rows'], record['args']['jobs'], mode['subset'] // 5)}", "",
+        f"{measured_sizing(record['rows'], record['args']['jobs'], mode['subset'] // 5)}"
+        + (" Here every run trained on the GPU named above, many at a time." if record["args"].get("device") == "cuda"
+           else ""), "",
         "Full command: `IEE_SHARED=../shared PYTHONPATH=. python -m benchmarks.converged` (resumable; `--jobs 2`).", "",
     ]
     return "\n".join(lines)
@@ -363,14 +370,21 @@ def main() -> None:
                         help="every arm's epochs E instead of the mode's (run folders and results get an -eE suffix)")
     parser.add_argument("--past-plateau", action="store_true",
                         help="run every arm even when static has not plateaued (full mode stops after the check)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="every arm's training device (cuda: run folders and results get a -cuda suffix)")
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
-    suffix = "" if args.epochs is None else f"-e{args.epochs}"  # a longer setting: its own run folders and results
-    if args.epochs is not None:
-        if args.epochs < 4:
-            raise SystemExit(f"--epochs {args.epochs}: give at least 4 (0.75 E must be a run of its own)")
-        mode = replace(mode, name=mode.name + suffix, epochs=args.epochs)
-    meta = header(1, "torchvision", "matplotlib")
+    if args.epochs is not None and args.epochs < 4:
+        raise SystemExit(f"--epochs {args.epochs}: give at least 4 (0.75 E must be a run of its own)")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+    # a longer setting or another device: its own run folders and results (never mixed with the default's)
+    suffix = ("" if args.epochs is None else f"-e{args.epochs}") + ("" if args.device == "cpu" else f"-{args.device}")
+    mode = replace(mode, name=mode.name + suffix, epochs=args.epochs or mode.epochs)
+    meta = header(1, "torchvision", "matplotlib", device=args.device)
     data = fashion_mnist_root()
     per = periods(mode)
     runs = runs_of(mode, per)
@@ -378,7 +392,7 @@ def main() -> None:
         wanted = set(args.only.split(","))
         runs = [r for r in runs if r.label in wanted or (Path(args.runs) / mode.name / r.folder / "summary.json").is_file()]
     first = [r for r in runs if r.label in PLATEAU_ARMS and r.sparsity == PLATEAU_SPARSITY]
-    done = dict(zip(first, run_parallel(lambda run: execute(run, mode, per, data, args.runs), first, args.jobs,
+    done = dict(zip(first, run_parallel(lambda run: execute(run, mode, per, data, args.runs, args.device), first, args.jobs,
                                         "plateau check")))
     check = plateau(list(done.values()))
     if not args.quick and check is not None and not check["plateaued"] and not args.past_plateau:
@@ -387,7 +401,7 @@ def main() -> None:
             f"{format_difference(check)} points (more than {PLATEAU_POINTS}); run again with a larger --epochs (every "
             "arm gets it), or --past-plateau to compare anyway")
     rest = [r for r in runs if r not in done]
-    done.update(zip(rest, run_parallel(lambda run: execute(run, mode, per, data, args.runs), rest, args.jobs, "runs")))
+    done.update(zip(rest, run_parallel(lambda run: execute(run, mode, per, data, args.runs, args.device), rest, args.jobs, "runs")))
     rows = [done[r] for r in runs]  # the table in the arms' order
     table = aggregate(rows)
     name = ("converged_quick" if args.quick else "converged") + suffix

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Issue 13's converged unstructured benchmark with every arm on a lent H100 or H200, in one device call.
+#
+# Carried (git-ignored, see `make gpu-carry`): .whl/ (the wheels the image lacks) and .gpu-data/data/
+# (Fashion-MNIST's raw files, read through IEE_SHARED exactly as ../shared/data is here).
+#
+# Stages, within SECONDS seconds in all (a finished stage's runs are never redone; a run stopped by the
+# deadline checkpoints on SIGTERM and resumes when the script is called again on the same warm machine):
+#   1. MPS (several processes share the GPU's multiprocessors) if the image has it and a CUDA context
+#      opens under it; otherwise plain time-slicing;
+#   2. the quick mode on cuda: every arm's pipeline on the GPU in a minute (runs/bench_converged/quick-cuda),
+#      beside tests/test_gpu.py's two tests of the cuda training path (pytest_gpu.log);
+#   3. the full mode at EPOCHS epochs: the plateau check's 10 runs first; if static has plateaued, the
+#      other 75 runs. If it has not, the same at FALLBACK epochs (every arm gets it) with the time left.
+# Everything useful comes back under $OUT: the results files, the log, and the run folders' small files.
+#
+# Usage: tools/gpu_converged.sh [EPOCHS [FALLBACK [SECONDS [JOBS]]]]   (defaults 24 36 480 14)
+# DEVICE=cpu PY=.venv/bin/python runs the same stages here on the CPU (a dry run of the script; `make gpu-dry-run`).
+set -uo pipefail
+EPOCHS=${1:-24}
+FALLBACK=${2:-36}
+BUDGET=${3:-480}
+JOBS=${4:-14}
+OUT=${OUT:-runs/gpu-converged-out}
+DEVICE=${DEVICE:-cuda}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_converged.log") 2>&1
+deadline=$((SECONDS + BUDGET))
+left() { echo $((deadline - SECONDS)); }
+
+export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 IEE_SHARED=.gpu-data
+if ! "$PY" -c "import ortools" 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || { echo "error: the carried wheels in .whl/ did not install (run make gpu-carry here first)"; exit 1; }
+fi
+"$PY" -c "import torch, ortools; print('torch', torch.__version__, 'cuda', torch.version.cuda)" || exit 1
+
+if [ "$DEVICE" = cpu ]; then
+    echo "DEVICE=cpu: a dry run of the stages on this machine's CPU"
+elif command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    if timeout 60 "$PY" -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
+        echo "MPS: on"
+    else
+        echo quit | nvidia-cuda-mps-control
+        echo "MPS: a CUDA context did not open under it; off"
+    fi
+else
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    echo "MPS: not available; the runs time-slice the GPU"
+fi
+
+bench() {  # bench ARGS...: the benchmark with the time left; its exit status
+    local t
+    t=$(left)
+    [ "$t" -gt 20 ] || { echo "deadline: no time left for: $*"; return 124; }
+    echo "== $(date -u +%FT%TZ) converged $* (${t} s left)"
+    timeout -s TERM "$t" "$PY" -m benchmarks.converged --device "$DEVICE" --jobs "$JOBS" "$@"
+}
+
+# the GPU tests of the training path used here (device loader = the CPU's batches; a finished cuda run), beside stage 2
+[ "$DEVICE" = cpu ] || "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py -k "device_loader or training_on_cuda" \
+    > "$OUT/pytest_gpu.log" 2>&1 &
+bench --quick || { echo "the quick mode failed on $DEVICE: see above"; rc=1; }
+if [ -z "${rc:-}" ]; then
+    bench --epochs "$EPOCHS"
+    rc=$?
+    if [ "$rc" -eq 1 ] && grep -q "static has not plateaued at E = $EPOCHS" "$OUT/gpu_converged.log"; then
+        bench --epochs "$FALLBACK"
+        rc=$?
+    fi
+fi
+wait
+echo "== $(date -u +%FT%TZ) done, exit $rc"
+tar czf "$OUT/runs.tgz" --exclude='*.pt' runs/bench_converged 2>/dev/null
+tar czf "$OUT/results.tgz" benchmarks/results/converged*-cuda.* 2>/dev/null
+ls -la "$OUT"
+exit "$rc"
