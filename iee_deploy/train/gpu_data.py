@@ -70,7 +70,11 @@ def crop_flip(images: Tensor, offsets: Tensor, flips: Tensor, pad: int) -> Tenso
 
 
 def normalise(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """uint8 (B, C, R, R) -> float32 (x / 255 - mean) / std, as `TensorImageDataset` computes it."""
+    """uint8 (B, C, R, R) -> float32 (x / 255 - mean) / std, as `TensorImageDataset` computes it.
+
+    Equal to float32 rounding, not bit for bit, across devices: CUDA divides by the scalar 255 as a
+    multiply by its reciprocal (seen on an H100: the last bit differed from the CPU's).
+    """
     return (images.float().div_(255) - mean) / std
 
 
