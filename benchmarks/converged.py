@@ -484,7 +484,8 @@ def main() -> None:
     if args.epochs is not None and args.epochs < 4:
         raise SystemExit(f"--epochs {args.epochs}: give at least 4 (0.75 E must be a run of its own)")
     # a longer setting or another device: its own run folders and results (never mixed with the default's)
-    suffix = ("" if args.epochs is None else f"-e{args.epochs}") + ("" if args.device == "cpu" else f"-{args.device}")
+    suffix = ("" if args.epochs in (None, mode.epochs) else f"-e{args.epochs}") + (
+        "" if args.device == "cpu" else f"-{args.device}")
     mode = replace(mode, name=mode.name + suffix, epochs=args.epochs or mode.epochs)
     meta = header(1, "torchvision", "matplotlib", device=args.device if torch_sees_cuda(args.device) else "cpu")
     data = fashion_mnist_root()

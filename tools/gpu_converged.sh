@@ -12,14 +12,16 @@
 #      beside tests/test_gpu.py's two tests of the cuda training path (pytest_gpu.log);
 #   3. the full mode at EPOCHS epochs: the plateau check's 10 runs first; if static has plateaued, the
 #      other 75 runs. If it has not, the same at FALLBACK epochs (every arm gets it) with the time left.
+#      48 epochs passed the check on an H100 (benchmarks/results/converged-plateau-cuda.md) and is the
+#      full mode's default; all 85 runs take about 17 min there, so call this twice on the warm machine.
 # Everything useful comes back under $OUT: the results files, the log, and the run folders' small files.
 #
-# Usage: tools/gpu_converged.sh [EPOCHS [FALLBACK [SECONDS [JOBS]]]]   (defaults 24 36 480 14)
+# Usage: tools/gpu_converged.sh [EPOCHS [FALLBACK [SECONDS [JOBS]]]]   (defaults 48 64 540 14)
 # DEVICE=cpu PY=.venv/bin/python runs the same stages here on the CPU (a dry run of the script; `make gpu-dry-run`).
 set -uo pipefail
-EPOCHS=${1:-24}
-FALLBACK=${2:-36}
-BUDGET=${3:-480}
+EPOCHS=${1:-48}
+FALLBACK=${2:-64}
+BUDGET=${3:-540}
 JOBS=${4:-14}
 OUT=${OUT:-runs/gpu-converged-out}
 DEVICE=${DEVICE:-cuda}
