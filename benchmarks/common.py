@@ -173,6 +173,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+PLATEAU_POINTS = 0.3
+"""The issue's plateau bar: a baseline trained for 0.75 E epochs within this many top-1 points of it at E."""
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     """Mean of the per-seed differences a_i - b_i and its two-sided 95% Student-t confidence interval.
 

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    PLATEAU_POINTS,
     RESULTS,
     ROOT,
     fashion_mnist_root,
@@ -70,7 +71,6 @@ from iee_deploy.methods.schedule import UNSTRUCTURED_UPDATE_END, iee_period, iee
 from iee_deploy.runs import RunFolder
 
 BATCH = 64
-PLATEAU_POINTS = 0.3  # static at 0.75 E must be within this many top-1 points of static at E
 
 
 @dataclass(frozen=True)

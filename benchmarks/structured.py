@@ -12,6 +12,8 @@ Two comparisons, every run an ordinary `iee-deploy` command (printed and recorde
   steps, the same latency goals; checked from the run folders) and then runs its own updates, with
   the paper's structured schedule: exponential Omega_t, updates ending early (`update_end` twice
   HALP's window, `descent` 0.5), H, J, Q from the library's short-run rule.
+- **Plateau check**: HALP fine-tuned for 0.75 E epochs (its own schedule, scaled) beside HALP at E,
+  pretrained, at the first budget, paired by seed: within 0.3 points, the fine-tuning has plateaued.
 - **From scratch** (Table 1, lower half), at equal training FLOPs. HALP prunes a randomly
   initialised dense model; IEE starts from a random Theta_K at Psi and costs less per epoch, so
   besides IEE at HALP's epochs there is IEE given the epochs that match HALP's measured training
@@ -45,6 +47,7 @@ from tqdm import tqdm
 
 from benchmarks.common import (
     CACHE,
+    PLATEAU_POINTS,
     RESULTS,
     ROOT,
     add_run_options,
@@ -197,6 +200,17 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
+PLATEAU_LABEL = "halp 0.75E"  # HALP fine-tuned for 0.75 E (pretrained, the first budget): the plateau check
+
+
+def plateau(table: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """HALP at 0.75 E minus HALP at E (pretrained, paired): plateaued when the mean is within PLATEAU_POINTS."""
+    row = next((t for t in table if t["setting"] == "pretrained" and t["label"] == PLATEAU_LABEL), None)
+    if row is None or row["vs_halp"] is None:
+        return None
+    return {"ratio": row["ratio"], **row["vs_halp"], "plateaued": abs(100 * row["vs_halp"]["mean"]) <= PLATEAU_POINTS}
+
+
 def descent_matches(rows: list[dict[str, Any]]) -> bool:
     """Pretrained: IEE's first prunes are HALP's, at the same steps (same budget and seed)."""
     halp = {(r["ratio"], r["seed"]): r["prune_steps"] for r in rows if r["setting"] == "pretrained" and r["label"] == "halp"}
@@ -211,7 +225,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    colors = {"halp": "C1", "iee": "C2", "iee equal FLOPs": "C0"}
+    colors = {"halp": "C1", "iee": "C2", "iee equal FLOPs": "C0", PLATEAU_LABEL: "C7"}
     for ax, setting in zip(axes, ("pretrained", "scratch")):
         for label, color in colors.items():
             picked = [r for r in rows if r["setting"] == setting and r["label"] == label]
@@ -241,6 +255,12 @@ def markdown(record: dict[str, Any], png: str) -> str:
           f"{t['measured_ratio']:.3f} +- {t['measured_ratio_std']:.3f}", "yes" if t["within_1p1_budget"] else "no",
           f"{t['params']:,.0f}", f"{t['train_flops_relative']:.3f}", f"{t['train_flops']:.3g}"]
          for t in record["table"]])
+    p = record.get("plateau")
+    check = "not run yet (the last phase)" if p is None else (
+        f"HALP fine-tuned for 0.75 E minus HALP at E (pretrained, {p['ratio']:g} x dense, paired): "
+        f"{format_difference(p)} points: " + (f"**plateaued** (within {PLATEAU_POINTS} points)" if p["plateaued"] else
+                                              f"**NOT plateaued** (more than {PLATEAU_POINTS} points): the "
+                                              "comparison still depends on how many fine-tuning steps it gets"))
     lines = [
         f"# Structured IEE vs HALP under CPU latency budgets on CIFAR-10 (JPEG copy), pretrained and from scratch "
         f"({mode} mode)", "",
@@ -267,6 +287,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
            "earlier phase; the runs go pretrained, then scratch, then equal FLOPs)."), "",
         "The dense model's own training (pretrained setting) is shared by both methods and not counted in their train "
         "FLOPs (the paper's '90 + 130' epochs).", "",
+        f"**Plateau check**: {check}.", "",
         *table, "",
         f"![top-1 vs measured latency]({png})", "",
         f"Commands (run from the repository root; run folders under `{args['runs']}/{mode}/`):", "",
@@ -276,7 +297,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "## Sizing of the full mode", "",
         f"Full: 10,000 training images, 2,000 validation images; a dense model of {FULL.dense_epochs} epochs; "
         f"{FULL.epochs} epochs per run (1,560 steps of 64); {FULL.seeds} seeds x 2 budgets x (2 pretrained + 3 scratch) "
-        "= 30 runs of about 10 epochs, two at a time: about 80-90 min of training on a quiet 2-core machine "
+        f"= 30 runs of about 10 epochs and {FULL.seeds} plateau runs of 7.5, two at a time: about 80-90 min of training "
+        "on a quiet 2-core machine "
         "(resnet20, ~0.2 s per step on one core), plus 30 x 2 engine timings.", "",
     ]
     if quick:
@@ -318,6 +340,7 @@ def main() -> None:
                   "lut": {k: lut_meta[k] for k in ("model", "resolution", "batch", "precision", "target", "backend",
                                                    "threads", "statistic", "grid_step", "grid_align", "calibration")},
                   "table": aggregate(rows), "rows": rows}
+        record["plateau"] = plateau(record["table"])
         plot(rows, RESULTS / f"{name}.png")
         text = markdown(record, f"{name}.png")
         print(text)
@@ -329,6 +352,8 @@ def main() -> None:
     epochs = matched_epochs([r for r in rows if r["setting"] == "scratch"], mode.epochs)
     phase([Run("scratch", "iee equal FLOPs", r, seed) for seed in range(mode.seeds) for r in ratios], epochs,
           "equal-FLOPs runs", matched=epochs)
+    phase([Run("pretrained", PLATEAU_LABEL, ratios[0], seed) for seed in range(mode.seeds)], 0.75 * mode.epochs,
+          "plateau runs", matched=epochs)
 
 if __name__ == "__main__":
     main()
