@@ -284,7 +284,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"random Theta_K at Psi with its updates in the same window; IEE at HALP's {m['epochs']} epochs, and IEE at "
         + (f"{record['matched_epochs']:g} epochs, which match HALP's measured training FLOPs." if record["matched_epochs"]
            else "the epochs that match HALP's measured training FLOPs (not run yet: this file was written after an "
-           "earlier phase; the runs go pretrained, then scratch, then equal FLOPs)."), "",
+           "earlier phase; the runs go pretrained, then scratch, then the plateau check and equal FLOPs)."), "",
         "The dense model's own training (pretrained setting) is shared by both methods and not counted in their train "
         "FLOPs (the paper's '90 + 130' epochs).", "",
         f"**Plateau check**: {check}.", "",
@@ -327,12 +327,12 @@ def main() -> None:
     name = "structured_quick" if args.quick else "structured"
     rows: list[dict[str, Any]] = []
 
-    def phase(runs: list[Run], run_epochs: float, desc: str, matched: float | None = None) -> None:
-        """Train, time and report one phase; the results file is rewritten after every phase, so that
-        an interrupted benchmark leaves the finished comparisons (pretrained first) on disk.
-        `matched`: IEE's equal-FLOPs epochs, once known (the last phase)."""
-        shown = run_parallel(lambda run: execute(run, mode, data, lut, checkpoint, run_epochs, args), runs, args.jobs,
-                             desc)
+    def phase(planned: list[tuple[Run, float]], desc: str, matched: float | None = None) -> None:
+        """Train (each run for its epochs), time and report one phase; the results file is rewritten after
+        every phase, so that an interrupted benchmark leaves the finished comparisons (pretrained first)
+        on disk. `matched`: IEE's equal-FLOPs epochs, once known (the last phase)."""
+        runs = [run for run, _ in planned]
+        shown = run_parallel(lambda p: execute(p[0], mode, data, lut, checkpoint, p[1], args), planned, args.jobs, desc)
         rows.extend(measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(tqdm(runs, desc="engines"), shown))
         record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "args": vars(args),
                   "data": str(data.relative_to(ROOT)), "commands": commands, "matched_epochs": matched,
@@ -347,13 +347,13 @@ def main() -> None:
         write_results(name, record, text)
 
     arms = [(seed, r, label) for seed in range(mode.seeds) for r in ratios for label in ("halp", "iee")]
-    phase([Run("pretrained", label, r, seed) for seed, r, label in arms], mode.epochs, "pretrained runs")
-    phase([Run("scratch", label, r, seed) for seed, r, label in arms], mode.epochs, "scratch runs")
+    phase([(Run("pretrained", label, r, seed), mode.epochs) for seed, r, label in arms], "pretrained runs")
+    phase([(Run("scratch", label, r, seed), mode.epochs) for seed, r, label in arms], "scratch runs")
     epochs = matched_epochs([r for r in rows if r["setting"] == "scratch"], mode.epochs)
-    phase([Run("scratch", "iee equal FLOPs", r, seed) for seed in range(mode.seeds) for r in ratios], epochs,
-          "equal-FLOPs runs", matched=epochs)
-    phase([Run("pretrained", PLATEAU_LABEL, ratios[0], seed) for seed in range(mode.seeds)], 0.75 * mode.epochs,
-          "plateau runs", matched=epochs)
+    # the plateau check's runs first, then IEE at equal FLOPs: one phase, so that no core waits for a last odd run
+    phase([(Run("pretrained", PLATEAU_LABEL, ratios[0], seed), 0.75 * mode.epochs) for seed in range(mode.seeds)]
+          + [(Run("scratch", "iee equal FLOPs", r, seed), epochs) for seed in range(mode.seeds) for r in ratios],
+          "plateau and equal-FLOPs runs", matched=epochs)
 
 if __name__ == "__main__":
     main()
