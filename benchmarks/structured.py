@@ -132,6 +132,8 @@ def dense_model(mode: Mode, data: Path, args: argparse.Namespace) -> tuple[Path,
     out = Path(args.runs) / mode.name / "dense"
     cmd = [*base_command(data, args, mode.dense_epochs, 0), "--method", "static", "--sparsity", "0",
            "--out", str(out), "--no-progress"]
+    if args.finished_only and not (out / "summary.json").is_file():
+        raise SystemExit(f"--finished-only: the dense model {out} has not finished; run without --finished-only first")
     return out / "final_model.pt", train_run(cmd, out)
 
 
@@ -314,6 +316,8 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.85,0.7",
                         help="latency budgets, comma-separated fractions of the dense model's predicted latency")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="engine timing: seconds per model (s)")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing: report the runs that have finished (e.g. after stopping a long phase)")
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
     meta = header(1, "torchvision", "onnxruntime", "matplotlib")
@@ -331,6 +335,9 @@ def main() -> None:
         """Train (each run for its epochs), time and report one phase; the results file is rewritten after
         every phase, so that an interrupted benchmark leaves the finished comparisons (pretrained first)
         on disk. `matched`: IEE's equal-FLOPs epochs, once known (the last phase)."""
+        if args.finished_only:
+            planned = [(run, e) for run, e in planned
+                       if (Path(args.runs) / mode.name / run.folder / "summary.json").is_file()]
         runs = [run for run, _ in planned]
         shown = run_parallel(lambda p: execute(p[0], mode, data, lut, checkpoint, p[1], args), planned, args.jobs, desc)
         rows.extend(measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(tqdm(runs, desc="engines"), shown))
@@ -349,7 +356,7 @@ def main() -> None:
     arms = [(seed, r, label) for seed in range(mode.seeds) for r in ratios for label in ("halp", "iee")]
     phase([(Run("pretrained", label, r, seed), mode.epochs) for seed, r, label in arms], "pretrained runs")
     phase([(Run("scratch", label, r, seed), mode.epochs) for seed, r, label in arms], "scratch runs")
-    epochs = matched_epochs([r for r in rows if r["setting"] == "scratch"], mode.epochs)
+    epochs = matched_epochs([r for r in rows if r["setting"] == "scratch"], mode.epochs)  # known once scratch is
     # the plateau check's runs first, then IEE at equal FLOPs: one phase, so that no core waits for a last odd run
     phase([(Run("pretrained", PLATEAU_LABEL, ratios[0], seed), 0.75 * mode.epochs) for seed in range(mode.seeds)]
           + [(Run("scratch", "iee equal FLOPs", r, seed), epochs) for seed in range(mode.seeds) for r in ratios],
