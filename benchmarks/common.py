@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from iee_deploy.deploy import render
 from iee_deploy.io import write_json, write_text
+from iee_deploy.runs import RunFolder
 from runtime.machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,6 +178,16 @@ PLATEAU_POINTS = 0.3
 """The issue's plateau bar: a baseline trained for 0.75 E epochs within this many top-1 points of it at E."""
 
 
+def plateaued(difference: dict[str, float]) -> bool:
+    """Whether a paired difference (0.75 E minus E, accuracies as fractions) has its mean within PLATEAU_POINTS."""
+    return abs(100 * difference["mean"]) <= PLATEAU_POINTS
+
+
+def finished(out: Path) -> bool:
+    """Whether the run folder `out` holds a finished run (its summary is written last)."""
+    return (out / RunFolder.SUMMARY).is_file()
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     """Mean of the per-seed differences a_i - b_i and its two-sided 95% Student-t confidence interval.
 
@@ -244,7 +255,7 @@ def train_run(cmd: list[str], out: Path) -> str:
     starts over. Output goes to `out`.log beside the folder. Returns `shown_command(cmd)`.
     """
     shown = shown_command(cmd)
-    if (out / "summary.json").is_file():
+    if finished(out):
         return shown
     if (out / "checkpoint.pt").is_file():
         cmd = [*cmd, "--resume"]

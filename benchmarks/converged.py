@@ -56,6 +56,7 @@ from benchmarks.common import (
     RESULTS,
     ROOT,
     fashion_mnist_root,
+    finished,
     format_difference,
     header,
     header_markdown,
@@ -63,6 +64,7 @@ from benchmarks.common import (
     mean_std,
     measured_sizing,
     paired_difference,
+    plateaued,
     run_parallel,
     train_run,
     write_results,
@@ -229,7 +231,7 @@ def plateau(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     d = paired(rows, PLATEAU_ARMS[1], PLATEAU_ARMS[0], PLATEAU_SPARSITY)
     if d is None:
         return None
-    return {**d, "plateaued": abs(100 * d["mean"]) <= PLATEAU_POINTS}
+    return {**d, "plateaued": plateaued(d)}
 
 
 def plateau_probes(runs: Path, device: str) -> list[dict[str, Any]]:
@@ -247,10 +249,11 @@ def plateau_probes(runs: Path, device: str) -> list[dict[str, Any]]:
         trained_on = set()
         for label in PLATEAU_ARMS:
             for seed in range(FULL.seeds):
-                run = folder / Run(label, "static", PLATEAU_SPARSITY, seed).folder
-                if (run / "summary.json").is_file():
-                    acc[label][seed] = json.loads((run / "summary.json").read_text())["val_acc"]
-                    trained_on.add(json.loads((run / "config.json").read_text())["device"])
+                run = RunFolder(folder / Run(label, "static", PLATEAU_SPARSITY, seed).folder)
+                summary, config = run.read_json(RunFolder.SUMMARY), run.read_config()
+                if summary is not None and config is not None:
+                    acc[label][seed] = summary["val_acc"]
+                    trained_on.add(config["device"])
         seeds = sorted(set(acc[PLATEAU_ARMS[0]]) & set(acc[PLATEAU_ARMS[1]]))
         if not seeds:
             continue
@@ -258,7 +261,7 @@ def plateau_probes(runs: Path, device: str) -> list[dict[str, Any]]:
         d = paired_difference(at_075, at_e)
         probes.append({"epochs": epochs, "folder": str(folder), "trained_on": sorted(trained_on), "seeds": seeds,
                        "static_at_E": at_e,
-                       "static_at_0.75E": at_075, "difference": d, "plateaued": abs(100 * d["mean"]) <= PLATEAU_POINTS})
+                       "static_at_0.75E": at_075, "difference": d, "plateaued": plateaued(d)})
     return sorted(probes, key=lambda p: p["epochs"])
 
 
@@ -378,7 +381,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
     p = record["plateau"]
     check = "not run yet" if p is None else (
         f"static at 0.75 E minus static at E (90%, paired): {format_difference(p)} points: "
-        + ("**plateaued** (within 0.3 points)" if p["plateaued"] else "**NOT plateaued** (more than 0.3 points): the "
+        + (f"**plateaued** (within {PLATEAU_POINTS} points)" if p["plateaued"]
+           else f"**NOT plateaued** (more than {PLATEAU_POINTS} points): the "
            "comparison below is still partly decided by step counts"))
     ablation_rows = []
     for t in ablations:
@@ -454,15 +458,6 @@ def markdown(record: dict[str, Any], png: str) -> str:
     return "\n".join(lines)
 
 
-def torch_sees_cuda(device: str) -> bool:
-    """Whether `device` is cuda and a GPU is visible (the header names it; a report of GPU runs can run anywhere)."""
-    if device != "cuda":
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK.subset} images, {QUICK.epochs} epochs, "
@@ -487,22 +482,24 @@ def main() -> None:
     suffix = ("" if args.epochs in (None, mode.epochs) else f"-e{args.epochs}") + (
         "" if args.device == "cpu" else f"-{args.device}")
     mode = replace(mode, name=mode.name + suffix, epochs=args.epochs or mode.epochs)
-    meta = header(1, "torchvision", "matplotlib", device=args.device if torch_sees_cuda(args.device) else "cpu")
+    gpu = False
+    if args.device == "cuda":
+        import torch
+
+        gpu = torch.cuda.is_available()
+    meta = header(1, "torchvision", "matplotlib", device="cuda" if gpu else "cpu")  # the header names a GPU it sees
     data = fashion_mnist_root()
     per = periods(mode)
     runs = runs_of(mode, per)
-    finished = lambda run: (Path(args.runs) / mode.name / run.folder / "summary.json").is_file()  # noqa: E731
+    done_run = lambda run: finished(Path(args.runs) / mode.name / run.folder)  # noqa: E731
     if args.only:
         wanted = set(args.only.split(","))
-        runs = [r for r in runs if r.label in wanted or finished(r)]
+        runs = [r for r in runs if r.label in wanted or done_run(r)]
     first = [r for r in runs if r.label in PLATEAU_ARMS and r.sparsity == PLATEAU_SPARSITY]
     if args.plateau_only:
         runs = first
-    if args.device == "cuda" and not all(map(finished, runs)):  # reporting finished GPU runs needs no GPU
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+    if args.device == "cuda" and not gpu and not all(map(done_run, runs)):  # reporting finished GPU runs needs none
+        raise SystemExit("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
     done = dict(zip(first, run_parallel(lambda run: execute(run, mode, per, data, args.runs, args.device), first, args.jobs,
                                         "plateau check")))
     check = plateau(list(done.values()))

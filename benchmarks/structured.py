@@ -52,6 +52,7 @@ from benchmarks.common import (
     ROOT,
     add_run_options,
     cifar10_subset,
+    finished,
     format_difference,
     header,
     header_markdown,
@@ -59,6 +60,7 @@ from benchmarks.common import (
     mean_std,
     measured_sizing,
     paired_difference,
+    plateaued,
     run_parallel,
     shown_command,
     single_thread_env,
@@ -132,7 +134,7 @@ def dense_model(mode: Mode, data: Path, args: argparse.Namespace) -> tuple[Path,
     out = Path(args.runs) / mode.name / "dense"
     cmd = [*base_command(data, args, mode.dense_epochs, 0), "--method", "static", "--sparsity", "0",
            "--out", str(out), "--no-progress"]
-    if args.finished_only and not (out / "summary.json").is_file():
+    if args.finished_only and not finished(out):
         raise SystemExit(f"--finished-only: the dense model {out} has not finished; run without --finished-only first")
     return out / "final_model.pt", train_run(cmd, out)
 
@@ -210,7 +212,7 @@ def plateau(table: list[dict[str, Any]]) -> dict[str, Any] | None:
     row = next((t for t in table if t["setting"] == "pretrained" and t["label"] == PLATEAU_LABEL), None)
     if row is None or row["vs_halp"] is None:
         return None
-    return {"ratio": row["ratio"], **row["vs_halp"], "plateaued": abs(100 * row["vs_halp"]["mean"]) <= PLATEAU_POINTS}
+    return {"ratio": row["ratio"], **row["vs_halp"], "plateaued": plateaued(row["vs_halp"])}
 
 
 def descent_matches(rows: list[dict[str, Any]]) -> bool:
@@ -336,8 +338,7 @@ def main() -> None:
         every phase, so that an interrupted benchmark leaves the finished comparisons (pretrained first)
         on disk. `matched`: IEE's equal-FLOPs epochs, once known (the last phase)."""
         if args.finished_only:
-            planned = [(run, e) for run, e in planned
-                       if (Path(args.runs) / mode.name / run.folder / "summary.json").is_file()]
+            planned = [(run, e) for run, e in planned if finished(Path(args.runs) / mode.name / run.folder)]
         runs = [run for run, _ in planned]
         shown = run_parallel(lambda p: execute(p[0], mode, data, lut, checkpoint, p[1], args), planned, args.jobs, desc)
         rows.extend(measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(tqdm(runs, desc="engines"), shown))
