@@ -7,7 +7,7 @@ tool cannot run 250 epochs, so this script runs the longest schedule that fits i
 
 1. data: the CIFAR-10 JPEG copies (`--data`: the .tar.gz, or a folder of train/ and test/) unpacked once;
 2. throughput, side by side in this process on the decoded images held on the GPU
-   (`iee_deploy.train.gpu_data`): images/s of dense, static, RigL and IEE training steps (the real
+   (`iee_deploy.train.device_data`): images/s of dense, static, RigL and IEE training steps (the real
    `train_step` with each method's hooks; channels-last, bf16 autocast), each step timed with CUDA
    events, so IEE's sparse steps can be compared with static's outside explore and update steps;
 3. sizing: the epoch time of the three concurrent runs, from those rates, sizes the epochs to the
@@ -177,7 +177,7 @@ def measure_throughput(p: Protocol, data_dir: Path, log: Any) -> dict[str, Any]:
     from iee_deploy.models import build_model
     from iee_deploy.train import train_step
     from iee_deploy.train.data import ResumableBatchSampler
-    from iee_deploy.train.gpu_data import DeviceImages, DeviceTrainLoader
+    from iee_deploy.train.device_data import DeviceImages, DeviceTrainLoader
 
     device = torch.device(p.device)
     if device.type == "cpu":
@@ -192,12 +192,10 @@ def measure_throughput(p: Protocol, data_dir: Path, log: Any) -> dict[str, Any]:
     results: dict[str, Any] = {"decode_s": round(decode_s, 1), "train_images": len(data), "batch": p.batch,
                                "timed_steps": p.probe_steps, "warmup_steps": p.probe_warmup, "probe_hjq": p.probe_hjq,
                                "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
-                               "memory_format": "channels_last" if device.type == "cuda" else "contiguous", "arms": {}}
+                               "memory_format": "channels_last", "arms": {}}
     for arm in ("dense", "static", "rigl", "iee"):
         torch.manual_seed(p.seed)
-        model = build_model("wrn22_2", bundle.num_classes, p.resolution).to(device)
-        if device.type == "cuda":
-            model.to(memory_format=torch.channels_last)  # as the trainer does on CUDA
+        model = build_model("wrn22_2", bundle.num_classes, p.resolution).to(device, memory_format=torch.channels_last)
         # RigL updates every 30 steps here so that update steps fall inside the timed window
         method = build_method(arm_config(arm, p, p.probe_hjq, max(3, p.probe_steps // 4)), model,
                               Distributed(device=device), p.seed)

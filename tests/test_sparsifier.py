@@ -22,7 +22,8 @@ from iee_deploy.seeding import seed_everything
 from iee_deploy.sparse.distributions import layer_active_counts
 from iee_deploy.sparse.masks import prunable_layers
 from iee_deploy.sparsifier import Sparsifier
-from iee_deploy.train.data import ResumableBatchSampler, train_loader
+from iee_deploy.train.data import ResumableBatchSampler
+from iee_deploy.train.device_data import device_train_loader
 from iee_deploy.train.trainer import cosine_lr_factor
 
 
@@ -53,18 +54,23 @@ ARGS = ["--model", "resnet20", "--resolution", "8", "--subset", "160", "--batch-
 
 
 def api_loop(method: str, steps_epochs: int = 3, **fields) -> Sparsifier:
-    """What a user writes: their own data order, optimizer, schedule and loop, with a Sparsifier."""
+    """What a user writes: their own data order, optimizer, schedule and loop, with a Sparsifier.
+
+    It holds the images in memory and trains in channels-last as the trainer does, so that the
+    arithmetic, not only the method, is the CLI's."""
     bundle = build_datasets("digits", resolution=8, subset=160)
     seed_everything(3)
-    model = build_model("resnet20", bundle.num_classes, 8)
+    model = build_model("resnet20", bundle.num_classes, 8).to(memory_format=torch.channels_last)
     sampler = ResumableBatchSampler(len(bundle.train), 16, seed=3)
+    loader = device_train_loader(bundle.train, sampler, torch.device("cpu"), seed=3)
+    assert loader is not None
     total = steps_epochs * len(sampler)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(cosine_lr_factor, total=total, warmup=0))
     sparsifier = Sparsifier(model, optimizer, total, method=method, resolution=8, seed=3, **fields)
     for epoch in range(steps_epochs):
         sampler.set_position(epoch, 0)
-        for images, labels in train_loader(bundle.train, sampler, workers=0, seed=3):  # global RNG left to augmentation
+        for images, labels in loader:
             with sparsifier.step(len(labels)):
                 optimizer.zero_grad()
                 F.cross_entropy(model(images), labels).backward()

@@ -42,7 +42,7 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--subset", type=click.IntRange(min=1), default=None,
                          help="Use a fixed random sample of N training images (and N/5 validation images) for quick runs."),
             click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per training step."),
-            click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes."),
+            click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes (images held in memory need none: they are augmented in batches)."),
             click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Random seed (data order, init, masks)."),
         ]
     ):

@@ -42,7 +42,7 @@ class TrainConfig:
     momentum: float = 0.9  # in [0, 1)
     weight_decay: float = 5e-4  # >= 0
     warmup_epochs: float = 0.0  # linear warm-up before the cosine decay, >= 0
-    workers: int = 0  # DataLoader worker processes, >= 0
+    workers: int = 0  # DataLoader worker processes, >= 0 (unused for images held in memory: see device_data)
     seed: int = 0  # in [0, 2**63 - 1]
     device: str = "cpu"  # cpu | cuda
     checkpoint_every: int = 0  # steps between checkpoints besides each epoch end; 0: epoch ends only

@@ -56,7 +56,7 @@ from iee_deploy.sparse.tracking import UpdateRecord
 from iee_deploy.sparsifier import Sparsifier, method_step
 from iee_deploy.train.config import TrainConfig
 from iee_deploy.train.data import ResumableBatchSampler, train_loader, val_loader
-from iee_deploy.train.gpu_data import device_train_loader
+from iee_deploy.train.device_data import device_train_loader
 from iee_deploy.train.summary import plot_curves, structure_stats, write_summary
 from runtime.progress import progress as progress_bar
 from runtime.progress import write as write_line
@@ -85,7 +85,7 @@ class StepResult:
 def sgd_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
     """Forward, cross-entropy, backward and optimizer step; (loss, correct predictions)."""
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.is_cuda):  # bf16 on CUDA (see gpu_data)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.is_cuda):  # bf16 on CUDA (see device_data)
         logits = net(images)
         loss = F.cross_entropy(logits, labels)
     loss.backward()
@@ -220,11 +220,10 @@ class Trainer:
         bundle = self.data or build_datasets(cfg.dataset, cfg.data_dir, cfg.resolution, cfg.subset)
         num_classes = cfg.num_classes or bundle.num_classes
         model = self.model or build_model(cfg.model, num_classes, bundle.resolution, cfg.init_checkpoint)
-        model.to(dist.device)
-        if dist.device.type == "cuda":  # cuDNN's fast convolutions work in channels-last (see gpu_data)
-            model.to(memory_format=torch.channels_last)
+        # channels-last: cuDNN's and oneDNN's fast convolutions (see device_data)
+        model.to(dist.device, memory_format=torch.channels_last)
         sampler = ResumableBatchSampler(len(bundle.train), cfg.batch_size, cfg.seed, dist.rank, dist.world)
-        # On CUDA: in-memory images held and augmented on the device (see gpu_data)
+        # in-memory images held and augmented on the device in batches; other datasets through a DataLoader
         loader: Iterable[tuple[torch.Tensor, torch.Tensor]] = device_train_loader(
             bundle.train, sampler, dist.device, cfg.seed) or train_loader(bundle.train, sampler, cfg.workers, cfg.seed)
         steps_per_epoch = len(sampler)

@@ -1,14 +1,14 @@
-"""The GPU data path, checked exactly on the CPU: same crops, flips, normalisation and order as a
+"""The in-memory batched data path (every device), checked exactly on the CPU: same crops, flips, normalisation and order as a
 per-image reference; deterministic per (seed, epoch); resumable at any batch."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Subset
+from torch.utils.data import Subset, TensorDataset
 
 from iee_deploy.data.sources import TensorImageDataset
 from iee_deploy.train.data import ResumableBatchSampler
-from iee_deploy.train.gpu_data import (
+from iee_deploy.train.device_data import (
     DeviceImages,
     DeviceTrainLoader,
     crop_flip,
@@ -103,13 +103,15 @@ def test_a_subset_and_ranks_see_the_subset_images():
     assert sorted(torch.cat(seen).tolist()) == sorted(held.labels.tolist())  # the ranks share the epoch out
 
 
-def test_channels_last_output_and_cpu_fallback():
+def test_channels_last_output_and_which_datasets_are_held():
     data = dataset()
     sampler = ResumableBatchSampler(len(data), 8)
-    loader = DeviceTrainLoader(DeviceImages.from_dataset(data, torch.device("cpu")), sampler, seed=0, channels_last=True)
+    loader = device_train_loader(data, sampler, torch.device("cpu"), 0)  # the CPU holds in-memory images too
+    assert loader is not None
     x, _ = next(iter(loader))
     assert x.is_contiguous(memory_format=torch.channels_last)
-    assert device_train_loader(data, sampler, torch.device("cpu"), 0) is None  # the CPU keeps its DataLoader
+    other = TensorDataset(torch.zeros(40, 3, 8, 8), torch.zeros(40))  # not images held by TensorImageDataset
+    assert device_train_loader(other, sampler, torch.device("cpu"), 0) is None  # these keep the DataLoader
     val = TensorImageDataset(data.images, data.labels, MEAN, STD, train=False)
     assert DeviceImages.from_dataset(val, torch.device("cpu")) is None
     with pytest.raises(ValueError, match="sampler draws from 10 items"):
