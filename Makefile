@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-gpu-host lint typecheck clean bench-quick gpu-carry gpu-check gpu-paper gpu-converged gpu-dry-run
+.PHONY: install demo test test-gpu-host lint typecheck clean bench-quick gpu-carry gpu-check gpu-paper gpu-converged gpu-dry-run gpu-carry-structured gpu-structured gpu-structured-back
 
 install: $(STAMP)
 
@@ -57,6 +57,24 @@ gpu-carry:
 # issue 13's converged benchmark, every arm on the GPU (carry .whl and .gpu-data/data: the CIFAR copy is too big)
 gpu-converged:
 	OUT=$(GPU_OUT) tools/gpu_converged.sh
+
+# issue 13's structured benchmark, trained on the GPU (carry .whl and .gpu-data/structured: its CIFAR-10
+# subset and this machine's cpu LUT); its engines are timed here afterwards, on the LUT's CPU:
+# make gpu-structured-back FROM=<the device reply's files_at>, then the benchmark without --train-only
+gpu-carry-structured:
+	@test -f benchmarks/.cache/luts/cpu-resnet20-32.json && test -d benchmarks/.cache/cifar10-jpeg-1000-200 \
+		|| { echo "error: no cpu LUT or CIFAR-10 subset yet: run benchmarks.structured here once first"; exit 1; }
+	rm -rf .gpu-data/structured && mkdir -p .gpu-data/structured/luts
+	cp -r benchmarks/.cache/cifar10-jpeg-1000-200 .gpu-data/structured/
+	cp benchmarks/.cache/luts/cpu-resnet20-32.* .gpu-data/structured/luts/
+	du -sh --apparent-size .gpu-data/structured
+
+gpu-structured:
+	OUT=$(GPU_OUT) tools/gpu_structured.sh
+
+gpu-structured-back:
+	@test -n "$(FROM)" || { echo "error: give FROM=<the device reply's files_at>"; exit 1; }
+	cat $(FROM)/runs-structured.tgz.* | tar xzf -
 
 gpu-check:
 	PYTHONPATH=. PYTHONUNBUFFERED=1 $(PYTHON) -m benchmarks.gpu_check --wheels .whl --out $(GPU_OUT)

@@ -55,6 +55,9 @@ def cifar10_subset(train_per_class: int, val_per_class: int) -> Path:
     The archive (`SHARED`/data/cifar10-jpeg.tar.gz) is unpacked once; the subset is a tree of hard
     links, so every method and seed sees the same class-balanced images.
     """
+    subset = CACHE / f"cifar10-jpeg-{train_per_class}-{val_per_class}"
+    if subset.is_dir():  # made once (here, or carried to a GPU machine without the archive)
+        return subset
     archive = SHARED / "data" / "cifar10-jpeg.tar.gz"
     full = CACHE / "cifar10-jpeg"
     if not (full / "test").is_dir():
@@ -69,9 +72,6 @@ def cifar10_subset(train_per_class: int, val_per_class: int) -> Path:
         shutil.rmtree(full, ignore_errors=True)
         (tmp / "cifar10-jpeg").rename(full)
         tmp.rmdir()
-    subset = CACHE / f"cifar10-jpeg-{train_per_class}-{val_per_class}"
-    if subset.is_dir():
-        return subset
     tmp = subset.with_name(subset.name + ".linking")
     shutil.rmtree(tmp, ignore_errors=True)
     for split, n in (("train", train_per_class), ("test", val_per_class)):

@@ -2,6 +2,8 @@
 
     PYTHONPATH=. python -m benchmarks.structured            # full mode (sized for ~90 min on 2 cores)
     PYTHONPATH=. python -m benchmarks.structured --quick    # minutes: small subset, 1 seed, same table shape
+    PYTHONPATH=. python -m benchmarks.structured --device cuda --train-only --jobs 10  # train every run on a GPU
+    PYTHONPATH=. python -m benchmarks.structured --device cuda                        # then here: engines, results
 
 Two comparisons, every run an ordinary `iee-deploy` command (printed and recorded):
 
@@ -29,7 +31,15 @@ On the cpu target ONNX Runtime's convolutions work in 16-channel blocks, so resn
 sub-network is about 0.6 of the dense latency: the default budgets are 0.7 and 0.85 of the dense
 model's predicted latency.
 
-Writes benchmarks/results/structured[_quick].md, .json and .png (top-1 vs measured latency).
+`--dense-epochs D` and `--epochs E` lengthen the dense model's training and every pruning run's
+(their run folders and results get a `-dD`/`-eE` suffix). `--device cuda` trains every run on the
+GPU (bf16 autocast; run folders and results get a `-cuda` suffix, never mixed with CPU runs). The
+budgets come from this machine's `cpu` LUT and the engines are timed on this machine's CPU, so a
+GPU machine only trains (`--train-only`); the finished run folders come back here, where the same
+command without `--train-only` times the engines and writes the results (it needs no GPU once every
+run has finished).
+
+Writes benchmarks/results/structured[_quick][-dD][-eE][-cuda].md, .json and .png (top-1 vs measured latency).
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ import json
 import subprocess
 import sys
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,10 +133,10 @@ def profile_lut(model: str, log: list[str]) -> Path:
 
 
 def base_command(data: Path, args: argparse.Namespace, epochs: float, seed: int) -> list[str]:
-    """`iee-deploy train` with what every run shares: model, data, optimizer; the run's epochs and seed."""
+    """`iee-deploy train` with what every run shares: model, data, optimizer, device; the run's epochs and seed."""
     return ["python", "-m", "iee_deploy", "train", "--model", args.model, "--dataset", "cifar10", "--data-dir",
             str(data.relative_to(ROOT)), "--epochs", f"{epochs:g}", "--batch-size", str(args.batch_size), "--lr",
-            str(args.lr), "--seed", str(seed)]
+            str(args.lr), "--seed", str(seed), *(["--device", args.device] if args.device != "cpu" else [])]
 
 
 def dense_model(mode: Mode, data: Path, args: argparse.Namespace) -> tuple[Path, str]:
@@ -153,26 +163,32 @@ def execute(run: Run, mode: Mode, data: Path, lut: Path, checkpoint: Path, epoch
     return train_run(cmd, out)
 
 
-def measure(run: Run, mode: Mode, shown: str, lut_meta: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Build (or reuse) the ONNX Runtime engines of one finished run; return its row."""
-    out = Path(args.runs) / mode.name / run.folder
+def trained(run: Run, mode: Mode, shown: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One finished run's row from its run folder: what training gave (no engine)."""
+    out = RunFolder(Path(args.runs) / mode.name / run.folder)
+    s = json.loads((out / RunFolder.SUMMARY).read_text())  # finished: the summary is there
+    lat = s["latency"]
+    return {**asdict(run), "command": shown, "folder": str(out.path), "val_acc": s["val_acc"], "epochs": s["epochs"],
+            "best_val_acc": s["best_val_acc"], "budget_ms": lat["budget_ms"], "predicted_ms": lat["predicted_ms"],
+            "dense_predicted_ms": lat["dense_ms"], "train_flops_relative": s["flops"]["train_relative"],
+            "train_flops": s["flops"]["train_total"], "seconds": s["seconds"], "steps": s["steps"],
+            "prune_steps": [r["step"] for r in out.updates() if r["event"] == "prune"],
+            "grows": s["structure"]["grows"], "settings": s["settings"]}
+
+
+def measure(row: dict[str, Any], lut_meta: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Build (or reuse) the ONNX Runtime engines of one finished run, on this machine's CPU; its row with them."""
+    out = Path(row["folder"])
     engine_dir = out.parent / f"{out.name}-engine"
     if not (engine_dir / "engine.json").is_file():
         build_engine(out, engine_dir, backend="onnxruntime", batch=lut_meta["batch"],
                      timing=TimingConfig(min_seconds=args.min_seconds))
-    s = json.loads((out / "summary.json").read_text())
     e = json.loads((engine_dir / "engine.json").read_text())
-    lat, pruned, dense = s["latency"], e["pruned"]["timing"], e["dense"]["timing"]
-    prunes = [r["step"] for r in RunFolder(out).updates() if r["event"] == "prune"]
-    return {**asdict(run), "command": shown, "folder": str(out), "val_acc": s["val_acc"], "epochs": s["epochs"],
-            "best_val_acc": s["best_val_acc"], "budget_ms": lat["budget_ms"], "predicted_ms": lat["predicted_ms"],
-            "dense_predicted_ms": lat["dense_ms"], "measured_min_ms": pruned["min_ms"],
-            "measured_median_ms": pruned["median_ms"], "dense_measured_min_ms": dense["min_ms"],
-            "measured_ratio": pruned["min_ms"] / dense["min_ms"],
-            "within_1p1_budget": pruned["min_ms"] <= (1 + TOLERANCE) * lat["budget_ms"],
-            "params": e["pruned"]["params"], "train_flops_relative": s["flops"]["train_relative"],
-            "train_flops": s["flops"]["train_total"], "seconds": s["seconds"], "steps": s["steps"],
-            "prune_steps": prunes, "grows": s["structure"]["grows"], "settings": s["settings"]}
+    pruned, dense = e["pruned"]["timing"], e["dense"]["timing"]
+    return {**row, "measured_min_ms": pruned["min_ms"], "measured_median_ms": pruned["median_ms"],
+            "dense_measured_min_ms": dense["min_ms"], "measured_ratio": pruned["min_ms"] / dense["min_ms"],
+            "within_1p1_budget": pruned["min_ms"] <= (1 + TOLERANCE) * row["budget_ms"],
+            "params": e["pruned"]["params"]}
 
 
 def matched_epochs(rows: list[dict[str, Any]], epochs: int) -> float:
@@ -276,7 +292,10 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"class), {10 * m['val_per_class']:,} test images for validation; batch {args['batch_size']}, SGD lr {args['lr']} "
         "(momentum 0.9, wd 5e-4, cosine), random crop + flip for every run. Budgets: fractions of the dense model's "
         f"predicted latency on the `cpu` LUT (ONNX Runtime, batch {lut['batch']}, {lut['threads']} thread, statistic "
-        f"`{lut['statistic']}`). Seeds 0..{m['seeds'] - 1}, paired (same data order and random choices per seed).", "",
+        f"`{lut['statistic']}`). Seeds 0..{m['seeds'] - 1}, paired (same data order and random choices per seed)."
+        + (" Every run (the dense model too) trained on a GPU with bf16 autocast (`--device cuda`; the GPU is named in "
+           "the device log beside this file); the LUT and the engine timings are this machine's CPU." if
+           args.get("device") == "cuda" else ""), "",
         f"- **Pretrained**: one dense model trained for {m['dense_epochs']} epochs (seed 0), shared. HALP and IEE "
         f"fine-tune it for {m['epochs']} epochs. HALP prunes to Psi every {m['delta_t']} steps in the first "
         f"{m['prune_end']:.4g} of training (exponential latency goals; {m['prune_end']:.4g} = the paper's structured "
@@ -320,17 +339,46 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=3.0, help="engine timing: seconds per model (s)")
     parser.add_argument("--finished-only", action="store_true",
                         help="train nothing: report the runs that have finished (e.g. after stopping a long phase)")
+    parser.add_argument("--dense-epochs", type=int, default=None,
+                        help="the dense model's epochs instead of the mode's (run folders and results: -dD suffix)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="every pruning run's epochs E instead of the mode's (run folders and results: -eE suffix)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="every run's training device (cuda: run folders and results get a -cuda suffix); "
+                             "engines are always timed on this machine's CPU")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train every phase and stop: no engines, no results (on a GPU machine, whose CPU is not "
+                             "the LUT's)")
     args = parser.parse_args()
-    mode = QUICK if args.quick else FULL
+    base = QUICK if args.quick else FULL
+    if (args.epochs is not None and args.epochs < 4) or (args.dense_epochs is not None and args.dense_epochs < 1):
+        raise SystemExit("--epochs must be at least 4 (0.75 E is a run of its own) and --dense-epochs at least 1")
+    # a longer setting or another device: its own run folders and results (never mixed with the default's)
+    suffix = ("" if args.dense_epochs in (None, base.dense_epochs) else f"-d{args.dense_epochs}") + (
+        "" if args.epochs in (None, base.epochs) else f"-e{args.epochs}") + ("" if args.device == "cpu" else "-cuda")
+    mode = replace(base, name=base.name + suffix, epochs=args.epochs or base.epochs,
+                   dense_epochs=args.dense_epochs or base.dense_epochs)
     meta = header(1, "torchvision", "onnxruntime", "matplotlib")
     data = cifar10_subset(mode.train_per_class, mode.val_per_class)
+    ratios = [float(r) for r in args.ratios.split(",")]
+    arms = [(seed, r, label) for seed in range(mode.seeds) for r in ratios for label in ("halp", "iee")]
+    pretrained = [Run("pretrained", label, r, seed) for seed, r, label in arms]
+    scratch = [Run("scratch", label, r, seed) for seed, r, label in arms]
+    plateau_runs = [Run("pretrained", PLATEAU_LABEL, ratios[0], seed) for seed in range(mode.seeds)]
+    equal_flops = [Run("scratch", "iee equal FLOPs", r, seed) for seed in range(mode.seeds) for r in ratios]
+    if args.device == "cuda" and not args.finished_only:
+        import torch
+
+        folders = ["dense", *(run.folder for run in pretrained + scratch + plateau_runs + equal_flops)]
+        if not all(finished(Path(args.runs) / mode.name / f) for f in folders) and not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA GPU is visible to torch and some runs have not finished; "
+                             "use --device cpu, or --finished-only to report the finished runs")
     commands: list[str] = []
     lut = profile_lut(args.model, commands)
     lut_meta = json.loads(lut.with_suffix(".json").read_text())
     checkpoint, dense_cmd = dense_model(mode, data, args)
     commands.append(dense_cmd)
-    ratios = [float(r) for r in args.ratios.split(",")]
-    name = "structured_quick" if args.quick else "structured"
+    name = ("structured_quick" if args.quick else "structured") + suffix
     rows: list[dict[str, Any]] = []
 
     def phase(planned: list[tuple[Run, float]], desc: str, matched: float | None = None) -> None:
@@ -339,9 +387,13 @@ def main() -> None:
         on disk. `matched`: IEE's equal-FLOPs epochs, once known (the last phase)."""
         if args.finished_only:
             planned = [(run, e) for run, e in planned if finished(Path(args.runs) / mode.name / run.folder)]
-        runs = [run for run, _ in planned]
         shown = run_parallel(lambda p: execute(p[0], mode, data, lut, checkpoint, p[1], args), planned, args.jobs, desc)
-        rows.extend(measure(run, mode, cmd, lut_meta, args) for run, cmd in zip(tqdm(runs, desc="engines"), shown))
+        done = [trained(run, mode, cmd, args) for (run, _), cmd in zip(planned, shown)]
+        if args.train_only:
+            rows.extend(done)
+            print(f"{desc}: {len(done)} trained (--train-only: no engines, no results file)", flush=True)
+            return
+        rows.extend(measure(row, lut_meta, args) for row in tqdm(done, desc="engines"))
         record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "args": vars(args),
                   "data": str(data.relative_to(ROOT)), "commands": commands, "matched_epochs": matched,
                   "descent_matches": descent_matches(rows),
@@ -354,13 +406,11 @@ def main() -> None:
         print(text)
         write_results(name, record, text)
 
-    arms = [(seed, r, label) for seed in range(mode.seeds) for r in ratios for label in ("halp", "iee")]
-    phase([(Run("pretrained", label, r, seed), mode.epochs) for seed, r, label in arms], "pretrained runs")
-    phase([(Run("scratch", label, r, seed), mode.epochs) for seed, r, label in arms], "scratch runs")
+    phase([(run, mode.epochs) for run in pretrained], "pretrained runs")
+    phase([(run, mode.epochs) for run in scratch], "scratch runs")
     epochs = matched_epochs([r for r in rows if r["setting"] == "scratch"], mode.epochs)  # known once scratch is
     # the plateau check's runs first, then IEE at equal FLOPs: one phase, so that no core waits for a last odd run
-    phase([(Run("pretrained", PLATEAU_LABEL, ratios[0], seed), 0.75 * mode.epochs) for seed in range(mode.seeds)]
-          + [(Run("scratch", "iee equal FLOPs", r, seed), epochs) for seed in range(mode.seeds) for r in ratios],
+    phase([(run, 0.75 * mode.epochs) for run in plateau_runs] + [(run, epochs) for run in equal_flops],
           "plateau and equal-FLOPs runs", matched=epochs)
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@
 #
 # Stages, within SECONDS seconds in all (a finished stage's runs are never redone; a run stopped by the
 # deadline checkpoints on SIGTERM and resumes when the script is called again on the same warm machine):
-#   1. MPS (several processes share the GPU's multiprocessors) if the image has it and a CUDA context
-#      opens under it; otherwise plain time-slicing;
+#   1. the wheels and MPS (tools/gpu_setup.sh);
 #   2. the quick mode on cuda: every arm's pipeline on the GPU in a minute (runs/bench_converged/quick-cuda),
 #      beside tests/test_gpu.py's two tests of the cuda training path (pytest_gpu.log);
 #   3. the full mode at EPOCHS epochs: the plateau check's 10 runs first; if static has plateaued, the
@@ -26,32 +25,9 @@ JOBS=${4:-14}
 OUT=${OUT:-runs/gpu-converged-out}
 DEVICE=${DEVICE:-cuda}
 PY=${PY:-python3}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/gpu_converged.log") 2>&1
-deadline=$((SECONDS + BUDGET))
-left() { echo $((deadline - SECONDS)); }
-
-export PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 IEE_SHARED=.gpu-data
-if ! "$PY" -c "import ortools" 2>/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        || { echo "error: the carried wheels in .whl/ did not install (run make gpu-carry here first)"; exit 1; }
-fi
-"$PY" -c "import torch, ortools; print('torch', torch.__version__, 'cuda', torch.version.cuda)" || exit 1
-
-if [ "$DEVICE" = cpu ]; then
-    echo "DEVICE=cpu: a dry run of the stages on this machine's CPU"
-elif command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-    if timeout 60 "$PY" -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
-        echo "MPS: on"
-    else
-        echo quit | nvidia-cuda-mps-control
-        echo "MPS: a CUDA context did not open under it; off"
-    fi
-else
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-    echo "MPS: not available; the runs time-slice the GPU"
-fi
+LOG=gpu_converged.log
+# shellcheck source=tools/gpu_setup.sh
+source tools/gpu_setup.sh
 
 bench() {  # bench ARGS...: the benchmark with the time left; its exit status
     local t
