@@ -183,6 +183,17 @@ def plateaued(difference: dict[str, float]) -> bool:
     return abs(100 * difference["mean"]) <= PLATEAU_POINTS
 
 
+def setting_suffix(device: str, **lengths: tuple[int | None, int]) -> str:
+    """The suffix of a benchmark's run folders and results file for a setting other than its default.
+
+    `-<key><value>` for every length (key=(value, default)) given a value other than its default, in
+    order, then `-<device>` off the CPU; "" for the default setting. Runs of different lengths or
+    devices so never share a folder or a table.
+    """
+    changed = "".join(f"-{key}{value}" for key, (value, default) in lengths.items() if value not in (None, default))
+    return changed + ("" if device == "cpu" else f"-{device}")
+
+
 def finished(out: Path) -> bool:
     """Whether the run folder `out` holds a finished run (its summary is written last)."""
     return (out / RunFolder.SUMMARY).is_file()

@@ -66,6 +66,7 @@ from benchmarks.common import (
     paired_difference,
     plateaued,
     run_parallel,
+    setting_suffix,
     train_run,
     write_results,
 )
@@ -479,8 +480,7 @@ def main() -> None:
     if args.epochs is not None and args.epochs < 4:
         raise SystemExit(f"--epochs {args.epochs}: give at least 4 (0.75 E must be a run of its own)")
     # a longer setting or another device: its own run folders and results (never mixed with the default's)
-    suffix = ("" if args.epochs in (None, mode.epochs) else f"-e{args.epochs}") + (
-        "" if args.device == "cpu" else f"-{args.device}")
+    suffix = setting_suffix(args.device, e=(args.epochs, mode.epochs))
     mode = replace(mode, name=mode.name + suffix, epochs=args.epochs or mode.epochs)
     gpu = False
     if args.device == "cuda":

@@ -72,6 +72,7 @@ from benchmarks.common import (
     paired_difference,
     plateaued,
     run_parallel,
+    setting_suffix,
     shown_command,
     single_thread_env,
     train_run,
@@ -354,8 +355,7 @@ def main() -> None:
     if (args.epochs is not None and args.epochs < 4) or (args.dense_epochs is not None and args.dense_epochs < 1):
         raise SystemExit("--epochs must be at least 4 (0.75 E is a run of its own) and --dense-epochs at least 1")
     # a longer setting or another device: its own run folders and results (never mixed with the default's)
-    suffix = ("" if args.dense_epochs in (None, base.dense_epochs) else f"-d{args.dense_epochs}") + (
-        "" if args.epochs in (None, base.epochs) else f"-e{args.epochs}") + ("" if args.device == "cpu" else "-cuda")
+    suffix = setting_suffix(args.device, d=(args.dense_epochs, base.dense_epochs), e=(args.epochs, base.epochs))
     mode = replace(base, name=base.name + suffix, epochs=args.epochs or base.epochs,
                    dense_epochs=args.dense_epochs or base.dense_epochs)
     meta = header(1, "torchvision", "onnxruntime", "matplotlib")

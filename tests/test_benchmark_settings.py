@@ -1,0 +1,32 @@
+"""Benchmark settings other than the default get their own run folders and results (benchmarks/common.py),
+and the structured benchmark's device reaches every training command (benchmarks/structured.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmarks.common import ROOT, setting_suffix
+from benchmarks.structured import base_command
+
+
+def test_setting_suffix_names_every_changed_length_then_the_device():
+    assert setting_suffix("cpu", e=(None, 48)) == ""
+    assert setting_suffix("cpu", e=(48, 48)) == ""  # the default given explicitly is the default
+    assert setting_suffix("cuda", e=(48, 48)) == "-cuda"
+    assert setting_suffix("cpu", e=(24, 48)) == "-e24"
+    assert setting_suffix("cpu", d=(60, 15), e=(30, 10)) == "-d60-e30"
+    assert setting_suffix("cuda", d=(None, 15), e=(30, 10)) == "-e30-cuda"
+    assert setting_suffix("cuda", d=(60, 15), e=(10, 10)) == "-d60-cuda"
+
+
+def test_structured_device_reaches_the_training_command_and_the_cpu_command_is_unchanged():
+    args = argparse.Namespace(model="resnet20", batch_size=64, lr=0.1, device="cpu")
+    data = ROOT / "benchmarks" / ".cache" / "cifar10-jpeg-1000-200"
+    cpu = base_command(data, args, 7.5, 2)
+    cuda = base_command(data, argparse.Namespace(**{**vars(args), "device": "cuda"}), 7.5, 2)
+    assert "--device" not in cpu
+    assert cuda[cuda.index("--device") + 1] == "cuda"
+    assert [a for a in cuda if a not in ("--device", "cuda")] == cpu
+    assert cpu[cpu.index("--epochs") + 1] == "7.5" and cpu[cpu.index("--seed") + 1] == "2"
+    assert Path(cpu[cpu.index("--data-dir") + 1]) == Path("benchmarks/.cache/cifar10-jpeg-1000-200")
