@@ -1,6 +1,6 @@
 """A converged unstructured comparison: IEE vs static, RigL, SET and GMP at 80% and 90% ERK, with Table 4's ablations.
 
-    PYTHONPATH=. python -m benchmarks.converged            # full mode: 48 epochs, about 7.5 h on 2 cores
+    PYTHONPATH=. python -m benchmarks.converged            # full mode: 48 epochs, about 4.5 h on 2 cores
     PYTHONPATH=. python -m benchmarks.converged --quick    # minutes: a pipeline check of the same table shape
     PYTHONPATH=. python -m benchmarks.converged --device cuda --jobs 14   # every arm on one GPU (about 17 min, H100)
     PYTHONPATH=. python -m benchmarks.converged --epochs 36 --plateau-only  # is static plateaued at 36 epochs?
@@ -447,8 +447,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"{FULL.seeds} seeds: per seed 2 sparsities x 6 arms + the plateau run + 4 ablations = 17 runs, 85 in all, of "
         f"about {FULL.epochs * (FULL.subset // BATCH):,} steps. {FULL.epochs} epochs is the shortest E probed at which "
         "static has plateaued (converged-plateau-cuda.md: 24 and 36 epochs failed on an H100). resnet20 at 8 px takes "
-        "about 13 s per epoch (156 steps of 64) with two runs sharing 2 cores (7.7 s alone), so the 48-epoch runs "
-        "take about 7.5 h on 2 cores (the benchmark resumes, so it can span sessions); on one H100, ten 48-epoch runs "
+        "about 8 s per epoch (156 steps of 64) with two runs sharing 2 quiet cores, so the 48-epoch runs "
+        "take about 4.5 h on 2 cores (the benchmark resumes, so it can span sessions); on one H100, ten 48-epoch runs "
         "at a time took 126 s each "
         "(about 17 min for all 85). Small images and a subset keep every run long in epochs (the answer must "
         f"not be decided by step counts), and >= {FULL.min_updates} IEE updates fit. "
