@@ -195,7 +195,7 @@ def measure_throughput(p: Protocol, data_dir: Path, log: Any) -> dict[str, Any]:
                                "memory_format": "channels_last", "arms": {}}
     for arm in ("dense", "static", "rigl", "iee"):
         torch.manual_seed(p.seed)
-        model = build_model("wrn22_2", bundle.num_classes, p.resolution).to(device, memory_format=torch.channels_last)
+        model = build_model("wrn22_2", bundle.num_classes, p.resolution).to(device).to(memory_format=torch.channels_last)
         # RigL updates every 30 steps here so that update steps fall inside the timed window
         method = build_method(arm_config(arm, p, p.probe_hjq, max(3, p.probe_steps // 4)), model,
                               Distributed(device=device), p.seed)

@@ -25,6 +25,18 @@ def test_loaders_are_seeded_and_subset_works():
     assert torch.equal(first, order(3))
 
 
+def test_val_subset_sets_the_validation_sample_apart_from_the_training_one():
+    full = build_datasets("digits")
+    assert len(build_datasets("digits", subset=100, val_subset=300).val) == 300
+    assert len(build_datasets("digits", val_subset=50).train) == len(full.train)  # training images untouched
+    both = build_datasets("digits", subset=100, val_subset=50)
+    assert len(both.train) == 100 and len(both.val) == 50
+    assert both.val.indices == build_datasets("digits", subset=999, val_subset=50).val.indices  # fixed sample
+    assert len(build_datasets("digits", subset=100, val_subset=10**6).val) == len(full.val)  # at most all of them
+    with pytest.raises(UserError, match="`val_subset` must be positive"):
+        build_datasets("digits", val_subset=0)
+
+
 def test_subset_mixes_classes_of_a_class_sorted_folder(tmp_path):
     from PIL import Image
 

@@ -229,6 +229,12 @@ def test_validate_uses_the_runs_subset(run, engine_dir, tmp_path):
     finally:
         config.unlink()
     assert report.images == 20  # N/5 validation images, as in training
+    config.write_text(json.dumps({"subset": 100, "val_subset": 30}))
+    try:
+        report = validate_engine(engine_dir, timing=FAST, out=tmp_path)
+    finally:
+        config.unlink()
+    assert report.images == 30  # the run's own validation sample
 
 
 def test_unstructured_engine_reports_nonzero_parameters_and_what_can_use_them(run, tmp_path):

@@ -32,7 +32,7 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--dataset / --data-dir / --subset / --batch-size / --workers / --seed."""
+    """--dataset / --data-dir / --subset / --val-subset / --batch-size / --workers / --seed."""
     for decorator in reversed(
         [
             click.option("--dataset", default="digits", show_default=True,
@@ -41,6 +41,8 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                          help="Dataset root (torchvision layout, or train/ and val/ folders for imagefolder)."),
             click.option("--subset", type=click.IntRange(min=1), default=None,
                          help="Use a fixed random sample of N training images (and N/5 validation images) for quick runs."),
+            click.option("--val-subset", type=click.IntRange(min=1), default=None,
+                         help="Use a fixed random sample of N validation images (instead of N/5 of --subset)."),
             click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per training step."),
             click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes (images held in memory need none: they are augmented in batches)."),
             click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Random seed (data order, init, masks)."),

@@ -105,7 +105,7 @@ def _delta_t(text: str) -> int | None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Training device.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (epoch lines are still printed).")
 def train(model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None, dataset: str,
-          data_dir: str | None, subset: int | None, batch_size: int, workers: int, seed: int, method: str,
+          data_dir: str | None, subset: int | None, val_subset: int | None, batch_size: int, workers: int, seed: int, method: str,
           sparsity: float | None, distribution: str, nm: str | None, latency_ms: float | None, latency_ratio: float | None,
           target: str | None, lut: str | None, descent: float, hjq: str, delta_t: str, omega0: float, omega_decay: str | None, update_end: float | None,
           no_freeze: bool, grow_init: str | None, grow_criterion: str | None, gmp_start: float, epochs: float, lr: float,
@@ -136,11 +136,11 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
         start=Start.DENSE if checkpoint and structured else Start.SCRATCH, descent=descent,
     )
     config = TrainConfig(model=model_name, dataset=dataset, data_dir=data_dir, resolution=resolution,
-                         num_classes=num_classes, subset=subset, init_checkpoint=checkpoint, epochs=epochs,
+                         num_classes=num_classes, subset=subset, val_subset=val_subset, init_checkpoint=checkpoint, epochs=epochs,
                          batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
                          warmup_epochs=warmup_epochs, workers=workers, seed=seed, device=device,
                          checkpoint_every=checkpoint_every, sparsity=sparse)
-    bundle = build_datasets(dataset, data_dir, resolution, subset)
+    bundle = build_datasets(dataset, data_dir, resolution, subset, val_subset)
     config = replace(config, resolution=bundle.resolution)
     check_fits_data(config, bundle)
     if structured:  # the LUT must describe this model at this resolution, before any data is trained on

@@ -54,9 +54,15 @@ def dataset_names() -> list[str]:
 
 
 def build_datasets(
-    name: str, data_dir: str | Path | None = None, resolution: int | None = None, subset: int | None = None
+    name: str, data_dir: str | Path | None = None, resolution: int | None = None, subset: int | None = None,
+    val_subset: int | None = None,
 ) -> DataBundle:
-    """Load dataset `name` from `data_dir` at `resolution` px; keep the first `subset` training images."""
+    """Load dataset `name` from `data_dir` at `resolution` px; keep a fixed sample of `subset` training images
+    and of `val_subset` validation images (default: subset / 5 where `subset` is given, else all of them).
+
+    A small training set with a large validation set is what a converged comparison wants: runs
+    that can fit their data, scored on enough images to resolve small differences.
+    """
     if name not in DATASETS:
         close = difflib.get_close_matches(name, DATASETS, n=2)
         raise UserError(
@@ -68,11 +74,13 @@ def build_datasets(
         raise UserError(f"`data_dir` '{root}' does not exist", f"pass the {name} dataset root as `data_dir`",
                         fields=("data_dir",))
     bundle = DATASETS[name](root, resolution)
+    for field, count in (("subset", subset), ("val_subset", val_subset)):
+        if count is not None and count < 1:
+            raise UserError(f"`{field}` must be positive, got {count}", "pass a number of images", fields=(field,))
     if subset is not None:
-        if subset < 1:
-            raise UserError(f"`subset` must be positive, got {subset}", "pass a number of training images", fields=("subset",))
         bundle.train = Subset(bundle.train, sample_indices(len(bundle.train), subset))
-        bundle.val = Subset(bundle.val, sample_indices(len(bundle.val), max(1, subset // 5)))
+    if val_subset is not None or subset is not None:
+        bundle.val = Subset(bundle.val, sample_indices(len(bundle.val), val_subset or max(1, (subset or 0) // 5)))
     return bundle
 
 

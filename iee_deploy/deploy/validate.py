@@ -193,10 +193,13 @@ def check_limits(latency_ms: float | None, lut_tolerance: float | None, max_accu
                         "give e.g. 1.0")
 
 
-def run_subset(run_dir: str | Path) -> int | None:
-    """The `subset` a run was trained with (its config.json), if any: validation then uses the same N/5 images."""
-    value = (RunFolder(run_dir).read_config() or {}).get("subset")
-    return int(value) if isinstance(value, int) and value > 0 else None
+def run_subsets(run_dir: str | Path) -> tuple[int | None, int | None]:
+    """The `subset` and `val_subset` a run was trained with (its config.json), each None if absent:
+    validation then uses the same validation images as the run's own evaluations."""
+    config = RunFolder(run_dir).read_config() or {}
+    counts = [config.get(key) for key in ("subset", "val_subset")]
+    subset, val_subset = (value if isinstance(value, int) and value > 0 else None for value in counts)
+    return subset, val_subset
 
 
 def dense_start(run_dir: str | Path, info: RunInfo) -> torch.nn.Module | None:
@@ -234,8 +237,9 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
                         f"validate on '{info.dataset}' (the default), the data the model was trained on")
     name = info.dataset
     root = data_dir if data_dir is not None else info.data_dir  # the run's data by default
-    subset = subset if subset is not None else run_subset(report.run_dir)
-    bundle = build_datasets(name, root, info.resolution, subset)
+    # a given subset: its N/5 validation images; else the run's own validation images
+    bundle = build_datasets(name, root, info.resolution, *((subset, None) if subset is not None else
+                                                           run_subsets(report.run_dir)))
     if bundle.num_classes != info.num_classes:
         raise UserError(f"dataset '{name}' has {bundle.num_classes} classes but the run's model has {info.num_classes}",
                         "use the dataset the run was trained on")

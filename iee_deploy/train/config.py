@@ -35,6 +35,7 @@ class TrainConfig:
     resolution: int | None = None  # px, >= 1 (and at least the model's `minimum_resolution`); None: the dataset's
     num_classes: int | None = None  # >= the dataset's class count; None: the dataset's
     subset: int | None = None  # a fixed random sample of N >= 1 training images (N/5 validation)
+    val_subset: int | None = None  # a fixed random sample of N >= 1 validation images instead of subset/5
     init_checkpoint: str | None = None  # weights to start from
     epochs: float = 10.0  # > 0, fractions allowed
     batch_size: int = 64  # per rank, >= 1
@@ -54,7 +55,7 @@ class TrainConfig:
         if self.resolution is not None and self.resolution > MAX_RESOLUTION:
             raise ConfigError("resolution", f"`resolution` {self.resolution} px is above {MAX_RESOLUTION} px",
                               f"pass at most {MAX_RESOLUTION}")
-        for name in ("resolution", "num_classes", "subset", "batch_size"):
+        for name in ("resolution", "num_classes", "subset", "val_subset", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(name, f"`{name}` {value} is not a positive number", "pass a number >= 1")

@@ -217,11 +217,11 @@ class Trainer:
     def _fit(self, dist: Distributed) -> dict[str, Any]:
         cfg = self.config
         seed_everything(cfg.seed)
-        bundle = self.data or build_datasets(cfg.dataset, cfg.data_dir, cfg.resolution, cfg.subset)
+        bundle = self.data or build_datasets(cfg.dataset, cfg.data_dir, cfg.resolution, cfg.subset, cfg.val_subset)
         num_classes = cfg.num_classes or bundle.num_classes
         model = self.model or build_model(cfg.model, num_classes, bundle.resolution, cfg.init_checkpoint)
         # channels-last: cuDNN's and oneDNN's fast convolutions (see device_data)
-        model.to(dist.device, memory_format=torch.channels_last)
+        model.to(dist.device).to(memory_format=torch.channels_last)
         sampler = ResumableBatchSampler(len(bundle.train), cfg.batch_size, cfg.seed, dist.rank, dist.world)
         # in-memory images held and augmented on the device in batches; other datasets through a DataLoader
         loader: Iterable[tuple[torch.Tensor, torch.Tensor]] = device_train_loader(
