@@ -13,8 +13,8 @@
 #      then the pretrained, scratch, and plateau + equal-FLOPs phases, JOBS runs at a time;
 #   3. the run folders' small files and final models (no checkpoints) into $OUT/runs-*.tgz (at most
 #      15 MiB each, the device tool's limit per file), the log beside them.
-# Here, afterwards: tools/gpu_structured_back.sh FILES_AT unpacks them into runs/ and the same benchmark
-# command without --train-only times the engines and writes the results.
+# Here, afterwards: `make gpu-structured-back FROM=<the reply's files_at>` unpacks them into runs/, and the
+# same benchmark command without --train-only times the engines and writes the results.
 #
 # Usage: tools/gpu_structured.sh [DENSE_EPOCHS [EPOCHS [SECONDS [JOBS]]]]   (defaults 60 30 540 13)
 # DEVICE=cpu PY=.venv/bin/python runs the same stages here on the CPU (a dry run: add QUICK=1 for minutes,
