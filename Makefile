@@ -61,13 +61,8 @@ gpu-converged:
 # issue 13's structured benchmark, trained on the GPU (carry .whl and .gpu-data/structured: its CIFAR-10
 # subset and this machine's cpu LUT); its engines are timed here afterwards, on the LUT's CPU:
 # make gpu-structured-back FROM=<the device reply's files_at>, then the benchmark without --train-only
-gpu-carry-structured:
-	@test -f benchmarks/.cache/luts/cpu-resnet20-32.json && test -d benchmarks/.cache/cifar10-jpeg-1000-200 \
-		|| { echo "error: no cpu LUT or CIFAR-10 subset yet: run benchmarks.structured here once first"; exit 1; }
-	rm -rf .gpu-data/structured && mkdir -p .gpu-data/structured/luts
-	cp -r benchmarks/.cache/cifar10-jpeg-1000-200 .gpu-data/structured/
-	cp benchmarks/.cache/luts/cpu-resnet20-32.* .gpu-data/structured/luts/
-	du -sh --apparent-size .gpu-data/structured
+gpu-carry-structured: $(STAMP)
+	PYTHONPATH=. $(PY) -m benchmarks.structured --carry .gpu-data/structured
 
 gpu-structured:
 	OUT=$(GPU_OUT) tools/gpu_structured.sh

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -131,6 +132,22 @@ def profile_lut(model: str, log: list[str]) -> Path:
         lut.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, *cmd[1:]], env=single_thread_env(), cwd=ROOT, check=True)
     return lut
+
+
+def carry(folder: Path, data: Path, lut: Path) -> None:
+    """Copy the data subset and LUT a run of this mode reads into `folder`, laid out as CACHE is.
+
+    A GPU machine copies `folder` into its CACHE (tools/gpu_structured.sh) and so trains on exactly
+    these images against exactly this LUT's budgets, without the archive or a profile.
+    """
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(data, folder / data.relative_to(CACHE))
+    (folder / "luts").mkdir(parents=True)
+    for part in (lut, lut.with_suffix(".json")):
+        shutil.copy2(part, folder / "luts" / part.name)
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    print(f"{folder}: {data.name} and {lut.name} ({size / 2**20:.1f} MiB)")
 
 
 def base_command(data: Path, args: argparse.Namespace, epochs: float, seed: int) -> list[str]:
@@ -347,6 +364,9 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="every run's training device (cuda: run folders and results get a -cuda suffix); "
                              "engines are always timed on this machine's CPU")
+    parser.add_argument("--carry", default=None, metavar="DIR",
+                        help="copy this mode's CIFAR-10 subset and cpu LUT into DIR (laid out as benchmarks/.cache) "
+                        "for a GPU machine, then stop")
     parser.add_argument("--train-only", action="store_true",
                         help="train every phase and stop: no engines, no results (on a GPU machine, whose CPU is not "
                              "the LUT's)")
@@ -366,7 +386,7 @@ def main() -> None:
     scratch = [Run("scratch", label, r, seed) for seed, r, label in arms]
     plateau_runs = [Run("pretrained", PLATEAU_LABEL, ratios[0], seed) for seed in range(mode.seeds)]
     equal_flops = [Run("scratch", "iee equal FLOPs", r, seed) for seed in range(mode.seeds) for r in ratios]
-    if args.device == "cuda" and not args.finished_only:
+    if args.device == "cuda" and not args.finished_only and not args.carry:
         import torch
 
         folders = ["dense", *(run.folder for run in pretrained + scratch + plateau_runs + equal_flops)]
@@ -376,6 +396,9 @@ def main() -> None:
     commands: list[str] = []
     lut = profile_lut(args.model, commands)
     lut_meta = json.loads(lut.with_suffix(".json").read_text())
+    if args.carry:
+        carry(Path(args.carry), data, lut)
+        return
     checkpoint, dense_cmd = dense_model(mode, data, args)
     commands.append(dense_cmd)
     name = ("structured_quick" if args.quick else "structured") + suffix

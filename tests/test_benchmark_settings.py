@@ -30,3 +30,23 @@ def test_structured_device_reaches_the_training_command_and_the_cpu_command_is_u
     assert [a for a in cuda if a not in ("--device", "cuda")] == cpu
     assert cpu[cpu.index("--epochs") + 1] == "7.5" and cpu[cpu.index("--seed") + 1] == "2"
     assert Path(cpu[cpu.index("--data-dir") + 1]) == Path("benchmarks/.cache/cifar10-jpeg-1000-200")
+
+
+def test_the_structured_carry_copies_exactly_the_subset_and_lut_a_run_reads(tmp_path, monkeypatch):
+    import benchmarks.structured as structured
+
+    cache = tmp_path / "cache"
+    data = cache / "cifar10-jpeg-2-1"
+    (data / "train" / "cat").mkdir(parents=True)
+    (data / "train" / "cat" / "0.jpg").write_bytes(b"jpeg")
+    lut = cache / "luts" / "cpu-resnet20-32.csv"
+    lut.parent.mkdir()
+    lut.write_text("csv")
+    lut.with_suffix(".json").write_text("{}")
+    (cache / "luts" / "other.csv").write_text("not carried")
+    monkeypatch.setattr(structured, "CACHE", cache)
+    out = tmp_path / "carry"
+    (out / "stale").mkdir(parents=True)  # an earlier carry is replaced, not merged
+    structured.carry(out, data, lut)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "cifar10-jpeg-2-1/train/cat/0.jpg", "luts/cpu-resnet20-32.csv", "luts/cpu-resnet20-32.json"]
