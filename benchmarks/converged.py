@@ -1,12 +1,13 @@
 """A converged unstructured comparison: IEE vs static, RigL, SET and GMP at 80% and 90% ERK, with Table 4's ablations.
 
-    PYTHONPATH=. python -m benchmarks.converged            # full mode: 48 epochs, about 4.5 h on 2 cores
+    PYTHONPATH=. python -m benchmarks.converged            # full mode: 96 epochs, about 2.6 h on 2 cores
     PYTHONPATH=. python -m benchmarks.converged --quick    # minutes: a pipeline check of the same table shape
     PYTHONPATH=. python -m benchmarks.converged --device cuda --jobs 14   # every arm on one GPU (about 17 min, H100)
-    PYTHONPATH=. python -m benchmarks.converged --epochs 36 --plateau-only  # is static plateaued at 36 epochs?
+    PYTHONPATH=. python -m benchmarks.converged --epochs 72 --plateau-only  # is static plateaued at 72 epochs?
 
 The setting is chosen so that the answer is not decided by step counts: resnet20 on Fashion-MNIST
-at 8 px (small images, a subset), trained long enough that static sparse training has plateaued,
+at 8 px (small images, 2,000 training images, scored on 2,000 validation images), trained long enough
+that static sparse training has plateaued,
 which the script checks and reports (static trained for 0.75 E epochs within 0.3 points of static
 at E). Arms, all with the same data, augmentation, optimizer, cosine schedule and paired seeds (the
 same initial weights, masks and data order per seed):
@@ -27,7 +28,8 @@ stops there with a one-line message (exit 1): run it again with a larger `--epoc
 it; run folders and results get an `-eE` suffix), or with `--past-plateau` to compare anyway.
 `--plateau-only` runs just those two arms. Whenever they have finished, the script rewrites
 converged-plateau[-cuda].md/.json/.png: the check at every E probed so far on that kind of device (the
-default E = 48 is the shortest that passed on an H100, after 24 and 36 failed; on the CPU, 48 and 64 fail).
+default E = 96 passes on the CPU; an earlier full mode of 10,000 images did not at 48 or 64 epochs, and
+its records are benchmarks/results/converged-n10000-*).
 
 Every run is an ordinary `iee-deploy train` command (printed and recorded) in its own run folder
 under `--runs`; finished runs are skipped and interrupted ones resume from their checkpoint, so the
@@ -81,17 +83,31 @@ class Mode:
     """How big the benchmark is."""
 
     name: str
-    subset: int  # training images (validation: subset / 5 test images)
+    subset: int  # training images
     resolution: int
     epochs: int
     seeds: int
     min_updates: int  # IEE's period: the longest with at least this many updates
+    val_images: int | None = None  # a fixed random sample of this many test images (--val-subset); None: subset / 5
+
+    @property
+    def val_count(self) -> int:
+        """How many validation images score a run."""
+        return self.subset // 5 if self.val_images is None else self.val_images
+
+    def validation(self) -> str:
+        """How the mode's validation images are chosen, for the reports."""
+        if self.val_images is None:
+            return f"the first {self.val_count:,} test images"
+        return f"a fixed random sample of {self.val_count:,} test images (`--val-subset`)"
 
 
 QUICK = Mode("quick", subset=640, resolution=8, epochs=4, seeds=1, min_updates=4)
-FULL = Mode("full", subset=10_000, resolution=8, epochs=48, seeds=5, min_updates=30)
-"""48 epochs: the shortest that passed on an H100 (converged-plateau-cuda.md: 24, 36 and 48 epochs); on the CPU
-48 and 64 fail (converged-plateau.md: static still gains about half a point per third more epochs)."""
+FULL = Mode("full", subset=2_000, resolution=8, epochs=96, seeds=5, min_updates=30, val_images=2_000)
+"""2,000 training images for 96 epochs: static at 90% ERK plateaus there on the CPU (converged-plateau.md). The
+earlier full mode, 10,000 images for 48 epochs, passed on an H100 but not on the CPU at 48 or 64 epochs
+(converged-n10000-plateau*.md: static still gained about half a point per third more epochs). Scoring on
+2,000 validation images keeps the issue's floor with a small training set."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +178,8 @@ def command(run: Run, mode: Mode, per: Periods, data: Path, out: Path, device: s
     epochs = f"{steps // per_epoch}" if steps % per_epoch == 0 else f"{(steps - 0.5) / per_epoch:.6g}"
     return ["python", "-m", "iee_deploy", "train", "--method", run.method, "--sparsity", f"{run.sparsity:g}",
             "--distribution", "erk", "--dataset", "fashion-mnist", "--data-dir", str(data.relative_to(ROOT)),
-            "--resolution", str(mode.resolution), "--subset", str(mode.subset), "--model", "resnet20", "--epochs",
+            "--resolution", str(mode.resolution), "--subset", str(mode.subset),
+            *(["--val-subset", str(mode.val_images)] if mode.val_images is not None else []), "--model", "resnet20", "--epochs",
             epochs, "--batch-size", str(BATCH), "--lr", "0.1", "--seed", str(run.seed), *period, *run.extra,
             *(["--device", device] if device != "cpu" else []), "--out", str(out), "--no-progress"]
 
@@ -174,9 +191,19 @@ def theta_k_steps(settings: dict[str, Any], steps: int) -> int:
     return steps - settings["updates"] * settings["q"]
 
 
+def same_data(config: dict[str, Any], mode: Mode) -> bool:
+    """Whether a run's config trained on `mode`'s training and validation sets."""
+    return (config["subset"], config.get("val_subset")) == (mode.subset, mode.val_images)
+
+
 def execute(run: Run, mode: Mode, per: Periods, data: Path, runs: str, device: str) -> dict[str, Any]:
     """Run (or resume, or skip) one training run on `device`; return its row."""
     out = Path(runs) / mode.name / run.folder
+    config = RunFolder(out).read_config()
+    if config is not None and not same_data(config, mode):  # an earlier full mode's folder: never reuse it
+        raise SystemExit(f"{out} holds a run on {config['subset']} training images (val_subset "
+                         f"{config.get('val_subset')}), not this mode's {mode.subset} ({mode.val_images}): move it "
+                         "away or give another --runs")
     shown = train_run(command(run, mode, per, data, out, device), out)
     s = json.loads((out / "summary.json").read_text())
     updates = RunFolder(out).updates()
@@ -239,7 +266,8 @@ def plateau(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def plateau_probes(runs: Path, device: str) -> list[dict[str, Any]]:
     """The plateau check at every E whose two arms have finished under `runs` on `device` (full mode's seeds).
 
-    Full-mode run folders are `full[-eE][-cuda]`; the default name stands for E = FULL.epochs.
+    Full-mode run folders are `full[-eE][-cuda]`; the default name stands for E = FULL.epochs. Runs
+    of another training or validation set (an earlier full mode's) are left out.
     """
     probes = []
     for folder in sorted(runs.glob("full*")):
@@ -253,7 +281,7 @@ def plateau_probes(runs: Path, device: str) -> list[dict[str, Any]]:
             for seed in range(FULL.seeds):
                 run = RunFolder(folder / Run(label, "static", PLATEAU_SPARSITY, seed).folder)
                 summary, config = run.read_json(RunFolder.SUMMARY), run.read_config()
-                if summary is not None and config is not None:
+                if summary is not None and config is not None and same_data(config, FULL):
                     acc[label][seed] = summary["val_acc"]
                     trained_on.add(config["device"])
         seeds = sorted(set(acc[PLATEAU_ARMS[0]]) & set(acc[PLATEAU_ARMS[1]]))
@@ -300,8 +328,8 @@ def write_plateau_probes(runs: Path, device: str, meta: dict[str, Any]) -> None:
     plt.close(fig)
     lines = [f"# Plateau check of the converged benchmark ({device})", "", *header_markdown(meta, "full"), "",
              f"Static sparse training at {100 * PLATEAU_SPARSITY:.0f}% ERK (the full mode's setting: resnet20, "
-             f"Fashion-MNIST at {FULL.resolution} px, {FULL.subset:,} training and {FULL.subset // 5:,} validation "
-             f"images, batch {BATCH}, cosine to 0) trained for E epochs and for 0.75 E epochs, each with its own "
+             f"Fashion-MNIST at {FULL.resolution} px, {FULL.subset:,} training images, validation on "
+             f"{FULL.validation()}, batch {BATCH}, cosine to 0) trained for E epochs and for 0.75 E epochs, each with its own "
              f"schedule, paired by seed. Plateaued: the mean difference within {PLATEAU_POINTS} points (the issue's "
              "bar). The comparison's other arms run only at an E that passed (or with `--past-plateau`)."
              + (" On CUDA the trainer computes in bf16 autocast (channels-last), on the CPU in float32: the E at "
@@ -415,7 +443,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
                   "intervals, the ablations and Fig. 5 come out; it says nothing about which method is better.", ""]
     lines += [
         f"Setup: resnet20 on Fashion-MNIST at {mode['resolution']} px, the first {mode['subset']:,} training images "
-        f"(validation: the first {mode['subset'] // 5:,} test images), {mode['epochs']} epochs = {per['total_steps']} "
+        f"(validation: {Mode(**mode).validation()}), {mode['epochs']} epochs = {per['total_steps']} "
         "steps of batch 64, SGD lr 0.1 (momentum 0.9, wd 5e-4, cosine to 0), the dataset's augmentation for every run; "
         "ERK layer densities; Omega_0 / alpha 0.3 with cosine decay, no structure change after 3/4 of training. IEE: "
         f"H, J, Q = {','.join(map(str, per['hjq']))} ({per['updates']} updates; {per['reason']}); RigL, SET, GMP: "
@@ -444,17 +472,15 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"{record['mode']}/`:", "",
         *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0], "",
         "## Sizing of the full mode", "",
-        f"Full: {FULL.subset:,} training images at {FULL.resolution} px (2,000 validation images), {FULL.epochs} epochs, "
+        f"Full: {FULL.subset:,} training images at {FULL.resolution} px ({FULL.validation()}), {FULL.epochs} epochs, "
         f"{FULL.seeds} seeds: per seed 2 sparsities x 6 arms + the plateau run + 4 ablations = 17 runs, 85 in all, of "
-        f"about {FULL.epochs * (FULL.subset // BATCH):,} steps. {FULL.epochs} epochs is the shortest E probed at which "
-        "static passed its plateau check on an H100 (converged-plateau-cuda.md: 24 and 36 epochs failed); on the CPU "
-        "48 and 64 fail (converged-plateau.md). resnet20 at 8 px takes "
-        "about 8 s per epoch (156 steps of 64) with two runs sharing 2 quiet cores, so the 48-epoch runs "
-        "take about 4.5 h on 2 cores (the benchmark resumes, so it can span sessions); on one H100, ten 48-epoch runs "
-        "at a time took 126 s each "
-        "(about 17 min for all 85). Small images and a subset keep every run long in epochs (the answer must "
-        f"not be decided by step counts), and >= {FULL.min_updates} IEE updates fit. "
-        f"{measured_sizing(record['rows'], record['args']['jobs'], mode['subset'] // 5)}"
+        f"about {FULL.epochs * (FULL.subset // BATCH):,} steps. Static at 90% ERK has plateaued there on the CPU "
+        "(converged-plateau.md). An earlier full mode, 10,000 training images for 48 epochs, passed the check on an "
+        "H100 but not on the CPU at 48 or 64 epochs: static was still rising (converged-n10000-plateau*.md). A "
+        "96-epoch run takes about 215 s with two runs sharing 2 quiet cores, so the 85 runs take about 2.6 h (the "
+        "benchmark resumes, so it can span sessions). Small images and a small training set keep every run long in "
+        f"epochs (the answer must not be decided by step counts), and >= {FULL.min_updates} IEE updates fit. "
+        f"{measured_sizing(record['rows'], record['args']['jobs'], Mode(**mode).val_count)}"
         + (" Here every run trained on the GPU named above, many at a time." if record["args"].get("device") == "cuda"
            else ""), "",
         f"This file's command: `IEE_SHARED=../shared {meta['command']}` (resumable).", "",

@@ -10,19 +10,21 @@ import pytest
 from benchmarks.converged import (
     FULL,
     PLATEAU_SPARSITY,
+    QUICK,
     Run,
     command,
+    execute,
     periods,
     plateau_probes,
 )
 
 
-def _finished(folder: Path, run: Run, val_acc: float, device: str) -> None:
+def _finished(folder: Path, run: Run, val_acc: float, device: str, subset: int = FULL.subset) -> None:
     """The two files of a finished run folder that the probes read."""
     out = folder / run.folder
     out.mkdir(parents=True)
     (out / "summary.json").write_text(json.dumps({"val_acc": val_acc}))
-    (out / "config.json").write_text(json.dumps({"device": device}))
+    (out / "config.json").write_text(json.dumps({"device": device, "subset": subset, "val_subset": FULL.val_images}))
 
 
 def test_plateau_probes_pair_seeds_per_epoch_count_and_keep_devices_apart(tmp_path):
@@ -41,6 +43,9 @@ def test_plateau_probes_pair_seeds_per_epoch_count_and_keep_devices_apart(tmp_pa
     # the default full folder (E = FULL.epochs) on the CPU: not a cuda probe
     _finished(tmp_path / "full", static(0), 0.7, "cpu")
     _finished(tmp_path / "full", short(0), 0.7, "cpu")
+    # an earlier full mode's runs (another training set) in an -e64 folder: never a probe of this one
+    _finished(tmp_path / "full-e64", static(0), 0.8, "cpu", subset=10_000)
+    _finished(tmp_path / "full-e64", short(0), 0.7, "cpu", subset=10_000)
 
     cuda = plateau_probes(tmp_path, "cuda")
     assert [p["epochs"] for p in cuda] == [24, 48]
@@ -61,3 +66,16 @@ def test_the_device_reaches_every_training_command_and_the_cpu_command_is_unchan
     assert "--device" not in cpu
     assert cuda[cuda.index("--device") + 1] == "cuda"
     assert [a for a in cuda if a not in ("--device", "cuda")] == cpu
+
+
+def test_the_full_mode_scores_on_its_own_validation_sample_and_refuses_another_modes_folder(tmp_path):
+    per = periods(FULL)
+    run = Run("static", "static", 0.9, 0)
+    data = Path(__file__).resolve().parents[1] / "benchmarks" / ".cache" / "fashion-mnist"
+    cmd = command(run, FULL, per, data, Path("runs/x"))
+    assert cmd[cmd.index("--val-subset") + 1] == str(FULL.val_images) and FULL.val_count == FULL.val_images
+    assert "--val-subset" not in command(run, QUICK, periods(QUICK), data, Path("runs/x"))  # quick: subset / 5
+    assert QUICK.val_count == QUICK.subset // 5
+    _finished(tmp_path / FULL.name, run, 0.8, "cpu", subset=10_000)
+    with pytest.raises(SystemExit, match="holds a run on 10000 training images"):
+        execute(run, FULL, per, data, str(tmp_path), "cpu")
