@@ -97,9 +97,8 @@ class Mode:
 
     def validation(self) -> str:
         """How the mode's validation images are chosen, for the reports."""
-        if self.val_images is None:
-            return f"the first {self.val_count:,} test images"
-        return f"a fixed random sample of {self.val_count:,} test images (`--val-subset`)"
+        how = "subset / 5" if self.val_images is None else "`--val-subset`"
+        return f"a fixed sample of {self.val_count:,} test images ({how})"
 
 
 QUICK = Mode("quick", subset=640, resolution=8, epochs=4, seeds=1, min_updates=4)
@@ -442,7 +441,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
                   "converged and one seed gives no intervals. It shows that every arm, the plateau check, the "
                   "intervals, the ablations and Fig. 5 come out; it says nothing about which method is better.", ""]
     lines += [
-        f"Setup: resnet20 on Fashion-MNIST at {mode['resolution']} px, the first {mode['subset']:,} training images "
+        f"Setup: resnet20 on Fashion-MNIST at {mode['resolution']} px, a fixed sample of {mode['subset']:,} training images "
         f"(validation: {Mode(**mode).validation()}), {mode['epochs']} epochs = {per['total_steps']} "
         "steps of batch 64, SGD lr 0.1 (momentum 0.9, wd 5e-4, cosine to 0), the dataset's augmentation for every run; "
         "ERK layer densities; Omega_0 / alpha 0.3 with cosine decay, no structure change after 3/4 of training. IEE: "
