@@ -31,15 +31,16 @@ On the cpu target ONNX Runtime's convolutions work in 16-channel blocks, so resn
 sub-network is about 0.6 of the dense latency: the default budgets are 0.7 and 0.85 of the dense
 model's predicted latency.
 
-`--dense-epochs D` and `--epochs E` lengthen the dense model's training and every pruning run's
-(their run folders and results get a `-dD`/`-eE` suffix). `--device cuda` trains every run on the
+`--dense-epochs D` and `--epochs E` lengthen the dense model's training and every pruning run's, and
+`--train-per-class N` sets the training images (their run folders and results get a `-nN`/`-dD`/`-eE`
+suffix). `--device cuda` trains every run on the
 GPU (bf16 autocast; run folders and results get a `-cuda` suffix, never mixed with CPU runs). The
 budgets come from this machine's `cpu` LUT and the engines are timed on this machine's CPU, so a
 GPU machine only trains (`--train-only`); the finished run folders come back here, where the same
 command without `--train-only` times the engines and writes the results (it needs no GPU once every
 run has finished).
 
-Writes benchmarks/results/structured[_quick][-dD][-eE][-cuda].md, .json and .png (top-1 vs measured latency).
+Writes benchmarks/results/structured[_quick][-nN][-dD][-eE][-cuda].md, .json and .png (top-1 vs measured latency).
 """
 
 from __future__ import annotations
@@ -361,6 +362,9 @@ def main() -> None:
                         help="the dense model's epochs instead of the mode's (run folders and results: -dD suffix)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="every pruning run's epochs E instead of the mode's (run folders and results: -eE suffix)")
+    parser.add_argument("--train-per-class", type=int, default=None,
+                        help="training images per class instead of the mode's (run folders and results: -nN suffix); "
+                        "a smaller set plateaus in fewer epochs")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="every run's training device (cuda: run folders and results get a -cuda suffix); "
                              "engines are always timed on this machine's CPU")
@@ -374,10 +378,14 @@ def main() -> None:
     base = QUICK if args.quick else FULL
     if (args.epochs is not None and args.epochs < 4) or (args.dense_epochs is not None and args.dense_epochs < 1):
         raise SystemExit("--epochs must be at least 4 (0.75 E is a run of its own) and --dense-epochs at least 1")
+    if args.train_per_class is not None and not 1 <= args.train_per_class <= 5000:
+        raise SystemExit(f"--train-per-class {args.train_per_class}: give 1 to 5000 (CIFAR-10 has 5,000 per class)")
     # a longer setting or another device: its own run folders and results (never mixed with the default's)
-    suffix = setting_suffix(args.device, d=(args.dense_epochs, base.dense_epochs), e=(args.epochs, base.epochs))
+    suffix = setting_suffix(args.device, n=(args.train_per_class, base.train_per_class),
+                            d=(args.dense_epochs, base.dense_epochs), e=(args.epochs, base.epochs))
     mode = replace(base, name=base.name + suffix, epochs=args.epochs or base.epochs,
-                   dense_epochs=args.dense_epochs or base.dense_epochs)
+                   dense_epochs=args.dense_epochs or base.dense_epochs,
+                   train_per_class=args.train_per_class or base.train_per_class)
     meta = header(1, "torchvision", "onnxruntime", "matplotlib")
     data = cifar10_subset(mode.train_per_class, mode.val_per_class)
     ratios = [float(r) for r in args.ratios.split(",")]

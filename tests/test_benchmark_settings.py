@@ -4,6 +4,8 @@ and the structured benchmark's device reaches every training command (benchmarks
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 from benchmarks.common import ROOT, setting_suffix
@@ -50,3 +52,10 @@ def test_the_structured_carry_copies_exactly_the_subset_and_lut_a_run_reads(tmp_
     structured.carry(out, data, lut)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
         "cifar10-jpeg-2-1/train/cat/0.jpg", "luts/cpu-resnet20-32.csv", "luts/cpu-resnet20-32.json"]
+
+
+def test_the_structured_benchmark_refuses_an_impossible_training_set_in_one_line():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.structured", "--train-per-class", "6000"], cwd=ROOT,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.returncode == 1
+    assert done.stderr.strip() == "--train-per-class 6000: give 1 to 5000 (CIFAR-10 has 5,000 per class)"
