@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python -m benchmarks.converged            # full mode: 96 epochs, about 2.6 h on 2 cores
     PYTHONPATH=. python -m benchmarks.converged --quick    # minutes: a pipeline check of the same table shape
-    PYTHONPATH=. python -m benchmarks.converged --device cuda --jobs 14   # every arm on one GPU (about 17 min, H100)
+    PYTHONPATH=. python -m benchmarks.converged --device cuda --jobs 14   # every arm on one GPU (not timed yet)
     PYTHONPATH=. python -m benchmarks.converged --epochs 72 --plateau-only  # is static plateaued at 72 epochs?
 
 The setting is chosen so that the answer is not decided by step counts: resnet20 on Fashion-MNIST
