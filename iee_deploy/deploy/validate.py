@@ -238,8 +238,8 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     name = info.dataset
     root = data_dir if data_dir is not None else info.data_dir  # the run's data by default
     # a given subset: its N/5 validation images; else the run's own validation images
-    bundle = build_datasets(name, root, info.resolution, *((subset, None) if subset is not None else
-                                                           run_subsets(report.run_dir)))
+    train_images, val_images = (subset, None) if subset is not None else run_subsets(report.run_dir)
+    bundle = build_datasets(name, root, info.resolution, train_images, val_images)
     if bundle.num_classes != info.num_classes:
         raise UserError(f"dataset '{name}' has {bundle.num_classes} classes but the run's model has {info.num_classes}",
                         "use the dataset the run was trained on")
