@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import benchmarks.structured as structured
 from benchmarks.common import ROOT, setting_suffix
 from benchmarks.structured import base_command
 
@@ -35,8 +36,6 @@ def test_structured_device_reaches_the_training_command_and_the_cpu_command_is_u
 
 
 def test_the_structured_carry_copies_exactly_the_subset_and_lut_a_run_reads(tmp_path, monkeypatch):
-    import benchmarks.structured as structured
-
     cache = tmp_path / "cache"
     data = cache / "cifar10-jpeg-2-1"
     (data / "train" / "cat").mkdir(parents=True)
