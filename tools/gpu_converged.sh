@@ -13,8 +13,8 @@
 #      other 75 runs. If it has not, the same at FALLBACK epochs (every arm gets it) with the time left.
 #      The full mode's default, 96 epochs on 2,000 images, passed the check on the CPU
 #      (benchmarks/results/converged-plateau.md); on CUDA (bf16 autocast) the script checks its own plateau.
-#      Ten 48-epoch runs of the earlier, 5x larger setting took 126 s each on an H100, so a 96-epoch run here
-#      is about a minute and all 85 fit one call.
+#      Not timed on a GPU yet: ten 48-epoch runs of the earlier setting (7,488 steps each) took 126 s
+#      each on an H100; a run here has 2,976 steps, so all 85 may fit one call (an estimate).
 # Everything useful comes back under $OUT: the results files, the log, and the run folders' small files.
 #
 # Usage: tools/gpu_converged.sh [EPOCHS [FALLBACK [SECONDS [JOBS]]]]   (defaults 96 128 540 14)
