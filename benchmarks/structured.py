@@ -82,6 +82,8 @@ from benchmarks.common import (
 )
 from benchmarks.structured_fashion_mnist import TOLERANCE
 from iee_deploy.deploy.build import build_engine
+from iee_deploy.errors import UserError
+from iee_deploy.io import check_writable
 from iee_deploy.methods.schedule import STRUCTURED_UPDATE_END
 from iee_deploy.runs import RunFolder
 from runtime.timing import TimingConfig
@@ -380,6 +382,11 @@ def main() -> None:
         raise SystemExit("--epochs must be at least 4 (0.75 E is a run of its own) and --dense-epochs at least 1")
     if args.train_per_class is not None and not 1 <= args.train_per_class <= 5000:
         raise SystemExit(f"--train-per-class {args.train_per_class}: give 1 to 5000 (CIFAR-10 has 5,000 per class)")
+    if args.carry:  # before a LUT is profiled or the archive unpacked
+        try:
+            check_writable(args.carry, "carry", folder=True)
+        except UserError as err:
+            raise SystemExit(str(err)) from None
     # a longer setting or another device: its own run folders and results (never mixed with the default's)
     suffix = setting_suffix(args.device, n=(args.train_per_class, base.train_per_class),
                             d=(args.dense_epochs, base.dense_epochs), e=(args.epochs, base.epochs))

@@ -58,3 +58,13 @@ def test_the_structured_benchmark_refuses_an_impossible_training_set_in_one_line
                           capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""})
     assert done.returncode == 1
     assert done.stderr.strip() == "--train-per-class 6000: give 1 to 5000 (CIFAR-10 has 5,000 per class)"
+
+
+def test_the_structured_carry_refuses_an_unwritable_folder_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.structured", "--carry", str(blocker)], cwd=ROOT,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("`carry` ") and "is a file, not a folder" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
