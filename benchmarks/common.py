@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import math
 import os
 import platform
@@ -259,14 +260,67 @@ def shown_command(cmd: Sequence[str]) -> str:
     return "OMP_NUM_THREADS=1 PYTHONPATH=. " + shlex.join(cmd)
 
 
+STATED_FIELDS = {
+    "--model": "model", "--dataset": "dataset", "--data-dir": "data_dir", "--subset": "subset",
+    "--val-subset": "val_subset", "--checkpoint": "init_checkpoint", "--epochs": "epochs", "--batch-size": "batch_size",
+    "--lr": "lr", "--seed": "seed", "--device": "device", "--method": "sparsity.method",
+    "--sparsity": "sparsity.sparsity", "--distribution": "sparsity.distribution", "--hjq": "sparsity.hjq",
+    "--delta-t": "sparsity.delta_t", "--update-end": "sparsity.update_end", "--descent": "sparsity.descent",
+    "--latency-ratio": "sparsity.latency_ratio", "--lut": "sparsity.lut", "--grow-init": "sparsity.grow_init",
+    "--grow-criterion": "sparsity.grow_criterion", "--omega-decay": "sparsity.omega_decay",
+}
+"""`iee-deploy train` options as the benchmarks pass them, and the config.json field each one sets."""
+
+
+def _states(text: str, stored: Any) -> bool:
+    """Whether the option value `text` is what config.json stores as `stored` ('auto' is stored as null)."""
+    if stored is None:
+        return text == "auto"
+    if isinstance(stored, list):  # --hjq H,J,Q
+        return text == ",".join(map(str, stored))
+    if isinstance(stored, (int, float)):
+        try:
+            return float(text) == float(stored)
+        except ValueError:
+            return False
+    return text == str(stored)
+
+
+def stale_settings(cmd: Sequence[str], stored: dict[str, Any]) -> list[str]:
+    """The options of the train command `cmd` that the run whose config.json is `stored` did not have.
+
+    Every option `cmd` states from STATED_FIELDS (and `--no-freeze`) is compared with the field it
+    sets; an option left to its default is not. A benchmark whose settings changed would otherwise
+    report a finished run of the old settings as if it were the new command's.
+    """
+    changed = []
+    for flag, text in zip(cmd, cmd[1:]):
+        if flag in STATED_FIELDS:
+            value: Any = stored
+            for key in STATED_FIELDS[flag].split("."):
+                value = value.get(key) if isinstance(value, dict) else None
+            if not _states(text, value):
+                changed.append(f"{flag} {text} (the run has {json.dumps(value)})")
+    if ("--no-freeze" in cmd) == stored.get("sparsity", {}).get("freeze", True):
+        changed.append(f"{'--no-freeze' if '--no-freeze' in cmd else 'freeze'} (the run has freeze "
+                       f"{json.dumps(stored.get('sparsity', {}).get('freeze'))})")
+    return changed
+
+
 def train_run(cmd: list[str], out: Path) -> str:
     """Run the `python -m iee_deploy train ... --out out` command `cmd` unless `out` finished already.
 
-    A run with a checkpoint resumes (`--resume`); one that started without reaching a checkpoint
-    starts over. Output goes to `out`.log beside the folder. Returns `shown_command(cmd)`.
+    A finished run is reused only if its config.json has every setting `cmd` states (`stale_settings`);
+    otherwise this stops with one line. A run with a checkpoint resumes (`--resume`, which refuses
+    other settings itself); one that started without reaching a checkpoint starts over. Output goes
+    to `out`.log beside the folder. Returns `shown_command(cmd)`.
     """
     shown = shown_command(cmd)
     if finished(out):
+        changed = stale_settings(cmd, json.loads((out / RunFolder.CONFIG).read_text()))
+        if changed:
+            raise SystemExit(f"{out} holds a finished run with other settings than this benchmark's: "
+                             f"{'; '.join(changed)}: move it away, or pass another --runs")
         return shown
     if (out / "checkpoint.pt").is_file():
         cmd = [*cmd, "--resume"]

@@ -297,7 +297,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
           f"{t['params']:,.0f}", f"{t['train_flops_relative']:.3f}", f"{t['train_flops']:.3g}"]
          for t in record["table"]])
     p = record.get("plateau")
-    check = "not run yet (the last phase)" if p is None else (
+    check = "not run yet" if p is None else (
         f"HALP fine-tuned for 0.75 E minus HALP at E (pretrained, {p['ratio']:g} x dense, paired): "
         f"{format_difference(p)} points: " + (f"**plateaued** (within {PLATEAU_POINTS} points)" if p["plateaued"] else
                                               f"**NOT plateaued** (more than {PLATEAU_POINTS} points): the "
@@ -328,7 +328,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"random Theta_K at Psi with its updates in the same window; IEE at HALP's {m['epochs']} epochs, and IEE at "
         + (f"{record['matched_epochs']:g} epochs, which match HALP's measured training FLOPs." if record["matched_epochs"]
            else "the epochs that match HALP's measured training FLOPs (not run yet: this file was written after an "
-           "earlier phase; the runs go pretrained, then scratch, then the plateau check and equal FLOPs)."), "",
+           "earlier phase; the runs go pretrained with the plateau check, then scratch, then equal FLOPs)."), "",
         "The dense model's own training (pretrained setting) is shared by both methods and not counted in their train "
         "FLOPs (the paper's '90 + 130' epochs).", "",
         f"**Plateau check**: {check}.", "",
@@ -444,12 +444,14 @@ def main() -> None:
         print(text)
         write_results(name, record, text)
 
-    phase([(run, mode.epochs) for run in pretrained], "pretrained runs")
+    # the pretrained comparison with its plateau check first, HALP at the first budget (E and 0.75 E) leading,
+    # so that an interrupted benchmark has said early whether the fine-tuning plateaus
+    planned = [(run, mode.epochs) for run in pretrained] + [(run, 0.75 * mode.epochs) for run in plateau_runs]
+    phase(sorted(planned, key=lambda p: not (p[0].method == "halp" and p[0].ratio == ratios[0])),
+          "pretrained runs and the plateau check")
     phase([(run, mode.epochs) for run in scratch], "scratch runs")
     epochs = matched_epochs([r for r in rows if r["setting"] == "scratch"], mode.epochs)  # known once scratch is
-    # the plateau check's runs first, then IEE at equal FLOPs: one phase, so that no core waits for a last odd run
-    phase([(run, 0.75 * mode.epochs) for run in plateau_runs] + [(run, epochs) for run in equal_flops],
-          "plateau and equal-FLOPs runs", matched=epochs)
+    phase([(run, epochs) for run in equal_flops], "equal-FLOPs runs", matched=epochs)
 
 if __name__ == "__main__":
     main()

@@ -1,16 +1,22 @@
-"""Benchmark settings other than the default get their own run folders and results (benchmarks/common.py),
-and the structured benchmark's device reaches every training command (benchmarks/structured.py)."""
+"""Benchmark settings other than the default get their own run folders and results, a finished run is
+reused only for the command it ran (benchmarks/common.py), and the structured benchmark's device reaches
+every training command (benchmarks/structured.py)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import benchmarks.structured as structured
-from benchmarks.common import ROOT, setting_suffix
+from benchmarks.common import ROOT, setting_suffix, stale_settings, train_run
 from benchmarks.structured import base_command
+from iee_deploy.methods.base import SparsityConfig
+from iee_deploy.train import TrainConfig
 
 
 def test_setting_suffix_names_every_changed_length_then_the_device():
@@ -68,3 +74,38 @@ def test_the_structured_carry_refuses_an_unwritable_folder_in_one_line(tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip().startswith("`carry` ") and "is a file, not a folder" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _stored() -> dict:
+    """config.json of an IEE run: 96 epochs, seed 1, H, J, Q = 60,7,7, delta_t auto (null)."""
+    return TrainConfig(model="resnet20", dataset="cifar10", data_dir="data/c", val_subset=2000, epochs=96.0, seed=1,
+                       sparsity=SparsityConfig(method="iee", sparsity=0.9, hjq=(60, 7, 7))).to_json()
+
+
+def _command(*options: str) -> list[str]:
+    return ["python", "-m", "iee_deploy", "train", "--model", "resnet20", "--dataset", "cifar10", "--data-dir",
+            "data/c", "--val-subset", "2000", "--epochs", "96", "--seed", "1", "--method", "iee", "--sparsity", "0.9",
+            "--hjq", "60,7,7", *options, "--out", "runs/x", "--no-progress"]
+
+
+def test_stale_settings_names_each_stated_option_the_finished_run_did_not_have():
+    assert stale_settings(_command(), _stored()) == []
+    assert stale_settings(_command("--delta-t", "auto"), _stored()) == []  # auto is stored as null
+    assert stale_settings(_command("--epochs", "72"), _stored()) == ["--epochs 72 (the run has 96.0)"]
+    assert stale_settings(_command("--hjq", "64,8,8", "--seed", "2"), _stored()) == [
+        "--hjq 64,8,8 (the run has [60, 7, 7])", "--seed 2 (the run has 1)"]
+    assert stale_settings(_command("--val-subset", "1000"), _stored()) == ["--val-subset 1000 (the run has 2000)"]
+    assert stale_settings(_command("--delta-t", "25"), _stored()) == ["--delta-t 25 (the run has null)"]
+    assert stale_settings(_command("--no-freeze"), _stored()) == ["--no-freeze (the run has freeze true)"]
+
+
+def test_train_run_refuses_a_finished_folder_of_other_settings_in_one_line(tmp_path):
+    out = tmp_path / "seed1"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(_stored()))
+    (out / "summary.json").write_text("{}")
+    cmd = _command()
+    assert train_run(cmd, out).endswith("--no-progress")  # the same settings: reused, nothing trained
+    with pytest.raises(SystemExit, match=r"holds a finished run with other settings than this benchmark's: "
+                       r"--epochs 72 \(the run has 96.0\): move it away"):
+        train_run(_command("--epochs", "72"), out)
