@@ -459,6 +459,9 @@ def markdown(record: dict[str, Any], png: str) -> str:
                           f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}", diff(t["vs_rigl"]),
                           diff(t["vs_static"]), f"{t['train_flops_relative']:.3f}", f"{t['train_flops']:.3g}",
                           f"{t['steps']:.0f}", f"{t['theta_k_steps']:.0f}", pct(t["mean_survival"])] for t in main]), "",
+        "IEE at equal Theta_K steps minus IEE at equal epochs (paired, 95% CI): "
+        + "; ".join(f"{100 * t['sparsity']:.0f}%: {diff(t['vs_iee'])}" for t in main
+                    if t["label"] == "iee equal Theta_K steps") + ".", "",
         "## Table 4 ablations (90%), paired against IEE", "",
         *markdown_table(["ablation", "seeds", "top-1 (mean +- std)", "- IEE (paired, 95% CI)", "direction vs the paper"],
                         ablation_rows), "",
