@@ -450,7 +450,11 @@ def main() -> None:
     phase(sorted(planned, key=lambda p: not (p[0].method == "halp" and p[0].ratio == ratios[0])),
           "pretrained runs and the plateau check")
     phase([(run, mode.epochs) for run in scratch], "scratch runs")
-    epochs = matched_epochs([r for r in rows if r["setting"] == "scratch"], mode.epochs)  # known once scratch is
+    scratch_rows = [r for r in rows if r["setting"] == "scratch"]
+    if len(scratch_rows) < len(scratch):  # --finished-only before every scratch run finished: nothing to match yet
+        print(f"equal-FLOPs runs: not planned ({len(scratch_rows)} of {len(scratch)} scratch runs have finished)")
+        return
+    epochs = matched_epochs(scratch_rows, mode.epochs)  # known once scratch is
     phase([(run, epochs) for run in equal_flops], "equal-FLOPs runs", matched=epochs)
 
 if __name__ == "__main__":
