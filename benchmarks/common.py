@@ -301,9 +301,9 @@ def stale_settings(cmd: Sequence[str], stored: dict[str, Any]) -> list[str]:
                 value = value.get(key) if isinstance(value, dict) else None
             if not _states(text, value):
                 changed.append(f"{flag} {text} (the run has {json.dumps(value)})")
-    if ("--no-freeze" in cmd) == stored.get("sparsity", {}).get("freeze", True):
-        changed.append(f"{'--no-freeze' if '--no-freeze' in cmd else 'freeze'} (the run has freeze "
-                       f"{json.dumps(stored.get('sparsity', {}).get('freeze'))})")
+    freeze = stored.get("sparsity", {}).get("freeze")
+    if ("--no-freeze" in cmd) == (freeze is not False):
+        changed.append(f"{'--no-freeze' if '--no-freeze' in cmd else 'freeze'} (the run has freeze {json.dumps(freeze)})")
     return changed
 
 
@@ -317,7 +317,7 @@ def train_run(cmd: list[str], out: Path) -> str:
     """
     shown = shown_command(cmd)
     if finished(out):
-        changed = stale_settings(cmd, json.loads((out / RunFolder.CONFIG).read_text()))
+        changed = stale_settings(cmd, RunFolder(out).read_config() or {})  # unreadable: every stated option differs
         if changed:
             raise SystemExit(f"{out} holds a finished run with other settings than this benchmark's: "
                              f"{'; '.join(changed)}: move it away, or pass another --runs")
