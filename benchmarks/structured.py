@@ -338,12 +338,18 @@ def markdown(record: dict[str, Any], png: str) -> str:
         *[f"    {c}" for c in record["commands"]],
         *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0], "",
         f"{measured_sizing(record['rows'], args['jobs'], 10 * m['val_per_class'])}", "",
-        "## Sizing of the full mode", "",
-        f"Full: 10,000 training images, 2,000 validation images; a dense model of {FULL.dense_epochs} epochs; "
-        f"{FULL.epochs} epochs per run (1,560 steps of 64); {FULL.seeds} seeds x 2 budgets x (2 pretrained + 3 scratch) "
-        f"= 30 runs of about 10 epochs and {FULL.seeds} plateau runs of 7.5, two at a time: about 80-90 min of training "
-        "on a quiet 2-core machine "
-        "(resnet20, ~0.2 s per step on one core), plus 30 x 2 engine timings.", "",
+        "## Sizing of the default full mode", "",
+        ("" if quick or (m["train_per_class"], m["dense_epochs"], m["epochs"]) == (
+            FULL.train_per_class, FULL.dense_epochs, FULL.epochs) else
+         f"This file is not the default full mode: its size options give {10 * m['train_per_class']:,} training "
+         f"images, a dense model of {m['dense_epochs']} epochs and {m['epochs']} epochs per run; its own training time "
+         "is measured above. ")
+        + f"The default full mode (no size options): {10 * FULL.train_per_class:,} training images, "
+        f"{10 * FULL.val_per_class:,} validation images; a dense model of {FULL.dense_epochs} epochs; {FULL.epochs} "
+        f"epochs per run ({FULL.epochs * (10 * FULL.train_per_class // args['batch_size']):,} steps of "
+        f"{args['batch_size']}); {FULL.seeds} seeds x 2 budgets x (2 pretrained + 3 scratch) = 30 runs of about "
+        f"{FULL.epochs} epochs and {FULL.seeds} plateau runs of {0.75 * FULL.epochs:g}, two at a time: about 80-90 min "
+        "of training on a quiet 2-core machine (resnet20, ~0.2 s per step on one core), plus 30 x 2 engine timings.", "",
     ]
     if quick:
         lines += ["**Quick mode**: 2,000 training images and 2 epochs, far too little for the methods to separate. It "
