@@ -10,7 +10,7 @@
 | `final_model.pt` | at the end | state_dict of the full-size, masked training model |
 | `channels.json` | at the end, structured runs | kept unit indices per channel group, layer widths, predicted latency |
 | `summary.json`, `summary.md` | at the end | the results, machine- and human-readable (structured: `latency` section) |
-| `curves.png` | each evaluation | training and validation loss and accuracy |
+| `curves.png` | each evaluation from the second on | training and validation loss and accuracy |
 | `.lock` | while a process trains | the writer's lock (`RunFolder.lock`) |
 
 The deployable model is not stored as a pickled module: `iee_deploy.deploy.run_models` rebuilds

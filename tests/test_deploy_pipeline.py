@@ -11,12 +11,20 @@ import torch
 from conftest import HOSTS, ROOT, assert_user_error, run_cli
 from deploy_runs import make_structured_run, real_metrics
 
-from iee_deploy.deploy.build import ENGINE_REPORT, build_engine, read_engine_report, run_statistic
+from iee_deploy.deploy.build import (
+    DENSE_NOTE,
+    DENSE_ROW,
+    ENGINE_REPORT,
+    build_engine,
+    read_engine_report,
+    run_statistic,
+)
 from iee_deploy.deploy.report import (
     CURVES,
     EnginePoint,
     curve,
     front_of,
+    pareto_figure,
     pareto_series,
     plot_pareto,
     write_report,
@@ -71,6 +79,8 @@ def test_build_engine_measures_dense_and_pruned(run, engine_dir):
     markdown = (engine_dir / "engine.md").read_text()
     assert "| pruned |" in markdown and "latency ms/batch (fastest run)" in markdown
     assert "Unstructured sparsity" not in markdown
+    # the reference row is the full-width model with the run's masked weights, and says so
+    assert f"| {DENSE_ROW} |" in markdown and "| dense |" not in markdown and DENSE_NOTE in markdown
 
 
 def test_validate_passes_with_fp32_outputs_within_1e4(engine_dir):
@@ -165,10 +175,17 @@ def test_pareto_plot_has_the_dense_models_and_stays_below_100(tmp_path):
               engine_point("r2/a", 0.5, 90.0, run="r2", dense_ms=2.5)]  # dense accuracy unknown
     series = pareto_series(points)
     assert series is not None
-    assert series.dense == [("dense (r1)", 3.0, 99.5)] and series.dense_latency_only == [2.5]
+    assert series.dense == [("dense (r1)", 3.0, 99.5)] and series.dense_latency_only == [("dense (r2), accuracy unknown", 2.5)]
     assert series.front == [(0.5, 90.0), (1.0, 97.0), (2.0, 99.0)]
     assert series.y_range == (85.0, 100.0)  # 99.5 + 2 would run past 100 %
     assert plot_pareto(points, tmp_path / "pareto.png") and (tmp_path / "pareto.png").stat().st_size > 0
+    r3 = engine_point("r3/a", 0.8, 95.0, run="r3", dense_ms=2.8)  # a second dense model of unknown accuracy
+    legend = [t.get_text() for t in pareto_figure(pareto_series([*points, r3]), "fastest run").axes[0].get_legend().get_texts()]
+    assert sorted(legend) == ["Pareto front", "dense (r2), accuracy unknown: measured latency",
+                              "dense (r3), accuracy unknown: measured latency",
+                              "dense model (measured latency and accuracy)", "pruned engines"]
+    lone = pareto_figure(pareto_series([engine_point("x", 1.0, 90.0)]), "fastest run")  # one engine is its own front
+    assert "Pareto front (one engine)" in [t.get_text() for t in lone.axes[0].get_legend().get_texts()]
     assert pareto_series([engine_point("x", 1.0, None)]) is None and not plot_pareto([], tmp_path / "none.png")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from enum import Enum
+from pathlib import Path
 
 import click
 
@@ -15,6 +16,7 @@ from iee_deploy.io import check_writable
 from iee_deploy.methods import METHODS, STRUCTURED_METHODS, GrowCriterion, SparsityConfig, parse_nm
 from iee_deploy.methods.schedule import Decay
 from iee_deploy.models import build_model, model_spec
+from iee_deploy.runs import RunFolder
 from iee_deploy.sparse.distributions import Distribution
 from iee_deploy.sparse.state import GrowInit
 from iee_deploy.structured.space import Start
@@ -159,7 +161,8 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
          f"{latency['dense_ms']:.4g} ms, {latency['target']} batch {latency['batch']})")
     click.echo(f"{method}: top-1 {100 * summary['val_acc']:.2f}% {budget}"
                + ("" if survival is None else f", grown-{'weight' if latency is None else 'channel'} survival {100 * survival:.1f}%")
-               + f"; run folder {out} (summary.md, curves.png, metrics.jsonl, final_model.pt)")
+               + f"; run folder {out} (summary.md, {'curves.png, ' if (Path(out) / RunFolder.CURVES).is_file() else ''}"
+                 "metrics.jsonl, final_model.pt)")
 
 
 COMMANDS = [train]

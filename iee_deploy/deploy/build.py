@@ -49,6 +49,11 @@ UNSTRUCTURED_NOTE = ("Unstructured sparsity leaves the layer shapes unchanged, s
                      "Sparse kernels that use it: TensorRT with 2:4 (N:M) sparse weights on sparse tensor cores "
                      "(an N:M run built with the tensorrt backend).")
 
+DENSE_ROW = "dense (full width, masked weights)"
+DENSE_NOTE = ("The dense row is the unpruned architecture holding the run's final (masked) weights: the dense model's "
+              "layers and widths, so its latency is the dense model's (dense kernels do not depend on the weight values); "
+              "its non-zero parameters are the masked model's.")
+
 Log = Callable[[str], None]
 
 
@@ -101,7 +106,7 @@ class EngineReport:
     def markdown(self) -> str:
         words = describe(self.statistic)
         rows = [[name, r.params, r.nonzero_params, self.latency(r), r.timing.median_ms, r.timing.p90_ms,
-                 r.timing.images_per_s, r.timing.iterations] for name, r in (("dense", self.dense), ("pruned", self.pruned))]
+                 r.timing.images_per_s, r.timing.iterations] for name, r in ((DENSE_ROW, self.dense), ("pruned", self.pruned))]
         s, t = self.spec, self.timing_config
         clock = "CUDA events around CUDA-graph replays" if s.device == "cuda" else "host wall time of one synchronous batch"
         return "\n".join([
@@ -110,7 +115,7 @@ class EngineReport:
             f"sparse weights: {'yes' if s.sparse_weights else 'no'}.", "",
             markdown_table(["model", "parameters", "non-zero parameters", f"latency ms/batch ({words})",
                             "median ms/batch", "p90 ms/batch", "images/s", "iterations"], rows), "",
-            f"**Speed-up (dense / pruned latency, {words}): {self.speedup:.2f}x**", "",
+            f"**Speed-up (dense / pruned latency, {words}): {self.speedup:.2f}x**", "", DENSE_NOTE, "",
             *([UNSTRUCTURED_NOTE, ""] if self.kind == "unstructured" and not s.sparse_weights else []),
             f"Timing: warm-up {t.warmup_s} s, then >= {t.min_iterations} iterations and >= {t.min_seconds} s per model "
             f"in {t.rounds} alternating rounds; latency = {clock}; the {words} is the target's latency statistic.", "",

@@ -77,7 +77,7 @@ class ParetoSeries:
     engines: list[tuple[str, float, float]]  # (label, latency, top-1) of every engine with an accuracy
     front: list[tuple[float, float]]  # the Pareto front of the engines, by increasing latency
     dense: list[tuple[str, float, float]]  # (label, latency, top-1) of dense models whose accuracy is known
-    dense_latency_only: list[float]  # latencies of dense models whose accuracy is unknown
+    dense_latency_only: list[tuple[str, float]]  # (label, latency) of dense models whose accuracy is unknown
     y_range: tuple[float, float]  # never above 100 %
 
 
@@ -130,7 +130,11 @@ def pareto_series(points: Sequence[EnginePoint]) -> ParetoSeries | None:
     for p in usable:
         if p.dense_top1 is not None:
             dense.setdefault((p.dense_ms, p.dense_top1), f"dense ({p.run})")
-    latency_only = sorted({p.dense_ms for p in usable if p.dense_top1 is None})
+    unknown: dict[float, str] = {}
+    for p in usable:
+        if p.dense_top1 is None:
+            unknown.setdefault(p.dense_ms, f"dense ({p.run}), accuracy unknown")
+    latency_only = sorted(((label, ms) for ms, label in unknown.items()), key=lambda item: item[1])
     ys = [y for _, _, y in engines] + [y for _, y in dense]
     y_range = (max(0.0, min(ys) - 5.0), min(100.0, max(ys) + 2.0))
     return ParetoSeries(engines, front, [(label, x, y) for (x, y), label in dense.items()], latency_only, y_range)
@@ -201,30 +205,37 @@ def plot_pareto(points: Sequence[EnginePoint], path: Path) -> bool:
     series = pareto_series(points)
     if series is None:
         return False
+    fig = pareto_figure(series, latency_words(points))
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def pareto_figure(series: ParetoSeries, words: str) -> Any:
+    """The pareto.png figure: every line and marker has its own legend entry (each dense model names its run)."""
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter([x for _, x, _ in series.engines], [y for _, _, y in series.engines], zorder=3, label="pruned engines")
     for label, x, y in series.engines:
         ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    if len(series.front) >= 2:  # one engine is no front
-        ax.step([x for x, _ in series.front], [y for _, y in series.front], where="post", color="C3", zorder=2,
-                label="Pareto front")
+    front_xs, front_ys = [x for x, _ in series.front], [y for _, y in series.front]
+    ax.step(front_xs, front_ys, where="post", color="C3", marker="o", markersize=9, markerfacecolor="none", zorder=2,
+            label="Pareto front" if len(series.front) > 1 else "Pareto front (one engine)")
     if series.dense:
         ax.scatter([x for _, x, _ in series.dense], [y for _, _, y in series.dense], marker="*", s=140, color="black",
                    zorder=4, label="dense model (measured latency and accuracy)")
         for label, x, y in series.dense:
             ax.annotate(label, (x, y), fontsize=7, xytext=(4, -10), textcoords="offset points")
-    for i, dense_ms in enumerate(series.dense_latency_only):
-        ax.axvline(dense_ms, color="grey", linestyle="--",
-                   label="dense model: measured latency (accuracy unknown)" if i == 0 else None)
+    for i, (label, dense_ms) in enumerate(series.dense_latency_only):
+        ax.axvline(dense_ms, color=f"C{(4 + i) % 10}", linestyle="--", label=f"{label}: measured latency")
     ax.margins(x=0.1)
     ax.set_ylim(*series.y_range)
-    ax.set(xlabel=f"measured latency (ms per batch, {latency_words(points)})", ylabel="top-1 accuracy (%)",
+    ax.set(xlabel=f"measured latency (ms per batch, {words})", ylabel="top-1 accuracy (%)",
            title="Accuracy vs measured latency")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
-    return True
+    return fig
 
 
 def plot_exploration(runs: Sequence[RunData], path: Path) -> bool:

@@ -171,10 +171,12 @@ def iee_period(total_steps: int, update_end: float, min_updates: int = MIN_UPDAT
                                             f"updates in the {window}-step update window")
     period = max(3, window // min_updates)
     q = max(1, math.floor(explore_share * period + 0.5))
+    length = (f"{window} // {min_updates} = {period} steps" if period == window // min_updates else
+              f"{period} steps, the shortest that holds H, J and Q ({window} // {min_updates} = {window // min_updates})")
     return IEEPeriod(period - 2 * q, q, q,
                      reason=f"short run: the paper's period fits {window // paper} < {min_updates} updates in the "
-                            f"{window}-step update window, so the period is {window} // {min_updates} = {period} steps "
-                            f"with Q = J = round({explore_share:.3g} x {period}) = {q} (short-run rule)")
+                            f"{window}-step update window, so the period is {length} "
+                            f"with Q = J = max(1, round({explore_share:.3g} x {period})) = {q} (short-run rule)")
 
 
 def dst_update_due(step: int, delta_t: int, end_step: int) -> bool:

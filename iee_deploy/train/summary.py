@@ -30,6 +30,11 @@ def structure_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 update', '2 updates': a count with its noun in the right number."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
@@ -58,7 +63,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
     settings = s.get("settings", {})
     for phase in [settings, *settings.get("phases", [])]:  # IEE's period, and why (set, the paper's, or the short-run rule)
         if "period_reason" in phase:
-            rows.append(("IEE period H, J, Q", f"{phase['h']}, {phase['j']}, {phase['q']} ({phase['updates']} updates): "
+            rows.append(("IEE period H, J, Q", f"{phase['h']}, {phase['j']}, {phase['q']} ({plural(phase['updates'], 'update')}): "
                                                f"{phase['period_reason']}"))
     lat = s.get("latency")
     if lat:
@@ -86,8 +91,16 @@ def write_summary(run: RunFolder, summary: dict[str, Any]) -> None:
     run.write_text(run.SUMMARY_MD, summary_markdown(summary))
 
 
-def plot_curves(epochs: Sequence[dict[str, Any]], run: RunFolder) -> None:
-    """curves.png: training and validation loss and top-1 accuracy at each evaluation (x: training step)."""
+MIN_CURVE_POINTS = 2
+"""Evaluations needed before curves.png is drawn: one point per line is no curve (a one-epoch run has none)."""
+
+
+def plot_curves(epochs: Sequence[dict[str, Any]], run: RunFolder) -> bool:
+    """curves.png: training and validation loss and top-1 accuracy at each evaluation (x: training step).
+
+    Drawn from the second evaluation on; returns whether it was drawn (summary.md has the single figures)."""
+    if len(epochs) < MIN_CURVE_POINTS:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,3 +120,4 @@ def plot_curves(epochs: Sequence[dict[str, Any]], run: RunFolder) -> None:
     with atomic_path(run / run.CURVES) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return True
