@@ -60,7 +60,26 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "not-a-run").mkdir()
     (root / "half-run").mkdir()
     (root / "half-run" / "config.json").write_text("{}\n")
+    nan = build_model("resnet20", 10, 8).state_dict()
+    nan["fc.weight"][0, 0] = float("nan")
+    torch.save(nan, root / "nan.pt")
+    _image_tree(root / "imf-mismatch", {"train": ["cat", "dog"], "val": ["cat", "horse"]})
+    _image_tree(root / "imf-one", {"train": ["cat"], "val": ["cat"]})
+    _image_tree(root / "imf-link", {"train": ["cat", "dog"], "val": ["cat", "dog"]})
+    (root / "imf-link" / "train" / "cat" / "more").symlink_to(root / "imf-link" / "train" / "dog")
     return {p.name: str(p) for p in root.iterdir()}
+
+
+def _image_tree(root: Path, splits: dict[str, list[str]], per_class: int = 2) -> Path:
+    """An ImageFolder tree of tiny real PNG files: {split: [class, ...]}."""
+    from PIL import Image
+
+    for split, classes in splits.items():
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (8, 8), (40 * i, 80, 120)).save(root / split / c / f"{i}.png")
+    return root
 
 
 CASES: list[tuple[str, list[str], str]] = [
@@ -146,6 +165,16 @@ CASES: list[tuple[str, list[str], str]] = [
     ("out-under-a-file", ["train", "--out", "{a-file}/run"], "cannot be made"),
     ("resume-nothing", ["train", "--resume", "--out", "{tmp}"], "nothing to resume"),
     ("resume-half-run", ["train", "--resume", "--out", "{half-run}"], "nothing to resume"),
+    # --- train: labels must be right, and a diverged run is no finished run
+    ("imagefolder-val-class-not-in-train", ["train", "--dataset", "imagefolder", "--data-dir", "{imf-mismatch}",
+                                            "--resolution", "8"], "only in validation: horse; only in training: dog"),
+    ("imagefolder-one-class", ["train", "--dataset", "imagefolder", "--data-dir", "{imf-one}", "--resolution", "8"],
+     "a classifier needs at least 2"),
+    ("imagefolder-link-into-another-class", ["train", "--dataset", "imagefolder", "--data-dir", "{imf-link}",
+                                             "--resolution", "8"], "leads into class 'dog'"),
+    ("model-head-width", ["train", "--model", "user_model:fixed_head", "--resolution", "8"],
+     "the model scores 7 classes, not the 10"),
+    ("checkpoint-nan", ["train", "--checkpoint", "{nan.pt}", "--resolution", "8"], "holds NaN or inf values in 'fc.weight'"),
     # --- graph
     ("graph-json-unwritable", ["graph", "--json", "/sys/g.json"], "--json '/sys/g.json' is not writable"),
     ("graph-json-is-a-folder", ["graph", "--json", "{tmp}"], "is a directory"),
@@ -317,3 +346,18 @@ def test_check_fraction_and_check_positive_bounds():
     for value in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="`x`"):
             check_positive("x", value)
+
+
+def test_a_diverged_run_is_not_a_finished_run(tmp_path):
+    """A NaN loss stops training with one error line naming the step and the likely cause; the run is not
+    marked finished and reports no top-1 (progress lines may come before the error: training had started)."""
+    code, stderr, escaped = invoke(["train", "--lr", "1e6", "--resolution", "8", "--subset", "256", "--batch-size", "32",
+                                    "--epochs", "3", "--method", "static", "--out", str(tmp_path / "run")])
+    assert escaped is None and code != 0
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged at step ") and "the loss is nan" in last and "--lr" in last, last
+    assert not (tmp_path / "run" / "summary.json").exists()
+    import json
+
+    assert not json.loads((tmp_path / "run" / "run.json").read_text()).get("finished")

@@ -85,3 +85,36 @@ def test_bad_data_is_a_user_error(tmp_path, name, make_dir, match):
         root.mkdir()
     with pytest.raises(UserError, match=match):
         build_datasets(name, root)
+
+
+def _png_tree(root, splits, per_class=2):
+    from PIL import Image
+
+    for split, classes in splits.items():
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                Image.new("RGB", (8, 8), (30 * i, 60, 90)).save(root / split / c / f"{i}.png")
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["in-memory", "per-item"])
+def test_imagefolder_labels_ignore_hidden_entries_and_allow_linked_class_folders(tmp_path, large):
+    """Hidden folders and files (.ipynb_checkpoints, ._x.png) are never classes or images; a class folder
+    that is a link to a folder elsewhere is that class."""
+    _png_tree(tmp_path / "data", {"train": ["cat", ".ipynb_checkpoints"], "val": ["cat", "dog", ".hidden"]})
+    _png_tree(tmp_path / "elsewhere", {"dogs": ["x"]}, per_class=3)
+    (tmp_path / "data" / "train" / "dog").symlink_to(tmp_path / "elsewhere" / "dogs" / "x")
+    (tmp_path / "data" / "train" / "cat" / "._0.png").write_bytes(b"AppleDouble")
+    bundle = build_datasets("imagefolder", tmp_path / "data", resolution=96 if large else 8)
+    assert bundle.num_classes == 2
+    labels = sorted(bundle.train[i][1] for i in range(len(bundle.train)))
+    assert labels == [0, 0, 1, 1, 1]  # 2 cats, 3 linked dogs, no hidden file
+    assert sorted(bundle.val[i][1] for i in range(len(bundle.val))) == [0, 0, 1, 1]
+
+
+def test_imagefolder_refuses_an_empty_class_folder(tmp_path):
+    _png_tree(tmp_path, {"train": ["cat", "dog"], "val": ["cat", "dog"]})
+    (tmp_path / "train" / "bird").mkdir()
+    (tmp_path / "val" / "bird").mkdir()
+    with pytest.raises(UserError, match="holds no images"):
+        build_datasets("imagefolder", tmp_path, resolution=8)

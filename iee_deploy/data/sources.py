@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from iee_deploy.errors import UserError
 
@@ -175,6 +177,64 @@ def load_cifar10(root: Path | None, resolution: int | None) -> DataBundle:
     raise UserError(f"no CIFAR-10 under '{root}'", "pass the folder holding cifar-10-batches-py, or train/ and test/ class folders")
 
 
+class ClassFolder(ImageFolder):
+    """torchvision's ImageFolder with labels a user can trust.
+
+    - Hidden entries (`.ipynb_checkpoints`, `.DS_Store`, macOS `._*` files) are never classes or images.
+    - A class folder (or a link inside it) that leads into another class's folder would label that class's
+      images twice, once wrongly: refused in one line naming both. A whole class folder that is a link to
+      a folder elsewhere is fine.
+    - Fewer than two classes cannot train a classifier: refused.
+    """
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(e.name for e in Path(directory).iterdir() if e.is_dir() and not e.name.startswith("."))
+        if len(classes) < 2:
+            raise UserError(f"'{directory}' holds {len(classes)} class folder(s); a classifier needs at least 2",
+                            "put each class's images in a sub-folder of its own: <split>/<class>/*.jpg",
+                            fields=("data_dir",))
+        return classes, {c: i for i, c in enumerate(classes)}
+
+    @staticmethod
+    def make_dataset(directory: str | Path, class_to_idx: dict[str, int] | None = None,
+                     extensions: tuple[str, ...] | None = None, is_valid_file: Any = None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        assert class_to_idx is not None
+        root = Path(directory)
+        homes = {c: (root / c).resolve() for c in class_to_idx}
+        samples: list[tuple[str, int]] = []
+        for cls, label in sorted(class_to_idx.items(), key=lambda kv: kv[1]):
+            found = 0
+            for folder, dirs, files in os.walk(root / cls, followlinks=True):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                real = Path(folder).resolve()
+                other = next((c for c, home in homes.items() if c != cls and real.is_relative_to(home)), None)
+                if other is not None:
+                    raise UserError(f"'{folder}' in class '{cls}' leads into class '{other}''s folder ({real})",
+                                    "remove the link: each image must sit under its own class only",
+                                    fields=("data_dir",))
+                for name in sorted(files):
+                    if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
+                        samples.append((os.path.join(folder, name), label))
+                        found += 1
+            if not found and not allow_empty:
+                raise UserError(f"class folder '{root / cls}' holds no images ({', '.join(IMG_EXTENSIONS)})",
+                                "add its images, or remove the empty folder", fields=("data_dir",))
+        return samples
+
+
+def _same_classes(train: ImageFolder, val: ImageFolder, root: Path) -> None:
+    """Validation labels mean the training labels only when both splits name the same class folders."""
+    if train.classes == val.classes:
+        return
+    only_val = sorted(set(val.classes) - set(train.classes))
+    only_train = sorted(set(train.classes) - set(val.classes))
+    parts = ([f"only in validation: {', '.join(only_val)}"] if only_val else []) + (
+        [f"only in training: {', '.join(only_train)}"] if only_train else [])
+    raise UserError(f"the class folders of the two splits under '{root}' differ ({'; '.join(parts)})",
+                    "give train/ and val/ (or test/) the same class sub-folders", fields=("data_dir",))
+
+
 def _split_dirs(root: Path) -> tuple[Path, Path] | None:
     train = root / "train"
     for name in ("val", "test"):
@@ -193,7 +253,6 @@ def load_imagefolder(root: Path | None, resolution: int | None,
     At <= 64 px the images are decoded once into memory; at larger sizes they are decoded per
     item with RandomResizedCrop + flip (train) and Resize + CenterCrop (val).
     """
-    import torchvision
     from torchvision import transforms as T
 
     if root is None:
@@ -205,14 +264,16 @@ def load_imagefolder(root: Path | None, resolution: int | None,
     res = resolution or 224
     try:
         if res <= SMALL:
-            sets = [torchvision.datasets.ImageFolder(str(d)) for d in dirs]
+            sets = [ClassFolder(str(d)) for d in dirs]
+            _same_classes(sets[0], sets[1], root)
             train, val = (_decode_all(s, res, stats, t) for s, t in zip(sets, (True, False)))
             return _bundle("imagefolder", train, val, len(sets[0].classes), res)
         norm = T.Normalize(*stats)
         train_tf = T.Compose([T.RandomResizedCrop(res), T.RandomHorizontalFlip(), T.ToTensor(), norm])
         val_tf = T.Compose([T.Resize(int(res * 256 / 224)), T.CenterCrop(res), T.ToTensor(), norm])
-        tr = torchvision.datasets.ImageFolder(str(dirs[0]), transform=train_tf)
-        va = torchvision.datasets.ImageFolder(str(dirs[1]), transform=val_tf)
+        tr = ClassFolder(str(dirs[0]), transform=train_tf)
+        va = ClassFolder(str(dirs[1]), transform=val_tf)
+        _same_classes(tr, va, root)
     except (FileNotFoundError, OSError) as exc:
         raise UserError(f"cannot read images under '{root}' ({exc})", "check the folder holds readable images per class") from None
     return _bundle("imagefolder", tr, va, len(tr.classes), res)

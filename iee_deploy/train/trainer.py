@@ -102,6 +102,41 @@ def train_step(net: nn.Module, method: SparsityMethod, optimizer: torch.optim.Op
     return StepResult(loss, correct, records)
 
 
+def check_finite_weights(model: nn.Module, source: str) -> None:
+    """A model whose weights hold NaN or inf can only diverge: refuse it before training, naming the tensor."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{source} holds NaN or inf values in '{name}'",
+                            "start from a checkpoint saved before the run diverged, or from scratch",
+                            fields=("init_checkpoint",))
+
+
+@torch.no_grad()
+def check_output_width(model: nn.Module, num_classes: int, resolution: int) -> None:
+    """The model must score exactly `num_classes` classes; checked with one image before any training
+    (a narrower head fails at the first step with an index error, a wider one trains on phantom classes)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        x = torch.zeros(1, 3, resolution, resolution, device=param.device if param is not None else "cpu")
+        out = model(x)
+    finally:
+        for m, flag in flags:
+            m.training = flag
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] != num_classes:
+        raise UserError(f"the model scores {out.shape[1]} classes, not the {num_classes} this run trains",
+                        "make the model's factory build its head with the num_classes it is given",
+                        fields=("model", "num_classes"))
+
+
+def check_loss(loss: float, step: int, total: int, lr: float) -> None:
+    """A NaN or inf loss means the run diverged: stop it instead of training on, and reporting, garbage."""
+    if not math.isfinite(loss):
+        raise UserError(f"training diverged at step {step + 1} of {total}: the loss is {loss}",
+                        f"lower `lr` (now {lr:g}) or check the starting weights", fields=("lr",))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, dist: Distributed) -> tuple[float, float]:
     """(mean loss, top-1 accuracy) over the validation set, summed over all ranks."""
@@ -220,6 +255,8 @@ class Trainer:
         bundle = self.data or build_datasets(cfg.dataset, cfg.data_dir, cfg.resolution, cfg.subset, cfg.val_subset)
         num_classes = cfg.num_classes or bundle.num_classes
         model = self.model or build_model(cfg.model, num_classes, bundle.resolution, cfg.init_checkpoint)
+        check_finite_weights(model, f"checkpoint '{cfg.init_checkpoint}'" if cfg.init_checkpoint else "the model")
+        check_output_width(model, num_classes, bundle.resolution)
         # channels-last: cuDNN's and oneDNN's fast convolutions (see device_data)
         model.to(dist.device).to(memory_format=torch.channels_last)
         sampler = ResumableBatchSampler(len(bundle.train), cfg.batch_size, cfg.seed, dist.rank, dist.world)
@@ -266,6 +303,7 @@ class Trainer:
             images, labels = images.to(dist.device, non_blocking=True), labels.to(dist.device, non_blocking=True)
             with sparsifier.step(len(labels)) as records:
                 loss, correct = sgd_step(loop.net, optimizer, images, labels)
+            check_loss(loss, step, total, cfg.lr)
             scheduler.step()
             progress.epoch_loss += loss * len(labels)
             progress.epoch_correct += correct
