@@ -42,11 +42,11 @@ typecheck: $(STAMP)
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-# GPU checks (issues 13, 17 and 18), prepared for a lent H100/H200 (see README, "GPU checks"). That machine
-# has no package registry: `make gpu-carry` here puts the wheels its image lacks in .whl/, the CIFAR-10
-# copies in .gpu-data/ and Fashion-MNIST's raw files in .gpu-data/data/ (all git-ignored, carried by the
-# device call). There, `make gpu-check`, `make gpu-paper` and `make gpu-converged` use its own python3
-# (torch 2.11, CUDA 13), not .venv, and write into $(OUT).
+# GPU checks (docs/gpu.md): on a machine with an NVIDIA GPU, `make gpu-check OUT=dir`, then copy OUT back.
+# That machine may have no package registry: `make gpu-carry` here puts the wheels its image lacks in .whl/,
+# the CIFAR-10 copies in .gpu-data/ and Fashion-MNIST's raw files in .gpu-data/data/ (all git-ignored; copy
+# them along with the tree). There, `make gpu-check`, `make gpu-paper` and `make gpu-converged` use its own
+# python3 (torch 2.11, CUDA 13), not .venv, and write into $(OUT).
 GPU_OUT ?= $(if $(OUT),$(OUT),runs/gpu)
 
 gpu-carry:
@@ -54,13 +54,13 @@ gpu-carry:
 	mkdir -p .gpu-data/data/FashionMNIST/raw && cp ../shared/data/cifar10-jpeg.tar.gz .gpu-data/
 	cp ../shared/data/FashionMNIST/raw/*.gz .gpu-data/data/FashionMNIST/raw/ && chmod -R u+w .gpu-data
 
-# issue 13's converged benchmark, every arm on the GPU (carry .whl and .gpu-data/data: the CIFAR copy is too big)
+# the converged benchmark, every arm trained on the GPU (copy .whl and .gpu-data/data along: not the CIFAR copy, too big)
 gpu-converged:
 	OUT=$(GPU_OUT) tools/gpu_converged.sh
 
-# issue 13's structured benchmark, trained on the GPU (carry .whl and .gpu-data/structured: its CIFAR-10
+# the structured benchmark, trained on the GPU (copy .whl and .gpu-data/structured along: its CIFAR-10
 # subset and this machine's cpu LUT); its engines are timed here afterwards, on the LUT's CPU:
-# make gpu-structured-back FROM=<the device reply's files_at>, then the benchmark without --train-only
+# make gpu-structured-back FROM=<the folder OUT was copied back to>, then the benchmark without --train-only
 gpu-carry-structured: $(STAMP)
 	PYTHONPATH=. $(PY) -m benchmarks.structured --carry .gpu-data/structured
 
@@ -68,7 +68,7 @@ gpu-structured:
 	OUT=$(GPU_OUT) tools/gpu_structured.sh
 
 gpu-structured-back:
-	@test -n "$(FROM)" || { echo "error: give FROM=<the device reply's files_at>"; exit 1; }
+	@test -n "$(FROM)" || { echo "error: give FROM=<the folder the GPU run's OUT was copied back to>"; exit 1; }
 	cat $(FROM)/runs-structured.tgz.* | tar xzf -
 
 gpu-check:

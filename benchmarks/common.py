@@ -112,7 +112,7 @@ def versions(*packages: str) -> dict[str, str]:
 def git_commit() -> str:
     """The checked-out commit (with '+dirty' when the tree has uncommitted changes), else $IEE_COMMIT, else 'unknown'.
 
-    IEE_COMMIT is for copies of the tree without .git (the device machine's): the caller names the commit it sent.
+    IEE_COMMIT is for copies of the tree without .git (the GPU machine's): the caller names the commit it sent.
     """
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -249,7 +249,7 @@ def write_results(name: str, record: dict[str, Any], markdown: str) -> None:
 def single_thread_env() -> dict[str, str]:
     """Environment for a training subprocess: one intra-op thread (runs go two at a time on 2 cores).
 
-    The repository goes first on PYTHONPATH; entries already there stay (the device machine's carried wheels).
+    The repository goes first on PYTHONPATH; entries already there stay (the GPU machine's carried wheels).
     """
     path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")

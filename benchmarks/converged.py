@@ -36,7 +36,7 @@ under `--runs`; finished runs are skipped and interrupted ones resume from their
 benchmark can be stopped and restarted without losing finished work.
 
 `--device cuda` trains every arm on the GPU (many runs at a time share it; `tools/gpu_converged.sh`
-runs it on a lent H100 or H200). Its runs and results carry a `-cuda` suffix: CPU and GPU runs are
+runs it on an H100 or H200). Its runs and results carry a `-cuda` suffix: CPU and GPU runs are
 never mixed in one table, so every arm of a comparison ran on the same kind of device.
 
 Writes benchmarks/results/converged[_quick][-eE][-cuda].md, .json and .png.
@@ -203,7 +203,8 @@ def execute(run: Run, mode: Mode, per: Periods, data: Path, runs: str, device: s
         raise SystemExit(f"{out} holds a run on {config['subset']} training images (val_subset "
                          f"{config.get('val_subset')}), not this mode's {mode.subset} ({mode.val_images}): move it "
                          "away or give another --runs")
-    shown = train_run(command(run, mode, per, data, out, device), out)
+    argv = command(run, mode, per, data, out, device)
+    shown = train_run(argv, out)
     s = json.loads((out / "summary.json").read_text())
     updates = RunFolder(out).updates()
     return {**asdict(run), "command": shown, "folder": str(out), "val_acc": s["val_acc"], "best_val_acc": s["best_val_acc"],

@@ -1,4 +1,4 @@
-"""GPU truth, part 1: one call on a lent H100 or H200 measures, validates and checks the toolkit's GPU paths.
+"""The GPU check: one run on a machine with an NVIDIA GPU measures, validates and checks the toolkit's GPU paths.
 
 Stages, each a user's command line (`python -m iee_deploy ...`) run as a subprocess, so that the
 check exercises the stable surface (the CLI) and not the internals behind it:
@@ -13,8 +13,8 @@ check exercises the stable surface (the CLI) and not the internals behind it:
 | build-engine | `--backend torch-cuda` on dense and pruned, timed side by side | median ms, images/s, speed-up |
 | validate | engine vs PyTorch outputs, and the measured latency in the LUT's statistic against the budget (x 1.1); top-1 is reported, not checked (untrained weights, random images) | pass / fail per check |
 
-Everything lands in `--work` (default: a temporary folder); `--out` receives at most 8 files (the
-device tool's limit): `gpu.md`, `gpu.json` (rewritten after every stage, so a killed run still
+Everything lands in `--work` (default: a temporary folder); `--out` receives at most 8 files (small
+enough to copy back): `gpu.md`, `gpu.json` (rewritten after every stage, so a killed run still
 reports what it finished), the LUT (`<target>-<model>.csv` and `.json`, for `targets/luts/`),
 `gpu_check.log` and `details.tar.gz` (every stage's logs and JSON/markdown reports).
 
@@ -48,12 +48,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SITE = Path("/tmp/site")  # where the carried wheels are installed on the device machine
+SITE = Path("/tmp/site")  # where the carried wheels are installed on the GPU machine
 LOG_NAME = "gpu_check.log"
 DETAILS = "details.tar.gz"
 DETAIL_SUFFIXES = (".json", ".md", ".log", ".xml", ".csv")  # never models or engines (size)
 BUDGET_RATIO = 0.5
-BUDGET_TOLERANCE = 0.1  # issue 17: measured latency <= 1.1x the budget
+BUDGET_TOLERANCE = 0.1  # the acceptance bound: measured latency <= 1.1x the budget
 ACCEPTANCE = {"mape_pct": (10.0, 5.0), "spearman": (0.9, 0.95), "speedup": (1.6, 1.8)}  # (limit, goal)
 
 
@@ -178,7 +178,7 @@ def verdict(value: float | None, limit: float, goal: float, higher_is_better: bo
 
 
 def install_wheels(wheels: Path, log: Log) -> str:
-    """pip-install every carried wheel into SITE (no index: the device machine reaches no registry)."""
+    """pip-install every carried wheel into SITE (no index: the GPU machine may reach no registry)."""
     files = sorted(wheels.glob("*.whl"))
     if not files:
         return f"no wheels in {wheels}: nothing installed"
@@ -256,7 +256,7 @@ def planned_rows(plan: Plan, grid_min: int, align: int) -> dict[int, int]:
 
 
 class Log:
-    """Appends to OUT/gpu_check.log and echoes to stdout (the device tool returns the output's tail)."""
+    """Appends to OUT/gpu_check.log and echoes to stdout (a remote run often shows only the output's tail)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -1,4 +1,4 @@
-"""GPU truth, part 2: the paper's CIFAR-10 WideResNet-22-2 protocol, static vs RigL vs IEE, on one GPU.
+"""The GPU paper check: the paper's CIFAR-10 WideResNet-22-2 protocol, static vs RigL vs IEE, on one GPU.
 
 The paper's setting (Table 3, 90% sparsity): WRN-22-2, CIFAR-10, ERK, batch 128, SGD lr 0.1, momentum
 0.9, weight decay 5e-4, H = J = Q = 150, RigL dT = 100, structure updates ending at 3/4 of training;

@@ -10,7 +10,7 @@
    trainer's own `train_step` (hooks included) and filed by what it did: IEE "outside explore"
    (Importance Estimation, Accuracy Improvement, final), IEE "explore" (Reactivate & Explore),
    and "update" steps (prune / reactivate / grow, RigL's drop-and-grow) apart. Reported: median
-   ms per category and the ratio to dense's median (issue 9's goal: IEE <= 1.15x dense outside
+   ms per category and the ratio to dense's median (the goal: IEE <= 1.15x dense outside
    explore). The masks are applied to dense tensors, so no sparse method is faster than dense.
 2. Dependency-graph build time of every zoo model (native resolution, batch 1; median).
 3. Solver times on the ResNet-50-shaped knapsacks of `benchmarks.solvers` (median).
@@ -219,7 +219,7 @@ def markdown(record: dict[str, Any]) -> str:
              *markdown_table(["method", "steps", "count", "median ms", "IQR ms", "x dense"],
                              [[r["method"], r["steps"], r["count"], f"{r['median_ms']:.1f}", f"{r['iqr_ms']:.1f}",
                                f"{r['ratio_to_dense']:.3f}"] for r in tr["rows"]]), "",
-             f"Goal (issue 9): IEE <= 1.15x dense outside explore steps: measured {record['iee_outside_ratio']:.3f}x "
+             f"Goal: IEE <= 1.15x dense outside explore steps: measured {record['iee_outside_ratio']:.3f}x "
              f"({'met' if record['iee_outside_ratio'] <= 1.15 else 'NOT met'}).", "",
              "![step times](speed.png)", "",
              "## Dependency-graph build (native resolution, batch 1)", "",

@@ -1,6 +1,6 @@
 """The toolkit's GPU paths on a real CUDA device; every test here skips on a machine without one.
 
-`pytest -m gpu tests/test_gpu.py` selects them; `benchmarks/gpu_check.py` runs them first on a lent
+`pytest -m gpu tests/test_gpu.py` selects them; `benchmarks/gpu_check.py` runs them first on an
 H100/H200. Elsewhere these paths are tested only against stand-ins for `torch.cuda` (see
 test_profiler_backends.py and test_deploy_engines.py), so this file is where the real thing is
 checked: CUDA profiling (cuDNN autotuning, CUDA graphs, CUDA events), the torch-cuda engine, the

@@ -51,7 +51,7 @@ def test_dry_run_runs_every_stage_through_the_cli(tmp_path):
         assert stages[name].returncode == 0, (name, stages[name].note, (work / f"{name}.log").read_text()[-2000:])
     assert stages["validate"].returncode in (0, 1)  # a failed check is a result, reported below
     assert "python -m iee_deploy train" in stages["prune"].command and "--method halp" in stages["prune"].command
-    # every output the device tool brings back, and no more than its 8 files
+    # every output that comes back from the GPU machine, and no more than 8 files
     files = sorted(p.name for p in out.iterdir())
     assert files == ["cpu-wrn22_2.csv", "cpu-wrn22_2.json", "details.tar.gz", "gpu.json", "gpu.md", "gpu_check.log"]
     with tarfile.open(out / "details.tar.gz") as tar:

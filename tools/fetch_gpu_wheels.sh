@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Download into .whl/ (git-ignored) exactly the wheels the lent GPU machines' image lacks, for
-# Python 3.12 on manylinux x86_64, and check that they stay well under the device tool's 64 MiB
-# working-tree limit. The image ('cuda', see the device tool's KINDS.md) already holds torch 2.11
+# Download into .whl/ (git-ignored) exactly the wheels the GPU machine's image lacks, for
+# Python 3.12 on manylinux x86_64, and check that they stay well under 64 MiB, so that the whole
+# tree copied to that machine stays small. The image already holds torch 2.11
 # (CUDA 13), torchvision, numpy, onnx, onnxruntime (CPU), onnxscript, networkx, scipy, pandas,
 # scikit-learn, matplotlib, click, tqdm, pyyaml, absl-py, pytest, pytest-timeout and hypothesis; it
 # lacks OR-Tools (the knapsack solver) and OR-Tools' own needs:
@@ -11,7 +11,7 @@
 set -euo pipefail
 DEST=${1:-.whl}
 PY=${PYTHON:-python3}
-LIMIT_MIB=40   # "well under" the 64 MiB the whole carried tree may take
+LIMIT_MIB=40   # "well under" the 64 MiB the whole copied tree may take
 WHEELS=(ortools==9.15.6755 immutabledict==4.3.1 protobuf==6.33.6)
 
 rm -rf "$DEST"
@@ -28,7 +28,7 @@ fi
 bytes=$(du -cb "$DEST"/*.whl | tail -1 | cut -f1)
 mib=$(( (bytes + 1048575) / 1048576 ))
 ls -l "$DEST"
-echo "$count wheels, $mib MiB in $DEST (limit $LIMIT_MIB MiB of the device tool's 64 MiB)"
+echo "$count wheels, $mib MiB in $DEST (limit $LIMIT_MIB MiB of the 64 MiB copied tree)"
 if [ "$mib" -gt "$LIMIT_MIB" ]; then
     echo "error: $DEST holds $mib MiB, over $LIMIT_MIB MiB" >&2
     exit 1

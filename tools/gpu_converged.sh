@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 13's converged unstructured benchmark with every arm on a lent H100 or H200, in one device call.
+# The converged unstructured benchmark with every arm on an H100 or H200, in one run of at most 10 minutes.
 #
-# Carried (git-ignored, see `make gpu-carry`): .whl/ (the wheels the image lacks) and .gpu-data/data/
+# Copied along (git-ignored, see `make gpu-carry`): .whl/ (the wheels the image lacks) and .gpu-data/data/
 # (Fashion-MNIST's raw files, read through IEE_SHARED exactly as ../shared/data is here).
 #
 # Stages, within SECONDS seconds in all (a finished stage's runs are never redone; a run stopped by the
@@ -14,7 +14,7 @@
 #      The full mode's default, 96 epochs on 2,000 images, passed the check on the CPU
 #      (benchmarks/results/converged-plateau.md); on CUDA (bf16 autocast) the script checks its own plateau.
 #      Not timed on a GPU yet: ten 48-epoch runs of the earlier setting (7,488 steps each) took 126 s
-#      each on an H100; a run here has 2,976 steps, so all 85 may fit one call (an estimate).
+#      each on an H100; a run here has 2,976 steps, so all 85 may fit one 10-minute run (an estimate).
 # Everything useful comes back under $OUT: the results files, the log, and the run folders' small files.
 #
 # Usage: tools/gpu_converged.sh [EPOCHS [FALLBACK [SECONDS [JOBS]]]]   (defaults 96 128 540 14)

@@ -1,5 +1,5 @@
-# Sourced by the tools/gpu_*.sh benchmark scripts at the start of one device call: the log, the
-# deadline, the carried wheels and MPS. Expects BUDGET (seconds for the whole call), OUT, DEVICE
+# Sourced by the tools/gpu_*.sh benchmark scripts at the start of one run on the GPU machine: the log, the
+# deadline, the carried wheels and MPS. Expects BUDGET (seconds for the whole run), OUT, DEVICE
 # (cuda, or cpu for a dry run here), PY and LOG (the log's name under $OUT).
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/$LOG") 2>&1

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 13's structured benchmark (benchmarks/structured.py) trained on a lent H100 or H200, in one device
-# call; its engines are timed back here, on the CPU whose LUT set the budgets.
+# The structured benchmark (benchmarks/structured.py) trained on an H100 or H200, in one run of at most
+# 10 minutes; its engines are timed back here, on the CPU whose LUT set the budgets.
 #
-# Carried (git-ignored, see `make gpu-carry-structured`): .whl/ (the wheels the image lacks) and
+# Copied along (git-ignored, see `make gpu-carry-structured`): .whl/ (the wheels the image lacks) and
 # .gpu-data/structured/ (the CIFAR-10 subset's JPEG tree and this machine's `cpu` LUT of resnet20, laid
 # out as benchmarks/.cache holds them; copied there first).
 #
@@ -12,8 +12,8 @@
 #   2. `benchmarks.structured --device cuda --train-only` with DENSE_EPOCHS and EPOCHS: the dense model,
 #      then the pretrained, scratch, and plateau + equal-FLOPs phases, JOBS runs at a time;
 #   3. the run folders' small files and final models (no checkpoints) into $OUT/runs-*.tgz (at most
-#      15 MiB each, the device tool's limit per file), the log beside them.
-# Here, afterwards: `make gpu-structured-back FROM=<the reply's files_at>` unpacks them into runs/, and the
+#      15 MiB each, so that each file copies back whole), the log beside them.
+# Here, afterwards: `make gpu-structured-back FROM=<the folder OUT was copied back to>` unpacks them into runs/, and the
 # same benchmark command without --train-only times the engines and writes the results.
 #
 # Usage: tools/gpu_structured.sh [DENSE_EPOCHS [EPOCHS [SECONDS [JOBS]]]]   (defaults 60 30 540 13)

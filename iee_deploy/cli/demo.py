@@ -107,7 +107,7 @@ def run_demo(out: str | Path) -> None:
     _invoke("4/5 build the ONNX Runtime engine", ["build-engine", "--run", str(iee), "--backend", "onnxruntime",
                                                   "--batch", "1", "--out", str(engine)])
     # The knapsack fills the budget almost exactly, so a strict check would pass or fail by timing noise;
-    # 10% is the bound the toolkit promises for measured vs budget on the cpu target (issue 7).
+    # 10% is the bound the toolkit promises for measured vs budget on the cpu target.
     _invoke("5/5 validate for deployment", ["validate", "--engine", str(engine), "--budget-tolerance", str(BUDGET_TOLERANCE)])
     info = read_run_info(iee)
     rows = summary_rows(dense, engine)
