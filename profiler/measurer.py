@@ -141,4 +141,4 @@ def choose_measurer(target: Target, settings: BackendSettings) -> Measurer:
         except NotAvailableError as exc:
             reasons.append(f"{candidate}: {exc.problem}")
     raise NotAvailableError(f"no backend of target '{target.name}' can run here ({'; '.join(reasons)})",
-                            "install one of them, see the README's 'What needs a GPU or TensorRT'")
+                            "install one of them, see docs/gpu.md ('What needs a GPU or TensorRT')")

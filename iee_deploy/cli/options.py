@@ -18,7 +18,8 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(
         [
             click.option("--model", "model_name", default="resnet20", show_default=True,
-                         help="Model name from the zoo (see README), e.g. resnet18, resnet50, mobilenet_v1, wrn22_2."),
+                         help="Model name from the zoo (`iee-deploy models` lists them), e.g. resnet18, resnet50, "
+                              "mobilenet_v1, wrn22_2."),
             click.option("--num-classes", type=click.IntRange(min=1), default=None,
                          help="Classifier outputs. Default: the dataset's class count (1000 without a dataset)."),
             click.option("--resolution", type=click.IntRange(min=1), default=None,
