@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml tools/fix_trt_stubs.py
 	$(PY) -m pip install -q --upgrade pip
 	# torch 2.14.1 + torchvision 0.29.1 are the pair that imports and runs on CPU here (see README).
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,timm,hf]'
 	# TensorRT itself cannot be installed here; its stubs let mypy check the TensorRT backend.
 	$(PY) -m pip install -q --no-deps tensorrt-stubs
 	$(PY) tools/fix_trt_stubs.py

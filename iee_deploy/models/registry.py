@@ -1,7 +1,8 @@
 """Model registry (timm-style): a name maps to a builder and the input sizes the model accepts.
 
-Names are the zoo's own (`register_model`), or ``package.module:factory`` for a user's model:
-the factory is imported and called with ``num_classes`` (and ``resolution`` when it takes one).
+Names are the zoo's own (`register_model`), ``timm:NAME`` and ``hf:CONFIG_OR_CLASS`` for the models of
+timm and transformers (optional extras, see `external.py`), or ``package.module:factory`` for a
+user's model: the factory is imported and called with ``num_classes`` (and ``resolution`` when it takes one).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class ModelSpec:
     """One zoo entry: how to build it, what it is and which square input sizes it accepts.
 
     `native_resolution` is the size the model was designed for (its default). A model accepts
-    a resolution r >= `min_resolution` with r % `resolution_step` == 0 (ViT: a multiple of its patch).
+    a resolution r >= `min_resolution` with r % `resolution_step` == 0 (ViT: a multiple of its patch),
+    and for which `probe(r)`, where set, returns None (else the reason it fails: models whose valid
+    sizes no rule states, such as timm's and transformers', are probed on the meta device).
     """
 
     name: str
@@ -36,11 +39,16 @@ class ModelSpec:
     description: str
     min_resolution: int = 1
     resolution_step: int = 1
+    probe: Callable[[int], str | None] | None = None
 
     def check_resolution(self, resolution: int) -> None:
         """Raise a UserError naming the valid sizes when the model cannot take `resolution` px."""
         if resolution >= self.min_resolution and resolution % self.resolution_step == 0:
-            return
+            failure = self.probe(resolution) if self.probe is not None else None
+            if failure is None:
+                return
+            raise UserError(f"model '{self.name}' cannot take {resolution} px inputs (`resolution`): {failure}",
+                            f"use another resolution (native {self.native_resolution})", fields=("resolution",))
         if self.resolution_step > 1:
             first = max(self.resolution_step, -(-self.min_resolution // self.resolution_step) * self.resolution_step)
             valid = f"a multiple of {self.resolution_step} from {first} px (native {self.native_resolution})"
@@ -117,17 +125,36 @@ def model_spec(name: str) -> ModelSpec:
     """The zoo entry for `name` (or a user's ``package.module:factory``), or a UserError with the closest names."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    from iee_deploy.models import external  # imports timm / transformers only for their names
+
+    if external.is_external(name):
+        return external.external_spec(name)
     if ":" in name:
         return _user_spec(name)
     close = difflib.get_close_matches(name, _REGISTRY, n=3)
     hint = (f"did you mean {', '.join(close)}?" if close
-            else "list the zoo with `iee-deploy models`, or name your own factory as package.module:factory")
+            else "list the zoo with `iee-deploy models`, use timm:NAME or hf:CONFIG, or name your own factory as "
+                 "package.module:factory")
     raise UserError(f"unknown model '{name}'", hint)
 
 
 def list_models(pattern: str | Sequence[str] | None = None, family: str | None = None) -> list[str]:
-    """Registered model names, sorted; `pattern` filters with shell globs ('resnet*', ['vit_*', 'swin_*'])."""
+    """Registered model names, sorted; `pattern` filters with shell globs ('resnet*', ['vit_*', 'swin_*']).
+
+    A ``timm:GLOB`` pattern lists timm's models (``timm.list_models(GLOB)``), ``hf:GLOB`` the
+    transformers configs with an image-classification head; `family` "timm" or "hf" alone lists all of them.
+    """
+    from iee_deploy.models import external
+
     patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
-    return sorted(name for name, spec in _REGISTRY.items()
-                  if (not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns))
-                  and (family is None or spec.family == family))
+    if family in ("timm", "hf") and not patterns:
+        patterns = [f"{family}:*"]
+    outside = [p for p in patterns if external.is_external(p)]
+    own = [p for p in patterns if p not in outside]
+    names = [] if outside and not own else sorted(
+        name for name, spec in _REGISTRY.items()
+        if (not own or any(fnmatch.fnmatchcase(name, p) for p in own)) and (family is None or spec.family == family))
+    for p in outside:
+        if family is None or p.startswith(f"{family}:"):
+            names += [n for n in external.list_external(p) if n not in names]
+    return names
