@@ -16,6 +16,21 @@ from pathlib import Path
 VERSIONED = ("torch", "onnx", "onnxruntime", "tensorrt")
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cap_threads(requested: int, cores: int) -> tuple[int, str | None]:
+    """(threads to use, a warning or None): 0 means every core; more threads than cores only oversubscribe
+    them (a thousand threads on two cores hang for minutes), so they are capped to the cores."""
+    if requested <= 0:
+        return cores, None
+    if requested > cores:
+        return cores, f"warning: {requested} threads asked for but this machine has {cores} cores; using {cores}"
+    return requested, None
+
+
 def cpu_name() -> str:
     """Human-readable CPU model of this machine."""
     try:

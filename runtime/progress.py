@@ -17,7 +17,7 @@ from typing import IO, Any, Generic, TypeVar
 from tqdm import tqdm
 
 T = TypeVar("T")
-LOG_EVERY_S = 30.0
+LOG_EVERY_S = 10.0
 
 
 class LogProgress(Generic[T]):

@@ -13,7 +13,7 @@ def test_log_progress_writes_whole_lines():
     assert items == [0, 1, 2, 3, 4]
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue() and lines[0].startswith("calibration: 1/5 net (20%)")
-    assert lines[-1].startswith("calibration: 5/5 net (100%)") and len(lines) == 2  # first and last, interval 30 s
+    assert lines[-1].startswith("calibration: 5/5 net (100%)") and len(lines) == 2  # first and last, interval 10 s
 
 
 def test_log_progress_counts_updates_from_an_initial_value():

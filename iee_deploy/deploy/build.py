@@ -19,7 +19,6 @@ events, the clock of the GPU latency tables.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -37,7 +36,7 @@ from profiler.lut import read_meta
 from profiler.targets import load_target
 from runtime.backends import PRECISIONS, Backend, BuildSpec, ModelSource, Session, canonical_name, get_backend
 from runtime.export import export_onnx
-from runtime.machine import machine_info
+from runtime.machine import cap_threads, machine_info, usable_cores
 from runtime.timing import Timing, TimingConfig, describe, measure
 
 ENGINE_REPORT = "engine.json"
@@ -146,7 +145,7 @@ def run_statistic(info: RunInfo, device: str) -> str:
 
 def default_threads(target: str) -> int:
     """Intra-op CPU threads: the target's `threads` (a name in targets/ or a YAML path), else all cores."""
-    return load_target(target).resolved_threads() if target else os.cpu_count() or 1
+    return load_target(target).resolved_threads() if target else usable_cores()
 
 
 def build_spec(info: RunInfo, backend: str, batch: int, precision: str | None, threads: int | None) -> BuildSpec:
@@ -158,10 +157,11 @@ def build_spec(info: RunInfo, backend: str, batch: int, precision: str | None, t
     precision = precision or chosen.default_precision(device)
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'", f"choose one of: {', '.join(PRECISIONS)}")
-    if threads is not None and threads < 1:
-        raise UserError(f"the CPU thread count (threads) must be at least 1, got {threads}", "give a number of CPU threads")
+    if threads is not None and threads < 0:
+        raise UserError(f"the CPU thread count (threads) must be 0 (every core) or more, got {threads}",
+                        "give a number of CPU threads")
     return BuildSpec(batch=batch, resolution=info.resolution, precision=precision,
-                     threads=threads or default_threads(run_target(info, device)),
+                     threads=default_threads(run_target(info, device)) if threads is None else threads,
                      sparse_weights=chosen.name == "tensorrt" and info.nm is not None, device=device)
 
 
@@ -185,6 +185,10 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     chosen = get_backend(backend)
     info = read_run_info(run_dir)
     spec = build_spec(info, backend, batch, precision, threads)
+    capped, warning = cap_threads(spec.threads, usable_cores())
+    if warning:
+        log(warning)
+    spec = replace(spec, threads=capped)
     chosen.check_available(spec.device)
     out = Path(out)
     check_writable(out, "out", folder=True)
