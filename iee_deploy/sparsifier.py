@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from iee_deploy.distributed import Distributed
+from iee_deploy.errors import UserError
 from iee_deploy.flops import forward_flops, layer_costs, train_step_flops
 from iee_deploy.methods import SparsityConfig, SparsityMethod, TrainContext, build_method
 from iee_deploy.sparse.tracking import UpdateRecord
@@ -65,7 +66,32 @@ def method_step(method: SparsityMethod, optimizer: torch.optim.Optimizer, step: 
         for hook in hooks:
             hook.remove()
     if not stepped:
-        raise RuntimeError(f"optimizer.step() was not called inside the context of training step {step}")
+        raise UserError(f"optimizer.step() was not called inside the context of training step {step}",
+                        "call optimizer.step() inside `with sparsifier.step():`")
+
+
+def check_arguments(model: Any, optimizer: Any, total_steps: Any, config: SparsityConfig | None,
+                    fields: dict[str, Any], resolution: Any) -> None:
+    """One UserError naming the argument for each way a Sparsifier can be built wrongly."""
+    if config is not None and fields:
+        raise UserError("pass either `config` or SparsityConfig fields as keywords, not both",
+                        f"drop {', '.join(sorted(fields))} or `config`", fields=("config",))
+    if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
+        raise UserError(f"`model` must be a torch.nn.Module with parameters, got {type(model).__name__}",
+                        "pass the network you train", fields=("model",))
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise UserError(f"`optimizer` must be a torch.optim.Optimizer, got {type(optimizer).__name__}",
+                        "pass the optimizer of your training loop", fields=("optimizer",))
+    owned = {id(p) for p in model.parameters()}
+    if not any(id(p) in owned for group in optimizer.param_groups for p in group["params"]):
+        raise UserError("`optimizer` holds none of the model's parameters",
+                        "build it from this model, e.g. torch.optim.SGD(model.parameters(), ...)", fields=("optimizer",))
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise UserError(f"`total_steps` must be a positive whole number of optimizer steps, got {total_steps!r}",
+                        "pass epochs x steps per epoch", fields=("total_steps",))
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
+        raise UserError(f"`resolution` must be a positive number of pixels, got {resolution!r}",
+                        "pass the input size, e.g. 32", fields=("resolution",))
 
 
 class Sparsifier:
@@ -78,14 +104,15 @@ class Sparsifier:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
                  config: SparsityConfig | None = None, *, seed: int = 0, resolution: int | None = None,
                  dist: Distributed | None = None, **fields: Any) -> None:
-        if config is not None and fields:
-            raise TypeError("pass either config or SparsityConfig fields, not both")
-        if total_steps < 1:
-            raise ValueError(f"total_steps must be positive, got {total_steps}")
+        check_arguments(model, optimizer, total_steps, config, fields, resolution)
         self.model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         self.optimizer = optimizer
         self.total_steps = total_steps
-        self.config = config or SparsityConfig(**fields)
+        try:
+            self.config = config or SparsityConfig(**fields)
+        except TypeError as exc:  # an unknown keyword
+            raise UserError(f"Sparsifier got an unknown argument ({exc})",
+                            "pass SparsityConfig's fields, e.g. method='iee', sparsity=0.9") from None
         device = next(self.model.parameters()).device
         self.dist = dist or Distributed.current(device)
         self.method: SparsityMethod = build_method(self.config, self.model, self.dist, seed)
@@ -111,9 +138,10 @@ class Sparsifier:
     @contextmanager
     def _step(self, batch_size: int) -> Iterator[list[UpdateRecord]]:
         if self._open:
-            raise RuntimeError("Sparsifier.step() contexts cannot nest: close the previous step first")
+            raise UserError("Sparsifier.step() contexts cannot nest", "close the previous step first")
         if self.steps_done >= self.total_steps:
-            raise RuntimeError(f"all {self.total_steps} steps the Sparsifier was built for are done")
+            raise UserError(f"all {self.total_steps} steps the Sparsifier was built for are done",
+                            "build it with the loop's real total of optimizer steps", fields=("total_steps",))
         step = self.steps_done
         cost = self.method.step_cost(step)
         self._open = True

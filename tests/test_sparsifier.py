@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from conftest import ROOT
+from torch import nn
 
 from iee_deploy.cli import main
 from iee_deploy.data import build_datasets
+from iee_deploy.errors import UserError
 from iee_deploy.models import build_model
 from iee_deploy.runs import RunFolder
 from iee_deploy.seeding import seed_everything
@@ -111,12 +113,37 @@ def test_misuse_is_named(one_thread):
     model = build_model("resnet20", 10, 8)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     sparsifier = Sparsifier(model, optimizer, 10, method="static", sparsity=0.5)
-    with pytest.raises(RuntimeError, match="was not called"), sparsifier.step():
+    with pytest.raises(UserError, match="was not called"), sparsifier.step():
         pass
-    with pytest.raises(TypeError, match="either config or"):
+    with pytest.raises(UserError, match="either `config` or"):
         Sparsifier(model, optimizer, 10, sparsifier.config, sparsity=0.5)
     assert sparsifier.steps_done == 0
     optimizer.step()  # outside a step context the optimizer is a plain one
+
+
+@pytest.mark.parametrize(("change", "field", "fragment"), [
+    ({"model": "resnet20"}, "model", "must be a torch.nn.Module"),
+    ({"model": nn.ReLU()}, "model", "with parameters"),
+    ({"optimizer": "sgd"}, "optimizer", "must be a torch.optim.Optimizer"),
+    ({"optimizer": "other"}, "optimizer", "holds none of the model's parameters"),
+    ({"total_steps": 0}, "total_steps", "positive whole number"),
+    ({"total_steps": 2.5}, "total_steps", "positive whole number"),
+    ({"resolution": -8}, "resolution", "positive number of pixels"),
+    ({"sparsity": 1.5}, "sparsity", "sparsity"),
+    ({"colour": "red"}, None, "unknown argument"),
+], ids=["model-a-name", "model-no-params", "optimizer-a-name", "optimizer-of-another-model", "steps-zero",
+        "steps-fraction", "resolution-negative", "sparsity-above-one", "unknown-keyword"])
+def test_every_bad_argument_is_a_user_error_naming_it(change, field, fragment):
+    model = build_model("resnet20", 10, 8)
+    args = {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1), "total_steps": 10,
+            "resolution": 8, "method": "static", "sparsity": 0.5}
+    if change.get("optimizer") == "other":
+        change = {"optimizer": torch.optim.SGD(build_model("resnet20", 10, 8).parameters(), lr=0.1)}
+    args.update(change)
+    with pytest.raises(UserError, match=fragment) as info:
+        Sparsifier(args.pop("model"), args.pop("optimizer"), args.pop("total_steps"), **args)
+    if field is not None:
+        assert info.value.field == field
 
 
 BN_SNAPSHOT = "method/space/masks/buffers/"
