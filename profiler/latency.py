@@ -6,7 +6,8 @@
 `T_l` is layer l's latency table, interpolated bilinearly between the measured (cin, cout) grid
 points (linearly along cin for depthwise and grouped convs, which lose whole conv groups, so cin and
 cout shrink together) after rounding
-the channel counts up to the hardware's channel block (the grid's `align`), and (a, b)
+the channel counts up to the hardware's channel multiples (the grid's `align` below one `block`, the
+`block` above: `profiler.blocking`), and (a, b)
 is the target's calibration, fitted from whole-network measurements so that what a one-layer
 network cannot show (fusion across layers, memory traffic between them, pooling and adds) is
 accounted for. Conv latency is close to bilinear in (cin, cout) - its work is k*k*H*W*cin*cout -
@@ -27,6 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from iee_deploy.errors import UserError
+from profiler.blocking import round_channels
 from profiler.lut import Lut, check_lut, load_lut
 
 FloatArray = NDArray[np.float64]
@@ -42,14 +44,6 @@ def _cell(grid: FloatArray, x: FloatArray) -> tuple[NDArray[np.intp], FloatArray
 
 def _next(grid: FloatArray, i: NDArray[np.intp]) -> NDArray[np.intp]:
     return i if grid.size == 1 else i + 1
-
-
-def align_up(x: ArrayLike, align: int, cap: float) -> FloatArray:
-    """Round channel counts up to a multiple of `align` (the hardware's channel block), never above `cap`."""
-    q = np.asarray(x, float)
-    if align <= 1:
-        return q
-    return np.asarray(np.minimum(np.ceil(q / align) * align, cap))
 
 
 def linear(grid: ArrayLike, values: ArrayLike, x: ArrayLike) -> FloatArray:
@@ -83,10 +77,12 @@ class LayerTable:
     cout: FloatArray  # grid of output channels
     ms: FloatArray  # (len(cin), len(cout)); for a diagonal layer, (len(cin),) with cout following cin
     diagonal: bool = False  # depthwise or grouped: whole conv groups go
-    align: int = 1  # channel counts are rounded up to a multiple of this before interpolation
+    align: int = 1  # channel counts below one `block` are rounded up to a multiple of this before interpolation
+    block: int = 0  # the runtime's channel block: counts of at least one block round up to its multiples (0: align)
 
     def __call__(self, cin: ArrayLike, cout: ArrayLike) -> FloatArray:
-        ci, co = align_up(cin, self.align, self.cin[-1]), align_up(cout, self.align, self.cout[-1])
+        block = self.block or self.align
+        ci, co = (round_channels(x, self.align, block, cap) for x, cap in ((cin, self.cin[-1]), (cout, self.cout[-1])))
         if self.diagonal:  # cout follows cin (whole conv groups)
             return linear(self.cin, self.ms, np.broadcast_arrays(ci, co)[0])
         return bilinear(self.cin, self.cout, self.ms, ci, co)
@@ -156,7 +152,7 @@ class LatencyModel:
         if len(aligns) > 1:
             raise ValueError("every layer table of one model has the same channel block")
         self.align = aligns.pop() if aligns else 1
-        """Hardware channel block: keep channel counts at multiples of it (pruning rounding) for accurate predictions."""
+        """Channel multiple pruning keeps (multiples of `block` above one block cost no more: see `profiler.blocking`)."""
         self._tables = dict(tables)
         self._full = dict(full)
         self.calibration = calibration or Calibration()
@@ -176,10 +172,10 @@ class LatencyModel:
             if sig.diagonal:
                 ordered = sorted(points.items())
                 ms = np.array([value for _, value in ordered])
-                tables[key] = LayerTable(cins, couts, ms, True, lut.meta.grid_align)
+                tables[key] = LayerTable(cins, couts, ms, True, lut.meta.grid_align, lut.meta.grid_block)
             else:
                 grid = np.array([[points[(int(ci), int(co))] for co in couts] for ci in cins])
-                tables[key] = LayerTable(cins, couts, grid, False, lut.meta.grid_align)
+                tables[key] = LayerTable(cins, couts, grid, False, lut.meta.grid_align, lut.meta.grid_block)
         meta = lut.meta
         return cls({name: tables[key] for name, key in meta.layers.items()},
                    {name: (meta.signatures[key].cin, meta.signatures[key].cout) for name, key in meta.layers.items()},

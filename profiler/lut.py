@@ -10,7 +10,7 @@
 | `runs` | timed runs behind those figures |
 
 `<name>.json` holds `LutMeta`: what was measured (model, resolution, batch, precision, layers and
-their signatures, grid), where and how (target, device, backend and library versions, machine,
+their signatures, grid and the runtime's measured channel blocking), where and how (target, device, backend and library versions, machine,
 threads, repeats), when, whether the table is complete, and the whole-network calibration.
 
 Rows are appended and flushed to disk one at a time, so a killed profile loses at most the row
@@ -85,6 +85,8 @@ class LutMeta:
     elapsed_s: float = 0.0
     calibration: dict[str, Any] | None = None  # profiler.latency.Calibration.to_dict()
     format: int = LUT_FORMAT
+    grid_block: int = 0  # the runtime's channel block (profiler.blocking); 0: grid_align (tables before it existed)
+    blocking: dict[str, float] | None = None  # the probe conv's latency (ms) by channel count, when measured
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -101,7 +103,7 @@ class LutMeta:
     def settings(self) -> dict[str, Any]:
         """What decides the numbers in the table: two tables with different settings cannot be mixed."""
         keys = ("model", "num_classes", "resolution", "batch", "precision", "target", "backend", "threads", "grid_step",
-                "grid_min", "grid_align", "warmup", "repeats", "statistic")
+                "grid_min", "grid_align", "grid_block", "warmup", "repeats", "statistic")
         return {k: getattr(self, k) for k in keys}
 
 

@@ -2,7 +2,8 @@
 
 `profile_model` takes the model (built by the caller, `iee_deploy.profiling`) and a source of
 random physically pruned sub-networks for the calibration, enumerates the model's layer signatures, plans every (signature, cin, cout) on the
-channel grid, measures the rows that are not on disk yet (in a shuffled order, so a burst of
+channel grid (its channel multiples measured on the device when the target says `align: auto`,
+see `profiler.blocking`), measures the rows that are not on disk yet (in a shuffled order, so a burst of
 machine noise spreads over many layers instead of biasing one), appends each to the CSV as soon
 as it is measured, then measures a few whole networks to fit the calibration and marks the
 table complete. Interrupted runs continue with `resume=True` without re-measuring finished rows.
@@ -20,7 +21,8 @@ from pathlib import Path
 from torch import nn
 
 from iee_deploy.errors import UserError
-from iee_deploy.io import check_writable
+from iee_deploy.io import check_writable, writer_lock
+from profiler.blocking import Blocking, measure_blocking
 from profiler.latency import Calibration, LatencyModel, fit_calibration
 from profiler.layers import enumerate_layers, plan_rows, unique_signatures
 from profiler.lut import (
@@ -85,12 +87,28 @@ def input_shape(batch: int, resolution: int) -> tuple[int, int, int, int]:
     return (batch, 3, resolution, resolution)
 
 
-def _new_meta(request: ProfileRequest, model: nn.Module, backend: Measurer, device: str) -> LutMeta:
+def grid_blocking(request: ProfileRequest, backend: Measurer, old: LutMeta | None) -> tuple[Blocking, dict[str, float] | None]:
+    """The grid's channel multiples: the request's `grid_align`, the target's, or measured here (`align: auto`).
+
+    A resumed table keeps the blocking it was started with (`old`), so its grid does not move.
+    """
+    if request.grid_align:
+        return Blocking(request.grid_align, request.grid_align), None
+    if old is not None:
+        return Blocking(old.grid_align, old.grid_block or old.grid_align), old.blocking
+    if not request.target.grid.measured:
+        return Blocking(request.target.grid.align, request.target.grid.align), None
+    blocking, latency = measure_blocking(backend, request.batch)
+    return blocking, {str(c): ms for c, ms in latency.items()}
+
+
+def _new_meta(request: ProfileRequest, model: nn.Module, backend: Measurer, device: str,
+              blocking: tuple[Blocking, dict[str, float] | None]) -> LutMeta:
     layers = enumerate_layers(model, input_shape(1, request.resolution))
     signatures = unique_signatures(layers)
     step = request.grid_step or request.target.grid.step
     minimum = request.grid_min or request.target.grid.min
-    align = request.grid_align or request.target.grid.align
+    align = blocking[0].align
     s = request.settings
     return LutMeta(
         model=request.model, num_classes=request.num_classes, resolution=request.resolution, batch=request.batch,
@@ -101,6 +119,7 @@ def _new_meta(request: ProfileRequest, model: nn.Module, backend: Measurer, devi
         layers={name: sig.key for name, sig in layers.items()}, signatures=signatures,
         rows_planned=len(plan_rows(signatures.values(), step, minimum, align)), versions=backend.versions(),
         machine=machine_info(s.threads), checkpoint=request.checkpoint, created=now(),
+        grid_block=blocking[0].block, blocking=blocking[1],
     )
 
 
@@ -153,16 +172,29 @@ def check_out(out: Path, resume: bool) -> None:
 
 def profile_model(request: ProfileRequest, model: nn.Module, out: str | Path, subnetworks: Subnetworks,
                   resume: bool = False, progress: bool = True) -> ProfileSummary:
-    """Measure (or finish measuring) the LUT of `request` for `model` into `out` (.csv) and its metadata (.json)."""
-    started = time.perf_counter()
+    """Measure (or finish measuring) the LUT of `request` for `model` into `out` (.csv) and its metadata (.json).
+
+    One process at a time writes a LUT (`<out>.lock`): a second one on the same path is refused at once
+    instead of measuring every row again and interleaving its rows with the first one's.
+    """
     out = Path(out)
+    check_out(out, resume)
+    with writer_lock(out.with_name(out.name + ".lock"), f"the LUT '{out}'",
+                     "wait for that profile to finish (or stop it), then add `resume` to finish it", fields=("resume",)):
+        return _measure(request, model, out, subnetworks, resume, progress)
+
+
+def _measure(request: ProfileRequest, model: nn.Module, out: Path, subnetworks: Subnetworks, resume: bool,
+             progress: bool) -> ProfileSummary:
+    started = time.perf_counter()
     check_out(out, resume)
     exists = out.exists() or meta_path(out).exists()
     # An explicitly chosen backend must exist (its error says how to install it) before the device is checked.
     chosen = make_measurer(request.backend, request.settings) if request.backend else None
     device = check_device(request.target)
     backend = chosen or choose_measurer(request.target, request.settings)
-    meta = _new_meta(request, model.eval(), backend, device)
+    meta = _new_meta(request, model.eval(), backend, device,
+                     grid_blocking(request, backend, read_meta(out) if exists else None))
     rows: list[Row] = []
     if exists:
         meta = _resume_meta(out, meta)

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from iee_deploy.errors import UserError
-from runtime.machine import cpu_name, detect_gpus
+from runtime.machine import cap_threads, cpu_name, detect_gpus, usable_cores
 from runtime.timing import STATISTICS, describe
 
 KINDS = ("cpu", "gpu")
@@ -33,14 +33,21 @@ PRECISIONS = ("fp32", "fp16")
 class GridSpec:
     """Channel grid of a latency table: `min`, then every multiple of `step`, then the layer's full width.
 
-    `align` is the hardware's channel block (16 for AVX-512 NCHWc convs in ONNX Runtime, 8 for tensor
-    cores): the latency model rounds channel counts up to it before interpolating, since a layer with
-    40 channels runs as one with 48.
+    `align` is the hardware's channel block (8 for tensor cores): the latency model rounds channel
+    counts up to it before interpolating, since a layer with 40 channels runs as one with 48.
+    `align: auto` (`align` 0 here) measures it on the device at profile time instead
+    (`profiler.blocking`: the runtime's block, and half a block below one block where the runtime
+    saves there), so the grid follows the runtime that runs the network.
     """
 
     step: int
     min: int
-    align: int = 1
+    align: int = 1  # 0: measured at profile time (`align: auto`)
+
+    @property
+    def measured(self) -> bool:
+        """Whether the channel blocking is measured at profile time rather than given."""
+        return self.align == 0
 
 
 @dataclass(frozen=True)
@@ -88,9 +95,7 @@ class Target:
 
     def resolved_threads(self) -> int:
         """Thread count to run with: the YAML's, or every core this process may use when it says 0."""
-        if self.threads:
-            return self.threads
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return cap_threads(self.threads, usable_cores())[0]
 
 
 def targets_dir() -> Path:
@@ -191,7 +196,7 @@ def parse_target(data: Any, path: Path) -> Target:
         batch=_positive(data, "batch", path),
         threads=_positive(data, "threads", path, allow_zero=True) if "threads" in data else 0,
         grid=GridSpec(step=_positive(grid, "step", path), min=_positive(grid, "min", path),
-                      align=_positive(grid, "align", path) if "align" in grid else 1),
+                      align=0 if grid.get("align") == "auto" else _positive(grid, "align", path) if "align" in grid else 1),
         timing=TimingSpec(warmup=_positive(timing, "warmup", path, allow_zero=True), repeats=_positive(timing, "repeats", path),
                           network_repeats=_positive(timing, "network_repeats", path), statistic=statistic),
         calibration_networks=_positive(calibration, "networks", path),

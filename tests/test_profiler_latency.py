@@ -7,11 +7,11 @@ import pytest
 
 from iee_deploy.profiling import mape, spearman
 from iee_deploy.subnets import keep_counts, snap
+from profiler.blocking import round_channels
 from profiler.latency import (
     Calibration,
     LatencyModel,
     LayerTable,
-    align_up,
     bilinear,
     fit_calibration,
     linear,
@@ -43,8 +43,8 @@ def test_bilinear_hand_computed_cell_and_one_point_axes():
 
 
 def test_channels_round_up_to_the_hardware_block_before_interpolation():
-    assert align_up([1, 16, 17, 40, 100], 16, 96).tolist() == [16, 16, 32, 48, 96]
-    assert align_up([5, 7], 1, 4).tolist() == [5, 7]
+    assert round_channels([1, 16, 17, 40, 100], 16, 16, 96).tolist() == [16, 16, 32, 48, 96]
+    assert round_channels([5, 7], 1, 1, 4).tolist() == [5, 7]
     g = np.array([16.0, 32, 64])
     table = LayerTable(g, g, plane(g[:, None], g[None, :]), align=16)
     # 40 channels run as 48: the value of the block top, interpolated between the 32 and 64 grid points

@@ -18,9 +18,8 @@ def test_every_requested_target_ships_with_sensible_defaults():
             assert t.grid.step % 8 == 0 and t.grid.min % 8 == 0 and t.grid.align == 8  # 8-aligned grid on GPUs
             assert t.batch == (1 if name == "jetson-orin" else 256)
         else:
-            assert (t.precision, t.batch, t.backends[0], t.grid.align) == ("fp32", 1, "onnxruntime", 16)
-            assert (t.threads, t.timing.statistic) == (1, "min")
-    assert load_target("cpu").grid.step > load_target("h100").grid.step  # coarser grid on CPU
+            assert (t.precision, t.batch, t.backends[0], t.grid.measured) == ("fp32", 1, "onnxruntime", True)
+            assert (t.threads, t.timing.statistic) == (1, "min")  # channel blocking measured (profiler.blocking)
     assert load_target("titanv").backends[0] == "torch"  # the paper's table: cuDNN
 
 
@@ -42,8 +41,11 @@ def test_target_by_path_and_bad_files(tmp_path):
     broken.write_text(own.read_text() + "colour: blue\n")
     with pytest.raises(UserError, match="unknown field.*colour"):
         load_target(str(broken))
-    broken.write_text(own.read_text().replace("  step: 32", "  step: -4"))
+    broken.write_text(own.read_text().replace("  step: 16", "  step: -4"))
     with pytest.raises(UserError, match="'step' must be positive"):
+        load_target(str(broken))
+    broken.write_text(own.read_text().replace("  align: auto", "  align: sometimes"))
+    with pytest.raises(UserError, match="'align' is 'sometimes'"):
         load_target(str(broken))
 
 

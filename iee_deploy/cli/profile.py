@@ -32,11 +32,11 @@ def _positive(name: str, value: int | None) -> None:
 @click.option("--backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default=None,
               help="Measuring backend (default: the target's first that can run here).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="Precision (default: the target's: fp16 on GPUs, fp32 on CPU).")
-@click.option("--step", type=click.IntRange(min=1), default=None, help="Channel grid step in channels (default: the target's: 16 on GPUs, 32 on CPU).")
-@click.option("--min-channels", type=click.IntRange(min=1), default=None, help="Smallest channel count on the grid (default: the target's: 8 on GPUs, 16 on CPU).")
+@click.option("--step", type=click.IntRange(min=1), default=None, help="Channel grid step in channels (default: the target's: 16).")
+@click.option("--min-channels", type=click.IntRange(min=1), default=None, help="Smallest channel count on the grid (default: the target's: 8).")
 @click.option("--align", type=click.IntRange(min=1), default=None,
               help="Hardware channel block in channels: grid points are multiples of it and queries are rounded up to it "
-                   "(default: the target's: 8 on GPUs, 16 on CPU).")
+                   "(default: the target's: 8 on GPUs; measured on the device for the cpu target, see `align: auto`).")
 @click.option("--warmup", type=click.IntRange(min=0), default=None, help="Untimed runs before timing each configuration (default: the target's).")
 @click.option("--repeats", type=click.IntRange(min=1), default=None,
               help="Timed runs per layer configuration; the table records their median and fastest run, and the latency "
