@@ -7,6 +7,7 @@ killed mid-write, because `os.replace` is atomic on one file system.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -107,3 +108,46 @@ def check_writable(path: str | os.PathLike[str], field: str, folder: bool = Fals
     if problem is not None:
         raise UserError(f"`{field}` '{path}' {problem}", "choose a writable location", fields=(field,))
     return target
+
+
+@contextlib.contextmanager
+def writer_lock(lock: str | os.PathLike[str], what: str, fix: str, fields: tuple[str, ...] = ()) -> Iterator[None]:
+    """Hold an exclusive lock on file `lock` while one process writes `what` (a run folder, a LUT).
+
+    A second writer gets a one-line UserError naming the holder and `fix` (quoting `fields`), at once (never two writers
+    interleaving rows). The lock is released when the block ends or the process dies; on a clean release
+    the lock file is removed, and so are the folders made for it that are still empty (a refused or
+    finished run leaves no stale lock, a refused new run no empty folder).
+    """
+    from iee_deploy.errors import UserError
+
+    path = Path(lock)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the whole block
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(f"{what} is being written by {owner}", fix, fields=fields) from None
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break  # still the file at `path` (not one a finishing holder has just removed)
+        except FileNotFoundError:
+            pass
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+        for folder in made:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()

@@ -29,10 +29,7 @@ metrics.jsonl records (one JSON object a line; `read_metrics` skips a torn last 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -40,7 +37,7 @@ from typing import Any
 import torch
 
 from iee_deploy.errors import UserError
-from iee_deploy.io import append_jsonl, save_torch, write_json, write_text
+from iee_deploy.io import append_jsonl, save_torch, write_json, write_text, writer_lock
 
 RUN_INFO = "run.json"
 FINAL_MODEL = "final_model.pt"
@@ -117,23 +114,10 @@ class RunFolder:
         """True once a run has written anything that names it (a checkpoint or run.json)."""
         return self.has_checkpoint() or (self.path / RUN_INFO).is_file()
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold the folder's writer lock; a second writer gets a one-line UserError (released on exit or death)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / self.LOCK, "a+") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                owner = handle.read().strip() or "another process"
-                raise UserError(f"run folder '{self.path}' is being written by {owner}",
-                                "wait for that run to finish (or stop it), or choose another output folder") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"process {os.getpid()}\n")
-            handle.flush()
-            yield
+        return writer_lock(self.path / self.LOCK, f"run folder '{self.path}'",
+                           "wait for that run to finish (or stop it), or choose another output folder")
 
     # --- run.json and config.json ----------------------------------------------------------
     def write_info(self, info: RunInfo) -> Path:

@@ -2,11 +2,13 @@
 time-based checkpoints."""
 
 import json
+import os
 import shutil
 
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import assert_user_error, run_cli
 
 from iee_deploy.cli import main
 from iee_deploy.data import build_datasets
@@ -140,3 +142,32 @@ def test_checkpoints_are_also_time_based(tmp_path, data, one_thread):
 
     Trainer(tiny(epochs=1), tmp_path, data=data, progress_bar=False, on_step_end=look, checkpoint_seconds=1e-9).fit()
     assert seen == list(range(len(seen))) and len(seen) > 2  # a checkpoint after every step, not only at epoch ends
+
+
+def test_writer_lock_refuses_a_second_writer_and_leaves_nothing_behind(tmp_path):
+    """A second writer is refused in one line naming the holder; on release the lock file goes, and so do
+    the folders made for it that are still empty (a refused run leaves no folder behind)."""
+    from iee_deploy.io import writer_lock
+
+    lock = tmp_path / "new" / "deeper" / ".lock"
+    with writer_lock(lock, "run folder 'x'", "wait"):
+        assert lock.read_text() == f"process {os.getpid()}\n"
+        with pytest.raises(UserError, match=f"run folder 'x' is being written by process {os.getpid()}; wait"), \
+                writer_lock(lock, "run folder 'x'", "wait"):
+            pass
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with writer_lock(tmp_path / "kept" / ".lock", "it", "wait"):
+        (tmp_path / "kept" / "run.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["run.json"]
+
+
+def test_two_profiles_of_one_lut_do_not_interleave(tmp_path):
+    """The second `profile` on the same --out is refused at once while the first holds the LUT."""
+    from iee_deploy.io import writer_lock
+
+    out = tmp_path / "cpu.csv"
+    with writer_lock(tmp_path / "cpu.csv.lock", "the LUT", "wait"):
+        result = run_cli("profile", "--target", "cpu", "--model", "resnet20", "--resolution", "8", "--out", str(out))
+    assert_user_error(result, f"the LUT '{out}' is being written by process", "--resume")
+    assert not out.exists()
