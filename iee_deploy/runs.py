@@ -78,7 +78,8 @@ def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> 
         return torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError for code, RuntimeError/EOFError for torn or foreign files
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise UserError(f"'{file}' cannot be read as a weights-only torch file ({type(exc).__name__}: {reason})",
+        raise UserError(f"'{file}' is corrupt or not a weights-only torch file, so it cannot be read "
+                        f"({type(exc).__name__}: {reason})",
                         "save tensors with torch.save(model.state_dict()); pickled modules or code are never loaded"
                         ) from None
 
@@ -128,27 +129,43 @@ class RunFolder:
         path = self.path / RUN_INFO
         if not path.is_file():
             raise UserError(f"'{self.path}' is not a run folder (no {RUN_INFO})", "pass the output folder of `iee-deploy train`")
+        data = self.read_json(RUN_INFO, strict=True)
+        assert data is not None
+        known = {f.name for f in fields(RunInfo)}
         try:
-            data = json.loads(path.read_text())
-            known = {f.name for f in fields(RunInfo)}
             return RunInfo(**{k: v for k, v in data.items() if k in known})
-        except (json.JSONDecodeError, TypeError) as exc:
+        except TypeError as exc:  # a required field missing
             raise UserError(f"'{path}' is corrupt ({exc})", "re-run `iee-deploy train` to write it again") from None
 
     def write_config(self, config: dict[str, Any]) -> Path:
         return write_json(self.path / self.CONFIG, config)
 
-    def read_config(self) -> dict[str, Any] | None:
-        """config.json as stored, or None when it is absent or unreadable."""
-        return self.read_json(self.CONFIG)
+    def read_config(self, strict: bool = False) -> dict[str, Any] | None:
+        """config.json as stored; None when it is absent (or, unless `strict`, unreadable)."""
+        return self.read_json(self.CONFIG, strict)
 
-    def read_json(self, name: str) -> dict[str, Any] | None:
-        """A JSON object file of the folder (summary.json, channels.json, ...), or None if absent or corrupt."""
+    def read_json(self, name: str, strict: bool = False) -> dict[str, Any] | None:
+        """A JSON object file of the folder (summary.json, channels.json, ...), or None if absent.
+
+        A file that is there but truncated, edited into something else or not text is None too, unless
+        `strict`: then it is a UserError saying "corrupt" (never confused with a run that has not finished).
+        """
+        path = self.path / name
         try:
-            data = json.loads((self.path / name).read_text())
-        except (OSError, json.JSONDecodeError):
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
             return None
-        return data if isinstance(data, dict) else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if strict:
+                raise UserError(f"'{path}' is corrupt ({type(exc).__name__}: {str(exc)[:80]})",
+                                "re-run `iee-deploy train` in a new folder to write it again") from None
+            return None
+        if not isinstance(data, dict):
+            if strict:
+                raise UserError(f"'{path}' is corrupt (a JSON {type(data).__name__}, not an object)",
+                                "re-run `iee-deploy train` in a new folder to write it again")
+            return None
+        return data
 
     def write_json(self, name: str, data: Any) -> Path:
         return write_json(self.path / name, data)

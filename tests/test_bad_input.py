@@ -58,6 +58,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "other-run" / "checkpoint.pt").write_bytes(b"")
     (root / "other-run" / "config.json").write_text("{}\n")
     (root / "not-a-run").mkdir()
+    (root / "torn-config-run").mkdir()
+    (root / "torn-config-run" / "checkpoint.pt").write_bytes(b"")
+    (root / "torn-config-run" / "config.json").write_text('{"model": "resn')
+    (root / "torn-run-json").mkdir()
+    (root / "torn-run-json" / "run.json").write_text('{"model": "resnet20", "num_cl')
+    (root / "list-run-json").mkdir()
+    (root / "list-run-json" / "run.json").write_text('[1, 2]')
     (root / "half-run").mkdir()
     (root / "half-run" / "config.json").write_text("{}\n")
     nan = build_model("resnet20", 10, 8).state_dict()
@@ -165,6 +172,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("out-under-a-file", ["train", "--out", "{a-file}/run"], "cannot be made"),
     ("resume-nothing", ["train", "--resume", "--out", "{tmp}"], "nothing to resume"),
     ("resume-half-run", ["train", "--resume", "--out", "{half-run}"], "nothing to resume"),
+    ("resume-torn-config", ["train", "--resume", "--out", "{torn-config-run}"], "config.json' is corrupt"),
+    ("build-engine-torn-run-json", ["build-engine", "--run", "{torn-run-json}", "--out", "{tmp}/engine"],
+     "run.json' is corrupt"),
+    ("build-engine-run-json-a-list", ["build-engine", "--run", "{list-run-json}", "--out", "{tmp}/engine"],
+     "run.json' is corrupt (a JSON list"),
     # --- train: labels must be right, and a diverged run is no finished run
     ("imagefolder-val-class-not-in-train", ["train", "--dataset", "imagefolder", "--data-dir", "{imf-mismatch}",
                                             "--resolution", "8"], "only in validation: horse; only in training: dog"),

@@ -171,3 +171,15 @@ def test_two_profiles_of_one_lut_do_not_interleave(tmp_path):
         result = run_cli("profile", "--target", "cpu", "--model", "resnet20", "--resolution", "8", "--out", str(out))
     assert_user_error(result, f"the LUT '{out}' is being written by process", "--resume")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("content", [b'{"conv1": [1, 2', b"\xff\xfe\x00binary", b"[1, 2]"], ids=["truncated", "binary", "a-list"])
+def test_a_damaged_run_file_is_corrupt_not_missing(tmp_path, content):
+    """channels.json (or any run file read strictly) that is there but damaged says "corrupt", never
+    "training has not finished"; absent it is None."""
+    run = RunFolder(tmp_path)
+    assert run.read_json(run.CHANNELS, strict=True) is None
+    (tmp_path / run.CHANNELS).write_bytes(content)
+    assert run.read_json(run.CHANNELS) is None
+    with pytest.raises(UserError, match=r"channels.json' is corrupt"):
+        run.read_json(run.CHANNELS, strict=True)

@@ -66,9 +66,9 @@ def load_run_models(run_dir: str | Path) -> RunModels:
     info = run.read_info()
     masked = load_masked(run_dir)
     if info.kind == "structured":
-        channels = run.read_json(run.CHANNELS)
+        channels = run.read_json(run.CHANNELS, strict=True)
         if channels is None:
-            raise UserError(f"run folder '{run}' has no readable {run.CHANNELS} (training has not finished)",
+            raise UserError(f"run folder '{run}' has no {run.CHANNELS} (training has not finished)",
                             "wait for `iee-deploy train` to finish, or resume it")
         pruned = prune_to_channels(masked, info, channels, str(run / run.CHANNELS))
     else:

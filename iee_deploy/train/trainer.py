@@ -228,7 +228,7 @@ class Trainer:
             if not run.has_checkpoint():
                 raise UserError(f"nothing to resume in '{run}' (no {run.CHECKPOINT})", "run without `resume` to start it",
                                 fields=("resume",))
-            stored, wanted = run.read_config(), self.config.to_json()
+            stored, wanted = run.read_config(strict=True), self.config.to_json()
             if stored != wanted:
                 changed = sorted(k for k in wanted if stored is None or stored.get(k) != wanted[k])
                 raise UserError(f"`resume` with different settings than the run in '{run}' ({', '.join(changed)})",
