@@ -76,7 +76,7 @@ def test_malicious_pickles_are_refused_without_running(finished, tmp_path):
 
     evil = tmp_path / "evil.pt"
     torch.save({"state_dict": Payload()}, evil)
-    cli_error("train", *SMALL, "--checkpoint", str(evil), "--out", str(tmp_path / "a"), fragment="cannot be read as a weights-only torch file")
+    cli_error("train", *SMALL, "--checkpoint", str(evil), "--out", str(tmp_path / "a"), fragment="is corrupt or not a weights-only torch file")
     assert not marker.exists()
     with pytest.raises(UserError, match="weights-only"):
         load_checkpoint(build_model("resnet20", 10, 8), evil)
@@ -91,7 +91,7 @@ def test_malicious_pickles_are_refused_without_running(finished, tmp_path):
                 load_run_models(run)
         assert not marker.exists()
     cli_error("build-engine", "--run", str(tmp_path / "final_model-pt"), "--out", str(tmp_path / "e"),
-              fragment="cannot be read as a weights-only torch file")
+              fragment="is corrupt or not a weights-only torch file")
     assert not marker.exists()
 
 
