@@ -315,3 +315,23 @@ def test_ctrl_c_on_build_engine_does_not_suggest_resume(run, tmp_path):
     assert_interrupted_without_resume(*interrupt("build-engine", "--run", str(run), "--out", str(out),
                                                  "--min-seconds", "60", at="timing dense and pruned"))
     assert not (out / ENGINE_REPORT).exists()  # no report of a timing that did not finish
+
+
+def test_build_engine_never_replaces_another_runs_engine_silently(run, engine_dir, tmp_path):
+    """A folder holding another run's engine is refused before any work unless --force; a rebuild removes
+    the old engine's validation files, which described another engine."""
+    other = tmp_path / "engine"
+    other.mkdir()
+    for f in engine_dir.iterdir():
+        if f.is_file():
+            (other / f.name).write_bytes(f.read_bytes())
+    report = json.loads((other / "engine.json").read_text())
+    (other / "engine.json").write_text(json.dumps({**report, "run_dir": "/elsewhere/another-run"}))
+    (other / "validation.json").write_text("{}")
+    argv = ("build-engine", "--run", str(run), "--threads", "1", "--out", str(other), *FAST_CLI)
+    assert_user_error(run_cli(*argv), f"'{other}' holds the engine of another run (/elsewhere/another-run)", "--force")
+    assert (other / "validation.json").exists()
+    result = run_cli(*argv, "--force")
+    assert result.returncode == 0, result.stderr
+    assert not (other / "validation.json").exists()
+    assert json.loads((other / "engine.json").read_text())["run_dir"] == str(run.resolve())

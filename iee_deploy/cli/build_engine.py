@@ -44,8 +44,9 @@ def timing_config(warmup_s: float, min_iters: int, min_seconds: float) -> Timing
 @timing_options
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Folder for the ONNX files, the engines and the FPS report (engine.json, engine.md).")
+@click.option("--force", is_flag=True, help="Replace the engine of another run that --out holds.")
 def build_engine(run_dir: str, backend: str, batch: int, precision: str | None, threads: int | None, warmup_s: float,
-                 min_iters: int, min_seconds: float, out: str) -> None:
+                 min_iters: int, min_seconds: float, out: str, force: bool) -> None:
     """Build the pruned and the dense model of a run and time both side by side.
 
     Prints and writes latency (ms per batch in the target's statistic: fastest run on the cpu
@@ -56,7 +57,8 @@ def build_engine(run_dir: str, backend: str, batch: int, precision: str | None, 
     from iee_deploy.deploy.build import build_engine as build
 
     report = build(run_dir, out, backend=canonical_name(backend), batch=batch, precision=precision, threads=threads,
-                   timing=timing_config(warmup_s, min_iters, min_seconds), log=lambda msg: click.echo(msg, err=True))
+                   timing=timing_config(warmup_s, min_iters, min_seconds), log=lambda msg: click.echo(msg, err=True),
+                   force=force)
     click.echo(report.markdown())
     click.echo(f"wrote {out}/{ENGINE_MARKDOWN} and engine.json")
 

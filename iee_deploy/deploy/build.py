@@ -31,7 +31,7 @@ from iee_deploy.deploy.render import markdown_table
 from iee_deploy.deploy.run_models import load_run_models, parameter_count
 from iee_deploy.errors import UserError
 from iee_deploy.io import check_writable, write_json, write_text
-from iee_deploy.runs import RunInfo, read_run_info
+from iee_deploy.runs import RunFolder, RunInfo, read_run_info
 from profiler.lut import read_meta
 from profiler.targets import load_target
 from runtime.backends import PRECISIONS, Backend, BuildSpec, ModelSource, Session, canonical_name, get_backend
@@ -40,6 +40,10 @@ from runtime.machine import cap_threads, machine_info, usable_cores
 from runtime.timing import Timing, TimingConfig, describe, measure
 
 ENGINE_REPORT = "engine.json"
+VALIDATION_REPORT = "validation.json"
+VALIDATION_MARKDOWN = "validation.md"
+STALE_ON_REBUILD = (VALIDATION_REPORT, VALIDATION_MARKDOWN)
+"""Files of an engine folder that describe the engine built before: removed when it is rebuilt."""
 ENGINE_MARKDOWN = "engine.md"
 MODELS = ("dense", "pruned")
 DEFAULT_CPU_TARGET = "cpu"  # the target whose threads and statistic a CPU engine of a run without a target gets
@@ -175,12 +179,24 @@ def nonzero_count(model: nn.Module) -> int:
     return sum(int(p.count_nonzero()) for p in model.parameters())
 
 
+def check_engine_folder(out: Path, run_dir: Path, force: bool) -> None:
+    """An engine folder holds one run's engine: another run's is replaced only with `force` (never silently)."""
+    previous = RunFolder(out).read_json(ENGINE_REPORT)
+    if previous is None or force:
+        return
+    other = previous.get("run_dir")
+    if other != str(run_dir.resolve()):
+        raise UserError(f"'{out}' holds the engine of another run ({other})",
+                        "choose another `out`, or add `force` to replace it", fields=("out", "force"))
+
+
 def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxruntime", batch: int = 1,
                  precision: str | None = None, threads: int | None = None, timing: TimingConfig = TimingConfig(),
-                 log: Log = lambda _: None) -> EngineReport:
+                 log: Log = lambda _: None, force: bool = False) -> EngineReport:
     """Build the pruned and the dense model of `run_dir` with `backend` into `out`; time both; write engine.json/.md.
 
-    `precision` None means the backend's default: fp32 on the CPU, fp16 on a GPU.
+    `precision` None means the backend's default: fp32 on the CPU, fp16 on a GPU. A folder holding another
+    run's engine is refused unless `force`; rebuilding removes the old engine's validation files.
     """
     chosen = get_backend(backend)
     info = read_run_info(run_dir)
@@ -192,7 +208,10 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     chosen.check_available(spec.device)
     out = Path(out)
     check_writable(out, "out", folder=True)
+    check_engine_folder(out, Path(run_dir), force)
     models = load_run_models(run_dir)
+    for stale in STALE_ON_REBUILD:
+        (out / stale).unlink(missing_ok=True)
     statistic = run_statistic(info, spec.device)
     modules = {"dense": models.masked, "pruned": models.pruned}
     # the dense reference gets no sparse-weight kernels, even though the masked weights have the N:M pattern

@@ -32,7 +32,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from iee_deploy.data import build_datasets
-from iee_deploy.deploy.build import load_engine, read_engine_report, timing_input
+from iee_deploy.deploy.build import (
+    VALIDATION_MARKDOWN,
+    VALIDATION_REPORT,
+    load_engine,
+    read_engine_report,
+    timing_input,
+)
 from iee_deploy.deploy.render import fmt, markdown_table
 from iee_deploy.deploy.run_models import load_run_models
 from iee_deploy.errors import UserError
@@ -43,8 +49,6 @@ from runtime.machine import machine_info
 from runtime.progress import progress
 from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
 
-VALIDATION_REPORT = "validation.json"
-VALIDATION_MARKDOWN = "validation.md"
 IMAGES_PER_STEP = 64  # validation images per step (rounded up to whole engine batches)
 
 
