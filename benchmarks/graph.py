@@ -24,14 +24,12 @@ Needs the `bench` extra (pip install torch-pruning). Writes benchmarks/results/g
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import gc
 import json
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +42,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from test_graph import random_keep, randomise_bn  # noqa: E402  (the acceptance tests' own helpers)
 from test_graph_coverage import DETECTION, detection_model  # noqa: E402
 
-from benchmarks.common import RESULTS, header, header_markdown, markdown_table, median_ms  # noqa: E402
-from iee_deploy.graph import build_dependency_graph, mask_model, prune_model  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS,
+    header,
+    header_markdown,
+    markdown_table,
+    median_ms,
+    time_limit,
+)
+from iee_deploy.errors import UserError  # noqa: E402
+from iee_deploy.graph import DependencyGraph, build_dependency_graph, mask_model, prune_model  # noqa: E402
 from iee_deploy.io import write_json, write_text  # noqa: E402
 from iee_deploy.models import build_model, list_models, model_spec  # noqa: E402
 
@@ -54,50 +60,49 @@ LARGEST = ("vit_h_14", "regnet_y_128gf", "vit_l_16", "vit_l_32", "regnet_y_32gf"
 """Swept last (hundreds of millions of parameters: minutes to build and copy on 2 cores)."""
 
 
-class TimeLimit(Exception):
-    """A tool ran past its per-model limit (reported as not handled, with the limit)."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    """Raise TimeLimit after `seconds` of wall time (SIGALRM; both tools' graph code is Python)."""
-    def expire(signum: int, frame: Any) -> None:
-        raise TimeLimit(f"over {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every tensor the model returns (a dict's values, nested tuples and lists flattened), in order."""
     with torch.no_grad():
         out = model(x)
-    return list(out.values()) if isinstance(out, dict) else [out]
+
+    def flat(value: Any) -> list[torch.Tensor]:
+        if isinstance(value, torch.Tensor):
+            return [value]
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else []
+        return [t for item in items for t in flat(item)]
+
+    return flat(out)
 
 
-def _params(model: nn.Module) -> int:
+def param_total(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def ours(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"ms": median_ms(lambda: build_dependency_graph(model, x), repeats)}
+def rel_error(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """Max over the outputs of max |a - b| / max |a|."""
+    return max(float((u - v).abs().max() / u.abs().max()) for u, v in zip(a, b))
+
+
+def ours_check(model: nn.Module, x: torch.Tensor) -> tuple[DependencyGraph, nn.Module, dict[str, Any]]:
+    """Our graph, the model pruned by a random 30% of every prunable group, and the exactness row."""
     g = build_dependency_graph(model, x)
     keep = random_keep(g, seed=1)
     pruned = prune_model(model, g, keep)
     masked = mask_model(copy.deepcopy(model), g, keep)
-    a, b = _outputs(masked, x), _outputs(pruned, x)
-    err = max(float((u - v).abs().max() / u.abs().max()) for u, v in zip(a, b))
+    a, b = outputs(masked, x), outputs(pruned, x)
+    err = rel_error(a, b)
     same_shapes = [t.shape for t in a] == [t.shape for t in b]
-    row.update(groups=len(g.prunable_groups), rel_err=err, handled=err < 1e-4 and same_shapes,
-               params_kept=_params(pruned) / _params(model))
+    return g, pruned, {"groups": len(g.prunable_groups), "rel_err": err, "handled": err < 1e-4 and same_shapes,
+                       "params_kept": param_total(pruned) / param_total(model)}
+
+
+def ours(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"ms": median_ms(lambda: build_dependency_graph(model, x), repeats)}
+    row.update(ours_check(model, x)[2])
     return row
 
 
-def _tp_ignored(model: nn.Module) -> list[nn.Module]:
+def tp_ignored(model: nn.Module) -> list[nn.Module]:
     """What TP must not prune: a classifier's last Linear, or a backbone's FPN / SSD extra layers."""
     for attr in ("fpn", "extra"):
         if hasattr(model, attr):
@@ -105,23 +110,35 @@ def _tp_ignored(model: nn.Module) -> list[nn.Module]:
     return [[m for m in model.modules() if isinstance(m, nn.Linear)][-1]]
 
 
-def torch_pruning(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, Any]:
+def tp_build(model: nn.Module, x: torch.Tensor) -> Any:
+    """Torch-Pruning's dependency graph of `model` (a forward pass with autograd)."""
     import torch_pruning as tp
 
-    row: dict[str, Any] = {"ms": median_ms(lambda: tp.DependencyGraph().build_dependency(model, example_inputs=x),
-                                           repeats)}
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=x)
-    row["groups"] = len(list(dg.get_all_groups(ignored_layers=_tp_ignored(model),
-                                               root_module_types=[nn.Conv2d, nn.Linear])))
+    return tp.DependencyGraph().build_dependency(model, example_inputs=x)
+
+
+def tp_check(model: nn.Module, x: torch.Tensor, ignored: Callable[[nn.Module], list[nn.Module]] = tp_ignored
+             ) -> dict[str, Any]:
+    """TP's group count, and its random 30% pruning: handled when it runs and keeps the output shapes."""
+    import torch_pruning as tp
+
+    row: dict[str, Any] = {"groups": len(list(tp_build(model, x).get_all_groups(
+        ignored_layers=ignored(model), root_module_types=[nn.Conv2d, nn.Linear])))}
     pruned = copy.deepcopy(model)
     pruner = tp.pruner.BasePruner(pruned, x, importance=tp.importance.RandomImportance(), pruning_ratio=REMOVE,
-                                  ignored_layers=_tp_ignored(pruned))
+                                  ignored_layers=ignored(pruned))
     pruner.step()
-    shapes = [t.shape for t in _outputs(pruned, x)]
-    row["handled"] = shapes == [t.shape for t in _outputs(model, x)]
+    shapes = [t.shape for t in outputs(pruned, x)]
+    row["handled"] = shapes == [t.shape for t in outputs(model, x)]
     if not row["handled"]:
         row["error"] = f"output shapes {[tuple(s) for s in shapes]}"
-    row["params_kept"] = _params(pruned) / _params(model)
+    row["params_kept"] = param_total(pruned) / param_total(model)
+    return row
+
+
+def torch_pruning(model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"ms": median_ms(lambda: tp_build(model, x), repeats)}
+    row.update(tp_check(model, x))
     return row
 
 
@@ -132,14 +149,33 @@ def run_tool(tool: Callable[[nn.Module, torch.Tensor, int], dict[str, Any]], mod
         with time_limit(limit):
             return tool(model, x, repeats)
     except Exception as exc:
-        return {"handled": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
+        return failure(exc)
 
 
-def _size(name: str, resolution: int) -> int:
-    """The smallest size from `resolution` that the model accepts."""
+def failure(exc: BaseException) -> dict[str, Any]:
+    """A tool's row for a model it failed on: the error's first line, and whether it is a one-line UserError
+    (else a raw exception: a traceback a user would see)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return {"handled": False, "error": (first if isinstance(exc, UserError) else f"{type(exc).__name__}: {first}")[:200],
+            "user_error": isinstance(exc, UserError)}
+
+
+def smallest_size(name: str, resolution: int, tries: int = 16) -> int:
+    """The smallest size from `resolution` that the model accepts (its rule, then its probe: up to `tries`
+    sizes in steps of the least multiple of its `resolution_step` from 16 px); the model's own UserError when
+    none of them."""
     spec = model_spec(name)
-    size = max(resolution, spec.min_resolution)
-    return -(-size // spec.resolution_step) * spec.resolution_step
+    size = -(-max(resolution, spec.min_resolution) // spec.resolution_step) * spec.resolution_step
+    step = -(-16 // spec.resolution_step) * spec.resolution_step
+    refusal = None
+    for candidate in range(size, size + tries * step, step):
+        try:
+            spec.check_resolution(candidate)
+            return candidate
+        except UserError as exc:
+            refusal = exc
+    assert refusal is not None
+    raise refusal
 
 
 def _model(name: str, size: int) -> nn.Module:
@@ -156,7 +192,7 @@ def measure(name: str, size: int, repeats: int, limit: int) -> dict[str, Any]:
     a, b = run_tool(ours, model, x, repeats, limit), run_tool(torch_pruning, model, x, repeats, limit)
     ratio = a["ms"] / b["ms"] if "ms" in a and "ms" in b else None
     row = {"model": name + (" (backbone+FPN)" if name in DETECTION else ""), "resolution": size,
-           "params_m": round(_params(model) / 1e6, 1), "ours": a, "torch_pruning": b, "ratio": ratio,
+           "params_m": round(param_total(model) / 1e6, 1), "ours": a, "torch_pruning": b, "ratio": ratio,
            "seconds": round(time.perf_counter() - start, 1), "repeats": repeats}
     del model
     gc.collect()
@@ -197,7 +233,7 @@ def main() -> None:
     rows = kept_rows(out / "graph.json", args.resolution, set(filter(None, args.redo.split(",")))) if args.resume else []
     done = {r["model"].removesuffix(" (backbone+FPN)") for r in rows}
     for name in [n for n in names if n not in done]:
-        row = measure(name, _size(name, args.resolution) if name not in DETECTION else
+        row = measure(name, smallest_size(name, args.resolution) if name not in DETECTION else
                       max(args.resolution, 64), args.repeats, args.limit)
         rows.append({**row, "commit": meta["commit"]})
         write_json(out / "graph.json", {**meta, "speed": speed, "rows": rows})

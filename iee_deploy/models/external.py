@@ -95,6 +95,9 @@ def _meta_probe(build: Callable[[int], nn.Module]) -> Callable[[int], str | None
         try:
             with torch.device("meta"), torch.no_grad():
                 build(resolution).eval()(torch.empty(1, 3, resolution, resolution))
+        except ImportError as exc:  # a package the model needs, whatever the size
+            raise UserError(f"the model needs a package that is not installed ({_first_line(exc)})",
+                            "install it") from None
         except Exception as exc:  # any error of the model's own code at this size
             if "meta" in str(exc).lower() or isinstance(exc, NotImplementedError):
                 return None
