@@ -136,10 +136,52 @@ def read_meta(csv_path: str | os.PathLike[str]) -> LutMeta:
         if data.get("format") != LUT_FORMAT:
             raise UserError(f"LUT '{csv_path}' has format {data.get('format')!r}, this version reads {LUT_FORMAT}",
                             "profile the target again")
-        return LutMeta.from_dict(data)
+        meta = LutMeta.from_dict(data)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise UserError(f"LUT metadata '{path}' is corrupt ({type(exc).__name__}: {exc})",
+        raise UserError(f"LUT metadata '{path}' is corrupt ({type(exc).__name__}: {str(exc)[:100]})",
                         "profile the target again") from None
+    problem = meta_problem(meta)
+    if problem:
+        raise UserError(f"LUT metadata '{path}' is corrupt: {problem}", "profile the target again")
+    return meta
+
+
+_COUNTS = {"num_classes": 1, "resolution": 1, "batch": 1, "threads": 0, "grid_step": 1, "grid_min": 1, "grid_align": 0,
+           "grid_block": 0, "warmup": 0, "repeats": 1, "network_repeats": 1, "rows_planned": 0, "rows_done": 0}
+"""Integer fields of `LutMeta` and their smallest valid value."""
+_NAMES = ("model", "precision", "target", "backend", "device", "statistic")
+
+
+def meta_problem(meta: LutMeta) -> str | None:
+    """What makes metadata impossible (a field of the wrong type or out of range), or None when it is sound.
+
+    Checked on every read so that an edited or damaged table is refused in words ("batch is 0, not a whole
+    number >= 1") instead of failing later or being trusted.
+    """
+    for name, least in _COUNTS.items():
+        value = getattr(meta, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            return f"{name} is {value!r}, not a whole number >= {least}"
+    for name in _NAMES:
+        if not isinstance(getattr(meta, name), str) or not getattr(meta, name):
+            return f"{name} is {getattr(meta, name)!r}, not a name"
+    if meta.statistic not in ("median", "min"):
+        return f"statistic is {meta.statistic!r}, not median or min"
+    if not isinstance(meta.layers, dict) or any(not isinstance(k, str) or v not in meta.signatures
+                                                for k, v in meta.layers.items()):
+        return "layers name signatures the table does not hold"
+    cal = meta.calibration
+    if cal is not None:
+        try:
+            a, b = float(cal["a"]), float(cal["b"])
+            points = [(float(x), float(y)) for x, y in cal.get("points", [])]
+        except (KeyError, TypeError, ValueError):
+            return f"calibration is {cal!r}, not a fit"
+        if not (math.isfinite(a) and a > 0 and math.isfinite(b)):
+            return f"calibration slope {a} and intercept {b} are impossible (the slope must be positive)"
+        if any(not (math.isfinite(x) and x > 0 and math.isfinite(y) and y > 0) for x, y in points):
+            return "calibration points are not positive latencies"
+    return None
 
 
 def _parse_row(values: list[str], where: str) -> Row:
@@ -151,7 +193,8 @@ def _parse_row(values: list[str], where: str) -> Row:
     except ValueError:
         raise ValueError(f"{where} is not a measurement: {','.join(values)}") from None
     if row.cin < 1 or row.cout < 1 or row.runs < 1 or not all(
-            math.isfinite(v) and v >= 0 for v in (row.median_ms, row.iqr_ms, row.min_ms)):
+            math.isfinite(v) and v > 0 for v in (row.median_ms, row.min_ms)) or not (
+            math.isfinite(row.iqr_ms) and row.iqr_ms >= 0) or row.min_ms > row.median_ms:
         raise ValueError(f"{where} has impossible values: {','.join(values)}")
     return row
 
@@ -164,7 +207,10 @@ def read_rows(csv_path: str | os.PathLike[str], repair: bool = False) -> list[Ro
     path = Path(csv_path)
     if not path.is_file():
         raise UserError(f"LUT '{path}' does not exist", "pass a LUT written by `iee-deploy profile`")
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"LUT '{path}' is corrupt (not text)", "profile the target again") from None
     torn = bool(text) and not text.endswith("\n")
     if torn and repair:
         text = text[: text.rfind("\n") + 1]
@@ -234,7 +280,7 @@ def load_lut(csv_path: str | os.PathLike[str]) -> Lut:
     if absent:
         raise UserError(f"LUT '{csv_path}' is incomplete: {len(absent)} of {len(planned)} rows missing (e.g. {absent[0]})",
                         f"finish it: {RESUME_FIX}")
-    if not meta.complete:
+    if not meta.complete or meta.calibration is None:
         raise UserError(f"LUT '{csv_path}' is incomplete: its profile stopped before the whole-network calibration "
                         "finished, so its predictions are uncalibrated", f"finish it: {RESUME_FIX}")
     return Lut(Path(csv_path), meta, rows)

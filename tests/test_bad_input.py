@@ -12,6 +12,7 @@ foreign run folders.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -58,6 +59,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "other-run" / "checkpoint.pt").write_bytes(b"")
     (root / "other-run" / "config.json").write_text("{}\n")
     (root / "not-a-run").mkdir()
+    meta = json.loads(lut.with_suffix(".json").read_text())
+    for name, change in (("lut-batch-zero", {"batch": 0}), ("lut-resolution-text", {"resolution": "8"}),
+                         ("lut-statistic-mean", {"statistic": "mean"}),
+                         ("lut-slope-negative", {"calibration": {**(meta["calibration"] or {}), "a": -1.0}}),
+                         ("lut-no-calibration", {"calibration": None})):
+        (root / f"{name}.csv").write_text(lut.read_text())
+        (root / f"{name}.json").write_text(json.dumps({**meta, **change}))
+    (root / "lut-binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    (root / "lut-binary.json").write_text(json.dumps(meta))
+    rows = lut.read_text().splitlines(keepends=True)
+    first = rows[1].split(",")
+    (root / "lut-zero-latency.csv").write_text("".join([rows[0], ",".join(first[:3] + ["0", "0", "0"] + first[6:]),
+                                                        *rows[2:]]))
+    (root / "lut-zero-latency.json").write_text(json.dumps(meta))
     (root / "torn-config-run").mkdir()
     (root / "torn-config-run" / "checkpoint.pt").write_bytes(b"")
     (root / "torn-config-run" / "config.json").write_text('{"model": "resn')
@@ -88,6 +103,8 @@ def _image_tree(root: Path, splits: dict[str, list[str]], per_class: int = 2) ->
                 Image.new("RGB", (8, 8), (40 * i, 80, 120)).save(root / split / c / f"{i}.png")
     return root
 
+
+LUT_ARGS = ["train", "--resolution", "8", "--latency-ratio", "0.5", "--lut"]
 
 CASES: list[tuple[str, list[str], str]] = [
     # id, argv ({name} is a path from `files`, {tmp} a fresh folder), fragment of the one-line error
@@ -156,6 +173,13 @@ CASES: list[tuple[str, list[str], str]] = [
     ("lut-missing", ["train", "--latency-ratio", "0.5", "--lut", "/nonexistent.csv"], "--lut"),
     ("lut-empty", ["train", "--latency-ratio", "0.5", "--lut", "{empty.csv}"], "LUT metadata"),
     ("lut-truncated", ["train", "--resolution", "8", "--latency-ratio", "0.5", "--lut", "{truncated-lut.csv}"], "is corrupt"),
+    ("lut-batch-zero", LUT_ARGS + ["{lut-batch-zero.csv}"], "batch is 0, not a whole number >= 1"),
+    ("lut-resolution-text", LUT_ARGS + ["{lut-resolution-text.csv}"], "resolution is '8', not a whole number"),
+    ("lut-statistic-unknown", LUT_ARGS + ["{lut-statistic-mean.csv}"], "statistic is 'mean', not median or min"),
+    ("lut-slope-negative", LUT_ARGS + ["{lut-slope-negative.csv}"], "the slope must be positive"),
+    ("lut-no-calibration", LUT_ARGS + ["{lut-no-calibration.csv}"], "predictions are uncalibrated"),
+    ("lut-binary", LUT_ARGS + ["{lut-binary.csv}"], "is corrupt (not text)"),
+    ("lut-zero-latency", LUT_ARGS + ["{lut-zero-latency.csv}"], "has impossible values"),
     ("lut-other-target", ["train", "--resolution", "8", "--latency-ratio", "0.5", "--lut", "{lut.csv}", "--target", "titanv"],
      "--target titanv does not match the LUT"),
     ("lut-other-model", ["train", "--model", "wrn22_2", "--resolution", "8", "--latency-ratio", "0.5", "--lut", "{lut.csv}"],
