@@ -195,6 +195,15 @@ def test_readme_reads_in_five_minutes():
     assert max(map(len, (line for line in lines if not line.startswith("|")))) <= 130  # prose, not walls
 
 
+def test_readme_results_are_quoted_from_their_files():
+    """Every decimal figure of a results-table row is written in the result file the row links to."""
+    rows = re.findall(r"^\| \[[^\]]*\]\((benchmarks/results/[^)]+\.md)\) \|(.*)$", (ROOT / "README.md").read_text(), re.M)
+    assert len(rows) >= 10
+    unquoted = [(file, number) for file, rest in rows for number in re.findall(r"\d+\.\d+", rest)
+                if number not in (ROOT / file).read_text()]
+    assert not unquoted, f"README figures not found in their result files: {unquoted}"
+
+
 def slug(heading: str) -> str:
     """The anchor a markdown renderer (GitHub's rule) gives a heading."""
     text = re.sub(r"[`*_]", "", heading.strip().lower())
