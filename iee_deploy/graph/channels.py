@@ -176,6 +176,10 @@ def _heads_are_units(node: Node) -> bool:
     return not (isinstance(node.value, tuple) and node.value[1] is not None)
 
 
+_REDUCE_ARGS = {"norm": (2, 3), "linalg_vector_norm": (2, 3), "var": (1, 3), "std": (1, 3)}
+"""Reductions whose (dim, keepdim) arguments are not at positions (1, 2)."""
+
+
 def _normdim(dim: int, ndim: int) -> int:
     return dim + ndim if dim < 0 else dim
 
@@ -345,7 +349,12 @@ class ChannelAnalysis:
 
     def run(self) -> Coupling:
         for node in self.nodes:
-            self.ids.append(self._visit(node))
+            try:
+                self.ids.append(self._visit(node))
+            except UserError:
+                raise
+            except Exception as exc:  # a case the analysis does not handle: one line, never a traceback
+                raise internal_error(f"{node.op} in module {node.where}", exc) from None
         units = self.units
         canon = units.canon()
         fixed = np.zeros(units.n, dtype=bool)
@@ -399,19 +408,19 @@ class ChannelAnalysis:
     def _mixing(self, operands: Any, value: Any) -> Any:
         """An op the graph does not see into: its operands' channels and its outputs are fixed."""
         self._fix_outputs(operands)
+        return tree_map(self._constant_ids, value)
 
-        def fresh(v: Any) -> Any:
-            if not isinstance(v, torch.Tensor):
-                return None
-            shape = tuple(v.shape)
-            if len(shape) < 3:
-                return self._fixed_ids(shape)
-            core_shape = (1, shape[1], *([1] * (len(shape) - 3)), shape[-1])
-            core = self.units.new(shape[1] * shape[-1]).reshape(core_shape)
-            self.units.fix(core)
-            return Ids(shape, full=torch.from_numpy(core).expand(shape), core=core)
-
-        return tree_map(fresh, value)
+    def _constant_ids(self, v: Any) -> Ids | None:
+        """Fixed ids for a tensor whose channels the graph does not follow (dims 1 and -1 may hold channels)."""
+        if not isinstance(v, torch.Tensor):
+            return None
+        shape = tuple(v.shape)
+        if len(shape) < 3:
+            return self._fixed_ids(shape)
+        core_shape = (1, shape[1], *([1] * (len(shape) - 3)), shape[-1])
+        core = self.units.new(shape[1] * shape[-1]).reshape(core_shape)
+        self.units.fix(core)
+        return Ids(shape, full=torch.from_numpy(core).expand(shape), core=core)
 
     def _module(self, node: Node) -> Any:
         module, value = node.module, node.value
@@ -433,14 +442,12 @@ class ChannelAnalysis:
                 ins, outs = cin.reshape(module.groups, -1), out.reshape(module.groups, -1)
                 self.units.union(np.broadcast_to(outs[:, :1], ins.shape), ins)
                 self.units.union(np.broadcast_to(outs[:, :1], outs.shape), outs)
-            self._member(node.target, "in", cin)
-            self._member(node.target, "out", out)
+            self._layer_sides(node, cin, out)
             return Ids(shape, vec=out)
         if node.category == "linear":
             assert isinstance(module, torch.nn.Linear)
-            self._member(node.target, "in", self._channel_vec(x, -1, node.where))
             out = self.units.new(module.out_features)
-            self._member(node.target, "out", out)
+            self._layer_sides(node, self._channel_vec(x, -1, node.where), out)
             return _last_dim(shape, out)
         if node.category == "bn":
             vec = self._channel_vec(x, 1, node.where)
@@ -458,6 +465,13 @@ class ChannelAnalysis:
             return self._guard(_compress(torch.flatten(x.tensor(), module.start_dim, module.end_dim)))
         assert node.category == "reduce"  # nn.Softmax / nn.LogSoftmax
         return self._reduce(x, shape, [getattr(module, "dim", None)], keepdim=True)
+
+    def _layer_sides(self, node: Node, cin: np.ndarray, out: np.ndarray) -> None:
+        """Record a conv/linear layer's input and output channel ids; pinned sides are never pruned."""
+        for role, ids in (("in", cin), ("out", out)):
+            self._member(node.target, role, ids)
+            if role in node.pinned:
+                self.units.fix(ids)
 
     def _attention(self, node: Node) -> Any:
         """A supported attention module (see attention.py): q, k, v and the output projection's inputs
@@ -515,6 +529,8 @@ class ChannelAnalysis:
     def _call(self, node: Node) -> Any:
         if node.category == "meta":
             return None
+        if node.category == "constant":
+            return tree_map(self._constant_ids, node.value)
         args = self._ids(node.args)
         kwargs = self._ids(node.kwargs)
         operands = [a for a in (*args, *kwargs.values()) if isinstance(a, Ids)]
@@ -530,7 +546,7 @@ class ChannelAnalysis:
             return self._mixing((args, kwargs), value)
         if category == "norm":
             x, values = operands[0], self._value(node.args)
-            if node.op == "layer_norm":
+            if node.op in ("layer_norm", "rms_norm"):
                 dims: range | list[int] = range(-len(_arg(node, values, 1, "normalized_shape", ())), 0)
             elif node.op == "group_norm":
                 dims = range(1, len(x.shape))
@@ -547,10 +563,7 @@ class ChannelAnalysis:
         if category == "spatial":
             x = operands[0]
             if node.op == "pad":
-                pad = self._value(_arg(node, node.args, 1, "pad", ()))
-                if len(pad) > 2 * (len(x.shape) - 2):
-                    raise UserError(f"F.pad in module {node.where} pads the channel dim",
-                                    "pad only spatial dims, or declare the op with register_op")
+                return self._pad(x, self._value(_arg(node, node.args, 1, "pad", ())), value)
             vec = self._channel_vec(x, 1, node.where)
             if isinstance(value, torch.Tensor):
                 return Ids(tuple(value.shape), vec=vec)
@@ -559,15 +572,29 @@ class ChannelAnalysis:
             values = self._value(node.args)
             if node.op in ("softmax", "log_softmax"):
                 dims, keepdim = [_arg(node, values, 1, "dim", None)], True
-            else:
-                dim = _arg(node, values, 1, "dim", None)
+            else:  # positions of dim and keepdim: x.norm(p, dim, keepdim), x.var(dim, unbiased, keepdim)
+                at_dim, at_keep = _REDUCE_ARGS.get(node.op, (1, 2))
+                dim = _arg(node, values, at_dim, "dim", None)
                 dims = list(dim) if isinstance(dim, (tuple, list)) else [dim]
-                keepdim = bool(_arg(node, values, 2, "keepdim", False))
+                keepdim = bool(_arg(node, values, at_keep, "keepdim", False))
             return self._reduce(operands[0], tuple(value.shape), dims, keepdim)
         assert category == "movement", category
         if node.op == "getitem" and _holds_ids(args[1:]):  # indexed by a tensor whose values are not traced
             return self._mixing((args, kwargs), value)
         return self._movement(node, args, kwargs)
+
+    def _pad(self, x: Ids, pad: Any, value: Any) -> Any:
+        """F.pad: padding (last dim first) keeps every channel where it is along dims padded by zero; a
+        dim padded by a non-zero amount that holds several units (padded channels) pins them."""
+        ndim = len(x.shape)
+        padded = [ndim - 1 - k // 2 for k, p in enumerate(pad) if p != 0]
+        grid = x.grid()
+        if any(self._varies(x, d) for d in padded):
+            return self._mixing((x,), value)
+        for d in set(padded):  # constant along d (one unit): one position stands for all
+            grid = grid.take([0], axis=d)
+        shape = tuple(value.shape)
+        return _from_core(shape, torch.from_numpy(grid).expand(shape), grid)
 
     def _reduce(self, x: Ids, shape: tuple[int, ...], dims: list[Any], keepdim: bool) -> Ids:
         ndim = len(x.shape)
@@ -578,6 +605,8 @@ class ChannelAnalysis:
         if mixing:  # every output depends on several units: none of them may be pruned
             self.units.fix(x.flat())
             return self._fixed_ids(shape)
+        if shape == x.shape:  # softmax, or a reduction over size-1 dims: one unit along each axis, ids stay
+            return x
         t, grid = x.tensor(), x.grid()
         for d in reversed(axes):
             t, grid = (t.narrow(d, 0, 1), grid.take([0], axis=d)) if keepdim else (t.select(d, 0), grid.take(0, axis=d))
@@ -639,6 +668,8 @@ class ChannelAnalysis:
                     self.units.fix(src.flat())
         if node.op == "getitem" and src is not None:
             self._check_index(src, values[1])
+        if node.op in ("unfold", "narrow", "select") and src is not None:  # literal extents on that dim
+            self._fix_along(src, _normdim(int(_arg(node, values, 1, "dim", 0)), len(src.shape)))
         if isinstance(result, torch.Tensor):
             out: Any = self._guard(_compress(result))
         else:
@@ -674,6 +705,55 @@ class ChannelAnalysis:
         for d, size in enumerate(sizes):
             if not isinstance(size, Ref) and size != -1:
                 self._fix_along(out, d)
+            elif isinstance(size, Ref) and self._varies(out, d):
+                self._follow_size(size, out, d)
+
+    def _size_source(self, size: Ref) -> tuple[Ids, int] | None:
+        """(ids of the tensor, dim) when `size` is read directly from a traced tensor (x.size(k), x.shape[k])."""
+        node = self.nodes[size.index]
+        if node.op == "size" and len(node.args) > 1 and isinstance(node.args[0], Ref):
+            tensor, dim = node.args[0], self._value(node.args[1])
+        elif node.op == "getitem" and isinstance(node.args[0], Ref):
+            shape = self.nodes[node.args[0].index]
+            if not (shape.op in ("size", "getattr") and shape.args and isinstance(shape.args[0], Ref)):
+                return None
+            if shape.op == "getattr" and shape.args[1:] != ("shape",) or shape.op == "size" and len(shape.args) > 1:
+                return None
+            tensor, dim = shape.args[0], self._value(node.args[1])
+        else:
+            return None
+        ids = self.ids[tensor.index]
+        return (ids, _normdim(dim, len(ids.shape))) if isinstance(ids, Ids) and isinstance(dim, int) else None
+
+    def _follow_size(self, size: Ref, out: Ids, dim: int) -> None:
+        """A size read from another tensor sets an output dim that holds several units: the pruned model reads
+        that tensor's pruned size, so the units of both dims are tied index by index (equal kept counts); when
+        that is not possible (the size is computed, or the source dim is not pruned along) they are pinned."""
+        source = self._size_source(size)
+        if source is None:
+            return  # computed sizes (x.size(1) // 2): the shuffle rules above keep them consistent
+        ids, k = source
+        a, b = self._index_units(ids, k), self._index_units(out, dim)
+        if a is not None and b is not None and a.size == b.size and self._varies(ids, k):
+            self.units.union(a, b)
+        else:
+            self._fix_along(out, dim)
+
+    def _index_units(self, ids: Ids, dim: int) -> np.ndarray | None:
+        """One canonical unit per index along `dim`, or None when units also vary along other dims."""
+        canon = np.moveaxis(self.units.canon()[ids.grid()], dim, 0)
+        rows = canon.reshape(canon.shape[0], -1)
+        if not np.all(rows == rows[:, :1]):
+            return None
+        return np.broadcast_to(rows[:, 0], (ids.shape[dim],)).copy()
+
+
+def internal_error(what: str, exc: Exception) -> UserError:
+    """The one-line refusal for an unexpected failure of the graph itself on `what`."""
+    detail = (str(exc).splitlines() or [""])[0][:200]
+    return UserError(f"the dependency graph failed on {what} ({type(exc).__name__}: {detail})",
+                     "this is a limitation of the graph that only an iee-deploy change can fix; if the op is your own "
+                     "code, iee_deploy.graph.register_op(op, 'mixing') keeps its channels whole")
 
 
 def analyse(trace: Trace, attention_units: AttentionUnits = "heads") -> Coupling:

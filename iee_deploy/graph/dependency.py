@@ -12,6 +12,7 @@ densenet, each layer's 32 new channels, wherever they are concatenated later).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,7 +30,8 @@ from iee_deploy.graph.attention import (
     layer_weight,
     weight_names,
 )
-from iee_deploy.graph.channels import Coupling, analyse
+from iee_deploy.graph.channels import Coupling, analyse, internal_error
+from iee_deploy.graph.layer_calls import resolve_layer_calls, row_parameters
 from iee_deploy.graph.trace import Ref, Trace, trace_model
 
 
@@ -148,7 +150,6 @@ class DependencyGraph:
     projection of an nn.MultiheadAttention is named by the module's path).
     """
 
-    graph: nx.DiGraph
     groups: list[ChannelGroup]
     layers: dict[str, LayerInfo]
     tracer: str
@@ -161,9 +162,16 @@ class DependencyGraph:
     _bn_names: list[str] = field(repr=False)
     _bn: np.ndarray = field(repr=False)  # (BN layers, groups)
     _bn_affine: np.ndarray = field(repr=False)
-    _bias: np.ndarray = field(repr=False)  # per layer: has a bias
+    _bias: np.ndarray = field(repr=False)  # per layer: parameters per output channel besides the weight (bias, gain)
     _unit_params: np.ndarray = field(repr=False)  # per group: per-head parameters (Swin's bias table) per unit
     _other_params: int = field(repr=False)
+    _trace: Trace = field(repr=False)
+
+    @functools.cached_property
+    def graph(self) -> nx.DiGraph:
+        """Layers and ops as a networkx DAG (node attributes kind, op, category, target, where, shape),
+        built on first use: only display and inspection read it, so a build does not pay for it."""
+        return _nx_graph(self._trace)
 
     def group(self, group_id: str) -> ChannelGroup:
         """The group called `group_id`, or a UserError listing near names."""
@@ -201,7 +209,7 @@ class DependencyGraph:
         for info, ci, co, bias in zip(self.layers.values(), cin.tolist(), cout.tolist(), self._bias.tolist()):
             kernel = int(np.prod(info.kernel)) if info.kind == "conv" else 1
             per_out = info.in_per_group if info.groups > 1 else ci
-            total += co * per_out * kernel + (co if bias else 0)
+            total += co * (per_out * kernel + bias)
         return total
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,16 +247,16 @@ def _nx_graph(trace: Trace) -> nx.DiGraph:
 
 
 def _signatures(coupling: Coupling, keys: list[tuple[str, str]]) -> np.ndarray:
-    """A hash per unit of (layer side, occurrences) over all layers: equal hash = same group."""
+    """A hash per unit of (layer side, occurrences) over all layers: equal hash = same group.
+
+    The hash is the sum, over the unit's occurrences, of a random odd 64-bit salt per layer side
+    (mod 2^64): sum(count[side] * salt[side]), one pass with no sort. Units with other counts collide
+    only if the salts solve a small integer equation mod 2^64 (a chance of about 2^-60 per pair of units)."""
     rng = np.random.default_rng(20250203)
     salts = rng.integers(1, 2**62, size=len(keys) + 1, dtype=np.uint64) | np.uint64(1)
-    n = coupling.canon.size
-    labels = [coupling.canon[coupling.members[k]].astype(np.int64) for k in keys]
-    side = np.repeat(np.arange(len(keys), dtype=np.int64), [lab.size for lab in labels])
-    pairs, counts = np.unique(side * n + np.concatenate(labels), return_counts=True)
-    sig = np.zeros(n, dtype=np.uint64)
-    golden = np.uint64(0x9E3779B97F4A7C15)
-    np.add.at(sig, pairs % n, salts[pairs // n] * (counts.astype(np.uint64) * golden + np.uint64(1)))
+    labels = [coupling.canon[coupling.members[k]] for k in keys]
+    sig = np.zeros(coupling.canon.size, dtype=np.uint64)
+    np.add.at(sig, np.concatenate(labels), np.repeat(salts[:-1], [lab.size for lab in labels]))
     sig[coupling.fixed] ^= salts[-1]
     return sig
 
@@ -316,9 +324,11 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling, attention_unit
     order = np.argsort((side_of * sizes.size + g_all) * (int(sizes.max()) + 1) + u_all, kind="stable")
     block_key = side_of[order] * sizes.size + g_all[order]
     starts = np.flatnonzero(np.r_[True, block_key[1:] != block_key[:-1]])
-    for block in np.split(order, starts[1:]):
-        key, k = keys[int(side_of[block[0]])], int(g_all[block[0]])
-        index = position[block].reshape(int(sizes[k]), -1)
+    sorted_position, size_of = position[order], sizes.tolist()
+    bounds = [*starts.tolist(), order.size]
+    for b, (side, k) in enumerate(zip(side_of[order[starts]].tolist(), g_all[order[starts]].tolist())):
+        key = keys[side]
+        index = sorted_position[bounds[b]:bounds[b + 1]].reshape(size_of[k], -1)
         refs[k][key[1]].append(ChannelRef(key[0], index))
         sides[key].append((k, index.shape[1]))
 
@@ -379,21 +389,22 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling, attention_unit
             rows.append(row)
         in_rows.append(rows[0])
         out_rows.append(rows[1])
-        bias.append(getattr(module, weight_names(module)[1], None) is not None)
+        bias.append(int(getattr(module, weight_names(module)[1], None) is not None)
+                    + sum(int(getattr(module, p)[0].numel()) for p in row_parameters(module) if p != "bias"))
         layers[target] = _layer_info(target, module, in_shape, out_shape, [(names[k], per) for k, per in sides[(target, "in")]],
                                      [(names[k], per) for k, per in sides[(target, "out")]], prunable)
     total_params = sum(p.numel() for p in model.parameters())
     empty = np.zeros((0, sizes.size), dtype=np.int64)
     first_input = next((n.value for n in trace.nodes if n.kind == "input"), None)
     return DependencyGraph(
-        graph=_nx_graph(trace), groups=groups, layers=layers, tracer=trace.tracer,
+        groups=groups, layers=layers, tracer=trace.tracer,
         input_shape=tuple(first_input.shape) if isinstance(first_input, torch.Tensor) else (),
         attention_units=attention_units,
         _index={g.id: i for i, g in enumerate(groups)}, _sizes=sizes.astype(np.int64),
         _in=np.array(in_rows) if in_rows else empty, _out=np.array(out_rows) if out_rows else empty,
         _bn_names=bn_names, _bn=np.array(bn_rows) if bn_rows else empty,
-        _bn_affine=np.array(bn_affine, dtype=np.int64), _bias=np.array(bias, dtype=bool), _unit_params=unit_params,
-        _other_params=total_params - layer_params)
+        _bn_affine=np.array(bn_affine, dtype=np.int64), _bias=np.array(bias, dtype=np.int64), _unit_params=unit_params,
+        _other_params=total_params - layer_params, _trace=trace)
 
 
 def build_dependency_graph(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...],
@@ -406,5 +417,11 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor | tuple
     """
     if attention_units not in ATTENTION_UNITS:
         raise UserError(f"unknown attention_units '{attention_units}'", f"choose one of: {', '.join(ATTENTION_UNITS)}")
-    trace = trace_model(model, example_input, tracer)
-    return _assemble(model, trace, analyse(trace, attention_units), attention_units)
+    try:
+        trace = resolve_layer_calls(model, trace_model(model, example_input, tracer))
+        coupling = analyse(trace, attention_units)
+        return _assemble(model, trace, coupling, attention_units)
+    except UserError:
+        raise
+    except Exception as exc:  # never a traceback from the graph itself
+        raise internal_error(f"{type(model).__name__}", exc) from None

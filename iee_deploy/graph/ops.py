@@ -27,6 +27,9 @@ Categories:
 - ``mixing``: every output may depend on every channel of every tensor operand in ways the graph does
   not follow (matmul/einsum and scaled_dot_product_attention outside those modules): the channels of
   all operands and outputs are fixed. It is the safe declaration for an op you cannot classify.
+- ``constant``: creates a tensor whose values do not depend on the model input (torch.zeros with a shape
+  read from the input, arange, eye), or any op computed from such tensors and parameters alone: its
+  channels are fixed where they meet the model's.
 - ``meta``: returns sizes, ranks, integer arithmetic or assertions, no tensor data.
 """
 
@@ -44,12 +47,14 @@ from iee_deploy.errors import UserError
 from iee_deploy.graph.attention import ATTENTION_MODULES
 
 Category = Literal["conv", "linear", "bn", "pointwise", "elementwise", "spatial", "movement", "reduce", "norm",
-                   "attention", "mixing", "meta"]
-CATEGORIES: tuple[str, ...] = ("pointwise", "elementwise", "spatial", "movement", "reduce", "norm", "mixing", "meta")
+                   "attention", "mixing", "constant", "meta"]
+CATEGORIES: tuple[str, ...] = ("pointwise", "elementwise", "spatial", "movement", "reduce", "norm", "mixing", "constant",
+                               "meta")
 """The categories `register_op` accepts (layers must be nn.Conv*/nn.Linear/nn.BatchNorm* modules)."""
 
 _MODULES: dict[type[nn.Module], Category] = {
     nn.Conv1d: "conv", nn.Conv2d: "conv", nn.Conv3d: "conv",
+    nn.ConvTranspose1d: "conv", nn.ConvTranspose2d: "conv", nn.ConvTranspose3d: "conv",
     nn.Linear: "linear",
     nn.BatchNorm1d: "bn", nn.BatchNorm2d: "bn", nn.BatchNorm3d: "bn", nn.SyncBatchNorm: "bn",
     **{cls: "pointwise" for cls in (
@@ -103,12 +108,38 @@ _add("movement",
      ("view", "reshape", "flatten", "transpose", "permute", "chunk", "split", "squeeze", "unsqueeze", "expand",
       "repeat", "unbind", "__getitem__", "roll"))
 _add("movement", (torch.roll, torch.swapaxes, torch.swapdims), ("swapaxes", "swapdims"))
-_add("norm", (F.layer_norm, F.group_norm, F.normalize))
+# shapes taken from another traced tensor: they follow its pruned sizes, as sizes read with x.size() do
+_add("movement", methods=("reshape_as", "view_as", "expand_as"))
+_add("movement", (torch.repeat_interleave, torch.tile, torch.narrow, torch.select, torch.flip),
+     ("repeat_interleave", "tile", "unfold", "narrow", "select", "flip"))
+_add("norm", (F.layer_norm, F.group_norm, F.normalize, F.rms_norm))
+_add("pointwise",  # same shape as the input, values independent of which channel they sit in
+     (torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like, torch.rand_like, torch.randn_like,
+      torch.rsqrt, torch.log, torch.sin, torch.cos, torch.erf, torch.reciprocal, torch.square, torch.sign,
+      torch.floor, torch.round, torch.nan_to_num, operator.invert, torch.logical_not, F.logsigmoid, F.softsign, F.tanhshrink, F.threshold),
+     ("type_as", "to", "half", "double", "bool", "rsqrt", "log", "sin", "cos", "erf", "reciprocal", "square", "sign",
+      "floor", "round", "__invert__", "logical_not", "exp_", "sqrt_", "nan_to_num"))
+_add("elementwise",
+     (torch.pow, operator.pow, torch.addcmul, torch.addcdiv, torch.lerp, torch.logical_and, torch.logical_or,
+      operator.and_, operator.or_, torch.clamp_min, torch.clamp_max),
+     ("pow", "__pow__", "__rpow__", "addcmul", "addcdiv", "lerp", "masked_fill", "masked_fill_", "__and__",
+      "__or__", "logical_and", "logical_or", "clamp_max", "clamp_max_", "where"))
+_add("constant",
+     (torch.zeros, torch.ones, torch.full, torch.empty, torch.arange, torch.linspace, torch.eye, torch.tensor,
+      torch.rand, torch.randn, torch.as_tensor),
+     ("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor"))
+# The functional forms of the layers: a call on the parameters of an nn layer of the matching class (a
+# subclass whose forward calls them, as timm's BatchNormAct2d, Linear and StdConv2d do) becomes that
+# layer's node; any other call is refused or, on parameters alone, pinned (see layer_calls.py).
+_add("conv", (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d))
+_add("linear", (F.linear,))
+_add("bn", (F.batch_norm,))
 _add("mixing", (torch.matmul, operator.matmul, torch.bmm, torch.einsum, F.scaled_dot_product_attention),
      ("matmul", "bmm", "__matmul__"))
 _add("reduce",
-     (torch.mean, torch.sum, torch.amax, torch.amin, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax),
-     ("mean", "sum", "amax", "amin", "softmax", "log_softmax"))
+     (torch.mean, torch.sum, torch.amax, torch.amin, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
+      torch.var, torch.std, torch.norm, torch.linalg.vector_norm, torch.logsumexp),
+     ("mean", "sum", "amax", "amin", "softmax", "log_softmax", "var", "std", "norm", "logsumexp"))
 _add("meta", (getattr, len, operator.floordiv, operator.mod, torch._assert),
      ("size", "dim", "numel", "__len__", "__format__", "__bool__"))
 
@@ -184,23 +215,28 @@ def classify_module(module: nn.Module, where: str) -> Category:
     raise _unsupported(f"layer {type(module).__module__}.{type(module).__name__}", where)
 
 
-def classify_function(fn: Any, where: str) -> tuple[str, Category]:
-    """(canonical name, category) of a traced free function, or a UserError naming it and the module."""
+def classify_function(fn: Any, where: str, constant: bool = False) -> tuple[str, Category]:
+    """(canonical name, category) of a traced free function, or a UserError naming it and the module.
+
+    `constant`: the call reads no model input (only parameters and constants), so an unknown function
+    is a ``constant`` op rather than refused."""
     try:
         found = _FUNCTIONS.get(fn)
     except TypeError:  # unhashable callables
         found = None
     if found is None:
-        if fn in (F.conv1d, F.conv2d, F.conv3d, F.linear, F.batch_norm):
-            raise UserError(f"functional {describe(fn)} in module {where} has weights the graph cannot prune",
-                            "use the nn.Conv*/nn.Linear/nn.BatchNorm* module instead")
+        if constant:
+            return describe(fn), "constant"
         raise _unsupported(f"op {describe(fn)}", where)
     return found
 
 
-def classify_method(name: str, where: str) -> tuple[str, Category]:
-    """(canonical name, category) of a Tensor method called by name, or a UserError."""
+def classify_method(name: str, where: str, constant: bool = False) -> tuple[str, Category]:
+    """(canonical name, category) of a Tensor method called by name, or a UserError (`constant`: see
+    `classify_function`)."""
     found = _METHODS.get(name)
+    if found is None and constant:
+        return name, "constant"
     if found is None:
         raise _unsupported(f"op Tensor.{name}", where)
     return found

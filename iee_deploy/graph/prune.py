@@ -17,6 +17,7 @@ from torch import nn
 from iee_deploy.errors import UserError
 from iee_deploy.graph.attention import attention_layout, prune_attention, weight_names
 from iee_deploy.graph.dependency import DependencyGraph
+from iee_deploy.graph.layer_calls import row_parameters
 
 Keep = Mapping[str, Sequence[int] | torch.Tensor | np.ndarray]
 
@@ -76,6 +77,11 @@ def _select(module: nn.Module, name: str, dim: int, index: torch.Tensor) -> None
         setattr(module, name, sliced)
 
 
+def _select_rows(module: nn.Module, out_idx: torch.Tensor) -> None:
+    for name in row_parameters(module):
+        _select(module, name, 0, out_idx)
+
+
 def prune_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
     """A new model with only the kept units of each group: sliced weights, biases and BN statistics.
 
@@ -97,19 +103,22 @@ def prune_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
             per_group = module.in_channels // module.groups
             out_idx = _kept(module.out_channels, drop_out)
             in_idx = _kept(module.in_channels, drop_in)
-            _select(module, "weight", 0, out_idx)
-            _select(module, "bias", 0, out_idx)
+            _select_rows(module, out_idx)
+            # weight (out, in/groups, k...) or, transposed, (in, out/groups, k...)
+            out_dim, in_dim = (1, 0) if module.transposed else (0, 1)
             if module.groups == 1:
-                _select(module, "weight", 1, in_idx)
+                _select(module, "weight", out_dim, out_idx)
+                _select(module, "weight", in_dim, in_idx)
             else:  # whole conv groups go (their inputs and outputs are one unit)
+                _select(module, "weight", 0, out_idx if not module.transposed else in_idx)
                 module.groups = in_idx.numel() // per_group
             module.out_channels, module.in_channels = out_idx.numel(), in_idx.numel()
         elif isinstance(module, nn.Linear):
             out_idx = _kept(module.out_features, drop_out)
             in_idx = _kept(module.in_features, drop_in)
+            _select_rows(module, out_idx)
             _select(module, "weight", 0, out_idx)
             _select(module, "weight", 1, in_idx)
-            _select(module, "bias", 0, out_idx)
             module.out_features, module.in_features = out_idx.numel(), in_idx.numel()
         elif isinstance(module, nn.modules.batchnorm._NormBase):
             idx = _kept(module.num_features, removed.get((name, "bn")))
@@ -141,6 +150,9 @@ def mask_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
         module = model.get_submodule(name)
         index = torch.from_numpy(drop)
         weight, bias = (getattr(module, attr, None) for attr in weight_names(module))
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            _mask_transposed(module, role, index)
+            continue
         if role in ("bn", "out"):  # BN gamma/beta, or a conv/linear's output rows
             for tensor in (weight, bias):
                 if isinstance(tensor, torch.Tensor):
@@ -148,3 +160,17 @@ def mask_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
         elif getattr(module, "groups", 1) == 1 and isinstance(weight, torch.Tensor):
             weight[:, index] = 0  # grouped convs: the group's own output rows are already zero
     return model
+
+
+def _mask_transposed(module: nn.modules.conv._ConvTransposeNd, role: str, index: torch.Tensor) -> None:
+    """Zero a transposed conv's output channels (weight (in, out/groups, k...): column o % (out/groups) of
+    group o's input rows, and the bias) or, ungrouped, its input rows."""
+    weight = module.weight.data
+    if role == "out":
+        per_out = module.out_channels // module.groups
+        grouped = weight.view(module.groups, -1, *weight.shape[1:])
+        grouped[index // per_out, :, index % per_out] = 0
+        if module.bias is not None:
+            module.bias.data[index] = 0
+    elif module.groups == 1:
+        weight[index] = 0

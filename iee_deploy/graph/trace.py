@@ -30,7 +30,7 @@ import torch.fx as fx
 from torch import nn
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 from iee_deploy.errors import UserError
 from iee_deploy.graph.ops import (
@@ -43,10 +43,54 @@ from iee_deploy.graph.ops import (
 
 
 class _Tracer(fx.Tracer):
-    """fx's tracer, with modules declared by `register_op` kept as single (leaf) operations."""
+    """fx's tracer, with modules declared by `register_op` kept as single (leaf) operations.
+
+    Three of fx's documented override points are made lean (a quarter of the tracing time, which is
+    most of a graph build): a module call keeps a plain stack of (path, type) instead of fx's scope
+    objects and per-node copies of `nn_module_stack`, and common argument types skip fx's checks for
+    parameters, constants and opaque objects (which never match them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: list[tuple[str, type[nn.Module]]] = []  # enclosing modules of the current call
+
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        path = self.path_of_module(m)
+        self.where.append((path, type(m)))
+        try:
+            if self.is_leaf_module(m, path):
+                return self.create_proxy("call_module", path, args, kwargs)
+            return forward(*args, **kwargs)
+        finally:
+            self.where.pop()
+
+    def create_arg(self, a: Any) -> Any:
+        kind = type(a)
+        if kind is fx.Proxy:
+            return a.node
+        if kind is tuple:
+            return tuple([self.create_arg(e) for e in a])
+        if kind is list:
+            return [self.create_arg(e) for e in a]
+        if kind in (int, float, bool, str, type(None)):
+            return a
+        return super().create_arg(a)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return is_declared_leaf(m) or super().is_leaf_module(m, module_qualified_name)
+
+    def create_node(self, kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    name: str | None = None, type_expr: Any | None = None) -> fx.Node:
+        """fx's node, with the innermost enclosing module in its meta (`_WHERE`)."""
+        node = self.graph.create_node(kind, target, args, kwargs, name, type_expr)
+        if self.where:
+            node.meta[_WHERE] = self.where[-1]
+        return node
+
+
+_WHERE = "iee_deploy_where"
+"""fx node meta key: (path, type) of the innermost module being traced when the node was created."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +120,7 @@ class Node:
     fn: Callable[..., Any] | None = None
     module: nn.Module | None = None
     target: str = ""  # module path for layers, attribute path for attrs
+    pinned: tuple[str, ...] = ()  # a layer's sides ("in", "out") whose channels may never be pruned
 
 
 @dataclass
@@ -89,10 +134,57 @@ def _meta(value: Any) -> Any:
                     value)
 
 
+def _window(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Output length of a sliding window along one dim (torch's conv formula; < 1: torch refuses the input)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _conv_shape(module: nn.Module, x: torch.Tensor) -> tuple[int, ...] | None:
+    """A plain conv's output shape by arithmetic (torch's meta conv costs ~0.1 ms a call); None where
+    torch itself must decide (a bad input to refuse, a padding mode, layout or dtype its kernel treats apart)."""
+    if (not isinstance(module, nn.modules.conv._ConvNd) or isinstance(module, nn.modules.conv._ConvTransposeNd)
+            or not isinstance(x, torch.Tensor)):
+        return None
+    nd = len(module.kernel_size)
+    if (module.padding_mode != "zeros" or x.dim() not in (nd + 1, nd + 2) or x.shape[-nd - 1] != module.in_channels
+            or x.dtype != module.weight.dtype or not x.is_contiguous()):
+        return None
+    if module.padding == "same":
+        spatial = tuple(x.shape[-nd:])
+    else:
+        padding = (0,) * nd if isinstance(module.padding, str) else tuple(module.padding)  # "valid"
+        spatial = tuple(_window(n, k, s, p, d) for n, k, s, p, d in
+                        zip(x.shape[-nd:], module.kernel_size, module.stride, padding, module.dilation))
+    if min(spatial, default=1) < 1:
+        return None
+    return (*x.shape[:-nd - 1], module.out_channels, *spatial)
+
+
+_ADAPTIVE_POOLS: dict[type[nn.Module], int] = {
+    nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
+    nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3}
+
+
+def _adaptive_pool_shape(module: nn.Module, x: torch.Tensor) -> tuple[int, ...] | None:
+    """An adaptive pool's output shape (its size, None entries keeping the input's); None where torch
+    must decide (indices returned, a bad or empty input)."""
+    nd = _ADAPTIVE_POOLS.get(type(module))
+    if (nd is None or not isinstance(x, torch.Tensor) or getattr(module, "return_indices", False)
+            or x.dim() not in (nd + 1, nd + 2) or 0 in x.shape):
+        return None
+    size: Any = module.output_size
+    sizes = (size,) * nd if isinstance(size, int) else tuple(size)
+    return (*x.shape[:-nd], *(n if s is None else s for n, s in zip(x.shape[-nd:], sizes)))
+
+
 def _module_value(module: nn.Module, category: Category, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Output of a leaf module on meta inputs (weights replaced by meta tensors of their shape)."""
     x = args[0]
-    if category == "conv":
+    shape = (_conv_shape(module, x) if category == "conv"
+             else _adaptive_pool_shape(module, x) if category == "spatial" and len(args) == 1 and not kwargs else None)
+    if shape is not None:
+        return x.new_empty(shape)
+    if category == "conv" and not isinstance(module, nn.modules.conv._ConvTransposeNd):
         assert isinstance(module, nn.modules.conv._ConvNd)
         weight = torch.empty(module.weight.shape, device="meta")
         return module._conv_forward(x, weight, None)  # type: ignore[operator]
@@ -101,7 +193,7 @@ def _module_value(module: nn.Module, category: Category, args: tuple[Any, ...], 
         return x.new_empty((*x.shape[:-1], module.out_features))
     if category in ("bn", "pointwise", "norm"):
         return x.new_empty(x.shape)
-    if category in ("attention", "mixing"):  # run it on meta copies of its weights
+    if category in ("attention", "mixing", "conv"):  # run it on meta copies of its weights
         state = {k: torch.empty(v.shape, dtype=v.dtype, device="meta")
                  for k, v in (*module.named_parameters(), *module.named_buffers())}
         with torch.no_grad():
@@ -109,11 +201,42 @@ def _module_value(module: nn.Module, category: Category, args: tuple[Any, ...], 
     return module(*args, **kwargs)
 
 
+_CATS = (torch.cat, torch.concat, torch.concatenate)
+
+
+def _cat_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """torch.cat's output shape by arithmetic (its meta kernel is a Python decomposition, ~0.3 ms a call,
+    most of DenseNet's trace); None where torch must decide (mixed dtypes or layouts, sizes that do not
+    match, empty inputs, other arguments)."""
+    if not args or len(args) > 2 or set(kwargs) - {"dim"}:
+        return None
+    tensors, dim = args[0], args[1] if len(args) == 2 else kwargs.get("dim", 0)
+    if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int):
+        return None
+    first = tensors[0]
+    if not isinstance(first, torch.Tensor) or not -first.dim() <= dim < first.dim():
+        return None
+    shape, dim = list(first.shape), dim % first.dim()
+    for t in tensors:
+        if (not isinstance(t, torch.Tensor) or t.dtype != first.dtype or t.dim() != len(shape) or not t.numel()
+                or not t.is_contiguous() or any(a != b for d, (a, b) in enumerate(zip(t.shape, shape)) if d != dim)):
+            return None
+    shape[dim] = sum(t.shape[dim] for t in tensors)
+    return tuple(shape)
+
+
 def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The meta result of a call; shape-preserving and broadcasting ops skip torch's (slow) meta kernels."""
+    """The meta result of a call; shape-preserving, broadcasting and concatenating ops skip torch's
+    (slow) meta kernels."""
+    if fn in _CATS:
+        shape = _cat_shape(args, kwargs)
+        if shape is not None:
+            return args[0][0].new_empty(shape)
     tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
     if tensors and category in ("pointwise", "elementwise"):  # fresh (contiguous) meta tensors, as in eager
-        return tensors[0].new_empty(torch.broadcast_shapes(*(t.shape for t in tensors)))
+        shapes = [t.shape for t in tensors]
+        same = all(s == shapes[0] for s in shapes)
+        return tensors[0].new_empty(shapes[0] if same else torch.broadcast_shapes(*shapes))
     return fn(*args, **kwargs)
 
 
@@ -144,6 +267,7 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
     trace = Trace(tracer="fx")
     index: dict[fx.Node, int] = {}
     placeholders = 0
+    data: set[fx.Node] = set()  # tensors computed from an input; an unknown op on none of them makes a constant
 
     def value_of(arg: Any) -> Any:
         return _map_nodes(arg, lambda n: trace.nodes[index[n]].value)
@@ -151,11 +275,12 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
     def refs(arg: Any) -> Any:
         return _map_nodes(arg, lambda n: Ref(index[n]))
 
+    modules = dict(model.named_modules())  # fx names each module by its first path here (path_of_module)
     for n in graph.nodes:
-        stack = n.meta.get("nn_module_stack") or {}
-        path, mtype = next(reversed(stack.values())) if stack else ("", type(model))
+        path, mtype = n.meta.get(_WHERE, ("", type(model)))
         where = f"'{path or '<model>'}' ({getattr(mtype, '__name__', mtype)})"
         args, kwargs = refs(n.args), refs(n.kwargs)
+        reads_data = n.op == "placeholder" or any(a in data for a in n.all_input_nodes)
         if n.op == "placeholder":
             if placeholders < len(inputs):
                 value = _meta(inputs[placeholders])
@@ -172,21 +297,21 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
                 attr = getattr(attr, part)
             node = Node(n.name, "attr", "attr", None, (), {}, where, _meta(attr), target=str(n.target))
         elif n.op == "call_module":
-            module = model.get_submodule(str(n.target))
+            module = modules[str(n.target)]
             category = classify_module(module, _where(str(n.target), module))
             node = Node(n.name, "module", type(module).__name__, category, args, kwargs,
                         _where(str(n.target), module),
                         _module_value(module, category, value_of(n.args), value_of(n.kwargs)),
                         module=module, target=str(n.target))
         elif n.op == "call_function":
-            op, category = classify_function(n.target, where)
+            op, category = classify_function(n.target, where, constant=not reads_data)
             fn = n.target
             assert callable(fn)
             node = Node(n.name, "call", op, category, args, kwargs, where,
                         _call_value(category, fn, value_of(n.args), value_of(n.kwargs)), fn=fn)
         elif n.op == "call_method":
             name = str(n.target)
-            op, category = classify_method(name, where)
+            op, category = classify_method(name, where, constant=not reads_data)
             fn = getattr(torch.Tensor, name)
             node = Node(n.name, "call", op, category, args, kwargs, where,
                         _call_value(category, fn, value_of(n.args), value_of(n.kwargs)), fn=fn)
@@ -194,6 +319,8 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
             node = Node(n.name, "output", "output", None, args, {}, where, value_of(n.args[0]))
         index[n] = len(trace.nodes)
         trace.nodes.append(node)
+        if reads_data and any(isinstance(v, torch.Tensor) for v in tree_flatten(node.value)[0]):
+            data.add(n)
     return trace
 
 
@@ -223,6 +350,7 @@ class _Recorder(TorchFunctionMode):
         self.stack: list[tuple[str, nn.Module]] = []
         self.leaf_depth = 0
         self.counter: dict[str, int] = {}
+        self.names: dict[int, str] = {}  # id(parameter or buffer) -> its path in the model
 
     def where(self) -> str:
         path, module = self.stack[-1] if self.stack else ("", None)
@@ -233,7 +361,8 @@ class _Recorder(TorchFunctionMode):
             if not isinstance(v, torch.Tensor):
                 return v
             if id(v) not in self.node_of:  # a parameter or buffer read directly in forward
-                self.add(Node(f"attr_{len(self.trace.nodes)}", "attr", "attr", None, (), {}, self.where(), _meta(v)), v)
+                self.add(Node(f"attr_{len(self.trace.nodes)}", "attr", "attr", None, (), {}, self.where(), _meta(v),
+                              target=self.names.get(id(v), "")), v)
             return Ref(self.node_of[id(v)])
 
         return tree_map(one, value)
@@ -282,6 +411,7 @@ def _leaf_modules(model: nn.Module) -> dict[nn.Module, str]:
 def _eager_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
     trace = Trace(tracer="eager")
     rec = _Recorder(trace)
+    rec.names = {id(t): name for name, t in (*model.named_parameters(), *model.named_buffers())}
     leaves = _leaf_modules(model)
     names = {m: name for name, m in model.named_modules()}
     handles = []

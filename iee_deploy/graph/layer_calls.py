@@ -1,0 +1,204 @@
+"""Layers whose forward calls the functional form on their own parameters become layer nodes.
+
+A module is classified by what it computes, not by its class name. timm's BatchNormAct2d subclasses
+nn.BatchNorm2d and calls ``F.batch_norm`` on its own running statistics and affine parameters (then an
+activation); timm's Linear calls ``F.linear(x, self.weight, self.bias)``. Such a call is the layer: its
+node is rewritten into the node of the enclosing nn.BatchNorm*/nn.Linear/nn.Conv*/nn.ConvTranspose*
+module, so its channels are pruned like the plain layer's (the rest of its forward, the activation,
+stays traced op by op).
+
+A conv whose weight is *computed* from its own parameters (weight standardisation: timm's StdConv2d
+and ScaledStdConv2d normalise each output row over its inputs, then ``F.conv2d``) is also that layer,
+with its input channels pinned: a row's statistics mix its input channels, so removing one would
+change the kept ones. Its output channels stay prunable only when the computation is verified to be
+row by row on the real parameters (changing one row of every per-row parameter changes that row
+alone); otherwise they are pinned too. Every other functional layer call (a weight from elsewhere, or
+with other groups than its module) is refused in one line, and such calls made on parameters alone
+(the standardisation itself) keep the channels they touch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iee_deploy.errors import UserError
+from iee_deploy.graph.ops import Category, describe
+from iee_deploy.graph.trace import Node, Ref, Trace
+
+_LAYERS: dict[Any, tuple[type[nn.Module], int, str]] = {
+    F.conv1d: (nn.Conv1d, 1, "weight"), F.conv2d: (nn.Conv2d, 1, "weight"), F.conv3d: (nn.Conv3d, 1, "weight"),
+    F.conv_transpose1d: (nn.ConvTranspose1d, 1, "weight"), F.conv_transpose2d: (nn.ConvTranspose2d, 1, "weight"),
+    F.conv_transpose3d: (nn.ConvTranspose3d, 1, "weight"),
+    F.linear: (nn.Linear, 1, "weight"),
+    F.batch_norm: (nn.modules.batchnorm._BatchNorm, 1, "running_mean"),
+}
+"""Functional layer -> (its module class, position and name of the argument identifying the module)."""
+
+_GROUPS_POSITION = {F.conv1d: 6, F.conv2d: 6, F.conv3d: 6, F.conv_transpose1d: 6, F.conv_transpose2d: 6,
+                    F.conv_transpose3d: 6}
+
+
+def row_parameters(module: nn.Module) -> list[str]:
+    """Names of a conv/linear layer's parameters besides its weight with one row per output channel: the bias,
+    and a per-channel gain such as a scaled weight-standardised conv's (the graph prunes those output
+    channels only where the weight is computed row by row, see layer_calls.py)."""
+    rows = module.out_channels if isinstance(module, nn.modules.conv._ConvNd) else getattr(module, "out_features", 0)
+    return [name for name, p in module.named_parameters(recurse=False)
+            if name != "weight" and p.dim() >= 1 and p.shape[0] == rows]
+
+
+def _refs(arg: Any) -> list[int]:
+    if isinstance(arg, Ref):
+        return [arg.index]
+    if isinstance(arg, (tuple, list)):
+        return [i for a in arg for i in _refs(a)]
+    if isinstance(arg, dict):
+        return [i for a in arg.values() for i in _refs(a)]
+    if isinstance(arg, slice):
+        return _refs([arg.start, arg.stop, arg.step])
+    return []
+
+
+def _arg(node: Node, position: int, name: str) -> Any:
+    return node.args[position] if len(node.args) > position else node.kwargs.get(name)
+
+
+def _owner(model: nn.Module, target: str, cls: type[nn.Module]) -> tuple[str, nn.Module] | None:
+    """(path, module) when `target` names a tensor attribute of a module of class `cls`."""
+    path, _, attr = target.rpartition(".")
+    try:
+        module = model.get_submodule(path)
+    except AttributeError:
+        return None
+    return (path, module) if isinstance(module, cls) and isinstance(getattr(module, attr, None), torch.Tensor) else None
+
+
+def _evaluate(model: nn.Module, trace: Trace, index: int, replace: dict[str, torch.Tensor],
+              memo: dict[int, Any]) -> Any:
+    """The real value of node `index`, computed from the model's parameters (`replace`: path -> tensor)."""
+    if index in memo:
+        return memo[index]
+    node = trace.nodes[index]
+
+    def value(arg: Any) -> Any:
+        if isinstance(arg, Ref):
+            return _evaluate(model, trace, arg.index, replace, memo)
+        if isinstance(arg, (tuple, list)):
+            return type(arg)(value(a) for a in arg)
+        if isinstance(arg, dict):
+            return {k: value(v) for k, v in arg.items()}
+        if isinstance(arg, slice):
+            return slice(value(arg.start), value(arg.stop), value(arg.step))
+        return arg
+
+    if node.kind == "attr":
+        result: Any = replace.get(node.target)
+        if result is None:
+            result = model
+            for part in node.target.split("."):
+                result = getattr(result, part)
+    else:
+        assert node.fn is not None
+        result = node.fn(*value(node.args), **value(node.kwargs))
+    memo[index] = result
+    return result
+
+
+@torch.no_grad()
+def _row_wise(model: nn.Module, trace: Trace, index: int, path: str, module: nn.Module) -> bool:
+    """Whether the weight computed at node `index` depends on the module's parameters row by row:
+    perturbing row r of every parameter with one row per output channel changes row r alone."""
+    weight = module.get_parameter("weight")
+    rows = int(weight.shape[0])
+    per_row = {f"{path}.{name}": p for name, p in module.named_parameters(recurse=False)
+               if p.dim() >= 1 and p.shape[0] == rows}
+    base = _evaluate(model, trace, index, {}, {})
+    if not isinstance(base, torch.Tensor) or base.shape != weight.shape:
+        return False
+    gen = torch.Generator().manual_seed(0)
+    for r in sorted({0, rows - 1}):
+        replace = {}
+        for name, p in per_row.items():
+            q = p.detach().clone()
+            q[r] += torch.randn(q[r].shape, generator=gen, dtype=q.dtype) + 1.0
+            replace[name] = q
+        changed = (_evaluate(model, trace, index, replace, {}) != base).reshape(rows, -1).any(1)
+        changed[r] = False
+        if bool(changed.any()):
+            return False
+    return True
+
+
+def _constant(trace: Trace) -> list[bool]:
+    """Per node: whether its value is computed from parameters and constants alone (not from an input)."""
+    constant: list[bool] = []
+    for node in trace.nodes:
+        if node.kind == "input":
+            constant.append(False)
+        else:
+            constant.append(all(constant[i] for i in _refs((node.args, node.kwargs))))
+    return constant
+
+
+def _resolve(model: nn.Module, trace: Trace, node: Node, constant: list[bool]) -> Node:
+    cls, position, name = _LAYERS[node.fn]
+    x = node.args[0] if node.args else node.kwargs.get("input")
+    if not isinstance(x, Ref) or constant[x.index]:  # on parameters alone (weight standardisation's statistics)
+        return dataclasses.replace(node, category="mixing")
+    key = _arg(node, position, name)
+    fn = describe(node.fn)
+    refusal = UserError(f"functional {fn} in module {node.where} does not use the parameters of an "
+                        f"{cls.__name__} module it belongs to, so the graph cannot prune it",
+                        f"make it an {cls.__name__} (or a subclass calling {fn} on its own parameters); if the "
+                        "module is your own, iee_deploy.graph.register_op(its class, 'mixing') keeps it whole")
+    if not isinstance(key, Ref):
+        raise refusal
+    pinned: tuple[str, ...] = ()
+    source = trace.nodes[key.index]
+    owner = _owner(model, source.target, cls) if source.kind == "attr" else None
+    if owner is None and constant[key.index]:  # a computed weight: find the layer whose weight it reads
+        sources = {trace.nodes[i].target for i in _ancestors(trace, key.index) if trace.nodes[i].kind == "attr"}
+        owners = {o[0]: o for o in (_owner(model, t, cls) for t in sources if t.endswith(f".{name}")) if o}
+        if len(owners) == 1:
+            owner = next(iter(owners.values()))
+            pinned = ("in",) if _row_wise(model, trace, key.index, *owner) else ("in", "out")
+    if owner is None and constant[key.index]:  # a fixed filter (a blur kernel buffer): its channels are kept
+        return dataclasses.replace(node, category="mixing")
+    if owner is None:
+        raise refusal
+    path, module = owner
+    if node.fn in _GROUPS_POSITION:
+        groups = _arg(node, _GROUPS_POSITION[node.fn], "groups")
+        if (1 if groups is None else groups) != getattr(module, "groups", 1):
+            raise UserError(f"functional {fn} in module {node.where} runs {path}'s weight with groups={groups}, "
+                            f"not its {getattr(module, 'groups', 1)}", "call it with the module's own groups")
+    category: Category = "conv" if issubclass(cls, nn.modules.conv._ConvNd) else "linear" if cls is nn.Linear else "bn"
+    return Node(node.name, "module", type(module).__name__, category, (x,), {}, f"'{path}' ({type(module).__name__})",
+                node.value, module=module, target=path, pinned=pinned)
+
+
+def _ancestors(trace: Trace, index: int) -> set[int]:
+    seen: set[int] = set()
+    stack = [index]
+    while stack:
+        i = stack.pop()
+        if i not in seen:
+            seen.add(i)
+            stack.extend(_refs((trace.nodes[i].args, trace.nodes[i].kwargs)))
+    return seen
+
+
+def resolve_layer_calls(model: nn.Module, trace: Trace) -> Trace:
+    """`trace` with every functional conv/linear/batch_norm call made on the parameters of a matching nn
+    layer replaced by that layer's node (see the module docstring); other such calls are refused."""
+    constant: list[bool] | None = None
+    for i, node in enumerate(trace.nodes):
+        if node.kind == "call" and node.category in ("conv", "linear", "bn"):
+            constant = constant or _constant(trace)
+            trace.nodes[i] = _resolve(model, trace, node, constant)
+    return trace
