@@ -12,6 +12,12 @@ MAX_SEED = 2**63 - 1
 """Largest seed accepted (torch's generators take at most 2**64 - 1)."""
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of one epoch's data order: seed * 1_000_003 + epoch, folded into the 63 bits a torch generator
+    takes (unchanged for every seed below 2**43, so earlier runs keep their data order)."""
+    return (seed * 1_000_003 + epoch) % 2**63
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed every RNG the toolkit uses; return a torch.Generator for data shuffling."""
     random.seed(seed)

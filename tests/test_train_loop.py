@@ -153,3 +153,16 @@ def test_train_user_errors(tmp_path):
     ]:
         result = runner.invoke(main, ["train", "--subset", "64", "--out", str(tmp_path), *args])
         assert result.exit_code == 2 and fragment in result.output, (args, result.output)
+
+
+def test_epoch_seeds_fit_a_torch_generator_and_keep_earlier_data_orders():
+    """Every --seed the help advertises (0 .. 2**63 - 1) seeds the data order; small seeds are unchanged."""
+    from iee_deploy.seeding import MAX_SEED, epoch_seed
+    from iee_deploy.train.device_data import augmentation_seed
+
+    assert epoch_seed(3, 2) == 3 * 1_000_003 + 2
+    assert augmentation_seed(3, 2) == (3 * 1_000_003 + 2) * 2 + 7_919
+    for seed in (MAX_SEED, MAX_SEED - 1, 2**62):
+        for value in (epoch_seed(seed, 5), augmentation_seed(seed, 5)):
+            assert 0 <= value < 2**63
+            torch.Generator().manual_seed(value)

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from iee_deploy.seeding import epoch_seed
+
 
 class ResumableBatchSampler(Sampler[list[int]]):
     """Shuffled batches of one rank's share of `n` items; `set_position(epoch, batch)` before iterating.
@@ -35,7 +37,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.epoch, self.start = epoch, batch
 
     def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.n, generator=generator)[: self.share * self.world][self.rank :: self.world]
         size = min(self.batch_size, self.share)
         for b in range(self.start, len(self)):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import Subset
 
 from iee_deploy.data.sources import TensorImageDataset
+from iee_deploy.seeding import epoch_seed
 from iee_deploy.train.data import ResumableBatchSampler
 
 Tensor = torch.Tensor
@@ -40,8 +41,8 @@ AUGMENT_STREAM = 7_919
 
 
 def augmentation_seed(seed: int, epoch: int) -> int:
-    """Seed of the crop/flip parameters of `epoch` (the data order uses seed * 1_000_003 + epoch)."""
-    return (seed * 1_000_003 + epoch) * 2 + AUGMENT_STREAM
+    """Seed of the crop/flip parameters of `epoch`: apart from the data order's (`epoch_seed`), within 63 bits."""
+    return (epoch_seed(seed, epoch) * 2 + AUGMENT_STREAM) % 2**63
 
 
 def crop_flip_params(n: int, pad: int, flip: bool, seed: int, epoch: int) -> tuple[Tensor, Tensor]:
