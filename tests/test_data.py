@@ -118,3 +118,21 @@ def test_imagefolder_refuses_an_empty_class_folder(tmp_path):
     (tmp_path / "val" / "bird").mkdir()
     with pytest.raises(UserError, match="holds no images"):
         build_datasets("imagefolder", tmp_path, resolution=8)
+
+
+def test_a_fashion_mnist_file_failing_its_checksum_is_never_downloaded_again(tmp_path, monkeypatch):
+    """Offline: a damaged archive is refused naming the file and telling the user to copy it again; nothing
+    tries the network (any download attempt fails this test)."""
+    import torchvision.datasets.utils as tv_utils
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(tv_utils, "download_url", no_download)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (raw / name).write_bytes(b"\x1f\x8b not the original archive")
+    with pytest.raises(UserError, match="train-images-idx3-ubyte.gz' fails its checksum.*copy the original .gz file"):
+        build_datasets("fashion-mnist", tmp_path)

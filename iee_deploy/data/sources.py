@@ -127,6 +127,7 @@ def load_fashion_mnist(root: Path | None, resolution: int | None) -> DataBundle:
     missing = [f for f in FASHION_FILES if not (raw / f).exists() and not (raw / f.removesuffix(".gz")).exists()]
     if missing:
         raise UserError(f"Fashion-MNIST files missing in '{raw}': {', '.join(missing)}", "copy the four original .gz files there")
+    _verify_fashion_files(raw)
     if not _writable(raw):
         # torchvision extracts next to the archives; work on a private copy of a read-only source.
         scratch = Path(tempfile.mkdtemp(prefix="iee-fmnist-")) / "FashionMNIST" / "raw"
@@ -141,6 +142,19 @@ def load_fashion_mnist(root: Path | None, resolution: int | None) -> DataBundle:
     train, val = (TensorImageDataset(_to_rgb_uint8(s.data, res), s.targets, *stats, train=t, pad=res // 8)
                   for s, t in zip(sets, (True, False)))
     return _bundle("fashion-mnist", train, val, 10, res)
+
+
+def _verify_fashion_files(raw: Path) -> None:
+    """Check every .gz archive against torchvision's md5 before torchvision sees it: torchvision would try
+    to download a file that fails its checksum, and this toolkit never downloads (it runs offline)."""
+    from torchvision.datasets import FashionMNIST
+    from torchvision.datasets.utils import check_integrity
+
+    for name, md5 in FashionMNIST.resources:
+        archive = raw / Path(name).name
+        if archive.exists() and not check_integrity(str(archive), md5):
+            raise UserError(f"Fashion-MNIST file '{archive}' fails its checksum (damaged or not the original)",
+                            "copy the original .gz file there again", fields=("data_dir",))
 
 
 def _writable(folder: Path) -> bool:
