@@ -123,7 +123,9 @@ def load_target(name_or_path: str | os.PathLike[str]) -> Target:
             hint = f"did you mean {', '.join(close)}?" if close else f"choose one of: {', '.join(names)}, or pass a YAML path"
             raise UserError(f"unknown target '{text}'", hint)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"target file '{path}' is not text", "pass a target YAML (see targets/cpu.yaml)") from None
     except yaml.YAMLError as exc:
         raise UserError(f"target file '{path}' is not valid YAML ({str(exc).splitlines()[0]})", "fix the file") from None
     return parse_target(data, path)

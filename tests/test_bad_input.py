@@ -73,6 +73,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "lut-zero-latency.csv").write_text("".join([rows[0], ",".join(first[:3] + ["0", "0", "0"] + first[6:]),
                                                         *rows[2:]]))
     (root / "lut-zero-latency.json").write_text(json.dumps(meta))
+    (root / "garbage.yaml").write_bytes(bytes(range(256)) * 4)
+    (root / "list.yaml").write_text("- cpu\n- gpu\n")
     (root / "torn-config-run").mkdir()
     (root / "torn-config-run" / "checkpoint.pt").write_bytes(b"")
     (root / "torn-config-run" / "config.json").write_text('{"model": "resn')
@@ -180,6 +182,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("lut-no-calibration", LUT_ARGS + ["{lut-no-calibration.csv}"], "predictions are uncalibrated"),
     ("lut-binary", LUT_ARGS + ["{lut-binary.csv}"], "is corrupt (not text)"),
     ("lut-zero-latency", LUT_ARGS + ["{lut-zero-latency.csv}"], "has impossible values"),
+    ("target-binary", ["profile", "--target", "{garbage.yaml}", "--out", "{tmp}/t.csv"], "garbage.yaml' is not text"),
+    ("target-a-list", ["profile", "--target", "{list.yaml}", "--out", "{tmp}/t.csv"], "list.yaml' does not hold a mapping"),
     ("lut-other-target", ["train", "--resolution", "8", "--latency-ratio", "0.5", "--lut", "{lut.csv}", "--target", "titanv"],
      "--target titanv does not match the LUT"),
     ("lut-other-model", ["train", "--model", "wrn22_2", "--resolution", "8", "--latency-ratio", "0.5", "--lut", "{lut.csv}"],
