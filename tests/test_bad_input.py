@@ -125,6 +125,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("epochs-nan", ["train", "--epochs", "nan"], "--epochs nan"),
     ("batch-size-zero", ["train", "--batch-size", "0"], "--batch-size"),
     ("subset-zero", ["train", "--subset", "0"], "--subset"),
+    ("subset-below-classes", ["train", "--subset", "5"], "--subset 5 holds fewer images than the 10 classes of digits"),
+    ("val-subset-below-classes", ["train", "--subset", "64", "--val-subset", "3"], "--val-subset 3 holds fewer images"),
     ("momentum-one", ["train", "--momentum", "1"], "--momentum"),
     ("weight-decay-nan", ["train", "--weight-decay", "nan"], "--weight-decay nan"),
     ("warmup-negative", ["train", "--warmup-epochs", "-1"], "--warmup-epochs"),

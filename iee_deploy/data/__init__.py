@@ -77,6 +77,10 @@ def build_datasets(
     for field, count in (("subset", subset), ("val_subset", val_subset)):
         if count is not None and count < 1:
             raise UserError(f"`{field}` must be positive, got {count}", "pass a number of images", fields=(field,))
+    for field, count in (("subset", subset), ("val_subset", val_subset)):
+        if count is not None and count < bundle.num_classes:
+            raise UserError(f"`{field}` {count} holds fewer images than the {bundle.num_classes} classes of {name}",
+                            f"take at least {bundle.num_classes} images (several per class)", fields=(field,))
     if subset is not None:
         bundle.train = Subset(bundle.train, sample_indices(len(bundle.train), subset))
     if val_subset is not None or subset is not None:
