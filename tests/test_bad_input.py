@@ -149,6 +149,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("delta-t-zero", ["train", "--method", "rigl", "--delta-t", "0"], "--delta-t"),
     ("delta-t-word", ["train", "--method", "rigl", "--delta-t", "often"], "--delta-t"),
     # --- train: N:M and contradictions between options
+    ("sparsity-empties-a-layer", ["train", "--sparsity", "0.9999", "--distribution", "uniform", "--method", "static",
+                                  "--resolution", "8", "--out", "{tmp}/run"], "with no weight at all"),
+    ("nm-no-layer-fits", ["train", "--nm", "1:1024", "--method", "static", "--resolution", "8", "--out", "{tmp}/run"],
+     "no layer can hold the 1:1024 pattern"),
     ("nm-dash", ["train", "--nm", "2-4"], "--nm '2-4' is not an N:M pattern"),
     ("nm-reversed", ["train", "--nm", "4:2"], "--nm '4:2'"),
     ("nm-zero", ["train", "--nm", "0:4"], "--nm '0:4'"),

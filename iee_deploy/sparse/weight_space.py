@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from iee_deploy.distributed import Distributed
+from iee_deploy.errors import UserError
 from iee_deploy.sparse import selection
 from iee_deploy.sparse.distributions import Distribution, layer_active_counts
 from iee_deploy.sparse.masks import WeightMasks, prunable_layers
@@ -58,12 +59,23 @@ class WeightSpace:
             raise ValueError("the model has no Conv2d or Linear layer to sparsify")
         self.shapes = shapes
         self.numels = [int(torch.Size(s).numel()) for s in shapes]
+        names = [name for name, _ in prunable_layers(model)]
         if nm is not None:
             self.nm_layers = [nm.fits(s) for s in shapes]
+            if not any(self.nm_layers):
+                raise UserError(f"no layer can hold the {nm.n}:{nm.m} pattern (none has a multiple of {nm.m} inputs "
+                                "per output)", "choose an M that divides the layers' input widths, e.g. 2:4",
+                                fields=("nm",))
             self.targets = [n * nm.n // nm.m if fits else n for n, fits in zip(self.numels, self.nm_layers)]
         else:
             self.nm_layers = [False] * len(shapes)
             self.targets = layer_active_counts(shapes, sparsity, self.distribution)
+            empty = [(name, n) for name, n, t in zip(names, self.numels, self.targets) if t == 0]
+            if empty:
+                raise UserError(f"sparsity {sparsity:g} with the {self.distribution.value} distribution leaves layer "
+                                f"'{empty[0][0]}' ({empty[0][1]} weights) with no weight at all"
+                                + (f", and {len(empty) - 1} more layers" if len(empty) > 1 else ""),
+                                "lower `sparsity` (an empty layer cuts the network)", fields=("sparsity",))
         self.fixed = [t == n for t, n in zip(self.targets, self.numels)]
         self.device = next(model.parameters()).device
         masks = [torch.ones(s, dtype=torch.bool, device=self.device) for s in shapes] if dense_start else self._random_masks()
