@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from iee_deploy.io import write_json, write_text  # noqa: E402
-from profiler.latency import LatencyModel  # noqa: E402
+from profiler.latency import Calibration, LatencyModel  # noqa: E402
 from profiler.lut import load_lut  # noqa: E402
 from profiler.targets import cpu_name  # noqa: E402
 
@@ -135,7 +135,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"| profile wall time | {p['seconds'] / 60:.1f} min ({lut['rows']} rows, {lut['signatures']} signatures, "
         f"{lut['layers']} layers, grid step {lut['grid_step']} from {lut['grid_min']} in blocks of {lut['grid_align']}, "
         f"{lut['statistic']} of {lut['repeats']} runs, {lut['threads']} thread(s)) | < 15 min |",
-        f"| calibration | measured = {lut['calibration']['a']:.3f} x sum_of_layers + {lut['calibration']['b']:.3f} ms "
+        f"| calibration | measured = {Calibration.from_dict(lut['calibration']).formula(3)} "
         f"({len(lut['calibration']['points'])} networks) | |",
     ]
     if ok:

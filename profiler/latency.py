@@ -99,6 +99,11 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "points": [list(p) for p in self.points]}
 
+    def formula(self, digits: int = 4) -> str:
+        """The fit as people write it: "0.9107 x sum_of_layers - 0.0885 ms" (never "+ -0.0885")."""
+        sign = "-" if self.b < 0 else "+"
+        return f"{self.a:.{digits}f} x sum_of_layers {sign} {abs(self.b):.{digits}f} ms"
+
     def apply(self, sum_ms: float) -> float:
         """Calibrated latency of a network whose layer latencies sum to `sum_ms`; positive for every positive sum.
 

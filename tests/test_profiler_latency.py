@@ -150,3 +150,10 @@ def test_snap_to_hardware_friendly_counts():
     assert snap(5, 24, 8, 16) == 16
     assert snap(3, 10, 3, 16) == 10
     assert snap(7.4, 10, 3, 1) == 7
+
+
+def test_calibration_formula_reads_as_written():
+    from profiler.latency import Calibration
+
+    assert Calibration(0.91071, -0.08849).formula() == "0.9107 x sum_of_layers - 0.0885 ms"
+    assert Calibration(1.5, 0.25).formula(2) == "1.50 x sum_of_layers + 0.25 ms"

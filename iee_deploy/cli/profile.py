@@ -12,6 +12,7 @@ from iee_deploy.io import write_json
 from iee_deploy.models import model_spec
 from iee_deploy.profiling import profile as run_profile
 from iee_deploy.profiling import validate_lut as run_validation
+from profiler.latency import Calibration
 from profiler.lut import meta_path
 from profiler.measure import ProfileRequest
 from profiler.measurer import settings_for, timing_cache_path
@@ -82,7 +83,7 @@ def profile(target: str, model_name: str, num_classes: int | None, resolution: i
     click.echo(f"  {len(meta.signatures)} layer signatures for {len(meta.layers)} layers, {meta.rows_done} rows "
                f"({summary.measured} measured now, {summary.reused} reused) in {summary.seconds:.0f} s")
     click.echo(f"  calibration on {len(cal.get('points', []))} whole network(s): measured ({describe(meta.statistic)}) = "
-               f"{cal.get('a', 1):.4f} x sum_of_layers + {cal.get('b', 0):.4f} ms")
+               f"{Calibration.from_dict(cal).formula()}")
 
 
 @click.command("validate-lut")

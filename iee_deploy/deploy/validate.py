@@ -276,7 +276,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     limit = None if budget is None else budget * (1 + budget_tolerance)
     checks.append(threshold_check("latency-budget", measured, limit,
                                   f"measured {words} ms/batch at batch {batch} (the target's statistic) vs budget "
-                                  f"{budget} ms from {source} x (1 + tolerance {budget_tolerance:g})"
+                                  f"{budget:.4g} ms from {source} x (1 + tolerance {budget_tolerance:g})"
                                   if budget is not None else "no latency budget given (latency_ms) or recorded in run.json"))
     predicted = info.predicted_latency_ms
     if predicted:
