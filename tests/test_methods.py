@@ -262,3 +262,13 @@ def test_iee_period_is_chosen_by_the_run_length_and_says_why():
     assert settings["omega_decay"] == "cosine"  # the unstructured default (RigL's schedule)
     _, given, _ = setup()
     assert given.describe()["period_reason"] == "set in the config (hjq)"
+
+
+def test_fractions_of_training_read_as_people_write_them():
+    from iee_deploy.methods.schedule import STRUCTURED_UPDATE_END, fraction_words
+
+    assert fraction_words(STRUCTURED_UPDATE_END) == "5/130"
+    assert fraction_words(0.75) == "3/4"
+    assert fraction_words(0.5) == "0.5"
+    assert fraction_words(0.3) == "0.3"
+    assert fraction_words(0.123) == "0.123"

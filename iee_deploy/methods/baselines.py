@@ -25,6 +25,7 @@ from iee_deploy.flops import StepCost, rigl_train_flops
 from iee_deploy.methods.base import SparsityConfig, SparsityMethod, TrainContext
 from iee_deploy.methods.schedule import (
     dst_update_due,
+    fraction_words,
     gmp_sparsity,
     gmp_update_due,
     resolve_period,
@@ -142,7 +143,7 @@ class GMP(SparsityMethod):
         self.end_step = update_window(ctx.total_steps, self.config.updates_end)
         if self.end_step <= self.start_step:
             raise UserError(f"GMP has no room: `gmp_start` {self.config.gmp_start:g} is not before `update_end` "
-                            f"{self.config.updates_end:g}", "choose `gmp_start` < `update_end`",
+                            f"{fraction_words(self.config.updates_end)}", "choose `gmp_start` < `update_end`",
                             fields=("gmp_start", "update_end"))
         if self.config.delta_t is None:
             self.delta_t = max(1, min(PAPER_DELTA_T, (self.end_step - self.start_step) // 4))

@@ -33,6 +33,7 @@ from iee_deploy.methods.schedule import (
     PAPER_HJQ,
     Event,
     Stage,
+    fraction_words,
     iee_period,
     iee_step,
     iee_updates,
@@ -101,7 +102,7 @@ class IEE(SparsityMethod, Generic[Budget]):
         self.updates = iee_updates(ctx.total_steps, h + j + q, cfg.updates_end)
         if self.updates == 0:
             raise UserError(f"no IEE update fits: a period of H+J+Q = {h + j + q} steps is longer than the first "
-                            f"{cfg.updates_end:g} of the {ctx.total_steps} training steps",
+                            f"{fraction_words(cfg.updates_end)} of the {ctx.total_steps} training steps",
                             "lower `hjq`, raise `update_end` or train for more `epochs`",
                             fields=("hjq", "update_end", "epochs"))
 

@@ -98,6 +98,18 @@ UNSTRUCTURED_UPDATE_END = 0.75
 STRUCTURED_UPDATE_END = 5 / 130
 """The paper's structured IEE stops updating at epoch 5 of 130 (appendix 3), following HALP's exponential scheduler."""
 
+
+def fraction_words(fraction: float) -> str:
+    """A fraction of training as people read it: "5/130" for the paper's structured end, "3/4", else "0.3"."""
+    if fraction == STRUCTURED_UPDATE_END:
+        return "5/130"
+    from fractions import Fraction
+
+    simple = Fraction(fraction).limit_denominator(20)
+    if abs(float(simple) - fraction) < 1e-12 and simple.denominator > 1 and simple.denominator not in (2, 5, 10):
+        return f"{simple.numerator}/{simple.denominator}"
+    return f"{fraction:g}"
+
 EXPONENTIAL_FINAL = 0.01
 """Exponential decay ends at this share of Omega_0 (a geometric interpolation, as FORCE/HALP)."""
 
