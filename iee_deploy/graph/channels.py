@@ -202,6 +202,7 @@ class ChannelAnalysis:
         self.attention_units = attention_units
         self.inner_layers: dict[str, tuple[torch.nn.Module, tuple[int, ...], tuple[int, ...]]] = {}
         self.attention: dict[str, torch.nn.Module] = {}
+        self.constant: list[bool] = []  # per node: its value does not depend on the model input
 
     # ----------------------------------------------------------------------------------- helpers
 
@@ -336,6 +337,32 @@ class ChannelAnalysis:
         pairs = np.unique(np.stack([np.broadcast_to(ga, common).ravel(), np.broadcast_to(gb, common).ravel()]), axis=1)
         self.units.union(pairs[0], pairs[1])
 
+    def _is_constant(self, node: Node) -> bool:
+        """Whether a node's value is computed from parameters and constants alone (see `_meet_constant`)."""
+        if node.kind == "attr" or node.category == "constant":
+            return True
+        if node.kind != "call" or node.category == "meta":
+            return False
+
+        def refs(arg: Any) -> list[int]:
+            if isinstance(arg, Ref):
+                return [arg.index]
+            if isinstance(arg, (tuple, list)):
+                return [i for a in arg for i in refs(a)]
+            return [i for a in arg.values() for i in refs(a)] if isinstance(arg, dict) else []
+
+        return all(self.constant[i] for i in refs((node.args, node.kwargs)))
+
+    def _meet_constant(self, x: Ids, const: Ids, shape: tuple[int, ...]) -> None:
+        """A constant (a mask or position grid, a parameter) combined element-wise with `x`: the same in the
+        pruned model, so it ties nothing; only where it spans a dim along which x holds several units would
+        pruning change the shapes, and those units are pinned."""
+        pad = len(shape) - len(const.shape)
+        for d in range(len(x.shape)):
+            full = d + len(shape) - len(x.shape)
+            if full >= pad and const.shape[full - pad] > 1:
+                self._fix_along(x, d)
+
     def _broadcast(self, ids: Ids, shape: tuple[int, ...]) -> Ids:
         if ids.shape == shape:
             return ids
@@ -349,6 +376,7 @@ class ChannelAnalysis:
 
     def run(self) -> Coupling:
         for node in self.nodes:
+            self.constant.append(self._is_constant(node))
             try:
                 self.ids.append(self._visit(node))
             except UserError:
@@ -555,9 +583,14 @@ class ChannelAnalysis:
             return self._normalise(x, dims)
         if category == "elementwise":
             shape = tuple(value.shape)
-            primary = next((o for o in operands if o.shape == shape), max(operands, key=lambda o: int(np.prod(o.shape))))
+            constant = {id(self.ids[r.index]) for r in (*node.args, *node.kwargs.values())
+                        if isinstance(r, Ref) and self.constant[r.index]}
+            computed = [o for o in operands if id(o) not in constant] or operands
+            primary = next((o for o in computed if o.shape == shape), max(computed, key=lambda o: int(np.prod(o.shape))))
             for other in operands:
-                if other is not primary:
+                if other is not primary and id(other) in constant:
+                    self._meet_constant(primary, other, shape)
+                elif other is not primary:
                     self._couple(primary, other, shape)
             return self._broadcast(primary, shape)
         if category == "spatial":

@@ -12,9 +12,10 @@ and ScaledStdConv2d normalise each output row over its inputs, then ``F.conv2d``
 with its input channels pinned: a row's statistics mix its input channels, so removing one would
 change the kept ones. Its output channels stay prunable only when the computation is verified to be
 row by row on the real parameters (changing one row of every per-row parameter changes that row
-alone); otherwise they are pinned too. Every other functional layer call (a weight from elsewhere, or
-with other groups than its module) is refused in one line, and such calls made on parameters alone
-(the standardisation itself) keep the channels they touch.
+alone); otherwise they are pinned too, as are the outputs of a call whose bias is not the layer's own.
+Every other functional layer call (a fixed filter held in a buffer, a weight computed from the input,
+other groups or statistics than its module's, or the standardisation itself) is a "mixing" op: the
+channels it touches are kept, which is always exact.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iee_deploy.errors import UserError
-from iee_deploy.graph.ops import Category, describe
+from iee_deploy.graph.ops import Category
 from iee_deploy.graph.trace import Node, Ref, Trace
 
 _LAYERS: dict[Any, tuple[type[nn.Module], int, str]] = {
@@ -145,38 +145,46 @@ def _constant(trace: Trace) -> list[bool]:
     return constant
 
 
+_OTHER_PARAMETERS: dict[Any, tuple[tuple[int, str], ...]] = {F.batch_norm: ((2, "running_var"), (3, "weight"), (4, "bias"))}
+"""Further arguments that must be the module's own tensors for the call to be that layer (or pinned)."""
+
+
+def _own(trace: Trace, arg: Any, path: str, module: nn.Module, attr: str) -> bool:
+    """Whether a call argument is the module's own `attr` (None where the module has none)."""
+    if arg is None:
+        return getattr(module, attr, None) is None
+    return isinstance(arg, Ref) and trace.nodes[arg.index].kind == "attr" and trace.nodes[arg.index].target == (
+        f"{path}.{attr}" if path else attr)
+
+
 def _resolve(model: nn.Module, trace: Trace, node: Node, constant: list[bool]) -> Node:
+    """The layer node for a functional layer call, or the call as a "mixing" op (its channels kept)."""
+    kept = dataclasses.replace(node, category="mixing")
     cls, position, name = _LAYERS[node.fn]
     x = node.args[0] if node.args else node.kwargs.get("input")
-    if not isinstance(x, Ref) or constant[x.index]:  # on parameters alone (weight standardisation's statistics)
-        return dataclasses.replace(node, category="mixing")
     key = _arg(node, position, name)
-    fn = describe(node.fn)
-    refusal = UserError(f"functional {fn} in module {node.where} does not use the parameters of an "
-                        f"{cls.__name__} module it belongs to, so the graph cannot prune it",
-                        f"make it an {cls.__name__} (or a subclass calling {fn} on its own parameters); if the "
-                        "module is your own, iee_deploy.graph.register_op(its class, 'mixing') keeps it whole")
-    if not isinstance(key, Ref):
-        raise refusal
+    if not isinstance(x, Ref) or constant[x.index] or not isinstance(key, Ref):
+        return kept  # on parameters alone (weight standardisation's statistics), or no tensor to identify
     pinned: tuple[str, ...] = ()
     source = trace.nodes[key.index]
-    owner = _owner(model, source.target, cls) if source.kind == "attr" else None
+    direct = source.kind == "attr" and source.target.rpartition(".")[2] == name
+    owner = _owner(model, source.target, cls) if direct else None
     if owner is None and constant[key.index]:  # a computed weight: find the layer whose weight it reads
         sources = {trace.nodes[i].target for i in _ancestors(trace, key.index) if trace.nodes[i].kind == "attr"}
         owners = {o[0]: o for o in (_owner(model, t, cls) for t in sources if t.endswith(f".{name}")) if o}
         if len(owners) == 1:
             owner = next(iter(owners.values()))
             pinned = ("in",) if _row_wise(model, trace, key.index, *owner) else ("in", "out")
-    if owner is None and constant[key.index]:  # a fixed filter (a blur kernel buffer): its channels are kept
-        return dataclasses.replace(node, category="mixing")
     if owner is None:
-        raise refusal
+        return kept  # a fixed filter (a blur kernel buffer), or a weight computed from the input (dynamic conv)
     path, module = owner
-    if node.fn in _GROUPS_POSITION:
-        groups = _arg(node, _GROUPS_POSITION[node.fn], "groups")
-        if (1 if groups is None else groups) != getattr(module, "groups", 1):
-            raise UserError(f"functional {fn} in module {node.where} runs {path}'s weight with groups={groups}, "
-                            f"not its {getattr(module, 'groups', 1)}", "call it with the module's own groups")
+    if not all(_own(trace, _arg(node, i, attr), path, module, attr) for i, attr in _OTHER_PARAMETERS.get(node.fn, ())):
+        return kept  # a batch norm with statistics or affine parameters from elsewhere
+    if node.fn in _GROUPS_POSITION and (_arg(node, _GROUPS_POSITION[node.fn], "groups") or 1) != getattr(
+            module, "groups", 1):
+        return kept
+    if node.fn is not F.batch_norm and not _own(trace, _arg(node, 2, "bias"), path, module, "bias"):
+        pinned = (*pinned, "out")  # a bias from elsewhere (EVA's q/v biases) is not sliced with the rows
     category: Category = "conv" if issubclass(cls, nn.modules.conv._ConvNd) else "linear" if cls is nn.Linear else "bn"
     return Node(node.name, "module", type(module).__name__, category, (x,), {}, f"'{path}' ({type(module).__name__})",
                 node.value, module=module, target=path, pinned=pinned)
@@ -195,7 +203,7 @@ def _ancestors(trace: Trace, index: int) -> set[int]:
 
 def resolve_layer_calls(model: nn.Module, trace: Trace) -> Trace:
     """`trace` with every functional conv/linear/batch_norm call made on the parameters of a matching nn
-    layer replaced by that layer's node (see the module docstring); other such calls are refused."""
+    layer replaced by that layer's node (see the module docstring); the channels of other such calls are kept."""
     constant: list[bool] | None = None
     for i, node in enumerate(trace.nodes):
         if node.kind == "call" and node.category in ("conv", "linear", "bn"):

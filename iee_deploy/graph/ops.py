@@ -181,6 +181,14 @@ def register_op(target: Callable[..., Any] | str | type[nn.Module], category: Ca
         _FUNCTIONS[target] = (getattr(target, "__name__", str(target)), category)
 
 
+def makes_data(op: str, category: Category | None, first_reads_data: bool) -> bool:
+    """Whether an op that reads the model input computes from it: not a constant (x.new_zeros(...)), and
+    x.type_as(y) / x.to(y) take only a dtype and device from y."""
+    if category == "constant":
+        return False
+    return first_reads_data if op in ("type_as", "to") else True
+
+
 def is_declared_leaf(module: nn.Module) -> bool:
     """Whether a module outside torch.nn is one traced op, not traced through: declared with `register_op`,
     or an attention module listed here (torchvision's Swin attention, the pruned attention modules)."""

@@ -39,6 +39,7 @@ from iee_deploy.graph.ops import (
     classify_method,
     classify_module,
     is_declared_leaf,
+    makes_data,
 )
 
 
@@ -319,7 +320,8 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
             node = Node(n.name, "output", "output", None, args, {}, where, value_of(n.args[0]))
         index[n] = len(trace.nodes)
         trace.nodes.append(node)
-        if reads_data and any(isinstance(v, torch.Tensor) for v in tree_flatten(node.value)[0]):
+        if reads_data and any(isinstance(v, torch.Tensor) for v in tree_flatten(node.value)[0]) and makes_data(
+                node.op, node.category, n.op == "placeholder" or bool(n.args) and n.args[0] in data):
             data.add(n)
     return trace
 
@@ -351,6 +353,7 @@ class _Recorder(TorchFunctionMode):
         self.leaf_depth = 0
         self.counter: dict[str, int] = {}
         self.names: dict[int, str] = {}  # id(parameter or buffer) -> its path in the model
+        self.data: set[int] = set()  # nodes computed from an input; an unknown op on none of them makes a constant
 
     def where(self) -> str:
         path, module = self.stack[-1] if self.stack else ("", None)
@@ -362,15 +365,17 @@ class _Recorder(TorchFunctionMode):
                 return v
             if id(v) not in self.node_of:  # a parameter or buffer read directly in forward
                 self.add(Node(f"attr_{len(self.trace.nodes)}", "attr", "attr", None, (), {}, self.where(), _meta(v),
-                              target=self.names.get(id(v), "")), v)
+                              target=self.names.get(id(v), "")), v, data=False)
             return Ref(self.node_of[id(v)])
 
         return tree_map(one, value)
 
-    def add(self, node: Node, result: Any) -> None:
-        """Append `node`; tensors in a tuple result get one getitem node each (chunk, split)."""
+    def add(self, node: Node, result: Any, data: bool = True) -> None:
+        """Append `node` (`data`: computed from an input); tensors in a tuple result get one getitem node each."""
         self.trace.nodes.append(node)
         index = len(self.trace.nodes) - 1
+        if data:
+            self.data.add(index)
         if isinstance(result, torch.Tensor):
             self.node_of[id(result)] = index
             self.alive.append(result)
@@ -378,7 +383,7 @@ class _Recorder(TorchFunctionMode):
             for i, v in enumerate(result):
                 if isinstance(v, torch.Tensor):
                     self.add(Node(f"{node.name}_{i}", "call", "getitem", "movement", (Ref(index), i), {}, node.where,
-                                  _meta(v), fn=operator.getitem), v)
+                                  _meta(v), fn=operator.getitem), v, data)
 
     def name(self, op: str) -> str:
         self.counter[op] = self.counter.get(op, 0) + 1
@@ -389,17 +394,20 @@ class _Recorder(TorchFunctionMode):
         if self.leaf_depth:
             return func(*args, **kwargs)
         qualname = getattr(func, "__qualname__", "")
+        reads_data = any(isinstance(t, torch.Tensor) and self.node_of.get(id(t)) in self.data
+                         for t in tree_flatten((args, kwargs))[0])
         if qualname.startswith(("TensorBase.", "Tensor.")):
-            op, category = classify_method(func.__name__, self.where())
+            op, category = classify_method(func.__name__, self.where(), constant=not reads_data)
         elif getattr(func, "__name__", "") == "__get__":  # a property such as x.shape or x.device
             op, category = "getattr", "meta"
         else:
-            op, category = classify_function(func, self.where())
+            op, category = classify_function(func, self.where(), constant=not reads_data)
         result = func(*args, **kwargs)
         if category != "meta":
             node = Node(self.name(op), "call", op, category, self.ref(args), self.ref(kwargs), self.where(),
                         _meta(result), fn=func)
-            self.add(node, result)
+            first = bool(args) and isinstance(args[0], torch.Tensor) and self.node_of.get(id(args[0])) in self.data
+            self.add(node, result, reads_data and makes_data(op, category, first))
         return result
 
 
