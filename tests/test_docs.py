@@ -206,8 +206,13 @@ def test_readme_results_are_quoted_from_their_files():
 
 def slug(heading: str) -> str:
     """The anchor a markdown renderer (GitHub's rule) gives a heading."""
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[`*]", "", heading.strip().lower())
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def test_slug_follows_the_renderers_rule():
+    assert slug("When IEE pays off, and how to set it") == "when-iee-pays-off-and-how-to-set-it"
+    assert slug("IEE's short-run period (`hjq_sweep`)") == "iees-short-run-period-hjq_sweep"
 
 
 def anchors(page: Path) -> set[str]:
