@@ -67,6 +67,7 @@ from benchmarks.common import (  # noqa: E402
     header_markdown,
     markdown_table,
     time_limit,
+    versions,
 )
 from benchmarks.graph import (  # noqa: E402
     failure,
@@ -359,7 +360,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], planned: int) -> 
         "that belong to at least one prunable group.",
         f"- Build time: median of {meta['repeats']} builds after a warm-up, the tools taking turns, "
         f"{meta['torch_threads']} thread. TP handled: its random 30% pruning (class outputs or YOLO head ignored) "
-        f"runs and keeps the output shapes. Each step has {meta['limit']} s per model.",
+        f"runs and keeps the output shapes; it runs with its defaults (its own YOLOv8 example rewrites C2f's "
+        f"split, and its ViT examples pass `num_heads`, by hand). Each step has {meta['limit']} s per model.",
         "", "## Summary", "", *summary(rows), "",
         f"## Models ({len(rows)} of {planned})", "",
         *([f"The sweep stopped after {len(rows)} of {planned} models; rerun the command with `--resume`.", ""]
@@ -393,13 +395,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     earlier = json.loads((out / "zoo.json").read_text()) if (out / "zoo.json").is_file() else {}
+    timm_version = versions("timm").get("timm")
     if args.select:
         selection = select_timm()
-        write_json(out / "zoo.json", {**earlier, "timm_selection": selection})
+        write_json(out / "zoo.json", {**earlier, "timm_selection": selection, "timm_selection_version": timm_version})
         print(f"{len(selection)} timm families: stored in {out / 'zoo.json'}")
         return
-    # the timm selection (minutes: every timm model built on the meta device) only for the whole sweep
-    selection = earlier.get("timm_selection") or ({} if args.models else select_timm())
+    # the timm selection (minutes: every timm model built on the meta device) is made again for another timm
+    cached = earlier.get("timm_selection") if earlier.get("timm_selection_version") == timm_version else None
+    selection = cached or ({} if args.models else select_timm())
     planned = entries(selection)
     if args.models:
         known = {e.name: e for e in planned}
@@ -407,7 +411,7 @@ def main() -> None:
                    for n in split_names(args.models)]
     meta = {**header(args.threads, "torch-pruning", "timm", "transformers", "ultralytics", "onnxruntime"),
             "sweep_resolution": args.resolution, "repeats": args.repeats, "limit": args.limit,
-            "timm_families": len(selection)}
+            "timm_families": len(selection), "timm_selection_version": timm_version}
     redo = set(split_names(args.redo))
     rows = [r for r in earlier.get("rows", []) if r["model"] not in redo] if (
         args.resume and earlier.get("sweep_resolution") == args.resolution) else []
