@@ -7,11 +7,14 @@ killed mid-write, because `os.replace` is atomic on one file system.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -151,3 +154,38 @@ def writer_lock(lock: str | os.PathLike[str], what: str, fix: str, fields: tuple
         for folder in made:  # innermost first
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a value read from JSON has the type `hint` names (containers checked at their own level)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin in (dict, Mapping) or hint is dict or dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)
+    if origin in (list, tuple) or hint in (list, tuple):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def field_type_problem(cls: type, data: Mapping[str, Any]) -> str | None:
+    """The first field of dataclass `cls` whose value in `data` (read from a JSON file) has another type than
+    declared, as words ("num_classes is 'ten'"), or None. A file edited by hand or damaged on disk is then
+    refused as corrupt where it is read, instead of failing somewhere later with a raw exception."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in data and not _matches(data[f.name], hints[f.name]):
+            return f"{f.name} is {str(repr(data[f.name]))[:40]}"
+    return None

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from iee_deploy.errors import UserError
-from iee_deploy.io import append_jsonl, save_torch, write_json, write_text, writer_lock
+from iee_deploy.io import append_jsonl, field_type_problem, save_torch, write_json, write_text, writer_lock
 
 RUN_INFO = "run.json"
 FINAL_MODEL = "final_model.pt"
@@ -132,6 +132,9 @@ class RunFolder:
         data = self.read_json(RUN_INFO, strict=True)
         assert data is not None
         known = {f.name for f in fields(RunInfo)}
+        problem = field_type_problem(RunInfo, data)
+        if problem:
+            raise UserError(f"'{path}' is corrupt ({problem})", "re-run `iee-deploy train` to write it again")
         try:
             return RunInfo(**{k: v for k, v in data.items() if k in known})
         except TypeError as exc:  # a required field missing
