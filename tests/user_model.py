@@ -30,3 +30,23 @@ build.native_resolution = 16  # type: ignore[attr-defined]
 def fixed_head(num_classes: int) -> nn.Module:
     """A factory that ignores num_classes (a 7-way head whatever is asked): training must refuse it."""
     return TinyNet(7)
+
+
+def raises(num_classes: int) -> nn.Module:
+    """A factory whose own code fails: the user sees its message in one line."""
+    raise ValueError("weights file 'tiny.pt' not found")
+
+
+def needs_width(num_classes: int, width: int) -> nn.Module:
+    """A factory that needs an argument the toolkit cannot give."""
+    return TinyNet(num_classes, width)
+
+
+def no_parameters() -> nn.Module:
+    """A factory without num_classes."""
+    return TinyNet(10)
+
+
+def with_transforms(num_classes: int) -> tuple[nn.Module, object]:
+    """A factory that returns (model, transforms), as some hubs do."""
+    return TinyNet(num_classes), None

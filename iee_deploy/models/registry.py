@@ -107,10 +107,26 @@ def _user_spec(name: str) -> ModelSpec:
         raise UserError(f"factory '{name}' takes no num_classes argument",
                         "give it a num_classes parameter (the classifier's outputs)")
     takes_resolution = "resolution" in params
+    needs = [p.name for p in params.values() if p.default is inspect.Parameter.empty and p.name not in
+             ("num_classes", "resolution") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if needs:
+        raise UserError(f"factory '{name}' needs argument(s) {', '.join(needs)} that the toolkit cannot give "
+                        "(it passes num_classes, and resolution when taken)",
+                        f"give {', '.join(needs)} a default, or wrap the factory in one that takes only num_classes")
 
     def builder(num_classes: int, resolution: int) -> nn.Module:
         kwargs = {"num_classes": num_classes, **({"resolution": resolution} if takes_resolution else {})}
-        model = factory(**kwargs)
+        try:
+            model = factory(**kwargs)
+        except UserError:
+            raise
+        except Exception as exc:  # the factory's own error, or arguments it needs that we cannot give
+            reason = str(exc).splitlines()[0][:160] if str(exc) else ""
+            raise UserError(f"factory '{name}' failed when called with {', '.join(f'{k}={v}' for k, v in kwargs.items())} "
+                            f"({type(exc).__name__}: {reason})", "fix the factory's own error, then run again") from None
+        if isinstance(model, tuple) and any(isinstance(m, nn.Module) for m in model):
+            raise UserError(f"factory '{name}' returned a tuple, not one nn.Module",
+                            "return only the model (e.g. `return model`, not `return model, transforms`)")
         if not isinstance(model, nn.Module):
             raise UserError(f"factory '{name}' returned a {type(model).__name__}, not an nn.Module",
                             "return the model (a torch.nn.Module)")
