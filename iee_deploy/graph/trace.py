@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
@@ -46,14 +47,32 @@ from iee_deploy.graph.ops import (
 class _Tracer(fx.Tracer):
     """fx's tracer, with modules declared by `register_op` kept as single (leaf) operations.
 
-    Three of fx's documented override points are made lean (a quarter of the tracing time, which is
+    Four of fx's documented override points are made lean (a quarter of the tracing time, which is
     most of a graph build): a module call keeps a plain stack of (path, type) instead of fx's scope
-    objects and per-node copies of `nn_module_stack`, and common argument types skip fx's checks for
-    parameters, constants and opaque objects (which never match them)."""
+    objects and per-node copies of `nn_module_stack`; common argument types skip fx's checks for
+    parameters, constants and opaque objects (which never match them); a parameter read in forward (a
+    layer scale, a position embedding) is found by a dict lookup instead of a scan of the model's
+    parameters."""
 
     def __init__(self) -> None:
         super().__init__()
         self.where: list[tuple[str, type[nn.Module]]] = []  # enclosing modules of the current call
+        self.tensor_names: dict[int, str] | None = None  # id(parameter) -> its path, on first use
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        """fx's rule: one proxy per path for the model's parameters, anything else as is (buffers too:
+        fx's `proxy_buffer_attributes` is off, they become get_attr nodes when passed to an op)."""
+        if not isinstance(attr_val, nn.Parameter):
+            return attr_val
+        if self.tensor_names is None:
+            assert isinstance(self.root, nn.Module)
+            self.tensor_names = {id(p): path for path, p in self.root.named_parameters()}
+        path = self.tensor_names.get(id(attr_val))
+        if path is None:
+            return attr_val
+        if path not in parameter_proxy_cache:
+            parameter_proxy_cache[path] = self.create_proxy("get_attr", path, (), {})
+        return parameter_proxy_cache[path]
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
@@ -226,18 +245,38 @@ def _cat_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...]
     return tuple(shape)
 
 
+def _attention_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """F.scaled_dot_product_attention's output shape, (..., L, Ev) from query (..., L, E) and value (..., S, Ev):
+    its meta kernel runs the whole math decomposition (tens of ms a call at ViT sizes). None where torch must
+    decide (other than three same-dtype tensors of one batch shape that fit together)."""
+    if len(args) < 3 or not all(isinstance(t, torch.Tensor) for t in args[:3]):
+        return None
+    q, k, v = args[:3]
+    if (q.dim() < 2 or not q.dim() == k.dim() == v.dim() or not q.dtype == k.dtype == v.dtype
+            or not q.shape[:-2] == k.shape[:-2] == v.shape[:-2] or q.shape[-1] != k.shape[-1]
+            or k.shape[-2] != v.shape[-2] or 0 in q.shape or 0 in k.shape or 0 in v.shape):
+        return None
+    return (*q.shape[:-1], v.shape[-1])
+
+
 def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The meta result of a call; shape-preserving, broadcasting and concatenating ops skip torch's
-    (slow) meta kernels."""
+    """The meta result of a call; shape-preserving, broadcasting, concatenating and attention ops skip
+    torch's (slow) meta kernels."""
     if fn in _CATS:
         shape = _cat_shape(args, kwargs)
         if shape is not None:
             return args[0][0].new_empty(shape)
+    if fn is F.scaled_dot_product_attention:
+        shape = _attention_shape(args, kwargs)
+        if shape is not None:
+            return args[0].new_empty(shape)
     tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
     if tensors and category in ("pointwise", "elementwise"):  # fresh (contiguous) meta tensors, as in eager
         shapes = [t.shape for t in tensors]
         same = all(s == shapes[0] for s in shapes)
         return tensors[0].new_empty(shapes[0] if same else torch.broadcast_shapes(*shapes))
+    if category == "norm" and args and isinstance(args[0], torch.Tensor):  # keeps its input's shape (the meta
+        return args[0].new_empty(args[0].shape)  # kernel of F.layer_norm is a decomposition: milliseconds a call)
     return fn(*args, **kwargs)
 
 
@@ -247,6 +286,16 @@ def _where(path: str, module: nn.Module | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------- fx
+
+
+def _holds_tensor(value: Any) -> bool:
+    """Whether `value` is a tensor or a tuple, list or dict holding one (pytree's flatten, without its
+    per-node type lookups: this runs once per traced node)."""
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_holds_tensor(v) for v in value)
+    return isinstance(value, dict) and any(_holds_tensor(v) for v in value.values())
 
 
 def _map_nodes(arg: Any, fn: Callable[[fx.Node], Any]) -> Any:
@@ -299,9 +348,9 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
             node = Node(n.name, "attr", "attr", None, (), {}, where, _meta(attr), target=str(n.target))
         elif n.op == "call_module":
             module = modules[str(n.target)]
-            category = classify_module(module, _where(str(n.target), module))
-            node = Node(n.name, "module", type(module).__name__, category, args, kwargs,
-                        _where(str(n.target), module),
+            module_where = _where(str(n.target), module)
+            category = classify_module(module, module_where)
+            node = Node(n.name, "module", type(module).__name__, category, args, kwargs, module_where,
                         _module_value(module, category, value_of(n.args), value_of(n.kwargs)),
                         module=module, target=str(n.target))
         elif n.op == "call_function":
@@ -320,7 +369,7 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
             node = Node(n.name, "output", "output", None, args, {}, where, value_of(n.args[0]))
         index[n] = len(trace.nodes)
         trace.nodes.append(node)
-        if reads_data and any(isinstance(v, torch.Tensor) for v in tree_flatten(node.value)[0]) and makes_data(
+        if reads_data and _holds_tensor(node.value) and makes_data(
                 node.op, node.category, n.op == "placeholder" or bool(n.args) and n.args[0] in data):
             data.add(n)
     return trace

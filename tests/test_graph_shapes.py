@@ -1,0 +1,64 @@
+"""The fx tracer's shape arithmetic (which skips torch's slow meta kernels) equals torch's own result,
+and hands back to torch (None) wherever torch would refuse the input."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iee_deploy.graph.trace import _adaptive_pool_shape, _attention_shape, _cat_shape, _conv_shape
+
+
+def torch_shape(fn, *args, **kwargs) -> tuple[int, ...] | None:
+    try:
+        return tuple(fn(*args, **kwargs).shape)
+    except RuntimeError:
+        return None
+
+
+@pytest.mark.parametrize("cls", [nn.Conv1d, nn.Conv2d])
+def test_conv_shapes_equal_torch(cls):
+    nd = 1 if cls is nn.Conv1d else 2
+    checked = 0
+    for k, s, p, d in itertools.product((1, 3, 4), (1, 2, 3), (0, 1, "same", "valid"), (1, 2)):
+        if p == "same" and s > 1:
+            continue  # refused by nn.Conv itself
+        conv = cls(4, 6, k, stride=s, padding=p, dilation=d, groups=2)
+        for size, batched in itertools.product((1, 5, 8), (True, False)):
+            x = torch.zeros(((1, 4) if batched else (4,)) + (size,) * nd)
+            expected = torch_shape(conv, x)
+            assert _conv_shape(conv, x.to("meta")) == expected, (k, s, p, d, size, x.shape)
+            checked += expected is not None
+    assert checked > 150
+    conv = cls(4, 6, 3)
+    assert _conv_shape(conv, torch.zeros((1, 3) + (9,) * nd, device="meta")) is None  # wrong channels: torch's error
+    assert _conv_shape(cls(4, 6, 3, padding=1, padding_mode="reflect"), torch.zeros((1, 4) + (9,) * nd)) is None
+
+
+def test_adaptive_pool_shapes_equal_torch():
+    for pool in (nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool2d((None, 3)), nn.AdaptiveMaxPool2d((2, 3)),
+                 nn.AdaptiveAvgPool1d(4), nn.AdaptiveAvgPool3d((1, None, 2))):
+        nd = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool3d: 3}.get(type(pool), 2)
+        for shape in ((2, 3) + (5,) * nd, (3,) + (5,) * nd):
+            assert _adaptive_pool_shape(pool, torch.zeros(shape, device="meta")) == torch_shape(pool, torch.zeros(shape))
+    assert _adaptive_pool_shape(nn.AdaptiveMaxPool2d(1, return_indices=True), torch.zeros(1, 3, 4, 4)) is None
+
+
+def test_cat_shapes_equal_torch():
+    a, b = torch.zeros(1, 3, 4, 4), torch.zeros(1, 5, 4, 4)
+    for tensors, dim in (((a, b), 1), ([a, a, a], 0), ((a, b), -3), ((a,), 3), ((a, b), 0), ((a, b), 4)):
+        expected = torch_shape(torch.cat, tensors, dim=dim) if -4 <= dim < 4 else None
+        assert _cat_shape(([t.to("meta") for t in tensors], dim), {}) == expected, (dim, expected)
+    assert _cat_shape(((a, b.long()), 1), {}) is None  # type promotion: left to torch
+    assert _cat_shape(((a, b.transpose(2, 3)), 1), {}) is None  # another layout: left to torch
+
+
+def test_attention_shapes_equal_torch():
+    q, k, v = torch.zeros(2, 3, 5, 8), torch.zeros(2, 3, 7, 8), torch.zeros(2, 3, 7, 4)
+    assert _attention_shape((q, k, v), {}) == torch_shape(F.scaled_dot_product_attention, q, k, v) == (2, 3, 5, 4)
+    assert _attention_shape((q, k, v[..., :6, :]), {}) is None  # keys and values disagree: torch's error
+    assert _attention_shape((q, k[:, :1], v[:, :1]), {}) is None  # broadcast heads: left to torch
