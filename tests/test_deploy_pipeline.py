@@ -335,3 +335,17 @@ def test_build_engine_never_replaces_another_runs_engine_silently(run, engine_di
     assert result.returncode == 0, result.stderr
     assert not (other / "validation.json").exists()
     assert json.loads((other / "engine.json").read_text())["run_dir"] == str(run.resolve())
+
+
+def test_validate_refuses_an_engine_file_that_is_not_the_runs(run, engine_dir, tmp_path):
+    """An ONNX file swapped for another model's (right format, wrong network) is caught by its recorded digest."""
+    swapped = tmp_path / "engine"
+    swapped.mkdir()
+    for f in engine_dir.iterdir():
+        if f.is_file():
+            (swapped / f.name).write_bytes(f.read_bytes())
+    report = json.loads((swapped / "engine.json").read_text())
+    assert set(report["pruned"]["sha256"]) >= {report["pruned"]["onnx"]}
+    (swapped / report["pruned"]["onnx"]).write_bytes((engine_dir / report["dense"]["onnx"]).read_bytes())
+    assert_user_error(run_cli("validate", "--engine", str(swapped), *FAST_CLI), "is not the one build-engine wrote",
+                      "run build-engine again")

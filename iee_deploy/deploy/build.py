@@ -18,6 +18,7 @@ events, the clock of the GPU latency tables.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -70,6 +71,7 @@ class ModelResult:
     timing: Timing
     nonzero_params: int | None = None  # parameters that are not zero (unstructured sparsity keeps the shapes)
     latency_ms: float | None = None  # the timing's value of the report's statistic
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> digest when built (empty: older folders)
 
 
 @dataclass
@@ -218,18 +220,21 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     specs = {"dense": replace(spec, sparse_weights=False), "pruned": spec}
     sessions: dict[str, Session] = {}
     files: dict[str, tuple[str, str]] = {}
+    digests: dict[str, dict[str, str]] = {}
     for name in MODELS:
         log(f"{name}: export ONNX ({spec.precision}) and build the {chosen.name} engine")
         onnx_path = export_onnx(modules[name], out / f"{name}.onnx", spec.resolution, spec.precision)
         artefact = chosen.build(ModelSource(name, modules[name], onnx_path), specs[name], out)
         sessions[name] = chosen.load(artefact, specs[name])
         files[name] = (onnx_path.name, artefact.name)
+        digests[name] = {f.name: file_sha256(f) for f in (onnx_path, out / artefact.name)}
     log(f"timing dense and pruned side by side on {spec.threads} thread(s) (>= {timing.min_iterations} iterations and "
         f">= {timing.min_seconds} s each; latency = {describe(statistic)})")
     x = timing_input(spec)
     timings = measure({name: sessions[name].runner(x) for name in MODELS}, spec.batch, timing)
     results = {name: ModelResult(parameter_count(modules[name]), *files[name], timings[name],
-                                 nonzero_count(modules[name]), timings[name].value(statistic)) for name in MODELS}
+                                 nonzero_count(modules[name]), timings[name].value(statistic), digests[name])
+               for name in MODELS}
     report = EngineReport(
         run_dir=str(Path(run_dir).resolve()), model=info.model, kind=info.kind, backend=chosen.name, spec=spec,
         pruned=results["pruned"], dense=results["dense"],
@@ -252,6 +257,15 @@ def read_engine_report(engine_dir: str | Path) -> EngineReport:
         raise UserError(f"'{path}' is corrupt ({type(exc).__name__}: {exc})", "run build-engine again") from None
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file (an engine folder records its files' digests so validate checks what it loads)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def load_engine(engine_dir: str | Path, report: EngineReport) -> Session:
     """Load the pruned model's engine of an engine folder (the one that gets deployed)."""
     backend = get_backend(report.backend)
@@ -260,4 +274,8 @@ def load_engine(engine_dir: str | Path, report: EngineReport) -> Session:
         path = Path(engine_dir) / name
         if not path.is_file() or path.stat().st_size == 0:
             raise UserError(f"engine file '{path}' is {'empty' if path.is_file() else 'missing'}", "run build-engine again")
+        recorded = report.pruned.sha256.get(name)
+        if recorded is not None and file_sha256(path) != recorded:
+            raise UserError(f"engine file '{path}' is not the one build-engine wrote for run '{report.run_dir}' "
+                            "(its checksum differs)", "run build-engine again for this run")
     return backend.load(Path(engine_dir) / report.pruned.artefact, report.spec)
