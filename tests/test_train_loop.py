@@ -166,3 +166,11 @@ def test_epoch_seeds_fit_a_torch_generator_and_keep_earlier_data_orders():
         for value in (epoch_seed(seed, 5), augmentation_seed(seed, 5)):
             assert 0 <= value < 2**63
             torch.Generator().manual_seed(value)
+
+
+def test_resume_names_each_changed_setting_with_both_values():
+    from iee_deploy.train.trainer import config_differences
+
+    stored = {"epochs": 1.0, "lr": 0.1, "sparsity": {"method": "static", "sparsity": 0.9}}
+    wanted = {"epochs": 2.0, "lr": 0.1, "sparsity": {"method": "rigl", "sparsity": 0.9}}
+    assert config_differences(stored, wanted) == ["`epochs` 1.0, not 2.0", "`method` 'static', not 'rigl'"]

@@ -130,6 +130,20 @@ def check_output_width(model: nn.Module, num_classes: int, resolution: int) -> N
                         fields=("model", "num_classes"))
 
 
+def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Each setting that differs between a run's config.json and a resume's, as "`method` static, not rigl"
+    (the method's settings are nested under `sparsity` in the file but are options of their own)."""
+    def flat(config: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in config.items() if not isinstance(v, dict)}
+        for value in config.values():
+            if isinstance(value, dict):
+                out.update(value)
+        return out
+
+    a, b = flat(stored), flat(wanted)
+    return [f"`{k}` {a.get(k)!r}, not {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def check_loss(loss: float, step: int, total: int, lr: float) -> None:
     """A NaN or inf loss means the run diverged: stop it instead of training on, and reporting, garbage."""
     if not math.isfinite(loss):
@@ -230,9 +244,11 @@ class Trainer:
                                 fields=("resume",))
             stored, wanted = run.read_config(strict=True), self.config.to_json()
             if stored != wanted:
-                changed = sorted(k for k in wanted if stored is None or stored.get(k) != wanted[k])
-                raise UserError(f"`resume` with different settings than the run in '{run}' ({', '.join(changed)})",
-                                "repeat the original settings with `resume`, or choose another `out`", fields=("resume", "out"))
+                changed = config_differences(stored or {}, wanted)
+                more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+                raise UserError(f"`resume` with different settings than the run in '{run}' ({'; '.join(changed[:3])}{more})",
+                                "repeat the original settings with `resume`, or choose another `out`",
+                                fields=("resume", "out", *(c.split("`")[1] for c in changed[:3])))
         elif run.has_checkpoint():  # a folder without a checkpoint (a run that died at once) is started afresh
             raise UserError(f"'{run}' already holds a training run", "add `resume` to continue it, or choose another `out`",
                             fields=("resume", "out"))
