@@ -136,3 +136,13 @@ def test_a_fashion_mnist_file_failing_its_checksum_is_never_downloaded_again(tmp
         (raw / name).write_bytes(b"\x1f\x8b not the original archive")
     with pytest.raises(UserError, match="train-images-idx3-ubyte.gz' fails its checksum.*copy the original .gz file"):
         build_datasets("fashion-mnist", tmp_path)
+
+
+def test_a_resolution_whose_images_cannot_fit_in_memory_is_refused_before_allocation():
+    from iee_deploy.data.sources import check_fits_in_memory, in_memory_bytes
+
+    assert in_memory_bytes(10, 8) == 10 * 64 * 15
+    check_fits_in_memory(1000, 32, "digits", free=10**9)  # 15 MB of 1 GB: fine
+    check_fits_in_memory(1000, 32, "digits", free=None)  # unknown free memory: not refused
+    with pytest.raises(UserError, match=r"digits at `resolution` 2048 px needs 58.6 GiB .* at most 73 px"):
+        check_fits_in_memory(1000, 2048, "digits", free=100 * 10**6)

@@ -66,8 +66,36 @@ SizedDataset: TypeAlias = TensorImageDataset | Subset | ImageFolder
 """The map-style datasets with a length that the loaders return."""
 
 
+def free_memory_bytes() -> int | None:
+    """Memory the OS can still give this process (MemAvailable), or None where it does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def in_memory_bytes(count: int, resolution: int) -> int:
+    """Bytes to hold `count` images at `resolution` px as uint8 RGB, plus the float copy a resize makes."""
+    return count * resolution * resolution * (3 + 3 * 4)
+
+
+def check_fits_in_memory(count: int, resolution: int, name: str, free: int | None) -> None:
+    """Refuse, before allocating, a resolution whose in-memory images would not fit (they would swap or be killed)."""
+    need = in_memory_bytes(count, resolution)
+    if free is None or need <= 0.8 * free:
+        return
+    largest = int((0.8 * free / (count * 15)) ** 0.5)
+    raise UserError(f"{name} at `resolution` {resolution} px needs {need / 2**30:.1f} GiB in memory for its {count:,} "
+                    f"images, more than the {free / 2**30:.1f} GiB free", f"use a `resolution` of at most {largest} px",
+                    fields=("resolution",))
+
+
 def _to_rgb_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """(N, H, W) or (N, C, H, W) uint8 -> (N, 3, R, R) uint8, bilinear resize when R differs."""
+    check_fits_in_memory(len(images), resolution, "the dataset", free_memory_bytes())
     if images.ndim == 3:
         images = images.unsqueeze(1)
     if images.shape[-1] != resolution:
@@ -297,6 +325,7 @@ def _decode_all(folder: ImageFolder, res: int, stats: tuple[tuple[float, ...], t
     from PIL import Image
 
     samples = folder.samples
+    check_fits_in_memory(len(samples), res, f"'{folder.root}'", free_memory_bytes())
     images = torch.empty((len(samples), 3, res, res), dtype=torch.uint8)
     for i, (path, _) in enumerate(samples):
         with Image.open(path) as source:
