@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,6 +61,15 @@ def engine_dir(run):
     assert result.returncode == 0, result.stderr
     assert "Speed-up (dense / pruned latency, fastest run)" in result.stdout  # the cpu target's statistic
     return out
+
+
+def copy_engine(engine_dir: Path, dest: Path) -> Path:
+    """A copy of an engine folder's files, to damage or edit without touching the shared fixture."""
+    dest.mkdir()
+    for f in engine_dir.iterdir():
+        if f.is_file():
+            (dest / f.name).write_bytes(f.read_bytes())
+    return dest
 
 
 def test_build_engine_measures_dense_and_pruned(run, engine_dir):
@@ -225,11 +235,7 @@ def test_validate_refuses_impossible_limits_and_another_dataset_before_work(engi
 
 
 def test_empty_or_corrupt_engine_files_are_one_line_errors(run, engine_dir, tmp_path):
-    broken = tmp_path / "engine"
-    broken.mkdir()
-    for f in engine_dir.iterdir():
-        if f.is_file():
-            (broken / f.name).write_bytes(f.read_bytes())
+    broken = copy_engine(engine_dir, tmp_path / "engine")
     (broken / "pruned.onnx").write_bytes(b"")
     assert_user_error(run_cli("validate", "--engine", str(broken), *FAST_CLI), "pruned.onnx' is empty",
                       "run build-engine again")
@@ -320,11 +326,7 @@ def test_ctrl_c_on_build_engine_does_not_suggest_resume(run, tmp_path):
 def test_build_engine_never_replaces_another_runs_engine_silently(run, engine_dir, tmp_path):
     """A folder holding another run's engine is refused before any work unless --force; a rebuild removes
     the old engine's validation files, which described another engine."""
-    other = tmp_path / "engine"
-    other.mkdir()
-    for f in engine_dir.iterdir():
-        if f.is_file():
-            (other / f.name).write_bytes(f.read_bytes())
+    other = copy_engine(engine_dir, tmp_path / "engine")
     report = json.loads((other / "engine.json").read_text())
     (other / "engine.json").write_text(json.dumps({**report, "run_dir": "/elsewhere/another-run"}))
     (other / "validation.json").write_text("{}")
@@ -339,11 +341,7 @@ def test_build_engine_never_replaces_another_runs_engine_silently(run, engine_di
 
 def test_validate_refuses_an_engine_file_that_is_not_the_runs(run, engine_dir, tmp_path):
     """An ONNX file swapped for another model's (right format, wrong network) is caught by its recorded digest."""
-    swapped = tmp_path / "engine"
-    swapped.mkdir()
-    for f in engine_dir.iterdir():
-        if f.is_file():
-            (swapped / f.name).write_bytes(f.read_bytes())
+    swapped = copy_engine(engine_dir, tmp_path / "engine")
     report = json.loads((swapped / "engine.json").read_text())
     assert set(report["pruned"]["sha256"]) >= {report["pruned"]["onnx"]}
     (swapped / report["pruned"]["onnx"]).write_bytes((engine_dir / report["dense"]["onnx"]).read_bytes())
