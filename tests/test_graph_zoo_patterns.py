@@ -297,8 +297,8 @@ def test_conv_transpose_prunes_inputs_and_outputs(groups):
                           nn.ReLU(), nn.Conv2d(8 if groups == 8 else 12, 4, 1))
     g = build_dependency_graph(model, image()[:1])
     info = g.layers["3"]
-    assert (info.kind, info.groups, info.depthwise, info.in_hw, info.out_hw) == ("conv", groups, groups == 8, (32, 32),
-                                                                                 (64, 64))
+    assert (info.kind, info.transposed, info.groups, info.depthwise, info.in_hw, info.out_hw) == (
+        "conv", True, groups, groups == 8, (32, 32), (64, 64))
     assert prunes_exactly(model, image()) == (2 if groups == 1 else 1)  # grouped: each conv group is one unit
     keep = random_keep(g)
     pruned = prune_model(model, g, keep)

@@ -701,7 +701,7 @@ class ChannelAnalysis:
         if node.op in ("chunk", "split", "unbind") and src is not None:
             dim = _normdim(int(_arg(node, values, 1 if node.op == "unbind" else 2, "dim", 0)), len(src.shape))
             if self._varies(src, dim):
-                lengths = {p.shape[dim] for p in result}
+                lengths = {p.shape[dim] for p in result} if node.op != "unbind" else set()
                 if node.op == "chunk" and len(lengths) == 1:
                     self._balance(src, dim, len(result))
                 else:  # explicit sizes (or one part per index) cannot follow a pruned dim
@@ -767,13 +767,16 @@ class ChannelAnalysis:
 
     def _follow_size(self, size: Ref, out: Ids, dim: int) -> None:
         """A size read from another tensor sets an output dim that holds several units: the pruned model reads
-        that tensor's pruned size, so the units of both dims are tied index by index (equal kept counts); when
-        that is not possible (the size is computed, or the source dim is not pruned along) they are pinned."""
+        that tensor's pruned size. Unless both dims hold the same units (reordered), they are tied index by
+        index (equal kept counts); when that is not possible (the source dim is not pruned along) they are
+        pinned. Computed sizes (x.size(1) // 2) are left to the shuffle rules."""
         source = self._size_source(size)
         if source is None:
             return  # computed sizes (x.size(1) // 2): the shuffle rules above keep them consistent
         ids, k = source
         a, b = self._index_units(ids, k), self._index_units(out, dim)
+        if a is not None and b is not None and np.array_equal(np.sort(a), np.sort(b)):
+            return  # the same units, reordered (a channel shuffle): the counts follow
         if a is not None and b is not None and a.size == b.size and self._varies(ids, k):
             self.units.union(a, b)
         else:

@@ -128,6 +128,7 @@ class LayerInfo:
     out_group: str | None
     in_groups: tuple[tuple[str, int], ...] = ()
     out_groups: tuple[tuple[str, int], ...] = ()
+    transposed: bool = False  # a ConvTranspose: `stride` upsamples, out_hw = (in_hw - 1) * stride + ...
 
     @property
     def in_per_group(self) -> int:
@@ -275,7 +276,8 @@ def _layer_info(target: str, module: nn.Module, in_shape: tuple[int, ...], out_s
     return LayerInfo(target, "conv", module.in_channels, module.out_channels, tuple(module.kernel_size),
                      tuple(module.stride), padding, tuple(module.dilation), module.groups,
                      module.groups > 1 and module.groups == module.in_channels, tuple(in_shape[2:]),
-                     tuple(out_shape[2:]), single(ins), single(outs), tuple(ins), tuple(outs))
+                     tuple(out_shape[2:]), single(ins), single(outs), tuple(ins), tuple(outs),
+                     isinstance(module, nn.modules.conv._ConvTransposeNd))
 
 
 def _per_head_params(coupling: Coupling, refs: list[dict[str, list[ChannelRef]]]) -> np.ndarray:
