@@ -311,3 +311,24 @@ def test_yolo_segmentation_model_prunes_exactly():
     tasks = pytest.importorskip("ultralytics.nn.tasks")
     model = tasks.SegmentationModel("yolov8n-seg.yaml", verbose=False)  # a ConvTranspose2d in its proto head
     assert prunes_exactly(model, image(64)) > 0
+
+
+class InPlaceWriteAndUnbind(nn.Module):
+    """MViTv2 writes into a tensor in place (x[index] = y); CSATv2 unbinds its last dim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 4, 1)
+        self.d = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.a(x), self.b(x)
+        b[:, :, 0] = a[:, :6, 0] * 2
+        first, second = self.d(F.relu(a)).permute(0, 2, 3, 1).unbind(-1)[:2]
+        return self.c(b) + (first + second).unsqueeze(1)
+
+
+def test_in_place_write_keeps_the_channels_of_both_and_unbind_of_channels_pins():
+    g = build_dependency_graph(InPlaceWriteAndUnbind(), image()[:1])
+    assert [grp.id for grp in g.prunable_groups] == []  # b is written into; a is indexed and feeds d; d is unbound
+    assert prunes_exactly(InPlaceWriteAndUnbind(), image()) == 0

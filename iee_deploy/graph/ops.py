@@ -136,6 +136,8 @@ _add("linear", (F.linear,))
 _add("bn", (F.batch_norm,))
 _add("mixing", (torch.matmul, operator.matmul, torch.bmm, torch.einsum, F.scaled_dot_product_attention),
      ("matmul", "bmm", "__matmul__"))
+# an in-place write x[index] = y: later reads of x do not see it, so the channels of both are kept
+_add("mixing", (operator.setitem,), ("__setitem__",))
 _add("reduce",
      (torch.mean, torch.sum, torch.amax, torch.amin, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
       torch.var, torch.std, torch.norm, torch.linalg.vector_norm, torch.logsumexp),
