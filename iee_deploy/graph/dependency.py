@@ -32,7 +32,7 @@ from iee_deploy.graph.attention import (
 )
 from iee_deploy.graph.channels import Coupling, analyse, internal_error
 from iee_deploy.graph.layer_calls import resolve_layer_calls, row_parameters
-from iee_deploy.graph.trace import Ref, Trace, trace_model
+from iee_deploy.graph.trace import Ref, Trace, paused_gc, trace_model
 
 
 @dataclass(frozen=True, eq=False)
@@ -420,9 +420,10 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor | tuple
     if attention_units not in ATTENTION_UNITS:
         raise UserError(f"unknown attention_units '{attention_units}'", f"choose one of: {', '.join(ATTENTION_UNITS)}")
     try:
-        trace = resolve_layer_calls(model, trace_model(model, example_input, tracer))
-        coupling = analyse(trace, attention_units)
-        return _assemble(model, trace, coupling, attention_units)
+        with paused_gc():
+            trace = resolve_layer_calls(model, trace_model(model, example_input, tracer))
+            coupling = analyse(trace, attention_units)
+            return _assemble(model, trace, coupling, attention_units)
     except UserError:
         raise
     except Exception as exc:  # never a traceback from the graph itself

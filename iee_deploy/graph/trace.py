@@ -20,6 +20,7 @@ Unknown operations are refused here, before anything is evaluated (see `ops.py`)
 from __future__ import annotations
 
 import contextlib
+import gc
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,13 +52,14 @@ class _Tracer(fx.Tracer):
     most of a graph build): a module call keeps a plain stack of (path, type) instead of fx's scope
     objects and per-node copies of `nn_module_stack`; common argument types skip fx's checks for
     parameters, constants and opaque objects (which never match them); a parameter read in forward (a
-    layer scale, a position embedding) is found by a dict lookup instead of a scan of the model's
-    parameters."""
+    layer scale, a position embedding) or a buffer passed to an op is found by a dict lookup instead of a
+    scan of the model's parameters or buffers."""
 
     def __init__(self) -> None:
         super().__init__()
         self.where: list[tuple[str, type[nn.Module]]] = []  # enclosing modules of the current call
         self.tensor_names: dict[int, str] | None = None  # id(parameter) -> its path, on first use
+        self.buffer_names: dict[int, str] | None = None  # id(buffer) -> its path, on first use
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
         """fx's rule: one proxy per path for the model's parameters, anything else as is (buffers too:
@@ -95,6 +97,13 @@ class _Tracer(fx.Tracer):
             return [self.create_arg(e) for e in a]
         if kind in (int, float, bool, str, type(None)):
             return a
+        if kind is torch.Tensor:  # a buffer passed to an op (F.batch_norm's running statistics): its get_attr node
+            if self.buffer_names is None:
+                assert isinstance(self.root, nn.Module)
+                self.buffer_names = {id(b): path for path, b in self.root.named_buffers()}
+            path = self.buffer_names.get(id(a))
+            if path is not None:
+                return self.create_node("get_attr", path, (), {})
         return super().create_arg(a)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
@@ -275,8 +284,8 @@ def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...
         shapes = [t.shape for t in tensors]
         same = all(s == shapes[0] for s in shapes)
         return tensors[0].new_empty(shapes[0] if same else torch.broadcast_shapes(*shapes))
-    if category == "norm" and args and isinstance(args[0], torch.Tensor):  # keeps its input's shape (the meta
-        return args[0].new_empty(args[0].shape)  # kernel of F.layer_norm is a decomposition: milliseconds a call)
+    if category in ("norm", "bn") and args and isinstance(args[0], torch.Tensor):  # keep their input's shape (the
+        return args[0].new_empty(args[0].shape)  # meta kernels of F.layer_norm/batch_norm are decompositions: ms a call)
     return fn(*args, **kwargs)
 
 
@@ -376,6 +385,20 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
 
 
 # ------------------------------------------------------------------------------------------ eager
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector paused for the duration, then restored: a graph build allocates
+    tens of thousands of short-lived objects, and the collector's passes over a large heap (torch, timm
+    imported) cost 5-10% of a build. Cycles made meanwhile are collected once it runs again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager
