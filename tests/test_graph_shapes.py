@@ -10,7 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iee_deploy.graph.trace import _adaptive_pool_shape, _attention_shape, _cat_shape, _conv_shape
+from iee_deploy.graph.trace import (
+    _adaptive_pool_shape,
+    _attention_shape,
+    _cat_shape,
+    _conv_shape,
+    _reduce_shape,
+)
 
 
 def torch_shape(fn, *args, **kwargs) -> tuple[int, ...] | None:
@@ -62,3 +68,14 @@ def test_attention_shapes_equal_torch():
     assert _attention_shape((q, k, v), {}) == torch_shape(F.scaled_dot_product_attention, q, k, v) == (2, 3, 5, 4)
     assert _attention_shape((q, k, v[..., :6, :]), {}) is None  # keys and values disagree: torch's error
     assert _attention_shape((q, k[:, :1], v[:, :1]), {}) is None  # broadcast heads: left to torch
+
+
+def test_reduction_shapes_equal_torch():
+    x = torch.zeros(2, 3, 4, 5)
+    for fn in (torch.mean, torch.Tensor.sum, torch.amax):
+        for args, kwargs in (((x, (2, 3)), {"keepdim": True}), ((x, -1), {}), ((x,), {"dim": [0, 2]}), ((x, 1, True), {})):
+            assert _reduce_shape((args[0].to("meta"), *args[1:]), kwargs) == torch_shape(fn, *args, **kwargs)
+    assert _reduce_shape((x, (1, 1)), {}) is None  # a repeated dim: torch's error
+    assert _reduce_shape((x, 4), {}) is None  # out of range
+    assert _reduce_shape((x.long(), 1), {}) is None  # an integer sum widens its dtype: left to torch
+    assert _reduce_shape((x,), {}) is None  # every dim: left to torch

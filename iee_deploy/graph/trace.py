@@ -268,9 +268,38 @@ def _attention_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int
     return (*q.shape[:-1], v.shape[-1])
 
 
+_REDUCTIONS = (torch.mean, torch.sum, torch.amax, torch.amin, torch.Tensor.mean, torch.Tensor.sum, torch.Tensor.amax,
+               torch.Tensor.amin)
+
+
+def _reduce_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """The output shape of a mean/sum/amax/amin of a float tensor over given dims (squeeze-excitation's
+    ``x.mean((2, 3), keepdim=True)``: its meta kernel is a Python reference, ~1 ms a call). None where torch
+    must decide (no or repeated dims, out of range, a dtype, an empty or non-float input)."""
+    if not args or not isinstance(args[0], torch.Tensor) or len(args) > 3:
+        return None
+    x, given = args[0], dict(zip(("dim", "keepdim"), args[1:]))
+    if set(kwargs) - {"dim", "keepdim"} or set(kwargs) & set(given):
+        return None
+    given.update(kwargs)
+    dim, keepdim = given.get("dim"), given.get("keepdim", False)
+    dims = (dim,) if type(dim) is int else tuple(dim) if isinstance(dim, (tuple, list)) else ()
+    if (not dims or not all(type(d) is int and -x.dim() <= d < x.dim() for d in dims) or type(keepdim) is not bool
+            or not x.is_floating_point() or 0 in x.shape):
+        return None
+    reduced = {d % x.dim() for d in dims}
+    if len(reduced) != len(dims):
+        return None
+    return tuple(1 if d in reduced else n for d, n in enumerate(x.shape) if keepdim or d not in reduced)
+
+
 def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The meta result of a call; shape-preserving, broadcasting, concatenating and attention ops skip
-    torch's (slow) meta kernels."""
+    """The meta result of a call; shape-preserving, broadcasting, concatenating, reducing and attention ops
+    skip torch's (slow) meta kernels."""
+    if fn in _REDUCTIONS:
+        shape = _reduce_shape(args, kwargs)
+        if shape is not None:
+            return args[0].new_empty(shape)
     if fn in _CATS:
         shape = _cat_shape(args, kwargs)
         if shape is not None:
