@@ -36,11 +36,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,7 @@ from benchmarks.common import (
 )
 from iee_deploy.graph import build_dependency_graph, prune_model
 from iee_deploy.structured.costs import smallest_count, uniform_counts, unit_multiple
+from profiler.flops_table import flops_table
 from profiler.lut import read_meta
 from runtime.backends import BuildSpec, ModelSource, get_backend
 from runtime.export import export_onnx
@@ -78,10 +81,15 @@ ITERATIVE_STEPS = 5
 """Torch-Pruning's iterative steps (its docs' recommended iterative pruning) from dense to the ratio."""
 TP_ARMS = {"tp-mag": ("magnitude", False), "tp-mag-global": ("magnitude", True), "tp-taylor": ("taylor", False),
            "tp-taylor-global": ("taylor", True)}
-ARMS = ("iee", "halp", *TP_ARMS, "slim")
+MODELOPT = "modelopt-fastnas"
+"""NVIDIA Model Optimizer's `mtp.prune` (FastNAS) under a FLOPs constraint, bisected on measured latency like Torch-Pruning."""
+KNAPSACK_ARMS = {"iee": "latency", "halp": "latency", "halp-flops": "flops"}
+"""Our arms and the cost their knapsack prunes against: the measured LUT, or the FLOPs table of its grid."""
 NORTH_STAR = "north-star"
 NORTH_STAR_BUDGET = 0.5
 NORTH_STAR_COST = 0.10  # of the dense model's training FLOPs
+FINETUNE_CHECK = "halp-0.75E"
+"""HALP fine-tuned for 0.75 of the epochs, seed 0: within PLATEAU_POINTS of HALP at E, the fine-tuning has plateaued."""
 
 
 @dataclass(frozen=True)
@@ -97,12 +105,26 @@ class Mode:
     delta_t: int  # steps between HALP's prunes (and IEE's descent's)
     match_seconds: float  # engine timing per bisection probe (s)
     report_seconds: float  # engine timing per arm in the side-by-side report timing (s)
+    bisect_steps: int  # at most this many probes per bisection (it stops within MATCH / 2)
+    batch_size: int = 64
+    calibration_images: int = 64  # the fixed training images Taylor importance and the one-shot knapsack score on
+    external_arms: tuple[str, ...] = (*TP_ARMS, MODELOPT)  # other tools' pruning, from the same checkpoint
+    in_process: bool = False  # train in this process, one run at a time (a process start costs more than a tiny run)
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """Every arm of this mode at every budget (the north star comes on top, at its one budget)."""
+        return (*KNAPSACK_ARMS, *self.external_arms, "slim")
 
 
-QUICK = Mode("quick", train_per_class=20, val_per_class=5, dense_epochs=1, epochs=2, seeds=1, delta_t=1,
-             match_seconds=0.05, report_seconds=0.1)
+QUICK = Mode("quick", train_per_class=20, val_per_class=5, dense_epochs=4, epochs=2, seeds=1, delta_t=1,
+             match_seconds=0.05, report_seconds=0.1, bisect_steps=5, batch_size=32, calibration_images=32)
+TINY = Mode("tiny", train_per_class=10, val_per_class=5, dense_epochs=4, epochs=2, seeds=1, delta_t=1,
+            match_seconds=0.02, report_seconds=0.05, bisect_steps=2, batch_size=16, calibration_images=16, external_arms=("tp-mag",),
+            in_process=True)
+"""The test's pipeline check: one Torch-Pruning variant, two probes per bisection (its matches are not the point)."""
 FULL = Mode("full", train_per_class=200, val_per_class=100, dense_epochs=30, epochs=15, seeds=3, delta_t=10,
-            match_seconds=0.5, report_seconds=3.0)
+            match_seconds=0.5, report_seconds=3.0, bisect_steps=12)
 
 
 def base_train(model: str, data: Path, epochs: float, seed: int, args: argparse.Namespace) -> list[str]:
@@ -144,12 +166,12 @@ def exported(model: nn.Module, path: Path) -> Path:
 
 
 # --- the external arms: Torch-Pruning and a slimmer network ---------------------------------------
-def calibration_batch(data: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first 64 training images (normalised as training sees them): Taylor importance's data, fixed."""
+def calibration_batch(data: Path, images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `images` training images (normalised as training sees them): Taylor importance's data, fixed."""
     from iee_deploy.data import build_datasets
 
     bundle = build_datasets("cifar10", data, 32)
-    pairs = [bundle.train[i] for i in range(min(64, len(bundle.train)))]
+    pairs = [bundle.train[i] for i in range(min(images, len(bundle.train)))]
     return torch.stack([x for x, _ in pairs]), torch.tensor([int(y) for _, y in pairs])
 
 
@@ -173,6 +195,37 @@ def tp_prune(model: nn.Module, ratio: float, importance: str, global_pruning: bo
     return model
 
 
+def modelopt_prune(model: nn.Module, flops: float, round_to: int,
+                   batch: tuple[torch.Tensor, torch.Tensor]) -> nn.Module | None:
+    """Model Optimizer's FastNAS as its docs show it: `mtp.prune` to `flops` of the dense FLOPs, widths in multiples of
+    `round_to`, subnets scored by top-1 on the calibration batch (which also re-estimates BN statistics).
+
+    None when no subnet of its search space is that small (FastNAS refuses the constraint)."""
+    import tempfile
+
+    import modelopt.torch.prune as mtp
+
+    images, labels = batch
+
+    def score(net: nn.Module) -> float:
+        net.eval()
+        with torch.no_grad():
+            return float((net(images).argmax(1) == labels).float().mean())
+
+    mode = [("fastnas", {"nn.Conv2d": {"*": {"channel_divisor": round_to}},
+                         "nn.BatchNorm2d": {"*": {"feature_divisor": round_to}}})]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            pruned, _ = mtp.prune(model, mode=mode, constraints={"flops": f"{100 * flops:.3f}%"}, dummy_input=images[:1],
+                                  config={"data_loader": [(images, labels)], "score_func": score,
+                                          "checkpoint": str(Path(tmp) / "search.pth")})
+        except ValueError as err:
+            if "constraints can be satisfied" in str(err):
+                return None
+            raise
+    return pruned
+
+
 def slim_model(model: nn.Module, keep: float, align: int) -> nn.Module:
     """The dense architecture with every channel group at `keep` of its width (multiples of `align`), re-initialised."""
     graph = build_dependency_graph(model, torch.zeros(1, 3, 32, 32))
@@ -190,13 +243,16 @@ def slim_model(model: nn.Module, keep: float, align: int) -> nn.Module:
 
 
 def external_model(arm: str, model_name: str, checkpoint: Path, ratio: float, round_to: int,
-                   batch: tuple[torch.Tensor, torch.Tensor]) -> nn.Module:
-    """The starting network of a Torch-Pruning or slim arm at `ratio` (pruning ratio, or the slim keep ratio)."""
+                   batch: tuple[torch.Tensor, torch.Tensor]) -> nn.Module | None:
+    """The starting network of an external or slim arm at `ratio` (pruning ratio, FLOPs kept, or the slim keep ratio);
+    None when the tool cannot reach `ratio`."""
     from iee_deploy.models import build_model
 
     model = build_model(model_name, 10, 32, checkpoint)
     if arm == "slim":
         return slim_model(model, ratio, round_to)
+    if arm == MODELOPT:
+        return modelopt_prune(model, ratio, round_to, batch)
     importance, global_pruning = TP_ARMS[arm]
     return tp_prune(model, ratio, importance, global_pruning, round_to, batch)
 
@@ -218,29 +274,65 @@ def bisect_ratio(latency_of: Callable[[float], float], budget_ms: float, shrinks
     return best[1], best[2]
 
 
-def match_ratio(arm: str, model_name: str, checkpoint: Path, budget_ms: float, dense_ms: float, round_to: int,
-                batch: tuple[torch.Tensor, torch.Tensor], work: Path, mode: Mode) -> dict[str, float]:
-    """Bisect the arm's ratio so that its engine's measured latency matches `budget_ms` (cached in `work`)."""
+def match_ratio(net_of: Callable[[float], nn.Module | None], dense_onnx: Path, budget_ms: float, dense_ms: float,
+                shrinks: bool, work: Path, mode: Mode) -> dict[str, float]:
+    """Bisect the ratio of `net_of` so that its engine's measured latency matches `budget_ms` (cached in `work`).
+
+    Each probe is timed beside the dense engine and scaled to `dense_ms`, so a change of machine load
+    between probes does not move the match. A ratio the tool cannot reach (`net_of` gives None: too few
+    FLOPs for its search space) counts as 0 ms, so the bisection moves towards larger networks.
+    """
     record = work / "match.json"
     if record.is_file():
         return dict(json.loads(record.read_text()))
     work.mkdir(parents=True, exist_ok=True)
-    dense_onnx = work / "dense.onnx"
 
     def latency_of(ratio: float) -> float:
-        net = external_model(arm, model_name, checkpoint, ratio, round_to, batch)
+        net = net_of(ratio)
+        if net is None:
+            return 0.0
         probe = exported(net, work / "probe.onnx")
-        if not dense_onnx.is_file():
-            from iee_deploy.models import build_model
-
-            exported(build_model(model_name, 10, 32, checkpoint), dense_onnx)
         ms = time_side_by_side({"probe": probe, "dense": dense_onnx}, mode.match_seconds)
-        return ms["probe"] / ms["dense"] * dense_ms  # relative to dense timed beside it: robust to load changes
+        return ms["probe"] / ms["dense"] * dense_ms
 
-    ratio, ms = bisect_ratio(latency_of, budget_ms, shrinks=arm != "slim", iterations=12)
+    ratio, ms = bisect_ratio(latency_of, budget_ms, shrinks, mode.bisect_steps)
     out = {"ratio": ratio, "probe_ms": ms, "budget_ms": budget_ms}
     record.write_text(json.dumps(out))
     return out
+
+
+def knapsack_space(model_name: str, checkpoint: Path, table: Path) -> tuple[nn.Module, Any]:
+    """The dense model and our channel space over it, costed by `table` (a measured LUT or its FLOPs table)."""
+    from iee_deploy.models import build_model
+    from iee_deploy.structured.budget import open_latency_model
+    from iee_deploy.structured.space import ChannelSpace, Start
+
+    model = build_model(model_name, 10, 32, checkpoint)
+    space = ChannelSpace(model, open_latency_model(str(table), "cpu", model), latency_ratio=1.0, start=Start.DENSE)
+    return model, space
+
+
+def smallest_ratio(model_name: str, checkpoint: Path, table: Path) -> float:
+    """The smallest `latency_ratio` the knapsack accepts on `table` (every group at its smallest width), rounded up."""
+    _, space = knapsack_space(model_name, checkpoint, table)
+    return math.ceil(space.smallest_ms / space.dense_ms * 1e6 + 1) / 1e6
+
+
+def knapsack_once(model_name: str, checkpoint: Path, table: Path, floor: float, batch: tuple[torch.Tensor, torch.Tensor],
+                  ratio: float) -> nn.Module:
+    """Our knapsack in one shot: Taylor importance on the calibration batch, prune to `ratio` (at least `floor`) of the
+    table's dense cost.
+
+    The structure HALP would keep if it pruned at once; what aims a knapsack arm's `latency_ratio` at a
+    measured latency (HALP prunes in steps while it trains, so its final engine is re-timed and reported).
+    """
+    model, space = knapsack_space(model_name, checkpoint, table)
+    images, labels = batch
+    model.zero_grad()
+    nn.functional.cross_entropy(model(images), labels).backward()
+    space.accumulate_importance()
+    space.prune_to(max(ratio, floor) * space.dense_ms, 0, 0)
+    return space.pruned_model(model)
 
 
 def finetune_worker(spec_path: Path) -> None:
@@ -253,7 +345,9 @@ def finetune_worker(spec_path: Path) -> None:
     spec = json.loads(spec_path.read_text())
     data = ROOT / spec["data"]
     net = external_model(spec["arm"], spec["model"], ROOT / spec["checkpoint"], spec["ratio"], spec["round_to"],
-                         calibration_batch(data))
+                         calibration_batch(data, spec["calibration_images"]))
+    if net is None:
+        raise SystemExit(f"{spec['arm']} cannot reach ratio {spec['ratio']} on {spec['model']}")
     config = TrainConfig(model=spec["model"], dataset="cifar10", data_dir=str(data), epochs=spec["epochs"],
                          batch_size=spec["batch_size"], lr=spec["lr"], seed=spec["seed"],
                          sparsity=SparsityConfig(method="static", sparsity=0.0))
@@ -262,13 +356,16 @@ def finetune_worker(spec_path: Path) -> None:
     exported(net, out / "engine.onnx")
 
 
-def run_external(spec: dict[str, Any]) -> str:
-    """Train (or reuse) one external arm's run through a worker process; return its command."""
+def run_external(spec: dict[str, Any], mode: Mode) -> str:
+    """Train (or reuse) one external arm's run through a worker process (or in this one); return its command."""
     out = ROOT / spec["out"]
     cmd = ["python", "-m", "benchmarks.head_to_head", "--worker", str(out) + ".spec.json"]
     if not (finished(out) and (out / "engine.onnx").is_file()):
         out.parent.mkdir(parents=True, exist_ok=True)
         Path(cmd[-1]).write_text(json.dumps(spec))
+        if mode.in_process:
+            finetune_worker(Path(cmd[-1]))
+            return shown_command(cmd)
         with open(str(out) + ".log", "a") as log:
             done = subprocess.run([sys.executable, *cmd[1:]], env=single_thread_env(), cwd=ROOT, stdout=log,
                                   stderr=subprocess.STDOUT)
@@ -277,14 +374,28 @@ def run_external(spec: dict[str, Any]) -> str:
     return shown_command(cmd)
 
 
-def cli_run(cmd: list[str], out: Path) -> Callable[[], str]:
-    """One of our `iee-deploy train` runs, to start later (`train_run`)."""
-    return lambda: train_run(cmd, out)
+def train(cmd: list[str], out: Path, mode: Mode) -> str:
+    """Run (or reuse) the `python -m iee_deploy train ... --out out` command `cmd`: `train_run`, or in this process."""
+    if not mode.in_process:
+        return train_run(cmd, out)
+    if not finished(out):
+        from iee_deploy.cli import main as cli
+
+        shutil.rmtree(out, ignore_errors=True)
+        code = cli.main(args=cmd[3:], prog_name="iee-deploy", standalone_mode=False)
+        if code or not finished(out):
+            raise SystemExit(f"run failed ({code}): {shown_command(cmd)}")
+    return shown_command(cmd)
 
 
-def external_run(spec: dict[str, Any]) -> Callable[[], str]:
+def cli_run(cmd: list[str], out: Path, mode: Mode) -> Callable[[], str]:
+    """One of our `iee-deploy train` runs, to start later (`train`)."""
+    return lambda: train(cmd, out, mode)
+
+
+def external_run(spec: dict[str, Any], mode: Mode) -> Callable[[], str]:
     """One external arm's run, to start later (`run_external`)."""
-    return lambda: run_external(spec)
+    return lambda: run_external(spec, mode)
 
 
 # --- one architecture ----------------------------------------------------------------------------
@@ -309,68 +420,85 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     meta = read_meta(lut)
     round_to = meta.grid_align
     dense_out = root / "dense"
-    commands.append(train_run([*base_train(model, data, mode.dense_epochs, 0, args), "--method", "static",
-                               "--sparsity", "0", "--out", str(dense_out), "--no-progress"], dense_out))
+    commands.append(train([*base_train(model, data, mode.dense_epochs, 0, args), "--method", "static",
+                           "--sparsity", "0", "--out", str(dense_out), "--no-progress"], dense_out, mode))
     plateau_out = root / "dense-0.75D"
-    commands.append(train_run([*base_train(model, data, 0.75 * mode.dense_epochs, 0, args), "--method", "static",
-                               "--sparsity", "0", "--out", str(plateau_out), "--no-progress"], plateau_out))
+    commands.append(train([*base_train(model, data, 0.75 * mode.dense_epochs, 0, args), "--method", "static",
+                           "--sparsity", "0", "--out", str(plateau_out), "--no-progress"], plateau_out, mode))
     checkpoint = dense_out / "final_model.pt"
     from iee_deploy.models import build_model
 
     dense_onnx = exported(build_model(model, 10, 32, checkpoint), root / "dense.onnx")
     dense_ms = time_side_by_side({"dense": dense_onnx}, mode.report_seconds)["dense"]
-    batch = calibration_batch(data)
+    batch = calibration_batch(data, mode.calibration_images)
+    flops = CACHE / "luts" / f"{lut.stem}-flops.csv"
+    commands.append(f"PYTHONPATH=. python -c 'from profiler.flops_table import flops_table; flops_table(\"{lut.relative_to(ROOT)}\", "
+                    f"\"{flops.relative_to(ROOT)}\")'")
+    if not flops.with_suffix(".json").is_file():
+        flops_table(lut, flops)
+    tables = {"latency": lut, "flops": flops}
+    floors = {cost: smallest_ratio(model, checkpoint, table) for cost, table in tables.items()}
     budgets = [float(b) for b in args.budgets.split(",")]
     runs: list[tuple[str, float, int, Path, Callable[[], str]]] = []
     matches: dict[tuple[str, float], dict[str, float]] = {}
+
+    def knapsack_run(arm: str, method: str, cost: str, budget: float, epochs: float, seed: int, out: Path) -> None:
+        window = ["--update-end", "0.5", "--descent", "0.5"] if method == "iee" else ["--update-end", "0.25"]
+        cmd = [*base_train(model, data, epochs, seed, args), "--method", method, "--target", "cpu",
+               "--lut", str(tables[cost].relative_to(ROOT)), "--latency-ratio", f"{matches[(arm, budget)]['ratio']:.6f}",
+               *window, "--delta-t", str(mode.delta_t), "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress"]
+        runs.append((arm, budget, seed, out, cli_run(cmd, out, mode)))
+
     for budget in budgets:
-        budget_ms = budget * dense_ms
-        for arm in ARMS:
-            if arm in ("iee", "halp"):
-                continue
-            matches[(arm, budget)] = match_ratio(arm, model, checkpoint, budget_ms, dense_ms, round_to, batch,
-                                                 root / f"r{round(100 * budget)}" / arm / "match", mode)
+        budget_ms, folder = budget * dense_ms, root / f"r{round(100 * budget)}"
+        for cost, table in tables.items():  # aim our knapsack's ratio with its one-shot structure, per cost table
+            once = partial(knapsack_once, model, checkpoint, table, floors[cost], batch)
+            aimed = match_ratio(once, dense_onnx, budget_ms, dense_ms, False, folder / f"knapsack-{cost}" / "match", mode)
+            for arm in (a for a, c in KNAPSACK_ARMS.items() if c == cost):
+                matches[(arm, budget)] = {**aimed, "ratio": max(aimed["ratio"], floors[cost])}
+        for arm in (*mode.external_arms, "slim"):
+            start = partial(external_model, arm, model, checkpoint, round_to=round_to, batch=batch)
+            matches[(arm, budget)] = match_ratio(start, dense_onnx, budget_ms, dense_ms, arm in TP_ARMS,
+                                                 folder / arm / "match", mode)
         for seed in range(mode.seeds):
-            for arm in ARMS:
-                out = root / f"r{round(100 * budget)}" / arm / f"seed{seed}"
-                if arm in ("iee", "halp"):
-                    window = ["--update-end", "0.25"] if arm == "halp" else ["--update-end", "0.5", "--descent", "0.5"]
-                    window += ["--delta-t", str(mode.delta_t)]
-                    cmd = [*base_train(model, data, mode.epochs, seed, args), "--method", arm, "--target", "cpu",
-                           "--lut", str(lut.relative_to(ROOT)), "--latency-ms", f"{budget_ms:.6g}", *window,
-                           "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress"]
-                    runs.append((arm, budget, seed, out, cli_run(cmd, out)))
+            for arm in mode.arms:
+                out = folder / arm / f"seed{seed}"
+                if arm in KNAPSACK_ARMS:
+                    knapsack_run(arm, arm.split("-")[0], KNAPSACK_ARMS[arm], budget, mode.epochs, seed, out)
                 else:
                     epochs = mode.dense_epochs + mode.epochs if arm == "slim" else mode.epochs
                     spec = {"arm": arm, "model": model, "data": str(data.relative_to(ROOT)),
-                            "checkpoint": str(checkpoint.relative_to(ROOT) if checkpoint.is_absolute() else checkpoint),
+                            "checkpoint": str(checkpoint),
                             "ratio": matches[(arm, budget)]["ratio"], "round_to": round_to, "epochs": epochs,
-                            "batch_size": args.batch_size, "lr": args.lr, "seed": seed, "out": str(out)}
-                    runs.append((arm, budget, seed, out, external_run(spec)))
-    shown: list[str] = run_parallel(lambda r: r[4](), runs, args.jobs, f"{model}: runs")
+                            "batch_size": args.batch_size, "lr": args.lr, "seed": seed, "out": str(out),
+                            "calibration_images": mode.calibration_images}
+                    runs.append((arm, budget, seed, out, external_run(spec, mode)))
+    # the fine-tuning plateau check: HALP at the north star's budget (else the first) for 0.75 E epochs, seed 0
+    check_budget = NORTH_STAR_BUDGET if NORTH_STAR_BUDGET in budgets else budgets[0]
+    check_out = root / f"r{round(100 * check_budget)}" / FINETUNE_CHECK / "seed0"
+    matches[(FINETUNE_CHECK, check_budget)] = matches[("halp", check_budget)]
+    knapsack_run(FINETUNE_CHECK, "halp", "latency", check_budget, 0.75 * mode.epochs, 0, check_out)
+    jobs = 1 if mode.in_process else args.jobs
+    shown: list[str] = run_parallel(lambda r: r[4](), runs, jobs, f"{model}: runs")
     dense = summary_of(dense_out)
     # the north star: HALP at the 0.5 budget with 10% of the dense model's training FLOPs
     halp_rel = statistics.fmean(summary_of(o)["flops"]["train_relative"] for a, b, _, o, _ in runs
                                 if a == "halp" and b == NORTH_STAR_BUDGET) if NORTH_STAR_BUDGET in budgets else None
-    star_runs = []
+    first = len(runs)
     if halp_rel:
-        star_epochs = round(NORTH_STAR_COST * mode.dense_epochs / halp_rel, 2)
+        star_epochs = math.floor(100 * NORTH_STAR_COST * mode.dense_epochs / halp_rel) / 100  # never above the cost
+        matches[(NORTH_STAR, NORTH_STAR_BUDGET)] = matches[("halp", NORTH_STAR_BUDGET)]
         for seed in range(mode.seeds):
-            out = root / f"r{round(100 * NORTH_STAR_BUDGET)}" / NORTH_STAR / f"seed{seed}"
-            cmd = [*base_train(model, data, star_epochs, seed, args), "--method", "halp", "--target", "cpu",
-                   "--lut", str(lut.relative_to(ROOT)), "--latency-ms", f"{NORTH_STAR_BUDGET * dense_ms:.6g}",
-                   "--update-end", "0.25", "--delta-t", str(mode.delta_t), "--checkpoint", str(checkpoint), "--out", str(out),
-                   "--no-progress"]
-            star_runs.append((NORTH_STAR, NORTH_STAR_BUDGET, seed, out, cli_run(cmd, out)))
-        shown += run_parallel(lambda r: r[4](), star_runs, args.jobs, f"{model}: north star")
-    every = runs + star_runs
+            knapsack_run(NORTH_STAR, "halp", "latency", NORTH_STAR_BUDGET, star_epochs, seed,
+                         root / f"r{round(100 * NORTH_STAR_BUDGET)}" / NORTH_STAR / f"seed{seed}")
+        shown += run_parallel(lambda r: r[4](), runs[first:], jobs, f"{model}: north star")
     engines = {"dense": dense_onnx}
-    for arm, budget, seed, out, _ in every:
-        engines[f"{arm}|{budget}|{seed}"] = our_engine(out) if arm in ("iee", "halp", NORTH_STAR) else out / "engine.onnx"
+    for arm, budget, seed, out, _ in runs:
+        engines[f"{arm}|{budget}|{seed}"] = out / "engine.onnx" if arm in TP_ARMS or arm == "slim" else our_engine(out)
     timed = time_side_by_side(engines, mode.report_seconds)
     dense_train_flops = dense["flops"]["train_total"]
     rows = []
-    for (arm, budget, seed, out, _), shown_cmd in zip(every, shown):
+    for (arm, budget, seed, out, _), shown_cmd in zip(runs, shown):
         s = summary_of(out)
         ms = timed[f"{arm}|{budget}|{seed}"]
         rows.append({"model": model, "arm": arm, "budget": budget, "seed": seed, "folder": str(out), "command": shown_cmd,
@@ -379,13 +507,18 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                      "within_match": abs(ms / (budget * timed["dense"]) - 1) <= MATCH,
                      "train_flops": s["flops"]["train_total"],
                      "train_flops_vs_dense_training": s["flops"]["train_total"] / dense_train_flops,
-                     "tp_or_slim_ratio": matches.get((arm, budget), {}).get("ratio")})
+                     "aimed_ratio": matches[(arm, budget)]["ratio"],
+                     "aimed_probe_ratio": matches[(arm, budget)]["probe_ms"] / dense_ms})
+    check = {r["arm"]: r["val_acc"] for r in rows if r["budget"] == check_budget and r["seed"] == 0}
+    finetune = check[FINETUNE_CHECK] - check["halp"]
     plateau = summary_of(plateau_out)["val_acc"] - dense["val_acc"]
     return {"model": model, "dense_val_acc": dense["val_acc"], "dense_ms": timed["dense"],
             "dense_train_flops": dense_train_flops, "dense_epochs": mode.dense_epochs, "round_to": round_to,
             "grid": {"align": meta.grid_align, "block": meta.grid_block, "step": meta.grid_step},
+            "smallest_ratio": floors,
             "dense_plateau": {"difference": plateau, "plateaued": plateaued({"mean": plateau})},
-            "rows": rows}
+            "finetune_plateau": {"budget": check_budget, "difference": finetune, "plateaued": plateaued({"mean": finetune})},
+            "rows": [r for r in rows if r["arm"] != FINETUNE_CHECK]}
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -418,7 +551,7 @@ def plot(record: dict[str, Any], path: Path) -> None:
     archs = record["architectures"]
     fig, axes = plt.subplots(1, len(archs), figsize=(6.5 * len(archs), 4.5), squeeze=False)
     for ax, arch in zip(axes[0], archs):
-        for i, arm in enumerate((*ARMS, NORTH_STAR)):
+        for i, arm in enumerate((*FULL.arms, NORTH_STAR)):
             picked = sorted((t for t in record["table"] if t["model"] == arch["model"] and t["arm"] == arm),
                             key=lambda t: t["ratio"])
             if picked:
@@ -455,7 +588,7 @@ def answer(table: list[dict[str, Any]], dense_acc: dict[str, float]) -> list[str
 
 
 def markdown(record: dict[str, Any], png: str) -> str:
-    m, args, quick = record["mode_settings"], record["args"], record["mode"] == "quick"
+    m, args, quick = record["mode_settings"], record["args"], record["mode"] != "full"
     diff = lambda d: "-" if d is None else format_difference(d)  # noqa: E731
     table = markdown_table(
         ["model", "budget", "arm", "seeds", "measured / dense", "speed-up", f"within {100 * MATCH:g}%",
@@ -491,7 +624,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "## Sizing of the full mode", "",
         f"{10 * FULL.train_per_class:,} training images, {10 * FULL.val_per_class:,} validation images; dense "
         f"{FULL.dense_epochs} epochs, fine-tuning {FULL.epochs} epochs ({FULL.epochs * 10 * FULL.train_per_class // 64} "
-        f"steps of 64), {FULL.seeds} seeds x 3 budgets x {len(ARMS)} arms + {FULL.seeds} north-star runs per "
+        f"steps of 64), {FULL.seeds} seeds x 3 budgets x {len(FULL.arms)} arms + {FULL.seeds} north-star runs per "
         "architecture, two at a time. Estimate (resnet20 ~0.2 s and mobilenet_v2 ~0.4 s per step on one core, measured "
         "in earlier benchmarks for resnet20, estimated for mobilenet_v2): about 3 h of training for both architectures "
         "plus the mobilenet_v2 LUT profile and the bisections (minutes each). Not yet run.", "",
@@ -502,10 +635,12 @@ def markdown(record: dict[str, Any], png: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed: a pipeline check (minutes)")
+    parser.add_argument("--tiny", action="store_true", help="the test suite's pipeline check: --quick with one "
+                        "Torch-Pruning variant, 1 epoch and two probes per bisection")
     parser.add_argument("--models", default=None, help="comma-separated zoo models (default: resnet20,mobilenet_v2; "
                         "quick: resnet20)")
     parser.add_argument("--budgets", default="0.7,0.5,0.35", help="fractions of the dense engine's measured latency")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None, help="images per step (default: 64; tiny: 16)")
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs", default="runs/bench_head_to_head")
@@ -515,8 +650,9 @@ def main() -> None:
     if args.worker:
         finetune_worker(args.worker)
         return
-    mode = QUICK if args.quick else FULL
-    models = (args.models or ("resnet20" if args.quick else "resnet20,mobilenet_v2")).split(",")
+    mode = TINY if args.tiny else QUICK if args.quick else FULL
+    args.batch_size = args.batch_size or mode.batch_size
+    models = (args.models or ("resnet20" if mode is not FULL else "resnet20,mobilenet_v2")).split(",")
     meta = header(1, "torchvision", "onnxruntime", "torch-pruning", "nvidia-modelopt")
     data = cifar10_subset(mode.train_per_class, mode.val_per_class)
     commands: list[str] = []
@@ -525,7 +661,7 @@ def main() -> None:
     record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "args": {k: str(v) if isinstance(v, Path)
               else v for k, v in vars(args).items()}, "architectures": archs, "commands": commands,
               "table": aggregate(rows), "rows": rows}
-    name = "head_to_head_quick" if args.quick else "head_to_head"
+    name = "head_to_head" if mode is FULL else f"head_to_head_{mode.name}"
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     plot(record, results / f"{name}.png")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
+from profiler.flops_table import layer_macs
 from profiler.latency import Calibration
 from profiler.layers import LayerSignature, enumerate_layers, plan_rows, unique_signatures
 from profiler.lut import LutMeta, Row, RowWriter, write_meta
@@ -22,9 +23,7 @@ LayerMs = Callable[[LayerSignature, int, int], float]
 
 def macs_ms(sig: LayerSignature, cin: int, cout: int) -> float:
     """1 ms per 10^6 multiply-accumulates plus 0.01 ms of fixed cost per layer."""
-    h, w = sig.out_hw
-    per_out = cin // sig.groups_for(cin) if sig.diagonal else cin
-    return 1e-6 * sig.kernel[0] * sig.kernel[1] * h * w * per_out * cout + 0.01
+    return 1e-6 * layer_macs(sig, cin, cout) + 0.01
 
 
 def write_synthetic_lut(path: Path, model_name: str, model: nn.Module, num_classes: int, resolution: int, *,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.head_to_head import ARMS, MATCH, NORTH_STAR, bisect_ratio
+from benchmarks.head_to_head import MATCH, NORTH_STAR, TINY, bisect_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,15 +20,26 @@ def test_bisect_ratio_matches_a_monotone_latency():
 
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz").is_file(), reason="no CIFAR-10 copy")
-def test_quick_mode_table_shape(tmp_path):
-    """Every arm at every budget (and the north star) with its columns; the engines re-timed side by side."""
-    subprocess.run([sys.executable, "-m", "benchmarks.head_to_head", "--quick", "--budgets", "0.7,0.5",
+def test_tiny_mode_table_shape(tmp_path):
+    """Every arm at the budget (and the north star) with every column; the engines re-timed side by side.
+
+    One budget keeps the test short (a full run of the pipeline takes about a minute per budget here);
+    `--quick` runs every budget."""
+    subprocess.run([sys.executable, "-m", "benchmarks.head_to_head", "--tiny", "--budgets", "0.5",
                     "--runs", str(tmp_path / "runs"), "--results", str(tmp_path)], cwd=ROOT, check=True,
-                   env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=900)
-    record = json.loads((tmp_path / "head_to_head_quick.json").read_text())
-    cells = {(t["budget"], t["arm"]) for t in record["table"]}
-    assert cells == {(b, a) for b in (0.7, 0.5) for a in ARMS} | {(0.5, NORTH_STAR)}
+                   env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=600)
+    record = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
+    cells = [(t["budget"], t["arm"]) for t in record["table"]]
+    assert sorted(cells) == sorted([(0.5, a) for a in TINY.arms] + [(0.5, NORTH_STAR)])
     for t in record["table"]:
-        assert {"ratio", "val_acc", "within_match", "train_flops_vs_dense_training", "vs_iee"} <= set(t)
-        assert 0 < t["ratio"] < 1.2 and (t["vs_iee"] is None) == (t["arm"] == "iee")
-    assert (tmp_path / "head_to_head_quick.png").stat().st_size > 0
+        assert set(t) == {"model", "budget", "arm", "seeds", "val_acc", "val_acc_std", "measured_ms", "ratio",
+                          "within_match", "train_flops_vs_dense_training", "vs_iee"}
+        assert t["seeds"] == 1 and 0 < t["ratio"] < 1.2 and (t["vs_iee"] is None) == (t["arm"] == "iee")
+        assert t["within_match"] == all(abs(r["ratio"] / r["budget"] - 1) <= MATCH for r in record["rows"]
+                                        if (r["budget"], r["arm"]) == (t["budget"], t["arm"]))
+    arch = record["architectures"][0]
+    assert {"dense_plateau", "finetune_plateau", "smallest_ratio"} <= set(arch)
+    assert set(arch["smallest_ratio"]) == {"latency", "flops"}
+    text = (tmp_path / "head_to_head_tiny.md").read_text()
+    assert "halp-flops" in text and f"within {100 * MATCH:g}%" in text
+    assert (tmp_path / "head_to_head_tiny.png").stat().st_size > 0
