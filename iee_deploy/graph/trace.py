@@ -159,6 +159,8 @@ class Trace:
 
 
 def _meta(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):  # the common case, without pytree's per-call overhead
+        return torch.empty(value.shape, dtype=value.dtype, device="meta")
     return tree_map(lambda v: torch.empty(v.shape, dtype=v.dtype, device="meta") if isinstance(v, torch.Tensor) else v,
                     value)
 
