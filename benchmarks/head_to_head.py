@@ -1,7 +1,9 @@
-"""Head to head at equal MEASURED latency: our latency knapsack (IEE, HALP) against Torch-Pruning and a slimmer network.
+"""Head to head at equal MEASURED latency: our latency knapsack (IEE, HALP) against Torch-Pruning, Model Optimizer,
+a FLOPs-costed knapsack and a slimmer network.
 
-    PYTHONPATH=. python -m benchmarks.head_to_head            # full mode (sized for about 3 h on 2 cores)
+    PYTHONPATH=. python -m benchmarks.head_to_head            # full mode (sized for about 3 h on 2 idle cores)
     PYTHONPATH=. python -m benchmarks.head_to_head --quick    # a pipeline check: tiny data, 1 seed, every arm and budget
+    PYTHONPATH=. python -m benchmarks.head_to_head --tiny     # the test suite's check: one budget is enough
 
 A deployment engineer with a trained model and a latency budget can prune it with Torch-Pruning,
 train a slimmer network from scratch, or use this toolkit. Every arm here starts from the same
@@ -12,23 +14,30 @@ other arm's, in alternating rounds (`runtime.timing.measure`). Budgets are fract
 engine's measured latency.
 
 Arms:
-- `iee`, `halp`: ours (`iee-deploy train --method iee|halp --latency-ms <budget>` against the `cpu`
+- `iee`, `halp`: ours (`iee-deploy train --method iee|halp --latency-ratio r` against the `cpu`
   LUT, whose channel grid is measured on this CPU: `profiler.blocking`);
+- `halp-flops`: the same knapsack (HALP) against the FLOPs table of that LUT's grid
+  (`profiler.flops_table`: MACs as the cost, the same channel multiples): what measuring buys.
+  A knapsack arm's ratio r is aimed at the budget by bisection on the measured latency of the
+  knapsack's one-shot structure (`knapsack_once`); HALP then prunes in steps while it trains, so its
+  final engine can land off the budget: the table reports its re-timed latency as it is;
 - `tp-mag`, `tp-mag-global`, `tp-taylor`, `tp-taylor-global`: Torch-Pruning's `MetaPruner` with
   `GroupMagnitudeImportance` (L2) or `GroupTaylorImportance`, `global_pruning` off / on, `ITERATIVE_STEPS`
   iterative steps and `round_to` = the target's measured channel multiple (8 on this CPU: the finest
   width the runtime computes fast, which is what round_to asks for); its pruning ratio is found by
   bisection on the MEASURED latency of its engine (within `MATCH` of the budget; the same timing code);
+- `modelopt-fastnas`: NVIDIA Model Optimizer's `mtp.prune` (FastNAS) under a FLOPs constraint, with
+  widths in multiples of the same channel multiple, its FLOPs fraction bisected like Torch-Pruning's;
 - `slim`: the dense architecture with every channel group uniformly narrower (multiples of the same
   channel multiple), its keep ratio found by the same bisection, trained from scratch for the dense
   run's epochs plus the fine-tuning epochs;
 - `north-star`: HALP at the 0.5 budget fine-tuned for 10% of the dense model's training FLOPs.
 
-Not run (stated in the results): our knapsack with FLOPs as its cost (no FLOPs cost model in the
-library yet) and NVIDIA Model Optimizer's `mtp.prune` (installs here; its CPU run was not tried).
+Plateau checks: the dense model at 0.75 of its epochs, and HALP fine-tuned for 0.75 of the epochs,
+each against the full length (seed 0; within 0.3 points: plateaued).
 
 Finished runs (summary.json) are reused; a run folder holds everything its row needs, so the report
-is rebuilt from the run folders. Writes benchmarks/results/head_to_head[_quick].md, .json and .png.
+is rebuilt from the run folders. Writes benchmarks/results/head_to_head[_quick].md, .json and .png (`--tiny`: only into --results).
 """
 
 from __future__ import annotations
@@ -509,15 +518,16 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                      "train_flops_vs_dense_training": s["flops"]["train_total"] / dense_train_flops,
                      "aimed_ratio": matches[(arm, budget)]["ratio"],
                      "aimed_probe_ratio": matches[(arm, budget)]["probe_ms"] / dense_ms})
-    check = {r["arm"]: r["val_acc"] for r in rows if r["budget"] == check_budget and r["seed"] == 0}
-    finetune = check[FINETUNE_CHECK] - check["halp"]
+    check = {r["arm"]: r for r in rows if r["budget"] == check_budget and r["seed"] == 0}
+    finetune = check[FINETUNE_CHECK]["val_acc"] - check["halp"]["val_acc"]
     plateau = summary_of(plateau_out)["val_acc"] - dense["val_acc"]
     return {"model": model, "dense_val_acc": dense["val_acc"], "dense_ms": timed["dense"],
             "dense_train_flops": dense_train_flops, "dense_epochs": mode.dense_epochs, "round_to": round_to,
             "grid": {"align": meta.grid_align, "block": meta.grid_block, "step": meta.grid_step},
             "smallest_ratio": floors,
             "dense_plateau": {"difference": plateau, "plateaued": plateaued({"mean": plateau})},
-            "finetune_plateau": {"budget": check_budget, "difference": finetune, "plateaued": plateaued({"mean": finetune})},
+            "finetune_plateau": {"budget": check_budget, "difference": finetune, "plateaued": plateaued({"mean": finetune}),
+                                 "command": check[FINETUNE_CHECK]["command"]},
             "rows": [r for r in rows if r["arm"] != FINETUNE_CHECK]}
 
 
@@ -528,6 +538,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for model, budget, arm in keys:
         rs = {r["seed"]: r for r in rows if (r["model"], r["budget"], r["arm"]) == (model, budget, arm)}
         iee = {r["seed"]: r for r in rows if (r["model"], r["budget"], r["arm"]) == (model, budget, "iee")}
+        flops = {r["seed"]: r for r in rows if (r["model"], r["budget"], r["arm"]) == (model, budget, "halp-flops")}
+        both = sorted(set(rs) & set(flops))
         seeds = sorted(set(rs) & set(iee))
         accs = [r["val_acc"] for r in rs.values()]
         table.append({"model": model, "budget": budget, "arm": arm, "seeds": len(rs),
@@ -538,7 +550,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "train_flops_vs_dense_training": statistics.fmean(r["train_flops_vs_dense_training"]
                                                                         for r in rs.values()),
                       "vs_iee": None if arm == "iee" or not seeds else paired_difference(
-                          [rs[s]["val_acc"] for s in seeds], [iee[s]["val_acc"] for s in seeds])})
+                          [rs[s]["val_acc"] for s in seeds], [iee[s]["val_acc"] for s in seeds]),
+                      "lut_minus_flops": paired_difference([rs[s]["val_acc"] for s in both], [flops[s]["val_acc"] for s in both])
+                      if arm == "halp" and both else None})
     return table
 
 
@@ -567,8 +581,14 @@ def plot(record: dict[str, Any], path: Path) -> None:
 
 
 def answer(table: list[dict[str, Any]], dense_acc: dict[str, float]) -> list[str]:
-    """The plain-words answer: the most accurate arm at each budget, by how much, and the north star."""
+    """The plain-words answer: the most accurate arm at each budget and by how much (with its latency match), the
+    measured LUT against FLOPs as the knapsack's cost, and the north star."""
     lines = []
+
+    def at(t: dict[str, Any]) -> str:
+        match = "within" if t["within_match"] else "**outside**"
+        return f"{t['ratio']:.3f} x dense measured, {match} {100 * MATCH:g}% of the budget"
+
     for model in dense_acc:
         for budget in sorted({t["budget"] for t in table if t["model"] == model}, reverse=True):
             arms = [t for t in table if t["model"] == model and t["budget"] == budget and t["arm"] != NORTH_STAR]
@@ -576,7 +596,13 @@ def answer(table: list[dict[str, Any]], dense_acc: dict[str, float]) -> list[str
             second = max((t for t in arms if t is not best), key=lambda t: t["val_acc"], default=None)
             gap = "" if second is None else f", {100 * (best['val_acc'] - second['val_acc']):.2f} points above {second['arm']}"
             lines.append(f"- {model} at {budget:g} x dense: most accurate is **{best['arm']}** "
-                         f"({100 * best['val_acc']:.2f}%{gap}).")
+                         f"({100 * best['val_acc']:.2f}% at {at(best)}{gap}).")
+            by_arm = {t["arm"]: t for t in arms}
+            if {"halp", "halp-flops"} <= set(by_arm):
+                lut, flops = by_arm["halp"], by_arm["halp-flops"]
+                lines.append(f"  LUT vs FLOPs as HALP's cost: {100 * lut['val_acc']:.2f}% ({at(lut)}) vs "
+                             f"{100 * flops['val_acc']:.2f}% ({at(flops)}); LUT minus FLOPs, paired: "
+                             f"{format_difference(lut['lut_minus_flops'])} points.")
     stars = [t for t in table if t["arm"] == NORTH_STAR]
     for t in stars:
         lost = 100 * (dense_acc[t["model"]] - t["val_acc"])
@@ -585,6 +611,37 @@ def answer(table: list[dict[str, Any]], dense_acc: dict[str, float]) -> list[str
                      f"{100 * t['train_flops_vs_dense_training']:.1f}% of the dense training FLOPs: "
                      + ("**met**" if met else "**not met** (needs >= 2x, <= 0.5 points, <= 10%)") + ".")
     return lines
+
+
+STEP_SECONDS = {"resnet20": (0.81, 0.30), "mobilenet_v2": (1.18, 0.43)}
+"""One SGD step of 64 images at 32 px on one thread (s): measured on this 2-core machine at load average 5-6 (other
+jobs), and that scaled to one idle core (x 2 / 5.5)."""
+PRUNED_STEP = 0.42
+"""A pruned arm's step as a fraction of the dense one's: about its FLOPs at budgets 0.7, 0.5, 0.35 (0.6, 0.4, 0.25)."""
+
+
+def sizing() -> list[str]:
+    """The full mode's size and its time estimate (dense-step equivalents x measured step times, two runs at a time)."""
+    steps = 10 * FULL.train_per_class // FULL.batch_size
+    finetune = len(FULL.arms) - 1
+    dense = 1.75 * FULL.dense_epochs * steps
+    arms = 3 * FULL.seeds * (finetune * FULL.epochs + FULL.dense_epochs + FULL.epochs) * steps * PRUNED_STEP
+    extra = (0.75 * FULL.epochs + FULL.seeds * 0.1 * FULL.dense_epochs / PRUNED_STEP) * steps * PRUNED_STEP
+    per_model = dense + arms + extra
+    hours = {m: per_model * idle / 3600 for m, (_, idle) in STEP_SECONDS.items()}
+    return [f"{10 * FULL.train_per_class:,} training and {10 * FULL.val_per_class:,} validation images, batch "
+            f"{FULL.batch_size} ({steps} steps per epoch); dense {FULL.dense_epochs} epochs (+ 0.75 of it for the "
+            f"plateau check), fine-tuning {FULL.epochs} epochs, slim {FULL.dense_epochs + FULL.epochs} from scratch; "
+            f"{FULL.seeds} seeds x 3 budgets x {len(FULL.arms)} arms + {FULL.seeds} north-star runs + one fine-tuning "
+            f"plateau run per architecture, two runs at a time, one thread each; bisections of up to "
+            f"{FULL.bisect_steps} probes per arm and budget.",
+            f"Estimate: {per_model:,.0f} dense-step equivalents per architecture (pruned steps at {PRUNED_STEP} of a "
+            "dense one); a step measured " + ", ".join(f"{m} {busy} s at load 5-6 (about {idle} s on an idle core)"
+                                                        for m, (busy, idle) in STEP_SECONDS.items())
+            + f": {' + '.join(f'{h:.1f}' for h in hours.values())} core-hours, so about {sum(hours.values()) / 2:.1f} h on "
+            "2 idle cores, plus the bisections (about 300 probes per architecture, seconds each) and the mobilenet_v2 "
+            "LUT profile: about 3 h. On a machine shared with other jobs, several times that. Resumable: run the same "
+            "command again."]
 
 
 def markdown(record: dict[str, Any], png: str) -> str:
@@ -600,7 +657,12 @@ def markdown(record: dict[str, Any], png: str) -> str:
              f"{a['dense_ms']:.3f} ms measured, training {a['dense_train_flops']:.3g} FLOPs; grid align {a['grid']['align']} "
              f"below one block of {a['grid']['block']} (measured), Torch-Pruning round_to {a['round_to']}; plateau check "
              f"(0.75 D minus D, one seed): {100 * a['dense_plateau']['difference']:+.2f} points, "
-             + ("plateaued" if a["dense_plateau"]["plateaued"] else "**NOT plateaued**") for a in record["architectures"]]
+             + ("plateaued" if a["dense_plateau"]["plateaued"] else "**NOT plateaued**")
+             + f"; fine-tuning plateau check (HALP at {a['finetune_plateau']['budget']:g} x dense, 0.75 E minus E, seed 0): "
+             f"{100 * a['finetune_plateau']['difference']:+.2f} points, "
+             + ("plateaued" if a["finetune_plateau"]["plateaued"] else "**NOT plateaued**")
+             + f"; smallest ratio our knapsack accepts: {a['smallest_ratio']['latency']:.3f} of the LUT's dense latency, "
+             f"{a['smallest_ratio']['flops']:.3f} of the dense MACs" for a in record["architectures"]]
     lines = [
         f"# Head to head at equal measured latency ({record['mode']} mode)", "",
         *header_markdown(record["meta"], record["mode"] + (" (a pipeline check; not the benchmark)" if quick else "")),
@@ -616,18 +678,16 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "## The answer", "", *answer(record["table"], {a["model"]: a["dense_val_acc"] for a in record["architectures"]}), "",
         *table, "",
         f"![top-1 vs measured latency]({png})", "",
-        "Not run: our knapsack with FLOPs as its cost (the control; the library has no FLOPs cost model yet) and NVIDIA "
-        "Model Optimizer's `mtp.prune` (`pip install nvidia-modelopt` installs 0.47.0 here; its CPU run was not tried).",
-        "",
+        "How each arm meets the budget: Torch-Pruning, Model Optimizer and slim bisect their ratio on the measured "
+        "latency of the network they start fine-tuning from (pruning does not change during their fine-tuning). Our "
+        "knapsack arms (iee, halp, halp-flops, north-star) bisect their `--latency-ratio` on the measured latency of "
+        "the knapsack's one-shot structure; HALP and IEE then prune in steps while they train, so their final engines "
+        f"can miss the budget by more than {100 * MATCH:g}%. The 'within' column is the final engines' measured latency, "
+        "re-timed side by side, against the budget.", "",
         "Commands (from the repository root):", "", *[f"    {c}" for c in record["commands"]],
-        *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0], "",
-        "## Sizing of the full mode", "",
-        f"{10 * FULL.train_per_class:,} training images, {10 * FULL.val_per_class:,} validation images; dense "
-        f"{FULL.dense_epochs} epochs, fine-tuning {FULL.epochs} epochs ({FULL.epochs * 10 * FULL.train_per_class // 64} "
-        f"steps of 64), {FULL.seeds} seeds x 3 budgets x {len(FULL.arms)} arms + {FULL.seeds} north-star runs per "
-        "architecture, two at a time. Estimate (resnet20 ~0.2 s and mobilenet_v2 ~0.4 s per step on one core, measured "
-        "in earlier benchmarks for resnet20, estimated for mobilenet_v2): about 3 h of training for both architectures "
-        "plus the mobilenet_v2 LUT profile and the bisections (minutes each). Not yet run.", "",
+        *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0],
+        *[f"    {a['finetune_plateau']['command']}" for a in record["architectures"]], "",
+        "## Sizing of the full mode", "", *sizing(), "",
     ]
     return "\n".join(lines)
 

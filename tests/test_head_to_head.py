@@ -33,8 +33,9 @@ def test_tiny_mode_table_shape(tmp_path):
     assert sorted(cells) == sorted([(0.5, a) for a in TINY.arms] + [(0.5, NORTH_STAR)])
     for t in record["table"]:
         assert set(t) == {"model", "budget", "arm", "seeds", "val_acc", "val_acc_std", "measured_ms", "ratio",
-                          "within_match", "train_flops_vs_dense_training", "vs_iee"}
+                          "within_match", "train_flops_vs_dense_training", "vs_iee", "lut_minus_flops"}
         assert t["seeds"] == 1 and 0 < t["ratio"] < 1.2 and (t["vs_iee"] is None) == (t["arm"] == "iee")
+        assert (t["lut_minus_flops"] is None) == (t["arm"] != "halp")
         assert t["within_match"] == all(abs(r["ratio"] / r["budget"] - 1) <= MATCH for r in record["rows"]
                                         if (r["budget"], r["arm"]) == (t["budget"], t["arm"]))
     arch = record["architectures"][0]
