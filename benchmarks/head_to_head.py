@@ -53,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -83,6 +83,9 @@ from profiler.lut import read_meta
 from runtime.backends import BuildSpec, ModelSource, get_backend
 from runtime.export import export_onnx
 from runtime.timing import TimingConfig, measure
+
+if TYPE_CHECKING:
+    from iee_deploy.structured.space import ChannelSpace
 
 MATCH = 0.02
 """Every arm's measured latency must be within this fraction of the budget (re-timed side by side)."""
@@ -310,7 +313,7 @@ def match_ratio(net_of: Callable[[float], nn.Module | None], dense_onnx: Path, b
     return out
 
 
-def knapsack_space(model_name: str, checkpoint: Path, table: Path) -> tuple[nn.Module, Any]:
+def knapsack_space(model_name: str, checkpoint: Path, table: Path) -> tuple[nn.Module, ChannelSpace]:
     """The dense model and our channel space over it, costed by `table` (a measured LUT or its FLOPs table)."""
     from iee_deploy.models import build_model
     from iee_deploy.structured.budget import open_latency_model

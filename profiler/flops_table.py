@@ -21,8 +21,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from iee_deploy.io import write_text
 from profiler.layers import LayerSignature
-from profiler.lut import Lut, LutMeta, Row, RowWriter, load_lut, write_meta
+from profiler.lut import HEADER, Lut, LutMeta, Row, load_lut, row_line, write_meta
 
 COST = "multiply-accumulates in millions per image (computed, not measured); the 'ms' columns hold them"
 BACKEND = "macs"
@@ -61,12 +62,7 @@ def flops_table(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> 
     """Write the FLOPs cost table of the complete latency table `source` to `out` (.csv and .json); return `out`."""
     lut = load_lut(source)
     out = Path(out)
-    if out.exists():
-        out.unlink()
-    rows = flops_rows(lut)
-    with RowWriter(out) as writer:
-        for row in rows:
-            writer.append(row)
+    write_text(out, HEADER + "".join(row_line(row) for row in flops_rows(lut)))  # computed: one write, not a row each
     write_meta(out, flops_meta(lut.meta))
     return out
 

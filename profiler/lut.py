@@ -227,6 +227,11 @@ def read_rows(csv_path: str | os.PathLike[str], repair: bool = False) -> list[Ro
     return rows
 
 
+def row_line(row: Row) -> str:
+    """One CSV line of a LUT (6 significant digits per latency)."""
+    return f"{row.signature},{row.cin},{row.cout},{row.median_ms:.6g},{row.iqr_ms:.6g},{row.min_ms:.6g},{row.runs}\n"
+
+
 class RowWriter:
     """Appends rows to a LUT's CSV, each flushed and synced to disk before the next measurement."""
 
@@ -244,7 +249,7 @@ class RowWriter:
         os.fsync(self._file.fileno())
 
     def append(self, row: Row) -> None:
-        self._write(f"{row.signature},{row.cin},{row.cout},{row.median_ms:.6g},{row.iqr_ms:.6g},{row.min_ms:.6g},{row.runs}\n")
+        self._write(row_line(row))
 
     def close(self) -> None:
         self._file.close()
