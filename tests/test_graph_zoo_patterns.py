@@ -332,3 +332,25 @@ def test_in_place_write_keeps_the_channels_of_both_and_unbind_of_channels_pins()
     g = build_dependency_graph(InPlaceWriteAndUnbind(), image()[:1])
     assert [grp.id for grp in g.prunable_groups] == []  # b is written into; a is indexed and feeds d; d is unbound
     assert prunes_exactly(InPlaceWriteAndUnbind(), image()) == 0
+
+
+class MaxAndUnfold(nn.Module):
+    """VOLO's x.max(dim) (values, indices), an elementwise torch.max, and im2col (nn.Unfold, VOLO/TNT)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1), nn.Conv2d(3, 6, 3, padding=1)
+        self.unfold = nn.Unfold(2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.a(x)
+        peak = a.flatten(2).max(2, keepdim=True)[0].unsqueeze(-1)  # per channel: a stays prunable
+        y = self.b(torch.max(a, peak))
+        cols = self.unfold(self.c(x))  # (N, 6 * 4, L): c's channels are kept
+        return y.flatten(1).sum(1, keepdim=True) + cols.sum((1, 2)).unsqueeze(1)
+
+
+def test_max_over_space_prunes_and_im2col_keeps_its_channels():
+    g = build_dependency_graph(MaxAndUnfold(), image()[:1])
+    assert [grp.id for grp in g.prunable_groups] == ["a"]
+    assert prunes_exactly(MaxAndUnfold(), image()) == 1

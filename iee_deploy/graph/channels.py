@@ -575,6 +575,8 @@ class ChannelAnalysis:
         if not operands and not any(isinstance(a, (tuple, list)) and any(isinstance(e, Ids) for e in a) for a in args):
             return None  # size arithmetic and other non-tensor values
         category = node.category
+        if node.op in ("max", "min") and len(operands) > 1:  # torch.max(a, b): element-wise
+            category = "elementwise"
         if category == "pointwise":
             return operands[0]
         if category == "mixing":
@@ -617,6 +619,9 @@ class ChannelAnalysis:
                 dim = _arg(node, values, at_dim, "dim", None)
                 dims = list(dim) if isinstance(dim, (tuple, list)) else [dim]
                 keepdim = bool(_arg(node, values, at_keep, "keepdim", False))
+            if isinstance(value, tuple):  # x.max(dim): (values, indices), the same positions
+                out = self._reduce(operands[0], tuple(value[0].shape), dims, keepdim)
+                return (out, out)
             return self._reduce(operands[0], tuple(value.shape), dims, keepdim)
         assert category == "movement", category
         if node.op == "getitem" and _holds_ids(args[1:]):  # indexed by a tensor whose values are not traced

@@ -6,9 +6,12 @@ module, because guessing (Torch-Pruning treats unknown ops as element-wise) can 
 wrong channels. Users can declare their own functions with `register_op`.
 
 Categories:
-- ``conv`` / ``linear``: layers with weights; their output channels are new, their input channels are
-  consumed (a grouped or depthwise conv also ties each group's input channels to its output channels).
-- ``bn``: per-channel affine normalisation (BatchNorm); its gamma/beta give Taylor importance.
+- ``conv`` / ``linear``: layers with weights (nn.Conv*, nn.ConvTranspose*, nn.Linear); their output
+  channels are new, their input channels are consumed (a grouped or depthwise conv also ties each
+  group's input channels to its output channels). The functional forms called on such a layer's own
+  parameters (timm's Linear, StdConv2d) are that layer (`layer_calls.py`).
+- ``bn``: per-channel affine normalisation (BatchNorm, and F.batch_norm on a BatchNorm's own
+  parameters, as timm's BatchNormAct2d calls it); its gamma/beta give Taylor importance.
 - ``pointwise``: same shape out, channel c depends only on channel c (activations, dropout, copies).
 - ``elementwise``: several tensors broadcast together (add, mul): equal positions are coupled.
 - ``spatial``: per-channel ops that change the other dimensions (pooling, interpolation, padding).
@@ -69,6 +72,8 @@ _MODULES: dict[type[nn.Module], Category] = {
     nn.Flatten: "movement",
     nn.Softmax: "reduce", nn.LogSoftmax: "reduce",
     nn.LayerNorm: "norm", nn.GroupNorm: "norm",
+    # recurrent layers and im2col mix every input feature into every output: their channels are kept
+    **{cls: "mixing" for cls in (nn.LSTM, nn.GRU, nn.RNN, nn.Unfold, nn.Fold)},
     **{cls: "attention" for cls in ATTENTION_MODULES},
 }
 
@@ -138,10 +143,11 @@ _add("mixing", (torch.matmul, operator.matmul, torch.bmm, torch.einsum, F.scaled
      ("matmul", "bmm", "__matmul__"))
 # an in-place write x[index] = y: later reads of x do not see it, so the channels of both are kept
 _add("mixing", (operator.setitem,), ("__setitem__",))
+_add("mixing", (F.unfold, F.fold))
 _add("reduce",
      (torch.mean, torch.sum, torch.amax, torch.amin, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
-      torch.var, torch.std, torch.norm, torch.linalg.vector_norm, torch.logsumexp),
-     ("mean", "sum", "amax", "amin", "softmax", "log_softmax", "var", "std", "norm", "logsumexp"))
+      torch.var, torch.std, torch.norm, torch.linalg.vector_norm, torch.logsumexp, torch.max, torch.min),
+     ("mean", "sum", "amax", "amin", "softmax", "log_softmax", "var", "std", "norm", "logsumexp", "max", "min"))
 _add("meta", (getattr, len, operator.floordiv, operator.mod, torch._assert),
      ("size", "dim", "numel", "__len__", "__format__", "__bool__"))
 
