@@ -241,6 +241,10 @@ def test_empty_or_corrupt_engine_files_are_one_line_errors(run, engine_dir, tmp_
                       "run build-engine again")
     (broken / "pruned.onnx").write_bytes((engine_dir / "pruned.onnx").read_bytes())
     (broken / "pruned.ort.onnx").write_bytes(b"not a model")
+    assert_user_error(run_cli("validate", "--engine", str(broken), *FAST_CLI), "pruned.ort.onnx' is not the one "
+                      "build-engine wrote")
+    report = json.loads((broken / "engine.json").read_text())  # a folder from before digests were recorded
+    (broken / "engine.json").write_text(json.dumps({**report, "pruned": {**report["pruned"], "sha256": {}}}))
     assert_user_error(run_cli("validate", "--engine", str(broken), *FAST_CLI), "ONNX Runtime cannot load")
 
 
