@@ -79,3 +79,17 @@ def test_reduction_shapes_equal_torch():
     assert _reduce_shape((x, 4), {}) is None  # out of range
     assert _reduce_shape((x.long(), 1), {}) is None  # an integer sum widens its dtype: left to torch
     assert _reduce_shape((x,), {}) is None  # every dim: left to torch
+
+
+def test_casts_and_comparisons_keep_their_own_dtype_in_the_trace():
+    """The shape shortcut of per-element ops must not give a cast or a comparison its input's dtype."""
+    import operator
+
+    from iee_deploy.graph.trace import _call_value
+
+    x = torch.empty(2, 3, device="meta")
+    assert _call_value("pointwise", torch.Tensor.bool, (x,), {}).dtype == torch.bool
+    assert _call_value("pointwise", torch.Tensor.half, (x,), {}).dtype == torch.float16
+    assert _call_value("pointwise", torch.Tensor.to, (x, torch.int64), {}).dtype == torch.int64
+    assert _call_value("elementwise", operator.lt, (x, x), {}).dtype == torch.bool
+    assert _call_value("elementwise", operator.add, (x, x), {}).dtype == torch.float32

@@ -295,6 +295,17 @@ def _reduce_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, .
     return tuple(1 if d in reduced else n for d, n in enumerate(x.shape) if keepdim or d not in reduced)
 
 
+_NEW_DTYPE = frozenset({"to", "type", "type_as", "half", "float", "double", "bfloat16", "bool", "long", "int", "short",
+                        "byte", "char", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not",
+                        "logical_xor", "isnan", "isinf", "isfinite", "signbit", "where"})
+"""Per-element ops whose result has another dtype than their first input (casts, comparisons, predicates)."""
+
+
+def _keeps_dtype(fn: Callable[..., Any]) -> bool:
+    """Whether the shape shortcut may give `fn`'s result its first input's dtype (else torch computes it)."""
+    return getattr(fn, "__name__", "").strip("_") not in _NEW_DTYPE
+
+
 def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """The meta result of a call; shape-preserving, broadcasting, concatenating, reducing and attention ops
     skip torch's (slow) meta kernels."""
@@ -311,7 +322,7 @@ def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...
         if shape is not None:
             return args[0].new_empty(shape)
     tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-    if tensors and category in ("pointwise", "elementwise"):  # fresh (contiguous) meta tensors, as in eager
+    if tensors and category in ("pointwise", "elementwise") and _keeps_dtype(fn):  # fresh meta tensors, as in eager
         shapes = [t.shape for t in tensors]
         same = all(s == shapes[0] for s in shapes)
         return tensors[0].new_empty(shapes[0] if same else torch.broadcast_shapes(*shapes))
