@@ -38,7 +38,8 @@ from profiler.targets import load_target
 from runtime.backends import PRECISIONS, Backend, BuildSpec, ModelSource, Session, canonical_name, get_backend
 from runtime.export import export_onnx
 from runtime.machine import cap_threads, machine_info, usable_cores
-from runtime.timing import Timing, TimingConfig, describe, measure
+from runtime.progress import progress as progress_bar
+from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
 
 ENGINE_REPORT = "engine.json"
 VALIDATION_REPORT = "validation.json"
@@ -231,7 +232,8 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     log(f"timing dense and pruned side by side on {spec.threads} thread(s) (>= {timing.min_iterations} iterations and "
         f">= {timing.min_seconds} s each; latency = {describe(statistic)})")
     x = timing_input(spec)
-    timings = measure({name: sessions[name].runner(x) for name in MODELS}, spec.batch, timing)
+    with progress_bar(total=rounds_of(timing) * len(MODELS), desc="build-engine: timing", unit="share") as bar:
+        timings = measure({name: sessions[name].runner(x) for name in MODELS}, spec.batch, timing, step_done=bar.update)
     results = {name: ModelResult(parameter_count(modules[name]), *files[name], timings[name],
                                  nonzero_count(modules[name]), timings[name].value(statistic), digests[name])
                for name in MODELS}
