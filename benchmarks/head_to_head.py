@@ -102,6 +102,10 @@ NORTH_STAR_BUDGET = 0.5
 NORTH_STAR_COST = 0.10  # of the dense model's training FLOPs
 FINETUNE_CHECK = "halp-0.75E"
 """HALP fine-tuned for 0.75 of the epochs, seed 0: within PLATEAU_POINTS of HALP at E, the fine-tuning has plateaued."""
+OURS = (*KNAPSACK_ARMS, NORTH_STAR, FINETUNE_CHECK)
+"""Arms trained by `iee-deploy train` (their engine is exported from the run folder)."""
+DIVERGED = "diverged.txt"
+"""Written into an external arm's run folder when its fine-tuning diverged (NaN loss): the row reports it."""
 
 
 @dataclass(frozen=True)
@@ -372,8 +376,8 @@ def run_external(spec: dict[str, Any], mode: Mode) -> str:
     """Train (or reuse) one external arm's run through a worker process (or in this one); return its command."""
     out = ROOT / spec["out"]
     cmd = ["python", "-m", "benchmarks.head_to_head", "--worker", str(out) + ".spec.json"]
-    if not (finished(out) and (out / "engine.onnx").is_file()):
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if not ((finished(out) and (out / "engine.onnx").is_file()) or (out / DIVERGED).is_file()):
+        out.mkdir(parents=True, exist_ok=True)
         Path(cmd[-1]).write_text(json.dumps(spec))
         if mode.in_process:
             finetune_worker(Path(cmd[-1]))
@@ -382,7 +386,10 @@ def run_external(spec: dict[str, Any], mode: Mode) -> str:
             done = subprocess.run([sys.executable, *cmd[1:]], env=single_thread_env(), cwd=ROOT, stdout=log,
                                   stderr=subprocess.STDOUT)
         if done.returncode:
-            raise SystemExit(f"run failed ({done.returncode}): {shown_command(cmd)}\nsee {out}.log")
+            last = Path(str(out) + ".log").read_text().strip().splitlines()[-1]
+            if "training diverged" not in last:
+                raise SystemExit(f"run failed ({done.returncode}): {shown_command(cmd)}\nsee {out}.log")
+            (out / DIVERGED).write_text(last + "\n")  # a result of the arm at these settings: reported, never retried
     return shown_command(cmd)
 
 
@@ -413,6 +420,11 @@ def external_run(spec: dict[str, Any], mode: Mode) -> Callable[[], str]:
 # --- one architecture ----------------------------------------------------------------------------
 def summary_of(out: Path) -> dict[str, Any]:
     return dict(json.loads((out / "summary.json").read_text()))
+
+
+def diverged(out: Path) -> str | None:
+    """The error line of a run whose training diverged (its loss became NaN), else None."""
+    return (out / DIVERGED).read_text().strip() if (out / DIVERGED).is_file() else None
 
 
 def our_engine(out: Path) -> Path:
@@ -506,15 +518,18 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         shown += run_parallel(lambda r: r[4](), runs[first:], jobs, f"{model}: north star")
     engines = {"dense": dense_onnx}
     for arm, budget, seed, out, _ in runs:
-        engines[f"{arm}|{budget}|{seed}"] = out / "engine.onnx" if arm in TP_ARMS or arm == "slim" else our_engine(out)
+        if not diverged(out):
+            engines[f"{arm}|{budget}|{seed}"] = our_engine(out) if arm in OURS else out / "engine.onnx"
     timed = time_side_by_side(engines, mode.report_seconds)
     dense_train_flops = dense["flops"]["train_total"]
     rows = []
     for (arm, budget, seed, out, _), shown_cmd in zip(runs, shown):
-        s = summary_of(out)
-        ms = timed[f"{arm}|{budget}|{seed}"]
+        failed = diverged(out)
+        s: dict[str, Any] = summary_of(out) if not failed else {"val_acc": math.nan, "epochs": math.nan,
+                                                 "flops": {"train_total": math.nan}}
+        ms = timed.get(f"{arm}|{budget}|{seed}", math.nan)
         rows.append({"model": model, "arm": arm, "budget": budget, "seed": seed, "folder": str(out), "command": shown_cmd,
-                     "val_acc": s["val_acc"], "epochs": s["epochs"], "measured_ms": ms,
+                     "diverged": failed, "val_acc": s["val_acc"], "epochs": s["epochs"], "measured_ms": ms,
                      "budget_ms": budget * timed["dense"], "ratio": ms / timed["dense"],
                      "within_match": abs(ms / (budget * timed["dense"]) - 1) <= MATCH,
                      "train_flops": s["flops"]["train_total"],
@@ -594,7 +609,8 @@ def answer(table: list[dict[str, Any]], dense_acc: dict[str, float]) -> list[str
 
     for model in dense_acc:
         for budget in sorted({t["budget"] for t in table if t["model"] == model}, reverse=True):
-            arms = [t for t in table if t["model"] == model and t["budget"] == budget and t["arm"] != NORTH_STAR]
+            arms = [t for t in table if t["model"] == model and t["budget"] == budget and t["arm"] != NORTH_STAR
+                    and math.isfinite(t["val_acc"])]  # an arm whose fine-tuning diverged is named in the table
             best = max(arms, key=lambda t: t["val_acc"])
             second = max((t for t in arms if t is not best), key=lambda t: t["val_acc"], default=None)
             gap = "" if second is None else f", {100 * (best['val_acc'] - second['val_acc']):.2f} points above {second['arm']}"
@@ -654,7 +670,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
         ["model", "budget", "arm", "seeds", "measured / dense", "speed-up", f"within {100 * MATCH:g}%",
          "top-1 (mean +- std)", "top-1 - IEE (paired, 95% CI)", "train FLOPs / dense training"],
         [[t["model"], f"{t['budget']:g}", t["arm"], t["seeds"], f"{t['ratio']:.3f}", f"{1 / t['ratio']:.2f}x",
-          "yes" if t["within_match"] else "no", f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}",
+          "yes" if t["within_match"] else "no", f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}" if math.isfinite(t["val_acc"]) else
+          "diverged (NaN loss)",
           diff(t["vs_iee"]), f"{t['train_flops_vs_dense_training']:.3f}"] for t in record["table"]])
     archs = [f"- {a['model']}: dense top-1 {100 * a['dense_val_acc']:.2f}% after {a['dense_epochs']} epochs, "
              f"{a['dense_ms']:.3f} ms measured, training {a['dense_train_flops']:.3g} FLOPs; grid align {a['grid']['align']} "
