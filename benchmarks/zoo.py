@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import fcntl
 import gc
 import json
 import re
@@ -48,7 +50,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -388,6 +390,9 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="Keep the rows of the zoo.json in --out (same --resolution); measure the rest.")
     parser.add_argument("--redo", default="", help="With --resume: comma-separated models to measure again.")
+    parser.add_argument("--shard", default="1/1",
+                        help="K/N: measure only every N-th planned model from the K-th (run N processes, one per core, "
+                             "with --resume; each merges its rows into zoo.json under a lock).")
     parser.add_argument("--select", action="store_true",
                         help="Only (re)select the timm models (every timm model built on the meta device: minutes) "
                              "and store the selection in zoo.json, keeping its rows.")
@@ -416,14 +421,42 @@ def main() -> None:
     rows = [r for r in earlier.get("rows", []) if r["model"] not in redo] if (
         args.resume and earlier.get("sweep_resolution") == args.resolution) else []
     done = {r["model"] for r in rows}
+    shard, shards = parse_shard(args.shard)
     print(f"{'model':58s} {'px':>4s} {'ours ms':>8s} {'TP ms':>8s} {'exact':>5s} {'onnx':>4s} {'TP':>4s}", flush=True)
-    for entry in [e for e in planned if e.name not in done]:
-        row = sweep_one(entry, args.resolution, args.repeats, args.limit)
-        rows.append({**row, "commit": meta["commit"]})
+    if not args.resume:  # a fresh sweep starts from no rows
+        write_json(out / "zoo.json", {**meta, "timm_selection": selection, "rows": []})
+    for entry in [e for e in planned if e.name not in done][shard - 1::shards]:
+        row = {**sweep_one(entry, args.resolution, args.repeats, args.limit), "commit": meta["commit"]}
         print(progress_line(row), flush=True)
-        write_json(out / "zoo.json", {**meta, "timm_selection": selection, "rows": rows})
-        write_text(out / "zoo.md", markdown(meta, rows, len(done | {e.name for e in planned})))
+        with merge_lock(out / "zoo.json.lock"):  # another shard may have added rows since
+            current = json.loads((out / "zoo.json").read_text()).get("rows", []) if (out / "zoo.json").is_file() else []
+            merged = [r for r in current if r["model"] != row["model"]] + [row]
+            write_json(out / "zoo.json", {**meta, "timm_selection": selection, "rows": merged})
+            write_text(out / "zoo.md", markdown(meta, merged, len({r["model"] for r in merged} | {e.name for e in planned})))
     print(f"wrote {out / 'zoo.md'} and {out / 'zoo.json'}")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 1 <= K <= N."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"error: --shard '{text}' is not K/N; e.g. 1/2") from None
+    if not 1 <= k <= n:
+        raise SystemExit(f"error: --shard {text} needs 1 <= K <= N")
+    return k, n
+
+
+@contextlib.contextmanager
+def merge_lock(path: Path) -> Iterator[None]:
+    """Wait for, then hold, the lock that serialises shards' read-merge-write of zoo.json."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,17 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def free_memory_bytes() -> int | None:
+    """Memory the OS can still give this process (MemAvailable), or None where it does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def cap_threads(requested: int, cores: int) -> tuple[int, str | None]:
     """(threads to use, a warning or None): 0 means every core; more threads than cores only oversubscribe
     them (a thousand threads on two cores hang for minutes), so they are capped to the cores."""

@@ -75,6 +75,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "lut-zero-latency.json").write_text(json.dumps(meta))
     (root / "garbage.yaml").write_bytes(bytes(range(256)) * 4)
     (root / "list.yaml").write_text("- cpu\n- gpu\n")
+    (root / "big-run").mkdir()
+    (root / "big-run" / "run.json").write_text(json.dumps({"model": "resnet20", "num_classes": 10, "resolution": 1024,
+                                                           "dataset": "digits", "finished": True}))
     (root / "torn-config-run").mkdir()
     (root / "torn-config-run" / "checkpoint.pt").write_bytes(b"")
     (root / "torn-config-run" / "config.json").write_text('{"model": "resn')
@@ -207,6 +210,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("resume-nothing", ["train", "--resume", "--out", "{tmp}"], "nothing to resume"),
     ("resume-half-run", ["train", "--resume", "--out", "{half-run}"], "nothing to resume"),
     ("resume-torn-config", ["train", "--resume", "--out", "{torn-config-run}"], "config.json' is corrupt"),
+    ("build-engine-batch-too-large", ["build-engine", "--run", "{big-run}", "--batch", "100000", "--out", "{tmp}/engine"],
+     "use a --batch of at most"),
     ("build-engine-torn-run-json", ["build-engine", "--run", "{torn-run-json}", "--out", "{tmp}/engine"],
      "run.json' is corrupt"),
     ("build-engine-run-json-a-list", ["build-engine", "--run", "{list-run-json}", "--out", "{tmp}/engine"],

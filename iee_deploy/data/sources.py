@@ -16,6 +16,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from iee_deploy.errors import UserError
+from runtime.machine import free_memory_bytes
 
 if TYPE_CHECKING:
     from iee_deploy.data import DataBundle
@@ -64,17 +65,6 @@ class TensorImageDataset(Dataset):
 
 SizedDataset: TypeAlias = TensorImageDataset | Subset | ImageFolder
 """The map-style datasets with a length that the loaders return."""
-
-
-def free_memory_bytes() -> int | None:
-    """Memory the OS can still give this process (MemAvailable), or None where it does not say."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def in_memory_bytes(count: int, resolution: int) -> int:

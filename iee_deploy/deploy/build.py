@@ -37,7 +37,7 @@ from profiler.lut import read_meta
 from profiler.targets import load_target
 from runtime.backends import PRECISIONS, Backend, BuildSpec, ModelSource, Session, canonical_name, get_backend
 from runtime.export import export_onnx
-from runtime.machine import cap_threads, machine_info, usable_cores
+from runtime.machine import cap_threads, free_memory_bytes, machine_info, usable_cores
 from runtime.progress import progress as progress_bar
 from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
 
@@ -164,6 +164,13 @@ def build_spec(info: RunInfo, backend: str, batch: int, precision: str | None, t
     precision = precision or chosen.default_precision(device)
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'", f"choose one of: {', '.join(PRECISIONS)}")
+    free = free_memory_bytes()
+    batch_bytes = batch * 3 * info.resolution ** 2 * 4
+    if free is not None and batch_bytes > 0.25 * free:
+        largest = max(1, int(0.25 * free) // (3 * info.resolution ** 2 * 4))
+        raise UserError(f"a batch of {batch} images at {info.resolution} px is {batch_bytes / 2**30:.1f} GiB of input alone, "
+                        f"more than a quarter of the {free / 2**30:.1f} GiB free (activations need several times more)",
+                        f"use a `batch` of at most {largest}", fields=("batch",))
     if threads is not None and threads < 0:
         raise UserError(f"the CPU thread count (threads) must be 0 (every core) or more, got {threads}",
                         "give a number of CPU threads")
