@@ -95,9 +95,12 @@ SLOW_MS, SMALL_PARAMS_M = 1000.0, 50.0
 
 SMALL_VIT = "hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768"
 """ViT-Tiny's width with 4 of its 12 layers: the transformers defaults are ViT-Base (86M parameters)."""
+SMALL_DINO = "hidden_size=192, num_hidden_layers=4, num_attention_heads=3, mlp_ratio=4"
+"""The same for DINOv2, whose config sets the MLP width as a ratio."""
 HF_MODELS = [
     *(f"hf:{c}({SMALL_VIT})" for c in ("ViTConfig", "DeiTConfig", "BeitConfig", "Data2VecVisionConfig",
-                                        "ViTMSNConfig", "IJepaConfig", "Dinov2Config", "Dinov2WithRegistersConfig")),
+                                        "ViTMSNConfig", "IJepaConfig")),
+    *(f"hf:{c}({SMALL_DINO})" for c in ("Dinov2Config", "Dinov2WithRegistersConfig")),
     "hf:EfficientNetConfig(width_coefficient=1.0, depth_coefficient=1.0)",  # B0; the default is B7
     *(f"hf:{c}" for c in ("SwinConfig", "Swinv2Config", "DonutSwinConfig", "ConvNextConfig", "ConvNextV2Config",
                           "ResNetConfig", "RegNetConfig", "MobileNetV1Config", "MobileNetV2Config", "MobileViTConfig",
@@ -292,6 +295,8 @@ def normalised(line: str) -> str:
 
 def summary(rows: list[dict[str, Any]]) -> list[str]:
     """The summary lines: exactness, ONNX parity, raw tracebacks, speed, what stays unpruned and why."""
+    unbuilt = [r for r in rows if r["ours"].get("error", "").startswith("build: ")]
+    rows = [r for r in rows if r not in unbuilt]  # the sweep covers the models that build offline
     n = len(rows)
     exact = [r for r in rows if r["ours"]["handled"]]
     onnx = [r for r in exact if r["ours"].get("onnx", {}).get("ok")]
@@ -304,6 +309,8 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     lowest = sorted(exact, key=lambda r: r["ours"]["prunable_share"])[:8]
     pct = lambda k: f"{100 * k / n:.0f}%" if n else "-"  # noqa: E731
     lines = [
+        f"- Models that do not build offline on their own (left out of every count below): {len(unbuilt)}"
+        + (f": {', '.join(r['model'] for r in unbuilt)} (each row says why)" if unbuilt else "") + ".",
         f"- Exact (ours): **{len(exact)}/{n}** ({pct(len(exact))}). Torch-Pruning handled (its weaker check): "
         f"{sum(bool(r['torch_pruning']['handled']) for r in rows)}/{n}.",
         f"- ONNX parity of the pruned model (within {ONNX_TOL:g}): **{len(onnx)}/{len(exact)}** of the exact ones.",

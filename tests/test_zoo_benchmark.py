@@ -57,5 +57,6 @@ def test_one_model_row_and_summary(one_thread):
     bad = sweep_one(Entry("broken", "hand-made", broken, fixed_size=16), 64, repeats=1, limit=60)
     assert bad["ours"] == {"handled": False, "error": "build: ValueError: no such layer", "user_error": False}
     lines = "\n".join(summary([row, bad]))
-    assert "Exact (ours): **1/2** (50%)" in lines and "**1/1** of the exact ones" in lines
-    assert "No raw traceback (exact, wrong outputs, or refused with a one-line UserError): **1/2**; raw: broken." in lines
+    assert "do not build offline on their own (left out of every count below): 1: broken (each row says why)" in lines
+    assert "Exact (ours): **1/1** (100%)" in lines and "**1/1** of the exact ones" in lines
+    assert "No raw traceback (exact, wrong outputs, or refused with a one-line UserError): **1/1**." in lines
