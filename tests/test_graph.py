@@ -37,7 +37,8 @@ def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
         for m in model.modules():
             if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
+                if m.bias is not None:  # LayerNorm(bias=False)
+                    m.bias.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
             if isinstance(m, nn.modules.batchnorm._NormBase):
                 n = m.num_features
                 m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
