@@ -174,3 +174,11 @@ def test_resume_names_each_changed_setting_with_both_values():
     stored = {"epochs": 1.0, "lr": 0.1, "sparsity": {"method": "static", "sparsity": 0.9}}
     wanted = {"epochs": 2.0, "lr": 0.1, "sparsity": {"method": "rigl", "sparsity": 0.9}}
     assert config_differences(stored, wanted) == ["`epochs` 1.0, not 2.0", "`method` 'static', not 'rigl'"]
+
+
+def test_nm_shortfall_warns_with_the_achieved_figure():
+    from iee_deploy.train.trainer import nm_shortfall
+
+    assert nm_shortfall("2:4", 0.5) is None
+    assert nm_shortfall("1:16", 0.936) == ("warning: some layers cannot hold 1:16 (their input width is not a multiple "
+                                           "of 16) and stay dense: the network is 93.60% sparse, not 93.75%")

@@ -144,6 +144,16 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
     return [f"`{k}` {a.get(k)!r}, not {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def nm_shortfall(nm: str, achieved: float) -> str | None:
+    """A warning when layers that cannot hold the N:M pattern stay dense, so the run is less sparse than N:M says."""
+    n, m = (int(v) for v in nm.split(":"))
+    nominal = 1 - n / m
+    if achieved >= nominal - 1e-4:
+        return None
+    return (f"warning: some layers cannot hold {nm} (their input width is not a multiple of {m}) and stay dense: "
+            f"the network is {100 * achieved:.2f}% sparse, not {100 * nominal:.2f}%")
+
+
 def check_loss(loss: float, step: int, total: int, lr: float) -> None:
     """A NaN or inf loss means the run diverged: stop it instead of training on, and reporting, garbage."""
     if not math.isfinite(loss):
@@ -286,6 +296,10 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(cosine_lr_factor, total=total, warmup=warmup))
         sparsifier = Sparsifier(model, optimizer, total, cfg.sparsity, seed=cfg.seed, resolution=bundle.resolution,
                                 dist=dist)
+        if cfg.sparsity.nm and dist.is_main:
+            warning = nm_shortfall(cfg.sparsity.nm, overall_sparsity(sparsifier.method.state))
+            if warning:
+                write_line(warning)
         info = RunInfo(model=cfg.model, num_classes=num_classes, resolution=bundle.resolution, dataset=cfg.dataset,
                        data_dir=cfg.data_dir, method=cfg.sparsity.method, kind=cfg.sparsity.kind,
                        **sparsifier.method.run_facts())
