@@ -334,6 +334,18 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def runs_note(rows: list[dict[str, Any]]) -> list[str]:
+    """A line naming the commits whose runs measured the rows, when there is more than one (`--resume`, `--shard`).
+
+    "+dirty" there is the sweep's own zoo.json, which every run rewrites while it measures."""
+    runs = collections.Counter(r.get("commit", "?") for r in rows)
+    if len(runs) < 2:
+        return []
+    return ["- Rows come from more than one run (`--resume`, `--shard`, `--redo` with the options above): "
+            + ", ".join(f"{c}: {n} rows" for c, n in runs.items())
+            + "; the header's command and commit are the latest run's."]
+
+
 def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], planned: int) -> str:
     def yes(value: bool | None, why: str | None = None) -> str:
         return "yes" if value else f"**no**{f' ({why})' if why else ''}"
@@ -371,6 +383,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], planned: int) -> 
         f"{meta['torch_threads']} thread. TP handled: its random 30% pruning (class outputs or YOLO head ignored) "
         f"runs and keeps the output shapes; it runs with its defaults (its own YOLOv8 example rewrites C2f's "
         f"split, and its ViT examples pass `num_heads`, by hand). Each step has {meta['limit']} s per model.",
+        *runs_note(rows),
         "", "## Summary", "", *summary(rows), "",
         f"## Models ({len(rows)} of {planned})", "",
         *([f"The sweep stopped after {len(rows)} of {planned} models; rerun the command with `--resume`.", ""]
