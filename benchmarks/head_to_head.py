@@ -611,11 +611,16 @@ def answer(table: list[dict[str, Any]], dense_acc: dict[str, float]) -> list[str
         for budget in sorted({t["budget"] for t in table if t["model"] == model}, reverse=True):
             arms = [t for t in table if t["model"] == model and t["budget"] == budget and t["arm"] != NORTH_STAR
                     and math.isfinite(t["val_acc"])]  # an arm whose fine-tuning diverged is named in the table
-            best = max(arms, key=lambda t: t["val_acc"])
-            second = max((t for t in arms if t is not best), key=lambda t: t["val_acc"], default=None)
+            meets = [t for t in arms if t["ratio"] <= budget * (1 + MATCH)]  # slower than the budget: no answer
+            pool = meets or arms
+            best = max(pool, key=lambda t: t["val_acc"])
+            second = max((t for t in pool if t is not best), key=lambda t: t["val_acc"], default=None)
             gap = "" if second is None else f", {100 * (best['val_acc'] - second['val_acc']):.2f} points above {second['arm']}"
-            lines.append(f"- {model} at {budget:g} x dense: most accurate is **{best['arm']}** "
-                         f"({100 * best['val_acc']:.2f}% at {at(best)}{gap}).")
+            missed = sorted(t["arm"] for t in arms if t not in meets)
+            lines.append(f"- {model} at {budget:g} x dense: "
+                         + ("most accurate of the arms that meet the budget" if meets else "no arm meets the budget; "
+                            "most accurate") + f" is **{best['arm']}** ({100 * best['val_acc']:.2f}% at {at(best)}{gap})"
+                         + (f"; slower than the budget: {', '.join(missed)}" if meets and missed else "") + ".")
             by_arm = {t["arm"]: t for t in arms}
             if {"halp", "halp-flops"} <= set(by_arm):
                 lut, flops = by_arm["halp"], by_arm["halp-flops"]
