@@ -328,8 +328,9 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         "- No exact model yet.",
         "- Within an exact model, channels are kept when they reach the model's input or outputs, or are pinned by "
         "a literal size, a channel-mixing op or a norm over them (see the graph's documentation).",
-        "- Models the graph refuses or gets wrong, by reason (names and numbers elided):", "",
-        *markdown_table(["models", "reason"], [[c, f"`{k}`"] for k, c in refusals.most_common()]),
+        *(["- Models the graph refuses or gets wrong, by reason (names and numbers elided):", "",
+           *markdown_table(["models", "reason"], [[c, f"`{k}`"] for k, c in refusals.most_common()])] if refusals
+          else ["- The graph refuses no model that builds, and gets none wrong."]),
     ]
     return lines
 
@@ -375,7 +376,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]], planned: int) -> 
         "- Exact: a random 30% of every prunable group removed, the pruned outputs equal the masked original "
         "within 1e-4 max relative error (every output tensor). Otherwise the reason's first line; one that is not "
         "a one-line UserError counts as a raw traceback.",
-        f"- ONNX parity: the pruned model exported with the project's exporter (opset 17) and run in ONNX Runtime "
+        f"- ONNX parity: the pruned model exported with the project's exporter (`runtime.export`: TorchScript at opset 17, "
+        f"or the torch.export-based exporter at opset 18 where that fails) and run in ONNX Runtime "
         f"(CPU, 1 thread): max |onnx - torch| / max |torch| of the first output <= {ONNX_TOL:g}.",
         "- Prunable share: 1 - g.param_count({every prunable group: 0 units}) / g.param_count(): the parameters "
         "that belong to at least one prunable group.",
