@@ -32,7 +32,7 @@ from iee_deploy.graph.attention import (
 )
 from iee_deploy.graph.channels import Coupling, analyse, internal_error
 from iee_deploy.graph.layer_calls import resolve_layer_calls, row_parameters
-from iee_deploy.graph.trace import Ref, Trace, paused_gc, trace_model
+from iee_deploy.graph.trace import Ref, Trace, paused_gc, ref_indices, trace_model
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,22 +227,11 @@ def _nx_graph(trace: Trace) -> nx.DiGraph:
     graph = nx.DiGraph()
     names = [n.name for n in trace.nodes]
 
-    def refs(obj: Any) -> list[int]:
-        if isinstance(obj, Ref):
-            return [obj.index]
-        if isinstance(obj, (tuple, list)):
-            return [i for o in obj for i in refs(o)]
-        if isinstance(obj, dict):
-            return [i for o in obj.values() for i in refs(o)]
-        if isinstance(obj, slice):
-            return refs([obj.start, obj.stop, obj.step])
-        return []
-
     for node in trace.nodes:
         shape = tuple(node.value.shape) if isinstance(node.value, torch.Tensor) else None
         graph.add_node(node.name, kind=node.kind, op=node.op, category=node.category, target=node.target,
                        where=node.where, shape=shape)
-        for i in refs((node.args, node.kwargs)):
+        for i in ref_indices((node.args, node.kwargs)):
             graph.add_edge(names[i], node.name)
     return graph
 

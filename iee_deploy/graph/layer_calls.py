@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iee_deploy.graph.ops import Category
-from iee_deploy.graph.trace import Node, Ref, Trace
+from iee_deploy.graph.trace import Node, Ref, Trace, ref_indices
 
 _LAYERS: dict[Any, tuple[type[nn.Module], int, str]] = {
     F.conv1d: (nn.Conv1d, 1, "weight"), F.conv2d: (nn.Conv2d, 1, "weight"), F.conv3d: (nn.Conv3d, 1, "weight"),
@@ -52,16 +52,6 @@ def row_parameters(module: nn.Module) -> list[str]:
             if name != "weight" and p.dim() >= 1 and p.shape[0] == rows]
 
 
-def _refs(arg: Any) -> list[int]:
-    if isinstance(arg, Ref):
-        return [arg.index]
-    if isinstance(arg, (tuple, list)):
-        return [i for a in arg for i in _refs(a)]
-    if isinstance(arg, dict):
-        return [i for a in arg.values() for i in _refs(a)]
-    if isinstance(arg, slice):
-        return _refs([arg.start, arg.stop, arg.step])
-    return []
 
 
 def _arg(node: Node, position: int, name: str) -> Any:
@@ -141,7 +131,7 @@ def _constant(trace: Trace) -> list[bool]:
         if node.kind == "input":
             constant.append(False)
         else:
-            constant.append(all(constant[i] for i in _refs((node.args, node.kwargs))))
+            constant.append(all(constant[i] for i in ref_indices((node.args, node.kwargs))))
     return constant
 
 
@@ -197,7 +187,7 @@ def _ancestors(trace: Trace, index: int) -> set[int]:
         i = stack.pop()
         if i not in seen:
             seen.add(i)
-            stack.extend(_refs((trace.nodes[i].args, trace.nodes[i].kwargs)))
+            stack.extend(ref_indices((trace.nodes[i].args, trace.nodes[i].kwargs)))
     return seen
 
 

@@ -129,6 +129,19 @@ class Ref:
     index: int
 
 
+def ref_indices(arg: Any) -> list[int]:
+    """The node indices an argument refers to, through tuples, lists, dicts and slices."""
+    if isinstance(arg, Ref):
+        return [arg.index]
+    if isinstance(arg, (tuple, list)):
+        return [i for a in arg for i in ref_indices(a)]
+    if isinstance(arg, dict):
+        return [i for a in arg.values() for i in ref_indices(a)]
+    if isinstance(arg, slice):
+        return ref_indices([arg.start, arg.stop, arg.step])
+    return []
+
+
 @dataclass
 class Node:
     """One traced operation.
