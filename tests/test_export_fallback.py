@@ -26,7 +26,8 @@ class RMSNormNet(nn.Module):
         return self.fc(x.mean((1, 2)))
 
 
-def test_a_model_the_torchscript_exporter_cannot_export_still_exports_with_a_dynamic_batch(tmp_path):
+def test_a_model_the_torchscript_exporter_cannot_export_still_exports_with_a_dynamic_batch(tmp_path, cpu_host):
+    """On the CPU host: torch.export's decompositions query CUDA, which the forced-GPU test host only fakes."""
     torch.manual_seed(0)
     model = RMSNormNet().eval()
     path = export_onnx(model, tmp_path / "m.onnx", resolution=8)
