@@ -173,7 +173,8 @@ def test_resume_names_each_changed_setting_with_both_values():
 
     stored = {"epochs": 1.0, "lr": 0.1, "sparsity": {"method": "static", "sparsity": 0.9}}
     wanted = {"epochs": 2.0, "lr": 0.1, "sparsity": {"method": "rigl", "sparsity": 0.9}}
-    assert config_differences(stored, wanted) == ["`epochs` 1.0, not 2.0", "`method` 'static', not 'rigl'"]
+    assert config_differences(stored, wanted) == [("epochs", "`epochs` 1.0, not 2.0"),
+                                                  ("method", "`method` 'static', not 'rigl'")]
 
 
 def test_nm_shortfall_warns_with_the_achieved_figure():

@@ -77,7 +77,7 @@ def check_fits_in_memory(count: int, resolution: int, name: str, free: int | Non
     need = in_memory_bytes(count, resolution)
     if free is None or need <= 0.8 * free:
         return
-    largest = int((0.8 * free / (count * 15)) ** 0.5)
+    largest = int((0.8 * free / in_memory_bytes(count, 1)) ** 0.5)  # bytes grow with the square of the size
     raise UserError(f"{name} at `resolution` {resolution} px needs {need / 2**30:.1f} GiB in memory for its {count:,} "
                     f"images, more than the {free / 2**30:.1f} GiB free", f"use a `resolution` of at most {largest} px",
                     fields=("resolution",))

@@ -165,9 +165,10 @@ def build_spec(info: RunInfo, backend: str, batch: int, precision: str | None, t
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'", f"choose one of: {', '.join(PRECISIONS)}")
     free = free_memory_bytes()
-    batch_bytes = batch * 3 * info.resolution ** 2 * 4
+    image_bytes = 3 * info.resolution ** 2 * 4  # one fp32 input image
+    batch_bytes = batch * image_bytes
     if free is not None and batch_bytes > 0.25 * free:
-        largest = max(1, int(0.25 * free) // (3 * info.resolution ** 2 * 4))
+        largest = max(1, int(0.25 * free) // image_bytes)
         raise UserError(f"a batch of {batch} images at {info.resolution} px is {batch_bytes / 2**30:.1f} GiB of input alone, "
                         f"more than a quarter of the {free / 2**30:.1f} GiB free (activations need several times more)",
                         f"use a `batch` of at most {largest}", fields=("batch",))

@@ -130,8 +130,8 @@ def check_output_width(model: nn.Module, num_classes: int, resolution: int) -> N
                         fields=("model", "num_classes"))
 
 
-def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Each setting that differs between a run's config.json and a resume's, as "`method` static, not rigl"
+def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each setting that differs between a run's config.json and a resume's: (field, "`method` static, not rigl")
     (the method's settings are nested under `sparsity` in the file but are options of their own)."""
     def flat(config: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in config.items() if not isinstance(v, dict)}
@@ -141,7 +141,7 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
         return out
 
     a, b = flat(stored), flat(wanted)
-    return [f"`{k}` {a.get(k)!r}, not {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [(k, f"`{k}` {a.get(k)!r}, not {b.get(k)!r}") for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def nm_shortfall(nm: str, achieved: float) -> str | None:
@@ -256,9 +256,9 @@ class Trainer:
             if stored != wanted:
                 changed = config_differences(stored or {}, wanted)
                 more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-                raise UserError(f"`resume` with different settings than the run in '{run}' ({'; '.join(changed[:3])}{more})",
+                raise UserError(f"`resume` with different settings than the run in '{run}' ({'; '.join(text for _, text in changed[:3])}{more})",
                                 "repeat the original settings with `resume`, or choose another `out`",
-                                fields=("resume", "out", *(c.split("`")[1] for c in changed[:3])))
+                                fields=("resume", "out", *(field for field, _ in changed[:3])))
         elif run.has_checkpoint():  # a folder without a checkpoint (a run that died at once) is started afresh
             raise UserError(f"'{run}' already holds a training run", "add `resume` to continue it, or choose another `out`",
                             fields=("resume", "out"))
