@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from iee_deploy.deploy import render
-from iee_deploy.io import write_json, write_text
+from iee_deploy.io import atomic_write, write_json, write_text
 from iee_deploy.runs import RunFolder
 from runtime.machine import cpu_name
 
@@ -382,3 +382,48 @@ def run_parallel(fn: Callable[[T], R], items: Sequence[T], jobs: int, desc: str)
             results.append(future.result())
             bar.update(1)
     return results
+
+
+STRUCTURE_KEEP = 64
+"""Float initializers of at most this many values stay in an engine's structure (shape-like constants, scales)."""
+
+
+def onnx_structure(onnx: Path) -> str:
+    """The ONNX file `onnx` with its float weights left out: gzip, then base64 (a few KB), for a JSON record.
+
+    What a results file keeps of an engine so that a fresh clone can re-time it: ONNX Runtime's CPU
+    kernels take as long whatever values the weights hold, so the structure with re-drawn weights
+    (`onnx_from_structure`) times as the engine does. Integer initializers (shapes, indices) and small
+    float ones are kept whole.
+    """
+    import base64
+    import gzip
+
+    import onnx as onnx_lib
+
+    proto = onnx_lib.load(str(onnx))
+    for init in proto.graph.initializer:
+        if init.data_type == onnx_lib.TensorProto.FLOAT and math.prod(init.dims) > STRUCTURE_KEEP:
+            init.ClearField("raw_data")
+            init.ClearField("float_data")
+    return base64.b64encode(gzip.compress(proto.SerializeToString(), mtime=0)).decode("ascii")
+
+
+def onnx_from_structure(text: str, path: Path, seed: int = 0) -> Path:
+    """Write the engine whose structure `onnx_structure` gave as `text` to `path`, its left-out weights drawn from
+    N(0, 0.05^2) (seeded): the same graph, shapes and kernels as the engine."""
+    import base64
+    import gzip
+
+    import numpy as np
+    import onnx as onnx_lib
+    from onnx import numpy_helper
+
+    proto = onnx_lib.load_from_string(gzip.decompress(base64.b64decode(text)))
+    rng = np.random.default_rng(seed)
+    for i, init in enumerate(proto.graph.initializer):
+        if init.data_type == onnx_lib.TensorProto.FLOAT and not init.raw_data and not init.float_data and init.dims:
+            values = (0.05 * rng.standard_normal(tuple(init.dims))).astype(np.float32)
+            proto.graph.initializer[i].CopyFrom(numpy_helper.from_array(values, init.name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda f: f.write(proto.SerializeToString()), "wb")

@@ -36,8 +36,14 @@ Arms:
 Plateau checks: the dense model at 0.75 of its epochs, and HALP fine-tuned for 0.75 of the epochs,
 each against the full length (seed 0; within 0.3 points: plateaued).
 
-Finished runs (summary.json) are reused; a run folder holds everything its row needs, so the report
-is rebuilt from the run folders. Writes benchmarks/results/head_to_head[_quick].md, .json and .png (`--tiny`: only into --results).
+Resumable anywhere: every finished step (the LUT, the dense model, each bisection, each run) leaves a
+small JSON record under benchmarks/results/head_to_head[_quick]_runs/<model>/, committed with the
+results. A step with a record is not run again; a fresh clone resumes where the records end (retraining
+the dense model, deterministic on one thread, and checking its weights against the record) and
+rebuilds the report from the records alone. The report times every engine as its recorded structure
+with re-drawn weights (`benchmarks.common.onnx_structure`); where the trained dense engine is at hand
+it is timed beside its structure, as a check. Writes benchmarks/results/head_to_head[_quick].md, .json
+and .png (`--tiny`: only into --results).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -59,7 +66,6 @@ import torch
 from torch import nn
 
 from benchmarks.common import (
-    CACHE,
     RESULTS,
     ROOT,
     cifar10_subset,
@@ -68,12 +74,15 @@ from benchmarks.common import (
     header,
     header_markdown,
     markdown_table,
+    onnx_from_structure,
+    onnx_structure,
     paired_difference,
     plateaued,
     run_parallel,
     shown_command,
     single_thread_env,
     train_run,
+    write_json,
     write_results,
 )
 from iee_deploy.graph import build_dependency_graph, prune_model
@@ -143,17 +152,28 @@ FULL = Mode("full", train_per_class=200, val_per_class=100, dense_epochs=30, epo
             match_seconds=0.5, report_seconds=3.0, bisect_steps=12)
 
 
+def result_name(mode: Mode) -> str:
+    """The results files' name: head_to_head (full mode) or head_to_head_<mode>; the run records are in <name>_runs/."""
+    return "head_to_head" if mode is FULL else f"head_to_head_{mode.name}"
+
+
 def base_train(model: str, data: Path, epochs: float, seed: int, args: argparse.Namespace) -> list[str]:
     return ["python", "-m", "iee_deploy", "train", "--model", model, "--dataset", "cifar10", "--data-dir",
             str(data.relative_to(ROOT)), "--epochs", f"{epochs:g}", "--batch-size", str(args.batch_size), "--lr",
             str(args.lr), "--seed", str(seed)]
 
 
-def profile_lut(model: str, log: list[str]) -> Path:
-    """The cpu-target LUT of `model` at 32 px with the measured channel grid (cached under benchmarks/.cache/luts)."""
-    lut = CACHE / "luts" / f"cpu-{model}-32-measured-grid.csv"
+def shown_path(path: Path) -> str:
+    """`path` as the results file shows it: relative to the repository root when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def profile_lut(model: str, lut: Path, log: list[str]) -> Path:
+    """The cpu-target LUT of `model` at 32 px with the measured channel grid, measured into `lut` unless complete there
+    (it lives with the run records: a resumed benchmark keeps the table its finished runs pruned against)."""
     cmd = ["python", "-m", "iee_deploy", "profile", "--target", "cpu", "--model", model, "--num-classes", "10",
-           "--resolution", "32", "--out", str(lut.relative_to(ROOT))]
+           "--resolution", "32", "--out", shown_path(lut)]
     log.append(shown_command(cmd))
     if not (lut.with_suffix(".json").is_file() and read_meta(lut).complete):
         lut.parent.mkdir(parents=True, exist_ok=True)
@@ -291,14 +311,14 @@ def bisect_ratio(latency_of: Callable[[float], float], budget_ms: float, shrinks
 
 
 def match_ratio(net_of: Callable[[float], nn.Module | None], dense_onnx: Path, budget_ms: float, dense_ms: float,
-                shrinks: bool, work: Path, mode: Mode) -> dict[str, float]:
-    """Bisect the ratio of `net_of` so that its engine's measured latency matches `budget_ms` (cached in `work`).
+                shrinks: bool, record: Path, work: Path, mode: Mode) -> dict[str, float]:
+    """Bisect the ratio of `net_of` so that its engine's measured latency matches `budget_ms` (kept in `record`;
+    probes are written into `work`).
 
     Each probe is timed beside the dense engine and scaled to `dense_ms`, so a change of machine load
     between probes does not move the match. A ratio the tool cannot reach (`net_of` gives None: too few
     FLOPs for its search space) counts as 0 ms, so the bisection moves towards larger networks.
     """
-    record = work / "match.json"
     if record.is_file():
         return dict(json.loads(record.read_text()))
     work.mkdir(parents=True, exist_ok=True)
@@ -313,11 +333,11 @@ def match_ratio(net_of: Callable[[float], nn.Module | None], dense_onnx: Path, b
 
     ratio, ms = bisect_ratio(latency_of, budget_ms, shrinks, mode.bisect_steps)
     out = {"ratio": ratio, "probe_ms": ms, "budget_ms": budget_ms}
-    record.write_text(json.dumps(out))
+    write_json(record, out)
     return out
 
 
-def knapsack_space(model_name: str, checkpoint: Path, table: Path) -> tuple[nn.Module, ChannelSpace]:
+def knapsack_space(model_name: str, checkpoint: Path | None, table: Path) -> tuple[nn.Module, ChannelSpace]:
     """The dense model and our channel space over it, costed by `table` (a measured LUT or its FLOPs table)."""
     from iee_deploy.models import build_model
     from iee_deploy.structured.budget import open_latency_model
@@ -328,14 +348,14 @@ def knapsack_space(model_name: str, checkpoint: Path, table: Path) -> tuple[nn.M
     return model, space
 
 
-def smallest_ratio(model_name: str, checkpoint: Path, table: Path) -> float:
+def smallest_ratio(model_name: str, checkpoint: Path | None, table: Path) -> float:
     """The smallest `latency_ratio` the knapsack accepts on `table` (every group at its smallest width), rounded up."""
     _, space = knapsack_space(model_name, checkpoint, table)
     return math.ceil(space.smallest_ms / space.dense_ms * 1e6 + 1) / 1e6
 
 
-def knapsack_once(model_name: str, checkpoint: Path, table: Path, floor: float, batch: tuple[torch.Tensor, torch.Tensor],
-                  ratio: float) -> nn.Module:
+def knapsack_once(model_name: str, checkpoint: Path, table: Path, floor: float, ratio: float,
+                  batch: tuple[torch.Tensor, torch.Tensor]) -> nn.Module:
     """Our knapsack in one shot: Taylor importance on the calibration batch, prune to `ratio` (at least `floor`) of the
     table's dense cost.
 
@@ -407,17 +427,7 @@ def train(cmd: list[str], out: Path, mode: Mode) -> str:
     return shown_command(cmd)
 
 
-def cli_run(cmd: list[str], out: Path, mode: Mode) -> Callable[[], str]:
-    """One of our `iee-deploy train` runs, to start later (`train`)."""
-    return lambda: train(cmd, out, mode)
-
-
-def external_run(spec: dict[str, Any], mode: Mode) -> Callable[[], str]:
-    """One external arm's run, to start later (`run_external`)."""
-    return lambda: run_external(spec, mode)
-
-
-# --- one architecture ----------------------------------------------------------------------------
+# --- records: what a fresh clone resumes from and rebuilds the report from -------------------------
 def summary_of(out: Path) -> dict[str, Any]:
     return dict(json.loads((out / "summary.json").read_text()))
 
@@ -437,76 +447,188 @@ def our_engine(out: Path) -> Path:
     return onnx
 
 
-def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, commands: list[str]) -> dict[str, Any]:
-    """Every arm of one architecture: trained, matched, timed side by side; its rows."""
+def external_engine(out: Path) -> Path:
+    """The ONNX an external arm's worker exported into its run folder."""
+    return out / "engine.onnx"
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's weights (names, shapes and values): which dense model the records were pruned from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_record(out: Path, engine: Path | None, how: Any) -> dict[str, Any]:
+    """The committed record of the finished run in `out`: what its row needs and its engine's structure.
+
+    `how` is the command (or worker spec) that made it: a record is reused only by the same `how`."""
+    failed = diverged(out)
+    if failed:
+        return {"how": how, "diverged": failed}
+    s = summary_of(out)
+    return {"how": how, "diverged": None, "val_acc": s["val_acc"], "epochs": s["epochs"], "flops": s["flops"],
+            "engine": None if engine is None else onnx_structure(engine)}
+
+
+def read_record(path: Path, how: Any) -> dict[str, Any] | None:
+    """The record at `path` if there is one; it must come from `how` (else one line: it holds other settings)."""
+    if not path.is_file():
+        return None
+    record = dict(json.loads(path.read_text()))
+    if record["how"] != how:
+        raise SystemExit(f"{shown_path(path)} records a run with other "
+                         f"settings than this benchmark's ({record['how']!r}, now {how!r}): delete it to redo that "
+                         "run, or pass another --results")
+    return record
+
+
+def recorded(path: Path, how: Any, start: Callable[[], object], out: Path, engine: Callable[[], Path] | None) -> dict[str, Any]:
+    """The record at `path`, made first (run `start`, then record `out` and its `engine`) when there is none."""
+    record = read_record(path, how)
+    if record is None:
+        start()
+        record = run_record(out, None if engine is None or diverged(out) else engine(), how)
+        write_json(path, record)
+    return record
+
+
+def twin(record: dict[str, Any], path: Path) -> Path:
+    """The recorded engine's structure with re-drawn weights, at `path`: what the report times."""
+    return onnx_from_structure(record["engine"], path)
+
+
+# --- one architecture ----------------------------------------------------------------------------
+def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, commands: list[str],
+                 background: Executor) -> dict[str, Any]:
+    """Every arm of one architecture: trained, matched, timed side by side; its rows.
+
+    Every finished step leaves a small JSON record under the results folder (`<results>/<name>_runs/<model>/`):
+    the LUT, the dense model (its weights' digest, its engine's structure, its accuracy), each bisection,
+    and each run (accuracy, FLOPs, its engine's structure). A step with a record is not run again, so a
+    fresh clone resumes where the records end and rebuilds the whole report from them alone: the engines
+    are re-timed as their structures with re-drawn weights (the dense engine is timed both ways, as a check).
+    Run folders (checkpoints, logs) stay under --runs.
+    """
+    from iee_deploy.models import build_model
+
     root = Path(args.runs) / mode.name / model
-    lut = profile_lut(model, commands)
+    rec = Path(args.results) / f"{result_name(mode)}_runs" / model
+    lut = profile_lut(model, rec / "lut.csv", commands)
     meta = read_meta(lut)
     round_to = meta.grid_align
     dense_out = root / "dense"
-    commands.append(train([*base_train(model, data, mode.dense_epochs, 0, args), "--method", "static",
-                           "--sparsity", "0", "--out", str(dense_out), "--no-progress"], dense_out, mode))
-    plateau_out = root / "dense-0.75D"
-    commands.append(train([*base_train(model, data, 0.75 * mode.dense_epochs, 0, args), "--method", "static",
-                           "--sparsity", "0", "--out", str(plateau_out), "--no-progress"], plateau_out, mode))
     checkpoint = dense_out / "final_model.pt"
-    from iee_deploy.models import build_model
+    dense_cmd = [*base_train(model, data, mode.dense_epochs, 0, args), "--method", "static", "--sparsity", "0",
+                 "--out", str(dense_out), "--no-progress"]
+    dense_onnx = root / "dense.onnx"
 
-    dense_onnx = exported(build_model(model, 10, 32, checkpoint), root / "dense.onnx")
-    dense_ms = time_side_by_side({"dense": dense_onnx}, mode.report_seconds)["dense"]
-    batch = calibration_batch(data, mode.calibration_images)
-    flops = CACHE / "luts" / f"{lut.stem}-flops.csv"
-    commands.append(f"PYTHONPATH=. python -c 'from profiler.flops_table import flops_table; flops_table(\"{lut.relative_to(ROOT)}\", "
-                    f"\"{flops.relative_to(ROOT)}\")'")
+    def dense_record() -> dict[str, Any]:
+        """The dense model's record; trains it (or checks a retrained one against the record) when needed."""
+        how = shown_command(dense_cmd)
+        record = read_record(rec / "dense.json", how)
+        if record is not None and dense_onnx.is_file():
+            return record
+        train(dense_cmd, dense_out, mode)
+        net = build_model(model, 10, 32, checkpoint)
+        digest = weights_digest(net)
+        if record is not None and record["weights_sha256"] != digest:
+            raise SystemExit(f"{dense_out} is not the dense model the records under {rec} were pruned from (weights "
+                             "differ): delete those records to start over, or restore that run folder")
+        exported(net, dense_onnx)
+        if record is None:
+            record = {**run_record(dense_out, dense_onnx, how), "weights_sha256": digest,
+                      "bisection_dense_ms": time_side_by_side({"dense": dense_onnx}, mode.report_seconds)["dense"]}
+            write_json(rec / "dense.json", record)
+        return record
+
+    plateau_out = root / "dense-0.75D"
+    plateau_cmd = [*base_train(model, data, 0.75 * mode.dense_epochs, 0, args), "--method", "static", "--sparsity", "0",
+                   "--out", str(plateau_out), "--no-progress"]
+    commands += [shown_command(dense_cmd), shown_command(plateau_cmd)]
+    flops = rec / "flops.csv"
+    commands.append(f"PYTHONPATH=. python -c 'from profiler.flops_table import flops_table; flops_table(\"{shown_path(lut)}\", "
+                    f"\"{shown_path(flops)}\")'")
     if not flops.with_suffix(".json").is_file():
         flops_table(lut, flops)
     tables = {"latency": lut, "flops": flops}
-    floors = {cost: smallest_ratio(model, checkpoint, table) for cost, table in tables.items()}
+    # the dense plateau check needs no checkpoint: it trains on the second core while the bisections run on the first
+    # (in-process runs share this process's random state with the bisections: then it runs after them)
+    plateau_run = partial(recorded, rec / "dense-0.75D.json", shown_command(plateau_cmd),
+                          partial(train, plateau_cmd, plateau_out, mode), plateau_out, None)
+    plateau = None if mode.in_process else background.submit(plateau_run)
+    floors = {cost: smallest_ratio(model, None, table) for cost, table in tables.items()}
     budgets = [float(b) for b in args.budgets.split(",")]
-    runs: list[tuple[str, float, int, Path, Callable[[], str]]] = []
     matches: dict[tuple[str, float], dict[str, float]] = {}
+    batch: list[tuple[torch.Tensor, torch.Tensor]] = []  # the calibration batch, read when a bisection first needs it
 
-    def knapsack_run(arm: str, method: str, cost: str, budget: float, epochs: float, seed: int, out: Path) -> None:
+    def match(arm_folder: str, budget: float, net_of: Callable[..., nn.Module | None], shrinks: bool) -> dict[str, float]:
+        record = rec / f"r{round(100 * budget)}" / arm_folder / "match.json"
+        if record.is_file():
+            return dict(json.loads(record.read_text()))
+        dense = dense_record()
+        batch[:] = batch or [calibration_batch(data, mode.calibration_images)]
+        return match_ratio(partial(net_of, batch=batch[0]), dense_onnx, budget * dense["bisection_dense_ms"],
+                           dense["bisection_dense_ms"], shrinks, record, root / f"r{round(100 * budget)}" / arm_folder, mode)
+
+    runs: list[tuple[str, float, int, Path, Callable[[], dict[str, Any]]]] = []
+
+    def knapsack_run(arm: str, method: str, cost: str, budget: float, epochs: float, seed: int, folder: Path) -> None:
         window = ["--update-end", "0.5", "--descent", "0.5"] if method == "iee" else ["--update-end", "0.25"]
+        out = root / folder / f"seed{seed}"
         cmd = [*base_train(model, data, epochs, seed, args), "--method", method, "--target", "cpu",
-               "--lut", str(tables[cost].relative_to(ROOT)), "--latency-ratio", f"{matches[(arm, budget)]['ratio']:.6f}",
+               "--lut", shown_path(tables[cost]), "--latency-ratio", f"{matches[(arm, budget)]['ratio']:.6f}",
                *window, "--delta-t", str(mode.delta_t), "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress"]
-        runs.append((arm, budget, seed, out, cli_run(cmd, out, mode)))
+
+        path = rec / folder / f"seed{seed}.json"
+        runs.append((arm, budget, seed, path, partial(recorded, path, shown_command(cmd), partial(train, cmd, out, mode),
+                                                      out, partial(our_engine, out))))
 
     for budget in budgets:
-        budget_ms, folder = budget * dense_ms, root / f"r{round(100 * budget)}"
+        folder = Path(f"r{round(100 * budget)}")
         for cost, table in tables.items():  # aim our knapsack's ratio with its one-shot structure, per cost table
-            once = partial(knapsack_once, model, checkpoint, table, floors[cost], batch)
-            aimed = match_ratio(once, dense_onnx, budget_ms, dense_ms, False, folder / f"knapsack-{cost}" / "match", mode)
+            aimed = match(f"knapsack-{cost}", budget, partial(knapsack_once, model, checkpoint, table, floors[cost]), False)
             for arm in (a for a, c in KNAPSACK_ARMS.items() if c == cost):
                 matches[(arm, budget)] = {**aimed, "ratio": max(aimed["ratio"], floors[cost])}
         for arm in (*mode.external_arms, "slim"):
-            start = partial(external_model, arm, model, checkpoint, round_to=round_to, batch=batch)
-            matches[(arm, budget)] = match_ratio(start, dense_onnx, budget_ms, dense_ms, arm in TP_ARMS,
-                                                 folder / arm / "match", mode)
+            matches[(arm, budget)] = match(arm, budget, partial(external_model, arm, model, checkpoint, round_to=round_to),
+                                           arm in TP_ARMS)
         for seed in range(mode.seeds):
             for arm in mode.arms:
-                out = folder / arm / f"seed{seed}"
                 if arm in KNAPSACK_ARMS:
-                    knapsack_run(arm, arm.split("-")[0], KNAPSACK_ARMS[arm], budget, mode.epochs, seed, out)
-                else:
-                    epochs = mode.dense_epochs + mode.epochs if arm == "slim" else mode.epochs
-                    spec = {"arm": arm, "model": model, "data": str(data.relative_to(ROOT)),
-                            "checkpoint": str(checkpoint),
-                            "ratio": matches[(arm, budget)]["ratio"], "round_to": round_to, "epochs": epochs,
-                            "batch_size": args.batch_size, "lr": args.lr, "seed": seed, "out": str(out),
-                            "calibration_images": mode.calibration_images}
-                    runs.append((arm, budget, seed, out, external_run(spec, mode)))
+                    knapsack_run(arm, arm.split("-")[0], KNAPSACK_ARMS[arm], budget, mode.epochs, seed, folder / arm)
+                    continue
+                out = root / folder / arm / f"seed{seed}"
+                epochs = mode.dense_epochs + mode.epochs if arm == "slim" else mode.epochs
+                spec = {"arm": arm, "model": model, "data": str(data.relative_to(ROOT)), "checkpoint": str(checkpoint),
+                        "ratio": matches[(arm, budget)]["ratio"], "round_to": round_to, "epochs": epochs,
+                        "batch_size": args.batch_size, "lr": args.lr, "seed": seed, "out": str(out),
+                        "calibration_images": mode.calibration_images}
+                path = rec / folder / arm / f"seed{seed}.json"
+                runs.append((arm, budget, seed, path, partial(recorded, path, spec, partial(run_external, spec, mode), out,
+                                                              partial(external_engine, out))))
     # the fine-tuning plateau check: HALP at the north star's budget (else the first) for 0.75 E epochs, seed 0
     check_budget = NORTH_STAR_BUDGET if NORTH_STAR_BUDGET in budgets else budgets[0]
-    check_out = root / f"r{round(100 * check_budget)}" / FINETUNE_CHECK / "seed0"
     matches[(FINETUNE_CHECK, check_budget)] = matches[("halp", check_budget)]
-    knapsack_run(FINETUNE_CHECK, "halp", "latency", check_budget, 0.75 * mode.epochs, 0, check_out)
+    knapsack_run(FINETUNE_CHECK, "halp", "latency", check_budget, 0.75 * mode.epochs, 0,
+                 Path(f"r{round(100 * check_budget)}") / FINETUNE_CHECK)
     jobs = 1 if mode.in_process else args.jobs
-    shown: list[str] = run_parallel(lambda r: r[4](), runs, jobs, f"{model}: runs")
-    dense = summary_of(dense_out)
+
+    def run_all(todo: list[tuple[str, float, int, Path, Callable[[], dict[str, Any]]]], desc: str) -> list[dict[str, Any]]:
+        if not all(path.is_file() for *_, path, _ in todo):
+            dense_record()  # a run to do starts from the dense checkpoint: trained (or checked) first, once
+        return run_parallel(lambda r: r[4](), todo, jobs, desc)
+
+    records = run_all(runs, f"{model}: runs")
+    plateau_record = plateau_run() if plateau is None else plateau.result()
+    dense = dense_record() if not (rec / "dense.json").is_file() else json.loads((rec / "dense.json").read_text())
     # the north star: HALP at the 0.5 budget with 10% of the dense model's training FLOPs
-    halp_rel = statistics.fmean(summary_of(o)["flops"]["train_relative"] for a, b, _, o, _ in runs
+    halp_rel = statistics.fmean(r["flops"]["train_relative"] for (a, b, *_), r in zip(runs, records)
                                 if a == "halp" and b == NORTH_STAR_BUDGET) if NORTH_STAR_BUDGET in budgets else None
     first = len(runs)
     if halp_rel:
@@ -514,36 +636,42 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         matches[(NORTH_STAR, NORTH_STAR_BUDGET)] = matches[("halp", NORTH_STAR_BUDGET)]
         for seed in range(mode.seeds):
             knapsack_run(NORTH_STAR, "halp", "latency", NORTH_STAR_BUDGET, star_epochs, seed,
-                         root / f"r{round(100 * NORTH_STAR_BUDGET)}" / NORTH_STAR / f"seed{seed}")
-        shown += run_parallel(lambda r: r[4](), runs[first:], jobs, f"{model}: north star")
-    engines = {"dense": dense_onnx}
-    for arm, budget, seed, out, _ in runs:
-        if not diverged(out):
-            engines[f"{arm}|{budget}|{seed}"] = our_engine(out) if arm in OURS else out / "engine.onnx"
+                         Path(f"r{round(100 * NORTH_STAR_BUDGET)}") / NORTH_STAR)
+        records += run_all(runs[first:], f"{model}: north star")
+    twins = root / "twins"
+    engines = {"dense": twin(dense, twins / "dense.onnx")}
+    if dense_onnx.is_file():  # the check that a structure with re-drawn weights times as the trained engine
+        engines["dense-trained"] = dense_onnx
+    for (arm, budget, seed, *_), r in zip(runs, records):
+        if not r["diverged"]:
+            engines[f"{arm}|{budget}|{seed}"] = twin(r, twins / f"{arm}-{budget}-{seed}.onnx")
     timed = time_side_by_side(engines, mode.report_seconds)
     dense_train_flops = dense["flops"]["train_total"]
     rows = []
-    for (arm, budget, seed, out, _), shown_cmd in zip(runs, shown):
-        failed = diverged(out)
-        s: dict[str, Any] = summary_of(out) if not failed else {"val_acc": math.nan, "epochs": math.nan,
-                                                 "flops": {"train_total": math.nan}}
+    for (arm, budget, seed, *_), r in zip(runs, records):
         ms = timed.get(f"{arm}|{budget}|{seed}", math.nan)
-        rows.append({"model": model, "arm": arm, "budget": budget, "seed": seed, "folder": str(out), "command": shown_cmd,
-                     "diverged": failed, "val_acc": s["val_acc"], "epochs": s["epochs"], "measured_ms": ms,
+        train_flops = math.nan if r["diverged"] else r["flops"]["train_total"]
+        rows.append({"model": model, "arm": arm, "budget": budget, "seed": seed,
+                     "command": r["how"] if arm in OURS else shown_command(["python", "-m", "benchmarks.head_to_head",
+                                                                             "--worker", r["how"]["out"] + ".spec.json"]),
+                     "diverged": r["diverged"], "val_acc": math.nan if r["diverged"] else r["val_acc"],
+                     "epochs": math.nan if r["diverged"] else r["epochs"], "measured_ms": ms,
                      "budget_ms": budget * timed["dense"], "ratio": ms / timed["dense"],
                      "within_match": abs(ms / (budget * timed["dense"]) - 1) <= MATCH,
-                     "train_flops": s["flops"]["train_total"],
-                     "train_flops_vs_dense_training": s["flops"]["train_total"] / dense_train_flops,
+                     "train_flops": train_flops, "train_flops_vs_dense_training": train_flops / dense_train_flops,
                      "aimed_ratio": matches[(arm, budget)]["ratio"],
-                     "aimed_probe_ratio": matches[(arm, budget)]["probe_ms"] / dense_ms})
+                     "aimed_probe_ratio": matches[(arm, budget)]["probe_ms"] / matches[(arm, budget)]["budget_ms"] * budget})
     check = {r["arm"]: r for r in rows if r["budget"] == check_budget and r["seed"] == 0}
     finetune = check[FINETUNE_CHECK]["val_acc"] - check["halp"]["val_acc"]
-    plateau = summary_of(plateau_out)["val_acc"] - dense["val_acc"]
+    plateau_diff = plateau_record["val_acc"] - dense["val_acc"]
     return {"model": model, "dense_val_acc": dense["val_acc"], "dense_ms": timed["dense"],
+            "trained_vs_structure_ms": timed["dense-trained"] / timed["dense"] if "dense-trained" in timed else None,
             "dense_train_flops": dense_train_flops, "dense_epochs": mode.dense_epochs, "round_to": round_to,
             "grid": {"align": meta.grid_align, "block": meta.grid_block, "step": meta.grid_step},
-            "smallest_ratio": floors,
-            "dense_plateau": {"difference": plateau, "plateaued": plateaued({"mean": plateau})},
+            "smallest_ratio": floors, "records": shown_path(rec),
+            "dense_command": dense["how"],
+            "dense_plateau": {"difference": plateau_diff, "plateaued": plateaued({"mean": plateau_diff}),
+                              "command": plateau_record["how"]},
             "finetune_plateau": {"budget": check_budget, "difference": finetune, "plateaued": plateaued({"mean": finetune}),
                                  "command": check[FINETUNE_CHECK]["command"]},
             "rows": [r for r in rows if r["arm"] != FINETUNE_CHECK]}
@@ -700,6 +828,12 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"0..{m['seeds'] - 1}, paired. Engines: ONNX Runtime, batch 1, one thread, fastest run, every engine timed in "
         "one side-by-side run in alternating rounds beside the dense one.", "",
         *archs, "",
+        f"Records: every finished step is a JSON record under `{record['architectures'][0]['records'].rsplit('/', 1)[0]}/` "
+        "(LUT, dense model, bisections, runs with their engines' structures); the report is rebuilt from them and the "
+        "engines are timed as their structures with re-drawn weights. "
+        + "; ".join(f"{a['model']}: trained dense engine / its structure {a['trained_vs_structure_ms']:.3f}"
+                    for a in record["architectures"] if a["trained_vs_structure_ms"] is not None)
+        + ("." if any(a["trained_vs_structure_ms"] is not None for a in record["architectures"]) else ""), "",
         "## The answer", "", *answer(record["table"], {a["model"]: a["dense_val_acc"] for a in record["architectures"]}), "",
         *table, "",
         f"![top-1 vs measured latency]({png})", "",
@@ -741,12 +875,13 @@ def main() -> None:
     meta = header(1, "torchvision", "onnxruntime", "torch-pruning", "nvidia-modelopt")
     data = cifar10_subset(mode.train_per_class, mode.val_per_class)
     commands: list[str] = []
-    archs = [architecture(model, mode, args, data, commands) for model in models]
+    with ThreadPoolExecutor(max_workers=1) as background:
+        archs = [architecture(model, mode, args, data, commands, background) for model in models]
     rows = [r for a in archs for r in a.pop("rows")]
     record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "args": {k: str(v) if isinstance(v, Path)
               else v for k, v in vars(args).items()}, "architectures": archs, "commands": commands,
               "table": aggregate(rows), "rows": rows}
-    name = "head_to_head" if mode is FULL else f"head_to_head_{mode.name}"
+    name = result_name(mode)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     plot(record, results / f"{name}.png")

@@ -1,6 +1,7 @@
 """benchmarks.head_to_head: the bisection's pure rule, and the quick mode end to end (real training, ORT, TP)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +22,15 @@ def test_bisect_ratio_matches_a_monotone_latency():
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz").is_file(), reason="no CIFAR-10 copy")
 def test_tiny_mode_table_shape(tmp_path):
-    """Every arm at the budget (and the north star) with every column; the engines re-timed side by side.
+    """Every arm at the budget (and the north star) with every column; the engines re-timed side by side; the report
+    rebuilt from the run records alone.
 
     One budget keeps the test short (a full run of the pipeline takes about a minute per budget here);
     `--quick` runs every budget."""
-    subprocess.run([sys.executable, "-m", "benchmarks.head_to_head", "--tiny", "--budgets", "0.5",
-                    "--runs", str(tmp_path / "runs"), "--results", str(tmp_path)], cwd=ROOT, check=True,
-                   env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=600)
+    command = [sys.executable, "-m", "benchmarks.head_to_head", "--tiny", "--budgets", "0.5", "--runs",
+               str(tmp_path / "runs"), "--results", str(tmp_path)]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    subprocess.run(command, cwd=ROOT, check=True, env=env, timeout=600)
     record = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
     cells = [(t["budget"], t["arm"]) for t in record["table"]]
     assert sorted(cells) == sorted([(0.5, a) for a in TINY.arms] + [(0.5, NORTH_STAR)])
@@ -44,3 +47,21 @@ def test_tiny_mode_table_shape(tmp_path):
     text = (tmp_path / "head_to_head_tiny.md").read_text()
     assert "halp-flops" in text and f"within {100 * MATCH:g}%" in text
     assert (tmp_path / "head_to_head_tiny.png").stat().st_size > 0
+    assert 0.8 < arch["trained_vs_structure_ms"] < 1.25  # the structure with re-drawn weights times as the engine
+
+    # a fresh clone has the committed records only: the report is rebuilt from them, nothing is trained again
+    shutil.rmtree(tmp_path / "runs")
+    subprocess.run(command, cwd=ROOT, check=True, env=env, timeout=300)
+    again = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
+    assert not (tmp_path / "runs" / "tiny" / "resnet20" / "dense").exists()
+    assert [(r["arm"], r["val_acc"], r["command"]) for r in again["rows"]] == [
+        (r["arm"], r["val_acc"], r["command"]) for r in record["rows"]]
+    assert again["architectures"][0]["trained_vs_structure_ms"] is None  # no trained engine left to compare
+    assert all(0 < r["ratio"] < 1.2 for r in again["rows"])
+
+    # a record made with other settings is refused in one line, not reused
+    dense = tmp_path / "head_to_head_tiny_runs" / "resnet20" / "dense.json"
+    dense.write_text(dense.read_text().replace("--epochs 4", "--epochs 5"))
+    shutil.rmtree(tmp_path / "head_to_head_tiny_runs" / "resnet20" / "r50" / "iee")
+    done = subprocess.run(command, cwd=ROOT, env=env, timeout=300, capture_output=True, text=True)
+    assert done.returncode != 0 and "records a run with other settings" in done.stderr.strip().splitlines()[-1]
