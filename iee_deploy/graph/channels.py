@@ -80,13 +80,22 @@ def _from_core(shape: tuple[int, ...], full: torch.Tensor, core: np.ndarray) -> 
     return Ids(shape, full=full, core=np.ascontiguousarray(core))
 
 
+def _constant_along(core: np.ndarray, d: int) -> bool:
+    """Whether `core` holds the same values at every index of dim `d` (views only; most dims that vary
+    already differ between their first two slices, so the whole comparison runs where it must)."""
+    first = core[(slice(None),) * d + (slice(0, 1),)]
+    if not np.array_equal(first, core[(slice(None),) * d + (slice(1, 2),)]):
+        return False
+    return bool((core == first).all())
+
+
 def _compress(t: torch.Tensor) -> Ids:
     """Ids of a moved tensor: find the dims along which it is constant (spatial dims, usually)."""
     core = t.numpy()
     if core.size:
         for d in reversed(range(core.ndim)):
-            if core.shape[d] > 1 and np.array_equal(core, np.broadcast_to(core.take([0], axis=d), core.shape)):
-                core = core.take([0], axis=d)
+            if core.shape[d] > 1 and _constant_along(core, d):
+                core = core[(slice(None),) * d + (slice(0, 1),)]
     return _from_core(tuple(t.shape), t, core)
 
 
@@ -413,10 +422,7 @@ class ChannelAnalysis:
             # A parameter or buffer used directly (layer scale, position embedding, weights passed to an
             # attention kernel): one fixed id for all of it. Channels meeting it are fixed, as with one id
             # per element, which would cost millions of ids for attention weights.
-            one = self.units.new(1)
-            self.units.fix(one)
-            core = one.reshape((1,) * value.dim())
-            return Ids(tuple(value.shape), full=torch.from_numpy(core).expand(value.shape), core=core)
+            return self._one_fixed_id(value)
         if node.kind == "output":
             self._fix_outputs(self._ids(node.args))
             return None
@@ -444,6 +450,15 @@ class ChannelAnalysis:
         """An op the graph does not see into: its operands' channels and its outputs are fixed."""
         self._fix_outputs(operands)
         return tree_map(self._constant_ids, value)
+
+    def _one_fixed_id(self, v: Any) -> Ids | None:
+        """One fixed id for a whole tensor computed from parameters alone (see the "attr" visit)."""
+        if not isinstance(v, torch.Tensor):
+            return None
+        one = self.units.new(1)
+        self.units.fix(one)
+        core = one.reshape((1,) * v.dim())
+        return Ids(tuple(v.shape), full=torch.from_numpy(core).expand(v.shape), core=core)
 
     def _constant_ids(self, v: Any) -> Ids | None:
         """Fixed ids for a tensor whose channels the graph does not follow (dims 1 and -1 may hold channels)."""
@@ -580,6 +595,8 @@ class ChannelAnalysis:
         if category == "pointwise":
             return operands[0]
         if category == "mixing":
+            if self.constant[-1]:  # parameters mixed alone (a standardised conv weight): one fixed id, as for them
+                return tree_map(self._one_fixed_id, value)
             return self._mixing((args, kwargs), value)
         if category == "norm":
             x, values = operands[0], self._value(node.args)
