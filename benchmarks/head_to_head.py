@@ -148,8 +148,9 @@ TINY = Mode("tiny", train_per_class=10, val_per_class=5, dense_epochs=4, epochs=
             match_seconds=0.02, report_seconds=0.05, bisect_steps=2, batch_size=16, calibration_images=16, external_arms=("tp-mag",),
             in_process=True)
 """The test's pipeline check: one Torch-Pruning variant, two probes per bisection (its matches are not the point)."""
-FULL = Mode("full", train_per_class=200, val_per_class=100, dense_epochs=30, epochs=15, seeds=3, delta_t=10,
+FULL = Mode("full", train_per_class=200, val_per_class=100, dense_epochs=100, epochs=15, seeds=3, delta_t=10,
             match_seconds=0.5, report_seconds=3.0, bisect_steps=12)
+"""Dense 100 epochs: at 30, resnet20 was still climbing (train 68%, val 51.2%; 0.75 of the epochs 3.2 points lower)."""
 
 
 def result_name(mode: Mode) -> str:
