@@ -5,7 +5,8 @@ settings a latency table is measured with (`BackendSettings`: device, precision,
 repeats). A layer configuration becomes a one-layer network (an ONNX graph for ONNX Runtime and
 TensorRT, an eager conv-BN-ReLU module for torch), a session, and one `runtime.timing.measure`
 of `repeats` runs; whole networks (calibration, validation) are timed interleaved in
-`NETWORK_ROUNDS` rounds so machine noise hits them alike. GPU layers and GPU networks are timed
+`NETWORK_ROUNDS` rounds so machine noise hits them alike. A quantized precision (int8) times each
+layer and network as the QDQ graph the backend fuses into integer kernels (`runtime.quantize`). GPU layers and GPU networks are timed
 with CUDA events around CUDA-graph replays, like every GPU latency of the project.
 """
 
@@ -20,7 +21,7 @@ from torch import nn
 
 from iee_deploy.errors import NotAvailableError, UserError
 from profiler.layers import LayerSignature
-from profiler.onnx_graphs import layer_input_shape, layer_module, layer_onnx
+from profiler.onnx_graphs import layer_input_shape, layer_module, layer_onnx, quantized_layer_onnx
 from profiler.targets import Target
 from runtime.backends import Backend, BuildSpec, ModelSource, get_backend
 from runtime.progress import progress as progress_bar
@@ -35,7 +36,7 @@ class BackendSettings:
     """How a backend measures: device, precision, host threads, warm-up and repeats, TensorRT timing cache."""
 
     device: str  # "cpu" or "cuda"
-    precision: str  # "fp32" or "fp16"
+    precision: str  # "fp32", "fp16" (GPU), "int8" (QDQ: ONNX Runtime CPU, TensorRT) or "fp8" (TensorRT)
     threads: int
     warmup: int
     repeats: int  # per layer configuration
@@ -67,9 +68,10 @@ class Measurer:
 
     def __init__(self, backend: Backend, settings: BackendSettings) -> None:
         backend.check_available(settings.device)
-        if settings.device == "cpu" and settings.precision != "fp32":
-            raise UserError(f"the {backend.name} CPU backend measures fp32, not {settings.precision}",
+        if settings.device == "cpu" and settings.precision == "fp16":
+            raise UserError(f"the {backend.name} CPU backend measures fp32 or its quantized precisions, not fp16",
                             "set the precision to fp32")
+        backend.check_precision(settings.precision, settings.device)
         self.backend = backend
         self.settings = settings
 
@@ -80,6 +82,9 @@ class Measurer:
     def versions(self) -> dict[str, str]:
         """Versions of the libraries that produced the numbers (recorded in the LUT metadata)."""
         found = self.backend.versions(self.settings.device)
+        scheme = self.backend.qdq_scheme(self.settings.precision)
+        if scheme is not None:
+            found["quantization"] = f"{scheme.describe()}, calibrated on random inputs"
         if self.settings.device == "cpu":
             found["threads"] = str(self.settings.threads)
         return found
@@ -99,8 +104,11 @@ class Measurer:
     def time_layer(self, sig: LayerSignature, cin: int, cout: int, batch: int) -> Timing:
         """Latency of one layer configuration over `settings.repeats` runs."""
         spec = self._spec(layer_input_shape(sig, cin, batch))
+        scheme = self.backend.qdq_scheme(spec.precision)
         if self.backend.needs_onnx:
-            source = ModelSource("layer", onnx=layer_onnx(sig, cin, cout, batch, spec.precision).SerializeToString())
+            graph = (layer_onnx(sig, cin, cout, batch, spec.precision) if scheme is None
+                     else quantized_layer_onnx(sig, cin, cout, batch, scheme))
+            source = ModelSource("layer", onnx=graph.SerializeToString())
         else:
             source = ModelSource("layer", module=layer_module(sig, cin, cout))
         session = self.backend.session(source, spec, self.settings.timing_cache)

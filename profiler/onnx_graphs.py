@@ -7,6 +7,8 @@ BatchNorm folded into the bias and the ReLU fused after it (ONNX Runtime and Ten
 Conv+BN+ReLU); a Linear is a Gemm. Building the graph with `onnx.helper` takes microseconds,
 against a second per `torch.onnx.export`, which matters for tables of thousands of rows.
 Weights are random: dense kernels do not skip zeros, but random values keep it honest.
+A quantized layer (int8, fp8) is the fp32 graph with QDQ pairs in the backend's scheme, calibrated
+on random inputs (`quantized_layer_onnx`): the runtime fuses it into its integer kernel.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from profiler.layers import LayerSignature
 from runtime.export import INPUT_NAME, OPSET
+from runtime.quantize import QdqScheme, quantize_proto, random_batches
 
 INPUT, OUTPUT = INPUT_NAME, "output"
 _DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorProto.FLOAT16)}
@@ -63,6 +66,12 @@ def layer_onnx(sig: LayerSignature, cin: int, cout: int, batch: int, precision: 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="iee-deploy profiler")
     model.ir_version = 8  # readable by every ONNX Runtime and TensorRT parser we support
     return model
+
+
+def quantized_layer_onnx(sig: LayerSignature, cin: int, cout: int, batch: int, scheme: QdqScheme) -> onnx.ModelProto:
+    """The one-layer network as a QDQ graph in `scheme`: conv + ReLU (or Gemm) quantized with per-channel weights."""
+    return quantize_proto(layer_onnx(sig, cin, cout, batch, "fp32"), random_batches(layer_input_shape(sig, cin, batch)),
+                          scheme)
 
 
 def layer_module(sig: LayerSignature, cin: int, cout: int) -> nn.Module:

@@ -17,6 +17,7 @@ from profiler.lut import meta_path
 from profiler.measure import ProfileRequest
 from profiler.measurer import settings_for, timing_cache_path
 from profiler.targets import load_target
+from runtime.backends import PRECISIONS
 from runtime.timing import describe
 
 
@@ -32,7 +33,10 @@ def _positive(name: str, value: int | None) -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size to time, in images (default: the target's: 256 on datacenter GPUs, 1 on CPU/edge).")
 @click.option("--backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default=None,
               help="Measuring backend (default: the target's first that can run here).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None, help="Precision (default: the target's: fp16 on GPUs, fp32 on CPU).")
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
+              help="Precision (default: the target's: fp16 on GPUs, fp32 on CPU). int8 (onnxruntime on the CPU, "
+                   "tensorrt) times each layer as its QDQ graph, checked to run as integer kernels; fp8: tensorrt on "
+                   "GPUs of compute capability 8.9 or more. A budget from the table is in its precision.")
 @click.option("--step", type=click.IntRange(min=1), default=None, help="Channel grid step in channels (default: the target's: 16).")
 @click.option("--min-channels", type=click.IntRange(min=1), default=None, help="Smallest channel count on the grid (default: the target's: 8).")
 @click.option("--align", type=click.IntRange(min=1), default=None,

@@ -6,6 +6,11 @@
 | `torch` | cpu, cuda | eager PyTorch; on CUDA cuDNN autotuning, channels-last, a CUDA graph, CUDA events | a `torch.export` program in the engine dtype (`*.torch.pt2`) |
 | `tensorrt` | cuda | a strongly typed TensorRT 10.x/11.x engine in a CUDA graph, CUDA events | serialized engine (`*.plan`) |
 
+A precision is the dtype of the whole graph (fp32, fp16) or a quantized graph (int8, fp8: QDQ pairs
+that the runtime fuses into integer kernels, float I/O; see `runtime.quantize`). Each backend says
+which precisions it builds (`precisions`, with the QDQ scheme of each quantized one in
+`quantization`), so an impossible one is a one-line error before any work.
+
 A backend turns a `ModelSource` (a module, an ONNX model, or both) into a `Session`, either in
 memory (`session`: the profiler's one-layer networks) or through a built artefact (`build`, then
 `load`: deployed engines). A session runs batches (`infer_batch`, `run`) and hands the timing loop
@@ -26,9 +31,10 @@ import numpy as np
 from torch import nn
 
 from iee_deploy.errors import UserError
+from runtime.quantize import QUANTIZED, QdqScheme
 from runtime.timing import Runner
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", *QUANTIZED)
 DEVICES = ("cpu", "cuda")
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 ALIASES = {"torch-cuda": "torch"}
@@ -49,7 +55,7 @@ class BuildSpec:
 
     batch: int
     resolution: int
-    precision: str  # "fp32" or "fp16": the dtype of the input, weights and output
+    precision: str  # "fp32"/"fp16": the dtype of input, weights and output; "int8"/"fp8": a QDQ graph, fp32 I/O
     threads: int  # intra-op CPU threads (ONNX Runtime, torch on the CPU); GPU sessions ignore it
     sparse_weights: bool = False  # N:M (2:4) weights: let TensorRT pick sparse tensor-core kernels
     device: str = "cpu"  # "cpu" or "cuda"
@@ -116,10 +122,29 @@ class Backend(ABC):
     devices: ClassVar[tuple[str, ...]]
     artefact_suffix: ClassVar[str]  # file name of the built artefact: f"{source.name}{artefact_suffix}"
     needs_onnx: ClassVar[bool]  # sessions start from the ONNX (else from the module)
+    quantization: ClassVar[dict[str, QdqScheme]] = {}  # quantized precision -> how this backend wants it quantized
 
     def default_precision(self, device: str) -> str:
         """fp16 on a GPU (tensor cores), fp32 on the CPU."""
         return "fp16" if device == "cuda" else "fp32"
+
+    def precisions(self) -> tuple[str, ...]:
+        """The precisions this backend builds: fp32, fp16 and its quantized ones."""
+        return ("fp32", "fp16", *self.quantization)
+
+    def check_precision(self, precision: str, device: str) -> None:
+        """Raise a one-line UserError when this backend cannot build `precision` on `device`."""
+        if precision not in self.precisions():
+            able = [b for b in BACKENDS if b != self.name and precision in get_backend(b).precisions()]
+            raise UserError(f"the {self.name} backend does not build {precision} engines (it builds "
+                            f"{', '.join(self.precisions())})",
+                            f"choose precision {' or '.join(self.precisions())}"
+                            + (f", or the {' or '.join(able)} backend for {precision}" if able else ""),
+                            fields=("precision", "backend"))
+
+    def qdq_scheme(self, precision: str) -> QdqScheme | None:
+        """How this backend quantizes `precision` (None for fp32 and fp16)."""
+        return self.quantization.get(precision)
 
     def check_available(self, device: str) -> None:
         """Raise a one-line UserError (NotAvailableError) naming what is missing here for `device`."""

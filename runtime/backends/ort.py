@@ -5,6 +5,11 @@ parallelism, one inter-op thread, sequential execution. In-memory sessions (the 
 one-layer networks) use every graph optimisation (so Conv+BN+ReLU run fused, as in a deployed
 network); a built artefact is the model optimised at that level once, loaded without optimising
 again. Latency is the host-clock time of `InferenceSession.run`, the call a CPU application makes.
+
+int8 is a QDQ graph (`runtime.quantize`: U8S8, per-channel weights) that the level-ALL optimiser
+fuses into integer kernels (QLinearConv, QGemm, ...). Every int8 session and built artefact is
+checked for it (`integer_kernels`): a conv or matmul left in float is a one-line error, never an
+fp32 latency under an int8 name.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from iee_deploy.errors import UserError
 from iee_deploy.io import atomic_path
 from runtime.backends import Backend, BuildSpec, ModelSource, Session
-from runtime.export import export_onnx
+from runtime.quantize import QUANTIZED, QdqScheme, export_session_onnx, integer_kernels
 from runtime.timing import Runner, host_runner
 
 PROVIDERS = ["CPUExecutionProvider"]
@@ -41,12 +47,19 @@ class OnnxRuntimeSession(Session):
 
     def __init__(self, model: str | bytes, spec: BuildSpec, optimise: bool) -> None:
         super().__init__(spec)
-        try:
-            self.session = ort.InferenceSession(model, session_options(spec.threads, optimise), providers=PROVIDERS)
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-            where = f"'{model}'" if isinstance(model, str) else "the model"
-            raise UserError(f"ONNX Runtime cannot load {where} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
-                            "build it again") from None
+        where = f"'{model}'" if isinstance(model, str) else "the model"
+        options = session_options(spec.threads, optimise)
+        with tempfile.TemporaryDirectory() as folder:
+            check = optimise and spec.precision in QUANTIZED
+            if check:  # the graph ONNX Runtime will run, to see its kernels
+                options.optimized_model_filepath = str(Path(folder) / "optimised.onnx")
+            try:
+                self.session = ort.InferenceSession(model, options, providers=PROVIDERS)
+            except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+                raise UserError(f"ONNX Runtime cannot load {where} ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200]})", "build it again") from None
+            if check:
+                integer_kernels(onnx.load(options.optimized_model_filepath), f"the {spec.precision} model")
         self.input_name = self.session.get_inputs()[0].name
 
     def infer_batch(self, x: np.ndarray) -> np.ndarray:
@@ -63,10 +76,9 @@ class OnnxRuntimeBackend(Backend):
     devices = ("cpu",)
     artefact_suffix = ".ort.onnx"
     needs_onnx = True
+    quantization = {"int8": QdqScheme("QUInt8", "QInt8")}
 
     def versions(self, device: str) -> dict[str, str]:
-        import onnx
-
         return {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "execution_provider": PROVIDERS[0]}
 
     def session(self, source: ModelSource, spec: BuildSpec, timing_cache: Path | None = None) -> Session:
@@ -75,7 +87,8 @@ class OnnxRuntimeBackend(Backend):
         if source.module is None:
             raise ValueError("a model source needs a module or an ONNX model")
         with tempfile.TemporaryDirectory() as folder:  # the session holds the model once created
-            onnx_file = export_onnx(source.module, Path(folder) / "model.onnx", spec.resolution, spec.precision)
+            onnx_file = export_session_onnx(source.module, Path(folder) / "model.onnx", spec.resolution, spec.precision,
+                                            self.qdq_scheme(spec.precision))
             return OnnxRuntimeSession(str(onnx_file), spec, True)
 
     def build(self, source: ModelSource, spec: BuildSpec, out: Path) -> Path:
@@ -86,6 +99,8 @@ class OnnxRuntimeBackend(Backend):
             options = session_options(spec.threads, optimise=True)
             options.optimized_model_filepath = str(tmp)
             ort.InferenceSession(str(source.onnx), options, providers=PROVIDERS)
+            if spec.precision in QUANTIZED:
+                integer_kernels(onnx.load(str(tmp)), f"'{source.onnx}'")
         return target
 
     def load(self, artefact: Path, spec: BuildSpec) -> Session:

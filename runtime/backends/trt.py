@@ -7,7 +7,11 @@ CUDA graph (`runtime.cuda.capture_graph`) and timed with CUDA events (`runtime.c
 The precision lives in the ONNX (FP16 graphs are exported as FP16), because TensorRT 11 only builds
 strongly typed networks; on 10.x the STRONGLY_TYPED creation flag asks for the same behaviour, on
 11.x it is accepted and ignored. TF32 is switched off for FP32 engines so that they match PyTorch
-within the FP32 tolerance. N:M (2:4) sparse runs are built with `BuilderFlag.SPARSE_WEIGHTS`.
+within the FP32 tolerance. INT8 and FP8 are explicit quantization: the ONNX carries QDQ pairs
+(`runtime.quantize`, symmetric scales as TensorRT requires: zero point 0; FP8 E4M3 at opset 19),
+which a strongly typed network turns into INT8 / FP8 kernels with no builder precision flag and no
+calibrator (both are gone in TensorRT 11). FP8 needs compute capability 8.9 or more (Ada, Hopper,
+Blackwell): `check_precision` refuses it on older GPUs before anything is exported. N:M (2:4) sparse runs are built with `BuilderFlag.SPARSE_WEIGHTS`.
 One optimisation profile pins the batch (min = opt = max), and a timing cache in the output folder
 makes rebuilds (dense and pruned, reruns) reuse the kernel measurements.
 
@@ -29,7 +33,7 @@ from iee_deploy.errors import NotAvailableError, UserError
 from iee_deploy.io import atomic_write
 from runtime.backends import Backend, BuildSpec, ModelSource, Session
 from runtime.cuda import capture_graph, cuda_runner, require_cuda
-from runtime.export import export_onnx
+from runtime.quantize import QdqScheme, export_session_onnx
 from runtime.timing import Runner
 
 if TYPE_CHECKING:
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
 WORKSPACE_BYTES = 2 << 30
 TIMING_CACHE = "timing.cache"
 INSTALL_FIX = "pip install .[tensorrt] on a machine with an NVIDIA GPU (or choose another backend)"
+FP8_CAPABILITY = (8, 9)
+"""The smallest compute capability with FP8 tensor cores (Ada; Hopper is 9.0)."""
 
 
 def require_tensorrt() -> str:
@@ -180,11 +186,24 @@ class TensorRTBackend(Backend):
     devices = ("cuda",)
     artefact_suffix = ".plan"
     needs_onnx = True
+    quantization = {"int8": QdqScheme("QInt8", "QInt8", symmetric_activations=True),
+                    "fp8": QdqScheme("QFLOAT8E4M3FN", "QFLOAT8E4M3FN", symmetric_activations=True,
+                                     methods=("Distribution",), opset=19)}
 
     def check_available(self, device: str = "cuda") -> None:
         super().check_available(device)
         require_tensorrt()
         require_cuda(self.name)
+
+    def check_precision(self, precision: str, device: str) -> None:
+        super().check_precision(precision, device)
+        if precision == "fp8":
+            self.check_available(device)
+            capability = tuple(torch.cuda.get_device_capability(0))
+            if capability < FP8_CAPABILITY:
+                raise UserError(f"fp8 needs a GPU of compute capability {'.'.join(map(str, FP8_CAPABILITY))} or more; "
+                                f"{torch.cuda.get_device_name(0)} has {'.'.join(map(str, capability))}",
+                                "choose precision int8 (or fp16) on this GPU", fields=("precision",))
 
     def versions(self, device: str) -> dict[str, str]:
         return {"tensorrt": require_tensorrt(), "torch": torch.__version__, "cuda": str(torch.version.cuda),
@@ -200,7 +219,8 @@ class TensorRTBackend(Backend):
             elif isinstance(source.onnx, Path):
                 onnx = source.onnx
             elif source.module is not None:
-                onnx = export_onnx(source.module, onnx, spec.resolution, spec.precision)
+                onnx = export_session_onnx(source.module, onnx, spec.resolution, spec.precision,
+                                           self.qdq_scheme(spec.precision))
             else:
                 raise ValueError("a model source needs a module or an ONNX model")
             plan, cache = build_plan(onnx, spec.input_shape, spec.precision, cache, spec.sparse_weights)
