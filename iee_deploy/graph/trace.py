@@ -457,7 +457,7 @@ def paused_gc() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Run in eval mode (no BN statistics update, no dropout) and restore every module's flag."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -576,7 +576,7 @@ def _eager_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
         for i, x in enumerate(inputs):
             rec.add(Node("input" if len(inputs) == 1 else f"input_{i}", "input", "input", None, (), {}, "'<model>'",
                          _meta(x)), x)
-        with _eval_mode(model), torch.no_grad(), rec:
+        with eval_mode(model), torch.no_grad(), rec:
             out = model(*inputs)
         trace.nodes.append(Node("output", "output", "output", None, (rec.ref(out),), {}, "'<model>'", _meta(out)))
     finally:

@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader
 from iee_deploy.data import DataBundle, build_datasets
 from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError
+from iee_deploy.graph.trace import eval_mode
 from iee_deploy.methods import SparsityMethod
 from iee_deploy.models import build_model
 from iee_deploy.runs import RunFolder, RunInfo
@@ -115,15 +116,10 @@ def check_finite_weights(model: nn.Module, source: str) -> None:
 def check_output_width(model: nn.Module, num_classes: int, resolution: int) -> None:
     """The model must score exactly `num_classes` classes; checked with one image before any training
     (a narrower head fails at the first step with an index error, a wider one trains on phantom classes)."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        param = next(model.parameters(), None)
-        x = torch.zeros(1, 3, resolution, resolution, device=param.device if param is not None else "cpu")
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, 3, resolution, resolution, device=param.device if param is not None else "cpu")
+    with eval_mode(model):
         out = model(x)
-    finally:
-        for m, flag in flags:
-            m.training = flag
     if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] != num_classes:
         raise UserError(f"the model scores {out.shape[1]} classes, not the {num_classes} this run trains",
                         "make the model's factory build its head with the num_classes it is given",
