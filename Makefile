@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml tools/fix_trt_stubs.py
 	$(PY) tools/fix_trt_stubs.py
 	touch $(STAMP)
 
+# `make demo PRECISION=int8`: an int8 LUT, budget and ONNX Runtime engine
 demo: $(STAMP)
-	$(VENV)/bin/iee-deploy demo --out runs/demo
+	$(VENV)/bin/iee-deploy demo --out runs/demo $(if $(PRECISION),--precision $(PRECISION))
 
 # Two pytest workers (one per core); a test file stays on one worker, so its fixtures are built once.
 test: $(STAMP)

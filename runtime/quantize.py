@@ -35,6 +35,7 @@ import onnx
 from torch import nn
 
 from iee_deploy.errors import UserError
+from iee_deploy.io import atomic_path
 from runtime.export import export_onnx
 
 QUANTIZED = ("int8", "fp8")
@@ -144,8 +145,8 @@ def quantize(model: onnx.ModelProto | Path, out: Path, batches: Iterable[np.ndar
             batch = next(self.batches, None)
             return None if batch is None else {name: np.ascontiguousarray(batch, dtype=np.float32)}
 
-    with _quiet():
-        quantize_static(proto, str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    with _quiet(), atomic_path(out) as tmp:
+        quantize_static(proto, str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType[scheme.activation], weight_type=QuantType[scheme.weight],
                         calibrate_method=CalibrationMethod[method],
                         extra_options={"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": True})
@@ -158,8 +159,16 @@ def quantize_proto(model: onnx.ModelProto, batches: Iterable[np.ndarray], scheme
         return onnx.load(str(quantize(model, Path(folder) / "model.qdq.onnx", batches, scheme, scheme.methods[0])))
 
 
+def export_quantized(module: nn.Module, path: Path, resolution: int, scheme: QdqScheme, batches: Iterable[np.ndarray],
+                     method: str) -> Path:
+    """`module` exported in fp32 and quantized into the QDQ ONNX `path`, calibrated on `batches` by `method`."""
+    with tempfile.TemporaryDirectory() as folder:
+        fp32 = export_onnx(module, Path(folder) / "fp32.onnx", resolution, "fp32")
+        return quantize(fp32, path, batches, scheme, method)
+
+
 def export_session_onnx(module: nn.Module, path: Path, resolution: int, precision: str, scheme: QdqScheme | None) -> Path:
-    """`module` as a session of `precision` runs it: the float export, quantized with random batches for int8/fp8.
+    """`module` as a session of `precision` runs it: the float export, quantized on random batches for int8/fp8.
 
     For latency (the profiler's whole networks): calibration on random inputs gives other scales than
     images would, not other kernels.
@@ -168,9 +177,8 @@ def export_session_onnx(module: nn.Module, path: Path, resolution: int, precisio
         return export_onnx(module, path, resolution, precision)
     if scheme is None:
         raise ValueError(f"{precision} needs the backend's QDQ scheme")
-    with tempfile.TemporaryDirectory() as folder:
-        fp32 = export_onnx(module, Path(folder) / "fp32.onnx", resolution, "fp32")
-        return quantize(fp32, path, random_batches((1, 3, resolution, resolution)), scheme, scheme.methods[0])
+    return export_quantized(module, path, resolution, scheme, random_batches((1, 3, resolution, resolution)),
+                            scheme.methods[0])
 
 
 @dataclass(frozen=True)

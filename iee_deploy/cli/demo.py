@@ -8,7 +8,11 @@ It chains the real commands exactly as a user would type them (so it lives with 
     iee-deploy build-engine --backend onnxruntime                             (dense vs pruned FPS)
     iee-deploy validate --budget-tolerance 0.1                                (outputs, accuracy, budget)
 
-and ends with a summary table (dense vs pruned: measured latency, images/s, top-1, parameters)
+With `--precision int8` the LUT is profiled in int8, the budget is an int8 budget, and the engine
+is an int8 ONNX Runtime engine (calibrated on training digits) validated by its top-1 against the
+fp32 model; its LUT, structured run and engine sit beside the fp32 ones (suffix `-int8`).
+
+It ends with a summary table (dense vs pruned: measured latency, images/s, top-1, parameters)
 written to `OUT/summary.md` and `OUT/summary.json`. Every stage resumes: re-running the demo
 reuses a finished LUT and finished training runs.
 
@@ -88,14 +92,16 @@ def render(rows: list[dict[str, Any]], budget_ms: float | None, predicted_ms: fl
     return "\n".join(lines)
 
 
-def run_demo(out: str | Path) -> None:
+def run_demo(out: str | Path, precision: str = "fp32") -> None:
     """profile -> dense reference -> structured IEE at half the dense latency -> engine -> validate -> summary."""
     out = Path(out)
     start = time.perf_counter()
-    lut = out / "luts" / f"cpu-{MODEL}-{RESOLUTION}.csv"
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    lut = out / "luts" / f"cpu-{MODEL}-{RESOLUTION}{suffix}.csv"
     _invoke("1/5 profile the cpu target", ["profile", "--target", "cpu", "--model", MODEL, "--num-classes", "10",
-                                           "--resolution", str(RESOLUTION), "--out", str(lut), *(["--resume"] if lut.exists() else [])])
-    dense, iee = out / "dense", out / "iee"
+                                           "--resolution", str(RESOLUTION), "--precision", precision, "--out", str(lut),
+                                           *(["--resume"] if lut.exists() else [])])
+    dense, iee = out / "dense", out / f"iee{suffix}"
     _train("2/5 dense reference training", dense, ["--method", "static", "--sparsity", "0"])
     _train("3/5 structured IEE at half the dense latency", iee,
            ["--method", "iee", "--target", "cpu", "--lut", str(lut), "--latency-ratio", str(LATENCY_RATIO),
@@ -103,28 +109,30 @@ def run_demo(out: str | Path) -> None:
             # a short run: the paper's structured window (updates end at epoch 5 of 130) would leave
             # the 8-epoch demo a handful of update steps, so its updates span the first 3/4 instead
             "--update-end", "0.75"])
-    engine = out / "engine"
+    engine = out / f"engine{suffix}"
     _invoke("4/5 build the ONNX Runtime engine", ["build-engine", "--run", str(iee), "--backend", "onnxruntime",
-                                                  "--batch", "1", "--out", str(engine)])
+                                                  "--batch", "1", "--precision", precision, "--out", str(engine)])
     # The knapsack fills the budget almost exactly, so a strict check would pass or fail by timing noise;
     # 10% is the bound the toolkit promises for measured vs budget on the cpu target.
     _invoke("5/5 validate for deployment", ["validate", "--engine", str(engine), "--budget-tolerance", str(BUDGET_TOLERANCE)])
     info = read_run_info(iee)
     rows = summary_rows(dense, engine)
     table = render(rows, info.budget_ms, info.predicted_latency_ms)
-    write_json(out / "summary.json", {"rows": rows, "budget_ms": info.budget_ms,
-                                      "predicted_latency_ms": info.predicted_latency_ms})
-    write_text(out / "summary.md", f"# iee-deploy demo: {MODEL} on {DATASET}\n\n{table}\n")
-    click.secho(f"\n== Summary ({time.perf_counter() - start:.0f} s; {out}/summary.md)", bold=True)
+    write_json(out / f"summary{suffix}.json", {"rows": rows, "budget_ms": info.budget_ms, "precision": precision,
+                                               "predicted_latency_ms": info.predicted_latency_ms})
+    write_text(out / f"summary{suffix}.md", f"# iee-deploy demo: {MODEL} on {DATASET}, {precision} engine\n\n{table}\n")
+    click.secho(f"\n== Summary ({time.perf_counter() - start:.0f} s; {out}/summary{suffix}.md)", bold=True)
     click.echo(table)
 
 
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True, help="Folder for every artefact.")
-def demo(out: str) -> None:
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="Precision of the LUT, the budget and the engine (int8: QDQ, validated by top-1 against fp32).")
+def demo(out: str, precision: str) -> None:
     """profile (cpu) -> structured IEE at --latency-ratio 0.5 -> build-engine (onnxruntime) -> validate."""
     check_writable(out, "out", folder=True)
-    run_demo(out)
+    run_demo(out, precision)
 
 
 COMMANDS = [demo]

@@ -4,7 +4,7 @@ Output folder (`out`):
 
 | file | content |
 |---|---|
-| `pruned.onnx`, `dense.onnx` | the models in the engine precision (dynamic batch, opset 17) |
+| `pruned.onnx`, `dense.onnx` | the models in the engine precision (dynamic batch, opset 17; int8 and fp8: QDQ graphs) |
 | `pruned<suffix>`, `dense<suffix>` | the backend's artefacts (`.ort.onnx`, `.plan`, `.torch.pt2`) |
 | `engine.json`, `engine.md` | `EngineReport`: settings, parameters, latency (ms per batch), images/s, speed-up |
 
@@ -14,6 +14,11 @@ measurement (`runtime.timing.measure`), so `speedup` is a side-by-side ratio. La
 target's statistic (`statistic`: the fastest run on the shared-machine cpu target, the median on
 GPUs), the one the run's LUT predicted and its budget was set in; GPU engines are timed with CUDA
 events, the clock of the GPU latency tables.
+
+A quantized engine (int8; fp8 on TensorRT) is the fp32 export quantized by the backend's QDQ scheme
+(`runtime.quantize`), its activations calibrated on N training images of the run's dataset
+(`iee_deploy.deploy.calibration`, checked before any export); `engine.json` records the set
+(`quantization`: dataset, count, seed, indices, method). Dense and pruned are quantized alike.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from iee_deploy.deploy.calibration import CalibrationRequest, calibration_images
 from iee_deploy.deploy.render import markdown_table
 from iee_deploy.deploy.run_models import load_run_models, parameter_count
 from iee_deploy.errors import UserError
@@ -39,6 +45,7 @@ from runtime.backends import PRECISIONS, Backend, BuildSpec, ModelSource, Sessio
 from runtime.export import export_onnx
 from runtime.machine import cap_threads, free_memory_bytes, machine_info, usable_cores
 from runtime.progress import progress as progress_bar
+from runtime.quantize import export_quantized
 from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
 
 ENGINE_REPORT = "engine.json"
@@ -90,6 +97,7 @@ class EngineReport:
     timing_config: TimingConfig
     environment: dict[str, str] = field(default_factory=dict)
     statistic: str = "median"  # the target's latency statistic: "min" (fastest run) or "median"
+    quantization: dict[str, Any] | None = None  # a quantized engine's CalibrationSet (asdict); None for fp32/fp16
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,10 +131,18 @@ class EngineReport:
                             "median ms/batch", "p90 ms/batch", "images/s", "iterations"], rows), "",
             f"**Speed-up (dense / pruned latency, {words}): {self.speedup:.2f}x**", "", DENSE_NOTE, "",
             *([UNSTRUCTURED_NOTE, ""] if self.kind == "unstructured" and not s.sparse_weights else []),
+            *([self.quantization_note(), ""] if self.quantization else []),
             f"Timing: warm-up {t.warmup_s} s, then >= {t.min_iterations} iterations and >= {t.min_seconds} s per model "
             f"in {t.rounds} alternating rounds; latency = {clock}; the {words} is the target's latency statistic.", "",
             "Environment: " + ", ".join(f"{k} {v}" for k, v in self.environment.items()), "",
         ])
+
+
+    def quantization_note(self) -> str:
+        """How a quantized engine was calibrated, in one sentence."""
+        q = self.quantization or {}
+        return (f"Quantization: {self.spec.precision}, {q.get('scheme')}, activations calibrated with {q.get('method')} "
+                f"on {q.get('images')} training images of {q.get('dataset')} (seed {q.get('seed')}; indices in engine.json).")
 
 
 def engine_device(backend: Backend) -> str:
@@ -164,6 +180,7 @@ def build_spec(info: RunInfo, backend: str, batch: int, precision: str | None, t
     precision = precision or chosen.default_precision(device)
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'", f"choose one of: {', '.join(PRECISIONS)}")
+    chosen.check_precision(precision, device)
     free = free_memory_bytes()
     image_bytes = 3 * info.resolution ** 2 * 4  # one fp32 input image
     batch_bytes = batch * image_bytes
@@ -203,11 +220,13 @@ def check_engine_folder(out: Path, run_dir: Path, force: bool) -> None:
 
 def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxruntime", batch: int = 1,
                  precision: str | None = None, threads: int | None = None, timing: TimingConfig = TimingConfig(),
-                 log: Log = lambda _: None, force: bool = False) -> EngineReport:
+                 log: Log = lambda _: None, force: bool = False,
+                 calibration: CalibrationRequest | None = None) -> EngineReport:
     """Build the pruned and the dense model of `run_dir` with `backend` into `out`; time both; write engine.json/.md.
 
-    `precision` None means the backend's default: fp32 on the CPU, fp16 on a GPU. A folder holding another
-    run's engine is refused unless `force`; rebuilding removes the old engine's validation files.
+    `precision` None means the backend's default: fp32 on the CPU, fp16 on a GPU. A quantized precision
+    calibrates on `calibration` (None: `CalibrationRequest()`'s defaults); float ones refuse it. A folder
+    holding another run's engine is refused unless `force`; rebuilding removes the old engine's validation files.
     """
     chosen = get_backend(backend)
     info = read_run_info(run_dir)
@@ -220,6 +239,12 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     out = Path(out)
     check_writable(out, "out", folder=True)
     check_engine_folder(out, Path(run_dir), force)
+    scheme = chosen.qdq_scheme(spec.precision)
+    if scheme is None and calibration is not None:
+        raise UserError(f"calibration options apply to quantized engines, not {spec.precision}",
+                        "drop them, or ask for precision int8", fields=("calibration",))
+    calibrated = (calibration_images(run_dir, info, calibration or CalibrationRequest(), scheme, spec.precision)
+                  if scheme is not None else None)
     models = load_run_models(run_dir)
     for stale in STALE_ON_REBUILD:
         (out / stale).unlink(missing_ok=True)
@@ -232,7 +257,10 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     digests: dict[str, dict[str, str]] = {}
     for name in MODELS:
         log(f"{name}: export ONNX ({spec.precision}) and build the {chosen.name} engine")
-        onnx_path = export_onnx(modules[name], out / f"{name}.onnx", spec.resolution, spec.precision)
+        onnx_path = (export_onnx(modules[name], out / f"{name}.onnx", spec.resolution, spec.precision)
+                     if scheme is None or calibrated is None else
+                     export_quantized(modules[name], out / f"{name}.onnx", spec.resolution, scheme, calibrated[1],
+                                      calibrated[0].method))
         artefact = chosen.build(ModelSource(name, modules[name], onnx_path), specs[name], out)
         sessions[name] = chosen.load(artefact, specs[name])
         files[name] = (onnx_path.name, artefact.name)
@@ -250,6 +278,7 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
         pruned=results["pruned"], dense=results["dense"],
         speedup=timings["dense"].value(statistic) / timings["pruned"].value(statistic),
         timing_config=timing, environment=machine_info(spec.threads), statistic=statistic,
+        quantization=asdict(calibrated[0]) if calibrated is not None else None,
     )
     write_json(out / ENGINE_REPORT, report.to_json())
     write_text(out / ENGINE_MARKDOWN, report.markdown())

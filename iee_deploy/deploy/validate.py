@@ -4,9 +4,9 @@ Checks (each passes, fails, or is informational):
 
 | check | compares | passes when |
 |---|---|---|
-| `engine-vs-pytorch` | engine logits vs the PyTorch pruned model, on the validation images | max abs error <= the engine precision's tolerance |
+| `engine-vs-pytorch` | engine logits vs the PyTorch pruned model, on the validation images | max abs error <= the engine precision's tolerance (informational for quantized engines) |
 | `pruned-vs-masked` | PyTorch pruned model vs the masked full-width training model | max abs error <= the FP32 tolerance |
-| `accuracy` | top-1 of the engine vs top-1 of the PyTorch pruned model, same images | drop <= `max_accuracy_drop` percentage points |
+| `accuracy` | top-1 of the engine vs top-1 of the fp32 PyTorch pruned model, same images | drop <= `max_accuracy_drop` percentage points (default 1) |
 | `latency-budget` | measured latency (ms per batch, in the target's statistic: fastest run on the cpu target, median on GPUs) vs `latency_ms`, else run.json `budget_ms` | measured <= budget x (1 + `budget_tolerance`) (informational without a budget) |
 | `latency-vs-lut` | measured vs the LUT prediction in run.json (`predicted_latency_ms`) | informational; with `lut_tolerance`: abs(measured / predicted - 1) <= it |
 
@@ -17,6 +17,13 @@ Tolerances (`TOLERANCES`): the error limit is `atol + rtol * max|reference logit
 FP32: atol 1e-4, rtol 0 (the same function up to float summation order).
 FP16: atol 0, rtol 1e-2, i.e. errors up to 1% of the largest logit: FP16 keeps 11 significant bits
 (relative rounding 4.9e-4 per operation), and the errors of a few dozen layers accumulate to a few 1e-3.
+Quantized precisions (int8, fp8) have no elementwise tolerance: 8-bit activations move logits by
+far more than any float rounding, by design, so such an engine is judged by what quantization
+promises, its top-1 within `max_accuracy_drop` points of the fp32 model's; its logit error is
+reported, not checked.
+
+A run's budget and LUT prediction are in its LUT's precision: an engine of another precision is
+refused (one line, before any work) unless the budget is given (`latency_ms`).
 """
 
 from __future__ import annotations
@@ -39,12 +46,14 @@ from iee_deploy.deploy.build import (
     read_engine_report,
     timing_input,
 )
+from iee_deploy.deploy.calibration import run_subsets
 from iee_deploy.deploy.render import fmt, markdown_table
 from iee_deploy.deploy.run_models import load_run_models
 from iee_deploy.errors import UserError
 from iee_deploy.io import check_writable, write_json, write_text
 from iee_deploy.models import build_model
-from iee_deploy.runs import RunFolder, RunInfo
+from iee_deploy.runs import RunFolder, RunInfo, read_run_info
+from profiler.lut import read_meta
 from runtime.machine import machine_info
 from runtime.progress import progress
 from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
@@ -64,6 +73,7 @@ class Tolerance:
 
 
 TOLERANCES = {"fp32": Tolerance(atol=1e-4, rtol=0.0), "fp16": Tolerance(atol=0.0, rtol=1e-2)}
+"""Elementwise tolerances of float engines; a precision without one (int8, fp8) is checked by top-1 alone."""
 
 
 @dataclass(frozen=True)
@@ -197,13 +207,24 @@ def check_limits(latency_ms: float | None, lut_tolerance: float | None, max_accu
                         "give e.g. 1.0")
 
 
-def run_subsets(run_dir: str | Path) -> tuple[int | None, int | None]:
-    """The `subset` and `val_subset` a run was trained with (its config.json), each None if absent:
-    validation then uses the same validation images as the run's own evaluations."""
-    config = RunFolder(run_dir).read_config() or {}
-    counts = [config.get(key) for key in ("subset", "val_subset")]
-    subset, val_subset = (value if isinstance(value, int) and value > 0 else None for value in counts)
-    return subset, val_subset
+def lut_precision(info: RunInfo) -> str | None:
+    """The precision of the run's LUT, which its budget and predicted latency are in (None: no readable LUT)."""
+    return read_meta(info.lut).precision if info.lut and Path(info.lut).is_file() else None
+
+
+def check_budget_precision(info: RunInfo, precision: str, latency_ms: float | None) -> str | None:
+    """The precision of the run's budget; a UserError when an engine of another precision would be held to it.
+
+    An int8 LUT's budget is an int8 budget: an fp32 engine checked against it (or an int8 engine against
+    an fp32 budget) compares two precisions. A given `latency_ms` is the user's own budget and passes.
+    """
+    have = lut_precision(info)
+    if latency_ms is None and have is not None and have != precision and info.budget_ms is not None:
+        raise UserError(f"the run's latency budget is an {have} budget (its LUT '{info.lut}' is {have}), "
+                        f"but this engine is {precision}",
+                        f"build the engine with precision {have}, or give latency_ms for a {precision} budget",
+                        fields=("latency_ms",))
+    return have
 
 
 def dense_start(run_dir: str | Path, info: RunInfo) -> torch.nn.Module | None:
@@ -231,6 +252,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     """
     check_limits(latency_ms, lut_tolerance, max_accuracy_drop, budget_tolerance)
     report = read_engine_report(engine_dir)
+    budget_precision = check_budget_precision(read_run_info(report.run_dir), report.spec.precision, latency_ms)
     folder = Path(out) if out is not None else Path(engine_dir)
     check_writable(folder, "out" if out is not None else "engine_dir", folder=True)
     engine = load_engine(engine_dir, report)
@@ -255,20 +277,22 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     with progress(total=rounds_of(timing), desc="validate: latency", unit="round") as bar:
         latency = measure({"pruned": engine.runner(timing_input(report.spec))}, batch, timing, bar.update)["pruned"]
 
-    tol = TOLERANCES[report.spec.precision]
+    precision = report.spec.precision
+    tol = TOLERANCES.get(precision)
     ref = errors["engine_vs_pruned"]
     checks = [
-        threshold_check("engine-vs-pytorch", ref.max_abs, tol.limit(ref.scale),
-                        f"max abs error of {report.spec.precision} engine logits vs PyTorch pruned model "
-                        f"(tolerance {tol.atol:g} + {tol.rtol:g} x max|logit|)"),
+        threshold_check("engine-vs-pytorch", ref.max_abs, None if tol is None else tol.limit(ref.scale),
+                        f"max abs error of {precision} engine logits vs PyTorch pruned model "
+                        + (f"(tolerance {tol.atol:g} + {tol.rtol:g} x max|logit|)" if tol is not None else
+                           f"(reported only: {precision} engines are checked by top-1)")),
     ]
     own = errors["pruned_vs_masked"]
     fp32 = TOLERANCES["fp32"]
     checks.append(threshold_check("pruned-vs-masked", own.max_abs, fp32.limit(own.scale),
                                   "max abs error of PyTorch pruned vs masked training model (fp32 tolerance)"))
     checks.append(threshold_check("accuracy", top1["pruned"] - top1["engine"], max_accuracy_drop,
-                                  f"top-1 drop in percentage points: engine {top1['engine']:.2f}% vs PyTorch "
-                                  f"{top1['pruned']:.2f}% on {images} images"))
+                                  f"top-1 drop in percentage points: {precision} engine {top1['engine']:.2f}% vs fp32 "
+                                  f"PyTorch {top1['pruned']:.2f}% on {images} images"))
     budget, source = (latency_ms, "latency_ms") if latency_ms is not None else (info.budget_ms, "run.json budget_ms")
     statistic = report.statistic
     words = describe(statistic)
@@ -279,7 +303,10 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
                                   f"{budget:.4g} ms from {source} x (1 + tolerance {budget_tolerance:g})"
                                   if budget is not None else "no latency budget given (latency_ms) or recorded in run.json"))
     predicted = info.predicted_latency_ms
-    if predicted:
+    if predicted and budget_precision not in (None, precision):
+        checks.append(Check("latency-vs-lut", "info", None, None,
+                            f"the run's LUT predicts {budget_precision} latency, not {precision}: not compared"))
+    elif predicted:
         checks.append(threshold_check("latency-vs-lut", abs(measured / predicted - 1), lut_tolerance,
                                       f"|measured / LUT-predicted - 1| for {words} {measured:.3f} vs {predicted:.3f} ms/batch"))
     else:

@@ -1,0 +1,84 @@
+"""Calibration images of a quantized engine: N training images of the run's dataset, drawn with a seed.
+
+`build-engine --precision int8` quantizes the run's models (QDQ, `runtime.quantize`) with activation
+scales calibrated on these images. They are the run's own training images (its `subset` when it
+trained on one), drawn without replacement by `seed`; `CalibrationSet` records the dataset, the
+count, the seed, the indices and the method in `engine.json`, so the engine can be rebuilt exactly.
+Every choice is checked before the dataset is read or a model exported: the method must be one
+the quantizer has for the precision, and the count between 1 and the images the dataset holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iee_deploy.data import build_datasets
+from iee_deploy.errors import UserError
+from iee_deploy.runs import RunFolder, RunInfo
+from runtime.quantize import DEFAULT_METHOD, QdqScheme, check_method
+
+DEFAULT_IMAGES = 256
+CALIBRATION_BATCH = 32  # images per calibration step of the quantizer
+
+
+@dataclass(frozen=True)
+class CalibrationRequest:
+    """What the user asks for: how many training images, which method (None: the precision's default), which seed."""
+
+    images: int = DEFAULT_IMAGES
+    method: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """The images an engine was calibrated on and how (recorded in engine.json)."""
+
+    dataset: str
+    data_dir: str | None
+    images: int
+    seed: int
+    method: str  # as onnxruntime.quantization.CalibrationMethod names it
+    scheme: str  # QdqScheme.describe()
+    indices: list[int] = field(default_factory=list)  # into the run's training set
+
+
+def run_subsets(run_dir: str | Path) -> tuple[int | None, int | None]:
+    """The `subset` and `val_subset` a run was trained with (its config.json), each None if absent:
+    calibration and validation then use the run's own training and validation images."""
+    config = RunFolder(run_dir).read_config() or {}
+    counts = [config.get(key) for key in ("subset", "val_subset")]
+    subset, val_subset = (value if isinstance(value, int) and value > 0 else None for value in counts)
+    return subset, val_subset
+
+
+def check_request(request: CalibrationRequest, scheme: QdqScheme, precision: str) -> str:
+    """The request's method by its ONNX Runtime name; a one-line UserError for an impossible request."""
+    if request.images < 1:
+        raise UserError(f"calibration_images {request.images} is not a number of images", "give 1 or more, e.g. 256",
+                        fields=("calibration_images",))
+    return check_method(request.method or DEFAULT_METHOD[precision], scheme, precision)
+
+
+def calibration_images(run_dir: str | Path, info: RunInfo, request: CalibrationRequest, scheme: QdqScheme,
+                       precision: str) -> tuple[CalibrationSet, list[np.ndarray]]:
+    """The calibration set of a run and its images in batches (float32, as the model reads them)."""
+    method = check_request(request, scheme, precision)
+    subset, _ = run_subsets(run_dir)
+    train = build_datasets(info.dataset, info.data_dir, info.resolution, subset).train
+    held = len(train)
+    if request.images > held:
+        raise UserError(f"calibration asks for {request.images} training images, but the run's '{info.dataset}' "
+                        f"training set holds {held}", f"give calibration_images of at most {held}",
+                        fields=("calibration_images",))
+    indices = sorted(np.random.default_rng(request.seed).choice(held, request.images, replace=False).tolist())
+    with torch.random.fork_rng():  # training-time augmentation draws from torch's generator: seeded, so repeatable
+        torch.manual_seed(request.seed)
+        images = torch.stack([train[i][0] for i in indices]).numpy().astype(np.float32)
+    batches = [images[i: i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)]
+    record = CalibrationSet(info.dataset, info.data_dir, request.images, request.seed, method, scheme.describe(), indices)
+    return record, batches
