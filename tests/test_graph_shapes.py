@@ -15,6 +15,7 @@ from iee_deploy.graph.trace import (
     _attention_shape,
     _cat_shape,
     _conv_shape,
+    _interpolate_shape,
     _reduce_shape,
 )
 
@@ -93,3 +94,23 @@ def test_casts_and_comparisons_keep_their_own_dtype_in_the_trace():
     assert _call_value("pointwise", torch.Tensor.to, (x, torch.int64), {}).dtype == torch.int64
     assert _call_value("elementwise", operator.lt, (x, x), {}).dtype == torch.bool
     assert _call_value("elementwise", operator.add, (x, x), {}).dtype == torch.float32
+
+
+def test_interpolate_shapes_equal_torch():
+    checked = 0
+    for shape in ((2, 3, 7), (1, 4, 5, 9), (1, 2, 3, 4, 5)):
+        x, nd = torch.zeros(shape), len(shape) - 2
+        for kwargs in ({"size": 6}, {"size": (11,) * nd}, {"scale_factor": 2}, {"scale_factor": 0.5},
+                       {"scale_factor": 1.7}, {"scale_factor": (1.5,) * nd, "mode": "nearest"}):
+            for mode in ("nearest", "linear" if nd == 1 else "bilinear" if nd == 2 else "trilinear"):
+                call = {"mode": mode, **kwargs}
+                expected = torch_shape(F.interpolate, x, **call)
+                assert _interpolate_shape((x.to("meta"),), call) == expected, (shape, call)
+                checked += 1
+    assert checked == 36
+    x = torch.zeros(1, 3, 8, 8)
+    assert _interpolate_shape((x, (4, 4)), {}) == torch_shape(F.interpolate, x, (4, 4)) == (1, 3, 4, 4)  # size by position
+    assert _interpolate_shape((x,), {"size": 4, "scale_factor": 2}) is None  # both: torch's error
+    assert _interpolate_shape((x,), {"size": (4, 4, 4)}) is None  # a size of the wrong length: torch's error
+    assert _interpolate_shape((x,), {"scale_factor": 2, "recompute_scale_factor": True}) is None  # left to torch
+    assert _interpolate_shape((x.long(),), {"scale_factor": 2}) is None  # an integer input: left to torch

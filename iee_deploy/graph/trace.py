@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -308,6 +309,36 @@ def _reduce_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, .
     return tuple(1 if d in reduced else n for d, n in enumerate(x.shape) if keepdim or d not in reduced)
 
 
+def _interpolate_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """F.interpolate's output shape by torch's rule (a `size`, or floor(input size x `scale_factor`)): its meta
+    kernels for the linear modes are Python decompositions, tens of ms a call at CoaT's sizes. None where torch
+    must decide (both or neither given, a recomputed or non-positive scale, a size of the wrong length, an empty
+    or non-float input)."""
+    names = ("size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias")
+    if not args or not isinstance(args[0], torch.Tensor) or len(args) > 1 + len(names):
+        return None
+    x, given = args[0], dict(zip(names, args[1:]))
+    if set(kwargs) - set(names) or set(kwargs) & set(given):
+        return None
+    given.update(kwargs)
+    nd = x.dim() - 2
+    size, scale = given.get("size"), given.get("scale_factor")
+    if nd not in (1, 2, 3) or not x.is_floating_point() or 0 in x.shape or (size is None) == (scale is None):
+        return None
+    if size is not None:
+        sizes = (size,) * nd if type(size) is int else tuple(size) if isinstance(size, (tuple, list)) else ()
+        if len(sizes) != nd or not all(type(n) is int and n > 0 for n in sizes):
+            return None
+        return (*x.shape[:2], *sizes)
+    if given.get("recompute_scale_factor"):
+        return None
+    scales = (scale,) * nd if isinstance(scale, (int, float)) else tuple(scale) if isinstance(scale, (tuple, list)) else ()
+    if len(scales) != nd or not all(isinstance(f, (int, float)) and f > 0 for f in scales):
+        return None
+    out = tuple(math.floor(n * float(f)) for n, f in zip(x.shape[2:], scales))
+    return (*x.shape[:2], *out) if min(out) > 0 else None
+
+
 _NEW_DTYPE = frozenset({"to", "type", "type_as", "half", "float", "double", "bfloat16", "bool", "long", "int", "short",
                         "byte", "char", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not",
                         "logical_xor", "isnan", "isinf", "isfinite", "signbit", "where"})
@@ -330,6 +361,10 @@ def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...
         shape = _cat_shape(args, kwargs)
         if shape is not None:
             return args[0][0].new_empty(shape)
+    if fn is F.interpolate:
+        shape = _interpolate_shape(args, kwargs)
+        if shape is not None:
+            return args[0].new_empty(shape)
     if fn is F.scaled_dot_product_attention:
         shape = _attention_shape(args, kwargs)
         if shape is not None:
