@@ -766,9 +766,10 @@ def answer(table: list[dict[str, Any]], dense_acc: dict[str, float]) -> list[str
     return lines
 
 
-STEP_SECONDS = {"resnet20": (0.81, 0.30), "mobilenet_v2": (1.18, 0.43)}
-"""One SGD step of 64 images at 32 px on one thread (s): measured on this 2-core machine at load average 5-6 (other
-jobs), and that scaled to one idle core (x 2 / 5.5)."""
+STEP_SECONDS = {"resnet20": 0.23, "mobilenet_v2": 0.33}
+"""One SGD step of 64 images at 32 px on one thread (s), two runs at a time on this 2-core machine: resnet20 measured
+(its dense run: 7 s per epoch of 31 steps); mobilenet_v2 scaled from resnet20 by their ratio measured at load 5-6
+(1.18 s / 0.81 s)."""
 PRUNED_STEP = 0.42
 """A pruned arm's step as a fraction of the dense one's: about its FLOPs at budgets 0.7, 0.5, 0.35 (0.6, 0.4, 0.25)."""
 
@@ -781,7 +782,7 @@ def sizing() -> list[str]:
     arms = 3 * FULL.seeds * (finetune * FULL.epochs + FULL.dense_epochs + FULL.epochs) * steps * PRUNED_STEP
     extra = (0.75 * FULL.epochs + FULL.seeds * 0.1 * FULL.dense_epochs / PRUNED_STEP) * steps * PRUNED_STEP
     per_model = dense + arms + extra
-    hours = {m: per_model * idle / 3600 for m, (_, idle) in STEP_SECONDS.items()}
+    hours = {m: per_model * step / 3600 for m, step in STEP_SECONDS.items()}
     return [f"{10 * FULL.train_per_class:,} training and {10 * FULL.val_per_class:,} validation images, batch "
             f"{FULL.batch_size} ({steps} steps per epoch); dense {FULL.dense_epochs} epochs (+ 0.75 of it for the "
             f"plateau check), fine-tuning {FULL.epochs} epochs, slim {FULL.dense_epochs + FULL.epochs} from scratch; "
@@ -789,8 +790,8 @@ def sizing() -> list[str]:
             f"plateau run per architecture, two runs at a time, one thread each; bisections of up to "
             f"{FULL.bisect_steps} probes per arm and budget.",
             f"Estimate: {per_model:,.0f} dense-step equivalents per architecture (pruned steps at {PRUNED_STEP} of a "
-            "dense one); a step measured " + ", ".join(f"{m} {busy} s at load 5-6 (about {idle} s on an idle core)"
-                                                        for m, (busy, idle) in STEP_SECONDS.items())
+            "dense one); a step " + ", ".join(f"{m} {step} s" for m, step in STEP_SECONDS.items())
+            + " with two runs at a time"
             + f": {' + '.join(f'{h:.1f}' for h in hours.values())} core-hours, so about {sum(hours.values()) / 2:.1f} h on "
             "2 idle cores, plus the bisections (about 300 probes per architecture, seconds each) and the mobilenet_v2 "
             "LUT profile: about 3 h. On a machine shared with other jobs, several times that. Resumable: run the same "
