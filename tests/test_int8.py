@@ -148,7 +148,7 @@ def trained(tmp_path_factory):
 def int8_engine(trained):
     """build-engine --precision int8 as a user runs it: 4 calibration images, Percentile."""
     out = trained / "engine-int8"
-    result = run_cli("build-engine", "--run", str(trained), "--precision", "int8", "--batch", "8", "--threads", "1",
+    result = run_cli("build-engine", "--run", str(trained), "--precision", "int8", "--batch", "32", "--threads", "1",
                      "--calibration-images", "4", "--calibration-method", "percentile", "--calibration-seed", "3",
                      "--out", str(out), *FAST_CLI)
     assert result.returncode == 0, result.stderr
@@ -262,6 +262,21 @@ def test_fp8_needs_compute_capability_8_9(gpu_host, monkeypatch):
     trt.check_precision("int8", "cuda")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     trt.check_precision("fp8", "cuda")
+
+
+def test_tensorrt_builds_the_qdq_onnx_strongly_typed_without_precision_flags(monkeypatch, tmp_path):
+    """Explicit quantization: the QDQ graph decides INT8, no builder flag or calibrator (gone in TensorRT 11)."""
+    from test_deploy_tensorrt import fake_tensorrt
+
+    rec: dict = {}
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(rec))
+    trt = get_backend("tensorrt")
+    qdq = quantize(layer_onnx(conv_signature(), 16, 16, 1), tmp_path / "pruned.onnx", random_batches((1, 16, 16, 16)),
+                   trt.quantization["int8"])
+    plan = trt.build(ModelSource("pruned", onnx=qdq), BuildSpec(1, 16, "int8", 1, device="cuda", shape=(1, 16, 16, 16)),
+                     tmp_path)
+    assert plan.read_bytes() == b"PLAN-BYTES" and rec["parsed"] == str(qdq)
+    assert rec["network_flags"] == 1 << 1 and rec.get("set", []) == [] and rec.get("cleared", []) == []
 
 
 if __name__ == "__main__":
