@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
 from scipy import stats
 from torch import nn
 
+from iee_deploy.graph import build_dependency_graph
 from iee_deploy.io import check_writable
 from iee_deploy.models import build_model
+from iee_deploy.models.detection import network_part
 from iee_deploy.subnets import random_subnetworks
 from profiler.latency import LatencyModel
 from profiler.layers import enumerate_layers
@@ -42,6 +45,7 @@ from profiler.measurer import BackendSettings, make_measurer
 from profiler.targets import Target, check_device, list_targets, load_target
 from runtime.machine import machine_info
 from runtime.progress import progress as progress_bar
+from runtime.progress import write as write_line
 
 
 def subnetwork_source(model: nn.Module, resolution: int, low: float = 0.3, high: float = 1.0) -> Subnetworks:
@@ -58,6 +62,11 @@ def profile(request: ProfileRequest, out: str | Path, resume: bool = False, prog
     """`iee-deploy profile`: build the request's model and measure its LUT into `out` (checked first)."""
     check_out(Path(out), resume)
     model = build_model(request.model, request.num_classes, request.resolution, request.checkpoint).eval()
+    part = network_part(model)
+    if part is not None:  # the table times what the graph prunes: the network part
+        write_line(part.describe(request.model))
+        model = part.module
+    build_dependency_graph(model, torch.zeros(input_shape(1, request.resolution)))  # refused here, before measuring
     return profile_model(request, model, out, subnetwork_source(model, request.resolution), resume, progress)
 
 

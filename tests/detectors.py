@@ -1,0 +1,43 @@
+"""Small torchvision detectors for the tests (random weights, FPN 32 channels wide, images of 64 px), and a model
+that cannot run on small inputs.
+
+Factories in the `module:factory` form the CLI takes (`--model detectors:retinanet_tiny`)."""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models import detection, resnet18
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+WIDTH = 32
+SIZE = {"min_size": 64, "max_size": 64}
+
+
+def _fpn(extra: nn.Module, levels: tuple[int, ...] = (2, 3, 4)) -> BackboneWithFPN:
+    body = resnet18(weights=None)
+    widths = {1: 64, 2: 128, 3: 256, 4: 512}
+    return BackboneWithFPN(body, {f"layer{k}": str(i) for i, k in enumerate(levels)}, [widths[k] for k in levels], WIDTH,
+                           extra_blocks=extra)
+
+
+def retinanet_tiny(num_classes: int = 5) -> nn.Module:
+    return detection.RetinaNet(_fpn(LastLevelP6P7(WIDTH, WIDTH)), num_classes, **SIZE)
+
+
+def fcos_tiny(num_classes: int = 5) -> nn.Module:
+    return detection.FCOS(_fpn(LastLevelP6P7(WIDTH, WIDTH)), num_classes, **SIZE)
+
+
+def fasterrcnn_tiny(num_classes: int = 5) -> nn.Module:
+    return detection.FasterRCNN(_fpn(LastLevelMaxPool(), (1, 2, 3, 4)), num_classes, **SIZE)
+
+
+def ssdlite(num_classes: int = 5) -> nn.Module:
+    return detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
+
+
+def unpadded(num_classes: int = 5) -> nn.Module:
+    """A classifier of three unpadded 3x3 convolutions: it cannot run on inputs under 7 px."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(8, num_classes))

@@ -1,0 +1,103 @@
+"""Detectors: the network part (backbone, neck, heads) is the prunable graph, exact on the raw head outputs; the
+stages around it (pre-processing, anchors, box decoding, NMS) stay outside, whole."""
+
+from __future__ import annotations
+
+import json
+
+import detectors
+import pytest
+import torch
+from click.testing import CliRunner
+from test_graph import random_keep, randomise_bn, rel_err
+from torch import nn
+
+from iee_deploy.cli import main
+from iee_deploy.errors import UserError
+from iee_deploy.graph import build_dependency_graph, mask_model, prune_model
+from iee_deploy.models.detection import OneStageNetwork, ProposalNetwork, network_part, with_network
+
+FACTORIES = ["retinanet_tiny", "fcos_tiny", "fasterrcnn_tiny", "ssdlite"]
+
+
+def images(n: int = 2, size: int = 64) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_network_part_prunes_exactly_on_the_raw_head_outputs(factory):
+    detector = getattr(detectors, factory)().eval()
+    part = network_part(detector)
+    assert part is not None and "NMS" in part.left_out
+    net = randomise_bn(part.module).eval()
+    g = build_dependency_graph(net, images(1))
+    assert g.prunable_groups
+    keep = random_keep(g)
+    pruned, masked = prune_model(net, g, keep), mask_model(net, g, keep)
+    with torch.no_grad():
+        got, want = pruned(images()), masked(images())
+    assert len(got) == len(want) > 1 and all(a.shape == b.shape for a, b in zip(got, want))
+    assert max(rel_err(a, b) for a, b in zip(got, want)) < 1e-4
+    removed = sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in pruned.parameters())
+    assert removed > 0
+
+
+def test_head_outputs_are_kept_whole_and_the_inner_convolutions_prune():
+    """Widths that encode anchors x classes or box coordinates are outputs: kept; the head's tower prunes."""
+    detector = detectors.retinanet_tiny(num_classes=7).eval()
+    part = network_part(detector)
+    assert part is not None and isinstance(part.module, OneStageNetwork)
+    g = build_dependency_graph(part.module, images(1))
+    prunable = {ref.name for grp in g.prunable_groups for ref in grp.owners}
+    assert "head.classification_head.cls_logits" not in prunable
+    assert "head.regression_head.bbox_reg" not in prunable
+    assert "head.classification_head.conv.0.0" in prunable  # the shared tower of the head
+    with torch.no_grad():
+        cls_logits = part.module(images(1))[sorted(["cls_logits", "bbox_regression"]).index("cls_logits")]
+    assert cls_logits.shape[-1] == 7  # anchors x classes, reshaped by the head: whole
+
+
+def test_a_pruned_network_part_goes_back_into_the_detector_and_it_detects():
+    detector = detectors.fasterrcnn_tiny().eval()
+    part = network_part(detector)
+    assert part is not None and isinstance(part.module, ProposalNetwork) and "RoI heads" in part.left_out
+    g = build_dependency_graph(part.module, images(1))
+    pruned_detector = with_network(detector, prune_model(part.module, g, random_keep(g)))
+    assert sum(p.numel() for p in pruned_detector.parameters()) < sum(p.numel() for p in detector.parameters())
+    with torch.no_grad():
+        detections = pruned_detector(list(images()))
+    assert len(detections) == 2 and {"boxes", "labels", "scores"} <= set(detections[0])
+    with pytest.raises(TypeError, match="not a detector's network part"):
+        with_network(detector, nn.Conv2d(3, 3, 1))
+
+
+def test_a_classifier_is_its_own_network():
+    from iee_deploy.models import build_model
+
+    assert network_part(build_model("resnet20", 10, 8)) is None
+
+
+def test_a_model_that_cannot_run_on_the_input_is_told_so_not_blamed_on_the_graph():
+    with pytest.raises(UserError, match=r"fails on the example input \(1, 3, 4, 4\) itself") as err:
+        build_dependency_graph(detectors.unpadded(), torch.zeros(1, 3, 4, 4))
+    assert "limitation of the graph" not in str(err.value) and "larger `resolution`" in str(err.value)
+
+
+def test_graph_command_on_a_detector(tmp_path):
+    result = CliRunner().invoke(main, ["graph", "--model", "detectors:retinanet_tiny", "--num-classes", "5",
+                                       "--resolution", "64", "--json", str(tmp_path / "g.json")], prog_name="iee-deploy")
+    assert result.exit_code == 0, result.output
+    assert "is a detector: the graph covers its network part" in result.output and "NMS" in result.output
+    groups = json.loads((tmp_path / "g.json").read_text())["groups"]
+    assert any(grp["prunable"] for grp in groups)
+
+
+def test_profile_refuses_a_model_it_cannot_graph_before_measuring(tmp_path):
+    """A model at a size too small for it: one line at once, and no table is started."""
+    lut = tmp_path / "lut.csv"
+    result = CliRunner().invoke(main, ["profile", "--target", "cpu", "--model", "detectors:unpadded", "--num-classes",
+                                       "5", "--resolution", "4", "--out", str(lut)], prog_name="iee-deploy")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code != 0 and "Traceback" not in result.stderr
+    assert len(lines) == 1 and "fails on the example input" in lines[0], result.stderr
+    assert not lut.exists()
