@@ -12,6 +12,8 @@ from iee_deploy.cli.options import model_options
 from iee_deploy.graph import ChannelRef, DependencyGraph, build_dependency_graph
 from iee_deploy.io import check_writable, write_json
 from iee_deploy.models import build_model, model_spec
+from iee_deploy.models.detection import network_part
+from iee_deploy.train.trainer import check_output_width
 
 
 def _names(refs: Sequence[ChannelRef], limit: int | None) -> str:
@@ -58,6 +60,11 @@ def graph(model_name: str, num_classes: int | None, resolution: int | None, chec
     size = resolution or spec.native_resolution
     classes = num_classes or 1000
     model = build_model(model_name, classes, size, checkpoint).eval()
+    check_output_width(model, classes, size)  # a factory that ignores num_classes would show another head
+    part = network_part(model)
+    if part is not None:
+        click.echo(part.describe(model_name))
+        model = part.module
     start = time.perf_counter()
     g = build_dependency_graph(model, torch.zeros(1, 3, size, size), tracer=tracer)
     build_ms = (time.perf_counter() - start) * 1e3
