@@ -6,8 +6,9 @@ repeats). A layer configuration becomes a one-layer network (an ONNX graph for O
 TensorRT, an eager conv-BN-ReLU module for torch), a session, and one `runtime.timing.measure`
 of `repeats` runs; whole networks (calibration, validation) are timed interleaved in
 `NETWORK_ROUNDS` rounds so machine noise hits them alike. A quantized precision (int8) times each
-layer and network as the QDQ graph the backend fuses into integer kernels (`runtime.quantize`). GPU layers and GPU networks are timed
-with CUDA events around CUDA-graph replays, like every GPU latency of the project.
+layer and network as the QDQ graph the backend fuses into integer kernels (`runtime.quantize`).
+GPU layers and GPU networks are timed with CUDA events around CUDA-graph replays, like every GPU
+latency of the project.
 """
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ class Kernels:
 
 def kernels_of(model: onnx.ModelProto) -> Kernels:
     """Count the integer and float conv / matmul kernels of an optimised graph."""
-    ops = [node for node in model.graph.node]
+    ops = list(model.graph.node)
     integer = Counter(n.op_type for n in ops if n.op_type in INTEGER_KERNELS)
     left = tuple(n.name or n.op_type for n in ops if n.op_type in FLOAT_KERNELS)
     return Kernels(dict(sorted(integer.items())), left)
