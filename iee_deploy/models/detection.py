@@ -83,7 +83,7 @@ def network_part(model: nn.Module) -> NetworkPart | None:
         return NetworkPart(OneStageNetwork(model.backbone, model.head), LEFT_OUT)
     if isinstance(model, GeneralizedRCNN):
         rpn = model.rpn
-        assert isinstance(rpn, nn.Module)
+        assert isinstance(rpn, nn.Module) and isinstance(rpn.head, nn.Module)
         return NetworkPart(ProposalNetwork(model.backbone, rpn.head),
                            LEFT_OUT + "; and the RoI heads, which run on image-dependent proposals (kept whole)")
     return None
