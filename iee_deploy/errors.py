@@ -12,6 +12,7 @@ field replaced by the flag that sets it (`UserError.render`).
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Callable, Iterable
 
@@ -63,11 +64,18 @@ class NotAvailableError(UserError):
     """A feature that needs something absent here (TensorRT, a GPU, CUDA in torch)."""
 
 
+def check_number(field: str, value: object) -> None:
+    """A ConfigError naming `field` unless `value` is a real number (a string such as '0.9' is not, nor is True)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(field, f"`{field}` {value!r} is not a number", f"pass a number, e.g. `{field}`=0.5")
+
+
 def check_fraction(field: str, value: float, *, low_open: bool = False, high_open: bool = False) -> float:
     """`value` if it is a fraction in [0, 1] (open at the ends asked for), else a ConfigError naming `field`.
 
     The one place fraction-valued config fields are checked (NaN is never a fraction).
     """
+    check_number(field, value)
     low_ok = value > 0 if low_open else value >= 0
     high_ok = value < 1 if high_open else value <= 1
     if not (low_ok and high_ok):  # also False for NaN
@@ -78,6 +86,7 @@ def check_fraction(field: str, value: float, *, low_open: bool = False, high_ope
 
 def check_positive(field: str, value: float, *, zero_ok: bool = False) -> float:
     """`value` if it is a finite number > 0 (>= 0 with `zero_ok`), else a ConfigError naming `field`."""
+    check_number(field, value)
     if not (value >= 0 if zero_ok else value > 0) or value == float("inf"):
         kind = "non-negative" if zero_ok else "positive"
         raise ConfigError(field, f"`{field}` {value:g} is not a {kind} finite number", f"pass a {kind} number")

@@ -91,7 +91,9 @@ def check_writable(path: str | os.PathLike[str], field: str, folder: bool = Fals
 
     target = Path(path)
     problem = None
-    if folder and target.exists() and not target.is_dir():
+    if not os.fspath(path).strip():  # Path("") is the current folder: an unset shell variable would write there
+        problem = "is empty"
+    elif folder and target.exists() and not target.is_dir():
         problem = "is a file, not a folder"
     elif not folder and target.is_dir():
         problem = "is a folder, not a file"
@@ -109,7 +111,9 @@ def check_writable(path: str | os.PathLike[str], field: str, folder: bool = Fals
             except OSError as err:
                 problem = f"is not writable ({err.strerror} in '{probe}')"
     if problem is not None:
-        raise UserError(f"`{field}` '{path}' {problem}", "choose a writable location", fields=(field,))
+        raise UserError(f"`{field}` '{os.fspath(path)}' {problem}",
+                        f"name the {'folder' if folder else 'file'} to write" if problem == "is empty"
+                        else "choose a writable location", fields=(field,))
     return target
 
 

@@ -37,6 +37,7 @@ from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError
 from iee_deploy.flops import forward_flops, layer_costs, train_step_flops
 from iee_deploy.methods import SparsityConfig, SparsityMethod, TrainContext, build_method
+from iee_deploy.seeding import MAX_SEED
 from iee_deploy.sparse.tracking import UpdateRecord
 
 
@@ -71,7 +72,7 @@ def method_step(method: SparsityMethod, optimizer: torch.optim.Optimizer, step: 
 
 
 def check_arguments(model: Any, optimizer: Any, total_steps: Any, config: SparsityConfig | None,
-                    fields: dict[str, Any], resolution: Any) -> None:
+                    fields: dict[str, Any], resolution: Any, seed: Any = 0) -> None:
     """One UserError naming the argument for each way a Sparsifier can be built wrongly."""
     if config is not None and fields:
         raise UserError("pass either `config` or SparsityConfig fields as keywords, not both",
@@ -92,6 +93,8 @@ def check_arguments(model: Any, optimizer: Any, total_steps: Any, config: Sparsi
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
         raise UserError(f"`resolution` must be a positive number of pixels, got {resolution!r}",
                         "pass the input size, e.g. 32", fields=("resolution",))
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"`seed` must be a whole number in [0, 2**63 - 1], got {seed!r}", "pass e.g. 0", fields=("seed",))
 
 
 class Sparsifier:
@@ -104,7 +107,7 @@ class Sparsifier:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
                  config: SparsityConfig | None = None, *, seed: int = 0, resolution: int | None = None,
                  dist: Distributed | None = None, **fields: Any) -> None:
-        check_arguments(model, optimizer, total_steps, config, fields, resolution)
+        check_arguments(model, optimizer, total_steps, config, fields, resolution, seed)
         self.model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         self.optimizer = optimizer
         self.total_steps = total_steps

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from profiler.layers import LayerSignature
+from runtime.progress import progress as progress_bar
 
 if TYPE_CHECKING:
     from profiler.measurer import Measurer
@@ -92,8 +93,14 @@ def probe_signature(channels: int = 2 * MAX_BLOCK, hw: int = PROBE_HW) -> LayerS
     return LayerSignature("conv", (3, 3), (1, 1), (1, 1), (1, 1), "dense", 1, (hw, hw), channels, channels, False, False)
 
 
-def measure_blocking(measurer: Measurer, batch: int = 1, channels: int = 2 * MAX_BLOCK) -> tuple[Blocking, dict[int, float]]:
-    """Time the probe conv at cin = cout = 1 .. `channels` (fastest run) and read the blocking off the latencies."""
+def measure_blocking(measurer: Measurer, batch: int = 1, channels: int = 2 * MAX_BLOCK,
+                     progress: bool = False) -> tuple[Blocking, dict[int, float]]:
+    """Time the probe conv at cin = cout = 1 .. `channels` (fastest run) and read the blocking off the latencies.
+
+    With `progress`, a line at least every 10 s without a terminal (at a large batch this takes minutes).
+    """
     sig = probe_signature(channels)
-    latency = {c: measurer.time_layer(sig, c, c, batch).min_ms for c in range(1, channels + 1)}
+    counts = progress_bar(range(1, channels + 1), total=channels, desc="profile: measure the channel blocking",
+                          unit="count", enabled=progress)
+    latency = {c: measurer.time_layer(sig, c, c, batch).min_ms for c in counts}
     return blocking_from_latencies(latency), latency

@@ -87,7 +87,8 @@ def input_shape(batch: int, resolution: int) -> tuple[int, int, int, int]:
     return (batch, 3, resolution, resolution)
 
 
-def grid_blocking(request: ProfileRequest, backend: Measurer, old: LutMeta | None) -> tuple[Blocking, dict[str, float] | None]:
+def grid_blocking(request: ProfileRequest, backend: Measurer, old: LutMeta | None,
+                  progress: bool = False) -> tuple[Blocking, dict[str, float] | None]:
     """The grid's channel multiples: the request's `grid_align`, the target's, or measured here (`align: auto`).
 
     A resumed table keeps the blocking it was started with (`old`), so its grid does not move.
@@ -98,7 +99,7 @@ def grid_blocking(request: ProfileRequest, backend: Measurer, old: LutMeta | Non
         return Blocking(old.grid_align, old.grid_block or old.grid_align), old.blocking
     if not request.target.grid.measured:
         return Blocking(request.target.grid.align, request.target.grid.align), None
-    blocking, latency = measure_blocking(backend, request.batch)
+    blocking, latency = measure_blocking(backend, request.batch, progress=progress)
     return blocking, {str(c): ms for c, ms in latency.items()}
 
 
@@ -129,8 +130,8 @@ def _resume_meta(out: Path, fresh: LutMeta) -> LutMeta:
     for key, want in fresh.settings().items():
         have = old.settings()[key]
         if have != want:
-            raise UserError(f"cannot resume '{out}': it was profiled with {key} {have}, this run asks for {want}",
-                            "use the same settings as the interrupted run, or write a new LUT")
+            raise UserError(f"cannot resume '{out}': it was profiled with `{key}` {have}, this run asks for {want}",
+                            "use the same settings as the interrupted run, or write a new LUT", fields=(key,))
     if old.layers != fresh.layers or old.signatures != fresh.signatures:
         raise UserError(f"cannot resume '{out}': its layers differ from this model's",
                         "profile the same model (model, num_classes, resolution, checkpoint), or write a new LUT")
@@ -194,7 +195,7 @@ def _measure(request: ProfileRequest, model: nn.Module, out: Path, subnetworks: 
     device = check_device(request.target)
     backend = chosen or choose_measurer(request.target, request.settings)
     meta = _new_meta(request, model.eval(), backend, device,
-                     grid_blocking(request, backend, read_meta(out) if exists else None))
+                     grid_blocking(request, backend, read_meta(out) if exists else None, progress))
     rows: list[Row] = []
     if exists:
         meta = _resume_meta(out, meta)

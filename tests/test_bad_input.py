@@ -94,6 +94,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     _image_tree(root / "imf-one", {"train": ["cat"], "val": ["cat"]})
     _image_tree(root / "imf-link", {"train": ["cat", "dog"], "val": ["cat", "dog"]})
     (root / "imf-link" / "train" / "cat" / "more").symlink_to(root / "imf-link" / "train" / "dog")
+    _image_tree(root / "imf-image-link", {"train": ["cat", "dog"], "val": ["cat", "dog"]})
+    (root / "imf-image-link" / "train" / "cat" / "9.png").symlink_to(root / "imf-image-link" / "train" / "dog" / "0.png")
     return {p.name: str(p) for p in root.iterdir()}
 
 
@@ -234,6 +236,25 @@ CASES: list[tuple[str, list[str], str]] = [
     ("model-head-width", ["train", "--model", "user_model:fixed_head", "--resolution", "8"],
      "the model scores 7 classes, not the 10"),
     ("checkpoint-nan", ["train", "--checkpoint", "{nan.pt}", "--resolution", "8"], "holds NaN or inf values in 'fc.weight'"),
+    ("imagefolder-image-link-into-another-class", ["train", "--dataset", "imagefolder", "--data-dir", "{imf-image-link}",
+                                                   "--resolution", "8"], "is a link to class 'dog''s image"),
+    ("warmup-not-shorter-than-training", ["train", "--epochs", "1", "--warmup-epochs", "1"],
+     "--warmup-epochs 1 is not shorter than --epochs 1"),
+    # --- an empty path is no folder (Path('') is the current one): every --out
+    ("train-out-empty", ["train", "--out", ""], "--out '' is empty"),
+    ("build-engine-out-empty", ["build-engine", "--run", "{big-run}", "--out", ""], "--out '' is empty"),
+    ("profile-out-empty", ["profile", "--target", "cpu", "--out", ""], "--out '' is empty"),
+    # --- every command that builds a model bounds its input size before allocating it
+    ("graph-resolution-huge", ["graph", "--resolution", "100000"], "--resolution 100000 px is above 2048 px"),
+    ("profile-resolution-huge", ["profile", "--target", "cpu", "--resolution", "100000", "--out", "{tmp}/t.csv"],
+     "--resolution 100000 px is above 2048 px"),
+    ("validate-lut-resolution-huge", ["validate-lut", "--lut", "{lut.csv}", "--resolution", "100000"],
+     "--resolution 100000 px is above 2048 px"),
+    ("graph-model-head-width", ["graph", "--model", "user_model:fixed_head", "--resolution", "8", "--num-classes", "10"],
+     "the model scores 7 classes, not the 10 asked for"),
+    ("profile-resume-other-step", ["profile", "--target", "cpu", "--model", "resnet20", "--resolution", "8", "--num-classes",
+                                   "10", "--step", "32", "--align", "4", "--out", "{lut.csv}", "--resume"],
+     "it was profiled with --step 8, this run asks for 32"),
     # --- graph
     ("graph-json-unwritable", ["graph", "--json", "/sys/g.json"], "--json '/sys/g.json' is not writable"),
     ("graph-json-is-a-folder", ["graph", "--json", "{tmp}"], "is a directory"),
@@ -245,6 +266,7 @@ CASES: list[tuple[str, list[str], str]] = [
     # --- report
     ("report-out-unwritable", ["report", "{not-a-run}", "--out", "/sys/rep"], "--out '/sys/rep' is not writable"),
     ("report-out-is-a-file", ["report", "{not-a-run}", "--out", "{a-file}"], "is a file"),
+    ("report-folder-missing", ["report", "/nonexistent", "--out", "{tmp}/rep"], "'/nonexistent' does not exist"),
     # --- demo
     ("demo-out-unwritable", ["demo", "--out", UNWRITABLE], "is not writable"),
     # --- commands owned by the runtime layer: what already holds there
@@ -319,6 +341,7 @@ def test_numeric_options_use_click_ranges(name):
     ({"nm": "2-4"}, "nm"), ({"nm": "2:4"}, "sparsity"), ({"nm": "2:4", "sparsity": 0.5, "distribution": "global"}, "nm"),
     ({"hjq": (1, 1)}, "hjq"), ({"delta_t": 0}, "delta_t"), ({"latency_ms": float("inf")}, "latency_ms"),
     ({"latency_ratio": 0.0}, "latency_ratio"), ({"latency_ms": 1.0, "latency_ratio": 0.5}, "latency_ms"),
+    ({"sparsity": "0.9"}, "sparsity"), ({"omega0": True}, "omega0"), ({"latency_ms": "5"}, "latency_ms"),
 ])
 def test_sparsity_config_names_the_field(kwargs, field):
     with pytest.raises(ConfigError) as err:
@@ -331,6 +354,7 @@ def test_sparsity_config_names_the_field(kwargs, field):
     ({"lr": float("nan")}, "lr"), ({"lr": -0.1}, "lr"), ({"resolution": 0}, "resolution"), ({"num_classes": 0}, "num_classes"),
     ({"workers": -1}, "workers"), ({"epochs": 0}, "epochs"), ({"momentum": 1.0}, "momentum"), ({"device": "tpu"}, "device"),
     ({"batch_size": 0}, "batch_size"), ({"weight_decay": float("nan")}, "weight_decay"),
+    ({"epochs": 2.0, "warmup_epochs": 2.0}, "warmup_epochs"), ({"lr": "0.1"}, "lr"),
 ])
 def test_train_config_names_the_field(kwargs, field):
     with pytest.raises(ConfigError) as err:
@@ -373,6 +397,9 @@ def test_check_writable(tmp_path):
         check_writable(tmp_path, "json_path")
     with pytest.raises(UserError, match="not writable"):
         check_writable("/proc/x/x.csv", "out")
+    for folder in (True, False):  # Path('') would be the current folder
+        with pytest.raises(UserError, match="'' is empty; name the"):
+            check_writable("", "out", folder=folder)
 
 
 def test_interrupt_suggests_resume_only_where_the_command_has_it(monkeypatch, tmp_path):
@@ -420,3 +447,52 @@ def test_a_diverged_run_is_not_a_finished_run(tmp_path):
     import json
 
     assert not json.loads((tmp_path / "run" / "run.json").read_text()).get("finished")
+
+
+def test_subsets_larger_than_their_split_are_named():
+    from iee_deploy.train.trainer import subset_shortfall
+
+    held = {"training": 1438, "validation": 359}
+    assert subset_shortfall({"training": 100, "validation": None}, held, "digits") == []
+    assert subset_shortfall({"training": 1438, "validation": 359}, held, "digits") == []
+    assert subset_shortfall({"training": 5000, "validation": 400}, held, "digits") == [
+        "warning: 5000 training images asked for, but digits holds 1438; using all 1438",
+        "warning: 400 validation images asked for, but digits holds 359; using all 359"]
+
+
+def _small_net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+
+
+def test_sparsifier_names_a_bad_seed():
+    from iee_deploy.sparsifier import Sparsifier
+
+    model = _small_net()
+    for seed in (-1, 2**64, 1.5, True):
+        with pytest.raises(UserError, match="`seed` must be a whole number") as err:
+            Sparsifier(model, torch.optim.SGD(model.parameters(), lr=0.1), 10, method="static", seed=seed)
+        assert err.value.field == "seed"
+
+
+@pytest.mark.parametrize("method", ["rigl", "iee-structured"])
+def test_a_diverged_user_loop_is_refused_at_the_structure_update(method, files, one_thread):
+    """NaN gradients in the user's own loop: the structure update that would rank NaN scores stops with one
+    UserError (unstructured: the scores; structured: no step since the last update had finite gradients)."""
+    from iee_deploy.models import build_model
+    from iee_deploy.sparsifier import Sparsifier
+
+    torch.manual_seed(0)
+    if method == "rigl":
+        model, kwargs = _small_net(), {"method": "rigl", "delta_t": 2}
+    else:
+        model, kwargs = build_model("resnet20", 10, 8), {"method": "iee", "latency_ratio": 0.5, "lut": files["lut.csv"],
+                                                          "hjq": (1, 1, 1), "update_end": 0.9}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sparsifier = Sparsifier(model, optimizer, 12, resolution=8, **kwargs)
+    with pytest.raises(UserError, match="training diverged"):
+        for _ in range(12):
+            with sparsifier.step(2):
+                optimizer.zero_grad()
+                (model(torch.randn(2, 3, 8, 8)).sum() * float("nan")).backward()
+                optimizer.step()

@@ -58,3 +58,16 @@ def test_measured_blocking_on_this_cpu():
     blocking, latency = measure_blocking(measurer, channels=24)
     assert sorted(latency) == list(range(1, 25)) and all(ms > 0 for ms in latency.values())
     assert blocking == blocking_from_latencies(latency) and 16 % blocking.block == 0
+
+
+def test_measuring_the_blocking_prints_progress_without_a_terminal(capsys):
+    """At a large batch the blocking probe takes minutes: it reports like every other long loop."""
+    from types import SimpleNamespace
+
+    class CountingMeasurer:
+        def time_layer(self, sig, cin, cout, batch):  # type: ignore[no-untyped-def]
+            return SimpleNamespace(min_ms=float(cin))
+
+    measure_blocking(CountingMeasurer(), channels=4, progress=True)  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "profile: measure the channel blocking: 1/4 count" in err and "4/4 count (100%)" in err

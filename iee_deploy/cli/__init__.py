@@ -31,7 +31,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-FIELD_PARAMS: dict[str, str] = {"freeze": "no_freeze", "init_checkpoint": "checkpoint", "model": "model_name"}
+FIELD_PARAMS: dict[str, str] = {"freeze": "no_freeze", "init_checkpoint": "checkpoint", "model": "model_name",
+                                 "grid_step": "step", "grid_min": "min_channels", "grid_align": "align"}
 """Library field (or parameter) name -> click parameter name, where the two differ."""
 
 

@@ -7,10 +7,21 @@ from typing import Any
 
 import click
 
+from iee_deploy.errors import UserError
 from iee_deploy.seeding import MAX_SEED
 
 FRACTION = click.FloatRange(0, 1)
 """A fraction in [0, 1] (click's range check; NaN is refused by the library's configs)."""
+
+
+def _below_max_resolution(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Refuse an input side no command can allocate (one 100,000 px image is 120 GB) before any work."""
+    from iee_deploy.train.config import MAX_RESOLUTION
+
+    if value is not None and value > MAX_RESOLUTION:
+        raise UserError(f"`resolution` {value} px is above {MAX_RESOLUTION} px", f"pass at most {MAX_RESOLUTION}",
+                        fields=("resolution",))
+    return value
 
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -22,7 +33,7 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                               "mobilenet_v1, wrn22_2."),
             click.option("--num-classes", type=click.IntRange(min=1), default=None,
                          help="Classifier outputs. Default: the dataset's class count (1000 without a dataset)."),
-            click.option("--resolution", type=click.IntRange(min=1), default=None,
+            click.option("--resolution", type=click.IntRange(min=1), default=None, callback=_below_max_resolution,
                          help="Input height = width in pixels. Default: the dataset's (or the model's native) size."),
             click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
                          help="Load weights from this .pt/.pth file (a state_dict or a saved model) before starting."),

@@ -8,7 +8,7 @@ import click
 
 from iee_deploy.cli.options import model_options
 from iee_deploy.errors import UserError
-from iee_deploy.io import write_json
+from iee_deploy.io import check_writable, write_json
 from iee_deploy.models import model_spec
 from iee_deploy.profiling import profile as run_profile
 from iee_deploy.profiling import validate_lut as run_validation
@@ -74,7 +74,7 @@ def profile(target: str, model_name: str, num_classes: int | None, resolution: i
         raise UserError(f"--warmup must be 0 or more, got {warmup}", "pass --warmup 0 or more")
     spec = model_spec(model_name)
     hw = load_target(target)
-    out_path = Path(out or f"luts/{hw.name}-{model_name}.csv")
+    out_path = check_writable(out, "out") if out is not None else Path(f"luts/{hw.name}-{model_name}.csv")
     settings = settings_for(hw, precision, warmup, repeats, network_repeats, timing_cache_path(out_path))
     request = ProfileRequest(model=model_name, num_classes=num_classes or 1000, resolution=resolution or spec.native_resolution,
                              batch=batch or hw.batch, target=hw, settings=settings, backend=backend, grid_step=step,

@@ -213,8 +213,8 @@ class ClassFolder(ImageFolder):
     """torchvision's ImageFolder with labels a user can trust.
 
     - Hidden entries (`.ipynb_checkpoints`, `.DS_Store`, macOS `._*` files) are never classes or images.
-    - A class folder (or a link inside it) that leads into another class's folder would label that class's
-      images twice, once wrongly: refused in one line naming both. A whole class folder that is a link to
+    - A class folder (or a link inside it, to a folder or to one image) that leads into another class's folder
+      would label that class's images twice, once wrongly: refused in one line naming both. A whole class folder that is a link to
       a folder elsewhere is fine.
     - Fewer than two classes cannot train a classifier: refused.
     """
@@ -247,7 +247,15 @@ class ClassFolder(ImageFolder):
                                     fields=("data_dir",))
                 for name in sorted(files):
                     if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
-                        samples.append((os.path.join(folder, name), label))
+                        path = os.path.join(folder, name)
+                        target = Path(path).resolve() if os.path.islink(path) else None  # its folder is checked above
+                        owner = next((c for c, home in homes.items() if c != cls and target.is_relative_to(home)), None
+                                     ) if target is not None else None
+                        if owner is not None:
+                            raise UserError(f"'{path}' in class '{cls}' is a link to class '{owner}''s image ({target})",
+                                            "remove the link: each image must sit under its own class only",
+                                            fields=("data_dir",))
+                        samples.append((path, label))
                         found += 1
             if not found and not allow_empty:
                 raise UserError(f"class folder '{root / cls}' holds no images ({', '.join(IMG_EXTENSIONS)})",

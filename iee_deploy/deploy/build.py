@@ -236,8 +236,7 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
         log(warning)
     spec = replace(spec, threads=capped)
     chosen.check_available(spec.device)
-    out = Path(out)
-    check_writable(out, "out", folder=True)
+    out = check_writable(out, "out", folder=True)
     check_engine_folder(out, Path(run_dir), force)
     scheme = chosen.qdq_scheme(spec.precision)
     if scheme is None and calibration is not None:

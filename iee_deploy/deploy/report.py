@@ -178,6 +178,8 @@ def collect(paths: Sequence[str | Path]) -> tuple[list[RunData], list[EnginePoin
             runs[run.run_dir] = run
             for found in sorted([*given.glob(f"*/{ENGINE_REPORT}"), *given.glob(f"*/*/{ENGINE_REPORT}")]):
                 engines[str(found.parent.resolve())] = found.parent
+        elif not given.exists():
+            raise UserError(f"'{given}' does not exist", "pass folders written by `iee-deploy train` or `iee-deploy build-engine`")
         else:
             raise UserError(f"'{given}' is neither a run folder ({RUN_INFO}) nor an engine folder ({ENGINE_REPORT})",
                             "pass folders written by `iee-deploy train` or `iee-deploy build-engine`")

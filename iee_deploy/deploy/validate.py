@@ -253,8 +253,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     check_limits(latency_ms, lut_tolerance, max_accuracy_drop, budget_tolerance)
     report = read_engine_report(engine_dir)
     budget_precision = check_budget_precision(read_run_info(report.run_dir), report.spec.precision, latency_ms)
-    folder = Path(out) if out is not None else Path(engine_dir)
-    check_writable(folder, "out" if out is not None else "engine_dir", folder=True)
+    folder = check_writable(out if out is not None else engine_dir, "out" if out is not None else "engine_dir", folder=True)
     engine = load_engine(engine_dir, report)
     models = load_run_models(report.run_dir)
     info = models.info

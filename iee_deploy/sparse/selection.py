@@ -11,7 +11,17 @@ from collections.abc import Sequence
 
 import torch
 
+from iee_deploy.errors import UserError
+
 Tensor = torch.Tensor
+
+
+def check_finite(key: Tensor, candidates: Tensor) -> None:
+    """A NaN or inf score ranks nowhere: the weights or gradients it comes from diverged (a UserError, not a wrong mask)."""
+    if not bool(torch.isfinite(key[candidates]).all()):
+        raise UserError("the importance scores of a structure update hold NaN or inf: training diverged "
+                        "(the weights or gradients are not finite)", "lower the learning rate, or check the loss and "
+                        "the starting weights for NaN")
 
 
 def _take_first(key: Tensor, candidates: Tensor, k: int) -> Tensor:
@@ -19,6 +29,7 @@ def _take_first(key: Tensor, candidates: Tensor, k: int) -> Tensor:
     available = int(flat_c.sum())
     if not 0 <= k <= available:
         raise ValueError(f"cannot select {k} of {available} candidates")
+    check_finite(key.flatten(), flat_c)
     key = torch.where(flat_c, key.flatten(), torch.full_like(key.flatten(), float("inf")))
     order = torch.sort(key, stable=True).indices[:k]
     chosen = torch.zeros_like(flat_c)
@@ -59,6 +70,7 @@ def largest_per_row(scores: Tensor, candidates: Tensor, k: Tensor) -> Tensor:
     """In each row r of (G, M) `scores`, the `k[r]` largest candidates (N:M groups)."""
     if bool((k > candidates.sum(dim=1)).any()) or bool((k < 0).any()):
         raise ValueError("a row has fewer candidates than it must select")
+    check_finite(scores, candidates)
     key = torch.where(candidates, -scores.float(), torch.full_like(scores, float("inf"), dtype=torch.float))
     order = torch.sort(key, dim=1, stable=True).indices
     ranks = torch.empty_like(order)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from iee_deploy.errors import UserError
 from iee_deploy.graph import ChannelGroup, ChannelRef, layer_weight
 
 Tensor = torch.Tensor
@@ -52,6 +53,7 @@ class TaylorImportance:
         self.sums = [torch.zeros(g.size, dtype=torch.float64, device=device) for g in self.groups]
         self.iterations = 0
         self.skipped = 0
+        self._skipped_at_reset = 0
 
     @torch.no_grad()
     def scores(self) -> list[Tensor]:
@@ -76,13 +78,21 @@ class TaylorImportance:
         self.iterations += 1
 
     def average(self) -> list[Tensor]:
-        """Mean score of every unit over the accumulated iterations (zeros before any)."""
+        """Mean score of every unit over the accumulated iterations (zeros before any).
+
+        Zeros because every gradient since the last reset was NaN or inf would rank units arbitrarily: refused.
+        """
+        if self.iterations == 0 and self.skipped > self._skipped_at_reset:
+            raise UserError(f"every gradient of the last {self.skipped - self._skipped_at_reset} step(s) held NaN or inf, "
+                            "so no unit has an importance score: training diverged",
+                            "lower the learning rate, or check the loss and the starting weights for NaN")
         return [s / max(self.iterations, 1) for s in self.sums]
 
     def reset(self) -> None:
         for s in self.sums:
             s.zero_()
         self.iterations = 0
+        self._skipped_at_reset = self.skipped
 
     def state_dict(self) -> dict[str, Any]:
         return {"sums": [s.cpu() for s in self.sums], "iterations": self.iterations, "skipped": self.skipped}
@@ -91,3 +101,4 @@ class TaylorImportance:
         for s, v in zip(self.sums, state["sums"]):
             s.copy_(v)
         self.iterations, self.skipped = int(state["iterations"]), int(state["skipped"])
+        self._skipped_at_reset = self.skipped

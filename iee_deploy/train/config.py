@@ -68,6 +68,9 @@ class TrainConfig:
         check_positive("lr", self.lr)
         check_positive("weight_decay", self.weight_decay, zero_ok=True)
         check_positive("warmup_epochs", self.warmup_epochs, zero_ok=True)
+        if self.warmup_epochs >= self.epochs:  # the learning rate would never reach its peak nor decay
+            raise ConfigError(("warmup_epochs", "epochs"), f"`warmup_epochs` {self.warmup_epochs:g} is not shorter than `epochs` "
+                              f"{self.epochs:g}", "warm up for a fraction of training, e.g. 5% of `epochs`")
         if not 0 <= self.momentum < 1:  # also False for NaN
             raise ConfigError("momentum", f"`momentum` {self.momentum:g} is not in [0, 1)", "pass e.g. 0.9")
         if self.device not in ("cpu", "cuda"):

@@ -121,7 +121,7 @@ def check_output_width(model: nn.Module, num_classes: int, resolution: int) -> N
     with eval_mode(model):
         out = model(x)
     if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] != num_classes:
-        raise UserError(f"the model scores {out.shape[1]} classes, not the {num_classes} this run trains",
+        raise UserError(f"the model scores {out.shape[1]} classes, not the {num_classes} asked for",
                         "make the model's factory build its head with the num_classes it is given",
                         fields=("model", "num_classes"))
 
@@ -148,6 +148,15 @@ def nm_shortfall(nm: str, achieved: float) -> str | None:
         return None
     return (f"warning: some layers cannot hold {nm} (their input width is not a multiple of {m}) and stay dense: "
             f"the network is {100 * achieved:.2f}% sparse, not {100 * nominal:.2f}%")
+
+
+def subset_shortfall(asked: dict[str, int | None], held: dict[str, int], dataset: str) -> list[str]:
+    """Warnings for subsets larger than their split: the run uses every image, fewer than asked for.
+
+    `asked` and `held`: {"training": N, "validation": N} as requested and as the loaded subsets hold.
+    """
+    return [f"warning: {n} {split} images asked for, but {dataset} holds {held[split]}; using all {held[split]}"
+            for split, n in asked.items() if n is not None and n > held[split]]
 
 
 def check_loss(loss: float, step: int, total: int, lr: float) -> None:
@@ -276,6 +285,10 @@ class Trainer:
         seed_everything(cfg.seed)
         bundle = self.data or build_datasets(cfg.dataset, cfg.data_dir, cfg.resolution, cfg.subset, cfg.val_subset)
         num_classes = cfg.num_classes or bundle.num_classes
+        if dist.is_main:
+            for shortfall in subset_shortfall({"training": cfg.subset, "validation": cfg.val_subset},
+                                              {"training": len(bundle.train), "validation": len(bundle.val)}, cfg.dataset):
+                write_line(shortfall)
         model = self.model or build_model(cfg.model, num_classes, bundle.resolution, cfg.init_checkpoint)
         check_finite_weights(model, f"checkpoint '{cfg.init_checkpoint}'" if cfg.init_checkpoint else "the model")
         check_output_width(model, num_classes, bundle.resolution)
