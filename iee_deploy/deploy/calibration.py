@@ -76,7 +76,7 @@ def calibration_images(run_dir: str | Path, info: RunInfo, request: CalibrationR
                         f"training set holds {held}", f"give calibration_images of at most {held}",
                         fields=("calibration_images",))
     indices = sorted(np.random.default_rng(request.seed).choice(held, request.images, replace=False).tolist())
-    with torch.random.fork_rng():  # training-time augmentation draws from torch's generator: seeded, so repeatable
+    with torch.random.fork_rng(devices=[]):  # augmentation draws from torch's CPU generator: seeded, so repeatable
         torch.manual_seed(request.seed)
         images = torch.stack([train[i][0] for i in indices]).numpy().astype(np.float32)
     batches = [images[i: i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)]
