@@ -1,6 +1,6 @@
 """Calibration images of a quantized engine: N training images of the run's dataset, drawn with a seed.
 
-`build-engine --precision int8` quantizes the run's models (QDQ, `runtime.quantize`) with activation
+An int8 engine (`build_engine` with precision int8) quantizes the run's models (QDQ, `runtime.quantize`) with activation
 scales calibrated on these images. They are the run's own training images (its `subset` when it
 trained on one), drawn without replacement by `seed`; `CalibrationSet` records the dataset, the
 count, the seed, the indices and the method in `engine.json`, so the engine can be rebuilt exactly.
