@@ -1,7 +1,7 @@
 """Calibration images of a quantized engine: N training images of the run's dataset, drawn with a seed.
 
-An int8 engine (`build_engine` with precision int8) quantizes the run's models (QDQ, `runtime.quantize`) with activation
-scales calibrated on these images. They are the run's own training images (its `subset` when it
+An int8 engine (`build_engine` with precision int8) quantizes the run's models (QDQ,
+`runtime.quantize`) with activation scales calibrated on these images. They are the run's own training images (its `subset` when it
 trained on one), drawn without replacement by `seed`; `CalibrationSet` records the dataset, the
 count, the seed, the indices and the method in `engine.json`, so the engine can be rebuilt exactly.
 Every choice is checked before the dataset is read or a model exported: the method must be one
