@@ -116,9 +116,9 @@ def test_existing_out_needs_resume_and_resume_needs_the_same_settings(tiny_lut):
     out, _ = tiny_lut
     with pytest.raises(UserError, match="already exists; finish it with `resume`"):
         profile_model(request(), out, progress=False)
-    with pytest.raises(UserError, match="cannot resume .* it was profiled with grid_step 32, this run asks for 16"):
+    with pytest.raises(UserError, match="cannot resume .* it was profiled with `grid_step` 32, this run asks for 16"):
         profile_model(request(grid_step=16), out, resume=True, progress=False)
-    with pytest.raises(UserError, match="with num_classes 10, this run asks for 100"):
+    with pytest.raises(UserError, match="with `num_classes` 10, this run asks for 100"):
         profile_model(request(num_classes=100), out, resume=True, progress=False)
     meta = json.loads(meta_path(out).read_text())
     meta["versions"]["onnxruntime"] = "0.9"
