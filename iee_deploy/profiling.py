@@ -12,6 +12,7 @@ network is a faster real one).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -124,7 +125,8 @@ class ValidationReport:
     machine: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON: an undefined rank correlation (one sub-network, or predictions all alike) is null, not NaN."""
+        return {**asdict(self), "spearman": self.spearman if math.isfinite(self.spearman) else None}
 
 
 def lut_target(meta: LutMeta) -> Target:

@@ -496,3 +496,13 @@ def test_a_diverged_user_loop_is_refused_at_the_structure_update(method, files, 
                 optimizer.zero_grad()
                 (model(torch.randn(2, 3, 8, 8)).sum() * float("nan")).backward()
                 optimizer.step()
+
+
+def test_validate_lut_of_one_sub_network_prints_no_nan(files, tmp_path):
+    """One sub-network has no rank correlation: the line says so and the JSON holds null, never 'nan' / NaN."""
+    out = tmp_path / "v.json"
+    result = CliRunner().invoke(main, ["validate-lut", "--lut", files["lut.csv"], "--resolution", "8", "--num-classes", "10",
+                                       "--samples", "1", "--json", str(out)], prog_name="iee-deploy")
+    assert result.exit_code == 0, result.output
+    assert "Spearman undefined" in result.stdout and "nan" not in result.stdout.lower()
+    assert json.loads(out.read_text())["spearman"] is None and "NaN" not in out.read_text()

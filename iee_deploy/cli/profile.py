@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -113,8 +114,10 @@ def validate_lut(lut: str, model_name: str, num_classes: int | None, resolution:
     click.echo(f"{'#':>3} {'keep level':>10} {'predicted ms':>13} {'measured ms (' + words + ')':>26} {'error %':>8}")
     for i, s in enumerate(report.samples, 1):
         click.echo(f"{i:>3} {s.level:>10.2f} {s.predicted_ms:>13.3f} {s.measured_ms:>26.3f} {s.error_pct:>+8.1f}")
+    rank = (f"{report.spearman:.3f}" if math.isfinite(report.spearman) else
+            "undefined (it ranks 2 or more sub-networks whose predictions differ: raise --samples)")
     click.echo(f"MAPE {report.mape_pct:.1f}% (uncalibrated sum of layers: {report.mape_uncalibrated_pct:.1f}%), "
-               f"Spearman {report.spearman:.3f} over {len(report.samples)} sub-networks")
+               f"Spearman {rank} over {len(report.samples)} sub-network(s)")
     if json_out:
         write_json(json_out, report.to_dict())
         click.echo(f"wrote {json_out}")
