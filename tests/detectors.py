@@ -1,4 +1,5 @@
-"""Small torchvision detectors for the tests (random weights, FPN 32 channels wide, images of 64 px), and a model
+"""Small torchvision detectors for the tests (random weights, a small ResNet-like body, FPN 32 channels wide (FCOS's GroupNorm takes 32 groups), images
+of 64 px), and a model
 that cannot run on small inputs.
 
 Factories in the `module:factory` form the CLI takes (`--model detectors:retinanet_tiny`)."""
@@ -6,19 +7,32 @@ Factories in the `module:factory` form the CLI takes (`--model detectors:retinan
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import detection, resnet18
+from torchvision.models import detection
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 WIDTH = 32
 SIZE = {"min_size": 64, "max_size": 64}
+BODY = {1: 8, 2: 16, 3: 24, 4: 32}
+"""The small body's stage widths (a ResNet's stage names: layer1 .. layer4, each halving the size)."""
+
+
+def _stage(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                         nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+def _body() -> nn.Module:
+    body = nn.Sequential()
+    body.add_module("stem", nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU()))
+    for k, cin in zip(BODY, (8, *BODY.values())):
+        body.add_module(f"layer{k}", _stage(cin, BODY[k]))
+    return body
 
 
 def _fpn(extra: nn.Module, levels: tuple[int, ...] = (2, 3, 4)) -> BackboneWithFPN:
-    body = resnet18(weights=None)
-    widths = {1: 64, 2: 128, 3: 256, 4: 512}
-    return BackboneWithFPN(body, {f"layer{k}": str(i) for i, k in enumerate(levels)}, [widths[k] for k in levels], WIDTH,
-                           extra_blocks=extra)
+    return BackboneWithFPN(_body(), {f"layer{k}": str(i) for i, k in enumerate(levels)}, [BODY[k] for k in levels],
+                           WIDTH, extra_blocks=extra)
 
 
 def retinanet_tiny(num_classes: int = 5) -> nn.Module:

@@ -10,12 +10,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 from test_graph import random_keep, randomise_bn, rel_err
-from torch import nn
 
 from iee_deploy.cli import main
 from iee_deploy.errors import UserError
 from iee_deploy.graph import build_dependency_graph, mask_model, prune_model
-from iee_deploy.models.detection import OneStageNetwork, ProposalNetwork, network_part, with_network
+from iee_deploy.models.detection import OneStageNetwork, ProposalNetwork, network_part
 
 FACTORIES = ["retinanet_tiny", "fcos_tiny", "fasterrcnn_tiny", "ssdlite"]
 
@@ -57,18 +56,19 @@ def test_head_outputs_are_kept_whole_and_the_inner_convolutions_prune():
     assert cls_logits.shape[-1] == 7  # anchors x classes, reshaped by the head: whole
 
 
-def test_a_pruned_network_part_goes_back_into_the_detector_and_it_detects():
+def test_the_network_parts_graph_prunes_the_detector_itself_and_it_still_detects():
+    """Layers keep their detector names in the network part: its graph prunes the whole detector by name."""
     detector = detectors.fasterrcnn_tiny().eval()
     part = network_part(detector)
     assert part is not None and isinstance(part.module, ProposalNetwork) and "RoI heads" in part.left_out
     g = build_dependency_graph(part.module, images(1))
-    pruned_detector = with_network(detector, prune_model(part.module, g, random_keep(g)))
-    assert sum(p.numel() for p in pruned_detector.parameters()) < sum(p.numel() for p in detector.parameters())
+    assert {name for name, _ in part.module.named_parameters()} <= {name for name, _ in detector.named_parameters()}
+    pruned = prune_model(detector, g, random_keep(g))
+    assert type(pruned) is type(detector)
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in detector.parameters())
     with torch.no_grad():
-        detections = pruned_detector(list(images()))
+        detections = pruned(list(images()))
     assert len(detections) == 2 and {"boxes", "labels", "scores"} <= set(detections[0])
-    with pytest.raises(TypeError, match="not a detector's network part"):
-        with_network(detector, nn.Conv2d(3, 3, 1))
 
 
 def test_a_classifier_is_its_own_network():

@@ -5,7 +5,9 @@ normalise each image), the network (backbone, neck such as an FPN, heads) and po
 (anchors, box decoding, score thresholds, NMS). Only the network holds channels that couple; the
 stages around it take the head outputs as they are, so they stay outside the graph, whole. The
 network part here is the detector's own modules (shared, not copied) in one module whose forward
-maps a normalised image batch to the raw head outputs:
+maps a normalised image batch to the raw head outputs. Its layers have the names they have in the
+detector, so a graph built on the network part prunes and masks the detector itself by those names
+(`prune_model(detector, graph, keep)` is the pruned detector, pre- and post-processing included):
 
 - one-stage detectors (SSD, SSDlite, RetinaNet, FCOS): backbone with its neck, then the head; the
   outputs are the head's tensors in the order of their names (`bbox_ctrness`, `bbox_regression`,
@@ -19,7 +21,6 @@ maps a normalised image batch to the raw head outputs:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -45,17 +46,22 @@ class OneStageNetwork(nn.Module):
 
 class ProposalNetwork(nn.Module):
     """Backbone (with its FPN) and region proposal head of a two-stage detector: images -> objectness and box
-    deltas of every level, then the features themselves (the RoI heads pool them, so their widths stay whole)."""
+    deltas of every level, then the features themselves (the RoI heads pool them, so their widths stay whole).
 
-    def __init__(self, backbone: nn.Module, rpn_head: nn.Module) -> None:
+    It holds the detector's whole `rpn` (its anchor generator has no parameters) and calls only its head, so
+    every layer has the name it has in the detector."""
+
+    def __init__(self, backbone: nn.Module, rpn: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
-        self.rpn_head = rpn_head
+        self.rpn = rpn
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = self.backbone(images)
         levels = list(features.values()) if isinstance(features, dict) else [features]
-        objectness, deltas = self.rpn_head(levels)
+        head = self.rpn.head
+        assert isinstance(head, nn.Module)
+        objectness, deltas = head(levels)
         return (*objectness, *deltas, *levels)
 
 
@@ -83,22 +89,13 @@ def network_part(model: nn.Module) -> NetworkPart | None:
         return NetworkPart(OneStageNetwork(model.backbone, model.head), LEFT_OUT)
     if isinstance(model, GeneralizedRCNN):
         rpn = model.rpn
-        assert isinstance(rpn, nn.Module) and isinstance(rpn.head, nn.Module)
-        return NetworkPart(ProposalNetwork(model.backbone, rpn.head),
+        assert isinstance(rpn, nn.Module)
+        return NetworkPart(ProposalNetwork(model.backbone, rpn),
                            LEFT_OUT + "; and the RoI heads, which run on image-dependent proposals (kept whole)")
     return None
 
 
-def with_network(detector: nn.Module, network: nn.Module) -> nn.Module:
-    """A copy of `detector` running `network` (its network part, pruned or masked) in place of its own."""
-    out = copy.deepcopy(detector)
-    if isinstance(network, OneStageNetwork):
-        out.backbone, out.head = network.backbone, network.head
-    elif isinstance(network, ProposalNetwork):
-        out.backbone = network.backbone
-        rpn = out.rpn
-        assert isinstance(rpn, nn.Module)
-        rpn.head = network.rpn_head
-    else:
-        raise TypeError(f"{type(network).__name__} is not a detector's network part")
-    return out
+def network_of(model: nn.Module) -> nn.Module:
+    """What the graph prunes and the table times: a detector's network part, or the model itself."""
+    part = network_part(model)
+    return part.module if part is not None else model

@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from iee_deploy.errors import UserError, check_fraction, check_positive
+from iee_deploy.models.detection import network_of
 from profiler.latency import LatencyModel
 from profiler.layers import enumerate_layers
 from profiler.lut import LutMeta, check_lut, load_lut
@@ -55,7 +56,7 @@ def open_latency_model(lut: str | None, target: str | None, model: nn.Module, *,
                             f"pass `target` {meta.target}, or a LUT profiled on {name}", fields=("target",))
     res = resolution or meta.resolution
     check_lut(table, model=model_name, num_classes=num_classes, resolution=res,
-              layers=enumerate_layers(model, (1, 3, res, res)))
+              layers=enumerate_layers(network_of(model), (1, 3, res, res)))
     return LatencySource(LatencyModel.from_lut(table), meta, str(lut))
 
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from iee_deploy.distributed import Distributed
 from iee_deploy.graph import DependencyGraph, build_dependency_graph, prune_model
+from iee_deploy.models.detection import network_of
 from iee_deploy.sparse import selection
 from iee_deploy.sparse.state import GrowInit, TrainableSet
 from iee_deploy.sparse.tracking import StructureTracker, UpdateRecord
@@ -73,7 +74,8 @@ class ChannelSpace:
         self.generator = torch.Generator().manual_seed(seed)
         device = next(model.parameters()).device
         res = source.meta.resolution
-        self.graph: DependencyGraph = build_dependency_graph(model, torch.zeros(1, 3, res, res, device=device))
+        # a detector: the graph of its network part, whose layers have the detector's names (masked, pruned by them)
+        self.graph: DependencyGraph = build_dependency_graph(network_of(model), torch.zeros(1, 3, res, res, device=device))
         self.groups = self.graph.prunable_groups
         self.ids = [g.id for g in self.groups]
         per_unit = {g.id: max((r.channels_per_unit for r in g.owners), default=1) for g in self.groups}
