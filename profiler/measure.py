@@ -103,6 +103,20 @@ def grid_blocking(request: ProfileRequest, backend: Measurer, old: LutMeta | Non
     return blocking, {str(c): ms for c, ms in latency.items()}
 
 
+def check_grid_min(request: ProfileRequest, model: nn.Module) -> None:
+    """An asked-for smallest grid count at or above every layer's width leaves only full-width rows: such a table
+    cannot predict a pruned network, so it is refused before anything is measured."""
+    if request.grid_min is None:
+        return
+    signatures = unique_signatures(enumerate_layers(model, input_shape(1, request.resolution))).values()
+    widest = max((max(sig.cin, sig.cout) for sig in signatures), default=0)
+    if request.grid_min >= widest > 0:
+        raise UserError(f"`grid_min` {request.grid_min} channels is not below the widest layer's {widest}: the table "
+                        "would hold full-width layers only and could not predict a pruned network",
+                        f"pass a `grid_min` below {widest}, or leave it out (the target's: {request.target.grid.min})",
+                        fields=("grid_min",))
+
+
 def _new_meta(request: ProfileRequest, model: nn.Module, backend: Measurer, device: str,
               blocking: tuple[Blocking, dict[str, float] | None]) -> LutMeta:
     layers = enumerate_layers(model, input_shape(1, request.resolution))
@@ -191,6 +205,7 @@ def _measure(request: ProfileRequest, model: nn.Module, out: Path, subnetworks: 
     check_out(out, resume)
     exists = out.exists() or meta_path(out).exists()
     # An explicitly chosen backend must exist (its error says how to install it) before the device is checked.
+    check_grid_min(request, model)
     chosen = make_measurer(request.backend, request.settings) if request.backend else None
     device = check_device(request.target)
     backend = chosen or choose_measurer(request.target, request.settings)
