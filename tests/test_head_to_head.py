@@ -27,10 +27,10 @@ def test_tiny_mode_table_shape(tmp_path):
 
     One budget keeps the test short (a full run of the pipeline takes about a minute per budget here);
     `--quick` runs every budget."""
-    command = [sys.executable, "-m", "benchmarks.head_to_head", "--tiny", "--budgets", "0.5", "--runs",
+    argv = [sys.executable, "-m", "benchmarks.head_to_head", "--tiny", "--budgets", "0.5", "--runs",
                str(tmp_path / "runs"), "--results", str(tmp_path)]
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    subprocess.run(command, cwd=ROOT, check=True, env=env, timeout=600)
+    subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=600)
     record = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
     cells = [(t["budget"], t["arm"]) for t in record["table"]]
     assert sorted(cells) == sorted([(0.5, a) for a in TINY.arms] + [(0.5, NORTH_STAR)])
@@ -51,7 +51,7 @@ def test_tiny_mode_table_shape(tmp_path):
 
     # a fresh clone has the committed records only: the report is rebuilt from them, nothing is trained again
     shutil.rmtree(tmp_path / "runs")
-    subprocess.run(command, cwd=ROOT, check=True, env=env, timeout=300)
+    subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300)
     again = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
     assert not (tmp_path / "runs" / "tiny" / "resnet20" / "dense").exists()
     assert [(r["arm"], r["val_acc"], r["command"]) for r in again["rows"]] == [
@@ -63,5 +63,5 @@ def test_tiny_mode_table_shape(tmp_path):
     dense = tmp_path / "head_to_head_tiny_runs" / "resnet20" / "dense.json"
     dense.write_text(dense.read_text().replace("--epochs 4", "--epochs 5"))
     shutil.rmtree(tmp_path / "head_to_head_tiny_runs" / "resnet20" / "r50" / "iee")
-    done = subprocess.run(command, cwd=ROOT, env=env, timeout=300, capture_output=True, text=True)
+    done = subprocess.run(argv, cwd=ROOT, env=env, timeout=300, capture_output=True, text=True)
     assert done.returncode != 0 and "records a run with other settings" in done.stderr.strip().splitlines()[-1]

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from iee_deploy.deploy.calibration import DEFAULT_IMAGES, CalibrationRequest
+from iee_deploy.seeding import MAX_SEED
 from runtime.backends import ALIASES, BACKENDS, PRECISIONS, canonical_name
 from runtime.timing import TimingConfig
 
@@ -41,13 +42,13 @@ def timing_config(warmup_s: float, min_iters: int, min_seconds: float) -> Timing
                    "int8 (onnxruntime, tensorrt) and fp8 (tensorrt on compute capability 8.9+) are static QDQ "
                    "quantization with per-channel weights, calibrated on training images of the run's dataset. "
                    "Default: fp32 on onnxruntime, fp16 on tensorrt and torch.")
-@click.option("--calibration-images", type=int, default=None,
+@click.option("--calibration-images", type=click.IntRange(min=1), default=None,
               help=f"Quantized engines: training images of the run's dataset to calibrate activation scales on "
                    f"(default {DEFAULT_IMAGES}).")
 @click.option("--calibration-method", default=None,
               help="Quantized engines: calibration method as onnxruntime.quantization names it: MinMax, Entropy or "
                    "Percentile for int8 (default MinMax); Distribution for fp8.")
-@click.option("--calibration-seed", type=int, default=None,
+@click.option("--calibration-seed", type=click.IntRange(min=0, max=MAX_SEED), default=None,
               help="Quantized engines: seed that draws the calibration images (default 0).")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="CPU threads of the onnxruntime engine, the same for dense and pruned. Default: the run's target's "
