@@ -54,7 +54,8 @@ def _positive(name: str, value: int | None) -> None:
 @click.option("--calibration-networks", type=click.IntRange(min=1), default=None,
               help="Whole networks (dense + random sub-networks) measured to fit measured = a * sum_of_layers + b (default: the target's, 5).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="LUT file to write (.csv), metadata beside it (.json). Default: luts/<target>-<model>.csv.")
+              help="LUT file to write (.csv), metadata beside it (.json). Default: luts/<target>-<model>.csv, "
+                   "luts/<target>-<model>-<precision>.csv for a precision other than the target's.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted profile in --out without re-measuring finished rows.")
 def profile(target: str, model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None,
             batch: int | None, backend: str | None, precision: str | None, step: int | None, min_channels: int | None,
@@ -75,7 +76,8 @@ def profile(target: str, model_name: str, num_classes: int | None, resolution: i
         raise UserError(f"--warmup must be 0 or more, got {warmup}", "pass --warmup 0 or more")
     spec = model_spec(model_name)
     hw = load_target(target)
-    out_path = check_writable(out, "out") if out is not None else Path(f"luts/{hw.name}-{model_name}.csv")
+    other = f"-{precision}" if precision is not None and precision != hw.precision else ""  # never the default's file
+    out_path = check_writable(out, "out") if out is not None else Path(f"luts/{hw.name}-{model_name}{other}.csv")
     settings = settings_for(hw, precision, warmup, repeats, network_repeats, timing_cache_path(out_path))
     request = ProfileRequest(model=model_name, num_classes=num_classes or 1000, resolution=resolution or spec.native_resolution,
                              batch=batch or hw.batch, target=hw, settings=settings, backend=backend, grid_step=step,
