@@ -38,8 +38,8 @@ each against the full length (seed 0; within 0.3 points: plateaued).
 
 Resumable anywhere: every finished step (the LUT, the dense model, each bisection, each run) leaves a
 small JSON record under benchmarks/results/head_to_head[_quick]_runs/<model>/, committed with the
-results. A step with a record is not run again; a fresh clone resumes where the records end (retraining
-the dense model, deterministic on one thread, and checking its weights against the record) and
+results. A step with a record is not run again; a fresh clone resumes where the records end (the dense
+model's weights are recorded too, `dense.pt`, and checked against the record's digest) and
 rebuilds the report from the records alone. The report times every engine as its recorded structure
 with re-drawn weights (`benchmarks.common.onnx_structure`); where the trained dense engine is at hand
 it is timed beside its structure, as a check. Writes benchmarks/results/head_to_head[_quick].md, .json
@@ -510,8 +510,9 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     """Every arm of one architecture: trained, matched, timed side by side; its rows.
 
     Every finished step leaves a small JSON record under the results folder (`<results>/<name>_runs/<model>/`):
-    the LUT, the dense model (its weights' digest, its engine's structure, its accuracy), each bisection,
-    and each run (accuracy, FLOPs, its engine's structure). A step with a record is not run again, so a
+    the LUT, the dense model (its weights' digest, its engine's structure, its accuracy, and its weights,
+    `dense.pt`, which every unfinished arm starts from), each bisection, and each run (accuracy, FLOPs,
+    its engine's structure). A step with a record is not run again, so a
     fresh clone resumes where the records end and rebuilds the whole report from them alone: the engines
     are re-timed as their structures with re-drawn weights (the dense engine is timed both ways, as a check).
     Run folders (checkpoints, logs) stay under --runs.
@@ -530,12 +531,17 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     dense_onnx = root / "dense.onnx"
 
     def dense_record() -> dict[str, Any]:
-        """The dense model's record; trains it (or checks a retrained one against the record) when needed."""
+        """The dense model's record, and its checkpoint in place for the arms: trained when there is no record;
+        otherwise restored from the recorded weights (`dense.pt`, checked against the record's digest)."""
         how = shown_command(dense_cmd)
         record = read_record(rec / "dense.json", how)
-        if record is not None and dense_onnx.is_file():
+        if record is not None and dense_onnx.is_file() and checkpoint.is_file():
             return record
-        train(dense_cmd, dense_out, mode)
+        if record is not None and (rec / "dense.pt").is_file() and not checkpoint.is_file():
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(rec / "dense.pt", checkpoint)
+        elif record is None or not checkpoint.is_file():
+            train(dense_cmd, dense_out, mode)
         net = build_model(model, 10, 32, checkpoint)
         digest = weights_digest(net)
         if record is not None and record["weights_sha256"] != digest:
@@ -545,6 +551,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         if record is None:
             record = {**run_record(dense_out, dense_onnx, how), "weights_sha256": digest,
                       "bisection_dense_ms": time_side_by_side({"dense": dense_onnx}, mode.report_seconds)["dense"]}
+            shutil.copyfile(checkpoint, rec / "dense.pt")  # every arm starts from it: a fresh clone needs it whole
             write_json(rec / "dense.json", record)
         return record
 

@@ -59,6 +59,15 @@ def test_tiny_mode_table_shape(tmp_path):
     assert again["architectures"][0]["trained_vs_structure_ms"] is None  # no trained engine left to compare
     assert all(0 < r["ratio"] < 1.2 for r in again["rows"])
 
+    # an unfinished arm on a fresh clone starts from the recorded dense weights: not retrained, the same result
+    shutil.rmtree(tmp_path / "runs")
+    (tmp_path / "head_to_head_tiny_runs" / "resnet20" / "r50" / "iee" / "seed0.json").unlink()
+    subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300)
+    dense_run = tmp_path / "runs" / "tiny" / "resnet20" / "dense"
+    assert (dense_run / "final_model.pt").is_file() and not (dense_run / "metrics.jsonl").exists()
+    redone = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
+    assert [(r["arm"], r["val_acc"]) for r in redone["rows"]] == [(r["arm"], r["val_acc"]) for r in record["rows"]]
+
     # a record made with other settings is refused in one line, not reused
     dense = tmp_path / "head_to_head_tiny_runs" / "resnet20" / "dense.json"
     dense.write_text(dense.read_text().replace("--epochs 4", "--epochs 5"))
