@@ -83,6 +83,19 @@ def test_a_model_that_cannot_run_on_the_input_is_told_so_not_blamed_on_the_graph
     assert "limitation of the graph" not in str(err.value) and "larger `resolution`" in str(err.value)
 
 
+@pytest.mark.parametrize(("model", "example", "fragment"), [
+    ("resnet20", torch.zeros(1, 3, 8, 8), "`model` must be a torch.nn.Module, got str"),
+    (None, [torch.zeros(1, 3, 8, 8)], "`example_input` must be a tensor or a tuple of tensors"),
+    (None, torch.zeros(1, 1, 8, 8), "fails on the example input (1, 1, 8, 8) itself"),  # a 3-channel model, 1 channel
+])
+def test_a_users_mistake_is_named_not_blamed_on_the_graph(model, example, fragment):
+    from iee_deploy.models import build_model
+
+    with pytest.raises(UserError) as err:
+        build_dependency_graph(model if model is not None else build_model("resnet20", 10, 8), example)
+    assert fragment in str(err.value) and "limitation of the graph" not in str(err.value)
+
+
 def test_graph_command_on_a_detector(tmp_path):
     result = CliRunner().invoke(main, ["graph", "--model", "detectors:retinanet_tiny", "--num-classes", "5",
                                        "--resolution", "64", "--json", str(tmp_path / "g.json")], prog_name="iee-deploy")
