@@ -29,6 +29,12 @@ from torch import nn
 LEFT_OUT = "pre-processing (resize, normalise), anchors, box decoding and NMS, which couple no channels"
 
 
+def feature_levels(backbone: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+    """The backbone's feature maps as the heads take them: a list, one per level (an FPN returns a dict)."""
+    features = backbone(images)
+    return list(features.values()) if isinstance(features, dict) else [features]
+
+
 class OneStageNetwork(nn.Module):
     """Backbone (with its neck) and head of a one-stage detector: images -> raw head outputs, by name."""
 
@@ -38,9 +44,7 @@ class OneStageNetwork(nn.Module):
         self.head = head
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.backbone(images)
-        levels = list(features.values()) if isinstance(features, dict) else [features]
-        outputs = self.head(levels)
+        outputs = self.head(feature_levels(self.backbone, images))
         return tuple(outputs[name] for name in sorted(outputs))
 
 
@@ -57,8 +61,7 @@ class ProposalNetwork(nn.Module):
         self.rpn = rpn
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.backbone(images)
-        levels = list(features.values()) if isinstance(features, dict) else [features]
+        levels = feature_levels(self.backbone, images)
         head = self.rpn.head
         assert isinstance(head, nn.Module)
         objectness, deltas = head(levels)
