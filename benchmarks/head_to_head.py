@@ -835,9 +835,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"Setup: {10 * m['train_per_class']:,} training and {10 * m['val_per_class']:,} validation images at 32 px; "
         f"dense model {m['dense_epochs']} epochs (seed 0), every arm fine-tuned {m['epochs']} epochs from it (slim: "
         f"{m['dense_epochs'] + m['epochs']} epochs from scratch); batch {args['batch_size']}, SGD with a cosine schedule, "
-        f"peak lr {args['lr']} from scratch (dense, slim) and {args['finetune_lr']} for every pruned arm's fine-tuning "
-        "(at 0.1, all four Torch-Pruning arms, started at once at their pruned widths with a loss of 6-9, diverged "
-        f"within three steps, while ours prune in steps and FastNAS re-estimates BN statistics); seeds "
+        f"peak lr {args['lr']} from scratch (dense, slim) and {args['finetune_lr']}, a tenth of it, for every pruned "
+        f"arm's fine-tuning from the trained model; seeds "
         f"0..{m['seeds'] - 1}, paired. Engines: ONNX Runtime, batch 1, one thread, fastest run, every engine timed in "
         "one side-by-side run in alternating rounds beside the dense one.", "",
         *archs, "",
@@ -876,7 +875,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate of the runs from scratch "
                         "(the dense model and the slimmer network)")
     parser.add_argument("--finetune-lr", type=float, default=0.01, help="peak SGD learning rate of every pruned arm's "
-                        "fine-tuning (the same for all; at 0.1, Torch-Pruning's one-shot starts diverged)")
+                        "fine-tuning from the trained model (the same for all)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs", default="runs/bench_head_to_head")
     parser.add_argument("--results", default=str(RESULTS), help="folder of the results files")

@@ -60,6 +60,17 @@ def test_train_writes_the_run_folder_with_exact_erk_sparsity(tmp_path):
     assert "survival" in (run / "summary.md").read_text()
 
 
+def test_a_model_handed_over_in_eval_mode_trains_in_train_mode(tmp_path):
+    """BatchNorm learns batch statistics while training (a pruner may hand the model back in eval mode)."""
+    data = build_datasets("digits", resolution=8, subset=64)
+    model = build_model("resnet20", 10, 8).eval()
+    before = model.bn1.running_mean.clone()
+    config = TrainConfig(resolution=8, subset=64, batch_size=32, epochs=1, sparsity=SparsityConfig(method="static",
+                                                                                                   sparsity=0.0))
+    Trainer(config, tmp_path / "run", model=model, data=data, progress_bar=False).fit()
+    assert not torch.equal(model.bn1.running_mean, before)  # updated only by forward passes in train mode
+
+
 def test_kill_and_resume_gives_the_same_final_masks(tmp_path):
     args = ("--epochs", "6", "--checkpoint-every", "4", "--method", "iee")
     whole = cli(*args, "--out", str(tmp_path / "whole"))

@@ -322,6 +322,7 @@ class Trainer:
             self.run.write_info(info)
             self.run.start_metrics()
             self._save_checkpoint(loop)  # from here on the folder can be resumed
+        model.train()  # a model handed in eval mode (Torch-Pruning leaves one so) would train on frozen BN statistics
         progress = loop.progress
         show = self.progress_bar and dist.is_main
         started = time.perf_counter() - progress.seconds
