@@ -313,15 +313,13 @@ def bisect_ratio(latency_of: Callable[[float], float], budget_ms: float, shrinks
 
 def match_ratio(net_of: Callable[[float], nn.Module | None], dense_onnx: Path, budget_ms: float, dense_ms: float,
                 shrinks: bool, record: Path, work: Path, mode: Mode) -> dict[str, float]:
-    """Bisect the ratio of `net_of` so that its engine's measured latency matches `budget_ms` (kept in `record`;
-    probes are written into `work`).
+    """Bisect the ratio of `net_of` so that its engine's measured latency matches `budget_ms`, and write the match to
+    `record` (probes go into `work`).
 
     Each probe is timed beside the dense engine and scaled to `dense_ms`, so a change of machine load
     between probes does not move the match. A ratio the tool cannot reach (`net_of` gives None: too few
     FLOPs for its search space) counts as 0 ms, so the bisection moves towards larger networks.
     """
-    if record.is_file():
-        return dict(json.loads(record.read_text()))
     work.mkdir(parents=True, exist_ok=True)
 
     def latency_of(ratio: float) -> float:
@@ -635,7 +633,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
 
     records = run_all(runs, f"{model}: runs")
     plateau_record = plateau_run() if plateau is None else plateau.result()
-    dense = dense_record() if not (rec / "dense.json").is_file() else json.loads((rec / "dense.json").read_text())
+    dense = read_record(rec / "dense.json", shown_command(dense_cmd)) or dense_record()
     # the north star: HALP at the 0.5 budget with 10% of the dense model's training FLOPs
     halp_rel = statistics.fmean(r["flops"]["train_relative"] for (a, b, *_), r in zip(runs, records)
                                 if a == "halp" and b == NORTH_STAR_BUDGET) if NORTH_STAR_BUDGET in budgets else None

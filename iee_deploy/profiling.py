@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from torch import nn
 
-from iee_deploy.graph import build_dependency_graph
+from iee_deploy.graph import DependencyGraph, build_dependency_graph
 from iee_deploy.io import check_writable
 from iee_deploy.models import build_model
 from iee_deploy.models.detection import network_part
@@ -49,11 +49,13 @@ from runtime.progress import progress as progress_bar
 from runtime.progress import write as write_line
 
 
-def subnetwork_source(model: nn.Module, resolution: int, low: float = 0.3, high: float = 1.0) -> Subnetworks:
-    """The profiler's `Subnetworks` for `model`: random pruned sub-networks with their per-layer channels."""
+def subnetwork_source(model: nn.Module, resolution: int, low: float = 0.3, high: float = 1.0,
+                      graph: DependencyGraph | None = None) -> Subnetworks:
+    """The profiler's `Subnetworks` for `model` (with its `graph`, if built): random pruned sub-networks with their
+    per-layer channels."""
 
     def draw(count: int, seed: int, align: int) -> Iterator[tuple[nn.Module, Mapping[str, tuple[int, int]]]]:
-        for subnet in random_subnetworks(model, resolution, count, seed, low, high, align):
+        for subnet in random_subnetworks(model, resolution, count, seed, low, high, align, graph):
             yield subnet.model, subnet.layer_channels
 
     return draw
@@ -67,8 +69,8 @@ def profile(request: ProfileRequest, out: str | Path, resume: bool = False, prog
     if part is not None:  # the table times what the graph prunes: the network part
         write_line(part.describe(request.model))
         model = part.module
-    build_dependency_graph(model, torch.zeros(input_shape(1, request.resolution)))  # refused here, before measuring
-    return profile_model(request, model, out, subnetwork_source(model, request.resolution), resume, progress)
+    graph = build_dependency_graph(model, torch.zeros(input_shape(1, request.resolution)))  # refused before measuring
+    return profile_model(request, model, out, subnetwork_source(model, request.resolution, graph=graph), resume, progress)
 
 
 def mape(predicted: ArrayLike, measured: ArrayLike) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from iee_deploy.graph import build_dependency_graph, prune_model
+from iee_deploy.graph import DependencyGraph, build_dependency_graph, prune_model
 
 
 @dataclass
@@ -60,13 +60,15 @@ def keep_counts(sizes: Mapping[str, int], rng: np.random.Generator, low: float, 
 
 
 def random_subnetworks(model: nn.Module, resolution: int, count: int, seed: int, low: float = 0.3,
-                       high: float = 1.0, align: int = 1) -> Iterator[Subnet]:
+                       high: float = 1.0, align: int = 1, graph: DependencyGraph | None = None) -> Iterator[Subnet]:
     """Yield `count` random physically pruned sub-networks of `model` (see the module docstring).
 
     Each group keeps a multiple of `align` channels (or all of them), as a hardware-aware pruner
-    does: a latency table measured on channel blocks of `align` describes those networks.
+    does: a latency table measured on channel blocks of `align` describes those networks. `graph`:
+    the model's dependency graph where the caller has built it already (else built here).
     """
-    graph = build_dependency_graph(model.eval(), torch.randn(1, 3, resolution, resolution))
+    model.eval()
+    graph = graph or build_dependency_graph(model, torch.randn(1, 3, resolution, resolution))
     prunable = [group for group in graph.groups if group.prunable]
     sizes = {group.id: group.size for group in prunable}
     minimum = {group.id: group.min_keep for group in prunable}

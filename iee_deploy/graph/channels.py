@@ -80,11 +80,16 @@ def _from_core(shape: tuple[int, ...], full: torch.Tensor, core: np.ndarray) -> 
     return Ids(shape, full=full, core=np.ascontiguousarray(core))
 
 
+def _slice(core: np.ndarray, d: int, i: int) -> np.ndarray:
+    """Index `i` of dim `d` of `core`, the dim kept (a view)."""
+    return core[(slice(None),) * d + (slice(i, i + 1),)]
+
+
 def _constant_along(core: np.ndarray, d: int) -> bool:
     """Whether `core` holds the same values at every index of dim `d` (views only; most dims that vary
     already differ between their first two slices, so the whole comparison runs where it must)."""
-    first = core[(slice(None),) * d + (slice(0, 1),)]
-    if not np.array_equal(first, core[(slice(None),) * d + (slice(1, 2),)]):
+    first = _slice(core, d, 0)
+    if not np.array_equal(first, _slice(core, d, 1)):
         return False
     return bool((core == first).all())
 
@@ -95,7 +100,7 @@ def _compress(t: torch.Tensor) -> Ids:
     if core.size:
         for d in reversed(range(core.ndim)):
             if core.shape[d] > 1 and _constant_along(core, d):
-                core = core[(slice(None),) * d + (slice(0, 1),)]
+                core = _slice(core, d, 0)
     return _from_core(tuple(t.shape), t, core)
 
 

@@ -424,21 +424,20 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor | tuple
     except UserError:
         raise
     except Exception as exc:  # never a traceback from the graph itself
-        refused = _refused_input(model, example_input)
+        refused = _refused_input(model, inputs)
         if refused is not None:  # the model itself cannot run on this input: not a limit of the graph
             raise refused from None
         raise internal_error(f"{type(model).__name__}", exc) from None
 
 
-def _refused_input(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> UserError | None:
-    """The one-line refusal when `model` fails on `example_input` in a plain forward pass (an input too small for
-    its strides and kernels, the wrong channel count), else None."""
-    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+def _refused_input(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> UserError | None:
+    """The one-line refusal when `model` fails on `inputs` in a plain forward pass (an input too small for its
+    strides and kernels, the wrong channel count), else None."""
     try:
         with eval_mode(model), torch.no_grad():
             model(*inputs)
     except Exception as exc:
-        shapes = ", ".join(str(tuple(x.shape)) for x in inputs if isinstance(x, torch.Tensor))
+        shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
         detail = (str(exc).splitlines() or [""])[0][:200]
         return UserError(f"{type(model).__name__} fails on the example input {shapes} itself ({type(exc).__name__}: "
                          f"{detail})", "give an input the model runs on (a larger `resolution`, the channels it takes)",

@@ -52,8 +52,6 @@ def row_parameters(module: nn.Module) -> list[str]:
             if name != "weight" and p.dim() >= 1 and p.shape[0] == rows]
 
 
-
-
 def _arg(node: Node, position: int, name: str) -> Any:
     return node.args[position] if len(node.args) > position else node.kwargs.get(name)
 
