@@ -49,5 +49,5 @@ def test_no_ground_truth_has_no_map_and_mismatched_inputs_are_refused():
 
 def test_a_missing_extra_is_one_line_naming_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pycocotools", None)  # import fails as if not installed
-    with pytest.raises(UserError, match=r"\(pycocotools is not installed\); pip install iee-deploy\[detection\]"):
+    with pytest.raises(UserError, match=r"\(pycocotools is not installed\); pip install 'iee-deploy\[detection\]'"):
         mean_average_precision([], [])

@@ -13,7 +13,7 @@ from iee_deploy.graph import ChannelRef, DependencyGraph, build_dependency_graph
 from iee_deploy.io import check_writable, write_json
 from iee_deploy.models import build_model, model_spec
 from iee_deploy.models.detection import network_part
-from iee_deploy.train.trainer import check_output_width
+from iee_deploy.tasks.classification import check_output_width
 
 
 def _names(refs: Sequence[ChannelRef], limit: int | None) -> str:

@@ -10,12 +10,10 @@ from pathlib import Path
 import click
 
 from iee_deploy.cli.options import FRACTION, data_options, model_options
-from iee_deploy.data import build_datasets
 from iee_deploy.errors import UserError
 from iee_deploy.io import check_writable
 from iee_deploy.methods import METHODS, STRUCTURED_METHODS, GrowCriterion, SparsityConfig, parse_nm
 from iee_deploy.methods.schedule import Decay
-from iee_deploy.models import build_model, model_spec
 from iee_deploy.runs import RunFolder
 from iee_deploy.sparse.distributions import Distribution
 from iee_deploy.sparse.state import GrowInit
@@ -47,6 +45,10 @@ def _delta_t(text: str) -> int | None:
 
 
 @click.command("train")
+@click.option("--task", default="classification", show_default=True,
+              help="classification, or detection: a torchvision detector (--model ssdlite, retinanet_resnet18, "
+                   "fcos_resnet18 or package.module:factory; default ssdlite) on --dataset digits (scenes of the "
+                   "digits, offline), voc or coco at --data-dir, scored by mAP.")
 @model_options
 @data_options
 @click.option("--method", type=click.Choice(list(dict.fromkeys([*METHODS, *STRUCTURED_METHODS]))), default="iee", show_default=True,
@@ -106,7 +108,8 @@ def _delta_t(text: str) -> int | None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Training device.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (epoch lines are still printed).")
-def train(model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None, dataset: str,
+@click.pass_context
+def train(ctx: click.Context, task: str, model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None, dataset: str,
           data_dir: str | None, subset: int | None, val_subset: int | None, batch_size: int, workers: int, seed: int, method: str,
           sparsity: float | None, distribution: str, nm: str | None, latency_ms: float | None, latency_ratio: float | None,
           target: str | None, lut: str | None, descent: float, hjq: str, delta_t: str, omega0: float, omega_decay: str | None, update_end: float | None,
@@ -115,9 +118,13 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
           device: str, no_progress: bool) -> None:
     """Train a sparse network (IEE by default) into a run folder: config.json, run.json, metrics.jsonl,
     checkpoint.pt, curves.png, final_model.pt, summary.json and summary.md."""
-    from iee_deploy.train import TrainConfig, Trainer, check_fits_data
+    from iee_deploy.tasks import task_named
+    from iee_deploy.train import TrainConfig, Trainer
 
-    model_spec(model_name)
+    learner = task_named(task)
+    if ctx.get_parameter_source("model_name") is click.core.ParameterSource.DEFAULT:
+        model_name = learner.default_model
+    learner.check_model_name(model_name)
     structured = latency_ms is not None or latency_ratio is not None
     if structured and (sparsity is not None or nm is not None):
         raise UserError("--sparsity and --nm set unstructured sparsity, but a latency budget prunes channels",
@@ -137,19 +144,19 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
         latency_ms=latency_ms, latency_ratio=latency_ratio, target=target, lut=lut,
         start=Start.DENSE if checkpoint and structured else Start.SCRATCH, descent=descent,
     )
-    config = TrainConfig(model=model_name, dataset=dataset, data_dir=data_dir, resolution=resolution,
+    config = TrainConfig(task=task, model=model_name, dataset=dataset, data_dir=data_dir, resolution=resolution,
                          num_classes=num_classes, subset=subset, val_subset=val_subset, init_checkpoint=checkpoint, epochs=epochs,
                          batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
                          warmup_epochs=warmup_epochs, workers=workers, seed=seed, device=device,
                          checkpoint_every=checkpoint_every, sparsity=sparse)
-    bundle = build_datasets(dataset, data_dir, resolution, subset, val_subset)
+    bundle = learner.datasets(config)
     config = replace(config, resolution=bundle.resolution)
-    check_fits_data(config, bundle)
+    learner.check_fits_data(config, bundle)
     if structured:  # the LUT must describe this model at this resolution, before any data is trained on
         from iee_deploy.structured.budget import open_latency_model
 
         classes = num_classes or bundle.num_classes
-        open_latency_model(lut, target, build_model(model_name, classes, bundle.resolution), model_name=model_name,
+        open_latency_model(lut, target, learner.build_model(model_name, classes, bundle.resolution, None), model_name=model_name,
                            num_classes=classes, resolution=bundle.resolution)
     summary = Trainer(config, out, resume=resume, data=bundle, progress_bar=not no_progress).fit()
     if int(os.environ.get("RANK", "0")) != 0:
@@ -159,7 +166,7 @@ def train(model_name: str, num_classes: int | None, resolution: int | None, chec
     budget = f"at sparsity {100 * summary['sparsity']['achieved']:.2f}%" if latency is None else \
         (f"at predicted latency {latency['predicted_ms']:.4g} ms (budget {latency['budget_ms']:.4g} ms, dense "
          f"{latency['dense_ms']:.4g} ms, {latency['target']} batch {latency['batch']})")
-    click.echo(f"{method}: top-1 {100 * summary['val_acc']:.2f}% {budget}"
+    click.echo(f"{method}: {learner.score_label} {100 * summary[learner.score]:.2f}% {budget}"
                + ("" if survival is None else f", grown-{'weight' if latency is None else 'channel'} survival {100 * survival:.1f}%")
                + f"; run folder {out} (summary.md, {'curves.png, ' if (Path(out) / RunFolder.CURVES).is_file() else ''}"
                  "metrics.jsonl, final_model.pt)")

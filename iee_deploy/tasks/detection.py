@@ -1,4 +1,10 @@
-"""Detection metrics: mAP@0.5 (Pascal VOC's threshold) and mAP@[.5:.95] (COCO's), from torchmetrics.
+"""Detection: a detector's own loss in the one training loop, and its mAP (torchmetrics, COCO's evaluation).
+
+`DetectionTask` trains a torchvision detector (`iee_deploy.models.detectors` by name, or a user's
+factory) on `iee_deploy.data.detection`'s datasets: the loss of a batch is the sum of the loss dict
+the detector returns in train mode; validation reports mAP@0.5 and mAP@[.5:.95].
+
+The metrics are mAP@0.5 (Pascal VOC's threshold) and mAP@[.5:.95] (COCO's).
 
 A thin adapter over torchmetrics' `MeanAveragePrecision` with its COCO backend (pycocotools), so the
 figures a detector's validation reports are COCO's own evaluation, not a second copy of it:
@@ -17,15 +23,20 @@ They need the `detection` extra (torchmetrics and pycocotools): `pip install iee
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
+from iee_deploy.data import DataBundle
+from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError
+from iee_deploy.tasks.base import StepOutcome, Task
 
-INSTALL = "pip install iee-deploy[detection]"
+INSTALL = "pip install 'iee-deploy[detection]'"
 
 
 @dataclass(frozen=True)
@@ -82,3 +93,97 @@ def mean_average_precision(predictions: Sequence[dict[str, torch.Tensor]],
     metric = DetectionMetric()
     metric.update(predictions, targets)
     return metric.compute()
+
+
+def collate(items: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """A detection batch: the images and their targets as lists (images may differ in size)."""
+    return [image for image, _ in items], [target for _, target in items]
+
+
+class DetectionTask(Task):
+    """Images to boxes: a torchvision detector's own loss dict (summed) in train mode, mAP on the validation set."""
+
+    name = "detection"
+    default_model = "ssdlite"
+    score = "val_map_50"
+    score_label = "mAP@0.5"
+    counts_correct = False
+
+    def datasets(self, config: Any) -> DataBundle:
+        from iee_deploy.data.detection import detection_datasets
+
+        return detection_datasets(config.dataset, config.data_dir, config.resolution, config.subset, config.val_subset)
+
+    def check_fits_data(self, config: Any, bundle: DataBundle) -> None:
+        if config.num_classes is not None and config.num_classes < bundle.num_classes:
+            raise UserError(f"`num_classes` {config.num_classes} is fewer than the {bundle.num_classes} classes of "
+                            f"{bundle.name} (the background included)", f"pass at least {bundle.num_classes}, or leave "
+                            "`num_classes` out", fields=("num_classes",))
+
+    def check_model_name(self, name: str) -> None:
+        from iee_deploy.models import model_spec
+        from iee_deploy.models.detectors import DETECTORS
+
+        if name not in DETECTORS and ":" not in name:
+            raise UserError(f"'{name}' is not a detector", f"pass `model` {', '.join(DETECTORS)} or a "
+                            "package.module:factory that builds a torchvision detector", fields=("model",))
+        if name not in DETECTORS:
+            model_spec(name)  # the factory can be imported
+
+    def build_model(self, name: str, num_classes: int, resolution: int, checkpoint: str | None) -> nn.Module:
+        from iee_deploy.models import build_model, load_checkpoint
+        from iee_deploy.models.detectors import DETECTORS
+
+        self.check_model_name(name)
+        if name in DETECTORS:
+            model = DETECTORS[name](num_classes, resolution)
+            return load_checkpoint(model, checkpoint) if checkpoint is not None else model
+        return build_model(name, num_classes, resolution, checkpoint)
+
+    def check_model(self, model: nn.Module, num_classes: int, resolution: int) -> None:
+        from iee_deploy.models.detection import network_part
+
+        if network_part(model) is None:
+            raise UserError(f"the model is a {type(model).__name__}, not a torchvision detector (SSD, RetinaNet, FCOS, "
+                            "R-CNN)", "pass a factory that builds one", fields=("model",))
+
+    def train_batches(self, dataset: Any, sampler: Any, device: torch.device, config: Any) -> Iterable[Any]:
+        from iee_deploy.train.data import train_loader
+
+        return train_loader(dataset, sampler, config.workers, config.seed, collate)
+
+    def val_batches(self, dataset: Any, config: Any, rank: int, world: int) -> DataLoader:
+        from iee_deploy.train.data import val_loader
+
+        return val_loader(dataset, config.batch_size, config.workers, rank, world, collate)
+
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        images, targets = batch
+        return ([image.to(device, non_blocking=True) for image in images],
+                [{k: v.to(device, non_blocking=True) for k, v in target.items()} for target in targets])
+
+    def batch_len(self, batch: Any) -> int:
+        return len(batch[0])
+
+    def step(self, net: nn.Module, optimizer: torch.optim.Optimizer, batch: Any) -> StepOutcome:
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(net(*batch).values())
+        assert isinstance(loss, torch.Tensor)
+        loss.backward()
+        optimizer.step()
+        return StepOutcome(float(loss.detach()))
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, dist: Distributed) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        metric = DetectionMetric()
+        for batch in loader:
+            images, targets = self.to_device(batch, dist.device)
+            metric.update(model(images), targets)
+        model.train(was_training)
+        return metric.compute().as_record()
+
+    def epoch_text(self, record: dict[str, Any]) -> str:
+        return (f"train loss {record['train_loss']:.4f} | val mAP@0.5 {100 * record['val_map_50']:.2f}% "
+                f"mAP@[.5:.95] {100 * record['val_map']:.2f}%")

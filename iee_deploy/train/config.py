@@ -29,6 +29,7 @@ MAX_RESOLUTION = 2048
 class TrainConfig:
     """Model, data, optimisation and sparsification of one run."""
 
+    task: str = "classification"  # classification | detection (iee_deploy.tasks)
     model: str = "resnet20"
     dataset: str = "digits"
     data_dir: str | None = None
@@ -73,6 +74,10 @@ class TrainConfig:
                               f"{self.epochs:g}", "warm up for a fraction of training, e.g. 5% of `epochs`")
         if not 0 <= self.momentum < 1:  # also False for NaN
             raise ConfigError("momentum", f"`momentum` {self.momentum:g} is not in [0, 1)", "pass e.g. 0.9")
+        from iee_deploy.tasks import TASKS
+
+        if self.task not in TASKS:
+            raise ConfigError("task", f"`task` '{self.task}' is not a task", f"choose one of: {', '.join(TASKS)}")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError("device", f"`device` '{self.device}' is neither cpu nor cuda", "pass cpu or cuda")
 

@@ -7,7 +7,8 @@ batch, so a resumed run reads exactly the batches the interrupted one had left.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
@@ -44,14 +45,17 @@ class ResumableBatchSampler(Sampler[list[int]]):
             yield order[b * size : (b + 1) * size].tolist()
 
 
-def train_loader(dataset: Dataset, sampler: ResumableBatchSampler, workers: int, seed: int) -> DataLoader:
-    """Loader over `sampler`; its own generator keeps the global RNG untouched by new iterators."""
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+def train_loader(dataset: Dataset, sampler: ResumableBatchSampler, workers: int, seed: int,
+                 collate: Callable[[list[Any]], Any] | None = None) -> DataLoader:
+    """Loader over `sampler`; its own generator keeps the global RNG untouched by new iterators. `collate`: how
+    items form a batch (default: stacked tensors)."""
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                       generator=torch.Generator().manual_seed(seed))
 
 
-def val_loader(dataset: Dataset, batch_size: int, workers: int, rank: int = 0, world: int = 1) -> DataLoader:
+def val_loader(dataset: Dataset, batch_size: int, workers: int, rank: int = 0, world: int = 1,
+               collate: Callable[[list[Any]], Any] | None = None) -> DataLoader:
     """This rank's interleaved share of the validation set, in order."""
     share = Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset  # type: ignore[arg-type]
-    return DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=workers,
+    return DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
                       generator=torch.Generator().manual_seed(0))

@@ -41,13 +41,14 @@ def _pct(x: float | None) -> str:
 
 def summary_markdown(s: dict[str, Any]) -> str:
     st, fl, sp = s["structure"], s["flops"], s["sparsity"]
+    score = s.get("score", "val_acc")  # the task's validation figure (top-1; a detector's mAP@0.5)
     last_iou_p = st["iou_after_prune"][-1] if st["iou_after_prune"] else None
     last_iou_g = st["iou_after_grow"][-1] if st["iou_after_grow"] else None
     rows = [
         ("method", s["method"]),
         ("model / dataset", f"{s['model']} / {s['dataset']} ({s['resolution']} px)"),
         ("epochs / steps / global batch", f"{s['epochs']:g} / {s['steps']} / {s['global_batch']}"),
-        ("top-1 (final / best)", f"{_pct(s['val_acc'])} / {_pct(s['best_val_acc'])}"),
+        (f"{s.get('score_label', 'top-1')} (final / best)", f"{_pct(s[score])} / {_pct(s['best_' + score])}"),
         ("sparsity (target / achieved)", f"{_pct(sp['target'])} / {_pct(sp['achieved'])} ({sp['distribution']}"
                                          + (f", N:M {sp['nm']}" if sp["nm"] else "") + ")")
         if sp["target"] is not None else ("weight sparsity (achieved)", _pct(sp["achieved"])),
@@ -95,8 +96,10 @@ MIN_CURVE_POINTS = 2
 """Evaluations needed before curves.png is drawn: one point per line is no curve (a one-epoch run has none)."""
 
 
-def plot_curves(epochs: Sequence[dict[str, Any]], run: RunFolder) -> bool:
-    """curves.png: training and validation loss and top-1 accuracy at each evaluation (x: training step).
+def plot_curves(epochs: Sequence[dict[str, Any]], run: RunFolder, score: str = "val_acc", label: str = "top-1") -> bool:
+    """curves.png: training and validation loss and the task's score (`score`, e.g. top-1 accuracy, `label` in
+    words) at each evaluation (x: training step); figures a task does not record (a detector's validation loss,
+    its training accuracy) are left out.
 
     Drawn from the second evaluation on; returns whether it was drawn (summary.md has the single figures)."""
     if len(epochs) < MIN_CURVE_POINTS:
@@ -109,11 +112,13 @@ def plot_curves(epochs: Sequence[dict[str, Any]], run: RunFolder) -> bool:
     steps = [r["step"] + 1 for r in epochs]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     loss_ax.plot(steps, [r["train_loss"] for r in epochs], "o-", label="training (epoch mean)")
-    loss_ax.plot(steps, [r["val_loss"] for r in epochs], "s-", label="validation")
-    acc_ax.plot(steps, [100 * r["train_acc"] for r in epochs], "o-", label="training (epoch mean)")
-    acc_ax.plot(steps, [100 * r["val_acc"] for r in epochs], "s-", label="validation")
-    loss_ax.set(xlabel="training step", ylabel="cross-entropy loss", title="Loss")
-    acc_ax.set(xlabel="training step", ylabel="top-1 accuracy (%)", ylim=(0, 100), title="Accuracy")
+    if "val_loss" in epochs[0]:
+        loss_ax.plot(steps, [r["val_loss"] for r in epochs], "s-", label="validation")
+    if "train_acc" in epochs[0]:
+        acc_ax.plot(steps, [100 * r["train_acc"] for r in epochs], "o-", label="training (epoch mean)")
+    acc_ax.plot(steps, [100 * r[score] for r in epochs], "s-", label="validation")
+    loss_ax.set(xlabel="training step", ylabel="loss", title="Loss")
+    acc_ax.set(xlabel="training step", ylabel=f"{label} (%)", ylim=(0, 100), title=label)
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -30,7 +30,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -39,25 +39,23 @@ from types import FrameType
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from iee_deploy.data import DataBundle, build_datasets
+from iee_deploy.data import DataBundle
 from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError
-from iee_deploy.graph.trace import eval_mode
 from iee_deploy.methods import SparsityMethod
-from iee_deploy.models import build_model
 from iee_deploy.runs import RunFolder, RunInfo
 from iee_deploy.seeding import rng_state, seed_everything, set_rng_state
 from iee_deploy.sparse.state import layer_sparsity, overall_sparsity
 from iee_deploy.sparse.tracking import UpdateRecord
 from iee_deploy.sparsifier import Sparsifier, method_step
+from iee_deploy.tasks import Task, task_named
+from iee_deploy.tasks.classification import sgd_step
 from iee_deploy.train.config import TrainConfig
-from iee_deploy.train.data import ResumableBatchSampler, train_loader, val_loader
-from iee_deploy.train.device_data import device_train_loader
+from iee_deploy.train.data import ResumableBatchSampler
 from iee_deploy.train.summary import plot_curves, structure_stats, write_summary
 from runtime.progress import progress as progress_bar
 from runtime.progress import write as write_line
@@ -83,17 +81,6 @@ class StepResult:
     records: list[UpdateRecord]
 
 
-def sgd_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
-    """Forward, cross-entropy, backward and optimizer step; (loss, correct predictions)."""
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.is_cuda):  # bf16 on CUDA (see device_data)
-        logits = net(images)
-        loss = F.cross_entropy(logits, labels)
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach()), int((logits.argmax(1) == labels).sum())
-
-
 def train_step(net: nn.Module, method: SparsityMethod, optimizer: torch.optim.Optimizer, step: int,
                images: torch.Tensor, labels: torch.Tensor) -> StepResult:
     """One optimisation step of `method` at `step` with its hooks in their fixed order (tests, benchmarks);
@@ -110,20 +97,6 @@ def check_finite_weights(model: nn.Module, source: str) -> None:
             raise UserError(f"{source} holds NaN or inf values in '{name}'",
                             "start from a checkpoint saved before the run diverged, or from scratch",
                             fields=("init_checkpoint",))
-
-
-@torch.no_grad()
-def check_output_width(model: nn.Module, num_classes: int, resolution: int) -> None:
-    """The model must score exactly `num_classes` classes; checked with one image before any training
-    (a narrower head fails at the first step with an index error, a wider one trains on phantom classes)."""
-    param = next(model.parameters(), None)
-    x = torch.zeros(1, 3, resolution, resolution, device=param.device if param is not None else "cpu")
-    with eval_mode(model):
-        out = model(x)
-    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] != num_classes:
-        raise UserError(f"the model scores {out.shape[1]} classes, not the {num_classes} asked for",
-                        "make the model's factory build its head with the num_classes it is given",
-                        fields=("model", "num_classes"))
 
 
 def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[tuple[str, str]]:
@@ -166,37 +139,29 @@ def check_loss(loss: float, step: int, total: int, lr: float) -> None:
                         f"lower `lr` (now {lr:g}) or check the starting weights", fields=("lr",))
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, dist: Distributed) -> tuple[float, float]:
-    """(mean loss, top-1 accuracy) over the validation set, summed over all ranks."""
-    was_training = model.training
-    model.eval()
-    totals = torch.zeros(3, dtype=torch.float64, device=dist.device)
-    for images, labels in loader:
-        images, labels = images.to(dist.device), labels.to(dist.device)
-        logits = model(images)
-        totals += torch.tensor([float(F.cross_entropy(logits, labels, reduction="sum")),
-                                int((logits.argmax(1) == labels).sum()), len(labels)], device=dist.device,
-                               dtype=torch.float64)
-    model.train(was_training)
-    loss, correct, seen = dist.sum_(totals).tolist()
-    return loss / max(seen, 1), correct / max(seen, 1)
-
-
 @dataclass
 class Progress:
     """Loop counters, saved in every checkpoint (plain types only)."""
 
     step: int = 0  # the next step to run
-    best_val_acc: float = 0.0
-    val_loss: float | None = None
-    val_acc: float | None = None
+    best_val_acc: float = 0.0  # the best of the task's score so far (top-1; a detector's mAP@0.5)
+    val: dict[str, float] = field(default_factory=dict)  # the last validation figures, by record name
     epoch_loss: float = 0.0  # sums over the current epoch (this rank)
     epoch_correct: int = 0
     epoch_seen: int = 0
     seconds: float = 0.0
     pending: dict[str, Any] | None = None  # an ended epoch whose evaluation waits for the update to end
     epochs: list[dict[str, Any]] = field(default_factory=list)  # the evaluation records written so far
+
+
+def progress_fields(stored: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's loop counters as `Progress` takes them (a checkpoint of a classification run may hold its
+    last figures as `val_loss` and `val_acc` instead of `val`)."""
+    fields = dict(stored)
+    legacy = {key: fields.pop(key) for key in ("val_loss", "val_acc") if key in fields}
+    if "val" not in fields:
+        fields["val"] = {key: value for key, value in legacy.items() if value is not None}
+    return fields
 
 
 @dataclass
@@ -212,6 +177,7 @@ class Loop:
     dist: Distributed
     progress: Progress
     steps_per_epoch: int
+    task: Task
 
 
 class Trainer:
@@ -258,6 +224,8 @@ class Trainer:
                 raise UserError(f"nothing to resume in '{run}' (no {run.CHECKPOINT})", "run without `resume` to start it",
                                 fields=("resume",))
             stored, wanted = run.read_config(strict=True), self.config.to_json()
+            if stored is not None:  # a config.json without `task` is a classification run's
+                stored = {"task": "classification", **stored}
             if stored != wanted:
                 changed = config_differences(stored or {}, wanted)
                 more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
@@ -283,21 +251,20 @@ class Trainer:
     def _fit(self, dist: Distributed) -> dict[str, Any]:
         cfg = self.config
         seed_everything(cfg.seed)
-        bundle = self.data or build_datasets(cfg.dataset, cfg.data_dir, cfg.resolution, cfg.subset, cfg.val_subset)
+        task = task_named(cfg.task)
+        bundle = self.data or task.datasets(cfg)
         num_classes = cfg.num_classes or bundle.num_classes
         if dist.is_main:
             for shortfall in subset_shortfall({"training": cfg.subset, "validation": cfg.val_subset},
                                               {"training": len(bundle.train), "validation": len(bundle.val)}, cfg.dataset):
                 write_line(shortfall)
-        model = self.model or build_model(cfg.model, num_classes, bundle.resolution, cfg.init_checkpoint)
+        model = self.model or task.build_model(cfg.model, num_classes, bundle.resolution, cfg.init_checkpoint)
         check_finite_weights(model, f"checkpoint '{cfg.init_checkpoint}'" if cfg.init_checkpoint else "the model")
-        check_output_width(model, num_classes, bundle.resolution)
+        task.check_model(model, num_classes, bundle.resolution)
         # channels-last: cuDNN's and oneDNN's fast convolutions (see device_data)
         model.to(dist.device).to(memory_format=torch.channels_last)
         sampler = ResumableBatchSampler(len(bundle.train), cfg.batch_size, cfg.seed, dist.rank, dist.world)
-        # in-memory images held and augmented on the device in batches; other datasets through a DataLoader
-        loader: Iterable[tuple[torch.Tensor, torch.Tensor]] = device_train_loader(
-            bundle.train, sampler, dist.device, cfg.seed) or train_loader(bundle.train, sampler, cfg.workers, cfg.seed)
+        loader = task.train_batches(bundle.train, sampler, dist.device, cfg)
         steps_per_epoch = len(sampler)
         total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -313,8 +280,7 @@ class Trainer:
                        data_dir=cfg.data_dir, method=cfg.sparsity.method, kind=cfg.sparsity.kind,
                        **sparsifier.method.run_facts())
         loop = Loop(model, DistributedDataParallel(model) if dist.world > 1 else model, sparsifier, optimizer, scheduler,
-                    val_loader(bundle.val, max(cfg.batch_size, 256), cfg.workers, dist.rank, dist.world), dist,
-                    Progress(), steps_per_epoch)
+                    task.val_batches(bundle.val, cfg, dist.rank, dist.world), dist, Progress(), steps_per_epoch, task)
         if self.resume:
             self._load_checkpoint(loop)
         elif dist.is_main:
@@ -328,7 +294,7 @@ class Trainer:
         started = time.perf_counter() - progress.seconds
         last_checkpoint = time.perf_counter()
         epochs = math.ceil(total / steps_per_epoch)
-        batches = None
+        batches: Iterator[Any] | None = None
         bar: Any = None
 
         while progress.step < total:
@@ -339,15 +305,16 @@ class Trainer:
                 batches = iter(loader)
                 bar = progress_bar(total=min(steps_per_epoch, total - epoch * steps_per_epoch), initial=batch,
                                    desc=f"epoch {epoch + 1}/{epochs}", unit="step", enabled=show)
-            images, labels = next(batches)
-            images, labels = images.to(dist.device, non_blocking=True), labels.to(dist.device, non_blocking=True)
-            with sparsifier.step(len(labels)) as records:
-                loss, correct = sgd_step(loop.net, optimizer, images, labels)
+            batch = task.to_device(next(batches), dist.device)
+            size = task.batch_len(batch)
+            with sparsifier.step(size) as records:
+                outcome = task.step(loop.net, optimizer, batch)
+            loss = outcome.loss
             check_loss(loss, step, total, cfg.lr)
             scheduler.step()
-            progress.epoch_loss += loss * len(labels)
-            progress.epoch_correct += correct
-            progress.epoch_seen += len(labels)
+            progress.epoch_loss += loss * size
+            progress.epoch_correct += outcome.correct or 0
+            progress.epoch_seen += size
             progress.step = step + 1
             progress.seconds = time.perf_counter() - started
             if dist.is_main:
@@ -385,8 +352,9 @@ class Trainer:
         progress, dist = loop.progress, loop.dist
         loss, correct, seen = dist.sum_(torch.tensor([progress.epoch_loss, progress.epoch_correct, progress.epoch_seen],
                                                      dtype=torch.float64, device=dist.device)).tolist()
-        progress.pending = {"type": "epoch", "epoch": epoch + 1, "train_loss": loss / max(seen, 1),
-                            "train_acc": correct / max(seen, 1)}
+        progress.pending = {"type": "epoch", "epoch": epoch + 1, "train_loss": loss / max(seen, 1)}
+        if loop.task.counts_correct:
+            progress.pending["train_acc"] = correct / max(seen, 1)
         progress.epoch_loss, progress.epoch_correct, progress.epoch_seen = 0.0, 0, 0
 
     def _evaluate(self, loop: Loop) -> None:
@@ -396,19 +364,18 @@ class Trainer:
         for buffer in loop.model.buffers():  # BN statistics: every rank evaluates with rank 0's, which rank 0 saves
             dist.broadcast_(buffer)
         with sparsifier.evaluation():
-            progress.val_loss, progress.val_acc = evaluate(loop.model, loop.val, dist)
-        progress.best_val_acc = max(progress.best_val_acc, progress.val_acc)
+            progress.val = loop.task.evaluate(loop.model, loop.val, dist)
+        score = progress.val[loop.task.score]
+        progress.best_val_acc = max(progress.best_val_acc, score) if math.isfinite(score) else progress.best_val_acc
         sparsity = overall_sparsity(sparsifier.method.state)
         record = {**progress.pending, "step": progress.step - 1, "lr": loop.optimizer.param_groups[0]["lr"],
-                  "val_loss": progress.val_loss, "val_acc": progress.val_acc, "sparsity": sparsity,
-                  "train_flops": sparsifier.train_flops, "seconds": progress.seconds}
+                  **progress.val, "sparsity": sparsity, "train_flops": sparsifier.train_flops, "seconds": progress.seconds}
         progress.pending = None
         progress.epochs.append(record)
         if dist.is_main:
             self.run.append(record)
-            plot_curves(progress.epochs, self.run)
-            write_line(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}% | "
-                       f"val loss {progress.val_loss:.4f} acc {100 * progress.val_acc:.2f}% | "
+            plot_curves(progress.epochs, self.run, loop.task.score, loop.task.score_label)
+            write_line(f"epoch {record['epoch']}: {loop.task.epoch_text(record)} | "
                        f"sparsity {100 * sparsity:.2f}% | {progress.seconds:.0f} s")
 
     # --- checkpoints -----------------------------------------------------------------------
@@ -428,7 +395,7 @@ class Trainer:
             loop.optimizer.load_state_dict(ckpt["optimizer"])
             loop.scheduler.load_state_dict(ckpt["scheduler"])
             loop.sparsifier.load_state_dict(ckpt["sparsifier"])
-            loop.progress = Progress(**ckpt["progress"])
+            loop.progress = Progress(**progress_fields(ckpt["progress"]))
             set_rng_state(ckpt["rng"])
         except (RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise UserError(f"checkpoint '{self.run / self.run.CHECKPOINT}' cannot be resumed "
@@ -449,8 +416,8 @@ class Trainer:
             "method": cfg.sparsity.method, "kind": cfg.sparsity.kind, "settings": method.describe(),
             "model": cfg.model, "dataset": cfg.dataset, "resolution": bundle.resolution,
             "epochs": cfg.epochs, "steps": total, "steps_per_epoch": loop.steps_per_epoch,
-            "global_batch": cfg.batch_size * dist.world,
-            "val_loss": progress.val_loss, "val_acc": progress.val_acc, "best_val_acc": progress.best_val_acc,
+            "global_batch": cfg.batch_size * dist.world, "task": cfg.task, "score": loop.task.score,
+            "score_label": loop.task.score_label, **progress.val, f"best_{loop.task.score}": progress.best_val_acc,
             "sparsity": {"target": facts["sparsity"], "distribution": cfg.sparsity.distribution,
                          "nm": facts["nm"], "achieved": overall_sparsity(method.state),
                          "layers": layer_sparsity(method.state)},
@@ -469,7 +436,7 @@ class Trainer:
             write_summary(self.run, summary)
             info = replace(info, **facts)
             info.finished = True
-            info.extra = {"val_acc": progress.val_acc, "achieved_sparsity": summary["sparsity"]["achieved"],
+            info.extra = {loop.task.score: progress.val.get(loop.task.score), "achieved_sparsity": summary["sparsity"]["achieved"],
                           "sparse_forward_flops": zeta_p}
             self.run.write_info(info)
         return summary
