@@ -21,13 +21,22 @@ and the training FLOPs. Under DDP, build it on every rank after `init_process_gr
 DDP-wrapped model or the model inside it: structure decisions are broadcast from rank 0, so all
 ranks hold one Theta_K and, with DDP's averaged gradients, the same weights (tests/ddp_user_loop.py).
 Evaluate only while `in_update` is False: inside an IEE update Theta_K is short of its budget.
+
+One Sparsifier per model at a time: a second one on a model (or on any of its parameters) that a live
+Sparsifier holds is refused, since each would keep its own masks; `detach()` the first one to replace it.
+`state_dict()` records the settings and layers it belongs to, so `load_state_dict` refuses another
+method's, another model's or another schedule's state in one line instead of mixing them.
 """
 
 from __future__ import annotations
 
+import gc
+import json
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import torch
@@ -60,7 +69,13 @@ def method_step(method: SparsityMethod, optimizer: torch.optim.Optimizer, step: 
         method.after_optimizer_step(step)
         stepped.append(True)
 
-    hooks = [optimizer.register_step_pre_hook(before), optimizer.register_step_post_hook(after)]
+    def before_once(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if stepped:  # the schedule counts one optimizer step per context: a second one would run unseen
+            raise UserError(f"optimizer.step() was called twice inside the context of training step {step}",
+                            "open one `with sparsifier.step():` per optimizer.step()")
+        before(opt, args, kwargs)
+
+    hooks = [optimizer.register_step_pre_hook(before_once), optimizer.register_step_post_hook(after)]
     try:
         yield records
     finally:
@@ -83,6 +98,9 @@ def check_arguments(model: Any, optimizer: Any, total_steps: Any, config: Sparsi
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise UserError(f"`optimizer` must be a torch.optim.Optimizer, got {type(optimizer).__name__}",
                         "pass the optimizer of your training loop", fields=("optimizer",))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError("every parameter of `model` is frozen (requires_grad=False): there is nothing to train",
+                        "unfreeze the layers to sparsify, e.g. p.requires_grad_(True)", fields=("model",))
     owned = {id(p) for p in model.parameters()}
     if not any(id(p) in owned for group in optimizer.param_groups for p in group["params"]):
         raise UserError("`optimizer` holds none of the model's parameters",
@@ -97,6 +115,30 @@ def check_arguments(model: Any, optimizer: Any, total_steps: Any, config: Sparsi
         raise UserError(f"`seed` must be a whole number in [0, 2**63 - 1], got {seed!r}", "pass e.g. 0", fields=("seed",))
 
 
+_ATTACHED: weakref.WeakSet[Sparsifier] = weakref.WeakSet()
+"""The live, attached Sparsifiers: at most one holds any parameter."""
+
+STATE_SKIPS = ("lut", "target")
+"""Settings a saved state may differ in: where the LUT lies and the target's name or path."""
+
+
+def attached_to(model: nn.Module) -> Sparsifier | None:
+    """The live Sparsifier that holds any of `model`'s parameters, or None."""
+    own = {id(p) for p in model.parameters()}
+    for _ in range(2):  # a Sparsifier the user dropped may wait for the cycle collector
+        holder = next((s for s in list(_ATTACHED) if any(id(p) in own for p in s.model.parameters())), None)
+        if holder is None:
+            return None
+        gc.collect()
+    return holder
+
+
+def settings_of(config: SparsityConfig) -> dict[str, Any]:
+    """The settings a state belongs to, as plain JSON types (enums as values, tuples as lists)."""
+    return {f.name: json.loads(json.dumps(getattr(config, f.name), default=str))
+            for f in dataclass_fields(config) if f.name not in STATE_SKIPS}
+
+
 class Sparsifier:
     """A sparsification method attached to `model` and `optimizer` for `total_steps` optimizer steps.
 
@@ -104,11 +146,18 @@ class Sparsifier:
     `resolution` (input px) enables FLOP counting. `dist` defaults to the current process group.
     """
 
+    config: SparsityConfig
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
                  config: SparsityConfig | None = None, *, seed: int = 0, resolution: int | None = None,
                  dist: Distributed | None = None, **fields: Any) -> None:
         check_arguments(model, optimizer, total_steps, config, fields, resolution, seed)
         self.model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        holder = attached_to(self.model)
+        if holder is not None:
+            raise UserError(f"`model` ({type(self.model).__name__}) already has a Sparsifier attached (method "
+                            f"'{holder.config.method}'); two would each keep their own masks on the same weights",
+                            "call .detach() on the first one before attaching another", fields=("model",))
         self.optimizer = optimizer
         self.total_steps = total_steps
         try:
@@ -118,8 +167,14 @@ class Sparsifier:
                             "pass SparsityConfig's fields, e.g. method='iee', sparsity=0.9") from None
         device = next(self.model.parameters()).device
         self.dist = dist or Distributed.current(device)
+        before = {name: t.detach().to("cpu", copy=True) for name, t in self.model.state_dict(keep_vars=True).items()}
         self.method: SparsityMethod = build_method(self.config, self.model, self.dist, seed)
         self.method.setup(TrainContext(total_steps, optimizer))
+        # the tensors the initial masks changed: (tensor, value before, version after); `load_state_dict` before
+        # the first step puts back those not written since (weights loaded before this Sparsifier was built)
+        self._unmasked = {name: (t, before[name], t._version) for name, t in self.model.state_dict(keep_vars=True).items()
+                          if not torch.equal(before[name], t.detach().cpu())}
+        _ATTACHED.add(self)
         self.costs = layer_costs(self.model, resolution) if resolution else {}
         self.dense_flops = float(forward_flops(self.costs))
         self.sparse_flops = self._sparse_flops()
@@ -140,12 +195,18 @@ class Sparsifier:
 
     @contextmanager
     def _step(self, batch_size: int) -> Iterator[list[UpdateRecord]]:
+        if self not in _ATTACHED:
+            raise UserError("this Sparsifier was detached from its model", "build a new Sparsifier to sparsify it again")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+            raise UserError(f"`batch_size` must be the step's number of samples (0 or more), got {batch_size!r}",
+                            "pass len(labels), or leave it out", fields=("batch_size",))
         if self._open:
             raise UserError("Sparsifier.step() contexts cannot nest", "close the previous step first")
         if self.steps_done >= self.total_steps:
             raise UserError(f"all {self.total_steps} steps the Sparsifier was built for are done",
                             "build it with the loop's real total of optimizer steps", fields=("total_steps",))
         step = self.steps_done
+        self._unmasked = {}
         cost = self.method.step_cost(step)
         self._open = True
         try:
@@ -176,6 +237,13 @@ class Sparsifier:
         """Context in which the model computes with Theta_K only (evaluation, export)."""
         return self.method.evaluation()
 
+    def detach(self) -> None:
+        """Stop sparsifying the model, so that another Sparsifier may attach to it.
+
+        The weights stay as they are (inactive ones at zero); this Sparsifier's `step()` is refused from now.
+        """
+        _ATTACHED.discard(self)
+
     def deployable(self) -> nn.Module:
         """The deployable model of Theta_K on the CPU: masked weights, or physically fewer channels."""
         return self.method.pruned_model(self.model)
@@ -187,13 +255,47 @@ class Sparsifier:
 
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Tensors and plain types only (`torch.load(..., weights_only=True)` reads it back)."""
+        """Tensors and plain types only (`torch.load(..., weights_only=True)` reads it back), with the settings,
+        schedule length and layer sizes it belongs to."""
         return {"method": self.method.state_dict(), "steps_done": self.steps_done, "train_flops": self.train_flops,
-                "history": [dict(r) for r in self.history]}
+                "history": [dict(r) for r in self.history], "settings": settings_of(self.config),
+                "total_steps": self.total_steps, "layers": self.method.state.total_weights()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state()`; refused in one line if it belongs to another method, model or schedule.
+
+        Load the model's weights before building the Sparsifier or after this call: either way the
+        weights are the saved ones (the initial masks of a fresh Sparsifier never erase them).
+        """
+        self._check_state(state)
+        with torch.no_grad():
+            for tensor, value, version in self._unmasked.values():
+                if tensor._version == version:  # not written since the initial masks zeroed part of it
+                    tensor.copy_(value)
+        self._unmasked = {}
         self.method.load_state_dict(state["method"])
         self.steps_done = int(state["steps_done"])
         self.train_flops = float(state["train_flops"])
         self.history = [dict(r) for r in state["history"]]
         self.sparse_flops = self._sparse_flops()
+
+    def _check_state(self, state: Any) -> None:
+        fix = "load the state_dict() of a Sparsifier built with the same model, method settings and total_steps"
+        if not isinstance(state, dict) or not {"method", "steps_done", "train_flops", "history"} <= set(state):
+            keys = ", ".join(map(str, state)) or "none" if isinstance(state, dict) else None
+            raise UserError(f"`state` is not a Sparsifier's state_dict() (got a {type(state).__name__}"
+                            f"{'' if keys is None else ' with keys: ' + keys})", fix)
+        mine = settings_of(self.config)
+        saved = state.get("settings", mine)  # states saved before settings were recorded: not checked
+        differ = [k for k in mine if k in saved and saved[k] != mine[k]]
+        if differ:
+            raise UserError("`state` belongs to another Sparsifier: " + ", ".join(
+                f"{k} {saved[k]!r} there, {mine[k]!r} here" for k in differ), fix)
+        if state.get("total_steps", self.total_steps) != self.total_steps:
+            raise UserError(f"`state` belongs to a schedule of {state['total_steps']} steps, this Sparsifier's has "
+                            f"{self.total_steps}", fix, fields=("total_steps",))
+        layers, own = state.get("layers", self.method.state.total_weights()), self.method.state.total_weights()
+        if layers != own:
+            other = next(f"layer '{k}': {layers.get(k)} weights there, {own.get(k)} here" for k in sorted({*layers, *own})
+                          if layers.get(k) != own.get(k))
+            raise UserError(f"`state` holds the masks of another model ({other})", fix, fields=("model",))
