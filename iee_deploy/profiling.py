@@ -44,7 +44,7 @@ from profiler.measure import (
 )
 from profiler.measurer import BackendSettings, make_measurer
 from profiler.targets import Target, check_device, list_targets, load_target
-from runtime.machine import machine_info
+from runtime.machine import check_batch_fits, free_memory_bytes, machine_info
 from runtime.progress import progress as progress_bar
 from runtime.progress import write as write_line
 
@@ -70,7 +70,15 @@ def profile(request: ProfileRequest, out: str | Path, resume: bool = False, prog
         write_line(part.describe(request.model))
         model = part.module
     graph = build_dependency_graph(model, torch.zeros(input_shape(1, request.resolution)))  # refused before measuring
+    check_layer_batch(model, request.batch, request.resolution)
     return profile_model(request, model, out, subnetwork_source(model, request.resolution, graph=graph), resume, progress)
+
+
+def check_layer_batch(model: nn.Module, batch: int, resolution: int) -> None:
+    """Refuse a batch whose widest layer's fp32 input and output do not fit in memory, before timing it."""
+    widest = max(s.in_hw[0] * s.in_hw[1] * (s.cin + s.cout) * 4
+                 for s in enumerate_layers(model, input_shape(1, resolution)).values())
+    check_batch_fits(batch, widest, f"fp32 input and output of the widest layer at {resolution} px", free_memory_bytes())
 
 
 def mape(predicted: ArrayLike, measured: ArrayLike) -> float:
@@ -158,6 +166,7 @@ def validate_lut(lut_path: str | Path, model_name: str, num_classes: int | None 
     num_classes = num_classes or meta.num_classes
     resolution = resolution or meta.resolution
     model = build_model(model_name, num_classes, resolution, checkpoint).eval()
+    check_layer_batch(model, meta.batch, resolution)
     check_lut(lut, model=model_name, num_classes=num_classes, resolution=resolution,
               layers=enumerate_layers(model, input_shape(1, resolution)))
     target = lut_target(meta)

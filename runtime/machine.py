@@ -13,6 +13,8 @@ import socket
 from importlib import metadata
 from pathlib import Path
 
+from iee_deploy.errors import UserError
+
 VERSIONED = ("torch", "onnx", "onnxruntime", "tensorrt")
 
 
@@ -30,6 +32,16 @@ def free_memory_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def check_batch_fits(batch: int, image_bytes: int, what: str, free: int | None) -> None:
+    """Refuse, before allocating, a batch whose `image_bytes` per image (`what` they hold) take over a quarter
+    of the `free` memory: with the rest of the work it would swap or be killed."""
+    if free is not None and batch * image_bytes > 0.25 * free:
+        largest = max(1, int(0.25 * free) // image_bytes)
+        raise UserError(f"a batch of {batch} images is {batch * image_bytes / 2**30:.1f} GiB of {what}, more than a "
+                        f"quarter of the {free / 2**30:.1f} GiB free", f"use a `batch` of at most {largest}",
+                        fields=("batch",))
 
 
 def cap_threads(requested: int, cores: int) -> tuple[int, str | None]:

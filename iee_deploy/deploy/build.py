@@ -43,7 +43,7 @@ from profiler.lut import read_meta
 from profiler.targets import load_target
 from runtime.backends import PRECISIONS, Backend, BuildSpec, ModelSource, Session, canonical_name, get_backend
 from runtime.export import export_onnx
-from runtime.machine import cap_threads, free_memory_bytes, machine_info, usable_cores
+from runtime.machine import cap_threads, check_batch_fits, free_memory_bytes, machine_info, usable_cores
 from runtime.progress import progress as progress_bar
 from runtime.quantize import export_quantized
 from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
@@ -181,14 +181,8 @@ def build_spec(info: RunInfo, backend: str, batch: int, precision: str | None, t
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision '{precision}'", f"choose one of: {', '.join(PRECISIONS)}")
     chosen.check_precision(precision, device)
-    free = free_memory_bytes()
-    image_bytes = 3 * info.resolution ** 2 * 4  # one fp32 input image
-    batch_bytes = batch * image_bytes
-    if free is not None and batch_bytes > 0.25 * free:
-        largest = max(1, int(0.25 * free) // image_bytes)
-        raise UserError(f"a batch of {batch} images at {info.resolution} px is {batch_bytes / 2**30:.1f} GiB of input alone, "
-                        f"more than a quarter of the {free / 2**30:.1f} GiB free (activations need several times more)",
-                        f"use a `batch` of at most {largest}", fields=("batch",))
+    check_batch_fits(batch, 3 * info.resolution ** 2 * 4, f"fp32 input alone at {info.resolution} px (activations "
+                     "need several times more)", free_memory_bytes())
     if threads is not None and threads < 0:
         raise UserError(f"the CPU thread count (threads) must be 0 (every core) or more, got {threads}",
                         "give a number of CPU threads")
