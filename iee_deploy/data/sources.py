@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -195,7 +196,12 @@ def load_cifar10(root: Path | None, resolution: int | None) -> DataBundle:
                         fields=("data_dir",))
     res = resolution or 32
     if (root / "cifar-10-batches-py").is_dir():
-        sets = [torchvision.datasets.CIFAR10(str(root), train=t, download=False) for t in (True, False)]
+        try:
+            sets = [torchvision.datasets.CIFAR10(str(root), train=t, download=False) for t in (True, False)]
+        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:  # missing or damaged batches
+            raise UserError(f"CIFAR-10 under '{root / 'cifar-10-batches-py'}' is incomplete or damaged ({exc})",
+                            "copy the complete cifar-10-batches-py folder (data_batch_1-5, test_batch) there again",
+                            fields=("data_dir",)) from None
         train, val = (
             TensorImageDataset(_to_rgb_uint8(torch.from_numpy(s.data).permute(0, 3, 1, 2), res), torch.tensor(s.targets),
                                *CIFAR_STATS, train=t, pad=res // 8)
