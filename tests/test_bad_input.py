@@ -50,6 +50,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from synthetic_lut import write_synthetic_lut
 
     lut = write_synthetic_lut(root / "lut.csv", "resnet20", build_model("resnet20", 10, 8), 10, 8)
+    write_synthetic_lut(root / "flat-lut.csv", "resnet20", build_model("resnet20", 10, 8), 10, 8,
+                        layer_ms=lambda sig, cin, cout: 0.01)  # every width as fast: nothing prunes faster
     (root / "cifar-no-batches" / "cifar-10-batches-py").mkdir(parents=True)
     (root / "truncated-lut.csv").write_text(lut.read_text()[: len(lut.read_text()) // 2] + "conv_x,3\n")
     (root / "truncated-lut.json").write_text(lut.with_suffix(".json").read_text())
@@ -256,6 +258,8 @@ CASES: list[tuple[str, list[str], str]] = [
      "of fp32 input and output of the widest layer at 8 px"),
     ("cifar-batches-missing", ["train", "--dataset", "cifar10", "--data-dir", "{cifar-no-batches}", "--resolution", "8"],
      "cifar-10-batches-py' is incomplete or damaged"),
+    ("lut-nothing-prunes-faster", LUT_ARGS + ["{flat-lut.csv}"],
+     "the LUT predicts no sub-network faster than the dense model"),
     ("graph-model-head-width", ["graph", "--model", "user_model:fixed_head", "--resolution", "8", "--num-classes", "10"],
      "the model scores 7 classes, not the 10 asked for"),
     ("profile-min-channels-above-every-layer", ["profile", "--target", "cpu", "--model", "resnet20", "--resolution", "8",
