@@ -61,21 +61,25 @@ def _metric_class() -> Any:
     return MeanAveragePrecision
 
 
+def _fields(image: dict[str, torch.Tensor], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    return {key: image[key].detach() for key in keys}
+
+
 class DetectionMetric:
     """mAP accumulated over batches: `update(predictions, targets)` per batch, then `compute()`.
 
-    Across DDP ranks torchmetrics gathers every rank's images before it computes."""
+    Across DDP ranks torchmetrics gathers every rank's images (on `device`, where the detector runs) before it
+    computes."""
 
-    def __init__(self) -> None:
-        self._metric = _metric_class()(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self._metric = _metric_class()(box_format="xyxy", iou_type="bbox", backend="pycocotools").to(device)
+        self._metric.warn_on_many_detections = False  # COCO scores each image's best 100, as documented above
 
     def update(self, predictions: Sequence[dict[str, torch.Tensor]], targets: Sequence[dict[str, torch.Tensor]]) -> None:
         if len(predictions) != len(targets):
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} images")
-        keep = ("boxes", "labels", "scores")
-        self._metric.update([{k: p[k].detach().float().cpu() if k != "labels" else p[k].detach().cpu()
-                              for k in keep} for p in predictions],
-                            [{k: t[k].detach().cpu() for k in keep[:2]} for t in targets])
+        self._metric.update([_fields(p, ("boxes", "scores", "labels")) for p in predictions],
+                            [_fields(t, ("boxes", "labels")) for t in targets])
 
     def compute(self) -> DetectionScores:
         result = self._metric.compute()
@@ -140,12 +144,23 @@ class DetectionTask(Task):
             return load_checkpoint(model, checkpoint) if checkpoint is not None else model
         return build_model(name, num_classes, resolution, checkpoint)
 
+    @torch.no_grad()
     def check_model(self, model: nn.Module, num_classes: int, resolution: int) -> None:
+        """A torchvision detector that runs on one image of the run's size (checked before any training)."""
+        from iee_deploy.graph.trace import eval_mode
         from iee_deploy.models.detection import network_part
 
         if network_part(model) is None:
             raise UserError(f"the model is a {type(model).__name__}, not a torchvision detector (SSD, RetinaNet, FCOS, "
                             "R-CNN)", "pass a factory that builds one", fields=("model",))
+        param = next(model.parameters())
+        try:
+            with eval_mode(model):
+                model(self.example_input(resolution, param.device))
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(f"the detector fails on a {resolution} px image ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:120] if str(exc) else ''})", "pass a larger `resolution`",
+                            fields=("resolution",)) from None
 
     def train_batches(self, dataset: Any, sampler: Any, device: torch.device, config: Any) -> Iterable[Any]:
         from iee_deploy.train.data import train_loader
@@ -177,7 +192,7 @@ class DetectionTask(Task):
     def evaluate(self, model: nn.Module, loader: DataLoader, dist: Distributed) -> dict[str, float]:
         was_training = model.training
         model.eval()
-        metric = DetectionMetric()
+        metric = DetectionMetric(dist.device)
         for batch in loader:
             images, targets = self.to_device(batch, dist.device)
             metric.update(model(images), targets)

@@ -8,8 +8,9 @@ update and per evaluation) and curves.png; checkpoint.pt at every epoch end, eve
 final_model.pt, summary.json and summary.md (plus the space's own files, e.g. channels.json of a
 structured run) at the end. One process at a time writes a run folder (`RunFolder.lock`).
 
-The loop knows nothing about any method: a `Sparsifier` calls the `SparsityMethod` hooks around
-each step and the loop writes the records they return. An epoch's evaluation waits while the
+The loop knows nothing about any method or task: a `Sparsifier` calls the `SparsityMethod` hooks
+around each step and the loop writes the records they return; the run's `Task` (`iee_deploy.tasks`:
+classification or detection) gives the data, the loss of a batch and the validation figures. An epoch's evaluation waits while the
 method is inside a structure update (`Sparsifier.in_update`, e.g. between IEE's Prune and Grow),
 so every logged evaluation sees Theta_K at its budget; it runs after the first step that ends the
 update, and its record says at which step.
