@@ -194,3 +194,29 @@ def test_nm_shortfall_warns_with_the_achieved_figure():
     assert nm_shortfall("2:4", 0.5) is None
     assert nm_shortfall("1:16", 0.936) == ("warning: some layers cannot hold 1:16 (their input width is not a multiple "
                                            "of 16) and stay dense: the network is 93.60% sparse, not 93.75%")
+
+
+def test_a_run_folder_from_before_tasks_resumes(tmp_path):
+    """A classification run whose config.json has no `task` and whose checkpoint holds its last figures as
+    `val_loss` and `val_acc` resumes."""
+    data = build_datasets("digits", resolution=8, subset=32)
+    config = TrainConfig(resolution=8, subset=32, batch_size=16, epochs=2, sparsity=SparsityConfig(method="static"))
+
+    class Crash(Exception):
+        pass
+
+    def crash(step, model, method):
+        if step == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        Trainer(config, tmp_path, data=data, progress_bar=False, on_step_end=crash).fit()
+    stored = json.loads((tmp_path / "config.json").read_text())
+    del stored["task"]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    progress = checkpoint["progress"]
+    progress["val_loss"], progress["val_acc"] = progress["val"].pop("val_loss"), progress.pop("val").pop("val_acc")
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    summary = Trainer(config, tmp_path, data=data, progress_bar=False, resume=True).fit()
+    assert summary["steps"] == 4 and 0 <= summary["val_acc"] <= 1 and summary["best_val_acc"] >= summary["val_acc"]
