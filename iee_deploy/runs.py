@@ -23,7 +23,8 @@ metrics.jsonl records (one JSON object a line; `read_metrics` skips a torn last 
   the space's extras (e.g. `predicted_latency_ms`); `step` is the training step of the update.
 - `{"type": "epoch", "epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
   "sparsity", "train_flops", "seconds"}`: `step` is the last finished step when the model was
-  evaluated (never inside a structure update, see `SparsityMethod.in_update`).
+  evaluated (never inside a structure update, see `SparsityMethod.in_update`). A detection run's
+  records hold `val_map_50` and `val_map` instead of `train_acc`, `val_loss` and `val_acc`.
 """
 
 from __future__ import annotations
