@@ -256,6 +256,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("profile-batch-too-large", ["profile", "--target", "cpu", "--model", "resnet20", "--resolution", "8", "--num-classes",
                                  "10", "--batch", "100000000", "--out", "{tmp}/t.csv"],
      "of fp32 input and output of the widest layer at 8 px"),
+    ("digits-with-data-dir", ["train", "--data-dir", "{not-a-run}", "--resolution", "8"],
+     "--dataset digits is embedded (offline) and reads no --data-dir"),
     ("cifar-batches-missing", ["train", "--dataset", "cifar10", "--data-dir", "{cifar-no-batches}", "--resolution", "8"],
      "cifar-10-batches-py' is incomplete or damaged"),
     ("lut-nothing-prunes-faster", LUT_ARGS + ["{flat-lut.csv}"],

@@ -108,6 +108,10 @@ def load_digits(root: Path | None, resolution: int | None) -> DataBundle:
     """
     from sklearn.datasets import load_digits as sk_digits
 
+    if root is not None:  # a folder of the user's images would be silently ignored
+        raise UserError(f"`dataset` digits is embedded (offline) and reads no `data_dir` ('{root}')",
+                        "leave `data_dir` out, or name the dataset that lies there with `dataset`",
+                        fields=("data_dir", "dataset"))
     res = resolution or 32
     data = sk_digits()
     images = torch.from_numpy((data.images * (255.0 / 16.0)).round().astype(np.uint8))
