@@ -10,10 +10,10 @@ structured run) at the end. One process at a time writes a run folder (`RunFolde
 
 The loop knows nothing about any method or task: a `Sparsifier` calls the `SparsityMethod` hooks
 around each step and the loop writes the records they return; the run's `Task` (`iee_deploy.tasks`:
-classification or detection) gives the data, the loss of a batch and the validation figures. An epoch's evaluation waits while the
-method is inside a structure update (`Sparsifier.in_update`, e.g. between IEE's Prune and Grow),
-so every logged evaluation sees Theta_K at its budget; it runs after the first step that ends the
-update, and its record says at which step.
+classification or detection) gives the data, the loss of a batch and the validation figures. An
+epoch's evaluation waits while the method is inside a structure update (`Sparsifier.in_update`,
+e.g. between IEE's Prune and Grow), so every logged evaluation sees Theta_K at its budget; it runs
+after the first step that ends the update, and its record says at which step.
 
 Resuming: a checkpoint holds the model, optimizer, LR schedule, the sparsifier's state (masks, MRU
 values, structure history, its random generator), all RNG states and the loop counters, as tensors
