@@ -125,11 +125,18 @@ class RunFolder:
     def write_info(self, info: RunInfo) -> Path:
         return write_json(self.path / RUN_INFO, asdict(info))
 
+    def missing_info(self) -> UserError:
+        """The error for a folder without run.json: a run stopped before writing it (its config.json is there), or none."""
+        if (self.path / self.CONFIG).is_file():
+            return UserError(f"the training run in '{self.path}' stopped before it wrote {RUN_INFO}",
+                             "finish it: run the same `iee-deploy train` again with --resume")
+        return UserError(f"'{self.path}' is not a run folder (no {RUN_INFO})", "pass the output folder of `iee-deploy train`")
+
     def read_info(self) -> RunInfo:
         """Read `run.json`, or raise a UserError saying what is wrong with the folder."""
         path = self.path / RUN_INFO
         if not path.is_file():
-            raise UserError(f"'{self.path}' is not a run folder (no {RUN_INFO})", "pass the output folder of `iee-deploy train`")
+            raise self.missing_info()
         data = self.read_json(RUN_INFO, strict=True)
         assert data is not None
         known = {f.name for f in fields(RunInfo)}

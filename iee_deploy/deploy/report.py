@@ -180,6 +180,8 @@ def collect(paths: Sequence[str | Path]) -> tuple[list[RunData], list[EnginePoin
                 engines[str(found.parent.resolve())] = found.parent
         elif not given.exists():
             raise UserError(f"'{given}' does not exist", "pass folders written by `iee-deploy train` or `iee-deploy build-engine`")
+        elif (given / RunFolder.CONFIG).is_file():
+            raise RunFolder(given).missing_info()
         else:
             raise UserError(f"'{given}' is neither a run folder ({RUN_INFO}) nor an engine folder ({ENGINE_REPORT})",
                             "pass folders written by `iee-deploy train` or `iee-deploy build-engine`")
