@@ -49,6 +49,22 @@ def test_tiny_mode_table_shape(tmp_path):
     assert (tmp_path / "head_to_head_tiny.png").stat().st_size > 0
     assert 0.8 < arch["trained_vs_structure_ms"] < 1.25  # the structure with re-drawn weights times as the engine
 
+    # the INT8 benchmark prunes the same dense model: its fp32-LUT arm is the head-to-head's halp run, quantized
+    int8_argv = [sys.executable, "-m", "benchmarks.int8", "--tiny", "--runs", str(tmp_path / "runs"), "--results",
+                 str(tmp_path)]
+    subprocess.run(int8_argv, cwd=ROOT, check=True, env=env, timeout=300)
+    int8 = json.loads((tmp_path / "int8_tiny.json").read_text())
+    int8_arch = int8["architectures"][0]
+    assert int8_arch["dense"]["int8_speedup"] > 1.2  # measured 2.2x on this CPU
+    halp = next(r for r in record["rows"] if (r["arm"], r["seed"]) == ("halp", 0))
+    fp32_lut = next(r for r in int8_arch["rows"] if r["arm"] == "fp32-lut")
+    assert fp32_lut["command"] == halp["command"] and fp32_lut["fp32_top1"] == pytest.approx(halp["val_acc"], abs=0.01)
+    assert fp32_lut["int8_speedup"] > 1 and 0 <= fp32_lut["agreement"] <= 1
+    # the INT8 LUT's arm ran, or is refused with the table's own one-line reason (a table too flat to prune against)
+    ran = any(r["arm"] == "int8-lut" for r in int8_arch["rows"])
+    assert ran != ("int8-lut" in int8_arch["refused"])
+    assert "## The answer" in (tmp_path / "int8_tiny.md").read_text()
+
     # a fresh clone has the committed records only: the report is rebuilt from them, nothing is trained again
     shutil.rmtree(tmp_path / "runs")
     subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300)
@@ -58,6 +74,10 @@ def test_tiny_mode_table_shape(tmp_path):
         (r["arm"], r["val_acc"], r["command"]) for r in record["rows"]]
     assert again["architectures"][0]["trained_vs_structure_ms"] is None  # no trained engine left to compare
     assert all(0 < r["ratio"] < 1.2 for r in again["rows"])
+    subprocess.run(int8_argv, cwd=ROOT, check=True, env=env, timeout=300)  # rebuilt from its records too
+    assert not (tmp_path / "runs" / "tiny" / "resnet20" / "r50" / "halp").exists()
+    assert [(r["arm"], r["int8_top1"]) for r in json.loads((tmp_path / "int8_tiny.json").read_text())["architectures"][0][
+        "rows"]] == [(r["arm"], r["int8_top1"]) for r in int8_arch["rows"]]
 
     # an unfinished arm on a fresh clone starts from the recorded dense weights: not retrained, the same result
     shutil.rmtree(tmp_path / "runs")

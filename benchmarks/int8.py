@@ -1,0 +1,393 @@
+"""INT8 on top of pruning: is a network pruned against a measured INT8 table better than one pruned against the fp32
+table and then quantized, at the same measured INT8 latency? And how far is dense fp32?
+
+    PYTHONPATH=. python -m benchmarks.int8            # after benchmarks.head_to_head (its dense models and LUTs)
+    PYTHONPATH=. python -m benchmarks.int8 --tiny     # the test suite's check, after head_to_head --tiny
+
+Start: the head-to-head benchmark's dense model and fp32 `cpu` LUT of each architecture (same mode, same
+records folder), so both benchmarks prune the same trained network. Arms, on the `cpu` target (ONNX Runtime,
+batch 1, one thread, fastest run):
+
+- `dense`: the dense model in fp32, and quantized (`dense` int8);
+- `fp32-lut`: HALP to 0.5 of the dense fp32 engine's measured latency against the fp32 LUT (the head-to-head's
+  `halp` arm at 0.5: the same command and run folder), fine-tuned, then quantized;
+- `int8-lut`: HALP against the INT8 LUT (`iee-deploy profile --precision int8`), its ratio bisected so that the
+  knapsack's one-shot structure, quantized, measures the INT8 latency of `fp32-lut`'s one-shot structure,
+  quantized (equal measured INT8 latency), with the same fine-tuning, then quantized.
+
+Quantization is the product's: QDQ with per-channel weights (`runtime.quantize`, ONNX Runtime's static
+quantizer, MinMax), activation scales calibrated on the first `CALIBRATION_IMAGES` training images, the
+same images for every arm. Top-1 of the fp32 and the int8 engine of every run is measured in ONNX Runtime on
+the validation images, so the accuracy lost to quantization is paired per run. Every engine is timed in one
+side-by-side run in alternating rounds, as its recorded structure with re-drawn weights (int8: quantized on
+random batches; latency does not depend on the values).
+
+Resumable like the head-to-head: every finished step leaves a small JSON record under
+benchmarks/results/int8[_tiny]_runs/<model>/. Writes benchmarks/results/int8[_tiny].md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmarks.common import (
+    RESULTS,
+    ROOT,
+    cifar10_subset,
+    format_difference,
+    header,
+    header_markdown,
+    markdown_table,
+    onnx_from_structure,
+    onnx_structure,
+    paired_difference,
+    run_parallel,
+    shown_command,
+    single_thread_env,
+    write_json,
+    write_results,
+)
+from benchmarks.head_to_head import (
+    FULL,
+    TINY,
+    Mode,
+    base_train,
+    bisect_ratio,
+    calibration_batch,
+    exported,
+    knapsack_once,
+    read_record,
+    result_name,
+    shown_path,
+    smallest_ratio,
+    time_side_by_side,
+    train,
+)
+from iee_deploy.errors import UserError
+from profiler.lut import read_meta
+from runtime.backends import BuildSpec, ModelSource, get_backend
+from runtime.quantize import quantize, random_batches
+
+BUDGET = 0.5
+"""The fp32-LUT arm's budget: a fraction of the dense fp32 engine's measured latency (the head-to-head's 0.5)."""
+CALIBRATION_IMAGES = 256
+"""Training images every int8 engine is calibrated on (the first ones: the same for every arm)."""
+ARMS = ("fp32-lut", "int8-lut")
+NORTH_SPEEDUP, NORTH_POINTS = 3.0, 1.0
+"""The goal: an int8 pruned engine at least 3x faster than dense fp32, with at most 1 point of top-1 lost."""
+
+
+def scheme() -> Any:
+    found = get_backend("onnxruntime").qdq_scheme("int8")
+    assert found is not None
+    return found
+
+
+def quantized(fp32: Path, out: Path, batches: list[np.ndarray]) -> Path:
+    """The int8 QDQ graph of the fp32 ONNX `fp32`, activation scales calibrated on `batches`."""
+    return quantize(fp32, out, batches, scheme())
+
+
+def session(onnx: Path, precision: str) -> Any:
+    """The `cpu` target's ONNX Runtime session (int8: integer kernels checked)."""
+    spec = BuildSpec(batch=1, resolution=32, precision=precision, threads=1, device="cpu", warmup=1)
+    return get_backend("onnxruntime").session(ModelSource(onnx.stem, onnx=onnx.read_bytes()), spec)
+
+
+def image_batches(data: Path, split: str, count: int | None, size: int = 50) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first `count` (all: None) images of `split` as training normalises them, in batches of `size`."""
+    from iee_deploy.data import build_datasets
+
+    bundle = build_datasets("cifar10", data, 32)
+    dataset = bundle.train if split == "train" else bundle.val
+    n = len(dataset) if count is None else min(count, len(dataset))
+    out = []
+    for start in range(0, n, size):
+        pairs = [dataset[i] for i in range(start, min(n, start + size))]
+        out.append((torch.stack([x for x, _ in pairs]).numpy(), np.array([int(y) for _, y in pairs])))
+    return out
+
+
+def top1_fp32_int8(net: nn.Module, data: Path, work: Path) -> dict[str, float]:
+    """Top-1 of `net`'s fp32 engine and of its int8 engine (calibrated on the first training images) on the
+    validation images, both in ONNX Runtime; also the share of images whose predicted class is unchanged."""
+    work.mkdir(parents=True, exist_ok=True)
+    fp32 = exported(net, work / "fp32.onnx")
+    calibration = [x for x, _ in image_batches(data, "train", CALIBRATION_IMAGES, 32)]
+    int8 = quantized(fp32, work / "int8.onnx", calibration)
+    engines = {"fp32": session(fp32, "fp32"), "int8": session(int8, "int8")}
+    correct = {name: 0 for name in engines}
+    same = total = 0
+    for x, y in image_batches(data, "val", None):
+        predicted = {name: e.infer_batch(x).argmax(1) for name, e in engines.items()}
+        for name, p in predicted.items():
+            correct[name] += int((p == y).sum())
+        same += int((predicted["fp32"] == predicted["int8"]).sum())
+        total += len(y)
+    return {"fp32": correct["fp32"] / total, "int8": correct["int8"] / total, "agreement": same / total}
+
+
+def timing_engines(structure: str, folder: Path, name: str) -> dict[str, Path]:
+    """The fp32 engine of a recorded structure (re-drawn weights) and its int8 graph (random calibration)."""
+    fp32 = onnx_from_structure(structure, folder / f"{name}.onnx")
+    int8 = quantized(fp32, folder / f"{name}.int8.onnx", random_batches((1, 3, 32, 32), 2))
+    return {f"{name}|fp32": fp32, f"{name}|int8": int8}
+
+
+def time_int8(net: nn.Module, dense_onnx: Path, dense_ms: float, work: Path, seconds: float) -> float:
+    """The measured int8 latency of `net` (random calibration), timed beside the dense fp32 engine, scaled to
+    `dense_ms` (so load changes between probes do not move the match)."""
+    fp32 = exported(net, work / "probe.onnx")
+    int8 = quantized(fp32, work / "probe.int8.onnx", random_batches((1, 3, 32, 32), 2))
+    ms = time_int8_pair(int8, dense_onnx, seconds)
+    return ms * dense_ms
+
+
+def time_int8_pair(int8: Path, dense_onnx: Path, seconds: float) -> float:
+    """int8 engine latency / dense fp32 engine latency, side by side."""
+    from runtime.timing import TimingConfig, measure
+
+    runners = {"probe": session(int8, "int8").runner(np.zeros((1, 3, 32, 32), np.float32)),
+               "dense": session(dense_onnx, "fp32").runner(np.zeros((1, 3, 32, 32), np.float32))}
+    t = measure(runners, 1, TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=2 * seconds, rounds=5, warmup=2))
+    return t["probe"].min_ms / t["dense"].min_ms
+
+
+def profile_int8_lut(model: str, lut: Path, log: list[str]) -> Path:
+    """The `cpu` target's INT8 LUT of `model` at 32 px, measured into `lut` unless complete there."""
+    cmd = ["python", "-m", "iee_deploy", "profile", "--target", "cpu", "--model", model, "--num-classes", "10",
+           "--resolution", "32", "--precision", "int8", "--out", shown_path(lut)]
+    log.append(shown_command(cmd))
+    if not (lut.with_suffix(".json").is_file() and read_meta(lut).complete):
+        lut.parent.mkdir(parents=True, exist_ok=True)
+        resume = ["--resume"] if lut.exists() else []
+        subprocess.run([sys.executable, *cmd[1:], *resume], env=single_thread_env(), cwd=ROOT, check=True)
+    return lut
+
+
+def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, commands: list[str]) -> dict[str, Any]:
+    """Both arms of one architecture, trained, quantized, evaluated and timed side by side; its rows."""
+    from iee_deploy.models import build_model
+
+    start = Path(args.results) / f"{result_name(mode)}_runs" / model  # the head-to-head's records
+    dense_json, dense_pt, lut = start / "dense.json", start / "dense.pt", start / "lut.csv"
+    if not (dense_json.is_file() and dense_pt.is_file() and lut.is_file()):
+        raise SystemExit(f"{shown_path(start)} holds no dense model and LUT of {model}: run `PYTHONPATH=. python -m "
+                         f"benchmarks.head_to_head{'' if mode is FULL else ' --' + mode.name} --models {model}` first "
+                         "(this benchmark prunes the same trained network)")
+    root = Path(args.runs) / mode.name / model
+    rec = Path(args.results) / f"int8{'' if mode is FULL else '_' + mode.name}_runs" / model
+    rec.mkdir(parents=True, exist_ok=True)
+    lut_int8 = profile_int8_lut(model, rec / "lut-int8.csv", commands)
+    tables = {"fp32-lut": lut, "int8-lut": lut_int8}
+    checkpoint = root / "dense" / "final_model.pt"
+    if not checkpoint.is_file():
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_bytes(dense_pt.read_bytes())
+    dense_net = build_model(model, 10, 32, checkpoint)
+    work = root / "int8"
+    dense_onnx = exported(dense_net, work / "dense.onnx")
+    dense_rec = rec / "dense.json"
+    dense = read_record(dense_rec, shown_path(dense_pt))
+    if dense is None:
+        dense = {"how": shown_path(dense_pt), **top1_fp32_int8(dense_net, data, work / "dense-eval"),
+                 "engine": onnx_structure(dense_onnx), "bisection_dense_ms": time_side_by_side({"dense": dense_onnx},
+                                                                                              mode.report_seconds)["dense"]}
+        write_json(dense_rec, dense)
+    batch = calibration_batch(data, mode.calibration_images)
+    floors: dict[str, float] = {}
+    refused: dict[str, str] = {}  # an arm whose LUT cannot prune this model: the table's own one-line reason
+    for arm, table in tables.items():
+        try:
+            floors[arm] = smallest_ratio(model, None, table)
+        except UserError as err:
+            refused[arm] = str(err)
+
+    def one_shot(arm: str, ratio: float) -> nn.Module:
+        return knapsack_once(model, checkpoint, tables[arm], floors[arm], ratio, batch)
+
+    # fp32-lut: the head-to-head's knapsack match at BUDGET (its one-shot structure at BUDGET x dense fp32 measured)
+    match_path = start / f"r{round(100 * BUDGET)}" / "knapsack-latency" / "match.json"
+    if not match_path.is_file():
+        raise SystemExit(f"{shown_path(match_path)} is missing: the head-to-head has not aimed its knapsack at "
+                         f"{BUDGET:g} x dense on {model} yet; run it first")
+    aimed_fp32 = json.loads(match_path.read_text())
+    ratios = {"fp32-lut": max(aimed_fp32["ratio"], floors["fp32-lut"])}
+    # int8-lut: bisect its ratio so that its one-shot structure's int8 latency matches fp32-lut's one-shot int8 latency
+    match_int8 = rec / "match.json"
+    matched: dict[str, float] = {}
+    if "int8-lut" in refused:
+        pass
+    elif match_int8.is_file():
+        matched = json.loads(match_int8.read_text())
+    else:
+        probe_dir = work / "probes"
+        probe_dir.mkdir(parents=True, exist_ok=True)
+        dense_ms = dense["bisection_dense_ms"]
+        target = time_int8(one_shot("fp32-lut", ratios["fp32-lut"]), dense_onnx, dense_ms, probe_dir, mode.match_seconds)
+        ratio, ms = bisect_ratio(lambda r: time_int8(one_shot("int8-lut", r), dense_onnx, dense_ms, probe_dir,
+                                                     mode.match_seconds), target, False, mode.bisect_steps)
+        matched = {"ratio": ratio, "probe_int8_ms": ms, "target_int8_ms": target}
+        write_json(match_int8, matched)
+    if matched:
+        ratios["int8-lut"] = max(matched["ratio"], floors["int8-lut"])
+
+    def run(arm: str, seed: int) -> dict[str, Any]:
+        # fp32-lut is the head-to-head's halp arm at BUDGET: the same command, run folder and record
+        out = root / f"r{round(100 * BUDGET)}" / ("halp" if arm == "fp32-lut" else "halp-int8-lut") / f"seed{seed}"
+        cmd = [*base_train(model, data, mode.epochs, seed, args, args.finetune_lr), "--method", "halp", "--target", "cpu",
+               "--lut", shown_path(tables[arm]), "--latency-ratio", f"{ratios[arm]:.6f}", "--update-end", "0.25",
+               "--delta-t", str(mode.delta_t), "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress"]
+        path = rec / arm / f"seed{seed}.json"
+        record = read_record(path, shown_command(cmd))
+        if record is None:
+            from iee_deploy.deploy.run_models import load_run_models
+
+            train(cmd, out, mode)
+            pruned = load_run_models(out).pruned
+            record = {"how": shown_command(cmd), **top1_fp32_int8(pruned, data, out / "int8-eval"),
+                      "engine": onnx_structure(exported(pruned, out / "engine.onnx"))}
+            write_json(path, record)
+        return record
+
+    todo = [(arm, seed) for arm in ARMS if arm not in refused for seed in range(mode.seeds)]
+    records = run_parallel(lambda item: run(*item), todo, 1 if mode.in_process else args.jobs, f"{model}: int8 runs")
+    with tempfile.TemporaryDirectory() as folder:
+        engines = timing_engines(dense["engine"], Path(folder), "dense")
+        for (arm, seed), r in zip(todo, records):
+            engines.update(timing_engines(r["engine"], Path(folder), f"{arm}|{seed}"))
+        timed = time_side_by_side(engines, mode.report_seconds)
+    base = timed["dense|fp32"]
+    rows = [{"model": model, "arm": arm, "seed": seed, "command": r["how"], "fp32_top1": r["fp32"], "int8_top1": r["int8"],
+             "agreement": r["agreement"], "fp32_ms": timed[f"{arm}|{seed}|fp32"], "int8_ms": timed[f"{arm}|{seed}|int8"],
+             "int8_speedup": base / timed[f"{arm}|{seed}|int8"], "fp32_speedup": base / timed[f"{arm}|{seed}|fp32"]}
+            for (arm, seed), r in zip(todo, records)]
+    return {"model": model, "dense": {"fp32_top1": dense["fp32"], "int8_top1": dense["int8"], "fp32_ms": base,
+                                      "int8_ms": timed["dense|int8"], "int8_speedup": base / timed["dense|int8"]},
+            "ratios": ratios, "match": matched, "floors": floors, "refused": refused, "records": shown_path(rec),
+            "rows": rows}
+
+
+def summary(arch: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per arm: means over seeds, and int8-lut minus fp32-lut paired by seed."""
+    out = []
+    by_arm = {arm: sorted((r for r in arch["rows"] if r["arm"] == arm), key=lambda r: r["seed"]) for arm in ARMS
+              if arm not in arch["refused"]}
+    for arm, rs in by_arm.items():
+        out.append({"model": arch["model"], "arm": arm, "seeds": len(rs),
+                    **{k: statistics.fmean(r[k] for r in rs) for k in ("fp32_top1", "int8_top1", "fp32_ms", "int8_ms",
+                                                                      "int8_speedup", "fp32_speedup", "agreement")},
+                    "quantization_loss": paired_difference([r["int8_top1"] for r in rs], [r["fp32_top1"] for r in rs]),
+                    "vs_dense_fp32": {"mean": statistics.fmean(r["int8_top1"] for r in rs) - arch["dense"]["fp32_top1"]},
+                    "int8_lut_minus_fp32_lut": paired_difference([r["int8_top1"] for r in by_arm["int8-lut"]],
+                                                                 [r["int8_top1"] for r in by_arm["fp32-lut"]])
+                    if arm == "int8-lut" and "fp32-lut" in by_arm else None})
+    return out
+
+
+def answer(archs: list[dict[str, Any]], table: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for arch in archs:
+        d = arch["dense"]
+        lines.append(f"- {arch['model']}: dense fp32 {100 * d['fp32_top1']:.2f}% at {d['fp32_ms']:.3f} ms; dense int8 "
+                     f"{100 * d['int8_top1']:.2f}% at {d['int8_speedup']:.2f}x.")
+        rows = {t["arm"]: t for t in table if t["model"] == arch["model"]}
+        for arm, t in rows.items():
+            lost = 100 * (d["fp32_top1"] - t["int8_top1"])
+            met = t["int8_speedup"] >= NORTH_SPEEDUP and lost <= NORTH_POINTS
+            lines.append(f"  {arm}, int8: {100 * t['int8_top1']:.2f}% at {t['int8_speedup']:.2f}x over dense fp32 "
+                         f"({lost:.2f} points below dense fp32; quantization "
+                         f"{format_difference(t['quantization_loss'])} points): "
+                         + ("**meets**" if met else "**misses**") + f" >= {NORTH_SPEEDUP:g}x with <= {NORTH_POINTS:g} point lost"
+                         + ("" if met else f" (by {max(0.0, NORTH_SPEEDUP - t['int8_speedup']):.2f}x and "
+                            f"{max(0.0, lost - NORTH_POINTS):.2f} points)") + ".")
+        for arm, why in arch["refused"].items():
+            lines.append(f"  {arm}: **cannot prune {arch['model']}**: {why}")
+        if {"fp32-lut", "int8-lut"} <= set(rows):
+            a, b = rows["fp32-lut"], rows["int8-lut"]
+            diff = b["int8_lut_minus_fp32_lut"]
+            lo, hi = diff["low"], diff["high"]
+            word = ("the INT8 LUT wins" if lo > 0 else "the fp32 LUT wins" if hi < 0 else "neither LUT is resolved")
+            lines.append(f"  INT8 LUT vs fp32 LUT then quantized, at {b['int8_ms']:.3f} vs {a['int8_ms']:.3f} ms int8: "
+                         f"{format_difference(diff)} points: **{word}**.")
+    return lines
+
+
+def markdown(record: dict[str, Any]) -> str:
+    m = record["mode_settings"]
+    table = markdown_table(
+        ["model", "arm", "seeds", "fp32 top-1", "int8 top-1", "quantization (int8 - fp32, paired)", "same class",
+         "fp32 ms", "int8 ms", "int8 speed-up over dense fp32", "int8-lut - fp32-lut (paired)"],
+        [[t["model"], t["arm"], t["seeds"], f"{100 * t['fp32_top1']:.2f}", f"{100 * t['int8_top1']:.2f}",
+          format_difference(t["quantization_loss"]), f"{100 * t['agreement']:.1f}%", f"{t['fp32_ms']:.3f}",
+          f"{t['int8_ms']:.3f}", f"{t['int8_speedup']:.2f}x",
+          "-" if t["int8_lut_minus_fp32_lut"] is None else format_difference(t["int8_lut_minus_fp32_lut"])]
+         for t in record["table"]])
+    dense = markdown_table(["model", "dense fp32 top-1", "dense int8 top-1", "fp32 ms", "int8 ms", "int8 speed-up"],
+                           [[a["model"], f"{100 * a['dense']['fp32_top1']:.2f}", f"{100 * a['dense']['int8_top1']:.2f}",
+                             f"{a['dense']['fp32_ms']:.3f}", f"{a['dense']['int8_ms']:.3f}",
+                             f"{a['dense']['int8_speedup']:.2f}x"] for a in record["architectures"]])
+    return "\n".join([
+        f"# INT8 on top of pruning ({record['mode']} mode)", "", *header_markdown(record["meta"], record["mode"]), "",
+        "**Data caveat.** CIFAR-10 JPEG copy; compare arms side by side, never with published numbers.", "",
+        f"Setup: the head-to-head benchmark's dense model and fp32 LUT ({10 * m['train_per_class']:,} training and "
+        f"{10 * m['val_per_class']:,} validation images at 32 px). fp32-lut: HALP to {BUDGET:g} x the dense fp32 engine's "
+        f"measured latency against the fp32 LUT (the head-to-head's halp arm); int8-lut: HALP against the INT8 LUT at "
+        f"the equal measured int8 latency of the knapsack's one-shot structures; both fine-tuned {m['epochs']} epochs "
+        f"(peak lr {record['args']['finetune_lr']}), seeds 0..{m['seeds'] - 1} paired. int8: QDQ, per-channel weights, "
+        f"MinMax on the first {CALIBRATION_IMAGES} training images. Top-1 of fp32 and int8 engines in ONNX Runtime on "
+        "the validation images; every engine timed in one side-by-side run (batch 1, one thread, fastest run), as its "
+        "recorded structure with re-drawn weights.", "",
+        "## The answer", "", *answer(record["architectures"], record["table"]), "",
+        *dense, "", *table, "",
+        "Commands (from the repository root):", "", *[f"    {c}" for c in record["commands"]],
+        *[f"    {r['command']}" for a in record["architectures"] for r in a["rows"] if r["seed"] == 0], "",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="the test suite's check (after head_to_head --tiny)")
+    parser.add_argument("--models", default=None, help="comma-separated zoo models (default: resnet20,mobilenet_v2)")
+    parser.add_argument("--finetune-lr", type=float, default=0.01, help="peak SGD learning rate of the fine-tuning "
+                        "(the head-to-head's)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=0.1, help=argparse.SUPPRESS)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--runs", default="runs/bench_head_to_head", help="the head-to-head's run folders")
+    parser.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args()
+    mode = TINY if args.tiny else FULL
+    args.batch_size = args.batch_size or mode.batch_size
+    models = (args.models or ("resnet20" if args.tiny else "resnet20,mobilenet_v2")).split(",")
+    meta = header(1, "torchvision", "onnxruntime", "onnx")
+    data = cifar10_subset(mode.train_per_class, mode.val_per_class)
+    commands: list[str] = []
+    archs = [architecture(model, mode, args, data, commands) for model in models]
+    table = [t for a in archs for t in summary(a)]
+    record = {"meta": meta, "mode": mode.name, "mode_settings": {"train_per_class": mode.train_per_class,
+              "val_per_class": mode.val_per_class, "epochs": mode.epochs, "seeds": mode.seeds},
+              "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "architectures": archs, "commands": commands, "table": table}
+    name = "int8" if mode is FULL else f"int8_{mode.name}"
+    results = Path(args.results)
+    if results == RESULTS:
+        write_results(name, record, markdown(record))
+    else:
+        write_json(results / f"{name}.json", record)
+        (results / f"{name}.md").write_text(markdown(record))
+
+
+if __name__ == "__main__":
+    main()
