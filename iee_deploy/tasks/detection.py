@@ -2,12 +2,11 @@
 
 `DetectionTask` trains a torchvision detector (`iee_deploy.models.detectors` by name, or a user's
 factory) on `iee_deploy.data.detection`'s datasets: the loss of a batch is the sum of the loss dict
-the detector returns in train mode; validation reports mAP@0.5 and mAP@[.5:.95].
+the detector returns in train mode; validation reports mAP@0.5 (Pascal VOC's threshold) and
+mAP@[.5:.95] (COCO's).
 
-The metrics are mAP@0.5 (Pascal VOC's threshold) and mAP@[.5:.95] (COCO's).
-
-A thin adapter over torchmetrics' `MeanAveragePrecision` with its COCO backend (pycocotools), so the
-figures a detector's validation reports are COCO's own evaluation, not a second copy of it:
+The metrics are a thin adapter over torchmetrics' `MeanAveragePrecision` with its COCO backend
+(pycocotools), so the figures are COCO's own evaluation, not a second copy of it:
 
 - predictions and targets are torchvision's per-image dicts (`boxes` (n, 4) as x1, y1, x2, y2 in
   pixels, `labels` (n,), and for predictions `scores` (n,)), as a torchvision detector returns them;
@@ -17,7 +16,7 @@ figures a detector's validation reports are COCO's own evaluation, not a second 
 - mAP averages over the classes that have ground truth or detections; a split with no ground truth
   at all has no mAP (NaN, where COCO writes -1).
 
-They need the `detection` extra (torchmetrics and pycocotools): `pip install iee-deploy[detection]`.
+They need the `detection` extra (torchmetrics and pycocotools): `pip install 'iee-deploy[detection]'`.
 """
 
 from __future__ import annotations
