@@ -86,6 +86,7 @@ from benchmarks.common import (
     write_results,
 )
 from iee_deploy.graph import build_dependency_graph, prune_model
+from iee_deploy.runs import RunFolder
 from iee_deploy.structured.costs import smallest_count, uniform_counts, unit_multiple
 from profiler.flops_table import flops_table
 from profiler.lut import read_meta
@@ -387,7 +388,10 @@ def finetune_worker(spec_path: Path) -> None:
                          batch_size=spec["batch_size"], lr=spec["lr"], seed=spec["seed"],
                          sparsity=SparsityConfig(method="static", sparsity=0.0))
     out = Path(spec["out"])
-    Trainer(config, out, model=net, progress_bar=False).fit()
+    resume = (out / RunFolder.CHECKPOINT).is_file()  # an interrupted run goes on from its checkpoint
+    if not resume:  # one stopped before its first checkpoint starts over
+        shutil.rmtree(out, ignore_errors=True)
+    Trainer(config, out, resume=resume, model=net, progress_bar=False).fit()
     exported(net, out / "engine.onnx")
 
 
