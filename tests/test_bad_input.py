@@ -236,6 +236,8 @@ CASES: list[tuple[str, list[str], str]] = [
      "takes no num_classes argument"),
     ("factory-returns-tuple", ["train", "--model", "user_model:with_transforms", "--resolution", "8"],
      "returned a tuple, not one nn.Module"),
+    ("detector-as-classifier", ["train", "--model", "detectors:ssdlite", "--resolution", "64", "--subset", "64"],
+     "the model is a detector (SSD), not a classifier; train it with --task detection"),
     ("model-head-width", ["train", "--model", "user_model:fixed_head", "--resolution", "8"],
      "the model scores 7 classes, not the 10"),
     ("checkpoint-nan", ["train", "--checkpoint", "{nan.pt}", "--resolution", "8"], "holds NaN or inf values in 'fc.weight'"),

@@ -84,6 +84,11 @@ class ClassificationTask(Task):
         return build_model(name, num_classes, resolution, checkpoint)
 
     def check_model(self, model: nn.Module, num_classes: int, resolution: int) -> None:
+        from iee_deploy.models.detection import network_part
+
+        if network_part(model) is not None:  # its forward wants targets when training: a raw assertion at step 0
+            raise UserError(f"the model is a detector ({type(model).__name__}), not a classifier",
+                            "train it with `task` detection", fields=("model", "task"))
         check_output_width(model, num_classes, resolution)
 
     def train_batches(self, dataset: Any, sampler: Any, device: torch.device, config: Any) -> Iterable[Any]:
