@@ -65,6 +65,14 @@ def test_tiny_mode_table_shape(tmp_path):
     assert ran != ("int8-lut" in int8_arch["refused"])
     assert "## The answer" in (tmp_path / "int8_tiny.md").read_text()
 
+    # an external arm's run stopped after its checkpoint goes on from it when the benchmark resumes
+    stopped = tmp_path / "runs" / "tiny" / "resnet20" / "r50" / "tp-mag" / "seed0"
+    (stopped / "summary.json").unlink()
+    (tmp_path / "head_to_head_tiny_runs" / "resnet20" / "r50" / "tp-mag" / "seed0.json").unlink()
+    subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300)
+    resumed = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
+    assert [(r["arm"], r["val_acc"]) for r in resumed["rows"]] == [(r["arm"], r["val_acc"]) for r in record["rows"]]
+
     # a fresh clone has the committed records only: the report is rebuilt from them, nothing is trained again
     shutil.rmtree(tmp_path / "runs")
     subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300)
