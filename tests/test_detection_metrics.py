@@ -43,8 +43,36 @@ def test_two_detections_by_score_on_coco_101_recalls():
 def test_no_ground_truth_has_no_map_and_mismatched_inputs_are_refused():
     empty = mean_average_precision([boxes([], [], [])], [boxes([], [])])
     assert math.isnan(empty.map_50) and math.isnan(empty.map)
-    with pytest.raises(ValueError, match="predictions for"):
+    with pytest.raises(UserError, match=r"^0 `predictions` for 1 `targets`; pass one prediction dict per target"):
         mean_average_precision([], [boxes([], [])])
+
+
+TARGET = [boxes([[0, 0, 10, 10]], [1])]
+HIT = boxes([[0, 0, 10, 10]], [1], [0.9])
+
+
+@pytest.mark.parametrize(("predictions", "targets", "message"), [
+    (torch.zeros(1, 4), TARGET, r"^`predictions` is a Tensor, not a list of per-image dicts; pass one dict per image"),
+    (HIT, TARGET, r"^`predictions` is a dict, not a list"),
+    ([HIT], [torch.zeros(1, 4)], r"^`targets`\[0\] is a Tensor, not a dict"),
+    ([boxes([[0, 0, 10, 10]], [1])], TARGET, r"^`predictions`\[0\] has no 'scores'"),
+    ([{**HIT, "boxes": [[0, 0, 10, 10]]}], TARGET, r"^`predictions`\[0\]\['boxes'\] is a list, not a tensor"),
+    ([HIT], [{**TARGET[0], "boxes": torch.zeros(1, 5)}], r"`targets`\[0\]\['boxes'\] is torch.float32 of shape \(1, 5\), "
+     r"not float \(n, 4\)"),
+    ([HIT], [{**TARGET[0], "labels": torch.ones(1)}], r"`targets`\[0\]\['labels'\] is torch.float32 .* not integer"),
+    ([{**HIT, "labels": torch.tensor([1, 2])}], TARGET, r"`predictions`\[0\] has 1 boxes, 1 scores, 2 labels; pass "
+     r"one score and one label per box$"),
+    ([boxes([[0, 0, math.nan, 10]], [1], [0.9])], TARGET, r"`predictions`\[0\]\['boxes'\] holds NaN or inf"),
+    ([boxes([[0, 0, 10, 10]], [1], [math.inf])], TARGET, r"`predictions`\[0\]\['scores'\] holds NaN or inf"),
+    ([HIT, HIT], [*TARGET, boxes([[0, 0, 10, 10], [5, 5, 3, 4]], [1, 1])],  # x, y, w, h read as x1, y1, x2, y2
+     r"`targets`\[1\]\['boxes'\]\[1\] \[5.0, 5.0, 3.0, 4.0\] ends before it starts .*box_convert"),
+], ids=["tensor", "one-dict", "target-tensor", "no-scores", "list-boxes", "boxes-shape", "float-labels", "lengths",
+        "nan-box", "inf-score", "reversed-box"])
+def test_malformed_detections_are_refused_naming_the_argument_and_image(predictions, targets, message):
+    """Unchecked, these raised KeyError or IndexError inside torchmetrics, or scored silently wrong: a NaN box
+    scored mAP 1.0, a reversed box 0."""
+    with pytest.raises(UserError, match=message):
+        mean_average_precision(predictions, targets)
 
 
 def test_a_missing_extra_is_one_line_naming_the_install(monkeypatch):

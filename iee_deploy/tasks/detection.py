@@ -60,8 +60,59 @@ def _metric_class() -> Any:
     return MeanAveragePrecision
 
 
-def _fields(image: dict[str, torch.Tensor], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    return {key: image[key].detach() for key in keys}
+PREDICTION_KEYS = ("boxes", "scores", "labels")
+TARGET_KEYS = ("boxes", "labels")
+_SHAPES = {"boxes": "float (n, 4)", "scores": "float (n,)", "labels": "integer (n,)"}
+
+
+def _refuse(field: str, problem: str, fix: str | None = None) -> UserError:
+    keys = PREDICTION_KEYS if field == "predictions" else TARGET_KEYS
+    layout = "pass one dict per image of " + ", ".join(f"'{k}' {_SHAPES[k]}" for k in keys) + (
+        ", boxes as x1, y1, x2, y2 in pixels, as a torchvision detector returns them in eval mode")
+    return UserError(f"`{field}`{problem}", fix or layout, fields=(field,))
+
+
+def _well_formed(tensor: torch.Tensor, key: str) -> bool:
+    if key == "boxes":
+        return tensor.dim() == 2 and tensor.shape[1] == 4 and tensor.is_floating_point()
+    if key == "scores":
+        return tensor.dim() == 1 and tensor.is_floating_point()
+    return tensor.dim() == 1 and not tensor.is_floating_point() and not tensor.is_complex() and tensor.dtype != torch.bool
+
+
+def _checked_images(field: str, images: Any, keys: tuple[str, ...]) -> list[dict[str, torch.Tensor]]:
+    """`images` (the argument `field`: one dict per image) with their `keys` detached, or a UserError naming the
+    image and what is wrong. Unchecked, torchmetrics raises a KeyError or IndexError, or scores wrong boxes
+    silently: reversed boxes (x, y, w, h read as x1, y1, x2, y2) score 0, and a NaN box scored a perfect mAP."""
+    if isinstance(images, (torch.Tensor, dict, str)) or not isinstance(images, Sequence):
+        raise _refuse(field, f" is a {type(images).__name__}, not a list of per-image dicts")
+    out = []
+    for i, image in enumerate(images):
+        if not isinstance(image, dict):
+            raise _refuse(field, f"[{i}] is a {type(image).__name__}, not a dict")
+        for key in keys:
+            value = image.get(key)
+            if not isinstance(value, torch.Tensor):
+                raise _refuse(field, f"[{i}] has no '{key}'" if value is None else
+                              f"[{i}]['{key}'] is a {type(value).__name__}, not a tensor")
+            if not _well_formed(value, key):
+                raise _refuse(field, f"[{i}]['{key}'] is {value.dtype} of shape {tuple(value.shape)}, not "
+                              f"{_SHAPES[key]}")
+        lengths = {key: len(image[key]) for key in keys}
+        if len(set(lengths.values())) != 1:
+            raise _refuse(field, f"[{i}] has " + ", ".join(f"{n} {key}" for key, n in lengths.items()),
+                          f"pass one {' and one '.join(k[:-1] for k in keys[1:])} per box")
+        for key in ("boxes", "scores"):
+            if key in keys and not bool(torch.isfinite(image[key]).all()):
+                raise _refuse(field, f"[{i}]['{key}'] holds NaN or inf", f"pass finite {key}")
+        reversed_rows = (image["boxes"][:, 2:] < image["boxes"][:, :2]).any(dim=1).nonzero()
+        if len(reversed_rows):
+            row = int(reversed_rows[0])
+            raise _refuse(field, f"[{i}]['boxes'][{row}] {[round(float(v), 2) for v in image['boxes'][row]]} ends "
+                          "before it starts (x2 < x1 or y2 < y1)", "pass boxes as x1, y1, x2, y2 (convert x, y, w, "
+                          "h with torchvision.ops.box_convert(boxes, 'xywh', 'xyxy'))")
+        out.append({key: image[key].detach() for key in keys})
+    return out
 
 
 class DetectionMetric:
@@ -75,10 +126,14 @@ class DetectionMetric:
         self._metric.warn_on_many_detections = False  # COCO scores each image's best 100, as documented above
 
     def update(self, predictions: Sequence[dict[str, torch.Tensor]], targets: Sequence[dict[str, torch.Tensor]]) -> None:
-        if len(predictions) != len(targets):
-            raise ValueError(f"{len(predictions)} predictions for {len(targets)} images")
-        self._metric.update([_fields(p, ("boxes", "scores", "labels")) for p in predictions],
-                            [_fields(t, ("boxes", "labels")) for t in targets])
+        """Adds one batch: `predictions` and `targets` one dict per image, in the same order (checked first)."""
+        preds = _checked_images("predictions", predictions, PREDICTION_KEYS)
+        truths = _checked_images("targets", targets, TARGET_KEYS)
+        if len(preds) != len(truths):
+            raise UserError(f"{len(preds)} `predictions` for {len(truths)} `targets`",
+                            "pass one prediction dict per target image, in the same order",
+                            fields=("predictions", "targets"))
+        self._metric.update(preds, truths)
 
     def compute(self) -> DetectionScores:
         result = self._metric.compute()
