@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from iee_deploy.data.scenes import INK, NUM_CLASSES, SceneLayout, compose_scenes, digit_scenes
+from iee_deploy.errors import UserError
 
 
 def test_boxes_are_the_tight_ink_boxes_and_digits_keep_apart():
@@ -47,8 +48,24 @@ def test_scenes_as_torchvision_detectors_take_them():
     assert target["labels"].dtype == torch.int64 and int(target["labels"].min()) >= 1 and int(target["labels"].max()) < NUM_CLASSES
 
 
-def test_impossible_layouts_and_splits_are_refused():
-    with pytest.raises(ValueError, match="impossible scene layout"):
-        SceneLayout(canvas=16, size=(8, 32))
-    with pytest.raises(ValueError, match="split"):
-        digit_scenes("test", 1)
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: SceneLayout(canvas=0), r"^`canvas` 0 is not a side in whole px that holds a digit; pass an integer "
+     r"`canvas` of at least 4$"),
+    (lambda: SceneLayout(canvas=64.0), r"^`canvas` 64.0 is not a side"),
+    (lambda: SceneLayout(canvas=16, size=(8, 32)), r"^`size` \(8, 32\) px is not a range .* <= `canvas` 16; pass "
+     r"e.g. `size`=\(4, 16\)$"),
+    (lambda: SceneLayout(size=(2, 8)), r"^`size` \(2, 8\) px"),
+    (lambda: SceneLayout(digits=(3, 1)), r"^`digits` \(3, 1\) is not a range"),
+    (lambda: SceneLayout(digits=(0, 2)), r"^`digits` \(0, 2\) is not a range"),
+    (lambda: SceneLayout(max_iou=1.0), r"^`max_iou` 1 is not a fraction in \[0, 1\)"),
+    (lambda: digit_scenes("test", 1), r"^`split` 'test' is not a split of the digits; pass `split` 'train' or 'val'$"),
+    (lambda: digit_scenes("train", -1), r"^`count` -1 is not a positive integer number of scenes"),
+    (lambda: digit_scenes("train", 2.5), r"^`count` 2.5 is not a positive integer"),
+    (lambda: digit_scenes("train", 2, seed=-1), r"^`seed` -1 is not a non-negative integer; pass e.g. `seed`=0$"),
+    (lambda: digit_scenes("train", 1, layout=64), r"^`layout` is a int, not a SceneLayout"),
+], ids=["canvas-0", "canvas-float", "size-over-canvas", "size-tiny", "digits-reversed", "digits-0", "max-iou-1",
+        "split", "count-negative", "count-float", "seed-negative", "layout-int"])
+def test_impossible_layouts_counts_seeds_and_splits_are_one_line_naming_the_argument(make, message):
+    """Unchecked, these were numpy tracebacks (a negative or float count, a negative seed) or a bare ValueError."""
+    with pytest.raises(UserError, match=message):
+        make()

@@ -14,6 +14,7 @@ seed gives the same scenes.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from iee_deploy.errors import ConfigError, UserError, check_fraction
+
 INK = 64
 """A pixel (0-255) above this is ink: what a digit's box holds."""
+MIN_SIDE = 4
+"""The smallest digit side (px): an 8x8 glyph scaled below it loses its shape."""
 PLACEMENT_TRIES = 50
 """Random places tried per digit before the scene goes without it (a crowded canvas)."""
 
@@ -38,9 +43,27 @@ class SceneLayout:
     max_iou: float = 0.2
 
     def __post_init__(self) -> None:
-        lo, hi = self.size
-        if not (1 <= self.digits[0] <= self.digits[1] and 4 <= lo <= hi <= self.canvas and 0 <= self.max_iou < 1):
-            raise ValueError(f"impossible scene layout {self}: need 1 <= digits, 4 <= size <= canvas, 0 <= max_iou < 1")
+        if not _is_int(self.canvas) or self.canvas < MIN_SIDE:
+            raise ConfigError("canvas", f"`canvas` {self.canvas!r} is not a side in whole px that holds a "
+                              f"digit", f"pass an integer `canvas` of at least {MIN_SIDE}")
+        if not _is_range(self.digits, 1):
+            raise ConfigError("digits", f"`digits` {self.digits!r} is not a range (low, high) of whole digits per "
+                              "scene with 1 <= low <= high", "pass e.g. `digits`=(1, 4)")
+        if not _is_range(self.size, MIN_SIDE) or self.size[1] > self.canvas:
+            raise ConfigError("size", f"`size` {self.size!r} px is not a range (low, high) of digit sides with "
+                              f"{MIN_SIDE} <= low <= high <= `canvas` {self.canvas}",
+                              f"pass e.g. `size`=({MIN_SIDE}, {self.canvas})")
+        check_fraction("max_iou", self.max_iou, high_open=True)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_range(pair: object, low: int) -> bool:
+    """Whether `pair` is (lo, hi), two integers with low <= lo <= hi."""
+    return (isinstance(pair, tuple) and len(pair) == 2 and all(_is_int(v) for v in pair)
+            and low <= pair[0] <= pair[1])
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -63,6 +86,11 @@ def compose_scenes(glyphs: np.ndarray, labels: np.ndarray, count: int, layout: S
     Returns the canvases (count, side, side) uint8, and per scene its boxes (k, 4) float32 and classes (k,)
     int64 (the glyphs' own labels).
     """
+    if not _is_int(count) or count < 1:
+        raise UserError(f"`count` {count!r} is not a positive integer number of scenes", "pass an integer `count` of at least 1",
+                        fields=("count",))
+    if not _is_int(seed) or seed < 0:
+        raise UserError(f"`seed` {seed!r} is not a non-negative integer", "pass e.g. `seed`=0", fields=("seed",))
     rng = np.random.default_rng(seed)
     side = layout.canvas
     canvases = np.zeros((count, side, side), np.uint8)
@@ -116,7 +144,12 @@ def digit_scenes(split: str, count: int, layout: SceneLayout | None = None, seed
     from iee_deploy.data.sources import load_digits
 
     if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        raise UserError(f"`split` {split!r} is not a split of the digits", "pass `split` 'train' or 'val'",
+                        fields=("split",))
+    if layout is not None and not isinstance(layout, SceneLayout):
+        raise UserError(f"`layout` is a {type(layout).__name__}, not a SceneLayout",
+                        "pass SceneLayout(canvas=..., digits=..., size=..., max_iou=...) or leave `layout` out",
+                        fields=("layout",))
     data = getattr(load_digits(None, 8), split)
     glyphs = data.images[:, 0].numpy()  # 8 px: the glyphs as bundled (scaled to 0-255)
     return DigitScenes(*compose_scenes(glyphs, data.labels.numpy(), count, layout or SceneLayout(), seed))
