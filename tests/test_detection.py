@@ -114,3 +114,21 @@ def test_profile_refuses_a_model_it_cannot_graph_before_measuring(tmp_path):
     assert result.exit_code != 0 and "Traceback" not in result.stderr
     assert len(lines) == 1 and "fails on the example input" in lines[0], result.stderr
     assert not lut.exists()
+
+
+def test_built_in_detectors_go_by_their_bare_names_in_every_command_outside_the_classifier_listing():
+    """`profile --model ssdlite` as `train --task detection --model ssdlite`: the table and the run name one model."""
+    from iee_deploy.data.detection import DEFAULT_RESOLUTION
+    from iee_deploy.models import list_models, model_spec
+    from iee_deploy.models.detectors import DETECTORS
+
+    spec = model_spec("ssdlite")
+    assert (spec.name, spec.family, spec.native_resolution, spec.builder) == (
+        "ssdlite", "detector", DEFAULT_RESOLUTION, DETECTORS["ssdlite"])
+    assert not set(DETECTORS) & set(list_models())
+    result = CliRunner().invoke(main, ["graph", "--model", "ssdlite", "--num-classes", "3", "--resolution", "32"],
+                                prog_name="iee-deploy")
+    assert result.exit_code == 0, result.output
+    assert "ssdlite is a detector: the graph covers its network part" in result.output
+    with pytest.raises(UserError, match="unknown model 'ssdlit'; did you mean ssdlite"):
+        model_spec("ssdlit")

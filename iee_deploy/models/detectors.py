@@ -2,14 +2,18 @@
 
 Nothing is downloaded: every detector starts from random weights (backbone included), and its own
 pre-processing resizes images to the run's resolution (`min_size = max_size = resolution`; SSDlite
-to a fixed square). A user's detector is a ``package.module:factory`` as for classifiers.
+to a fixed square). A user's detector is a ``package.module:factory`` as for classifiers. Every command
+takes these names (`detector_spec`), though `iee-deploy models` lists only classifiers.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from torch import nn
+
+from iee_deploy.models.registry import ModelSpec
 
 FPN_LEVELS = [2, 3, 4]
 """ResNet stages the FPN reads (C3-C5), as torchvision's RetinaNet and FCOS read them."""
@@ -51,3 +55,15 @@ DETECTORS: dict[str, Callable[[int, int], nn.Module]] = {
     "ssdlite": ssdlite, "retinanet_resnet18": retinanet_resnet18, "fcos_resnet18": fcos_resnet18,
 }
 """Name -> factory(num_classes, resolution); num_classes counts the background (0)."""
+
+
+def detector_spec(name: str) -> ModelSpec | None:
+    """Built-in detector `name` as a model spec (None for any other name): every command builds a detector by its
+    bare name, as `--task detection` trains it, though the classification zoo does not list it."""
+    if name not in DETECTORS:
+        return None
+    # the datasets' default side: a table profiled by default fits a run trained by default
+    from iee_deploy.data.detection import DEFAULT_RESOLUTION
+
+    factory = DETECTORS[name]
+    return ModelSpec(name, factory, DEFAULT_RESOLUTION, "detector", (inspect.getdoc(factory) or "").split("\n")[0])

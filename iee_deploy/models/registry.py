@@ -138,16 +138,23 @@ def _user_spec(name: str) -> ModelSpec:
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The zoo entry for `name` (or a user's ``package.module:factory``), or a UserError with the closest names."""
+    """The zoo entry for `name` (or a built-in detector's, or a user's ``package.module:factory``), or a UserError
+    with the closest names."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    # built-in detectors: by name, outside the classifiers' listing
+    from iee_deploy.models.detectors import DETECTORS, detector_spec
+
+    detector = detector_spec(name)
+    if detector is not None:
+        return detector
     from iee_deploy.models import external  # imports timm / transformers only for their names
 
     if external.is_external(name):
         return external.external_spec(name)
     if ":" in name:
         return _user_spec(name)
-    close = difflib.get_close_matches(name, _REGISTRY, n=3)
+    close = difflib.get_close_matches(name, [*_REGISTRY, *DETECTORS], n=3)
     hint = (f"did you mean {', '.join(close)}?" if close
             else "list the zoo with `iee-deploy models`, use timm:NAME or hf:CONFIG, or name your own factory as "
                  "package.module:factory")

@@ -185,18 +185,13 @@ class DetectionTask(Task):
         if name not in DETECTORS and ":" not in name:
             raise UserError(f"'{name}' is not a detector", f"pass `model` {', '.join(DETECTORS)} or a "
                             "package.module:factory that builds a torchvision detector", fields=("model",))
-        if name not in DETECTORS:
-            model_spec(name)  # the factory can be imported
+        model_spec(name)  # a factory can be imported
 
     def build_model(self, name: str, num_classes: int, resolution: int, checkpoint: str | None) -> nn.Module:
-        from iee_deploy.models import build_model, load_checkpoint
-        from iee_deploy.models.detectors import DETECTORS
+        from iee_deploy.models import build_model
 
         self.check_model_name(name)
-        if name in DETECTORS:
-            model = DETECTORS[name](num_classes, resolution)
-            return load_checkpoint(model, checkpoint) if checkpoint is not None else model
-        return build_model(name, num_classes, resolution, checkpoint)
+        return build_model(name, num_classes, resolution, checkpoint)  # the zoo builds the detectors by name too
 
     @torch.no_grad()
     def check_model(self, model: nn.Module, num_classes: int, resolution: int) -> None:
