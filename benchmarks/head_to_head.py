@@ -193,8 +193,9 @@ def ort_runner(onnx: Path) -> Callable[[int], list[float]]:
 
 
 def time_side_by_side(onnx: dict[str, Path], seconds: float) -> dict[str, float]:
-    """Fastest-run latency (ms) of every engine, timed in alternating rounds (noise hits them alike)."""
-    config = TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=seconds * len(onnx), rounds=5, warmup=2)
+    """Fastest-run latency (ms) of every engine, timed for `seconds` each in alternating rounds (noise hits them
+    alike)."""
+    config = TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=seconds, rounds=5, warmup=2)
     timings = measure({name: ort_runner(path) for name, path in onnx.items()}, 1, config)
     return {name: t.min_ms for name, t in timings.items()}
 

@@ -160,7 +160,7 @@ def time_int8_pair(int8: Path, dense_onnx: Path, seconds: float) -> float:
 
     runners = {"probe": session(int8, "int8").runner(np.zeros((1, 3, 32, 32), np.float32)),
                "dense": session(dense_onnx, "fp32").runner(np.zeros((1, 3, 32, 32), np.float32))}
-    t = measure(runners, 1, TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=2 * seconds, rounds=5, warmup=2))
+    t = measure(runners, 1, TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=seconds, rounds=5, warmup=2))
     return t["probe"].min_ms / t["dense"].min_ms
 
 
