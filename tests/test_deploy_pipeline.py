@@ -23,6 +23,8 @@ from iee_deploy.deploy.build import (
 from iee_deploy.deploy.report import (
     CURVES,
     EnginePoint,
+    RunData,
+    counts_line,
     curve,
     front_of,
     pareto_figure,
@@ -161,6 +163,21 @@ def test_report_plots_across_runs(run, engine_dir, metrics, tmp_path):
         assert len(xs) >= 2 and all(0 <= y <= 1 for y in ys), (event, key)
     assert '<img src="pareto.png"' in (out / "report.html").read_text()
     assert f"Pareto-optimal engines: {run.name}/onnxruntime-b2-fp32" in (out / "report.md").read_text()
+
+
+def test_report_counts_in_the_right_number_and_marks_an_unfinished_run(tmp_path):
+    def run_data(finished):
+        return RunData("r", "dir", RunInfo("resnet20", 10, 32, "cifar10", finished=finished), None)
+
+    assert counts_line([run_data(True)], []) == "1 run, 0 engines."
+    assert counts_line([run_data(True), run_data(True)], [engine_point("e", 1.0, 0.5)]) == "2 runs, 1 engine."
+    assert counts_line([run_data(False), run_data(True)], []) == (
+        "2 runs (1 unfinished: to finish, run the same `iee-deploy train` again with --resume), 0 engines.")
+    (tmp_path / "stopped").mkdir()  # a run stopped part-way: run.json as training writes it at the start
+    (tmp_path / "stopped" / "run.json").write_text(json.dumps({"model": "resnet20", "num_classes": 10, "resolution": 32,
+                                                             "dataset": "cifar10", "finished": False}))
+    text = write_report([tmp_path / "stopped"], tmp_path / "report").read_text()
+    assert "1 run (1 unfinished: " in text and "| stopped (unfinished) |" in text
 
 
 def engine_point(label, ms, top1, run="run", dense_ms=4.0, dense_top1=None):

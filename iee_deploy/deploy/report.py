@@ -31,6 +31,7 @@ from iee_deploy.deploy.validate import VALIDATION_REPORT
 from iee_deploy.errors import UserError
 from iee_deploy.io import atomic_path, write_json, write_text
 from iee_deploy.runs import RUN_INFO, RunFolder, RunInfo
+from iee_deploy.train.summary import plural
 from runtime.timing import describe
 from solvers.relaxation import pareto_front
 
@@ -294,6 +295,14 @@ FIGURES = (("pareto.png", "Accuracy vs measured latency", "no engine has an accu
            ("latency.png", "Predicted vs measured latency", "no run with an engine has a LUT prediction in run.json"))
 
 
+def counts_line(runs: Sequence[RunData], points: Sequence[EnginePoint]) -> str:
+    """'1 run, 2 engines.', with how many runs have not finished training (their figures are a part-way state)."""
+    unfinished = sum(not r.info.finished for r in runs)
+    note = f" ({unfinished} unfinished: to finish, run the same `iee-deploy train` again with --resume)" if unfinished \
+        else ""
+    return f"{plural(len(runs), 'run')}{note}, {plural(len(points), 'engine')}."
+
+
 def write_report(paths: Sequence[str | Path], out: str | Path) -> Path:
     """Write report.md, report.html, report.json and the PNG figures into `out`; return report.md's path."""
     import matplotlib
@@ -305,17 +314,18 @@ def write_report(paths: Sequence[str | Path], out: str | Path) -> Path:
     drawn = [plot_pareto(points, out / FIGURES[0][0]), plot_exploration(runs, out / FIGURES[1][0]),
              plot_latency(points, out / FIGURES[2][0])]
     run_headers = ["run", "model", "method", "kind", "budget ms", "predicted ms", "summary top-1 %", "metric records"]
-    run_rows = [[r.name, r.info.model, r.info.method, r.info.kind, r.info.budget_ms, r.info.predicted_latency_ms,
+    run_rows = [[r.name if r.info.finished else f"{r.name} (unfinished)", r.info.model, r.info.method, r.info.kind, r.info.budget_ms, r.info.predicted_latency_ms,
                  r.summary_top1, len(r.metrics)] for r in runs]
     engine_headers = ["engine", "measured ms/batch", "dense ms/batch", "speed-up", "predicted ms", "top-1 %", "top-1 from",
                       "dense top-1 %"]
     engine_rows = [[p.label, p.measured_ms, p.dense_ms, p.speedup, p.predicted_ms, p.top1, p.top1_source, p.dense_top1]
                    for p in points]
     front = {p.label for p in front_of(points)}
-    md = ["# Deployment report", "", f"{len(runs)} runs, {len(points)} engines. Pareto-optimal engines: "
+    counts = counts_line(runs, points)
+    md = ["# Deployment report", "", f"{counts} Pareto-optimal engines: "
           + (", ".join(sorted(front)) or "none"), "", "## Runs", "", markdown_table(run_headers, run_rows), "",
           "## Engines", "", markdown_table(engine_headers, engine_rows), ""]
-    body = ["<h1>Deployment report</h1>", f"<p>{len(runs)} runs, {len(points)} engines. Pareto-optimal engines: "
+    body = ["<h1>Deployment report</h1>", f"<p>{html.escape(counts)} Pareto-optimal engines: "
             f"{html.escape(', '.join(sorted(front)) or 'none')}</p>", "<h2>Runs</h2>", html_table(run_headers, run_rows),
             "<h2>Engines</h2>", html_table(engine_headers, engine_rows)]
     for (file, title, missing), ok in zip(FIGURES, drawn):
