@@ -171,11 +171,12 @@ def shown_path(path: Path) -> str:
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
-def profile_lut(model: str, lut: Path, log: list[str]) -> Path:
+def profile_lut(model: str, lut: Path, log: list[str], precision: str = "fp32") -> Path:
     """The cpu-target LUT of `model` at 32 px with the measured channel grid, measured into `lut` unless complete there
-    (it lives with the run records: a resumed benchmark keeps the table its finished runs pruned against)."""
+    (it lives with the run records: a resumed benchmark keeps the table its finished runs pruned against).
+    `precision` int8 times every layer as its quantized graph."""
     cmd = ["python", "-m", "iee_deploy", "profile", "--target", "cpu", "--model", model, "--num-classes", "10",
-           "--resolution", "32", "--out", shown_path(lut)]
+           "--resolution", "32", *([] if precision == "fp32" else ["--precision", precision]), "--out", shown_path(lut)]
     log.append(shown_command(cmd))
     if not (lut.with_suffix(".json").is_file() and read_meta(lut).complete):
         lut.parent.mkdir(parents=True, exist_ok=True)

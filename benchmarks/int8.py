@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,6 @@ from torch import nn
 
 from benchmarks.common import (
     RESULTS,
-    ROOT,
     cifar10_subset,
     format_difference,
     header,
@@ -54,7 +51,6 @@ from benchmarks.common import (
     paired_difference,
     run_parallel,
     shown_command,
-    single_thread_env,
     write_json,
     write_results,
 )
@@ -67,6 +63,7 @@ from benchmarks.head_to_head import (
     calibration_batch,
     exported,
     knapsack_once,
+    profile_lut,
     read_record,
     result_name,
     shown_path,
@@ -75,7 +72,6 @@ from benchmarks.head_to_head import (
     train,
 )
 from iee_deploy.errors import UserError
-from profiler.lut import read_meta
 from runtime.backends import BuildSpec, ModelSource, get_backend
 from runtime.quantize import quantize, random_batches
 
@@ -164,18 +160,6 @@ def time_int8_pair(int8: Path, dense_onnx: Path, seconds: float) -> float:
     return t["probe"].min_ms / t["dense"].min_ms
 
 
-def profile_int8_lut(model: str, lut: Path, log: list[str]) -> Path:
-    """The `cpu` target's INT8 LUT of `model` at 32 px, measured into `lut` unless complete there."""
-    cmd = ["python", "-m", "iee_deploy", "profile", "--target", "cpu", "--model", model, "--num-classes", "10",
-           "--resolution", "32", "--precision", "int8", "--out", shown_path(lut)]
-    log.append(shown_command(cmd))
-    if not (lut.with_suffix(".json").is_file() and read_meta(lut).complete):
-        lut.parent.mkdir(parents=True, exist_ok=True)
-        resume = ["--resume"] if lut.exists() else []
-        subprocess.run([sys.executable, *cmd[1:], *resume], env=single_thread_env(), cwd=ROOT, check=True)
-    return lut
-
-
 def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, commands: list[str]) -> dict[str, Any]:
     """Both arms of one architecture, trained, quantized, evaluated and timed side by side; its rows."""
     from iee_deploy.models import build_model
@@ -189,7 +173,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     root = Path(args.runs) / mode.name / model
     rec = Path(args.results) / f"int8{'' if mode is FULL else '_' + mode.name}_runs" / model
     rec.mkdir(parents=True, exist_ok=True)
-    lut_int8 = profile_int8_lut(model, rec / "lut-int8.csv", commands)
+    lut_int8 = profile_lut(model, rec / "lut-int8.csv", commands, "int8")
     tables = {"fp32-lut": lut, "int8-lut": lut_int8}
     checkpoint = root / "dense" / "final_model.pt"
     if not checkpoint.is_file():
