@@ -55,6 +55,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -201,8 +202,13 @@ def time_side_by_side(onnx: dict[str, Path], seconds: float) -> dict[str, float]
     return {name: t.min_ms for name, t in timings.items()}
 
 
+EXPORTING = threading.Lock()
+"""torch.onnx.export keeps global state: runs finishing together in `run_parallel`'s threads export one at a time."""
+
+
 def exported(model: nn.Module, path: Path) -> Path:
-    return export_onnx(model.eval().cpu(), path, 32)
+    with EXPORTING:
+        return export_onnx(model.eval().cpu(), path, 32)
 
 
 # --- the external arms: Torch-Pruning and a slimmer network ---------------------------------------
