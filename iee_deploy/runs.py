@@ -129,7 +129,7 @@ class RunFolder:
         """The error for a folder without run.json: a run stopped before writing it (its config.json is there), or none."""
         if (self.path / self.CONFIG).is_file():
             return UserError(f"the training run in '{self.path}' stopped before it wrote {RUN_INFO}",
-                             "finish it: run the same `iee-deploy train` again with --resume")
+                             "finish it: run the same `iee-deploy train` again with `resume`")
         return UserError(f"'{self.path}' is not a run folder (no {RUN_INFO})", "pass the output folder of `iee-deploy train`")
 
     def read_info(self) -> RunInfo:

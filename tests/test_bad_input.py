@@ -288,7 +288,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("demo-out-unwritable", ["demo", "--out", UNWRITABLE], "is not writable"),
     # --- commands owned by the runtime layer: what already holds there
     ("build-engine-run-stopped-early", ["build-engine", "--run", "{other-run}", "--out", "{tmp}/engine"],
-     "other-run' stopped before it wrote run.json; finish it: run the same `iee-deploy train` again with --resume"),
+     "other-run' stopped before it wrote run.json; finish it: run the same `iee-deploy train` again with `resume`"),
     ("report-run-stopped-early", ["report", "{other-run}", "--out", "{tmp}/rep"], "stopped before it wrote run.json"),
     ("build-engine-not-a-run", ["build-engine", "--run", "{not-a-run}", "--out", "{tmp}/engine"], "not a run folder"),
     # --- the group itself

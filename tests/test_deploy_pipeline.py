@@ -172,7 +172,7 @@ def test_report_counts_in_the_right_number_and_marks_an_unfinished_run(tmp_path)
     assert counts_line([run_data(True)], []) == "1 run, 0 engines."
     assert counts_line([run_data(True), run_data(True)], [engine_point("e", 1.0, 0.5)]) == "2 runs, 1 engine."
     assert counts_line([run_data(False), run_data(True)], []) == (
-        "2 runs (1 unfinished: to finish, run the same `iee-deploy train` again with --resume), 0 engines.")
+        "2 runs (1 unfinished: to finish, run the same `iee-deploy train` again with `resume`), 0 engines.")
     (tmp_path / "stopped").mkdir()  # a run stopped part-way: run.json as training writes it at the start
     (tmp_path / "stopped" / "run.json").write_text(json.dumps({"model": "resnet20", "num_classes": 10, "resolution": 32,
                                                              "dataset": "cifar10", "finished": False}))

@@ -298,7 +298,7 @@ FIGURES = (("pareto.png", "Accuracy vs measured latency", "no engine has an accu
 def counts_line(runs: Sequence[RunData], points: Sequence[EnginePoint]) -> str:
     """'1 run, 2 engines.', with how many runs have not finished training (their figures are a part-way state)."""
     unfinished = sum(not r.info.finished for r in runs)
-    note = f" ({unfinished} unfinished: to finish, run the same `iee-deploy train` again with --resume)" if unfinished \
+    note = f" ({unfinished} unfinished: to finish, run the same `iee-deploy train` again with `resume`)" if unfinished \
         else ""
     return f"{plural(len(runs), 'run')}{note}, {plural(len(points), 'engine')}."
 

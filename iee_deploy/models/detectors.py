@@ -59,7 +59,7 @@ DETECTORS: dict[str, Callable[[int, int], nn.Module]] = {
 
 def detector_spec(name: str) -> ModelSpec | None:
     """Built-in detector `name` as a model spec (None for any other name): every command builds a detector by its
-    bare name, as `--task detection` trains it, though the classification zoo does not list it."""
+    bare name, as the detection task trains it, though the classification zoo does not list it."""
     if name not in DETECTORS:
         return None
     # the datasets' default side: a table profiled by default fits a run trained by default
