@@ -35,6 +35,13 @@ def test_paper_model_sizes():
     assert count(build_model("mobilenet_v1", 1000)) == 4_231_976  # 4.2M (Howard et al.)
 
 
+def test_small_resolution_mobilenet_v2_keeps_a_4x4_map():
+    small = build_model("mobilenet_v2", 10, resolution=32)
+    assert small.features[0][0].stride == (1, 1) and small.features[2].conv[1][0].stride == (1, 1)
+    assert small.features(torch.zeros(1, 3, 32, 32)).shape[-2:] == (4, 4)
+    assert build_model("mobilenet_v2", 10, resolution=224).features[0][0].stride == (2, 2)
+
+
 def test_small_resolution_resnet_gets_cifar_stem():
     model = build_model("resnet18", 10, resolution=32)
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)

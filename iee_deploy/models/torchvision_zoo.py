@@ -5,7 +5,9 @@ Each entry knows the input sizes the architecture accepts: a ViT takes multiples
 stage), the others at least torchvision's `min_size`. GoogLeNet and Inception-v3 are built without
 their auxiliary heads so that training sees one output, as for every other model. ImageNet ResNets
 asked for at a small resolution (<= 64 px, e.g. CIFAR or Fashion-MNIST) get the usual CIFAR stem
-(3x3 stride-1 conv, no max-pool) so that the feature maps are not reduced to 1x1 by the stem.
+(3x3 stride-1 conv, no max-pool) so that the feature maps are not reduced to 1x1 by the stem;
+MobileNet-V2 gets its CIFAR form (stem and first stride-2 block at stride 1). Checkpoints of these
+small-input forms load only into the same form.
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ def _cifar_stem(model: nn.Module) -> nn.Module:
     assert isinstance(conv1, nn.Conv2d)
     model.conv1 = nn.Conv2d(3, conv1.out_channels, 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
+    return model
+
+
+def _cifar_mobilenet_v2(model: nn.Module) -> nn.Module:
+    """MobileNet-V2 for small inputs (CIFAR practice): the stem conv and the first stride-2 block at stride 1, so
+    that a 32 px image ends at 4x4 rather than 1x1 (the 224 px network's 1/32 becomes 1/8)."""
+    assert isinstance(model, torchvision.models.MobileNetV2)
+    stem = model.features[0][0]
+    depthwise = model.features[2].conv[1][0]  # the first stride-2 inverted residual's depthwise conv
+    assert isinstance(stem, nn.Conv2d) and isinstance(depthwise, nn.Conv2d) and depthwise.groups == depthwise.in_channels
+    stem.stride = depthwise.stride = (1, 1)
     return model
 
 
@@ -79,6 +92,8 @@ def _register(name: str) -> None:
         model: nn.Module = tv_builder(weights=None, num_classes=num_classes, **kwargs)
         if isinstance(model, torchvision.models.ResNet) and resolution <= SMALL_INPUT:
             model = _cifar_stem(model)
+        if isinstance(model, torchvision.models.MobileNetV2) and resolution <= SMALL_INPUT:
+            model = _cifar_mobilenet_v2(model)
         return model
 
     register_model(name, native_resolution=native, family="torchvision", description=_describe(name, tv_builder),
