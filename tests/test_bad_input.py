@@ -81,6 +81,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "big-run").mkdir()
     (root / "big-run" / "run.json").write_text(json.dumps({"model": "resnet20", "num_classes": 10, "resolution": 1024,
                                                            "dataset": "digits", "finished": True}))
+    (root / "detection-run").mkdir()
+    (root / "detection-run" / "run.json").write_text(json.dumps({"model": "ssdlite", "num_classes": 11, "resolution": 64,
+                                                                 "dataset": "digits", "finished": True}))
+    (root / "detection-run" / "config.json").write_text(json.dumps({"task": "detection"}))
     (root / "torn-config-run").mkdir()
     (root / "torn-config-run" / "checkpoint.pt").write_bytes(b"")
     (root / "torn-config-run" / "config.json").write_text('{"model": "resn')
@@ -221,6 +225,10 @@ CASES: list[tuple[str, list[str], str]] = [
      "run.json' is corrupt"),
     ("build-engine-run-json-a-list", ["build-engine", "--run", "{list-run-json}", "--out", "{tmp}/engine"],
      "run.json' is corrupt (a JSON list"),
+    ("build-engine-detection-run", ["build-engine", "--run", "{detection-run}", "--out", "{tmp}/engine"],
+     "is a detection run; engines are built for classification runs only"),
+    ("build-engine-int8-detection-run", ["build-engine", "--run", "{detection-run}", "--precision", "int8",
+                                         "--out", "{tmp}/engine"], "pass the folder of a classification run as --run"),
     # --- train: labels must be right, and a diverged run is no finished run
     ("imagefolder-val-class-not-in-train", ["train", "--dataset", "imagefolder", "--data-dir", "{imf-mismatch}",
                                             "--resolution", "8"], "only in validation: horse; only in training: dog"),

@@ -212,6 +212,14 @@ def check_engine_folder(out: Path, run_dir: Path, force: bool) -> None:
                         "choose another `out`, or add `force` to replace it", fields=("out", "force"))
 
 
+def check_classification_run(run_dir: str | Path) -> None:
+    """Engines are built and scored for classifiers: a detection run is refused before any export or calibration."""
+    task = (RunFolder(run_dir).read_config() or {}).get("task", "classification")
+    if task != "classification":
+        raise UserError(f"'{run_dir}' is a {task} run; engines are built for classification runs only",
+                        "pass the folder of a classification run as `run_dir`", fields=("run_dir",))
+
+
 def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxruntime", batch: int = 1,
                  precision: str | None = None, threads: int | None = None, timing: TimingConfig = TimingConfig(),
                  log: Log = lambda _: None, force: bool = False,
@@ -224,6 +232,7 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     """
     chosen = get_backend(backend)
     info = read_run_info(run_dir)
+    check_classification_run(run_dir)
     spec = build_spec(info, backend, batch, precision, threads)
     capped, warning = cap_threads(spec.threads, usable_cores())
     if warning:
