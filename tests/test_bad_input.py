@@ -229,6 +229,10 @@ CASES: list[tuple[str, list[str], str]] = [
      "is a detection run; engines are built for classification runs only"),
     ("build-engine-int8-detection-run", ["build-engine", "--run", "{detection-run}", "--precision", "int8",
                                          "--out", "{tmp}/engine"], "pass the folder of a classification run as --run"),
+    ("build-engine-fp8-on-onnxruntime", ["build-engine", "--run", "{big-run}", "--precision", "fp8", "--out", "{tmp}/engine"],
+     "choose --precision fp32 or fp16 or int8, or the tensorrt backend for fp8"),
+    ("build-engine-calibration-at-fp32", ["build-engine", "--run", "{big-run}", "--calibration-images", "8",
+                                          "--out", "{tmp}/engine"], "drop them, or ask for --precision int8"),
     # --- train: labels must be right, and a diverged run is no finished run
     ("imagefolder-val-class-not-in-train", ["train", "--dataset", "imagefolder", "--data-dir", "{imf-mismatch}",
                                             "--resolution", "8"], "only in validation: horse; only in training: dog"),

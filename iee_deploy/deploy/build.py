@@ -244,7 +244,7 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     scheme = chosen.qdq_scheme(spec.precision)
     if scheme is None and calibration is not None:
         raise UserError(f"calibration options apply to quantized engines, not {spec.precision}",
-                        "drop them, or ask for precision int8", fields=("calibration",))
+                        "drop them, or ask for `precision` int8", fields=("calibration", "precision"))
     calibrated = (calibration_images(run_dir, info, calibration or CalibrationRequest(), scheme, spec.precision)
                   if scheme is not None else None)
     models = load_run_models(run_dir)

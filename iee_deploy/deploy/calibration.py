@@ -73,7 +73,7 @@ def calibration_images(run_dir: str | Path, info: RunInfo, request: CalibrationR
     held = len(train)
     if request.images > held:
         raise UserError(f"calibration asks for {request.images} training images, but the run's '{info.dataset}' "
-                        f"training set holds {held}", f"give calibration_images of at most {held}",
+                        f"training set holds {held}", f"give `calibration_images` of at most {held}",
                         fields=("calibration_images",))
     indices = sorted(np.random.default_rng(request.seed).choice(held, request.images, replace=False).tolist())
     with torch.random.fork_rng(devices=[]):  # augmentation draws from torch's CPU generator: seeded, so repeatable

@@ -138,7 +138,7 @@ class Backend(ABC):
             able = [b for b in BACKENDS if b != self.name and precision in get_backend(b).precisions()]
             raise UserError(f"the {self.name} backend does not build {precision} engines (it builds "
                             f"{', '.join(self.precisions())})",
-                            f"choose precision {' or '.join(self.precisions())}"
+                            f"choose `precision` {' or '.join(self.precisions())}"
                             + (f", or the {' or '.join(able)} backend for {precision}" if able else ""),
                             fields=("precision", "backend"))
 
