@@ -129,7 +129,9 @@ def voc_split(root: Path, split: str) -> ImageBoxes:
     try:
         voc = VOCDetection(str(root), year="2007", image_set=split, download=False)
     except (RuntimeError, FileNotFoundError, ValueError) as exc:
-        raise UserError(f"no Pascal VOC 2007 '{split}' split under '{root}' ({str(exc).splitlines()[0]})",
+        # torchvision's RuntimeError text ("... use download=True") names an option the tool does not have
+        detail = "" if isinstance(exc, RuntimeError) else f" ({str(exc).splitlines()[0]})"
+        raise UserError(f"no Pascal VOC 2007 '{split}' split under '{root}'{detail}",
                         "pass the folder that holds VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main} "
                         "as `data_dir`", fields=("data_dir",)) from None
     rows = []
