@@ -101,6 +101,15 @@ def fashion_mnist_root(shared: Path = SHARED) -> Path:
     return root
 
 
+def cpu_session(onnx: Path, precision: str = "fp32", resolution: int = 32) -> Any:
+    """The `cpu` target's ONNX Runtime session of the ONNX file `onnx`: batch 1, one thread (int8: the integer kernels
+    checked). What every benchmark times an engine with."""
+    from runtime.backends import BuildSpec, ModelSource, get_backend
+
+    spec = BuildSpec(batch=1, resolution=resolution, precision=precision, threads=1, device="cpu", warmup=1)
+    return get_backend("onnxruntime").session(ModelSource(onnx.stem, onnx=onnx.read_bytes()), spec)
+
+
 def versions(*packages: str) -> dict[str, str]:
     """Installed versions of `packages` (absent ones left out), plus Python's."""
     found = {"python": platform.python_version()}

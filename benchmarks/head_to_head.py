@@ -56,7 +56,7 @@ import statistics
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -70,6 +70,7 @@ from benchmarks.common import (
     RESULTS,
     ROOT,
     cifar10_subset,
+    cpu_session,
     finished,
     format_difference,
     header,
@@ -91,7 +92,6 @@ from iee_deploy.runs import RunFolder
 from iee_deploy.structured.costs import smallest_count, uniform_counts, unit_multiple
 from profiler.flops_table import flops_table
 from profiler.lut import read_meta
-from runtime.backends import BuildSpec, ModelSource, get_backend
 from runtime.export import export_onnx
 from runtime.timing import TimingConfig, measure
 
@@ -187,19 +187,14 @@ def profile_lut(model: str, lut: Path, log: list[str], precision: str = "fp32") 
 
 
 # --- engines -------------------------------------------------------------------------------------
-def ort_runner(onnx: Path) -> Callable[[int], list[float]]:
-    """A runner of the cpu target's engine (ONNX Runtime, batch 1, one thread) of the ONNX file `onnx`."""
-    spec = BuildSpec(batch=1, resolution=32, precision="fp32", threads=1, device="cpu", warmup=1)
-    session = get_backend("onnxruntime").session(ModelSource(onnx.stem, onnx=onnx.read_bytes()), spec)
-    return session.runner(torch.zeros(1, 3, 32, 32).numpy())
-
-
-def time_side_by_side(onnx: dict[str, Path], seconds: float) -> dict[str, float]:
-    """Fastest-run latency (ms) of every engine, timed for `seconds` each in alternating rounds (noise hits them
-    alike)."""
+def time_side_by_side(onnx: dict[str, Path], seconds: float, int8: Collection[str] = ()) -> dict[str, float]:
+    """Fastest-run latency (ms) of every engine on the cpu target (`cpu_session`), timed for `seconds` each in
+    alternating rounds (noise hits them alike). The engines named in `int8` are QDQ graphs, checked to run as integer
+    kernels."""
     config = TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=seconds, rounds=5, warmup=2)
-    timings = measure({name: ort_runner(path) for name, path in onnx.items()}, 1, config)
-    return {name: t.min_ms for name, t in timings.items()}
+    x = torch.zeros(1, 3, 32, 32).numpy()
+    runners = {name: cpu_session(path, "int8" if name in int8 else "fp32").runner(x) for name, path in onnx.items()}
+    return {name: t.min_ms for name, t in measure(runners, 1, config).items()}
 
 
 EXPORTING = threading.Lock()

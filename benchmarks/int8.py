@@ -42,6 +42,7 @@ from torch import nn
 from benchmarks.common import (
     RESULTS,
     cifar10_subset,
+    cpu_session,
     format_difference,
     header,
     header_markdown,
@@ -72,7 +73,7 @@ from benchmarks.head_to_head import (
     train,
 )
 from iee_deploy.errors import UserError
-from runtime.backends import BuildSpec, ModelSource, get_backend
+from runtime.backends import get_backend
 from runtime.quantize import quantize, random_batches
 
 BUDGET = 0.5
@@ -84,21 +85,17 @@ NORTH_SPEEDUP, NORTH_POINTS = 3.0, 1.0
 """The goal: an int8 pruned engine at least 3x faster than dense fp32, with at most 1 point of top-1 lost."""
 
 
-def scheme() -> Any:
-    found = get_backend("onnxruntime").qdq_scheme("int8")
-    assert found is not None
-    return found
-
-
 def quantized(fp32: Path, out: Path, batches: list[np.ndarray]) -> Path:
     """The int8 QDQ graph of the fp32 ONNX `fp32`, activation scales calibrated on `batches`."""
-    return quantize(fp32, out, batches, scheme())
+    scheme = get_backend("onnxruntime").qdq_scheme("int8")
+    assert scheme is not None
+    return quantize(fp32, out, batches, scheme)
 
 
-def session(onnx: Path, precision: str) -> Any:
-    """The `cpu` target's ONNX Runtime session (int8: integer kernels checked)."""
-    spec = BuildSpec(batch=1, resolution=32, precision=precision, threads=1, device="cpu", warmup=1)
-    return get_backend("onnxruntime").session(ModelSource(onnx.stem, onnx=onnx.read_bytes()), spec)
+def timing_int8(fp32: Path, out: Path) -> Path:
+    """The int8 graph of `fp32` calibrated on random batches: what timing needs (latency does not depend on the
+    scales, only on the kernels)."""
+    return quantized(fp32, out, random_batches((1, 3, 32, 32), 2))
 
 
 def image_batches(data: Path, split: str, count: int | None, size: int = 50) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -122,7 +119,7 @@ def top1_fp32_int8(net: nn.Module, data: Path, work: Path) -> dict[str, float]:
     fp32 = exported(net, work / "fp32.onnx")
     calibration = [x for x, _ in image_batches(data, "train", CALIBRATION_IMAGES, 32)]
     int8 = quantized(fp32, work / "int8.onnx", calibration)
-    engines = {"fp32": session(fp32, "fp32"), "int8": session(int8, "int8")}
+    engines = {"fp32": cpu_session(fp32), "int8": cpu_session(int8, "int8")}
     correct = {name: 0 for name in engines}
     same = total = 0
     for x, y in image_batches(data, "val", None):
@@ -137,27 +134,15 @@ def top1_fp32_int8(net: nn.Module, data: Path, work: Path) -> dict[str, float]:
 def timing_engines(structure: str, folder: Path, name: str) -> dict[str, Path]:
     """The fp32 engine of a recorded structure (re-drawn weights) and its int8 graph (random calibration)."""
     fp32 = onnx_from_structure(structure, folder / f"{name}.onnx")
-    int8 = quantized(fp32, folder / f"{name}.int8.onnx", random_batches((1, 3, 32, 32), 2))
-    return {f"{name}|fp32": fp32, f"{name}|int8": int8}
+    return {f"{name}|fp32": fp32, f"{name}|int8": timing_int8(fp32, folder / f"{name}.int8.onnx")}
 
 
 def time_int8(net: nn.Module, dense_onnx: Path, dense_ms: float, work: Path, seconds: float) -> float:
     """The measured int8 latency of `net` (random calibration), timed beside the dense fp32 engine, scaled to
     `dense_ms` (so load changes between probes do not move the match)."""
-    fp32 = exported(net, work / "probe.onnx")
-    int8 = quantized(fp32, work / "probe.int8.onnx", random_batches((1, 3, 32, 32), 2))
-    ms = time_int8_pair(int8, dense_onnx, seconds)
-    return ms * dense_ms
-
-
-def time_int8_pair(int8: Path, dense_onnx: Path, seconds: float) -> float:
-    """int8 engine latency / dense fp32 engine latency, side by side."""
-    from runtime.timing import TimingConfig, measure
-
-    runners = {"probe": session(int8, "int8").runner(np.zeros((1, 3, 32, 32), np.float32)),
-               "dense": session(dense_onnx, "fp32").runner(np.zeros((1, 3, 32, 32), np.float32))}
-    t = measure(runners, 1, TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=seconds, rounds=5, warmup=2))
-    return t["probe"].min_ms / t["dense"].min_ms
+    int8 = timing_int8(exported(net, work / "probe.onnx"), work / "probe.int8.onnx")
+    ms = time_side_by_side({"probe": int8, "dense": dense_onnx}, seconds, int8={"probe"})
+    return ms["probe"] / ms["dense"] * dense_ms
 
 
 def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, commands: list[str]) -> dict[str, Any]:
@@ -211,11 +196,9 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     # int8-lut: bisect its ratio so that its one-shot structure's int8 latency matches fp32-lut's one-shot int8 latency
     match_int8 = rec / "match.json"
     matched: dict[str, float] = {}
-    if "int8-lut" in refused:
-        pass
-    elif match_int8.is_file():
+    if "int8-lut" not in refused and match_int8.is_file():
         matched = json.loads(match_int8.read_text())
-    else:
+    elif "int8-lut" not in refused:
         probe_dir = work / "probes"
         probe_dir.mkdir(parents=True, exist_ok=True)
         dense_ms = dense["bisection_dense_ms"]
@@ -251,7 +234,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         engines = timing_engines(dense["engine"], Path(folder), "dense")
         for (arm, seed), r in zip(todo, records):
             engines.update(timing_engines(r["engine"], Path(folder), f"{arm}|{seed}"))
-        timed = time_side_by_side(engines, mode.report_seconds)
+        timed = time_side_by_side(engines, mode.report_seconds, int8={name for name in engines if name.endswith("|int8")})
     base = timed["dense|fp32"]
     rows = [{"model": model, "arm": arm, "seed": seed, "command": r["how"], "fp32_top1": r["fp32"], "int8_top1": r["int8"],
              "agreement": r["agreement"], "fp32_ms": timed[f"{arm}|{seed}|fp32"], "int8_ms": timed[f"{arm}|{seed}|int8"],
@@ -288,7 +271,7 @@ def answer(archs: list[dict[str, Any]], table: list[dict[str, Any]]) -> list[str
                      f"{100 * d['int8_top1']:.2f}% at {d['int8_speedup']:.2f}x.")
         rows = {t["arm"]: t for t in table if t["model"] == arch["model"]}
         for arm, t in rows.items():
-            lost = 100 * (d["fp32_top1"] - t["int8_top1"])
+            lost = -100 * t["vs_dense_fp32"]["mean"]
             met = t["int8_speedup"] >= NORTH_SPEEDUP and lost <= NORTH_POINTS
             lines.append(f"  {arm}, int8: {100 * t['int8_top1']:.2f}% at {t['int8_speedup']:.2f}x over dense fp32 "
                          f"({lost:.2f} points below dense fp32; quantization "

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import header, header_markdown, markdown_table, write_results
+from benchmarks.common import cpu_session, header, header_markdown, markdown_table, write_results
 from iee_deploy.models import build_model
-from runtime.backends import BuildSpec, ModelSource, get_backend
+from runtime.backends import get_backend
 from runtime.export import export_onnx
 from runtime.quantize import quantize, random_batches
 from runtime.timing import Runner, TimingConfig, host_runner, measure
@@ -62,13 +62,6 @@ def openvino_runner(onnx_file: Path, x: np.ndarray) -> Runner:
     return host_runner(lambda: request.infer(feed))
 
 
-def ort_runner(onnx_file: Path, precision: str, resolution: int, x: np.ndarray) -> Runner:
-    """The project's ONNX Runtime session of `onnx_file` (the `cpu` target's settings)."""
-    spec = BuildSpec(batch=1, resolution=resolution, precision=precision, threads=1, device="cpu", warmup=1)
-    session = get_backend("onnxruntime").session(ModelSource(onnx_file.stem, onnx=onnx_file.read_bytes()), spec)
-    return session.runner(x)
-
-
 def onnx_files(case: Case, folder: Path) -> dict[str, Path]:
     """The fp32 export of `case` (random weights: speed does not depend on their values) and its int8 QDQ graph."""
     model = build_model(case.model, case.classes, case.resolution).eval()
@@ -86,7 +79,7 @@ def time_case(case: Case, folder: Path, seconds: float) -> list[dict[str, Any]]:
     x = np.random.default_rng(0).random((1, 3, case.resolution, case.resolution), dtype=np.float32)
     runners: dict[str, Runner] = {}
     for precision, path in files.items():
-        runners[f"onnxruntime/{precision}"] = ort_runner(path, precision, case.resolution, x)
+        runners[f"onnxruntime/{precision}"] = cpu_session(path, precision, case.resolution).runner(x)
         runners[f"openvino/{precision}"] = openvino_runner(path, x)
     timings = measure(runners, 1, TimingConfig(warmup_s=0.1, min_seconds=seconds, rounds=5, warmup=2))
     rows = []
