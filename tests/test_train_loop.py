@@ -184,8 +184,20 @@ def test_resume_names_each_changed_setting_with_both_values():
 
     stored = {"epochs": 1.0, "lr": 0.1, "sparsity": {"method": "static", "sparsity": 0.9}}
     wanted = {"epochs": 2.0, "lr": 0.1, "sparsity": {"method": "rigl", "sparsity": 0.9}}
-    assert config_differences(stored, wanted) == [("epochs", "`epochs` 1.0, not 2.0"),
-                                                  ("method", "`method` 'static', not 'rigl'")]
+    assert config_differences(stored, wanted) == [("method", "`method` 'static', not 'rigl'"),
+                                                  ("epochs", "`epochs` 1.0, not 2.0")]
+
+
+def test_resume_names_the_task_model_method_and_dataset_before_other_differences():
+    """A refusal shows the first three differences and "and N more": a changed task must not hide there."""
+    from iee_deploy.train.trainer import config_differences
+
+    stored = {"task": "classification", "batch_size": 64, "epochs": 1.0, "lr": 0.1, "model": "resnet20",
+              "dataset": "digits", "sparsity": {"method": "static"}}
+    wanted = {"task": "detection", "batch_size": 2, "epochs": 0.5, "lr": 0.01, "model": "ssdlite",
+              "dataset": "voc", "sparsity": {"method": "rigl"}}
+    assert [field for field, _ in config_differences(stored, wanted)] == [
+        "task", "model", "method", "dataset", "batch_size", "epochs", "lr"]
 
 
 def test_nm_shortfall_warns_with_the_achieved_figure():

@@ -100,9 +100,15 @@ def check_finite_weights(model: nn.Module, source: str) -> None:
                             fields=("init_checkpoint",))
 
 
+DECISIVE_SETTINGS = ("task", "model", "method", "dataset")
+"""Settings that make a run another run altogether: a resume refusal names these first, so a message that
+lists only the first few differences never hides them behind "and N more"."""
+
+
 def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[tuple[str, str]]:
     """Each setting that differs between a run's config.json and a resume's: (field, "`method` static, not rigl")
-    (the method's settings are nested under `sparsity` in the file but are options of their own)."""
+    (the method's settings are nested under `sparsity` in the file but are options of their own); the
+    `DECISIVE_SETTINGS` first, in that order, then the rest alphabetically."""
     def flat(config: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in config.items() if not isinstance(v, dict)}
         for value in config.values():
@@ -111,7 +117,9 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[t
         return out
 
     a, b = flat(stored), flat(wanted)
-    return [(k, f"`{k}` {a.get(k)!r}, not {b.get(k)!r}") for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    rank = {k: i for i, k in enumerate(DECISIVE_SETTINGS)}
+    fields = sorted(set(a) | set(b), key=lambda k: (rank.get(k, len(rank)), k))
+    return [(k, f"`{k}` {a.get(k)!r}, not {b.get(k)!r}") for k in fields if a.get(k) != b.get(k)]
 
 
 def nm_shortfall(nm: str, achieved: float) -> str | None:
