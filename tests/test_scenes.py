@@ -69,3 +69,16 @@ def test_impossible_layouts_counts_seeds_and_splits_are_one_line_naming_the_argu
     """Unchecked, these were numpy tracebacks (a negative or float count, a negative seed) or a bare ValueError."""
     with pytest.raises(UserError, match=message):
         make()
+
+
+def test_scenes_that_cannot_fit_in_memory_are_refused_before_any_is_drawn(monkeypatch):
+    """1,200 grey canvases of 2048 px are 4.7 GiB: with 1 GiB free, refused at once with the largest side that fits."""
+    import runtime.machine
+    from iee_deploy.data.detection import load_scenes
+
+    monkeypatch.setattr(runtime.machine, "free_memory_bytes", lambda: 2**30)
+    with pytest.raises(UserError) as info:
+        load_scenes(None, 2048)
+    assert info.value.problem == ("the digit scenes at `resolution` 2048 px needs 4.7 GiB in memory for its 1,200 "
+                                  "images, more than the 1.0 GiB free")
+    assert info.value.fix == "use a `resolution` of at most 846 px"

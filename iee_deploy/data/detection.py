@@ -231,6 +231,8 @@ def load_coco(root: Path | None, resolution: int | None) -> DataBundle:
 def load_scenes(root: Path | None, resolution: int | None, counts: tuple[int, int] = SCENES) -> DataBundle:
     """Digit scenes of `resolution` px (digits 3/16 to 1/2 of the side), training and validation glyphs apart."""
     from iee_deploy.data.scenes import NUM_CLASSES, SceneLayout, digit_scenes
+    from iee_deploy.data.sources import check_fits_in_memory
+    from runtime.machine import free_memory_bytes
 
     if root is not None:
         raise UserError("`dataset` digits is composed offline and reads no `data_dir`",
@@ -239,6 +241,8 @@ def load_scenes(root: Path | None, resolution: int | None, counts: tuple[int, in
     if side < MIN_SCENE:
         raise UserError(f"`resolution` {side} px is too small for digit scenes", f"pass at least {MIN_SCENE}",
                         fields=("resolution",))
+    # the scenes are held as one grey uint8 canvas each (a batch is made float RGB only when it is drawn)
+    check_fits_in_memory(sum(counts), side, "the digit scenes", free_memory_bytes(), bytes_per_pixel=1)
     layout = SceneLayout(canvas=side, size=(max(4, side * 3 // 16), side // 2))
     return DataBundle("digits", digit_scenes("train", counts[0], layout, seed=0),
                       digit_scenes("val", counts[1], layout, seed=1), NUM_CLASSES, side)

@@ -68,17 +68,23 @@ SizedDataset: TypeAlias = TensorImageDataset | Subset | ImageFolder
 """The map-style datasets with a length that the loaders return."""
 
 
-def in_memory_bytes(count: int, resolution: int) -> int:
-    """Bytes to hold `count` images at `resolution` px as uint8 RGB, plus the float copy a resize makes."""
-    return count * resolution * resolution * (3 + 3 * 4)
+RGB_WITH_FLOAT_COPY = 3 + 3 * 4
+"""Bytes per pixel of an image held as uint8 RGB, plus the float copy a resize makes."""
 
 
-def check_fits_in_memory(count: int, resolution: int, name: str, free: int | None) -> None:
+def in_memory_bytes(count: int, resolution: int, bytes_per_pixel: int = RGB_WITH_FLOAT_COPY) -> int:
+    """Bytes to hold `count` images at `resolution` px, `bytes_per_pixel` each (default: uint8 RGB plus the
+    float copy a resize makes)."""
+    return count * resolution * resolution * bytes_per_pixel
+
+
+def check_fits_in_memory(count: int, resolution: int, name: str, free: int | None,
+                         bytes_per_pixel: int = RGB_WITH_FLOAT_COPY) -> None:
     """Refuse, before allocating, a resolution whose in-memory images would not fit (they would swap or be killed)."""
-    need = in_memory_bytes(count, resolution)
+    need = in_memory_bytes(count, resolution, bytes_per_pixel)
     if free is None or need <= 0.8 * free:
         return
-    largest = int((0.8 * free / in_memory_bytes(count, 1)) ** 0.5)  # bytes grow with the square of the size
+    largest = int((0.8 * free / in_memory_bytes(count, 1, bytes_per_pixel)) ** 0.5)  # bytes grow with the square of the size
     raise UserError(f"{name} at `resolution` {resolution} px needs {need / 2**30:.1f} GiB in memory for its {count:,} "
                     f"images, more than the {free / 2**30:.1f} GiB free", f"use a `resolution` of at most {largest} px",
                     fields=("resolution",))
