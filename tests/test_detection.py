@@ -116,19 +116,24 @@ def test_profile_refuses_a_model_it_cannot_graph_before_measuring(tmp_path):
     assert not lut.exists()
 
 
-def test_built_in_detectors_go_by_their_bare_names_in_every_command_outside_the_classifier_listing():
+def test_built_in_detectors_go_by_their_bare_names_in_every_command_outside_the_classifier_listing(tmp_path):
     """`profile --model ssdlite` as `train --task detection --model ssdlite`: the table and the run name one model."""
     from iee_deploy.data.detection import DEFAULT_RESOLUTION
+    from iee_deploy.data.scenes import NUM_CLASSES
     from iee_deploy.models import list_models, model_spec
     from iee_deploy.models.detectors import DETECTORS
 
     spec = model_spec("ssdlite")
-    assert (spec.name, spec.family, spec.native_resolution, spec.builder) == (
-        "ssdlite", "detector", DEFAULT_RESOLUTION, DETECTORS["ssdlite"])
-    assert not set(DETECTORS) & set(list_models())
+    assert (spec.name, spec.family, spec.native_resolution, spec.builder, spec.default_classes) == (
+        "ssdlite", "detector", DEFAULT_RESOLUTION, DETECTORS["ssdlite"], NUM_CLASSES)
+    assert not set(DETECTORS) & set(list_models()) and model_spec("resnet20").default_classes == 1000
     result = CliRunner().invoke(main, ["graph", "--model", "ssdlite", "--num-classes", "3", "--resolution", "32"],
                                 prog_name="iee-deploy")
     assert result.exit_code == 0, result.output
+    # without --num-classes, the digit scenes' classes: a table profiled by default fits a run trained by default
+    result = CliRunner().invoke(main, ["graph", "--model", "ssdlite", "--resolution", "32", "--json", str(tmp_path / "g.json")],
+                                prog_name="iee-deploy")
+    assert result.exit_code == 0 and json.loads((tmp_path / "g.json").read_text())["num_classes"] == NUM_CLASSES
     assert "ssdlite is a detector: the graph covers its network part" in result.output
     with pytest.raises(UserError, match="unknown model 'ssdlit'; did you mean ssdlite"):
         model_spec("ssdlit")

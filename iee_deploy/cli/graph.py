@@ -58,7 +58,7 @@ def graph(model_name: str, num_classes: int | None, resolution: int | None, chec
     if json_path:
         check_writable(json_path, "json_path")
     size = resolution or spec.native_resolution
-    classes = num_classes or 1000
+    classes = num_classes or spec.default_classes
     model = build_model(model_name, classes, size, checkpoint).eval()
     check_output_width(model, classes, size)  # a factory that ignores num_classes would show another head
     part = network_part(model)

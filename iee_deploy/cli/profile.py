@@ -79,7 +79,7 @@ def profile(target: str, model_name: str, num_classes: int | None, resolution: i
     other = f"-{precision}" if precision is not None and precision != hw.precision else ""  # never the default's file
     out_path = check_writable(out, "out") if out is not None else Path(f"luts/{hw.name}-{model_name}{other}.csv")
     settings = settings_for(hw, precision, warmup, repeats, network_repeats, timing_cache_path(out_path))
-    request = ProfileRequest(model=model_name, num_classes=num_classes or 1000, resolution=resolution or spec.native_resolution,
+    request = ProfileRequest(model=model_name, num_classes=num_classes or spec.default_classes, resolution=resolution or spec.native_resolution,
                              batch=batch or hw.batch, target=hw, settings=settings, backend=backend, grid_step=step,
                              grid_min=min_channels, grid_align=align, statistic=statistic, calibration_networks=calibration_networks, checkpoint=checkpoint)
     summary = run_profile(request, out_path, resume=resume)

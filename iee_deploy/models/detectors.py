@@ -62,8 +62,10 @@ def detector_spec(name: str) -> ModelSpec | None:
     bare name, as the detection task trains it, though the classification zoo does not list it."""
     if name not in DETECTORS:
         return None
-    # the datasets' default side: a table profiled by default fits a run trained by default
+    # the default data's side and classes: a table profiled by default fits a run trained by default
     from iee_deploy.data.detection import DEFAULT_RESOLUTION
+    from iee_deploy.data.scenes import NUM_CLASSES
 
     factory = DETECTORS[name]
-    return ModelSpec(name, factory, DEFAULT_RESOLUTION, "detector", (inspect.getdoc(factory) or "").split("\n")[0])
+    return ModelSpec(name, factory, DEFAULT_RESOLUTION, "detector", (inspect.getdoc(factory) or "").split("\n")[0],
+                     default_classes=NUM_CLASSES)

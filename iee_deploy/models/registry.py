@@ -40,6 +40,7 @@ class ModelSpec:
     min_resolution: int = 1
     resolution_step: int = 1
     probe: Callable[[int], str | None] | None = None
+    default_classes: int = 1000  # outputs when none are asked for: ImageNet's classes, a detector its default data's
 
     def check_resolution(self, resolution: int) -> None:
         """Raise a UserError naming the valid sizes when the model cannot take `resolution` px."""
