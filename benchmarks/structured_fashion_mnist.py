@@ -111,7 +111,7 @@ def main() -> None:
             "prunes": s["structure"]["prunes"], "grows": s["structure"]["grows"],
             "mean_survival": s["structure"]["mean_survival"], "trajectory": s["structure"]["latency_trajectory"],
             "train_flops_relative": s["flops"]["train_relative"], "seconds": s["seconds"], "settings": s["settings"],
-            "validate": {"checks": {c["name"]: c["status"] for c in v["checks"]}, "engine_top1": v["top1"]["engine"],
+            "validate": {"checks": {c["name"]: c["status"] for c in v["checks"]}, "engine_top1": (v.get("scores") or v["top1"])["engine"],
                          "pruned_vs_masked_max_abs": v["errors"]["pruned_vs_masked"]["max_abs"],
                          "median_ms": v["latency"]["median_ms"], "min_ms": v["latency"]["min_ms"]},
         })

@@ -6,6 +6,7 @@ Factories in the `module:factory` form the CLI takes (`--model detectors:retinan
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torchvision.models import detection
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -55,3 +56,16 @@ def unpadded(num_classes: int = 5) -> nn.Module:
     """A classifier of three unpadded 3x3 convolutions: it cannot run on inputs under 7 px."""
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(8, num_classes))
+
+
+def retinanet_tiny_scoring(num_classes: int = 5) -> nn.Module:
+    """`retinanet_tiny` whose class scores spread over (0, 1) from the start (its classifier's last weights drawn
+    wide, seeded, instead of RetinaNet's 0.01 prior everywhere): a barely trained detector that detects, with
+    scores apart, for deployment's box checks to compare."""
+    model = detection.RetinaNet(_fpn(LastLevelP6P7(WIDTH, WIDTH)), num_classes, **SIZE)
+    logits = model.head.classification_head.cls_logits
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        logits.weight.copy_(0.1 * torch.randn(logits.weight.shape, generator=generator))
+        logits.bias.zero_()
+    return model

@@ -81,10 +81,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "big-run").mkdir()
     (root / "big-run" / "run.json").write_text(json.dumps({"model": "resnet20", "num_classes": 10, "resolution": 1024,
                                                            "dataset": "digits", "finished": True}))
-    (root / "detection-run").mkdir()
-    (root / "detection-run" / "run.json").write_text(json.dumps({"model": "ssdlite", "num_classes": 11, "resolution": 64,
-                                                                 "dataset": "digits", "finished": True}))
+    (root / "detection-run").mkdir()  # a finished (unstructured) run of a two-stage detector
+    (root / "detection-run" / "run.json").write_text(json.dumps({"model": "detectors:fasterrcnn_tiny", "num_classes": 11,
+                                                                 "resolution": 64, "dataset": "digits", "finished": True,
+                                                                 "kind": "unstructured"}))
     (root / "detection-run" / "config.json").write_text(json.dumps({"task": "detection"}))
+    from detectors import fasterrcnn_tiny
+
+    torch.save(fasterrcnn_tiny(11).state_dict(), root / "detection-run" / "final_model.pt")
     (root / "torn-config-run").mkdir()
     (root / "torn-config-run" / "checkpoint.pt").write_bytes(b"")
     (root / "torn-config-run" / "config.json").write_text('{"model": "resn')
@@ -225,10 +229,10 @@ CASES: list[tuple[str, list[str], str]] = [
      "run.json' is corrupt"),
     ("build-engine-run-json-a-list", ["build-engine", "--run", "{list-run-json}", "--out", "{tmp}/engine"],
      "run.json' is corrupt (a JSON list"),
-    ("build-engine-detection-run", ["build-engine", "--run", "{detection-run}", "--out", "{tmp}/engine"],
-     "is a detection run; engines are built for classification runs only"),
-    ("build-engine-int8-detection-run", ["build-engine", "--run", "{detection-run}", "--precision", "int8",
-                                         "--out", "{tmp}/engine"], "pass the folder of a classification run as --run"),
+    ("build-engine-two-stage-detector", ["build-engine", "--run", "{detection-run}", "--out", "{tmp}/engine"],
+     "FasterRCNN is a two-stage detector: engines are built for one-stage detectors (SSD, SSDlite, RetinaNet, FCOS)"),
+    ("build-engine-int8-two-stage-detector", ["build-engine", "--run", "{detection-run}", "--precision", "int8",
+                                              "--out", "{tmp}/engine"], "train a one-stage detector"),
     ("build-engine-fp8-on-onnxruntime", ["build-engine", "--run", "{big-run}", "--precision", "fp8", "--out", "{tmp}/engine"],
      "choose --precision fp32 or fp16 or int8, or the tensorrt backend for fp8"),
     ("build-engine-calibration-at-fp32", ["build-engine", "--run", "{big-run}", "--calibration-images", "8",

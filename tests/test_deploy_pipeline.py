@@ -100,10 +100,11 @@ def test_validate_passes_with_fp32_outputs_within_1e4(engine_dir):
     assert not report.failed, report.checks
     assert report.errors["engine_vs_pruned"].max_abs <= 1e-4
     assert report.errors["pruned_vs_masked"].max_abs <= 1e-4
-    assert report.images == 50 and report.top1["engine"] == report.top1["pruned"]
+    assert report.images == 50 and report.scores["engine"] == report.scores["pruned"]
     status = {c.name: c.status for c in report.checks}
-    assert status == {"engine-vs-pytorch": "pass", "pruned-vs-masked": "pass", "accuracy": "pass",
-                      "latency-budget": "pass", "latency-vs-lut": "info"}  # budget from run.json (500 ms)
+    assert status == {"engine-vs-pytorch": "pass", "predictions-agree": "info", "pruned-vs-masked": "pass",
+                      "accuracy": "pass", "latency-budget": "pass", "latency-vs-lut": "info"}  # budget from run.json (500 ms)
+    assert report.errors["engine_vs_pruned"].agreement == 100.0 and report.agreement_label == "top-1 agreement"
     assert json.loads((engine_dir / "validation.json").read_text())["passed"] is True
 
 
@@ -145,7 +146,7 @@ def test_fp16_engine_within_documented_tolerance(run, tmp_path):
 
 def test_report_plots_across_runs(run, engine_dir, metrics, tmp_path):
     validation = validate_engine(engine_dir, subset=50, timing=FAST)
-    assert set(validation.top1) == {"engine", "pruned", "masked", "dense"}  # the run started from dense.pt
+    assert set(validation.scores) == {"engine", "pruned", "masked", "dense"}  # the run started from dense.pt
     result = run_cli("report", str(run), "--out", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr
     out = tmp_path / "report"
@@ -153,10 +154,10 @@ def test_report_plots_across_runs(run, engine_dir, metrics, tmp_path):
         assert (out / name).stat().st_size > 0, name
     data = json.loads((out / "report.json").read_text())
     (engine,) = data["engines"]
-    assert engine["top1_source"] == "validation.json" and engine["predicted_ms"] == 0.5
-    assert engine["dense_top1"] == validation.top1["dense"] and engine["dense_ms"] > 0  # the dense point of pareto.png
+    assert engine["score_source"] == "validation.json" and engine["predicted_ms"] == 0.5
+    assert engine["dense_score"] == validation.scores["dense"] and engine["dense_ms"] > 0  # the dense point of pareto.png
     updates = [r for r in metrics if r["type"] == "update"]
-    assert data["runs"][0]["metrics"] == len(updates) >= 8 and data["runs"][0]["summary_top1"] == pytest.approx(10.0)
+    assert data["runs"][0]["metrics"] == len(updates) >= 8 and data["runs"][0]["summary_score"] == pytest.approx(10.0)
     assert "exploration.png" in data["figures"]  # the IoU and survival panels read the trainer's own keys
     for event, key, _ in CURVES:
         xs, ys = curve(updates, event, key)

@@ -173,8 +173,8 @@ def test_validate_int8_by_top1_within_the_tolerance_and_failing_at_zero(int8_eng
     report = validate_engine(int8_engine, timing=FAST)
     status = {c.name: c.status for c in report.checks}
     assert status["engine-vs-pytorch"] == "info"  # no elementwise tolerance for int8
-    assert report.top1["pruned"] > 50  # a model that learned the digits
-    drop = report.top1["pruned"] - report.top1["engine"]
+    assert report.scores["pruned"] > 50  # a model that learned the digits
+    drop = report.scores["pruned"] - report.scores["engine"]
     assert 0 < drop <= 1.0 and status["accuracy"] == "pass"  # 4 Percentile images cost about a point, within 1
     assert status["latency-budget"] == "pass"
     strict = validate_engine(int8_engine, timing=FAST, max_accuracy_drop=0.0, out=tmp_path)

@@ -73,7 +73,7 @@ def test_compare_outputs_exact():
     err = compare_outputs(out, ref)
     assert err.max_abs == pytest.approx(0.7) and err.scale == 4.0
     assert err.max_rel == pytest.approx(0.7 / 4.0)
-    assert err.top1_agreement == 50.0  # second row's arg-max moved from 0 to 1
+    assert err.agreement == 50.0  # second row's arg-max moved from 0 to 1
     assert TOLERANCES["fp16"].limit(4.0) == pytest.approx(0.04) and TOLERANCES["fp32"].limit(4.0) == 1e-4
 
 

@@ -72,7 +72,7 @@ def summary_rows(dense_run: Path, engine_dir: Path) -> list[dict[str, Any]]:
     validation = json.loads((engine_dir / "validation.json").read_text())
     dense_top1 = 100.0 * json.loads((dense_run / "summary.json").read_text())["val_acc"]
     rows = []
-    for name, top1 in (("dense", dense_top1), ("pruned (IEE)", validation["top1"]["engine"])):
+    for name, top1 in (("dense", dense_top1), ("pruned (IEE)", validation["scores"]["engine"])):
         result = engine["dense" if name == "dense" else "pruned"]
         rows.append({"model": name, "latency_ms": result["latency_ms"], "statistic": engine["statistic"],
                      "images_per_s": result["timing"]["images_per_s"], "top1": top1, "parameters": result["params"]})

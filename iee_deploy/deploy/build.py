@@ -15,6 +15,13 @@ target's statistic (`statistic`: the fastest run on the shared-machine cpu targe
 GPUs), the one the run's LUT predicted and its budget was set in; GPU engines are timed with CUDA
 events, the clock of the GPU latency tables.
 
+What an engine computes is the run's task's `Deployment`: a classifier's engine maps images to logits; a
+detector's engine is its network part (backbone, neck, heads; `iee_deploy.models.detection`), its head outputs
+packed into one tensor, and its post-processing (box decoding, NMS) a stage of its own on the host, timed in
+the same interleaved measurement on the outputs of real validation images: `engine.json` states the latency
+without it (`pruned`, `dense`: what the latency table predicts and the budget is set in) and with it
+(`postprocess`).
+
 A quantized engine (int8; fp8 on TensorRT) is the fp32 export quantized by the backend's QDQ scheme
 (`runtime.quantize`), its activations calibrated on N training images of the run's dataset
 (`iee_deploy.deploy.calibration`, checked before any export); `engine.json` records the set
@@ -31,14 +38,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from iee_deploy.deploy.calibration import CalibrationRequest, calibration_images
 from iee_deploy.deploy.render import markdown_table
-from iee_deploy.deploy.run_models import load_run_models, parameter_count
+from iee_deploy.deploy.run_models import load_run_models, parameter_count, run_data, run_task
 from iee_deploy.errors import UserError
 from iee_deploy.io import check_writable, write_json, write_text
 from iee_deploy.runs import RunFolder, RunInfo, read_run_info
+from iee_deploy.tasks import Task
+from iee_deploy.tasks.base import Deployment
 from profiler.lut import read_meta
 from profiler.targets import load_target
 from runtime.backends import PRECISIONS, Backend, BuildSpec, ModelSource, Session, canonical_name, get_backend
@@ -46,7 +57,7 @@ from runtime.export import export_onnx
 from runtime.machine import cap_threads, check_batch_fits, free_memory_bytes, machine_info, usable_cores
 from runtime.progress import progress as progress_bar
 from runtime.quantize import export_quantized
-from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
+from runtime.timing import Runner, Timing, TimingConfig, describe, host_runner, measure, rounds_of
 
 ENGINE_REPORT = "engine.json"
 VALIDATION_REPORT = "validation.json"
@@ -55,6 +66,7 @@ STALE_ON_REBUILD = (VALIDATION_REPORT, VALIDATION_MARKDOWN)
 """Files of an engine folder that describe the engine built before: removed when it is rebuilt."""
 ENGINE_MARKDOWN = "engine.md"
 MODELS = ("dense", "pruned")
+POSTPROCESS = "postprocess"
 DEFAULT_CPU_TARGET = "cpu"  # the target whose threads and statistic a CPU engine of a run without a target gets
 UNSTRUCTURED_NOTE = ("Unstructured sparsity leaves the layer shapes unchanged, so dense kernels (ONNX Runtime on the CPU, "
                      "torch, TensorRT without sparse weights) multiply the zeros: the pruned engine is no faster. "
@@ -62,6 +74,7 @@ UNSTRUCTURED_NOTE = ("Unstructured sparsity leaves the layer shapes unchanged, s
                      "(an N:M run built with the tensorrt backend).")
 
 DENSE_ROW = "dense (full width, masked weights)"
+POSTPROCESS_ROW = "post-processing (decoding, NMS; host)"
 DENSE_NOTE = ("The dense row is the unpruned architecture holding the run's final (masked) weights: the dense model's "
               "layers and widths, so its latency is the dense model's (dense kernels do not depend on the weight values); "
               "its non-zero parameters are the masked model's.")
@@ -98,6 +111,8 @@ class EngineReport:
     environment: dict[str, str] = field(default_factory=dict)
     statistic: str = "median"  # the target's latency statistic: "min" (fastest run) or "median"
     quantization: dict[str, Any] | None = None  # a quantized engine's CalibrationSet (asdict); None for fp32/fp16
+    task: str = "classification"  # the run's task: what the engine's outputs are (logits, packed head outputs)
+    postprocess: Timing | None = None  # the task's post-processing stage on the pruned engine's outputs (detection)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,9 +124,15 @@ class EngineReport:
 
         backend = canonical_name(data["backend"])
         spec = {"device": engine_device(get_backend(backend)), **data["spec"], "shape": None}
+        post = data.get("postprocess")
         return cls(**{**data, "backend": backend, "spec": BuildSpec(**spec),
                       "pruned": result(data["pruned"]), "dense": result(data["dense"]),
-                      "timing_config": TimingConfig(**data["timing_config"])})
+                      "timing_config": TimingConfig(**data["timing_config"]),
+                      "postprocess": Timing.from_dict(post) if post is not None else None})
+
+    def end_to_end(self, result: ModelResult) -> float:
+        """A model's latency (ms per batch, the report's statistic) with the post-processing stage added."""
+        return self.latency(result) + (self.postprocess.value(self.statistic) if self.postprocess is not None else 0.0)
 
     def latency(self, result: ModelResult) -> float:
         """A model's latency (ms per batch) in the report's statistic."""
@@ -121,6 +142,10 @@ class EngineReport:
         words = describe(self.statistic)
         rows = [[name, r.params, r.nonzero_params, self.latency(r), r.timing.median_ms, r.timing.p90_ms,
                  r.timing.images_per_s, r.timing.iterations] for name, r in ((DENSE_ROW, self.dense), ("pruned", self.pruned))]
+        post = self.postprocess
+        if post is not None:
+            rows.append([POSTPROCESS_ROW, None, None, post.value(self.statistic), post.median_ms, post.p90_ms,
+                         post.images_per_s, post.iterations])
         s, t = self.spec, self.timing_config
         clock = "CUDA events around CUDA-graph replays" if s.device == "cuda" else "host wall time of one synchronous batch"
         return "\n".join([
@@ -129,7 +154,8 @@ class EngineReport:
             f"sparse weights: {'yes' if s.sparse_weights else 'no'}.", "",
             markdown_table(["model", "parameters", "non-zero parameters", f"latency ms/batch ({words})",
                             "median ms/batch", "p90 ms/batch", "images/s", "iterations"], rows), "",
-            f"**Speed-up (dense / pruned latency, {words}): {self.speedup:.2f}x**", "", DENSE_NOTE, "",
+            f"**Speed-up (dense / pruned latency, {words}): {self.speedup:.2f}x**", "",
+            *([self.postprocess_note(), ""] if post is not None else []), DENSE_NOTE, "",
             *([UNSTRUCTURED_NOTE, ""] if self.kind == "unstructured" and not s.sparse_weights else []),
             *([self.quantization_note(), ""] if self.quantization else []),
             f"Timing: warm-up {t.warmup_s} s, then >= {t.min_iterations} iterations and >= {t.min_seconds} s per model "
@@ -137,6 +163,14 @@ class EngineReport:
             "Environment: " + ", ".join(f"{k} {v}" for k, v in self.environment.items()), "",
         ])
 
+
+    def postprocess_note(self) -> str:
+        """The latencies with the post-processing stage, in one sentence."""
+        words = describe(self.statistic)
+        return (f"With post-processing ({POSTPROCESS_ROW}, timed on the pruned engine's outputs of real validation "
+                f"images), end to end ({words}): dense {self.end_to_end(self.dense):.4g}, pruned "
+                f"{self.end_to_end(self.pruned):.4g} ms/batch; the latency table and the budget speak of the engine "
+                "alone.")
 
     def quantization_note(self) -> str:
         """How a quantized engine was calibrated, in one sentence."""
@@ -212,14 +246,6 @@ def check_engine_folder(out: Path, run_dir: Path, force: bool) -> None:
                         "choose another `out`, or add `force` to replace it", fields=("out", "force"))
 
 
-def check_classification_run(run_dir: str | Path) -> None:
-    """Engines are built and scored for classifiers: a detection run is refused before any export or calibration."""
-    task = (RunFolder(run_dir).read_config() or {}).get("task", "classification")
-    if task != "classification":
-        raise UserError(f"'{run_dir}' is a {task} run; engines are built for classification runs only",
-                        "pass the folder of a classification run as `run_dir`", fields=("run_dir",))
-
-
 def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxruntime", batch: int = 1,
                  precision: str | None = None, threads: int | None = None, timing: TimingConfig = TimingConfig(),
                  log: Log = lambda _: None, force: bool = False,
@@ -232,7 +258,7 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     """
     chosen = get_backend(backend)
     info = read_run_info(run_dir)
-    check_classification_run(run_dir)
+    task = run_task(run_dir)
     spec = build_spec(info, backend, batch, precision, threads)
     capped, warning = cap_threads(spec.threads, usable_cores())
     if warning:
@@ -245,13 +271,15 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     if scheme is None and calibration is not None:
         raise UserError(f"calibration options apply to quantized engines, not {spec.precision}",
                         "drop them, or ask for `precision` int8", fields=("calibration", "precision"))
-    calibrated = (calibration_images(run_dir, info, calibration or CalibrationRequest(), scheme, spec.precision)
-                  if scheme is not None else None)
     models = load_run_models(run_dir)
+    modules = {"dense": models.masked, "pruned": models.pruned}
+    deployments = {name: task.deployment(module, spec.resolution) for name, module in modules.items()}
+    calibrated = (calibration_images(run_dir, info, calibration or CalibrationRequest(), scheme, spec.precision, task,
+                                     deployments["pruned"]) if scheme is not None else None)
     for stale in STALE_ON_REBUILD:
         (out / stale).unlink(missing_ok=True)
     statistic = run_statistic(info, spec.device)
-    modules = {"dense": models.masked, "pruned": models.pruned}
+    networks = {name: deployment.network for name, deployment in deployments.items()}
     # the dense reference gets no sparse-weight kernels, even though the masked weights have the N:M pattern
     specs = {"dense": replace(spec, sparse_weights=False), "pruned": spec}
     sessions: dict[str, Session] = {}
@@ -259,19 +287,22 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     digests: dict[str, dict[str, str]] = {}
     for name in MODELS:
         log(f"{name}: export ONNX ({spec.precision}) and build the {chosen.name} engine")
-        onnx_path = (export_onnx(modules[name], out / f"{name}.onnx", spec.resolution, spec.precision)
+        onnx_path = (export_onnx(networks[name], out / f"{name}.onnx", spec.resolution, spec.precision)
                      if scheme is None or calibrated is None else
-                     export_quantized(modules[name], out / f"{name}.onnx", spec.resolution, scheme, calibrated[1],
+                     export_quantized(networks[name], out / f"{name}.onnx", spec.resolution, scheme, calibrated[1],
                                       calibrated[0].method))
-        artefact = chosen.build(ModelSource(name, modules[name], onnx_path), specs[name], out)
+        artefact = chosen.build(ModelSource(name, networks[name], onnx_path), specs[name], out)
         sessions[name] = chosen.load(artefact, specs[name])
         files[name] = (onnx_path.name, artefact.name)
         digests[name] = {f.name: file_sha256(f) for f in (onnx_path, out / artefact.name)}
     log(f"timing dense and pruned side by side on {spec.threads} thread(s) (>= {timing.min_iterations} iterations and "
         f">= {timing.min_seconds} s each; latency = {describe(statistic)})")
     x = timing_input(spec)
-    with progress_bar(total=rounds_of(timing) * len(MODELS), desc="build-engine: timing", unit="share") as bar:
-        timings = measure({name: sessions[name].runner(x) for name in MODELS}, spec.batch, timing, step_done=bar.update)
+    runners = {name: sessions[name].runner(x) for name in MODELS}
+    if deployments["pruned"].postprocessed:
+        runners[POSTPROCESS] = postprocess_runner(run_dir, info, task, deployments["pruned"], sessions["pruned"])
+    with progress_bar(total=rounds_of(timing) * len(runners), desc="build-engine: timing", unit="share") as bar:
+        timings = measure(runners, spec.batch, timing, step_done=bar.update)
     results = {name: ModelResult(parameter_count(modules[name]), *files[name], timings[name],
                                  nonzero_count(modules[name]), timings[name].value(statistic), digests[name])
                for name in MODELS}
@@ -280,11 +311,27 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
         pruned=results["pruned"], dense=results["dense"],
         speedup=timings["dense"].value(statistic) / timings["pruned"].value(statistic),
         timing_config=timing, environment=machine_info(spec.threads), statistic=statistic,
-        quantization=asdict(calibrated[0]) if calibrated is not None else None,
+        quantization=asdict(calibrated[0]) if calibrated is not None else None, task=task.name,
+        postprocess=timings.get(POSTPROCESS),
     )
     write_json(out / ENGINE_REPORT, report.to_json())
     write_text(out / ENGINE_MARKDOWN, report.markdown())
     return report
+
+
+def postprocess_runner(run_dir: str | Path, info: RunInfo, task: Task, deployment: Deployment,
+                       session: Session) -> Runner:
+    """Timed runs of the task's post-processing on the engine's outputs for one batch of the run's first validation
+    images (its cost depends on what the network detects, so not on the timing input's noise)."""
+    data = run_data(run_dir, info, batch_size=session.spec.batch)
+    val = task.datasets(data).val
+    if len(val) == 0:
+        raise UserError(f"the run's {info.dataset} validation set is empty: the post-processing has nothing to be timed on",
+                        "train the run with a validation set")
+    batch = next(iter(task.val_batches(Subset(val, [i % len(val) for i in range(session.spec.batch)]), data, 0, 1)))
+    x, context = deployment.inputs(batch)
+    outputs = torch.from_numpy(session.run(x.numpy()))
+    return host_runner(lambda: deployment.predictions(outputs, context))
 
 
 def read_engine_report(engine_dir: str | Path) -> EngineReport:

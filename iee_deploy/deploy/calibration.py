@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
-from iee_deploy.data import build_datasets
+from iee_deploy.deploy.run_models import run_data
 from iee_deploy.errors import UserError
-from iee_deploy.runs import RunFolder, RunInfo
+from iee_deploy.runs import RunInfo
+from iee_deploy.tasks import Task
+from iee_deploy.tasks.base import Deployment
 from runtime.quantize import DEFAULT_METHOD, QdqScheme, check_method
 
 DEFAULT_IMAGES = 256
@@ -47,15 +50,6 @@ class CalibrationSet:
     indices: list[int] = field(default_factory=list)  # into the run's training set
 
 
-def run_subsets(run_dir: str | Path) -> tuple[int | None, int | None]:
-    """The `subset` and `val_subset` a run was trained with (its config.json), each None if absent:
-    calibration and validation then use the run's own training and validation images."""
-    config = RunFolder(run_dir).read_config() or {}
-    counts = [config.get(key) for key in ("subset", "val_subset")]
-    subset, val_subset = (value if isinstance(value, int) and value > 0 else None for value in counts)
-    return subset, val_subset
-
-
 def check_request(request: CalibrationRequest, scheme: QdqScheme, precision: str) -> str:
     """The request's method by its ONNX Runtime name; a one-line UserError for an impossible request."""
     if request.images < 1:
@@ -65,11 +59,12 @@ def check_request(request: CalibrationRequest, scheme: QdqScheme, precision: str
 
 
 def calibration_images(run_dir: str | Path, info: RunInfo, request: CalibrationRequest, scheme: QdqScheme,
-                       precision: str) -> tuple[CalibrationSet, list[np.ndarray]]:
-    """The calibration set of a run and its images in batches (float32, as the model reads them)."""
+                       precision: str, task: Task, deployment: Deployment) -> tuple[CalibrationSet, list[np.ndarray]]:
+    """The calibration set of a run and its images in batches (float32, as the engine reads them: the task's
+    pre-processing, `deployment.inputs`, applied)."""
     method = check_request(request, scheme, precision)
-    subset, _ = run_subsets(run_dir)
-    train = build_datasets(info.dataset, info.data_dir, info.resolution, subset).train
+    data = run_data(run_dir, info, batch_size=CALIBRATION_BATCH)
+    train = task.datasets(data).train
     held = len(train)
     if request.images > held:
         raise UserError(f"calibration asks for {request.images} training images, but the run's '{info.dataset}' "
@@ -78,7 +73,8 @@ def calibration_images(run_dir: str | Path, info: RunInfo, request: CalibrationR
     indices = sorted(np.random.default_rng(request.seed).choice(held, request.images, replace=False).tolist())
     with torch.random.fork_rng(devices=[]):  # augmentation draws from torch's CPU generator: seeded, so repeatable
         torch.manual_seed(request.seed)
-        images = torch.stack([train[i][0] for i in indices]).numpy().astype(np.float32)
+        images = np.concatenate([deployment.inputs(batch)[0].numpy().astype(np.float32)
+                                 for batch in task.val_batches(Subset(train, indices), data, 0, 1)])
     batches = [images[i: i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)]
     record = CalibrationSet(info.dataset, info.data_dir, request.images, request.seed, method, scheme.describe(), indices)
     return record, batches

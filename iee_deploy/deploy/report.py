@@ -6,7 +6,7 @@ run folder (any `engine.json` up to two levels down) and linked back to their ru
 
 | figure | x | y | source |
 |---|---|---|---|
-| `pareto.png` | measured latency (ms/batch) of the pruned engines and of their dense models | top-1 % | `engine.json`; accuracy from `validation.json` beside it, else the run's `summary.json`; the dense model's from `validation.json` (the checkpoint training started from), else drawn as a latency line |
+| `pareto.png` | measured latency (ms/batch) of the pruned engines and of their dense models | the task's score % (top-1, mAP@0.5) | `engine.json`; accuracy from `validation.json` beside it, else the run's `summary.json`; the dense model's from `validation.json` (the checkpoint training started from), else drawn as a latency line |
 | `exploration.png` | training step | IoU after prune, after grow, and survival | each run's update records (`RunFolder.updates`: `step`, `event`, `iou`, `survival`) |
 | `latency.png` | LUT-predicted latency (ms) | measured latency (ms) | run.json `predicted_latency_ms` vs `engine.json` |
 
@@ -31,6 +31,7 @@ from iee_deploy.deploy.validate import VALIDATION_REPORT
 from iee_deploy.errors import UserError
 from iee_deploy.io import atomic_path, write_json, write_text
 from iee_deploy.runs import RUN_INFO, RunFolder, RunInfo
+from iee_deploy.tasks import task_named
 from iee_deploy.train.summary import plural
 from runtime.timing import describe
 from solvers.relaxation import pareto_front
@@ -47,8 +48,9 @@ class RunData:
     name: str
     run_dir: str
     info: RunInfo
-    summary_top1: float | None
+    summary_score: float | None
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    score_label: str = "top-1"  # what `summary_score` is: the run's task's score
 
 
 @dataclass
@@ -65,21 +67,23 @@ class EnginePoint:
     dense_ms: float
     speedup: float
     predicted_ms: float | None
-    top1: float | None
-    top1_source: str | None
+    score: float | None  # the task's score in % (top-1, mAP@0.5)
+    score_source: str | None
     statistic: str = "median"  # the latency statistic of measured_ms and dense_ms (the engine's target's)
-    dense_top1: float | None = None  # the dense model's top-1 % (validation.json), None if unknown
+    dense_score: float | None = None  # the dense model's score % (validation.json), None if unknown
+    score_label: str = "top-1"  # what `score` is: the run's task's score
 
 
 @dataclass(frozen=True)
 class ParetoSeries:
-    """What `pareto.png` plots, in (latency ms, top-1 %) pairs: kept apart from drawing so it can be tested."""
+    """What `pareto.png` plots, in (latency ms, score %) pairs: kept apart from drawing so it can be tested."""
 
-    engines: list[tuple[str, float, float]]  # (label, latency, top-1) of every engine with an accuracy
+    engines: list[tuple[str, float, float]]  # (label, latency, score) of every engine with a score
     front: list[tuple[float, float]]  # the Pareto front of the engines, by increasing latency
-    dense: list[tuple[str, float, float]]  # (label, latency, top-1) of dense models whose accuracy is known
+    dense: list[tuple[str, float, float]]  # (label, latency, score) of dense models whose score is known
     dense_latency_only: list[tuple[str, float]]  # (label, latency) of dense models whose accuracy is unknown
     y_range: tuple[float, float]  # never above 100 %
+    score_label: str = "top-1"  # the engines' score (top-1, mAP@0.5; both, joined by "or", when tasks are mixed)
 
 
 def as_percent(value: float) -> float:
@@ -88,10 +92,13 @@ def as_percent(value: float) -> float:
 
 
 def find_accuracy(summary: dict[str, Any]) -> float | None:
-    """The first numeric top-1 entry of a training summary (top level, or under 'final'/'val'/'metrics')."""
+    """The score of a training summary: the entry its `score` names (a detector's `val_map_50`), else the first
+    numeric top-1 entry (top level, or under 'final'/'val'/'metrics')."""
+    named = summary.get("score")
+    keys = (named,) if isinstance(named, str) else ACCURACY_KEYS
     for scope in (summary, *(summary.get(k) for k in ("final", "val", "metrics"))):
         if isinstance(scope, dict):
-            for key in ACCURACY_KEYS:
+            for key in keys:
                 value = scope.get(key)
                 if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
                     return as_percent(float(value))
@@ -114,50 +121,56 @@ def curve(records: Sequence[dict[str, Any]], event: str, key: str) -> tuple[list
 
 def front_of(points: Sequence[EnginePoint]) -> list[EnginePoint]:
     """The engines with an accuracy that no other beats on both latency and accuracy, by increasing latency."""
-    rated = [p for p in points if p.top1 is not None]
+    rated = [p for p in points if p.score is not None]
     latency = np.array([p.measured_ms for p in rated], dtype=float)
-    accuracy = np.array([p.top1 for p in rated], dtype=float)
+    accuracy = np.array([p.score for p in rated], dtype=float)
     return [rated[i] for i in pareto_front(latency, accuracy)]
 
 
 def pareto_series(points: Sequence[EnginePoint]) -> ParetoSeries | None:
     """The engines, their front and their dense models (one per distinct latency and accuracy); None if no accuracy."""
-    usable = [p for p in points if p.top1 is not None]
+    usable = [p for p in points if p.score is not None]
     if not usable:
         return None
-    engines = [(p.label, p.measured_ms, float(p.top1)) for p in usable if p.top1 is not None]
-    front = [(p.measured_ms, float(p.top1)) for p in front_of(usable) if p.top1 is not None]
+    engines = [(p.label, p.measured_ms, float(p.score)) for p in usable if p.score is not None]
+    front = [(p.measured_ms, float(p.score)) for p in front_of(usable) if p.score is not None]
     dense: dict[tuple[float, float], str] = {}
     for p in usable:
-        if p.dense_top1 is not None:
-            dense.setdefault((p.dense_ms, p.dense_top1), f"dense ({p.run})")
+        if p.dense_score is not None:
+            dense.setdefault((p.dense_ms, p.dense_score), f"dense ({p.run})")
     unknown: dict[float, str] = {}
     for p in usable:
-        if p.dense_top1 is None:
+        if p.dense_score is None:
             unknown.setdefault(p.dense_ms, f"dense ({p.run}), accuracy unknown")
     latency_only = sorted(((label, ms) for ms, label in unknown.items()), key=lambda item: item[1])
     ys = [y for _, _, y in engines] + [y for _, y in dense]
     y_range = (max(0.0, min(ys) - 5.0), min(100.0, max(ys) + 2.0))
-    return ParetoSeries(engines, front, [(label, x, y) for (x, y), label in dense.items()], latency_only, y_range)
+    score_label = " or ".join(sorted({p.score_label for p in usable}))
+    return ParetoSeries(engines, front, [(label, x, y) for (x, y), label in dense.items()], latency_only, y_range,
+                        score_label)
 
 
 def _load_run(run_dir: Path) -> RunData:
     run = RunFolder(run_dir)
-    return RunData(run_dir.name, str(run_dir.resolve()), run.read_info(), find_accuracy(run.read_json(run.SUMMARY) or {}),
-                   run.updates())
+    summary = run.read_json(run.SUMMARY) or {}
+    task = (run.read_config() or {}).get("task", "classification")
+    return RunData(run_dir.name, str(run_dir.resolve()), run.read_info(), find_accuracy(summary), run.updates(),
+                   task_named(str(task)).score_label)
 
 
 def _point(engine_dir: Path, engine: EngineReport, run: RunData) -> EnginePoint:
     validation = RunFolder(engine_dir).read_json(VALIDATION_REPORT)
-    accuracies = validation.get("top1", {}) if validation else {}
-    top1, dense_top1 = accuracies.get("engine"), accuracies.get("dense")
-    source = "validation.json" if top1 is not None else ("summary.json" if run.summary_top1 is not None else None)
+    # validation.json's `scores` (`top1` in files written before detectors were deployed)
+    scores = (validation.get("scores") or validation.get("top1") or {}) if validation else {}
+    score, dense_score = scores.get("engine"), scores.get("dense")
+    source = "validation.json" if score is not None else ("summary.json" if run.summary_score is not None else None)
     return EnginePoint(
         label=f"{run.name}/{engine.backend}-b{engine.spec.batch}-{engine.spec.precision}", run=run.name,
         engine_dir=str(engine_dir), backend=engine.backend, batch=engine.spec.batch, precision=engine.spec.precision,
         measured_ms=engine.latency(engine.pruned), dense_ms=engine.latency(engine.dense), speedup=engine.speedup,
-        predicted_ms=run.info.predicted_latency_ms, top1=top1 if top1 is not None else run.summary_top1, top1_source=source,
-        statistic=engine.statistic, dense_top1=dense_top1,
+        predicted_ms=run.info.predicted_latency_ms, score=score if score is not None else run.summary_score,
+        score_source=source, score_label=task_named(engine.task).score_label,
+        statistic=engine.statistic, dense_score=dense_score,
     )
 
 
@@ -236,8 +249,8 @@ def pareto_figure(series: ParetoSeries, words: str) -> Any:
         ax.axvline(dense_ms, color=f"C{(4 + i) % 10}", linestyle="--", label=f"{label}: measured latency")
     ax.margins(x=0.1)
     ax.set_ylim(*series.y_range)
-    ax.set(xlabel=f"measured latency (ms per batch, {words})", ylabel="top-1 accuracy (%)",
-           title="Accuracy vs measured latency")
+    ax.set(xlabel=f"measured latency (ms per batch, {words})", ylabel=f"{series.score_label} (%)",
+           title=f"{series.score_label} vs measured latency")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -313,13 +326,14 @@ def write_report(paths: Sequence[str | Path], out: str | Path) -> Path:
     runs, points = collect(paths)
     drawn = [plot_pareto(points, out / FIGURES[0][0]), plot_exploration(runs, out / FIGURES[1][0]),
              plot_latency(points, out / FIGURES[2][0])]
-    run_headers = ["run", "model", "method", "kind", "budget ms", "predicted ms", "summary top-1 %", "metric records"]
-    run_rows = [[r.name if r.info.finished else f"{r.name} (unfinished)", r.info.model, r.info.method, r.info.kind, r.info.budget_ms, r.info.predicted_latency_ms,
-                 r.summary_top1, len(r.metrics)] for r in runs]
-    engine_headers = ["engine", "measured ms/batch", "dense ms/batch", "speed-up", "predicted ms", "top-1 %", "top-1 from",
-                      "dense top-1 %"]
-    engine_rows = [[p.label, p.measured_ms, p.dense_ms, p.speedup, p.predicted_ms, p.top1, p.top1_source, p.dense_top1]
-                   for p in points]
+    run_headers = ["run", "model", "method", "kind", "budget ms", "predicted ms", "score", "summary score %",
+                   "metric records"]
+    run_rows = [[r.name if r.info.finished else f"{r.name} (unfinished)", r.info.model, r.info.method, r.info.kind,
+                 r.info.budget_ms, r.info.predicted_latency_ms, r.score_label, r.summary_score, len(r.metrics)] for r in runs]
+    engine_headers = ["engine", "measured ms/batch", "dense ms/batch", "speed-up", "predicted ms", "score", "score %",
+                      "score from", "dense score %"]
+    engine_rows = [[p.label, p.measured_ms, p.dense_ms, p.speedup, p.predicted_ms, p.score_label, p.score,
+                    p.score_source, p.dense_score] for p in points]
     front = {p.label for p in front_of(points)}
     counts = counts_line(runs, points)
     md = ["# Deployment report", "", f"{counts} Pareto-optimal engines: "

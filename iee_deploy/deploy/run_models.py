@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -21,7 +22,9 @@ from torch import nn
 from iee_deploy.errors import UserError
 from iee_deploy.graph import build_dependency_graph, prune_model
 from iee_deploy.models import build_model, load_state
+from iee_deploy.models.detection import network_of
 from iee_deploy.runs import RunFolder, RunInfo
+from iee_deploy.tasks import Task, task_named
 
 
 @dataclass
@@ -47,7 +50,7 @@ def prune_to_channels(model: nn.Module, info: RunInfo, channels: dict[str, objec
     groups = channels.get("groups")
     if not isinstance(groups, dict):
         raise UserError(f"'{source}' has no channel groups", "re-run `iee-deploy train` to write it again")
-    graph = build_dependency_graph(model, torch.zeros(1, 3, info.resolution, info.resolution))
+    graph = build_dependency_graph(network_of(model), torch.zeros(1, 3, info.resolution, info.resolution))
     known = {g.id for g in graph.prunable_groups}
     unknown = sorted(set(groups) - known)
     if unknown:
@@ -74,6 +77,24 @@ def load_run_models(run_dir: str | Path) -> RunModels:
     else:
         pruned = copy.deepcopy(masked)
     return RunModels(info, pruned, masked)
+
+
+def run_task(run_dir: str | Path) -> Task:
+    """The task a run was trained for (config.json's `task`; classification for runs that do not say)."""
+    return task_named(str((RunFolder(run_dir).read_config() or {}).get("task", "classification")))
+
+
+def run_data(run_dir: str | Path, info: RunInfo, data_dir: str | Path | None = None, subset: int | None = None,
+             batch_size: int = 64) -> SimpleNamespace:
+    """The data settings a task reads (`Task.datasets`, `Task.val_batches`): the run's dataset at its resolution,
+    read from `data_dir` (default: the run's), with the run's own training and validation samples unless `subset`
+    is given (then N training and N/5 validation images), `batch_size` images per batch, in this process."""
+    config = RunFolder(run_dir).read_config() or {}
+    counts = [config.get(key) for key in ("subset", "val_subset")]
+    own = [value if isinstance(value, int) and value > 0 else None for value in counts]
+    train, val = (subset, None) if subset is not None else own
+    return SimpleNamespace(dataset=info.dataset, data_dir=data_dir if data_dir is not None else info.data_dir,
+                           resolution=info.resolution, subset=train, val_subset=val, batch_size=batch_size, workers=0)
 
 
 def parameter_count(model: nn.Module) -> int:

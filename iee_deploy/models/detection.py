@@ -21,9 +21,12 @@ detector, so a graph built on the network part prunes and masks the detector its
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 LEFT_OUT = "pre-processing (resize, normalise), anchors, box decoding and NMS, which couple no channels"
@@ -102,3 +105,95 @@ def network_of(model: nn.Module) -> nn.Module:
     """What the graph prunes and the table times: a detector's network part, or the model itself."""
     part = network_part(model)
     return part.module if part is not None else model
+
+
+
+class PackedNetwork(nn.Module):
+    """A network part whose outputs are packed into one (N, K) tensor (each output flattened per image, in order),
+    so an engine has one output, as a classifier's has; `DetectorPipeline.unpack` splits it again."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([output.flatten(1) for output in self.network(images)], 1)
+
+
+class DetectorPipeline:
+    """A one-stage torchvision detector as a fixed-size engine runs it: pre-processing, network, post-processing.
+
+    - pre-processing (`preprocess`): the detector's own transform (normalise, resize), then zero padding to
+      `resolution` x `resolution`, the one input size the engine, the latency table and the budget speak of;
+    - network (`network`): the network part with its outputs packed into one tensor (`PackedNetwork`);
+    - post-processing (`postprocess`): the packed outputs unpacked, then the detector's own box decoding, score
+      threshold, NMS and rescaling to the original image sizes, with the anchors of the fixed input size,
+      computed once (anchors depend on sizes only).
+
+    On images the detector itself pads to that size (square images at `resolution`; any image for SSD, which
+    resizes to a fixed square) the pipeline computes what the detector's own forward computes. Two-stage
+    detectors are refused: their RoI heads run on image-dependent proposals, outside a fixed-size engine.
+    """
+
+    def __init__(self, detector: nn.Module, resolution: int) -> None:
+        from torchvision.models.detection.image_list import ImageList
+        from torchvision.models.detection.ssd import SSD
+
+        part = network_part(detector)
+        if part is None or not isinstance(part.module, OneStageNetwork):
+            kind = "not a torchvision detector" if part is None else "a two-stage detector"
+            raise ValueError(f"{type(detector).__name__} is {kind}: engines are built for one-stage detectors "
+                             "(SSD, SSDlite, RetinaNet, FCOS)")
+        self.detector = detector.eval()
+        self.resolution = resolution
+        self.network = PackedNetwork(part.module)
+        self.per_level = not isinstance(detector, SSD)  # RetinaNet and FCOS post-process per pyramid level
+        with torch.no_grad():
+            # two images: GroupNorm (FCOS's head) refuses one image of a 1 x 1 pyramid level
+            example = torch.zeros(2, 3, resolution, resolution, device=next(detector.parameters()).device)
+            levels = feature_levels(part.module.backbone, example)
+            head_outputs = part.module.head(levels)
+            anchor_generator = detector.anchor_generator
+            assert isinstance(anchor_generator, nn.Module)
+            self.anchors: torch.Tensor = anchor_generator(ImageList(example, [(resolution, resolution)] * 2), levels)[0]
+        self.names = sorted(head_outputs)
+        self.shapes = [tuple(head_outputs[name].shape[1:]) for name in self.names]
+        self.locations = [level.shape[-2] * level.shape[-1] for level in levels]
+
+    def preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]], list[tuple[int, int]]]:
+        """The engine's input batch for `images` (C, H, W in [0, 1]), with their sizes after the detector's resize
+        and before it (what `postprocess` needs)."""
+        original = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+        transform = self.detector.transform
+        assert isinstance(transform, nn.Module)
+        batch, _ = transform(images)
+        height, width = batch.tensors.shape[-2:]
+        if height > self.resolution or width > self.resolution:
+            raise ValueError(f"the detector's pre-processing makes {height} x {width} px inputs, larger than the "
+                             f"engine's {self.resolution} px")
+        padded = F.pad(batch.tensors, (0, self.resolution - width, 0, self.resolution - height))
+        return padded, [(int(h), int(w)) for h, w in batch.image_sizes], original
+
+    def unpack(self, packed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The head outputs by name from a packed (N, K) engine output."""
+        sizes = [math.prod(shape) for shape in self.shapes]
+        parts = packed.split(sizes, dim=1)
+        return {name: part.reshape(len(packed), *shape) for name, part, shape in zip(self.names, parts, self.shapes)}
+
+    @torch.no_grad()
+    def postprocess(self, packed: torch.Tensor, image_sizes: list[tuple[int, int]],
+                    original_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        """Detections per image (boxes as x1, y1, x2, y2 in original pixels, scores, labels) from packed outputs."""
+        outputs = self.unpack(packed)
+        anchors = [self.anchors] * len(packed)
+        detector: Any = self.detector
+        if self.per_level:
+            # anchors per location at each level: the head's outputs hold A anchors per feature-map location
+            per_location = outputs["cls_logits"].shape[1] // sum(self.locations)
+            counts = [n * per_location for n in self.locations]
+            split = {name: list(output.split(counts, dim=1)) for name, output in outputs.items()}
+            detections = detector.postprocess_detections(split, [list(a.split(counts)) for a in anchors], image_sizes)
+        else:
+            detections = detector.postprocess_detections(outputs, anchors, image_sizes)
+        result: list[dict[str, torch.Tensor]] = detector.transform.postprocess(detections, image_sizes, original_sizes)
+        return result

@@ -1,9 +1,14 @@
-"""What a task adds to the one training loop: its data, model check, batches, loss and validation metric.
+"""What a task adds to the one training loop and to deployment: data, model check, batches, loss, metric, engine.
 
 The trainer (`iee_deploy.train.trainer`) holds what every task shares (optimizer, schedule,
 `Sparsifier`, checkpoints, run folder, DDP) and asks its `Task` for the rest, so it never branches
 on a task's name. A task reads the run's `TrainConfig` (typed loosely here: `iee_deploy.train`
 imports this package, not the other way round).
+
+Deployment (`build-engine`, `validate`) asks the task the same way, through `Deployment`: the network an
+engine computes (one input batch of images to one (N, K) output), the input batch of a loader batch, and
+the post-processing that turns the engine's outputs into the task's predictions; `DeployScore` scores the
+predictions and `agreement` compares an engine's with PyTorch's.
 """
 
 from __future__ import annotations
@@ -30,6 +35,33 @@ class StepOutcome:
 
     loss: float
     correct: int | None = None
+
+
+class Deployment(ABC):
+    """A model as an engine runs it: `network` (images (N, 3, R, R) -> one (N, K) tensor), the engine's input for a
+    validation batch (`inputs`), and the post-processing of the engine's outputs (`predictions`)."""
+
+    network: nn.Module
+    postprocessed: ClassVar[bool]
+    """Whether `predictions` is a stage of its own (decoding, NMS), timed beside the engine; False: outputs as they are."""
+
+    @abstractmethod
+    def inputs(self, batch: Batch) -> tuple[torch.Tensor, Any]:
+        """The engine's input for one validation batch, and the context `predictions` and the score need."""
+
+    @abstractmethod
+    def predictions(self, outputs: torch.Tensor, context: Any) -> Any:
+        """The task's predictions from the network's outputs for the batch of `context`."""
+
+
+class DeployScore(ABC):
+    """The validation figure of one model's predictions, accumulated over batches, in percent."""
+
+    @abstractmethod
+    def update(self, predictions: Any, context: Any) -> None: ...
+
+    @abstractmethod
+    def compute(self) -> float: ...
 
 
 class Task(ABC):
@@ -94,3 +126,21 @@ class Task(ABC):
     @abstractmethod
     def epoch_text(self, record: dict[str, Any]) -> str:
         """An epoch record's training and validation figures, for the epoch's line."""
+
+    agreement_label: ClassVar[str]
+    """What `agreement` counts, in words, e.g. "top-1 agreement"."""
+    agreement_checked: ClassVar[bool]
+    """Whether float engines must agree fully with PyTorch (a check of `validate`), else the agreement is reported."""
+
+    @abstractmethod
+    def deployment(self, model: nn.Module, resolution: int) -> Deployment:
+        """`model` (eval mode, on the CPU) as a fixed-size engine runs it (a one-line UserError where it cannot)."""
+
+    @abstractmethod
+    def deploy_score(self) -> DeployScore:
+        """A fresh accumulator of the validation figure (`score_label`) for `validate`."""
+
+    @abstractmethod
+    def agreement(self, actual: Any, reference: Any, precision: str) -> tuple[int, int]:
+        """(agreeing, compared): how many of `reference`'s predictions `actual` reproduces, within the tolerance of
+        an engine of `precision`."""

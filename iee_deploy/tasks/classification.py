@@ -15,7 +15,7 @@ from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError
 from iee_deploy.graph.trace import eval_mode
 from iee_deploy.models import build_model, model_spec
-from iee_deploy.tasks.base import StepOutcome, Task
+from iee_deploy.tasks.base import Deployment, DeployScore, StepOutcome, Task
 
 
 def sgd_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
@@ -58,6 +58,36 @@ def evaluate(model: nn.Module, loader: DataLoader, dist: Distributed) -> tuple[f
     model.train(was_training)
     loss, correct, seen = dist.sum_(totals).tolist()
     return loss / max(seen, 1), correct / max(seen, 1)
+
+
+class LogitsDeployment(Deployment):
+    """A classifier as its engine runs it: images in, logits out, no post-processing."""
+
+    postprocessed = False
+
+    def __init__(self, model: nn.Module) -> None:
+        self.network = model
+
+    def inputs(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        images, labels = batch
+        return images, labels
+
+    def predictions(self, outputs: torch.Tensor, context: Any) -> torch.Tensor:
+        return outputs
+
+
+class Top1(DeployScore):
+    """Top-1 accuracy in percent: the arg-max class against the labels."""
+
+    def __init__(self) -> None:
+        self.correct = self.count = 0
+
+    def update(self, predictions: torch.Tensor, context: torch.Tensor) -> None:
+        self.correct += int((predictions.argmax(1) == context).sum())
+        self.count += len(context)
+
+    def compute(self) -> float:
+        return 100.0 * self.correct / max(self.count, 1)
 
 
 class ClassificationTask(Task):
@@ -122,3 +152,16 @@ class ClassificationTask(Task):
     def epoch_text(self, record: dict[str, Any]) -> str:
         return (f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}% | "
                 f"val loss {record['val_loss']:.4f} acc {100 * record['val_acc']:.2f}%")
+
+    agreement_label = "top-1 agreement"
+    agreement_checked = False  # logits are checked elementwise; a near-tie may flip the arg-max within tolerance
+
+    def deployment(self, model: nn.Module, resolution: int) -> Deployment:
+        return LogitsDeployment(model)
+
+    def deploy_score(self) -> DeployScore:
+        return Top1()
+
+    def agreement(self, actual: Any, reference: Any, precision: str) -> tuple[int, int]:
+        """Images whose arg-max class is the same."""
+        return int((actual.argmax(1) == reference.argmax(1)).sum()), len(reference)

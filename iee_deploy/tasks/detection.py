@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from iee_deploy.data import DataBundle
 from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError
-from iee_deploy.tasks.base import StepOutcome, Task
+from iee_deploy.tasks.base import Deployment, DeployScore, StepOutcome, Task
 
 INSTALL = "pip install 'iee-deploy[detection]'"
 
@@ -153,6 +153,87 @@ def mean_average_precision(predictions: Sequence[dict[str, torch.Tensor]],
     return metric.compute()
 
 
+@dataclass(frozen=True)
+class BoxTolerance:
+    """When an engine's detection reproduces a reference detection: same label, IoU >= `iou`, score within `score`."""
+
+    iou: float
+    score: float
+
+
+BOX_TOLERANCES = {"fp32": BoxTolerance(iou=0.99, score=1e-3), "fp16": BoxTolerance(iou=0.99, score=1e-2)}
+"""Float engines: boxes within about 1% of their size, scores (probabilities) within float rounding of a few dozen
+layers. Quantized engines (int8, fp8) are judged by mAP; their detections are compared with `QUANTIZED_BOXES`."""
+QUANTIZED_BOXES = BoxTolerance(iou=0.5, score=0.1)
+
+
+def matched_detections(actual: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+                       tolerance: BoxTolerance) -> tuple[int, int]:
+    """(matched, compared): the reference detections of one image that `actual` reproduces within `tolerance`.
+
+    Compared are the reference detections scoring at least `tolerance.score` above the lowest score the reference
+    kept: a detection at a cutoff (the score threshold, the per-image limit) may fall on either side of it within
+    the tolerance. Each actual detection matches at most one reference detection, the best-scoring first."""
+    from torchvision.ops import box_iou
+
+    scores = reference["scores"]
+    if len(scores) == 0:
+        return 0, 0
+    compared = (scores >= scores.min() + tolerance.score).nonzero().flatten()
+    compared = compared[scores[compared].argsort(descending=True)]
+    iou = box_iou(reference["boxes"][compared], actual["boxes"]) if len(actual["boxes"]) else None
+    free = torch.ones(len(actual["boxes"]), dtype=torch.bool)
+    matched = 0
+    for row, index in enumerate(compared.tolist()):
+        if iou is None:
+            break
+        fits = (free & (actual["labels"] == reference["labels"][index]) & (iou[row] >= tolerance.iou)
+                & ((actual["scores"] - scores[index]).abs() <= tolerance.score))
+        if bool(fits.any()):
+            free[int(torch.where(fits, iou[row], -1.0).argmax())] = False
+            matched += 1
+    return matched, len(compared)
+
+
+class DetectorDeployment(Deployment):
+    """A one-stage detector as its engine runs it (`DetectorPipeline`): the detector's pre-processing to the
+    engine's fixed size, the network part (packed outputs), then decoding and NMS as a stage of its own."""
+
+    postprocessed = True
+
+    def __init__(self, model: nn.Module, resolution: int) -> None:
+        from iee_deploy.models.detection import DetectorPipeline
+
+        try:
+            self.pipeline = DetectorPipeline(model, resolution)
+        except ValueError as exc:
+            raise UserError(str(exc), "train a one-stage detector (ssdlite, retinanet_resnet18, fcos_resnet18) to "
+                            "deploy it as an engine", fields=("model",)) from None
+        self.network = self.pipeline.network
+
+    def inputs(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        images, targets = batch
+        x, sizes, original = self.pipeline.preprocess(list(images))
+        return x, (sizes, original, targets)
+
+    def predictions(self, outputs: torch.Tensor, context: Any) -> list[dict[str, torch.Tensor]]:
+        sizes, original, _ = context
+        return self.pipeline.postprocess(outputs, sizes, original)
+
+
+class MapScore(DeployScore):
+    """mAP@0.5 in percent (`DetectionMetric`) of one model's detections against the batch's targets."""
+
+    def __init__(self) -> None:
+        self.metric = DetectionMetric()
+
+    def update(self, predictions: list[dict[str, torch.Tensor]], context: Any) -> None:
+        self.metric.update(predictions, context[2])
+
+    def compute(self) -> float:
+        return 100.0 * self.metric.compute().map_50
+
+
 def collate(items: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     """A detection batch: the images and their targets as lists (images may differ in size)."""
     return [image for image, _ in items], [target for _, target in items]
@@ -251,3 +332,18 @@ class DetectionTask(Task):
     def epoch_text(self, record: dict[str, Any]) -> str:
         return (f"train loss {record['train_loss']:.4f} | val mAP@0.5 {100 * record['val_map_50']:.2f}% "
                 f"mAP@[.5:.95] {100 * record['val_map']:.2f}%")
+
+    agreement_label = "detections matched"
+    agreement_checked = True
+
+    def deployment(self, model: nn.Module, resolution: int) -> Deployment:
+        return DetectorDeployment(model, resolution)
+
+    def deploy_score(self) -> DeployScore:
+        return MapScore()
+
+    def agreement(self, actual: Any, reference: Any, precision: str) -> tuple[int, int]:
+        """Reference detections reproduced (`matched_detections`), summed over the batch's images."""
+        tolerance = BOX_TOLERANCES.get(precision, QUANTIZED_BOXES)
+        counts = [matched_detections(a, r, tolerance) for a, r in zip(actual, reference)]
+        return sum(m for m, _ in counts), sum(n for _, n in counts)
