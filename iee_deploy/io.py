@@ -93,6 +93,8 @@ def check_writable(path: str | os.PathLike[str], field: str, folder: bool = Fals
     problem = None
     if not os.fspath(path).strip():  # Path("") is the current folder: an unset shell variable would write there
         problem = "is empty"
+    elif os.fspath(path).strip() == "-":  # a file called '-', where a user may expect standard output
+        problem = "would be a file named '-' (no output is written to standard output)"
     elif folder and target.exists() and not target.is_dir():
         problem = "is a file, not a folder"
     elif not folder and target.is_dir():
@@ -112,7 +114,7 @@ def check_writable(path: str | os.PathLike[str], field: str, folder: bool = Fals
                 problem = f"is not writable ({err.strerror} in '{probe}')"
     if problem is not None:
         raise UserError(f"`{field}` '{os.fspath(path)}' {problem}",
-                        f"name the {'folder' if folder else 'file'} to write" if problem == "is empty"
+                        f"name the {'folder' if folder else 'file'} to write" if problem.startswith(("is empty", "would be"))
                         else "choose a writable location", fields=(field,))
     return target
 

@@ -291,6 +291,9 @@ CASES: list[tuple[str, list[str], str]] = [
     # --- graph
     ("graph-json-unwritable", ["graph", "--json", "/sys/g.json"], "--json '/sys/g.json' is not writable"),
     ("graph-json-is-a-folder", ["graph", "--json", "{tmp}"], "is a directory"),
+    ("graph-json-dash", ["graph", "--json", "-"], "--json '-' would be a file named '-' (no output is written to "
+                                                  "standard output); name the file to write"),
+    ("models-json-dash", ["models", "--json", "-"], "--json '-' would be a file named '-'"),
     ("graph-unknown-model", ["graph", "--model", "resnet5"], "unknown model"),
     ("graph-resolution-zero", ["graph", "--resolution", "0"], "--resolution"),
     ("graph-num-classes-zero", ["graph", "--num-classes", "0"], "--num-classes"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from iee_deploy.errors import UserError
-from iee_deploy.io import write_json
+from iee_deploy.io import check_writable, write_json
 from iee_deploy.models import list_models, model_spec
 from iee_deploy.models.external import external_spec, is_external
 
@@ -32,6 +32,8 @@ def models(patterns: tuple[str, ...], family: str | None, names_only: bool, json
     With timm or transformers installed: 'timm:efficientnet*' lists timm's models, 'hf:*' the
     transformers configs of image classifiers (--model timm:NAME, hf:CONFIG, or NAME(key=value,...)).
     """
+    if json_path:
+        check_writable(json_path, "json_path")
     names = list_models(list(patterns), family)
     if not names:
         raise UserError(f"no model matches {' '.join(patterns) or '*'}" + (f" in family {family}" if family else ""),
