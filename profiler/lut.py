@@ -269,6 +269,9 @@ def missing_rows(rows: Iterable[Row], planned: Iterable[tuple[str, int, int]]) -
 
 def load_lut(csv_path: str | os.PathLike[str]) -> Lut:
     """Read a complete LUT, checking that its rows are the ones its metadata planned."""
+    if not Path(csv_path).is_file():  # named before its metadata, which a missing table has none of either
+        raise UserError(f"LUT '{csv_path}' does not exist", "pass a LUT written by `iee-deploy profile` (its .csv "
+                                                             "with the .json beside it)")
     meta = read_meta(csv_path)
     rows = read_rows(csv_path)
     planned = plan_rows(meta.signatures.values(), meta.grid_step, meta.grid_min, meta.grid_align)
