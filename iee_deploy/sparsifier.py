@@ -182,6 +182,7 @@ class Sparsifier:
         self.train_flops = 0.0
         self.history: list[dict[str, Any]] = []
         self._open = False
+        self._unentered = False  # a step() context made but not yet entered
 
     # --- the step ----------------------------------------------------------------------------
     def step(self, batch_size: int = 0) -> AbstractContextManager[list[UpdateRecord]]:
@@ -189,12 +190,19 @@ class Sparsifier:
 
         On entry the structure updates due now are applied; the context yields this step's
         `UpdateRecord`s (complete once it closes). `batch_size` (this rank's samples) adds the
-        step's training FLOPs, counted for every rank.
+        step's training FLOPs, counted for every rank. A step() that is never entered (called bare, as a
+        scheduler's step is) does nothing: the next call refuses, rather than let training go on unsparsified.
         """
+        if self._unentered:
+            raise UserError("the previous Sparsifier.step() was called but never entered, so its optimizer step "
+                            "kept no mask", "wrap each training step: `with sparsifier.step(len(labels)):` "
+                            "around forward, backward and optimizer.step()")
+        self._unentered = True
         return self._step(batch_size)
 
     @contextmanager
     def _step(self, batch_size: int) -> Iterator[list[UpdateRecord]]:
+        self._unentered = False
         if self not in _ATTACHED:
             raise UserError("this Sparsifier was detached from its model", "build a new Sparsifier to sparsify it again")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:

@@ -121,6 +121,14 @@ def test_one_optimizer_step_per_context_and_a_batch_of_samples():
         assert err.value.field == "batch_size"
 
 
+def test_a_step_called_bare_instead_of_entered_is_refused_at_the_next_step():
+    """`sparsifier.step()` called like a scheduler's step does nothing: the next call says so."""
+    _, sparsifier = attach(net())
+    sparsifier.step(2)
+    with pytest.raises(UserError, match=r"never entered.*; wrap each training step: `with sparsifier.step"):
+        sparsifier.step(2)
+
+
 def test_a_frozen_model_and_one_without_layers_to_sparsify_are_refused():
     frozen = net().requires_grad_(False)
     with pytest.raises(UserError, match="every parameter of `model` is frozen"):
