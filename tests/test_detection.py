@@ -16,7 +16,7 @@ from iee_deploy.errors import UserError
 from iee_deploy.graph import build_dependency_graph, mask_model, prune_model
 from iee_deploy.models.detection import OneStageNetwork, ProposalNetwork, network_part
 
-FACTORIES = ["retinanet_tiny", "fcos_tiny", "fasterrcnn_tiny", "ssdlite"]
+FACTORIES = ["retinanet_tiny", "fcos_tiny", "fasterrcnn_tiny", "ssdlite", "yolo_tiny"]
 
 
 def images(n: int = 2, size: int = 64) -> torch.Tensor:

@@ -15,7 +15,8 @@ from synthetic_lut import write_synthetic_lut
 from iee_deploy.cli import main
 from iee_deploy.data.scenes import NUM_CLASSES
 from iee_deploy.errors import UserError
-from iee_deploy.models.detection import DetectorPipeline, network_of
+from iee_deploy.models import build_model
+from iee_deploy.models.detection import detector_pipeline, network_of
 from iee_deploy.models.detectors import ssdlite
 from iee_deploy.tasks.detection import BOX_TOLERANCES, DetectionTask, matched_detections
 
@@ -32,7 +33,7 @@ def scoring(model: torch.nn.Module) -> torch.nn.Module:
 def test_the_pipeline_computes_the_detectors_own_forward(factory):
     torch.manual_seed(0)
     model = scoring(factory())
-    pipeline = DetectorPipeline(model, SIZE)
+    pipeline = detector_pipeline(model, SIZE)
     images = [torch.rand(3, SIZE, SIZE) for _ in range(2)]
     with torch.no_grad():
         expected = model(images)
@@ -47,7 +48,7 @@ def test_the_pipeline_computes_the_detectors_own_forward(factory):
 
 def test_the_pipeline_pads_to_the_engine_size_and_maps_boxes_back():
     model = scoring(detectors.retinanet_tiny(5))
-    pipeline = DetectorPipeline(model, SIZE)
+    pipeline = detector_pipeline(model, SIZE)
     x, sizes, original = pipeline.preprocess([torch.rand(3, 40, 64), torch.rand(3, 64, 30)])
     assert x.shape == (2, 3, SIZE, SIZE) and sizes == [(40, 64), (64, 30)] and original == sizes
     assert float(x[0, :, 40:].abs().sum()) == 0.0 and float(x[1, :, :, 30:].abs().sum()) == 0.0  # padded with zeros
@@ -60,7 +61,7 @@ def test_the_pipeline_pads_to_the_engine_size_and_maps_boxes_back():
 def test_two_stage_detectors_and_classifiers_are_not_deployed_as_detectors():
     with pytest.raises(UserError, match="FasterRCNN is a two-stage detector: engines are built for one-stage"):
         DetectionTask().deployment(detectors.fasterrcnn_tiny(5), SIZE)
-    with pytest.raises(UserError, match="is not a torchvision detector"):
+    with pytest.raises(UserError, match="Sequential is not a detector"):
         DetectionTask().deployment(detectors.unpadded(5), SIZE)
 
 
@@ -89,14 +90,16 @@ def test_detections_match_by_label_iou_and_score():
     assert matched_detections(nothing, reference, tol) == (0, 2) and matched_detections(reference, nothing, tol) == (0, 0)
 
 
-@pytest.fixture(scope="module")
-def detection_engine(tmp_path_factory):
-    """A RetinaNet trained under a latency budget with HALP (tiny), then built: (run folder, engine folder)."""
+@pytest.fixture(scope="module", params=["detectors:retinanet_tiny_scoring", "detectors:ssdlite_scoring", "detectors:yolo_tiny"],
+                ids=["retinanet", "ssdlite", "yolo-style"])
+def detection_engine(request, tmp_path_factory):
+    """A detector trained under a latency budget with HALP (tiny), then built: (run folder, engine folder).
+    A torchvision RetinaNet and SSDlite, and a YOLO-style detector of the user's own (`detectors.TinyYolo`)."""
     tmp = tmp_path_factory.mktemp("detection-deploy")
     torch.manual_seed(0)
-    model = "detectors:retinanet_tiny_scoring"
-    lut = write_synthetic_lut(tmp / "lut.csv", model, network_of(detectors.retinanet_tiny_scoring(NUM_CLASSES)),
-                              NUM_CLASSES, SIZE)
+    model = request.param
+    lut = write_synthetic_lut(tmp / "lut.csv", model, network_of(build_model(model, NUM_CLASSES, SIZE)), NUM_CLASSES,
+                              SIZE)
     run, engine = tmp / "run", tmp / "engine"
     runner = CliRunner()
     result = runner.invoke(main, ["train", "--task", "detection", "--model", model, "--resolution", str(SIZE),

@@ -202,13 +202,13 @@ class DetectorDeployment(Deployment):
     postprocessed = True
 
     def __init__(self, model: nn.Module, resolution: int) -> None:
-        from iee_deploy.models.detection import DetectorPipeline
+        from iee_deploy.models.detection import detector_pipeline
 
         try:
-            self.pipeline = DetectorPipeline(model, resolution)
+            self.pipeline = detector_pipeline(model, resolution)
         except ValueError as exc:
-            raise UserError(str(exc), "train a one-stage detector (ssdlite, retinanet_resnet18, fcos_resnet18) to "
-                            "deploy it as an engine", fields=("model",)) from None
+            raise UserError(str(exc), "train a one-stage detector (ssdlite, retinanet_resnet18, fcos_resnet18, or "
+                            "your own) to deploy it as an engine", fields=("model",)) from None
         self.network = self.pipeline.network
 
     def inputs(self, batch: Any) -> tuple[torch.Tensor, Any]:
@@ -276,13 +276,15 @@ class DetectionTask(Task):
 
     @torch.no_grad()
     def check_model(self, model: nn.Module, num_classes: int, resolution: int) -> None:
-        """A torchvision detector that runs on one image of the run's size (checked before any training)."""
+        """A detector (torchvision's, or one's own with `loss` and `postprocess`) that runs on one image of the run's
+        size (checked before any training)."""
         from iee_deploy.graph.trace import eval_mode
         from iee_deploy.models.detection import network_part
 
         if network_part(model) is None:
             raise UserError(f"the model is a {type(model).__name__}, not a torchvision detector (SSD, RetinaNet, FCOS, "
-                            "R-CNN)", "pass a factory that builds one", fields=("model",))
+                            "R-CNN)", "pass a factory that builds one, or give your detector `loss(outputs, targets)` "
+                            "and `postprocess(outputs, image_sizes)` methods", fields=("model",))
         param = next(model.parameters())
         try:
             with eval_mode(model):
@@ -311,8 +313,10 @@ class DetectionTask(Task):
         return len(batch[0])
 
     def step(self, net: nn.Module, optimizer: torch.optim.Optimizer, batch: Any) -> StepOutcome:
+        from iee_deploy.models.detection import detector_losses
+
         optimizer.zero_grad(set_to_none=True)
-        loss = sum(net(*batch).values())
+        loss = sum(detector_losses(net, *batch).values())
         assert isinstance(loss, torch.Tensor)
         loss.backward()
         optimizer.step()
@@ -320,12 +324,14 @@ class DetectionTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader, dist: Distributed) -> dict[str, float]:
+        from iee_deploy.models.detection import detect
+
         was_training = model.training
         model.eval()
         metric = DetectionMetric(dist.device)
         for batch in loader:
             images, targets = self.to_device(batch, dist.device)
-            metric.update(model(images), targets)
+            metric.update(detect(model, images), targets)
         model.train(was_training)
         return metric.compute().as_record()
 
