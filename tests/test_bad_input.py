@@ -296,6 +296,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("graph-json-dash", ["graph", "--json", "-"], "--json '-' would be a file named '-' (no output is written to "
                                                   "standard output); name the file to write"),
     ("models-json-dash", ["models", "--json", "-"], "--json '-' would be a file named '-'"),
+    ("models-timm-without-prefix", ["models", "--family", "timm", "res*"],
+     "no model matches res* in family timm; timm's names start with 'timm:', try 'timm:res*'"),
     ("graph-unknown-model", ["graph", "--model", "resnet5"], "unknown model"),
     ("graph-resolution-zero", ["graph", "--resolution", "0"], "--resolution"),
     ("graph-num-classes-zero", ["graph", "--num-classes", "0"], "--num-classes"),
