@@ -282,11 +282,11 @@ def measured_sizing(rows: Sequence[dict[str, Any]], jobs: int, val_images: int) 
             "95% intervals in the tables.")
 
 
-def write_results(name: str, record: dict[str, Any], markdown: str) -> None:
-    """benchmarks/results/<name>.json and <name>.md, written atomically."""
-    write_json(RESULTS / f"{name}.json", record)
-    write_text(RESULTS / f"{name}.md", markdown)
-    print(f"wrote {RESULTS / (name + '.md')} and {name}.json")
+def write_results(name: str, record: dict[str, Any], markdown: str, folder: Path = RESULTS) -> None:
+    """<folder>/<name>.json and <name>.md (by default in benchmarks/results), written atomically."""
+    write_json(folder / f"{name}.json", record)
+    write_text(folder / f"{name}.md", markdown)
+    print(f"wrote {folder / (name + '.md')} and {name}.json")
 
 
 def single_thread_env() -> dict[str, str]:
@@ -377,6 +377,21 @@ def train_run(cmd: list[str], out: Path) -> str:
     if done.returncode:
         raise SystemExit(f"run failed ({done.returncode}): {shown}\nsee {log_path}")
     return shown
+
+
+def train_command(cmd: list[str], out: Path, in_process: bool) -> str:
+    """Run (or reuse) the `python -m iee_deploy train ... --out out` command `cmd`: `train_run`, or, `in_process`,
+    through the CLI in this process (a process start costs more than a tiny run). Returns `shown_command(cmd)`."""
+    if not in_process:
+        return train_run(cmd, out)
+    if not finished(out):
+        from iee_deploy.cli import main as cli
+
+        shutil.rmtree(out, ignore_errors=True)
+        code = cli.main(args=cmd[3:], prog_name="iee-deploy", standalone_mode=False)
+        if code or not finished(out):
+            raise SystemExit(f"run failed ({code}): {shown_command(cmd)}")
+    return shown_command(cmd)
 
 
 T = TypeVar("T")

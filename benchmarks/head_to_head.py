@@ -83,7 +83,7 @@ from benchmarks.common import (
     run_parallel,
     shown_command,
     single_thread_env,
-    train_run,
+    train_command,
     write_json,
     write_results,
 )
@@ -420,17 +420,8 @@ def run_external(spec: dict[str, Any], mode: Mode) -> str:
 
 
 def train(cmd: list[str], out: Path, mode: Mode) -> str:
-    """Run (or reuse) the `python -m iee_deploy train ... --out out` command `cmd`: `train_run`, or in this process."""
-    if not mode.in_process:
-        return train_run(cmd, out)
-    if not finished(out):
-        from iee_deploy.cli import main as cli
-
-        shutil.rmtree(out, ignore_errors=True)
-        code = cli.main(args=cmd[3:], prog_name="iee-deploy", standalone_mode=False)
-        if code or not finished(out):
-            raise SystemExit(f"run failed ({code}): {shown_command(cmd)}")
-    return shown_command(cmd)
+    """Run (or reuse) the `python -m iee_deploy train ... --out out` command `cmd` (`train_command`)."""
+    return train_command(cmd, out, mode.in_process)
 
 
 # --- records: what a fresh clone resumes from and rebuilds the report from -------------------------
@@ -906,11 +897,7 @@ def main() -> None:
     results.mkdir(parents=True, exist_ok=True)
     plot(record, results / f"{name}.png")
     text = markdown(record, f"{name}.png")
-    if results == RESULTS:
-        write_results(name, record, text)
-    else:
-        (results / f"{name}.json").write_text(json.dumps(record, indent=1))
-        (results / f"{name}.md").write_text(text)
+    write_results(name, record, text, results)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,247 @@
+"""Detectors under a latency budget: HALP and IEE prune a trained detector to half its measured latency.
+
+    PYTHONPATH=. python -m benchmarks.detection            # full mode (sizing below)
+    PYTHONPATH=. python -m benchmarks.detection --quick    # the suite's pipeline check (one tiny SSDlite, 1 seed)
+
+The paper's third experiment (Fig. 4) prunes SSD512-ResNet50 on Pascal VOC and reports a pruned detector above
+the dense model's mAP at twice its FPS. Nothing can be downloaded here, so this runs on the offline digit scenes
+(real handwritten digits placed on a canvas: a synthetic layout, fine for comparing arms side by side, never
+against published numbers), with SSDlite320-MobileNetV3 and a ResNet-18 FPN detector built from random weights.
+
+Per model, on the `cpu` target (ONNX Runtime, batch 1, one thread, fastest run):
+
+- `dense`: trained from scratch for `dense_epochs`; a second run of 0.75 of the epochs checks the plateau;
+- `halp` and `iee`: the dense checkpoint pruned to `ratio` (0.5) of the dense network part's latency against the
+  model's measured LUT (`iee-deploy profile`), with the same fine-tuning (data, optimizer, schedule, epochs) and
+  seeds 0..n-1 paired across the two (same data order per seed).
+
+mAP@0.5 and mAP@[.5:.95] are the runs' own validation figures (torchmetrics, COCO's evaluation). Every engine
+(`iee-deploy build-engine`: the network part, its post-processing timed beside it) is timed again in one
+side-by-side run in alternating rounds, as its recorded structure with re-drawn weights (latency does not depend
+on the values). Training FLOPs are the trainer's count.
+
+Resumable: every finished run leaves a small JSON record under benchmarks/results/detection[_quick]_runs/<model>/,
+from which a fresh clone rebuilds the report; run folders (checkpoints) stay under --runs. Writes
+benchmarks/results/detection[_quick].md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    RESULTS,
+    cpu_session,
+    format_difference,
+    header,
+    header_markdown,
+    markdown_table,
+    onnx_from_structure,
+    onnx_structure,
+    paired_difference,
+    plateaued,
+    shown_command,
+    train_command,
+    write_json,
+    write_results,
+)
+from benchmarks.head_to_head import read_record, shown_path
+from runtime.timing import TimingConfig, measure
+
+METHODS = ("halp", "iee")
+WINDOWS = {"halp": ["--update-end", "0.25"], "iee": ["--update-end", "0.5", "--descent", "0.5"]}
+"""Each method's update window, as the head-to-head benchmark sets it (HALP prunes early; IEE explores longer)."""
+PAPER = ("Paper (Fig. 4): SSD512-ResNet50 on Pascal VOC, pruned with IEE, above the dense model's mAP at twice its "
+         "FPS on a GPU.")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How big the benchmark is."""
+
+    name: str
+    models: tuple[str, ...]
+    resolution: int
+    train_scenes: int
+    val_scenes: int
+    dense_epochs: int
+    epochs: int
+    seeds: int
+    batch_size: int
+    delta_t: int  # steps between HALP's prunes (and IEE's descent's)
+    profile: tuple[str, ...]  # extra `iee-deploy profile` options (the quick mode's coarse grid)
+    iee: tuple[str, ...]  # extra options of the IEE runs (the quick mode's shortest H, J, Q)
+    timing_seconds: float  # per engine in the side-by-side timing
+    ratio: float = 0.5  # the budget: this fraction of the dense network's measured latency
+    in_process: bool = False
+    lr: float = 0.01
+    finetune_lr: float = 0.005
+
+
+QUICK = Mode("quick", ("ssdlite",), 64, 8, 4, 2, 4, 1, 2, 1, ("--step", "64", "--repeats", "3", "--network-repeats", "3",
+             "--calibration-networks", "2"), ("--hjq", "1,1,1"), 0.05, ratio=0.8, in_process=True)
+"""A pipeline check: a coarse LUT (64-channel steps, two calibration networks) whose floor can lie above 0.5 x dense."""
+FULL = Mode("full", ("ssdlite", "fcos_resnet18"), 128, 1000, 200, 40, 10, 3, 16, 10, (), (), 2.0)
+
+
+def result_name(mode: Mode) -> str:
+    return "detection" if mode is FULL else f"detection_{mode.name}"
+
+
+def base_train(mode: Mode, model: str, epochs: float, seed: int, lr: float) -> list[str]:
+    return ["python", "-m", "iee_deploy", "train", "--task", "detection", "--model", model, "--resolution",
+            str(mode.resolution), "--subset", str(mode.train_scenes), "--val-subset", str(mode.val_scenes),
+            "--epochs", f"{epochs:g}", "--batch-size", str(mode.batch_size), "--lr", str(lr), "--seed", str(seed),
+            "--no-progress"]
+
+
+def engine_of(run: Path) -> Path:
+    """The run's engine folder, built once (`build_engine`: the network part, its post-processing timed)."""
+    from iee_deploy.deploy.build import build_engine
+
+    folder = run / "engine"
+    if not (folder / "engine.json").is_file():
+        build_engine(run, folder, timing=TimingConfig(warmup_s=0.05, min_iterations=5, min_seconds=0.2))
+    return folder
+
+
+def record_run(path: Path, cmd: list[str], out: Path, mode: Mode) -> dict[str, Any]:
+    """The committed record of the run `cmd` (trained first when there is none): mAPs, FLOPs, its engine."""
+    how = shown_command(cmd)
+    record = read_record(path, how)
+    if record is not None:
+        return record
+    train_command(cmd, out, mode.in_process)
+    summary = json.loads((out / "summary.json").read_text())
+    engine = json.loads((engine_of(out) / "engine.json").read_text())
+    record = {"how": how, "val_map_50": summary["val_map_50"], "val_map": summary["val_map"], "flops": summary["flops"],
+              "engine": onnx_structure(out / "engine" / "pruned.onnx"),
+              "postprocess_ms": engine["postprocess"]["min_ms"] if engine.get("postprocess") else None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+    return record
+
+
+def architecture(model: str, mode: Mode, runs: Path, results: Path, commands: list[str]) -> dict[str, Any]:
+    """Every run of one detector, recorded; their engines timed side by side; the model's rows."""
+    root, rec = runs / mode.name / model, results / f"{result_name(mode)}_runs" / model
+    lut = rec / "lut.csv"
+    profile = ["python", "-m", "iee_deploy", "profile", "--target", "cpu", "--model", model, "--resolution",
+               str(mode.resolution), *mode.profile, "--out", shown_path(lut)]
+    commands.append(shown_command(profile))
+    if not lut.with_suffix(".json").is_file():
+        from iee_deploy.cli import main as cli
+
+        lut.parent.mkdir(parents=True, exist_ok=True)
+        if cli.main(args=profile[3:], prog_name="iee-deploy", standalone_mode=False):
+            raise SystemExit(f"profiling failed: {shown_command(profile)}")
+    static = ["--method", "static", "--sparsity", "0"]
+    dense_cmd = [*base_train(mode, model, mode.dense_epochs, 0, mode.lr), *static, "--out", str(root / "dense")]
+    plateau_cmd = [*base_train(mode, model, 0.75 * mode.dense_epochs, 0, mode.lr), *static,
+                   "--out", str(root / "dense-0.75D")]
+    records = {"dense": record_run(rec / "dense.json", dense_cmd, root / "dense", mode),
+               "dense-0.75D": record_run(rec / "dense-0.75D.json", plateau_cmd, root / "dense-0.75D", mode)}
+    commands += [shown_command(dense_cmd), shown_command(plateau_cmd)]
+    checkpoint = root / "dense" / "final_model.pt"
+    for method in METHODS:
+        for seed in range(mode.seeds):
+            out = root / method / f"seed{seed}"
+            cmd = [*base_train(mode, model, mode.epochs, seed, mode.finetune_lr), "--method", method, "--target", "cpu",
+                   "--lut", shown_path(lut), "--latency-ratio", str(mode.ratio), *WINDOWS[method],
+                   *(mode.iee if method == "iee" else ()), "--delta-t",
+                   str(mode.delta_t), "--checkpoint", str(checkpoint), "--out", str(out)]
+            if seed == 0:
+                commands.append(shown_command(cmd))
+            records[f"{method}/seed{seed}"] = record_run(rec / method / f"seed{seed}.json", cmd, out, mode)
+    latency = time_engines({name: r["engine"] for name, r in records.items() if name != "dense-0.75D"}, mode)
+    return rows_of(model, records, latency, mode)
+
+
+def time_engines(structures: dict[str, str], mode: Mode) -> dict[str, float]:
+    """Fastest-run latency (ms) of every recorded engine, re-drawn from its structure, timed side by side."""
+    with tempfile.TemporaryDirectory() as folder:
+        onnx = {name: onnx_from_structure(text, Path(folder) / f"{name.replace('/', '-')}.onnx")
+                for name, text in structures.items()}
+        config = TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=mode.timing_seconds, rounds=5, warmup=2)
+        batch = np.zeros((1, 3, mode.resolution, mode.resolution), np.float32)
+        runners = {name: cpu_session(path, resolution=mode.resolution).runner(batch) for name, path in onnx.items()}
+        return {name: t.min_ms for name, t in measure(runners, 1, config).items()}
+
+
+def rows_of(model: str, records: dict[str, Any], latency: dict[str, float], mode: Mode) -> dict[str, Any]:
+    """The model's table: dense and each method (means over seeds), paired differences, the plateau check."""
+    dense = records["dense"]
+    arms = {}
+    for method in METHODS:
+        seeds = [records[f"{method}/seed{s}"] for s in range(mode.seeds)]
+        ms = [latency[f"{method}/seed{s}"] for s in range(mode.seeds)]
+        arms[method] = {
+            "map_50": statistics.fmean(r["val_map_50"] for r in seeds), "map": statistics.fmean(r["val_map"] for r in seeds),
+            "ms": statistics.fmean(ms), "speedup": latency["dense"] / statistics.fmean(ms),
+            "over_budget": max(ms) / (mode.ratio * latency["dense"]),
+            "postprocess_ms": statistics.fmean(r["postprocess_ms"] for r in seeds),
+            "flops": statistics.fmean(r["flops"]["train_total"] for r in seeds) / dense["flops"]["train_total"],
+            "vs_dense": paired_difference([r["val_map_50"] for r in seeds], [dense["val_map_50"]] * mode.seeds),
+            "per_seed": [{"map_50": r["val_map_50"], "ms": m} for r, m in zip(seeds, ms)],
+        }
+    iee_vs_halp = paired_difference([r["val_map_50"] for r in (records[f"iee/seed{s}"] for s in range(mode.seeds))],
+                                    [r["val_map_50"] for r in (records[f"halp/seed{s}"] for s in range(mode.seeds))])
+    plateau = paired_difference([records["dense-0.75D"]["val_map_50"]], [dense["val_map_50"]])
+    return {"model": model, "dense": {"map_50": dense["val_map_50"], "map": dense["val_map"], "ms": latency["dense"],
+                                      "postprocess_ms": dense["postprocess_ms"]},
+            "arms": arms, "iee_vs_halp": iee_vs_halp, "plateau": plateau, "plateaued": plateaued(plateau)}
+
+
+def markdown(result: dict[str, Any], meta: dict[str, Any], mode: Mode) -> str:
+    lines = [f"# Detectors under a latency budget ({mode.name} mode)", "", *header_markdown(meta, mode.name), "",
+             "**Data caveat.** Digit scenes: real handwritten digits placed on a canvas by seed, a synthetic layout; "
+             "compare arms side by side, never with published numbers.", "", PAPER, "",
+             f"Setting: {mode.resolution} px, {mode.train_scenes} training and {mode.val_scenes} validation scenes, "
+             f"dense {mode.dense_epochs} epochs (lr {mode.lr}), then HALP and IEE to {mode.ratio} of the dense network's "
+             f"measured latency, {mode.epochs} epochs of fine-tuning (lr {mode.finetune_lr}), seeds 0..{mode.seeds - 1} "
+             "paired. Latency: the network part on the cpu target (batch 1, one thread, fastest run), all engines timed "
+             "side by side; post-processing (decoding, NMS) as build-engine timed it beside each engine.", "", "## The answer", ""]
+    for row in result["rows"]:
+        d = row["dense"]
+        lines.append(f"- {row['model']}: dense mAP@0.5 {100 * d['map_50']:.2f}% at {d['ms']:.3f} ms; IEE - HALP "
+                     f"{format_difference(row['iee_vs_halp'])} points; dense plateau (0.75 D - D) "
+                     f"{format_difference(row['plateau'])}: {'plateaued' if row['plateaued'] else '**not plateaued**'}.")
+    lines += ["", *markdown_table(
+        ["model", "arm", "mAP@0.5 %", "mAP@[.5:.95] %", "minus dense (paired)", "network ms", "speed-up",
+         "slowest seed / budget", "post-processing ms", "training FLOPs (x the dense run's)"],
+        [[row["model"], "dense", f"{100 * row['dense']['map_50']:.2f}", f"{100 * row['dense']['map']:.2f}", "-",
+          f"{row['dense']['ms']:.3f}", "1.00x", "-", f"{row['dense']['postprocess_ms']:.3f}", "-"] for row in result["rows"]]
+        + [[row["model"], method, f"{100 * a['map_50']:.2f}", f"{100 * a['map']:.2f}", format_difference(a["vs_dense"]),
+            f"{a['ms']:.3f}", f"{a['speedup']:.2f}x", f"{a['over_budget']:.2f}", f"{a['postprocess_ms']:.3f}",
+            f"{a['flops']:.3f}"]
+           for row in result["rows"] for method, a in row["arms"].items()]), "",
+        "Commands (from the repository root):", "", *[f"    {c}" for c in result["commands"]], ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one tiny SSDlite, 1 seed: a pipeline check (a minute)")
+    parser.add_argument("--runs", default="runs/bench_detection", help="folder of the run folders (checkpoints)")
+    parser.add_argument("--results", default=str(RESULTS), help="folder of the results files and run records")
+    args = parser.parse_args()
+    mode = QUICK if args.quick else FULL
+    meta = header(1, "torchvision", "onnxruntime", "torchmetrics")
+    commands: list[str] = []
+    results = Path(args.results)
+    rows = [architecture(model, mode, Path(args.runs), results, commands) for model in mode.models]
+    result = {**meta, "mode": asdict(mode), "rows": rows, "commands": commands}
+    results.mkdir(parents=True, exist_ok=True)
+    write_results(result_name(mode), result, markdown(result, meta, mode), results)
+
+
+if __name__ == "__main__":
+    main()
