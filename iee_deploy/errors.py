@@ -91,3 +91,14 @@ def check_positive(field: str, value: float, *, zero_ok: bool = False) -> float:
         kind = "non-negative" if zero_ok else "positive"
         raise ConfigError(field, f"`{field}` {value:g} is not a {kind} finite number", f"pass a {kind} number")
     return value
+
+
+def brief(exc: BaseException, limit: int = 120) -> str:
+    """The first line of an exception's message for a one-line error, cut at a word with "..." when longer than
+    `limit` characters (a library's message cut mid-word reads as garbled); its type's name when it has none."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0]
+    return (cut if len(cut) > limit // 2 else line[:limit]) + "..."

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from iee_deploy.errors import UserError
+from iee_deploy.errors import UserError, brief
 from iee_deploy.io import append_jsonl, field_type_problem, save_torch, write_json, write_text, writer_lock
 
 RUN_INFO = "run.json"
@@ -78,7 +78,7 @@ def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> 
     try:
         return torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError for code, RuntimeError/EOFError for torn or foreign files
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        reason = brief(exc)
         raise UserError(f"'{file}' is corrupt or not a weights-only torch file, so it cannot be read "
                         f"({type(exc).__name__}: {reason})",
                         "save tensors with torch.save(model.state_dict()); pickled modules or code are never loaded"

@@ -232,7 +232,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("build-engine-run-json-a-list", ["build-engine", "--run", "{list-run-json}", "--out", "{tmp}/engine"],
      "run.json' is corrupt (a JSON list"),
     ("build-engine-two-stage-detector", ["build-engine", "--run", "{detection-run}", "--out", "{tmp}/engine"],
-     "FasterRCNN is a two-stage detector: engines are built for one-stage detectors (SSD, SSDlite, RetinaNet, FCOS)"),
+     "FasterRCNN is a two-stage detector: engines are built for one-stage detectors (SSD, SSDlite, RetinaNet, FCOS, or"),
     ("build-engine-int8-two-stage-detector", ["build-engine", "--run", "{detection-run}", "--precision", "int8",
                                               "--out", "{tmp}/engine"], "train a one-stage detector"),
     ("build-engine-fp8-on-onnxruntime", ["build-engine", "--run", "{big-run}", "--precision", "fp8", "--out", "{tmp}/engine"],

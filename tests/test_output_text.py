@@ -38,3 +38,23 @@ def test_curves_need_two_evaluations(tmp_path):
     record = {"step": 9, "train_loss": 2.0, "val_loss": 2.1, "train_acc": 0.2, "val_acc": 0.25}
     assert not plot_curves([record], run) and not (tmp_path / run.CURVES).exists()  # a one-epoch run: no figure
     assert plot_curves([record, {**record, "step": 19}], run) and (tmp_path / run.CURVES).stat().st_size > 0
+
+
+def test_brief_keeps_a_librarys_message_to_one_line_cut_at_a_word():
+    from iee_deploy.errors import brief
+
+    assert brief(RuntimeError("short")) == "short" and brief(ValueError("")) == "ValueError"
+    assert brief(RuntimeError("first line\nsecond line")) == "first line"
+    message = RuntimeError("Weights only load failed. This file can still be loaded, to do so you have two options")
+    assert brief(message, 60) == "Weights only load failed. This file can still be loaded, to..."
+    assert brief(RuntimeError("x" * 50), 20) == "x" * 20 + "..."  # one long word: cut where it must
+
+
+def test_a_bad_option_value_reads_as_one_sentence():
+    from click.testing import CliRunner
+
+    from iee_deploy.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--distribution", "ERK"], prog_name="iee-deploy")
+    line = result.stderr.strip()
+    assert result.exit_code == 2 and "'global'; see `iee-deploy train --help`" in line and ".;" not in line

@@ -72,7 +72,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except click.UsageError as err:  # a bad option value: one line, like every other user error
             name = err.ctx.command_path if err.ctx is not None else ctx.command_path
-            click.echo(f"error: {err.format_message()}; see `{name} --help`", err=True)
+            click.echo(f"error: {err.format_message().rstrip('.')}; see `{name} --help`", err=True)
             ctx.exit(2)
         except UserError as err:
             command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None

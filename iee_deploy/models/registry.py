@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from iee_deploy.errors import UserError
+from iee_deploy.errors import UserError, brief
 
 Builder = Callable[[int, int], nn.Module]
 """builder(num_classes, resolution) -> model"""
@@ -122,7 +122,7 @@ def _user_spec(name: str) -> ModelSpec:
         except UserError:
             raise
         except Exception as exc:  # the factory's own error, or arguments it needs that we cannot give
-            reason = str(exc).splitlines()[0][:160] if str(exc) else ""
+            reason = brief(exc, 160)
             raise UserError(f"factory '{name}' failed when called with {', '.join(f'{k}={v}' for k, v in kwargs.items())} "
                             f"({type(exc).__name__}: {reason})", "fix the factory's own error, then run again") from None
         if isinstance(model, tuple) and any(isinstance(m, nn.Module) for m in model):

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from iee_deploy.data import DataBundle
 from iee_deploy.distributed import Distributed
-from iee_deploy.errors import UserError
+from iee_deploy.errors import UserError, brief
 from iee_deploy.tasks.base import Deployment, DeployScore, StepOutcome, Task
 
 INSTALL = "pip install 'iee-deploy[detection]'"
@@ -291,7 +291,7 @@ class DetectionTask(Task):
                 model(self.example_input(resolution, param.device))
         except (RuntimeError, ValueError) as exc:
             raise UserError(f"the detector fails on a {resolution} px image ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:120] if str(exc) else ''})", "pass a larger `resolution`",
+                            f"{brief(exc)})", "pass a larger `resolution`",
                             fields=("resolution",)) from None
 
     def train_batches(self, dataset: Any, sampler: Any, device: torch.device, config: Any) -> Iterable[Any]:

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader
 
 from iee_deploy.data import DataBundle
 from iee_deploy.distributed import Distributed
-from iee_deploy.errors import UserError
+from iee_deploy.errors import UserError, brief
 from iee_deploy.methods import SparsityMethod
 from iee_deploy.runs import RunFolder, RunInfo
 from iee_deploy.seeding import rng_state, seed_everything, set_rng_state
@@ -408,7 +408,7 @@ class Trainer:
             set_rng_state(ckpt["rng"])
         except (RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise UserError(f"checkpoint '{self.run / self.run.CHECKPOINT}' cannot be resumed "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})",
+                            f"({type(exc).__name__}: {brief(exc, 80)})",
                             "start the run again in a new `out`", fields=("out",)) from None
         if loop.dist.is_main:  # drop records written after the checkpoint; the resumed run writes them again
             self.run.keep_metrics_before(loop.progress.step)

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from iee_deploy.errors import UserError
+from iee_deploy.errors import UserError, brief
 from iee_deploy.io import atomic_path
 from runtime.backends import Backend, BuildSpec, ModelSource, Session
 from runtime.quantize import QUANTIZED, QdqScheme, export_session_onnx, integer_kernels
@@ -57,7 +57,7 @@ class OnnxRuntimeSession(Session):
                 self.session = ort.InferenceSession(model, options, providers=PROVIDERS)
             except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
                 raise UserError(f"ONNX Runtime cannot load {where} ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0][:200]})", "build it again") from None
+                                f"{brief(exc, 200)})", "build it again") from None
             if check:
                 integer_kernels(onnx.load(options.optimized_model_filepath), f"the {spec.precision} model")
         self.input_name = self.session.get_inputs()[0].name
