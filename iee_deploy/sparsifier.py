@@ -46,6 +46,7 @@ from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError
 from iee_deploy.flops import forward_flops, layer_costs, train_step_flops
 from iee_deploy.methods import SparsityConfig, SparsityMethod, TrainContext, build_method
+from iee_deploy.models.detection import network_part
 from iee_deploy.seeding import MAX_SEED
 from iee_deploy.sparse.tracking import UpdateRecord
 
@@ -176,6 +177,11 @@ class Sparsifier:
                           if not torch.equal(before[name], t.detach().cpu())}
         _ATTACHED.add(self)
         self.costs = layer_costs(self.model, resolution) if resolution else {}
+        self.resolution = resolution
+        # a classifier's first forward checks the size the FLOP counts assume (the hook removes itself); a detector
+        # pads or resizes its images itself
+        self._size_check = (self.model.register_forward_pre_hook(self._check_input_size)
+                            if resolution and network_part(self.model) is None else None)
         self.dense_flops = float(forward_flops(self.costs))
         self.sparse_flops = self._sparse_flops()
         self.steps_done = 0  # optimizer steps finished
@@ -251,6 +257,23 @@ class Sparsifier:
         The weights stay as they are (inactive ones at zero); this Sparsifier's `step()` is refused from now.
         """
         _ATTACHED.discard(self)
+        if self._size_check is not None:
+            self._size_check.remove()
+            self._size_check = None
+
+    def _check_input_size(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        """Refuse a first image batch (N, C, H, W) of another size than `resolution`: the FLOP counts (and `history`'s
+        FLOPs) would describe inputs the model never sees. Inputs of other forms (a detector's image list) pass."""
+        assert self._size_check is not None
+        self._size_check.remove()
+        self._size_check = None
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and x.dim() == 4 and tuple(x.shape[-2:]) != (self.resolution, self.resolution):
+            height, width = (int(v) for v in x.shape[-2:])
+            raise UserError(f"the model's first input is {height} x {width} px, but the Sparsifier was given `resolution` "
+                            f"{self.resolution} (its FLOP counts would be of another input size)",
+                            f"pass resolution={height}" if height == width else
+                            "leave `resolution` out (FLOPs are counted for square inputs)", fields=("resolution",))
 
     def deployable(self) -> nn.Module:
         """The deployable model of Theta_K on the CPU: masked weights, or physically fewer channels."""

@@ -137,3 +137,19 @@ def test_a_frozen_model_and_one_without_layers_to_sparsify_are_refused():
     with pytest.raises(UserError, match="no Conv2d or Linear layer to sparsify") as err:
         attach(norm)
     assert err.value.field == "model"
+
+
+def test_a_resolution_other_than_the_inputs_is_refused_at_the_first_forward():
+    """`resolution` only feeds the FLOP counts: a wrong one made every FLOP figure wrong without a word."""
+    model = net()
+    optimizer, sparsifier = attach(model, resolution=1)
+    with pytest.raises(UserError, match=r"first input is 8 x 8 px, but the Sparsifier was given `resolution` 1") as err:
+        train(model, optimizer, sparsifier, 1)
+    assert err.value.field == "resolution" and "pass resolution=8" in str(err.value)
+    sparsifier.detach()
+    model = net()
+    optimizer, sparsifier = attach(model, resolution=8)
+    train(model, optimizer, sparsifier, 2)  # the right size trains, and later forwards are not checked again
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+    assert sparsifier.dense_flops > sparsifier.sparse_flops > 0  # counted at the inputs' 8 px
