@@ -134,7 +134,7 @@ def test_a_frozen_model_and_one_without_layers_to_sparsify_are_refused():
     with pytest.raises(UserError, match="every parameter of `model` is frozen"):
         attach(frozen)
     norm = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(12))
-    with pytest.raises(UserError, match="no Conv2d or Linear layer to sparsify") as err:
+    with pytest.raises(UserError, match="no trainable Conv2d or Linear layer to sparsify") as err:
         attach(norm)
     assert err.value.field == "model"
 
@@ -153,3 +153,17 @@ def test_a_resolution_other_than_the_inputs_is_refused_at_the_first_forward():
     with torch.no_grad():
         assert model.eval()(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
     assert sparsifier.dense_flops > sparsifier.sparse_flops > 0  # counted at the inputs' 8 px
+
+
+def test_a_frozen_layer_stays_dense_and_the_rest_is_sparsified():
+    """A conv the user froze (and left out of the optimizer) could never retrain nor regrow once pruned."""
+    model = net()
+    model[0].requires_grad_(False)
+    frozen = model[0].weight.detach().clone()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    sparsifier = Sparsifier(model, optimizer, 12, method="rigl", sparsity=0.8, delta_t=2)
+    train(model, optimizer, sparsifier, 4)
+    assert torch.equal(model[0].weight, frozen)  # untouched: dense
+    trained = [model[3].weight, model[8].weight]
+    zeros = sum(int((w == 0).sum()) for w in trained) / sum(w.numel() for w in trained)
+    assert abs(zeros - 0.8) < 0.02  # the target sparsity over the layers that train

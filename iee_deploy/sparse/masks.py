@@ -42,8 +42,11 @@ PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every layer whose weight is sparsified: all Conv2d and Linear layers."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    """(name, module) of every layer whose weight is sparsified: all Conv2d and Linear layers whose weight trains.
+
+    A frozen weight (`requires_grad=False`) stays dense: pruned, it could never retrain nor regrow."""
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, PRUNABLE_TYPES) and m.weight.requires_grad]
 
 
 class TensorMasks:

@@ -56,8 +56,9 @@ class WeightSpace:
         self.generator = torch.Generator().manual_seed(seed)
         shapes = [tuple(m.weight.shape) for _, m in prunable_layers(model)]  # type: ignore[union-attr, arg-type]
         if not shapes:
-            raise UserError("the model has no Conv2d or Linear layer to sparsify", "pass a network with convolutions "
-                            "or linear layers", fields=("model",))
+            raise UserError("the model has no trainable Conv2d or Linear layer to sparsify", "pass a network with "
+                            "convolutions or linear layers whose weights train (frozen ones stay dense)",
+                            fields=("model",))
         self.shapes = shapes
         self.numels = [int(torch.Size(s).numel()) for s in shapes]
         names = [name for name, _ in prunable_layers(model)]
