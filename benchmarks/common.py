@@ -28,12 +28,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tqdm import tqdm
-
 from iee_deploy.deploy import render
 from iee_deploy.io import atomic_write, write_json, write_text
 from iee_deploy.runs import RunFolder
 from runtime.machine import cpu_name
+from runtime.progress import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -400,7 +399,7 @@ R = TypeVar("R")
 
 def run_parallel(fn: Callable[[T], R], items: Sequence[T], jobs: int, desc: str) -> list[R]:
     """`fn` over `items`, `jobs` at a time, results in input order, with a progress bar."""
-    with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(items), desc=desc) as bar:
+    with ThreadPoolExecutor(max_workers=jobs) as pool, progress(total=len(items), desc=desc, unit="run") as bar:
         results = []
         for future in [pool.submit(fn, item) for item in items]:
             results.append(future.result())

@@ -55,8 +55,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from benchmarks.common import (
     CACHE,
     PLATEAU_POINTS,
@@ -86,6 +84,7 @@ from iee_deploy.errors import UserError
 from iee_deploy.io import check_writable
 from iee_deploy.methods.schedule import STRUCTURED_UPDATE_END
 from iee_deploy.runs import RunFolder
+from runtime.progress import progress
 from runtime.timing import TimingConfig
 
 
@@ -437,7 +436,7 @@ def main() -> None:
             rows.extend(done)
             print(f"{desc}: {len(done)} trained (--train-only: no engines, no results file)", flush=True)
             return
-        rows.extend(measure(row, lut_meta, args) for row in tqdm(done, desc="engines"))
+        rows.extend(measure(row, lut_meta, args) for row in progress(done, total=len(done), desc="engines", unit="engine"))
         record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "args": vars(args),
                   "data": str(data.relative_to(ROOT)), "commands": commands, "matched_epochs": matched,
                   "descent_matches": descent_matches(rows),
