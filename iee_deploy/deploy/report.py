@@ -27,6 +27,7 @@ import numpy as np
 
 from iee_deploy.deploy.build import ENGINE_REPORT, EngineReport, read_engine_report
 from iee_deploy.deploy.render import environment, html_table, markdown_table
+from iee_deploy.deploy.run_models import run_task
 from iee_deploy.deploy.validate import VALIDATION_REPORT
 from iee_deploy.errors import UserError
 from iee_deploy.io import atomic_path, write_json, write_text
@@ -153,9 +154,8 @@ def pareto_series(points: Sequence[EnginePoint]) -> ParetoSeries | None:
 def _load_run(run_dir: Path) -> RunData:
     run = RunFolder(run_dir)
     summary = run.read_json(run.SUMMARY) or {}
-    task = (run.read_config() or {}).get("task", "classification")
     return RunData(run_dir.name, str(run_dir.resolve()), run.read_info(), find_accuracy(summary), run.updates(),
-                   task_named(str(task)).score_label)
+                   run_task(run_dir).score_label)
 
 
 def _point(engine_dir: Path, engine: EngineReport, run: RunData) -> EnginePoint:
