@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass
@@ -48,6 +49,7 @@ from benchmarks.common import (
     onnx_structure,
     paired_difference,
     plateaued,
+    run_parallel,
     shown_command,
     train_command,
     write_json,
@@ -64,16 +66,24 @@ PAPER = ("Paper (Fig. 4): SSD512-ResNet50 on Pascal VOC, pruned with IEE, above 
 
 
 @dataclass(frozen=True)
+class Sizing:
+    """One detector's share of a mode: its training scenes and epochs (a ResNet-18 FPN step costs about eight
+    SSDlite steps at 128 px, so it trains on fewer scenes)."""
+
+    model: str
+    train_scenes: int
+    dense_epochs: int
+    epochs: int  # the fine-tuning of every pruned arm
+
+
+@dataclass(frozen=True)
 class Mode:
     """How big the benchmark is."""
 
     name: str
-    models: tuple[str, ...]
+    models: tuple[Sizing, ...]
     resolution: int
-    train_scenes: int
     val_scenes: int
-    dense_epochs: int
-    epochs: int
     seeds: int
     batch_size: int
     delta_t: int  # steps between HALP's prunes (and IEE's descent's)
@@ -81,24 +91,31 @@ class Mode:
     iee: tuple[str, ...]  # extra options of the IEE runs (the quick mode's shortest H, J, Q)
     timing_seconds: float  # per engine in the side-by-side timing
     ratio: float = 0.5  # the budget: this fraction of the dense network's measured latency
+    jobs: int = 1  # training runs at a time (one thread each)
     in_process: bool = False
     lr: float = 0.01
     finetune_lr: float = 0.005
 
 
-QUICK = Mode("quick", ("ssdlite",), 64, 8, 4, 2, 4, 1, 2, 1, ("--step", "64", "--repeats", "3", "--network-repeats", "3",
-             "--calibration-networks", "2"), ("--hjq", "1,1,1"), 0.05, ratio=0.8, in_process=True)
+QUICK = Mode("quick", (Sizing("ssdlite", 8, 2, 4),), 64, 4, 1, 2, 1, ("--step", "64", "--repeats", "3",
+             "--network-repeats", "3", "--calibration-networks", "2"), ("--hjq", "1,1,1"), 0.05, ratio=0.8,
+             in_process=True)
 """A pipeline check: a coarse LUT (64-channel steps, two calibration networks) whose floor can lie above 0.5 x dense."""
-FULL = Mode("full", ("ssdlite", "fcos_resnet18"), 128, 1000, 200, 40, 10, 3, 16, 10, (), (), 2.0)
+FULL = Mode("full", (Sizing("ssdlite", 1000, 40, 10), Sizing("fcos_resnet18", 300, 30, 8)), 128, 200, 3, 16, 10, (),
+            (), 2.0, jobs=2)
+"""Sized for about two hours of two idle cores (see `SCENE_SECONDS`); each run's time is in its record."""
+SCENE_SECONDS = {"ssdlite": 0.03, "fcos_resnet18": 0.25}
+"""One training scene at 128 px, forward and backward, on one thread of an idle core (s): measured from one epoch of
+160 scenes (7 s and 57 s at load 2.8 on 2 cores, about 0.7 of a core each)."""
 
 
 def result_name(mode: Mode) -> str:
     return "detection" if mode is FULL else f"detection_{mode.name}"
 
 
-def base_train(mode: Mode, model: str, epochs: float, seed: int, lr: float) -> list[str]:
-    return ["python", "-m", "iee_deploy", "train", "--task", "detection", "--model", model, "--resolution",
-            str(mode.resolution), "--subset", str(mode.train_scenes), "--val-subset", str(mode.val_scenes),
+def base_train(mode: Mode, size: Sizing, epochs: float, seed: int, lr: float) -> list[str]:
+    return ["python", "-m", "iee_deploy", "train", "--task", "detection", "--model", size.model, "--resolution",
+            str(mode.resolution), "--subset", str(size.train_scenes), "--val-subset", str(mode.val_scenes),
             "--epochs", f"{epochs:g}", "--batch-size", str(mode.batch_size), "--lr", str(lr), "--seed", str(seed),
             "--no-progress"]
 
@@ -113,25 +130,49 @@ def engine_of(run: Path) -> Path:
     return folder
 
 
-def record_run(path: Path, cmd: list[str], out: Path, mode: Mode) -> dict[str, Any]:
-    """The committed record of the run `cmd` (trained first when there is none): mAPs, FLOPs, its engine."""
-    how = shown_command(cmd)
-    record = read_record(path, how)
+@dataclass(frozen=True)
+class Run:
+    """One training run of the benchmark: its command, its run folder and its committed record."""
+
+    name: str  # dense, dense-0.75D, <method>/seed<n>
+    cmd: list[str]
+    out: Path
+    record: Path
+
+    @property
+    def how(self) -> str:
+        return shown_command(self.cmd)
+
+
+def train_all(runs: list[Run], mode: Mode, desc: str) -> None:
+    """Train the runs that have no record yet, `mode.jobs` at a time (one at a time in this process when 1)."""
+    pending = [r for r in runs if read_record(r.record, r.how) is None]
+    if mode.jobs == 1:
+        for r in pending:
+            train_command(r.cmd, r.out, mode.in_process)
+    elif pending:
+        run_parallel(lambda r: train_command(r.cmd, r.out, mode.in_process), pending, mode.jobs, desc)
+
+
+def record_run(run: Run) -> dict[str, Any]:
+    """The committed record of a trained run (its engine built here, one at a time): mAPs, FLOPs, seconds, engine."""
+    record = read_record(run.record, run.how)
     if record is not None:
         return record
-    train_command(cmd, out, mode.in_process)
-    summary = json.loads((out / "summary.json").read_text())
-    engine = json.loads((engine_of(out) / "engine.json").read_text())
-    record = {"how": how, "val_map_50": summary["val_map_50"], "val_map": summary["val_map"], "flops": summary["flops"],
-              "engine": onnx_structure(out / "engine" / "pruned.onnx"),
+    summary = json.loads((run.out / "summary.json").read_text())
+    engine = json.loads((engine_of(run.out) / "engine.json").read_text())
+    record = {"how": run.how, "val_map_50": summary["val_map_50"], "val_map": summary["val_map"],
+              "flops": summary["flops"], "seconds": summary["seconds"],
+              "engine": onnx_structure(run.out / "engine" / "pruned.onnx"),
               "postprocess_ms": engine["postprocess"]["min_ms"] if engine.get("postprocess") else None}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, record)
+    run.record.parent.mkdir(parents=True, exist_ok=True)
+    write_json(run.record, record)
     return record
 
 
-def architecture(model: str, mode: Mode, runs: Path, results: Path, commands: list[str]) -> dict[str, Any]:
+def architecture(size: Sizing, mode: Mode, runs: Path, results: Path, commands: list[str]) -> dict[str, Any]:
     """Every run of one detector, recorded; their engines timed side by side; the model's rows."""
+    model = size.model
     root, rec = runs / mode.name / model, results / f"{result_name(mode)}_runs" / model
     lut = rec / "lut.csv"
     profile = ["python", "-m", "iee_deploy", "profile", "--target", "cpu", "--model", model, "--resolution",
@@ -144,25 +185,24 @@ def architecture(model: str, mode: Mode, runs: Path, results: Path, commands: li
         if cli.main(args=profile[3:], prog_name="iee-deploy", standalone_mode=False):
             raise SystemExit(f"profiling failed: {shown_command(profile)}")
     static = ["--method", "static", "--sparsity", "0"]
-    dense_cmd = [*base_train(mode, model, mode.dense_epochs, 0, mode.lr), *static, "--out", str(root / "dense")]
-    plateau_cmd = [*base_train(mode, model, 0.75 * mode.dense_epochs, 0, mode.lr), *static,
-                   "--out", str(root / "dense-0.75D")]
-    records = {"dense": record_run(rec / "dense.json", dense_cmd, root / "dense", mode),
-               "dense-0.75D": record_run(rec / "dense-0.75D.json", plateau_cmd, root / "dense-0.75D", mode)}
-    commands += [shown_command(dense_cmd), shown_command(plateau_cmd)]
+    dense = [Run(name, [*base_train(mode, size, epochs, 0, mode.lr), *static, "--out", str(root / name)], root / name,
+                 rec / f"{name}.json") for name, epochs in (("dense", size.dense_epochs),
+                                                              ("dense-0.75D", 0.75 * size.dense_epochs))]
     checkpoint = root / "dense" / "final_model.pt"
-    for method in METHODS:
-        for seed in range(mode.seeds):
-            out = root / method / f"seed{seed}"
-            cmd = [*base_train(mode, model, mode.epochs, seed, mode.finetune_lr), "--method", method, "--target", "cpu",
+    pruned = [Run(f"{method}/seed{seed}",
+                  [*base_train(mode, size, size.epochs, seed, mode.finetune_lr), "--method", method, "--target", "cpu",
                    "--lut", shown_path(lut), "--latency-ratio", str(mode.ratio), *WINDOWS[method],
-                   *(mode.iee if method == "iee" else ()), "--delta-t",
-                   str(mode.delta_t), "--checkpoint", str(checkpoint), "--out", str(out)]
-            if seed == 0:
-                commands.append(shown_command(cmd))
-            records[f"{method}/seed{seed}"] = record_run(rec / method / f"seed{seed}.json", cmd, out, mode)
+                   *(mode.iee if method == "iee" else ()), "--delta-t", str(mode.delta_t), "--checkpoint",
+                   str(checkpoint), "--out", str(root / method / f"seed{seed}")],
+                  root / method / f"seed{seed}", rec / method / f"seed{seed}.json")
+              for method in METHODS for seed in range(mode.seeds)]
+    commands += [r.how for r in dense] + [r.how for r in pruned if r.name.endswith("seed0")]
+    train_all(dense, mode, f"{model}: dense and plateau runs")
+    records = {r.name: record_run(r) for r in dense}
+    train_all(pruned, mode, f"{model}: pruned runs")
+    records.update({r.name: record_run(r) for r in pruned})
     latency = time_engines({name: r["engine"] for name, r in records.items() if name != "dense-0.75D"}, mode)
-    return rows_of(model, records, latency, mode)
+    return rows_of(size, records, latency, mode)
 
 
 def time_engines(structures: dict[str, str], mode: Mode) -> dict[str, float]:
@@ -176,7 +216,7 @@ def time_engines(structures: dict[str, str], mode: Mode) -> dict[str, float]:
         return {name: t.min_ms for name, t in measure(runners, 1, config).items()}
 
 
-def rows_of(model: str, records: dict[str, Any], latency: dict[str, float], mode: Mode) -> dict[str, Any]:
+def rows_of(size: Sizing, records: dict[str, Any], latency: dict[str, float], mode: Mode) -> dict[str, Any]:
     """The model's table: dense and each method (means over seeds), paired differences, the plateau check."""
     dense = records["dense"]
     arms = {}
@@ -195,20 +235,63 @@ def rows_of(model: str, records: dict[str, Any], latency: dict[str, float], mode
     iee_vs_halp = paired_difference([r["val_map_50"] for r in (records[f"iee/seed{s}"] for s in range(mode.seeds))],
                                     [r["val_map_50"] for r in (records[f"halp/seed{s}"] for s in range(mode.seeds))])
     plateau = paired_difference([records["dense-0.75D"]["val_map_50"]], [dense["val_map_50"]])
-    return {"model": model, "dense": {"map_50": dense["val_map_50"], "map": dense["val_map"], "ms": latency["dense"],
-                                      "postprocess_ms": dense["postprocess_ms"]},
-            "arms": arms, "iee_vs_halp": iee_vs_halp, "plateau": plateau, "plateaued": plateaued(plateau)}
+    return {"model": size.model, "sizing": asdict(size),
+            "dense": {"map_50": dense["val_map_50"], "map": dense["val_map"], "ms": latency["dense"],
+                      "postprocess_ms": dense["postprocess_ms"]},
+            "arms": arms, "iee_vs_halp": iee_vs_halp, "plateau": plateau, "plateaued": plateaued(plateau),
+            "training_seconds": sum(r.get("seconds", math.nan) for r in records.values())}
+
+
+def estimated_hours(mode: Mode) -> float:
+    """The mode's training time on `mode.jobs` idle cores (h): scenes x epochs x `SCENE_SECONDS`, dense and plateau
+    runs included, evaluation and engines left out."""
+    scene_epochs = {s.model: s.train_scenes * (1.75 * s.dense_epochs + len(METHODS) * mode.seeds * s.epochs)
+                    for s in mode.models}
+    return sum(n * SCENE_SECONDS[m] for m, n in scene_epochs.items()) / 3600 / mode.jobs
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """mAP@0.5 against the measured network latency, one panel per detector: dense, and each method's seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, axes = plt.subplots(1, len(rows), figsize=(5.5 * len(rows), 4.2), squeeze=False)
+    for ax, row in zip(axes[0], rows):
+        ax.scatter([row["dense"]["ms"]], [100 * row["dense"]["map_50"]], color="k", marker="*", s=110, label="dense")
+        for i, (method, arm) in enumerate(row["arms"].items()):
+            ax.scatter([s["ms"] for s in arm["per_seed"]], [100 * s["map_50"] for s in arm["per_seed"]], color=f"C{i}",
+                       alpha=0.5, s=18)
+            ax.scatter([arm["ms"]], [100 * arm["map_50"]], color=f"C{i}", marker="o", s=60, label=f"{method} (mean)")
+        budget = result["mode"]["ratio"] * row["dense"]["ms"]
+        ax.axvline(budget, color="grey", linestyle="--", linewidth=1, label=f"budget ({result['mode']['ratio']:g} x dense)")
+        ax.set(xlabel="network latency, ms (cpu target, batch 1, side by side)", ylabel="mAP@0.5 (%)",
+               title=row["model"])
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def markdown(result: dict[str, Any], meta: dict[str, Any], mode: Mode) -> str:
     lines = [f"# Detectors under a latency budget ({mode.name} mode)", "", *header_markdown(meta, mode.name), "",
              "**Data caveat.** Digit scenes: real handwritten digits placed on a canvas by seed, a synthetic layout; "
              "compare arms side by side, never with published numbers.", "", PAPER, "",
-             f"Setting: {mode.resolution} px, {mode.train_scenes} training and {mode.val_scenes} validation scenes, "
-             f"dense {mode.dense_epochs} epochs (lr {mode.lr}), then HALP and IEE to {mode.ratio} of the dense network's "
-             f"measured latency, {mode.epochs} epochs of fine-tuning (lr {mode.finetune_lr}), seeds 0..{mode.seeds - 1} "
-             "paired. Latency: the network part on the cpu target (batch 1, one thread, fastest run), all engines timed "
-             "side by side; post-processing (decoding, NMS) as build-engine timed it beside each engine.", "", "## The answer", ""]
+             f"Setting: {mode.resolution} px, {mode.val_scenes} validation scenes; per detector, its training scenes "
+             f"and a dense model trained from scratch (lr {mode.lr}), then HALP and IEE to {mode.ratio} of the dense "
+             f"network's measured latency with the same fine-tuning (lr {mode.finetune_lr}), seeds 0..{mode.seeds - 1} "
+             "paired (the same initial weights and data order per seed). Latency: the network part on the cpu target "
+             "(batch 1, one thread, fastest run), all engines timed side by side; post-processing (decoding, NMS) as "
+             "build-engine timed it beside each engine.", "",
+             *[f"- {r['model']}: {r['sizing']['train_scenes']:,} training scenes, dense {r['sizing']['dense_epochs']} "
+               f"epochs (+ 0.75 of them for the plateau check), fine-tuning {r['sizing']['epochs']} epochs; its runs "
+               f"took {r['training_seconds'] / 3600:.1f} h of training, {mode.jobs} at a time." for r in result["rows"]],
+             "", f"Sizing: about {estimated_hours(mode):.1f} h of training on {mode.jobs} idle cores (a training scene at "
+             f"128 px costs {', '.join(f'{m} {t} s' for m, t in SCENE_SECONDS.items())} on one thread); several times "
+             "that on a shared machine. Resumable: run the same command again.", "",
+             f"![mAP@0.5 against measured latency]({result_name(mode)}.png)", "", "## The answer", ""]
     for row in result["rows"]:
         d = row["dense"]
         lines.append(f"- {row['model']}: dense mAP@0.5 {100 * d['map_50']:.2f}% at {d['ms']:.3f} ms; IEE - HALP "
@@ -232,14 +315,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one tiny SSDlite, 1 seed: a pipeline check (a minute)")
     parser.add_argument("--runs", default="runs/bench_detection", help="folder of the run folders (checkpoints)")
     parser.add_argument("--results", default=str(RESULTS), help="folder of the results files and run records")
+    parser.add_argument("--models", default=None, help="comma-separated detectors of the mode to run (default: all); "
+                        "the report covers the ones run")
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
     meta = header(1, "torchvision", "onnxruntime", "torchmetrics")
     commands: list[str] = []
     results = Path(args.results)
-    rows = [architecture(model, mode, Path(args.runs), results, commands) for model in mode.models]
+    names = [s.model for s in mode.models]
+    chosen = args.models.split(",") if args.models else names
+    if unknown := sorted(set(chosen) - set(names)):
+        parser.error(f"unknown model(s) {', '.join(unknown)}: this mode has {', '.join(names)}")
+    rows = [architecture(size, mode, Path(args.runs), results, commands) for size in mode.models
+            if size.model in chosen]
     result = {**meta, "mode": asdict(mode), "rows": rows, "commands": commands}
     results.mkdir(parents=True, exist_ok=True)
+    plot(result, results / f"{result_name(mode)}.png")
     write_results(result_name(mode), result, markdown(result, meta, mode), results)
 
 

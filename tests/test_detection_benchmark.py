@@ -4,6 +4,7 @@ rebuilt from the run records alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import sys
 import pytest
 
 from benchmarks.common import ROOT
-from benchmarks.detection import METHODS, QUICK
+from benchmarks.detection import FULL, METHODS, QUICK, SCENE_SECONDS, Sizing, estimated_hours
 
 
 @pytest.mark.timeout(900)  # about 90 s on an idle 2-core machine; several minutes when it is shared
@@ -23,15 +24,23 @@ def test_quick_mode_writes_every_arm_and_rebuilds_from_its_records(tmp_path):
     subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=900, capture_output=True)
     record = json.loads((tmp_path / "results" / "detection_quick.json").read_text())
     (row,) = record["rows"]
-    assert row["model"] == QUICK.models[0] and set(row["arms"]) == set(METHODS)
+    assert row["model"] == QUICK.models[0].model and set(row["arms"]) == set(METHODS)
+    assert row["sizing"]["train_scenes"] == QUICK.models[0].train_scenes and row["training_seconds"] > 0
     for arm in row["arms"].values():
         assert 0 <= arm["map_50"] <= 1 and arm["ms"] > 0 and arm["speedup"] > 0 and arm["postprocess_ms"] > 0
         assert len(arm["per_seed"]) == QUICK.seeds and arm["flops"] > 0
     assert row["dense"]["ms"] > 0 and "plateaued" in row and row["iee_vs_halp"]["n"] == QUICK.seeds
     text = (tmp_path / "results" / "detection_quick.md").read_text()
     assert "| ssdlite | iee |" in text and "Paper (Fig. 4)" in text and "--method halp" in text
+    assert (tmp_path / "results" / "detection_quick.png").stat().st_size > 0 and "8 training scenes" in text
     shutil.rmtree(tmp_path / "runs")  # the records alone rebuild the report: nothing is trained again
     done = subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300, capture_output=True, text=True)
     assert "epoch 1" not in done.stdout + done.stderr
     again = json.loads((tmp_path / "results" / "detection_quick.json").read_text())
     assert again["rows"][0]["arms"]["iee"]["map_50"] == row["arms"]["iee"]["map_50"]
+
+
+def test_estimated_hours_counts_dense_plateau_and_every_pruned_run():
+    mode = dataclasses.replace(FULL, models=(Sizing("ssdlite", 100, 4, 2),), seeds=3, jobs=2)
+    # 100 scenes x (4 dense + 3 plateau epochs + 2 methods x 3 seeds x 2 epochs), two runs at a time
+    assert estimated_hours(mode) == pytest.approx(100 * (4 + 3 + 12) * SCENE_SECONDS["ssdlite"] / 3600 / 2)
