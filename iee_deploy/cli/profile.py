@@ -13,6 +13,7 @@ from iee_deploy.io import check_writable, write_json
 from iee_deploy.models import model_spec
 from iee_deploy.profiling import profile as run_profile
 from iee_deploy.profiling import validate_lut as run_validation
+from iee_deploy.seeding import MAX_SEED
 from profiler.latency import Calibration
 from profiler.lut import meta_path
 from profiler.measure import ProfileRequest
@@ -99,7 +100,7 @@ def profile(target: str, model_name: str, num_classes: int | None, resolution: i
 @click.option("--samples", type=click.IntRange(min=1), default=10, show_default=True, help="Random physically pruned sub-networks to measure.")
 @click.option("--min-keep", type=click.FloatRange(0, 1, min_open=True), default=0.3, show_default=True, help="Smallest fraction (0-1) of each group's channels kept.")
 @click.option("--max-keep", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="Largest fraction (0-1) of each group's channels kept.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the sub-networks.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Random seed of the sub-networks.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write predicted vs measured figures here.")
 def validate_lut(lut: str, model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None,
                  samples: int, min_keep: float, max_keep: float, seed: int, json_out: str | None) -> None:
