@@ -272,6 +272,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("profile-resolution-huge", ["profile", "--target", "cpu", "--resolution", "100000", "--out", "{tmp}/t.csv"],
      "--resolution 100000 px is above 2048 px"),
     ("validate-lut-seed-negative", ["validate-lut", "--lut", "{lut.csv}", "--seed", "-5"], "--seed"),
+    ("validate-lut-json-is-the-luts-own", ["validate-lut", "--lut", "{lut.csv}", "--json", "{lut.json}"],
+     "is a file of the LUT"),
     ("validate-lut-resolution-huge", ["validate-lut", "--lut", "{lut.csv}", "--resolution", "100000"],
      "--resolution 100000 px is above 2048 px"),
     ("profile-batch-too-large", ["profile", "--target", "cpu", "--model", "resnet20", "--resolution", "8", "--num-classes",
