@@ -96,6 +96,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "torn-run-json" / "run.json").write_text('{"model": "resnet20", "num_cl')
     (root / "list-run-json").mkdir()
     (root / "list-run-json" / "run.json").write_text('[1, 2]')
+    for name, text in (("foreign-engine-json", '{"mine": 1}'), ("list-engine-json", "[1, 2]")):  # a user's own engine.json
+        (root / name).mkdir()
+        (root / name / "engine.json").write_text(text)
     (root / "half-run").mkdir()
     (root / "half-run" / "config.json").write_text("{}\n")
     nan = build_model("resnet20", 10, 8).state_dict()
@@ -227,6 +230,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("resume-torn-config", ["train", "--resume", "--out", "{torn-config-run}"], "config.json' is corrupt"),
     ("build-engine-batch-too-large", ["build-engine", "--run", "{big-run}", "--batch", "100000", "--out", "{tmp}/engine"],
      "use a --batch of at most"),
+    ("build-engine-out-holds-a-users-engine-json", ["build-engine", "--run", "{big-run}", "--out", "{foreign-engine-json}"],
+     "holds an engine.json that names no run; choose another --out, or add --force"),
+    ("build-engine-out-holds-a-list-engine-json", ["build-engine", "--run", "{big-run}", "--out", "{list-engine-json}"],
+     "holds an engine.json that names no run"),
     ("build-engine-torn-run-json", ["build-engine", "--run", "{torn-run-json}", "--out", "{tmp}/engine"],
      "run.json' is corrupt"),
     ("build-engine-run-json-a-list", ["build-engine", "--run", "{list-run-json}", "--out", "{tmp}/engine"],

@@ -236,14 +236,15 @@ def nonzero_count(model: nn.Module) -> int:
 
 
 def check_engine_folder(out: Path, run_dir: Path, force: bool) -> None:
-    """An engine folder holds one run's engine: another run's is replaced only with `force` (never silently)."""
-    previous = RunFolder(out).read_json(ENGINE_REPORT)
-    if previous is None or force:
+    """An engine folder holds one run's engine: another run's, or an engine.json that names no run (a user's own
+    file), is replaced only with `force` (never silently)."""
+    if force or not (out / ENGINE_REPORT).exists():
         return
-    other = previous.get("run_dir")
+    previous = RunFolder(out).read_json(ENGINE_REPORT)
+    other = previous.get("run_dir") if previous is not None else None
     if other != str(run_dir.resolve()):
-        raise UserError(f"'{out}' holds the engine of another run ({other})",
-                        "choose another `out`, or add `force` to replace it", fields=("out", "force"))
+        whose = f"the engine of another run ({other})" if other else f"an {ENGINE_REPORT} that names no run"
+        raise UserError(f"'{out}' holds {whose}", "choose another `out`, or add `force` to replace it", fields=("out", "force"))
 
 
 def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxruntime", batch: int = 1,
