@@ -20,6 +20,14 @@ def test_bisect_ratio_matches_a_monotone_latency():
     assert abs(ms / 0.55 - 1) <= MATCH / 2 and abs(ratio - 0.5) < 0.02
 
 
+def test_int8_miss_states_how_far_the_speedups_are_from_multiplying():
+    from benchmarks.int8 import speedups_multiply
+
+    text = speedups_multiply({"fp32_speedup": 2.0, "int8_speedup": 2.3, "int8_ms": 0.3},
+                             {"int8_speedup": 2.2, "int8_ms": 0.33})
+    assert "multiply to 4.40x" in text and "together they give 2.30x" in text and "1.10x faster than the dense int8" in text
+
+
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz").is_file(), reason="no CIFAR-10 copy")
 def test_tiny_mode_table_shape(tmp_path):
     """Every arm at the budget (and the north star) with every column; the engines re-timed side by side; the report
