@@ -178,10 +178,13 @@ def check_out(out: Path, resume: bool) -> None:
     if out.suffix != ".csv":
         raise UserError(f"the LUT path `out` '{out}' must end in .csv", "name a .csv file, e.g. luts/cpu-resnet18.csv",
                         fields=("out",))
-    exists = out.exists() or meta_path(out).exists()
-    if exists and not resume:
+    if out.exists() and not resume:
         raise UserError(f"the LUT path `out` '{out}' already exists", "finish it with `resume`, or choose another path",
                         fields=("out", "resume"))
+    if meta_path(out).exists() and not resume:  # a profile stopped before its first row, or a user's own file
+        raise UserError(f"'{meta_path(out)}', where the LUT `out` '{out}' writes its metadata, already exists "
+                        f"(without the table '{out.name}')", "finish an interrupted profile with `resume`, or choose "
+                        "another path", fields=("out", "resume"))
     check_writable(out, "out")
 
 

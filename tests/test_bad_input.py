@@ -99,6 +99,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for name, text in (("foreign-engine-json", '{"mine": 1}'), ("list-engine-json", "[1, 2]")):  # a user's own engine.json
         (root / name).mkdir()
         (root / name / "engine.json").write_text(text)
+    (root / "meta-only").mkdir()  # a .json where a LUT's metadata would go, without its table
+    (root / "meta-only" / "lut.json").write_text('{"mine": 1}')
     (root / "half-run").mkdir()
     (root / "half-run" / "config.json").write_text("{}\n")
     nan = build_model("resnet20", 10, 8).state_dict()
@@ -273,6 +275,8 @@ CASES: list[tuple[str, list[str], str]] = [
     # --- an empty path is no folder (Path('') is the current one): every --out
     ("train-out-empty", ["train", "--out", ""], "--out '' is empty"),
     ("build-engine-out-empty", ["build-engine", "--run", "{big-run}", "--out", ""], "--out '' is empty"),
+    ("profile-out-beside-a-json", ["profile", "--target", "cpu", "--out", "{meta-only}/lut.csv"],
+     "lut.json', where the LUT --out"),
     ("profile-out-empty", ["profile", "--target", "cpu", "--out", ""], "--out '' is empty"),
     # --- every command that builds a model bounds its input size before allocating it
     ("graph-resolution-huge", ["graph", "--resolution", "100000"], "--resolution 100000 px is above 2048 px"),
