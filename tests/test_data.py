@@ -120,6 +120,27 @@ def test_imagefolder_refuses_an_empty_class_folder(tmp_path):
         build_datasets("imagefolder", tmp_path, resolution=8)
 
 
+@pytest.mark.parametrize("large", [False, True], ids=["in-memory", "per-item"])
+def test_imagefolder_reads_16_bit_images_by_value_and_names_an_unreadable_one(tmp_path, large):
+    """A 16-bit PNG keeps its values (Pillow's RGB conversion clipped it to white); a broken file is one
+    line naming it, whether images are decoded at load or per item."""
+    import numpy as np
+    from PIL import Image
+
+    _png_tree(tmp_path, {"train": ["cat", "dog"], "val": ["cat", "dog"]})
+    for c in ("cat", "dog"):
+        Image.fromarray(np.full((8, 8), 0x8000, dtype=np.uint16)).save(tmp_path / "val" / c / "0.png")
+    bundle = build_datasets("imagefolder", tmp_path, resolution=96 if large else 8)
+    pixels = bundle.val[0][0] if large else bundle.val.images[0]
+    stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    value = pixels[0, 4, 4] * stats[1][0] + stats[0][0] if large else pixels[0, 4, 4] / 255
+    assert float(value) == pytest.approx(128 / 255, abs=0.01)
+    (tmp_path / "train" / "cat" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(UserError, match="cannot read the image '.*cat/0.png'"):
+        bundle = build_datasets("imagefolder", tmp_path, resolution=96 if large else 8)
+        [bundle.train[i] for i in range(len(bundle.train))]
+
+
 def test_a_fashion_mnist_file_failing_its_checksum_is_never_downloaded_again(tmp_path, monkeypatch):
     """Offline: a damaged archive is refused naming the file and telling the user to copy it again; nothing
     tries the network (any download attempt fails this test)."""

@@ -225,8 +225,26 @@ def load_cifar10(root: Path | None, resolution: int | None) -> DataBundle:
     raise UserError(f"no CIFAR-10 under '{root}'", "pass the folder holding cifar-10-batches-py, or train/ and test/ class folders")
 
 
+def read_rgb(path: str) -> Any:
+    """The image file at `path` as an 8-bit RGB PIL image; a file Pillow cannot read is a one-line UserError naming it.
+
+    16-bit images (mode I;16: 16-bit PNGs and TIFFs) keep their top 8 bits first: Pillow's RGB conversion
+    clips them instead, and nearly every pixel of a 16-bit image would read as white.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as source:
+            if source.mode.startswith("I;16"):
+                return Image.fromarray((np.asarray(source) >> 8).astype(np.uint8)).convert("RGB")
+            return source.convert("RGB")
+    except OSError as exc:
+        raise UserError(f"cannot read the image '{path}' ({exc})", "replace or remove the file",
+                        fields=("data_dir",)) from None
+
+
 class ClassFolder(ImageFolder):
-    """torchvision's ImageFolder with labels a user can trust.
+    """torchvision's ImageFolder with labels a user can trust, reading images with `read_rgb`.
 
     - Hidden entries (`.ipynb_checkpoints`, `.DS_Store`, macOS `._*` files) are never classes or images.
     - A class folder (or a link inside it, to a folder or to one image) that leads into another class's folder
@@ -234,6 +252,9 @@ class ClassFolder(ImageFolder):
       a folder elsewhere is fine.
     - Fewer than two classes cannot train a classifier: refused.
     """
+
+    def __init__(self, root: str, transform: Any = None) -> None:
+        super().__init__(root, transform=transform, loader=read_rgb)
 
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
         classes = sorted(e.name for e in Path(directory).iterdir() if e.is_dir() and not e.name.startswith("."))
@@ -342,8 +363,7 @@ def _decode_all(folder: ImageFolder, res: int, stats: tuple[tuple[float, ...], t
     check_fits_in_memory(len(samples), res, f"'{folder.root}'", free_memory_bytes())
     images = torch.empty((len(samples), 3, res, res), dtype=torch.uint8)
     for i, (path, _) in enumerate(samples):
-        with Image.open(path) as source:
-            rgb = source.convert("RGB")
+        rgb = read_rgb(path)
         if rgb.size != (res, res):
             rgb = rgb.resize((res, res), Image.Resampling.BILINEAR)
         images[i] = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
