@@ -270,6 +270,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("checkpoint-nan", ["train", "--checkpoint", "{nan.pt}", "--resolution", "8"], "holds NaN or inf values in 'fc.weight'"),
     ("imagefolder-image-link-into-another-class", ["train", "--dataset", "imagefolder", "--data-dir", "{imf-image-link}",
                                                    "--resolution", "8"], "is a link to class 'dog''s image"),
+    ("batch-of-one-for-batchnorm", ["train", "--resolution", "4", "--subset", "64", "--batch-size", "1", "--method", "static",
+                                    "--sparsity", "0.5", "--out", "{tmp}/run"],  # refused at the first step: 1 x 1 maps
+     "a batch of 1 image(s) is too small for the model's BatchNorm layers"),
     ("warmup-not-shorter-than-training", ["train", "--epochs", "1", "--warmup-epochs", "1"],
      "--warmup-epochs 1 is not shorter than --epochs 1"),
     # --- an empty path is no folder (Path('') is the current one): every --out

@@ -53,7 +53,7 @@ from iee_deploy.seeding import rng_state, seed_everything, set_rng_state
 from iee_deploy.sparse.state import layer_sparsity, overall_sparsity
 from iee_deploy.sparse.tracking import UpdateRecord
 from iee_deploy.sparsifier import Sparsifier, method_step
-from iee_deploy.tasks import Task, task_named
+from iee_deploy.tasks import StepOutcome, Task, task_named
 from iee_deploy.tasks.classification import sgd_step
 from iee_deploy.train.config import TrainConfig
 from iee_deploy.train.data import ResumableBatchSampler
@@ -146,6 +146,18 @@ def check_loss(loss: float, step: int, total: int, lr: float) -> None:
     if not math.isfinite(loss):
         raise UserError(f"training diverged at step {step + 1} of {total}: the loss is {loss}",
                         f"lower `lr` (now {lr:g}) or check the starting weights", fields=("lr",))
+
+
+def step_or_refuse(task: Task, net: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, size: int) -> StepOutcome:
+    """`task.step`, with BatchNorm's refusal of a batch holding one value per channel (one image whose feature
+    map has shrunk to 1 x 1) as a one-line UserError naming `batch_size` instead of torch's ValueError."""
+    try:
+        return task.step(net, optimizer, batch)
+    except ValueError as exc:
+        if "Expected more than 1 value per channel" not in str(exc):
+            raise
+        raise UserError(f"a batch of {size} image(s) is too small for the model's BatchNorm layers ({brief(exc)})",
+                        "raise `batch_size` to 2 or more", fields=("batch_size",)) from None
 
 
 @dataclass
@@ -317,7 +329,7 @@ class Trainer:
             batch = task.to_device(next(batches), dist.device)
             size = task.batch_len(batch)
             with sparsifier.step(size) as records:
-                outcome = task.step(loop.net, optimizer, batch)
+                outcome = step_or_refuse(task, loop.net, optimizer, batch, size)
             loss = outcome.loss
             check_loss(loss, step, total, cfg.lr)
             scheduler.step()
