@@ -4,6 +4,8 @@
     PYTHONPATH=. python -m benchmarks.converged --quick    # minutes: a pipeline check of the same table shape
     PYTHONPATH=. python -m benchmarks.converged --device cuda --jobs 14   # every arm on one GPU (not timed yet)
     PYTHONPATH=. python -m benchmarks.converged --epochs 72 --plateau-only  # is static plateaued at 72 epochs?
+    PYTHONPATH=. python -m benchmarks.converged --sweep          # the sparsity sweep: about 4.6 h on 2 cores
+    PYTHONPATH=. python -m benchmarks.converged --sweep --quick  # under a minute: the sweep's tables, a pipeline check
 
 The setting is chosen so that the answer is not decided by step counts: resnet20 on Fashion-MNIST
 at 8 px (small images, 2,000 training images, scored on 2,000 validation images), trained long enough
@@ -40,6 +42,23 @@ runs it on an H100 or H200). Its runs and results carry a `-cuda` suffix: CPU an
 never mixed in one table, so every arm of a comparison ran on the same kind of device.
 
 Writes benchmarks/results/converged[_quick][-eE][-cuda].md, .json and .png.
+
+The sparsity sweep (`--sweep`) asks where IEE pays off, in the same setting and with the same period
+rule: static, RigL, SET and IEE at 95%, 98% and 99% ERK, each sparsity with its own plateau check
+(static at 0.75 E vs E; full mode stops when one fails: give a larger `--epochs`), and N:M 2:4 and
+1:4 with IEE, static and RigL against the usual deployment recipe at equal total steps (train dense
+for half of E, prune every group to its N largest magnitudes, fine-tune for the other half). The 80%
+and 90% points are converged.json's finished runs, never run again. Reported: paired differences
+with 95% t-intervals, grown-weight survival per sparsity, each arm's training FLOPs, and one
+sentence on the crossover. Every finished run leaves a small JSON record under
+benchmarks/results/sparsity_sweep[_quick]_runs/ (committed): a fresh clone rebuilds the report from
+them and trains only the runs without one. Writes benchmarks/results/sparsity_sweep[_quick].md,
+.json and .png.
+
+Sweep sizing (full mode): 24 runs per seed (3 sparsities x (4 arms + the plateau run), the dense
+run, 2 patterns x 4 arms), 5 seeds: 120 runs. From the converged runs' measured seconds per method
+(281 s static to 339 s IEE for 96 epochs, two runs sharing 2 cores; about 318 s on average), each
+scaled by its run's epochs, they take about 4.6 h two at a time; the report states the estimate.
 """
 
 from __future__ import annotations
@@ -49,6 +68,7 @@ import json
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -69,11 +89,15 @@ from benchmarks.common import (
     plateaued,
     run_parallel,
     setting_suffix,
-    train_run,
+    shown_command,
+    train_command,
     write_results,
 )
+from benchmarks.head_to_head import read_record
+from iee_deploy.io import write_json
+from iee_deploy.methods import parse_nm
 from iee_deploy.methods.schedule import UNSTRUCTURED_UPDATE_END, iee_period, iee_updates
-from iee_deploy.runs import RunFolder
+from iee_deploy.runs import FINAL_MODEL, RunFolder
 
 BATCH = 64
 
@@ -117,10 +141,12 @@ class Run:
     seed: int
     extra: tuple[str, ...] = ()
     epochs_scale: float = 1.0  # static at 0.75 E (plateau check); IEE at equal Theta_K steps
+    nm: str | None = None  # an N:M pattern ("2:4") instead of ERK's layer densities
 
     @property
     def folder(self) -> str:
-        return f"s{round(100 * self.sparsity)}/{self.label.replace(' ', '_').replace('=', '')}/seed{self.seed}"
+        where = f"s{round(100 * self.sparsity)}" if self.nm is None else f"nm{self.nm.replace(':', 'of')}"
+        return f"{where}/{self.label.replace(' ', '_').replace('=', '')}/seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -170,13 +196,13 @@ def command(run: Run, mode: Mode, per: Periods, data: Path, out: Path, device: s
         hjq = iee_period(steps, UNSTRUCTURED_UPDATE_END, mode.min_updates).hjq  # the rule, for this run's length
         period = [] if "--hjq" in run.extra else ["--hjq", ",".join(map(str, hjq))]
     else:
-        period = [] if run.method == "static" else ["--delta-t", str(per.delta_t)]
+        period = [] if run.method == "static" or "--delta-t" in run.extra else ["--delta-t", str(per.delta_t)]
     steps = round(run.epochs_scale * per.total_steps)
     per_epoch = mode.subset // BATCH
     # the trainer runs ceil(epochs x steps per epoch) steps: whole epochs as they are, else just under `steps`
     epochs = f"{steps // per_epoch}" if steps % per_epoch == 0 else f"{(steps - 0.5) / per_epoch:.6g}"
     return ["python", "-m", "iee_deploy", "train", "--method", run.method, "--sparsity", f"{run.sparsity:g}",
-            "--distribution", "erk", "--dataset", "fashion-mnist", "--data-dir", str(data.relative_to(ROOT)),
+            "--distribution", "erk", *(["--nm", run.nm] if run.nm else []), "--dataset", "fashion-mnist", "--data-dir", str(data.relative_to(ROOT)),
             "--resolution", str(mode.resolution), "--subset", str(mode.subset),
             *(["--val-subset", str(mode.val_images)] if mode.val_images is not None else []), "--model", "resnet20", "--epochs",
             epochs, "--batch-size", str(BATCH), "--lr", "0.1", "--seed", str(run.seed), *period, *run.extra,
@@ -195,8 +221,9 @@ def same_data(config: dict[str, Any], mode: Mode) -> bool:
     return (config["subset"], config.get("val_subset")) == (mode.subset, mode.val_images)
 
 
-def execute(run: Run, mode: Mode, per: Periods, data: Path, runs: str, device: str) -> dict[str, Any]:
-    """Run (or resume, or skip) one training run on `device`; return its row."""
+def execute(run: Run, mode: Mode, per: Periods, data: Path, runs: str, device: str,
+            in_process: bool = False) -> dict[str, Any]:
+    """Run (or resume, or skip) one training run on `device` (`in_process`: through the CLI here); return its row."""
     out = Path(runs) / mode.name / run.folder
     config = RunFolder(out).read_config()
     if config is not None and not same_data(config, mode):  # an earlier full mode's folder: never reuse it
@@ -204,7 +231,7 @@ def execute(run: Run, mode: Mode, per: Periods, data: Path, runs: str, device: s
                          f"{config.get('val_subset')}), not this mode's {mode.subset} ({mode.val_images}): move it "
                          "away or give another --runs")
     argv = command(run, mode, per, data, out, device)
-    shown = train_run(argv, out)
+    shown = train_command(argv, out, in_process)
     s = json.loads((out / "summary.json").read_text())
     updates = RunFolder(out).updates()
     return {**asdict(run), "command": shown, "folder": str(out), "val_acc": s["val_acc"], "best_val_acc": s["best_val_acc"],
@@ -255,9 +282,9 @@ PLATEAU_ARMS = ("static", "static 0.75E")  # the check's two arms, run first: st
 PLATEAU_SPARSITY = 0.9
 
 
-def plateau(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Static at 0.75 E minus static at E (90%), paired: plateaued when the mean is within PLATEAU_POINTS."""
-    d = paired(rows, PLATEAU_ARMS[1], PLATEAU_ARMS[0], PLATEAU_SPARSITY)
+def plateau(rows: list[dict[str, Any]], sparsity: float = PLATEAU_SPARSITY) -> dict[str, Any] | None:
+    """Static at 0.75 E minus static at E (at `sparsity`), paired: plateaued when the mean is within PLATEAU_POINTS."""
+    d = paired(rows, PLATEAU_ARMS[1], PLATEAU_ARMS[0], sparsity)
     if d is None:
         return None
     return {**d, "plateaued": plateaued(d)}
@@ -323,9 +350,7 @@ def write_plateau_probes(runs: Path, device: str, meta: dict[str, Any]) -> None:
     gap.axhline(0, color="k", lw=0.5)
     gap.set(xlabel="E (epochs)", ylabel="points", title="static at 0.75 E minus static at E (paired, 95% CI)")
     gap.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / f"{name}.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, RESULTS / f"{name}.png")
     lines = [f"# Plateau check of the converged benchmark ({device})", "", *header_markdown(meta, "full"), "",
              f"Static sparse training at {100 * PLATEAU_SPARSITY:.0f}% ERK (the full mode's setting: resnet20, "
              f"Fashion-MNIST at {FULL.resolution} px, {FULL.subset:,} training images, validation on "
@@ -361,6 +386,38 @@ def mean_curve(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return xs, [m for m, _ in stats], [s for _, s in stats]
 
 
+def grouped_bars(axis: Any, groups: list[str], series: list[tuple[str, dict[str, dict[str, Any]]]], **ticks: Any) -> None:
+    """Top-1 bars (mean +- std over seeds) of every group, one bar per series side by side (cells: group -> row)."""
+    width = 0.8 / len(series)
+    for k, (name, cells) in enumerate(series):
+        xs = [i + k * width for i, g in enumerate(groups) if g in cells]
+        axis.bar(xs, [100 * cells[g]["val_acc"] for g in groups if g in cells], width,
+                 yerr=[100 * cells[g]["val_acc_std"] for g in groups if g in cells], capsize=3, label=name)
+    axis.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(groups))], groups, **ticks)
+    lows = [100 * c["val_acc"] for _, cells in series for c in cells.values()] or [0.0]
+    axis.set_ylim(max(0.0, min(lows) - 10), min(100.0, max(lows) + 5))
+    axis.legend(fontsize=8)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Lay out, write (110 dpi) and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def difference_cell(d: dict[str, float] | None) -> str:
+    """A table cell of a paired difference ('-' when there is none)."""
+    return "-" if d is None else format_difference(d)
+
+
+def percent_cell(x: float | None) -> str:
+    """A table cell of a share ('-' when there is none)."""
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
 def plot(rows: list[dict[str, Any]], table: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -370,19 +427,9 @@ def plot(rows: list[dict[str, Any]], table: list[dict[str, Any]], path: Path) ->
     fig, (bars, surv, iou) = plt.subplots(1, 3, figsize=(15, 4.2))
     sparsities = sorted({t["sparsity"] for t in table})
     labels = list(dict.fromkeys(t["label"] for t in table))
-    width = 0.8 / len(sparsities)
-    for k, s in enumerate(sparsities):
-        cells = {t["label"]: t for t in table if t["sparsity"] == s}
-        xs = [i + k * width for i, lab in enumerate(labels) if lab in cells]
-        bars.bar(xs, [100 * cells[lab]["val_acc"] for lab in labels if lab in cells], width,
-                 yerr=[100 * cells[lab]["val_acc_std"] for lab in labels if lab in cells], capsize=3,
-                 label=f"{100 * s:.0f}% ERK")
-    bars.set_xticks([i + width * (len(sparsities) - 1) / 2 for i in range(len(labels))], labels, rotation=30,
-                    ha="right", fontsize=8)
-    lows = [100 * t["val_acc"] for t in table]
-    bars.set_ylim(max(0.0, min(lows) - 10), min(100.0, max(lows) + 5))
+    grouped_bars(bars, labels, [(f"{100 * s:.0f}% ERK", {t["label"]: t for t in table if t["sparsity"] == s})
+                                for s in sparsities], rotation=30, ha="right", fontsize=8)
     bars.set(ylabel="top-1 (%)", title="final top-1, mean +- std over seeds")
-    bars.legend(fontsize=8)
     for method, color in (("iee", "C2"), ("rigl", "C1")):
         picked = [r for r in rows if r["label"] == method and r["sparsity"] == 0.9]
         for axis, key in ((surv, "survival_curve"), (iou, "iou_curve")):
@@ -395,16 +442,12 @@ def plot(rows: list[dict[str, Any]], table: list[dict[str, Any]], path: Path) ->
     iou.set(xlabel="epoch of the update", ylabel="%", title="90%: IoU of Theta_K with the previous update")
     surv.legend(fontsize=8)
     iou.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def markdown(record: dict[str, Any], png: str) -> str:
     mode, per, meta = record["mode_settings"], record["periods"], record["meta"]
     quick = record["args"]["quick"]
-    diff = lambda d: "-" if d is None else format_difference(d)  # noqa: E731
-    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     main = [t for t in record["table"] if not t["label"].startswith("iee ") or t["label"] == "iee equal Theta_K steps"]
     ablations = [t for t in record["table"] if t["label"].startswith("iee ") and t["label"] != "iee equal Theta_K steps"
                  and t["sparsity"] == 0.9]
@@ -423,7 +466,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
             ("matches (lower, CI below 0)" if d["high"] < 0 else "opposite (CI above 0)" if d["low"] > 0
              else "not resolved (CI spans 0)") + f"; paper {paper:+.1f}")
         ablation_rows.append([t["label"], t["seeds"], f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}",
-                              diff(d), same])
+                              difference_cell(d), same])
     curves = []
     for key, title in (("survival_curve", "grown-weight survival"), ("iou_curve", "IoU of Theta_K after grow")):
         for method in ("iee", "rigl"):
@@ -457,11 +500,11 @@ def markdown(record: dict[str, Any], png: str) -> str:
                          "- static (paired, 95% CI)", "train FLOPs x dense", "train FLOPs total", "steps",
                          "steps training Theta_K", "grown-weight survival"],
                         [[f"{100 * t['sparsity']:.0f}%", t["label"], t["seeds"],
-                          f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}", diff(t["vs_rigl"]),
-                          diff(t["vs_static"]), f"{t['train_flops_relative']:.3f}", f"{t['train_flops']:.3g}",
-                          f"{t['steps']:.0f}", f"{t['theta_k_steps']:.0f}", pct(t["mean_survival"])] for t in main]), "",
+                          f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}", difference_cell(t["vs_rigl"]),
+                          difference_cell(t["vs_static"]), f"{t['train_flops_relative']:.3f}", f"{t['train_flops']:.3g}",
+                          f"{t['steps']:.0f}", f"{t['theta_k_steps']:.0f}", percent_cell(t["mean_survival"])] for t in main]), "",
         "IEE at equal Theta_K steps minus IEE at equal epochs (paired, 95% CI): "
-        + "; ".join(f"{100 * t['sparsity']:.0f}%: {diff(t['vs_iee'])}" for t in main
+        + "; ".join(f"{100 * t['sparsity']:.0f}%: {difference_cell(t['vs_iee'])}" for t in main
                     if t["label"] == "iee equal Theta_K steps") + ".", "",
         "## Table 4 ablations (90%), paired against IEE", "",
         *markdown_table(["ablation", "seeds", "top-1 (mean +- std)", "- IEE (paired, 95% CI)", "direction vs the paper"],
@@ -491,6 +534,299 @@ def markdown(record: dict[str, Any], png: str) -> str:
     return "\n".join(lines)
 
 
+# --- the sparsity sweep (--sweep) ----------------------------------------------------------------
+SWEEP_SPARSITIES = (0.95, 0.98, 0.99)
+SWEEP_METHODS = ("static", "rigl", "set", "iee")
+REFERENCE_SPARSITIES = (0.8, 0.9)
+"""The sweep's lower sparsities come from converged[_quick].json's finished runs (the same setting); never run again."""
+NM_PATTERNS = ("2:4", "1:4")
+NM_METHODS = ("iee", "static", "rigl")
+DENSE = "dense"
+RECIPE = "dense then prune"
+DENSE_SHARE = 0.5
+"""The dense-then-prune recipe trains dense for this share of E epochs, then prunes to N:M by magnitude and fine-tunes
+for the rest: as many steps as every other arm."""
+
+
+def nm_sparsity(pattern: str) -> float:
+    """The sparsity of an N:M pattern: 1 - N/M (0.5 for 2:4)."""
+    return 1 - parse_nm(pattern).density
+
+
+def dense_run(seed: int) -> Run:
+    """The recipe's dense phase: DENSE_SHARE of E epochs at sparsity 0 (one per seed, shared by the patterns)."""
+    return Run(DENSE, "static", 0.0, seed, epochs_scale=DENSE_SHARE)
+
+
+def recipe_run(pattern: str, seed: int, mode: Mode, per: Periods, runs: str) -> Run:
+    """The recipe's fine-tune: GMP from the dense run's weights with an update window of one step.
+
+    At step 1 (after one dense step) GMP prunes every N:M group to its N largest magnitudes at once
+    (its cubic schedule is at its end there); the mask then stays fixed for the remaining steps.
+    """
+    steps = round((1 - DENSE_SHARE) * per.total_steps)
+    checkpoint = Path(runs) / mode.name / dense_run(seed).folder / FINAL_MODEL
+    return Run(RECIPE, "gmp", nm_sparsity(pattern), seed, ("--checkpoint", str(checkpoint), "--delta-t", "1",
+               "--update-end", f"{1.5 / steps:.6g}"), epochs_scale=1 - DENSE_SHARE, nm=pattern)
+
+
+def sweep_runs(mode: Mode, per: Periods, runs: str) -> list[Run]:
+    """Every arm at 95-99% ERK with its plateau run, then the dense run and the N:M arms, seed by seed."""
+    out = []
+    for seed in range(mode.seeds):
+        for s in SWEEP_SPARSITIES:
+            out += [Run(m, m, s, seed) for m in SWEEP_METHODS]
+            out.append(Run(PLATEAU_ARMS[1], "static", s, seed, epochs_scale=0.75))
+        out.append(dense_run(seed))
+        for pattern in NM_PATTERNS:
+            out += [Run(m, m, nm_sparsity(pattern), seed, nm=pattern) for m in NM_METHODS]
+            out.append(recipe_run(pattern, seed, mode, per, runs))
+    return out
+
+
+def swept(run: Run, mode: Mode, per: Periods, data: Path, args: argparse.Namespace, records: Path,
+          retrain: bool = False) -> dict[str, Any]:
+    """The run's committed record (its row), made first by training it (or resuming) when there is none.
+
+    `retrain`: train it again when its record is there but its run folder's final weights are not (a fresh
+    clone's dense run, which an unfinished fine-tune starts from; on the CPU the same command gives the same run).
+    """
+    out = Path(args.runs) / mode.name / run.folder
+    how = shown_command(command(run, mode, per, data, out, args.device))
+    path = records / f"{run.folder}.json"
+    record = read_record(path, how)
+    if record is None:
+        record = {"how": how, **execute(run, mode, per, data, args.runs, args.device, in_process=args.quick)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, record)
+    elif retrain and not (out / FINAL_MODEL).is_file():
+        execute(run, mode, per, data, args.runs, args.device, in_process=args.quick)
+    return record
+
+
+def each(fn: Callable[[Run], dict[str, Any]], runs: list[Run], jobs: int, desc: str) -> list[dict[str, Any]]:
+    """`fn` over `runs`: `jobs` at a time, or one after another in this thread when 1 (in-process training)."""
+    return [fn(r) for r in runs] if jobs == 1 else run_parallel(fn, runs, jobs, desc)
+
+
+def with_dense(row: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's row over both phases: the dense run's steps, seconds and training FLOPs added to the fine-tune's."""
+    steps = row["steps"] + dense["steps"]
+    return {**row, "steps": steps, "theta_k_steps": row["theta_k_steps"] + dense["theta_k_steps"],
+            "seconds": row["seconds"] + dense["seconds"], "train_flops": row["train_flops"] + dense["train_flops"],
+            "train_flops_relative": (row["train_flops_relative"] * row["steps"]
+                                     + dense["train_flops_relative"] * dense["steps"]) / steps}
+
+
+def reference_name(mode: Mode) -> str:
+    """The converged comparison's results file of `mode`'s setting (without .json)."""
+    return "converged_quick" if mode.name.startswith("quick") else "converged"
+
+
+def reference(mode: Mode) -> tuple[dict[str, Any] | None, str]:
+    """converged[_quick].json when it ran `mode`'s setting, and where the sweep's 80% and 90% rows come from."""
+    name = reference_name(mode)
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return None, f"{name}.json is missing: no 80% and 90% rows"
+    record = dict(json.loads(path.read_text()))
+    if record["mode_settings"] != asdict(mode):
+        return None, f"{name}.json ran another setting ({record['mode']}): no 80% and 90% rows"
+    return record, f"80% and 90%: the finished runs of {name}.json (the same setting, not run again)"
+
+
+def resolved(d: dict[str, float] | None) -> str:
+    """Whether a paired difference is resolved above 0, below 0, or not."""
+    if d is None:
+        return "not measured"
+    if d["n"] < 2:
+        return "no interval (one seed)"
+    return "above 0" if d["low"] > 0 else "below 0" if d["high"] < 0 else "not resolved"
+
+
+def crossover(table: list[dict[str, Any]], key: str, other: str) -> str:
+    """One sentence: from which sparsity IEE is resolved above `other` (paired 95% CI above 0 there and above)."""
+    cells = sorted((t["sparsity"], t[key]) for t in table if t["label"] == "iee")
+    above = [s for s, d in cells if resolved(d) == "above 0"]
+    top = f"{100 * cells[-1][0]:.0f}%" if cells else "-"
+    if not above:
+        return f"IEE is resolved above {other} nowhere up to {top}."
+    first = min(above)
+    if all(s in above for s, _ in cells if s >= first):
+        return f"IEE is resolved above {other} from {100 * first:.0f}% sparsity (up to {top})."
+    return (f"IEE is resolved above {other} at {', '.join(f'{100 * s:.0f}%' for s in above)} only, not at every "
+            "sparsity above.")
+
+
+def estimated_hours(runs: list[Run], record: dict[str, Any] | None, jobs: int) -> float | None:
+    """Hours the runs take `jobs` at a time: each method's mean seconds at E in converged.json, times the run's epochs."""
+    if record is None:
+        return None
+    measured: dict[str, list[float]] = defaultdict(list)
+    for r in record["rows"]:
+        if r["epochs_scale"] == 1.0 and not r["extra"]:
+            measured[r["method"]].append(r["seconds"])
+    return sum(run.epochs_scale * statistics.fmean(measured[run.method]) for run in runs) / jobs / 3600
+
+
+def sweep_plot(erk_rows: list[dict[str, Any]], erk: list[dict[str, Any]], nm: list[dict[str, Any]], path: Path) -> None:
+    """IEE - RigL and IEE - static against sparsity (paired 95% CIs), survival per sparsity, and the N:M top-1s."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (gap, surv, bars) = plt.subplots(1, 3, figsize=(15, 4.2))
+    sparsities = sorted({t["sparsity"] for t in erk})
+    iee = {t["sparsity"]: t for t in erk if t["label"] == "iee"}
+    for k, (key, name) in enumerate((("vs_rigl", "IEE - RigL"), ("vs_static", "IEE - static"))):
+        xs = [i + 0.1 * (2 * k - 1) for i, s in enumerate(sparsities) if s in iee and iee[s][key] is not None]
+        ds = [iee[s][key] for s in sparsities if s in iee and iee[s][key] is not None]
+        err = [[0 if d["n"] < 2 else 100 * (d["mean"] - d["low"]) for d in ds],
+               [0 if d["n"] < 2 else 100 * (d["high"] - d["mean"]) for d in ds]]
+        gap.errorbar(xs, [100 * d["mean"] for d in ds], yerr=err, marker="o", capsize=3, ls="", label=name)
+    gap.axhline(0, color="k", lw=0.5)
+    gap.set_xticks(range(len(sparsities)), [f"{100 * s:.0f}%" for s in sparsities])
+    gap.set(xlabel="ERK sparsity", ylabel="top-1 points", title="paired differences, 95% CI")
+    gap.legend(fontsize=8)
+    for k, (method, color) in enumerate((("iee", "C2"), ("rigl", "C1"))):
+        stats = [(i, mean_std([r["mean_survival"] for r in erk_rows if r["label"] == method and r["sparsity"] == s
+                                 and r["mean_survival"] is not None]))
+                 for i, s in enumerate(sparsities)
+                 if any(r["label"] == method and r["sparsity"] == s and r["mean_survival"] is not None for r in erk_rows)]
+        surv.errorbar([i + 0.1 * (2 * k - 1) for i, _ in stats], [100 * m for _, (m, _) in stats],
+                      yerr=[100 * sd for _, (_, sd) in stats], marker="o", capsize=3, ls="", color=color, label=method)
+    surv.set_xticks(range(len(sparsities)), [f"{100 * s:.0f}%" for s in sparsities])
+    surv.set(xlabel="ERK sparsity", ylabel="%", title="grown weights surviving the next update (mean +- std)")
+    surv.legend(fontsize=8)
+    patterns = list(dict.fromkeys(t["nm"] for t in nm if t["nm"]))
+    grouped_bars(bars, patterns, [(label, {t["nm"]: t for t in nm if t["label"] == label})
+                                  for label in (*NM_METHODS, RECIPE)])
+    bars.set(xlabel="N:M pattern", ylabel="top-1 (%)", title="N:M at equal steps, mean +- std over seeds")
+    save_figure(fig, path)
+
+
+def sweep_markdown(record: dict[str, Any], png: str) -> str:
+    mode, per, meta = record["mode_settings"], record["periods"], record["meta"]
+    quick = record["args"]["quick"]
+    checks = [[f"{100 * p['sparsity']:.0f}%" + (f" ({p['from']})" if p["from"] else ""),
+               "not run yet" if p["check"] is None else format_difference(p["check"]),
+               "-" if p["check"] is None else ("yes" if p["check"]["plateaued"] else "**no**")] for p in record["plateau"]]
+    flops = lambda t: [f"{t['train_flops_relative']:.3f}", f"{t['train_flops']:.3g}", f"{t['steps']:.0f}"]  # noqa: E731
+    erk = [[f"{100 * t['sparsity']:.0f}%", t["label"], t["seeds"], f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}",
+            difference_cell(t["vs_rigl"]), difference_cell(t["vs_static"]), *flops(t), percent_cell(t["mean_survival"])] for t in record["erk"]]
+    nm = [[t["nm"] or "dense", t["label"], t["seeds"], f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}",
+           difference_cell(t["vs_recipe"]), difference_cell(t["vs_static"]), difference_cell(t["vs_rigl"]), *flops(t)] for t in record["nm"]]
+    verdicts = [f"- {t['nm']}: IEE minus {RECIPE} at equal steps: {difference_cell(t['vs_recipe'])}: "
+                + {"above 0": "**IEE beats the recipe**", "below 0": "**the recipe beats IEE**",
+                   "not resolved": "not resolved (the CI spans 0)"}.get(resolved(t["vs_recipe"]), resolved(t["vs_recipe"]))
+                for t in record["nm"] if t["label"] == "iee"]
+    hours = record["estimated_hours"]
+    lines = [
+        f"# Sparsity sweep: IEE vs static, RigL, SET at 80-99% ERK, and N:M 2:4 and 1:4 ({record['mode']} mode)", "",
+        *header_markdown(meta, record["mode"] + (" (a pipeline check of the tables' shape, NOT the sweep)" if quick else "")),
+        "",
+    ]
+    if quick:
+        lines += ["**Quick mode: a pipeline check.** A few hundred images, a few epochs, one seed: nothing has "
+                  "converged and one seed gives no intervals. It shows that every arm, the plateau checks, the "
+                  "differences, FLOPs and the plot come out; it says nothing about which method is better.", ""]
+    lines += [
+        f"Setup: the converged comparison's setting unchanged (converged{'_quick' if quick else ''}.md): resnet20 on "
+        f"Fashion-MNIST at {mode['resolution']} px, {mode['subset']:,} training images (validation: "
+        f"{Mode(**mode).validation()}), {mode['epochs']} epochs = {per['total_steps']} steps of batch {BATCH}, SGD lr 0.1 "
+        f"cosine to 0, seeds 0..{mode['seeds'] - 1} paired; IEE H, J, Q = {','.join(map(str, per['hjq']))} "
+        f"({per['updates']} updates), RigL and SET dT = {per['delta_t']}. {record['reference']}.", "",
+        "## Plateau check at each sparsity", "",
+        f"Static at 0.75 E minus static at E (paired, 95% CI, points); plateaued within {PLATEAU_POINTS} points.", "",
+        *markdown_table(["sparsity", "0.75 E minus E", "plateaued"], checks), "",
+        "## ERK sparsity", "",
+        f"**When IEE pays off:** {record['crossover']['rigl']} {record['crossover']['static']}", "",
+        *markdown_table(["sparsity", "arm", "seeds", "top-1 (mean +- std)", "- RigL (paired, 95% CI)",
+                         "- static (paired, 95% CI)", "train FLOPs x dense", "train FLOPs total", "steps",
+                         "grown-weight survival"], erk), "",
+        f"![IEE - RigL and IEE - static against sparsity, survival, N:M]({png})", "",
+        "Survival: share of the weights grown at an update still active after the next update's prune (Fig. 5b), "
+        "mean over the updates of a run, then over seeds.", "",
+        "## N:M (2:4 and 1:4) at equal steps", "",
+        f"IEE, static and RigL with the pattern from the start (`--nm`; the first convolution, whose inputs are not a "
+        f"multiple of M, stays dense). {RECIPE}: the usual deployment recipe (NVIDIA ASP, Model Optimizer's 2:4 "
+        f"sparsify): train dense for {DENSE_SHARE:g} E, prune every group to its N largest magnitudes, fine-tune with "
+        f"the mask fixed for the remaining {1 - DENSE_SHARE:g} E (its own cosine schedule from lr 0.1), so it takes "
+        "as many steps as every other arm. The fine-tune is `--method gmp` from the dense weights with an update "
+        "window of one step: after one dense step it prunes to the exact N:M pattern by magnitude at once. Its "
+        "steps and FLOPs below include the dense phase; the dense row is that phase alone.", "",
+        *markdown_table(["pattern", "arm", "seeds", "top-1 (mean +- std)", f"- {RECIPE} (paired, 95% CI)",
+                         "- static (paired, 95% CI)", "- RigL (paired, 95% CI)", "train FLOPs x dense",
+                         "train FLOPs total", "steps"], nm), "",
+        *verdicts, "",
+        "Train FLOPs: the trainer's count (IEE's explore steps: dense forward; RigL's update steps: dense gradient) "
+        "relative to dense training of the same samples, and in total.", "",
+        f"Commands (seed 0; the others differ only in `--seed`, `--out` and the dense checkpoint); run folders under "
+        f"`{record['args']['runs']}/{record['mode']}/`, one committed record per finished run under "
+        f"`benchmarks/results/{record['name']}_runs/` (a fresh clone rebuilds this file from them and resumes):", "",
+        *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0], "",
+        "## Sizing", "",
+        f"Full mode: {len(SWEEP_SPARSITIES)} sparsities x ({len(SWEEP_METHODS)} arms + the plateau run) + the dense run "
+        f"+ {len(NM_PATTERNS)} patterns x {len(NM_METHODS) + 1} arms = "
+        f"{len(SWEEP_SPARSITIES) * (len(SWEEP_METHODS) + 1) + 1 + len(NM_PATTERNS) * (len(NM_METHODS) + 1)} runs per "
+        f"seed, {FULL.seeds} seeds. "
+        + ("" if hours is None else f"From the converged runs' measured seconds per method (each run scaled by its "
+           f"epochs), this file's runs take about {hours:.1f} h {record['args']['jobs']} at a time. ")
+        + measured_sizing(record["rows"], 1 if quick else record["args"]["jobs"], Mode(**mode).val_count), "",
+        f"This file's command: `IEE_SHARED=../shared {meta['command']}` (resumable).", "",
+    ]
+    return "\n".join(lines)
+
+
+def sweep(args: argparse.Namespace, mode: Mode, meta: dict[str, Any], data: Path, suffix: str) -> None:
+    """The sparsity sweep: plateau runs first (full mode stops if one fails), the dense runs, then every other arm."""
+    per = periods(mode)
+    name = "sparsity_sweep" + ("_quick" if args.quick else "") + suffix
+    results = Path(args.results)
+    records = results / f"{name}_runs"
+    runs = sweep_runs(mode, per, args.runs)
+    jobs = 1 if args.quick else args.jobs
+    do = lambda retrain: lambda run: swept(run, mode, per, data, args, records, retrain)  # noqa: E731
+    first = [r for r in runs if r.label in PLATEAU_ARMS and r.nm is None]
+    done = dict(zip(first, each(do(False), first, jobs, "plateau checks")))
+    checks = {s: plateau(list(done.values()), s) for s in SWEEP_SPARSITIES}
+    failed = [f"{100 * s:.0f}%: {format_difference(c)}" for s, c in checks.items() if c is not None and not c["plateaued"]]
+    if failed and not args.quick and not args.past_plateau:
+        raise SystemExit(f"static has not plateaued at E = {mode.epochs} epochs ({'; '.join(failed)} points, more than "
+                         f"{PLATEAU_POINTS}): run the sweep again with a larger --epochs (every arm gets it), or "
+                         "--past-plateau to compare anyway")
+    dense = [r for r in runs if r.label == DENSE]
+    waiting = {r.seed for r in runs if r.label == RECIPE and not (records / f"{r.folder}.json").is_file()}
+    done.update(zip(dense, each(lambda r: do(r.seed in waiting)(r), dense, jobs, "dense runs")))
+    rest = [r for r in runs if r not in done]
+    done.update(zip(rest, each(do(False), rest, jobs, "runs")))
+    rows = [done[r] for r in runs]
+    ref, source = reference(mode)
+    ref_rows = [r for r in (ref or {}).get("rows", []) if r["sparsity"] in REFERENCE_SPARSITIES and r["label"] in SWEEP_METHODS]
+    erk_rows = ref_rows + [r for r in rows if r.get("nm") is None and r["label"] in SWEEP_METHODS]
+    erk = sorted(aggregate(erk_rows), key=lambda t: (t["sparsity"], SWEEP_METHODS.index(t["label"])))
+    dense_rows = {r["seed"]: r for r in rows if r["label"] == DENSE}
+    nm_rows = [with_dense(r, dense_rows[r["seed"]]) if r["label"] == RECIPE else r for r in rows
+               if r.get("nm") is not None or r["label"] == DENSE]
+    order = [DENSE, *NM_METHODS, RECIPE]
+    nm = sorted(({**t, "nm": next(r["nm"] for r in nm_rows if r["label"] == t["label"] and r["sparsity"] == t["sparsity"]),
+                  "vs_recipe": paired(nm_rows, t["label"], RECIPE, t["sparsity"])} for t in aggregate(nm_rows)),
+                key=lambda t: (t["sparsity"], order.index(t["label"])))
+    plateaus = ([{"sparsity": PLATEAU_SPARSITY, "from": f"{reference_name(mode)}.json", "check": ref["plateau"]}]
+                if ref is not None else []) + [{"sparsity": s, "from": None, "check": c} for s, c in checks.items()]
+    record = {"meta": meta, "mode": mode.name, "name": name, "mode_settings": asdict(mode), "periods": asdict(per),
+              "args": vars(args), "reference": source, "plateau": plateaus,
+              "crossover": {"rigl": crossover(erk, "vs_rigl", "RigL"), "static": crossover(erk, "vs_static", "static")},
+              "estimated_hours": estimated_hours(sweep_runs(FULL, periods(FULL), args.runs), ref, args.jobs)
+              if not args.quick else None,
+              "erk": erk, "nm": nm, "rows": rows}
+    sweep_plot(erk_rows, erk, nm, results / f"{name}.png")
+    text = sweep_markdown(record, f"{name}.png")
+    print(text)
+    write_results(name, record, text, results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK.subset} images, {QUICK.epochs} epochs, "
@@ -507,6 +843,9 @@ def main() -> None:
                         help="every arm's training device (cuda: run folders and results get a -cuda suffix)")
     parser.add_argument("--plateau-only", action="store_true",
                         help="run only the plateau check's two arms at this E and rewrite converged-plateau[-cuda]")
+    parser.add_argument("--sweep", action="store_true",
+                        help="the sparsity sweep instead: 95-99%% ERK and N:M 2:4 and 1:4 (writes sparsity_sweep*)")
+    parser.add_argument("--results", default=str(RESULTS), help="folder of the sweep's results files and run records")
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
     if args.epochs is not None and args.epochs < 4:
@@ -521,6 +860,13 @@ def main() -> None:
         gpu = torch.cuda.is_available()
     meta = header(1, "torchvision", "matplotlib", device="cuda" if gpu else "cpu")  # the header names a GPU it sees
     data = fashion_mnist_root()
+    if args.sweep:
+        if args.only or args.plateau_only:
+            raise SystemExit("--sweep runs every arm of the sweep: leave out --only and --plateau-only")
+        if args.device == "cuda" and not gpu:
+            raise SystemExit("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+        sweep(args, mode, meta, data, suffix)
+        return
     per = periods(mode)
     runs = runs_of(mode, per)
     done_run = lambda run: finished(Path(args.runs) / mode.name / run.folder)  # noqa: E731
