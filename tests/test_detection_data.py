@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from iee_deploy.data.detection import VOC_CLASSES, detection_datasets
+from iee_deploy.data.detection import VOC_CLASSES, check_scorable, detection_datasets
 from iee_deploy.errors import UserError
 
 W, H = 32, 24
@@ -66,6 +66,17 @@ def test_a_malformed_voc_annotation_is_one_line_naming_the_file(tmp_path, text, 
     with pytest.raises(UserError) as err:
         detection_datasets("voc", tmp_path, 64)
     assert "000002.xml" in str(err.value) and problem in str(err.value) and "\n" not in str(err.value)
+
+
+def test_validation_images_without_objects_are_refused_before_a_nan_map(tmp_path):
+    """GOOD_VOC validates on one image without objects: its mAP is undefined, so training or validating on it is
+    refused (a run reported `mAP@0.5 nan%` as its result); one annotated image makes it scorable."""
+    voc_folder(tmp_path / "empty", GOOD_VOC)
+    with pytest.raises(UserError, match="the 1 voc validation image\\(s\\) hold no objects, so their mAP is undefined"):
+        check_scorable(detection_datasets("voc", tmp_path / "empty", 64))
+    voc_folder(tmp_path / "one", {**GOOD_VOC, "000003": voc_xml([("dog", (1, 1, 10, 12))])})
+    check_scorable(detection_datasets("voc", tmp_path / "one", 64))
+    check_scorable(detection_datasets("digits", None, 32, subset=5))
 
 
 def coco_folder(root: Path, train: dict | None = None) -> None:

@@ -273,3 +273,16 @@ def detection_datasets(name: str, data_dir: str | Path | None, resolution: int |
     if val_count is not None:
         bundle.val = Subset(bundle.val, sample_indices(len(bundle.val), val_count))
     return bundle
+
+
+def check_scorable(bundle: DataBundle) -> None:
+    """Validation images (a VOC or COCO split, or its sample) that hold no object have no mAP: a run scored on them
+    would report NaN as its result. Refused in one line before training or validating."""
+    val = bundle.val
+    base = val.dataset if isinstance(val, Subset) else val
+    if not isinstance(base, ImageBoxes):  # digit scenes always hold digits
+        return
+    items = [base.items[i] for i in val.indices] if isinstance(val, Subset) else base.items
+    if not any(len(item.boxes) for item in items):
+        raise UserError(f"the {len(items)} {bundle.name} validation image(s) hold no objects, so their mAP is undefined",
+                        "add annotated images to the validation split", fields=("data_dir",))

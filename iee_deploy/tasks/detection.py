@@ -249,9 +249,11 @@ class DetectionTask(Task):
     counts_correct = False
 
     def datasets(self, config: Any) -> DataBundle:
-        from iee_deploy.data.detection import detection_datasets
+        from iee_deploy.data.detection import check_scorable, detection_datasets
 
-        return detection_datasets(config.dataset, config.data_dir, config.resolution, config.subset, config.val_subset)
+        bundle = detection_datasets(config.dataset, config.data_dir, config.resolution, config.subset, config.val_subset)
+        check_scorable(bundle)
+        return bundle
 
     def check_fits_data(self, config: Any, bundle: DataBundle) -> None:
         if config.num_classes is not None and config.num_classes < bundle.num_classes:
