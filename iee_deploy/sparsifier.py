@@ -45,7 +45,7 @@ from torch import nn
 from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError
 from iee_deploy.flops import forward_flops, layer_costs, train_step_flops
-from iee_deploy.methods import SparsityConfig, SparsityMethod, TrainContext, build_method
+from iee_deploy.methods import SparsityConfig, SparsityMethod, TrainContext, build_method, parse_nm
 from iee_deploy.models.detection import network_part
 from iee_deploy.seeding import MAX_SEED
 from iee_deploy.sparse.tracking import UpdateRecord
@@ -143,7 +143,8 @@ def settings_of(config: SparsityConfig) -> dict[str, Any]:
 class Sparsifier:
     """A sparsification method attached to `model` and `optimizer` for `total_steps` optimizer steps.
 
-    Give either `config` or the `SparsityConfig` fields as keywords (`method="rigl", sparsity=0.8`).
+    Give either `config` or the `SparsityConfig` fields as keywords (`method="rigl", sparsity=0.8`); with `nm`
+    and no `sparsity`, the sparsity is the pattern's 1 - N/M (as `train --nm`).
     `resolution` (input px) enables FLOP counting. `dist` defaults to the current process group.
     """
 
@@ -161,6 +162,8 @@ class Sparsifier:
                             "call .detach() on the first one before attaching another", fields=("model",))
         self.optimizer = optimizer
         self.total_steps = total_steps
+        if config is None and isinstance(fields.get("nm"), str) and "sparsity" not in fields:
+            fields = {**fields, "sparsity": 1 - parse_nm(fields["nm"]).density}  # as `train --nm`: not the default 0.9
         try:
             self.config = config or SparsityConfig(**fields)
         except TypeError as exc:  # an unknown keyword

@@ -167,3 +167,15 @@ def test_a_frozen_layer_stays_dense_and_the_rest_is_sparsified():
     trained = [model[3].weight, model[8].weight]
     zeros = sum(int((w == 0).sum()) for w in trained) / sum(w.numel() for w in trained)
     assert abs(zeros - 0.8) < 0.02  # the target sparsity over the layers that train
+
+
+def test_an_nm_pattern_without_a_sparsity_sets_it_and_a_contradicting_one_is_refused():
+    """`nm` alone means sparsity 1 - N/M, as `train --nm` (the default 0.9 was refused as a contradiction the
+    user had not written); an explicit contradicting sparsity still is."""
+    model = net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sparsifier = Sparsifier(model, optimizer, 12, method="static", nm="2:4")
+    assert sparsifier.config.sparsity == 0.5
+    sparsifier.detach()
+    with pytest.raises(UserError, match="`sparsity` 0.9 contradicts `nm` 2:4"):
+        Sparsifier(model, optimizer, 12, method="static", nm="2:4", sparsity=0.9)
