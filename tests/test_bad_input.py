@@ -179,6 +179,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("nm-zero", ["train", "--nm", "0:4"], "--nm '0:4'"),
     ("nm-contradicts-sparsity", ["train", "--nm", "2:4", "--sparsity", "0.9"], "--sparsity 0.9 contradicts --nm 2:4"),
     ("nm-global", ["train", "--nm", "2:4", "--distribution", "global"], "--distribution global"),
+    ("halp-window-of-no-steps", ["train", "--resolution", "8", "--method", "halp", "--latency-ratio", "0.9", "--lut", "{lut.csv}",
+                                 "--subset", "256", "--batch-size", "16", "--epochs", "1"],  # 5/130 of 16 steps: none
+     "dT = 1 steps is longer than the 0 steps of the pruning window; raise --update-end or train for more --epochs"),
     ("budget-and-sparsity", ["train", "--latency-ratio", "0.5", "--sparsity", "0.5"], "--sparsity"),
     ("lut-without-budget", ["train", "--target", "cpu"], "need a latency budget"),
     ("halp-without-budget", ["train", "--method", "halp"], "--method halp"),

@@ -42,9 +42,10 @@ class HALP(SparsityMethod):
         self.interval = cfg.delta_t or resolve_period(PAPER_INTERVAL, ctx.total_steps, cfg.updates_end)
         self.prunes = end // self.interval
         if self.prunes == 0:
+            lower = "lower `delta_t`, " if self.interval > 1 else ""  # dT is at its smallest: only a longer window helps
             raise UserError(f"no {self.name} prune step fits: dT = {self.interval} steps is longer than the "
-                            f"{end} steps of the pruning window", "lower `delta_t`, raise `update_end` or train for more `epochs`",
-                            fields=("delta_t", "update_end", "epochs"))
+                            f"{end} steps of the pruning window", f"{lower}raise `update_end` or train for more `epochs`",
+                            fields=("delta_t", "update_end", "epochs") if lower else ("update_end", "epochs"))
 
     def on_step_start(self, step: int) -> list[UpdateRecord]:
         if not halp_prune_due(step, self.interval, self.prunes):
