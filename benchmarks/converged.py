@@ -722,6 +722,7 @@ def sweep_markdown(record: dict[str, Any], png: str) -> str:
                    "not resolved": "not resolved (the CI spans 0)"}.get(resolved(t["vs_recipe"]), resolved(t["vs_recipe"]))
                 for t in record["nm"] if t["label"] == "iee"]
     hours = record["estimated_hours"]
+    runs_per_seed = len(SWEEP_SPARSITIES) * (len(SWEEP_METHODS) + 1) + 1 + len(NM_PATTERNS) * (len(NM_METHODS) + 1)
     lines = [
         f"# Sparsity sweep: IEE vs static, RigL, SET at 80-99% ERK, and N:M 2:4 and 1:4 ({record['mode']} mode)", "",
         *header_markdown(meta, record["mode"] + (" (a pipeline check of the tables' shape, NOT the sweep)" if quick else "")),
@@ -769,10 +770,10 @@ def sweep_markdown(record: dict[str, Any], png: str) -> str:
         "## Sizing", "",
         f"Full mode: {len(SWEEP_SPARSITIES)} sparsities x ({len(SWEEP_METHODS)} arms + the plateau run) + the dense run "
         f"+ {len(NM_PATTERNS)} patterns x {len(NM_METHODS) + 1} arms = "
-        f"{len(SWEEP_SPARSITIES) * (len(SWEEP_METHODS) + 1) + 1 + len(NM_PATTERNS) * (len(NM_METHODS) + 1)} runs per "
-        f"seed, {FULL.seeds} seeds. "
+        f"{runs_per_seed} runs per seed, {FULL.seeds} seeds. "
         + ("" if hours is None else f"From the converged runs' measured seconds per method (each run scaled by its "
-           f"epochs), this file's runs take about {hours:.1f} h {record['args']['jobs']} at a time. ")
+           f"epochs), the full mode's {FULL.seeds * runs_per_seed} runs take about {hours:.1f} h, "
+           f"{record['args']['jobs']} at a time. ")
         + measured_sizing(record["rows"], 1 if quick else record["args"]["jobs"], Mode(**mode).val_count), "",
         f"This file's command: `IEE_SHARED=../shared {meta['command']}` (resumable).", "",
     ]
