@@ -647,6 +647,8 @@ def resolved(d: dict[str, float] | None) -> str:
 def crossover(table: list[dict[str, Any]], key: str, other: str) -> str:
     """One sentence: from which sparsity IEE is resolved above `other` (paired 95% CI above 0 there and above)."""
     cells = sorted((t["sparsity"], t[key]) for t in table if t["label"] == "iee")
+    if not any(d is not None and d["n"] >= 2 for _, d in cells):
+        return f"IEE against {other}: no interval here (one seed or none)."
     above = [s for s, d in cells if resolved(d) == "above 0"]
     top = f"{100 * cells[-1][0]:.0f}%" if cells else "-"
     if not above:

@@ -20,6 +20,7 @@ from benchmarks.converged import (
     Mode,
     Run,
     command,
+    crossover,
     periods,
     sweep,
     sweep_runs,
@@ -112,6 +113,19 @@ def test_the_report_is_rebuilt_from_the_records_alone(tmp_path, monkeypatch):
     assert record["estimated_hours"] == pytest.approx(
         sum(300.0 * r.epochs_scale for r in runs) / 2 / 3600)  # every method took 300 s at E in the made-up runs
     assert "--method gmp --sparsity 0.5 --distribution erk --nm 2:4" in text and "--update-end 0.00100806" in text
+
+
+def test_the_crossover_sentence_needs_intervals_and_every_sparsity_above():
+    def table(*cells: tuple[float, float, float, int]) -> list[dict[str, Any]]:
+        return [{"sparsity": s, "label": "iee", "vs_rigl": {"mean": (low + high) / 2, "low": low, "high": high, "n": n}}
+                for s, low, high, n in cells]
+
+    assert crossover(table((0.9, 0.01, 0.02, 1)), "vs_rigl", "RigL") == "IEE against RigL: no interval here (one seed or none)."
+    assert crossover(table((0.9, -0.01, 0.02, 5), (0.99, 0.01, 0.02, 5)), "vs_rigl", "RigL") == (
+        "IEE is resolved above RigL from 99% sparsity (up to 99%).")
+    assert crossover(table((0.9, 0.01, 0.02, 5), (0.99, -0.01, 0.02, 5)), "vs_rigl", "RigL") == (
+        "IEE is resolved above RigL at 90% only, not at every sparsity above.")
+    assert crossover(table((0.9, -0.02, -0.01, 5)), "vs_rigl", "RigL") == "IEE is resolved above RigL nowhere up to 90%."
 
 
 def test_a_sparsity_that_has_not_plateaued_stops_the_full_sweep_before_the_other_arms(tmp_path, monkeypatch):
