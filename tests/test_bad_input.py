@@ -301,7 +301,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("cifar-batches-missing", ["train", "--dataset", "cifar10", "--data-dir", "{cifar-no-batches}", "--resolution", "8"],
      "cifar-10-batches-py' is incomplete or damaged"),
     ("lut-nothing-prunes-faster", LUT_ARGS + ["{flat-lut.csv}"],
-     "the LUT predicts no sub-network faster than the dense model"),
+     "latency budget --latency-ratio 0.5 ("),  # the field the budget came from, as the command's flag
+    ("lut-nothing-prunes-faster-ms", ["train", "--resolution", "8", "--latency-ms", "0.05", "--lut", "{flat-lut.csv}"],
+     "latency budget --latency-ms 0.05 cannot be met: the LUT predicts no sub-network faster"),
     ("graph-model-head-width", ["graph", "--model", "user_model:fixed_head", "--resolution", "8", "--num-classes", "10"],
      "the model scores 7 classes, not the 10 asked for"),
     ("profile-min-channels-above-every-layer", ["profile", "--target", "cpu", "--model", "resnet20", "--resolution", "8",

@@ -68,15 +68,16 @@ def resolve_budget(latency_ms: float | None, latency_ratio: float | None, dense_
     if latency_ratio is not None:
         check_fraction("latency_ratio", latency_ratio, low_open=True)
         psi, asked = latency_ratio * dense_ms, f"`latency_ratio` {latency_ratio:g} ({latency_ratio * dense_ms:.4g} ms)"
+        field = "latency_ratio"
     else:
         assert latency_ms is not None
         check_positive("latency_ms", latency_ms)
-        psi, asked = latency_ms, f"`latency_ms` {latency_ms:g}"
+        psi, asked, field = latency_ms, f"`latency_ms` {latency_ms:g}", "latency_ms"
     if psi < smallest_ms and smallest_ms >= dense_ms:  # a flat or noisy table: nothing smaller is predicted faster
         raise UserError(f"latency budget {asked} cannot be met: the LUT predicts no sub-network faster than the dense "
                         f"model (smallest {smallest_ms:.4g} ms, dense {dense_ms:.4g} ms), its timings are too noisy or "
                         "too flat to prune against", "profile the target again with `iee-deploy profile` and more "
-                        "`repeats` (or a larger `batch`)", fields=("lut",))
+                        "`repeats` (or a larger `batch`)", fields=("lut", field))
     if not (smallest_ms > 0 and psi >= smallest_ms):
         raise UserError(f"latency budget {asked} is below the smallest achievable network's latency {smallest_ms:.4g} ms "
                         f"(dense model {dense_ms:.4g} ms)",
