@@ -206,6 +206,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("lut-empty", ["train", "--latency-ratio", "0.5", "--lut", "{empty.csv}"], "LUT metadata"),
     ("validate-lut-lut-missing", ["validate-lut", "--lut", "{tmp}/nosuch.csv", "--model", "resnet20"],
      "nosuch.csv' does not exist; pass a LUT written by `iee-deploy profile`"),
+    ("lut-its-json", ["train", "--resolution", "8", "--latency-ratio", "0.5", "--lut", "{lut.json}"],
+     "lut.json' is not a LUT table (.csv); pass the .csv"),
     ("lut-truncated", ["train", "--resolution", "8", "--latency-ratio", "0.5", "--lut", "{truncated-lut.csv}"], "is corrupt"),
     ("lut-batch-zero", LUT_ARGS + ["{lut-batch-zero.csv}"], "batch is 0, not a whole number >= 1"),
     ("lut-resolution-text", LUT_ARGS + ["{lut-resolution-text.csv}"], "resolution is '8', not a whole number"),
