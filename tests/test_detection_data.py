@@ -113,6 +113,19 @@ def test_coco_folder_loads(tmp_path):
     assert bundle.val[0][1]["labels"].tolist() == [2] and torch.equal(bundle.val[0][1]["boxes"], torch.tensor([[0.0, 0, 8, 8]]))
 
 
+def test_a_validation_split_naming_a_category_id_otherwise_is_refused(tmp_path):
+    """Labels follow category ids: a validation file whose id 18 is 'person' where training's is 'dog' would score
+    persons as dogs. Refused naming both names; an extra category the annotations never use is fine."""
+    coco_folder(tmp_path)
+    path = tmp_path / "annotations" / "instances_val2017.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "categories": [*data["categories"], {"id": 5, "name": "cat"}]}))
+    assert detection_datasets("coco", tmp_path, 64).num_classes == 3
+    path.write_text(json.dumps({**data, "categories": [{"id": 18, "name": "person"}, {"id": 1, "name": "dog"}]}))
+    with pytest.raises(UserError, match="instances_val2017.json' names category 1 'dog', the training split names it 'person'"):
+        detection_datasets("coco", tmp_path, 64)
+
+
 def test_malformed_coco_annotations_are_one_line_naming_the_file(tmp_path):
     cases = [
         ({"images": [], "annotations": []}, "lacks the key 'categories'"),

@@ -172,14 +172,20 @@ def _coco_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def coco_split(root: Path, split: str, categories: list[int] | None = None) -> tuple[ImageBoxes, list[int]]:
-    """COCO's `split` ("train" or "val") under `root`, every annotation checked; with the category ids in the
-    order of their labels (1..K; `categories` given: those of the training split, which this one must use)."""
+def coco_split(root: Path, split: str, categories: dict[int, str] | None = None) -> tuple[ImageBoxes, dict[int, str]]:
+    """COCO's `split` ("train" or "val") under `root`, every annotation checked; with its categories {id: name} in
+    the order of their labels (1..K; `categories` given: those of the training split, which this one must use, and
+    whose ids it must not name otherwise)."""
     path = _coco_file(root, split)
     data = _coco_json(path)
     try:
-        ids = categories or sorted(int(c["id"]) for c in data["categories"])
-        label = {cat: i + 1 for i, cat in enumerate(ids)}
+        names = {int(c["id"]): str(c.get("name", c["id"])) for c in sorted(data["categories"], key=lambda c: int(c["id"]))}
+        renamed = next((i for i in names if categories is not None and i in categories and names[i] != categories[i]), None)
+        if categories is not None and renamed is not None:
+            raise UserError(f"COCO annotation file '{path}' names category {renamed} '{names[renamed]}', the training "
+                            f"split names it '{categories[renamed]}'", "give both splits the same `categories`")
+        categories = categories or names
+        label = {cat: i + 1 for i, cat in enumerate(categories)}
         images = {int(im["id"]): (im["file_name"], float(im["width"]), float(im["height"])) for im in data["images"]}
         boxes: dict[int, list[list[float]]] = {i: [] for i in images}
         labels: dict[int, list[int]] = {i: [] for i in images}
@@ -215,7 +221,7 @@ def coco_split(root: Path, split: str, categories: list[int] | None = None) -> t
             raise UserError(f"COCO annotation file '{path}' lists the image '{images_dir / name}', which does not exist",
                             "restore the image or remove it from the file")
         rows.append((images_dir / name, boxes[image], labels[image]))
-    return ImageBoxes(_as_items(rows)), ids
+    return ImageBoxes(_as_items(rows)), categories
 
 
 def load_coco(root: Path | None, resolution: int | None) -> DataBundle:
