@@ -110,6 +110,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     _image_tree(root / "imf-one", {"train": ["cat"], "val": ["cat"]})
     _image_tree(root / "imf-link", {"train": ["cat", "dog"], "val": ["cat", "dog"]})
     (root / "imf-link" / "train" / "cat" / "more").symlink_to(root / "imf-link" / "train" / "dog")
+    _image_tree(root / "imf-cross-link", {"train": ["cat", "dog"], "val": ["cat", "dog"]})  # val's cat -> train's dog
+    (root / "imf-cross-link" / "val" / "cat" / "more").symlink_to(root / "imf-cross-link" / "train" / "dog")
     _image_tree(root / "imf-image-link", {"train": ["cat", "dog"], "val": ["cat", "dog"]})
     (root / "imf-image-link" / "train" / "cat" / "9.png").symlink_to(root / "imf-image-link" / "train" / "dog" / "0.png")
     return {p.name: str(p) for p in root.iterdir()}
@@ -260,6 +262,9 @@ CASES: list[tuple[str, list[str], str]] = [
      "a classifier needs at least 2"),
     ("imagefolder-link-into-another-class", ["train", "--dataset", "imagefolder", "--data-dir", "{imf-link}",
                                              "--resolution", "8"], "leads into class 'dog'"),
+    ("imagefolder-link-into-another-class-of-the-other-split", ["train", "--dataset", "imagefolder", "--data-dir",
+                                                                "{imf-cross-link}", "--resolution", "8"],
+     "val/cat/more' in class 'cat' leads into class 'dog''s folder"),
     ("factory-raises", ["train", "--model", "user_model:raises", "--resolution", "8"],
      "factory 'user_model:raises' failed when called with num_classes=10 (ValueError: weights file 'tiny.pt' not found)"),
     ("factory-needs-arguments", ["train", "--model", "user_model:needs_width", "--resolution", "8"],

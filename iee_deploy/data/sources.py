@@ -270,14 +270,17 @@ class ClassFolder(ImageFolder):
                      allow_empty: bool = False) -> list[tuple[str, int]]:
         assert class_to_idx is not None
         root = Path(directory)
-        homes = {c: (root / c).resolve() for c in class_to_idx}
+        # every class folder of every split (train/, val/, test/ beside `directory`): a link from one class into
+        # another class's folder, in this split or the other, would label that class's images wrongly
+        splits = [root, *(root.parent / s for s in ("train", "val", "test") if (root.parent / s).resolve() != root.resolve())]
+        homes = [(c, (split / c).resolve()) for split in splits for c in class_to_idx if (split / c).is_dir()]
         samples: list[tuple[str, int]] = []
         for cls, label in sorted(class_to_idx.items(), key=lambda kv: kv[1]):
             found = 0
             for folder, dirs, files in os.walk(root / cls, followlinks=True):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 real = Path(folder).resolve()
-                other = next((c for c, home in homes.items() if c != cls and real.is_relative_to(home)), None)
+                other = next((c for c, home in homes if c != cls and real.is_relative_to(home)), None)
                 if other is not None:
                     raise UserError(f"'{folder}' in class '{cls}' leads into class '{other}''s folder ({real})",
                                     "remove the link: each image must sit under its own class only",
@@ -286,7 +289,7 @@ class ClassFolder(ImageFolder):
                     if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
                         path = os.path.join(folder, name)
                         target = Path(path).resolve() if os.path.islink(path) else None  # its folder is checked above
-                        owner = next((c for c, home in homes.items() if c != cls and target.is_relative_to(home)), None
+                        owner = next((c for c, home in homes if c != cls and target.is_relative_to(home)), None
                                      ) if target is not None else None
                         if owner is not None:
                             raise UserError(f"'{path}' in class '{cls}' is a link to class '{owner}''s image ({target})",
