@@ -361,6 +361,16 @@ def test_build_engine_never_replaces_another_runs_engine_silently(run, engine_di
     assert json.loads((other / "engine.json").read_text())["run_dir"] == str(run.resolve())
 
 
+def test_validate_and_report_name_an_engines_run_folder_that_is_gone(engine_dir, tmp_path):
+    """An engine whose run folder was moved: both commands say so (validate asked for a run folder it has no option for)."""
+    moved = copy_engine(engine_dir, tmp_path / "engine")
+    report = json.loads((moved / "engine.json").read_text())
+    (moved / "engine.json").write_text(json.dumps({**report, "run_dir": str(tmp_path / "moved-run")}))
+    gone = f"was built from '{tmp_path / 'moved-run'}', which is gone"
+    assert_user_error(run_cli("validate", "--engine", str(moved), *FAST_CLI), gone, "move that run folder back")
+    assert_user_error(run_cli("report", str(moved), "--out", str(tmp_path / "report")), gone)
+
+
 def test_validate_refuses_an_engine_file_that_is_not_the_runs(run, engine_dir, tmp_path):
     """An ONNX file swapped for another model's (right format, wrong network) is caught by its recorded digest."""
     swapped = copy_engine(engine_dir, tmp_path / "engine")

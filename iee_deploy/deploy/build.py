@@ -47,7 +47,7 @@ from iee_deploy.deploy.render import markdown_table
 from iee_deploy.deploy.run_models import load_run_models, parameter_count, run_data, run_task
 from iee_deploy.errors import UserError
 from iee_deploy.io import check_writable, write_json, write_text
-from iee_deploy.runs import RunFolder, RunInfo, read_run_info
+from iee_deploy.runs import RUN_INFO, RunFolder, RunInfo, read_run_info
 from iee_deploy.tasks import Task
 from iee_deploy.tasks.base import Deployment
 from profiler.lut import read_meta
@@ -344,6 +344,13 @@ def read_engine_report(engine_dir: str | Path) -> EngineReport:
         return EngineReport.from_json(json.loads(path.read_text()))
     except (ValueError, TypeError, KeyError) as exc:
         raise UserError(f"'{path}' is corrupt ({type(exc).__name__}: {exc})", "run build-engine again") from None
+
+
+def check_engine_run(engine_dir: str | Path, report: EngineReport) -> None:
+    """The run folder an engine was built from must still be where engine.json says (validate and report read it)."""
+    if not (Path(report.run_dir) / RUN_INFO).is_file():
+        raise UserError(f"engine '{engine_dir}' was built from '{report.run_dir}', which is gone",
+                        "move that run folder back, or build the engine again from where the run is now")
 
 
 def file_sha256(path: Path) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from iee_deploy.deploy.build import ENGINE_REPORT, EngineReport, read_engine_report
+from iee_deploy.deploy.build import ENGINE_REPORT, EngineReport, check_engine_run, read_engine_report
 from iee_deploy.deploy.render import environment, html_table, markdown_table
 from iee_deploy.deploy.run_models import run_task
 from iee_deploy.deploy.validate import VALIDATION_REPORT
@@ -203,9 +203,7 @@ def collect(paths: Sequence[str | Path]) -> tuple[list[RunData], list[EnginePoin
     for engine_dir in engines.values():
         engine = read_engine_report(engine_dir)
         if engine.run_dir not in runs:
-            if not (Path(engine.run_dir) / RUN_INFO).is_file():
-                raise UserError(f"engine '{engine_dir}' was built from '{engine.run_dir}', which is gone",
-                                "pass engine folders whose run folder still exists")
+            check_engine_run(engine_dir, engine)
             runs[engine.run_dir] = _load_run(Path(engine.run_dir))
         points.append(_point(engine_dir, engine, runs[engine.run_dir]))
     return list(runs.values()), points

@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader
 from iee_deploy.deploy.build import (
     VALIDATION_MARKDOWN,
     VALIDATION_REPORT,
+    check_engine_run,
     load_engine,
     read_engine_report,
     timing_input,
@@ -283,6 +284,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     """
     check_limits(latency_ms, lut_tolerance, max_accuracy_drop, budget_tolerance, budget_stage)
     report = read_engine_report(engine_dir)
+    check_engine_run(engine_dir, report)
     budget_precision = check_budget_precision(read_run_info(report.run_dir), report.spec.precision, latency_ms)
     folder = check_writable(out if out is not None else engine_dir, "out" if out is not None else "engine_dir", folder=True)
     engine = load_engine(engine_dir, report)
