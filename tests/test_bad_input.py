@@ -106,6 +106,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     nan = build_model("resnet20", 10, 8).state_dict()
     nan["fc.weight"][0, 0] = float("nan")
     torch.save(nan, root / "nan.pt")
+    (root / "nan-final-run").mkdir()  # a finished run whose final weights are NaN
+    (root / "nan-final-run" / "run.json").write_text(json.dumps({"model": "resnet20", "num_classes": 10, "resolution": 8,
+                                                                 "dataset": "digits", "finished": True}))
+    torch.save(nan, root / "nan-final-run" / "final_model.pt")
     _image_tree(root / "imf-mismatch", {"train": ["cat", "dog"], "val": ["cat", "horse"]})
     _image_tree(root / "imf-one", {"train": ["cat"], "val": ["cat"]})
     _image_tree(root / "imf-link", {"train": ["cat", "dog"], "val": ["cat", "dog"]})
@@ -243,6 +247,8 @@ CASES: list[tuple[str, list[str], str]] = [
      "holds an engine.json that names no run; choose another --out, or add --force"),
     ("build-engine-out-holds-a-list-engine-json", ["build-engine", "--run", "{big-run}", "--out", "{list-engine-json}"],
      "holds an engine.json that names no run"),
+    ("build-engine-nan-final-model", ["build-engine", "--run", "{nan-final-run}", "--out", "{tmp}/engine"],
+     "final_model.pt' holds NaN or inf values in 'fc.weight'"),
     ("build-engine-torn-run-json", ["build-engine", "--run", "{torn-run-json}", "--out", "{tmp}/engine"],
      "run.json' is corrupt"),
     ("build-engine-run-json-a-list", ["build-engine", "--run", "{list-run-json}", "--out", "{tmp}/engine"],

@@ -21,7 +21,7 @@ from torch import nn
 
 from iee_deploy.errors import UserError
 from iee_deploy.graph import build_dependency_graph, prune_model
-from iee_deploy.models import build_model, load_state
+from iee_deploy.models import build_model, first_non_finite, load_state
 from iee_deploy.models.detection import network_of
 from iee_deploy.runs import RunFolder, RunInfo
 from iee_deploy.tasks import Task, task_named
@@ -42,6 +42,10 @@ def load_masked(run_dir: str | Path) -> nn.Module:
     info = run.read_info()
     model = build_model(info.model, info.num_classes, info.resolution)
     load_state(model, run.load_final_model(), str(run / run.FINAL_MODEL))
+    bad = first_non_finite(model)
+    if bad is not None:  # its engine would compute NaN, which no output or accuracy comparison can catch
+        raise UserError(f"'{run / run.FINAL_MODEL}' holds NaN or inf values in '{bad}': the run's final weights are "
+                        "not a model", "train the run again, from a checkpoint saved before it diverged")
     return model.float().eval()
 
 

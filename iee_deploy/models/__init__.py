@@ -21,8 +21,8 @@ from iee_deploy.models.registry import ModelSpec, list_models, model_spec, regis
 from iee_deploy.models.torchvision_zoo import TORCHVISION_MODELS
 from iee_deploy.models.wide_resnet import WideResNet
 
-__all__ = ["TORCHVISION_MODELS", "ModelSpec", "build_model", "list_models", "load_checkpoint", "load_state",
-           "model_spec", "register_model"]
+__all__ = ["TORCHVISION_MODELS", "ModelSpec", "build_model", "first_non_finite", "list_models", "load_checkpoint",
+           "load_state", "model_spec", "register_model"]
 
 
 @register_model("mobilenet_v1", native_resolution=224, family="paper", description="MobileNet-V1, ImageNet layout")
@@ -45,6 +45,12 @@ def _cifar_resnet(depth: int) -> None:
 
 for _depth in (20, 56):
     _cifar_resnet(_depth)
+
+
+def first_non_finite(model: nn.Module) -> str | None:
+    """The name of `model`'s first floating-point parameter or buffer that holds NaN or inf, or None."""
+    return next((name for name, tensor in (*model.named_parameters(), *model.named_buffers())
+                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())), None)
 
 
 def load_state(model: nn.Module, state: dict[str, Any], source: str) -> nn.Module:

@@ -48,6 +48,7 @@ from iee_deploy.data import DataBundle
 from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError, brief
 from iee_deploy.methods import SparsityMethod
+from iee_deploy.models import first_non_finite
 from iee_deploy.runs import RunFolder, RunInfo
 from iee_deploy.seeding import rng_state, seed_everything, set_rng_state
 from iee_deploy.sparse.state import layer_sparsity, overall_sparsity
@@ -93,11 +94,10 @@ def train_step(net: nn.Module, method: SparsityMethod, optimizer: torch.optim.Op
 
 def check_finite_weights(model: nn.Module, source: str) -> None:
     """A model whose weights hold NaN or inf can only diverge: refuse it before training, naming the tensor."""
-    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise UserError(f"{source} holds NaN or inf values in '{name}'",
-                            "start from a checkpoint saved before the run diverged, or from scratch",
-                            fields=("init_checkpoint",))
+    name = first_non_finite(model)
+    if name is not None:
+        raise UserError(f"{source} holds NaN or inf values in '{name}'",
+                        "start from a checkpoint saved before the run diverged, or from scratch", fields=("init_checkpoint",))
 
 
 DECISIVE_SETTINGS = ("task", "model", "method", "dataset")
