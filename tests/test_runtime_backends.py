@@ -77,6 +77,19 @@ def test_compare_outputs_exact():
     assert TOLERANCES["fp16"].limit(4.0) == pytest.approx(0.04) and TOLERANCES["fp32"].limit(4.0) == 1e-4
 
 
+def test_a_nan_output_is_a_nan_error_that_fails_its_check():
+    """max() dropped a NaN error, so an engine computing NaN passed engine-vs-pytorch with '0 error'."""
+    from iee_deploy.deploy.validate import ErrorAccumulator, threshold_check
+
+    ref = np.array([[1.0, -4.0, 2.0]], np.float32)
+    acc = ErrorAccumulator()
+    acc.update(np.full_like(ref, np.nan), ref)
+    acc.update(ref, ref)  # a later finite batch does not hide it
+    err = acc.result()
+    assert np.isnan(err.max_abs)
+    assert threshold_check("engine-vs-pytorch", err.max_abs, TOLERANCES["fp32"].limit(err.scale), "").status == "fail"
+
+
 def test_backend_registry_and_errors(cpu_host):
     assert set(BACKENDS) == {"onnxruntime", "tensorrt", "torch"}  # one name per runtime
     assert canonical_name("torch-cuda") == "torch" and get_backend("torch-cuda").name == "torch"

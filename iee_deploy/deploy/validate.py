@@ -104,7 +104,9 @@ class ErrorAccumulator:
 
     def update(self, actual: np.ndarray, reference: np.ndarray, agreement: tuple[int, int] | None = None) -> None:
         """Adds a batch of outputs; `agreement` (agreeing, compared) of its predictions, by default the arg-max's."""
-        self.max_abs = max(self.max_abs, float(np.abs(actual - reference).max(initial=0.0)))
+        error = float(np.abs(actual - reference).max(initial=0.0))  # NaN when an output is NaN
+        # max() drops a NaN (it compares false): an engine computing NaN would pass with "0 error"; NaN stays NaN
+        self.max_abs = math.nan if math.isnan(error) or math.isnan(self.max_abs) else max(self.max_abs, error)
         self.scale = max(self.scale, float(np.abs(reference).max(initial=0.0)))
         same, count = agreement or (int((actual.argmax(1) == reference.argmax(1)).sum()), len(reference))
         self.same += same
