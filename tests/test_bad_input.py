@@ -114,6 +114,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     _image_tree(root / "imf-one", {"train": ["cat"], "val": ["cat"]})
     _image_tree(root / "imf-link", {"train": ["cat", "dog"], "val": ["cat", "dog"]})
     (root / "imf-link" / "train" / "cat" / "more").symlink_to(root / "imf-link" / "train" / "dog")
+    _image_tree(root / "imf-two", {"train": ["cat", "dog"], "test": ["cat", "dog"]})
     _image_tree(root / "imf-cross-link", {"train": ["cat", "dog"], "val": ["cat", "dog"]})  # val's cat -> train's dog
     (root / "imf-cross-link" / "val" / "cat" / "more").symlink_to(root / "imf-cross-link" / "train" / "dog")
     _image_tree(root / "imf-image-link", {"train": ["cat", "dog"], "val": ["cat", "dog"]})
@@ -311,6 +312,8 @@ CASES: list[tuple[str, list[str], str]] = [
      "of fp32 input and output of the widest layer at 8 px"),
     ("digits-with-data-dir", ["train", "--data-dir", "{not-a-run}", "--resolution", "8"],
      "--dataset digits is embedded (offline) and reads no --data-dir"),
+    ("cifar-folders-of-two-classes", ["train", "--dataset", "cifar10", "--data-dir", "{imf-two}", "--resolution", "8"],
+     "imf-two' holds 2 class folders; CIFAR-10 has 10; pass --dataset imagefolder"),
     ("cifar-batches-missing", ["train", "--dataset", "cifar10", "--data-dir", "{cifar-no-batches}", "--resolution", "8"],
      "cifar-10-batches-py' is incomplete or damaged"),
     ("lut-nothing-prunes-faster", LUT_ARGS + ["{flat-lut.csv}"],

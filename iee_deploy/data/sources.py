@@ -220,6 +220,9 @@ def load_cifar10(root: Path | None, resolution: int | None) -> DataBundle:
         return _bundle("cifar10", train, val, 10, res)
     if _split_dirs(root) is not None:
         bundle = load_imagefolder(root, res, stats=CIFAR_STATS)
+        if bundle.num_classes != 10:  # trained and reported as CIFAR-10, with another head and other labels
+            raise UserError(f"'{root}' holds {bundle.num_classes} class folders; CIFAR-10 has 10",
+                            "pass `dataset` imagefolder for your own classes", fields=("dataset",))
         bundle.name = "cifar10"
         return bundle
     raise UserError(f"no CIFAR-10 under '{root}'", "pass the folder holding cifar-10-batches-py, or train/ and test/ class folders")
