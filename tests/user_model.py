@@ -50,3 +50,13 @@ def no_parameters() -> nn.Module:
 def with_transforms(num_classes: int) -> tuple[nn.Module, object]:
     """A factory that returns (model, transforms), as some hubs do."""
     return TinyNet(num_classes), None
+
+
+def lazy(num_classes: int) -> nn.Module:
+    """A factory with a Lazy layer, sized only at its first forward."""
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+
+
+def half(num_classes: int) -> nn.Module:
+    """A factory that returns its model in float16."""
+    return TinyNet(num_classes).half()

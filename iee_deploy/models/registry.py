@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from iee_deploy.errors import UserError, brief
@@ -131,11 +132,25 @@ def _user_spec(name: str) -> ModelSpec:
         if not isinstance(model, nn.Module):
             raise UserError(f"factory '{name}' returned a {type(model).__name__}, not an nn.Module",
                             "return the model (a torch.nn.Module)")
+        check_parameters(name, model)
         return model
 
     native = int(getattr(factory, "native_resolution", USER_DEFAULT_RESOLUTION))
     doc = (inspect.getdoc(factory) or "").split("\n")[0]
     return ModelSpec(name, builder, native, "user", doc or f"user model {name}")
+
+
+def check_parameters(name: str, model: nn.Module) -> None:
+    """A user's model the toolkit can train: every parameter sized (no Lazy module left uninitialised) and float32
+    (training, masks and export work in float32; a half model failed at its first forward with a dtype traceback)."""
+    for param_name, param in model.named_parameters():
+        if isinstance(param, nn.parameter.UninitializedParameter):
+            raise UserError(f"factory '{name}' returned a model whose parameter '{param_name}' is not initialised "
+                            "(a Lazy module)", "give the layer its sizes (e.g. nn.Linear, not nn.LazyLinear)")
+        if param.is_floating_point() and param.dtype != torch.float32:
+            raise UserError(f"factory '{name}' returned a model whose parameter '{param_name}' is {param.dtype}, "
+                            "not torch.float32", "return the model in float32 (drop .half() or .to(dtype)); "
+                            "`precision` sets the engine's")
 
 
 def model_spec(name: str) -> ModelSpec:
