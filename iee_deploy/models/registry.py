@@ -149,8 +149,7 @@ def check_parameters(name: str, model: nn.Module) -> None:
                             "(a Lazy module)", "give the layer its sizes (e.g. nn.Linear, not nn.LazyLinear)")
         if param.is_floating_point() and param.dtype != torch.float32:
             raise UserError(f"factory '{name}' returned a model whose parameter '{param_name}' is {param.dtype}, "
-                            "not torch.float32", "return the model in float32 (drop .half() or .to(dtype)); "
-                            "`precision` sets the engine's")
+                            "not torch.float32", "return the model in float32 (drop .half() or .to(dtype))")
 
 
 def model_spec(name: str) -> ModelSpec:
