@@ -527,7 +527,8 @@ def test_a_diverged_run_is_not_a_finished_run(tmp_path):
     assert escaped is None and code != 0
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith("error: training diverged at step ") and "the loss is nan" in last and "--lr" in last, last
+    assert last.startswith("error: training diverged at step ") and "the loss is nan" in last, last
+    assert "train again into a new --out with a lower --lr (now 1e+06)" in last, last  # --resume would repeat --lr 1e6
     assert not (tmp_path / "run" / "summary.json").exists()
     import json
 

@@ -145,7 +145,8 @@ def check_loss(loss: float, step: int, total: int, lr: float) -> None:
     """A NaN or inf loss means the run diverged: stop it instead of training on, and reporting, garbage."""
     if not math.isfinite(loss):
         raise UserError(f"training diverged at step {step + 1} of {total}: the loss is {loss}",
-                        f"lower `lr` (now {lr:g}) or check the starting weights", fields=("lr",))
+                        f"train again into a new `out` with a lower `lr` (now {lr:g}), or check the starting weights "
+                        "(this folder's `resume` repeats the same settings)", fields=("lr", "out", "resume"))
 
 
 def step_or_refuse(task: Task, net: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, size: int) -> StepOutcome:
