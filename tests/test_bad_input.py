@@ -424,7 +424,8 @@ def test_numeric_options_use_click_ranges(name):
     ({"update_end": 0.0}, "update_end"), ({"descent": 1.0}, "descent"), ({"distribution": "normal"}, "distribution"),
     ({"omega_decay": "linear"}, "omega_decay"), ({"grow_init": "ones"}, "grow_init"), ({"start": "middle"}, "start"),
     ({"nm": "2-4"}, "nm"), ({"nm": "2:4"}, "sparsity"), ({"nm": "2:4", "sparsity": 0.5, "distribution": "global"}, "nm"),
-    ({"hjq": (1, 1)}, "hjq"), ({"delta_t": 0}, "delta_t"), ({"latency_ms": float("inf")}, "latency_ms"),
+    ({"hjq": (1, 1)}, "hjq"), ({"hjq": "150,150,150"}, "hjq"), ({"hjq": "1,2"}, "hjq"), ({"hjq": 150}, "hjq"),
+    ({"hjq": (1.5, 2, 3)}, "hjq"), ({"delta_t": 0}, "delta_t"), ({"latency_ms": float("inf")}, "latency_ms"),
     ({"latency_ratio": 0.0}, "latency_ratio"), ({"latency_ms": 1.0, "latency_ratio": 0.5}, "latency_ms"),
     ({"sparsity": "0.9"}, "sparsity"), ({"omega0": True}, "omega0"), ({"latency_ms": "5"}, "latency_ms"),
 ])

@@ -115,9 +115,11 @@ class SparsityConfig:
             check_fraction("update_end", self.update_end, low_open=True)
         check_fraction("descent", self.descent, low_open=True, high_open=True)
         if self.hjq is not None:
-            hjq = tuple(self.hjq)  # config.json stores a list
-            if len(hjq) != 3 or hjq[0] < 1 or hjq[1] < 0 or hjq[2] < 1:
-                raise ConfigError("hjq", f"`hjq` {self.hjq} is invalid", "IEE needs H >= 1, J >= 0 and Q >= 1 iterations")
+            hjq = tuple(self.hjq) if isinstance(self.hjq, (tuple, list)) else ()  # config.json stores a list
+            whole = all(isinstance(v, int) and not isinstance(v, bool) for v in hjq)  # not '150,150,150' or 1.5
+            if len(hjq) != 3 or not whole or hjq[0] < 1 or hjq[1] < 0 or hjq[2] < 1:
+                raise ConfigError("hjq", f"`hjq` {self.hjq!r} is invalid", "give three whole numbers (H, J, Q): "
+                                  "IEE needs H >= 1, J >= 0 and Q >= 1 iterations")
             self.hjq = (hjq[0], hjq[1], hjq[2])
         if self.delta_t is not None and self.delta_t < 1:
             raise ConfigError("delta_t", f"`delta_t` {self.delta_t} is not a positive number of steps", "pass e.g. 100")
