@@ -271,7 +271,7 @@ def load_lut(csv_path: str | os.PathLike[str]) -> Lut:
     """Read a complete LUT, checking that its rows are the ones its metadata planned."""
     if not Path(csv_path).is_file():  # named before its metadata, which a missing table has none of either
         raise UserError(f"LUT '{csv_path}' does not exist", "pass a LUT written by `iee-deploy profile` (its .csv "
-                                                             "with the .json beside it)")
+                                                             "with the .json beside it)", fields=("lut",))
     if Path(csv_path).suffix != ".csv":  # e.g. the metadata .json: not a damaged table
         raise UserError(f"LUT '{csv_path}' is not a LUT table (.csv)", "pass the .csv that `iee-deploy profile` wrote "
                         "(its metadata .json lies beside it)", fields=("lut",))

@@ -179,3 +179,11 @@ def test_an_nm_pattern_without_a_sparsity_sets_it_and_a_contradicting_one_is_ref
     sparsifier.detach()
     with pytest.raises(UserError, match="`sparsity` 0.9 contradicts `nm` 2:4"):
         Sparsifier(model, optimizer, 12, method="static", nm="2:4", sparsity=0.9)
+
+
+def test_a_missing_lut_names_the_field():
+    model = net()
+    with pytest.raises(UserError, match="LUT '/nonexistent.csv' does not exist") as err:
+        Sparsifier(model, torch.optim.SGD(model.parameters(), lr=0.1), 12, method="iee", latency_ratio=0.5,
+                   lut="/nonexistent.csv", resolution=8)
+    assert err.value.field == "lut"
