@@ -27,6 +27,10 @@ class UserError(Exception):
     """
 
     def __init__(self, problem: str, fix: str | None = None, fields: Iterable[str] = ()) -> None:
+        if problem.startswith(f"Caught {type(self).__name__} ") and "\nOriginal Traceback" in problem:
+            # torch's DataLoader re-raises a worker's error as exc_type("Caught ... Original Traceback ..."):
+            # keep the worker's own one line (the traceback's last), not a traceback on the user's screen
+            problem = problem.rstrip().splitlines()[-1].split(f"{type(self).__name__}: ", 1)[-1]
         self.problem = problem
         self.fix = fix
         self.fields = tuple(fields)

@@ -141,6 +141,18 @@ def test_imagefolder_reads_16_bit_images_by_value_and_names_an_unreadable_one(tm
         [bundle.train[i] for i in range(len(bundle.train))]
 
 
+def test_an_unreadable_image_read_by_a_loader_worker_is_still_one_line(tmp_path):
+    """torch re-raises a worker's UserError with the worker's traceback as its text; the user still sees one line."""
+    from torch.utils.data import DataLoader
+
+    _png_tree(tmp_path, {"train": ["cat", "dog"], "val": ["cat", "dog"]})
+    (tmp_path / "train" / "cat" / "0.png").write_bytes(b"broken")
+    bundle = build_datasets("imagefolder", tmp_path, resolution=96)  # above 64 px: images are read per item
+    with pytest.raises(UserError) as err:
+        list(DataLoader(bundle.train, batch_size=2, num_workers=1))
+    assert str(err.value).startswith("cannot read the image '") and "\n" not in str(err.value), str(err.value)
+
+
 def test_a_fashion_mnist_file_failing_its_checksum_is_never_downloaded_again(tmp_path, monkeypatch):
     """Offline: a damaged archive is refused naming the file and telling the user to copy it again; nothing
     tries the network (any download attempt fails this test)."""
