@@ -46,6 +46,7 @@ from iee_deploy.distributed import Distributed
 from iee_deploy.errors import UserError
 from iee_deploy.flops import forward_flops, layer_costs, train_step_flops
 from iee_deploy.methods import SparsityConfig, SparsityMethod, TrainContext, build_method, parse_nm
+from iee_deploy.models import first_non_finite
 from iee_deploy.models.detection import network_part
 from iee_deploy.seeding import MAX_SEED
 from iee_deploy.sparse.tracking import UpdateRecord
@@ -279,7 +280,12 @@ class Sparsifier:
                             "leave `resolution` out (FLOPs are counted for square inputs)", fields=("resolution",))
 
     def deployable(self) -> nn.Module:
-        """The deployable model of Theta_K on the CPU: masked weights, or physically fewer channels."""
+        """The deployable model of Theta_K on the CPU: masked weights, or physically fewer channels; a model whose
+        weights went NaN or inf (a diverged loop, e.g. NaN inputs between structure updates) is refused."""
+        bad = first_non_finite(self.model)
+        if bad is not None:
+            raise UserError(f"the model's weights hold NaN or inf values in '{bad}': training diverged",
+                            "lower the learning rate, or check the inputs, the loss and the starting weights for NaN")
         return self.method.pruned_model(self.model)
 
     def active_state_dict(self) -> dict[str, torch.Tensor]:

@@ -187,3 +187,18 @@ def test_a_missing_lut_names_the_field():
         Sparsifier(model, torch.optim.SGD(model.parameters(), lr=0.1), 12, method="iee", latency_ratio=0.5,
                    lut="/nonexistent.csv", resolution=8)
     assert err.value.field == "lut"
+
+
+def test_a_model_gone_nan_between_structure_updates_is_not_deployable():
+    """A static mask has no structure update to catch NaN inputs: deployable() refuses the NaN weights instead of
+    handing them out."""
+    model = net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sparsifier = Sparsifier(model, optimizer, 4, method="static", sparsity=0.5)
+    for _ in range(2):
+        with sparsifier.step(4):
+            optimizer.zero_grad()
+            F.cross_entropy(model(torch.full((4, 3, 8, 8), float("nan"))), torch.zeros(4, dtype=torch.long)).backward()
+            optimizer.step()
+    with pytest.raises(UserError, match="the model's weights hold NaN or inf values in '0.weight'"):
+        sparsifier.deployable()
