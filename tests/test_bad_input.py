@@ -101,6 +101,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         (root / name / "engine.json").write_text(text)
     (root / "meta-only").mkdir()  # a .json where a LUT's metadata would go, without its table
     (root / "meta-only" / "lut.json").write_text('{"mine": 1}')
+    (root / "model-folder").mkdir()  # a folder of the user's own: a model's config.json and notes, no run
+    (root / "model-folder" / "config.json").write_text('{"model_type": "resnet", "num_labels": 10}')
+    (root / "results-only").mkdir()  # a finished run's results whose checkpoint.pt was deleted
+    (root / "results-only" / "summary.md").write_text("# Training run\n")
     (root / "half-run").mkdir()
     (root / "half-run" / "config.json").write_text("{}\n")
     nan = build_model("resnet20", 10, 8).state_dict()
@@ -235,6 +239,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("latency-budget-impossible", ["train", "--resolution", "8", "--latency-ms", "0.0001", "--lut", "{lut.csv}"],
      "below the smallest achievable network's latency"),
     ("out-holds-a-run", ["train", "--out", "{finished-run}"], "already holds a training run; add --resume"),
+    ("out-holds-a-users-config", ["train", "--out", "{model-folder}"],
+     "model-folder' holds config.json but no training run: a run there would replace it; choose another --out"),
+    ("out-holds-results-without-a-run", ["train", "--out", "{results-only}"], "holds summary.md but no training run"),
     ("resume-other-settings", ["train", "--resume", "--out", "{other-run}"], "--resume with different settings"),
     ("out-unwritable", ["train", "--out", UNWRITABLE + "/run"], "--out '/sys/iee-deploy-test/run' is not writable"),
     ("out-is-a-file", ["train", "--out", "{a-file}"], "is a file"),

@@ -149,6 +149,16 @@ def check_loss(loss: float, step: int, total: int, lr: float) -> None:
                         "(this folder's `resume` repeats the same settings)", fields=("lr", "out", "resume"))
 
 
+def files_a_run_would_replace(run: RunFolder) -> str | None:
+    """A file in `run` (a folder without a checkpoint) that a new run would overwrite and that no run that died at
+    its start left: a file written only when a run ends, or a config.json that is not a run's (e.g. a model's)."""
+    for name in (run.SUMMARY, run.SUMMARY_MD, run.FINAL_MODEL, run.CURVES, run.CHANNELS):
+        if (run / name).exists():
+            return name
+    config = run.read_config() if (run / run.CONFIG).exists() else {"model": None, "sparsity": None}
+    return None if config is not None and {"model", "sparsity"} <= set(config) else run.CONFIG
+
+
 def step_or_refuse(task: Task, net: nn.Module, optimizer: torch.optim.Optimizer, batch: Any, size: int) -> StepOutcome:
     """`task.step`, with BatchNorm's refusal of a batch holding one value per channel (one image whose feature
     map has shrunk to 1 x 1) as a one-line UserError naming `batch_size` instead of torch's ValueError."""
@@ -257,6 +267,9 @@ class Trainer:
         elif run.has_checkpoint():  # a folder without a checkpoint (a run that died at once) is started afresh
             raise UserError(f"'{run}' already holds a training run", "add `resume` to continue it, or choose another `out`",
                             fields=("resume", "out"))
+        elif (other := files_a_run_would_replace(run)) is not None:
+            raise UserError(f"'{run}' holds {other} but no training run: a run there would replace it",
+                            "choose another `out`, or move that file away", fields=("out",))
 
     def _install_stop_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
