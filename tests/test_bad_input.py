@@ -99,6 +99,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for name, text in (("foreign-engine-json", '{"mine": 1}'), ("list-engine-json", "[1, 2]")):  # a user's own engine.json
         (root / name).mkdir()
         (root / name / "engine.json").write_text(text)
+    (root / "engine-md-only").mkdir()  # a user's own notes named engine.md
+    (root / "engine-md-only" / "engine.md").write_text("my notes\n")
     (root / "meta-only").mkdir()  # a .json where a LUT's metadata would go, without its table
     (root / "meta-only" / "lut.json").write_text('{"mine": 1}')
     (root / "model-folder").mkdir()  # a folder of the user's own: a model's config.json and notes, no run
@@ -257,6 +259,8 @@ CASES: list[tuple[str, list[str], str]] = [
      "holds an engine.json that names no run"),
     ("build-engine-nan-final-model", ["build-engine", "--run", "{nan-final-run}", "--out", "{tmp}/engine"],
      "final_model.pt' holds NaN or inf values in 'fc.weight'"),
+    ("build-engine-out-holds-a-users-engine-md", ["build-engine", "--run", "{big-run}", "--out", "{engine-md-only}"],
+     "holds an engine.md without engine.json; choose another --out, or add --force"),
     ("build-engine-torn-run-json", ["build-engine", "--run", "{torn-run-json}", "--out", "{tmp}/engine"],
      "run.json' is corrupt"),
     ("build-engine-run-json-a-list", ["build-engine", "--run", "{list-run-json}", "--out", "{tmp}/engine"],

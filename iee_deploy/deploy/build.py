@@ -238,7 +238,12 @@ def nonzero_count(model: nn.Module) -> int:
 def check_engine_folder(out: Path, run_dir: Path, force: bool) -> None:
     """An engine folder holds one run's engine: another run's, or an engine.json that names no run (a user's own
     file), is replaced only with `force` (never silently)."""
-    if force or not (out / ENGINE_REPORT).exists():
+    if force:
+        return
+    if not (out / ENGINE_REPORT).exists():
+        if (out / ENGINE_MARKDOWN).exists():  # written after engine.json: without it, not a build's
+            raise UserError(f"'{out}' holds an {ENGINE_MARKDOWN} without {ENGINE_REPORT}", "choose another `out`, or add "
+                            "`force` to replace it", fields=("out", "force"))
         return
     previous = RunFolder(out).read_json(ENGINE_REPORT)
     other = previous.get("run_dir") if previous is not None else None
