@@ -18,7 +18,7 @@ from iee_deploy.errors import UserError
 from iee_deploy.models import build_model
 from iee_deploy.models.detection import detector_pipeline, network_of
 from iee_deploy.models.detectors import ssdlite
-from iee_deploy.tasks.detection import BOX_TOLERANCES, DetectionTask, matched_detections
+from iee_deploy.tasks.detection import AGREEMENT_LIMIT, BOX_TOLERANCES, DetectionTask, matched_detections
 
 SIZE = 64
 
@@ -136,7 +136,8 @@ def test_validate_checks_boxes_map_and_latency_of_a_detector_engine(detection_en
                       "accuracy": "pass", "latency-budget": "pass", "latency-vs-lut": "info"}, data["checks"]
     assert data["score_label"] == "mAP@0.5" and data["budget_stage"] == "end-to-end" and data["postprocess_ms"] > 0
     compared = data["errors"]["engine_vs_pruned"]
-    assert compared["agreement"] == 100.0 and compared["compared"] > 100  # hundreds of detections, each reproduced
+    # dozens of detections or more, each reproduced but for a few ties that rounding breaks the other way in NMS
+    assert compared["agreement"] >= 100.0 - AGREEMENT_LIMIT and compared["compared"] >= 50
     assert data["scores"]["engine"] == pytest.approx(data["scores"]["pruned"], abs=1e-6)
     budget = next(c for c in data["checks"] if c["name"] == "latency-budget")
     assert budget["measured"] == pytest.approx(data["latency_ms"] + data["postprocess_ms"])

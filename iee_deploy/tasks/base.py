@@ -129,8 +129,8 @@ class Task(ABC):
 
     agreement_label: ClassVar[str]
     """What `agreement` counts, in words, e.g. "top-1 agreement"."""
-    agreement_checked: ClassVar[bool]
-    """Whether float engines must agree fully with PyTorch (a check of `validate`), else the agreement is reported."""
+    agreement_limit: ClassVar[float | None]
+    """The % of PyTorch's predictions a float engine may miss (a check of `validate`); None: reported only."""
 
     @abstractmethod
     def deployment(self, model: nn.Module, resolution: int) -> Deployment:

@@ -154,7 +154,7 @@ class ClassificationTask(Task):
                 f"val loss {record['val_loss']:.4f} acc {100 * record['val_acc']:.2f}%")
 
     agreement_label = "top-1 agreement"
-    agreement_checked = False  # logits are checked elementwise; a near-tie may flip the arg-max within tolerance
+    agreement_limit = None  # logits are checked elementwise; a near-tie may flip the arg-max within tolerance
 
     def deployment(self, model: nn.Module, resolution: int) -> Deployment:
         return LogitsDeployment(model)

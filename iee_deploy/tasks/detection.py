@@ -165,6 +165,11 @@ BOX_TOLERANCES = {"fp32": BoxTolerance(iou=0.99, score=1e-3), "fp16": BoxToleran
 """Float engines: boxes within about 1% of their size, scores (probabilities) within float rounding of a few dozen
 layers. Quantized engines (int8, fp8) are judged by mAP; their detections are compared with `QUANTIZED_BOXES`."""
 QUANTIZED_BOXES = BoxTolerance(iou=0.5, score=0.1)
+AGREEMENT_LIMIT = 1.0
+"""The % of PyTorch's detections a float engine may miss. Rounding in the last bit can break a tie between two
+overlapping candidates scored alike the other way (NMS then keeps the other one; an undertrained detector scores
+many anchors alike, and 0.2% of its detections moved so in the suite's tests); a wrong output packing or box
+decoding misses most detections, and raw outputs are checked elementwise besides."""
 
 
 def matched_detections(actual: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
@@ -342,7 +347,7 @@ class DetectionTask(Task):
                 f"mAP@[.5:.95] {100 * record['val_map']:.2f}%")
 
     agreement_label = "detections matched"
-    agreement_checked = True
+    agreement_limit = AGREEMENT_LIMIT
 
     def deployment(self, model: nn.Module, resolution: int) -> Deployment:
         return DetectorDeployment(model, resolution)
