@@ -25,15 +25,14 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from torch import nn
 
-from iee_deploy.errors import UserError
 from iee_deploy.graph import DependencyGraph, build_dependency_graph
-from iee_deploy.io import check_writable
 from iee_deploy.models import build_model
 from iee_deploy.models.detection import network_part
+from iee_deploy.outputs import check_report_output
 from iee_deploy.subnets import random_subnetworks
 from profiler.latency import LatencyModel
 from profiler.layers import enumerate_layers
-from profiler.lut import LutMeta, check_lut, load_lut, meta_path
+from profiler.lut import LutMeta, check_lut, load_lut
 from profiler.measure import (
     ProfileRequest,
     ProfileSummary,
@@ -161,10 +160,7 @@ def validate_lut(lut_path: str | Path, model_name: str, num_classes: int | None 
     """
     started = time.perf_counter()
     if json_out is not None:
-        check_writable(json_out, "json_out")
-        if Path(json_out).resolve() in (Path(lut_path).resolve(), meta_path(lut_path).resolve()):
-            raise UserError(f"`json_out` '{json_out}' is a file of the LUT '{lut_path}' itself: the figures would replace it",
-                            "write the figures to another file, e.g. validation.json", fields=("json_out",))
+        check_report_output(json_out, "json_out")
     lut = load_lut(lut_path)
     meta = lut.meta
     num_classes = num_classes or meta.num_classes

@@ -320,6 +320,13 @@ CASES: list[tuple[str, list[str], str]] = [
     ("validate-lut-seed-negative", ["validate-lut", "--lut", "{lut.csv}", "--seed", "-5"], "--seed"),
     ("validate-lut-json-is-the-luts-own", ["validate-lut", "--lut", "{lut.csv}", "--json", "{lut.json}"],
      "is a file of the LUT"),
+    # --- a report never replaces a file of a LUT, a run or an engine (later commands read them back)
+    ("graph-json-over-a-luts-metadata", ["graph", "--model", "resnet20", "--resolution", "8", "--json", "{lut.json}"],
+     "is a file of the LUT"),
+    ("models-json-over-a-runs-file", ["models", "resnet2*", "--json", "{other-run}/config.json"],
+     "is a file of the run"),
+    ("validate-lut-json-over-another-lut", ["validate-lut", "--lut", "{lut.csv}", "--json", "{flat-lut.csv}"],
+     "is a file of the LUT"),
     ("validate-lut-resolution-huge", ["validate-lut", "--lut", "{lut.csv}", "--resolution", "100000"],
      "--resolution 100000 px is above 2048 px"),
     ("profile-batch-too-large", ["profile", "--target", "cpu", "--model", "resnet20", "--resolution", "8", "--num-classes",
@@ -604,3 +611,18 @@ def test_validate_lut_of_one_sub_network_prints_no_nan(files, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Spearman undefined" in result.stdout and "nan" not in result.stdout.lower()
     assert json.loads(out.read_text())["spearman"] is None and "NaN" not in out.read_text()
+
+
+def test_report_outputs_know_the_files_of_an_engine_and_leave_others_alone(tmp_path):
+    from iee_deploy.outputs import check_report_output, owner_of
+
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "engine.json").write_text("{}")
+    (engine / "validation.json").write_text("{}")
+    (tmp_path / "mine.json").write_text("{}")
+    assert owner_of(engine / "validation.json") == f"the engine '{engine}'"
+    assert owner_of(tmp_path / "mine.json") is None and owner_of(tmp_path / "new.json") is None
+    assert check_report_output(tmp_path / "mine.json", "json_path") == tmp_path / "mine.json"  # a report of one's own
+    with pytest.raises(UserError, match="is a file of the engine"):
+        check_report_output(engine / "validation.json", "json_path")

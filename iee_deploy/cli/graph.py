@@ -10,9 +10,10 @@ import torch
 
 from iee_deploy.cli.options import model_options
 from iee_deploy.graph import ChannelRef, DependencyGraph, build_dependency_graph
-from iee_deploy.io import check_writable, write_json
+from iee_deploy.io import write_json
 from iee_deploy.models import build_model, model_spec
 from iee_deploy.models.detection import network_part
+from iee_deploy.outputs import check_report_output
 from iee_deploy.tasks.classification import check_output_width
 
 
@@ -56,7 +57,7 @@ def graph(model_name: str, num_classes: int | None, resolution: int | None, chec
     """
     spec = model_spec(model_name)
     if json_path:
-        check_writable(json_path, "json_path")
+        check_report_output(json_path, "json_path")
     size = resolution or spec.native_resolution
     classes = num_classes or spec.default_classes
     model = build_model(model_name, classes, size, checkpoint).eval()

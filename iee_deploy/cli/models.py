@@ -9,9 +9,10 @@ from __future__ import annotations
 import click
 
 from iee_deploy.errors import UserError
-from iee_deploy.io import check_writable, write_json
+from iee_deploy.io import write_json
 from iee_deploy.models import list_models, model_spec
 from iee_deploy.models.external import external_spec, is_external
+from iee_deploy.outputs import check_report_output
 
 FAMILIES = ("torchvision", "paper", "timm", "hf")
 
@@ -33,7 +34,7 @@ def models(patterns: tuple[str, ...], family: str | None, names_only: bool, json
     transformers configs of image classifiers (--model timm:NAME, hf:CONFIG, or NAME(key=value,...)).
     """
     if json_path:
-        check_writable(json_path, "json_path")
+        check_report_output(json_path, "json_path")
     names = list_models(list(patterns), family)
     if not names:
         unprefixed = family in ("timm", "hf") and patterns and not any(p.startswith(f"{family}:") for p in patterns)
