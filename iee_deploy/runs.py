@@ -62,6 +62,7 @@ class RunInfo:
     lut: str | None = None
     budget_ms: float | None = None
     predicted_latency_ms: float | None = None
+    classes: list[str] | None = None  # the data's class names in label order, where it names them
     finished: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

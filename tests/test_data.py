@@ -68,8 +68,20 @@ def test_imagefolder_small_images(tmp_path):
             for i in range(3):
                 Image.new("RGB", (40, 40), (i * 40, 100, 200 if c == "cat" else 0)).save(tmp_path / split / c / f"{i}.jpg")
     bundle = build_datasets("imagefolder", tmp_path, resolution=32)
-    assert bundle.num_classes == 2 and len(bundle.train) == 6
+    assert bundle.num_classes == 2 and len(bundle.train) == 6 and bundle.classes == ("cat", "dog")
     assert bundle.val[0][0].shape == (3, 32, 32)
+
+
+def test_validate_refuses_data_whose_classes_differ_from_the_runs():
+    from iee_deploy.deploy.validate import check_same_classes
+
+    check_same_classes(("cat", "dog"), ["cat", "dog"], "imagefolder")
+    check_same_classes(None, ["cat", "dog"], "cifar10")  # a built-in dataset names no folders: nothing to compare
+    check_same_classes(("ant", "bee"), None, "imagefolder")  # a run from before runs recorded their classes
+    with pytest.raises(UserError, match="names its label 0 'ant' where the run was trained on 'cat'"):
+        check_same_classes(("ant", "bee"), ["cat", "dog"], "imagefolder")
+    with pytest.raises(UserError, match="label 1 'cow'"):
+        check_same_classes(("cat", "cow"), ["cat", "dog"], "imagefolder")
 
 
 @pytest.mark.parametrize("name,make_dir,match", [

@@ -37,6 +37,9 @@ class DataBundle:
     val: SizedDataset
     num_classes: int
     resolution: int
+    classes: tuple[str, ...] | None = None
+    """The class names in label order where the data names them (folders, annotation categories): a run records them,
+    and `validate` refuses data whose names differ (the same count of other classes would score as the run's)."""
 
 
 Loader = Callable[[Path | None, int | None], DataBundle]

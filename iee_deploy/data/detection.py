@@ -230,7 +230,8 @@ def load_coco(root: Path | None, resolution: int | None) -> DataBundle:
                         fields=("data_dir",))
     train, categories = coco_split(root, "train")
     val, _ = coco_split(root, "val", categories)
-    return DataBundle("coco", train, val, len(categories) + 1, resolution or DEFAULT_RESOLUTION)
+    return DataBundle("coco", train, val, len(categories) + 1, resolution or DEFAULT_RESOLUTION,
+                      ("background", *categories.values()))
 
 
 # --- digit scenes ------------------------------------------------------------------------------

@@ -101,10 +101,11 @@ def _to_rgb_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return images.expand(-1, 3, -1, -1).contiguous() if images.shape[1] == 1 else images
 
 
-def _bundle(name: str, train: SizedDataset, val: SizedDataset, num_classes: int, resolution: int) -> DataBundle:
+def _bundle(name: str, train: SizedDataset, val: SizedDataset, num_classes: int, resolution: int,
+            classes: tuple[str, ...] | None = None) -> DataBundle:
     from iee_deploy.data import DataBundle
 
-    return DataBundle(name, train, val, num_classes, resolution)
+    return DataBundle(name, train, val, num_classes, resolution, classes)
 
 
 def load_digits(root: Path | None, resolution: int | None) -> DataBundle:
@@ -350,7 +351,7 @@ def load_imagefolder(root: Path | None, resolution: int | None,
             sets = [ClassFolder(str(d)) for d in dirs]
             _same_classes(sets[0], sets[1], root)
             train, val = (_decode_all(s, res, stats, t) for s, t in zip(sets, (True, False)))
-            return _bundle("imagefolder", train, val, len(sets[0].classes), res)
+            return _bundle("imagefolder", train, val, len(sets[0].classes), res, tuple(sets[0].classes))
         norm = T.Normalize(*stats)
         train_tf = T.Compose([T.RandomResizedCrop(res), T.RandomHorizontalFlip(), T.ToTensor(), norm])
         val_tf = T.Compose([T.Resize(int(res * 256 / 224)), T.CenterCrop(res), T.ToTensor(), norm])
@@ -359,7 +360,7 @@ def load_imagefolder(root: Path | None, resolution: int | None,
         _same_classes(tr, va, root)
     except (FileNotFoundError, OSError) as exc:
         raise UserError(f"cannot read images under '{root}' ({exc})", "check the folder holds readable images per class") from None
-    return _bundle("imagefolder", tr, va, len(tr.classes), res)
+    return _bundle("imagefolder", tr, va, len(tr.classes), res, tuple(tr.classes))
 
 
 def _decode_all(folder: ImageFolder, res: int, stats: tuple[tuple[float, ...], tuple[float, ...]], train: bool) -> TensorImageDataset:

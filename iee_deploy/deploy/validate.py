@@ -272,6 +272,16 @@ def dense_start(run_dir: str | Path, info: RunInfo) -> torch.nn.Module | None:
     return build_model(info.model, info.num_classes, info.resolution, path).eval()
 
 
+def check_same_classes(data: tuple[str, ...] | None, run: list[str] | None, dataset: str) -> None:
+    """Refuse data whose class names (in label order) differ from those the run was trained on; either unnamed
+    (a built-in dataset, a run from before runs recorded them): nothing to compare."""
+    if not data or not run or list(data) == run:
+        return
+    differ = next((i for i, (a, b) in enumerate(zip(data, run)) if a != b), min(len(data), len(run)) - 1)
+    raise UserError(f"dataset '{dataset}' names its label {differ} '{data[differ]}' where the run was trained on "
+                    f"'{run[differ]}': the same count of other classes would be scored as the run's",
+                    "validate on the data the run was trained on, or data with its classes", fields=("data_dir",))
+
 def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_dir: str | Path | None = None,
                     subset: int | None = None, latency_ms: float | None = None, lut_tolerance: float | None = None,
                     max_accuracy_drop: float = 1.0, budget_tolerance: float = 0.0, timing: TimingConfig = TimingConfig(),
@@ -304,6 +314,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     if bundle.num_classes != info.num_classes:
         raise UserError(f"dataset '{name}' has {bundle.num_classes} classes but the run's model has {info.num_classes}",
                         "use the dataset the run was trained on")
+    check_same_classes(bundle.classes, info.classes, name)
     loader = task.val_batches(bundle.val, data, 0, 1)
     dense = dense_start(report.run_dir, info)
     references = {"pruned": models.pruned, "masked": models.masked, **({"dense": dense} if dense is not None else {})}

@@ -313,7 +313,7 @@ class Trainer:
                 write_line(warning)
         info = RunInfo(model=cfg.model, num_classes=num_classes, resolution=bundle.resolution, dataset=cfg.dataset,
                        data_dir=cfg.data_dir, method=cfg.sparsity.method, kind=cfg.sparsity.kind,
-                       **sparsifier.method.run_facts())
+                       classes=list(bundle.classes) if bundle.classes else None, **sparsifier.method.run_facts())
         loop = Loop(model, DistributedDataParallel(model) if dist.world > 1 else model, sparsifier, optimizer, scheduler,
                     task.val_batches(bundle.val, cfg, dist.rank, dist.world), dist, Progress(), steps_per_epoch, task)
         if self.resume:
