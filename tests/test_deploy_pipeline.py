@@ -287,7 +287,8 @@ def test_unstructured_engine_reports_nonzero_parameters_and_what_can_use_them(ru
     unstructured = tmp_path / "run"
     unstructured.mkdir()
     info = json.loads((run / "run.json").read_text())
-    (unstructured / "run.json").write_text(json.dumps({**info, "kind": "unstructured", "target": None}))
+    (unstructured / "run.json").write_text(json.dumps({**info, "kind": "unstructured", "target": None, "budget_ms": None,
+                                                      "predicted_latency_ms": None}))
     masked = build_model("resnet20", 10, 32)
     masked.load_state_dict(torch.load(run / FINAL_MODEL, weights_only=True))
     save_torch(unstructured / FINAL_MODEL, masked.state_dict())  # no channels.json: deployed at full width
@@ -296,6 +297,9 @@ def test_unstructured_engine_reports_nonzero_parameters_and_what_can_use_them(ru
     assert report.spec.threads == 1 and report.statistic == "min"  # the cpu target's threads and statistic, for both
     markdown = (tmp_path / "engine" / "engine.md").read_text()
     assert "non-zero parameters" in markdown and "Unstructured sparsity" in markdown and "TensorRT with 2:4" in markdown
+    # no budget given or recorded: a stage for it says nothing, and is refused before any work
+    with pytest.raises(UserError, match="`budget_stage` end-to-end says what a latency budget holds, but none is given"):
+        validate_engine(tmp_path / "engine", budget_stage="end-to-end")
 
 
 def interrupt(command: str, *args: str, at: str) -> tuple[int, list[str], str]:

@@ -297,7 +297,12 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     check_limits(latency_ms, lut_tolerance, max_accuracy_drop, budget_tolerance, budget_stage)
     report = read_engine_report(engine_dir)
     check_engine_run(engine_dir, report)
-    budget_precision = check_budget_precision(read_run_info(report.run_dir), report.spec.precision, latency_ms)
+    run_info = read_run_info(report.run_dir)
+    budget_precision = check_budget_precision(run_info, report.spec.precision, latency_ms)
+    if budget_stage == "end-to-end" and latency_ms is None and run_info.budget_ms is None:
+        raise UserError("`budget_stage` end-to-end says what a latency budget holds, but none is given or recorded in "
+                        "the run", "pass the budget (`latency_ms`), or leave `budget_stage` at engine",
+                        fields=("budget_stage", "latency_ms"))
     folder = check_writable(out if out is not None else engine_dir, "out" if out is not None else "engine_dir", folder=True)
     engine = load_engine(engine_dir, report)
     models = load_run_models(report.run_dir)
