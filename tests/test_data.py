@@ -124,6 +124,14 @@ def test_imagefolder_labels_ignore_hidden_entries_and_allow_linked_class_folders
     assert sorted(bundle.val[i][1] for i in range(len(bundle.val))) == [0, 0, 1, 1]
 
 
+@pytest.mark.parametrize("large", [False, True], ids=["in-memory", "per-item"])
+def test_imagefolder_refuses_a_validation_class_folder_that_links_into_training(tmp_path, large):
+    _png_tree(tmp_path / "data", {"train": ["cat", "dog"], "val": ["cat"]})
+    (tmp_path / "data" / "val" / "dog").symlink_to(tmp_path / "data" / "train" / "dog")
+    with pytest.raises(UserError, match="val/dog' under .* is a training class folder"):
+        build_datasets("imagefolder", tmp_path / "data", resolution=96 if large else 8)
+
+
 def test_imagefolder_refuses_an_empty_class_folder(tmp_path):
     _png_tree(tmp_path, {"train": ["cat", "dog"], "val": ["cat", "dog"]})
     (tmp_path / "train" / "bird").mkdir()

@@ -319,6 +319,17 @@ def _same_classes(train: ImageFolder, val: ImageFolder, root: Path) -> None:
                     "give train/ and val/ (or test/) the same class sub-folders", fields=("data_dir",))
 
 
+def _no_shared_folders(train: ImageFolder, val: ImageFolder, root: Path) -> None:
+    """A validation class folder must not be a training one through a link: the run would be scored on images it
+    learnt from. (Class folders are resolved, not every image: a run starts in the same second on 60,000 files.)"""
+    learnt = {os.path.realpath(os.path.join(train.root, c)) for c in train.classes}
+    shared = [c for c in val.classes if os.path.realpath(os.path.join(val.root, c)) in learnt]
+    if shared:
+        raise UserError(f"the validation class folder '{os.path.join(val.root, shared[0])}' under '{root}' is a training "
+                        "class folder (through a link): the run would be scored on the images it trains on",
+                        "give val/ (or test/) images of their own", fields=("data_dir",))
+
+
 def _split_dirs(root: Path) -> tuple[Path, Path] | None:
     train = root / "train"
     for name in ("val", "test"):
@@ -350,6 +361,7 @@ def load_imagefolder(root: Path | None, resolution: int | None,
         if res <= SMALL:
             sets = [ClassFolder(str(d)) for d in dirs]
             _same_classes(sets[0], sets[1], root)
+            _no_shared_folders(sets[0], sets[1], root)
             train, val = (_decode_all(s, res, stats, t) for s, t in zip(sets, (True, False)))
             return _bundle("imagefolder", train, val, len(sets[0].classes), res, tuple(sets[0].classes))
         norm = T.Normalize(*stats)
@@ -358,6 +370,7 @@ def load_imagefolder(root: Path | None, resolution: int | None,
         tr = ClassFolder(str(dirs[0]), transform=train_tf)
         va = ClassFolder(str(dirs[1]), transform=val_tf)
         _same_classes(tr, va, root)
+        _no_shared_folders(tr, va, root)
     except (FileNotFoundError, OSError) as exc:
         raise UserError(f"cannot read images under '{root}' ({exc})", "check the folder holds readable images per class") from None
     return _bundle("imagefolder", tr, va, len(tr.classes), res, tuple(tr.classes))
