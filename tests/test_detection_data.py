@@ -132,6 +132,9 @@ def test_malformed_coco_annotations_are_one_line_naming_the_file(tmp_path):
         ({"images": [{"id": 7, "file_name": "a.jpg", "width": W, "height": H}], "categories": [{"id": 1}],
           "annotations": [{"id": 5, "image_id": 7, "category_id": 1, "bbox": [20, 3, 20, 5]}]},
          "annotation 5 of image 7: box [20.0, 3.0, 40.0, 8.0] lies outside the 32 x 24 image"),
+        ({"images": [{"id": 7, "file_name": "a.jpg", "width": W, "height": H},
+                     {"id": 7, "file_name": "b.jpg", "width": W, "height": H}], "categories": [{"id": 1}],
+          "annotations": []}, "lists image id 7 more than once"),
     ]
     for n, (train, problem) in enumerate(cases):
         coco_folder(tmp_path / str(n), train)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,10 @@ def coco_split(root: Path, split: str, categories: dict[int, str] | None = None)
         categories = categories or names
         label = {cat: i + 1 for i, cat in enumerate(categories)}
         images = {int(im["id"]): (im["file_name"], float(im["width"]), float(im["height"])) for im in data["images"]}
+        if len(images) < len(data["images"]):  # a later entry would silently replace an earlier one's file
+            twice = Counter(int(im["id"]) for im in data["images"]).most_common(1)[0][0]
+            raise UserError(f"COCO annotation file '{path}' lists image id {twice} more than once", "give every image "
+                            "its own id")
         boxes: dict[int, list[list[float]]] = {i: [] for i in images}
         labels: dict[int, list[int]] = {i: [] for i in images}
         for note in data["annotations"]:
