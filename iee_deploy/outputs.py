@@ -1,4 +1,4 @@
-"""Where a command may write a report of its own (a `--json` of figures): anywhere writable, but never over a file of
+"""Where a command may write a report of its own (the JSON of its figures): anywhere writable, but never over a file of
 a run, an engine or a LUT, which later commands read back. A graph report written over a LUT's metadata loses the
 table; over a run's config.json, the run."""
 

@@ -145,7 +145,7 @@ class Sparsifier:
     """A sparsification method attached to `model` and `optimizer` for `total_steps` optimizer steps.
 
     Give either `config` or the `SparsityConfig` fields as keywords (`method="rigl", sparsity=0.8`); with `nm`
-    and no `sparsity`, the sparsity is the pattern's 1 - N/M (as `train --nm`).
+    and no `sparsity`, the sparsity is the pattern's 1 - N/M (as the `train` command takes it).
     `resolution` (input px) enables FLOP counting. `dist` defaults to the current process group.
     """
 

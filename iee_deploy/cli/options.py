@@ -33,8 +33,9 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                               "mobilenet_v1, wrn22_2."),
             click.option("--num-classes", type=click.IntRange(min=1), default=None,
                          help="Classifier outputs (a detector's classes, the background included). Default: the "
-                              "dataset's class count; without a dataset 1000, or a built-in detector's 11 (the "
-                              "digit scenes')."),
+                              "dataset's class count; without a dataset the model's: 10 for the CIFAR models "
+                              "(resnet20, resnet56, wrn22_2), 11 for a built-in detector (the digit scenes'), else "
+                              "1000."),
             click.option("--resolution", type=click.IntRange(min=1), default=None, callback=_below_max_resolution,
                          help="Input height = width in pixels. Default: the dataset's (or the model's native) size."),
             click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,

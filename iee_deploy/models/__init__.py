@@ -30,7 +30,8 @@ def _mobilenet_v1(num_classes: int, resolution: int) -> nn.Module:
     return MobileNetV1(num_classes)
 
 
-@register_model("wrn22_2", native_resolution=32, family="paper", description="WideResNet-22-2 for 32x32 inputs")
+@register_model("wrn22_2", native_resolution=32, family="paper", description="WideResNet-22-2 for 32x32 inputs",
+                default_classes=10)
 def _wrn22_2(num_classes: int, resolution: int) -> nn.Module:
     return WideResNet(22, 2, num_classes)
 
@@ -40,7 +41,7 @@ def _cifar_resnet(depth: int) -> None:
         return CifarResNet(depth, num_classes)
 
     register_model(f"resnet{depth}", native_resolution=32, family="paper",
-                   description=f"CIFAR ResNet-{depth} (16-32-64 channels)")(builder)
+                   description=f"CIFAR ResNet-{depth} (16-32-64 channels)", default_classes=10)(builder)
 
 
 for _depth in (20, 56):

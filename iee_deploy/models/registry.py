@@ -41,7 +41,7 @@ class ModelSpec:
     min_resolution: int = 1
     resolution_step: int = 1
     probe: Callable[[int], str | None] | None = None
-    default_classes: int = 1000  # outputs when none are asked for: ImageNet's classes, a detector its default data's
+    default_classes: int = 1000  # outputs when none are asked for: ImageNet's, a CIFAR model's 10, a detector its data's
 
     def check_resolution(self, resolution: int) -> None:
         """Raise a UserError naming the valid sizes when the model cannot take `resolution` px."""
@@ -64,14 +64,15 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str, *, native_resolution: int, family: str, description: str, min_resolution: int = 1,
-                   resolution_step: int = 1) -> Callable[[Builder], Builder]:
-    """Decorator adding `builder(num_classes, resolution)` to the zoo under `name`."""
+                   resolution_step: int = 1, default_classes: int = 1000) -> Callable[[Builder], Builder]:
+    """Decorator adding `builder(num_classes, resolution)` to the zoo under `name` (`default_classes`: its outputs
+    when a command asks for none, ImageNet's unless the model is made for a smaller dataset)."""
 
     def wrap(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = ModelSpec(name, builder, native_resolution, family, description, min_resolution,
-                                    resolution_step)
+                                    resolution_step, default_classes=default_classes)
         return builder
 
     return wrap
