@@ -554,6 +554,20 @@ def test_a_diverged_run_is_not_a_finished_run(tmp_path):
     assert not json.loads((tmp_path / "run" / "run.json").read_text()).get("finished")
 
 
+
+def test_a_run_refused_at_its_first_step_leaves_no_folder(tmp_path):
+    """Refused before any optimizer step (a batch of one for BatchNorm): the folder it made is removed; a folder
+    that was there before is left as it was."""
+    argv = ["train", "--resolution", "4", "--subset", "64", "--batch-size", "1", "--method", "static", "--sparsity",
+            "0.5", "--out"]
+    code, stderr, _ = invoke([*argv, str(tmp_path / "run")])
+    assert code != 0 and "too small for the model's BatchNorm layers" in stderr
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    code, _, _ = invoke([*argv, str(tmp_path / "mine")])
+    assert code != 0 and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
 def test_subsets_larger_than_their_split_are_named():
     from iee_deploy.train.trainer import subset_shortfall
 

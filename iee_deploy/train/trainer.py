@@ -28,6 +28,7 @@ Under torchrun every rank runs this loop with DistributedDataParallel; rank 0 wr
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import threading
 import time
@@ -231,6 +232,7 @@ class Trainer:
         self.on_step_end = on_step_end
         self.checkpoint_seconds = checkpoint_seconds
         self._stop = False
+        self._stepped = False  # an optimizer step ran: a refusal after it leaves the run folder for inspection
 
     # --- public ----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -239,10 +241,15 @@ class Trainer:
             raise UserError("`device` cuda but no CUDA GPU is visible to torch", "use `device` cpu", fields=("device",))
         dist = Distributed.from_env(self.config.device)
         previous = self._install_stop_handlers()
+        fresh = not self.resume and not self.run.path.exists()
         try:
             with self.run.lock() if dist.is_main else nullcontext():
                 self._check_folder()
                 return self._fit(dist)
+        except UserError:
+            if fresh and dist.is_main and not self._stepped:  # refused before it trained: nothing to keep
+                shutil.rmtree(self.run.path, ignore_errors=True)
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -344,6 +351,7 @@ class Trainer:
             size = task.batch_len(batch)
             with sparsifier.step(size) as records:
                 outcome = step_or_refuse(task, loop.net, optimizer, batch, size)
+            self._stepped = True
             loss = outcome.loss
             check_loss(loss, step, total, cfg.lr)
             scheduler.step()
