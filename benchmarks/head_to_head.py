@@ -353,8 +353,10 @@ def knapsack_space(model_name: str, checkpoint: Path | None, table: Path) -> tup
 
 def smallest_ratio(model_name: str, checkpoint: Path | None, table: Path) -> float:
     """The smallest `latency_ratio` the knapsack accepts on `table` (every group at its smallest width), rounded up."""
-    _, space = knapsack_space(model_name, checkpoint, table)
-    return math.ceil(space.smallest_ms / space.dense_ms * 1e6 + 1) / 1e6
+    from iee_deploy.models import build_model
+    from iee_deploy.structured.space import smallest_latency_ratio
+
+    return math.ceil(smallest_latency_ratio(build_model(model_name, 10, 32, checkpoint), str(table), "cpu") * 1e6 + 1) / 1e6
 
 
 def knapsack_once(model_name: str, checkpoint: Path, table: Path, floor: float, ratio: float,

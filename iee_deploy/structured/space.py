@@ -36,7 +36,7 @@ from iee_deploy.models.detection import network_of
 from iee_deploy.sparse import selection
 from iee_deploy.sparse.state import GrowInit, TrainableSet
 from iee_deploy.sparse.tracking import StructureTracker, UpdateRecord
-from iee_deploy.structured.budget import LatencySource, resolve_budget
+from iee_deploy.structured.budget import LatencySource, open_latency_model, resolve_budget
 from iee_deploy.structured.costs import (
     Deltas,
     Solved,
@@ -248,3 +248,10 @@ class ChannelSpace:
         self.taylor.load_state_dict(state["taylor"])
         self.tracker.load_state_dict(state["tracker"])
         self.generator.set_state(state["generator"])
+
+
+def smallest_latency_ratio(model: nn.Module, lut: str, target: str | None = None) -> float:
+    """The smallest `latency_ratio` a budget over `lut` can take for `model`: every group at its smallest width,
+    over the dense network, as the table predicts them (a flat table, an int8 one at small sizes, stops short of 0.5)."""
+    space = ChannelSpace(model, open_latency_model(lut, target, model), latency_ratio=1.0, start=Start.DENSE)
+    return space.smallest_ms / space.dense_ms
