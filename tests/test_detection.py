@@ -126,7 +126,8 @@ def test_built_in_detectors_go_by_their_bare_names_in_every_command_outside_the_
     spec = model_spec("ssdlite")
     assert (spec.name, spec.family, spec.native_resolution, spec.builder, spec.default_classes) == (
         "ssdlite", "detector", DEFAULT_RESOLUTION, DETECTORS["ssdlite"], NUM_CLASSES)
-    assert not set(DETECTORS) & set(list_models()) and model_spec("resnet20").default_classes == 1000
+    assert not set(DETECTORS) & set(list_models()) and model_spec("resnet18").default_classes == 1000
+    assert model_spec("resnet20").default_classes == 10  # a CIFAR model: CIFAR-10's classes
     result = CliRunner().invoke(main, ["graph", "--model", "ssdlite", "--num-classes", "3", "--resolution", "32"],
                                 prog_name="iee-deploy")
     assert result.exit_code == 0, result.output
