@@ -125,10 +125,15 @@ def test_imagefolder_labels_ignore_hidden_entries_and_allow_linked_class_folders
 
 
 @pytest.mark.parametrize("large", [False, True], ids=["in-memory", "per-item"])
-def test_imagefolder_refuses_a_validation_class_folder_that_links_into_training(tmp_path, large):
+def test_imagefolder_refuses_a_validation_folder_or_image_that_links_into_training(tmp_path, large):
     _png_tree(tmp_path / "data", {"train": ["cat", "dog"], "val": ["cat"]})
     (tmp_path / "data" / "val" / "dog").symlink_to(tmp_path / "data" / "train" / "dog")
-    with pytest.raises(UserError, match="val/dog' under .* is a training class folder"):
+    with pytest.raises(UserError, match="train/dog' in class 'dog' leads into the val/ split's class 'dog' folder"):
+        build_datasets("imagefolder", tmp_path / "data", resolution=96 if large else 8)
+    (tmp_path / "data" / "val" / "dog").unlink()
+    _png_tree(tmp_path / "data", {"val": ["dog"]})
+    (tmp_path / "data" / "val" / "cat" / "linked.png").symlink_to(tmp_path / "data" / "train" / "cat" / "0.png")
+    with pytest.raises(UserError, match="val/cat/linked.png' in class 'cat' is a link to the train/ split's class 'cat' image"):
         build_datasets("imagefolder", tmp_path / "data", resolution=96 if large else 8)
 
 

@@ -252,8 +252,9 @@ class ClassFolder(ImageFolder):
 
     - Hidden entries (`.ipynb_checkpoints`, `.DS_Store`, macOS `._*` files) are never classes or images.
     - A class folder (or a link inside it, to a folder or to one image) that leads into another class's folder
-      would label that class's images twice, once wrongly: refused in one line naming both. A whole class folder that is a link to
-      a folder elsewhere is fine.
+      would label that class's images twice, once wrongly: refused in one line naming both. So is one that leads into
+      the other split's folder of its own class (the run would be scored on images it trains on). A whole class folder
+      that is a link to a folder elsewhere is fine.
     - Fewer than two classes cannot train a classifier: refused.
     """
 
@@ -275,30 +276,36 @@ class ClassFolder(ImageFolder):
         assert class_to_idx is not None
         root = Path(directory)
         # every class folder of every split (train/, val/, test/ beside `directory`): a link from one class into
-        # another class's folder, in this split or the other, would label that class's images wrongly
-        splits = [root, *(root.parent / s for s in ("train", "val", "test") if (root.parent / s).resolve() != root.resolve())]
-        homes = [(c, (split / c).resolve()) for split in splits for c in class_to_idx if (split / c).is_dir()]
+        # another class's folder, in this split or the other, would label that class's images wrongly; one into the
+        # other split's folder of its own class would score the run on images it trains on
+        splits = [root, *(root.parent / s for s in ("train", "val", "test") if s != root.name)]
+        homes = [(c, split, (split / c).resolve()) for split in splits for c in class_to_idx if (split / c).is_dir()]
+
+        def elsewhere(cls: str, real: Path) -> str | None:
+            """Whose folder `real` (reached from class `cls`) lies in, when it is not `cls`'s own in this split."""
+            return next((f"class '{c}''s" if c != cls else f"the {split.name}/ split's class '{c}'"
+                         for c, split, home in homes if (c != cls or split != root) and real.is_relative_to(home)), None)
+
         samples: list[tuple[str, int]] = []
         for cls, label in sorted(class_to_idx.items(), key=lambda kv: kv[1]):
             found = 0
             for folder, dirs, files in os.walk(root / cls, followlinks=True):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 real = Path(folder).resolve()
-                other = next((c for c, home in homes if c != cls and real.is_relative_to(home)), None)
+                other = elsewhere(cls, real)
                 if other is not None:
-                    raise UserError(f"'{folder}' in class '{cls}' leads into class '{other}''s folder ({real})",
-                                    "remove the link: each image must sit under its own class only",
+                    raise UserError(f"'{folder}' in class '{cls}' leads into {other} folder ({real})",
+                                    "remove the link: each image must sit under its own class of one split only",
                                     fields=("data_dir",))
                 for name in sorted(files):
                     if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
                         path = os.path.join(folder, name)
                         target = Path(path).resolve() if os.path.islink(path) else None  # its folder is checked above
-                        owner = next((c for c, home in homes if c != cls and target.is_relative_to(home)), None
-                                     ) if target is not None else None
+                        owner = elsewhere(cls, target) if target is not None else None
                         if owner is not None:
-                            raise UserError(f"'{path}' in class '{cls}' is a link to class '{owner}''s image ({target})",
-                                            "remove the link: each image must sit under its own class only",
-                                            fields=("data_dir",))
+                            raise UserError(f"'{path}' in class '{cls}' is a link to {owner} image ({target})",
+                                            "remove the link: each image must sit under its own class of one split "
+                                            "only", fields=("data_dir",))
                         samples.append((path, label))
                         found += 1
             if not found and not allow_empty:
@@ -317,17 +324,6 @@ def _same_classes(train: ImageFolder, val: ImageFolder, root: Path) -> None:
         [f"only in training: {', '.join(only_train)}"] if only_train else [])
     raise UserError(f"the class folders of the two splits under '{root}' differ ({'; '.join(parts)})",
                     "give train/ and val/ (or test/) the same class sub-folders", fields=("data_dir",))
-
-
-def _no_shared_folders(train: ImageFolder, val: ImageFolder, root: Path) -> None:
-    """A validation class folder must not be a training one through a link: the run would be scored on images it
-    learnt from. (Class folders are resolved, not every image: a run starts in the same second on 60,000 files.)"""
-    learnt = {os.path.realpath(os.path.join(train.root, c)) for c in train.classes}
-    shared = [c for c in val.classes if os.path.realpath(os.path.join(val.root, c)) in learnt]
-    if shared:
-        raise UserError(f"the validation class folder '{os.path.join(val.root, shared[0])}' under '{root}' is a training "
-                        "class folder (through a link): the run would be scored on the images it trains on",
-                        "give val/ (or test/) images of their own", fields=("data_dir",))
 
 
 def _split_dirs(root: Path) -> tuple[Path, Path] | None:
@@ -361,7 +357,6 @@ def load_imagefolder(root: Path | None, resolution: int | None,
         if res <= SMALL:
             sets = [ClassFolder(str(d)) for d in dirs]
             _same_classes(sets[0], sets[1], root)
-            _no_shared_folders(sets[0], sets[1], root)
             train, val = (_decode_all(s, res, stats, t) for s, t in zip(sets, (True, False)))
             return _bundle("imagefolder", train, val, len(sets[0].classes), res, tuple(sets[0].classes))
         norm = T.Normalize(*stats)
@@ -370,7 +365,6 @@ def load_imagefolder(root: Path | None, resolution: int | None,
         tr = ClassFolder(str(dirs[0]), transform=train_tf)
         va = ClassFolder(str(dirs[1]), transform=val_tf)
         _same_classes(tr, va, root)
-        _no_shared_folders(tr, va, root)
     except (FileNotFoundError, OSError) as exc:
         raise UserError(f"cannot read images under '{root}' ({exc})", "check the folder holds readable images per class") from None
     return _bundle("imagefolder", tr, va, len(tr.classes), res, tuple(tr.classes))
