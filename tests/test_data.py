@@ -135,6 +135,10 @@ def test_imagefolder_refuses_a_validation_folder_or_image_that_links_into_traini
     (tmp_path / "data" / "val" / "cat" / "linked.png").symlink_to(tmp_path / "data" / "train" / "cat" / "0.png")
     with pytest.raises(UserError, match="val/cat/linked.png' in class 'cat' is a link to the train/ split's class 'cat' image"):
         build_datasets("imagefolder", tmp_path / "data", resolution=96 if large else 8)
+    _png_tree(tmp_path / "whole", {"train": ["cat", "dog"]})
+    (tmp_path / "whole" / "val").symlink_to(tmp_path / "whole" / "train")  # the validation split is the training one
+    with pytest.raises(UserError, match="leads into the val/ split's class 'cat' folder"):
+        build_datasets("imagefolder", tmp_path / "whole", resolution=96 if large else 8)
 
 
 def test_imagefolder_refuses_an_empty_class_folder(tmp_path):
