@@ -174,6 +174,23 @@ def test_timm_norm_act_linear_and_std_conv_models_prune_exactly():
     assert prunes_exactly(std, image()) > 0
 
 
+def test_timm_norm_act_is_one_bn_op_unless_a_child_has_weights_and_identities_leave_no_node():
+    timm = pytest.importorskip("timm")
+    layer = timm.layers.BatchNormAct2d(8, act_layer=nn.SiLU, drop_layer=nn.Dropout)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), layer, nn.Identity(), nn.Dropout(0.1), nn.Conv2d(8, 4, 1))
+    trace = trace_model(model, image()[:1])
+    assert [(n.kind, n.op, n.category) for n in trace.nodes] == [
+        ("input", "input", None), ("module", "Conv2d", "conv"), ("module", "BatchNormAct2d", "bn"),
+        ("module", "Conv2d", "conv"), ("output", "output", None)]
+    assert [grp.id for grp in build_dependency_graph(model, image()[:1]).prunable_groups] == ["0"]
+    assert prunes_exactly(model, image()) == 1
+    # a PReLU with one weight per channel is not a parameter-free per-channel op: the layer is traced through
+    per_channel = timm.layers.BatchNormAct2d(8, act_layer=nn.PReLU, act_kwargs={"num_parameters": 8})
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), per_channel, nn.Conv2d(8, 4, 1))
+    with pytest.raises(UserError, match=r"module '1\.act' \(PReLU\)"):  # reached inside, not taken as a bn
+        build_dependency_graph(model, image()[:1])
+
+
 # --------------------------------------------------------------------------------- channel padding
 
 

@@ -37,6 +37,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from iee_deploy.errors import UserError
 from iee_deploy.graph.ops import (
+    PASS_THROUGH,
     Category,
     classify_function,
     classify_method,
@@ -79,6 +80,8 @@ class _Tracer(fx.Tracer):
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
+        if type(m) in PASS_THROUGH and len(args) == 1 and not kwargs:
+            return args[0]
         path = self.path_of_module(m)
         self.where.append((path, type(m)))
         try:
