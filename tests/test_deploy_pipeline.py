@@ -242,7 +242,9 @@ def test_budget_check_uses_the_targets_statistic():
 
 
 def test_validate_refuses_impossible_limits_and_another_dataset_before_work(engine_dir, tmp_path):
-    for args, words in ((("--budget-tolerance", "5"), "'--budget-tolerance': 5.0 is not in the range 0<=x<=1"),
+    other = copy_engine(engine_dir, tmp_path / "other")  # another engine: its validation.json is its own
+    for args, words in ((("--out", str(other)), f"--out '{other}' holds another engine"),
+                        (("--budget-tolerance", "5"), "'--budget-tolerance': 5.0 is not in the range 0<=x<=1"),
                         (("--latency-ms", "-1"), "'--latency-ms': -1.0 is not in the range x>0"),
                         (("--max-accuracy-drop", "-1"), "'--max-accuracy-drop': -1.0 is not in the range 0<=x<=100"),
                         (("--dataset", "fashion-mnist"), "is not the run's dataset 'digits'"),

@@ -46,6 +46,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from iee_deploy.deploy.build import (
+    ENGINE_REPORT,
     VALIDATION_MARKDOWN,
     VALIDATION_REPORT,
     check_engine_run,
@@ -304,6 +305,10 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
                         "the run", "pass the budget (`latency_ms`), or leave `budget_stage` at engine",
                         fields=("budget_stage", "latency_ms"))
     folder = check_writable(out if out is not None else engine_dir, "out" if out is not None else "engine_dir", folder=True)
+    if (folder / ENGINE_REPORT).is_file() and folder.resolve() != Path(engine_dir).resolve():
+        # its validation.json would then be this engine's, and `report` would score that engine by it
+        raise UserError(f"`out` '{out}' holds another engine: its {VALIDATION_REPORT} would be replaced by this one's",
+                        "choose another `out`, or leave it out to write beside the engine", fields=("out",))
     engine = load_engine(engine_dir, report)
     models = load_run_models(report.run_dir)
     info = models.info
