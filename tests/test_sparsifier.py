@@ -132,8 +132,9 @@ def test_misuse_is_named(one_thread):
     ({"resolution": -8}, "resolution", "positive number of pixels"),
     ({"sparsity": 1.5}, "sparsity", "sparsity"),
     ({"colour": "red"}, None, "unknown argument"),
+    ({"method": "rigl", "delta_t": "5"}, "delta_t", "not a positive whole number of steps"),
 ], ids=["model-a-name", "model-no-params", "optimizer-a-name", "optimizer-of-another-model", "steps-zero",
-        "steps-fraction", "resolution-negative", "sparsity-above-one", "unknown-keyword"])
+        "steps-fraction", "resolution-negative", "sparsity-above-one", "unknown-keyword", "delta-t-a-string"])
 def test_every_bad_argument_is_a_user_error_naming_it(change, field, fragment):
     model = build_model("resnet20", 10, 8)
     args = {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1), "total_steps": 10,

@@ -121,8 +121,9 @@ class SparsityConfig:
                 raise ConfigError("hjq", f"`hjq` {self.hjq!r} is invalid", "give three whole numbers (H, J, Q): "
                                   "IEE needs H >= 1, J >= 0 and Q >= 1 iterations")
             self.hjq = (hjq[0], hjq[1], hjq[2])
-        if self.delta_t is not None and self.delta_t < 1:
-            raise ConfigError("delta_t", f"`delta_t` {self.delta_t} is not a positive number of steps", "pass e.g. 100")
+        if self.delta_t is not None and (isinstance(self.delta_t, bool) or not isinstance(self.delta_t, int)
+                                         or self.delta_t < 1):  # not '5' or 2.5: a comparison error, or a fraction of a step
+            raise ConfigError("delta_t", f"`delta_t` {self.delta_t!r} is not a positive whole number of steps", "pass e.g. 100")
         if self.latency_ms is not None:
             check_positive("latency_ms", self.latency_ms)
         if self.latency_ratio is not None:
