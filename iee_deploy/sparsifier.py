@@ -100,6 +100,9 @@ def check_arguments(model: Any, optimizer: Any, total_steps: Any, config: Sparsi
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise UserError(f"`optimizer` must be a torch.optim.Optimizer, got {type(optimizer).__name__}",
                         "pass the optimizer of your training loop", fields=("optimizer",))
+    if any(p.is_meta for p in model.parameters()):  # no values to mask or copy
+        raise UserError("`model` has parameters on the meta device (shapes without values)",
+                        "materialise it first, e.g. model.to_empty(device='cpu') and load its weights", fields=("model",))
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError("every parameter of `model` is frozen (requires_grad=False): there is nothing to train",
                         "unfreeze the layers to sparsify, e.g. p.requires_grad_(True)", fields=("model",))

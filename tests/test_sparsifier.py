@@ -133,12 +133,18 @@ def test_misuse_is_named(one_thread):
     ({"sparsity": 1.5}, "sparsity", "sparsity"),
     ({"colour": "red"}, None, "unknown argument"),
     ({"method": "rigl", "delta_t": "5"}, "delta_t", "not a positive whole number of steps"),
+    ({"model": "meta"}, "model", "meta device"),
 ], ids=["model-a-name", "model-no-params", "optimizer-a-name", "optimizer-of-another-model", "steps-zero",
-        "steps-fraction", "resolution-negative", "sparsity-above-one", "unknown-keyword", "delta-t-a-string"])
+        "steps-fraction", "resolution-negative", "sparsity-above-one", "unknown-keyword", "delta-t-a-string",
+        "model-on-the-meta-device"])
 def test_every_bad_argument_is_a_user_error_naming_it(change, field, fragment):
     model = build_model("resnet20", 10, 8)
     args = {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1), "total_steps": 10,
             "resolution": 8, "method": "static", "sparsity": 0.5}
+    if change.get("model") == "meta":
+        with torch.device("meta"):
+            meta = build_model("resnet20", 10, 8)
+        change = {"model": meta, "optimizer": torch.optim.SGD(meta.parameters(), lr=0.1)}
     if change.get("optimizer") == "other":
         change = {"optimizer": torch.optim.SGD(build_model("resnet20", 10, 8).parameters(), lr=0.1)}
     args.update(change)
