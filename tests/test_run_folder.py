@@ -4,6 +4,7 @@ time-based checkpoints."""
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -108,6 +109,17 @@ def test_a_second_writer_is_refused(finished):
                   fragment=f"run folder '{finished}' is being written by process")
     with RunFolder(finished).lock():  # released again
         pass
+
+
+def test_a_checkpoint_trained_otherwise_than_config_json_is_refused(finished, tmp_path, data):
+    """config.json edited to match a resume's options (or a checkpoint copied from another run): the checkpoint's own
+    settings are the ones it trained with, so the resume is refused instead of running on under the other ones."""
+    edited = tmp_path / "edited"
+    shutil.copytree(finished, edited)
+    config = json.loads((edited / "config.json").read_text())
+    (edited / "config.json").write_text(json.dumps({**config, "lr": 1e6}))
+    with pytest.raises(UserError, match=r"trained with other settings than config.json holds \(`lr` 0.1, not 1000000.0\)"):
+        Trainer(replace(tiny(), lr=1e6), edited, resume=True, data=data, progress_bar=False).fit()
 
 
 def test_a_run_that_died_at_once_starts_again(tmp_path, data, one_thread):

@@ -106,6 +106,10 @@ DECISIVE_SETTINGS = ("task", "model", "method", "dataset")
 lists only the first few differences never hides them behind "and N more"."""
 
 
+RELOCATABLE = ("data_dir", "lut", "target")
+"""Settings a resume may give anew without retraining: where the data and the LUT lie, the target's name or path."""
+
+
 def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[tuple[str, str]]:
     """Each setting that differs between a run's config.json and a resume's: (field, "`method` static, not rigl")
     (the method's settings are nested under `sparsity` in the file but are options of their own); the
@@ -433,6 +437,14 @@ class Trainer:
 
     def _load_checkpoint(self, loop: Loop) -> None:
         ckpt = self.run.load_checkpoint(loop.dist.device)
+        saved = ckpt.get("config")  # the settings the checkpoint was trained with (config.json may have been edited)
+        changed = [text for field, text in config_differences({"task": "classification", **saved}, self.config.to_json())
+                   if field not in RELOCATABLE] if isinstance(saved, dict) else []
+        if changed:
+            raise UserError(f"checkpoint '{self.run / self.run.CHECKPOINT}' was trained with other settings than "
+                            f"config.json holds ({'; '.join(changed[:3])}): config.json was edited, or the checkpoint "
+                            "is another run's", "restore the run's own files, or start the run again in a new `out`",
+                            fields=("out",))
         try:
             loop.model.load_state_dict(ckpt["model"])
             loop.optimizer.load_state_dict(ckpt["optimizer"])
