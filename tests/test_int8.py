@@ -196,8 +196,9 @@ def test_an_int8_budget_is_not_an_fp32_one(int8_lut, trained):
     lut, _ = int8_lut
     info = RunInfo(model="resnet20", num_classes=10, resolution=8, dataset="digits", lut=str(lut), budget_ms=1.0)
     assert check_budget_precision(info, "int8", None) == "int8"
-    with pytest.raises(UserError, match="the run's latency budget is an int8 budget .* but this engine is fp32"):
+    with pytest.raises(UserError, match="the run's latency budget is an int8 budget .* but this engine is fp32") as refused:
         check_budget_precision(info, "fp32", None)
+    assert "give `latency_ms` as the fp32 engine's budget" in refused.value.fix  # a field the CLI names as its flag
     assert check_budget_precision(info, "fp32", 2.0) == "int8"  # a budget the user gives is their own
 
 

@@ -256,7 +256,7 @@ def check_budget_precision(info: RunInfo, precision: str, latency_ms: float | No
     if latency_ms is None and have is not None and have != precision and info.budget_ms is not None:
         raise UserError(f"the run's latency budget is an {have} budget (its LUT '{info.lut}' is {have}), "
                         f"but this engine is {precision}",
-                        f"build the engine with precision {have}, or give latency_ms for a {precision} budget",
+                        f"build the engine at {have} precision, or give `latency_ms` as the {precision} engine's budget",
                         fields=("latency_ms",))
     return have
 
