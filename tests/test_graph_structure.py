@@ -164,9 +164,38 @@ class Unknown(nn.Module):
 def test_unknown_op_is_named_with_its_module(tracer):
     with pytest.raises(UserError, match=r"torch\.cumsum in module 'mix' \(MixChannels\)"):
         build_dependency_graph(Unknown(), torch.zeros(1, 3, 8, 8), tracer=tracer)
-    gn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.Conv2d(8, 4, 1))
-    g = build_dependency_graph(gn, torch.zeros(1, 3, 8, 8), tracer=tracer)
-    assert not g.group("0").prunable  # GroupNorm normalises its channels together: they are kept
+
+
+class FunctionalGroupNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(F.group_norm(self.a(x), 2))
+
+
+@pytest.mark.parametrize("tracer", ["fx", "eager"])
+def test_group_norm_prunes_whole_groups(tracer):
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    model = nn.Sequential(nn.Conv2d(3, 12, 3), nn.GroupNorm(3, 12), nn.ReLU(), nn.Conv2d(12, 4, 1)).eval()
+    with torch.no_grad():
+        model[1].weight.normal_(generator=torch.Generator().manual_seed(1))
+        model[1].bias.normal_(generator=torch.Generator().manual_seed(2))
+    g = build_dependency_graph(model, x[:1], tracer=tracer)
+    group = g.group("0")
+    assert group.prunable and group.size == 3  # one unit per GroupNorm group of 4 channels
+    assert [(r.name, r.index.tolist()) for r in group.bn_layers] == [("1", [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]])]
+    pruned = prune_model(model, g, {"0": [0, 2]})
+    norm = pruned[1]
+    assert (norm.num_groups, norm.num_channels, tuple(norm.weight.shape)) == (2, 8, (8,))
+    assert torch.equal(norm.bias, model[1].bias[[0, 1, 2, 3, 8, 9, 10, 11]])
+    masked = mask_model(copy.deepcopy(model), g, {"0": [0, 2]})
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), masked(x), atol=1e-6)
+    assert sum(p.numel() for p in pruned.parameters()) == g.param_count({"0": 2})
+    # the functional form is not a layer the graph can slice: its channels are kept
+    assert not build_dependency_graph(FunctionalGroupNorm(), x[:1], tracer=tracer).group("a").prunable
 
 
 def swish(x: torch.Tensor) -> torch.Tensor:

@@ -511,7 +511,9 @@ class ChannelAnalysis:
         if node.category == "pointwise":
             return x
         if node.category == "norm":
-            normalized = getattr(module, "normalized_shape", None)  # LayerNorm; GroupNorm: channels and space
+            if isinstance(module, torch.nn.GroupNorm):
+                return self._group_norm(node, module, x)
+            normalized = getattr(module, "normalized_shape", None)  # LayerNorm (GroupNorm: `_group_norm`)
             return self._normalise(x, range(-len(normalized), 0) if normalized else range(1, len(shape)))
         if node.category == "spatial":
             return Ids(shape, vec=self._channel_vec(x, 1, node.where))
@@ -520,6 +522,20 @@ class ChannelAnalysis:
             return self._guard(_compress(torch.flatten(x.tensor(), module.start_dim, module.end_dim)))
         assert node.category == "reduce"  # nn.Softmax / nn.LogSoftmax
         return self._reduce(x, shape, [getattr(module, "dim", None)], keepdim=True)
+
+    def _group_norm(self, node: Node, module: torch.nn.GroupNorm, x: Ids) -> Ids:
+        """nn.GroupNorm normalises each group of C / G channels over the group and space, apart from the other
+        groups: a whole group can go without changing what the kept ones compute. So each group's channels are
+        one unit (a unit spanning several groups removes them all), and the layer is listed with the batch
+        norms (role "bn": its gamma and beta are sliced and give Taylor importance; pruning lowers
+        `num_groups`). Where the channels also vary along another dim, they are fixed, as for any norm."""
+        if x.shape[1:2] != (module.num_channels,) or any(self._varies(x, d) for d in range(2, len(x.shape))):
+            return self._normalise(x, range(1, len(x.shape)))
+        vec = self._channel_vec(x, 1, node.where)
+        groups = vec.reshape(module.num_groups, -1)
+        self.units.union(np.broadcast_to(groups[:, :1], groups.shape), groups)
+        self._member(node.target, "bn", vec)
+        return x
 
     def _layer_sides(self, node: Node, cin: np.ndarray, out: np.ndarray) -> None:
         """Record a conv/linear layer's input and output channel ids; pinned sides are never pruned."""

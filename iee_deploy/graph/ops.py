@@ -20,9 +20,10 @@ Categories:
 - ``reduce``: reduces or normalises along given dims (mean, sum, softmax); per-channel unless the dims
   cross channels, in which case every channel involved is fixed (never pruned).
 - ``norm``: normalises across the given dims (LayerNorm over channels, also channels-last as in Swin
-  and ConvNeXt's LayerNorm2d, GroupNorm, F.normalize). Removing a channel there changes the statistics
+  and ConvNeXt's LayerNorm2d, F.group_norm, F.normalize). Removing a channel there changes the statistics
   of the kept ones, which zeroing it would not, so the channels normalised together are fixed (never
-  pruned); a norm over dims that hold one channel each (e.g. spatial) is per-channel.
+  pruned); a norm over dims that hold one channel each (e.g. spatial) is per-channel. The nn.GroupNorm
+  module is the exception: its groups are normalised apart, so each group is one unit, pruned whole.
 - ``attention``: a multi-head attention module the graph knows (nn.MultiheadAttention, torchvision's
   Swin ShiftedWindowAttention and V2, MaxViT's attention, and their pruned forms): its heads, or the
   same dims of every head, are channel units (see `attention.py`). A configuration it does not support

@@ -125,6 +125,12 @@ def prune_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
             for attr in ("weight", "bias", "running_mean", "running_var"):
                 _select(module, attr, 0, idx)
             module.num_features = idx.numel()
+        elif isinstance(module, nn.GroupNorm):  # whole groups go (each group's channels are one unit)
+            per_group = module.num_channels // module.num_groups
+            idx = _kept(module.num_channels, removed.get((name, "bn")))
+            for attr in ("weight", "bias"):
+                _select(module, attr, 0, idx)
+            module.num_channels, module.num_groups = idx.numel(), idx.numel() // per_group
         elif isinstance(module, nn.MultiheadAttention) and drop_out is not None:  # q/k/v rows of the heads
             out_idx = _kept(module.in_proj_weight.shape[0], drop_out)
             for attr in weight_names(module):
@@ -153,7 +159,7 @@ def mask_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
         if isinstance(module, nn.modules.conv._ConvTransposeNd):
             _mask_transposed(module, role, index)
             continue
-        if role in ("bn", "out"):  # BN gamma/beta, or a conv/linear's output rows
+        if role in ("bn", "out"):  # BN / GroupNorm gamma and beta, or a conv/linear's output rows
             for tensor in (weight, bias):
                 if isinstance(tensor, torch.Tensor):
                     tensor[index] = 0

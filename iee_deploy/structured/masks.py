@@ -85,7 +85,7 @@ class ChannelMasks(TensorMasks):
         for layer, attr in self.tensors:
             module = self.modules[layer]
             tensor = getattr(module, attr)
-            if isinstance(module, nn.modules.batchnorm._NormBase):
+            if isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):
                 sides = [(0, "bn")]
             else:  # grouped convs lose whole conv groups through their own output rows
                 sides = [(0, "out")] + ([(1, "in")] if attr == "weight" and getattr(module, "groups", 1) == 1 else [])
