@@ -36,7 +36,7 @@ from iee_deploy.deploy.validate import validate_engine
 from iee_deploy.errors import UserError
 from iee_deploy.io import save_torch
 from iee_deploy.models import build_model
-from iee_deploy.runs import FINAL_MODEL, RunInfo
+from iee_deploy.runs import FINAL_MODEL, RunInfo, write_run_info
 from runtime.timing import TimingConfig
 
 FAST = TimingConfig(warmup_s=0.05, min_iterations=5, min_seconds=0.2)
@@ -252,6 +252,22 @@ def test_validate_refuses_impossible_limits_and_another_dataset_before_work(engi
         assert_user_error(run_cli("validate", "--engine", str(engine_dir), *args, *FAST_CLI), words)
     help_text = run_cli("validate", "--help").stdout
     assert "fastest run" in help_text and "median latency must" not in help_text
+
+
+def test_a_model_with_more_outputs_than_the_datasets_classes_is_validated(tmp_path):
+    """`train --num-classes 12` on the 10 digits is a run train accepts: validate scores it, as train did (it refused
+    the dataset as 'not the one the run was trained on'); fewer outputs than classes stay refused."""
+    run = tmp_path / "run"
+    run.mkdir()
+    save_torch(run / FINAL_MODEL, build_model("resnet20", 12, 8).state_dict())
+    write_run_info(run, RunInfo(model="resnet20", num_classes=12, resolution=8, dataset="digits", finished=True))
+    build_engine(run, tmp_path / "engine", threads=1, timing=FAST)
+    report = validate_engine(tmp_path / "engine", timing=FAST)
+    assert "accuracy" in {check.name for check in report.checks}
+    save_torch(run / FINAL_MODEL, build_model("resnet20", 8, 8).state_dict())  # a run of 8 outputs
+    write_run_info(run, RunInfo(model="resnet20", num_classes=8, resolution=8, dataset="digits", finished=True))
+    with pytest.raises(UserError, match="dataset 'digits' has 10 classes but the run's model has 8 outputs"):
+        validate_engine(tmp_path / "engine", timing=FAST)
 
 
 def test_empty_or_corrupt_engine_files_are_one_line_errors(run, engine_dir, tmp_path):

@@ -321,9 +321,9 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     # a given subset: its N/5 validation images; else the run's own validation images
     data = run_data(report.run_dir, info, data_dir, subset, batch * -(-IMAGES_PER_STEP // batch))
     bundle = task.datasets(data)
-    if bundle.num_classes != info.num_classes:
-        raise UserError(f"dataset '{name}' has {bundle.num_classes} classes but the run's model has {info.num_classes}",
-                        "use the dataset the run was trained on")
+    if bundle.num_classes > info.num_classes:  # more outputs than classes is a run `train` accepts (`num_classes`)
+        raise UserError(f"dataset '{name}' has {bundle.num_classes} classes but the run's model has {info.num_classes} "
+                        "outputs", "use the dataset the run was trained on")
     check_same_classes(bundle.classes, info.classes, name)
     loader = task.val_batches(bundle.val, data, 0, 1)
     dense = dense_start(report.run_dir, info)
