@@ -125,6 +125,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "imf-cross-link" / "val" / "cat" / "more").symlink_to(root / "imf-cross-link" / "train" / "dog")
     _image_tree(root / "imf-image-link", {"train": ["cat", "dog"], "val": ["cat", "dog"]})
     (root / "imf-image-link" / "train" / "cat" / "9.png").symlink_to(root / "imf-image-link" / "train" / "dog" / "0.png")
+    _image_tree(root / "imf-run-inside", {"train": ["cat", "dog"], "val": ["cat", "dog"]})  # `train --out train/cat`
+    (root / "imf-run-inside" / "train" / "cat" / "run.json").write_text("{}\n")
     return {p.name: str(p) for p in root.iterdir()}
 
 
@@ -283,6 +285,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("imagefolder-link-into-another-class-of-the-other-split", ["train", "--dataset", "imagefolder", "--data-dir",
                                                                 "{imf-cross-link}", "--resolution", "8"],
      "val/cat/more' in class 'cat' leads into class 'dog''s folder"),
+    ("imagefolder-run-inside-a-class", ["train", "--dataset", "imagefolder", "--data-dir", "{imf-run-inside}",
+                                        "--resolution", "8"], "(run.json): its plots would be read as images of class 'cat'"),
     ("factory-raises", ["train", "--model", "user_model:raises", "--resolution", "8"],
      "factory 'user_model:raises' failed when called with num_classes=10 (ValueError: weights file 'tiny.pt' not found)"),
     ("factory-needs-arguments", ["train", "--model", "user_model:needs_width", "--resolution", "8"],

@@ -247,6 +247,10 @@ def read_rgb(path: str) -> Any:
                         fields=("data_dir",)) from None
 
 
+TOOL_RECORDS = ("run.json", "engine.json", "report.json")
+"""Files that train, build-engine and report write beside their PNG plots: a folder holding one is no class's images."""
+
+
 class ClassFolder(ImageFolder):
     """torchvision's ImageFolder with labels a user can trust, reading images with `read_rgb`.
 
@@ -255,6 +259,8 @@ class ClassFolder(ImageFolder):
       would label that class's images twice, once wrongly: refused in one line naming both. So is one that leads into
       the other split's folder of its own class (the run would be scored on images it trains on). A whole class folder
       that is a link to a folder elsewhere is fine.
+    - A class folder holding a run, an engine or a report (`TOOL_RECORDS`: `train --out` or `report --out` into it)
+      would read their plots as images of that class: refused.
     - Fewer than two classes cannot train a classifier: refused.
     """
 
@@ -297,6 +303,11 @@ class ClassFolder(ImageFolder):
                     raise UserError(f"'{folder}' in class '{cls}' leads into {other} folder ({real})",
                                     "remove the link: each image must sit under its own class of one split only",
                                     fields=("data_dir",))
+                written = next((name for name in TOOL_RECORDS if name in files), None)
+                if written is not None:
+                    raise UserError(f"'{folder}' in class '{cls}' holds the output of a command of this tool ({written}):"
+                                    f" its plots would be read as images of class '{cls}'",
+                                    "move that run, engine or report folder out of the data folder", fields=("data_dir",))
                 for name in sorted(files):
                     if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
                         path = os.path.join(folder, name)
