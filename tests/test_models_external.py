@@ -47,6 +47,10 @@ def test_timm_errors_are_one_line_before_any_build():
         build_model("timm:convnext_atto", 10, 16)  # found by the meta-device forward, before the real build
     with pytest.raises(UserError, match="cannot be built with {'dept': 1}"):
         model_spec("timm:vit_tiny_patch16_224(dept=1)")
+    with pytest.raises(UserError, match="sets .pretrained., which the tool sets itself; models are built offline"):
+        model_spec("timm:resnet18(pretrained=True)")  # timm's 'got multiple values for keyword argument'
+    with pytest.raises(UserError, match="sets 'num_classes', which the tool sets itself; give the class count as"):
+        model_spec("timm:resnet18(num_classes=5)")
 
 
 def test_hf_config_and_class_build_a_logits_model():
@@ -71,6 +75,8 @@ def test_hf_errors():
         model_spec("hf:VitConfig")
     with pytest.raises(UserError, match="ViTConfig has no field 'hiden_size'; did you mean hidden_size"):
         model_spec("hf:ViTConfig(hiden_size=32)")
+    with pytest.raises(UserError, match="sets 'num_labels', which the tool sets itself"):
+        model_spec("hf:ViTConfig(num_labels=3)")  # it was 'no field num_labels' (a property of every config)
 
 
 def test_listing_external_names():

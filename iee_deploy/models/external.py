@@ -79,6 +79,15 @@ def parse_name(name: str) -> tuple[str, dict[str, Any]]:
                         "write key=value pairs of Python literals, e.g. (depth=2, drop_rate=0.1)") from None
 
 
+def check_reserved(name: str, overrides: dict[str, Any], reserved: dict[str, tuple[str, str]]) -> None:
+    """Refuse an override the tool sets itself ({key: (the field that sets it, how)}): the builder's own value
+    would clash with it ("got multiple values for keyword argument") or silently replace it."""
+    key = next((k for k in overrides if k in reserved), None)
+    if key is not None:
+        field, fix = reserved[key]
+        raise UserError(f"model '{name}' sets '{key}', which the tool sets itself", fix, fields=("model", field))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().split("\n")[0]
     return f"{type(exc).__name__}: {text}"[:200]
@@ -145,6 +154,11 @@ def timm_spec(name: str, inspect: bool = True) -> ModelSpec:
     (else on the first build: a listing builds nothing)."""
     timm = _package("timm")
     base, overrides = parse_name(name.removeprefix("timm:"))
+    check_reserved(name, overrides, {
+        "pretrained": ("init_checkpoint", "models are built offline with random weights: load trained ones with "
+                                          "`init_checkpoint`"),
+        "num_classes": ("num_classes", "give the class count as `num_classes`"),
+        "img_size": ("resolution", "give the input size as `resolution`")})
     if not timm.is_model(base):
         close = difflib.get_close_matches(base, _timm_names(), n=3)
         raise UserError(f"unknown timm model '{base}'", f"did you mean {', '.join(close)}?" if close
@@ -204,6 +218,7 @@ def hf_spec(name: str, inspect: bool = True) -> ModelSpec:
     """The spec of ``hf:CONFIG_OR_CLASS[(config overrides)]``; `inspect` also checks the overrides' field names."""
     transformers = _package("transformers")
     base, overrides = parse_name(name.removeprefix("hf:"))
+    check_reserved(name, overrides, {"num_labels": ("num_classes", "give the class count as `num_classes`")})
     heads = _classification_configs(transformers)
     obj = getattr(transformers, base, None) if base.isidentifier() else None
     if obj is None or not isinstance(obj, type):
