@@ -45,6 +45,8 @@ def test_timm_errors_are_one_line_before_any_build():
         model_spec("timm:resnet10x")
     with pytest.raises(UserError, match=r"cannot take 16 px inputs.*Kernel size can't be greater"):
         build_model("timm:convnext_atto", 10, 16)  # found by the meta-device forward, before the real build
+    with pytest.raises(UserError, match="cannot run even at its native 224 px: ValueError: dropout probability"):
+        build_model("timm:resnet18(drop_rate=2)", 10, 32)  # the name's argument, not the resolution, is wrong
     with pytest.raises(UserError, match="cannot be built with {'dept': 1}"):
         model_spec("timm:vit_tiny_patch16_224(dept=1)")
     with pytest.raises(UserError, match="sets .pretrained., which the tool sets itself; models are built offline"):

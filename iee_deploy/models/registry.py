@@ -46,9 +46,14 @@ class ModelSpec:
     def check_resolution(self, resolution: int) -> None:
         """Raise a UserError naming the valid sizes when the model cannot take `resolution` px."""
         if resolution >= self.min_resolution and resolution % self.resolution_step == 0:
-            failure = self.probe(resolution) if self.probe is not None else None
-            if failure is None:
+            probe = self.probe
+            failure = probe(resolution) if probe is not None else None
+            if failure is None or probe is None:
                 return
+            if resolution == self.native_resolution or probe(self.native_resolution) is not None:
+                # its own size fails too: the model (its name's arguments), not the resolution
+                raise UserError(f"model '{self.name}' cannot run even at its native {self.native_resolution} px: "
+                                f"{failure}", "check the arguments in its name", fields=("model",))
             raise UserError(f"model '{self.name}' cannot take {resolution} px inputs (`resolution`): {failure}",
                             f"use another resolution (native {self.native_resolution})", fields=("resolution",))
         if self.resolution_step > 1:
