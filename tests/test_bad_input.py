@@ -360,6 +360,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("graph-json-dash", ["graph", "--json", "-"], "--json '-' would be a file named '-' (no output is written to "
                                                   "standard output); name the file to write"),
     ("models-json-dash", ["models", "--json", "-"], "--json '-' would be a file named '-'"),
+    ("models-empty-pattern", ["models", ""], "no model matches '';"),  # it said '*', which lists them all
     ("models-timm-without-prefix", ["models", "--family", "timm", "res*"],
      "no model matches res* in family timm; timm's names start with 'timm:', try 'timm:res*'"),
     ("graph-unknown-model", ["graph", "--model", "resnet5"], "unknown model"),

@@ -38,7 +38,7 @@ def models(patterns: tuple[str, ...], family: str | None, names_only: bool, json
     names = list_models(list(patterns), family)
     if not names:
         unprefixed = family in ("timm", "hf") and patterns and not any(p.startswith(f"{family}:") for p in patterns)
-        raise UserError(f"no model matches {' '.join(patterns) or '*'}" + (f" in family {family}" if family else ""),
+        raise UserError(f"no model matches {' '.join(p or repr(p) for p in patterns) or '*'}" + (f" in family {family}" if family else ""),
                         (f"{family}'s names start with '{family}:', try '{family}:{patterns[0]}'" if unprefixed else
                          "try a wider pattern such as 'resnet*'") + "; `iee-deploy models` lists them all")
     specs = [external_spec(n, inspect=False) if is_external(n) else model_spec(n) for n in names]
