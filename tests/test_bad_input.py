@@ -259,6 +259,8 @@ CASES: list[tuple[str, list[str], str]] = [
      "holds an engine.json that names no run; choose another --out, or add --force"),
     ("build-engine-out-holds-a-list-engine-json", ["build-engine", "--run", "{big-run}", "--out", "{list-engine-json}"],
      "holds an engine.json that names no run"),
+    ("build-engine-out-is-another-run", ["build-engine", "--run", "{big-run}", "--out", "{finished-run}"],
+     "finished-run' is the folder of another run, not of"),
     ("build-engine-nan-final-model", ["build-engine", "--run", "{nan-final-run}", "--out", "{tmp}/engine"],
      "final_model.pt' holds NaN or inf values in 'fc.weight'"),
     ("build-engine-out-holds-a-users-engine-md", ["build-engine", "--run", "{big-run}", "--out", "{engine-md-only}"],

@@ -237,7 +237,11 @@ def nonzero_count(model: nn.Module) -> int:
 
 def check_engine_folder(out: Path, run_dir: Path, force: bool) -> None:
     """An engine folder holds one run's engine: another run's, or an engine.json that names no run (a user's own
-    file), is replaced only with `force` (never silently)."""
+    file), is replaced only with `force` (never silently). Another run's own folder is refused either way: `report`
+    would take that folder for this engine's run and leave its own run out."""
+    if (out / RUN_INFO).is_file() and out.resolve() != run_dir.resolve():
+        raise UserError(f"'{out}' is the folder of another run, not of '{run_dir}'",
+                        f"choose another `out`, e.g. a folder inside '{run_dir}'", fields=("out",))
     if force:
         return
     if not (out / ENGINE_REPORT).exists():
