@@ -119,3 +119,14 @@ def test_cli_lists_models_and_trains_a_user_model(tmp_path):
     assert json.loads((out / "run.json").read_text())["model"] == "tests.user_model:build"
     state = torch.load(out / "final_model.pt", weights_only=True)
     assert set(state) == set(build_model("tests.user_model:build", 10).state_dict())
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    (("resnet20", "10", 32), "num_classes"), (("resnet20", 10.0, 32), "num_classes"), (("resnet20", None, 32), "num_classes"),
+    (("resnet20", 10, "32"), "resolution"), (("resnet20", 10, 0), "resolution"), ((None, 10, 32), "model"),
+], ids=["classes-a-string", "classes-a-float", "classes-none", "resolution-a-string", "resolution-zero", "name-none"])
+def test_build_model_names_a_bad_argument(args, field):
+    """Python callers get the one-line error naming the argument (they got a TypeError from a comparison or a layer)."""
+    with pytest.raises(UserError) as err:
+        build_model(*args)
+    assert err.value.field == field

@@ -8,6 +8,7 @@ See `torchvision_zoo.py` for the sizes each torchvision model accepts and its sm
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +102,19 @@ def build_model(
     `resolution` defaults to the model's native size; one it cannot take is a UserError naming the
     valid sizes. `checkpoint` optionally loads weights.
     """
+    if not isinstance(name, str):
+        raise UserError(f"`model` must be a model's name, got {type(name).__name__}",
+                        "pass a name `iee-deploy models` lists, e.g. 'resnet20'", fields=("model",))
     spec = model_spec(name)
-    if num_classes < 1:
-        raise UserError(f"`num_classes` must be positive, got {num_classes}", "pass the number of classes", fields=("num_classes",))
-    size = resolution or spec.native_resolution
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise UserError(f"`num_classes` must be a positive whole number, got {num_classes!r}", "pass the number of classes",
+                        fields=("num_classes",))
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral)
+                                   or resolution < 1):
+        raise UserError(f"`resolution` must be a positive whole number of pixels, got {resolution!r}",
+                        "pass the input size, e.g. 32", fields=("resolution",))
+    num_classes = int(num_classes)
+    size = int(resolution) if resolution else spec.native_resolution
     spec.check_resolution(size)
     model = spec.builder(num_classes, size)
     if checkpoint is not None:
