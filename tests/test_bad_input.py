@@ -466,6 +466,7 @@ def test_sparsity_config_names_the_field(kwargs, field):
     ({"workers": -1}, "workers"), ({"epochs": 0}, "epochs"), ({"momentum": 1.0}, "momentum"), ({"device": "tpu"}, "device"),
     ({"batch_size": 0}, "batch_size"), ({"weight_decay": float("nan")}, "weight_decay"),
     ({"epochs": 2.0, "warmup_epochs": 2.0}, "warmup_epochs"), ({"lr": "0.1"}, "lr"),
+    ({"batch_size": 2.5}, "batch_size"), ({"subset": "64"}, "subset"), ({"sparsity": "rigl"}, "sparsity"),
 ])
 def test_train_config_names_the_field(kwargs, field):
     with pytest.raises(ConfigError) as err:

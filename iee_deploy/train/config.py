@@ -10,6 +10,7 @@ the model's downsampling.
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.sparsity, dict):  # as config.json stores it
             self.sparsity = SparsityConfig(**self.sparsity)
+        if not isinstance(self.sparsity, SparsityConfig):
+            raise ConfigError("sparsity", f"`sparsity` must be a SparsityConfig (or its fields as a dict), got "
+                              f"{self.sparsity!r}", "pass e.g. SparsityConfig(method='rigl', sparsity=0.9)")
+        for name in ("resolution", "num_classes", "subset", "val_subset", "batch_size", "workers", "checkpoint_every",
+                     "seed"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):  # 2.5, '64'
+                raise ConfigError(name, f"`{name}` {value!r} is not a whole number", "pass a whole number")
         if self.resolution is not None and self.resolution > MAX_RESOLUTION:
             raise ConfigError("resolution", f"`resolution` {self.resolution} px is above {MAX_RESOLUTION} px",
                               f"pass at most {MAX_RESOLUTION}")
