@@ -133,9 +133,10 @@ def test_misuse_is_named(one_thread):
     ({"sparsity": 1.5}, "sparsity", "sparsity"),
     ({"colour": "red"}, None, "unknown argument"),
     ({"method": "rigl", "delta_t": "5"}, "delta_t", "not a positive whole number of steps"),
+    ({"method": "iee", "hjq": "1,1,1"}, "hjq", r"as a tuple, e.g. \(150, 150, 150\)"),  # the CLI's spelling
     ({"model": "meta"}, "model", "meta device"),
 ], ids=["model-a-name", "model-no-params", "optimizer-a-name", "optimizer-of-another-model", "steps-zero",
-        "steps-fraction", "resolution-negative", "sparsity-above-one", "unknown-keyword", "delta-t-a-string",
+        "steps-fraction", "resolution-negative", "sparsity-above-one", "unknown-keyword", "delta-t-a-string", "hjq-a-string",
         "model-on-the-meta-device"])
 def test_every_bad_argument_is_a_user_error_naming_it(change, field, fragment):
     model = build_model("resnet20", 10, 8)

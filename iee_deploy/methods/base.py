@@ -118,7 +118,8 @@ class SparsityConfig:
             hjq = tuple(self.hjq) if isinstance(self.hjq, (tuple, list)) else ()  # config.json stores a list
             whole = all(isinstance(v, int) and not isinstance(v, bool) for v in hjq)  # not '150,150,150' or 1.5
             if len(hjq) != 3 or not whole or hjq[0] < 1 or hjq[1] < 0 or hjq[2] < 1:
-                raise ConfigError("hjq", f"`hjq` {self.hjq!r} is invalid", "give three whole numbers (H, J, Q): "
+                spelled = " as a tuple, e.g. (150, 150, 150)" if isinstance(self.hjq, str) else ""  # not the CLI's '1,1,1'
+                raise ConfigError("hjq", f"`hjq` {self.hjq!r} is invalid", f"give three whole numbers (H, J, Q){spelled}: "
                                   "IEE needs H >= 1, J >= 0 and Q >= 1 iterations")
             self.hjq = (hjq[0], hjq[1], hjq[2])
         if self.delta_t is not None and (isinstance(self.delta_t, bool) or not isinstance(self.delta_t, int)
