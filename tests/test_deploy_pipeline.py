@@ -393,6 +393,14 @@ def test_validate_and_report_name_an_engines_run_folder_that_is_gone(engine_dir,
     assert_user_error(run_cli("report", str(moved), "--out", str(tmp_path / "report")), gone)
 
 
+def test_report_calls_a_damaged_validation_json_corrupt(engine_dir, tmp_path):
+    """A truncated validation.json was skipped without a word, and the engine scored by training's summary.json."""
+    damaged = copy_engine(engine_dir, tmp_path / "engine")
+    (damaged / "validation.json").write_text('{"scores": {"engine": 9')
+    assert_user_error(run_cli("report", str(damaged), "--out", str(tmp_path / "report")), "validation.json' is corrupt",
+                      "run `iee-deploy validate` on the engine again")
+
+
 def test_validate_refuses_an_engine_file_that_is_not_the_runs(run, engine_dir, tmp_path):
     """An ONNX file swapped for another model's (right format, wrong network) is caught by its recorded digest."""
     swapped = copy_engine(engine_dir, tmp_path / "engine")

@@ -153,13 +153,16 @@ def pareto_series(points: Sequence[EnginePoint]) -> ParetoSeries | None:
 
 def _load_run(run_dir: Path) -> RunData:
     run = RunFolder(run_dir)
-    summary = run.read_json(run.SUMMARY) or {}
+    summary = run.read_json(run.SUMMARY, strict=True) or {}  # damaged: "corrupt", not a score silently left out
     return RunData(run_dir.name, str(run_dir.resolve()), run.read_info(), find_accuracy(summary), run.updates(),
                    run_task(run_dir).score_label)
 
 
 def _point(engine_dir: Path, engine: EngineReport, run: RunData) -> EnginePoint:
-    validation = RunFolder(engine_dir).read_json(VALIDATION_REPORT)
+    try:  # damaged: "corrupt", not silently replaced by the training score of summary.json
+        validation = RunFolder(engine_dir).read_json(VALIDATION_REPORT, strict=True)
+    except UserError as exc:
+        raise UserError(exc.problem, "run `iee-deploy validate` on the engine again, or delete the file") from None
     # validation.json's `scores` (`top1` in files written before detectors were deployed)
     scores = (validation.get("scores") or validation.get("top1") or {}) if validation else {}
     score, dense_score = scores.get("engine"), scores.get("dense")
