@@ -409,3 +409,22 @@ def test_validate_refuses_an_engine_file_that_is_not_the_runs(run, engine_dir, t
     (swapped / report["pruned"]["onnx"]).write_bytes((engine_dir / report["dense"]["onnx"]).read_bytes())
     assert_user_error(run_cli("validate", "--engine", str(swapped), *FAST_CLI), "is not the one build-engine wrote",
                       "run build-engine again")
+
+
+def test_a_second_writer_of_an_output_folder_is_refused_before_any_work(run, engine_dir, tmp_path):
+    """Two build-engine into one --out at once both said 'wrote' and left one run's engine.json beside the other's
+    ONNX files: the folder's lock (a running build's) refuses the second in one line, before any export or timing;
+    validate and report writing into a locked folder are refused the same way."""
+    from iee_deploy.deploy.build import output_lock
+
+    out = tmp_path / "race"
+    with output_lock(out):  # a build writing there now
+        result = run_cli("build-engine", "--run", str(run), "--threads", "1", "--out", str(out), *FAST_CLI)
+        assert_user_error(result, f"the folder '{out}' is being written by process {os.getpid()}",
+                          "another command is writing there: wait for it to finish, or choose another --out")
+        assert sorted(f.name for f in out.iterdir()) == [".lock"]  # nothing exported
+        with pytest.raises(UserError, match="another command is writing there"):
+            validate_engine(engine_dir, timing=FAST, out=out)
+        with pytest.raises(UserError, match="another command is writing there"):
+            write_report([engine_dir], out)
+    assert not out.exists()  # the lock's folder goes with it; the refused commands made nothing

@@ -30,6 +30,7 @@ A quantized engine (int8; fp8 on TensorRT) is the fp32 export quantized by the b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from iee_deploy.deploy.calibration import CalibrationRequest, calibration_images
 from iee_deploy.deploy.render import markdown_table
 from iee_deploy.deploy.run_models import load_run_models, parameter_count, run_data, run_task
 from iee_deploy.errors import UserError
-from iee_deploy.io import check_writable, write_json, write_text
+from iee_deploy.io import check_writable, write_json, write_text, writer_lock
 from iee_deploy.runs import RUN_INFO, RunFolder, RunInfo, read_run_info
 from iee_deploy.tasks import Task
 from iee_deploy.tasks.base import Deployment
@@ -256,6 +257,14 @@ def check_engine_folder(out: Path, run_dir: Path, force: bool) -> None:
         raise UserError(f"'{out}' holds {whose}", "choose another `out`, or add `force` to replace it", fields=("out", "force"))
 
 
+def output_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the writer lock of an output folder of build-engine, validate or report (the `.lock` a training run holds
+    in its folder too): a second command writing the same folder at once is refused in one line before any work,
+    instead of both writing and the folder ending with one's engine.json beside the other's ONNX files."""
+    return writer_lock(folder / RunFolder.LOCK, f"the folder '{folder}'",
+                       "another command is writing there: wait for it to finish, or choose another `out`", fields=("out",))
+
+
 def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxruntime", batch: int = 1,
                  precision: str | None = None, threads: int | None = None, timing: TimingConfig = TimingConfig(),
                  log: Log = lambda _: None, force: bool = False,
@@ -276,57 +285,58 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
     spec = replace(spec, threads=capped)
     chosen.check_available(spec.device)
     out = check_writable(out, "out", folder=True)
-    check_engine_folder(out, Path(run_dir), force)
-    scheme = chosen.qdq_scheme(spec.precision)
-    if scheme is None and calibration is not None:
-        raise UserError(f"calibration options apply to quantized engines, not {spec.precision}",
-                        "drop them, or ask for `precision` int8", fields=("calibration", "precision"))
-    models = load_run_models(run_dir)
-    modules = {"dense": models.masked, "pruned": models.pruned}
-    deployments = {name: task.deployment(module, spec.resolution) for name, module in modules.items()}
-    calibrated = (calibration_images(run_dir, info, calibration or CalibrationRequest(), scheme, spec.precision, task,
-                                     deployments["pruned"]) if scheme is not None else None)
-    for stale in STALE_ON_REBUILD:
-        (out / stale).unlink(missing_ok=True)
-    statistic = run_statistic(info, spec.device)
-    networks = {name: deployment.network for name, deployment in deployments.items()}
-    # the dense reference gets no sparse-weight kernels, even though the masked weights have the N:M pattern
-    specs = {"dense": replace(spec, sparse_weights=False), "pruned": spec}
-    sessions: dict[str, Session] = {}
-    files: dict[str, tuple[str, str]] = {}
-    digests: dict[str, dict[str, str]] = {}
-    for name in MODELS:
-        log(f"{name}: export ONNX ({spec.precision}) and build the {chosen.name} engine")
-        onnx_path = (export_onnx(networks[name], out / f"{name}.onnx", spec.resolution, spec.precision)
-                     if scheme is None or calibrated is None else
-                     export_quantized(networks[name], out / f"{name}.onnx", spec.resolution, scheme, calibrated[1],
-                                      calibrated[0].method))
-        artefact = chosen.build(ModelSource(name, networks[name], onnx_path), specs[name], out)
-        sessions[name] = chosen.load(artefact, specs[name])
-        files[name] = (onnx_path.name, artefact.name)
-        digests[name] = {f.name: file_sha256(f) for f in (onnx_path, out / artefact.name)}
-    log(f"timing dense and pruned side by side on {spec.threads} thread(s) (>= {timing.min_iterations} iterations and "
-        f">= {timing.min_seconds} s each; latency = {describe(statistic)})")
-    x = timing_input(spec)
-    runners = {name: sessions[name].runner(x) for name in MODELS}
-    if deployments["pruned"].postprocessed:
-        runners[POSTPROCESS] = postprocess_runner(run_dir, info, task, deployments["pruned"], sessions["pruned"])
-    with progress_bar(total=rounds_of(timing) * len(runners), desc="build-engine: timing", unit="share") as bar:
-        timings = measure(runners, spec.batch, timing, step_done=bar.update)
-    results = {name: ModelResult(parameter_count(modules[name]), *files[name], timings[name],
-                                 nonzero_count(modules[name]), timings[name].value(statistic), digests[name])
-               for name in MODELS}
-    report = EngineReport(
-        run_dir=str(Path(run_dir).resolve()), model=info.model, kind=info.kind, backend=chosen.name, spec=spec,
-        pruned=results["pruned"], dense=results["dense"],
-        speedup=timings["dense"].value(statistic) / timings["pruned"].value(statistic),
-        timing_config=timing, environment=machine_info(spec.threads), statistic=statistic,
-        quantization=asdict(calibrated[0]) if calibrated is not None else None, task=task.name,
-        postprocess=timings.get(POSTPROCESS),
-    )
-    write_json(out / ENGINE_REPORT, report.to_json())
-    write_text(out / ENGINE_MARKDOWN, report.markdown())
-    return report
+    with output_lock(out):  # before the folder's files are read: a build started beside this one is refused
+        check_engine_folder(out, Path(run_dir), force)
+        scheme = chosen.qdq_scheme(spec.precision)
+        if scheme is None and calibration is not None:
+            raise UserError(f"calibration options apply to quantized engines, not {spec.precision}",
+                            "drop them, or ask for `precision` int8", fields=("calibration", "precision"))
+        models = load_run_models(run_dir)
+        modules = {"dense": models.masked, "pruned": models.pruned}
+        deployments = {name: task.deployment(module, spec.resolution) for name, module in modules.items()}
+        calibrated = (calibration_images(run_dir, info, calibration or CalibrationRequest(), scheme, spec.precision, task,
+                                         deployments["pruned"]) if scheme is not None else None)
+        for stale in STALE_ON_REBUILD:
+            (out / stale).unlink(missing_ok=True)
+        statistic = run_statistic(info, spec.device)
+        networks = {name: deployment.network for name, deployment in deployments.items()}
+        # the dense reference gets no sparse-weight kernels, even though the masked weights have the N:M pattern
+        specs = {"dense": replace(spec, sparse_weights=False), "pruned": spec}
+        sessions: dict[str, Session] = {}
+        files: dict[str, tuple[str, str]] = {}
+        digests: dict[str, dict[str, str]] = {}
+        for name in MODELS:
+            log(f"{name}: export ONNX ({spec.precision}) and build the {chosen.name} engine")
+            onnx_path = (export_onnx(networks[name], out / f"{name}.onnx", spec.resolution, spec.precision)
+                         if scheme is None or calibrated is None else
+                         export_quantized(networks[name], out / f"{name}.onnx", spec.resolution, scheme, calibrated[1],
+                                          calibrated[0].method))
+            artefact = chosen.build(ModelSource(name, networks[name], onnx_path), specs[name], out)
+            sessions[name] = chosen.load(artefact, specs[name])
+            files[name] = (onnx_path.name, artefact.name)
+            digests[name] = {f.name: file_sha256(f) for f in (onnx_path, out / artefact.name)}
+        log(f"timing dense and pruned side by side on {spec.threads} thread(s) (>= {timing.min_iterations} iterations and "
+            f">= {timing.min_seconds} s each; latency = {describe(statistic)})")
+        x = timing_input(spec)
+        runners = {name: sessions[name].runner(x) for name in MODELS}
+        if deployments["pruned"].postprocessed:
+            runners[POSTPROCESS] = postprocess_runner(run_dir, info, task, deployments["pruned"], sessions["pruned"])
+        with progress_bar(total=rounds_of(timing) * len(runners), desc="build-engine: timing", unit="share") as bar:
+            timings = measure(runners, spec.batch, timing, step_done=bar.update)
+        results = {name: ModelResult(parameter_count(modules[name]), *files[name], timings[name],
+                                     nonzero_count(modules[name]), timings[name].value(statistic), digests[name])
+                   for name in MODELS}
+        report = EngineReport(
+            run_dir=str(Path(run_dir).resolve()), model=info.model, kind=info.kind, backend=chosen.name, spec=spec,
+            pruned=results["pruned"], dense=results["dense"],
+            speedup=timings["dense"].value(statistic) / timings["pruned"].value(statistic),
+            timing_config=timing, environment=machine_info(spec.threads), statistic=statistic,
+            quantization=asdict(calibrated[0]) if calibrated is not None else None, task=task.name,
+            postprocess=timings.get(POSTPROCESS),
+        )
+        write_json(out / ENGINE_REPORT, report.to_json())
+        write_text(out / ENGINE_MARKDOWN, report.markdown())
+        return report
 
 
 def postprocess_runner(run_dir: str | Path, info: RunInfo, task: Task, deployment: Deployment,

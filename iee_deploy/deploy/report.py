@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from iee_deploy.deploy.build import ENGINE_REPORT, EngineReport, check_engine_run, read_engine_report
+from iee_deploy.deploy.build import (
+    ENGINE_REPORT,
+    EngineReport,
+    check_engine_run,
+    output_lock,
+    read_engine_report,
+)
 from iee_deploy.deploy.render import environment, html_table, markdown_table
 from iee_deploy.deploy.run_models import run_task
 from iee_deploy.deploy.validate import VALIDATION_REPORT
@@ -323,36 +329,36 @@ def write_report(paths: Sequence[str | Path], out: str | Path) -> Path:
 
     matplotlib.use("Agg")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    runs, points = collect(paths)
-    drawn = [plot_pareto(points, out / FIGURES[0][0]), plot_exploration(runs, out / FIGURES[1][0]),
-             plot_latency(points, out / FIGURES[2][0])]
-    run_headers = ["run", "model", "method", "kind", "budget ms", "predicted ms", "score", "summary score %",
-                   "metric records"]
-    run_rows = [[r.name if r.info.finished else f"{r.name} (unfinished)", r.info.model, r.info.method, r.info.kind,
-                 r.info.budget_ms, r.info.predicted_latency_ms, r.score_label, r.summary_score, len(r.metrics)] for r in runs]
-    engine_headers = ["engine", "measured ms/batch", "dense ms/batch", "speed-up", "predicted ms", "score", "score %",
-                      "score from", "dense score %"]
-    engine_rows = [[p.label, p.measured_ms, p.dense_ms, p.speedup, p.predicted_ms, p.score_label, p.score,
-                    p.score_source, p.dense_score] for p in points]
-    front = {p.label for p in front_of(points)}
-    counts = counts_line(runs, points)
-    md = ["# Deployment report", "", f"{counts} Pareto-optimal engines: "
-          + (", ".join(sorted(front)) or "none"), "", "## Runs", "", markdown_table(run_headers, run_rows), "",
-          "## Engines", "", markdown_table(engine_headers, engine_rows), ""]
-    body = ["<h1>Deployment report</h1>", f"<p>{html.escape(counts)} Pareto-optimal engines: "
-            f"{html.escape(', '.join(sorted(front)) or 'none')}</p>", "<h2>Runs</h2>", html_table(run_headers, run_rows),
-            "<h2>Engines</h2>", html_table(engine_headers, engine_rows)]
-    for (file, title, missing), ok in zip(FIGURES, drawn):
-        md += [f"## {title}", "", f"![{title}]({file})" if ok else f"Not drawn: {missing}.", ""]
-        body += [f"<h2>{html.escape(title)}</h2>",
-                 f'<img src="{file}" alt="{html.escape(title)}">' if ok else f"<p>Not drawn: {html.escape(missing)}.</p>"]
-    env = environment()
-    md += ["Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), ""]
-    style = "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-    write_text(out / "report.html", f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Deployment report</title>"
-                                    f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
-    write_json(out / "report.json", {"runs": [{**asdict(r), "metrics": len(r.metrics)} for r in runs],
-                                      "engines": [asdict(p) for p in points], "figures": [f for (f, _, _), ok in zip(FIGURES, drawn) if ok],
-                                      "environment": env})
-    return write_text(out / "report.md", "\n".join(md))
+    with output_lock(out):  # made here; a report or build writing the same folder is refused
+        runs, points = collect(paths)
+        drawn = [plot_pareto(points, out / FIGURES[0][0]), plot_exploration(runs, out / FIGURES[1][0]),
+                 plot_latency(points, out / FIGURES[2][0])]
+        run_headers = ["run", "model", "method", "kind", "budget ms", "predicted ms", "score", "summary score %",
+                       "metric records"]
+        run_rows = [[r.name if r.info.finished else f"{r.name} (unfinished)", r.info.model, r.info.method, r.info.kind,
+                     r.info.budget_ms, r.info.predicted_latency_ms, r.score_label, r.summary_score, len(r.metrics)] for r in runs]
+        engine_headers = ["engine", "measured ms/batch", "dense ms/batch", "speed-up", "predicted ms", "score", "score %",
+                          "score from", "dense score %"]
+        engine_rows = [[p.label, p.measured_ms, p.dense_ms, p.speedup, p.predicted_ms, p.score_label, p.score,
+                        p.score_source, p.dense_score] for p in points]
+        front = {p.label for p in front_of(points)}
+        counts = counts_line(runs, points)
+        md = ["# Deployment report", "", f"{counts} Pareto-optimal engines: "
+              + (", ".join(sorted(front)) or "none"), "", "## Runs", "", markdown_table(run_headers, run_rows), "",
+              "## Engines", "", markdown_table(engine_headers, engine_rows), ""]
+        body = ["<h1>Deployment report</h1>", f"<p>{html.escape(counts)} Pareto-optimal engines: "
+                f"{html.escape(', '.join(sorted(front)) or 'none')}</p>", "<h2>Runs</h2>", html_table(run_headers, run_rows),
+                "<h2>Engines</h2>", html_table(engine_headers, engine_rows)]
+        for (file, title, missing), ok in zip(FIGURES, drawn):
+            md += [f"## {title}", "", f"![{title}]({file})" if ok else f"Not drawn: {missing}.", ""]
+            body += [f"<h2>{html.escape(title)}</h2>",
+                     f'<img src="{file}" alt="{html.escape(title)}">' if ok else f"<p>Not drawn: {html.escape(missing)}.</p>"]
+        env = environment()
+        md += ["Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), ""]
+        style = "body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+        write_text(out / "report.html", f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Deployment report</title>"
+                                        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+        write_json(out / "report.json", {"runs": [{**asdict(r), "metrics": len(r.metrics)} for r in runs],
+                                          "engines": [asdict(p) for p in points], "figures": [f for (f, _, _), ok in zip(FIGURES, drawn) if ok],
+                                          "environment": env})
+        return write_text(out / "report.md", "\n".join(md))

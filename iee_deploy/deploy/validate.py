@@ -51,6 +51,7 @@ from iee_deploy.deploy.build import (
     VALIDATION_REPORT,
     check_engine_run,
     load_engine,
+    output_lock,
     read_engine_report,
     timing_input,
 )
@@ -309,82 +310,83 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
         # its validation.json would then be this engine's, and `report` would score that engine by it
         raise UserError(f"`out` '{out}' holds another engine: its {VALIDATION_REPORT} would be replaced by this one's",
                         "choose another `out`, or leave it out to write beside the engine", fields=("out",))
-    engine = load_engine(engine_dir, report)
-    models = load_run_models(report.run_dir)
-    info = models.info
-    task = run_task(report.run_dir)
-    if dataset is not None and dataset != info.dataset:
-        raise UserError(f"the dataset '{dataset}' is not the run's dataset '{info.dataset}'",
-                        f"validate on '{info.dataset}' (the default), the data the model was trained on")
-    name = info.dataset
-    batch = report.spec.batch
-    # a given subset: its N/5 validation images; else the run's own validation images
-    data = run_data(report.run_dir, info, data_dir, subset, batch * -(-IMAGES_PER_STEP // batch))
-    bundle = task.datasets(data)
-    if bundle.num_classes > info.num_classes:  # more outputs than classes is a run `train` accepts (`num_classes`)
-        raise UserError(f"dataset '{name}' has {bundle.num_classes} classes but the run's model has {info.num_classes} "
-                        "outputs", "use the dataset the run was trained on")
-    check_same_classes(bundle.classes, info.classes, name)
-    loader = task.val_batches(bundle.val, data, 0, 1)
-    dense = dense_start(report.run_dir, info)
-    references = {"pruned": models.pruned, "masked": models.masked, **({"dense": dense} if dense is not None else {})}
-    deployments = {key: task.deployment(model, info.resolution) for key, model in references.items()}
-    precision = report.spec.precision
-    errors, scores, images = _evaluate(engine.run, task, deployments, loader, precision)
-    with progress(total=rounds_of(timing), desc="validate: latency", unit="round") as bar:
-        latency = measure({"pruned": engine.runner(timing_input(report.spec))}, batch, timing, bar.update)["pruned"]
+    with output_lock(folder):  # before the engine is checked: validate beside a build or another validate is refused
+        engine = load_engine(engine_dir, report)
+        models = load_run_models(report.run_dir)
+        info = models.info
+        task = run_task(report.run_dir)
+        if dataset is not None and dataset != info.dataset:
+            raise UserError(f"the dataset '{dataset}' is not the run's dataset '{info.dataset}'",
+                            f"validate on '{info.dataset}' (the default), the data the model was trained on")
+        name = info.dataset
+        batch = report.spec.batch
+        # a given subset: its N/5 validation images; else the run's own validation images
+        data = run_data(report.run_dir, info, data_dir, subset, batch * -(-IMAGES_PER_STEP // batch))
+        bundle = task.datasets(data)
+        if bundle.num_classes > info.num_classes:  # more outputs than classes is a run `train` accepts (`num_classes`)
+            raise UserError(f"dataset '{name}' has {bundle.num_classes} classes but the run's model has {info.num_classes} "
+                            "outputs", "use the dataset the run was trained on")
+        check_same_classes(bundle.classes, info.classes, name)
+        loader = task.val_batches(bundle.val, data, 0, 1)
+        dense = dense_start(report.run_dir, info)
+        references = {"pruned": models.pruned, "masked": models.masked, **({"dense": dense} if dense is not None else {})}
+        deployments = {key: task.deployment(model, info.resolution) for key, model in references.items()}
+        precision = report.spec.precision
+        errors, scores, images = _evaluate(engine.run, task, deployments, loader, precision)
+        with progress(total=rounds_of(timing), desc="validate: latency", unit="round") as bar:
+            latency = measure({"pruned": engine.runner(timing_input(report.spec))}, batch, timing, bar.update)["pruned"]
 
-    tol = TOLERANCES.get(precision)
-    ref = errors["engine_vs_pruned"]
-    checks = [
-        threshold_check("engine-vs-pytorch", ref.max_abs, None if tol is None else tol.limit(ref.scale),
-                        f"max abs error of {precision} engine outputs vs PyTorch pruned model "
-                        + (f"(tolerance {tol.atol:g} + {tol.rtol:g} x max|output|)" if tol is not None else
-                           f"(reported only: {precision} engines are checked by {task.score_label})")),
-    ]
-    checked = task.agreement_limit is not None and tol is not None
-    checks.append(threshold_check("predictions-agree", 100.0 - ref.agreement, task.agreement_limit if checked else None,
-                                  f"% of PyTorch's predictions the engine's miss ({task.agreement_label} "
-                                  f"{ref.agreement:.2f}% of {ref.compared})" + ("" if checked else ", reported only")))
-    own = errors["pruned_vs_masked"]
-    fp32 = TOLERANCES["fp32"]
-    checks.append(threshold_check("pruned-vs-masked", own.max_abs, fp32.limit(own.scale),
-                                  "max abs error of PyTorch pruned vs masked training model (fp32 tolerance)"))
-    checks.append(threshold_check("accuracy", scores["pruned"] - scores["engine"], max_accuracy_drop,
-                                  f"{task.score_label} drop in percentage points: {precision} engine "
-                                  f"{scores['engine']:.2f}% vs fp32 PyTorch {scores['pruned']:.2f}% on {images} images"))
-    budget, source = (latency_ms, "latency_ms") if latency_ms is not None else (info.budget_ms, "run.json budget_ms")
-    statistic = report.statistic
-    words = describe(statistic)
-    measured = latency.value(statistic)
-    post = report.postprocess.value(statistic) if report.postprocess is not None else None
-    end_to_end = budget_stage == "end-to-end" and post is not None
-    held = measured + post if end_to_end and post is not None else measured
-    limit = None if budget is None else budget * (1 + budget_tolerance)
-    stage = f" plus post-processing {post:.4g} ms (build-engine's timing)" if end_to_end else ""
-    checks.append(threshold_check("latency-budget", held, limit,
-                                  f"measured {words} ms/batch at batch {batch}{stage} (the target's statistic) vs budget "
-                                  f"{budget:.4g} ms from {source} x (1 + tolerance {budget_tolerance:g})"
-                                  if budget is not None else "no latency budget given (latency_ms) or recorded in run.json"))
-    predicted = info.predicted_latency_ms
-    if predicted and budget_precision not in (None, precision):
-        checks.append(Check("latency-vs-lut", "info", None, None,
-                            f"the run's LUT predicts {budget_precision} latency, not {precision}: not compared"))
-    elif predicted:
-        checks.append(threshold_check("latency-vs-lut", abs(measured / predicted - 1), lut_tolerance,
-                                      f"|measured / LUT-predicted - 1| for {words} {measured:.3f} vs {predicted:.3f} ms/batch"))
-    else:
-        checks.append(Check("latency-vs-lut", "info", None, None, "run.json has no predicted_latency_ms"))
+        tol = TOLERANCES.get(precision)
+        ref = errors["engine_vs_pruned"]
+        checks = [
+            threshold_check("engine-vs-pytorch", ref.max_abs, None if tol is None else tol.limit(ref.scale),
+                            f"max abs error of {precision} engine outputs vs PyTorch pruned model "
+                            + (f"(tolerance {tol.atol:g} + {tol.rtol:g} x max|output|)" if tol is not None else
+                               f"(reported only: {precision} engines are checked by {task.score_label})")),
+        ]
+        checked = task.agreement_limit is not None and tol is not None
+        checks.append(threshold_check("predictions-agree", 100.0 - ref.agreement, task.agreement_limit if checked else None,
+                                      f"% of PyTorch's predictions the engine's miss ({task.agreement_label} "
+                                      f"{ref.agreement:.2f}% of {ref.compared})" + ("" if checked else ", reported only")))
+        own = errors["pruned_vs_masked"]
+        fp32 = TOLERANCES["fp32"]
+        checks.append(threshold_check("pruned-vs-masked", own.max_abs, fp32.limit(own.scale),
+                                      "max abs error of PyTorch pruned vs masked training model (fp32 tolerance)"))
+        checks.append(threshold_check("accuracy", scores["pruned"] - scores["engine"], max_accuracy_drop,
+                                      f"{task.score_label} drop in percentage points: {precision} engine "
+                                      f"{scores['engine']:.2f}% vs fp32 PyTorch {scores['pruned']:.2f}% on {images} images"))
+        budget, source = (latency_ms, "latency_ms") if latency_ms is not None else (info.budget_ms, "run.json budget_ms")
+        statistic = report.statistic
+        words = describe(statistic)
+        measured = latency.value(statistic)
+        post = report.postprocess.value(statistic) if report.postprocess is not None else None
+        end_to_end = budget_stage == "end-to-end" and post is not None
+        held = measured + post if end_to_end and post is not None else measured
+        limit = None if budget is None else budget * (1 + budget_tolerance)
+        stage = f" plus post-processing {post:.4g} ms (build-engine's timing)" if end_to_end else ""
+        checks.append(threshold_check("latency-budget", held, limit,
+                                      f"measured {words} ms/batch at batch {batch}{stage} (the target's statistic) vs budget "
+                                      f"{budget:.4g} ms from {source} x (1 + tolerance {budget_tolerance:g})"
+                                      if budget is not None else "no latency budget given (latency_ms) or recorded in run.json"))
+        predicted = info.predicted_latency_ms
+        if predicted and budget_precision not in (None, precision):
+            checks.append(Check("latency-vs-lut", "info", None, None,
+                                f"the run's LUT predicts {budget_precision} latency, not {precision}: not compared"))
+        elif predicted:
+            checks.append(threshold_check("latency-vs-lut", abs(measured / predicted - 1), lut_tolerance,
+                                          f"|measured / LUT-predicted - 1| for {words} {measured:.3f} vs {predicted:.3f} ms/batch"))
+        else:
+            checks.append(Check("latency-vs-lut", "info", None, None, "run.json has no predicted_latency_ms"))
 
-    result = ValidationReport(
-        engine_dir=str(Path(engine_dir).resolve()), run_dir=report.run_dir, backend=report.backend,
-        precision=report.spec.precision, batch=batch, dataset=name, images=images, errors=errors, scores=scores,
-        latency=latency, statistic=statistic, latency_ms=measured, budget_ms=budget,
-        budget_source=source if budget is not None else None, predicted_latency_ms=predicted, checks=checks,
-        environment=machine_info(report.spec.threads), task=task.name, score_label=task.score_label,
-        agreement_label=task.agreement_label, budget_stage=budget_stage, postprocess_ms=post,
-    )
-    data_out: dict[str, Any] = {**asdict(result), "passed": not result.failed, "failed": [c.name for c in result.failed]}
-    write_json(folder / VALIDATION_REPORT, data_out)
-    write_text(folder / VALIDATION_MARKDOWN, result.markdown())
-    return result
+        result = ValidationReport(
+            engine_dir=str(Path(engine_dir).resolve()), run_dir=report.run_dir, backend=report.backend,
+            precision=report.spec.precision, batch=batch, dataset=name, images=images, errors=errors, scores=scores,
+            latency=latency, statistic=statistic, latency_ms=measured, budget_ms=budget,
+            budget_source=source if budget is not None else None, predicted_latency_ms=predicted, checks=checks,
+            environment=machine_info(report.spec.threads), task=task.name, score_label=task.score_label,
+            agreement_label=task.agreement_label, budget_stage=budget_stage, postprocess_ms=post,
+        )
+        data_out: dict[str, Any] = {**asdict(result), "passed": not result.failed, "failed": [c.name for c in result.failed]}
+        write_json(folder / VALIDATION_REPORT, data_out)
+        write_text(folder / VALIDATION_MARKDOWN, result.markdown())
+        return result
