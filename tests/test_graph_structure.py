@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -334,3 +335,37 @@ def test_chunk_balances_halves_and_literal_sizes_pin_channels():
     keep = random_keep(g)
     with torch.no_grad():
         assert rel_err(mask_model(copy.deepcopy(model), g, keep)(x), prune_model(model, g, keep)(x)) < 1e-4
+
+
+def test_relabel_matches_numpy_unique_on_both_paths():
+    from iee_deploy.graph.channels import _relabel
+
+    ids = np.array([7, 3, 7, 0, 3, 9], dtype=np.int32)
+    for n in (10, 1000):  # many ids for n (marking), few (sorting)
+        nodes, inverse = _relabel(ids, n)
+        expected_nodes, expected_inverse = np.unique(ids, return_inverse=True)
+        assert nodes.tolist() == expected_nodes.tolist() and inverse.tolist() == expected_inverse.tolist()
+
+
+class Unpacks(nn.Module):
+    """Tuple unpacking of traced values, twice in one forward (the tracer reads the bytecode once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        left, right = self.a(x).chunk(2, 1)
+        y = self.b(left * right)
+        n2, c2, h2, w2 = y.shape
+        return y.reshape(n2, c2, h2 * w2).mean(-1) + h * w - n * c
+
+
+def test_tuple_unpacking_is_traced_by_fx():
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    g = build_dependency_graph(Unpacks(), x[:1], tracer="fx")
+    assert g.tracer == "fx" and [grp.id for grp in g.prunable_groups] == ["a"]
+    keep = {"a": [0, 2, 3]}
+    pruned = prune_model(Unpacks().eval(), g, keep)
+    assert pruned.a.out_channels == 6 and pruned.b.in_channels == 3

@@ -104,6 +104,21 @@ def _compress(t: torch.Tensor) -> Ids:
     return _from_core(tuple(t.shape), t, core)
 
 
+def _relabel(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(ids, return_inverse=True) for ids in 0..n-1: by marking an array of n flags where the ids are
+    many (a halo or window attention couples hundreds of thousands of positions at once, and sorting them was
+    most of such a build), by sorting where they are few."""
+    if ids.size * 8 < n:
+        nodes, inverse = np.unique(ids, return_inverse=True)
+        return nodes, inverse
+    mark = np.zeros(n, dtype=bool)
+    mark[ids] = True
+    nodes = np.flatnonzero(mark).astype(ids.dtype)
+    lookup = np.empty(n, dtype=np.int64)
+    lookup[nodes] = np.arange(nodes.size)
+    return nodes, lookup[ids]
+
+
 class _Units:
     """Channel ids and their coupling (a union-find resolved in bulk with scipy when queried)."""
 
@@ -138,7 +153,7 @@ class _Units:
             self._a, self._b = [], []
             differ = ca != cb
             if differ.any():  # merge the touched units: connected components over their representatives
-                nodes, inverse = np.unique(np.concatenate([ca[differ], cb[differ]]), return_inverse=True)
+                nodes, inverse = _relabel(np.concatenate([ca[differ], cb[differ]]), self.n)
                 half = int(differ.sum())
                 graph = coo_matrix((np.ones(half, dtype=np.int8), (inverse[:half], inverse[half:])),
                                    shape=(nodes.size, nodes.size))

@@ -122,6 +122,42 @@ def _row_wise(model: nn.Module, trace: Trace, index: int, path: str, module: nn.
     return True
 
 
+def _computation(trace: Trace, index: int) -> tuple[Any, ...] | None:
+    """What node `index` computes from the model's tensors, by op and shape, not by which tensors: equal for
+    two layers whose weights are standardised by the same code at the same shapes (every conv of a BiT or NFNet
+    stage), so that `_row_wise` runs once for them. None where a constant tensor takes part (no key)."""
+    ancestors = sorted(_ancestors(trace, index))
+    position = {i: k for k, i in enumerate(ancestors)}
+
+    def key(arg: Any) -> Any:
+        if isinstance(arg, Ref):
+            return ("ref", position[arg.index])
+        if isinstance(arg, (tuple, list)):
+            return (type(arg).__name__, *(key(a) for a in arg))
+        if isinstance(arg, dict):
+            return ("dict", *((k, key(v)) for k, v in sorted(arg.items())))
+        if isinstance(arg, slice):
+            return ("slice", key(arg.start), key(arg.stop), key(arg.step))
+        if isinstance(arg, torch.Tensor):
+            raise TypeError  # a constant tensor: its values, not only its shape, decide
+        return arg
+
+    items: list[Any] = []
+    try:
+        for i in ancestors:
+            node = trace.nodes[i]
+            if node.kind == "attr":
+                value = node.value
+                shape = (tuple(value.shape), value.dtype) if isinstance(value, torch.Tensor) else None
+                items.append(("attr", node.target.rpartition(".")[2], shape))
+            else:
+                items.append((node.kind, node.op, node.fn, key(node.args), key(node.kwargs)))
+        hash(tuple(items))
+    except TypeError:
+        return None
+    return tuple(items)
+
+
 def _constant(trace: Trace) -> list[bool]:
     """Per node: whether its value is computed from parameters and constants alone (not from an input)."""
     constant: list[bool] = []
@@ -145,7 +181,8 @@ def _own(trace: Trace, arg: Any, path: str, module: nn.Module, attr: str) -> boo
         f"{path}.{attr}" if path else attr)
 
 
-def _resolve(model: nn.Module, trace: Trace, node: Node, constant: list[bool]) -> Node:
+def _resolve(model: nn.Module, trace: Trace, node: Node, constant: list[bool],
+             row_wise: dict[tuple[Any, ...], bool]) -> Node:
     """The layer node for a functional layer call, or the call as a "mixing" op (its channels kept)."""
     kept = dataclasses.replace(node, category="mixing")
     cls, position, name = _LAYERS[node.fn]
@@ -162,7 +199,13 @@ def _resolve(model: nn.Module, trace: Trace, node: Node, constant: list[bool]) -
         owners = {o[0]: o for o in (_owner(model, t, cls) for t in sources if t.endswith(f".{name}")) if o}
         if len(owners) == 1:
             owner = next(iter(owners.values()))
-            pinned = ("in",) if _row_wise(model, trace, key.index, *owner) else ("in", "out")
+            computation = _computation(trace, key.index)
+            rows = row_wise.get(computation) if computation is not None else None
+            if rows is None:
+                rows = _row_wise(model, trace, key.index, *owner)
+                if computation is not None:
+                    row_wise[computation] = rows
+            pinned = ("in",) if rows else ("in", "out")
     if owner is None:
         return kept  # a fixed filter (a blur kernel buffer), or a weight computed from the input (dynamic conv)
     path, module = owner
@@ -193,8 +236,9 @@ def resolve_layer_calls(model: nn.Module, trace: Trace) -> Trace:
     """`trace` with every functional conv/linear/batch_norm call made on the parameters of a matching nn
     layer replaced by that layer's node (see the module docstring); the channels of other such calls are kept."""
     constant: list[bool] | None = None
+    row_wise: dict[tuple[Any, ...], bool] = {}  # computation -> whether it is row-wise (`_computation`)
     for i, node in enumerate(trace.nodes):
         if node.kind == "call" and node.category in ("conv", "linear", "bn"):
             constant = constant or _constant(trace)
-            trace.nodes[i] = _resolve(model, trace, node, constant)
+            trace.nodes[i] = _resolve(model, trace, node, constant, row_wise)
     return trace

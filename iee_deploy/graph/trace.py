@@ -20,11 +20,14 @@ Unknown operations are refused here, before anything is evaluated (see `ops.py`)
 from __future__ import annotations
 
 import contextlib
+import dis
 import gc
+import inspect
 import math
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any
 
 import torch
@@ -62,6 +65,7 @@ class _Tracer(fx.Tracer):
         self.where: list[tuple[str, type[nn.Module]]] = []  # enclosing modules of the current call
         self.tensor_names: dict[int, str] | None = None  # id(parameter) -> its path, on first use
         self.buffer_names: dict[int, str] | None = None  # id(buffer) -> its path, on first use
+        self.unpacks: dict[CodeType, dict[int, int]] = {}  # code -> {offset: n} of its UNPACK_SEQUENCE n
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
         """fx's rule: one proxy per path for the model's parameters, anything else as is (buffers too:
@@ -110,6 +114,9 @@ class _Tracer(fx.Tracer):
                 return self.create_node("get_attr", path, (), {})
         return super().create_arg(a)
 
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _Proxy(node, self)
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return is_declared_leaf(m) or super().is_leaf_module(m, module_qualified_name)
 
@@ -120,6 +127,27 @@ class _Tracer(fx.Tracer):
         if self.where:
             node.meta[_WHERE] = self.where[-1]
         return node
+
+
+class _Proxy(fx.Proxy):
+    """fx's proxy, whose iteration reads each calling function's bytecode once per trace: fx disassembles the
+    caller's whole code at every ``a, b = x.shape``-style unpacking (a tenth of a second per HaloNet build)."""
+
+    def __iter__(self) -> Iterator[fx.Proxy]:
+        frame = inspect.currentframe()
+        caller = frame.f_back if frame is not None else None
+        tracer = self.tracer
+        if caller is None or not isinstance(tracer, _Tracer):
+            return super().__iter__()
+        code = caller.f_code
+        unpacks = tracer.unpacks.get(code)
+        if unpacks is None:
+            unpacks = tracer.unpacks[code] = {i.offset: int(i.argval) for i in dis.get_instructions(code)
+                                              if i.opname == "UNPACK_SEQUENCE"}
+        count = unpacks.get(caller.f_lasti)
+        if count is not None:
+            return (self[i] for i in range(count))  # type: ignore[index]  # Proxy.__getitem__ is made at import
+        return tracer.iter(self)
 
 
 _WHERE = "iee_deploy_where"
