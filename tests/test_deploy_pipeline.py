@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ from iee_deploy.deploy.report import (
     RunData,
     counts_line,
     curve,
+    front_line,
     front_of,
+    fronts_of,
     pareto_figure,
     pareto_series,
     plot_pareto,
@@ -204,7 +207,7 @@ def test_pareto_plot_has_the_dense_models_and_stays_below_100(tmp_path):
     series = pareto_series(points)
     assert series is not None
     assert series.dense == [("dense (r1)", 3.0, 99.5)] and series.dense_latency_only == [("dense (r2), accuracy unknown", 2.5)]
-    assert series.front == [(0.5, 90.0), (1.0, 97.0), (2.0, 99.0)]
+    assert series.fronts == [("top-1", [(0.5, 90.0), (1.0, 97.0), (2.0, 99.0)])]
     assert series.y_range == (85.0, 100.0)  # 99.5 + 2 would run past 100 %
     assert plot_pareto(points, tmp_path / "pareto.png") and (tmp_path / "pareto.png").stat().st_size > 0
     r3 = engine_point("r3/a", 0.8, 95.0, run="r3", dense_ms=2.8)  # a second dense model of unknown accuracy
@@ -215,6 +218,30 @@ def test_pareto_plot_has_the_dense_models_and_stays_below_100(tmp_path):
     lone = pareto_figure(pareto_series([engine_point("x", 1.0, 90.0)]), "fastest run")  # one engine is its own front
     assert "Pareto front (one engine)" in [t.get_text() for t in lone.axes[0].get_legend().get_texts()]
     assert pareto_series([engine_point("x", 1.0, None)]) is None and not plot_pareto([], tmp_path / "none.png")
+
+
+def test_engines_of_different_scores_get_a_front_each(tmp_path):
+    """A classifier's top-1 and a detector's mAP@0.5 drew one front, on which the classifier 'dominated' the detector:
+    each score (and dataset) gets its own front, drawn and named apart, and the report still renders."""
+    def scored(label, ms, score, score_label, dataset):
+        return replace(engine_point(label, ms, score), score_label=score_label, dataset=dataset)
+
+    points = [scored("cls/a", 1.0, 90.0, "top-1", "digits"), scored("cls/b", 2.0, 95.0, "top-1", "digits"),
+              scored("det/a", 3.0, 40.0, "mAP@0.5", "digit-scenes"), scored("cls10/a", 0.5, 60.0, "top-1", "cifar10")]
+    fronts = {name: [p.label for p in front] for name, front in fronts_of(points).items()}
+    assert fronts == {"mAP@0.5 on digit-scenes": ["det/a"], "top-1 on cifar10": ["cls10/a"],
+                      "top-1 on digits": ["cls/a", "cls/b"]}  # one front over all would hold cls10/a, cls/a, cls/b only
+    assert front_line(fronts_of(points)) == (
+        "Pareto-optimal engines, one front per score (engines scored on different tasks or data are not compared): "
+        "mAP@0.5 on digit-scenes: det/a; top-1 on cifar10: cls10/a; top-1 on digits: cls/a, cls/b")
+    assert front_line(fronts_of(points[:2])) == "Pareto-optimal engines: cls/a, cls/b"  # one score: as before
+    series = pareto_series(points)
+    assert series is not None and series.score_label == "mAP@0.5 or top-1"
+    legend = [t.get_text() for t in pareto_figure(series, "fastest run").axes[0].get_legend().get_texts()]
+    assert [t for t in legend if t.startswith("Pareto")] == [
+        "Pareto front: mAP@0.5 on digit-scenes (one engine)", "Pareto front: top-1 on cifar10 (one engine)",
+        "Pareto front: top-1 on digits"]
+    assert plot_pareto(points, tmp_path / "pareto.png") and (tmp_path / "pareto.png").stat().st_size > 0
 
 
 def test_user_errors(run, tmp_path):

@@ -6,7 +6,7 @@ run folder (any `engine.json` up to two levels down) and linked back to their ru
 
 | figure | x | y | source |
 |---|---|---|---|
-| `pareto.png` | measured latency (ms/batch) of the pruned engines and of their dense models | the task's score % (top-1, mAP@0.5) | `engine.json`; accuracy from `validation.json` beside it, else the run's `summary.json`; the dense model's from `validation.json` (the checkpoint training started from), else drawn as a latency line |
+| `pareto.png` | measured latency (ms/batch) of the pruned engines and of their dense models | the task's score % (top-1, mAP@0.5); one Pareto front per score and dataset, never one across them | `engine.json`; accuracy from `validation.json` beside it, else the run's `summary.json`; the dense model's from `validation.json` (the checkpoint training started from), else drawn as a latency line |
 | `exploration.png` | training step | IoU after prune, after grow, and survival | each run's update records (`RunFolder.updates`: `step`, `event`, `iou`, `survival`) |
 | `latency.png` | LUT-predicted latency (ms) | measured latency (ms) | run.json `predicted_latency_ms` vs `engine.json` |
 
@@ -79,6 +79,12 @@ class EnginePoint:
     statistic: str = "median"  # the latency statistic of measured_ms and dense_ms (the engine's target's)
     dense_score: float | None = None  # the dense model's score % (validation.json), None if unknown
     score_label: str = "top-1"  # what `score` is: the run's task's score
+    dataset: str = ""  # the run's dataset: scores on different data are not compared
+
+    @property
+    def score_name(self) -> str:
+        """The score and the data it is measured on ('top-1 on digits'): engines share a Pareto front only if equal."""
+        return f"{self.score_label} on {self.dataset}" if self.dataset else self.score_label
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ class ParetoSeries:
     """What `pareto.png` plots, in (latency ms, score %) pairs: kept apart from drawing so it can be tested."""
 
     engines: list[tuple[str, float, float]]  # (label, latency, score) of every engine with a score
-    front: list[tuple[float, float]]  # the Pareto front of the engines, by increasing latency
+    fronts: list[tuple[str, list[tuple[float, float]]]]  # (score name, its engines' front by increasing latency)
     dense: list[tuple[str, float, float]]  # (label, latency, score) of dense models whose score is known
     dense_latency_only: list[tuple[str, float]]  # (label, latency) of dense models whose accuracy is unknown
     y_range: tuple[float, float]  # never above 100 %
@@ -134,13 +140,21 @@ def front_of(points: Sequence[EnginePoint]) -> list[EnginePoint]:
     return [rated[i] for i in pareto_front(latency, accuracy)]
 
 
+def fronts_of(points: Sequence[EnginePoint]) -> dict[str, list[EnginePoint]]:
+    """One Pareto front per score name (`EnginePoint.score_name`), by name: a classifier's top-1 and a detector's
+    mAP@0.5 (or top-1 on two datasets) are different scales, and one front over both would let one 'dominate' the other."""
+    names = sorted({p.score_name for p in points if p.score is not None})
+    return {name: front_of([p for p in points if p.score_name == name]) for name in names}
+
+
 def pareto_series(points: Sequence[EnginePoint]) -> ParetoSeries | None:
     """The engines, their front and their dense models (one per distinct latency and accuracy); None if no accuracy."""
     usable = [p for p in points if p.score is not None]
     if not usable:
         return None
     engines = [(p.label, p.measured_ms, float(p.score)) for p in usable if p.score is not None]
-    front = [(p.measured_ms, float(p.score)) for p in front_of(usable) if p.score is not None]
+    fronts = [(name, [(p.measured_ms, float(p.score)) for p in front if p.score is not None])
+              for name, front in fronts_of(usable).items()]
     dense: dict[tuple[float, float], str] = {}
     for p in usable:
         if p.dense_score is not None:
@@ -153,7 +167,7 @@ def pareto_series(points: Sequence[EnginePoint]) -> ParetoSeries | None:
     ys = [y for _, _, y in engines] + [y for _, y in dense]
     y_range = (max(0.0, min(ys) - 5.0), min(100.0, max(ys) + 2.0))
     score_label = " or ".join(sorted({p.score_label for p in usable}))
-    return ParetoSeries(engines, front, [(label, x, y) for (x, y), label in dense.items()], latency_only, y_range,
+    return ParetoSeries(engines, fronts, [(label, x, y) for (x, y), label in dense.items()], latency_only, y_range,
                         score_label)
 
 
@@ -179,7 +193,7 @@ def _point(engine_dir: Path, engine: EngineReport, run: RunData) -> EnginePoint:
         measured_ms=engine.latency(engine.pruned), dense_ms=engine.latency(engine.dense), speedup=engine.speedup,
         predicted_ms=run.info.predicted_latency_ms, score=score if score is not None else run.summary_score,
         score_source=source, score_label=task_named(engine.task).score_label,
-        statistic=engine.statistic, dense_score=dense_score,
+        statistic=engine.statistic, dense_score=dense_score, dataset=run.info.dataset,
     )
 
 
@@ -244,16 +258,17 @@ def pareto_figure(series: ParetoSeries, words: str) -> Any:
     ax.scatter([x for _, x, _ in series.engines], [y for _, _, y in series.engines], zorder=3, label="pruned engines")
     for label, x, y in series.engines:
         ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    front_xs, front_ys = [x for x, _ in series.front], [y for _, y in series.front]
-    ax.step(front_xs, front_ys, where="post", color="C3", marker="o", markersize=9, markerfacecolor="none", zorder=2,
-            label="Pareto front" if len(series.front) > 1 else "Pareto front (one engine)")
+    for i, (name, front) in enumerate(series.fronts):  # one line per score, the legend naming it when there are several
+        label = "Pareto front" if len(series.fronts) == 1 else f"Pareto front: {name}"
+        ax.step([x for x, _ in front], [y for _, y in front], where="post", color=f"C{(3 + i) % 10}", marker="o",
+                markersize=9, markerfacecolor="none", zorder=2, label=label if len(front) > 1 else f"{label} (one engine)")
     if series.dense:
         ax.scatter([x for _, x, _ in series.dense], [y for _, _, y in series.dense], marker="*", s=140, color="black",
                    zorder=4, label="dense model (measured latency and accuracy)")
         for label, x, y in series.dense:
             ax.annotate(label, (x, y), fontsize=7, xytext=(4, -10), textcoords="offset points")
     for i, (label, dense_ms) in enumerate(series.dense_latency_only):
-        ax.axvline(dense_ms, color=f"C{(4 + i) % 10}", linestyle="--", label=f"{label}: measured latency")
+        ax.axvline(dense_ms, color=f"C{(3 + len(series.fronts) + i) % 10}", linestyle="--", label=f"{label}: measured latency")
     ax.margins(x=0.1)
     ax.set_ylim(*series.y_range)
     ax.set(xlabel=f"measured latency (ms per batch, {words})", ylabel=f"{series.score_label} (%)",
@@ -323,6 +338,14 @@ def counts_line(runs: Sequence[RunData], points: Sequence[EnginePoint]) -> str:
     return f"{plural(len(runs), 'run')}{note}, {plural(len(points), 'engine')}."
 
 
+def front_line(fronts: dict[str, list[EnginePoint]]) -> str:
+    """'Pareto-optimal engines: a, b.' for one score; one front per score, each named, when the engines' scores differ."""
+    if len(fronts) <= 1:
+        return "Pareto-optimal engines: " + (", ".join(sorted(p.label for f in fronts.values() for p in f)) or "none")
+    return ("Pareto-optimal engines, one front per score (engines scored on different tasks or data are not compared): "
+            + "; ".join(f"{name}: {', '.join(sorted(p.label for p in front))}" for name, front in fronts.items()))
+
+
 def write_report(paths: Sequence[str | Path], out: str | Path) -> Path:
     """Write report.md, report.html, report.json and the PNG figures into `out`; return report.md's path."""
     import matplotlib
@@ -341,14 +364,12 @@ def write_report(paths: Sequence[str | Path], out: str | Path) -> Path:
                           "score from", "dense score %"]
         engine_rows = [[p.label, p.measured_ms, p.dense_ms, p.speedup, p.predicted_ms, p.score_label, p.score,
                         p.score_source, p.dense_score] for p in points]
-        front = {p.label for p in front_of(points)}
-        counts = counts_line(runs, points)
-        md = ["# Deployment report", "", f"{counts} Pareto-optimal engines: "
-              + (", ".join(sorted(front)) or "none"), "", "## Runs", "", markdown_table(run_headers, run_rows), "",
+        fronts = fronts_of(points)
+        optimal = f"{counts_line(runs, points)} {front_line(fronts)}"
+        md = ["# Deployment report", "", optimal, "", "## Runs", "", markdown_table(run_headers, run_rows), "",
               "## Engines", "", markdown_table(engine_headers, engine_rows), ""]
-        body = ["<h1>Deployment report</h1>", f"<p>{html.escape(counts)} Pareto-optimal engines: "
-                f"{html.escape(', '.join(sorted(front)) or 'none')}</p>", "<h2>Runs</h2>", html_table(run_headers, run_rows),
-                "<h2>Engines</h2>", html_table(engine_headers, engine_rows)]
+        body = ["<h1>Deployment report</h1>", f"<p>{html.escape(optimal)}</p>", "<h2>Runs</h2>",
+                html_table(run_headers, run_rows), "<h2>Engines</h2>", html_table(engine_headers, engine_rows)]
         for (file, title, missing), ok in zip(FIGURES, drawn):
             md += [f"## {title}", "", f"![{title}]({file})" if ok else f"Not drawn: {missing}.", ""]
             body += [f"<h2>{html.escape(title)}</h2>",
@@ -359,6 +380,8 @@ def write_report(paths: Sequence[str | Path], out: str | Path) -> Path:
         write_text(out / "report.html", f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Deployment report</title>"
                                         f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
         write_json(out / "report.json", {"runs": [{**asdict(r), "metrics": len(r.metrics)} for r in runs],
-                                          "engines": [asdict(p) for p in points], "figures": [f for (f, _, _), ok in zip(FIGURES, drawn) if ok],
+                                          "engines": [asdict(p) for p in points],
+                                          "pareto_fronts": {name: [p.label for p in front] for name, front in fronts.items()},
+                                          "figures": [f for (f, _, _), ok in zip(FIGURES, drawn) if ok],
                                           "environment": env})
         return write_text(out / "report.md", "\n".join(md))
