@@ -79,6 +79,8 @@ def test_hf_errors():
         model_spec("hf:ViTConfig(hiden_size=32)")
     with pytest.raises(UserError, match="sets 'num_labels', which the tool sets itself"):
         model_spec("hf:ViTConfig(num_labels=3)")  # it was 'no field num_labels' (a property of every config)
+    with pytest.raises(UserError, match="ViTConfig's `image_size` 30 is not a multiple of its `patch_size` 16"):
+        model_spec("hf:ViTConfig(image_size=30, patch_size=16)")  # it was 'use a resolution a multiple of 16 (native 30)'
 
 
 def test_listing_external_names():

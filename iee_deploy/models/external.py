@@ -248,6 +248,11 @@ def hf_spec(name: str, inspect: bool = True) -> ModelSpec:
     native = int(size[0] if isinstance(size, (list, tuple)) else size) if size else DEFAULT_RESOLUTION
     patch = getattr(default, "patch_size", None) if size else None
     patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch) if isinstance(patch, (int, list, tuple)) else 1
+    if native % patch and {"image_size", "patch_size"} & set(overrides):  # its own size cannot be cut into patches
+        raise UserError(f"{config_cls.__name__}'s `image_size` {native} is not a multiple of its `patch_size` {patch}, "
+                        "so the config cannot run at its own size",
+                        "set `image_size` to a multiple of `patch_size` or a `patch_size` that divides `image_size`",
+                        fields=("model",))
 
     def builder(num_classes: int, resolution: int) -> nn.Module:
         config = config_cls(**overrides)
