@@ -236,12 +236,19 @@ def tp_prune(model: nn.Module, ratio: float, importance: str, global_pruning: bo
     return model
 
 
-def modelopt_prune(model: nn.Module, flops: float, round_to: int,
-                   batch: tuple[torch.Tensor, torch.Tensor]) -> nn.Module | None:
+def modelopt_prune(model: nn.Module, flops: float, round_to: int, batch: tuple[torch.Tensor, torch.Tensor],
+                   search: Path | None = None) -> nn.Module | None:
     """Model Optimizer's FastNAS as its docs show it: `mtp.prune` to `flops` of the dense FLOPs, widths in multiples of
     `round_to`, subnets scored by top-1 on the calibration batch (which also re-estimates BN statistics).
 
+    `search`: FastNAS's search checkpoint for this dense model and batch, shared by every call. FastNAS reloads only
+    its sensitivity map and the dense score from it (they do not depend on the constraint), so each bisection probe
+    and fine-tuning run after the first skips the pre-search pass over every channel choice (twenty minutes a call
+    for mobilenet_v2 on a shared CPU); the result is the same. Each call works on a private copy, and the first to
+    finish publishes its checkpoint by an atomic rename.
+
     None when no subnet of its search space is that small (FastNAS refuses the constraint)."""
+    import os
     import tempfile
 
     import modelopt.torch.prune as mtp
@@ -256,14 +263,22 @@ def modelopt_prune(model: nn.Module, flops: float, round_to: int,
     mode = [("fastnas", {"nn.Conv2d": {"*": {"channel_divisor": round_to}},
                          "nn.BatchNorm2d": {"*": {"feature_divisor": round_to}}})]
     with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "search.pth"
+        if search is not None and search.is_file():
+            shutil.copyfile(search, local)
         try:
             pruned, _ = mtp.prune(model, mode=mode, constraints={"flops": f"{100 * flops:.3f}%"}, dummy_input=images[:1],
                                   config={"data_loader": [(images, labels)], "score_func": score,
-                                          "checkpoint": str(Path(tmp) / "search.pth")})
+                                          "checkpoint": str(local)})
         except ValueError as err:
             if "constraints can be satisfied" in str(err):
                 return None
             raise
+        finally:
+            if search is not None and not search.is_file() and local.is_file():
+                part = search.with_name(f"{search.name}.{os.getpid()}.part")
+                shutil.copyfile(local, part)
+                os.replace(part, search)
     return pruned
 
 
@@ -292,8 +307,8 @@ def external_model(arm: str, model_name: str, checkpoint: Path, ratio: float, ro
     model = build_model(model_name, 10, 32, checkpoint)
     if arm == "slim":
         return slim_model(model, ratio, round_to)
-    if arm == MODELOPT:
-        return modelopt_prune(model, ratio, round_to, batch)
+    if arm == MODELOPT:  # one FastNAS search checkpoint per dense model and calibration batch, beside the model
+        return modelopt_prune(model, ratio, round_to, batch, checkpoint.parent / f"fastnas-search-{len(batch[0])}.pth")
     importance, global_pruning = TP_ARMS[arm]
     return tp_prune(model, ratio, importance, global_pruning, round_to, batch)
 
