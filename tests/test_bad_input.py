@@ -493,6 +493,19 @@ def test_errors_render_fields_as_the_commands_flags():
     assert UserError("see `iee-deploy train`").render(lambda f: "--" + f) == "see `iee-deploy train`"  # only listed fields
 
 
+def test_a_noisy_lut_names_profiles_flags_in_the_cli():
+    from iee_deploy.cli import cli_flag
+    from iee_deploy.cli.train import train
+    from iee_deploy.structured.budget import resolve_budget
+
+    with pytest.raises(UserError) as caught:  # the LUT predicts nothing faster than dense
+        resolve_budget(None, 0.97, dense_ms=0.08, smallest_ms=0.085)
+    assert str(caught.value).endswith("and more `repeats` (or a larger `batch`)")  # library form
+    # train has no --repeats: it was "more `repeats`" on the command line; profile's flags are meant
+    assert caught.value.render(lambda f: cli_flag(train, f)).endswith("`iee-deploy profile` and more --repeats (or a "
+                                                                        "larger --batch)")
+
+
 def test_minimum_resolution_is_the_total_stride():
     assert minimum_resolution("resnet20", 32) == 4  # two stride-2 stages
     assert minimum_resolution("mobilenet_v1", 224) == 32

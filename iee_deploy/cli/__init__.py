@@ -35,6 +35,10 @@ FIELD_PARAMS: dict[str, str] = {"freeze": "no_freeze", "init_checkpoint": "check
                                  "grid_step": "step", "grid_min": "min_channels", "grid_align": "align"}
 """Library field (or parameter) name -> click parameter name, where the two differ."""
 
+OTHER_COMMAND_FIELDS: dict[str, str] = {"repeats": "profile", "batch": "profile"}
+"""Library fields a message may ask to change in another command (a noisy LUT: `profile`'s timing options) ->
+that command, whose flag the CLI shows when the failing command has no option of that name."""
+
 
 def flag_of(command: click.Command | None, field: str) -> str:
     """The flag of `command` that sets library field `field` (e.g. 'init_checkpoint' -> '--checkpoint').
@@ -51,6 +55,23 @@ def flag_of(command: click.Command | None, field: str) -> str:
     return field
 
 
+def command_named(name: str) -> click.Command | None:
+    """The command `iee-deploy NAME` (its module imported on first use), or None for an unknown name."""
+    if name not in LAZY_COMMANDS:
+        return None
+    module = importlib.import_module(f"iee_deploy.cli.{LAZY_COMMANDS[name][0]}")
+    return next(c for c in module.COMMANDS if c.name == name)
+
+
+def cli_flag(command: click.Command | None, field: str) -> str:
+    """How the CLI writes library field `field` in an error of `command`: `flag_of(command, field)`, or, for a
+    field `OTHER_COMMAND_FIELDS` assigns to another command that `command` lacks, that command's flag."""
+    flag = flag_of(command, field)
+    if flag == field and field in OTHER_COMMAND_FIELDS:
+        return flag_of(command_named(OTHER_COMMAND_FIELDS[field]), field)
+    return flag
+
+
 class _Group(click.Group):
     """A lazily loading click group that turns user errors and interrupts into one-line messages."""
 
@@ -58,10 +79,7 @@ class _Group(click.Group):
         return list(LAZY_COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in LAZY_COMMANDS:
-            return None
-        module = importlib.import_module(f"iee_deploy.cli.{LAZY_COMMANDS[cmd_name][0]}")
-        return next(c for c in module.COMMANDS if c.name == cmd_name)
+        return command_named(cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
@@ -76,7 +94,7 @@ class _Group(click.Group):
             ctx.exit(2)
         except UserError as err:
             command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
-            click.echo(f"error: {err.render(lambda field: flag_of(command, field))}", err=True)
+            click.echo(f"error: {err.render(lambda field: cli_flag(command, field))}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None

@@ -77,7 +77,7 @@ def resolve_budget(latency_ms: float | None, latency_ratio: float | None, dense_
         raise UserError(f"latency budget {asked} cannot be met: the LUT predicts no sub-network faster than the dense "
                         f"model (smallest {smallest_ms:.4g} ms, dense {dense_ms:.4g} ms), its timings are too noisy or "
                         "too flat to prune against", "profile the target again with `iee-deploy profile` and more "
-                        "`repeats` (or a larger `batch`)", fields=("lut", field))
+                        "`repeats` (or a larger `batch`)", fields=("lut", field, "repeats", "batch"))
     if not (smallest_ms > 0 and psi >= smallest_ms):
         raise UserError(f"latency budget {asked} is below the smallest achievable network's latency {smallest_ms:.4g} ms "
                         f"(dense model {dense_ms:.4g} ms)",
