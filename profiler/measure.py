@@ -11,6 +11,7 @@ table complete. Interrupted runs continue with `resume=True` without re-measurin
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -178,14 +179,37 @@ def check_out(out: Path, resume: bool) -> None:
     if out.suffix != ".csv":
         raise UserError(f"the LUT path `out` '{out}' must end in .csv", "name a .csv file, e.g. luts/cpu-resnet18.csv",
                         fields=("out",))
-    if out.exists() and not resume:
+    if (out.exists() or meta_path(out).exists()) and not resume:
+        _refuse_existing(out)
+    check_writable(out, "out")
+
+
+_RECORDS = {"engine.json": "an engine's", "run.json": "a training run's", "report.json": "a report's"}
+"""Files of the tool's other commands that a LUT's metadata path can fall on (`--out eng/engine.csv`)."""
+
+
+def _refuse_existing(out: Path) -> None:
+    """The UserError for an `out` whose table or metadata exists (without resume), in the words of what is there:
+    another file than a LUT's metadata, a finished LUT (nothing to resume) or an interrupted profile."""
+    meta = meta_path(out)
+    try:
+        data = json.loads(meta.read_text()) if meta.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None  # a torn metadata file: an interrupted profile's, which resume reports in words
+    if isinstance(data, dict) and not {"format", "rows_planned"} <= data.keys():
+        owner = _RECORDS.get(meta.name, "another program's")
+        raise UserError(f"'{meta}', where the LUT `out` '{out}' would write its metadata, is {owner} file, not a LUT's",
+                        "choose another path for the LUT", fields=("out",))
+    if isinstance(data, dict) and data.get("complete") is True and out.exists():
+        raise UserError(f"the LUT `out` '{out}' already exists and is complete", "choose another path, or delete it "
+                        f"and '{meta.name}' to measure it again", fields=("out",))
+    if out.exists():
         raise UserError(f"the LUT path `out` '{out}' already exists", "finish it with `resume`, or choose another path",
                         fields=("out", "resume"))
-    if meta_path(out).exists() and not resume:  # a profile stopped before its first row, or a user's own file
-        raise UserError(f"'{meta_path(out)}', where the LUT `out` '{out}' writes its metadata, already exists "
-                        f"(without the table '{out.name}')", "finish an interrupted profile with `resume`, or choose "
-                        "another path", fields=("out", "resume"))
-    check_writable(out, "out")
+    # a profile stopped before its first row
+    raise UserError(f"'{meta}', where the LUT `out` '{out}' writes its metadata, already exists (without the table "
+                    f"'{out.name}')", "finish an interrupted profile with `resume`, or choose another path",
+                    fields=("out", "resume"))
 
 
 def profile_model(request: ProfileRequest, model: nn.Module, out: str | Path, subnetworks: Subnetworks,

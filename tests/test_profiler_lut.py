@@ -114,8 +114,8 @@ def test_corrupt_and_incomplete_luts_are_rejected(tiny_lut, tmp_path):
 
 def test_existing_out_needs_resume_and_resume_needs_the_same_settings(tiny_lut):
     out, _ = tiny_lut
-    with pytest.raises(UserError, match="already exists; finish it with `resume`"):
-        profile_model(request(), out, progress=False)
+    with pytest.raises(UserError, match="already exists and is complete; choose another path, or delete it and "):
+        profile_model(request(), out, progress=False)  # it read "finish it with `resume`": there is nothing to finish
     with pytest.raises(UserError, match="cannot resume .* it was profiled with `grid_step` 32, this run asks for 16"):
         profile_model(request(grid_step=16), out, resume=True, progress=False)
     with pytest.raises(UserError, match="with `num_classes` 10, this run asks for 100"):
@@ -127,8 +127,21 @@ def test_existing_out_needs_resume_and_resume_needs_the_same_settings(tiny_lut):
     meta_path(elsewhere).write_text(json.dumps(meta))
     with pytest.raises(UserError, match="measured with library versions .*'onnxruntime': '0.9'"):
         profile_model(request(), elsewhere, resume=True, progress=False)
+    meta_path(elsewhere).write_text(json.dumps({**meta, "complete": False}))
+    with pytest.raises(UserError, match="already exists; finish it with `resume`"):  # an interrupted one
+        profile_model(request(), elsewhere, progress=False)
     done = profile_model(request(), out, resume=True, progress=False)  # complete: nothing to measure
     assert (done.measured, done.reused) == (0, len(done.lut.rows))
+
+
+def test_profile_out_onto_an_engines_record_names_it(tmp_path):
+    engine = tmp_path / "eng"
+    engine.mkdir()
+    (engine / "engine.json").write_text(json.dumps({"run_dir": "run0", "kind": "classification"}))
+    # it read "finish an interrupted profile with `resume`": the .json beside the table is an engine's file
+    with pytest.raises(UserError, match=r"engine.json', where the LUT `out` .* would write its metadata, is an engine's "
+                                        "file, not a LUT's; choose another path for the LUT"):
+        profile_model(request(), engine / "engine.csv", progress=False)
 
 
 def test_cli_validate_lut_rejects_another_model(tiny_lut):
