@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import tempfile
 import types
@@ -177,8 +178,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:  # a NaN or infinite latency or fraction is no value a run records (json reads NaN, Infinity)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if origin in (dict, Mapping) or hint is dict or dataclasses.is_dataclass(hint):
         return isinstance(value, dict)
     if origin in (list, tuple) or hint in (list, tuple):

@@ -195,3 +195,12 @@ def test_a_damaged_run_file_is_corrupt_not_missing(tmp_path, content):
     assert run.read_json(run.CHANNELS) is None
     with pytest.raises(UserError, match=r"channels.json' is corrupt"):
         run.read_json(run.CHANNELS, strict=True)
+
+
+@pytest.mark.parametrize("budget", ["NaN", "Infinity"])
+def test_a_non_finite_number_in_run_json_is_corrupt(tmp_path, budget):
+    """A NaN budget edited into run.json was read, and `validate` failed later with "limit nan"."""
+    (tmp_path / "run.json").write_text('{"model": "resnet20", "num_classes": 10, "resolution": 8, "dataset": "digits", '
+                                       f'"budget_ms": {budget}}}')
+    with pytest.raises(UserError, match=rf"run.json' is corrupt \(budget_ms is {budget.lower()[:3]}"):
+        RunFolder(tmp_path).read_info()
