@@ -77,6 +77,8 @@ def test_every_torchvision_classifier_is_in_the_zoo_with_the_paper_models():
     assert list_models("vit_b_*") == ["vit_b_16", "vit_b_32"]
     assert list_models(["convnext_t*", "swin_t"]) == ["convnext_tiny", "swin_t"]
     assert "resnet20" in list_models(family="paper") and "resnet20" not in list_models(family="torchvision")
+    with pytest.raises(UserError, match="unknown model family 'TIMM'; choose one of: torchvision, paper, timm, hf"):
+        list_models(["*"], family="TIMM")  # it returned [] without a word
 
 
 def test_fixed_size_models_take_valid_resolutions_and_name_them_otherwise():

@@ -12,9 +12,8 @@ from iee_deploy.errors import UserError
 from iee_deploy.io import write_json
 from iee_deploy.models import list_models, model_spec
 from iee_deploy.models.external import external_spec, is_external
+from iee_deploy.models.registry import FAMILIES
 from iee_deploy.outputs import check_report_output
-
-FAMILIES = ("torchvision", "paper", "timm", "hf")
 
 
 @click.command("models")

@@ -182,6 +182,10 @@ def model_spec(name: str) -> ModelSpec:
     raise UserError(f"unknown model '{name}'", hint)
 
 
+FAMILIES = ("torchvision", "paper", "timm", "hf")
+"""The families of models `list_models` filters on: the zoo's own two and the two outside libraries."""
+
+
 def list_models(pattern: str | Sequence[str] | None = None, family: str | None = None) -> list[str]:
     """Registered model names, sorted; `pattern` filters with shell globs ('resnet*', ['vit_*', 'swin_*']).
 
@@ -190,6 +194,10 @@ def list_models(pattern: str | Sequence[str] | None = None, family: str | None =
     """
     from iee_deploy.models import external
 
+    known = dict.fromkeys([*FAMILIES, *(spec.family for spec in _REGISTRY.values())])
+    if family is not None and family not in known:
+        raise UserError(f"unknown model family {family!r}", f"choose one of: {', '.join(known)} (or none for all)",
+                        fields=("family",))
     patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
     if family in ("timm", "hf") and not patterns:
         patterns = [f"{family}:*"]
