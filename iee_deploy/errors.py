@@ -68,6 +68,11 @@ class NotAvailableError(UserError):
     """A feature that needs something absent here (TensorRT, a GPU, CUDA in torch)."""
 
 
+def is_whole(value: object) -> bool:
+    """Whether `value` is a whole number: an int or a numpy integer (numbers.Integral), never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_number(field: str, value: object) -> None:
     """A ConfigError naming `field` unless `value` is a real number (a string such as '0.9' is not, nor is True)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

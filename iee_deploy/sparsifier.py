@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from iee_deploy.distributed import Distributed
-from iee_deploy.errors import UserError
+from iee_deploy.errors import UserError, is_whole
 from iee_deploy.flops import forward_flops, layer_costs, train_step_flops
 from iee_deploy.methods import SparsityConfig, SparsityMethod, TrainContext, build_method, parse_nm
 from iee_deploy.models import first_non_finite
@@ -110,13 +110,13 @@ def check_arguments(model: Any, optimizer: Any, total_steps: Any, config: Sparsi
     if not any(id(p) in owned for group in optimizer.param_groups for p in group["params"]):
         raise UserError("`optimizer` holds none of the model's parameters",
                         "build it from this model, e.g. torch.optim.SGD(model.parameters(), ...)", fields=("optimizer",))
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+    if not is_whole(total_steps) or total_steps < 1:
         raise UserError(f"`total_steps` must be a positive whole number of optimizer steps, got {total_steps!r}",
                         "pass epochs x steps per epoch", fields=("total_steps",))
-    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
+    if resolution is not None and (not is_whole(resolution) or resolution < 1):
         raise UserError(f"`resolution` must be a positive number of pixels, got {resolution!r}",
                         "pass the input size, e.g. 32", fields=("resolution",))
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    if not is_whole(seed) or not 0 <= seed <= MAX_SEED:
         raise UserError(f"`seed` must be a whole number in [0, 2**63 - 1], got {seed!r}", "pass e.g. 0", fields=("seed",))
 
 
@@ -158,6 +158,7 @@ class Sparsifier:
                  config: SparsityConfig | None = None, *, seed: int = 0, resolution: int | None = None,
                  dist: Distributed | None = None, **fields: Any) -> None:
         check_arguments(model, optimizer, total_steps, config, fields, resolution, seed)
+        seed, resolution = int(seed), (int(resolution) if resolution is not None else None)  # numpy integers too
         self.model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
         holder = attached_to(self.model)
         if holder is not None:
@@ -165,7 +166,7 @@ class Sparsifier:
                             f"'{holder.config.method}'); two would each keep their own masks on the same weights",
                             "call .detach() on the first one before attaching another", fields=("model",))
         self.optimizer = optimizer
-        self.total_steps = total_steps
+        self.total_steps = int(total_steps)  # a numpy integer too: the state_dict and its JSON hold an int
         if config is None and isinstance(fields.get("nm"), str) and "sparsity" not in fields:
             fields = {**fields, "sparsity": 1 - parse_nm(fields["nm"]).density}  # as `train --nm`: not the default 0.9
         try:
@@ -177,7 +178,7 @@ class Sparsifier:
         self.dist = dist or Distributed.current(device)
         before = {name: t.detach().to("cpu", copy=True) for name, t in self.model.state_dict(keep_vars=True).items()}
         self.method: SparsityMethod = build_method(self.config, self.model, self.dist, seed)
-        self.method.setup(TrainContext(total_steps, optimizer))
+        self.method.setup(TrainContext(self.total_steps, optimizer))
         # the tensors the initial masks changed: (tensor, value before, version after); `load_state_dict` before
         # the first step puts back those not written since (weights loaded before this Sparsifier was built)
         self._unmasked = {name: (t, before[name], t._version) for name, t in self.model.state_dict(keep_vars=True).items()
@@ -218,7 +219,7 @@ class Sparsifier:
         self._unentered = False
         if self not in _ATTACHED:
             raise UserError("this Sparsifier was detached from its model", "build a new Sparsifier to sparsify it again")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+        if not is_whole(batch_size) or batch_size < 0:
             raise UserError(f"`batch_size` must be the step's number of samples (0 or more), got {batch_size!r}",
                             "pass len(labels), or leave it out", fields=("batch_size",))
         if self._open:

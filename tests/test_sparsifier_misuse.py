@@ -121,6 +121,30 @@ def test_one_optimizer_step_per_context_and_a_batch_of_samples():
         assert err.value.field == "batch_size"
 
 
+def test_numpy_integers_are_whole_numbers_and_bools_are_not():
+    import json
+
+    import numpy as np
+
+    # np.int64(20) steps were refused as "not a positive whole number"; stored, they are plain ints
+    model = net()
+    optimizer, sparsifier = attach(model, np.int64(12), delta_t=np.int32(2), seed=np.int64(3), resolution=np.int16(8))
+    assert type(sparsifier.total_steps) is int and type(sparsifier.config.delta_t) is int
+    assert json.loads(json.dumps(sparsifier.state_dict()["total_steps"])) == 12
+    with sparsifier.step(np.int64(4)):
+        optimizer.zero_grad()
+        model(torch.randn(4, 3, 8, 8)).sum().backward()
+        optimizer.step()
+    sparsifier.detach()
+    model = net()
+    iee = Sparsifier(model, torch.optim.SGD(model.parameters(), lr=0.1), 12, method="iee", hjq=list(np.array([1, 0, 1])))
+    assert iee.config.hjq == (1, 0, 1) and all(type(v) is int for v in iee.config.hjq)
+    iee.detach()
+    for bad in (np.bool_(True), True):
+        with pytest.raises(UserError, match="`total_steps` must be a positive whole number"):
+            attach(net(), bad)
+
+
 def test_a_step_called_bare_instead_of_entered_is_refused_at_the_next_step():
     """`sparsifier.step()` called like a scheduler's step does nothing: the next call says so."""
     _, sparsifier = attach(net())

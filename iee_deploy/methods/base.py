@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import torch
 from torch import nn
 
-from iee_deploy.errors import ConfigError, check_fraction, check_positive
+from iee_deploy.errors import ConfigError, check_fraction, check_positive, is_whole
 from iee_deploy.flops import StepCost
 from iee_deploy.methods.schedule import STRUCTURED_UPDATE_END, UNSTRUCTURED_UPDATE_END, Decay
 from iee_deploy.sparse.distributions import Distribution
@@ -116,15 +116,17 @@ class SparsityConfig:
         check_fraction("descent", self.descent, low_open=True, high_open=True)
         if self.hjq is not None:
             hjq = tuple(self.hjq) if isinstance(self.hjq, (tuple, list)) else ()  # config.json stores a list
-            whole = all(isinstance(v, int) and not isinstance(v, bool) for v in hjq)  # not '150,150,150' or 1.5
+            whole = all(is_whole(v) for v in hjq)  # not '150,150,150' or 1.5
             if len(hjq) != 3 or not whole or hjq[0] < 1 or hjq[1] < 0 or hjq[2] < 1:
                 spelled = " as a tuple, e.g. (150, 150, 150)" if isinstance(self.hjq, str) else ""  # not the CLI's '1,1,1'
                 raise ConfigError("hjq", f"`hjq` {self.hjq!r} is invalid", f"give three whole numbers (H, J, Q){spelled}: "
                                   "IEE needs H >= 1, J >= 0 and Q >= 1 iterations")
-            self.hjq = (hjq[0], hjq[1], hjq[2])
-        if self.delta_t is not None and (isinstance(self.delta_t, bool) or not isinstance(self.delta_t, int)
-                                         or self.delta_t < 1):  # not '5' or 2.5: a comparison error, or a fraction of a step
-            raise ConfigError("delta_t", f"`delta_t` {self.delta_t!r} is not a positive whole number of steps", "pass e.g. 100")
+            self.hjq = (int(hjq[0]), int(hjq[1]), int(hjq[2]))
+        if self.delta_t is not None:  # not '5' or 2.5: a comparison error, or a fraction of a step
+            if not is_whole(self.delta_t) or self.delta_t < 1:
+                raise ConfigError("delta_t", f"`delta_t` {self.delta_t!r} is not a positive whole number of steps",
+                                  "pass e.g. 100")
+            self.delta_t = int(self.delta_t)
         if self.latency_ms is not None:
             check_positive("latency_ms", self.latency_ms)
         if self.latency_ratio is not None:
