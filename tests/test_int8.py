@@ -18,7 +18,7 @@ from torch import nn
 
 from iee_deploy.data import build_datasets
 from iee_deploy.deploy.build import build_engine, read_engine_report
-from iee_deploy.deploy.calibration import CalibrationRequest
+from iee_deploy.deploy.calibration import DEFAULT_IMAGES, CalibrationRequest, calibration_count
 from iee_deploy.deploy.validate import check_budget_precision, validate_engine
 from iee_deploy.errors import UserError
 from iee_deploy.io import save_torch
@@ -200,6 +200,16 @@ def test_an_int8_budget_is_not_an_fp32_one(int8_lut, trained):
         check_budget_precision(info, "fp32", None)
     assert "give `latency_ms` as the fp32 engine's budget" in refused.value.fix  # a field the CLI names as its flag
     assert check_budget_precision(info, "fp32", 2.0) == "int8"  # a budget the user gives is their own
+
+
+def test_the_default_calibration_set_shrinks_to_a_small_training_set():
+    # a run on 128 images was refused for the default 256 the user never asked for
+    assert calibration_count(CalibrationRequest(), 128, "digits") == 128
+    assert calibration_count(CalibrationRequest(), 1438, "digits") == DEFAULT_IMAGES
+    assert calibration_count(CalibrationRequest(100), 128, "digits") == 100
+    with pytest.raises(UserError, match="calibration asks for 256 training images, but the run's 'digits' training "
+                                        "set holds 128; give `calibration_images` of at most 128"):
+        calibration_count(CalibrationRequest(256), 128, "digits")  # asked for: refused
 
 
 @pytest.mark.parametrize("options,message", [

@@ -44,7 +44,7 @@ def timing_config(warmup_s: float, min_iters: int, min_seconds: float) -> Timing
                    "Default: fp32 on onnxruntime, fp16 on tensorrt and torch.")
 @click.option("--calibration-images", type=click.IntRange(min=1), default=None,
               help=f"Quantized engines: training images of the run's dataset to calibrate activation scales on "
-                   f"(default {DEFAULT_IMAGES}).")
+                   f"(default {DEFAULT_IMAGES}, or all the run's training set holds when fewer).")
 @click.option("--calibration-method", default=None,
               help="Quantized engines: calibration method as onnxruntime.quantization names it: MinMax, Entropy or "
                    "Percentile for int8 (default MinMax); Distribution for fp8.")
@@ -72,8 +72,7 @@ def build_engine(run_dir: str, backend: str, batch: int, precision: str | None, 
     asked = (calibration_images, calibration_method, calibration_seed)
     defaults = CalibrationRequest()
     calibration = None if asked == (None, None, None) else CalibrationRequest(
-        defaults.images if calibration_images is None else calibration_images, calibration_method,
-        defaults.seed if calibration_seed is None else calibration_seed)
+        calibration_images, calibration_method, defaults.seed if calibration_seed is None else calibration_seed)
     report = build(run_dir, out, backend=canonical_name(backend), batch=batch, precision=precision, threads=threads,
                    timing=timing_config(warmup_s, min_iters, min_seconds), log=lambda msg: click.echo(msg, err=True),
                    force=force, calibration=calibration)

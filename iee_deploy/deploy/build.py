@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from iee_deploy.deploy.calibration import CalibrationRequest, calibration_images
+from iee_deploy.deploy.calibration import DEFAULT_IMAGES, CalibrationRequest, calibration_images
 from iee_deploy.deploy.render import markdown_table
 from iee_deploy.deploy.run_models import load_run_models, parameter_count, run_data, run_task
 from iee_deploy.errors import UserError
@@ -294,8 +294,14 @@ def build_engine(run_dir: str | Path, out: str | Path, *, backend: str = "onnxru
         models = load_run_models(run_dir)
         modules = {"dense": models.masked, "pruned": models.pruned}
         deployments = {name: task.deployment(module, spec.resolution) for name, module in modules.items()}
-        calibrated = (calibration_images(run_dir, info, calibration or CalibrationRequest(), scheme, spec.precision, task,
-                                         deployments["pruned"]) if scheme is not None else None)
+        request = calibration or CalibrationRequest()
+        calibrated = (calibration_images(run_dir, info, request, scheme, spec.precision, task, deployments["pruned"])
+                      if scheme is not None else None)
+        if calibrated is not None:
+            used = calibrated[0].images
+            log(f"calibrating activations on {used} training images" + (
+                f", all the run's training set holds (the default is {DEFAULT_IMAGES})"
+                if request.images is None and used < DEFAULT_IMAGES else ""))
         for stale in STALE_ON_REBUILD:
             (out / stale).unlink(missing_ok=True)
         statistic = run_statistic(info, spec.device)

@@ -30,9 +30,10 @@ CALIBRATION_BATCH = 32  # images per calibration step of the quantizer
 
 @dataclass(frozen=True)
 class CalibrationRequest:
-    """What the user asks for: how many training images, which method (None: the precision's default), which seed."""
+    """What the user asks for: how many training images (None: `DEFAULT_IMAGES`, or all the run's training set holds
+    when it holds fewer), which method (None: the precision's default), which seed."""
 
-    images: int = DEFAULT_IMAGES
+    images: int | None = None
     method: str | None = None
     seed: int = 0
 
@@ -52,10 +53,22 @@ class CalibrationSet:
 
 def check_request(request: CalibrationRequest, scheme: QdqScheme, precision: str) -> str:
     """The request's method by its ONNX Runtime name; a one-line UserError for an impossible request."""
-    if request.images < 1:
+    if request.images is not None and request.images < 1:
         raise UserError(f"calibration_images {request.images} is not a number of images", "give 1 or more, e.g. 256",
                         fields=("calibration_images",))
     return check_method(request.method or DEFAULT_METHOD[precision], scheme, precision)
+
+
+def calibration_count(request: CalibrationRequest, held: int, dataset: str) -> int:
+    """How many of the `held` training images of `dataset` to calibrate on: those asked for, else `DEFAULT_IMAGES` or
+    all there are when fewer (a run on a small subset); a UserError for more than there are."""
+    if request.images is None:
+        return min(DEFAULT_IMAGES, held)
+    if request.images > held:
+        raise UserError(f"calibration asks for {request.images} training images, but the run's '{dataset}' "
+                        f"training set holds {held}", f"give `calibration_images` of at most {held}",
+                        fields=("calibration_images",))
+    return request.images
 
 
 def calibration_images(run_dir: str | Path, info: RunInfo, request: CalibrationRequest, scheme: QdqScheme,
@@ -65,16 +78,12 @@ def calibration_images(run_dir: str | Path, info: RunInfo, request: CalibrationR
     method = check_request(request, scheme, precision)
     data = run_data(run_dir, info, batch_size=CALIBRATION_BATCH)
     train = task.datasets(data).train
-    held = len(train)
-    if request.images > held:
-        raise UserError(f"calibration asks for {request.images} training images, but the run's '{info.dataset}' "
-                        f"training set holds {held}", f"give `calibration_images` of at most {held}",
-                        fields=("calibration_images",))
-    indices = sorted(np.random.default_rng(request.seed).choice(held, request.images, replace=False).tolist())
+    wanted = calibration_count(request, len(train), info.dataset)
+    indices = sorted(np.random.default_rng(request.seed).choice(len(train), wanted, replace=False).tolist())
     with torch.random.fork_rng(devices=[]):  # augmentation draws from torch's CPU generator: seeded, so repeatable
         torch.manual_seed(request.seed)
         images = np.concatenate([deployment.inputs(batch)[0].numpy().astype(np.float32)
                                  for batch in task.val_batches(Subset(train, indices), data, 0, 1)])
     batches = [images[i: i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)]
-    record = CalibrationSet(info.dataset, info.data_dir, request.images, request.seed, method, scheme.describe(), indices)
+    record = CalibrationSet(info.dataset, info.data_dir, wanted, request.seed, method, scheme.describe(), indices)
     return record, batches
