@@ -67,6 +67,10 @@ class RunInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+"""How a torch.save file begins: a zip archive (torch >= 1.6), or a pickle (the legacy format)."""
+
+
 def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """`torch.load` with `weights_only=True`: tensors and plain containers only, never code.
 
@@ -79,6 +83,10 @@ def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> 
     try:
         return torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError for code, RuntimeError/EOFError for torn or foreign files
+        with file.open("rb") as head:
+            if not head.read(4).startswith(TORCH_FILE_STARTS):  # a JSON, CSV or image file: torch's text is noise
+                raise UserError(f"'{file}' is not a torch checkpoint (torch.load cannot read it)",
+                                "pass a .pt/.pth file saved with torch.save") from None
         reason = brief(exc)
         raise UserError(f"'{file}' is corrupt or not a weights-only torch file, so it cannot be read "
                         f"({type(exc).__name__}: {reason})",

@@ -204,3 +204,19 @@ def test_a_non_finite_number_in_run_json_is_corrupt(tmp_path, budget):
                                        f'"budget_ms": {budget}}}')
     with pytest.raises(UserError, match=rf"run.json' is corrupt \(budget_ms is {budget.lower()[:3]}"):
         RunFolder(tmp_path).read_info()
+
+
+def test_a_file_that_is_no_torch_file_is_not_a_checkpoint(tmp_path):
+    """A LUT's .json passed as a checkpoint quoted torch's long "Weights only load failed. In PyTorch 2.6" text."""
+    from iee_deploy.runs import load_weights
+
+    for name, content in (("lut.json", b'{"model": "resnet20"}'), ("empty.pt", b"")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UserError, match=rf"'.*{name}' is not a torch checkpoint \(torch.load cannot read it\); pass a "
+                                            r"\.pt/\.pth file saved with torch.save$"):
+            load_weights(tmp_path / name)
+    torn = tmp_path / "torn.pt"
+    torch.save({"w": torch.zeros(64)}, torn)
+    torn.write_bytes(torn.read_bytes()[:200])  # a damaged checkpoint is still called corrupt
+    with pytest.raises(UserError, match="is corrupt or not a weights-only torch file"):
+        load_weights(torn)
