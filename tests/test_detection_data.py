@@ -55,6 +55,19 @@ def test_voc_folder_loads_with_torchvisions_reader(tmp_path):
     assert bundle.val[0][1]["boxes"].shape == (0, 4)  # an image without objects
 
 
+def test_detection_images_are_read_as_imagefolder_reads_them(tmp_path):
+    import numpy as np
+
+    base = voc_folder(tmp_path, GOOD_VOC)
+    # a 16-bit image (Pillow reads by content, whatever the name): a plain convert("RGB") clipped it to white
+    Image.fromarray(np.full((H, W), 0x8000, dtype=np.uint16)).save(base / "JPEGImages" / "000001.jpg", format="PNG")
+    (base / "JPEGImages" / "000002.jpg").write_bytes(b"broken")
+    bundle = detection_datasets("voc", tmp_path, 64)
+    assert float(bundle.train[0][0][0, 4, 4]) == pytest.approx(128 / 255, abs=0.01)
+    with pytest.raises(UserError, match="cannot read the image '.*000002.jpg'"):
+        bundle.train[1]
+
+
 @pytest.mark.parametrize(("text", "problem"), [
     ("<annotation><size><width>32", "is not valid XML"),
     (voc_xml([("dog", (1, 1, 40, 12))]), "lies outside the 32 x 24 image"),

@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from iee_deploy.data import DataBundle, sample_indices
+from iee_deploy.data.sources import read_rgb
 from iee_deploy.errors import UserError
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -66,12 +67,10 @@ class ImageBoxes(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        from PIL import Image
         from torchvision.transforms.functional import pil_to_tensor
 
         item = self.items[index]
-        with Image.open(item.path) as image:
-            pixels = pil_to_tensor(image.convert("RGB")).float().div(255)
+        pixels = pil_to_tensor(read_rgb(str(item.path))).float().div(255)  # as imagefolder: 16-bit keeps its top 8 bits
         return pixels, {"boxes": item.boxes.clone(), "labels": item.labels.clone()}
 
 
