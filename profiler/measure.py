@@ -185,7 +185,7 @@ def check_out(out: Path, resume: bool) -> None:
 
 
 _RECORDS = {"engine.json": "an engine's", "run.json": "a training run's", "report.json": "a report's"}
-"""Files of the tool's other commands that a LUT's metadata path can fall on (`--out eng/engine.csv`)."""
+"""Files of the tool's other commands that a LUT's metadata path can fall on (`out` eng/engine.csv)."""
 
 
 def _refuse_existing(out: Path) -> None:

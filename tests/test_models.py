@@ -57,7 +57,7 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     with pytest.raises(UserError, match="does not match the model"):
         build_model("resnet56", 10, checkpoint=tmp_path / "ck.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="cannot be read"):
+    with pytest.raises(UserError, match="is not a torch checkpoint"):
         load_checkpoint(model, tmp_path / "bad.pt")
     with pytest.raises(UserError, match="does not exist"):
         load_checkpoint(model, tmp_path / "missing.pt")

@@ -259,7 +259,7 @@ class ClassFolder(ImageFolder):
       would label that class's images twice, once wrongly: refused in one line naming both. So is one that leads into
       the other split's folder of its own class (the run would be scored on images it trains on). A whole class folder
       that is a link to a folder elsewhere is fine.
-    - A class folder holding a run, an engine or a report (`TOOL_RECORDS`: `train --out` or `report --out` into it)
+    - A class folder holding a run, an engine or a report (`TOOL_RECORDS`: a run or report written into it)
       would read their plots as images of that class: refused.
     - Fewer than two classes cannot train a classifier: refused.
     """
