@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_user_error, run_cli
 from test_graph import random_keep, randomise_bn, rel_err
+from test_graph_zoo_patterns import prunes_exactly
 from torch import nn
 
 from iee_deploy.errors import UserError
@@ -369,3 +370,35 @@ def test_tuple_unpacking_is_traced_by_fx():
     keep = {"a": [0, 2, 3]}
     pruned = prune_model(Unpacks().eval(), g, keep)
     assert pruned.a.out_channels == 6 and pruned.b.in_channels == 3
+
+
+class BranchesOnSizes(nn.Module):
+    """Control flow on traced sizes (TF-style 'same' padding, a check of the channel count, an int() of a size)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, stride=2), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != 3:
+            raise ValueError("expected 3 channels")
+        if x.shape[-1] % 2:
+            x = F.pad(x, (0, 1, 0, 1))
+        y = self.a(x)
+        half = int(y.shape[2] / 2)
+        return self.b(y[:, :, :half])
+
+
+class BranchesOnData(BranchesOnSizes):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return self.b(y if y.mean() > 0 else -y)
+
+
+def test_control_flow_on_sizes_stays_on_fx_and_on_data_falls_back_to_eager():
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(0))
+    g = build_dependency_graph(BranchesOnSizes(), x[:1])
+    assert g.tracer == "fx" and [grp.id for grp in g.prunable_groups] == ["a"]
+    assert g.layers["b"].in_hw == (2, 4)  # the branch and the int() this input takes
+    assert prunes_exactly(BranchesOnSizes(), x) == 1
+    assert build_dependency_graph(BranchesOnData(), x[:1]).tracer == "eager"

@@ -23,6 +23,7 @@ import contextlib
 import dis
 import gc
 import inspect
+import itertools
 import math
 import operator
 from collections.abc import Callable, Iterator
@@ -66,11 +67,13 @@ class _Tracer(fx.Tracer):
         self.tensor_names: dict[int, str] | None = None  # id(parameter) -> its path, on first use
         self.buffer_names: dict[int, str] | None = None  # id(buffer) -> its path, on first use
         self.unpacks: dict[CodeType, dict[int, int]] = {}  # code -> {offset: n} of its UNPACK_SEQUENCE n
+        self.values: _FxValues | None = None  # the values of the nodes traced so far, when asked for (`concrete`)
+        self.evaluating = False  # computing those values: module calls and attributes are the real ones then
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
         """fx's rule: one proxy per path for the model's parameters, anything else as is (buffers too:
         fx's `proxy_buffer_attributes` is off, they become get_attr nodes when passed to an op)."""
-        if not isinstance(attr_val, nn.Parameter):
+        if self.evaluating or not isinstance(attr_val, nn.Parameter):
             return attr_val
         if self.tensor_names is None:
             assert isinstance(self.root, nn.Module)
@@ -84,6 +87,8 @@ class _Tracer(fx.Tracer):
 
     def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
+        if self.evaluating:
+            return forward(*args, **kwargs)
         if type(m) in PASS_THROUGH and len(args) == 1 and not kwargs:
             return args[0]
         path = self.path_of_module(m)
@@ -117,6 +122,19 @@ class _Tracer(fx.Tracer):
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return _Proxy(node, self)
 
+    def concrete(self, proxy: fx.Proxy) -> bool | int | float:
+        """The value of a traced size, comparison or other number the model's code branches on or converts
+        (``if x.shape[-1] % 2``, ``int(h / 2)``), from the example input's shapes: the trace then follows the
+        branch this input takes, as a forward pass would. A value computed from tensor data cannot be known
+        from shapes: fx's refusal then stands (and the eager tracer takes over)."""
+        value = self.values.value(proxy.node) if self.values is not None else None
+        if isinstance(value, (bool, int, float)):
+            return value
+        raise fx.proxy.TraceError("symbolically traced variables cannot be used as inputs to control flow")
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        return bool(self.concrete(obj))
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return is_declared_leaf(m) or super().is_leaf_module(m, module_qualified_name)
 
@@ -148,6 +166,14 @@ class _Proxy(fx.Proxy):
         if count is not None:
             return (self[i] for i in range(count))  # type: ignore[index]  # Proxy.__getitem__ is made at import
         return tracer.iter(self)
+
+    def __int__(self) -> int:
+        assert isinstance(self.tracer, _Tracer)
+        return int(self.tracer.concrete(self))
+
+    def __index__(self) -> int:
+        value = self.__int__()
+        return value
 
 
 _WHERE = "iee_deploy_where"
@@ -442,67 +468,96 @@ def _map_nodes(arg: Any, fn: Callable[[fx.Node], Any]) -> Any:
     return arg
 
 
-def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
-    graph = _Tracer().trace(model)
-    trace = Trace(tracer="fx")
-    index: dict[fx.Node, int] = {}
-    placeholders = 0
-    data: set[fx.Node] = set()  # tensors computed from an input; an unknown op on none of them makes a constant
+class _FxValues:
+    """Turns the nodes of the fx graph being traced into `Trace` nodes with their meta values, in graph order:
+    all of them once the trace is done, or, while it runs, those up to a value the model's own code asks for
+    (`_Tracer.concrete`)."""
 
-    def value_of(arg: Any) -> Any:
-        return _map_nodes(arg, lambda n: trace.nodes[index[n]].value)
+    def __init__(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], tracer: _Tracer) -> None:
+        self.model, self.inputs, self.tracer = model, inputs, tracer
+        self.trace = Trace(tracer="fx")
+        self.index: dict[fx.Node, int] = {}
+        self.placeholders = 0
+        self.data: set[fx.Node] = set()  # tensors computed from an input; an unknown op on none of them: a constant
+        self.modules = dict(model.named_modules())  # fx names each module by its first path here (path_of_module)
 
-    def refs(arg: Any) -> Any:
-        return _map_nodes(arg, lambda n: Ref(index[n]))
+    def value(self, node: fx.Node) -> Any:
+        """The meta value of `node` (every node before it converted first), computed while fx is tracing: with
+        its patches of nn.Module's calls and attributes switched off meanwhile (`_Tracer.evaluating`)."""
+        evaluating, self.tracer.evaluating = self.tracer.evaluating, True
+        try:
+            self.extend(node)
+        finally:
+            self.tracer.evaluating = evaluating
+        return self.trace.nodes[self.index[node]].value
 
-    modules = dict(model.named_modules())  # fx names each module by its first path here (path_of_module)
-    for n in graph.nodes:
-        path, mtype = n.meta.get(_WHERE, ("", type(model)))
+    def extend(self, until: fx.Node | None = None) -> None:
+        """Convert the graph's nodes not converted yet, up to `until` (None: all)."""
+        for n in itertools.islice(self.tracer.graph.nodes, len(self.index), None):
+            self._add(n)
+            if n is until:
+                return
+
+    def _value_of(self, arg: Any) -> Any:
+        return _map_nodes(arg, lambda n: self.trace.nodes[self.index[n]].value)
+
+    def _refs(self, arg: Any) -> Any:
+        return _map_nodes(arg, lambda n: Ref(self.index[n]))
+
+    def _add(self, n: fx.Node) -> None:
+        path, mtype = n.meta.get(_WHERE, ("", type(self.model)))
         where = f"'{path or '<model>'}' ({getattr(mtype, '__name__', mtype)})"
-        args, kwargs = refs(n.args), refs(n.kwargs)
-        reads_data = n.op == "placeholder" or any(a in data for a in n.all_input_nodes)
+        args, kwargs = self._refs(n.args), self._refs(n.kwargs)
+        reads_data = n.op == "placeholder" or any(a in self.data for a in n.all_input_nodes)
         if n.op == "placeholder":
-            if placeholders < len(inputs):
-                value = _meta(inputs[placeholders])
+            if self.placeholders < len(self.inputs):
+                value = _meta(self.inputs[self.placeholders])
             elif n.args:
                 value = n.args[0]
             else:
-                raise UserError(f"the model's forward takes input '{n.name}' but only {len(inputs)} example "
+                raise UserError(f"the model's forward takes input '{n.name}' but only {len(self.inputs)} example "
                                 "input(s) were given", "pass one example tensor per forward argument")
             node = Node(n.name, "input", "input", None, (), {}, where, value)
-            placeholders += 1
+            self.placeholders += 1
         elif n.op == "get_attr":
-            attr: Any = model
+            attr: Any = self.model
             for part in str(n.target).split("."):
                 attr = getattr(attr, part)
             node = Node(n.name, "attr", "attr", None, (), {}, where, _meta(attr), target=str(n.target))
         elif n.op == "call_module":
-            module = modules[str(n.target)]
+            module = self.modules[str(n.target)]
             module_where = _where(str(n.target), module)
             category = classify_module(module, module_where)
             node = Node(n.name, "module", type(module).__name__, category, args, kwargs, module_where,
-                        _module_value(module, category, value_of(n.args), value_of(n.kwargs)),
+                        _module_value(module, category, self._value_of(n.args), self._value_of(n.kwargs)),
                         module=module, target=str(n.target))
         elif n.op == "call_function":
             op, category = classify_function(n.target, where, constant=not reads_data)
             fn = n.target
             assert callable(fn)
             node = Node(n.name, "call", op, category, args, kwargs, where,
-                        _call_value(category, fn, value_of(n.args), value_of(n.kwargs)), fn=fn)
+                        _call_value(category, fn, self._value_of(n.args), self._value_of(n.kwargs)), fn=fn)
         elif n.op == "call_method":
             name = str(n.target)
             op, category = classify_method(name, where, constant=not reads_data)
             fn = getattr(torch.Tensor, name)
             node = Node(n.name, "call", op, category, args, kwargs, where,
-                        _call_value(category, fn, value_of(n.args), value_of(n.kwargs)), fn=fn)
+                        _call_value(category, fn, self._value_of(n.args), self._value_of(n.kwargs)), fn=fn)
         else:  # output
-            node = Node(n.name, "output", "output", None, args, {}, where, value_of(n.args[0]))
-        index[n] = len(trace.nodes)
-        trace.nodes.append(node)
+            node = Node(n.name, "output", "output", None, args, {}, where, self._value_of(n.args[0]))
+        self.index[n] = len(self.trace.nodes)
+        self.trace.nodes.append(node)
         if reads_data and _holds_tensor(node.value) and makes_data(
-                node.op, node.category, n.op == "placeholder" or bool(n.args) and n.args[0] in data):
-            data.add(n)
-    return trace
+                node.op, node.category, n.op == "placeholder" or bool(n.args) and n.args[0] in self.data):
+            self.data.add(n)
+
+
+def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
+    tracer = _Tracer()
+    tracer.values = _FxValues(model, inputs, tracer)
+    tracer.trace(model)
+    tracer.values.extend()
+    return tracer.values.trace
 
 
 # ------------------------------------------------------------------------------------------ eager
