@@ -509,6 +509,8 @@ def test_a_noisy_lut_names_profiles_flags_in_the_cli():
 def test_minimum_resolution_is_the_total_stride():
     assert minimum_resolution("resnet20", 32) == 4  # two stride-2 stages
     assert minimum_resolution("mobilenet_v1", 224) == 32
+    # squeeze-excitation's convs run on a pooled 1x1 vector: they say nothing of the stride (it was 128 here)
+    assert minimum_resolution("mobilenet_v3_small", 96) == 32
 
 
 def test_check_writable(tmp_path):

@@ -100,7 +100,8 @@ def minimum_resolution(model: str, resolution: int) -> int:
     """The smallest input (px) at which zoo model `model`'s last feature map still sees the whole downsampling.
 
     This is the model's total stride: the probe resolution divided by the smallest spatial size of any
-    Conv2d output at that resolution. Below it, stride-2 layers run on 1x1 maps and the network sees
+    Conv2d output at that resolution, among the convs that run on a feature map (not on a pooled 1x1 vector, as
+    squeeze-excitation's do). Below it, stride-2 layers run on 1x1 maps and the network sees
     padding rather than the image. The probe uses 64 px (inputs <= 64 px) or 128 px, which builds the same
     layers for the zoo's models (their stem depends only on whether the input is <= 64 px), capped at
     128 px (no zoo model downsamples by more than 32).
@@ -113,8 +114,11 @@ def minimum_resolution(model: str, resolution: int) -> int:
     probe = 64 if resolution <= 64 else 128
     net = build_model(model, 10, probe).eval()
     sizes: list[int] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(min(out.shape[-2:])))
-             for m in net.modules() if isinstance(m, nn.Conv2d)]
+    def record(_m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        if min(inputs[0].shape[-2:]) > 1:  # a conv on a pooled vector (squeeze-excitation) says nothing of the stride
+            sizes.append(min(out.shape[-2:]))
+
+    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, nn.Conv2d)]
     try:
         with torch.no_grad():
             net(torch.zeros(1, 3, probe, probe))
