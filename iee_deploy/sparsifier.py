@@ -94,6 +94,10 @@ def check_arguments(model: Any, optimizer: Any, total_steps: Any, config: Sparsi
     if config is not None and fields:
         raise UserError("pass either `config` or SparsityConfig fields as keywords, not both",
                         f"drop {', '.join(sorted(fields))} or `config`", fields=("config",))
+    if config is not None and not isinstance(config, SparsityConfig):
+        raise UserError(f"`config` must be a SparsityConfig, got {type(config).__name__} {config!r}"[:200],
+                        "pass SparsityConfig(method=..., ...), or its fields as keywords (method='iee', ...)",
+                        fields=("config",))
     if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
         raise UserError(f"`model` must be a torch.nn.Module with parameters, got {type(model).__name__}",
                         "pass the network you train", fields=("model",))

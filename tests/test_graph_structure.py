@@ -402,3 +402,22 @@ def test_control_flow_on_sizes_stays_on_fx_and_on_data_falls_back_to_eager():
     assert g.layers["b"].in_hw == (2, 4)  # the branch and the int() this input takes
     assert prunes_exactly(BranchesOnSizes(), x) == 1
     assert build_dependency_graph(BranchesOnData(), x[:1]).tracer == "eager"
+
+
+def test_prune_model_names_a_wrong_keep_graph_or_model_in_one_line():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    g = build_dependency_graph(model, torch.zeros(1, 3, 8, 8))
+    for keep, match in (([0, 1], "`keep` must map group ids"), (None, "`keep` must map group ids"),
+                        ({"0": "all"}, "whole unit indices"), ({"0": [0.5]}, "whole unit indices"),
+                        ({"0": torch.tensor([True, False, True, False])}, "a boolean mask")):
+        with pytest.raises(UserError, match=match):
+            prune_model(model, g, keep)
+    with pytest.raises(UserError, match="`g` must be the model's DependencyGraph"):
+        prune_model(model, None, {})
+    with pytest.raises(UserError, match="`model` must be a torch.nn.Module"):
+        prune_model("GN", g, {})
+    other = nn.Sequential(nn.Conv2d(3, 4, 3))
+    for fn in (prune_model, mask_model):
+        with pytest.raises(UserError, match="does not match `model`: it has no layer '2'"):
+            fn(other, g, {"0": [0, 1]})
+    assert prune_model(model, g, {"0": np.array([0, 2])})[0].out_channels == 2  # numpy indices are fine

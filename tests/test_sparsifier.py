@@ -135,9 +135,10 @@ def test_misuse_is_named(one_thread):
     ({"method": "rigl", "delta_t": "5"}, "delta_t", "not a positive whole number of steps"),
     ({"method": "iee", "hjq": "1,1,1"}, "hjq", r"as a tuple, e.g. \(150, 150, 150\)"),  # the CLI's spelling
     ({"model": "meta"}, "model", "meta device"),
+    ({"config": "iee"}, "config", "must be a SparsityConfig"),  # the method's name where the config goes
 ], ids=["model-a-name", "model-no-params", "optimizer-a-name", "optimizer-of-another-model", "steps-zero",
         "steps-fraction", "resolution-negative", "sparsity-above-one", "unknown-keyword", "delta-t-a-string", "hjq-a-string",
-        "model-on-the-meta-device"])
+        "model-on-the-meta-device", "config-a-string"])
 def test_every_bad_argument_is_a_user_error_naming_it(change, field, fragment):
     model = build_model("resnet20", 10, 8)
     args = {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1), "total_steps": 10,
@@ -148,6 +149,8 @@ def test_every_bad_argument_is_a_user_error_naming_it(change, field, fragment):
         change = {"model": meta, "optimizer": torch.optim.SGD(meta.parameters(), lr=0.1)}
     if change.get("optimizer") == "other":
         change = {"optimizer": torch.optim.SGD(build_model("resnet20", 10, 8).parameters(), lr=0.1)}
+    if "config" in change:  # given instead of the fields
+        del args["method"], args["sparsity"]
     args.update(change)
     with pytest.raises(UserError, match=fragment) as info:
         Sparsifier(args.pop("model"), args.pop("optimizer"), args.pop("total_steps"), **args)

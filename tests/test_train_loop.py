@@ -154,7 +154,7 @@ def test_train_user_errors(tmp_path):
     assert_user_error(run_cli("train", "--latency-ms", "5"), "needs a latency lookup table (--lut)")
     runner = CliRunner()
     for args, fragment in [
-        (["--method", "halp"], "need a latency budget"),
+        (["--method", "halp"], "needs a latency budget"),
         (["--out", str(tmp_path), "--resume"], "nothing to resume"),
         (["--nm", "2:4", "--distribution", "global"], "cannot be combined with --distribution global"),
         (["--nm", "2:4", "--sparsity", "0.9"], "contradicts --nm"),

@@ -130,7 +130,8 @@ def train(ctx: click.Context, task: str, model_name: str, num_classes: int | Non
         raise UserError("--sparsity and --nm set unstructured sparsity, but a latency budget prunes channels",
                         "pass either --latency-ms / --latency-ratio (structured) or --sparsity / --nm")
     if not structured and (target is not None or lut is not None or method == "halp"):
-        raise UserError(f"{'--method halp' if method == 'halp' else '--target and --lut'} need a latency budget",
+        what = "--method halp needs" if method == "halp" else "--target and --lut need"
+        raise UserError(f"{what} a latency budget",
                         "pass --latency-ms or --latency-ratio (with --lut), or train unstructured with --sparsity")
     if nm is not None and sparsity is None:
         sparsity = 1 - parse_nm(nm).density

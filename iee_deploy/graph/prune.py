@@ -24,10 +24,21 @@ Keep = Mapping[str, Sequence[int] | torch.Tensor | np.ndarray]
 
 def unit_masks(g: DependencyGraph, keep: Keep) -> dict[str, np.ndarray]:
     """Validated boolean masks (True = kept) for the groups that lose units."""
+    if not isinstance(g, DependencyGraph):
+        raise UserError(f"`g` must be the model's DependencyGraph, got {type(g).__name__}",
+                        "pass build_dependency_graph(model, example_input)", fields=("g",))
+    if not isinstance(keep, Mapping):
+        raise UserError(f"`keep` must map group ids to the unit indices to keep, got {type(keep).__name__}",
+                        "pass e.g. {group.id: [0, 2, 5]} (groups left out keep every unit)", fields=("keep",))
     masks: dict[str, np.ndarray] = {}
     for gid, idx in keep.items():
         group = g.group(gid)
-        kept = np.asarray(idx.detach().cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64).ravel()
+        values = np.asarray(idx.detach().cpu() if isinstance(idx, torch.Tensor) else idx)
+        if values.dtype == bool or not (values.size == 0 or np.issubdtype(values.dtype, np.integer)):
+            raise UserError(f"keep for group '{gid}' must hold whole unit indices, got "
+                            f"{'a boolean mask' if values.dtype == bool else f'{values.dtype} values'}",
+                            "pass the indices of the units to keep (a mask m: m.nonzero())", fields=("keep",))
+        kept = values.astype(np.int64).ravel()
         if kept.size and (kept.min() < 0 or kept.max() >= group.size):
             raise UserError(f"keep indices for group '{gid}' must lie in 0..{group.size - 1}",
                             "pass unit indices of that group")
@@ -57,6 +68,20 @@ def removed_channels(g: DependencyGraph, masks: Mapping[str, np.ndarray]) -> dic
             for ref in refs:
                 removed.setdefault((ref.name, role), []).append(ref.index[~mask].ravel())
     return {key: np.unique(np.concatenate(parts)) for key, parts in removed.items()}
+
+
+def _removed_in(model: nn.Module, g: DependencyGraph, keep: Keep) -> dict[tuple[str, str], np.ndarray]:
+    """`removed_channels` for `keep`, once `model` is checked to be a module holding every layer they name."""
+    if not isinstance(model, nn.Module):
+        raise UserError(f"`model` must be a torch.nn.Module, got {type(model).__name__}", "pass the model itself",
+                        fields=("model",))
+    removed = removed_channels(g, unit_masks(g, keep))
+    missing = sorted({name for name, _ in removed} - dict(model.named_modules()).keys())
+    if missing:
+        raise UserError(f"the graph does not match `model`: it has no layer '{missing[0]}'",
+                        "build the graph from this model (build_dependency_graph(model, example_input))",
+                        fields=("g",))
+    return removed
 
 
 def _kept(full: int, drop: np.ndarray | None) -> torch.Tensor:
@@ -90,7 +115,7 @@ def prune_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
     attention module that loses heads or head dims becomes its pruned subclass, with `num_heads` and
     `head_dim` updated (see attention.py).
     """
-    removed = removed_channels(g, unit_masks(g, keep))
+    removed = _removed_in(model, g, keep)
     pruned = copy.deepcopy(model)
     attention = {name: (pruned.get_submodule(name), drop) for (name, role), drop in removed.items() if role == "attn"}
     layouts = {name: attention_layout(module) for name, (module, _) in attention.items()}  # before slicing
@@ -149,7 +174,7 @@ def mask_model(model: nn.Module, g: DependencyGraph, keep: Keep) -> nn.Module:
     With gamma = beta = 0 a BN outputs exactly 0 for the channel, and zeroed input columns make every
     consumer ignore it, so the masked model computes what the pruned one does.
     """
-    removed = removed_channels(g, unit_masks(g, keep))
+    removed = _removed_in(model, g, keep)
     for (name, role), drop in removed.items():
         if role == "attn":  # an attention module's heads are zeroed through its projections
             continue
