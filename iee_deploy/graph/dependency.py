@@ -350,12 +350,11 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling, attention_unit
     # Layer facts and the matrices behind layer_channels / param_count.
     found: dict[str, tuple[nn.Module, str, tuple[int, ...], tuple[int, ...]]] = {}  # target -> module, kind, shapes
     for node in trace.nodes:
-        per_channel = node.category in ("conv", "linear", "bn") or (node.target, "bn") in coupling.members
-        if node.kind == "module" and per_channel and node.target not in found:  # a GroupNorm's groups: "bn"
+        category = "bn" if (node.target, "bn") in coupling.members else str(node.category)  # GroupNorm's groups too
+        if node.kind == "module" and category in ("conv", "linear", "bn") and node.target not in found:
             assert node.module is not None
             arg = node.args[0]
             in_shape = tuple(trace.nodes[arg.index].value.shape) if isinstance(arg, Ref) else ()
-            category = "bn" if (node.target, "bn") in coupling.members else str(node.category)
             found[node.target] = (node.module, category, in_shape, tuple(node.value.shape))
     for target, (module, in_shape, out_shape) in coupling.inner_layers.items():
         found.setdefault(target, (module, "linear", in_shape, out_shape))

@@ -220,8 +220,7 @@ def is_norm_act(module: nn.Module) -> bool:
     for child in module.children():
         if next(child.parameters(), None) is not None or next(child.buffers(), None) is not None:
             return False
-        if next((cls for cls in type(child).__mro__ if cls in _MODULES), None) is None or classify_module(
-                child, "") != "pointwise":
+        if _category(child) != "pointwise":
             return False
     return True
 
@@ -253,12 +252,17 @@ def describe(fn: Any) -> str:
     return f"{module}.{name}" if module else name
 
 
+def _category(module: nn.Module) -> Category | None:
+    """The category of the nearest class of `module` the tables know (None: none of them)."""
+    return next((_MODULES[cls] for cls in type(module).__mro__ if cls in _MODULES), None)
+
+
 def classify_module(module: nn.Module, where: str) -> Category:
     """Category of a leaf module, or a UserError naming its type and path."""
-    for cls in type(module).__mro__:
-        if cls in _MODULES:
-            return _MODULES[cls]
-    raise _unsupported(f"layer {type(module).__module__}.{type(module).__name__}", where)
+    category = _category(module)
+    if category is None:
+        raise _unsupported(f"layer {type(module).__module__}.{type(module).__name__}", where)
+    return category
 
 
 def classify_function(fn: Any, where: str, constant: bool = False) -> tuple[str, Category]:

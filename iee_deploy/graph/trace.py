@@ -172,8 +172,7 @@ class _Proxy(fx.Proxy):
         return int(self.tracer.concrete(self))
 
     def __index__(self) -> int:
-        value = self.__int__()
-        return value
+        return self.__int__()
 
 
 _WHERE = "iee_deploy_where"

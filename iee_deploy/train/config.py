@@ -10,11 +10,10 @@ the model's downsampling.
 from __future__ import annotations
 
 import json
-import numbers
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from iee_deploy.errors import ConfigError, check_positive
+from iee_deploy.errors import ConfigError, check_positive, is_whole
 from iee_deploy.methods import SparsityConfig
 from iee_deploy.seeding import MAX_SEED
 
@@ -60,7 +59,7 @@ class TrainConfig:
         for name in ("resolution", "num_classes", "subset", "val_subset", "batch_size", "workers", "checkpoint_every",
                      "seed"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):  # 2.5, '64'
+            if value is not None and not is_whole(value):  # 2.5, '64'
                 raise ConfigError(name, f"`{name}` {value!r} is not a whole number", "pass a whole number")
         if self.resolution is not None and self.resolution > MAX_RESOLUTION:
             raise ConfigError("resolution", f"`resolution` {self.resolution} px is above {MAX_RESOLUTION} px",
