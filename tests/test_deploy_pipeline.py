@@ -135,8 +135,11 @@ def test_validate_catches_a_pruned_model_that_differs_from_training(run, engine_
     bad_run = make_structured_run(tmp_path / "bad", keep=0.5, channels_seed=1)  # channels.json keeps other units
     bad_engine = build_engine(bad_run, tmp_path / "engine", threads=1, timing=FAST)
     assert bad_engine.spec.batch == 1
-    report = validate_engine(tmp_path / "engine", subset=50, lut_tolerance=1e-9, timing=FAST)
+    report = validate_engine(tmp_path / "engine", subset=50, timing=FAST)
     assert [c.name for c in report.failed] == ["pruned-vs-masked"]  # engine still matches its PyTorch model
+    # this run records no LUT prediction: a LUT tolerance would be a limit no check applies
+    with pytest.raises(UserError, match="`lut_tolerance` is given, but the run records no LUT-predicted latency"):
+        validate_engine(tmp_path / "engine", subset=50, lut_tolerance=0.0, timing=FAST)
 
 
 def test_fp16_engine_within_documented_tolerance(run, tmp_path):

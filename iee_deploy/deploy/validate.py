@@ -262,6 +262,24 @@ def check_budget_precision(info: RunInfo, precision: str, latency_ms: float | No
     return have
 
 
+def check_lut_comparable(info: RunInfo, precision: str, lut_precision: str | None, lut_tolerance: float | None) -> None:
+    """Refuse a `lut_tolerance` that no check would use: the run records no LUT prediction, or one of another precision.
+
+    Otherwise the latency-vs-LUT check is only informational and validation would pass a limit it never applied.
+    """
+    if lut_tolerance is None:
+        return
+    if not info.predicted_latency_ms:
+        raise UserError("`lut_tolerance` is given, but the run records no LUT-predicted latency (run.json "
+                        "`predicted_latency_ms`) to hold the engine to",
+                        "leave `lut_tolerance` out, or validate a run trained with a LUT (a latency budget)",
+                        fields=("lut_tolerance",))
+    if lut_precision not in (None, precision):
+        raise UserError(f"`lut_tolerance` is given, but the run's LUT predicts {lut_precision} latency and this engine is "
+                        f"{precision}", f"build the engine at {lut_precision} precision, or leave `lut_tolerance` out",
+                        fields=("lut_tolerance",))
+
+
 def dense_start(run_dir: str | Path, info: RunInfo) -> torch.nn.Module | None:
     """The dense model training started from (config.json's `init_checkpoint`), or None if unknown.
 
@@ -301,6 +319,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     check_engine_run(engine_dir, report)
     run_info = read_run_info(report.run_dir)
     budget_precision = check_budget_precision(run_info, report.spec.precision, latency_ms)
+    check_lut_comparable(run_info, report.spec.precision, budget_precision, lut_tolerance)
     if budget_stage == "end-to-end" and latency_ms is None and run_info.budget_ms is None:
         raise UserError("`budget_stage` end-to-end says what a latency budget holds, but none is given or recorded in "
                         "the run", "pass the budget (`latency_ms`), or leave `budget_stage` at engine",
