@@ -71,6 +71,14 @@ def test_the_network_parts_graph_prunes_the_detector_itself_and_it_still_detects
     assert len(detections) == 2 and {"boxes", "labels", "scores"} <= set(detections[0])
 
 
+@pytest.mark.parametrize("factory", ["ssdlite", "fasterrcnn_tiny"])
+def test_a_whole_detector_is_pointed_at_its_network_part(factory):
+    """Its transform works on image lists, not channels: the advice is network_of, never register_op."""
+    with pytest.raises(UserError, match="is a whole detector") as caught:
+        build_dependency_graph(getattr(detectors, factory)().eval(), images(1))
+    assert "network_of(model)" in caught.value.fix and "register_op" not in str(caught.value)
+
+
 def test_a_classifier_is_its_own_network():
     from iee_deploy.models import build_model
 

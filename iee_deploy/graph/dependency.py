@@ -412,6 +412,7 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor | tuple
     if not isinstance(model, nn.Module):
         raise UserError(f"`model` must be a torch.nn.Module, got {type(model).__name__}",
                         "pass the model itself (iee_deploy.models.build_model(name) builds a zoo model)", fields=("model",))
+    _refuse_whole_detector(model)
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
         raise UserError(f"`example_input` must be a tensor or a tuple of tensors (one per forward argument), got "
@@ -429,6 +430,19 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor | tuple
         if refused is not None:  # the model itself cannot run on this input: not a limit of the graph
             raise refused from None
         raise internal_error(f"{type(model).__name__}", exc) from None
+
+
+def _refuse_whole_detector(model: nn.Module) -> None:
+    """A UserError for a whole torchvision detector: its transform and post-processing work on image lists and boxes,
+    not channels, so the graph is of its network part (backbone and head), as the trainer and the table build it."""
+    from iee_deploy.models.detection import network_of
+
+    if network_of(model) is not model:
+        raise UserError(f"`model` {type(model).__name__} is a whole detector: its pre- and post-processing work on "
+                        "image lists and boxes, not on channels",
+                        "build the graph of its network part: "
+                        "build_dependency_graph(iee_deploy.models.detection.network_of(model), example_input)",
+                        fields=("model",))
 
 
 def _refused_input(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> UserError | None:
