@@ -348,6 +348,25 @@ def test_relabel_matches_numpy_unique_on_both_paths():
         assert nodes.tolist() == expected_nodes.tolist() and inverse.tolist() == expected_inverse.tolist()
 
 
+def test_smallest_connected_node_on_both_paths():
+    """Pairs and short chains settle by label propagation; a chain longer than its rounds goes to scipy."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from iee_deploy.graph.channels import _smallest_connected
+
+    u, v = np.array([5, 1, 6, 2]), np.array([3, 4, 2, 7])  # components {3, 5}, {1, 4}, {2, 6, 7}, {0}
+    assert _smallest_connected(u, v, 8).tolist() == [0, 1, 2, 3, 1, 3, 2, 2]
+    chain = np.arange(40)[::-1]  # 39-38-...-0, far longer than two rounds of pointer jumping settle
+    assert _smallest_connected(chain[1:], chain[:-1], 41, rounds=2).tolist() == [0] * 40 + [40]
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 300, 200), rng.integers(0, 300, 200)
+    _, component = connected_components(coo_matrix((np.ones(200), (a, b)), shape=(300, 300)), directed=False)
+    expected = [min(np.flatnonzero(component == c)) for c in component]
+    assert _smallest_connected(a, b, 300).tolist() == expected
+    assert _smallest_connected(a, b, 300, rounds=1).tolist() == expected
+
+
 class Unpacks(nn.Module):
     """Tuple unpacking of traced values, twice in one forward (the tracer reads the bytecode once)."""
 
@@ -402,6 +421,58 @@ def test_control_flow_on_sizes_stays_on_fx_and_on_data_falls_back_to_eager():
     assert g.layers["b"].in_hw == (2, 4)  # the branch and the int() this input takes
     assert prunes_exactly(BranchesOnSizes(), x) == 1
     assert build_dependency_graph(BranchesOnData(), x[:1]).tracer == "eager"
+
+
+class BranchesOnWidths(nn.Module):
+    """Branches on channel counts: a pruned model would take the other branch, so those widths stay whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.c, self.e = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 6, 1), nn.Conv2d(3, 4, 1)
+        self.b, self.d, self.f = nn.Conv2d(8, 4, 1), nn.Conv2d(6, 4, 1), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, z, w = self.a(x), self.c(x), self.e(x)
+        if y.shape[1] == 8:  # read as shape[k]
+            y = y * 2
+        if z.size(1) // 2 > 1:  # computed from size(k)
+            z = -z
+        height, _ = w.shape[-2:]
+        if height % 2 or w.size()[-1] % 2:  # spatial sizes (TF 'same' padding reads them so): no channel is pinned
+            w = w + 1
+        return (self.b(y) + self.d(z)).mean((2, 3)) + self.f(w).mean((2, 3))
+
+
+def test_a_branch_on_a_width_pins_it():
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(0))
+    g = build_dependency_graph(BranchesOnWidths(), x[:1])
+    assert g.tracer == "fx" and [grp.id for grp in g.prunable_groups] == ["e"]
+    assert prunes_exactly(BranchesOnWidths(), x) == 1
+
+
+class CachesByDevice(nn.Module):
+    """LeViT's eval-mode attention-bias cache, keyed by the input's device (a proxy while fx traces)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+        self.bias = nn.Parameter(torch.randn(8, 1, 1))
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = str(x.device)
+        if key not in self.cache:
+            self.cache[key] = self.bias * 2
+        return self.head(self.conv(x) + self.cache[key])
+
+
+def test_a_trace_leaves_no_traced_value_in_the_model():
+    model, x = CachesByDevice().eval(), torch.randn(1, 3, 4, 4)
+    for _ in range(2):  # the second build used to read the first trace's cached proxy and fall back to eager
+        assert build_dependency_graph(model, x).tracer == "fx"
+        assert model.cache == {}
+    model(x)
+    assert list(model.cache) == ["cpu"] and not model.cache["cpu"].is_meta
 
 
 def test_prune_model_names_a_wrong_keep_graph_or_model_in_one_line():

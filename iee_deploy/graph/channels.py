@@ -23,6 +23,7 @@ Pruning must also leave the model's own code valid on the smaller tensors, so so
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ from torch.utils._pytree import tree_map
 
 from iee_deploy.errors import UserError
 from iee_deploy.graph.attention import AttentionUnits, attention_layout
-from iee_deploy.graph.trace import Node, Ref, Trace
+from iee_deploy.graph.trace import Node, Ref, Trace, ref_indices
 
 ID = np.int32
 """Channel id dtype: small copies are what movement ops on id tensors cost."""
@@ -155,15 +156,35 @@ class _Units:
             if differ.any():  # merge the touched units: connected components over their representatives
                 nodes, inverse = _relabel(np.concatenate([ca[differ], cb[differ]]), self.n)
                 half = int(differ.sum())
-                graph = coo_matrix((np.ones(half, dtype=np.int8), (inverse[:half], inverse[half:])),
-                                   shape=(nodes.size, nodes.size))
-                count, label = connected_components(graph, directed=False)
-                rep = np.full(count, self.n, dtype=ID)
-                np.minimum.at(rep, label, nodes)
                 remap = np.arange(self.n, dtype=ID)
-                remap[nodes] = rep[label]
+                remap[nodes] = nodes[_smallest_connected(inverse[:half], inverse[half:], nodes.size)]
                 self._canon = remap[self._canon]
         return self._canon
+
+
+def _smallest_connected(u: np.ndarray, v: np.ndarray, size: int, rounds: int = 8) -> np.ndarray:
+    """Per node 0..size-1 of the undirected edges (u[i], v[i]): the smallest node connected to it.
+
+    Min-label propagation with pointer jumping: a handful of vector passes where the edges pair units
+    up or form short chains, as a layer's channels coupled to its BN's and its consumers' do. Where it
+    has not settled after `rounds` passes (long chains), scipy's connected components finish the job:
+    its fixed cost (sparse-matrix construction and checks) was most of a small model's coupling analysis.
+    """
+    label = np.arange(size)
+    for _ in range(rounds):
+        low = np.minimum(label[u], label[v])
+        new = label.copy()
+        np.minimum.at(new, u, low)
+        np.minimum.at(new, v, low)
+        new = new[new]
+        if np.array_equal(new, label):
+            return label  # every edge joins equal labels, each the smallest node of its component
+        label = new
+    graph = coo_matrix((np.ones(u.size, dtype=np.int8), (u, v)), shape=(size, size))
+    count, component = connected_components(graph, directed=False)
+    smallest = np.full(count, size, dtype=np.int64)
+    np.minimum.at(smallest, component, np.arange(size))
+    return smallest[component]
 
 
 @dataclass
@@ -232,6 +253,7 @@ class ChannelAnalysis:
 
     def __init__(self, trace: Trace, attention_units: AttentionUnits = "heads") -> None:
         self.nodes = trace.nodes
+        self.branched = trace.branched
         self.units = _Units()
         self.ids: list[Any] = []
         self.members: dict[tuple[str, str], np.ndarray] = {}
@@ -419,6 +441,8 @@ class ChannelAnalysis:
                 raise
             except Exception as exc:  # a case the analysis does not handle: one line, never a traceback
                 raise internal_error(f"{node.op} in module {node.where}", exc) from None
+        for index in self.branched:
+            self._pin_read_sizes(index)
         units = self.units
         canon = units.canon()
         fixed = np.zeros(units.n, dtype=bool)
@@ -427,6 +451,46 @@ class ChannelAnalysis:
             fixed = np.isin(canon, fixed_units)
         inputs = np.concatenate(self.input_ids) if self.input_ids else np.zeros(0, dtype=ID)
         return Coupling(self.members, canon, fixed, inputs, self.inner_layers, self.attention)
+
+    def _pin_read_sizes(self, index: int) -> None:
+        """Pin every tensor dim whose size the value of node `index` is computed from (through size arithmetic):
+        the model's code branched on that value or made it a plain number, which a pruned width would change.
+        A spatial or token dim holds one unit, so pinning it is a no-op; a channel dim's units stay whole."""
+        todo, seen = [index], set()
+        while todo:
+            i = todo.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            node = self.nodes[i]
+            read = self._sizes_read(i)
+            if read is not None:
+                ids, dims = read
+                for dim in dims:
+                    self._fix_along(ids, dim)
+            elif not isinstance(node.value, torch.Tensor):  # size arithmetic: follow it to the sizes it reads
+                todo += ref_indices((node.args, node.kwargs))
+
+    def _sizes_read(self, index: int) -> tuple[Ids, Sequence[int]] | None:
+        """(ids of a traced tensor, the dims whose sizes node `index` reads) when it reads sizes of it directly:
+        x.size(k) and x.shape[k] (`_size_source`), x.shape[a:b] and x.size()[a:b] (those dims), or x.shape, x.size()
+        and x.numel() (every dim)."""
+        source = self._size_source(Ref(index))
+        if source is not None:
+            return source[0], [source[1]]
+        node = self.nodes[index]
+        if not (node.args and isinstance(node.args[0], Ref)):
+            return None
+        if node.op == "getitem":  # a slice of a whole shape
+            whole = self._sizes_read(node.args[0].index)
+            picked = self._value(node.args[1]) if len(node.args) > 1 else None
+            if whole is None or not isinstance(whole[1], range) or not isinstance(picked, slice):
+                return whole
+            return whole[0], whole[1][picked]
+        if node.op in ("size", "numel") or node.op == "getattr" and node.args[1:] == ("shape",):
+            ids = self.ids[node.args[0].index]
+            return (ids, range(len(ids.shape))) if isinstance(ids, Ids) else None
+        return None
 
     def _visit(self, node: Node) -> Any:
         value = node.value

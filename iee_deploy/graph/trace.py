@@ -23,7 +23,6 @@ import contextlib
 import dis
 import gc
 import inspect
-import itertools
 import math
 import operator
 from collections.abc import Callable, Iterator
@@ -125,10 +124,14 @@ class _Tracer(fx.Tracer):
     def concrete(self, proxy: fx.Proxy) -> bool | int | float:
         """The value of a traced size, comparison or other number the model's code branches on or converts
         (``if x.shape[-1] % 2``, ``int(h / 2)``), from the example input's shapes: the trace then follows the
-        branch this input takes, as a forward pass would. A value computed from tensor data cannot be known
-        from shapes: fx's refusal then stands (and the eager tracer takes over)."""
+        branch this input takes, as a forward pass would. The node is recorded (`Trace.branched`): a pruned
+        model would take another branch if a width it reads changed, so the analysis pins those widths. A value
+        computed from tensor data cannot be known from shapes: fx's refusal then stands (and the eager tracer
+        takes over)."""
         value = self.values.value(proxy.node) if self.values is not None else None
         if isinstance(value, (bool, int, float)):
+            assert self.values is not None
+            self.values.trace.branched.append(self.values.index[proxy.node])  # the sizes it reads are pinned
             return value
         raise fx.proxy.TraceError("symbolically traced variables cannot be used as inputs to control flow")
 
@@ -226,6 +229,7 @@ class Node:
 class Trace:
     nodes: list[Node] = field(default_factory=list)
     tracer: str = "fx"
+    branched: list[int] = field(default_factory=list)  # nodes whose value the model's code branched on or converted
 
 
 def _meta(value: Any) -> Any:
@@ -479,6 +483,7 @@ class _FxValues:
         self.placeholders = 0
         self.data: set[fx.Node] = set()  # tensors computed from an input; an unknown op on none of them: a constant
         self.modules = dict(model.named_modules())  # fx names each module by its first path here (path_of_module)
+        self.last: fx.Node | None = None  # the last node converted
 
     def value(self, node: fx.Node) -> Any:
         """The meta value of `node` (every node before it converted first), computed while fx is tracing: with
@@ -491,11 +496,16 @@ class _FxValues:
         return self.trace.nodes[self.index[node]].value
 
     def extend(self, until: fx.Node | None = None) -> None:
-        """Convert the graph's nodes not converted yet, up to `until` (None: all)."""
-        for n in itertools.islice(self.tracer.graph.nodes, len(self.index), None):
+        """Convert the graph's nodes not converted yet, up to `until` (None: all): from the node after the last one
+        converted, along the graph's linked list (fx's own sentinel, op "root", ends it), so that a model branching on
+        sizes at every block costs one pass over its nodes, not one per branch."""
+        n = self.last.next if self.last is not None else next(iter(self.tracer.graph.nodes), None)
+        while n is not None and n.op != "root":
             self._add(n)
+            self.last = n
             if n is until:
                 return
+            n = n.next
 
     def _value_of(self, arg: Any) -> Any:
         return _map_nodes(arg, lambda n: self.trace.nodes[self.index[n]].value)
@@ -551,11 +561,40 @@ class _FxValues:
             self.data.add(n)
 
 
+def _traced_value(value: Any) -> bool:
+    """Whether `value` is a product of a trace (an fx proxy, a meta tensor) rather than of a forward pass."""
+    return isinstance(value, fx.Proxy) or isinstance(value, torch.Tensor) and value.is_meta
+
+
+@contextlib.contextmanager
+def _state_kept(model: nn.Module) -> Iterator[None]:
+    """Undo what a traced forward writes into the model's modules: an attribute set to a traced value is restored
+    (or removed), and an entry holding one is dropped from a module's public dict (LeViT's and EfficientViT's
+    eval-mode `attention_bias_cache`, keyed by the traced device). Kept, such an entry is a stale proxy that
+    holds the whole trace alive and that the next trace of the same model reads back as its own."""
+    before = [(m, dict(vars(m))) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, attrs in before:
+            now = vars(module)
+            for key, value in list(now.items()):
+                if _traced_value(value):
+                    if key in attrs:
+                        now[key] = attrs[key]
+                    else:
+                        del now[key]
+                elif isinstance(value, dict) and not key.startswith("_"):  # torch's own dicts are `_`-named
+                    for stale in [k for k, v in value.items() if _traced_value(v)]:
+                        del value[stale]
+
+
 def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
     tracer = _Tracer()
     tracer.values = _FxValues(model, inputs, tracer)
-    tracer.trace(model)
-    tracer.values.extend()
+    with _state_kept(model):
+        tracer.trace(model)
+        tracer.values.extend()
     return tracer.values.trace
 
 
