@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from iee_deploy.errors import ConfigError, check_positive, is_whole
+
 STATISTICS = ("median", "min")
 """Median: typical latency on a quiet device. Min (the fastest run): the least disturbed run, which on
 a shared machine estimates the uncontended latency far more reproducibly (other jobs only ever add time)."""
@@ -100,9 +102,13 @@ class TimingConfig:
     warmup: int = 0  # untimed runs of a runner at the start of each of its rounds (caches after a switch)
 
     def __post_init__(self) -> None:
-        if not (self.warmup_s >= 0 and self.min_seconds >= 0 and self.min_iterations >= 1 and self.rounds >= 1
-                and self.warmup >= 0):
-            raise ValueError(f"invalid timing configuration {self}")
+        """A ConfigError naming the field: NaN or infinite seconds would time forever or not at all."""
+        for name in ("warmup_s", "min_seconds"):
+            check_positive(name, getattr(self, name), zero_ok=True)
+        for name, least in (("min_iterations", 1), ("rounds", 1), ("warmup", 0)):
+            value = getattr(self, name)
+            if not is_whole(value) or value < least:
+                raise ConfigError(name, f"`{name}` {value!r} is not a whole number >= {least}", f"pass e.g. {least + 9}")
 
 
 def host_runner(run: Callable[[], object], clock: Clock = time.perf_counter) -> Runner:

@@ -277,9 +277,11 @@ def test_validate_refuses_impossible_limits_and_another_dataset_before_work(engi
                         (("--budget-tolerance", "5"), "'--budget-tolerance': 5.0 is not in the range 0<=x<=1"),
                         (("--latency-ms", "-1"), "'--latency-ms': -1.0 is not in the range x>0"),
                         (("--max-accuracy-drop", "-1"), "'--max-accuracy-drop': -1.0 is not in the range 0<=x<=100"),
+                        (("--min-seconds", "nan"), "--min-seconds nan is not a non-negative finite number"),
+                        (("--warmup-s", "inf"), "--warmup-s inf is not a non-negative finite number"),
                         (("--dataset", "fashion-mnist"), "is not the run's dataset 'digits'"),
                         (("--out", "/sys/v"), "--out '/sys/v' is not writable")):
-        assert_user_error(run_cli("validate", "--engine", str(engine_dir), *args, *FAST_CLI), words)
+        assert_user_error(run_cli("validate", "--engine", str(engine_dir), *FAST_CLI, *args), words)  # args last: they win
     help_text = run_cli("validate", "--help").stdout
     assert "fastest run" in help_text and "median latency must" not in help_text
 
@@ -312,6 +314,10 @@ def test_empty_or_corrupt_engine_files_are_one_line_errors(run, engine_dir, tmp_
     report = json.loads((broken / "engine.json").read_text())  # a folder from before digests were recorded
     (broken / "engine.json").write_text(json.dumps({**report, "pruned": {**report["pruned"], "sha256": {}}}))
     assert_user_error(run_cli("validate", "--engine", str(broken), *FAST_CLI), "ONNX Runtime cannot load")
+    for field, value in (("batch", -4), ("resolution", 0)):  # hand-edited: never a session built for it
+        (broken / "engine.json").write_text(json.dumps({**report, "spec": {**report["spec"], field: value}}))
+        with pytest.raises(UserError, match=f"engine.json' is corrupt \\(`{field}` {value} is not a whole number"):
+            read_engine_report(broken)
 
 
 def test_validate_uses_the_runs_subset(run, engine_dir, tmp_path):

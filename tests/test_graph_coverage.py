@@ -118,3 +118,10 @@ def test_register_op_declares_a_whole_user_module():
 
         del _MODULES[Cumulative]
     assert [grp.id for grp in g.prunable_groups] == ["2"]  # conv 0 feeds the declared module: kept
+
+
+def test_register_op_refuses_what_is_not_an_op():
+    with pytest.raises(UserError, match="cannot register 42: an op is a function"):
+        register_op(42, "pointwise")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="register its class, Cumulative"):
+        register_op(Cumulative(), "mixing")  # type: ignore[arg-type]

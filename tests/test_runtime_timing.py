@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from iee_deploy.errors import ConfigError
 from runtime.timing import Timing, TimingConfig, describe, host_runner, measure, percentile
 
 
@@ -73,9 +74,13 @@ def test_measure_zero_time_budget_still_runs_min_iterations():
     assert timings["x"].iterations == 4 and math.isclose(timings["x"].images_per_s, 2.0)
 
 
-def test_invalid_config():
-    with pytest.raises(ValueError):
-        TimingConfig(min_iterations=0)
+def test_invalid_config_names_the_field():
+    for fields, match in (({"min_iterations": 0}, "`min_iterations` 0 is not a whole number >= 1"),
+                          ({"min_seconds": math.nan}, "`min_seconds` nan is not a non-negative finite number"),
+                          ({"warmup_s": math.inf}, "`warmup_s` inf is not a non-negative finite number"),
+                          ({"rounds": 2.5}, "`rounds` 2.5 is not a whole number >= 1")):
+        with pytest.raises(ConfigError, match=match):
+            TimingConfig(**fields)
 
 
 def test_statistic_words_and_values():

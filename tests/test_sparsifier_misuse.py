@@ -193,6 +193,18 @@ def test_a_frozen_layer_stays_dense_and_the_rest_is_sparsified():
     assert abs(zeros - 0.8) < 0.02  # the target sparsity over the layers that train
 
 
+def test_tied_weights_are_refused_and_an_untied_copy_sparsifies():
+    """Two convs sharing one weight would each mask it: the tensor sparser than either mask, the reported sparsity wrong."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    model[4].weight = model[2].weight
+    with pytest.raises(UserError, match="'2.weight' and '4.weight' are one tensor \\(tied weights\\)"):
+        attach(model)
+    model[4].weight = nn.Parameter(model[2].weight.detach().clone())  # the fix the message gives
+    optimizer, sparsifier = attach(model)
+    train(model, optimizer, sparsifier, 2)
+
+
 def test_an_nm_pattern_without_a_sparsity_sets_it_and_a_contradicting_one_is_refused():
     """`nm` alone means sparsity 1 - N/M, as `train --nm` (the default 0.9 was refused as a contradiction the
     user had not written); an explicit contradicting sparsity still is."""

@@ -32,7 +32,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
 
 
 FIELD_PARAMS: dict[str, str] = {"freeze": "no_freeze", "init_checkpoint": "checkpoint", "model": "model_name",
-                                 "grid_step": "step", "grid_min": "min_channels", "grid_align": "align"}
+                                 "grid_step": "step", "grid_min": "min_channels", "grid_align": "align",
+                                 "min_iterations": "min_iters"}
 """Library field (or parameter) name -> click parameter name, where the two differ."""
 
 OTHER_COMMAND_FIELDS: dict[str, str] = {"repeats": "profile", "batch": "profile"}

@@ -367,6 +367,8 @@ def read_engine_report(engine_dir: str | Path) -> EngineReport:
         raise UserError(f"'{engine_dir}' is not an engine folder (no {ENGINE_REPORT})", "pass the output folder of `iee-deploy build-engine`")
     try:
         return EngineReport.from_json(json.loads(path.read_text()))
+    except UserError as exc:  # a field no build writes (a batch of -4, a resolution of 0)
+        raise UserError(f"'{path}' is corrupt ({exc.problem})", "run build-engine again") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise UserError(f"'{path}' is corrupt ({type(exc).__name__}: {exc})", "run build-engine again") from None
 

@@ -412,12 +412,16 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor | tuple
     if not isinstance(model, nn.Module):
         raise UserError(f"`model` must be a torch.nn.Module, got {type(model).__name__}",
                         "pass the model itself (iee_deploy.models.build_model(name) builds a zoo model)", fields=("model",))
-    _refuse_whole_detector(model)
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
         raise UserError(f"`example_input` must be a tensor or a tuple of tensors (one per forward argument), got "
                         f"{type(example_input).__name__}", "pass e.g. torch.zeros(1, 3, 224, 224)",
                         fields=("example_input",))
+    _refuse_whole_detector(model)
+    empty = next((x for x in inputs if 0 in x.shape), None)
+    if empty is not None:  # a batch of 0 images: no channel reaches any layer to be traced
+        raise UserError(f"`example_input` of shape {tuple(empty.shape)} holds no values",
+                        "pass at least one image, e.g. torch.zeros(1, 3, 224, 224)", fields=("example_input",))
     try:
         with paused_gc():
             trace = resolve_layer_calls(model, trace_model(model, example_input, tracer))

@@ -186,8 +186,13 @@ def register_op(target: Callable[..., Any] | str | type[nn.Module], category: Ca
                             "register the functions its forward calls instead (modules outside torch.nn are "
                             "traced through)")
         _MODULES[target] = category
-    else:
+    elif callable(target) and not isinstance(target, nn.Module):
         _FUNCTIONS[target] = (getattr(target, "__name__", str(target)), category)
+    else:  # a number, or a module instance (its class is what the graph meets)
+        instance = isinstance(target, nn.Module)
+        raise UserError(f"cannot register {target!r:.60}: an op is a function, a Tensor method's name or a module class",
+                        f"register its class, {type(target).__name__}" if instance else
+                        "pass e.g. my_swish, 'my_method' or MyModule", fields=("target",))
 
 
 def makes_data(op: str, category: Category | None, first_reads_data: bool) -> bool:

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iee_deploy.errors import UserError
+
 LEFT_OUT = "pre-processing (resize, normalise), anchors, box decoding and NMS, which couple no channels"
 OWN_LEFT_OUT = "its own box decoding and NMS (its `postprocess`), which couple no channels"
 SIZE_DIVISOR = 32  # padded image sizes of an own-stages detector: a multiple of the largest stride of common detectors
@@ -140,6 +142,9 @@ class NetworkPart:
 def network_part(model: nn.Module) -> NetworkPart | None:
     """The network part of a torchvision detector, or of an own-stages detector (the detector itself); None for any
     other model (which is its own network)."""
+    if not isinstance(model, nn.Module):
+        raise UserError(f"`model` must be a torch.nn.Module, got {type(model).__name__}", "pass the detector itself",
+                        fields=("model",))
     from torchvision.models.detection.fcos import FCOS
     from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
     from torchvision.models.detection.retinanet import RetinaNet

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from iee_deploy.errors import UserError
 from iee_deploy.sparse.state import GrowInit, TrainableSet, optimizer_tensors
 
 Tensor = torch.Tensor
@@ -44,9 +45,23 @@ PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every layer whose weight is sparsified: all Conv2d and Linear layers whose weight trains.
 
-    A frozen weight (`requires_grad=False`) stays dense: pruned, it could never retrain nor regrow."""
-    return [(name, m) for name, m in model.named_modules()
-            if isinstance(m, PRUNABLE_TYPES) and m.weight.requires_grad]
+    A frozen weight (`requires_grad=False`) stays dense: pruned, it could never retrain nor regrow. A weight shared with
+    another module (tied weights) is refused: each sharer would mask it on its own, so the tensor would end sparser
+    than either mask says and the reported sparsity would be wrong."""
+    layers = [(name, m) for name, m in model.named_modules()
+              if isinstance(m, PRUNABLE_TYPES) and m.weight.requires_grad]
+    users: dict[int, list[str]] = {}
+    for name, module in model.named_modules():
+        for attr, param in module.named_parameters(recurse=False):
+            users.setdefault(id(param), []).append(f"{name}.{attr}" if name else attr)
+    for name, module in layers:
+        tied = users[id(module.weight)]
+        if len(tied) > 1:
+            raise UserError(f"'{tied[0]}' and '{tied[1]}' are one tensor (tied weights): sparsifying it per layer would "
+                            "mask it twice and misreport its sparsity",
+                            f"give '{name}' its own copy (e.g. `layer.weight = nn.Parameter(layer.weight.detach().clone())`), "
+                            "or freeze it (`requires_grad=False`) to keep it dense", fields=("model",))
+    return layers
 
 
 class TensorMasks:

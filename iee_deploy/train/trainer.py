@@ -264,6 +264,11 @@ class Trainer:
         run = self.run
         if self.resume:
             if not run.has_checkpoint():
+                other = files_a_run_would_replace(run)
+                if other is not None:  # a fresh start there would be refused too: say where to start instead
+                    raise UserError(f"nothing to resume in '{run}' (no {run.CHECKPOINT}), and it holds {other}, which a "
+                                    "new run there would replace", "start the run in another `out` (without `resume`)",
+                                    fields=("resume", "out"))
                 raise UserError(f"nothing to resume in '{run}' (no {run.CHECKPOINT})", "run without `resume` to start it",
                                 fields=("resume",))
             stored, wanted = run.read_config(strict=True), self.config.to_json()
