@@ -48,8 +48,8 @@ def row_parameters(module: nn.Module) -> list[str]:
     and a per-channel gain such as a scaled weight-standardised conv's (the graph prunes those output
     channels only where the weight is computed row by row, see layer_calls.py)."""
     rows = module.out_channels if isinstance(module, nn.modules.conv._ConvNd) else getattr(module, "out_features", 0)
-    return [name for name, p in module.named_parameters(recurse=False)
-            if name != "weight" and p.dim() >= 1 and p.shape[0] == rows]
+    return [name for name, p in module._parameters.items()  # the module's own, as named_parameters(recurse=False)
+            if p is not None and name != "weight" and p.dim() >= 1 and p.shape[0] == rows]
 
 
 def _arg(node: Node, position: int, name: str) -> Any:
