@@ -48,7 +48,7 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     A frozen weight (`requires_grad=False`) stays dense: pruned, it could never retrain nor regrow. A weight shared with
     another module (tied weights) is refused: each sharer would mask it on its own, so the tensor would end sparser
     than either mask says and the reported sparsity would be wrong."""
-    layers = [(name, m) for name, m in model.named_modules()
+    layers: list[tuple[str, nn.Module]] = [(name, m) for name, m in model.named_modules()
               if isinstance(m, PRUNABLE_TYPES) and m.weight.requires_grad]
     users: dict[int, list[str]] = {}
     for name, module in model.named_modules():
