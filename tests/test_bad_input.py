@@ -365,6 +365,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("models-empty-pattern", ["models", ""], "no model matches '';"),  # it said '*', which lists them all
     ("models-timm-without-prefix", ["models", "--family", "timm", "res*"],
      "no model matches res* in family timm; timm's names start with 'timm:', try 'timm:res*'"),
+    ("models-other-prefix-in-family", ["models", "--family", "timm", "hf:*"],
+     "'hf:' names are in family hf: use --family hf, or leave it out"),
+    ("graph-prefix-misspelt", ["graph", "--model", "tim:resnet18"], "did you mean 'timm:resnet18'?"),
+    ("graph-prefix-upper-case", ["graph", "--model", "HF:ResNetConfig"], "did you mean 'hf:ResNetConfig'?"),
     ("graph-unknown-model", ["graph", "--model", "resnet5"], "unknown model"),
     ("graph-resolution-zero", ["graph", "--resolution", "0"], "--resolution"),
     ("graph-num-classes-zero", ["graph", "--num-classes", "0"], "--num-classes"),

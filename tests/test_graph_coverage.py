@@ -125,3 +125,12 @@ def test_register_op_refuses_what_is_not_an_op():
         register_op(42, "pointwise")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="register its class, Cumulative"):
         register_op(Cumulative(), "mixing")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="torch.Tensor has no method 'no_such_method'"):
+        register_op("no_such_method", "pointwise")
+
+    class MyConv(nn.Conv2d):
+        pass
+
+    for layer in (nn.Conv2d, MyConv, nn.BatchNorm2d):  # declared weightless, their weights would never be sliced
+        with pytest.raises(UserError, match="a layer with weights the graph prunes itself"):
+            register_op(layer, "pointwise")

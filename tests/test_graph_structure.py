@@ -443,11 +443,28 @@ class BranchesOnWidths(nn.Module):
         return (self.b(y) + self.d(z)).mean((2, 3)) + self.f(w).mean((2, 3))
 
 
-def test_a_branch_on_a_width_pins_it():
+class ScalesByWidth(nn.Module):
+    """Data scaled by a width (a mean over channels written by hand): the pruned width would rescale it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+        self.c, self.d = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        y = y / y.size(1)
+        z = self.c(x)
+        z = z * z.shape[-1] ** -0.5  # a spatial size: no channel is pinned by it
+        return self.b(y).mean((2, 3)) + self.d(z).mean((2, 3))
+
+
+@pytest.mark.parametrize("model, prunable", [(BranchesOnWidths, ["e"]), (ScalesByWidth, ["c"])])
+def test_a_width_the_code_reads_as_a_number_is_pinned(model, prunable):
     x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(0))
-    g = build_dependency_graph(BranchesOnWidths(), x[:1])
-    assert g.tracer == "fx" and [grp.id for grp in g.prunable_groups] == ["e"]
-    assert prunes_exactly(BranchesOnWidths(), x) == 1
+    g = build_dependency_graph(model(), x[:1])
+    assert g.tracer == "fx" and [grp.id for grp in g.prunable_groups] == prunable
+    assert prunes_exactly(model(), x) == 1
 
 
 class CachesByDevice(nn.Module):
@@ -492,3 +509,5 @@ def test_prune_model_names_a_wrong_keep_graph_or_model_in_one_line():
         with pytest.raises(UserError, match="does not match `model`: it has no layer '2'"):
             fn(other, g, {"0": [0, 1]})
     assert prune_model(model, g, {"0": np.array([0, 2])})[0].out_channels == 2  # numpy indices are fine
+    with pytest.raises(UserError, match="`model` is a TorchScript module"):
+        prune_model(torch.jit.script(model), g, {"0": [0, 1]})

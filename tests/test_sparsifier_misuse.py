@@ -215,6 +215,8 @@ def test_an_nm_pattern_without_a_sparsity_sets_it_and_a_contradicting_one_is_ref
     sparsifier.detach()
     with pytest.raises(UserError, match="`sparsity` 0.9 contradicts `nm` 2:4"):
         Sparsifier(model, optimizer, 12, method="static", nm="2:4", sparsity=0.9)
+    with pytest.raises(UserError, match=r"`nm` \(2, 4\) is not an N:M pattern written as text; pass e.g. '2:4'"):
+        Sparsifier(model, optimizer, 12, method="static", nm=(2, 4))
 
 
 def test_a_missing_lut_names_the_field():

@@ -36,10 +36,14 @@ def models(patterns: tuple[str, ...], family: str | None, names_only: bool, json
         check_report_output(json_path, "json_path")
     names = list_models(list(patterns), family)
     if not names:
+        other = next((p.partition(":")[0] for p in patterns if p.partition(":")[0] in ("timm", "hf")
+                      and p.partition(":")[0] != family), None) if family else None
         unprefixed = family in ("timm", "hf") and patterns and not any(p.startswith(f"{family}:") for p in patterns)
         raise UserError(f"no model matches {' '.join(p or repr(p) for p in patterns) or '*'}" + (f" in family {family}" if family else ""),
-                        (f"{family}'s names start with '{family}:', try '{family}:{patterns[0]}'" if unprefixed else
-                         "try a wider pattern such as 'resnet*'") + "; `iee-deploy models` lists them all")
+                        (f"'{other}:' names are in family {other}: use `family` {other}, or leave it out" if other else
+                         f"{family}'s names start with '{family}:', try '{family}:{patterns[0]}'" if unprefixed else
+                         "try a wider pattern such as 'resnet*'") + "; `iee-deploy models` lists them all",
+                        fields=("family",) if other else ())
     specs = [external_spec(n, inspect=False) if is_external(n) else model_spec(n) for n in names]
     if names_only:
         click.echo("\n".join(names))

@@ -254,6 +254,7 @@ class ChannelAnalysis:
     def __init__(self, trace: Trace, attention_units: AttentionUnits = "heads") -> None:
         self.nodes = trace.nodes
         self.branched = trace.branched
+        self.numbers: list[int] = []  # nodes of numbers computed from sizes that an op applies to tensor data
         self.units = _Units()
         self.ids: list[Any] = []
         self.members: dict[tuple[str, str], np.ndarray] = {}
@@ -441,7 +442,7 @@ class ChannelAnalysis:
                 raise
             except Exception as exc:  # a case the analysis does not handle: one line, never a traceback
                 raise internal_error(f"{node.op} in module {node.where}", exc) from None
-        for index in self.branched:
+        for index in (*self.branched, *self.numbers):
             self._pin_read_sizes(index)
         units = self.units
         canon = units.canon()
@@ -454,7 +455,8 @@ class ChannelAnalysis:
 
     def _pin_read_sizes(self, index: int) -> None:
         """Pin every tensor dim whose size the value of node `index` is computed from (through size arithmetic):
-        the model's code branched on that value or made it a plain number, which a pruned width would change.
+        the model's code branched on that value, made it a plain number or scaled data by it (y / y.size(1)),
+        all of which a pruned width would change.
         A spatial or token dim holds one unit, so pinning it is a no-op; a channel dim's units stay whole."""
         todo, seen = [index], set()
         while todo:
@@ -692,6 +694,9 @@ class ChannelAnalysis:
         category = node.category
         if node.op in ("max", "min") and len(operands) > 1:  # torch.max(a, b): element-wise
             category = "elementwise"
+        if category in ("pointwise", "elementwise"):  # y / y.size(1): a width read as a number scales the data
+            self.numbers.extend(i for i in ref_indices((node.args, node.kwargs))
+                                if not isinstance(self.nodes[i].value, torch.Tensor))
         if category == "pointwise":
             return operands[0]
         if category == "mixing":

@@ -179,12 +179,21 @@ def register_op(target: Callable[..., Any] | str | type[nn.Module], category: Ca
     if category not in CATEGORIES:
         raise UserError(f"cannot register an op as '{category}'", f"choose one of: {', '.join(CATEGORIES)}")
     if isinstance(target, str):
+        if not callable(getattr(torch.Tensor, target, None)):
+            raise UserError(f"torch.Tensor has no method '{target}' to register", "give a Tensor method's name, e.g. "
+                            "'my_op' as x.my_op(...) calls it, or register the function itself", fields=("target",))
         _METHODS[target] = (target, category)
     elif isinstance(target, type) and issubclass(target, nn.Module):
         if category not in ("pointwise", "spatial", "mixing"):
             raise UserError(f"a module can be registered as pointwise, spatial or mixing, not '{category}'",
                             "register the functions its forward calls instead (modules outside torch.nn are "
                             "traced through)")
+        known = next((cls for cls in target.__mro__ if cls in _MODULES and _MODULES[cls] in ("conv", "linear", "bn",
+                                                                                            "norm", "attention")), None)
+        if known is not None:  # declared parameter-free, its weights would never be sliced: every graph wrong
+            raise UserError(f"{target.__name__} is a {known.__module__}.{known.__name__}, a layer with weights the graph "
+                            f"prunes itself: it cannot be declared '{category}'",
+                            "leave it to the graph; register only parameter-free modules", fields=("target",))
         _MODULES[target] = category
     elif callable(target) and not isinstance(target, nn.Module):
         _FUNCTIONS[target] = (getattr(target, "__name__", str(target)), category)

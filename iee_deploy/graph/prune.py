@@ -75,6 +75,9 @@ def _removed_in(model: nn.Module, g: DependencyGraph, keep: Keep) -> dict[tuple[
     if not isinstance(model, nn.Module):
         raise UserError(f"`model` must be a torch.nn.Module, got {type(model).__name__}", "pass the model itself",
                         fields=("model",))
+    if isinstance(model, torch.jit.ScriptModule):  # its layers are compiled: they cannot be sliced or swapped
+        raise UserError("`model` is a TorchScript module, whose layers cannot be pruned",
+                        "prune the Python model, then script (or export) the pruned one", fields=("model",))
     removed = removed_channels(g, unit_masks(g, keep))
     missing = sorted({name for name, _ in removed} - dict(model.named_modules()).keys())
     if missing:

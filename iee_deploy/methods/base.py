@@ -134,6 +134,8 @@ class SparsityConfig:
         if self.latency_ms is not None and self.latency_ratio is not None:
             raise ConfigError(("latency_ms", "latency_ratio"), "`latency_ms` and `latency_ratio` both set the budget",
                               "give exactly one latency budget")
+        if self.nm is not None and not isinstance(self.nm, str):  # (2, 4) or 0.5: parse_nm reads text only
+            raise ConfigError("nm", f"`nm` {self.nm!r} is not an N:M pattern written as text", "pass e.g. '2:4'")
         pattern = self.pattern
         if pattern is not None:
             self.nm = str(pattern)

@@ -95,8 +95,14 @@ def _user_spec(name: str) -> ModelSpec:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or an error raised by the user's module itself
+        from iee_deploy.models.external import PREFIXES
+
+        prefix = next((p for p in PREFIXES if p.rstrip(":").lower() == module_name.lower() or
+                       difflib.get_close_matches(module_name.lower(), [p.rstrip(":")], cutoff=0.6)), None)
+        fix = (f"did you mean '{prefix}{attr}'? (the prefix is '{prefix}', in lower case)" if prefix is not None else
+               "make it importable (install the package or add its folder to PYTHONPATH)")
         raise UserError(f"cannot import module '{module_name}' of model '{name}' ({type(exc).__name__}: {exc})",
-                        "make it importable (install the package or add its folder to PYTHONPATH)") from None
+                        fix) from None
     factory = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)  # type: ignore[assignment]
