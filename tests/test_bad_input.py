@@ -107,6 +107,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "model-folder" / "config.json").write_text('{"model_type": "resnet", "num_labels": 10}')
     (root / "results-only").mkdir()  # a finished run's results whose checkpoint.pt was deleted
     (root / "results-only" / "summary.md").write_text("# Training run\n")
+    (root / "engine-folder").mkdir()  # build-engine's output: a run there would mix with it
+    (root / "engine-folder" / "engine.json").write_text("{}\n")
     (root / "half-run").mkdir()
     (root / "half-run" / "config.json").write_text("{}\n")
     nan = build_model("resnet20", 10, 8).state_dict()
@@ -246,6 +248,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("out-holds-a-users-config", ["train", "--out", "{model-folder}"],
      "model-folder' holds config.json but no training run: a run there would replace it; choose another --out"),
     ("out-holds-results-without-a-run", ["train", "--out", "{results-only}"], "holds summary.md but no training run"),
+    ("out-holds-an-engine", ["train", "--out", "{engine-folder}"], "holds engine.json but no training run"),
     ("resume-other-settings", ["train", "--resume", "--out", "{other-run}"], "--resume with different settings"),
     ("out-unwritable", ["train", "--out", UNWRITABLE + "/run"], "--out '/sys/iee-deploy-test/run' is not writable"),
     ("out-is-a-file", ["train", "--out", "{a-file}"], "is a file"),

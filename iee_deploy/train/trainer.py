@@ -156,8 +156,11 @@ def check_loss(loss: float, step: int, total: int, lr: float) -> None:
 
 def files_a_run_would_replace(run: RunFolder) -> str | None:
     """A file in `run` (a folder without a checkpoint) that a new run would overwrite and that no run that died at
-    its start left: a file written only when a run ends, or a config.json that is not a run's (e.g. a model's)."""
-    for name in (run.SUMMARY, run.SUMMARY_MD, run.FINAL_MODEL, run.CURVES, run.CHANNELS):
+    its start left: a file written only when a run ends, another command's report (an engine folder), or a config.json
+    that is not a run's (e.g. a model's)."""
+    from iee_deploy.deploy.build import ENGINE_REPORT, VALIDATION_REPORT
+
+    for name in (run.SUMMARY, run.SUMMARY_MD, run.FINAL_MODEL, run.CURVES, run.CHANNELS, ENGINE_REPORT, VALIDATION_REPORT):
         if (run / name).exists():
             return name
     config = run.read_config() if (run / run.CONFIG).exists() else {"model": None, "sparsity": None}
