@@ -110,6 +110,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.given = str(path)  # as passed: Path('') reads '.', the current folder
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -139,6 +140,8 @@ class RunFolder:
         if (self.path / self.CONFIG).is_file():
             return UserError(f"the training run in '{self.path}' stopped before it wrote {RUN_INFO}",
                              "finish it: run the same `iee-deploy train` again with `resume`")
+        if not self.given.strip():
+            return UserError("`run_dir` '' is empty", "pass the output folder of `iee-deploy train`", fields=("run_dir",))
         return UserError(f"'{self.path}' is not a run folder (no {RUN_INFO})", "pass the output folder of `iee-deploy train`")
 
     def read_info(self) -> RunInfo:

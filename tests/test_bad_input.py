@@ -372,6 +372,7 @@ CASES: list[tuple[str, list[str], str]] = [
      "'hf:' names are in family hf: use --family hf, or leave it out"),
     ("graph-prefix-misspelt", ["graph", "--model", "tim:resnet18"], "did you mean 'timm:resnet18'?"),
     ("graph-prefix-upper-case", ["graph", "--model", "HF:ResNetConfig"], "did you mean 'hf:ResNetConfig'?"),
+    ("build-engine-run-empty", ["build-engine", "--run", "", "--out", "{tmp}/engine"], "--run '' is empty"),
     ("graph-unknown-model", ["graph", "--model", "resnet5"], "unknown model"),
     ("graph-resolution-zero", ["graph", "--resolution", "0"], "--resolution"),
     ("graph-num-classes-zero", ["graph", "--num-classes", "0"], "--num-classes"),

@@ -459,7 +459,16 @@ class ScalesByWidth(nn.Module):
         return self.b(y).mean((2, 3)) + self.d(z).mean((2, 3))
 
 
-@pytest.mark.parametrize("model, prunable", [(BranchesOnWidths, ["e"]), (ScalesByWidth, ["c"])])
+class BranchesOnLen(ScalesByWidth):
+    """A width read by len(): fx answers it from the example's shapes (it used to fall back to eager, unseen)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        y = y * 2 if len(y[0]) == 8 else y
+        return self.b(y).mean((2, 3)) + self.d(self.c(x)).mean((2, 3))
+
+
+@pytest.mark.parametrize("model, prunable", [(BranchesOnWidths, ["e"]), (ScalesByWidth, ["c"]), (BranchesOnLen, ["c"])])
 def test_a_width_the_code_reads_as_a_number_is_pinned(model, prunable):
     x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(0))
     g = build_dependency_graph(model(), x[:1])
@@ -511,3 +520,10 @@ def test_prune_model_names_a_wrong_keep_graph_or_model_in_one_line():
     assert prune_model(model, g, {"0": np.array([0, 2])})[0].out_channels == 2  # numpy indices are fine
     with pytest.raises(UserError, match="`model` is a TorchScript module"):
         prune_model(torch.jit.script(model), g, {"0": [0, 1]})
+    with pytest.raises(UserError, match="must be one list of unit indices, got an array of shape \\(2, 2\\)"):
+        prune_model(model, g, {"0": torch.tensor([[0, 1], [2, 3]])})
+    mask = torch.tensor([True, False, True, False])
+    assert prune_model(model, g, {"0": mask.nonzero()})[0].out_channels == 2  # the advice's (K, 1) indices
+    wider = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 2, 1)).eval()  # the same names, another width
+    with pytest.raises(UserError, match="its layer '0' is 3 -> 4 channels, the model's 3 -> 6"):
+        prune_model(wider, g, {"0": [0, 1]})

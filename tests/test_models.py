@@ -5,7 +5,7 @@ import torch
 from conftest import assert_user_error, run_cli
 
 from iee_deploy.errors import UserError
-from iee_deploy.models import build_model, list_models, load_checkpoint, model_spec
+from iee_deploy.models import build_model, list_models, load_checkpoint, load_state, model_spec
 
 ZOO = list_models()
 CORE = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_400mf",
@@ -48,6 +48,11 @@ def test_small_resolution_resnet_gets_cifar_stem():
     assert build_model("resnet18", 10, resolution=224).conv1.kernel_size == (7, 7)
 
 
+def _saved(path, obj):
+    torch.save(obj, path)
+    return path
+
+
 def test_checkpoint_roundtrip_and_errors(tmp_path):
     model = build_model("resnet20", 10)
     torch.save({"model": model.state_dict()}, tmp_path / "ck.pt")
@@ -56,6 +61,10 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(UserError, match="does not match the model"):
         build_model("resnet56", 10, checkpoint=tmp_path / "ck.pt")
+    training = {"progress": {"step": 3}, "model": model.state_dict(), "optimizer": {"state": {}}}  # checkpoint.pt
+    assert build_model("resnet20", 10, checkpoint=_saved(tmp_path / "run.pt", training)) is not None  # its weights
+    with pytest.raises(UserError, match="is a training checkpoint .* not a model's weights"):
+        load_state(model, training, "final_model.pt")  # where weights alone are expected (a run's final_model.pt)
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="is not a torch checkpoint"):
         load_checkpoint(model, tmp_path / "bad.pt")

@@ -38,6 +38,9 @@ def unit_masks(g: DependencyGraph, keep: Keep) -> dict[str, np.ndarray]:
             raise UserError(f"keep for group '{gid}' must hold whole unit indices, got "
                             f"{'a boolean mask' if values.dtype == bool else f'{values.dtype} values'}",
                             "pass the indices of the units to keep (a mask m: m.nonzero())", fields=("keep",))
+        if values.ndim > 1 and not (values.ndim == 2 and values.shape[1] == 1):  # m.nonzero()'s (K, 1) is one list
+            raise UserError(f"keep for group '{gid}' must be one list of unit indices, got an array of shape "
+                            f"{tuple(values.shape)}", "pass a flat list, e.g. [0, 2, 5]", fields=("keep",))
         kept = values.astype(np.int64).ravel()
         if kept.size and (kept.min() < 0 or kept.max() >= group.size):
             raise UserError(f"keep indices for group '{gid}' must lie in 0..{group.size - 1}",
@@ -79,12 +82,30 @@ def _removed_in(model: nn.Module, g: DependencyGraph, keep: Keep) -> dict[tuple[
         raise UserError("`model` is a TorchScript module, whose layers cannot be pruned",
                         "prune the Python model, then script (or export) the pruned one", fields=("model",))
     removed = removed_channels(g, unit_masks(g, keep))
-    missing = sorted({name for name, _ in removed} - dict(model.named_modules()).keys())
+    modules = dict(model.named_modules())
+    missing = sorted({name for name, _ in removed} - modules.keys())
     if missing:
         raise UserError(f"the graph does not match `model`: it has no layer '{missing[0]}'",
                         "build the graph from this model (build_dependency_graph(model, example_input))",
                         fields=("g",))
+    for name, layer in g.layers.items():  # the same names on another width (a copy built wider) would prune wrong
+        module = modules.get(name)
+        widths = _widths(module) if module is not None else None
+        if widths is not None and widths != (layer.in_channels, layer.out_channels):
+            raise UserError(f"the graph does not match `model`: its layer '{name}' is {layer.in_channels} -> "
+                            f"{layer.out_channels} channels, the model's {widths[0]} -> {widths[1]}",
+                            "build the graph from this model (build_dependency_graph(model, example_input))",
+                            fields=("g",))
     return removed
+
+
+def _widths(module: nn.Module) -> tuple[int, int] | None:
+    """(input, output) channels of a conv or linear layer as the graph records them; None for other modules."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.in_channels, module.out_channels
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    return None
 
 
 def _kept(full: int, drop: np.ndarray | None) -> torch.Tensor:

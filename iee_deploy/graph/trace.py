@@ -177,6 +177,18 @@ class _Proxy(fx.Proxy):
     def __index__(self) -> int:
         return self.__int__()
 
+    def __len__(self) -> int:
+        """``len(y[0])`` as a forward pass computes it: a tensor's first size, traced as ``y.size(0)`` and answered
+        from the example input's shapes (so a width read this way is pinned, as by ``y.shape[0]``); the length of
+        any other value (a tuple of outputs) as it is."""
+        tracer = self.tracer
+        if not isinstance(tracer, _Tracer) or tracer.values is None:
+            return super().__len__()
+        value = tracer.values.value(self.node)
+        if isinstance(value, torch.Tensor):
+            return int(tracer.concrete(self.size(0)))  # type: ignore[operator]  # Proxy.size is made at import
+        return len(value)
+
 
 _WHERE = "iee_deploy_where"
 """fx node meta key: (path, type) of the innermost module being traced when the node was created."""

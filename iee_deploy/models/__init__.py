@@ -59,6 +59,10 @@ def load_state(model: nn.Module, state: dict[str, Any], source: str) -> nn.Modul
     """Load `state` (a state_dict, 'module.' prefixes allowed) into `model`, or a one-line UserError
     naming the first tensor that is missing, unexpected or of another shape."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    if {"progress", "optimizer"} <= state.keys() and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"checkpoint '{source}' is a training checkpoint (a run's checkpoint.pt: optimizer state and "
+                        "progress), not a model's weights",
+                        "pass a model's weights (a run's final_model.pt), or continue that run with `resume`")
     own = model.state_dict()
     for name, tensor in own.items():
         if name not in state:
