@@ -468,7 +468,17 @@ class BranchesOnLen(ScalesByWidth):
         return self.b(y).mean((2, 3)) + self.d(self.c(x)).mean((2, 3))
 
 
-@pytest.mark.parametrize("model, prunable", [(BranchesOnWidths, ["e"]), (ScalesByWidth, ["c"]), (BranchesOnLen, ["c"])])
+class AssertsWidth(ScalesByWidth):
+    """torch._assert on a width: fx records the check as a call, not a branch; the width is pinned all the same."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        torch._assert(y.shape[1] == 8, "width")
+        return self.b(y).mean((2, 3)) + self.d(self.c(x)).mean((2, 3))
+
+
+@pytest.mark.parametrize("model, prunable", [(BranchesOnWidths, ["e"]), (ScalesByWidth, ["c"]), (BranchesOnLen, ["c"]),
+                                             (AssertsWidth, ["c"])])
 def test_a_width_the_code_reads_as_a_number_is_pinned(model, prunable):
     x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(0))
     g = build_dependency_graph(model(), x[:1])
@@ -489,16 +499,20 @@ class CachesByDevice(nn.Module):
         key = str(x.device)
         if key not in self.cache:
             self.cache[key] = self.bias * 2
-        return self.head(self.conv(x) + self.cache[key])
+        y = self.conv(x)
+        if not self.training and "stat" not in self._buffers:  # a statistic registered lazily, once
+            self.register_buffer("stat", y.mean((0, 2, 3)))
+        return self.head(y + self.cache[key])
 
 
 def test_a_trace_leaves_no_traced_value_in_the_model():
     model, x = CachesByDevice().eval(), torch.randn(1, 3, 4, 4)
     for _ in range(2):  # the second build used to read the first trace's cached proxy and fall back to eager
         assert build_dependency_graph(model, x).tracer == "fx"
-        assert model.cache == {}
+        assert model.cache == {} and "stat" not in model._buffers
     model(x)
     assert list(model.cache) == ["cpu"] and not model.cache["cpu"].is_meta
+    assert model.stat.shape == (8,) and not model.stat.is_meta
 
 
 def test_prune_model_names_a_wrong_keep_graph_or_model_in_one_line():

@@ -113,3 +113,12 @@ def test_core_imports_and_refuses_in_one_line_without_timm_or_transformers():
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["timm is not installed; pip install 'iee-deploy[timm]'",
                                         "transformers is not installed; pip install 'iee-deploy[hf]'"]
+
+
+def test_similar_names_put_a_case_only_difference_first():
+    from iee_deploy.models.external import similar_names
+
+    names = ["LevitConfig", "PvtConfig", "CvtConfig", "ViTConfig"]
+    assert similar_names("vitconfig", names)[0] == "ViTConfig"  # difflib alone ranked it below the three others
+    assert similar_names("levitconfig", names)[0] == "LevitConfig"
+    assert similar_names("zzz", names) == []

@@ -680,6 +680,8 @@ class ChannelAnalysis:
 
     def _call(self, node: Node) -> Any:
         if node.category == "meta":
+            if node.fn is torch._assert:  # torch._assert(x.shape[1] == 64, ...): fx traces the check, not a branch
+                self.numbers.extend(ref_indices(node.args[:1]))
             return None
         if node.category == "constant":
             return tree_map(self._constant_ids, node.value)

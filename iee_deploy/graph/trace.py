@@ -580,15 +580,15 @@ def _traced_value(value: Any) -> bool:
 
 @contextlib.contextmanager
 def _state_kept(model: nn.Module) -> Iterator[None]:
-    """Undo what a traced forward writes into the model's modules: an attribute set to a traced value is restored
-    (or removed), and an entry holding one is dropped from a module's public dict (LeViT's and EfficientViT's
+    """Undo what a traced forward writes into the model's modules: an attribute or buffer set to a traced value is
+    restored (or removed), and an entry holding one is dropped from a module's public dict (LeViT's and EfficientViT's
     eval-mode `attention_bias_cache`, keyed by the traced device). Kept, such an entry is a stale proxy that
     holds the whole trace alive and that the next trace of the same model reads back as its own."""
-    before = [(m, dict(vars(m))) for m in model.modules()]
+    before = [(m, dict(vars(m)), dict(m._buffers)) for m in model.modules()]
     try:
         yield
     finally:
-        for module, attrs in before:
+        for module, attrs, buffers in before:
             now = vars(module)
             for key, value in list(now.items()):
                 if _traced_value(value):
@@ -599,6 +599,12 @@ def _state_kept(model: nn.Module) -> Iterator[None]:
                 elif isinstance(value, dict) and not key.startswith("_"):  # torch's own dicts are `_`-named
                     for stale in [k for k, v in value.items() if _traced_value(v)]:
                         del value[stale]
+            for key, value in list(module._buffers.items()):  # a buffer registered or set by the traced forward
+                if _traced_value(value):
+                    if key in buffers:
+                        module._buffers[key] = buffers[key]
+                    else:
+                        del module._buffers[key]
 
 
 def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:

@@ -48,6 +48,17 @@ DEFAULT_RESOLUTION = 224
 _NAME = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\((.*)\))?$", re.S)
 
 
+def similar_names(name: str, names: list[str], n: int = 3) -> list[str]:
+    """Up to `n` of `names` like `name`: those equal but for case first ('vitconfig' is ViTConfig), then difflib's
+    closest, compared in lower case (difflib alone ranks LevitConfig above ViTConfig for 'vitconfig')."""
+    lower: dict[str, str] = {}
+    for candidate in names:
+        lower.setdefault(candidate.lower(), candidate)
+    same = [candidate for candidate in names if candidate.lower() == name.lower()]
+    close = [lower[c] for c in difflib.get_close_matches(name.lower(), list(lower), n=n)]
+    return list(dict.fromkeys([*same, *close]))[:n]
+
+
 def is_external(name: str) -> bool:
     """Whether `name` is a ``timm:`` or ``hf:`` name."""
     return name.startswith(tuple(PREFIXES))
@@ -160,7 +171,7 @@ def timm_spec(name: str, inspect: bool = True) -> ModelSpec:
         "num_classes": ("num_classes", "give the class count as `num_classes`"),
         "img_size": ("resolution", "give the input size as `resolution`")})
     if not timm.is_model(base):
-        close = difflib.get_close_matches(base, _timm_names(), n=3)
+        close = similar_names(base, _timm_names())
         raise UserError(f"unknown timm model '{base}'", f"did you mean {', '.join(close)}?" if close
                         else "list them with `iee-deploy models 'timm:PATTERN'`, e.g. 'timm:resnet*'")
     native = _timm_native(timm, base)
@@ -222,7 +233,7 @@ def hf_spec(name: str, inspect: bool = True) -> ModelSpec:
     heads = _classification_configs(transformers)
     obj = getattr(transformers, base, None) if base.isidentifier() else None
     if obj is None or not isinstance(obj, type):
-        close = difflib.get_close_matches(base, [*heads, *heads.values()], n=3)
+        close = similar_names(base, [*heads, *heads.values()])
         raise UserError(f"unknown transformers config or model class '{base}'", f"did you mean {', '.join(close)}?"
                         if close else "list the image classifiers with `iee-deploy models 'hf:*'`")
     config_cls: type = obj
