@@ -384,6 +384,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("report-folder-missing", ["report", "/nonexistent", "--out", "{tmp}/rep"], "'/nonexistent' does not exist"),
     # --- demo
     ("demo-out-unwritable", ["demo", "--out", UNWRITABLE], "is not writable"),
+    ("demo-out-holds-a-run", ["demo", "--out", "{finished-run}"], "holds run.json, the output of another command"),
+    ("demo-out-holds-an-engine", ["demo", "--out", "{engine-folder}"], "holds engine.json, the output of another command"),
     # --- commands owned by the runtime layer: what already holds there
     ("build-engine-run-stopped-early", ["build-engine", "--run", "{other-run}", "--out", "{tmp}/engine"],
      "other-run' stopped before it wrote run.json; finish it: run the same `iee-deploy train` again with `resume`"),

@@ -121,6 +121,15 @@ def test_validate_fails_naming_the_missed_budget(engine_dir, tmp_path):
     assert "FAILED: latency-budget" in (tmp_path / "validation.md").read_text()
 
 
+def test_validate_never_replaces_another_engines_validation(engine_dir, tmp_path):
+    out = tmp_path / "out"
+    validate_engine(engine_dir, subset=20, timing=FAST, out=out)
+    validate_engine(engine_dir, subset=20, timing=FAST, out=out)  # the same engine again: its own file, replaced
+    other = copy_engine(engine_dir, tmp_path / "other")
+    with pytest.raises(UserError, match="holds the validation of another engine"):
+        validate_engine(other, subset=20, timing=FAST, out=out)
+
+
 def test_budget_tolerance_scales_the_limit(engine_dir, tmp_path):
     budget = 0.001
     report = validate_engine(engine_dir, subset=20, latency_ms=budget, budget_tolerance=0.5, timing=FAST, out=tmp_path)

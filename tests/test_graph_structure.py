@@ -505,6 +505,24 @@ class CachesByDevice(nn.Module):
         return self.head(y + self.cache[key])
 
 
+class ReadsWidthsEagerly(ScalesByWidth):
+    """A branch on data sends the trace to the eager tracer, where sizes reach the code as plain numbers: the widths
+    it reads (x.size(k), len(x), x.shape: every dim) are kept; a tensor whose shape is never read prunes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        y = y / y.size(1)
+        z = self.c(x) if x.mean() > 0 else -self.c(x)  # a branch on data (the input's): fx cannot follow it
+        return self.b(y).mean((2, 3)) + self.d(z).mean((2, 3))
+
+
+def test_the_eager_tracer_keeps_the_widths_the_code_reads():
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(0))
+    g = build_dependency_graph(ReadsWidthsEagerly(), x[:1])
+    assert g.tracer == "eager" and [grp.id for grp in g.prunable_groups] == ["c"]
+    assert prunes_exactly(ReadsWidthsEagerly(), x) == 1
+
+
 def test_a_trace_leaves_no_traced_value_in_the_model():
     model, x = CachesByDevice().eval(), torch.randn(1, 3, 4, 4)
     for _ in range(2):  # the second build used to read the first trace's cached proxy and fall back to eager

@@ -34,8 +34,10 @@ from typing import Any
 
 import click
 
+from iee_deploy.deploy.build import ENGINE_REPORT, VALIDATION_REPORT
+from iee_deploy.errors import UserError
 from iee_deploy.io import check_writable, write_json, write_text
-from iee_deploy.runs import RUN_INFO, read_run_info
+from iee_deploy.runs import RUN_INFO, RunFolder, read_run_info
 
 MODEL = "wrn22_2"
 DATASET = "digits"
@@ -154,7 +156,18 @@ def run_demo(out: str | Path, precision: str = "fp32") -> None:
 def demo(out: str, precision: str) -> None:
     """profile (cpu) -> structured IEE at --latency-ratio 0.5 -> build-engine (onnxruntime) -> validate."""
     check_writable(out, "out", folder=True)
+    check_demo_folder(Path(out))
     run_demo(out, precision)
+
+
+def check_demo_folder(out: Path) -> None:
+    """Refuse an `out` that holds another command's output (a run, an engine, a validation): the demo writes its
+    summary and sub-folders there, over that folder's own summary.json."""
+    other = next((name for name in (RUN_INFO, RunFolder.CHECKPOINT, ENGINE_REPORT, VALIDATION_REPORT)
+                  if (out / name).exists()), None)
+    if other is not None:
+        raise UserError(f"`out` '{out}' holds {other}, the output of another command: the demo would write its summary "
+                        "into that folder", "choose another `out` (the default is runs/demo)", fields=("out",))
 
 
 COMMANDS = [demo]

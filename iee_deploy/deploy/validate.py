@@ -35,6 +35,7 @@ refused (one line, before any work) unless the budget is given (`latency_ms`).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -292,6 +293,17 @@ def dense_start(run_dir: str | Path, info: RunInfo) -> torch.nn.Module | None:
     return build_model(info.model, info.num_classes, info.resolution, path).eval()
 
 
+def _validated_engine(path: Path) -> str | None:
+    """The engine folder a validation.json at `path` validated (None: no such file, or one that names none)."""
+    if not path.is_file():
+        return None
+    try:
+        engine = json.loads(path.read_text()).get("engine_dir")
+    except (ValueError, AttributeError):
+        return None
+    return engine if isinstance(engine, str) else None
+
+
 def check_same_classes(data: tuple[str, ...] | None, run: list[str] | None, dataset: str) -> None:
     """Refuse data whose class names (in label order) differ from those the run was trained on; either unnamed
     (a built-in dataset, a run from before runs recorded them): nothing to compare."""
@@ -328,6 +340,10 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
     if (folder / ENGINE_REPORT).is_file() and folder.resolve() != Path(engine_dir).resolve():
         # its validation.json would then be this engine's, and `report` would score that engine by it
         raise UserError(f"`out` '{out}' holds another engine: its {VALIDATION_REPORT} would be replaced by this one's",
+                        "choose another `out`, or leave it out to write beside the engine", fields=("out",))
+    validated = _validated_engine(folder / VALIDATION_REPORT)
+    if validated is not None and Path(validated).resolve() != Path(engine_dir).resolve():
+        raise UserError(f"`out` '{out}' holds the validation of another engine ('{validated}'): this one's would replace it",
                         "choose another `out`, or leave it out to write beside the engine", fields=("out",))
     with output_lock(folder):  # before the engine is checked: validate beside a build or another validate is refused
         engine = load_engine(engine_dir, report)

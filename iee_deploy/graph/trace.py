@@ -712,7 +712,34 @@ class _Recorder(TorchFunctionMode):
                         _meta(result), fn=func)
             first = bool(args) and isinstance(args[0], torch.Tensor) and self.node_of.get(id(args[0])) in self.data
             self.add(node, result, reads_data and makes_data(op, category, first))
+        else:
+            self._size_read(func, args, kwargs, result)
         return result
+
+    def _size_read(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+        """Record a read of a traced tensor's sizes (x.size(k), x.numel(), len(x); x.shape and x.size(): every dim,
+        as a torch.Size cannot tell which ones the code takes) as a node the analysis pins (`Trace.branched`): a
+        forward pass turns them into plain numbers whose use (a branch, a scale) is not seen, so every width read
+        this way is kept; spatial and batch sizes hold one unit and pin nothing."""
+        name = getattr(func, "__name__", "")
+        tensor = args[0] if args else None
+        if not isinstance(tensor, torch.Tensor) or id(tensor) not in self.node_of:
+            return
+        source = Ref(self.node_of[id(tensor)])
+        if name == "__get__" and getattr(getattr(func, "__self__", None), "__name__", "") == "shape":
+            node_args: tuple[Any, ...] = (source, "shape")
+            op = "getattr"
+        elif name == "size":
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            node_args, op = ((source,) if dim is None else (source, dim)), "size"
+        elif name == "numel":
+            node_args, op = (source,), "numel"
+        elif name == "__len__":
+            node_args, op = (source, 0), "size"
+        else:
+            return
+        self.trace.nodes.append(Node(self.name(op), "call", op, "meta", node_args, {}, self.where(), result, fn=func))
+        self.trace.branched.append(len(self.trace.nodes) - 1)
 
 
 def _leaf_modules(model: nn.Module) -> dict[nn.Module, str]:
