@@ -101,6 +101,9 @@ def check_arguments(model: Any, optimizer: Any, total_steps: Any, config: Sparsi
     if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
         raise UserError(f"`model` must be a torch.nn.Module with parameters, got {type(model).__name__}",
                         "pass the network you train", fields=("model",))
+    if isinstance(model, torch.jit.ScriptModule):  # its layers are compiled: no Conv2d or Linear to mask
+        raise UserError("`model` is a TorchScript module, whose layers cannot be sparsified",
+                        "sparsify the Python model while it trains, then script (or export) it", fields=("model",))
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise UserError(f"`optimizer` must be a torch.optim.Optimizer, got {type(optimizer).__name__}",
                         "pass the optimizer of your training loop", fields=("optimizer",))

@@ -148,6 +148,11 @@ def test_malformed_coco_annotations_are_one_line_naming_the_file(tmp_path):
         ({"images": [{"id": 7, "file_name": "a.jpg", "width": W, "height": H},
                      {"id": 7, "file_name": "b.jpg", "width": W, "height": H}], "categories": [{"id": 1}],
           "annotations": []}, "lists image id 7 more than once"),
+        ({"images": [], "categories": [{"id": 1, "name": "x"}, {"id": 1, "name": "z"}], "annotations": []},
+         "lists category id 1 more than once"),  # 'x' was renamed 'z'
+        *[({"images": [{"id": 7, "file_name": "a.jpg", "width": W, "height": H}], "categories": [{"id": 1}],
+            "annotations": [{"id": 5, "image_id": 7, "category_id": bad, "bbox": [2, 3, 4, 5]}]},
+           f"has category id {bad!r}, which is not a whole number") for bad in (1.7, True)],  # read as 1 before
     ]
     for n, (train, problem) in enumerate(cases):
         coco_folder(tmp_path / str(n), train)

@@ -71,6 +71,11 @@ def test_unknown_tasks_and_classifiers_as_detectors_are_refused_in_one_line(tmp_
     runner = CliRunner()
     line = one_line_error(runner.invoke(main, ["train", "--task", "segmentation"], prog_name="iee-deploy"))
     assert "unknown task 'segmentation'" in line and "classification, detection" in line
+    from iee_deploy.tasks import task_named
+
+    for name in (None, 3):  # through the library: not a name at all
+        with pytest.raises(UserError, match=f"unknown task {name!r}; choose one of: classification, detection"):
+            task_named(name)  # type: ignore[arg-type]
     line = one_line_error(runner.invoke(main, ["train", "--task", "detection", "--model", "resnet20"], prog_name="iee-deploy"))
     assert "'resnet20' is not a detector" in line and "ssdlite" in line
     with pytest.raises(UserError, match="is a CifarResNet, not a torchvision detector"):

@@ -134,3 +134,20 @@ def test_register_op_refuses_what_is_not_an_op():
     for layer in (nn.Conv2d, MyConv, nn.BatchNorm2d):  # declared weightless, their weights would never be sliced
         with pytest.raises(UserError, match="a layer with weights the graph prunes itself"):
             register_op(layer, "pointwise")
+
+    class Scale(nn.Module):  # a per-channel parameter: declared pointwise, the graph would prune past it
+        def __init__(self) -> None:
+            super().__init__()
+            self.gain = nn.Parameter(torch.ones(8, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.gain
+
+    register_op(Scale, "pointwise")
+    try:
+        with pytest.raises(UserError, match=r"is declared pointwise \(register_op\), but it holds parameters"):
+            build_dependency_graph(nn.Sequential(nn.Conv2d(3, 8, 1), Scale(), nn.Conv2d(8, 2, 1)), torch.zeros(1, 3, 4, 4))
+    finally:
+        from iee_deploy.graph.ops import _MODULES
+
+        del _MODULES[Scale]

@@ -193,6 +193,12 @@ def test_a_frozen_layer_stays_dense_and_the_rest_is_sparsified():
     assert abs(zeros - 0.8) < 0.02  # the target sparsity over the layers that train
 
 
+def test_a_scripted_model_is_named():
+    model = torch.jit.script(net())
+    with pytest.raises(UserError, match="`model` is a TorchScript module, whose layers cannot be sparsified"):
+        attach(model)
+
+
 def test_tied_weights_are_refused_and_an_untied_copy_sparsifies():
     """Two convs sharing one weight would each mask it: the tensor sparser than either mask, the reported sparsity wrong."""
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),

@@ -34,7 +34,7 @@ from torch.utils.data import Dataset, Subset
 
 from iee_deploy.data import DataBundle, sample_indices
 from iee_deploy.data.sources import read_rgb
-from iee_deploy.errors import UserError
+from iee_deploy.errors import UserError, is_whole
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
@@ -172,6 +172,16 @@ def _coco_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _coco_id(value: Any, what: str, path: Path) -> int:
+    """A COCO id as an int: a whole number (or its digits as text); 1.7 or true would be truncated to another id."""
+    if is_whole(value):
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise UserError(f"COCO annotation file '{path}' has {what} id {value!r}, which is not a whole number",
+                    "give every id as a whole number")
+
+
 def coco_split(root: Path, split: str, categories: dict[int, str] | None = None) -> tuple[ImageBoxes, dict[int, str]]:
     """COCO's `split` ("train" or "val") under `root`, every annotation checked; with its categories {id: name} in
     the order of their labels (1..K; `categories` given: those of the training split, which this one must use, and
@@ -179,7 +189,12 @@ def coco_split(root: Path, split: str, categories: dict[int, str] | None = None)
     path = _coco_file(root, split)
     data = _coco_json(path)
     try:
-        names = {int(c["id"]): str(c.get("name", c["id"])) for c in sorted(data["categories"], key=lambda c: int(c["id"]))}
+        ids = [_coco_id(c["id"], "category", path) for c in data["categories"]]
+        if len(set(ids)) < len(ids):  # a later entry would silently rename the class
+            twice = Counter(ids).most_common(1)[0][0]
+            raise UserError(f"COCO annotation file '{path}' lists category id {twice} more than once",
+                            "give every category its own id")
+        names = {i: str(c.get("name", c["id"])) for i, c in sorted(zip(ids, data["categories"]), key=lambda p: p[0])}
         renamed = next((i for i in names if categories is not None and i in categories and names[i] != categories[i]), None)
         if categories is not None and renamed is not None:
             raise UserError(f"COCO annotation file '{path}' names category {renamed} '{names[renamed]}', the training "
@@ -196,7 +211,7 @@ def coco_split(root: Path, split: str, categories: dict[int, str] | None = None)
         for note in data["annotations"]:
             if note.get("iscrowd", 0):
                 continue
-            image, category = int(note["image_id"]), int(note["category_id"])
+            image, category = _coco_id(note["image_id"], "image", path), _coco_id(note["category_id"], "category", path)
             if image not in images:
                 raise UserError(f"COCO annotation file '{path}': annotation {note.get('id')} is of image {image}, "
                                 "which `images` does not list", "restore the file")

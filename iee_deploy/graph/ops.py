@@ -276,6 +276,10 @@ def classify_module(module: nn.Module, where: str) -> Category:
     category = _category(module)
     if category is None:
         raise _unsupported(f"layer {type(module).__module__}.{type(module).__name__}", where)
+    if category in ("pointwise", "spatial") and next(module.parameters(), None) is not None:
+        raise UserError(f"module {where} is declared {category} (register_op), but it holds parameters, which the graph "
+                        "would never slice", f"register {type(module).__name__} as 'mixing' (its channels kept), or "
+                        "declare the functions its forward calls instead", fields=("target",))
     return category
 
 

@@ -16,8 +16,8 @@ __all__ = ["TASKS", "StepOutcome", "Task", "task_named"]
 
 def task_named(name: str) -> Task:
     """The task `name`, or a one-line UserError listing the tasks."""
-    if name not in TASKS:
-        close = difflib.get_close_matches(name, TASKS, n=1)
-        raise UserError(f"unknown task '{name}'", (f"did you mean {close[0]}? " if close else "") +
+    if not isinstance(name, str) or name not in TASKS:
+        close = difflib.get_close_matches(name, TASKS, n=1) if isinstance(name, str) else []
+        raise UserError(f"unknown task {name!r}", (f"did you mean {close[0]}? " if close else "") +
                         f"choose one of: {', '.join(TASKS)}", fields=("task",))
     return TASKS[name]()
