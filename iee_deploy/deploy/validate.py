@@ -341,7 +341,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
         # its validation.json would then be this engine's, and `report` would score that engine by it
         raise UserError(f"`out` '{out}' holds another engine: its {VALIDATION_REPORT} would be replaced by this one's",
                         "choose another `out`, or leave it out to write beside the engine", fields=("out",))
-    validated = _validated_engine(folder / VALIDATION_REPORT)
+    validated = _validated_engine(folder / VALIDATION_REPORT) if out is not None else None  # beside the engine: its own
     if validated is not None and Path(validated).resolve() != Path(engine_dir).resolve():
         raise UserError(f"`out` '{out}' holds the validation of another engine ('{validated}'): this one's would replace it",
                         "choose another `out`, or leave it out to write beside the engine", fields=("out",))
