@@ -552,6 +552,8 @@ def test_prune_model_names_a_wrong_keep_graph_or_model_in_one_line():
     assert prune_model(model, g, {"0": np.array([0, 2])})[0].out_channels == 2  # numpy indices are fine
     with pytest.raises(UserError, match="`model` is a TorchScript module"):
         prune_model(torch.jit.script(model), g, {"0": [0, 1]})
+    with pytest.raises(UserError, match="`model` Sequential holds no parameters, so no layer to prune"):
+        build_dependency_graph(nn.Sequential(), torch.zeros(1, 3, 8, 8))
     with pytest.raises(UserError, match="must be one list of unit indices, got an array of shape \\(2, 2\\)"):
         prune_model(model, g, {"0": torch.tensor([[0, 1], [2, 3]])})
     mask = torch.tensor([True, False, True, False])

@@ -418,6 +418,9 @@ def build_dependency_graph(model: nn.Module, example_input: torch.Tensor | tuple
                         f"{type(example_input).__name__}", "pass e.g. torch.zeros(1, 3, 224, 224)",
                         fields=("example_input",))
     _refuse_whole_detector(model)
+    if next(model.parameters(), None) is None:  # nn.Sequential() or a parameter-free function: no layer to prune
+        raise UserError(f"`model` {type(model).__name__} holds no parameters, so no layer to prune",
+                        "pass the network itself", fields=("model",))
     empty = next((x for x in inputs if 0 in x.shape), None)
     if empty is not None:  # a batch of 0 images: no channel reaches any layer to be traced
         raise UserError(f"`example_input` of shape {tuple(empty.shape)} holds no values",
