@@ -93,6 +93,14 @@ def check_fraction(field: str, value: float, *, low_open: bool = False, high_ope
     return value
 
 
+def check_whole(field: str, value: object, least: int, example: int) -> int:
+    """`value` if it is a whole number >= `least` (numpy integers too, never a bool or 2.5), else a ConfigError
+    naming `field` and suggesting `example`."""
+    if not is_whole(value) or value < least:  # type: ignore[operator]
+        raise ConfigError(field, f"`{field}` {value!r} is not a whole number >= {least}", f"pass e.g. {example}")
+    return int(value)  # type: ignore[call-overload]
+
+
 def check_positive(field: str, value: float, *, zero_ok: bool = False) -> float:
     """`value` if it is a finite number > 0 (>= 0 with `zero_ok`), else a ConfigError naming `field`."""
     check_number(field, value)

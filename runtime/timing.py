@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from iee_deploy.errors import ConfigError, check_positive, is_whole
+from iee_deploy.errors import check_positive, check_whole
 
 STATISTICS = ("median", "min")
 """Median: typical latency on a quiet device. Min (the fastest run): the least disturbed run, which on
@@ -106,9 +106,7 @@ class TimingConfig:
         for name in ("warmup_s", "min_seconds"):
             check_positive(name, getattr(self, name), zero_ok=True)
         for name, least in (("min_iterations", 1), ("rounds", 1), ("warmup", 0)):
-            value = getattr(self, name)
-            if not is_whole(value) or value < least:
-                raise ConfigError(name, f"`{name}` {value!r} is not a whole number >= {least}", f"pass e.g. {least + 9}")
+            check_whole(name, getattr(self, name), least, least + 9)
 
 
 def host_runner(run: Callable[[], object], clock: Clock = time.perf_counter) -> Runner:

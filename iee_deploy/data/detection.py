@@ -182,6 +182,14 @@ def _coco_id(value: Any, what: str, path: Path) -> int:
                     "give every id as a whole number")
 
 
+def _refuse_repeated(ids: list[int], what: str, path: Path) -> None:
+    """A UserError naming the first of `ids` listed more than once (a later entry would replace an earlier one)."""
+    if len(set(ids)) < len(ids):
+        twice = Counter(ids).most_common(1)[0][0]
+        raise UserError(f"COCO annotation file '{path}' lists {what} id {twice} more than once",
+                        f"give every {what} its own id")
+
+
 def coco_split(root: Path, split: str, categories: dict[int, str] | None = None) -> tuple[ImageBoxes, dict[int, str]]:
     """COCO's `split` ("train" or "val") under `root`, every annotation checked; with its categories {id: name} in
     the order of their labels (1..K; `categories` given: those of the training split, which this one must use, and
@@ -190,10 +198,7 @@ def coco_split(root: Path, split: str, categories: dict[int, str] | None = None)
     data = _coco_json(path)
     try:
         ids = [_coco_id(c["id"], "category", path) for c in data["categories"]]
-        if len(set(ids)) < len(ids):  # a later entry would silently rename the class
-            twice = Counter(ids).most_common(1)[0][0]
-            raise UserError(f"COCO annotation file '{path}' lists category id {twice} more than once",
-                            "give every category its own id")
+        _refuse_repeated(ids, "category", path)  # a later entry would silently rename the class
         names = {i: str(c.get("name", c["id"])) for i, c in sorted(zip(ids, data["categories"]), key=lambda p: p[0])}
         renamed = next((i for i in names if categories is not None and i in categories and names[i] != categories[i]), None)
         if categories is not None and renamed is not None:
@@ -201,11 +206,9 @@ def coco_split(root: Path, split: str, categories: dict[int, str] | None = None)
                             f"split names it '{categories[renamed]}'", "give both splits the same `categories`")
         categories = categories or names
         label = {cat: i + 1 for i, cat in enumerate(categories)}
-        images = {int(im["id"]): (im["file_name"], float(im["width"]), float(im["height"])) for im in data["images"]}
-        if len(images) < len(data["images"]):  # a later entry would silently replace an earlier one's file
-            twice = Counter(int(im["id"]) for im in data["images"]).most_common(1)[0][0]
-            raise UserError(f"COCO annotation file '{path}' lists image id {twice} more than once", "give every image "
-                            "its own id")
+        image_ids = [_coco_id(im["id"], "image", path) for im in data["images"]]
+        _refuse_repeated(image_ids, "image", path)  # a later entry would silently replace an earlier one's file
+        images = {i: (im["file_name"], float(im["width"]), float(im["height"])) for i, im in zip(image_ids, data["images"])}
         boxes: dict[int, list[list[float]]] = {i: [] for i in images}
         labels: dict[int, list[int]] = {i: [] for i in images}
         for note in data["annotations"]:

@@ -604,18 +604,18 @@ def _state_kept(model: nn.Module) -> Iterator[None]:
                 elif isinstance(value, dict) and value and key[0] != "_":  # a public dict, filled in place; torch's
                     for stale in [k for k, v in value.items() if _traced_value(v)]:  # own dicts are `_`-named
                         del value[stale]
-            for key in changed:
-                if _traced_value(now[key]):
-                    if key in attrs:
-                        now[key] = attrs[key]
-                    else:
-                        del now[key]
-            for key, value in list(module._buffers.items()):  # a buffer registered or set by the traced forward
-                if _traced_value(value):
-                    if key in buffers:
-                        module._buffers[key] = buffers[key]
-                    else:
-                        del module._buffers[key]
+            _undo(now, attrs, changed)
+            _undo(module._buffers, buffers, list(module._buffers))  # a buffer registered or set by the traced forward
+
+
+def _undo(now: dict[str, Any], before: dict[str, Any], keys: list[str]) -> None:
+    """Of `keys`, restore each entry of `now` that holds a traced value to its value in `before` (remove it if new)."""
+    for key in keys:
+        if _traced_value(now[key]):
+            if key in before:
+                now[key] = before[key]
+            else:
+                del now[key]
 
 
 def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:

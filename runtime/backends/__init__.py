@@ -30,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
-from iee_deploy.errors import ConfigError, UserError, is_whole
+from iee_deploy.errors import UserError, check_whole
 from runtime.quantize import QUANTIZED, QdqScheme
 from runtime.timing import Runner
 
@@ -68,9 +68,7 @@ class BuildSpec:
         if self.device not in DEVICES:
             raise UserError(f"unknown device '{self.device}'", f"choose one of: {', '.join(DEVICES)}")
         for name, least in (("batch", 1), ("resolution", 1), ("threads", 0)):  # 0 threads: every core
-            value = getattr(self, name)
-            if not is_whole(value) or value < least:
-                raise ConfigError(name, f"`{name}` {value!r} is not a whole number >= {least}", "pass e.g. 1")
+            check_whole(name, getattr(self, name), least, 1)
         if self.shape is not None:
             object.__setattr__(self, "shape", tuple(self.shape))
 
