@@ -33,8 +33,11 @@ Arms:
   run's epochs plus the fine-tuning epochs;
 - `north-star`: HALP at the 0.5 budget fine-tuned for 10% of the dense model's training FLOPs.
 
+Our knapsack arms' aim is calibrated on their final engines: seed 0 runs first (the pilot); when its final engine misses
+the budget by more than MATCH, every seed runs at the ratio scaled by budget / measured (`calibrated_ratio`).
+
 Plateau checks: the dense model at 0.75 of its epochs, and HALP fine-tuned for 0.75 of the epochs,
-each against the full length (seed 0; within 0.3 points: plateaued).
+each against the full length, paired by seed (every seed; the mean within 0.3 points: plateaued).
 
 Resumable anywhere: every finished step (the LUT, the dense model, each bisection, each run) leaves a
 small JSON record under benchmarks/results/head_to_head[_quick]_runs/<model>/, committed with the
@@ -67,6 +70,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import (
+    PLATEAU_POINTS,
     RESULTS,
     ROOT,
     cifar10_subset,
@@ -518,6 +522,34 @@ def twin(record: dict[str, Any], path: Path) -> Path:
 
 
 # --- one architecture ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    """One of our knapsack arms at one budget: `spec` = (arm, method, cost table, budget, epochs), its folder under the
+    records and runs, and the `latency_ratio` its one-shot structure aims at the budget with."""
+
+    arm: str
+    spec: tuple[str, str, str, float, float]
+    folder: Path
+    aimed: float
+
+    @property
+    def budget(self) -> float:
+        return self.spec[3]
+
+
+def calibrated_ratio(aimed: float, measured: float, budget: float, floor: float) -> float | None:
+    """The `latency_ratio` to run a knapsack cell at, from its pilot's final engine at `measured` x dense when aimed at
+    `aimed`: None when the pilot is within MATCH of `budget`, else `aimed` x `budget` / `measured` (at least `floor`,
+    the smallest ratio the knapsack accepts; at most 1).
+
+    HALP and IEE prune in steps while they train, so their final structure is not the one-shot one the aim was
+    bisected on, and it misses by about the same factor for every seed (resnet20: IEE at 0.7 landed at 0.76 x dense
+    for each seed): one proportional correction from seed 0 aims every seed's run."""
+    if abs(measured / budget - 1) <= MATCH:
+        return None
+    return min(1.0, max(floor, aimed * budget / measured))
+
+
 def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, commands: list[str],
                  background: Executor) -> dict[str, Any]:
     """Every arm of one architecture: trained, matched, timed side by side; its rows.
@@ -568,21 +600,33 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             write_json(rec / "dense.json", record)
         return record
 
-    plateau_out = root / "dense-0.75D"
-    plateau_cmd = [*base_train(model, data, 0.75 * mode.dense_epochs, 0, args, args.lr), "--method", "static", "--sparsity", "0",
-                   "--out", str(plateau_out), "--no-progress"]
-    commands += [shown_command(dense_cmd), shown_command(plateau_cmd)]
+    def plateau_pair(seed: int) -> list[tuple[float, list[str], Path, Path]]:
+        """The dense plateau check's runs of `seed`, as (epochs, command, run folder, record): 0.75 D, and D itself
+        for seeds after 0 (seed 0's D is the dense model)."""
+        suffix = "" if seed == 0 else f"-seed{seed}"
+        pair = [(0.75 * mode.dense_epochs, root / f"dense-0.75D{suffix}", rec / f"dense-0.75D{suffix}.json")]
+        if seed:
+            pair.append((float(mode.dense_epochs), root / f"dense{suffix}", rec / f"dense{suffix}.json"))
+        return [(epochs, [*base_train(model, data, epochs, seed, args, args.lr), "--method", "static", "--sparsity", "0",
+                          "--out", str(out), "--no-progress"], out, path) for epochs, out, path in pair]
+
+    plateau_steps = [step for seed in range(mode.seeds) for step in plateau_pair(seed)]
+    commands += [shown_command(dense_cmd), *(shown_command(cmd) for _, cmd, _, _ in plateau_steps)]
     flops = rec / "flops.csv"
     commands.append(f"PYTHONPATH=. python -c 'from profiler.flops_table import flops_table; flops_table(\"{shown_path(lut)}\", "
                     f"\"{shown_path(flops)}\")'")
     if not flops.with_suffix(".json").is_file():
         flops_table(lut, flops)
     tables = {"latency": lut, "flops": flops}
-    # the dense plateau check needs no checkpoint: it trains on the second core while the bisections run on the first
+    # the dense plateau check (every seed: 0.75 D and D) needs no checkpoint: it trains on the second core while the
+    # bisections run on the first
     # (in-process runs share this process's random state with the bisections: then it runs after them)
-    plateau_run = partial(recorded, rec / "dense-0.75D.json", shown_command(plateau_cmd),
-                          partial(train, plateau_cmd, plateau_out, mode), plateau_out, None)
-    plateau = None if mode.in_process else background.submit(plateau_run)
+
+    def plateau_runs() -> list[dict[str, Any]]:
+        return [recorded(path, shown_command(cmd), partial(train, cmd, out, mode), out, None)
+                for _, cmd, out, path in plateau_steps]
+
+    plateau = None if mode.in_process else background.submit(plateau_runs)
     floors = {cost: smallest_ratio(model, None, table) for cost, table in tables.items()}
     budgets = [float(b) for b in args.budgets.split(",")]
     matches: dict[tuple[str, float], dict[str, float]] = {}
@@ -597,18 +641,61 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         return match_ratio(partial(net_of, batch=batch[0]), dense_onnx, budget * dense["bisection_dense_ms"],
                            dense["bisection_dense_ms"], shrinks, record, root / f"r{round(100 * budget)}" / arm_folder, mode)
 
-    runs: list[tuple[str, float, int, Path, Callable[[], dict[str, Any]]]] = []
+    Run = tuple[str, float, int, Path, Callable[[], dict[str, Any]]]
+    runs: list[Run] = []
 
-    def knapsack_run(arm: str, method: str, cost: str, budget: float, epochs: float, seed: int, folder: Path) -> None:
+    def knapsack_run(arm: str, method: str, cost: str, budget: float, epochs: float, seed: int, folder: Path,
+                     ratio: float) -> Run:
         window = ["--update-end", "0.5", "--descent", "0.5"] if method == "iee" else ["--update-end", "0.25"]
         out = root / folder / f"seed{seed}"
         cmd = [*base_train(model, data, epochs, seed, args, args.finetune_lr), "--method", method, "--target", "cpu",
-               "--lut", shown_path(tables[cost]), "--latency-ratio", f"{matches[(arm, budget)]['ratio']:.6f}",
+               "--lut", shown_path(tables[cost]), "--latency-ratio", f"{ratio:.6f}",
                *window, "--delta-t", str(mode.delta_t), "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress"]
-
         path = rec / folder / f"seed{seed}.json"
-        runs.append((arm, budget, seed, path, partial(recorded, path, shown_command(cmd), partial(train, cmd, out, mode),
-                                                      out, partial(our_engine, out))))
+        return (arm, budget, seed, path, partial(recorded, path, shown_command(cmd), partial(train, cmd, out, mode), out,
+                                                 partial(our_engine, out)))
+
+    cells: list[Cell] = []
+    calibrations: dict[tuple[str, float], dict[str, Any]] = {}
+
+    def settle(todo: list[Cell], alongside: list[Run], desc: str) -> tuple[list[Run], list[dict[str, Any]]]:
+        """Our knapsack cells' runs with `alongside`: every cell's pilot (seed 0 at the aimed ratio) runs first, beside
+        `alongside`; a pilot whose final engine misses the budget by more than MATCH sets its cell's calibrated ratio
+        (`calibrated_ratio`), at which every seed runs again (`calibrated/`); otherwise the other seeds run at the aim."""
+        pilots = [knapsack_run(*c.spec, seed=0, folder=c.folder, ratio=c.aimed) for c in todo]
+        done = run_all(pilots + alongside, f"{model}: {desc}")
+        rest: list[Run] = []
+        for cell, pilot_record in zip(todo, done):
+            cal = calibration(cell, pilot_record)
+            calibrations[(cell.arm, cell.budget)] = {**cal, "pilot_command": pilot_record["how"]}
+            if cal["calibrated"]:
+                rest += [knapsack_run(*cell.spec, seed=s, folder=cell.folder / "calibrated", ratio=cal["ratio"])
+                         for s in range(mode.seeds)]
+            else:
+                rest += [knapsack_run(*cell.spec, seed=s, folder=cell.folder, ratio=cell.aimed) for s in range(1, mode.seeds)]
+        later = run_all(rest, f"{model}: {desc}, the other seeds")
+        kept = [(r, rec_) for c, r, rec_ in zip(todo, pilots, done) if not calibrations[(c.arm, c.budget)]["calibrated"]]
+        final = [*kept, *zip(rest, later)]
+        final.sort(key=lambda pair: pair[0][2])  # by seed, as the rows are read
+        return [r for r, _ in final] + alongside, [x for _, x in final] + done[len(todo):]
+
+    def calibration(cell: Cell, pilot: dict[str, Any]) -> dict[str, Any]:
+        """The cell's calibration record: its pilot's final engine timed beside the dense one, and the ratio to run at."""
+        path = rec / cell.folder / "calibration.json"
+        if path.is_file():
+            return dict(json.loads(path.read_text()))
+        if pilot["diverged"]:
+            out: dict[str, Any] = {"aimed_ratio": cell.aimed, "pilot_ratio": None, "ratio": cell.aimed, "calibrated": False}
+        else:
+            twins = root / cell.folder / "pilot"
+            ms = time_side_by_side({"pilot": twin(pilot, twins / "pilot.onnx"),
+                                    "dense": twin(dense_record(), twins / "dense.onnx")}, mode.match_seconds)
+            measured = ms["pilot"] / ms["dense"]
+            ratio = calibrated_ratio(cell.aimed, measured, cell.budget, floors[cell.spec[2]])
+            out = {"aimed_ratio": cell.aimed, "pilot_ratio": measured, "ratio": ratio or cell.aimed,
+                   "calibrated": ratio is not None}
+        write_json(path, out)
+        return out
 
     for budget in budgets:
         folder = Path(f"r{round(100 * budget)}")
@@ -619,11 +706,10 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         for arm in (*mode.external_arms, "slim"):
             matches[(arm, budget)] = match(arm, budget, partial(external_model, arm, model, checkpoint, round_to=round_to),
                                            arm in TP_ARMS)
+        cells += [Cell(arm, (arm, arm.split("-")[0], KNAPSACK_ARMS[arm], budget, mode.epochs), folder / arm,
+                       matches[(arm, budget)]["ratio"]) for arm in KNAPSACK_ARMS]
         for seed in range(mode.seeds):
-            for arm in mode.arms:
-                if arm in KNAPSACK_ARMS:
-                    knapsack_run(arm, arm.split("-")[0], KNAPSACK_ARMS[arm], budget, mode.epochs, seed, folder / arm)
-                    continue
+            for arm in mode.external_arms + ("slim",):
                 out = root / folder / arm / f"seed{seed}"
                 epochs = mode.dense_epochs + mode.epochs if arm == "slim" else mode.epochs
                 spec = {"arm": arm, "model": model, "data": str(data.relative_to(ROOT)), "checkpoint": str(checkpoint),
@@ -634,32 +720,37 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                 path = rec / folder / arm / f"seed{seed}.json"
                 runs.append((arm, budget, seed, path, partial(recorded, path, spec, partial(run_external, spec, mode), out,
                                                               partial(external_engine, out))))
-    # the fine-tuning plateau check: HALP at the north star's budget (else the first) for 0.75 E epochs, seed 0
-    check_budget = NORTH_STAR_BUDGET if NORTH_STAR_BUDGET in budgets else budgets[0]
-    matches[(FINETUNE_CHECK, check_budget)] = matches[("halp", check_budget)]
-    knapsack_run(FINETUNE_CHECK, "halp", "latency", check_budget, 0.75 * mode.epochs, 0,
-                 Path(f"r{round(100 * check_budget)}") / FINETUNE_CHECK)
     jobs = 1 if mode.in_process else args.jobs
 
-    def run_all(todo: list[tuple[str, float, int, Path, Callable[[], dict[str, Any]]]], desc: str) -> list[dict[str, Any]]:
+    def run_all(todo: list[Run], desc: str) -> list[dict[str, Any]]:
         if not all(path.is_file() for *_, path, _ in todo):
             dense_record()  # a run to do starts from the dense checkpoint: trained (or checked) first, once
         return run_parallel(lambda r: r[4](), todo, jobs, desc)
 
-    records = run_all(runs, f"{model}: runs")
-    plateau_record = plateau_run() if plateau is None else plateau.result()
-    dense = read_record(rec / "dense.json", shown_command(dense_cmd)) or dense_record()
+    runs, records = settle(cells, runs, "runs")
+    # the fine-tuning plateau check: HALP at the north star's budget (else the first) for 0.75 E epochs, every seed, at
+    # the ratio HALP's rows ran at
+    check_budget = NORTH_STAR_BUDGET if NORTH_STAR_BUDGET in budgets else budgets[0]
+    halp_cal = calibrations[("halp", check_budget)]
+    check_folder = Path(f"r{round(100 * check_budget)}") / FINETUNE_CHECK / ("calibrated" if halp_cal["calibrated"] else "")
+    checks = [knapsack_run(FINETUNE_CHECK, "halp", "latency", check_budget, 0.75 * mode.epochs, s, check_folder,
+                           halp_cal["ratio"]) for s in range(mode.seeds)]
     # the north star: HALP at the 0.5 budget with 10% of the dense model's training FLOPs
     halp_rel = statistics.fmean(r["flops"]["train_relative"] for (a, b, *_), r in zip(runs, records)
                                 if a == "halp" and b == NORTH_STAR_BUDGET) if NORTH_STAR_BUDGET in budgets else None
-    first = len(runs)
     if halp_rel:
         star_epochs = math.floor(100 * NORTH_STAR_COST * mode.dense_epochs / halp_rel) / 100  # never above the cost
+        star = Cell(NORTH_STAR, (NORTH_STAR, "halp", "latency", NORTH_STAR_BUDGET, star_epochs),
+                    Path(f"r{round(100 * NORTH_STAR_BUDGET)}") / NORTH_STAR, matches[("halp", NORTH_STAR_BUDGET)]["ratio"])
         matches[(NORTH_STAR, NORTH_STAR_BUDGET)] = matches[("halp", NORTH_STAR_BUDGET)]
-        for seed in range(mode.seeds):
-            knapsack_run(NORTH_STAR, "halp", "latency", NORTH_STAR_BUDGET, star_epochs, seed,
-                         Path(f"r{round(100 * NORTH_STAR_BUDGET)}") / NORTH_STAR)
-        records += run_all(runs[first:], f"{model}: north star")
+        star_runs, star_records = settle([star], checks, "north star and fine-tuning plateau check")
+        check_records = star_records[-len(checks):]
+        runs += star_runs[:-len(checks)]
+        records += star_records[:-len(checks)]
+    else:
+        check_records = run_all(checks, f"{model}: fine-tuning plateau check")
+    plateau_records = plateau_runs() if plateau is None else plateau.result()
+    dense = read_record(rec / "dense.json", shown_command(dense_cmd)) or dense_record()
     twins = root / "twins"
     engines = {"dense": twin(dense, twins / "dense.onnx")}
     if dense_onnx.is_file():  # the check that a structure with re-drawn weights times as the trained engine
@@ -681,22 +772,27 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                      "budget_ms": budget * timed["dense"], "ratio": ms / timed["dense"],
                      "within_match": abs(ms / (budget * timed["dense"]) - 1) <= MATCH,
                      "train_flops": train_flops, "train_flops_vs_dense_training": train_flops / dense_train_flops,
-                     "aimed_ratio": matches[(arm, budget)]["ratio"],
-                     "aimed_probe_ratio": matches[(arm, budget)]["probe_ms"] / matches[(arm, budget)]["budget_ms"] * budget})
-    check = {r["arm"]: r for r in rows if r["budget"] == check_budget and r["seed"] == 0}
-    finetune = check[FINETUNE_CHECK]["val_acc"] - check["halp"]["val_acc"]
-    plateau_diff = plateau_record["val_acc"] - dense["val_acc"]
+                     "aimed_ratio": calibrations.get((arm, budget), matches[(arm, budget)])["ratio"],
+                     "aimed_probe_ratio": matches[(arm, budget)]["probe_ms"] / matches[(arm, budget)]["budget_ms"] * budget,
+                     "pilot_ratio": calibrations[(arm, budget)]["pilot_ratio"]
+                     if calibrations.get((arm, budget), {}).get("calibrated") else None})
+    halp = sorted((r for r in rows if (r["arm"], r["budget"]) == ("halp", check_budget)), key=lambda r: r["seed"])
+    finetune = paired_difference([r["val_acc"] for r in check_records], [r["val_acc"] for r in halp])
+    shorts = [r for (epochs, *_), r in zip(plateau_steps, plateau_records) if epochs < mode.dense_epochs]
+    fulls = [dense] + [r for (epochs, *_), r in zip(plateau_steps, plateau_records) if epochs == mode.dense_epochs]
+    plateau_diff = paired_difference([r["val_acc"] for r in shorts], [r["val_acc"] for r in fulls])
     return {"model": model, "dense_val_acc": dense["val_acc"], "dense_ms": timed["dense"],
             "trained_vs_structure_ms": timed["dense-trained"] / timed["dense"] if "dense-trained" in timed else None,
             "dense_train_flops": dense_train_flops, "dense_epochs": mode.dense_epochs, "round_to": round_to,
             "grid": {"align": meta.grid_align, "block": meta.grid_block, "step": meta.grid_step},
             "smallest_ratio": floors, "records": shown_path(rec),
             "dense_command": dense["how"],
-            "dense_plateau": {"difference": plateau_diff, "plateaued": plateaued({"mean": plateau_diff}),
-                              "command": plateau_record["how"]},
-            "finetune_plateau": {"budget": check_budget, "difference": finetune, "plateaued": plateaued({"mean": finetune}),
-                                 "command": check[FINETUNE_CHECK]["command"]},
-            "rows": [r for r in rows if r["arm"] != FINETUNE_CHECK]}
+            "dense_plateau": {"difference": plateau_diff, "plateaued": plateaued(plateau_diff),
+                              "commands": [r["how"] for r in plateau_records]},
+            "finetune_plateau": {"budget": check_budget, "difference": finetune, "plateaued": plateaued(finetune),
+                                 "commands": [r["how"] for r in check_records]},
+            "calibrations": [{"arm": arm, "budget": budget, **cal} for (arm, budget), cal in calibrations.items()],
+            "rows": rows}
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -832,13 +928,17 @@ def markdown(record: dict[str, Any], png: str) -> str:
     archs = [f"- {a['model']}: dense top-1 {100 * a['dense_val_acc']:.2f}% after {a['dense_epochs']} epochs, "
              f"{a['dense_ms']:.3f} ms measured, training {a['dense_train_flops']:.3g} FLOPs; grid align {a['grid']['align']} "
              f"below one block of {a['grid']['block']} (measured), Torch-Pruning round_to {a['round_to']}; plateau check "
-             f"(0.75 D minus D, one seed): {100 * a['dense_plateau']['difference']:+.2f} points, "
+             f"(0.75 D minus D, paired by seed, mean within {PLATEAU_POINTS:g} points): "
+             f"{format_difference(a['dense_plateau']['difference'])} points, "
              + ("plateaued" if a["dense_plateau"]["plateaued"] else "**NOT plateaued**")
-             + f"; fine-tuning plateau check (HALP at {a['finetune_plateau']['budget']:g} x dense, 0.75 E minus E, seed 0): "
-             f"{100 * a['finetune_plateau']['difference']:+.2f} points, "
+             + f"; fine-tuning plateau check (HALP at {a['finetune_plateau']['budget']:g} x dense, 0.75 E minus E, paired): "
+             f"{format_difference(a['finetune_plateau']['difference'])} points, "
              + ("plateaued" if a["finetune_plateau"]["plateaued"] else "**NOT plateaued**")
              + f"; smallest ratio our knapsack accepts: {a['smallest_ratio']['latency']:.3f} of the LUT's dense latency, "
-             f"{a['smallest_ratio']['flops']:.3f} of the dense MACs" for a in record["architectures"]]
+             f"{a['smallest_ratio']['flops']:.3f} of the dense MACs; calibrated knapsack cells (pilot's final engine x dense: "
+             "aimed ratio -> ratio run): " + (", ".join(
+                 f"{c['arm']} at {c['budget']:g} ({c['pilot_ratio']:.3f}: {c['aimed_ratio']:.3f} -> {c['ratio']:.3f})"
+                 for c in a["calibrations"] if c["calibrated"]) or "none") for a in record["architectures"]]
     lines = [
         f"# Head to head at equal measured latency ({record['mode']} mode)", "",
         *header_markdown(record["meta"], record["mode"] + (" (a pipeline check; not the benchmark)" if quick else "")),
@@ -865,12 +965,15 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "How each arm meets the budget: Torch-Pruning, Model Optimizer and slim bisect their ratio on the measured "
         "latency of the network they start fine-tuning from (pruning does not change during their fine-tuning). Our "
         "knapsack arms (iee, halp, halp-flops, north-star) bisect their `--latency-ratio` on the measured latency of "
-        "the knapsack's one-shot structure; HALP and IEE then prune in steps while they train, so their final engines "
-        f"can miss the budget by more than {100 * MATCH:g}%. The 'within' column is the final engines' measured latency, "
-        "re-timed side by side, against the budget.", "",
+        "the knapsack's one-shot structure; HALP and IEE then prune in steps while they train, so their final structure "
+        "differs from the one-shot one. Seed 0 runs first at that aim (the pilot); when the pilot's final engine, timed "
+        f"beside the dense one, misses the budget by more than {100 * MATCH:g}%, the ratio is scaled by budget / measured "
+        "and every seed runs at it (the pilot is then not a row). The 'within' column is the final engines' measured "
+        "latency, re-timed side by side, against the budget.", "",
         "Commands (from the repository root):", "", *[f"    {c}" for c in record["commands"]],
         *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0],
-        *[f"    {a['finetune_plateau']['command']}" for a in record["architectures"]], "",
+        *[f"    {c['pilot_command']}" for a in record["architectures"] for c in a["calibrations"] if c["calibrated"]],
+        *[f"    {c}" for a in record["architectures"] for c in a["finetune_plateau"]["commands"]], "",
         "## Sizing of the full mode", "", *sizing(), "",
     ]
     return "\n".join(lines)

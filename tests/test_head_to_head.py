@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.head_to_head import MATCH, NORTH_STAR, TINY, bisect_ratio
+from benchmarks.head_to_head import MATCH, NORTH_STAR, TINY, bisect_ratio, calibrated_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,6 +18,14 @@ def test_bisect_ratio_matches_a_monotone_latency():
     assert abs(ms / 0.5 - 1) <= MATCH / 2 and abs(ratio - 0.625) < 0.02
     ratio, ms = bisect_ratio(lambda r: 0.1 + 0.9 * r, 0.55, shrinks=False, iterations=20)  # slim: keep 0.5
     assert abs(ms / 0.55 - 1) <= MATCH / 2 and abs(ratio - 0.5) < 0.02
+
+
+def test_calibrated_ratio_scales_a_missed_aim_and_keeps_a_met_one():
+    assert calibrated_ratio(0.75, 0.76, 0.7, floor=0.3) == pytest.approx(0.75 * 0.7 / 0.76)  # IEE landed slow: aim lower
+    assert calibrated_ratio(0.5, 0.475, 0.5, floor=0.3) == pytest.approx(0.5 * 0.5 / 0.475)  # HALP landed fast: aim higher
+    assert calibrated_ratio(0.5, 0.505, 0.5, floor=0.3) is None  # within MATCH: the pilot's aim stands
+    assert calibrated_ratio(0.36, 0.5, 0.35, floor=0.3) == 0.3  # never below the smallest ratio the knapsack accepts
+    assert calibrated_ratio(0.95, 0.5, 0.7, floor=0.3) == 1.0
 
 
 def test_int8_miss_states_how_far_the_speedups_are_from_multiplying():
@@ -53,8 +61,17 @@ def test_tiny_mode_table_shape(tmp_path):
         assert t["within_match"] == all(abs(r["ratio"] / r["budget"] - 1) <= MATCH for r in record["rows"]
                                         if (r["budget"], r["arm"]) == (t["budget"], t["arm"]))
     arch = record["architectures"][0]
-    assert {"dense_plateau", "finetune_plateau", "smallest_ratio"} <= set(arch)
+    assert {"dense_plateau", "finetune_plateau", "smallest_ratio", "calibrations"} <= set(arch)
     assert set(arch["smallest_ratio"]) == {"latency", "flops"}
+    assert arch["dense_plateau"]["difference"]["n"] == arch["finetune_plateau"]["difference"]["n"] == TINY.seeds
+    # every knapsack cell has its pilot's calibration; a calibrated cell's rows ran at the calibrated ratio
+    cals = {(c["arm"], c["budget"]): c for c in arch["calibrations"]}
+    assert set(cals) == {(a, 0.5) for a in ("iee", "halp", "halp-flops", NORTH_STAR)}
+    for (arm, budget), c in cals.items():
+        assert c["calibrated"] == (abs(c["pilot_ratio"] / budget - 1) > MATCH)
+        for r in (r for r in record["rows"] if (r["arm"], r["budget"]) == (arm, budget)):
+            assert r["aimed_ratio"] == c["ratio"] and (r["pilot_ratio"] is None) != c["calibrated"]
+            assert ("/calibrated/" in r["command"]) == c["calibrated"]
     text = (tmp_path / "head_to_head_tiny.md").read_text()
     assert "halp-flops" in text and f"within {100 * MATCH:g}%" in text
     assert (tmp_path / "head_to_head_tiny.png").stat().st_size > 0
@@ -67,9 +84,12 @@ def test_tiny_mode_table_shape(tmp_path):
     int8 = json.loads((tmp_path / "int8_tiny.json").read_text())
     int8_arch = int8["architectures"][0]
     assert int8_arch["dense"]["int8_speedup"] > 1.2  # measured 2.2x on this CPU
-    halp = next(r for r in record["rows"] if (r["arm"], r["seed"]) == ("halp", 0))
+    halp_pilot = cals[("halp", 0.5)]  # seed 0 at the one-shot aim: the int8 benchmark's fp32-LUT run
     fp32_lut = next(r for r in int8_arch["rows"] if r["arm"] == "fp32-lut")
-    assert fp32_lut["command"] == halp["command"] and fp32_lut["fp32_top1"] == pytest.approx(halp["val_acc"], abs=0.01)
+    assert fp32_lut["command"] == halp_pilot["pilot_command"]
+    if not halp_pilot["calibrated"]:
+        halp = next(r for r in record["rows"] if (r["arm"], r["seed"]) == ("halp", 0))
+        assert fp32_lut["fp32_top1"] == pytest.approx(halp["val_acc"], abs=0.01)
     assert fp32_lut["int8_speedup"] > 1 and 0 <= fp32_lut["agreement"] <= 1
     # the INT8 LUT's arm ran, or is refused with the table's own one-line reason (a table too flat to prune against)
     ran = any(r["arm"] == "int8-lut" for r in int8_arch["rows"])
