@@ -533,6 +533,44 @@ def test_a_trace_leaves_no_traced_value_in_the_model():
     assert model.stat.shape == (8,) and not model.stat.is_meta
 
 
+class ScaledByAttribute(nn.Module):
+    """A plain tensor attribute (not a buffer) used in forward, and a class defining nothing of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+        self.scale = torch.linspace(0.5, 1.5, 8).view(1, 8, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x) * self.scale)
+
+
+class OwnCall(nn.Sequential):
+    """A container with its own `__call__`: fx's own trace (the lean one patches only plain modules' classes)."""
+
+    def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return super().__call__(*args, **kwargs)
+
+
+def test_the_lean_fx_trace_restores_every_class_and_matches_fxs_own():
+    from iee_deploy.graph import trace as trace_module
+
+    classes = (ScaledByAttribute, nn.Conv2d, nn.Module, OwnCall, nn.Sequential)
+    before = {c: {k: c.__dict__.get(k) for k in ("__call__", "__getattr__")} for c in classes}
+    model, x = ScaledByAttribute().eval(), torch.randn(1, 3, 6, 6)
+    lean = build_dependency_graph(model, x)
+    assert lean.tracer == "fx" and {c: {k: c.__dict__.get(k) for k in ("__call__", "__getattr__")} for c in classes} == before
+    assert set(vars(model)) == set(vars(ScaledByAttribute())) and torch.fx.symbolic_trace(model)(x).shape == (1, 2, 6, 6)
+    trace_module._LEAN_TRACE = False
+    try:  # fx's own trace gives the same groups
+        assert [g.to_dict() for g in build_dependency_graph(model, x).groups] == [g.to_dict() for g in lean.groups]
+    finally:
+        trace_module._LEAN_TRACE = True
+    own = OwnCall(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 1)).eval()
+    assert build_dependency_graph(own, x).tracer == "fx" and "__call__" in OwnCall.__dict__
+
+
 def test_prune_model_names_a_wrong_keep_graph_or_model_in_one_line():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
     g = build_dependency_graph(model, torch.zeros(1, 3, 8, 8))

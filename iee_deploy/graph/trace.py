@@ -38,6 +38,19 @@ from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+try:  # fx's own patching helpers: a lean trace of a module uses them as fx's `Tracer.trace` does
+    from torch.fx._symbolic_trace import (
+        _autowrap_check,
+        _constant_attribute_types,
+        _get_is_fx_tracing,
+        _new_patcher,
+        _patch_wrapped_functions,
+        _set_is_fx_tracing,
+    )
+    _LEAN_TRACE = True
+except ImportError:  # another torch: fx's `Tracer.trace` as it is
+    _LEAN_TRACE = False
+
 from iee_deploy.errors import UserError
 from iee_deploy.graph.ops import (
     PASS_THROUGH,
@@ -60,14 +73,73 @@ class _Tracer(fx.Tracer):
     layer scale, a position embedding) or a buffer passed to an op is found by a dict lookup instead of a
     scan of the model's parameters or buffers."""
 
-    def __init__(self) -> None:
+    def __init__(self, named: list[tuple[str, nn.Module]] | None = None) -> None:
         super().__init__()
+        self.named = named  # the traced model's `named_modules()`, walked once per trace (`_fx_trace`)
         self.where: list[tuple[str, type[nn.Module]]] = []  # enclosing modules of the current call
         self.tensor_names: dict[int, str] | None = None  # id(parameter) -> its path, on first use
         self.buffer_names: dict[int, str] | None = None  # id(buffer) -> its path, on first use
         self.unpacks: dict[CodeType, dict[int, int]] = {}  # code -> {offset: n} of its UNPACK_SEQUENCE n
         self.values: _FxValues | None = None  # the values of the nodes traced so far, when asked for (`concrete`)
         self.evaluating = False  # computing those values: module calls and attributes are the real ones then
+        self.tensor_attrs_ready = True  # fx's map of tensor attributes made (`trace` defers it to first need)
+
+    def trace(self, root: nn.Module | Callable[..., Any], concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        """fx's `Tracer.trace` of a module, leaner (a sixth of a small model's graph build), with the same graph.
+
+        fx intercepts module calls and attribute reads by patching `nn.Module.__call__` and `__getattr__`
+        for the duration; a change to a class that every layer of every imported library subclasses
+        costs about a millisecond each way. Here the classes of the model's own modules are patched
+        instead (none may define its own `__call__` or `__getattr__`: otherwise, and for anything but a
+        plain module, fx's own trace runs). fx's map of every tensor attribute of every module, for a
+        constant tensor passed to an op, is made when one is first passed (`create_arg`), not before."""
+        if not isinstance(root, nn.Module):
+            names = []
+        elif self.named and self.named[0][1] is root:
+            names = self.named
+        else:
+            names = list(root.named_modules())
+        classes = {type(m) for _, m in names}
+        if (not _LEAN_TRACE or concrete_args is not None or not names or isinstance(root, fx.GraphModule)
+                or any(c.__call__ is not _MODULE_CALL or c.__getattr__ is not _MODULE_GETATTR for c in classes)):
+            self.tensor_attrs_ready = True
+            return super().trace(root, concrete_args)
+        assert isinstance(root, nn.Module)
+        flag = _get_is_fx_tracing()
+        _set_is_fx_tracing(True)
+        try:
+            self.root = root
+            fn = type(root).forward
+            self.root_module_name = root._get_name()
+            self.submodule_paths = {m: name for name, m in names}
+            self.graph = fx.Graph(tracer_cls=type(self))
+            self.tensor_attrs = {}
+            self.tensor_attrs_ready = False
+            fn_globals = fn.__globals__
+            fn, args = self.create_args_for_root(fn, True, None)
+            parameter_proxy_cache: dict[str, Any] = {}
+
+            def module_getattr(mod: nn.Module, attr: str) -> Any:
+                return self.getattr(attr, _MODULE_GETATTR(mod, attr), parameter_proxy_cache)
+
+            def module_call(mod: nn.Module, *args: Any, **kwargs: Any) -> Any:
+                def forward(*args: Any, **kwargs: Any) -> Any:
+                    return _MODULE_CALL(mod, *args, **kwargs)
+
+                _autowrap_check(patcher, getattr(getattr(mod, "forward", mod), "__globals__", {}),
+                                self._autowrap_function_ids)
+                return self.call_module(mod, forward, args, kwargs)
+
+            with _new_patcher() as patcher, _classes_patched(classes, module_call, module_getattr):
+                _patch_wrapped_functions(patcher)
+                _autowrap_check(patcher, fn_globals, self._autowrap_function_ids)
+                for module in self._autowrap_search:
+                    _autowrap_check(patcher, module.__dict__, self._autowrap_function_ids)
+                self.create_node("output", "output", (self.create_arg(fn(*args)),), {})
+            self.submodule_paths = None
+        finally:
+            _set_is_fx_tracing(flag)
+        return self.graph
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
         """fx's rule: one proxy per path for the model's parameters, anything else as is (buffers too:
@@ -76,7 +148,7 @@ class _Tracer(fx.Tracer):
             return attr_val
         if self.tensor_names is None:
             assert isinstance(self.root, nn.Module)
-            self.tensor_names = {id(p): path for path, p in self.root.named_parameters()}
+            self.tensor_names = _tensor_paths(self._named(), "_parameters")
         path = self.tensor_names.get(id(attr_val))
         if path is None:
             return attr_val
@@ -112,11 +184,23 @@ class _Tracer(fx.Tracer):
         if kind is torch.Tensor:  # a buffer passed to an op (F.batch_norm's running statistics): its get_attr node
             if self.buffer_names is None:
                 assert isinstance(self.root, nn.Module)
-                self.buffer_names = {id(b): path for path, b in self.root.named_buffers()}
+                self.buffer_names = _tensor_paths(self._named(), "_buffers")
             path = self.buffer_names.get(id(a))
             if path is not None:
                 return self.create_node("get_attr", path, (), {})
+        if not self.tensor_attrs_ready and isinstance(a, _constant_attribute_types):
+            self.tensor_attrs_ready = True  # fx's map of the modules' tensor attributes, made on first need
+            assert isinstance(self.root, nn.Module)
+            for path, module in self._named():
+                prefix = f"{path}." if path else ""
+                for key, value in vars(module).items():
+                    if isinstance(value, _constant_attribute_types):
+                        self.tensor_attrs.setdefault(value, prefix + key)  # type: ignore[arg-type]
         return super().create_arg(a)
+
+    def _named(self) -> list[tuple[str, nn.Module]]:
+        assert isinstance(self.root, nn.Module)
+        return self.named if self.named and self.named[0][1] is self.root else list(self.root.named_modules())
 
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return _Proxy(node, self)
@@ -188,6 +272,40 @@ class _Proxy(fx.Proxy):
         if isinstance(value, torch.Tensor):
             return int(tracer.concrete(self.size(0)))  # type: ignore[operator]  # Proxy.size is made at import
         return len(value)
+
+
+def _tensor_paths(named: list[tuple[str, nn.Module]], kind: str) -> dict[int, str]:
+    """id -> path of every parameter (`kind` "_parameters") or buffer ("_buffers") of the modules `named`, as
+    `named_parameters()` / `named_buffers()` name them (a tensor held twice: its first path)."""
+    paths: dict[int, str] = {}
+    for path, module in named:
+        for key, tensor in getattr(module, kind).items():
+            if tensor is not None and id(tensor) not in paths:
+                paths[id(tensor)] = f"{path}.{key}" if path else key
+    return paths
+
+
+_MODULE_CALL = nn.Module.__call__
+_MODULE_GETATTR = nn.Module.__getattr__
+
+
+@contextlib.contextmanager
+def _classes_patched(classes: set[type[nn.Module]], call: Callable[..., Any], getattr_: Callable[..., Any]) -> Iterator[None]:
+    """`__call__` and `__getattr__` of each of `classes` set to `call` and `getattr_` for the duration, then
+    restored exactly (removed where the class did not define its own, so that it inherits again)."""
+    saved: list[tuple[type[nn.Module], str, Any]] = []
+    try:
+        for cls in classes:
+            for name, fn in (("__call__", call), ("__getattr__", getattr_)):
+                saved.append((cls, name, cls.__dict__.get(name, _ABSENT)))
+                setattr(cls, name, fn)
+        yield
+    finally:
+        for cls, name, before in reversed(saved):
+            if before is _ABSENT:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, before)
 
 
 _WHERE = "iee_deploy_where"
@@ -488,13 +606,14 @@ class _FxValues:
     all of them once the trace is done, or, while it runs, those up to a value the model's own code asks for
     (`_Tracer.concrete`)."""
 
-    def __init__(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], tracer: _Tracer) -> None:
+    def __init__(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], tracer: _Tracer,
+                 named: list[tuple[str, nn.Module]]) -> None:
         self.model, self.inputs, self.tracer = model, inputs, tracer
         self.trace = Trace(tracer="fx")
         self.index: dict[fx.Node, int] = {}
         self.placeholders = 0
         self.data: set[fx.Node] = set()  # tensors computed from an input; an unknown op on none of them: a constant
-        self.modules = dict(model.named_modules())  # fx names each module by its first path here (path_of_module)
+        self.modules = dict(named)  # fx names each module by its first path here (path_of_module)
         self.last: fx.Node | None = None  # the last node converted
 
     def value(self, node: fx.Node) -> Any:
@@ -583,14 +702,14 @@ def _traced_value(value: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _state_kept(model: nn.Module) -> Iterator[None]:
+def _state_kept(modules: list[nn.Module]) -> Iterator[None]:
     """Undo what a traced forward writes into the model's modules: an attribute or buffer set to a traced value is
     restored (or removed), and an entry holding one is dropped from a module's public dict (LeViT's and EfficientViT's
     eval-mode `attention_bias_cache`, keyed by the traced device). Kept, such an entry is a stale proxy that
     holds the whole trace alive and that the next trace of the same model reads back as its own."""
     # torch.nn's own layers and containers write nothing in an eval-mode forward: only the model's own classes are
     # watched (a fifth of a timm CNN's modules; copying every module's state cost a tenth of a small model's build)
-    before = [(m, dict(vars(m)), dict(m._buffers)) for m in model.modules()
+    before = [(m, dict(vars(m)), dict(m._buffers)) for m in modules
               if not type(m).__module__.startswith("torch.nn.")]
     try:
         yield
@@ -619,9 +738,10 @@ def _undo(now: dict[str, Any], before: dict[str, Any], keys: list[str]) -> None:
 
 
 def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
-    tracer = _Tracer()
-    tracer.values = _FxValues(model, inputs, tracer)
-    with _state_kept(model):
+    named = list(model.named_modules())  # one walk of the model for the whole trace
+    tracer = _Tracer(named)
+    tracer.values = _FxValues(model, inputs, tracer, named)
+    with _state_kept([m for _, m in named]):
         tracer.trace(model)
         tracer.values.extend()
     return tracer.values.trace
