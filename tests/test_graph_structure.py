@@ -391,6 +391,30 @@ def test_tuple_unpacking_is_traced_by_fx():
     assert pruned.a.out_channels == 6 and pruned.b.in_channels == 3
 
 
+class StarUnpacksShapes(nn.Module):
+    """transformers' attention writes its view shapes as ``(*x.shape[:-1], -1, head_dim)``, and code loops over a
+    shape: iterations fx itself refuses (the whole model then went to the eager tracer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.fc1, self.fc2 = nn.Conv2d(3, 8, 2, stride=2), nn.Linear(8, 16), nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        h = self.fc1(t)
+        heads = h.view((*h.shape[:-1], -1, 4)).relu()
+        n = 1
+        for size in t.shape[1:-1]:
+            n = n * size
+        return self.fc2(heads.flatten(-2)).mean(1) * (n / n)
+
+
+def test_star_unpacking_and_loops_over_shapes_stay_on_fx():
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert build_dependency_graph(StarUnpacksShapes(), x[:1]).tracer == "fx"
+    assert prunes_exactly(StarUnpacksShapes(), x) == 1  # the embedding (fc1 is viewed by a literal head size: whole)
+
+
 class BranchesOnSizes(nn.Module):
     """Control flow on traced sizes (TF-style 'same' padding, a check of the channel count, an int() of a size)."""
 

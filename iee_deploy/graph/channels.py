@@ -121,13 +121,18 @@ def _relabel(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Units:
-    """Channel ids and their coupling (a union-find resolved in bulk with scipy when queried)."""
+    """Channel ids and their coupling: a union-find whose unions are merged in bulk when a query needs them.
+
+    Each id points to a smaller id of its unit (`_parent`; a unit's smallest id points to itself). A merge
+    points only the merged units' representatives at their new one, and a query follows the pointers for
+    the ids it asks about (`find`), so that the analysis's many queries each cost the size of the tensor
+    asked about, not of every id made so far (most of a ViT's or GhostNet's analysis when recomputed whole)."""
 
     def __init__(self) -> None:
         self.n = 0
         self._a: list[np.ndarray] = []
         self._b: list[np.ndarray] = []
-        self._canon = np.zeros(0, dtype=ID)
+        self._parent = np.zeros(0, dtype=ID)  # grown geometrically; ids from n on point to themselves
         self.fixed: list[np.ndarray] = []
 
     def new(self, count: int) -> np.ndarray:
@@ -144,22 +149,46 @@ class _Units:
     def fix(self, ids: np.ndarray) -> None:
         self.fixed.append(np.asarray(ids, dtype=ID).ravel())
 
+    def find(self, ids: np.ndarray) -> np.ndarray:
+        """The canonical id (the smallest id of its unit) of each of `ids`, in their shape."""
+        self._merge()
+        return self._roots(ids)
+
     def canon(self) -> np.ndarray:
-        """Canonical id per id: the smallest id of its unit."""
-        if self._canon.size < self.n:
-            self._canon = np.concatenate([self._canon, np.arange(self._canon.size, self.n, dtype=ID)])
-        if self._a:
-            ca = self._canon[np.concatenate(self._a)]
-            cb = self._canon[np.concatenate(self._b)]
-            self._a, self._b = [], []
-            differ = ca != cb
-            if differ.any():  # merge the touched units: connected components over their representatives
-                nodes, inverse = _relabel(np.concatenate([ca[differ], cb[differ]]), self.n)
-                half = int(differ.sum())
-                remap = np.arange(self.n, dtype=ID)
-                remap[nodes] = nodes[_smallest_connected(inverse[:half], inverse[half:], nodes.size)]
-                self._canon = remap[self._canon]
-        return self._canon
+        """Canonical id per id 0..n-1 (pointer jumping over them all, which also flattens every unit to its root)."""
+        self._merge()
+        parent = self._parent
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+        self._parent = parent
+        return parent[:self.n]
+
+    def _merge(self) -> None:
+        if self._parent.size < self.n:
+            grown = np.arange(max(self.n, 2 * self._parent.size), dtype=ID)
+            grown[:self._parent.size] = self._parent
+            self._parent = grown
+        if not self._a:
+            return
+        ca, cb = self._roots(np.concatenate(self._a)), self._roots(np.concatenate(self._b))
+        self._a, self._b = [], []
+        differ = ca != cb
+        if differ.any():  # merge the touched units: connected components over their representatives
+            nodes, inverse = _relabel(np.concatenate([ca[differ], cb[differ]]), self.n)
+            half = int(differ.sum())
+            self._parent[nodes] = nodes[_smallest_connected(inverse[:half], inverse[half:], nodes.size)]
+
+    def _roots(self, ids: np.ndarray) -> np.ndarray:
+        """The root of each of `ids` as the pointers stand (pending unions not merged)."""
+        x = self._parent[ids]
+        while True:
+            y = self._parent[x]
+            if np.array_equal(y, x):
+                return x
+            x = y
 
 
 def _smallest_connected(u: np.ndarray, v: np.ndarray, size: int, rounds: int = 8) -> np.ndarray:
@@ -303,7 +332,7 @@ class ChannelAnalysis:
         grid = ids.grid()
         if grid.shape[dim] <= 1:
             return False
-        arr = np.moveaxis(self.units.canon()[grid], dim, 0)
+        arr = np.moveaxis(self.units.find(grid), dim, 0)
         return not bool(np.all(arr == arr[:1]))
 
     def _fix_along(self, ids: Ids, dim: int) -> None:
@@ -321,7 +350,7 @@ class ChannelAnalysis:
         rows = np.broadcast_to(rows.reshape(rows.shape[0], -1), (ids.shape[dim], rows[0].size))
         if rows.shape[1] == 0 or np.all(rows == rows[:, :1]):
             return rows[:, 0].copy()
-        canon = self.units.canon()[rows]
+        canon = self.units.find(rows)
         if not np.all(canon == canon[:, :1]):
             self.units.union(np.broadcast_to(canon[:, :1], canon.shape), canon)
         return canon[:, 0].copy()
@@ -337,7 +366,7 @@ class ChannelAnalysis:
         """Tie ids so that units vary along at most one dim (see the module docstring)."""
         if ids.core is None or ids.core.ndim < 2:
             return ids
-        canon = self.units.canon()[ids.grid()]
+        canon = self.units.find(ids.grid())
         varying = [d for d in range(canon.ndim) if canon.shape[d] > 1 and not np.all(canon == canon.take([0], axis=d))]
         if len(varying) > 1:
             head = canon
@@ -348,7 +377,7 @@ class ChannelAnalysis:
 
     def _balance(self, src: Ids, dim: int, parts: int) -> None:
         """Make every unit occur equally often in each of `parts` equal chunks along `dim`."""
-        canon = np.moveaxis(self.units.canon()[src.grid()], dim, 0)
+        canon = np.moveaxis(self.units.find(src.grid()), dim, 0)
         size = canon.shape[0] // parts
         rows = canon.reshape(canon.shape[0], -1)
         if not np.all(rows == rows[:, :1]):  # units also vary along other dims: tie chunks index by index
@@ -913,7 +942,7 @@ class ChannelAnalysis:
 
     def _index_units(self, ids: Ids, dim: int) -> np.ndarray | None:
         """One canonical unit per index along `dim`, or None when units also vary along other dims."""
-        canon = np.moveaxis(self.units.canon()[ids.grid()], dim, 0)
+        canon = np.moveaxis(self.units.find(ids.grid()), dim, 0)
         rows = canon.reshape(canon.shape[0], -1)
         if not np.all(rows == rows[:, :1]):
             return None

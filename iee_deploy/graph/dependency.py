@@ -236,17 +236,17 @@ def _nx_graph(trace: Trace) -> nx.DiGraph:
     return graph
 
 
-def _signatures(coupling: Coupling, keys: list[tuple[str, str]]) -> np.ndarray:
+def _signatures(coupling: Coupling, seq: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """A hash per unit of (layer side, occurrences) over all layers: equal hash = same group.
 
     The hash is the sum, over the unit's occurrences, of a random odd 64-bit salt per layer side
     (mod 2^64): sum(count[side] * salt[side]), one pass with no sort. Units with other counts collide
-    only if the salts solve a small integer equation mod 2^64 (a chance of about 2^-60 per pair of units)."""
+    only if the salts solve a small integer equation mod 2^64 (a chance of about 2^-60 per pair of units).
+    `seq`: the unit of every channel of every layer side, the sides one after another, `lengths` channels each."""
     rng = np.random.default_rng(20250203)
-    salts = rng.integers(1, 2**62, size=len(keys) + 1, dtype=np.uint64) | np.uint64(1)
-    labels = [coupling.canon[coupling.members[k]] for k in keys]
+    salts = rng.integers(1, 2**62, size=lengths.size + 1, dtype=np.uint64) | np.uint64(1)
     sig = np.zeros(coupling.canon.size, dtype=np.uint64)
-    np.add.at(sig, np.concatenate(labels), np.repeat(salts[:-1], [lab.size for lab in labels]))
+    np.add.at(sig, seq, np.repeat(salts[:-1], lengths))
     sig[coupling.fixed] ^= salts[-1]
     return sig
 
@@ -287,9 +287,10 @@ def _per_head_params(coupling: Coupling, refs: list[dict[str, list[ChannelRef]]]
 
 def _assemble(model: nn.Module, trace: Trace, coupling: Coupling, attention_units: AttentionUnits) -> DependencyGraph:
     keys = list(coupling.members)
-    labels = [coupling.canon[coupling.members[k]] for k in keys]
-    sig = _signatures(coupling, keys)
-    seq = np.concatenate(labels)
+    members = [coupling.members[k] for k in keys]
+    lengths = np.fromiter((m.size for m in members), dtype=np.int64, count=len(members))
+    seq = coupling.canon[np.concatenate(members)]  # the unit of every channel of every layer side, side by side
+    sig = _signatures(coupling, seq, lengths)
     uniq, first = np.unique(seq, return_index=True)
     units = uniq[np.argsort(first, kind="stable")]  # in order of first appearance
     _, gfirst, ginv = np.unique(sig[units], return_index=True, return_inverse=True)
@@ -307,9 +308,8 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling, attention_unit
     refs: list[dict[str, list[ChannelRef]]] = [{"out": [], "in": [], "bn": [], "attn": []} for _ in range(sizes.size)]
     sides: dict[tuple[str, str], list[tuple[int, int]]] = {key: [] for key in keys}
     # One sort over every layer side: by side, group, unit, then channel position.
-    lengths = [lab.size for lab in labels]
     side_of = np.repeat(np.arange(len(keys)), lengths)
-    position = np.concatenate([np.arange(n) for n in lengths])
+    position = np.arange(seq.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     g_all, u_all = group_of[seq], unit_of[seq]
     # sides are concatenated in order with positions ascending, so a stable sort keeps positions in order
     order = np.argsort((side_of * sizes.size + g_all) * (int(sizes.max()) + 1) + u_all, kind="stable")
@@ -359,42 +359,39 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling, attention_unit
     for target, (module, in_shape, out_shape) in coupling.inner_layers.items():
         found.setdefault(target, (module, "linear", in_shape, out_shape))
     layers: dict[str, LayerInfo] = {}
-    in_rows, out_rows, bias = [], [], []
-    bn_names, bn_rows, bn_affine = [], [], []
+    bias: list[int] = []
+    bn_names, bn_affine = [], []
     unit_params = _per_head_params(coupling, refs)
     layer_params = int(unit_params @ sizes)
+
+    def per_group(targets: list[str], role: str) -> np.ndarray:
+        """Channels per unit of each group on the `role` side of each of `targets` (a row per target)."""
+        rows = np.zeros((len(targets), sizes.size), dtype=np.int64)
+        entries = [(i, k, per) for i, target in enumerate(targets) for k, per in sides.get((target, role), ())]
+        if entries:
+            i, k, per = np.array(entries, dtype=np.int64).T
+            np.add.at(rows, (i, k), per)
+        return rows
+
     for target, (module, category, in_shape, out_shape) in found.items():
         layer_params += sum(p.numel() for p in module._parameters.values() if p is not None)
         if category == "bn":
-            row = np.zeros(sizes.size, dtype=np.int64)
-            for k, per in sides[(target, "bn")]:
-                row[k] += per
             bn_names.append(target)
-            bn_rows.append(row)
             bn_affine.append(1 if getattr(module, "affine", False) else 0)
             continue
-        rows = []
-        for role in ("in", "out"):
-            row = np.zeros(sizes.size, dtype=np.int64)
-            for k, per in sides[(target, role)]:
-                row[k] += per
-            rows.append(row)
-        in_rows.append(rows[0])
-        out_rows.append(rows[1])
         bias.append(int(getattr(module, weight_names(module)[1], None) is not None)
                     + sum(int(getattr(module, p)[0].numel()) for p in row_parameters(module) if p != "bias"))
         layers[target] = _layer_info(target, module, in_shape, out_shape, [(names[k], per) for k, per in sides[(target, "in")]],
                                      [(names[k], per) for k, per in sides[(target, "out")]], prunable)
     total_params = sum(p.numel() for p in model.parameters())
-    empty = np.zeros((0, sizes.size), dtype=np.int64)
     first_input = next((n.value for n in trace.nodes if n.kind == "input"), None)
     return DependencyGraph(
         groups=groups, layers=layers, tracer=trace.tracer,
         input_shape=tuple(first_input.shape) if isinstance(first_input, torch.Tensor) else (),
         attention_units=attention_units,
         _index={g.id: i for i, g in enumerate(groups)}, _sizes=sizes.astype(np.int64),
-        _in=np.array(in_rows) if in_rows else empty, _out=np.array(out_rows) if out_rows else empty,
-        _bn_names=bn_names, _bn=np.array(bn_rows) if bn_rows else empty,
+        _in=per_group(list(layers), "in"), _out=per_group(list(layers), "out"),
+        _bn_names=bn_names, _bn=per_group(bn_names, "bn"),
         _bn_affine=np.array(bn_affine, dtype=np.int64), _bias=np.array(bias, dtype=np.int64), _unit_params=unit_params,
         _other_params=total_params - layer_params, _trace=trace)
 

@@ -231,12 +231,14 @@ def is_norm_act(module: nn.Module) -> bool:
     kind = type(module)
     if f"{kind.__module__}.{kind.__qualname__}" not in _NORM_ACTS:
         return False
-    for child in module.children():
-        if next(child.parameters(), None) is not None or next(child.buffers(), None) is not None:
-            return False
-        if _category(child) != "pointwise":
-            return False
-    return True
+    return all(not _holds_tensors(child) and _category(child) == "pointwise" for child in module.children())
+
+
+def _holds_tensors(module: nn.Module) -> bool:
+    """Whether `module` or a module inside it holds a parameter or buffer (its own dicts read directly: this runs for
+    every norm-and-activation layer at every trace)."""
+    return (any(t is not None for t in module._parameters.values()) or any(t is not None for t in module._buffers.values())
+            or any(child is not None and _holds_tensors(child) for child in module._modules.values()))
 
 
 def is_declared_leaf(module: nn.Module) -> bool:

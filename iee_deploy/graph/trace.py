@@ -236,7 +236,10 @@ class _Tracer(fx.Tracer):
 
 class _Proxy(fx.Proxy):
     """fx's proxy, whose iteration reads each calling function's bytecode once per trace: fx disassembles the
-    caller's whole code at every ``a, b = x.shape``-style unpacking (a tenth of a second per HaloNet build)."""
+    caller's whole code at every ``a, b = x.shape``-style unpacking (a tenth of a second per HaloNet build).
+    Iteration fx refuses (``(*x.shape[:-1], -1, d)``, as transformers' attention writes its view shapes; ``for``
+    over a shape) goes over the value's elements as a forward pass would: a shape's length is its rank, and a
+    tensor's is its first size, read as ``len()`` reads it (so pinned)."""
 
     def __iter__(self) -> Iterator[fx.Proxy]:
         frame = inspect.currentframe()
@@ -250,6 +253,9 @@ class _Proxy(fx.Proxy):
             unpacks = tracer.unpacks[code] = {i.offset: int(i.argval) for i in dis.get_instructions(code)
                                               if i.opname == "UNPACK_SEQUENCE"}
         count = unpacks.get(caller.f_lasti)
+        if count is None and tracer.values is not None and self.node.op != "placeholder":  # not a forward's *args
+            value = tracer.values.value(self.node)
+            count = len(value) if isinstance(value, (tuple, list)) else len(self) if isinstance(value, torch.Tensor) else None
         if count is not None:
             return (self[i] for i in range(count))  # type: ignore[index]  # Proxy.__getitem__ is made at import
         return tracer.iter(self)
