@@ -415,6 +415,33 @@ def test_star_unpacking_and_loops_over_shapes_stay_on_fx():
     assert prunes_exactly(StarUnpacksShapes(), x) == 1  # the embedding (fc1 is viewed by a literal head size: whole)
 
 
+class DelegatesWithVarargs(nn.Module):
+    """ultralytics' models: forward(x, *args, **kwargs) passes both on to predict(), and the Detect head makes its
+    anchors with torch.full from a stride it reads from a buffer (a constant fx stashes on the traced model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+        self.register_buffer("stride", torch.tensor([8.0, 16.0]))
+
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        return self.predict(x, *args, **kwargs)
+
+    def predict(self, x: torch.Tensor, profile: bool = False) -> torch.Tensor:
+        y = self.b(self.a(x).relu())
+        h, w = y.shape[2:]
+        return y * torch.full((h * w, 1), self.stride[1], dtype=y.dtype).view(1, 1, h, w)
+
+
+def test_varargs_forwards_and_constants_made_in_forward_stay_on_fx_and_leave_no_attribute():
+    model, x = DelegatesWithVarargs().eval(), torch.randn(1, 3, 4, 4)
+    attrs = set(vars(model))
+    g = build_dependency_graph(model, x)
+    assert g.tracer == "fx" and [grp.id for grp in g.prunable_groups] == ["a"]
+    assert set(vars(model)) == attrs  # fx's stash of the stride (`_tensor_constant0`) is removed
+    assert prunes_exactly(DelegatesWithVarargs(), x) == 1
+
+
 class BranchesOnSizes(nn.Module):
     """Control flow on traced sizes (TF-style 'same' padding, a check of the channel count, an int() of a size)."""
 

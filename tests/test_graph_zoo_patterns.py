@@ -339,6 +339,7 @@ def test_yolo_segmentation_model_prunes_exactly():
     tasks = pytest.importorskip("ultralytics.nn.tasks")
     model = tasks.SegmentationModel("yolov8n-seg.yaml", verbose=False)  # a ConvTranspose2d in its proto head
     assert prunes_exactly(model, image(64)) > 0
+    assert build_dependency_graph(model.eval(), image(64)[:1]).tracer == "fx"  # its *args and anchors no longer stop fx
 
 
 class InPlaceWriteAndUnbind(nn.Module):

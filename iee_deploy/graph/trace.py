@@ -253,12 +253,19 @@ class _Proxy(fx.Proxy):
             unpacks = tracer.unpacks[code] = {i.offset: int(i.argval) for i in dis.get_instructions(code)
                                               if i.opname == "UNPACK_SEQUENCE"}
         count = unpacks.get(caller.f_lasti)
-        if count is None and tracer.values is not None and self.node.op != "placeholder":  # not a forward's *args
+        if count is None and tracer.values is not None and _has_value(self.node):
             value = tracer.values.value(self.node)
             count = len(value) if isinstance(value, (tuple, list)) else len(self) if isinstance(value, torch.Tensor) else None
         if count is not None:
             return (self[i] for i in range(count))  # type: ignore[index]  # Proxy.__getitem__ is made at import
         return tracer.iter(self)
+
+    def keys(self) -> Any:
+        """The names a ``**kwargs`` expansion of the forward's own ``**kwargs`` passes on: none (the trace is of a call
+        with the example inputs alone); fx's rule for any other mapping."""
+        if self.node.op == "placeholder" and str(self.node.target).startswith("**"):
+            return []
+        return super().keys()
 
     def __int__(self) -> int:
         assert isinstance(self.tracer, _Tracer)
@@ -289,6 +296,16 @@ def _tensor_paths(named: list[tuple[str, nn.Module]], kind: str) -> dict[int, st
             if tensor is not None and id(tensor) not in paths:
                 paths[id(tensor)] = f"{path}.{key}" if path else key
     return paths
+
+
+_FX_STASHES = ("_tensor_constant", "_torchbind_obj", "_tree_spec_constant", "_opaque_obj")
+"""The names under which fx's `create_arg` keeps a constant made during the forward on the traced model."""
+
+
+def _has_value(node: fx.Node) -> bool:
+    """Whether the trace knows `node`'s value: every node but a placeholder of an argument the example inputs do not
+    give (the forward's *args and **kwargs are known: empty)."""
+    return node.op != "placeholder" or str(node.target).startswith("*")
 
 
 _MODULE_CALL = nn.Module.__call__
@@ -660,6 +677,8 @@ class _FxValues:
                 value = _meta(self.inputs[self.placeholders])
             elif n.args:
                 value = n.args[0]
+            elif str(n.target).startswith("*"):  # the forward's *args or **kwargs: none beyond the example inputs
+                value = {} if str(n.target).startswith("**") else ()
             else:
                 raise UserError(f"the model's forward takes input '{n.name}' but only {len(self.inputs)} example "
                                 "input(s) were given", "pass one example tensor per forward argument")
@@ -669,7 +688,9 @@ class _FxValues:
             attr: Any = self.model
             for part in str(n.target).split("."):
                 attr = getattr(attr, part)
-            node = Node(n.name, "attr", "attr", None, (), {}, where, _meta(attr), target=str(n.target))
+            stashed = str(n.target).startswith(_FX_STASHES) and isinstance(attr, torch.Tensor) and attr.dim() == 0
+            value = attr if stashed else _meta(attr)  # a scalar the forward made (a fill value, a stride): as it is
+            node = Node(n.name, "attr", "attr", None, (), {}, where, value, target=str(n.target))
         elif n.op == "call_module":
             module = self.modules[str(n.target)]
             module_where = _where(str(n.target), module)
@@ -747,9 +768,14 @@ def _fx_trace(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Trace:
     named = list(model.named_modules())  # one walk of the model for the whole trace
     tracer = _Tracer(named)
     tracer.values = _FxValues(model, inputs, tracer, named)
+    before = set(vars(model))
     with _state_kept([m for _, m in named]):
-        tracer.trace(model)
-        tracer.values.extend()
+        try:
+            tracer.trace(model)
+            tracer.values.extend()
+        finally:  # fx stashes a tensor made in forward (not an attribute of the model) on the model itself
+            for key in [k for k in vars(model) if k not in before and k.startswith(_FX_STASHES)]:
+                delattr(model, key)
     return tracer.values.trace
 
 
