@@ -10,7 +10,9 @@ batch 1, one thread, fastest run):
 
 - `dense`: the dense model in fp32, and quantized (`dense` int8);
 - `fp32-lut`: HALP to 0.5 of the dense fp32 engine's measured latency against the fp32 LUT (the head-to-head's
-  `halp` arm at 0.5: the same command and run folder), fine-tuned, then quantized;
+  `halp` arm at 0.5 at the ratio its one-shot structure aims: the head-to-head's pilot command and run folder, which
+  the head-to-head's own rows re-run at a calibrated ratio when the pilot lands off its budget), fine-tuned, then
+  quantized;
 - `int8-lut`: HALP against the INT8 LUT (`iee-deploy profile --precision int8`), its ratio bisected so that the
   knapsack's one-shot structure, quantized, measures the INT8 latency of `fp32-lut`'s one-shot structure,
   quantized (equal measured INT8 latency), with the same fine-tuning, then quantized.
@@ -211,7 +213,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         ratios["int8-lut"] = max(matched["ratio"], floors["int8-lut"])
 
     def run(arm: str, seed: int) -> dict[str, Any]:
-        # fp32-lut is the head-to-head's halp arm at BUDGET: the same command, run folder and record
+        # fp32-lut is the head-to-head's halp arm at BUDGET at its one-shot aim: its pilot's command and run folder
         out = root / f"r{round(100 * BUDGET)}" / ("halp" if arm == "fp32-lut" else "halp-int8-lut") / f"seed{seed}"
         cmd = [*base_train(model, data, mode.epochs, seed, args, args.finetune_lr), "--method", "halp", "--target", "cpu",
                "--lut", shown_path(tables[arm]), "--latency-ratio", f"{ratios[arm]:.6f}", "--update-end", "0.25",
@@ -326,7 +328,7 @@ def markdown(record: dict[str, Any]) -> str:
         "**Data caveat.** CIFAR-10 JPEG copy; compare arms side by side, never with published numbers.", "",
         f"Setup: the head-to-head benchmark's dense model and fp32 LUT ({10 * m['train_per_class']:,} training and "
         f"{10 * m['val_per_class']:,} validation images at 32 px). fp32-lut: HALP to {BUDGET:g} x the dense fp32 engine's "
-        f"measured latency against the fp32 LUT (the head-to-head's halp arm); int8-lut: HALP against the INT8 LUT at "
+        f"measured latency against the fp32 LUT (the head-to-head's halp arm at its one-shot aim); int8-lut: HALP against the INT8 LUT at "
         f"the equal measured int8 latency of the knapsack's one-shot structures; both fine-tuned {m['epochs']} epochs "
         f"(peak lr {record['args']['finetune_lr']}), seeds 0..{m['seeds'] - 1} paired. int8: QDQ, per-channel weights, "
         f"MinMax on the first {CALIBRATION_IMAGES} training images. Top-1 of fp32 and int8 engines in ONNX Runtime on "

@@ -17,6 +17,7 @@ from iee_deploy.graph.trace import (
     _conv_shape,
     _interpolate_shape,
     _reduce_shape,
+    _rnn_value,
 )
 
 
@@ -114,3 +115,19 @@ def test_interpolate_shapes_equal_torch():
     assert _interpolate_shape((x,), {"size": (4, 4, 4)}) is None  # a size of the wrong length: torch's error
     assert _interpolate_shape((x,), {"scale_factor": 2, "recompute_scale_factor": True}) is None  # left to torch
     assert _interpolate_shape((x.long(),), {"scale_factor": 2}) is None  # an integer input: left to torch
+
+
+@pytest.mark.parametrize("module", [nn.LSTM(8, 6, 2, batch_first=True, bidirectional=True), nn.LSTM(8, 6, proj_size=3),
+                                    nn.GRU(8, 5, 3), nn.RNN(8, 4, batch_first=True, bidirectional=True)],
+                         ids=["lstm-bidirectional", "lstm-proj", "gru", "rnn"])
+def test_recurrent_layer_outputs_by_arithmetic_equal_torchs(module):
+    x = torch.randn(2, 7, 8)
+
+    def shapes(value):
+        return [tuple(value.shape)] if isinstance(value, torch.Tensor) else [s for v in value for s in shapes(v)]
+
+    with torch.no_grad():
+        assert shapes(_rnn_value(module, (x.to("meta"),), {})) == shapes(module(x))
+    assert _rnn_value(module, (x[0],), {}) is None  # unbatched: torch decides
+    assert _rnn_value(module, (x, torch.zeros(1)), {}) is None  # an initial state: torch decides
+    assert _rnn_value(module, (torch.randn(2, 7, 5),), {}) is None  # another width: torch refuses it

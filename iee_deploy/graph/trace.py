@@ -435,6 +435,25 @@ def _adaptive_pool_shape(module: nn.Module, x: torch.Tensor) -> tuple[int, ...] 
     return (*x.shape[:-nd], *(n if s is None else s for n, s in zip(x.shape[-nd:], sizes)))
 
 
+def _rnn_value(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """An nn.LSTM's, GRU's or RNN's (output, h_n[, c_n]) on a batched input with no initial state, by arithmetic
+    (torch's meta kernels run the recurrence step by step in Python: most of a Sequencer build); None where torch
+    must decide (an initial state, an unbatched or packed input, a width other than the module's)."""
+    if not isinstance(module, nn.RNNBase) or len(args) != 1 or kwargs:
+        return None
+    x = args[0]
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != module.input_size:
+        return None
+    directions = 2 if module.bidirectional else 1
+    batch, steps = (x.shape[0], x.shape[1]) if module.batch_first else (x.shape[1], x.shape[0])
+    width = module.proj_size or module.hidden_size
+    out = x.new_empty((batch, steps, directions * width) if module.batch_first else (steps, batch, directions * width))
+    h = x.new_empty((directions * module.num_layers, batch, width))
+    if isinstance(module, nn.LSTM):
+        return out, (h, x.new_empty((directions * module.num_layers, batch, module.hidden_size)))
+    return out, h
+
+
 def _module_value(module: nn.Module, category: Category, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Output of a leaf module on meta inputs (weights replaced by meta tensors of their shape)."""
     x = args[0]
@@ -451,6 +470,8 @@ def _module_value(module: nn.Module, category: Category, args: tuple[Any, ...], 
         return x.new_empty((*x.shape[:-1], module.out_features))
     if category in ("bn", "pointwise", "norm"):
         return x.new_empty(x.shape)
+    if category == "mixing" and (value := _rnn_value(module, args, kwargs)) is not None:
+        return value
     if category in ("attention", "mixing", "conv"):  # run it on meta copies of its weights
         state = {k: torch.empty(v.shape, dtype=v.dtype, device="meta")
                  for k, v in (*module.named_parameters(), *module.named_buffers())}
