@@ -88,7 +88,10 @@ def _slice(core: np.ndarray, d: int, i: int) -> np.ndarray:
 
 def _constant_along(core: np.ndarray, d: int) -> bool:
     """Whether `core` holds the same values at every index of dim `d` (views only; most dims that vary
-    already differ between their first two slices, so the whole comparison runs where it must)."""
+    already differ between their first two slices, so the whole comparison runs where it must; a broadcast dim,
+    stride 0, is constant without a look)."""
+    if core.strides[d] == 0:
+        return True
     first = _slice(core, d, 0)
     if not np.array_equal(first, _slice(core, d, 1)):
         return False
