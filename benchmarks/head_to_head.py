@@ -527,10 +527,13 @@ class Cell:
     """One of our knapsack arms at one budget: `spec` = (arm, method, cost table, budget, epochs), its folder under the
     records and runs, and the `latency_ratio` its one-shot structure aims at the budget with."""
 
-    arm: str
     spec: tuple[str, str, str, float, float]
     folder: Path
     aimed: float
+
+    @property
+    def arm(self) -> str:
+        return self.spec[0]
 
     @property
     def budget(self) -> float:
@@ -706,7 +709,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         for arm in (*mode.external_arms, "slim"):
             matches[(arm, budget)] = match(arm, budget, partial(external_model, arm, model, checkpoint, round_to=round_to),
                                            arm in TP_ARMS)
-        cells += [Cell(arm, (arm, arm.split("-")[0], KNAPSACK_ARMS[arm], budget, mode.epochs), folder / arm,
+        cells += [Cell((arm, arm.split("-")[0], KNAPSACK_ARMS[arm], budget, mode.epochs), folder / arm,
                        matches[(arm, budget)]["ratio"]) for arm in KNAPSACK_ARMS]
         for seed in range(mode.seeds):
             for arm in mode.external_arms + ("slim",):
@@ -740,7 +743,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                                 if a == "halp" and b == NORTH_STAR_BUDGET) if NORTH_STAR_BUDGET in budgets else None
     if halp_rel:
         star_epochs = math.floor(100 * NORTH_STAR_COST * mode.dense_epochs / halp_rel) / 100  # never above the cost
-        star = Cell(NORTH_STAR, (NORTH_STAR, "halp", "latency", NORTH_STAR_BUDGET, star_epochs),
+        star = Cell((NORTH_STAR, "halp", "latency", NORTH_STAR_BUDGET, star_epochs),
                     Path(f"r{round(100 * NORTH_STAR_BUDGET)}") / NORTH_STAR, matches[("halp", NORTH_STAR_BUDGET)]["ratio"])
         matches[(NORTH_STAR, NORTH_STAR_BUDGET)] = matches[("halp", NORTH_STAR_BUDGET)]
         star_runs, star_records = settle([star], checks, "north star and fine-tuning plateau check")

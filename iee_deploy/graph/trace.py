@@ -93,12 +93,7 @@ class _Tracer(fx.Tracer):
         instead (none may define its own `__call__` or `__getattr__`: otherwise, and for anything but a
         plain module, fx's own trace runs). fx's map of every tensor attribute of every module, for a
         constant tensor passed to an op, is made when one is first passed (`create_arg`), not before."""
-        if not isinstance(root, nn.Module):
-            names = []
-        elif self.named and self.named[0][1] is root:
-            names = self.named
-        else:
-            names = list(root.named_modules())
+        names = self._named(root) if isinstance(root, nn.Module) else []
         classes = {type(m) for _, m in names}
         if (not _LEAN_TRACE or concrete_args is not None or not names or isinstance(root, fx.GraphModule)
                 or any(c.__call__ is not _MODULE_CALL or c.__getattr__ is not _MODULE_GETATTR for c in classes)):
@@ -148,7 +143,7 @@ class _Tracer(fx.Tracer):
             return attr_val
         if self.tensor_names is None:
             assert isinstance(self.root, nn.Module)
-            self.tensor_names = _tensor_paths(self._named(), "_parameters")
+            self.tensor_names = _tensor_paths(self._named(self.root), "_parameters")
         path = self.tensor_names.get(id(attr_val))
         if path is None:
             return attr_val
@@ -184,23 +179,23 @@ class _Tracer(fx.Tracer):
         if kind is torch.Tensor:  # a buffer passed to an op (F.batch_norm's running statistics): its get_attr node
             if self.buffer_names is None:
                 assert isinstance(self.root, nn.Module)
-                self.buffer_names = _tensor_paths(self._named(), "_buffers")
+                self.buffer_names = _tensor_paths(self._named(self.root), "_buffers")
             path = self.buffer_names.get(id(a))
             if path is not None:
                 return self.create_node("get_attr", path, (), {})
         if not self.tensor_attrs_ready and isinstance(a, _constant_attribute_types):
             self.tensor_attrs_ready = True  # fx's map of the modules' tensor attributes, made on first need
             assert isinstance(self.root, nn.Module)
-            for path, module in self._named():
+            for path, module in self._named(self.root):
                 prefix = f"{path}." if path else ""
                 for key, value in vars(module).items():
                     if isinstance(value, _constant_attribute_types):
                         self.tensor_attrs.setdefault(value, prefix + key)  # type: ignore[arg-type]
         return super().create_arg(a)
 
-    def _named(self) -> list[tuple[str, nn.Module]]:
-        assert isinstance(self.root, nn.Module)
-        return self.named if self.named and self.named[0][1] is self.root else list(self.root.named_modules())
+    def _named(self, root: nn.Module) -> list[tuple[str, nn.Module]]:
+        """`root.named_modules()`: the walk `_fx_trace` made when `root` is the model it gave."""
+        return self.named if self.named and self.named[0][1] is root else list(root.named_modules())
 
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return _Proxy(node, self)
