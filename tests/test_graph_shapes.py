@@ -13,11 +13,15 @@ from torch import nn
 from iee_deploy.graph.trace import (
     _adaptive_pool_shape,
     _attention_shape,
+    _call_value,
     _cat_shape,
     _conv_shape,
     _interpolate_shape,
+    _linear_shape,
+    _pad_shape,
     _reduce_shape,
     _rnn_value,
+    broadcast_shape,
 )
 
 
@@ -83,11 +87,63 @@ def test_reduction_shapes_equal_torch():
     assert _reduce_shape((x,), {}) is None  # every dim: left to torch
 
 
+def test_broadcast_shapes_equal_torch():
+    checked = 0
+    for ranks in itertools.product(range(4), repeat=3):
+        for sizes in itertools.product((1, 2, 3), repeat=sum(ranks)):
+            it = iter(sizes)
+            shapes = [torch.Size([next(it) for _ in range(r)]) for r in ranks]
+            try:
+                expected = tuple(torch.broadcast_shapes(*shapes))
+            except RuntimeError:
+                expected = None
+            assert broadcast_shape(shapes) == expected, shapes
+            checked += expected is not None
+    assert checked > 1000
+
+
+def test_pad_and_linear_shapes_equal_torch():
+    x = torch.zeros(2, 3, 4, 5)
+    for pad in ((1, 2), (0, 1, 2, 3), (1, 1, 1, 1, 1, 1), (0, 0, 0, 0, 0, 0, 0, 0), (2, 0, 0, 1, 1, 0)):
+        for kwargs in ({}, {"mode": "constant", "value": 0.5}):
+            assert _pad_shape((x.to("meta"), pad), kwargs) == torch_shape(F.pad, x, pad, **kwargs), (pad, kwargs)
+    assert _pad_shape((x, (1, -1)), {}) is None  # a negative pad crops: left to torch
+    assert _pad_shape((x, (1, 1)), {"mode": "reflect"}) is None
+    assert _pad_shape((x, (1, 1, 1)), {}) is None  # odd: torch's error
+    w, b = torch.zeros(7, 5), torch.zeros(7)
+    for args in ((x, w), (x, w, b), (x[0, 0, 0], w), (x, w, None)):
+        assert _linear_shape(args, {}) == torch_shape(F.linear, *args)
+    assert _linear_shape((x,), {"weight": w, "bias": b}) == (2, 3, 4, 7)
+    assert _linear_shape((x, w.t()), {}) is None  # the wrong width: torch's error
+    assert _linear_shape((x, w, torch.zeros(3)), {}) is None
+
+
+def test_a_memoised_meta_call_equals_torchs_and_is_a_fresh_tensor_per_node():
+    memo: dict = {}
+    x, y = torch.empty(2, 8, 6, device="meta"), torch.empty(2, 8, 6, device="meta").transpose(1, 2)
+    first = _call_value("reduce", torch.Tensor.norm, (x, 2, -1, True), {}, memo)
+    second = _call_value("reduce", torch.Tensor.norm, (x.clone(), 2, -1, True), {}, memo)
+    assert len(memo) == 1 and first is not second and first.shape == second.shape == (2, 8, 1)
+    other = _call_value("reduce", torch.Tensor.norm, (y, 2, -1, True), {}, memo)  # another layout: its own entry
+    assert len(memo) == 2 and other.shape == (2, 6, 1)
+    made = [_call_value("creation", torch.full, ((2,), fill), {"device": "meta"}, memo) for fill in (1, True, 1.0)]
+    assert [t.dtype for t in made] == [torch.int64, torch.bool, torch.float32]  # 1 == True == 1.0: apart by type
+    assert len(memo) == 5
+    stats = _call_value("reduce", torch.var_mean, (x,), {"dim": 1}, memo)
+    assert [tuple(t.shape) for t in stats] == [(2, 6), (2, 6)] and len(memo) == 6
+    real = torch.zeros(2, 3)  # a tensor with data: computed, never memoised
+    assert _call_value("reduce", torch.Tensor.norm, (real,), {}, memo).item() == 0 and len(memo) == 6
+    for _ in range(2):  # a result with data (a position grid made on the CPU) is computed each time, values and all
+        assert _call_value("creation", torch.arange, (4,), {}, memo).tolist() == [0, 1, 2, 3]
+    assert len(memo) == 6
+    kept = _call_value("movement", torch.Tensor.unsqueeze, (x, 0), {}, memo)
+    kept.unsqueeze_(0)  # an in-place op on one node's value leaves the next node's alone
+    assert _call_value("movement", torch.Tensor.unsqueeze, (x, 0), {}, memo).shape == (1, 2, 8, 6)
+
+
 def test_casts_and_comparisons_keep_their_own_dtype_in_the_trace():
     """The shape shortcut of per-element ops must not give a cast or a comparison its input's dtype."""
     import operator
-
-    from iee_deploy.graph.trace import _call_value
 
     x = torch.empty(2, 3, device="meta")
     assert _call_value("pointwise", torch.Tensor.bool, (x,), {}).dtype == torch.bool

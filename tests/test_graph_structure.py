@@ -367,6 +367,31 @@ def test_smallest_connected_node_on_both_paths():
     assert _smallest_connected(a, b, 300, rounds=1).tolist() == expected
 
 
+def test_pair_opposites_pairs_as_a_first_come_queue_would():
+    """The i-th +k pairs with the i-th -k; the rest stay unpaired (a gated MLP's halves, `_balance`)."""
+    from iee_deploy.graph.channels import pair_opposites
+
+    def queue(net: list[int]) -> tuple[list[tuple[int, int]], list[int]]:
+        waiting: dict[int, list[int]] = {}
+        pairs = []
+        for c, k in enumerate(net):
+            if waiting.get(-k):
+                pairs.append((waiting[-k].pop(0), c))
+            else:
+                waiting.setdefault(k, []).append(c)
+        return sorted(pairs), sorted(c for cs in waiting.values() for c in cs)
+
+    a, b, left = pair_opposites(np.array([2, -1, -2, 1, 1, 2, -2, 3]))
+    assert sorted(map(tuple, np.sort(np.stack([a, b], 1), 1).tolist())) == [(0, 2), (1, 3), (5, 6)]
+    assert left.tolist() == [4, 7]
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        net = rng.choice([-3, -2, -1, 1, 2, 3], size=rng.integers(0, 25))
+        a, b, left = pair_opposites(net)
+        got = sorted(map(tuple, np.sort(np.stack([a, b], 1), 1).tolist()))
+        assert (got, left.tolist()) == queue(net.tolist())
+
+
 class Unpacks(nn.Module):
     """Tuple unpacking of traced values, twice in one forward (the tracer reads the bytecode once)."""
 

@@ -123,6 +123,26 @@ def _relabel(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return nodes, lookup[ids]
 
 
+def pair_opposites(net: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pair entries of opposite nonzero `net` (+k with -k), the i-th +k with the i-th -k in index order, as a
+    queue of the unpaired would, first come first paired: (indices a, their partners b, the indices left unpaired).
+    Vectorised: a gated MLP's halves give one entry per unit, thousands a block."""
+    n = net.size
+    key, positive = np.abs(net).astype(np.int64), net > 0
+    order = np.lexsort((np.arange(n), positive, key))  # by |net|, then sign, then arrival
+    k, p = key[order], positive[order]
+    start = np.ones(n, dtype=bool)
+    start[1:] = (k[1:] != k[:-1]) | (p[1:] != p[:-1])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - np.maximum.accumulate(np.where(start, np.arange(n), 0))
+    code = key * (n + 1) + rank  # unique per (|net|, rank) within each sign
+    pos, neg = np.flatnonzero(positive), np.flatnonzero(~positive)
+    _, i, j = np.intersect1d(code[pos], code[neg], assume_unique=True, return_indices=True)
+    paired = np.zeros(n, dtype=bool)
+    paired[pos[i]] = paired[neg[j]] = True
+    return pos[i], neg[j], np.flatnonzero(~paired)
+
+
 class _Units:
     """Channel ids and their coupling: a union-find whose unions are merged in bulk when a query needs them.
 
@@ -234,14 +254,6 @@ class Coupling:
     input_ids: np.ndarray  # ids of the model input channels
     inner_layers: dict[str, tuple[torch.nn.Module, tuple[int, ...], tuple[int, ...]]]
     attention: dict[str, torch.nn.Module]  # attention modules whose heads are channel units
-
-
-def _unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct (a[i], b[i]) pairs of two id arrays, as two arrays. One int64 key per pair and a 1-d
-    unique: numpy's unique(axis=1) sorts structured rows, a hundred times slower on a ViT's token grids."""
-    base = np.int64(max(int(b.max(initial=0)), 0) + 1)
-    keys = np.unique(a.astype(np.int64) * base + b)
-    return (keys // base).astype(a.dtype), (keys % base).astype(b.dtype)
 
 
 def _holds_ids(tree: Any) -> bool:
@@ -398,14 +410,9 @@ class ChannelAnalysis:
         uneven = uneven[np.argsort(first[uneven], kind="stable")]
         left: list[int] = []
         if parts == 2:  # pair a unit +k in the first half with one -k (first come, first paired)
-            waiting: dict[int, list[int]] = {}
-            for c in uneven.tolist():
-                net = int(counts[c, 0] - counts[c, 1])
-                if waiting.get(-net):
-                    self.units.union(np.array([classes[c]]), np.array([classes[waiting[-net].pop(0)]]))
-                else:
-                    waiting.setdefault(net, []).append(c)
-            left = [c for cs in waiting.values() for c in cs]
+            a, b, rest = pair_opposites(counts[uneven, 0] - counts[uneven, 1])
+            self.units.union(classes[uneven[a]], classes[uneven[b]])
+            left = uneven[rest].tolist()
         else:
             left = uneven.tolist()
         if left:  # what remains sums to equal counts: one unit
@@ -426,7 +433,9 @@ class ChannelAnalysis:
             if sa[d] == 1 or sb[d] == 1:  # a broadcast dim: one value meets many, nothing to tie
                 ga, gb = ga.take([0], axis=d), gb.take([0], axis=d)
         common = np.broadcast_shapes(ga.shape, gb.shape)
-        self.units.union(*_unique_pairs(np.broadcast_to(ga, common).ravel(), np.broadcast_to(gb, common).ravel()))
+        # every pair as it is: repeated pairs are rare once the broadcast dims are dropped, and deduplicating them
+        # (a sort or hash of every position) cost more than the union-find's vector passes over the repeats
+        self.units.union(np.broadcast_to(ga, common).ravel(), np.broadcast_to(gb, common).ravel())
 
     def _is_constant(self, node: Node) -> bool:
         """Whether a node's value is computed from parameters and constants alone (see `_meet_constant`)."""
@@ -434,15 +443,7 @@ class ChannelAnalysis:
             return True
         if node.kind != "call" or node.category == "meta":
             return False
-
-        def refs(arg: Any) -> list[int]:
-            if isinstance(arg, Ref):
-                return [arg.index]
-            if isinstance(arg, (tuple, list)):
-                return [i for a in arg for i in refs(a)]
-            return [i for a in arg.values() for i in refs(a)] if isinstance(arg, dict) else []
-
-        return all(self.constant[i] for i in refs((node.args, node.kwargs)))
+        return all(self.constant[i] for i in node.inputs)
 
     def _meet_constant(self, x: Ids, const: Ids, shape: tuple[int, ...]) -> None:
         """A constant (a mask or position grid, a parameter) combined element-wise with `x`: the same in the
@@ -503,7 +504,7 @@ class ChannelAnalysis:
                 for dim in dims:
                     self._fix_along(ids, dim)
             elif not isinstance(node.value, torch.Tensor):  # size arithmetic: follow it to the sizes it reads
-                todo += ref_indices((node.args, node.kwargs))
+                todo += node.inputs
 
     def _sizes_read(self, index: int) -> tuple[Ids, Sequence[int]] | None:
         """(ids of a traced tensor, the dims whose sizes node `index` reads) when it reads sizes of it directly:
@@ -729,7 +730,7 @@ class ChannelAnalysis:
         if node.op in ("max", "min") and len(operands) > 1:  # torch.max(a, b): element-wise
             category = "elementwise"
         if category in ("pointwise", "elementwise"):  # y / y.size(1): a width read as a number scales the data
-            self.numbers.extend(i for i in ref_indices((node.args, node.kwargs))
+            self.numbers.extend(i for i in node.inputs
                                 if not isinstance(self.nodes[i].value, torch.Tensor))
         if category == "pointwise":
             return operands[0]

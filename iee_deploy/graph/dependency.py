@@ -32,7 +32,7 @@ from iee_deploy.graph.attention import (
 )
 from iee_deploy.graph.channels import Coupling, analyse, internal_error
 from iee_deploy.graph.layer_calls import resolve_layer_calls, row_parameters
-from iee_deploy.graph.trace import Ref, Trace, eval_mode, paused_gc, ref_indices, trace_model
+from iee_deploy.graph.trace import Ref, Trace, eval_mode, paused_gc, trace_model
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,7 +231,7 @@ def _nx_graph(trace: Trace) -> nx.DiGraph:
         shape = tuple(node.value.shape) if isinstance(node.value, torch.Tensor) else None
         graph.add_node(node.name, kind=node.kind, op=node.op, category=node.category, target=node.target,
                        where=node.where, shape=shape)
-        for i in ref_indices((node.args, node.kwargs)):
+        for i in node.inputs:
             graph.add_edge(names[i], node.name)
     return graph
 

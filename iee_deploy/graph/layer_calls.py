@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iee_deploy.graph.ops import Category
-from iee_deploy.graph.trace import Node, Ref, Trace, ref_indices
+from iee_deploy.graph.trace import Node, Ref, Trace
 
 _LAYERS: dict[Any, tuple[type[nn.Module], int, str]] = {
     F.conv1d: (nn.Conv1d, 1, "weight"), F.conv2d: (nn.Conv2d, 1, "weight"), F.conv3d: (nn.Conv3d, 1, "weight"),
@@ -165,7 +165,7 @@ def _constant(trace: Trace) -> list[bool]:
         if node.kind == "input":
             constant.append(False)
         else:
-            constant.append(all(constant[i] for i in ref_indices((node.args, node.kwargs))))
+            constant.append(all(constant[i] for i in node.inputs))
     return constant
 
 
@@ -228,7 +228,7 @@ def _ancestors(trace: Trace, index: int) -> set[int]:
         i = stack.pop()
         if i not in seen:
             seen.add(i)
-            stack.extend(ref_indices((trace.nodes[i].args, trace.nodes[i].kwargs)))
+            stack.extend(trace.nodes[i].inputs)
     return seen
 
 

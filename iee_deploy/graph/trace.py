@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dis
+import functools
 import gc
 import inspect
 import math
@@ -35,6 +36,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.fx.immutable_collections import immutable_dict
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
@@ -61,6 +63,12 @@ from iee_deploy.graph.ops import (
     is_declared_leaf,
     makes_data,
 )
+
+_LEAN_NODES = all(hasattr(fx.Graph(), a) for a in ("_graph_namespace", "_insert", "_find_nodes_lookup_table", "_len",
+                                                  "_target_to_str"))
+"""Whether `_Tracer.create_node` may make fx's nodes itself (this torch's fx has the internals it uses)."""
+_PLAIN_ARGS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format, torch.layout})
+"""Argument types fx stores in a node as they are (its own `create_arg` reaches that after a chain of checks)."""
 
 
 class _Tracer(fx.Tracer):
@@ -168,13 +176,15 @@ class _Tracer(fx.Tracer):
 
     def create_arg(self, a: Any) -> Any:
         kind = type(a)
-        if kind is fx.Proxy:
+        if kind is _Proxy or kind is fx.Proxy:
             return a.node
         if kind is tuple:
             return tuple([self.create_arg(e) for e in a])
         if kind is list:
             return [self.create_arg(e) for e in a]
-        if kind in (int, float, bool, str, type(None)):
+        if kind is dict and all(type(k) is str for k in a):  # keyword arguments
+            return {k: self.create_arg(v) for k, v in a.items()}
+        if kind in _PLAIN_ARGS:
             return a
         if kind is torch.Tensor:  # a buffer passed to an op (F.batch_norm's running statistics): its get_attr node
             if self.buffer_names is None:
@@ -222,8 +232,21 @@ class _Tracer(fx.Tracer):
 
     def create_node(self, kind: str, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                     name: str | None = None, type_expr: Any | None = None) -> fx.Node:
-        """fx's node, with the innermost enclosing module in its meta (`_WHERE`)."""
-        node = self.graph.create_node(kind, target, args, kwargs, name, type_expr)
+        """fx's node, with the innermost enclosing module in its meta (`_WHERE`). Made as `Graph.create_node`
+        makes it, but for its scan of every argument for a symbolic size (a warning the trace here cannot
+        need, its sizes being concrete; pytree's walk was a tenth of a small model's trace), where this torch's
+        fx has the graph internals it uses; else by `Graph.create_node` itself."""
+        graph = self.graph
+        if _LEAN_NODES and graph.owning_module is None:
+            namespace = graph._graph_namespace
+            name = namespace.create_name(name if name is not None else graph._target_to_str(target), None)
+            node = fx.Node(graph, name, kind, target, args or (), kwargs or immutable_dict(), type_expr)
+            namespace.associate_name_with_obj(name, node)
+            graph._insert(node)
+            graph._find_nodes_lookup_table.insert(node)
+            graph._len += 1
+        else:
+            node = graph.create_node(kind, target, args, kwargs, name, type_expr)
         if self.where:
             node.meta[_WHERE] = self.where[-1]
         return node
@@ -372,6 +395,11 @@ class Node:
     target: str = ""  # module path for layers, attribute path for attrs
     pinned: tuple[str, ...] = ()  # a layer's sides ("in", "out") whose channels may never be pruned
 
+    @functools.cached_property
+    def inputs(self) -> tuple[int, ...]:
+        """The indices of the nodes its arguments refer to (`ref_indices`), found once: the analysis asks per node."""
+        return tuple(ref_indices((self.args, self.kwargs)))
+
 
 @dataclass
 class Trace:
@@ -387,6 +415,12 @@ def _meta(value: Any) -> Any:
                     value)
 
 
+def _empty(like: torch.Tensor, shape: Any) -> torch.Tensor:
+    """A tensor of `shape` with `like`'s dtype and device: `like.new_empty(shape)`, a third of its cost (the
+    shape shortcuts below make one per traced op)."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
 def _window(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     """Output length of a sliding window along one dim (torch's conv formula; < 1: torch refuses the input)."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
@@ -398,19 +432,20 @@ def _conv_shape(module: nn.Module, x: torch.Tensor) -> tuple[int, ...] | None:
     if (not isinstance(module, nn.modules.conv._ConvNd) or isinstance(module, nn.modules.conv._ConvTransposeNd)
             or not isinstance(x, torch.Tensor)):
         return None
-    nd = len(module.kernel_size)
-    if (module.padding_mode != "zeros" or x.dim() not in (nd + 1, nd + 2) or x.shape[-nd - 1] != module.in_channels
-            or x.dtype != module.weight.dtype or not x.is_contiguous()):
+    nd, shape = len(module.kernel_size), tuple(x.shape)  # a tuple: slicing a torch.Size costs microseconds
+    weight = module._parameters.get("weight")  # its own parameter, without nn.Module's attribute lookup
+    if (module.padding_mode != "zeros" or len(shape) not in (nd + 1, nd + 2) or shape[-nd - 1] != module.in_channels
+            or x.dtype != (weight if weight is not None else module.weight).dtype or not x.is_contiguous()):
         return None
     if module.padding == "same":
-        spatial = tuple(x.shape[-nd:])
+        spatial = shape[-nd:]
     else:
         padding = (0,) * nd if isinstance(module.padding, str) else tuple(module.padding)  # "valid"
         spatial = tuple(_window(n, k, s, p, d) for n, k, s, p, d in
-                        zip(x.shape[-nd:], module.kernel_size, module.stride, padding, module.dilation))
+                        zip(shape[-nd:], module.kernel_size, module.stride, padding, module.dilation))
     if min(spatial, default=1) < 1:
         return None
-    return (*x.shape[:-nd - 1], module.out_channels, *spatial)
+    return (*shape[:-nd - 1], module.out_channels, *spatial)
 
 
 _ADAPTIVE_POOLS: dict[type[nn.Module], int] = {
@@ -442,10 +477,10 @@ def _rnn_value(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any])
     directions = 2 if module.bidirectional else 1
     batch, steps = (x.shape[0], x.shape[1]) if module.batch_first else (x.shape[1], x.shape[0])
     width = module.proj_size or module.hidden_size
-    out = x.new_empty((batch, steps, directions * width) if module.batch_first else (steps, batch, directions * width))
-    h = x.new_empty((directions * module.num_layers, batch, width))
+    out = _empty(x, (batch, steps, directions * width) if module.batch_first else (steps, batch, directions * width))
+    h = _empty(x, (directions * module.num_layers, batch, width))
     if isinstance(module, nn.LSTM):
-        return out, (h, x.new_empty((directions * module.num_layers, batch, module.hidden_size)))
+        return out, (h, _empty(x, (directions * module.num_layers, batch, module.hidden_size)))
     return out, h
 
 
@@ -455,16 +490,16 @@ def _module_value(module: nn.Module, category: Category, args: tuple[Any, ...], 
     shape = (_conv_shape(module, x) if category == "conv"
              else _adaptive_pool_shape(module, x) if category == "spatial" and len(args) == 1 and not kwargs else None)
     if shape is not None:
-        return x.new_empty(shape)
+        return _empty(x, shape)
     if category == "conv" and not isinstance(module, nn.modules.conv._ConvTransposeNd):
         assert isinstance(module, nn.modules.conv._ConvNd)
         weight = torch.empty(module.weight.shape, device="meta")
         return module._conv_forward(x, weight, None)  # type: ignore[operator]
     if category == "linear":
         assert isinstance(module, nn.Linear)
-        return x.new_empty((*x.shape[:-1], module.out_features))
+        return _empty(x, (*x.shape[:-1], module.out_features))
     if category in ("bn", "pointwise", "norm"):
-        return x.new_empty(x.shape)
+        return _empty(x, x.shape)
     if category == "mixing" and (value := _rnn_value(module, args, kwargs)) is not None:
         return value
     if category in ("attention", "mixing", "conv"):  # run it on meta copies of its weights
@@ -538,6 +573,38 @@ def _reduce_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, .
     return tuple(1 if d in reduced else n for d, n in enumerate(x.shape) if keepdim or d not in reduced)
 
 
+def broadcast_shape(shapes: list[torch.Size]) -> tuple[int, ...] | None:
+    """The shape the given shapes broadcast to (numpy's rule), None where they do not (torch then raises its own
+    error). torch.broadcast_shapes runs a Python reference: tens of microseconds for every ``x * gamma``."""
+    rank = max(len(s) for s in shapes)
+    out = [1] * rank
+    for shape in shapes:
+        for i, n in enumerate(shape, rank - len(shape)):
+            if n != out[i]:
+                if out[i] != 1 and n != 1:
+                    return None
+                if out[i] == 1:
+                    out[i] = n
+    return tuple(out)
+
+
+def _pad_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """F.pad's output shape with a constant fill: each of the last len(pad) / 2 dims grown by its pair. None where
+    torch must decide (another mode, a negative pad, which crops, an odd or non-integer pad)."""
+    given = dict(zip(("input", "pad", "mode", "value"), args))
+    if set(kwargs) & set(given) or set(kwargs) - {"input", "pad", "mode", "value"}:
+        return None
+    given.update(kwargs)
+    x, pad, mode = given.get("input"), given.get("pad"), given.get("mode", "constant")
+    if (not isinstance(x, torch.Tensor) or mode != "constant" or not isinstance(pad, (tuple, list)) or len(pad) % 2
+            or len(pad) // 2 > x.dim() or not all(type(p) is int and p >= 0 for p in pad)):
+        return None
+    shape = list(x.shape)
+    for k in range(len(pad) // 2):
+        shape[-1 - k] += pad[2 * k] + pad[2 * k + 1]
+    return tuple(shape)
+
+
 def _interpolate_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
     """F.interpolate's output shape by torch's rule (a `size`, or floor(input size x `scale_factor`)): its meta
     kernels for the linear modes are Python decompositions, tens of ms a call at CoaT's sizes. None where torch
@@ -579,33 +646,116 @@ def _keeps_dtype(fn: Callable[..., Any]) -> bool:
     return getattr(fn, "__name__", "").strip("_") not in _NEW_DTYPE
 
 
-def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The meta result of a call; shape-preserving, broadcasting, concatenating, reducing and attention ops
-    skip torch's (slow) meta kernels."""
+def _meta_key(value: Any) -> Any:
+    """What a meta kernel's result depends on in `value`: a meta tensor's shape, strides and dtype, any other
+    value with its type (1, 1.0 and True give results of different dtypes). Raises TypeError for what no key
+    describes (a tensor with data, an unhashable value)."""
+    kind = type(value)
+    if kind is torch.Tensor or kind is nn.Parameter:
+        if not value.is_meta:
+            raise TypeError("a tensor with data")
+        return (kind, tuple(value.shape), value.stride(), value.dtype)
+    if kind is tuple or kind is list:
+        return (kind, *(_meta_key(v) for v in value))
+    if kind is dict:
+        return (kind, *((k, _meta_key(v)) for k, v in value.items()))
+    if kind is slice:
+        return (kind, _meta_key(value.start), _meta_key(value.stop), _meta_key(value.step))
+    hash(value)
+    return (kind, value)
+
+
+def _fresh(value: Any) -> Any:
+    """A copy of a meta result with new tensors of the same shapes and strides (a node's value is its own)."""
+    if isinstance(value, torch.Tensor):
+        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
+    if isinstance(value, (tuple, list)):
+        return type(value)(_fresh(v) for v in value) if not hasattr(value, "_fields") else type(value)(
+            *(_fresh(v) for v in value))
+    return value
+
+
+def _all_meta(value: Any) -> bool:
+    """Whether every tensor in `value` (a tensor, or a tuple or list of them and other values) is a meta tensor."""
+    if isinstance(value, torch.Tensor):
+        return value.is_meta
+    return all(_all_meta(v) for v in value) if isinstance(value, (tuple, list)) else True
+
+
+def _memoised_call(memo: dict[Any, Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """fn(*args, **kwargs) on meta tensors, computed once per function and argument shapes in a trace (`memo`): a
+    meta kernel written in Python (``Tensor.norm``, ``var``, ``F.pad``) costs a tenth of a millisecond to a
+    millisecond a call, and a network repeats each at a handful of shapes. Not for in-place methods (the result
+    aliases an argument), arguments no key describes, or results holding data."""
+    name = getattr(fn, "__name__", "")
+    if name.endswith("_") and not name.endswith("__"):
+        return fn(*args, **kwargs)
+    try:
+        key = (fn, _meta_key(args), _meta_key(kwargs))
+    except TypeError:
+        return fn(*args, **kwargs)
+    if key in memo:
+        return _fresh(memo[key])
+    value = fn(*args, **kwargs)
+    if _all_meta(value):  # a result with data (a creation op's arange on the CPU) is its node's alone
+        memo[key] = _fresh(value)  # a copy: an in-place op on the node's own value must not change the memo
+    return value
+
+
+def _linear_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """F.linear's output shape: the input's with its last size the weight's rows (None where torch must decide)."""
+    given = dict(zip(("input", "weight", "bias"), args))
+    given.update(kwargs)
+    x, w, b = given.get("input"), given.get("weight"), given.get("bias")
+    if (len(given) != len(args) + len(kwargs) or set(given) - {"input", "weight", "bias"}
+            or not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor) or w.dim() != 2 or x.dim() < 1
+            or x.shape[-1] != w.shape[1] or x.dtype != w.dtype or not x.is_floating_point()
+            or (b is not None and (not isinstance(b, torch.Tensor) or tuple(b.shape) != (w.shape[0],)))):
+        return None
+    return (*x.shape[:-1], w.shape[0])
+
+
+def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                memo: dict[Any, Any] | None = None) -> Any:
+    """The meta result of a call; shape-preserving, broadcasting, concatenating, reducing, linear and attention ops
+    skip torch's (slow) meta kernels, and any other call but a plain attribute read or index is computed once per
+    argument shapes (`memo`, see `_memoised_call`)."""
+    if fn is F.linear:
+        shape = _linear_shape(args, kwargs)
+        if shape is not None:
+            return _empty(args[0], shape)
+    if fn is F.pad:
+        shape = _pad_shape(args, kwargs)
+        if shape is not None:
+            return _empty(args[0], shape)
     if fn in _REDUCTIONS:
         shape = _reduce_shape(args, kwargs)
         if shape is not None:
-            return args[0].new_empty(shape)
+            return _empty(args[0], shape)
     if fn in _CATS:
         shape = _cat_shape(args, kwargs)
         if shape is not None:
-            return args[0][0].new_empty(shape)
+            return _empty(args[0][0], shape)
     if fn is F.interpolate:
         shape = _interpolate_shape(args, kwargs)
         if shape is not None:
-            return args[0].new_empty(shape)
+            return _empty(args[0], shape)
     if fn is F.scaled_dot_product_attention:
         shape = _attention_shape(args, kwargs)
         if shape is not None:
-            return args[0].new_empty(shape)
+            return _empty(args[0], shape)
     tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
     if tensors and category in ("pointwise", "elementwise") and _keeps_dtype(fn):  # fresh meta tensors, as in eager
         shapes = [t.shape for t in tensors]
         same = all(s == shapes[0] for s in shapes)
-        return tensors[0].new_empty(shapes[0] if same else torch.broadcast_shapes(*shapes))
+        common = shapes[0] if same else broadcast_shape(shapes)
+        if common is not None:
+            return _empty(tensors[0], common)
     if category in ("norm", "bn") and args and isinstance(args[0], torch.Tensor):  # keep their input's shape (the
-        return args[0].new_empty(args[0].shape)  # meta kernels of F.layer_norm/batch_norm are decompositions: ms a call)
-    return fn(*args, **kwargs)
+        return _empty(args[0], args[0].shape)  # meta kernels of F.layer_norm/batch_norm are decompositions: ms a call)
+    if memo is None or category == "meta" or fn is operator.getitem:  # cheaper than their key
+        return fn(*args, **kwargs)
+    return _memoised_call(memo, fn, args, kwargs)
 
 
 def _where(path: str, module: nn.Module | None) -> str:
@@ -654,6 +804,7 @@ class _FxValues:
         self.data: set[fx.Node] = set()  # tensors computed from an input; an unknown op on none of them: a constant
         self.modules = dict(named)  # fx names each module by its first path here (path_of_module)
         self.last: fx.Node | None = None  # the last node converted
+        self.memo: dict[Any, Any] = {}  # meta results by function and argument shapes (`_memoised_call`)
 
     def value(self, node: fx.Node) -> Any:
         """The meta value of `node` (every node before it converted first), computed while fx is tracing: with
@@ -719,13 +870,13 @@ class _FxValues:
             fn = n.target
             assert callable(fn)
             node = Node(n.name, "call", op, category, args, kwargs, where,
-                        _call_value(category, fn, self._value_of(n.args), self._value_of(n.kwargs)), fn=fn)
+                        _call_value(category, fn, self._value_of(n.args), self._value_of(n.kwargs), self.memo), fn=fn)
         elif n.op == "call_method":
             name = str(n.target)
             op, category = classify_method(name, where, constant=not reads_data)
             fn = getattr(torch.Tensor, name)
             node = Node(n.name, "call", op, category, args, kwargs, where,
-                        _call_value(category, fn, self._value_of(n.args), self._value_of(n.kwargs)), fn=fn)
+                        _call_value(category, fn, self._value_of(n.args), self._value_of(n.kwargs), self.memo), fn=fn)
         else:  # output
             node = Node(n.name, "output", "output", None, args, {}, where, self._value_of(n.args[0]))
         self.index[n] = len(self.trace.nodes)
@@ -754,20 +905,18 @@ def _state_kept(modules: list[nn.Module]) -> Iterator[None]:
     # watched (a fifth of a timm CNN's modules; copying every module's state cost a tenth of a small model's build)
     before = [(m, dict(vars(m)), dict(m._buffers)) for m in modules
               if not type(m).__module__.startswith("torch.nn.")]
+    public_dicts = [value for _, attrs, _ in before for key, value in attrs.items()  # torch's own dicts are `_`-named
+                    if isinstance(value, dict) and key[0] != "_"]
     try:
         yield
     finally:
         for module, attrs, buffers in before:
             now = vars(module)
-            changed = []
-            for key, value in now.items():
-                if value is not attrs.get(key, _ABSENT):  # set (or added) by the forward
-                    changed.append(key)
-                elif isinstance(value, dict) and value and key[0] != "_":  # a public dict, filled in place; torch's
-                    for stale in [k for k, v in value.items() if _traced_value(v)]:  # own dicts are `_`-named
-                        del value[stale]
-            _undo(now, attrs, changed)
+            _undo(now, attrs, [key for key, value in now.items() if value is not attrs.get(key, _ABSENT)])  # set or added
             _undo(module._buffers, buffers, list(module._buffers))  # a buffer registered or set by the traced forward
+        for value in public_dicts:  # a public dict, filled in place
+            for stale in [k for k, v in value.items() if _traced_value(v)]:
+                del value[stale]
 
 
 def _undo(now: dict[str, Any], before: dict[str, Any], keys: list[str]) -> None:
