@@ -392,6 +392,52 @@ def test_pair_opposites_pairs_as_a_first_come_queue_would():
         assert (got, left.tolist()) == queue(net.tolist())
 
 
+def test_parameter_total_counts_each_shared_parameter_once():
+    from iee_deploy.graph.dependency import _parameter_total
+
+    shared = nn.Linear(3, 3)
+    model = nn.Sequential(shared, nn.Sequential(shared, nn.Conv2d(3, 4, 1)), nn.Linear(4, 2, bias=False))
+    assert _parameter_total(model) == sum(p.numel() for p in model.parameters()) == 12 + 16 + 8
+
+
+def test_permutation_of_permute_transpose_and_swapdims():
+    from iee_deploy.graph.channels import _permutation
+
+    x = torch.empty(1, 2, 3, 4, device="meta")
+    assert _permutation("permute", (x, 0, 2, 3, 1), {}, 4) == [0, 2, 3, 1]
+    assert _permutation("permute", (x, (0, -1, 1, 2)), {}, 4) == [0, 3, 1, 2]
+    assert _permutation("transpose", (x, 1, -1), {}, 4) == [0, 3, 2, 1]
+    assert _permutation("swapdims", (x, 2, 1), {}, 4) == [0, 2, 1, 3]
+    assert _permutation("permute", (x, 0, 1, 1, 2), {}, 4) is None  # not a permutation: torch's error
+    assert _permutation("transpose", (x, 1, 4), {}, 4) is None
+    assert _permutation("transpose", (x,), {"dim0": 1, "dim1": 2}, 4) is None  # keywords: the general path
+    assert _permutation("reshape", (x, 1, 24), {}, 4) is None
+
+
+class ScaledBySqrt(nn.Module):
+    """math.sqrt of a traced size in the forward (attention's scale): fx wraps the math module's functions per trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import math
+
+        y = self.conv(x)
+        return self.head(y / math.sqrt(y.shape[-1]))  # a spatial size: the channels stay prunable
+
+
+def test_math_functions_are_wrapped_for_each_trace_and_restored_after():
+    import math
+
+    sqrt, model, x = math.sqrt, ScaledBySqrt(), torch.randn(1, 3, 8, 8)
+    for _ in range(2):  # the second trace reuses the first one's scan of the globals and its wrappers
+        g = build_dependency_graph(model, x)
+        assert g.tracer == "fx" and [grp.id for grp in g.prunable_groups] == ["conv"]
+        assert math.sqrt is sqrt and globals().get("math") is None
+
+
 class Unpacks(nn.Module):
     """Tuple unpacking of traced values, twice in one forward (the tracer reads the bytecode once)."""
 

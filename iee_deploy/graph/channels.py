@@ -292,6 +292,26 @@ def _arg(node: Node, values: tuple[Any, ...], position: int, name: str, default:
     return node.kwargs.get(name, default)
 
 
+def _permutation(op: str, values: tuple[Any, ...], kwargs: dict[str, Any], ndim: int) -> list[int] | None:
+    """The dim order of a permute, transpose, swapaxes or swapdims call (`values`: its arguments, the tensor first),
+    None for any other op or arguments that are not a permutation of `ndim` dims (torch then decides)."""
+    if kwargs or op not in ("permute", "transpose", "swapaxes", "swapdims"):
+        return None
+    rest = values[1:]
+    if op == "permute" and len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        rest = tuple(rest[0])
+    if not all(type(d) is int and -ndim <= d < ndim for d in rest):
+        return None
+    dims = [_normdim(d, ndim) for d in rest]
+    if op != "permute":
+        if len(dims) != 2:
+            return None
+        order = list(range(ndim))
+        order[dims[0]], order[dims[1]] = order[dims[1]], order[dims[0]]
+        return order
+    return dims if sorted(dims) == list(range(ndim)) else None
+
+
 class ChannelAnalysis:
     """Walks a `Trace` once, propagating channel ids and collecting couplings."""
 
@@ -379,7 +399,7 @@ class ChannelAnalysis:
 
     def _guard(self, ids: Ids) -> Ids:
         """Tie ids so that units vary along at most one dim (see the module docstring)."""
-        if ids.core is None or ids.core.ndim < 2:
+        if ids.core is None or sum(n > 1 for n in ids.core.shape) < 2:  # units can vary along one dim at most
             return ids
         canon = self.units.find(ids.grid())
         varying = [d for d in range(canon.ndim) if canon.shape[d] > 1 and not np.all(canon == canon.take([0], axis=d))]
@@ -815,11 +835,17 @@ class ChannelAnalysis:
         return self._guard(_from_core(shape, t, grid))
 
     def _fast_movement(self, node: Node, args: tuple[Any, ...]) -> Ids | None:
-        """Concat along channels and flatten(x, 1) of per-channel ids, without touching spatial dims."""
+        """Concat along channels and flatten(x, 1) of per-channel ids, without touching spatial dims; a permutation
+        of dims (ConvNeXt's and every transformer's NCHW <-> NHWC) on the ids' small grid alone."""
         value = node.value
         if not isinstance(value, torch.Tensor):
             return None
         values = self._value(node.args)
+        perm = _permutation(node.op, values, node.kwargs, len(args[0].shape)) if isinstance(args[0], Ids) else None
+        if perm is not None:
+            core = np.ascontiguousarray(np.transpose(args[0].grid(), perm))
+            shape = tuple(value.shape)
+            return self._guard(_from_core(shape, torch.from_numpy(core).expand(shape), core))
         if node.op in ("cat", "concat", "concatenate") and isinstance(args[0], (tuple, list)):
             parts = args[0]
             dim = _arg(node, values, 1, "dim", 0)

@@ -236,6 +236,15 @@ def _nx_graph(trace: Trace) -> nx.DiGraph:
     return graph
 
 
+@functools.lru_cache(maxsize=1)
+def _salt_stream(size: int) -> np.ndarray:
+    """The first `size` salts of one fixed random stream of odd 64-bit numbers (its prefixes do not depend on
+    `size`): drawn once per process, not per build (a generator's set-up was a tenth of a small model's assembly)."""
+    salts = np.random.default_rng(20250203).integers(1, 2**62, size=size, dtype=np.uint64) | np.uint64(1)
+    salts.flags.writeable = False
+    return salts
+
+
 def _signatures(coupling: Coupling, seq: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """A hash per unit of (layer side, occurrences) over all layers: equal hash = same group.
 
@@ -243,8 +252,7 @@ def _signatures(coupling: Coupling, seq: np.ndarray, lengths: np.ndarray) -> np.
     (mod 2^64): sum(count[side] * salt[side]), one pass with no sort. Units with other counts collide
     only if the salts solve a small integer equation mod 2^64 (a chance of about 2^-60 per pair of units).
     `seq`: the unit of every channel of every layer side, the sides one after another, `lengths` channels each."""
-    rng = np.random.default_rng(20250203)
-    salts = rng.integers(1, 2**62, size=lengths.size + 1, dtype=np.uint64) | np.uint64(1)
+    salts = _salt_stream(1 << max(10, lengths.size.bit_length()))[:lengths.size + 1]
     sig = np.zeros(coupling.canon.size, dtype=np.uint64)
     np.add.at(sig, seq, np.repeat(salts[:-1], lengths))
     sig[coupling.fixed] ^= salts[-1]
@@ -269,6 +277,24 @@ def _layer_info(target: str, module: nn.Module, in_shape: tuple[int, ...], out_s
                      isinstance(module, nn.modules.conv._ConvTransposeNd))
 
 
+def _parameter_total(model: nn.Module) -> int:
+    """sum(p.numel() for p in model.parameters()), each parameter and module once, walked without nn.Module's
+    recursive generators (a sixth of a small model's assembly)."""
+    seen: set[int] = set()
+    total, stack = 0, [model]
+    while stack:
+        module = stack.pop()
+        for p in module._parameters.values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+        for child in module._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                stack.append(child)
+    return total
+
+
 def _per_head_params(coupling: Coupling, refs: list[dict[str, list[ChannelRef]]]) -> np.ndarray:
     """Per group, the parameters of one unit held one slice per head by attention modules (Swin's relative
     position bias table, V2's logit scale), for groups whose units are whole heads."""
@@ -291,8 +317,10 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling, attention_unit
     lengths = np.fromiter((m.size for m in members), dtype=np.int64, count=len(members))
     seq = coupling.canon[np.concatenate(members)]  # the unit of every channel of every layer side, side by side
     sig = _signatures(coupling, seq, lengths)
-    uniq, first = np.unique(seq, return_index=True)
-    units = uniq[np.argsort(first, kind="stable")]  # in order of first appearance
+    first = np.full(coupling.canon.size, seq.size, dtype=np.int64)  # each unit's first position in seq
+    np.minimum.at(first, seq, np.arange(seq.size))  # (np.unique's return_index sorted every channel of every side)
+    units = np.flatnonzero(first < seq.size)
+    units = units[np.argsort(first[units], kind="stable")]  # in order of first appearance
     _, gfirst, ginv = np.unique(sig[units], return_index=True, return_inverse=True)
     rank = np.empty(gfirst.size, dtype=np.int64)
     rank[np.argsort(gfirst, kind="stable")] = np.arange(gfirst.size)
@@ -383,7 +411,7 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling, attention_unit
                     + sum(int(getattr(module, p)[0].numel()) for p in row_parameters(module) if p != "bias"))
         layers[target] = _layer_info(target, module, in_shape, out_shape, [(names[k], per) for k, per in sides[(target, "in")]],
                                      [(names[k], per) for k, per in sides[(target, "out")]], prunable)
-    total_params = sum(p.numel() for p in model.parameters())
+    total_params = _parameter_total(model)
     first_input = next((n.value for n in trace.nodes if n.kind == "input"), None)
     return DependencyGraph(
         groups=groups, layers=layers, tracer=trace.tracer,

@@ -36,14 +36,15 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
-from torch.fx.immutable_collections import immutable_dict
+from torch.fx.immutable_collections import immutable_dict, immutable_list
+from torch.fx.node import map_arg
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 try:  # fx's own patching helpers: a lean trace of a module uses them as fx's `Tracer.trace` does
     from torch.fx._symbolic_trace import (
-        _autowrap_check,
         _constant_attribute_types,
+        _create_wrapped_func,
         _get_is_fx_tracing,
         _new_patcher,
         _patch_wrapped_functions,
@@ -69,6 +70,34 @@ _LEAN_NODES = all(hasattr(fx.Graph(), a) for a in ("_graph_namespace", "_insert"
 """Whether `_Tracer.create_node` may make fx's nodes itself (this torch's fx has the internals it uses)."""
 _PLAIN_ARGS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format, torch.layout})
 """Argument types fx stores in a node as they are (its own `create_arg` reaches that after a chain of checks)."""
+
+
+@functools.cache
+def _wrapped(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """fx's wrapper of an autowrapped function (``math.sqrt``): it finds the tracer in its arguments, so one wrapper
+    serves every trace (fx made ~90 a trace, one per function of the math module)."""
+    return _create_wrapped_func(fn)
+
+
+_AUTOWRAP_NAMES: dict[int, tuple[dict[str, Any], int, frozenset[int], list[str]]] = {}
+"""id(globals dict) -> (the dict, its length then, the function ids asked for, the names holding one of them)."""
+
+
+def _autowrap(patcher: Any, frame_dict: dict[str, Any], function_ids: set[int]) -> None:
+    """fx's `_autowrap_check`: patch, for the trace, each name of `frame_dict` bound to an autowrapped function. Each
+    dict is scanned once per process (again when its length changed), not once per trace: a module's globals are
+    hundreds of names, and a trace visits the globals of every module class's file."""
+    if not patcher.visit_once(frame_dict):
+        return
+    entry = _AUTOWRAP_NAMES.get(id(frame_dict))
+    if entry is None or entry[0] is not frame_dict or entry[1] != len(frame_dict) or entry[2] != function_ids:
+        names = [name for name, value in frame_dict.items()
+                 if not name.startswith("_") and callable(value) and id(value) in function_ids]
+        entry = _AUTOWRAP_NAMES[id(frame_dict)] = (frame_dict, len(frame_dict), frozenset(function_ids), names)
+    for name in entry[3]:
+        fn = frame_dict.get(name)
+        if fn is not None and id(fn) in function_ids:  # still bound to it
+            patcher.patch(frame_dict, name, _wrapped(fn))
 
 
 class _Tracer(fx.Tracer):
@@ -129,15 +158,14 @@ class _Tracer(fx.Tracer):
                 def forward(*args: Any, **kwargs: Any) -> Any:
                     return _MODULE_CALL(mod, *args, **kwargs)
 
-                _autowrap_check(patcher, getattr(getattr(mod, "forward", mod), "__globals__", {}),
-                                self._autowrap_function_ids)
+                _autowrap(patcher, getattr(getattr(mod, "forward", mod), "__globals__", {}), self._autowrap_function_ids)
                 return self.call_module(mod, forward, args, kwargs)
 
             with _new_patcher() as patcher, _classes_patched(classes, module_call, module_getattr):
                 _patch_wrapped_functions(patcher)
-                _autowrap_check(patcher, fn_globals, self._autowrap_function_ids)
+                _autowrap(patcher, fn_globals, self._autowrap_function_ids)
                 for module in self._autowrap_search:
-                    _autowrap_check(patcher, module.__dict__, self._autowrap_function_ids)
+                    _autowrap(patcher, module.__dict__, self._autowrap_function_ids)
                 self.create_node("output", "output", (self.create_arg(fn(*args)),), {})
             self.submodule_paths = None
         finally:
@@ -176,7 +204,7 @@ class _Tracer(fx.Tracer):
 
     def create_arg(self, a: Any) -> Any:
         kind = type(a)
-        if kind is _Proxy or kind is fx.Proxy:
+        if kind is _Proxy or kind is fx.Proxy or kind is fx.proxy.Attribute:  # an attribute's node is made on first use
             return a.node
         if kind is tuple:
             return tuple([self.create_arg(e) for e in a])
@@ -655,9 +683,9 @@ def _meta_key(value: Any) -> Any:
         if not value.is_meta:
             raise TypeError("a tensor with data")
         return (kind, tuple(value.shape), value.stride(), value.dtype)
-    if kind is tuple or kind is list:
+    if kind is tuple or kind is list or kind is immutable_list:
         return (kind, *(_meta_key(v) for v in value))
-    if kind is dict:
+    if kind is dict or kind is immutable_dict:
         return (kind, *((k, _meta_key(v)) for k, v in value.items()))
     if kind is slice:
         return (kind, _meta_key(value.start), _meta_key(value.stop), _meta_key(value.step))
@@ -776,20 +804,6 @@ def _holds_tensor(value: Any) -> bool:
     return isinstance(value, dict) and any(_holds_tensor(v) for v in value.values())
 
 
-def _map_nodes(arg: Any, fn: Callable[[fx.Node], Any]) -> Any:
-    """`arg` with every fx node replaced by fn(node), through tuples, lists, dicts and slices."""
-    if isinstance(arg, fx.Node):
-        return fn(arg)
-    if isinstance(arg, (tuple, list)):
-        items = [_map_nodes(a, fn) for a in arg]
-        return type(arg)(*items) if hasattr(arg, "_fields") else type(arg)(items)
-    if isinstance(arg, dict):
-        return {k: _map_nodes(v, fn) for k, v in arg.items()}
-    if isinstance(arg, slice):
-        return slice(_map_nodes(arg.start, fn), _map_nodes(arg.stop, fn), _map_nodes(arg.step, fn))
-    return arg
-
-
 class _FxValues:
     """Turns the nodes of the fx graph being traced into `Trace` nodes with their meta values, in graph order:
     all of them once the trace is done, or, while it runs, those up to a value the model's own code asks for
@@ -805,6 +819,8 @@ class _FxValues:
         self.modules = dict(named)  # fx names each module by its first path here (path_of_module)
         self.last: fx.Node | None = None  # the last node converted
         self.memo: dict[Any, Any] = {}  # meta results by function and argument shapes (`_memoised_call`)
+        self.node_refs: dict[fx.Node, Any] = {}  # each converted node's Ref and value, for its users' arguments
+        self.node_values: dict[fx.Node, Any] = {}
 
     def value(self, node: fx.Node) -> Any:
         """The meta value of `node` (every node before it converted first), computed while fx is tracing: with
@@ -829,10 +845,13 @@ class _FxValues:
             n = n.next
 
     def _value_of(self, arg: Any) -> Any:
-        return _map_nodes(arg, lambda n: self.trace.nodes[self.index[n]].value)
+        """`arg` with each fx node replaced by its value (fx's native `map_arg`: its lists and dicts come back
+        immutable)."""
+        return map_arg(arg, self.node_values.__getitem__)
 
     def _refs(self, arg: Any) -> Any:
-        return _map_nodes(arg, lambda n: Ref(self.index[n]))
+        """`arg` with each fx node replaced by its Ref."""
+        return map_arg(arg, self.node_refs.__getitem__)
 
     def _add(self, n: fx.Node) -> None:
         path, mtype = n.meta.get(_WHERE, ("", type(self.model)))
@@ -880,6 +899,7 @@ class _FxValues:
         else:  # output
             node = Node(n.name, "output", "output", None, args, {}, where, self._value_of(n.args[0]))
         self.index[n] = len(self.trace.nodes)
+        self.node_refs[n], self.node_values[n] = Ref(self.index[n]), node.value
         self.trace.nodes.append(node)
         if reads_data and _holds_tensor(node.value) and makes_data(
                 node.op, node.category, n.op == "placeholder" or bool(n.args) and n.args[0] in self.data):
