@@ -16,11 +16,13 @@ from iee_deploy.graph.trace import (
     _call_value,
     _cat_shape,
     _conv_shape,
+    _functional_conv_shape,
     _interpolate_shape,
     _linear_shape,
     _pad_shape,
     _reduce_shape,
     _rnn_value,
+    _statistic_shape,
     broadcast_shape,
 )
 
@@ -49,6 +51,23 @@ def test_conv_shapes_equal_torch(cls):
     conv = cls(4, 6, 3)
     assert _conv_shape(conv, torch.zeros((1, 3) + (9,) * nd, device="meta")) is None  # wrong channels: torch's error
     assert _conv_shape(cls(4, 6, 3, padding=1, padding_mode="reflect"), torch.zeros((1, 4) + (9,) * nd)) is None
+
+
+def test_functional_conv_shapes_equal_torch():
+    checked = 0
+    for fn, nd in ((F.conv1d, 1), (F.conv2d, 2)):
+        w = torch.zeros((6, 2) + (3,) * nd)
+        for size, stride, padding, dilation, groups, batched in itertools.product(
+                (1, 4, 7), (1, 2), (0, 1, (1,) * nd), (1, 2), (1, 2), (True, False)):
+            x = torch.zeros(((1,) if batched else ()) + (2 * groups,) + (size,) * nd)
+            kwargs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+            expected = torch_shape(fn, x, w, None, **kwargs)
+            assert _functional_conv_shape(fn, (x.to("meta"), w), kwargs) == expected, (fn, size, kwargs)
+            checked += expected is not None
+    assert checked > 100
+    x, w = torch.zeros(1, 4, 8, 8), torch.zeros(6, 4, 3, 3)
+    assert _functional_conv_shape(F.conv2d, (x, w, None, 1, "same"), {}) is None  # string padding: left to torch
+    assert _functional_conv_shape(F.conv2d, (x, torch.zeros(6, 3, 3, 3)), {}) is None  # wrong channels: torch's error
 
 
 def test_adaptive_pool_shapes_equal_torch():
@@ -121,11 +140,11 @@ def test_pad_and_linear_shapes_equal_torch():
 def test_a_memoised_meta_call_equals_torchs_and_is_a_fresh_tensor_per_node():
     memo: dict = {}
     x, y = torch.empty(2, 8, 6, device="meta"), torch.empty(2, 8, 6, device="meta").transpose(1, 2)
-    first = _call_value("reduce", torch.Tensor.norm, (x, 2, -1, True), {}, memo)
-    second = _call_value("reduce", torch.Tensor.norm, (x.clone(), 2, -1, True), {}, memo)
-    assert len(memo) == 1 and first is not second and first.shape == second.shape == (2, 8, 1)
-    other = _call_value("reduce", torch.Tensor.norm, (y, 2, -1, True), {}, memo)  # another layout: its own entry
-    assert len(memo) == 2 and other.shape == (2, 6, 1)
+    first = _call_value("reduce", torch.Tensor.cumsum, (x, -1), {}, memo)
+    second = _call_value("reduce", torch.Tensor.cumsum, (x.clone(), -1), {}, memo)
+    assert len(memo) == 1 and first is not second and first.shape == second.shape == (2, 8, 6)
+    other = _call_value("reduce", torch.Tensor.cumsum, (y, -1), {}, memo)  # another layout: its own entry
+    assert len(memo) == 2 and other.shape == (2, 6, 8)
     made = [_call_value("creation", torch.full, ((2,), fill), {"device": "meta"}, memo) for fill in (1, True, 1.0)]
     assert [t.dtype for t in made] == [torch.int64, torch.bool, torch.float32]  # 1 == True == 1.0: apart by type
     assert len(memo) == 5
@@ -139,6 +158,21 @@ def test_a_memoised_meta_call_equals_torchs_and_is_a_fresh_tensor_per_node():
     kept = _call_value("movement", torch.Tensor.unsqueeze, (x, 0), {}, memo)
     kept.unsqueeze_(0)  # an in-place op on one node's value leaves the next node's alone
     assert _call_value("movement", torch.Tensor.unsqueeze, (x, 0), {}, memo).shape == (1, 2, 8, 6)
+
+
+def test_norm_and_moment_shapes_equal_torch():
+    x = torch.randn(2, 3, 4, 5)
+    calls = [(torch.norm, (x,), {"p": 2, "dim": (1, 2), "keepdim": True}), (torch.Tensor.norm, (x, 2, -1), {}),
+             (torch.Tensor.norm, (x, float("inf"), 1, True), {}), (torch.linalg.vector_norm, (x, 1, (0, 3)), {}),
+             (torch.var, (x, 1), {"keepdim": True}), (torch.Tensor.var, (x, (2, 3), False, True), {}),
+             (torch.std, (x,), {"dim": -1, "correction": 0}), (torch.Tensor.std, (x, 2), {"unbiased": True})]
+    for fn, args, kwargs in calls:
+        meta = (args[0].to("meta"), *args[1:])
+        assert _statistic_shape(fn, meta, kwargs) == torch_shape(fn, *args, **kwargs), (fn, args[1:], kwargs)
+    assert _statistic_shape(torch.norm, (x,), {"p": "fro"}) is None  # a matrix norm: left to torch
+    assert _statistic_shape(torch.Tensor.norm, (x,), {}) is None  # every dim: left to torch
+    assert _statistic_shape(torch.var, (x, True), {}) is None  # var(x, unbiased): no dims
+    assert _statistic_shape(torch.Tensor.norm, (x, 2, 1), {"dtype": torch.float64}) is None
 
 
 def test_casts_and_comparisons_keep_their_own_dtype_in_the_trace():

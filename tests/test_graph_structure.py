@@ -400,6 +400,25 @@ def test_parameter_total_counts_each_shared_parameter_once():
     assert _parameter_total(model) == sum(p.numel() for p in model.parameters()) == 12 + 16 + 8
 
 
+def test_reshaped_ids_equal_the_reshaped_id_tensor():
+    """The grid-only reshape of channel ids (last dim or first two dims kept) gives every position the id a full
+    reshape of the id tensor gives it; other reshapes go to the general path (None)."""
+    from iee_deploy.graph.channels import Ids, _reshaped_ids
+
+    channels_last = np.arange(10, 16, dtype=np.int32).reshape(1, 1, 1, 6)
+    last = Ids((2, 4, 4, 6), full=torch.from_numpy(channels_last).expand(2, 4, 4, 6), core=channels_last)
+    first = Ids((2, 6, 4, 4), vec=np.arange(20, 26, dtype=np.int32))
+    for ids, shape in ((last, (2, 2, 2, 2, 2, 6)), (last, (32, 6)), (last, (2, 16, 6)), (first, (2, 6, 16)),
+                       (first, (2, 6, 2, 2, 2, 2))):
+        out = _reshaped_ids(ids, shape)
+        assert out is not None and out.shape == shape
+        assert torch.equal(out.tensor(), ids.tensor().reshape(shape)), shape
+    assert _reshaped_ids(last, (2, 4, 4, 2, 3)) is None  # the channel dim split into heads: the general path
+    assert _reshaped_ids(first, (12, 16)) is None
+    one = Ids((2, 6, 4, 4), vec=np.full(6, 7, dtype=np.int32))  # one id repeated: the general path
+    assert _reshaped_ids(one, (2, 6, 16)) is None
+
+
 def test_permutation_of_permute_transpose_and_swapdims():
     from iee_deploy.graph.channels import _permutation
 

@@ -23,6 +23,7 @@ Pruning must also leave the model's own code valid on the smaller tensors, so so
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -290,6 +291,29 @@ def _arg(node: Node, values: tuple[Any, ...], position: int, name: str, default:
     if len(values) > position:
         return values[position]
     return node.kwargs.get(name, default)
+
+
+def _reshaped_ids(ids: Ids, shape: tuple[int, ...]) -> Ids | None:
+    """The ids after a view, reshape or flatten to `shape` that keeps in place the one dim their units vary along:
+    the last dim at its size (channels-last windows: (B, H, W, C) -> (B, H/w, w, W/w, w, C)), or the first two dims
+    with the rest merged or split (channels-first: (B, C, H, W) -> (B, C, H*W)). Computed on the ids' small grid, not
+    on a full tensor of them; None for any other reshape (the general path)."""
+    grid, old = ids.grid(), ids.shape
+    varying = [d for d, n in enumerate(grid.shape) if n > 1]
+    if len(varying) != 1 or math.prod(old) != math.prod(shape):
+        return None
+    d = varying[0]
+    line = grid.reshape(-1)
+    if not bool((line != line[0]).any()):  # one id repeated: the general path's compression decides its form
+        return None
+    if d == len(old) - 1 and len(shape) >= 2 and shape[-1] == old[-1]:
+        core = line.reshape((1,) * (len(shape) - 1) + (old[-1],))
+    elif d == 1 and len(shape) >= 2 and shape[:2] == old[:2]:
+        core = line.reshape((1, old[1]) + (1,) * (len(shape) - 2))
+    else:
+        return None
+    core = np.ascontiguousarray(core)
+    return _from_core(shape, torch.from_numpy(core).expand(shape), core)
 
 
 def _permutation(op: str, values: tuple[Any, ...], kwargs: dict[str, Any], ndim: int) -> list[int] | None:
@@ -861,6 +885,13 @@ class ChannelAnalysis:
         fast = self._fast_movement(node, args)
         if fast is not None:
             return fast
+        if node.op in ("view", "reshape", "flatten") and args and isinstance(args[0], Ids) and isinstance(
+                node.value, torch.Tensor):
+            out = _reshaped_ids(args[0], tuple(node.value.shape))
+            if out is not None:
+                if node.op != "flatten":
+                    self._check_sizes(node, out)
+                return out
 
         def materialise(obj: Any, contiguous: bool) -> Any:
             if isinstance(obj, Ids):

@@ -332,6 +332,41 @@ class _Proxy(fx.Proxy):
             return int(tracer.concrete(self.size(0)))  # type: ignore[operator]  # Proxy.size is made at import
         return len(value)
 
+    @classmethod
+    def __torch_function__(cls, orig_method: Callable[..., Any], types: tuple[type, ...],
+                           args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None) -> Any:
+        """fx's rule for a torch function or tensor method called on proxies, with the proxies' tracer found by a walk
+        of the plain tuples, lists and dicts the arguments are, not pytree's (a tenth of a trace); fx's own rule where
+        another container, another tracer, a script method or a higher-order operator takes part."""
+        args, kwargs = args or (), kwargs or {}
+        tracers: set[Any] = set()
+        if (_proxy_tracers(args, tracers) and _proxy_tracers(kwargs, tracers) and len(tracers) == 1
+                and not isinstance(orig_method, (torch._C.ScriptMethod, torch._ops.HigherOrderOperator))):
+            tracer = next(iter(tracers))
+            if torch.overrides.is_tensor_method_or_property(orig_method):
+                return tracer.create_proxy("call_method", orig_method.__name__, args, kwargs)
+            return tracer.create_proxy("call_function", orig_method, args, kwargs,
+                                       name=tracer.graph._target_to_str(orig_method.__name__))
+        return super().__torch_function__(orig_method, types, args, kwargs)
+
+
+_LEAVES = frozenset({int, float, bool, str, type(None), slice, torch.dtype, torch.device, torch.memory_format,
+                     torch.layout, torch.Tensor, nn.Parameter})
+
+
+def _proxy_tracers(value: Any, tracers: set[Any]) -> bool:
+    """Add the tracer of every proxy in `value` (plain tuples, lists and dicts walked) to `tracers`; False where
+    `value` holds anything else whose insides pytree would walk (a named tuple, another container)."""
+    kind = type(value)
+    if isinstance(value, fx.Proxy):
+        tracers.add(value.tracer)
+        return True
+    if kind is tuple or kind is list:
+        return all(_proxy_tracers(v, tracers) for v in value)
+    if kind is dict:
+        return all(_proxy_tracers(v, tracers) for v in value.values())
+    return kind in _LEAVES
+
 
 def _tensor_paths(named: list[tuple[str, nn.Module]], kind: str) -> dict[int, str]:
     """id -> path of every parameter (`kind` "_parameters") or buffer ("_buffers") of the modules `named`, as
@@ -743,6 +778,65 @@ def _linear_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, .
     return (*x.shape[:-1], w.shape[0])
 
 
+_FUNCTIONAL_CONVS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
+
+
+def _functional_conv_shape(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """F.conv1d/2d/3d's output shape by arithmetic (timm's TF-'same' convolutions call it on their padded input;
+    torch's meta kernel costs a tenth of a millisecond); None where torch must decide (a bad input, a string padding,
+    a dtype or channel count its kernel refuses)."""
+    nd = _FUNCTIONAL_CONVS[fn]
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    given = dict(zip(names, args))
+    if len(args) > len(names) or set(kwargs) & set(given) or set(kwargs) - set(names):
+        return None
+    given.update(kwargs)
+    x, w = given.get("input"), given.get("weight")
+    if (not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor) or w.dim() != nd + 2
+            or x.dim() not in (nd + 1, nd + 2) or x.dtype != w.dtype or not x.is_floating_point()):
+        return None
+
+    def per_dim(value: Any) -> tuple[int, ...] | None:
+        values = (value,) * nd if type(value) is int else tuple(value) if isinstance(value, (tuple, list)) else ()
+        return values if len(values) == nd and all(type(v) is int for v in values) else None
+
+    stride, padding, dilation = (per_dim(given.get(k, d)) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
+    groups, shape = given.get("groups", 1), tuple(x.shape)
+    if (stride is None or padding is None or dilation is None or type(groups) is not int or groups < 1
+            or shape[-nd - 1] != w.shape[1] * groups or w.shape[0] % groups or min(stride) < 1 or min(dilation) < 1
+            or min(padding) < 0):
+        return None
+    spatial = tuple(_window(n, k, s, p, d) for n, k, s, p, d in zip(shape[-nd:], w.shape[2:], stride, padding, dilation))
+    return (*shape[:-nd - 1], int(w.shape[0]), *spatial) if min(spatial) >= 1 else None
+
+
+_STATISTICS: dict[Any, tuple[str, ...]] = {
+    torch.norm: ("p", "dim", "keepdim"), torch.Tensor.norm: ("p", "dim", "keepdim"),
+    torch.linalg.vector_norm: ("ord", "dim", "keepdim"),
+    torch.var: ("dim", "unbiased", "keepdim"), torch.Tensor.var: ("dim", "unbiased", "keepdim"),
+    torch.std: ("dim", "unbiased", "keepdim"), torch.Tensor.std: ("dim", "unbiased", "keepdim")}
+"""Norms and moments over given dims -> their positional arguments after the input."""
+
+
+def _statistic_shape(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """The output shape of a vector norm, variance or standard deviation over given dims (ConvNeXt-V2's GRN,
+    RMS norms: their meta kernels are Python references, a millisecond a call); None where torch must decide (no
+    dims, a matrix norm, a dtype, another argument)."""
+    names = _STATISTICS[fn]
+    if not args or len(args) - 1 > len(names):
+        return None
+    given = dict(zip(names, args[1:]))
+    if set(kwargs) & set(given) or set(kwargs) - {*names, "correction"}:
+        return None
+    given.update(kwargs)
+    order = given.get("p", given.get("ord", 2))
+    if not isinstance(order, (int, float)) or isinstance(order, bool):
+        return None
+    if not isinstance(given.get("unbiased", True), bool) or not isinstance(given.get("correction", 0), (int, float)):
+        return None
+    return _reduce_shape((args[0], given.get("dim"), given.get("keepdim", False)), {})
+
+
 def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 memo: dict[Any, Any] | None = None) -> Any:
     """The meta result of a call; shape-preserving, broadcasting, concatenating, reducing, linear and attention ops
@@ -758,6 +852,14 @@ def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...
             return _empty(args[0], shape)
     if fn in _REDUCTIONS:
         shape = _reduce_shape(args, kwargs)
+        if shape is not None:
+            return _empty(args[0], shape)
+    if fn in _FUNCTIONAL_CONVS:
+        shape = _functional_conv_shape(fn, args, kwargs)
+        if shape is not None:
+            return _empty(args[0], shape)
+    if fn in _STATISTICS:
+        shape = _statistic_shape(fn, args, kwargs)
         if shape is not None:
             return _empty(args[0], shape)
     if fn in _CATS:
@@ -821,6 +923,7 @@ class _FxValues:
         self.memo: dict[Any, Any] = {}  # meta results by function and argument shapes (`_memoised_call`)
         self.node_refs: dict[fx.Node, Any] = {}  # each converted node's Ref and value, for its users' arguments
         self.node_values: dict[fx.Node, Any] = {}
+        self.wheres: dict[tuple[str, Any], str] = {}  # (module path, type) -> its `Node.where`
 
     def value(self, node: fx.Node) -> Any:
         """The meta value of `node` (every node before it converted first), computed while fx is tracing: with
@@ -854,8 +957,10 @@ class _FxValues:
         return map_arg(arg, self.node_refs.__getitem__)
 
     def _add(self, n: fx.Node) -> None:
-        path, mtype = n.meta.get(_WHERE, ("", type(self.model)))
-        where = f"'{path or '<model>'}' ({getattr(mtype, '__name__', mtype)})"
+        at = n.meta.get(_WHERE, ("", type(self.model)))
+        where = self.wheres.get(at)
+        if where is None:  # one string per enclosing module, not per node
+            where = self.wheres[at] = f"'{at[0] or '<model>'}' ({getattr(at[1], '__name__', at[1])})"
         args, kwargs = self._refs(n.args), self._refs(n.kwargs)
         reads_data = n.op == "placeholder" or any(a in self.data for a in n.all_input_nodes)
         if n.op == "placeholder":
