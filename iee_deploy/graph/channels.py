@@ -887,11 +887,11 @@ class ChannelAnalysis:
             return fast
         if node.op in ("view", "reshape", "flatten") and args and isinstance(args[0], Ids) and isinstance(
                 node.value, torch.Tensor):
-            out = _reshaped_ids(args[0], tuple(node.value.shape))
-            if out is not None:
+            reshaped = _reshaped_ids(args[0], tuple(node.value.shape))
+            if reshaped is not None:
                 if node.op != "flatten":
-                    self._check_sizes(node, out)
-                return out
+                    self._check_sizes(node, reshaped)
+                return reshaped
 
         def materialise(obj: Any, contiguous: bool) -> Any:
             if isinstance(obj, Ids):
