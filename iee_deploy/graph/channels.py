@@ -206,13 +206,17 @@ class _Units:
             self._parent[nodes] = nodes[_smallest_connected(inverse[:half], inverse[half:], nodes.size)]
 
     def _roots(self, ids: np.ndarray) -> np.ndarray:
-        """The root of each of `ids` as the pointers stand (pending unions not merged)."""
+        """The root of each of `ids` as the pointers stand (pending unions not merged); `ids` then point at their
+        roots directly (path compression: each merge adds a level to the chains, and the same channels are asked
+        about again and again)."""
         x = self._parent[ids]
         while True:
             y = self._parent[x]
-            if np.array_equal(y, x):
-                return x
+            if not (y != x).any():
+                break
             x = y
+        self._parent[ids] = x
+        return x
 
 
 def _smallest_connected(u: np.ndarray, v: np.ndarray, size: int, rounds: int = 8) -> np.ndarray:
