@@ -837,43 +837,30 @@ def _statistic_shape(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     return _reduce_shape((args[0], given.get("dim"), given.get("keepdim", False)), {})
 
 
+def _by_arguments(rule: Callable[[tuple[Any, ...], dict[str, Any]], tuple[int, ...] | None]) -> _ShapeRule:
+    return lambda fn, args, kwargs: rule(args, kwargs)
+
+
+_ShapeRule = Callable[[Any, tuple[Any, ...], dict[str, Any]], "tuple[int, ...] | None"]
+_SHAPE_RULES: dict[Any, _ShapeRule] = {
+    F.linear: _by_arguments(_linear_shape), F.pad: _by_arguments(_pad_shape),
+    F.interpolate: _by_arguments(_interpolate_shape), F.scaled_dot_product_attention: _by_arguments(_attention_shape),
+    **{fn: _by_arguments(_reduce_shape) for fn in _REDUCTIONS}, **{fn: _by_arguments(_cat_shape) for fn in _CATS},
+    **{fn: _functional_conv_shape for fn in _FUNCTIONAL_CONVS}, **{fn: _statistic_shape for fn in _STATISTICS}}
+"""Function -> its output shape by arithmetic (None where torch must decide): the calls `_call_value` answers without
+torch's meta kernels (a cat's result takes its first tensor's dtype, any other its first argument's)."""
+
+
 def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 memo: dict[Any, Any] | None = None) -> Any:
     """The meta result of a call; shape-preserving, broadcasting, concatenating, reducing, linear and attention ops
     skip torch's (slow) meta kernels, and any other call but a plain attribute read or index is computed once per
     argument shapes (`memo`, see `_memoised_call`)."""
-    if fn is F.linear:
-        shape = _linear_shape(args, kwargs)
+    rule = _SHAPE_RULES.get(fn)
+    if rule is not None:
+        shape = rule(fn, args, kwargs)
         if shape is not None:
-            return _empty(args[0], shape)
-    if fn is F.pad:
-        shape = _pad_shape(args, kwargs)
-        if shape is not None:
-            return _empty(args[0], shape)
-    if fn in _REDUCTIONS:
-        shape = _reduce_shape(args, kwargs)
-        if shape is not None:
-            return _empty(args[0], shape)
-    if fn in _FUNCTIONAL_CONVS:
-        shape = _functional_conv_shape(fn, args, kwargs)
-        if shape is not None:
-            return _empty(args[0], shape)
-    if fn in _STATISTICS:
-        shape = _statistic_shape(fn, args, kwargs)
-        if shape is not None:
-            return _empty(args[0], shape)
-    if fn in _CATS:
-        shape = _cat_shape(args, kwargs)
-        if shape is not None:
-            return _empty(args[0][0], shape)
-    if fn is F.interpolate:
-        shape = _interpolate_shape(args, kwargs)
-        if shape is not None:
-            return _empty(args[0], shape)
-    if fn is F.scaled_dot_product_attention:
-        shape = _attention_shape(args, kwargs)
-        if shape is not None:
-            return _empty(args[0], shape)
+            return _empty(args[0][0] if fn in _CATS else args[0], shape)
     tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
     if tensors and category in ("pointwise", "elementwise") and _keeps_dtype(fn):  # fresh meta tensors, as in eager
         shapes = [t.shape for t in tensors]
