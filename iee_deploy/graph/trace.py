@@ -19,6 +19,7 @@ Unknown operations are refused here, before anything is evaluated (see `ops.py`)
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dis
 import functools
@@ -45,10 +46,12 @@ try:  # fx's own patching helpers: a lean trace of a module uses them as fx's `T
     from torch.fx._symbolic_trace import (
         _constant_attribute_types,
         _create_wrapped_func,
+        _create_wrapped_method,
         _get_is_fx_tracing,
         _new_patcher,
-        _patch_wrapped_functions,
         _set_is_fx_tracing,
+        _wrapped_fns_to_patch,
+        _wrapped_methods_to_patch,
     )
     _LEAN_TRACE = True
 except ImportError:  # another torch: fx's `Tracer.trace` as it is
@@ -77,6 +80,16 @@ def _wrapped(fn: Callable[..., Any]) -> Callable[..., Any]:
     """fx's wrapper of an autowrapped function (``math.sqrt``): it finds the tracer in its arguments, so one wrapper
     serves every trace (fx made ~90 a trace, one per function of the math module)."""
     return _create_wrapped_func(fn)
+
+
+def _patch_registered(patcher: Any) -> None:
+    """fx's `_patch_wrapped_functions`: patch, for the trace, every function registered with `torch.fx.wrap` (timm
+    and transformers register dozens), each with its one wrapper per process (`_wrapped`) instead of a new one."""
+    for (_, name), frame_dict in _wrapped_fns_to_patch.copy().items():
+        fn = getattr(builtins, name) if name not in frame_dict and hasattr(builtins, name) else frame_dict[name]
+        patcher.patch(frame_dict, name, _wrapped(fn))
+    for cls, name in _wrapped_methods_to_patch:
+        patcher.patch_method(cls, name, _create_wrapped_method(cls, name))
 
 
 _AUTOWRAP_NAMES: dict[int, tuple[dict[str, Any], int, frozenset[int], list[str]]] = {}
@@ -162,7 +175,7 @@ class _Tracer(fx.Tracer):
                 return self.call_module(mod, forward, args, kwargs)
 
             with _new_patcher() as patcher, _classes_patched(classes, module_call, module_getattr):
-                _patch_wrapped_functions(patcher)
+                _patch_registered(patcher)
                 _autowrap(patcher, fn_globals, self._autowrap_function_ids)
                 for module in self._autowrap_search:
                     _autowrap(patcher, module.__dict__, self._autowrap_function_ids)
