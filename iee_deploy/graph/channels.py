@@ -316,7 +316,12 @@ def _reshaped_ids(ids: Ids, shape: tuple[int, ...]) -> Ids | None:
         core = line.reshape((1, old[1]) + (1,) * (len(shape) - 2))
     else:
         return None
-    core = np.ascontiguousarray(core)
+    return _grid_ids(shape, core)
+
+
+def _grid_ids(shape: tuple[int, ...], grid: np.ndarray) -> Ids:
+    """The Ids of a tensor of `shape` from a small grid of ids that broadcasts to it."""
+    core = np.ascontiguousarray(grid)
     return _from_core(shape, torch.from_numpy(core).expand(shape), core)
 
 
@@ -843,8 +848,7 @@ class ChannelAnalysis:
             return self._mixing((x,), value)
         for d in set(padded):  # constant along d (one unit): one position stands for all
             grid = grid.take([0], axis=d)
-        shape = tuple(value.shape)
-        return _from_core(shape, torch.from_numpy(grid).expand(shape), grid)
+        return _grid_ids(tuple(value.shape), grid)
 
     def _reduce(self, x: Ids, shape: tuple[int, ...], dims: list[Any], keepdim: bool) -> Ids:
         ndim = len(x.shape)
@@ -871,9 +875,7 @@ class ChannelAnalysis:
         values = self._value(node.args)
         perm = _permutation(node.op, values, node.kwargs, len(args[0].shape)) if isinstance(args[0], Ids) else None
         if perm is not None:
-            core = np.ascontiguousarray(np.transpose(args[0].grid(), perm))
-            shape = tuple(value.shape)
-            return self._guard(_from_core(shape, torch.from_numpy(core).expand(shape), core))
+            return self._guard(_grid_ids(tuple(value.shape), np.transpose(args[0].grid(), perm)))
         if node.op in ("cat", "concat", "concatenate") and isinstance(args[0], (tuple, list)):
             parts = args[0]
             dim = _arg(node, values, 1, "dim", 0)

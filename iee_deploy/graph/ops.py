@@ -234,18 +234,12 @@ def is_norm_act(module: nn.Module) -> bool:
     return all(not _holds_tensors(child) and _category(child) == "pointwise" for child in module.children())
 
 
-def _holds_parameters(module: nn.Module) -> bool:
-    """Whether `module` or a module inside it holds a parameter (`next(module.parameters(), None) is not None`,
-    without its generators: this runs for every activation layer at every trace)."""
-    return (any(p is not None for p in module._parameters.values())
-            or any(child is not None and _holds_parameters(child) for child in module._modules.values()))
-
-
-def _holds_tensors(module: nn.Module) -> bool:
-    """Whether `module` or a module inside it holds a parameter or buffer (its own dicts read directly: this runs for
-    every norm-and-activation layer at every trace)."""
-    return (any(t is not None for t in module._parameters.values()) or any(t is not None for t in module._buffers.values())
-            or any(child is not None and _holds_tensors(child) for child in module._modules.values()))
+def _holds_tensors(module: nn.Module, buffers: bool = True) -> bool:
+    """Whether `module` or a module inside it holds a parameter, or (`buffers`) a buffer: its own dicts read directly,
+    without nn.Module's generators (this runs for every activation and norm-and-activation layer at every trace)."""
+    return (any(t is not None for t in module._parameters.values())
+            or buffers and any(t is not None for t in module._buffers.values())
+            or any(child is not None and _holds_tensors(child, buffers) for child in module._modules.values()))
 
 
 def is_declared_leaf(module: nn.Module) -> bool:
@@ -285,7 +279,7 @@ def classify_module(module: nn.Module, where: str) -> Category:
     category = _category(module)
     if category is None:
         raise _unsupported(f"layer {type(module).__module__}.{type(module).__name__}", where)
-    if category in ("pointwise", "spatial") and _holds_parameters(module):
+    if category in ("pointwise", "spatial") and _holds_tensors(module, buffers=False):
         raise UserError(f"module {where} is declared {category} (register_op), but it holds parameters, which the graph "
                         "would never slice", f"register {type(module).__name__} as 'mixing' (its channels kept), or "
                         "declare the functions its forward calls instead", fields=("target",))

@@ -261,7 +261,7 @@ class _Tracer(fx.Tracer):
         value = self.values.value(proxy.node) if self.values is not None else None
         if isinstance(value, (bool, int, float)):
             assert self.values is not None
-            self.values.trace.branched.append(self.values.index[proxy.node])  # the sizes it reads are pinned
+            self.values.trace.branched.append(self.values.node_refs[proxy.node].index)  # the sizes it reads are pinned
             return value
         raise fx.proxy.TraceError("symbolically traced variables cannot be used as inputs to control flow")
 
@@ -363,8 +363,8 @@ class _Proxy(fx.Proxy):
         return super().__torch_function__(orig_method, types, args, kwargs)
 
 
-_LEAVES = frozenset({int, float, bool, str, type(None), slice, torch.dtype, torch.device, torch.memory_format,
-                     torch.layout, torch.Tensor, nn.Parameter})
+_LEAVES = _PLAIN_ARGS | {slice, torch.Tensor, nn.Parameter}
+"""What pytree takes as a leaf among the arguments of a torch call on proxies."""
 
 
 def _proxy_tracers(value: Any, tracers: set[Any]) -> bool:
@@ -915,13 +915,12 @@ class _FxValues:
                  named: list[tuple[str, nn.Module]]) -> None:
         self.model, self.inputs, self.tracer = model, inputs, tracer
         self.trace = Trace(tracer="fx")
-        self.index: dict[fx.Node, int] = {}
         self.placeholders = 0
         self.data: set[fx.Node] = set()  # tensors computed from an input; an unknown op on none of them: a constant
         self.modules = dict(named)  # fx names each module by its first path here (path_of_module)
         self.last: fx.Node | None = None  # the last node converted
         self.memo: dict[Any, Any] = {}  # meta results by function and argument shapes (`_memoised_call`)
-        self.node_refs: dict[fx.Node, Any] = {}  # each converted node's Ref and value, for its users' arguments
+        self.node_refs: dict[fx.Node, Any] = {}  # each converted node's Ref (its index) and value
         self.node_values: dict[fx.Node, Any] = {}
         self.wheres: dict[tuple[str, Any], str] = {}  # (module path, type) -> its `Node.where`
 
@@ -933,7 +932,7 @@ class _FxValues:
             self.extend(node)
         finally:
             self.tracer.evaluating = evaluating
-        return self.trace.nodes[self.index[node]].value
+        return self.node_values[node]
 
     def extend(self, until: fx.Node | None = None) -> None:
         """Convert the graph's nodes not converted yet, up to `until` (None: all): from the node after the last one
@@ -1003,8 +1002,7 @@ class _FxValues:
                         _call_value(category, fn, self._value_of(n.args), self._value_of(n.kwargs), self.memo), fn=fn)
         else:  # output
             node = Node(n.name, "output", "output", None, args, {}, where, self._value_of(n.args[0]))
-        self.index[n] = len(self.trace.nodes)
-        self.node_refs[n], self.node_values[n] = Ref(self.index[n]), node.value
+        self.node_refs[n], self.node_values[n] = Ref(len(self.trace.nodes)), node.value
         self.trace.nodes.append(node)
         if reads_data and _holds_tensor(node.value) and makes_data(
                 node.op, node.category, n.op == "placeholder" or bool(n.args) and n.args[0] in self.data):
