@@ -987,7 +987,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 seed: a pipeline check (minutes)")
     parser.add_argument("--tiny", action="store_true", help="the test suite's pipeline check: --quick with one "
                         "Torch-Pruning variant, 1 epoch and two probes per bisection")
-    parser.add_argument("--models", default=None, help="comma-separated zoo models (default: resnet20,mobilenet_v2; "
+    parser.add_argument("--models", default=None, help="comma-separated zoo models (default: resnet20,mobilenet_v3_small; "
                         "quick: resnet20)")
     parser.add_argument("--budgets", default="0.7,0.5,0.35", help="fractions of the dense engine's measured latency")
     parser.add_argument("--batch-size", type=int, default=None, help="images per step (default: 64; tiny: 16)")
@@ -1005,7 +1005,7 @@ def main() -> None:
         return
     mode = TINY if args.tiny else QUICK if args.quick else FULL
     args.batch_size = args.batch_size or mode.batch_size
-    models = (args.models or ("resnet20" if mode is not FULL else "resnet20,mobilenet_v2")).split(",")
+    models = (args.models or ("resnet20" if mode is not FULL else "resnet20,mobilenet_v3_small")).split(",")
     meta = header(1, "torchvision", "onnxruntime", "torch-pruning", "nvidia-modelopt")
     data = cifar10_subset(mode.train_per_class, mode.val_per_class)
     commands: list[str] = []

@@ -42,6 +42,16 @@ def test_small_resolution_mobilenet_v2_keeps_a_4x4_map():
     assert build_model("mobilenet_v2", 10, resolution=224).features[0][0].stride == (2, 2)
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v3_large"])
+def test_small_resolution_mobilenet_v3_keeps_a_4x4_map(name):
+    small = build_model(name, 10, resolution=32)
+    assert small.features[0][0].stride == (1, 1)
+    assert small.features(torch.zeros(1, 3, 32, 32)).shape[-2:] == (4, 4)
+    strides = [m.stride for m in small.modules() if isinstance(m, torch.nn.Conv2d) and m.stride != (1, 1)]
+    assert len(strides) == 3  # of the five stride-2 convs, the stem's and the first depthwise one's are now 1
+    assert build_model(name, 10, resolution=224).features(torch.zeros(1, 3, 224, 224)).shape[-2:] == (7, 7)
+
+
 def test_small_resolution_resnet_gets_cifar_stem():
     model = build_model("resnet18", 10, resolution=32)
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
