@@ -370,6 +370,36 @@ def test_smallest_connected_node_on_both_paths():
     assert _smallest_connected(a, b, 300, rounds=1).tolist() == expected
 
 
+def test_node_names_are_the_names_fxs_namespace_gives():
+    """`_unique_name` gives the name `_Namespace.create_name(candidate, None)` gives, in the same sequence."""
+    from iee_deploy.graph.trace import _target_name, _unique_name
+
+    fxs, ours = torch.fx.graph._Namespace(), torch.fx.graph._Namespace()
+    candidates = ["add", "add", "getattr", "add_1", "x", "x", "1abc", "a.b", "", "max", "max", "add_5", "add", "for",
+                  _target_name(torch.Tensor.view), _target_name(F.conv2d), _target_name("__getitem__"), "layer1_0_conv1"]
+    assert [_unique_name(ours, c) for c in candidates] == [fxs.create_name(c, None) for c in candidates]
+    assert _target_name("__getitem__") == "getitem" and _target_name(torch.Tensor.view) == "view"
+
+
+def test_deferred_width_checks_see_the_units_as_they_stood():
+    """A deferred check (`_fix_along`) is answered by the units as they stood when it was asked, even where later
+    unions join the ids it asked about."""
+    from iee_deploy.graph.channels import ChannelAnalysis, Ids, _differ_along
+    from iee_deploy.graph.trace import trace_model
+
+    assert _differ_along(np.array([[0, 1], [0, 1]]), (1,)) and not _differ_along(np.array([[0, 1], [0, 1]]), (0,))
+    analysis = ChannelAnalysis(trace_model(nn.Conv2d(3, 4, 1), torch.zeros(1, 3, 2, 2)))
+    a, b, c = (Ids((1, 2), vec=analysis.units.new(2)) for _ in range(3))
+    analysis._fix_along(a, 1)  # a's two channels apart now; joined by the union after: still fixed
+    analysis.units.union(a.vec[:1], a.vec[1:])
+    analysis.units.union(b.vec[:1], b.vec[1:])
+    analysis._fix_along(b, 1)  # b's channels one unit when asked: not fixed
+    analysis._fix_along(c, 0, 1)  # c's channels apart to the end: fixed
+    analysis._fixes_if_varied(analysis.units.canon())
+    fixed = set(np.concatenate(analysis.units.fixed).tolist())
+    assert set(a.vec.tolist()) <= fixed and set(c.vec.tolist()) <= fixed and not fixed & set(b.vec.tolist())
+
+
 def test_pair_opposites_pairs_as_a_first_come_queue_would():
     """The i-th +k pairs with the i-th -k; the rest stay unpaired (a gated MLP's halves, `_balance`)."""
     from iee_deploy.graph.channels import pair_opposites

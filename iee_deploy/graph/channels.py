@@ -36,7 +36,7 @@ from torch.utils._pytree import tree_map
 
 from iee_deploy.errors import UserError
 from iee_deploy.graph.attention import AttentionUnits, attention_layout
-from iee_deploy.graph.trace import Node, Ref, Trace, ref_indices
+from iee_deploy.graph.trace import PLAIN_ARGS, Node, Ref, Trace, ref_indices
 
 ID = np.int32
 """Channel id dtype: small copies are what movement ops on id tensors cost."""
@@ -156,6 +156,7 @@ class _Units:
         self.n = 0
         self._a: list[np.ndarray] = []
         self._b: list[np.ndarray] = []
+        self.history: list[tuple[np.ndarray, np.ndarray]] = []  # every union, in order
         self._parent = np.zeros(0, dtype=ID)  # grown geometrically; ids from n on point to themselves
         self.fixed: list[np.ndarray] = []
 
@@ -169,6 +170,7 @@ class _Units:
         if a.size:
             self._a.append(a)
             self._b.append(b)
+            self.history.append((a, b))
 
     def fix(self, ids: np.ndarray) -> None:
         self.fixed.append(np.asarray(ids, dtype=ID).ravel())
@@ -217,6 +219,11 @@ class _Units:
             x = y
         self._parent[ids] = x
         return x
+
+
+def _differ_along(roots: np.ndarray, dims: tuple[int, ...]) -> bool:
+    """Whether `roots` holds different values along any of `dims`."""
+    return any(not np.all(np.moveaxis(roots, d, 0) == np.moveaxis(roots, d, 0)[:1]) for d in dims)
 
 
 def _smallest_connected(u: np.ndarray, v: np.ndarray, size: int, rounds: int = 8) -> np.ndarray:
@@ -360,11 +367,14 @@ class ChannelAnalysis:
         self.inner_layers: dict[str, tuple[torch.nn.Module, tuple[int, ...], tuple[int, ...]]] = {}
         self.attention: dict[str, torch.nn.Module] = {}
         self.constant: list[bool] = []  # per node: its value does not depend on the model input
+        self.fix_if_varied: list[tuple[np.ndarray, tuple[int, ...], int]] = []  # see `_fix_along`
 
     # ----------------------------------------------------------------------------------- helpers
 
     def _ids(self, arg: Any) -> Any:
         """`arg` with node references replaced by their Ids (None for non-tensor values)."""
+        if type(arg) in PLAIN_ARGS:  # most arguments: sizes, dims, flags
+            return arg
         if isinstance(arg, Ref):
             return self.ids[arg.index]
         if isinstance(arg, (tuple, list)):
@@ -375,6 +385,8 @@ class ChannelAnalysis:
 
     def _value(self, arg: Any) -> Any:
         """`arg` with node references replaced by their traced values (sizes, meta tensors)."""
+        if type(arg) in PLAIN_ARGS:
+            return arg
         if isinstance(arg, Ref):
             return self.nodes[arg.index].value
         if isinstance(arg, (tuple, list)):
@@ -400,12 +412,35 @@ class ChannelAnalysis:
         grid = ids.grid()
         if grid.shape[dim] <= 1:
             return False
-        arr = np.moveaxis(self.units.find(grid), dim, 0)
-        return not bool(np.all(arr == arr[:1]))
+        return _differ_along(self.units.find(grid), (dim,))
 
-    def _fix_along(self, ids: Ids, dim: int) -> None:
-        if self._varies(ids, dim):
-            self.units.fix(ids.flat())
+    def _fix_along(self, ids: Ids, *dims: int) -> None:
+        """Fix every unit of `ids` if different units lie along any of `dims` as the units stand now; decided at the
+        end of the walk (`_fixes_if_varied`), so that one merge of the pending unions serves every such check rather
+        than one each (a ConvNeXt's norms and layer scales, a GhostNet's channel slices: most of their analysis)."""
+        grid = ids.grid()
+        along = tuple(d for d in dims if grid.shape[d] > 1)
+        if along:
+            self.fix_if_varied.append((grid, along, len(self.units.history)))
+
+    def _fixes_if_varied(self, canon: np.ndarray) -> None:
+        """Carry out the deferred `_fix_along` checks. Unions only join units, so ids that differ in the final units
+        (`canon`) differed when checked: fixed. Ids that end in one unit may have been joined after the check: those
+        rare checks are answered by the units as they stood then, replayed in order from the unions' history."""
+        units, undecided = self.units, []
+        for grid, dims, unions in self.fix_if_varied:
+            if _differ_along(canon[grid], dims):
+                units.fix(grid)
+            elif unions < len(units.history):
+                undecided.append((grid, dims, unions))
+        then, replayed = _Units(), 0
+        then.n = units.n
+        for grid, dims, unions in sorted(undecided, key=lambda check: check[2]):
+            for a, b in units.history[replayed:unions]:
+                then.union(a, b)
+            replayed = unions
+            if _differ_along(then.find(grid), dims):
+                units.fix(grid)
 
     def _channel_vec(self, ids: Ids, dim: int, where: str) -> np.ndarray:
         """One id per channel along `dim`; ids sharing a channel are coupled (it is one unit there)."""
@@ -496,7 +531,7 @@ class ChannelAnalysis:
             return True
         if node.kind != "call" or node.category == "meta":
             return False
-        return all(self.constant[i] for i in node.inputs)
+        return all(map(self.constant.__getitem__, node.inputs))
 
     def _meet_constant(self, x: Ids, const: Ids, shape: tuple[int, ...]) -> None:
         """A constant (a mask or position grid, a parameter) combined element-wise with `x`: the same in the
@@ -532,6 +567,7 @@ class ChannelAnalysis:
             self._pin_read_sizes(index)
         units = self.units
         canon = units.canon()
+        self._fixes_if_varied(canon)
         fixed = np.zeros(units.n, dtype=bool)
         if units.fixed:
             fixed_units = np.unique(canon[np.concatenate(units.fixed)])
@@ -614,8 +650,7 @@ class ChannelAnalysis:
 
     def _normalise(self, x: Ids, dims: range | list[int]) -> Ids:
         """A norm across `dims`: the channels it normalises together are fixed (see ops.py)."""
-        if any(self._varies(x, d) for d in dims):
-            self.units.fix(x.flat())
+        self._fix_along(x, *dims)
         return x
 
     def _mixing(self, operands: Any, value: Any) -> Any:

@@ -69,9 +69,52 @@ from iee_deploy.graph.ops import (
 )
 
 _LEAN_NODES = all(hasattr(fx.Graph(), a) for a in ("_graph_namespace", "_insert", "_find_nodes_lookup_table", "_len",
-                                                  "_target_to_str"))
+                                                  "_target_to_str")) and all(
+    hasattr(fx.graph, a) for a in ("_name_regex", "_illegal_char_regex", "_illegal_names")) and all(
+    hasattr(fx.graph._Namespace(), a) for a in ("_used_names", "_base_count"))
 """Whether `_Tracer.create_node` may make fx's nodes itself (this torch's fx has the internals it uses)."""
-_PLAIN_ARGS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format, torch.layout})
+_NAMING = fx.Graph()
+"""A graph whose `_target_to_str` names node targets (it reads nothing of the graph)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _target_name(target: Any) -> str:
+    """fx's name for a node of `target` (``Tensor.view`` -> "view"), once per target and process."""
+    return _NAMING._target_to_str(target)
+
+
+@functools.lru_cache(maxsize=16384)
+def _name_parts(candidate: str) -> tuple[str, str, int | None]:
+    """fx's `_Namespace.create_name` work on a candidate name that does not depend on the namespace: the candidate
+    made a valid identifier, its base and its numeric suffix (None if it has none). Once per string and process."""
+    match = fx.graph._name_regex.match(candidate)
+    if match is None:
+        candidate = fx.graph._illegal_char_regex.sub("_", candidate) or "_unnamed"
+        if candidate[0].isdigit():
+            candidate = f"_{candidate}"
+        match = fx.graph._name_regex.match(candidate)
+        assert match is not None
+    base, num = match.group(1, 2)
+    return candidate, base, None if num is None else int(num)
+
+
+def _unique_name(namespace: Any, candidate: str) -> str:
+    """The name fx's `_Namespace.create_name(candidate, None)` gives, without its per-call regex work (a tenth of
+    a node's cost in fx)."""
+    candidate, base, num = _name_parts(candidate)
+    used = namespace._used_names
+    if num is None or candidate in used:
+        num = namespace._base_count.get(base, 0)
+        if candidate in fx.graph._illegal_names:
+            num += 1
+            candidate = f"{base}_{num}"
+    while candidate in used:
+        num += 1
+        candidate = f"{base}_{num}"
+    used.add(candidate)
+    namespace._base_count[base] = num
+    return candidate
+PLAIN_ARGS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format, torch.layout})
 """Argument types fx stores in a node as they are (its own `create_arg` reaches that after a chain of checks)."""
 
 
@@ -129,7 +172,6 @@ class _Tracer(fx.Tracer):
         self.where: list[tuple[str, type[nn.Module]]] = []  # enclosing modules of the current call
         self.tensor_names: dict[int, str] | None = None  # id(parameter) -> its path, on first use
         self.buffer_names: dict[int, str] | None = None  # id(buffer) -> its path, on first use
-        self.unpacks: dict[CodeType, dict[int, int]] = {}  # code -> {offset: n} of its UNPACK_SEQUENCE n
         self.values: _FxValues | None = None  # the values of the nodes traced so far, when asked for (`concrete`)
         self.evaluating = False  # computing those values: module calls and attributes are the real ones then
         self.tensor_attrs_ready = True  # fx's map of tensor attributes made (`trace` defers it to first need)
@@ -225,7 +267,7 @@ class _Tracer(fx.Tracer):
             return [self.create_arg(e) for e in a]
         if kind is dict and all(type(k) is str for k in a):  # keyword arguments
             return {k: self.create_arg(v) for k, v in a.items()}
-        if kind in _PLAIN_ARGS:
+        if kind in PLAIN_ARGS:
             return a
         if kind is torch.Tensor:  # a buffer passed to an op (F.batch_norm's running statistics): its get_attr node
             if self.buffer_names is None:
@@ -280,7 +322,12 @@ class _Tracer(fx.Tracer):
         graph = self.graph
         if _LEAN_NODES and graph.owning_module is None:
             namespace = graph._graph_namespace
-            name = namespace.create_name(name if name is not None else graph._target_to_str(target), None)
+            if name is None:
+                try:
+                    name = _target_name(target)
+                except TypeError:  # an unhashable target
+                    name = graph._target_to_str(target)
+            name = _unique_name(namespace, name)
             node = fx.Node(graph, name, kind, target, args or (), kwargs or immutable_dict(), type_expr)
             namespace.associate_name_with_obj(name, node)
             graph._insert(node)
@@ -293,8 +340,15 @@ class _Tracer(fx.Tracer):
         return node
 
 
+@functools.lru_cache(maxsize=4096)
+def _unpacks(code: CodeType) -> dict[int, int]:
+    """{bytecode offset: n} of every ``UNPACK_SEQUENCE n`` in `code`: read once per function and process (a
+    function's bytecode does not change; a model's forward and its helpers are a few hundred code objects)."""
+    return {i.offset: int(i.argval) for i in dis.get_instructions(code) if i.opname == "UNPACK_SEQUENCE"}
+
+
 class _Proxy(fx.Proxy):
-    """fx's proxy, whose iteration reads each calling function's bytecode once per trace: fx disassembles the
+    """fx's proxy, whose iteration reads each calling function's bytecode once per process: fx disassembles the
     caller's whole code at every ``a, b = x.shape``-style unpacking (a tenth of a second per HaloNet build).
     Iteration fx refuses (``(*x.shape[:-1], -1, d)``, as transformers' attention writes its view shapes; ``for``
     over a shape) goes over the value's elements as a forward pass would: a shape's length is its rank, and a
@@ -307,11 +361,7 @@ class _Proxy(fx.Proxy):
         if caller is None or not isinstance(tracer, _Tracer):
             return super().__iter__()
         code = caller.f_code
-        unpacks = tracer.unpacks.get(code)
-        if unpacks is None:
-            unpacks = tracer.unpacks[code] = {i.offset: int(i.argval) for i in dis.get_instructions(code)
-                                              if i.opname == "UNPACK_SEQUENCE"}
-        count = unpacks.get(caller.f_lasti)
+        count = _unpacks(code).get(caller.f_lasti)
         if count is None and tracer.values is not None and _has_value(self.node):
             value = tracer.values.value(self.node)
             count = len(value) if isinstance(value, (tuple, list)) else len(self) if isinstance(value, torch.Tensor) else None
@@ -363,7 +413,7 @@ class _Proxy(fx.Proxy):
         return super().__torch_function__(orig_method, types, args, kwargs)
 
 
-_LEAVES = _PLAIN_ARGS | {slice, torch.Tensor, nn.Parameter}
+_LEAVES = PLAIN_ARGS | {slice, torch.Tensor, nn.Parameter}
 """What pytree takes as a leaf among the arguments of a torch call on proxies."""
 
 
@@ -438,15 +488,26 @@ class Ref:
 
 def ref_indices(arg: Any) -> list[int]:
     """The node indices an argument refers to, through tuples, lists, dicts and slices."""
-    if isinstance(arg, Ref):
-        return [arg.index]
-    if isinstance(arg, (tuple, list)):
-        return [i for a in arg for i in ref_indices(a)]
-    if isinstance(arg, dict):
-        return [i for a in arg.values() for i in ref_indices(a)]
-    if isinstance(arg, slice):
-        return ref_indices([arg.start, arg.stop, arg.step])
-    return []
+    found: list[int] = []
+    _collect_refs(arg, found)
+    return found
+
+
+def _collect_refs(arg: Any, found: list[int]) -> None:
+    kind = type(arg)
+    if kind in PLAIN_ARGS:  # most arguments (a permute's or view's sizes): no Ref in them
+        return
+    if kind is Ref:
+        found.append(arg.index)
+    elif isinstance(arg, (tuple, list)):
+        for a in arg:
+            _collect_refs(a, found)
+    elif isinstance(arg, dict):
+        for a in arg.values():
+            _collect_refs(a, found)
+    elif kind is slice:
+        for a in (arg.start, arg.stop, arg.step):
+            _collect_refs(a, found)
 
 
 @dataclass
@@ -864,6 +925,10 @@ _SHAPE_RULES: dict[Any, _ShapeRule] = {
 torch's meta kernels (a cat's result takes its first tensor's dtype, any other its first argument's)."""
 
 
+_OPERATORS = frozenset(f for f in vars(operator).values() if callable(f) and not isinstance(f, type))
+"""The `operator` module's functions: on plain numbers (traced sizes), a call costs less than its memo key."""
+
+
 def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 memo: dict[Any, Any] | None = None) -> Any:
     """The meta result of a call; shape-preserving, broadcasting, concatenating, reducing, linear and attention ops
@@ -883,8 +948,8 @@ def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...
             return _empty(tensors[0], common)
     if category in ("norm", "bn") and args and isinstance(args[0], torch.Tensor):  # keep their input's shape (the
         return _empty(args[0], args[0].shape)  # meta kernels of F.layer_norm/batch_norm are decompositions: ms a call)
-    if memo is None or category == "meta" or fn is operator.getitem:  # cheaper than their key
-        return fn(*args, **kwargs)
+    if memo is None or category == "meta" or fn is operator.getitem or not tensors and fn in _OPERATORS:
+        return fn(*args, **kwargs)  # cheaper than their key (sizes compared, as TF-'same' padding does per conv)
     return _memoised_call(memo, fn, args, kwargs)
 
 
