@@ -378,8 +378,10 @@ def _assemble(model: nn.Module, trace: Trace, coupling: Coupling, attention_unit
     # Layer facts and the matrices behind layer_channels / param_count.
     found: dict[str, tuple[nn.Module, str, tuple[int, ...], tuple[int, ...]]] = {}  # target -> module, kind, shapes
     for node in trace.nodes:
+        if node.kind != "module" or node.target in found:
+            continue
         category = "bn" if (node.target, "bn") in coupling.members else str(node.category)  # GroupNorm's groups too
-        if node.kind == "module" and category in ("conv", "linear", "bn") and node.target not in found:
+        if category in ("conv", "linear", "bn"):
             assert node.module is not None
             arg = node.args[0]
             in_shape = tuple(trace.nodes[arg.index].value.shape) if isinstance(arg, Ref) else ()

@@ -24,9 +24,9 @@ import contextlib
 import dis
 import functools
 import gc
-import inspect
 import math
 import operator
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import CodeType
@@ -355,10 +355,11 @@ class _Proxy(fx.Proxy):
     tensor's is its first size, read as ``len()`` reads it (so pinned)."""
 
     def __iter__(self) -> Iterator[fx.Proxy]:
-        frame = inspect.currentframe()
-        caller = frame.f_back if frame is not None else None
+        # the caller's frame, not this one's (inspect.currentframe()): a frame held in its own locals is a reference
+        # cycle, which kept every caller's frame and the trace they hold alive until the garbage collector ran
+        caller = sys._getframe(1)
         tracer = self.tracer
-        if caller is None or not isinstance(tracer, _Tracer):
+        if not isinstance(tracer, _Tracer):
             return super().__iter__()
         code = caller.f_code
         count = _unpacks(code).get(caller.f_lasti)
@@ -1025,8 +1026,8 @@ class _FxValues:
         where = self.wheres.get(at)
         if where is None:  # one string per enclosing module, not per node
             where = self.wheres[at] = f"'{at[0] or '<model>'}' ({getattr(at[1], '__name__', at[1])})"
-        args, kwargs = self._refs(n.args), self._refs(n.kwargs)
-        reads_data = n.op == "placeholder" or any(a in self.data for a in n.all_input_nodes)
+        args, kwargs = self._refs(n.args), self._refs(n.kwargs) if n.kwargs else {}
+        reads_data = n.op == "placeholder" or not self.data.isdisjoint(n.all_input_nodes)
         if n.op == "placeholder":
             if self.placeholders < len(self.inputs):
                 value = _meta(self.inputs[self.placeholders])
