@@ -1,7 +1,7 @@
 """Head to head at equal MEASURED latency: our latency knapsack (IEE, HALP) against Torch-Pruning, Model Optimizer,
 a FLOPs-costed knapsack and a slimmer network.
 
-    PYTHONPATH=. python -m benchmarks.head_to_head            # full mode (sized for about 3 h on 2 idle cores)
+    PYTHONPATH=. python -m benchmarks.head_to_head            # full mode (about 5 h on 2 idle cores: see the sizing)
     PYTHONPATH=. python -m benchmarks.head_to_head --quick    # a pipeline check: tiny data, 1 seed, every arm and budget
     PYTHONPATH=. python -m benchmarks.head_to_head --tiny     # the test suite's check: one budget is enough
 
@@ -886,10 +886,12 @@ def answer(table: list[dict[str, Any]], dense_acc: dict[str, float]) -> list[str
     return lines
 
 
-STEP_SECONDS = {"resnet20": 0.23, "mobilenet_v2": 0.33}
-"""One SGD step of 64 images at 32 px on one thread (s), two runs at a time on this 2-core machine: resnet20 measured
-(its dense run: 7 s per epoch of 31 steps); mobilenet_v2 scaled from resnet20 by their ratio measured at load 5-6
-(1.18 s / 0.81 s)."""
+STEP_SECONDS = {"resnet20": 0.23, "mobilenet_v3_small": 0.58}
+"""One SGD step of 64 images at 32 px on one thread (s), two runs at a time on this 2-core machine, measured by the
+dense runs: resnet20 7 s per epoch of 31 steps; mobilenet_v3_small (its small-input form, a 4x4 map at the end) 1802 s
+for 3,100 steps beside its 0.75 D run. The depthwise architecture was MobileNet-V2 first: its small-input form costs
+2.1 s a step here and had not plateaued after 100 epochs (0.75 D 54.0% against D 57.9%); timm's MobileNetV3 at 32 px
+ends at 1x1 and stayed near 35% top-1."""
 PRUNED_STEP = 0.42
 """A pruned arm's step as a fraction of the dense one's: about its FLOPs at budgets 0.7, 0.5, 0.35 (0.6, 0.4, 0.25)."""
 
@@ -898,14 +900,14 @@ def sizing() -> list[str]:
     """The full mode's size and its time estimate (dense-step equivalents x measured step times, two runs at a time)."""
     steps = 10 * FULL.train_per_class // FULL.batch_size
     finetune = len(FULL.arms) - 1
-    dense = 1.75 * FULL.dense_epochs * steps
+    dense = (1 + 0.75 * FULL.seeds + FULL.seeds - 1) * FULL.dense_epochs * steps  # D, and the plateau check's runs
     arms = 3 * FULL.seeds * (finetune * FULL.epochs + FULL.dense_epochs + FULL.epochs) * steps * PRUNED_STEP
     extra = (0.75 * FULL.epochs + FULL.seeds * 0.1 * FULL.dense_epochs / PRUNED_STEP) * steps * PRUNED_STEP
     per_model = dense + arms + extra
     hours = {m: per_model * step / 3600 for m, step in STEP_SECONDS.items()}
     return [f"{10 * FULL.train_per_class:,} training and {10 * FULL.val_per_class:,} validation images, batch "
-            f"{FULL.batch_size} ({steps} steps per epoch); dense {FULL.dense_epochs} epochs (+ 0.75 of it for the "
-            f"plateau check), fine-tuning {FULL.epochs} epochs, slim {FULL.dense_epochs + FULL.epochs} from scratch; "
+            f"{FULL.batch_size} ({steps} steps per epoch); dense {FULL.dense_epochs} epochs (D; the plateau check adds "
+            f"0.75 D for every seed and D for the seeds after 0), fine-tuning {FULL.epochs} epochs, slim {FULL.dense_epochs + FULL.epochs} from scratch; "
             f"{FULL.seeds} seeds x 3 budgets x {len(FULL.arms)} arms + {FULL.seeds} north-star runs + one fine-tuning "
             f"plateau run per architecture, two runs at a time, one thread each; bisections of up to "
             f"{FULL.bisect_steps} probes per arm and budget.",
@@ -913,8 +915,8 @@ def sizing() -> list[str]:
             "dense one); a step " + ", ".join(f"{m} {step} s" for m, step in STEP_SECONDS.items())
             + " with two runs at a time"
             + f": {' + '.join(f'{h:.1f}' for h in hours.values())} core-hours, so about {sum(hours.values()) / 2:.1f} h on "
-            "2 idle cores, plus the bisections (about 300 probes per architecture, seconds each) and the mobilenet_v2 "
-            "LUT profile: about 3 h. On a machine shared with other jobs, several times that. Resumable: run the same "
+            "2 idle cores, plus the bisections (about 300 probes per architecture, seconds each, and Model "
+            "Optimizer's search) and the LUT profiles. On a machine shared with other jobs, several times that. Resumable: run the same "
             "command again."]
 
 

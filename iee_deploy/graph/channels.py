@@ -563,8 +563,7 @@ class ChannelAnalysis:
                 raise
             except Exception as exc:  # a case the analysis does not handle: one line, never a traceback
                 raise internal_error(f"{node.op} in module {node.where}", exc) from None
-        for index in (*self.branched, *self.numbers):
-            self._pin_read_sizes(index)
+        self._pin_read_sizes([*self.branched, *self.numbers])
         units = self.units
         canon = units.canon()
         self._fixes_if_varied(canon)
@@ -575,12 +574,13 @@ class ChannelAnalysis:
         inputs = np.concatenate(self.input_ids) if self.input_ids else np.zeros(0, dtype=ID)
         return Coupling(self.members, canon, fixed, inputs, self.inner_layers, self.attention)
 
-    def _pin_read_sizes(self, index: int) -> None:
-        """Pin every tensor dim whose size the value of node `index` is computed from (through size arithmetic):
-        the model's code branched on that value, made it a plain number or scaled data by it (y / y.size(1)),
-        all of which a pruned width would change.
+    def _pin_read_sizes(self, indices: list[int]) -> None:
+        """Pin every tensor dim whose size the values of nodes `indices` are computed from (through size arithmetic):
+        the model's code branched on those values, made them plain numbers or scaled data by them (y / y.size(1)),
+        all of which a pruned width would change. One walk for all of them: each node's pins once (a TF-'same' padded
+        conv branches on both sizes of one shape read).
         A spatial or token dim holds one unit, so pinning it is a no-op; a channel dim's units stay whole."""
-        todo, seen = [index], set()
+        todo, seen = list(indices), set()
         while todo:
             i = todo.pop()
             if i in seen:

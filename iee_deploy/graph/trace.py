@@ -935,6 +935,8 @@ def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...
     """The meta result of a call; shape-preserving, broadcasting, concatenating, reducing, linear and attention ops
     skip torch's (slow) meta kernels, and any other call but a plain attribute read or index is computed once per
     argument shapes (`memo`, see `_memoised_call`)."""
+    if category == "meta" or fn is operator.getitem:  # sizes, attributes, indexing: cheaper than any rule or key
+        return fn(*args, **kwargs)
     rule = _SHAPE_RULES.get(fn)
     if rule is not None:
         shape = rule(fn, args, kwargs)
@@ -949,8 +951,8 @@ def _call_value(category: Category, fn: Callable[..., Any], args: tuple[Any, ...
             return _empty(tensors[0], common)
     if category in ("norm", "bn") and args and isinstance(args[0], torch.Tensor):  # keep their input's shape (the
         return _empty(args[0], args[0].shape)  # meta kernels of F.layer_norm/batch_norm are decompositions: ms a call)
-    if memo is None or category == "meta" or fn is operator.getitem or not tensors and fn in _OPERATORS:
-        return fn(*args, **kwargs)  # cheaper than their key (sizes compared, as TF-'same' padding does per conv)
+    if memo is None or not tensors and fn in _OPERATORS:  # plain numbers (sizes compared, as TF-'same' padding does
+        return fn(*args, **kwargs)  # per conv): cheaper than their key
     return _memoised_call(memo, fn, args, kwargs)
 
 
