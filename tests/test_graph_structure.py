@@ -400,6 +400,15 @@ def test_deferred_width_checks_see_the_units_as_they_stood():
     assert set(a.vec.tolist()) <= fixed and set(c.vec.tolist()) <= fixed and not fixed & set(b.vec.tolist())
 
 
+def test_ids_made_from_their_core_when_first_asked_for():
+    from iee_deploy.graph.channels import Ids
+
+    core = np.arange(6, dtype=np.int32).reshape(1, 2, 1, 3)
+    ids = Ids((2, 2, 4, 3), core=core)
+    assert ids.full is None and ids.grid() is core
+    assert torch.equal(ids.tensor(), torch.from_numpy(core).expand(2, 2, 4, 3)) and ids.tensor() is ids.full
+
+
 def test_pair_opposites_pairs_as_a_first_come_queue_would():
     """The i-th +k pairs with the i-th -k; the rest stay unpaired (a gated MLP's halves, `_balance`)."""
     from iee_deploy.graph.channels import pair_opposites

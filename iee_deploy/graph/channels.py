@@ -46,10 +46,10 @@ ID = np.int32
 class Ids:
     """Channel ids of one tensor of `shape`.
 
-    Either `vec` (one id per channel along dim 1, the common case), or `full` (an int32 tensor of
-    `shape`, often a broadcast view) with `core`: `full` reduced to size 1 along every dim where it
-    is constant, which is all the coupling rules need (a shuffle's core is (1, 2, 58, 1, 1), not
-    (1, 2, 58, 28, 28)).
+    Either `vec` (one id per channel along dim 1, the common case), or `core` with `full` (an int32 tensor of
+    `shape`, often a broadcast view): `core` is `full` reduced to size 1 along every dim where it is constant,
+    which is all the coupling rules need (a shuffle's core is (1, 2, 58, 1, 1), not (1, 2, 58, 28, 28)).
+    `full` is made from `core` when first asked for (most ids never pass through a movement op that needs it).
     """
 
     shape: tuple[int, ...]
@@ -60,6 +60,9 @@ class Ids:
     def tensor(self) -> torch.Tensor:
         """The ids as an int32 tensor of the traced shape (possibly a broadcast view)."""
         if self.full is not None:
+            return self.full
+        if self.core is not None:
+            self.full = torch.from_numpy(self.core).expand(self.shape)
             return self.full
         assert self.vec is not None
         return torch.from_numpy(self.vec).view(1, -1, *([1] * (len(self.shape) - 2))).expand(self.shape)
@@ -76,7 +79,7 @@ class Ids:
         return self.grid().ravel()
 
 
-def _from_core(shape: tuple[int, ...], full: torch.Tensor, core: np.ndarray) -> Ids:
+def _from_core(shape: tuple[int, ...], full: torch.Tensor | None, core: np.ndarray) -> Ids:
     if len(shape) >= 2 and all(n == 1 for d, n in enumerate(core.shape) if d != 1):
         return Ids(shape, vec=np.broadcast_to(core.reshape(-1), (shape[1],)).copy())
     return Ids(shape, full=full, core=np.ascontiguousarray(core))
@@ -278,7 +281,7 @@ def _last_dim(shape: tuple[int, ...], ids: np.ndarray) -> Ids:
     """Ids of a tensor whose channels lie along its last dim (a Linear's output)."""
     if len(shape) == 2:
         return Ids(shape, vec=ids)
-    return Ids(shape, full=torch.from_numpy(ids).expand(shape), core=ids.reshape((1,) * (len(shape) - 1) + (-1,)))
+    return Ids(shape, core=ids.reshape((1,) * (len(shape) - 1) + (-1,)))
 
 
 def _heads_are_units(node: Node) -> bool:
@@ -329,7 +332,7 @@ def _reshaped_ids(ids: Ids, shape: tuple[int, ...]) -> Ids | None:
 def _grid_ids(shape: tuple[int, ...], grid: np.ndarray) -> Ids:
     """The Ids of a tensor of `shape` from a small grid of ids that broadcasts to it."""
     core = np.ascontiguousarray(grid)
-    return _from_core(shape, torch.from_numpy(core).expand(shape), core)
+    return _from_core(shape, None, core)
 
 
 def _permutation(op: str, values: tuple[Any, ...], kwargs: dict[str, Any], ndim: int) -> list[int] | None:
@@ -549,8 +552,7 @@ class ChannelAnalysis:
         if ids.vec is not None and len(ids.shape) == len(shape) and ids.vec.size == shape[1]:
             return Ids(shape, vec=ids.vec)
         pad = (1,) * (len(shape) - len(ids.shape))
-        full = ids.tensor().reshape(pad + ids.shape).expand(shape)
-        return _from_core(shape, full, ids.grid().reshape(pad + ids.grid().shape))
+        return _from_core(shape, None, ids.grid().reshape(pad + ids.grid().shape))
 
     # ------------------------------------------------------------------------------------ visits
 
@@ -665,7 +667,7 @@ class ChannelAnalysis:
         one = self.units.new(1)
         self.units.fix(one)
         core = one.reshape((1,) * v.dim())
-        return Ids(tuple(v.shape), full=torch.from_numpy(core).expand(v.shape), core=core)
+        return Ids(tuple(v.shape), core=core)
 
     def _constant_ids(self, v: Any) -> Ids | None:
         """Fixed ids for a tensor whose channels the graph does not follow (dims 1 and -1 may hold channels)."""
@@ -677,7 +679,7 @@ class ChannelAnalysis:
         core_shape = (1, shape[1], *([1] * (len(shape) - 3)), shape[-1])
         core = self.units.new(shape[1] * shape[-1]).reshape(core_shape)
         self.units.fix(core)
-        return Ids(shape, full=torch.from_numpy(core).expand(shape), core=core)
+        return Ids(shape, core=core)
 
     def _module(self, node: Node) -> Any:
         module, value = node.module, node.value
