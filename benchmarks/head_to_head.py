@@ -900,14 +900,15 @@ def sizing() -> list[str]:
     """The full mode's size and its time estimate (dense-step equivalents x measured step times, two runs at a time)."""
     steps = 10 * FULL.train_per_class // FULL.batch_size
     finetune = len(FULL.arms) - 1
-    dense = (1 + 0.75 * FULL.seeds + FULL.seeds - 1) * FULL.dense_epochs * steps  # D, and the plateau check's runs
+    dense = 1.75 * FULL.seeds * FULL.dense_epochs * steps  # D and 0.75 D for every seed (seed 0's D: the dense model)
     arms = 3 * FULL.seeds * (finetune * FULL.epochs + FULL.dense_epochs + FULL.epochs) * steps * PRUNED_STEP
     extra = (0.75 * FULL.epochs + FULL.seeds * 0.1 * FULL.dense_epochs / PRUNED_STEP) * steps * PRUNED_STEP
     per_model = dense + arms + extra
     hours = {m: per_model * step / 3600 for m, step in STEP_SECONDS.items()}
     return [f"{10 * FULL.train_per_class:,} training and {10 * FULL.val_per_class:,} validation images, batch "
             f"{FULL.batch_size} ({steps} steps per epoch); dense {FULL.dense_epochs} epochs (D; the plateau check adds "
-            f"0.75 D for every seed and D for the seeds after 0), fine-tuning {FULL.epochs} epochs, slim {FULL.dense_epochs + FULL.epochs} from scratch; "
+            f"0.75 D for every seed and D for the seeds after 0), fine-tuning {FULL.epochs} epochs, "
+            f"slim {FULL.dense_epochs + FULL.epochs} from scratch; "
             f"{FULL.seeds} seeds x 3 budgets x {len(FULL.arms)} arms + {FULL.seeds} north-star runs + one fine-tuning "
             f"plateau run per architecture, two runs at a time, one thread each; bisections of up to "
             f"{FULL.bisect_steps} probes per arm and budget.",
@@ -916,8 +917,8 @@ def sizing() -> list[str]:
             + " with two runs at a time"
             + f": {' + '.join(f'{h:.1f}' for h in hours.values())} core-hours, so about {sum(hours.values()) / 2:.1f} h on "
             "2 idle cores, plus the bisections (about 300 probes per architecture, seconds each, and Model "
-            "Optimizer's search) and the LUT profiles. On a machine shared with other jobs, several times that. Resumable: run the same "
-            "command again."]
+            "Optimizer's search) and the LUT profiles. On a machine shared with other jobs, several times that. "
+            "Resumable: run the same command again."]
 
 
 def markdown(record: dict[str, Any], png: str) -> str:

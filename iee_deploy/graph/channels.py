@@ -157,9 +157,8 @@ class _Units:
 
     def __init__(self) -> None:
         self.n = 0
-        self._a: list[np.ndarray] = []
-        self._b: list[np.ndarray] = []
-        self.history: list[tuple[np.ndarray, np.ndarray]] = []  # every union, in order
+        self.history: list[tuple[np.ndarray, np.ndarray]] = []  # every union, in order; pending from `_merged` on
+        self._merged = 0
         self._parent = np.zeros(0, dtype=ID)  # grown geometrically; ids from n on point to themselves
         self.fixed: list[np.ndarray] = []
 
@@ -171,8 +170,6 @@ class _Units:
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
         a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
         if a.size:
-            self._a.append(a)
-            self._b.append(b)
             self.history.append((a, b))
 
     def fix(self, ids: np.ndarray) -> None:
@@ -200,10 +197,12 @@ class _Units:
             grown = np.arange(max(self.n, 2 * self._parent.size), dtype=ID)
             grown[:self._parent.size] = self._parent
             self._parent = grown
-        if not self._a:
+        pending = self.history[self._merged:]
+        if not pending:
             return
-        ca, cb = self._roots(np.concatenate(self._a)), self._roots(np.concatenate(self._b))
-        self._a, self._b = [], []
+        self._merged = len(self.history)
+        ca = self._roots(np.concatenate([a for a, _ in pending]))
+        cb = self._roots(np.concatenate([b for _, b in pending]))
         differ = ca != cb
         if differ.any():  # merge the touched units: connected components over their representatives
             nodes, inverse = _relabel(np.concatenate([ca[differ], cb[differ]]), self.n)

@@ -114,6 +114,8 @@ def _unique_name(namespace: Any, candidate: str) -> str:
     used.add(candidate)
     namespace._base_count[base] = num
     return candidate
+
+
 PLAIN_ARGS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format, torch.layout})
 """Argument types fx stores in a node as they are (its own `create_arg` reaches that after a chain of checks)."""
 
