@@ -17,7 +17,7 @@ from torch import nn
 from iee_deploy.errors import UserError
 from iee_deploy.graph import build_dependency_graph, mask_model, prune_model
 from iee_deploy.graph.channels import ChannelAnalysis, analyse
-from iee_deploy.graph.layer_calls import resolve_layer_calls
+from iee_deploy.graph.layer_calls import resolve_layer_calls, row_axes
 from iee_deploy.graph.trace import trace_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -117,6 +117,55 @@ def test_a_standardised_weight_costs_one_channel_id_not_one_per_weight():
     coupling = analyse(resolve_layer_calls(model, trace_model(model, image()[:1])))
     weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
     assert coupling.canon.size < 1000 < weights  # 3 + 64 + 64 + 8 channels and a few constants; 39,000 weights
+
+
+class NormedConv(nn.Conv2d):
+    """Each row scaled by its norm: row by row, through a reduction the proof has no rule for (1 + the norm: a
+    masked row stays zero, not 0 / 0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight / (1 + self.weight.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+        return F.conv2d(x, w, self.bias, padding=1)
+
+
+class FlippedStdConv(nn.Conv2d):
+    """A standardisation whose rows are then reversed: out row r is row rows-1-r of the parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True).reshape_as(
+            self.weight)
+        return F.conv2d(x, w.flip(0), self.bias, padding=1)
+
+
+def computed_weight(model: nn.Module) -> tuple[object, int, set[str], int]:
+    """(trace, index of the last conv's computed weight, its per-row targets, rows) for a one-layer `model`."""
+    trace = trace_model(model, image()[:1])
+    conv = next(n for n in trace.nodes if n.op == "conv2d")
+    weight = conv.args[1]
+    rows = model.out_channels
+    per_row = {name for name, p in model.named_parameters() if p.dim() >= 1 and p.shape[0] == rows}
+    return trace, weight.index, per_row, rows
+
+
+@pytest.mark.parametrize(("layer", "axis"), [
+    (StdConv(3, 16, 3), 0),  # reshape to (1, rows, -1), batch_norm with a per-row gain, reshape back
+    (CenteredConv(3, 16, 3), None),  # a mean over the rows
+    (NormedConv(3, 16, 3), None),  # a row-wise reduction: not proven, checked numerically
+    (FlippedStdConv(3, 16, 3), None),  # a flip along the rows
+])
+def test_row_axes_proves_weight_standardisation_row_by_row(layer: nn.Module, axis: int | None):
+    assert row_axes(*computed_weight(layer)) == axis
+
+
+def test_a_computed_weight_the_proof_leaves_open_is_checked_numerically():
+    """NormedConv is row by row through a norm (no rule): its outputs still prune; FlippedStdConv's do not."""
+    for layer, prunable in ((NormedConv, True), (FlippedStdConv, False)):
+        model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), layer(16, 16, 3), nn.ReLU(),
+                              nn.Conv2d(16, 8, 1))
+        g = build_dependency_graph(model, image()[:1])
+        assert g.layers["2"].in_group is None
+        assert (g.layers["2"].out_group == "2") is prunable
+        prunes_exactly(model, image())
 
 
 class ForeignBias(nn.Module):
