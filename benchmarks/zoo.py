@@ -317,7 +317,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         f"- No raw traceback (exact, wrong outputs, or refused with a one-line UserError): **{n - len(raw)}/{n}**"
         + (f"; raw: {', '.join(r['model'] for r in raw)}" if raw else "") + ".",
         f"- Speed: of the {len(both)} models both tools handle, ours builds its graph at least as fast as "
-        f"Torch-Pruning on **{len(faster)}** ({100 * len(faster) / len(both):.0f}%); the median model takes "
+        f"Torch-Pruning on **{len(faster)}** ({100 * len(faster) / len(both):.1f}%); the median model takes "
         f"{statistics.median(r['ratio'] for r in both):.2f} times Torch-Pruning's time." if both else
         "- Speed: no model handled by both tools yet.",
         f"- Models under {SMALL_PARAMS_M:.0f}M parameters whose graph takes over {SLOW_MS / 1000:.0f} s to build: "
