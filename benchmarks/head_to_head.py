@@ -92,6 +92,7 @@ from benchmarks.common import (
     write_results,
 )
 from iee_deploy.graph import build_dependency_graph, prune_model
+from iee_deploy.methods.schedule import update_window
 from iee_deploy.runs import RunFolder
 from iee_deploy.structured.costs import smallest_count, uniform_counts, unit_multiple
 from profiler.flops_table import flops_table
@@ -115,6 +116,7 @@ KNAPSACK_ARMS = {"iee": "latency", "halp": "latency", "halp-flops": "flops"}
 NORTH_STAR = "north-star"
 NORTH_STAR_BUDGET = 0.5
 NORTH_STAR_COST = 0.10  # of the dense model's training FLOPs
+HALP_UPDATE_END = 0.25  # HALP prunes in the first quarter of its fine-tuning (the paper's schedule)
 FINETUNE_CHECK = "halp-0.75E"
 """HALP fine-tuned for 0.75 of the epochs, seed 0: within PLATEAU_POINTS of HALP at E, the fine-tuning has plateaued."""
 OURS = (*KNAPSACK_ARMS, NORTH_STAR, FINETUNE_CHECK)
@@ -649,7 +651,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
 
     def knapsack_run(arm: str, method: str, cost: str, budget: float, epochs: float, seed: int, folder: Path,
                      ratio: float) -> Run:
-        window = ["--update-end", "0.5", "--descent", "0.5"] if method == "iee" else ["--update-end", "0.25"]
+        window = ["--update-end", "0.5", "--descent", "0.5"] if method == "iee" else ["--update-end", f"{HALP_UPDATE_END:g}"]
         out = root / folder / f"seed{seed}"
         cmd = [*base_train(model, data, epochs, seed, args, args.finetune_lr), "--method", method, "--target", "cpu",
                "--lut", shown_path(tables[cost]), "--latency-ratio", f"{ratio:.6f}",
@@ -741,8 +743,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     # the north star: HALP at the 0.5 budget with 10% of the dense model's training FLOPs
     halp_rel = statistics.fmean(r["flops"]["train_relative"] for (a, b, *_), r in zip(runs, records)
                                 if a == "halp" and b == NORTH_STAR_BUDGET) if NORTH_STAR_BUDGET in budgets else None
-    if halp_rel:
-        star_epochs = math.floor(100 * NORTH_STAR_COST * mode.dense_epochs / halp_rel) / 100  # never above the cost
+    star_epochs, star_skipped = north_star_epochs(mode, args.batch_size, halp_rel) if halp_rel else (0.0, None)
+    if halp_rel and not star_skipped:
         star = Cell((NORTH_STAR, "halp", "latency", NORTH_STAR_BUDGET, star_epochs),
                     Path(f"r{round(100 * NORTH_STAR_BUDGET)}") / NORTH_STAR, matches[("halp", NORTH_STAR_BUDGET)]["ratio"])
         matches[(NORTH_STAR, NORTH_STAR_BUDGET)] = matches[("halp", NORTH_STAR_BUDGET)]
@@ -795,7 +797,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             "finetune_plateau": {"budget": check_budget, "difference": finetune, "plateaued": plateaued(finetune),
                                  "commands": [r["how"] for r in check_records]},
             "calibrations": [{"arm": arm, "budget": budget, **cal} for (arm, budget), cal in calibrations.items()],
-            "rows": rows}
+            "north_star_skipped": star_skipped, "rows": rows}
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -845,6 +847,19 @@ def plot(record: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def north_star_epochs(mode: Mode, batch_size: int, halp_relative: float) -> tuple[float, str | None]:
+    """The north star's fine-tuning epochs: NORTH_STAR_COST of the dense training FLOPs at HALP's measured cost per
+    epoch (`halp_relative`: a HALP run's training FLOPs over a dense run's of as many epochs), floored to 0.01 so
+    never above the cost; and why it is not run, where those steps (counted as the trainer counts them) hold no
+    prune step in HALP's window (a short mode's few steps), else None."""
+    epochs = math.floor(100 * NORTH_STAR_COST * mode.dense_epochs / halp_relative) / 100
+    steps = max(1, math.ceil(epochs * max(1, 10 * mode.train_per_class // batch_size)))
+    if update_window(steps, HALP_UPDATE_END) // mode.delta_t:
+        return epochs, None
+    return epochs, (f"not run: {100 * NORTH_STAR_COST:g}% of the dense training FLOPs is {steps} steps of HALP here, "
+                    f"and the first {HALP_UPDATE_END:g} of them hold no prune step of dT = {mode.delta_t}")
 
 
 def answer(table: list[dict[str, Any]], dense_acc: dict[str, float]) -> list[str]:
@@ -965,7 +980,9 @@ def markdown(record: dict[str, Any], png: str) -> str:
         + "; ".join(f"{a['model']}: trained dense engine / its structure {a['trained_vs_structure_ms']:.3f}"
                     for a in record["architectures"] if a["trained_vs_structure_ms"] is not None)
         + ("." if any(a["trained_vs_structure_ms"] is not None for a in record["architectures"]) else ""), "",
-        "## The answer", "", *answer(record["table"], {a["model"]: a["dense_val_acc"] for a in record["architectures"]}), "",
+        "## The answer", "", *answer(record["table"], {a["model"]: a["dense_val_acc"] for a in record["architectures"]}),
+        *(f"- North star ({a['model']}, HALP): {a['north_star_skipped']}." for a in record["architectures"]
+          if a.get("north_star_skipped")), "",
         *table, "",
         f"![top-1 vs measured latency]({png})", "",
         "How each arm meets the budget: Torch-Pruning, Model Optimizer and slim bisect their ratio on the measured "

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.head_to_head import MATCH, NORTH_STAR, TINY, bisect_ratio, calibrated_ratio
+from benchmarks.head_to_head import (
+    FULL,
+    MATCH,
+    NORTH_STAR,
+    QUICK,
+    TINY,
+    bisect_ratio,
+    calibrated_ratio,
+    north_star_epochs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +35,15 @@ def test_calibrated_ratio_scales_a_missed_aim_and_keeps_a_met_one():
     assert calibrated_ratio(0.5, 0.505, 0.5, floor=0.3) is None  # within MATCH: the pilot's aim stands
     assert calibrated_ratio(0.36, 0.5, 0.35, floor=0.3) == 0.3  # never below the smallest ratio the knapsack accepts
     assert calibrated_ratio(0.95, 0.5, 0.7, floor=0.3) == 1.0
+
+
+def test_north_star_gets_a_tenth_of_the_dense_flops_or_says_why_not():
+    # quick: 200 images, batch 64 -> 3 steps an epoch; 10% of 4 dense epochs at HALP's 0.3 of a dense epoch
+    assert north_star_epochs(QUICK, 64, 0.3) == (1.33, None)  # floored; 4 steps, the first quarter holds one prune
+    epochs, why = north_star_epochs(QUICK, 64, 0.5)  # 0.8 epochs: 3 steps, a window of none
+    assert epochs == 0.8 and why == ("not run: 10% of the dense training FLOPs is 3 steps of HALP here, and the first "
+                                     "0.25 of them hold no prune step of dT = 1")
+    assert north_star_epochs(FULL, 64, 0.4) == (25.0, None)  # 10 of 100 dense epochs at 0.4 of their cost
 
 
 def test_int8_miss_states_how_far_the_speedups_are_from_multiplying():
