@@ -137,6 +137,18 @@ class FlippedStdConv(nn.Conv2d):
         return F.conv2d(x, w.flip(0), self.bias, padding=1)
 
 
+class VarMeanConv(nn.Conv2d):
+    """Standardisation through torch.var_mean's tuple: over each row's inputs (dims 1-3) or across the rows (dim 0)."""
+
+    def __init__(self, cin: int, cout: int, k: int, dims: tuple[int, ...] = (1, 2, 3)) -> None:
+        super().__init__(cin, cout, k, padding=k // 2)
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v, m = torch.var_mean(self.weight, dim=self.dims, keepdim=True)
+        return F.conv2d(x, (self.weight - m) / (v + 1).sqrt(), self.bias, padding=1)
+
+
 def computed_weight(model: nn.Module) -> tuple[object, int, set[str], int]:
     """(trace, index of the last conv's computed weight, its per-row targets, rows) for a one-layer `model`."""
     trace = trace_model(model, image()[:1])
@@ -152,16 +164,19 @@ def computed_weight(model: nn.Module) -> tuple[object, int, set[str], int]:
     (CenteredConv(3, 16, 3), None),  # a mean over the rows
     (NormedConv(3, 16, 3), None),  # a row-wise reduction: not proven, checked numerically
     (FlippedStdConv(3, 16, 3), None),  # a flip along the rows
+    (VarMeanConv(3, 16, 3, (1, 2, 3)), None),  # tensors in a tuple: no rule follows them (row by row here)
+    (VarMeanConv(3, 16, 3, (0,)), None),  # ... nor here, where the statistics mix the rows
 ])
 def test_row_axes_proves_weight_standardisation_row_by_row(layer: nn.Module, axis: int | None):
     assert row_axes(*computed_weight(layer)) == axis
 
 
 def test_a_computed_weight_the_proof_leaves_open_is_checked_numerically():
-    """NormedConv is row by row through a norm (no rule): its outputs still prune; FlippedStdConv's do not."""
-    for layer, prunable in ((NormedConv, True), (FlippedStdConv, False)):
-        model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), layer(16, 16, 3), nn.ReLU(),
-                              nn.Conv2d(16, 8, 1))
+    """NormedConv and VarMeanConv over each row are row by row through ops no rule covers: their outputs still
+    prune; FlippedStdConv's and VarMeanConv's across the rows do not."""
+    for layer, prunable in ((NormedConv(16, 16, 3), True), (FlippedStdConv(16, 16, 3), False),
+                            (VarMeanConv(16, 16, 3), True), (VarMeanConv(16, 16, 3, (0,)), False)):
+        model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), layer, nn.ReLU(), nn.Conv2d(16, 8, 1))
         g = build_dependency_graph(model, image()[:1])
         assert g.layers["2"].in_group is None
         assert (g.layers["2"].out_group == "2") is prunable

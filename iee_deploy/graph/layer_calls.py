@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
 from iee_deploy.graph.ops import Category
 from iee_deploy.graph.trace import Node, Ref, Trace
@@ -151,10 +152,14 @@ def row_axes(trace: Trace, index: int, per_row: set[str], rows: int) -> int | No
             node = trace.nodes[i]
             if node.kind == "attr":
                 axes[i] = 0 if node.target in per_row else None
-            elif all(axes[j] is None for j in node.inputs) or not isinstance(node.value, torch.Tensor):
-                axes[i] = None  # a size read is no value of the rows
-            else:
+            elif all(axes[j] is None for j in node.inputs):
+                axes[i] = None
+            elif isinstance(node.value, torch.Tensor):
                 axes[i] = _row_axis(trace, node, axes, rows)
+            elif any(isinstance(v, torch.Tensor) for v in tree_leaves(node.value)):
+                raise _Unproven  # tensors in a tuple (var_mean's, a chunk's): no rule follows them
+            else:
+                axes[i] = None  # a size read is no value of the rows
     except _Unproven:
         return None
     return axes[index]
