@@ -849,13 +849,18 @@ def plot(record: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def epoch_steps(mode: Mode, batch_size: int) -> int:
+    """Steps in one epoch of the mode's training images, as the trainer's sampler counts them (whole batches)."""
+    return max(1, 10 * mode.train_per_class // batch_size)
+
+
 def north_star_epochs(mode: Mode, batch_size: int, halp_relative: float) -> tuple[float, str | None]:
     """The north star's fine-tuning epochs: NORTH_STAR_COST of the dense training FLOPs at HALP's measured cost per
     epoch (`halp_relative`: a HALP run's training FLOPs over a dense run's of as many epochs), floored to 0.01 so
     never above the cost; and why it is not run, where those steps (counted as the trainer counts them) hold no
     prune step in HALP's window (a short mode's few steps), else None."""
     epochs = math.floor(100 * NORTH_STAR_COST * mode.dense_epochs / halp_relative) / 100
-    steps = max(1, math.ceil(epochs * max(1, 10 * mode.train_per_class // batch_size)))
+    steps = max(1, math.ceil(epochs * epoch_steps(mode, batch_size)))
     if update_window(steps, HALP_UPDATE_END) // mode.delta_t:
         return epochs, None
     return epochs, (f"not run: {100 * NORTH_STAR_COST:g}% of the dense training FLOPs is {steps} steps of HALP here, "
@@ -913,7 +918,7 @@ PRUNED_STEP = 0.42
 
 def sizing() -> list[str]:
     """The full mode's size and its time estimate (dense-step equivalents x measured step times, two runs at a time)."""
-    steps = 10 * FULL.train_per_class // FULL.batch_size
+    steps = epoch_steps(FULL, FULL.batch_size)
     finetune = len(FULL.arms) - 1
     dense = 1.75 * FULL.seeds * FULL.dense_epochs * steps  # D and 0.75 D for every seed (seed 0's D: the dense model)
     arms = 3 * FULL.seeds * (finetune * FULL.epochs + FULL.dense_epochs + FULL.epochs) * steps * PRUNED_STEP

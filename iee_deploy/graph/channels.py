@@ -175,6 +175,13 @@ class _Units:
     def fix(self, ids: np.ndarray) -> None:
         self.fixed.append(np.asarray(ids, dtype=ID).ravel())
 
+    def fixed_units(self, canon: np.ndarray) -> np.ndarray:
+        """Per canonical id (`canon`, from `canon()`): whether its unit holds a fixed id; `[canon]` gives it per id."""
+        fixed = np.zeros(self.n, dtype=bool)
+        if self.fixed:
+            fixed[canon[np.concatenate(self.fixed)]] = True
+        return fixed
+
     def find(self, ids: np.ndarray) -> np.ndarray:
         """The canonical id (the smallest id of its unit) of each of `ids`, in their shape."""
         self._merge()
@@ -436,9 +443,8 @@ class ChannelAnalysis:
                 units.fix(grid)
             elif unions < len(units.history):
                 undecided.append((grid, dims, unions))
-        if undecided and units.fixed:
-            fixed = np.zeros(units.n, dtype=bool)
-            fixed[canon[np.concatenate(units.fixed)]] = True
+        if undecided:
+            fixed = units.fixed_units(canon)
             undecided = [check for check in undecided if not fixed[canon[check[0]]].all()]
         then, replayed = _Units(), 0
         then.n = units.n
@@ -573,10 +579,7 @@ class ChannelAnalysis:
         units = self.units
         canon = units.canon()
         self._fixes_if_varied(canon)
-        fixed = np.zeros(units.n, dtype=bool)
-        if units.fixed:
-            fixed_units = np.unique(canon[np.concatenate(units.fixed)])
-            fixed = np.isin(canon, fixed_units)
+        fixed = units.fixed_units(canon)[canon]
         inputs = np.concatenate(self.input_ids) if self.input_ids else np.zeros(0, dtype=ID)
         return Coupling(self.members, canon, fixed, inputs, self.inner_layers, self.attention)
 

@@ -187,7 +187,7 @@ def _row_axis(trace: Trace, node: Node, axes: dict[int, int | None], rows: int) 
         landed = {axis + len(out) - len(shape) for _, shape, axis in carried}
         if len(landed) == 1 and out[next(iter(landed))] == rows:
             return landed.pop()
-    elif node.fn is F.batch_norm and carried[0][:1] == (0,) and carried[0][2] == 1 and all(
+    elif node.fn is F.batch_norm and carried[0][0] == 0 and carried[0][2] == 1 and all(
             axis == 0 and len(shape) == 1 for _, shape, axis in carried[1:]):
         return 1  # (input, running_mean, running_var, weight, bias): each dim-1 channel alone
     raise _Unproven
