@@ -98,7 +98,8 @@ from iee_deploy.structured.costs import smallest_count, uniform_counts, unit_mul
 from profiler.flops_table import flops_table
 from profiler.lut import read_meta
 from runtime.export import export_onnx
-from runtime.timing import TimingConfig, measure
+from runtime.progress import progress
+from runtime.timing import TimingConfig, measure, rounds_of
 
 if TYPE_CHECKING:
     from iee_deploy.structured.space import ChannelSpace
@@ -193,14 +194,16 @@ def profile_lut(model: str, lut: Path, log: list[str], precision: str = "fp32") 
 
 
 # --- engines -------------------------------------------------------------------------------------
-def time_side_by_side(onnx: dict[str, Path], seconds: float, int8: Collection[str] = ()) -> dict[str, float]:
+def time_side_by_side(onnx: dict[str, Path], seconds: float, int8: Collection[str] = (),
+                      desc: str | None = None) -> dict[str, float]:
     """Fastest-run latency (ms) of every engine on the cpu target (`cpu_session`), timed for `seconds` each in
     alternating rounds (noise hits them alike). The engines named in `int8` are QDQ graphs, checked to run as integer
-    kernels."""
+    kernels. With `desc`, the rounds' progress is shown under that name (a report's timing takes minutes)."""
     config = TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=seconds, rounds=5, warmup=2)
     x = torch.zeros(1, 3, 32, 32).numpy()
     runners = {name: cpu_session(path, "int8" if name in int8 else "fp32").runner(x) for name, path in onnx.items()}
-    return {name: t.min_ms for name, t in measure(runners, 1, config).items()}
+    with progress(total=rounds_of(config) * len(runners), desc=desc or "", unit="share", enabled=desc is not None) as bar:
+        return {name: t.min_ms for name, t in measure(runners, 1, config, step_done=bar.update).items()}
 
 
 EXPORTING = threading.Lock()
@@ -523,6 +526,33 @@ def twin(record: dict[str, Any], path: Path) -> Path:
     return onnx_from_structure(record["engine"], path)
 
 
+def structure_digest(structure: Any) -> str:
+    """SHA-256 of an engine's recorded structure: which engine a timing record timed."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(structure, sort_keys=True).encode()).hexdigest()
+
+
+def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]], seconds: float,
+                  retime: bool, desc: str) -> dict[str, Any]:
+    """The side-by-side timing of `engines` (name -> (digest of what it is, its ONNX file made on demand)), kept as
+    a record at `path` so that the report rebuilds anywhere as it was measured.
+
+    The record is reused while it timed every one of these engines as it is now (it may hold more: the trained
+    dense engine lives in the run folders, which a fresh clone lacks). A new or changed engine, or `retime`, times
+    them all again in one side-by-side run (a partial re-timing would mix two runs' noise)."""
+    how = {name: digest for name, (digest, _) in engines.items()}
+    if path.is_file() and not retime:
+        record = dict(json.loads(path.read_text()))
+        if how.items() <= record["how"].items():
+            return record
+    meta = header(1, "onnxruntime")  # where and when (the machine, its load at the start) the engines were timed
+    ms = time_side_by_side({name: make() for name, (_, make) in engines.items()}, seconds, desc=desc)
+    record = {"how": how, "meta": meta, "seconds": seconds, "ms": ms}
+    write_json(path, record)
+    return record
+
+
 # --- one architecture ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Cell:
@@ -757,13 +787,17 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     plateau_records = plateau_runs() if plateau is None else plateau.result()
     dense = read_record(rec / "dense.json", shown_command(dense_cmd)) or dense_record()
     twins = root / "twins"
-    engines = {"dense": twin(dense, twins / "dense.onnx")}
+    engines: dict[str, tuple[str, Callable[[], Path]]] = {
+        "dense": (structure_digest(dense["engine"]), partial(twin, dense, twins / "dense.onnx"))}
     if dense_onnx.is_file():  # the check that a structure with re-drawn weights times as the trained engine
-        engines["dense-trained"] = dense_onnx
+        engines["dense-trained"] = (dense["weights_sha256"], lambda: dense_onnx)
     for (arm, budget, seed, *_), r in zip(runs, records):
         if not r["diverged"]:
-            engines[f"{arm}|{budget}|{seed}"] = twin(r, twins / f"{arm}-{budget}-{seed}.onnx")
-    timed = time_side_by_side(engines, mode.report_seconds)
+            engines[f"{arm}|{budget}|{seed}"] = (structure_digest(r["engine"]),
+                                                 partial(twin, r, twins / f"{arm}-{budget}-{seed}.onnx"))
+    timing = timing_record(rec / "timing.json", engines, mode.report_seconds, args.retime,
+                           f"{model}: timing every engine side by side")
+    timed = timing["ms"]
     dense_train_flops = dense["flops"]["train_total"]
     rows = []
     for (arm, budget, seed, *_), r in zip(runs, records):
@@ -788,6 +822,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     plateau_diff = paired_difference([r["val_acc"] for r in shorts], [r["val_acc"] for r in fulls])
     return {"model": model, "dense_val_acc": dense["val_acc"], "dense_ms": timed["dense"],
             "trained_vs_structure_ms": timed["dense-trained"] / timed["dense"] if "dense-trained" in timed else None,
+            "timed": {"date": timing["meta"]["date"], "commit": timing["meta"]["commit"],
+                      "load_average": timing["meta"]["load_average"], "seconds": timing["seconds"]},
             "dense_train_flops": dense_train_flops, "dense_epochs": mode.dense_epochs, "round_to": round_to,
             "grid": {"align": meta.grid_align, "block": meta.grid_block, "step": meta.grid_step},
             "smallest_ratio": floors, "records": shown_path(rec),
@@ -823,6 +859,18 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "lut_minus_flops": paired_difference([rs[s]["val_acc"] for s in both], [flops[s]["val_acc"] for s in both])
                       if arm == "halp" and both else None})
     return table
+
+
+def probe_drift(rows: list[dict[str, Any]], model: str) -> tuple[float, float, float] | None:
+    """Median, smallest and largest ratio of an engine re-timed in the report to its bisection probe, over the arms
+    whose structure is a function of the dense weights and the ratio alone (slim, Torch-Pruning by magnitude), so
+    that the two timed the same structure. 1 means the report's timing repeats the bisection's; None when `model`
+    has no such row. (Taylor importance and FastNAS also see a batch of augmented images, so their structure moves
+    with the seed.)"""
+    drift = sorted(r["ratio"] / r["aimed_probe_ratio"] for r in rows
+                   if r["model"] == model and (r["arm"] == "slim" or TP_ARMS.get(r["arm"], ("",))[0] == "magnitude")
+                   and math.isfinite(r["ratio"]))
+    return (statistics.median(drift), drift[0], drift[-1]) if drift else None
 
 
 def plot(record: dict[str, Any], path: Path) -> None:
@@ -941,6 +989,22 @@ def sizing() -> list[str]:
             "Resumable: run the same command again."]
 
 
+def drift_lines(record: dict[str, Any]) -> list[str]:
+    """When each architecture's engines were timed, and how that timing compares with the bisections'."""
+    lines = []
+    for a in record["architectures"]:
+        t = a["timed"]
+        line = (f"- {a['model']}: engines timed side by side on {t['date']} (commit {t['commit']}, load average "
+                f"{', '.join(map(str, t['load_average']))}, {t['seconds']:g} s per engine over 5 rounds)")
+        drift = probe_drift(record["rows"], a["model"])
+        if drift is not None:
+            line += (f"; slim's and magnitude Torch-Pruning's engines re-timed / their bisection probes (the same "
+                     f"structures): median {drift[0]:.3f} "
+                     f"(range {drift[1]:.3f}-{drift[2]:.3f})")
+        lines.append(line + ".")
+    return lines
+
+
 def markdown(record: dict[str, Any], png: str) -> str:
     m, args, quick = record["mode_settings"], record["args"], record["mode"] != "full"
     diff = lambda d: "-" if d is None else format_difference(d)  # noqa: E731
@@ -985,6 +1049,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
         + "; ".join(f"{a['model']}: trained dense engine / its structure {a['trained_vs_structure_ms']:.3f}"
                     for a in record["architectures"] if a["trained_vs_structure_ms"] is not None)
         + ("." if any(a["trained_vs_structure_ms"] is not None for a in record["architectures"]) else ""), "",
+        *drift_lines(record), "",
         "## The answer", "", *answer(record["table"], {a["model"]: a["dense_val_acc"] for a in record["architectures"]}),
         *(f"- North star ({a['model']}, HALP): {a['north_star_skipped']}." for a in record["architectures"]
           if a.get("north_star_skipped")), "",
@@ -1023,6 +1088,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs", default="runs/bench_head_to_head")
     parser.add_argument("--results", default=str(RESULTS), help="folder of the results files")
+    parser.add_argument("--retime", action="store_true", help="time every engine again side by side (default: the "
+                        "recorded timing is reused while it timed the same engines)")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -17,6 +17,7 @@ from benchmarks.head_to_head import (
     bisect_ratio,
     calibrated_ratio,
     north_star_epochs,
+    probe_drift,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +45,19 @@ def test_north_star_gets_a_tenth_of_the_dense_flops_or_says_why_not():
     assert epochs == 0.8 and why == ("not run: 10% of the dense training FLOPs is 3 steps of HALP here, and the first "
                                      "0.25 of them hold no prune step of dT = 1")
     assert north_star_epochs(FULL, 64, 0.4) == (25.0, None)  # 10 of 100 dense epochs at 0.4 of their cost
+
+
+def test_probe_drift_compares_the_bisected_arms_retimed_engines_with_their_probes():
+    rows = [{"model": "m", "arm": "tp-mag", "ratio": 0.37, "aimed_probe_ratio": 0.35},
+            {"model": "m", "arm": "slim", "ratio": 0.50, "aimed_probe_ratio": 0.50},
+            {"model": "m", "arm": "tp-mag-global", "ratio": 0.69, "aimed_probe_ratio": 0.70},
+            {"model": "m", "arm": "tp-taylor-global", "ratio": 0.43, "aimed_probe_ratio": 0.53},  # its batch moves it
+            {"model": "m", "arm": "halp", "ratio": 0.9, "aimed_probe_ratio": 0.3},  # ours: the one-shot probe, not it
+            {"model": "m", "arm": "tp-mag", "ratio": float("nan"), "aimed_probe_ratio": 0.5},  # diverged: no engine
+            {"model": "other", "arm": "tp-mag", "ratio": 2.0, "aimed_probe_ratio": 1.0}]
+    median, low, high = probe_drift(rows, "m")
+    assert (median, low, high) == (pytest.approx(1.0), pytest.approx(0.69 / 0.70), pytest.approx(0.37 / 0.35))
+    assert probe_drift(rows, "absent") is None
 
 
 def test_int8_miss_states_how_far_the_speedups_are_from_multiplying():
@@ -122,15 +136,21 @@ def test_tiny_mode_table_shape(tmp_path):
     resumed = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
     assert [(r["arm"], r["val_acc"]) for r in resumed["rows"]] == [(r["arm"], r["val_acc"]) for r in record["rows"]]
 
-    # a fresh clone has the committed records only: the report is rebuilt from them, nothing is trained again
+    # a fresh clone has the committed records only: the report is rebuilt from them, nothing is trained again, and
+    # the recorded side-by-side timing is reused, so the report reads as it was measured
     shutil.rmtree(tmp_path / "runs")
     subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300)
     again = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
     assert not (tmp_path / "runs" / "tiny" / "resnet20" / "dense").exists()
-    assert [(r["arm"], r["val_acc"], r["command"]) for r in again["rows"]] == [
-        (r["arm"], r["val_acc"], r["command"]) for r in record["rows"]]
-    assert again["architectures"][0]["trained_vs_structure_ms"] is None  # no trained engine left to compare
-    assert all(0 < r["ratio"] < 1.2 for r in again["rows"])
+    assert [(r["arm"], r["val_acc"], r["command"], r["ratio"]) for r in again["rows"]] == [
+        (r["arm"], r["val_acc"], r["command"], r["ratio"]) for r in record["rows"]]
+    assert again["architectures"][0]["timed"] == resumed["architectures"][0]["timed"]
+    # --retime times the engines again, as their structures (no trained engine is left to compare)
+    subprocess.run([*argv, "--retime"], cwd=ROOT, check=True, env=env, timeout=300)
+    retimed = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
+    assert retimed["architectures"][0]["trained_vs_structure_ms"] is None
+    assert retimed["architectures"][0]["timed"]["date"] >= again["architectures"][0]["timed"]["date"]
+    assert all(0 < r["ratio"] < 1.2 for r in retimed["rows"])
     subprocess.run(int8_argv, cwd=ROOT, check=True, env=env, timeout=300)  # rebuilt from its records too
     assert not (tmp_path / "runs" / "tiny" / "resnet20" / "r50" / "halp").exists()
     assert [(r["arm"], r["int8_top1"]) for r in json.loads((tmp_path / "int8_tiny.json").read_text())["architectures"][0][
