@@ -690,6 +690,19 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         return (arm, budget, seed, path, partial(recorded, path, shown_command(cmd), partial(train, cmd, out, mode), out,
                                                  partial(our_engine, out)))
 
+    def external_run(arm: str, budget: float, seed: int, folder: Path, ratio: float) -> Run:
+        """An external arm's (Torch-Pruning, Model Optimizer, slim) run at `ratio`, in `folder` under the records and
+        runs: its network at that ratio, trained as every arm trains, by a worker process."""
+        out = root / folder / f"seed{seed}"
+        epochs = mode.dense_epochs + mode.epochs if arm == "slim" else mode.epochs
+        spec = {"arm": arm, "model": model, "data": str(data.relative_to(ROOT)), "checkpoint": str(checkpoint),
+                "ratio": ratio, "round_to": round_to, "epochs": epochs, "batch_size": args.batch_size,
+                "lr": args.lr if arm == "slim" else args.finetune_lr, "seed": seed, "out": str(out),
+                "calibration_images": mode.calibration_images}
+        path = rec / folder / f"seed{seed}.json"
+        return (arm, budget, seed, path, partial(recorded, path, spec, partial(run_external, spec, mode), out,
+                                                 partial(external_engine, out)))
+
     cells: list[Cell] = []
     calibrations: dict[tuple[str, float], dict[str, Any]] = {}
 
@@ -743,18 +756,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                                            arm in TP_ARMS)
         cells += [Cell((arm, arm.split("-")[0], KNAPSACK_ARMS[arm], budget, mode.epochs), folder / arm,
                        matches[(arm, budget)]["ratio"]) for arm in KNAPSACK_ARMS]
-        for seed in range(mode.seeds):
-            for arm in mode.external_arms + ("slim",):
-                out = root / folder / arm / f"seed{seed}"
-                epochs = mode.dense_epochs + mode.epochs if arm == "slim" else mode.epochs
-                spec = {"arm": arm, "model": model, "data": str(data.relative_to(ROOT)), "checkpoint": str(checkpoint),
-                        "ratio": matches[(arm, budget)]["ratio"], "round_to": round_to, "epochs": epochs,
-                        "batch_size": args.batch_size, "lr": args.lr if arm == "slim" else args.finetune_lr, "seed": seed,
-                        "out": str(out),
-                        "calibration_images": mode.calibration_images}
-                path = rec / folder / arm / f"seed{seed}.json"
-                runs.append((arm, budget, seed, path, partial(recorded, path, spec, partial(run_external, spec, mode), out,
-                                                              partial(external_engine, out))))
+        runs.extend(external_run(arm, budget, seed, folder / arm, matches[(arm, budget)]["ratio"])
+                    for seed in range(mode.seeds) for arm in mode.external_arms + ("slim",))
     jobs = 1 if mode.in_process else args.jobs
 
     def run_all(todo: list[Run], desc: str) -> list[dict[str, Any]]:
@@ -787,32 +790,97 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     plateau_records = plateau_runs() if plateau is None else plateau.result()
     dense = read_record(rec / "dense.json", shown_command(dense_cmd)) or dense_record()
     twins = root / "twins"
-    engines: dict[str, tuple[str, Callable[[], Path]]] = {
-        "dense": (structure_digest(dense["engine"]), partial(twin, dense, twins / "dense.onnx"))}
-    if dense_onnx.is_file():  # the check that a structure with re-drawn weights times as the trained engine
-        engines["dense-trained"] = (dense["weights_sha256"], lambda: dense_onnx)
-    for (arm, budget, seed, *_), r in zip(runs, records):
-        if not r["diverged"]:
-            engines[f"{arm}|{budget}|{seed}"] = (structure_digest(r["engine"]),
-                                                 partial(twin, r, twins / f"{arm}-{budget}-{seed}.onnx"))
-    timing = timing_record(rec / "timing.json", engines, mode.report_seconds, args.retime,
-                           f"{model}: timing every engine side by side")
-    timed = timing["ms"]
+    knapsack_cells = {(c.arm, c.budget): c for c in cells + ([star] if halp_rel and not star_skipped else [])}
+
+    def same_start(arm: str, ratio: float, other: float) -> bool:
+        """Whether an external arm starts fine-tuning from the same structure at the two ratios (its parameter
+        shapes)."""
+        batch[:] = batch or [calibration_batch(data, mode.calibration_images)]
+        nets = [external_model(arm, model, checkpoint, r, round_to, batch[0]) for r in (ratio, other)]
+        shapes = [None if n is None else [tuple(p.shape) for p in n.parameters()] for n in nets]
+        return shapes[0] == shapes[1]
+
+    def second_aims(ms: dict[str, float], done: list[Run], names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
+        """Every arm alike gets a second aim at a budget where a seed's final engine, timed side by side, missed it
+        by more than MATCH: our knapsack arms scale their ratio by budget / measured (`calibrated_ratio`, on the
+        seeds' mean), the external arms bisect theirs again on engines timed now. A cell runs every seed again at
+        the second aim (`second-aim/`), unless it gives the same start (an external arm whose nearest structure is
+        the one it had) or the seeds' mean is already within MATCH. The decision is a record
+        (`second_aim.json`), so that later timings do not change which runs the report holds."""
+        out = {}
+        for arm, budget in dict.fromkeys((a, b) for a, b, *_ in done):
+            index = [i for i, (a, b, *_) in enumerate(done) if (a, b) == (arm, budget)]
+            folder = Path(f"r{round(100 * budget)}") / arm
+            path = rec / folder / "second_aim.json"
+            if path.is_file():
+                decision = dict(json.loads(path.read_text()))
+            else:
+                ratios = [ms[names[i]] / ms["dense"] for i in index if names[i] in ms]
+                if not ratios or all(abs(r / budget - 1) <= MATCH for r in ratios):
+                    continue
+                measured = statistics.fmean(ratios)
+                if (arm, budget) in knapsack_cells:
+                    aimed = calibrations[(arm, budget)]["ratio"]
+                    ratio = calibrated_ratio(aimed, measured, budget, floors[knapsack_cells[(arm, budget)].spec[2]])
+                    probe = None
+                else:
+                    aimed = matches[(arm, budget)]["ratio"]
+                    again = match(f"{arm}/second-aim", budget, partial(external_model, arm, model, checkpoint,
+                                                                       round_to=round_to), arm in TP_ARMS)
+                    ratio = None if same_start(arm, aimed, again["ratio"]) else again["ratio"]
+                    probe = again["probe_ms"] / again["budget_ms"] * budget
+                decision = {"seed_ratios": ratios, "measured": measured, "aimed_ratio": aimed, "ratio": ratio,
+                            "probe_ratio": probe}
+                write_json(path, decision)
+            if decision["ratio"] is None:
+                continue
+            cell = knapsack_cells.get((arm, budget))
+            again_runs = [knapsack_run(*cell.spec, seed=done[i][2], folder=cell.folder / "second-aim",
+                                       ratio=decision["ratio"]) if cell is not None else
+                          external_run(arm, budget, done[i][2], folder / "second-aim", decision["ratio"]) for i in index]
+            out[(arm, budget)] = {**decision, "runs": list(zip(index, again_runs))}
+        return out
+
+    def timed(keyed: list[tuple[str, dict[str, Any]]], retime: bool) -> dict[str, Any]:
+        """The side-by-side timing record of the dense engine and the runs' engines (`keyed`: engine name, record)."""
+        engines: dict[str, tuple[str, Callable[[], Path]]] = {
+            "dense": (structure_digest(dense["engine"]), partial(twin, dense, twins / "dense.onnx"))}
+        if dense_onnx.is_file():  # the check that a structure with re-drawn weights times as the trained engine
+            engines["dense-trained"] = (dense["weights_sha256"], lambda: dense_onnx)
+        for key, r in keyed:
+            if not r["diverged"]:
+                engines[key] = (structure_digest(r["engine"]), partial(twin, r, twins / f"{key.replace('|', '-')}.onnx"))
+        return timing_record(rec / "timing.json", engines, mode.report_seconds, retime,
+                             f"{model}: timing every engine side by side")
+
+    keys = [f"{arm}|{budget}|{seed}" for arm, budget, seed, *_ in runs]
+    first = list(zip(keys, records))
+    seconds = second_aims(timed(first, False)["ms"], runs, keys)
+    if seconds:
+        todo = [run for cell in seconds.values() for _, run in cell["runs"]]
+        for (i, run), record in zip([x for cell in seconds.values() for x in cell["runs"]],
+                                    run_all(todo, f"{model}: second aims")):
+            runs[i], records[i], keys[i] = run, record, keys[i] + "|2"
+    timing = timed(first + [(k, r) for k, r in zip(keys, records) if k.endswith("|2")], args.retime)
+    timed_ms = timing["ms"]
     dense_train_flops = dense["flops"]["train_total"]
     rows = []
-    for (arm, budget, seed, *_), r in zip(runs, records):
-        ms = timed.get(f"{arm}|{budget}|{seed}", math.nan)
+    for (arm, budget, seed, *_), key, r in zip(runs, keys, records):
+        ms = timed_ms.get(key, math.nan)
+        second = seconds.get((arm, budget))
         train_flops = math.nan if r["diverged"] else r["flops"]["train_total"]
         rows.append({"model": model, "arm": arm, "budget": budget, "seed": seed,
                      "command": r["how"] if arm in OURS else shown_command(["python", "-m", "benchmarks.head_to_head",
                                                                              "--worker", r["how"]["out"] + ".spec.json"]),
                      "diverged": r["diverged"], "val_acc": math.nan if r["diverged"] else r["val_acc"],
                      "epochs": math.nan if r["diverged"] else r["epochs"], "measured_ms": ms,
-                     "budget_ms": budget * timed["dense"], "ratio": ms / timed["dense"],
-                     "within_match": abs(ms / (budget * timed["dense"]) - 1) <= MATCH,
+                     "budget_ms": budget * timed_ms["dense"], "ratio": ms / timed_ms["dense"],
+                     "within_match": abs(ms / (budget * timed_ms["dense"]) - 1) <= MATCH,
                      "train_flops": train_flops, "train_flops_vs_dense_training": train_flops / dense_train_flops,
-                     "aimed_ratio": calibrations.get((arm, budget), matches[(arm, budget)])["ratio"],
-                     "aimed_probe_ratio": matches[(arm, budget)]["probe_ms"] / matches[(arm, budget)]["budget_ms"] * budget,
+                     "second_aim": second is not None,
+                     "aimed_ratio": second["ratio"] if second else calibrations.get((arm, budget), matches[(arm, budget)])["ratio"],
+                     "aimed_probe_ratio": second["probe_ratio"] if second and second["probe_ratio"] is not None
+                     else matches[(arm, budget)]["probe_ms"] / matches[(arm, budget)]["budget_ms"] * budget,
                      "pilot_ratio": calibrations[(arm, budget)]["pilot_ratio"]
                      if calibrations.get((arm, budget), {}).get("calibrated") else None})
     halp = sorted((r for r in rows if (r["arm"], r["budget"]) == ("halp", check_budget)), key=lambda r: r["seed"])
@@ -820,8 +888,9 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     shorts = [r for (epochs, *_), r in zip(plateau_steps, plateau_records) if epochs < mode.dense_epochs]
     fulls = [dense] + [r for (epochs, *_), r in zip(plateau_steps, plateau_records) if epochs == mode.dense_epochs]
     plateau_diff = paired_difference([r["val_acc"] for r in shorts], [r["val_acc"] for r in fulls])
-    return {"model": model, "dense_val_acc": dense["val_acc"], "dense_ms": timed["dense"],
-            "trained_vs_structure_ms": timed["dense-trained"] / timed["dense"] if "dense-trained" in timed else None,
+    return {"model": model, "dense_val_acc": dense["val_acc"], "dense_ms": timed_ms["dense"],
+            "trained_vs_structure_ms": timed_ms["dense-trained"] / timed_ms["dense"] if "dense-trained" in timed_ms
+            else None,
             "timed": {"date": timing["meta"]["date"], "commit": timing["meta"]["commit"],
                       "load_average": timing["meta"]["load_average"], "seconds": timing["seconds"]},
             "dense_train_flops": dense_train_flops, "dense_epochs": mode.dense_epochs, "round_to": round_to,
@@ -833,6 +902,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             "finetune_plateau": {"budget": check_budget, "difference": finetune, "plateaued": plateaued(finetune),
                                  "commands": [r["how"] for r in check_records]},
             "calibrations": [{"arm": arm, "budget": budget, **cal} for (arm, budget), cal in calibrations.items()],
+            "second_aims": [{"arm": arm, "budget": budget, **{k: v for k, v in cell.items() if k != "runs"}}
+                            for (arm, budget), cell in seconds.items()],
             "north_star_skipped": star_skipped, "rows": rows}
 
 
@@ -852,6 +923,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "measured_ms": statistics.fmean(r["measured_ms"] for r in rs.values()),
                       "ratio": statistics.fmean(r["ratio"] for r in rs.values()),
                       "within_match": all(r["within_match"] for r in rs.values()),
+                      "second_aim": any(r["second_aim"] for r in rs.values()),
                       "train_flops_vs_dense_training": statistics.fmean(r["train_flops_vs_dense_training"]
                                                                         for r in rs.values()),
                       "vs_iee": None if arm == "iee" or not seeds else paired_difference(
@@ -1011,7 +1083,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
     table = markdown_table(
         ["model", "budget", "arm", "seeds", "measured / dense", "speed-up", f"within {100 * MATCH:g}%",
          "top-1 (mean +- std)", "top-1 - IEE (paired, 95% CI)", "train FLOPs / dense training"],
-        [[t["model"], f"{t['budget']:g}", t["arm"], t["seeds"], f"{t['ratio']:.3f}", f"{1 / t['ratio']:.2f}x",
+        [[t["model"], f"{t['budget']:g}", t["arm"] + (" (2nd aim)" if t["second_aim"] else ""), t["seeds"], f"{t['ratio']:.3f}", f"{1 / t['ratio']:.2f}x",
           "yes" if t["within_match"] else "no", f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}" if math.isfinite(t["val_acc"]) else
           "diverged (NaN loss)",
           diff(t["vs_iee"]), f"{t['train_flops_vs_dense_training']:.3f}"] for t in record["table"]])
@@ -1028,7 +1100,10 @@ def markdown(record: dict[str, Any], png: str) -> str:
              f"{a['smallest_ratio']['flops']:.3f} of the dense MACs; calibrated knapsack cells (pilot's final engine x dense: "
              "aimed ratio -> ratio run): " + (", ".join(
                  f"{c['arm']} at {c['budget']:g} ({c['pilot_ratio']:.3f}: {c['aimed_ratio']:.3f} -> {c['ratio']:.3f})"
-                 for c in a["calibrations"] if c["calibrated"]) or "none") for a in record["architectures"]]
+                 for c in a["calibrations"] if c["calibrated"]) or "none")
+             + "; second aims (the seeds' mean x dense: first aim -> second aim): " + (", ".join(
+                 f"{c['arm']} at {c['budget']:g} ({c['measured']:.3f}: {c['aimed_ratio']:.3f} -> {c['ratio']:.3f})"
+                 for c in a["second_aims"]) or "none") for a in record["architectures"]]
     lines = [
         f"# Head to head at equal measured latency ({record['mode']} mode)", "",
         *header_markdown(record["meta"], record["mode"] + (" (a pipeline check; not the benchmark)" if quick else "")),
@@ -1061,8 +1136,12 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "the knapsack's one-shot structure; HALP and IEE then prune in steps while they train, so their final structure "
         "differs from the one-shot one. Seed 0 runs first at that aim (the pilot); when the pilot's final engine, timed "
         f"beside the dense one, misses the budget by more than {100 * MATCH:g}%, the ratio is scaled by budget / measured "
-        "and every seed runs at it (the pilot is then not a row). The 'within' column is the final engines' measured "
-        "latency, re-timed side by side, against the budget.", "",
+        "and every seed runs at it (the pilot is then not a row). Then every arm alike gets a second aim where a seed's "
+        f"final engine, timed side by side, misses the budget by more than {100 * MATCH:g}%: our knapsack arms scale "
+        "their ratio by budget / the seeds' mean, the others bisect theirs again; every seed runs again at it, unless "
+        "the seeds' mean is already within or an external arm's nearest structure is the one it had (marked '2nd aim'; "
+        "those rows replace the first aim's). The 'within' column is the final engines' measured latency, re-timed "
+        "side by side, against the budget.", "",
         "Commands (from the repository root):", "", *[f"    {c}" for c in record["commands"]],
         *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0],
         *[f"    {c['pilot_command']}" for a in record["architectures"] for c in a["calibrations"] if c["calibrated"]],

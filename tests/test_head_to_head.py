@@ -87,7 +87,7 @@ def test_tiny_mode_table_shape(tmp_path):
     assert sorted(cells) == sorted([(0.5, a) for a in TINY.arms] + [(0.5, NORTH_STAR)])
     for t in record["table"]:
         assert set(t) == {"model", "budget", "arm", "seeds", "val_acc", "val_acc_std", "measured_ms", "ratio",
-                          "within_match", "train_flops_vs_dense_training", "vs_iee", "lut_minus_flops"}
+                          "within_match", "second_aim", "train_flops_vs_dense_training", "vs_iee", "lut_minus_flops"}
         assert t["seeds"] == 1 and 0 < t["ratio"] < 1.2 and (t["vs_iee"] is None) == (t["arm"] == "iee")
         assert (t["lut_minus_flops"] is None) == (t["arm"] != "halp")
         assert t["within_match"] == all(abs(r["ratio"] / r["budget"] - 1) <= MATCH for r in record["rows"]
@@ -101,9 +101,19 @@ def test_tiny_mode_table_shape(tmp_path):
     assert set(cals) == {(a, 0.5) for a in ("iee", "halp", "halp-flops", NORTH_STAR)}
     for (arm, budget), c in cals.items():
         assert c["calibrated"] == (abs(c["pilot_ratio"] / budget - 1) > MATCH)
-        for r in (r for r in record["rows"] if (r["arm"], r["budget"]) == (arm, budget)):
+        for r in (r for r in record["rows"] if (r["arm"], r["budget"]) == (arm, budget) and not r["second_aim"]):
             assert r["aimed_ratio"] == c["ratio"] and (r["pilot_ratio"] is None) != c["calibrated"]
             assert ("/calibrated/" in r["command"]) == c["calibrated"]
+    # a cell whose engines missed the budget got a second aim: its rows ran at it, in its own folder; every
+    # decision is a record
+    seconds = {(c["arm"], c["budget"]): c for c in arch["second_aims"]}
+    for r in record["rows"]:
+        second = seconds.get((r["arm"], r["budget"]))
+        assert r["second_aim"] == (second is not None) and ("/second-aim/" in r["command"]) == r["second_aim"]
+        if second:
+            assert r["aimed_ratio"] == second["ratio"] and abs(second["measured"] / r["budget"] - 1) > MATCH
+    decisions = list((tmp_path / "head_to_head_tiny_runs" / "resnet20").glob("r50/*/second_aim.json"))
+    assert len(decisions) >= len(seconds)
     text = (tmp_path / "head_to_head_tiny.md").read_text()
     assert "halp-flops" in text and f"within {100 * MATCH:g}%" in text
     assert (tmp_path / "head_to_head_tiny.png").stat().st_size > 0
