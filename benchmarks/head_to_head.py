@@ -804,8 +804,9 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         """Every arm alike gets a second aim at a budget where a seed's final engine, timed side by side, missed it
         by more than MATCH: our knapsack arms scale their ratio by budget / measured (`calibrated_ratio`, on the
         seeds' mean), the external arms bisect theirs again on engines timed now. A cell runs every seed again at
-        the second aim (`second-aim/`), unless it gives the same start (an external arm whose nearest structure is
-        the one it had) or the seeds' mean is already within MATCH. The decision is a record
+        the second aim (`second-aim/`), unless the seeds' mean is already within MATCH, or an external arm's new
+        bisection gives the start it had, or a probe no nearer the budget than its engines' mean (a tool that cannot
+        reach the budget). The decision is a record
         (`second_aim.json`), so that later timings do not change which runs the report holds."""
         out = {}
         for arm, budget in dict.fromkeys((a, b) for a, b, *_ in done):
@@ -827,8 +828,9 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                     aimed = matches[(arm, budget)]["ratio"]
                     again = match(f"{arm}/second-aim", budget, partial(external_model, arm, model, checkpoint,
                                                                        round_to=round_to), arm in TP_ARMS)
-                    ratio = None if same_start(arm, aimed, again["ratio"]) else again["ratio"]
                     probe = again["probe_ms"] / again["budget_ms"] * budget
+                    nearer = abs(probe / budget - 1) < abs(measured / budget - 1)
+                    ratio = again["ratio"] if nearer and not same_start(arm, aimed, again["ratio"]) else None
                 decision = {"seed_ratios": ratios, "measured": measured, "aimed_ratio": aimed, "ratio": ratio,
                             "probe_ratio": probe}
                 write_json(path, decision)
@@ -1139,7 +1141,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "and every seed runs at it (the pilot is then not a row). Then every arm alike gets a second aim where a seed's "
         f"final engine, timed side by side, misses the budget by more than {100 * MATCH:g}%: our knapsack arms scale "
         "their ratio by budget / the seeds' mean, the others bisect theirs again; every seed runs again at it, unless "
-        "the seeds' mean is already within or an external arm's nearest structure is the one it had (marked '2nd aim'; "
+        "the seeds' mean is already within, or an external arm's new bisection gives the structure it had or a probe "
+        "no nearer the budget (marked '2nd aim'; "
         "those rows replace the first aim's). The 'within' column is the final engines' measured latency, re-timed "
         "side by side, against the budget.", "",
         "Commands (from the repository root):", "", *[f"    {c}" for c in record["commands"]],
