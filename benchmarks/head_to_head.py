@@ -35,6 +35,8 @@ Arms:
 
 Our knapsack arms' aim is calibrated on their final engines: seed 0 runs first (the pilot); when its final engine misses
 the budget by more than MATCH, every seed runs at the ratio scaled by budget / measured (`calibrated_ratio`).
+Then every arm alike gets one second aim where a seed's final engine, timed side by side, misses the budget by more
+than MATCH: ours scale the ratio again on the seeds' mean, the others bisect theirs again (`second_aims`).
 
 Plateau checks: the dense model at 0.75 of its epochs, and HALP fine-tuned for 0.75 of the epochs,
 each against the full length, paired by seed (every seed; the mean within 0.3 points: plateaued).
@@ -45,7 +47,8 @@ results. A step with a record is not run again; a fresh clone resumes where the 
 model's weights are recorded too, `dense.pt`, and checked against the record's digest) and
 rebuilds the report from the records alone. The report times every engine as its recorded structure
 with re-drawn weights (`benchmarks.common.onnx_structure`); where the trained dense engine is at hand
-it is timed beside its structure, as a check. Writes benchmarks/results/head_to_head[_quick].md, .json
+it is timed beside its structure, as a check. That timing is a record too (`timing.json`), reused while it
+timed the same engines, so a fresh clone's report reads as measured; `--retime` times them again. Writes benchmarks/results/head_to_head[_quick].md, .json
 and .png (`--tiny`: only into --results).
 """
 
@@ -806,8 +809,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         seeds' mean), the external arms bisect theirs again on engines timed now. A cell runs every seed again at
         the second aim (`second-aim/`), unless the seeds' mean is already within MATCH, or an external arm's new
         bisection gives the start it had, or a probe no nearer the budget than its engines' mean (a tool that cannot
-        reach the budget). The decision is a record
-        (`second_aim.json`), so that later timings do not change which runs the report holds."""
+        reach the budget). The decision is a record (`second_aim.json`), so that later timings do not change which
+        runs the report holds."""
         out = {}
         for arm, budget in dict.fromkeys((a, b) for a, b, *_ in done):
             index = [i for i, (a, b, *_) in enumerate(done) if (a, b) == (arm, budget)]
@@ -1059,7 +1062,8 @@ def sizing() -> list[str]:
             + " with two runs at a time"
             + f": {' + '.join(f'{h:.1f}' for h in hours.values())} core-hours, so about {sum(hours.values()) / 2:.1f} h on "
             "2 idle cores, plus the bisections (about 300 probes per architecture, seconds each, and Model "
-            "Optimizer's search) and the LUT profiles. On a machine shared with other jobs, several times that. "
+            "Optimizer's search) and the LUT profiles; a cell's second aim runs its seeds once more (at most the "
+            "fine-tuning again). On a machine shared with other jobs, several times that. "
             "Resumable: run the same command again."]
 
 
