@@ -13,7 +13,16 @@ import sys
 import pytest
 
 from benchmarks.common import ROOT
-from benchmarks.detection import FULL, METHODS, QUICK, SCENE_SECONDS, Sizing, estimated_hours
+from benchmarks.detection import (
+    FULL,
+    METHODS,
+    QUICK,
+    SCENE_SECONDS,
+    Sizing,
+    estimated_hours,
+    plateau_pairs,
+    plateau_runs,
+)
 
 
 @pytest.mark.timeout(900)  # about 90 s on an idle 2-core machine; several minutes when it is shared
@@ -42,5 +51,14 @@ def test_quick_mode_writes_every_arm_and_rebuilds_from_its_records(tmp_path):
 
 def test_estimated_hours_counts_dense_plateau_and_every_pruned_run():
     mode = dataclasses.replace(FULL, models=(Sizing("ssdlite", 100, 4, 2),), seeds=3, jobs=2)
-    # 100 scenes x (4 dense + 3 plateau epochs + 2 methods x 3 seeds x 2 epochs), two runs at a time
-    assert estimated_hours(mode) == pytest.approx(100 * (4 + 3 + 12) * SCENE_SECONDS["ssdlite"] / 3600 / 2)
+    # 100 scenes x (3 seeds x (4 dense + 3 plateau epochs) + 2 methods x 3 seeds x 2 epochs), two runs at a time
+    assert estimated_hours(mode) == pytest.approx(100 * (21 + 12) * SCENE_SECONDS["ssdlite"] / 3600 / 2)
+
+
+def test_plateau_check_pairs_every_seed_and_the_dense_model_is_seed_0s_full_run():
+    assert plateau_pairs(3) == (["dense-0.75D", "dense-0.75D-seed1", "dense-0.75D-seed2"],
+                                ["dense", "dense-seed1", "dense-seed2"])
+    assert plateau_runs(Sizing("ssdlite", 100, 80, 10), 3) == [
+        ("dense", 80.0, 0), ("dense-0.75D", 60.0, 0), ("dense-0.75D-seed1", 60.0, 1), ("dense-0.75D-seed2", 60.0, 2),
+        ("dense-seed1", 80.0, 1), ("dense-seed2", 80.0, 2)]
+    assert plateau_runs(Sizing("ssdlite", 8, 2, 4), 1) == [("dense", 2.0, 0), ("dense-0.75D", 1.5, 0)]
