@@ -220,12 +220,23 @@ def exported(model: nn.Module, path: Path) -> Path:
 
 # --- the external arms: Torch-Pruning and a slimmer network ---------------------------------------
 def calibration_batch(data: Path, images: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `images` training images (normalised as training sees them): Taylor importance's data, fixed."""
+    """The first `images` training images as training sees them (cropped, flipped, normalised), their augmentation
+    drawn from seed `CALIBRATION_SEED`: Taylor importance's and FastNAS's data, the same batch in the bisection and
+    in every run's worker whatever the process's random state (an unseeded draw gave each process its own batch,
+    so a Taylor or FastNAS structure moved between the bisection and the runs)."""
     from iee_deploy.data import build_datasets
 
     bundle = build_datasets("cifar10", data, 32)
-    pairs = [bundle.train[i] for i in range(min(images, len(bundle.train)))]
+    with torch.random.fork_rng():
+        torch.manual_seed(CALIBRATION_SEED)
+        pairs = [bundle.train[i] for i in range(min(images, len(bundle.train)))]
     return torch.stack([x for x, _ in pairs]), torch.tensor([int(y) for _, y in pairs])
+
+
+def uses_batch(arm: str) -> bool:
+    """Whether an external arm's structure depends on the calibration batch (Taylor importance, FastNAS), not on the
+    dense weights and its ratio alone."""
+    return arm == MODELOPT or TP_ARMS.get(arm, ("",))[0] == "taylor"
 
 
 def tp_prune(model: nn.Module, ratio: float, importance: str, global_pruning: bool, round_to: int,
@@ -325,6 +336,9 @@ def external_model(arm: str, model_name: str, checkpoint: Path, ratio: float, ro
     return tp_prune(model, ratio, importance, global_pruning, round_to, batch)
 
 
+CALIBRATION_SEED = 0
+"""The seed of the calibration batch's augmentation (`calibration_batch`); a run's spec names it, so a record made with
+another batch is not reused."""
 VERIFIED = 3
 """How many of a bisection's nearest probes are timed again, as the report times, before one is the match."""
 
@@ -719,7 +733,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         spec = {"arm": arm, "model": model, "data": str(data.relative_to(ROOT)), "checkpoint": str(checkpoint),
                 "ratio": ratio, "round_to": round_to, "epochs": epochs, "batch_size": args.batch_size,
                 "lr": args.lr if arm == "slim" else args.finetune_lr, "seed": seed, "out": str(out),
-                "calibration_images": mode.calibration_images}
+                "calibration_images": mode.calibration_images,
+                **({"calibration_seed": CALIBRATION_SEED} if uses_batch(arm) else {})}
         path = rec / folder / f"seed{seed}.json"
         return (arm, budget, seed, path, partial(recorded, path, spec, partial(run_external, spec, mode), out,
                                                  partial(external_engine, out)))
@@ -933,8 +948,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
 
 def match_level(ratios: list[float], budget: float) -> str:
     """How an arm's engines (one measured / dense ratio per seed) meet `budget`: "every seed" within MATCH of it,
-    the seeds' "mean" within it (HALP and IEE prune while they train, and Taylor importance sees the seed's
-    augmented batch, so one aim gives each seed its own structure), or "no"."""
+    the seeds' "mean" within it (HALP and IEE prune while they train, so one aim gives each seed its own
+    structure), or "no"."""
     if all(abs(r / budget - 1) <= MATCH for r in ratios):
         return "every seed"
     return "mean" if abs(statistics.fmean(ratios) / budget - 1) <= MATCH else "no"
@@ -971,10 +986,9 @@ def probe_drift(rows: list[dict[str, Any]], model: str) -> tuple[float, float, f
     """Median, smallest and largest ratio of an engine re-timed in the report to its bisection probe, over the arms
     whose structure is a function of the dense weights and the ratio alone (slim, Torch-Pruning by magnitude), so
     that the two timed the same structure. 1 means the report's timing repeats the bisection's; None when `model`
-    has no such row. (Taylor importance and FastNAS also see a batch of augmented images, so their structure moves
-    with the seed.)"""
+    has no such row. (Taylor importance and FastNAS also depend on the calibration batch.)"""
     drift = sorted(r["ratio"] / r["aimed_probe_ratio"] for r in rows
-                   if r["model"] == model and (r["arm"] == "slim" or TP_ARMS.get(r["arm"], ("",))[0] == "magnitude")
+                   if r["model"] == model and r["arm"] not in OURS and not uses_batch(r["arm"])
                    and math.isfinite(r["ratio"]))
     return (statistics.median(drift), drift[0], drift[-1]) if drift else None
 
@@ -1183,8 +1197,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "no nearer the budget (marked '2nd aim'; "
         "those rows replace the first aim's). The 'within' column is the final engines' measured latency, re-timed "
         "side by side, against the budget: every seed's engine within it, only the seeds' mean (HALP and IEE prune "
-        "while they train, and Taylor importance sees the seed's augmented batch, so each seed has its own "
-        "structure), or no.", "",
+        "while they train, so each seed has its own structure), or no.", "",
         "Commands (from the repository root):", "", *[f"    {c}" for c in record["commands"]],
         *[f"    {r['command']}" for r in record["rows"] if r["seed"] == 0],
         *[f"    {c['pilot_command']}" for a in record["architectures"] for c in a["calibrations"] if c["calibrated"]],

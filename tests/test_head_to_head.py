@@ -16,9 +16,11 @@ from benchmarks.head_to_head import (
     TINY,
     bisect_ratio,
     calibrated_ratio,
+    calibration_batch,
     match_level,
     north_star_epochs,
     probe_drift,
+    uses_batch,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +48,26 @@ def test_north_star_gets_a_tenth_of_the_dense_flops_or_says_why_not():
     assert epochs == 0.8 and why == ("not run: 10% of the dense training FLOPs is 3 steps of HALP here, and the first "
                                      "0.25 of them hold no prune step of dT = 1")
     assert north_star_epochs(FULL, 64, 0.4) == (25.0, None)  # 10 of 100 dense epochs at 0.4 of their cost
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz").is_file(), reason="no CIFAR-10 copy")
+def test_calibration_batch_is_the_same_whatever_the_random_state():
+    """Taylor importance and FastNAS prune from it: the bisection's process and every run's worker must see one batch."""
+    import torch
+
+    from benchmarks.common import cifar10_subset
+
+    data = cifar10_subset(TINY.train_per_class, TINY.val_per_class)
+    torch.manual_seed(1)
+    first = calibration_batch(data, 6)
+    torch.manual_seed(2)
+    again = calibration_batch(data, 6)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    after = torch.rand(1)  # the caller's random state is left as it was
+    torch.manual_seed(2)
+    assert torch.equal(after, torch.rand(1))
+    assert [uses_batch(a) for a in ("tp-mag", "tp-mag-global", "tp-taylor", "tp-taylor-global", "modelopt-fastnas",
+                                    "slim")] == [False, False, True, True, True, False]
 
 
 def test_match_level_says_whether_every_seed_or_only_the_mean_meets_the_budget():
