@@ -219,8 +219,8 @@ def architecture(size: Sizing, mode: Mode, runs: Path, results: Path, commands: 
     records = {r.name: record_run(r) for r in dense}
     train_all(pruned, mode, f"{model}: pruned runs")
     records.update({r.name: record_run(r) for r in pruned})
-    latency = time_engines({name: r["engine"] for name, r in records.items()
-                            if name == "dense" or not name.startswith("dense")}, mode)
+    checks = {name for name, *_ in plateau_runs(size, mode.seeds)} - {"dense"}  # trained for the plateau check only
+    latency = time_engines({name: r["engine"] for name, r in records.items() if name not in checks}, mode)
     return rows_of(size, records, latency, mode)
 
 

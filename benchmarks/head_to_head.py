@@ -48,8 +48,8 @@ model's weights are recorded too, `dense.pt`, and checked against the record's d
 rebuilds the report from the records alone. The report times every engine as its recorded structure
 with re-drawn weights (`benchmarks.common.onnx_structure`); where the trained dense engine is at hand
 it is timed beside its structure, as a check. That timing is a record too (`timing.json`), reused while it
-timed the same engines, so a fresh clone's report reads as measured; `--retime` times them again. Writes benchmarks/results/head_to_head[_quick].md, .json
-and .png (`--tiny`: only into --results).
+timed the same engines, so a fresh clone's report reads as measured; `--retime` times them again. Writes
+benchmarks/results/head_to_head[_quick].md, .json and .png (`--tiny`: only into --results).
 """
 
 from __future__ import annotations
@@ -856,7 +856,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                 if not ratios:  # every seed diverged: no engine to aim with
                     continue
                 measured = statistics.fmean(ratios)
-                if all(abs(r / budget - 1) <= MATCH for r in ratios):  # met: recorded too, so it stays met
+                if match_level(ratios, budget) == "every seed":  # met: recorded too, so it stays met
                     aimed, ratio, probe = None, None, None
                 elif (arm, budget) in knapsack_cells:
                     aimed = calibrations[(arm, budget)]["ratio"]
@@ -1138,7 +1138,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
         ["model", "budget", "arm", "seeds", "measured / dense (seeds)", "speed-up", f"within {100 * MATCH:g}%",
          "top-1 (mean +- std)", "top-1 - IEE (paired, 95% CI)", "train FLOPs / dense training"],
         [[t["model"], f"{t['budget']:g}", t["arm"] + (" (2nd aim)" if t["second_aim"] else ""), t["seeds"],
-          f"{t['ratio']:.3f} ({t['ratio_range'][0]:.3f}-{t['ratio_range'][1]:.3f})", f"{1 / t['ratio']:.2f}x", t["match"], f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}" if math.isfinite(t["val_acc"]) else
+          f"{t['ratio']:.3f} ({t['ratio_range'][0]:.3f}-{t['ratio_range'][1]:.3f})", f"{1 / t['ratio']:.2f}x", t["match"],
+          f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}" if math.isfinite(t["val_acc"]) else
           "diverged (NaN loss)",
           diff(t["vs_iee"]), f"{t['train_flops_vs_dense_training']:.3f}"] for t in record["table"]])
     archs = [f"- {a['model']}: dense top-1 {100 * a['dense_val_acc']:.2f}% after {a['dense_epochs']} epochs, "
