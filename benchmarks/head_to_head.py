@@ -227,7 +227,7 @@ def calibration_batch(data: Path, images: int) -> tuple[torch.Tensor, torch.Tens
     from iee_deploy.data import build_datasets
 
     bundle = build_datasets("cifar10", data, 32)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):  # the augmentation draws from the CPU generator only
         torch.manual_seed(CALIBRATION_SEED)
         pairs = [bundle.train[i] for i in range(min(images, len(bundle.train)))]
     return torch.stack([x for x, _ in pairs]), torch.tensor([int(y) for _, y in pairs])
