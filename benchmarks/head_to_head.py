@@ -47,8 +47,9 @@ results. A step with a record is not run again; a fresh clone resumes where the 
 model's weights are recorded too, `dense.pt`, and checked against the record's digest) and
 rebuilds the report from the records alone. The report times every engine as its recorded structure
 with re-drawn weights (`benchmarks.common.onnx_structure`); where the trained dense engine is at hand
-it is timed beside its structure, as a check. That timing is a record too (`timing.json`), reused while it
-timed the same engines, so a fresh clone's report reads as measured; `--retime` times them again. Writes
+it is timed beside its structure, as a check. That timing (`TIMING_PASSES` side-by-side passes) is a record too
+(`timing.json`), reused while it timed the same engines, so a fresh clone's report reads as measured; `--retime`
+times them again. Writes
 benchmarks/results/head_to_head[_quick].md, .json and .png (`--tiny`: only into --results).
 """
 
@@ -568,23 +569,45 @@ def structure_digest(structure: Any) -> str:
     return hashlib.sha256(json.dumps(structure, sort_keys=True).encode()).hexdigest()
 
 
-def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]], seconds: float,
-                  retime: bool, desc: str) -> dict[str, Any]:
-    """The side-by-side timing of `engines` (name -> (digest of what it is, its ONNX file made on demand)), kept as
-    a record at `path` so that the report rebuilds anywhere as it was measured.
+TIMING_PASSES = 3
+"""Side-by-side timings a report's latencies combine (`combined_ms`). One run on a shared machine can be off as a
+whole: mobilenet_v3_small's dense engine once timed 6% slower than 47 minutes before while every pruned engine
+timed within 1% of its earlier time (a neighbour's load on the shared cache slows the largest engine most)."""
 
-    The record is reused while it timed every one of these engines as it is now (it may hold more: the trained
-    dense engine lives in the run folders, which a fresh clone lacks). A new or changed engine, or `retime`, times
-    them all again in one side-by-side run (a partial re-timing would mix two runs' noise)."""
+
+def combined_ms(passes: list[dict[str, float]], reference: str = "dense") -> dict[str, float]:
+    """Each engine's latency over several side-by-side passes: the `reference` engine's median ms times the median
+    over the passes of the engine's ratio to the reference in that pass. A ratio is only ever taken within one side-by-
+    side pass; the median keeps one disturbed pass from moving any ratio. Engines missing from a pass are left out."""
+    ref = statistics.median(p[reference] for p in passes)
+    return {name: ref * statistics.median(p[name] / p[reference] for p in passes)
+            for name in passes[0] if all(name in p for p in passes)}
+
+
+def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]], seconds: float, passes: int,
+                  retime: bool, desc: str) -> dict[str, Any]:
+    """The side-by-side timing of `engines` (name -> (digest of what it is, its ONNX file made on demand)) in
+    at least `passes` passes, kept as a record at `path` so that the report rebuilds anywhere as it was measured.
+
+    The record's passes are reused while they timed every one of these engines as it is now (they may hold more: the
+    trained dense engine lives in the run folders, which a fresh clone lacks); the missing passes are timed, each
+    written as it finishes. A new or changed engine, or `retime`, times every pass again (a pass always times every
+    engine in one side-by-side run: a partial re-timing would mix two runs' noise)."""
     how = {name: digest for name, (digest, _) in engines.items()}
+    done: list[dict[str, Any]] = []
     if path.is_file() and not retime:
         record = dict(json.loads(path.read_text()))
         if how.items() <= record["how"].items():
-            return record
-    meta = header(1, "onnxruntime")  # where and when (the machine, its load at the start) the engines were timed
-    ms = time_side_by_side({name: make() for name, (_, make) in engines.items()}, seconds, desc=desc)
-    record = {"how": how, "meta": meta, "seconds": seconds, "ms": ms}
-    write_json(path, record)
+            if len(record["passes"]) >= passes:
+                return record
+            done = record["passes"]  # the new passes time these engines: `how` names what every pass timed
+    onnx = {name: make() for name, (_, make) in engines.items()}
+    while len(done) < passes:
+        meta = header(1, "onnxruntime")  # where and when (the machine, its load at the start) this pass was timed
+        ms = time_side_by_side(onnx, seconds, desc=f"{desc}, pass {len(done) + 1} of {passes}")
+        done.append({"meta": meta, "ms": ms})
+        record = {"how": how, "seconds": seconds, "passes": done, "ms": combined_ms([p["ms"] for p in done])}
+        write_json(path, record)
     return record
 
 
@@ -881,7 +904,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             out[(arm, budget)] = {**decision, "runs": list(zip(index, again_runs))}
         return out
 
-    def timed(keyed: list[tuple[str, dict[str, Any]]], retime: bool) -> dict[str, Any]:
+    def timed(keyed: list[tuple[str, dict[str, Any]]], passes: int, retime: bool) -> dict[str, Any]:
         """The side-by-side timing record of the dense engine and the runs' engines (`keyed`: engine name, record)."""
         engines: dict[str, tuple[str, Callable[[], Path]]] = {
             "dense": (structure_digest(dense["engine"]), partial(twin, dense, twins / "dense.onnx"))}
@@ -890,18 +913,19 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         for key, r in keyed:
             if not r["diverged"]:
                 engines[key] = (structure_digest(r["engine"]), partial(twin, r, twins / f"{key.replace('|', '-')}.onnx"))
-        return timing_record(rec / "timing.json", engines, mode.report_seconds, retime,
+        return timing_record(rec / "timing.json", engines, mode.report_seconds, passes, retime,
                              f"{model}: timing every engine side by side")
 
     keys = [f"{arm}|{budget}|{seed}" for arm, budget, seed, *_ in runs]
     first = list(zip(keys, records))
-    seconds = second_aims(timed(first, False)["ms"], runs, keys)
+    # the second aims are decided once, on one side-by-side pass (each decision is a record); the report takes more
+    seconds = second_aims(timed(first, 1, False)["ms"], runs, keys)
     if seconds:
         todo = [run for cell in seconds.values() for _, run in cell["runs"]]
         for (i, run), record in zip([x for cell in seconds.values() for x in cell["runs"]],
                                     run_all(todo, f"{model}: second aims")):
             runs[i], records[i], keys[i] = run, record, keys[i] + "|2"
-    timing = timed(first + [(k, r) for k, r in zip(keys, records) if k.endswith("|2")], args.retime)
+    timing = timed(first + [(k, r) for k, r in zip(keys, records) if k.endswith("|2")], TIMING_PASSES, args.retime)
     timed_ms = timing["ms"]
     dense_train_flops = dense["flops"]["train_total"]
     rows = []
@@ -930,8 +954,10 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     return {"model": model, "dense_val_acc": dense["val_acc"], "dense_ms": timed_ms["dense"],
             "trained_vs_structure_ms": timed_ms["dense-trained"] / timed_ms["dense"] if "dense-trained" in timed_ms
             else None,
-            "timed": {"date": timing["meta"]["date"], "commit": timing["meta"]["commit"],
-                      "load_average": timing["meta"]["load_average"], "seconds": timing["seconds"]},
+            "timed": {"seconds": timing["seconds"],
+                      "passes": [{"date": p["meta"]["date"], "commit": p["meta"]["commit"],
+                                  "load_average": p["meta"]["load_average"], "dense_ms": p["ms"]["dense"]}
+                                 for p in timing["passes"]]},
             "dense_train_flops": dense_train_flops, "dense_epochs": mode.dense_epochs, "round_to": round_to,
             "grid": {"align": meta.grid_align, "block": meta.grid_block, "step": meta.grid_step},
             "smallest_ratio": floors, "records": shown_path(rec),
@@ -1116,12 +1142,16 @@ def sizing() -> list[str]:
 
 
 def drift_lines(record: dict[str, Any]) -> list[str]:
-    """When each architecture's engines were timed, and how that timing compares with the bisections'."""
+    """When each architecture's engines were timed, how the passes agree, and how that timing compares with the
+    bisections'."""
     lines = []
     for a in record["architectures"]:
         t = a["timed"]
-        line = (f"- {a['model']}: engines timed side by side on {t['date']} (commit {t['commit']}, load average "
-                f"{', '.join(map(str, t['load_average']))}, {t['seconds']:g} s per engine over 5 rounds)")
+        line = (f"- {a['model']}: engines timed side by side in {len(t['passes'])} passes ({t['seconds']:g} s per "
+                f"engine over 5 rounds each; dense ms, date, commit, load average: "
+                + "; ".join(f"{p['dense_ms']:.3f} on {p['date']}, {p['commit']}, {', '.join(map(str, p['load_average']))}"
+                            for p in t["passes"])
+                + "); each engine's latency is the dense engine's median times its median ratio to dense over the passes")
         drift = probe_drift(record["rows"], a["model"])
         if drift is not None:
             line += (f"; slim's and magnitude Torch-Pruning's engines re-timed / their bisection probes (the same "

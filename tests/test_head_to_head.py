@@ -13,10 +13,12 @@ from benchmarks.head_to_head import (
     MATCH,
     NORTH_STAR,
     QUICK,
+    TIMING_PASSES,
     TINY,
     bisect_ratio,
     calibrated_ratio,
     calibration_batch,
+    combined_ms,
     match_level,
     north_star_epochs,
     probe_drift,
@@ -88,6 +90,18 @@ def test_probe_drift_compares_the_bisected_arms_retimed_engines_with_their_probe
     median, low, high = probe_drift(rows, "m")
     assert (median, low, high) == (pytest.approx(1.0), pytest.approx(0.69 / 0.70), pytest.approx(0.37 / 0.35))
     assert probe_drift(rows, "absent") is None
+
+
+def test_combined_ms_takes_each_ratio_within_a_pass_and_the_median_over_passes():
+    passes = [{"dense": 1.0, "a": 0.50, "b": 0.30},
+              {"dense": 1.2, "a": 0.54, "b": 0.31, "trained": 1.0},  # a disturbed pass: dense alone slower
+              {"dense": 1.1, "a": 0.55, "b": 0.33}]
+    ms = combined_ms(passes)
+    assert set(ms) == {"dense", "a", "b"}  # an engine missing from a pass is left out
+    assert ms["dense"] == pytest.approx(1.1)
+    assert ms["a"] / ms["dense"] == pytest.approx(0.5)  # ratios 0.5, 0.45, 0.5
+    assert ms["b"] / ms["dense"] == pytest.approx(0.3)  # ratios 0.3, 0.2583, 0.3
+    assert combined_ms(passes[:1]) == passes[0]
 
 
 def test_int8_miss_states_how_far_the_speedups_are_from_multiplying():
@@ -194,7 +208,8 @@ def test_tiny_mode_table_shape(tmp_path):
     subprocess.run([*argv, "--retime"], cwd=ROOT, check=True, env=env, timeout=300)
     retimed = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
     assert retimed["architectures"][0]["trained_vs_structure_ms"] is None
-    assert retimed["architectures"][0]["timed"]["date"] >= again["architectures"][0]["timed"]["date"]
+    timed = retimed["architectures"][0]["timed"]["passes"]
+    assert len(timed) == TIMING_PASSES and timed[0]["date"] >= again["architectures"][0]["timed"]["passes"][-1]["date"]
     assert all(0 < r["ratio"] < 1.2 for r in retimed["rows"])
     subprocess.run(int8_argv, cwd=ROOT, check=True, env=env, timeout=300)  # rebuilt from its records too
     assert not (tmp_path / "runs" / "tiny" / "resnet20" / "r50" / "halp").exists()
