@@ -49,8 +49,7 @@ rebuilds the report from the records alone. The report times every engine as its
 with re-drawn weights (`benchmarks.common.onnx_structure`); where the trained dense engine is at hand
 it is timed beside its structure, as a check. That timing (`TIMING_PASSES` side-by-side passes) is a record too
 (`timing.json`), reused while it timed the same engines, so a fresh clone's report reads as measured; `--retime`
-times them again. Writes
-benchmarks/results/head_to_head[_quick].md, .json and .png (`--tiny`: only into --results).
+times them again. Writes benchmarks/results/head_to_head[_quick].md, .json and .png (`--tiny`: only into --results).
 """
 
 from __future__ import annotations
@@ -588,6 +587,8 @@ def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]]
                   retime: bool, desc: str) -> dict[str, Any]:
     """The side-by-side timing of `engines` (name -> (digest of what it is, its ONNX file made on demand)) in
     at least `passes` passes, kept as a record at `path` so that the report rebuilds anywhere as it was measured.
+    The record holds the passes alone; the returned one adds their `combined_ms` as "ms", derived on every read so
+    that a record never carries a combination made by another rule.
 
     The record's passes are reused while they timed every one of these engines as it is now (they may hold more: the
     trained dense engine lives in the run folders, which a fresh clone lacks); the missing passes are timed, each
@@ -599,16 +600,15 @@ def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]]
         record = dict(json.loads(path.read_text()))
         if how.items() <= record["how"].items():
             if len(record["passes"]) >= passes:
-                return record
+                return {**record, "ms": combined_ms([p["ms"] for p in record["passes"]])}
             done = record["passes"]  # the new passes time these engines: `how` names what every pass timed
     onnx = {name: make() for name, (_, make) in engines.items()}
     while len(done) < passes:
         meta = header(1, "onnxruntime")  # where and when (the machine, its load at the start) this pass was timed
         ms = time_side_by_side(onnx, seconds, desc=f"{desc}, pass {len(done) + 1} of {passes}")
         done.append({"meta": meta, "ms": ms})
-        record = {"how": how, "seconds": seconds, "passes": done, "ms": combined_ms([p["ms"] for p in done])}
-        write_json(path, record)
-    return record
+        write_json(path, {"how": how, "seconds": seconds, "passes": done})
+    return {"how": how, "seconds": seconds, "passes": done, "ms": combined_ms([p["ms"] for p in done])}
 
 
 # --- one architecture ----------------------------------------------------------------------------
