@@ -22,6 +22,7 @@ from benchmarks.head_to_head import (
     match_level,
     north_star_epochs,
     probe_drift,
+    secant_ratio,
     uses_batch,
 )
 
@@ -41,6 +42,17 @@ def test_calibrated_ratio_scales_a_missed_aim_and_keeps_a_met_one():
     assert calibrated_ratio(0.5, 0.505, 0.5, floor=0.3) is None  # within MATCH: the pilot's aim stands
     assert calibrated_ratio(0.36, 0.5, 0.35, floor=0.3) == 0.3  # never below the smallest ratio the knapsack accepts
     assert calibrated_ratio(0.95, 0.5, 0.7, floor=0.3) == 1.0
+
+
+def test_secant_ratio_aims_through_the_bracket_else_proportionally():
+    # mobilenet_v3_small's IEE at 0.35: the pilot and the two earlier aims (ratio run at, final engines x dense)
+    points = [(0.386719, 0.326822), (0.414144, 0.395004), (0.366959, 0.284)]
+    line = 0.386719 + (0.35 - 0.326822) * (0.414144 - 0.386719) / (0.395004 - 0.326822)
+    assert secant_ratio(points, 0.35, floor=0.2) == pytest.approx(line)  # the bracket 0.327-0.395, not the far 0.284
+    assert secant_ratio([(0.5, 0.55), (0.4, 0.45), (0.45, 0.52)], 0.5, floor=0.2) == pytest.approx(0.45 - 0.02 / 0.07 * 0.05)
+    assert secant_ratio([(0.6, 0.65), (0.5, 0.56)], 0.5, floor=0.2) == pytest.approx(0.5 * 0.5 / 0.56)  # no bracket
+    assert secant_ratio([(0.2, 0.4)], 0.35, floor=0.19) == 0.19  # never below the smallest ratio the knapsack accepts
+    assert secant_ratio([(0.9, 0.6)], 0.7, floor=0.2) == 1.0
 
 
 def test_north_star_gets_a_tenth_of_the_dense_flops_or_says_why_not():
@@ -131,7 +143,7 @@ def test_tiny_mode_table_shape(tmp_path):
     assert sorted(cells) == sorted([(0.5, a) for a in TINY.arms] + [(0.5, NORTH_STAR)])
     for t in record["table"]:
         assert set(t) == {"model", "budget", "arm", "seeds", "val_acc", "val_acc_std", "measured_ms", "ratio",
-                          "ratio_range", "match", "second_aim", "train_flops_vs_dense_training", "vs_iee",
+                          "ratio_range", "match", "second_aim", "third_aim", "train_flops_vs_dense_training", "vs_iee",
                           "lut_minus_flops"}
         assert t["seeds"] == 1 and 0 < t["ratio"] < 1.2 and (t["vs_iee"] is None) == (t["arm"] == "iee")
         assert (t["lut_minus_flops"] is None) == (t["arm"] != "halp")
@@ -146,17 +158,29 @@ def test_tiny_mode_table_shape(tmp_path):
     assert set(cals) == {(a, 0.5) for a in ("iee", "halp", "halp-flops", NORTH_STAR)}
     for (arm, budget), c in cals.items():
         assert c["calibrated"] == (abs(c["pilot_ratio"] / budget - 1) > MATCH)
-        for r in (r for r in record["rows"] if (r["arm"], r["budget"]) == (arm, budget) and not r["second_aim"]):
+        for r in (r for r in record["rows"] if (r["arm"], r["budget"]) == (arm, budget)
+                  and not (r["second_aim"] or r["third_aim"])):
             assert r["aimed_ratio"] == c["ratio"] and (r["pilot_ratio"] is None) != c["calibrated"]
             assert ("/calibrated/" in r["command"]) == c["calibrated"]
     # a cell whose engines missed the budget got a second aim: its rows ran at it, in its own folder; every
     # decision is a record
     seconds = {(c["arm"], c["budget"]): c for c in arch["second_aims"]}
+    thirds = {(c["arm"], c["budget"]): c for c in arch["third_aims"]}
     for r in record["rows"]:
-        second = seconds.get((r["arm"], r["budget"]))
-        assert r["second_aim"] == (second is not None) and ("/second-aim/" in r["command"]) == r["second_aim"]
-        if second:
-            assert r["aimed_ratio"] == second["ratio"] and abs(second["measured"] / r["budget"] - 1) > MATCH
+        second, third = seconds.get((r["arm"], r["budget"])), thirds.get((r["arm"], r["budget"]))
+        assert r["second_aim"] == (second is not None) and r["third_aim"] == (third is not None)
+        assert ("/second-aim/" in r["command"]) == (second is not None and third is None)
+        assert ("/third-aim/" in r["command"]) == (third is not None)
+        if second or third:
+            aim = third or second
+            assert r["aimed_ratio"] == aim["ratio"] and abs(aim["measured"] / r["budget"] - 1) > MATCH
+        if third:  # our knapsack cells only, aimed through every final engine the cell had
+            assert r["arm"] in ("iee", "halp", "halp-flops", NORTH_STAR) and third["points"]
+            assert match_level(third["seed_ratios"], r["budget"]) == "no"
+    thirds_decided = {path.parent.name: json.loads(path.read_text())
+                      for path in (tmp_path / "head_to_head_tiny_runs" / "resnet20").glob("r50/*/third_aim.json")}
+    assert set(thirds_decided) == {"iee", "halp", "halp-flops", NORTH_STAR} & {r["arm"] for r in record["rows"]
+                                                                              if not r["diverged"]}
     decisions = {path.parent.name: json.loads(path.read_text())
                  for path in (tmp_path / "head_to_head_tiny_runs" / "resnet20").glob("r50/*/second_aim.json")}
     timed_arms = {r["arm"] for r in record["rows"] if not r["diverged"]}
@@ -178,7 +202,7 @@ def test_tiny_mode_table_shape(tmp_path):
     fp32_lut = next(r for r in int8_arch["rows"] if r["arm"] == "fp32-lut")
     assert fp32_lut["command"] == halp_pilot["pilot_command"]
     halp = next(r for r in record["rows"] if (r["arm"], r["seed"]) == ("halp", 0))
-    if not halp_pilot["calibrated"] and not halp["second_aim"]:  # the row is that pilot run
+    if not (halp_pilot["calibrated"] or halp["second_aim"] or halp["third_aim"]):  # the row is that pilot run
         assert fp32_lut["fp32_top1"] == pytest.approx(halp["val_acc"], abs=0.01)
     assert fp32_lut["int8_speedup"] > 1 and 0 <= fp32_lut["agreement"] <= 1
     # the INT8 LUT's arm ran, or is refused with the table's own one-line reason (a table too flat to prune against)
@@ -192,8 +216,8 @@ def test_tiny_mode_table_shape(tmp_path):
     (tmp_path / "head_to_head_tiny_runs" / "resnet20" / "r50" / "tp-mag" / "seed0.json").unlink()
     subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300)
     resumed = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
-    assert [(r["arm"], r["val_acc"], r["second_aim"]) for r in resumed["rows"]] == [
-        (r["arm"], r["val_acc"], r["second_aim"]) for r in record["rows"]]  # the recorded aims stand
+    assert [(r["arm"], r["val_acc"], r["second_aim"], r["third_aim"]) for r in resumed["rows"]] == [
+        (r["arm"], r["val_acc"], r["second_aim"], r["third_aim"]) for r in record["rows"]]  # the recorded aims stand
 
     # a fresh clone has the committed records only: the report is rebuilt from them, nothing is trained again, and
     # the recorded side-by-side timing is reused, so the report reads as it was measured
