@@ -645,11 +645,12 @@ def calibrated_ratio(aimed: float, measured: float, budget: float, floor: float)
     return min(1.0, max(floor, aimed * budget / measured))
 
 
-def secant_ratio(points: list[tuple[float, float]], budget: float, floor: float) -> float:
+def secant_ratio(points: list[tuple[float, float]], budget: float, floor: float) -> float | None:
     """The `latency_ratio` to aim a knapsack cell at from every final engine it has had: `points` = (ratio run at,
     its final engines' mean measured x dense). Between the two nearest ratios whose engines bracket `budget`: the
     straight line through them; without a bracket, the proportional correction (`calibrated_ratio`) of the point
-    nearest the budget. At least `floor`, at most 1.
+    nearest the budget. At least `floor`, at most 1; None when that is a ratio the cell already ran at (its seeds
+    would run the same again: the engines do not move toward the budget with the aim).
 
     The final structure's latency is neither proportional to the aim nor always of slope 1: on mobilenet_v3_small
     at 0.35 IEE's engines moved 2.5x as far as its ratio (0.387 -> 0.327, 0.414 -> 0.395), so a proportional step
@@ -662,7 +663,8 @@ def secant_ratio(points: list[tuple[float, float]], budget: float, floor: float)
     else:
         r, m = min(ordered, key=lambda p: abs(p[1] - budget))
         ratio = r * budget / m
-    return min(1.0, max(floor, ratio))
+    ratio = min(1.0, max(floor, ratio))
+    return None if any(math.isclose(ratio, r, rel_tol=1e-4) for r, _ in ordered) else ratio
 
 
 def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, commands: list[str],
@@ -943,7 +945,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         (`TIMING_PASSES` passes) get a third aim: the line through every final engine the cell has had
         (`secant_ratio`: the pilot, the first and the second aim's seeds), and every seed runs again at it
         (`third-aim/`). The external arms need none: their second bisection, on engines timed then, already ended at
-        the structure nearest the budget or one they had. The decision is a record (`third_aim.json`)."""
+        the structure nearest the budget or one they had. Every timed cell's decision is a record (`third_aim.json`),
+        a met one too; the returned ones include those with no new aim (ratio None, no runs)."""
         def seeds_mean(names_: list[str]) -> float | None:
             found = [ms[k] / ms["dense"] for k in names_ if k in ms]
             return statistics.fmean(found) if found else None
@@ -970,10 +973,10 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                 decision = {"seed_ratios": ratios, "measured": statistics.fmean(ratios), "points": points,
                             "ratio": ratio}
                 write_json(path, decision)
-            if decision["ratio"] is not None:
-                again = [knapsack_run(*cell.spec, seed=done[i][2], folder=cell.folder / "third-aim",
-                                      ratio=decision["ratio"]) for i in index]
-                out[(arm, budget)] = {**decision, "runs": list(zip(index, again))}
+            again = [] if decision["ratio"] is None else [
+                knapsack_run(*cell.spec, seed=done[i][2], folder=cell.folder / "third-aim", ratio=decision["ratio"])
+                for i in index]
+            out[(arm, budget)] = {**decision, "runs": list(zip(index, again))}
         return out
 
     def aim_again(cells_: dict[tuple[str, float], dict[str, Any]], suffix: str, desc: str) -> list[tuple[str, Any]]:
@@ -989,7 +992,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     seconds = second_aims(timed(first, 1, False)["ms"], runs, keys)
     second_keyed = aim_again(seconds, "|2", "second aims")
     # the report's timing keeps every engine a decision was taken on, so that a rebuild reuses it for each decision
-    thirds = third_aims(timed(first + second_keyed, TIMING_PASSES, False)["ms"], runs, keys)
+    decided = third_aims(timed(first + second_keyed, TIMING_PASSES, False)["ms"], runs, keys)
+    thirds = {cell: d for cell, d in decided.items() if d["ratio"] is not None}
     timing = timed(first + second_keyed + aim_again(thirds, "|3", "third aims"), TIMING_PASSES, args.retime)
     timed_ms = timing["ms"]
     dense_train_flops = dense["flops"]["train_total"]
@@ -1035,7 +1039,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             "second_aims": [{"arm": arm, "budget": budget, **{k: v for k, v in cell.items() if k != "runs"}}
                             for (arm, budget), cell in seconds.items()],
             "third_aims": [{"arm": arm, "budget": budget, **{k: v for k, v in cell.items() if k != "runs"}}
-                           for (arm, budget), cell in thirds.items()],
+                           for (arm, budget), cell in decided.items()
+                           if cell["ratio"] is not None or match_level(cell["seed_ratios"], budget) == "no"],
             "north_star_skipped": star_skipped, "rows": rows}
 
 
@@ -1260,7 +1265,9 @@ def markdown(record: dict[str, Any], png: str) -> str:
              + "; third aims (the seeds' mean x dense on the report's timing: the secant over the cell's final engines, "
              "ratio -> mean x dense): " + (", ".join(
                  f"{c['arm']} at {c['budget']:g} ({c['measured']:.3f}: " + ", ".join(
-                     f"{r:.3f} -> {m:.3f}" for r, m in sorted(c["points"])) + f"; aim {c['ratio']:.3f})"
+                     f"{r:.3f} -> {m:.3f}" for r, m in sorted(c["points"]))
+                 + (f"; aim {c['ratio']:.3f})" if c["ratio"] is not None else "; no new aim: the step repeats a "
+                    "ratio already run, the engines do not follow the aim)")
                  for c in a["third_aims"]) or "none") for a in record["architectures"]]
     lines = [
         f"# Head to head at equal measured latency ({record['mode']} mode)", "",
