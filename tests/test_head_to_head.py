@@ -132,6 +132,7 @@ def test_int8_miss_states_how_far_the_speedups_are_from_multiplying():
 
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz").is_file(), reason="no CIFAR-10 copy")
+@pytest.mark.timeout(900)  # about 130 s on an idle 2-core machine; several minutes beside another test or job
 def test_tiny_mode_table_shape(tmp_path):
     """Every arm at the budget (and the north star) with every column; the engines re-timed side by side; the report
     rebuilt from the run records alone.
