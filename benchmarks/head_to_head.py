@@ -940,6 +940,10 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         return timing_record(rec / "timing.json", engines, mode.report_seconds, passes, retime,
                              f"{model}: timing every engine side by side")
 
+    def timing_name(run: Run, suffix: str = "") -> str:
+        """A run's engine's name in the side-by-side timing: arm|budget|seed, then "|2" or "|3" for a later aim."""
+        return f"{run[0]}|{run[1]}|{run[2]}{suffix}"
+
     def third_aims(ms: dict[str, float], done: list[Run], names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
         """Our knapsack cells whose seeds' mean still misses the budget by more than MATCH on the report's timing
         (`TIMING_PASSES` passes) get a third aim: the line through every final engine the cell has had
@@ -958,7 +962,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             if path.is_file():
                 decision = dict(json.loads(path.read_text()))
             else:
-                base = [f"{arm}|{budget}|{done[i][2]}" for i in index]
+                base = [timing_name(done[i]) for i in index]
                 ratios = [ms[names[i]] / ms["dense"] for i in index if names[i] in ms]
                 if not ratios:
                     continue
@@ -983,10 +987,10 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         """Runs the cells' new aims in place of their rows' runs; the new runs' (timing name, record)."""
         pairs = [x for cell in cells_.values() for x in cell["runs"]]
         for (i, run), record in zip(pairs, run_all([run for _, run in pairs], f"{model}: {desc}")):
-            runs[i], records[i], keys[i] = run, record, f"{run[0]}|{run[1]}|{run[2]}{suffix}"
+            runs[i], records[i], keys[i] = run, record, timing_name(run, suffix)
         return [(keys[i], records[i]) for i, _ in pairs]
 
-    keys = [f"{arm}|{budget}|{seed}" for arm, budget, seed, *_ in runs]
+    keys = [timing_name(run) for run in runs]
     first = list(zip(keys, records))
     # the second aims are decided once, on one side-by-side pass (each decision is a record); the report takes more
     seconds = second_aims(timed(first, 1, False)["ms"], runs, keys)
