@@ -38,7 +38,7 @@ the budget by more than MATCH, every seed runs at the ratio scaled by budget / m
 Then every arm alike gets one second aim where a seed's final engine, timed side by side, misses the budget by more
 than MATCH: ours scale the ratio again on the seeds' mean, the others bisect theirs again (`second_aims`).
 Our knapsack cells whose seeds' mean still misses on the report's timing get a third aim: the line through every
-final engine the cell has had (`secant_ratio`), since the final latency moves faster than the aim on a depthwise net.
+final engine the cell has had (`solvers.aim.next_aim`), since the final latency moves faster than the aim on a depthwise net.
 
 Plateau checks: the dense model at 0.75 of its epochs, and HALP fine-tuned for 0.75 of the epochs,
 each against the full length, paired by seed (every seed; the mean within 0.3 points: plateaued).
@@ -105,6 +105,7 @@ from profiler.lut import read_meta
 from runtime.export import export_onnx
 from runtime.progress import progress
 from runtime.timing import TimingConfig, measure, rounds_of
+from solvers.aim import next_aim
 
 if TYPE_CHECKING:
     from iee_deploy.structured.space import ChannelSpace
@@ -645,28 +646,6 @@ def calibrated_ratio(aimed: float, measured: float, budget: float, floor: float)
     return min(1.0, max(floor, aimed * budget / measured))
 
 
-def secant_ratio(points: list[tuple[float, float]], budget: float, floor: float) -> float | None:
-    """The `latency_ratio` to aim a knapsack cell at from every final engine it has had: `points` = (ratio run at,
-    its final engines' mean measured x dense). Between the two nearest ratios whose engines bracket `budget`: the
-    straight line through them; without a bracket, the proportional correction (`calibrated_ratio`) of the point
-    nearest the budget. At least `floor`, at most 1; None when that is a ratio the cell already ran at (its seeds
-    would run the same again: the engines do not move toward the budget with the aim).
-
-    The final structure's latency is neither proportional to the aim nor always of slope 1: on mobilenet_v3_small
-    at 0.35 IEE's engines moved 2.5x as far as its ratio (0.387 -> 0.327, 0.414 -> 0.395), so a proportional step
-    overshoots (0.367 -> 0.284) where the line through the bracket lands between."""
-    ordered = sorted(points)
-    brackets = [(a, b) for a, b in zip(ordered, ordered[1:]) if (a[1] - budget) * (b[1] - budget) <= 0 and a[1] != b[1]]
-    if brackets:
-        (r0, m0), (r1, m1) = min(brackets, key=lambda pair: pair[1][0] - pair[0][0])
-        ratio = r0 + (budget - m0) * (r1 - r0) / (m1 - m0)
-    else:
-        r, m = min(ordered, key=lambda p: abs(p[1] - budget))
-        ratio = r * budget / m
-    ratio = min(1.0, max(floor, ratio))
-    return None if any(math.isclose(ratio, r, rel_tol=1e-4) for r, _ in ordered) else ratio
-
-
 def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, commands: list[str],
                  background: Executor) -> dict[str, Any]:
     """Every arm of one architecture: trained, matched, timed side by side; its rows.
@@ -947,7 +926,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     def third_aims(ms: dict[str, float], done: list[Run], names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
         """Our knapsack cells whose seeds' mean still misses the budget by more than MATCH on the report's timing
         (`TIMING_PASSES` passes) get a third aim: the line through every final engine the cell has had
-        (`secant_ratio`: the pilot, the first and the second aim's seeds), and every seed runs again at it
+        (`solvers.aim.next_aim`: the pilot, the first and the second aim's seeds), and every seed runs again at it
         (`third-aim/`). The external arms need none: their second bisection, on engines timed then, already ended at
         the structure nearest the budget or one they had. Every timed cell's decision is a record (`third_aim.json`),
         a met one too; the returned ones include those with no new aim (ratio None, no runs)."""
@@ -972,7 +951,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                                                        (second["ratio"] if second else None,
                                                         seeds_mean([k + "|2" for k in base])))
                            if ratio is not None and m is not None]
-                ratio = None if match_level(ratios, budget) != "no" else secant_ratio(points, budget,
+                ratio = None if match_level(ratios, budget) != "no" else next_aim(points, budget,
                                                                                       floors[cell.spec[2]])
                 decision = {"seed_ratios": ratios, "measured": statistics.fmean(ratios), "points": points,
                             "ratio": ratio}

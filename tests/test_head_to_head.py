@@ -22,7 +22,6 @@ from benchmarks.head_to_head import (
     match_level,
     north_star_epochs,
     probe_drift,
-    secant_ratio,
     uses_batch,
 )
 
@@ -42,21 +41,6 @@ def test_calibrated_ratio_scales_a_missed_aim_and_keeps_a_met_one():
     assert calibrated_ratio(0.5, 0.505, 0.5, floor=0.3) is None  # within MATCH: the pilot's aim stands
     assert calibrated_ratio(0.36, 0.5, 0.35, floor=0.3) == 0.3  # never below the smallest ratio the knapsack accepts
     assert calibrated_ratio(0.95, 0.5, 0.7, floor=0.3) == 1.0
-
-
-def test_secant_ratio_aims_through_the_bracket_else_proportionally():
-    # mobilenet_v3_small's IEE at 0.35: the pilot and the two earlier aims (ratio run at, final engines x dense)
-    points = [(0.386719, 0.326822), (0.414144, 0.395004), (0.366959, 0.284)]
-    line = 0.386719 + (0.35 - 0.326822) * (0.414144 - 0.386719) / (0.395004 - 0.326822)
-    assert secant_ratio(points, 0.35, floor=0.2) == pytest.approx(line)  # the bracket 0.327-0.395, not the far 0.284
-    assert secant_ratio([(0.5, 0.55), (0.4, 0.45), (0.45, 0.52)], 0.5, floor=0.2) == pytest.approx(0.45 - 0.02 / 0.07 * 0.05)
-    assert secant_ratio([(0.6, 0.65), (0.5, 0.56)], 0.5, floor=0.2) == pytest.approx(0.5 * 0.5 / 0.56)  # no bracket
-    assert secant_ratio([(0.2, 0.4)], 0.35, floor=0.19) == 0.19  # never below the smallest ratio the knapsack accepts
-    assert secant_ratio([(0.9, 0.6)], 0.7, floor=0.2) == 1.0
-    # the FLOPs knapsack on resnet20 at 0.7: flat in its aim, so the step from the nearest point is a ratio it ran
-    flat = [(0.4765625, 0.6822), (0.4765625 * 0.7 / 0.6822, 0.6709), (0.5095, 0.6790)]
-    assert secant_ratio(flat, 0.7, floor=0.2) is None
-    assert secant_ratio([(0.2, 0.4)], 0.35, floor=0.2) is None  # at the floor already
 
 
 def test_north_star_gets_a_tenth_of_the_dense_flops_or_says_why_not():

@@ -1,0 +1,51 @@
+"""Aiming a predicted budget so that the measured result lands on a target: pure arithmetic, no torch.
+
+A knapsack keeps a structure whose *predicted* cost is within its aim. What the engine then measures
+differs from the prediction (a latency table sums layers; a whole network fuses and caches), and not
+by one constant factor: on a depthwise network the measured latency moves faster than the aim.
+Given the aims already tried and what each measured, both as fractions of the dense model:
+
+- `next_aim` is the next aim to try: the straight line through the two nearest tries whose
+  measurements bracket the target, or, with no bracket, the proportional correction of the try
+  nearest the target;
+- `best_try` is the try to keep: the nearest to the target, and among the tries within the tolerance
+  the nearest of them (a try within it is never passed over for one outside).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+Point = tuple[float, float]
+"""(aim, measured), both as fractions of the dense model."""
+
+
+def next_aim(points: Sequence[Point], target: float, floor: float, ceiling: float = 1.0) -> float | None:
+    """The aim to try next toward a measured `target` from `points`, clipped to [`floor`, `ceiling`] (the smallest and
+    largest aims the knapsack accepts); None when it is an aim already tried: its result would be the same again."""
+    ordered = sorted(points)
+    brackets = [(a, b) for a, b in zip(ordered, ordered[1:]) if (a[1] - target) * (b[1] - target) <= 0 and a[1] != b[1]]
+    if brackets:
+        (r0, m0), (r1, m1) = min(brackets, key=lambda pair: pair[1][0] - pair[0][0])
+        aim = r0 + (target - m0) * (r1 - r0) / (m1 - m0)
+    else:
+        r, m = min(ordered, key=lambda p: abs(p[1] - target))
+        aim = r * target / m
+    aim = min(ceiling, max(floor, aim))
+    return None if any(math.isclose(aim, r, rel_tol=1e-4) for r, _ in ordered) else aim
+
+
+def within(measured: float, target: float, tolerance: float) -> bool:
+    """Whether `measured` is within `tolerance` (relative) of `target`."""
+    return abs(measured / target - 1) <= tolerance
+
+
+def best_try(points: Sequence[Point], target: float, tolerance: float) -> int:
+    """The index in `points` of the try to keep (see the module docstring)."""
+    if not points:
+        raise ValueError("no tries to choose from")
+
+    indices = range(len(points))
+    pool = [i for i in indices if within(points[i][1], target, tolerance)] or list(indices)
+    return min(pool, key=lambda i: abs(points[i][1] - target))

@@ -1,0 +1,39 @@
+"""solvers.aim: where to aim a predicted budget so that the measured result lands on the target (exact cases)."""
+
+import pytest
+
+from solvers.aim import best_try, next_aim, within
+
+
+def test_next_aim_aims_through_the_bracket_else_proportionally():
+    # mobilenet_v3_small's IEE at 0.35: the pilot and the two earlier aims (ratio run at, final engines x dense)
+    points = [(0.386719, 0.326822), (0.414144, 0.395004), (0.366959, 0.284)]
+    line = 0.386719 + (0.35 - 0.326822) * (0.414144 - 0.386719) / (0.395004 - 0.326822)
+    assert next_aim(points, 0.35, floor=0.2) == pytest.approx(line)  # the bracket 0.327-0.395, not the far 0.284
+    assert next_aim([(0.5, 0.55), (0.4, 0.45), (0.45, 0.52)], 0.5, floor=0.2) == pytest.approx(0.45 - 0.02 / 0.07 * 0.05)
+    assert next_aim([(0.6, 0.65), (0.5, 0.56)], 0.5, floor=0.2) == pytest.approx(0.5 * 0.5 / 0.56)  # no bracket
+    assert next_aim([(0.2, 0.4)], 0.35, floor=0.19) == 0.19  # never below the smallest ratio the knapsack accepts
+    assert next_aim([(0.9, 0.6)], 0.7, floor=0.2) == 1.0
+    # the FLOPs knapsack on resnet20 at 0.7: flat in its aim, so the step from the nearest point is a ratio it ran
+    flat = [(0.4765625, 0.6822), (0.4765625 * 0.7 / 0.6822, 0.6709), (0.5095, 0.6790)]
+    assert next_aim(flat, 0.7, floor=0.2) is None
+    assert next_aim([(0.2, 0.4)], 0.35, floor=0.2) is None  # at the floor already
+
+
+def test_next_aim_respects_a_ceiling():
+    assert next_aim([(0.9, 0.8)], 0.95, floor=0.2, ceiling=0.95) == 0.95
+    assert next_aim([(0.9, 0.8)], 0.85, floor=0.2) == pytest.approx(0.9 * 0.85 / 0.8)
+
+
+def test_within_is_relative():
+    assert within(0.5099, 0.5, 0.02) and within(0.4901, 0.5, 0.02)
+    assert not within(0.511, 0.5, 0.02) and not within(0.489, 0.5, 0.02)
+
+
+def test_best_try_keeps_the_nearest():
+    assert best_try([(0.5, 0.47), (0.52, 0.503), (0.53, 0.509)], 0.5, 0.02) == 1  # nearest of the two within
+    # none within: the nearest, above or below (mobilenet_v3_small at 0.35 after one epoch: 0.20 and 0.394 measured)
+    assert best_try([(0.35, 0.1999), (0.439, 0.4258), (0.409, 0.3943)], 0.35, 0.02) == 2
+    assert best_try([(0.5, 0.45), (0.55, 0.54), (0.52, 0.47)], 0.5, 0.02) == 2
+    with pytest.raises(ValueError):
+        best_try([], 0.5, 0.02)
