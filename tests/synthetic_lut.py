@@ -28,14 +28,16 @@ def macs_ms(sig: LayerSignature, cin: int, cout: int) -> float:
 
 def write_synthetic_lut(path: Path, model_name: str, model: nn.Module, num_classes: int, resolution: int, *,
                         layer_ms: LayerMs = macs_ms, step: int = 8, minimum: int = 4, align: int = 4,
-                        calibration: Calibration = Calibration(1.0, 0.05), batch: int = 1) -> Path:
-    """Write `path` (.csv) and its metadata as a complete LUT of `model` on the cpu target."""
+                        calibration: Calibration = Calibration(1.0, 0.05), batch: int = 1,
+                        device: str = "synthetic") -> Path:
+    """Write `path` (.csv) and its metadata as a complete LUT of `model` on the cpu target (of `device`: name this
+    machine's CPU, `runtime.machine.cpu_name()`, for a LUT a measured budget may time here)."""
     target = load_target("cpu")
     layers = enumerate_layers(model, (1, 3, resolution, resolution))
     signatures = unique_signatures(layers)
     planned = plan_rows(signatures.values(), step, minimum, align)
     meta = LutMeta(model=model_name, num_classes=num_classes, resolution=resolution, batch=batch, precision="fp32",
-                   target=target.name, target_file=str(target.path), backend="onnxruntime", device="synthetic",
+                   target=target.name, target_file=str(target.path), backend="onnxruntime", device=device,
                    threads=1, grid_step=step, grid_min=minimum, grid_align=align, warmup=0, repeats=1,
                    network_repeats=1, statistic="min", layers={n: s.key for n, s in layers.items()},
                    signatures=signatures, rows_planned=len(planned), rows_done=len(planned), complete=True,

@@ -6,6 +6,7 @@ import os
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -75,6 +76,12 @@ def _delta_t(text: str) -> int | None:
 @click.option("--descent", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
               help="Structured IEE from a --checkpoint: share (0-1) of the update window spent pruning the dense model "
                    "down to Psi with HALP's exponential schedule before IEE's updates.")
+@click.option("--measure-budget", is_flag=True,
+              help="Structured: where the structure first reaches Psi, time the pruned network on this machine (which "
+                   "must be the LUT's target) beside the dense one, and re-aim Psi until their measured ratio meets "
+                   "the budget's, so the engine lands on the budget and not only the LUT's prediction.")
+@click.option("--budget-tolerance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.02,
+              show_default=True, help="With --measure-budget: relative miss of the measured latency ratio accepted.")
 @click.option("--hjq", default="auto", show_default=True,
               help="IEE iterations H,J,Q: importance estimation, accuracy improvement, reactivate & explore (steps), "
                    "e.g. 150,150,150. auto: the paper's 150,150,150 when 4 such updates fit, else the short-run rule (a period with "
@@ -112,7 +119,7 @@ def _delta_t(text: str) -> int | None:
 def train(ctx: click.Context, task: str, model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None, dataset: str,
           data_dir: str | None, subset: int | None, val_subset: int | None, batch_size: int, workers: int, seed: int, method: str,
           sparsity: float | None, distribution: str, nm: str | None, latency_ms: float | None, latency_ratio: float | None,
-          target: str | None, lut: str | None, descent: float, hjq: str, delta_t: str, omega0: float, omega_decay: str | None, update_end: float | None,
+          target: str | None, lut: str | None, descent: float, measure_budget: bool, budget_tolerance: float, hjq: str, delta_t: str, omega0: float, omega_decay: str | None, update_end: float | None,
           no_freeze: bool, grow_init: str | None, grow_criterion: str | None, gmp_start: float, epochs: float, lr: float,
           momentum: float, weight_decay: float, warmup_epochs: float, checkpoint_every: int, out: str, resume: bool,
           device: str, no_progress: bool) -> None:
@@ -129,8 +136,9 @@ def train(ctx: click.Context, task: str, model_name: str, num_classes: int | Non
     if structured and (sparsity is not None or nm is not None):
         raise UserError("--sparsity and --nm set unstructured sparsity, but a latency budget prunes channels",
                         "pass either --latency-ms / --latency-ratio (structured) or --sparsity / --nm")
-    if not structured and (target is not None or lut is not None or method == "halp"):
-        what = "--method halp needs" if method == "halp" else "--target and --lut need"
+    if not structured and (target is not None or lut is not None or method == "halp" or measure_budget):
+        what = ("--method halp needs" if method == "halp" else "--measure-budget needs" if measure_budget
+                else "--target and --lut need")
         raise UserError(f"{what} a latency budget",
                         "pass --latency-ms or --latency-ratio (with --lut), or train unstructured with --sparsity")
     if nm is not None and sparsity is None:
@@ -144,6 +152,7 @@ def train(ctx: click.Context, task: str, model_name: str, num_classes: int | Non
         grow_criterion=None if grow_criterion is None else GrowCriterion(grow_criterion), gmp_start=gmp_start,
         latency_ms=latency_ms, latency_ratio=latency_ratio, target=target, lut=lut,
         start=Start.DENSE if checkpoint and structured else Start.SCRATCH, descent=descent,
+        measure_budget=measure_budget, budget_tolerance=budget_tolerance,
     )
     config = TrainConfig(task=task, model=model_name, dataset=dataset, data_dir=data_dir, resolution=resolution,
                          num_classes=num_classes, subset=subset, val_subset=val_subset, init_checkpoint=checkpoint, epochs=epochs,
@@ -166,11 +175,21 @@ def train(ctx: click.Context, task: str, model_name: str, num_classes: int | Non
     latency = summary.get("latency")
     budget = f"at sparsity {100 * summary['sparsity']['achieved']:.2f}%" if latency is None else \
         (f"at predicted latency {latency['predicted_ms']:.4g} ms (budget {latency['budget_ms']:.4g} ms, dense "
-         f"{latency['dense_ms']:.4g} ms, {latency['target']} batch {latency['batch']})")
+         f"{latency['dense_ms']:.4g} ms, {latency['target']} batch {latency['batch']})" + measured_text(latency))
     click.echo(f"{method}: {learner.score_label} {100 * summary[learner.score]:.2f}% {budget}"
                + ("" if survival is None else f", grown-{'weight' if latency is None else 'channel'} survival {100 * survival:.1f}%")
                + f"; run folder {out} (summary.md, {'curves.png, ' if (Path(out) / RunFolder.CURVES).is_file() else ''}"
                  "metrics.jsonl, final_model.pt)")
+
+
+def measured_text(latency: dict[str, Any]) -> str:
+    """The measured budget's outcome in the run's last line ("" without one)."""
+    m = latency.get("measured_budget")
+    if m is None:
+        return ""
+    verdict = "within" if m["within"] else "NOT within"
+    return (f"; measured {m['measured_ratio']:.3f}x dense on this machine, {verdict} {100 * m['tolerance']:g}% of the "
+            f"budget's {m['target_ratio']:.3f}x ({len(m['tries'])} structures timed)")
 
 
 COMMANDS = [train]

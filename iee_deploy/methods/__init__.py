@@ -23,6 +23,7 @@ from iee_deploy.methods.iee import IEE, ExplorationSpace, GrowCriterion
 from iee_deploy.methods.sequential import Sequential
 from iee_deploy.sparse.weight_space import WeightSpace
 from iee_deploy.structured.budget import open_latency_model
+from iee_deploy.structured.measured import MeasuredBudget
 from iee_deploy.structured.space import ChannelSpace, Start
 
 __all__ = ["METHODS", "STRUCTURED_METHODS", "ExplorationSpace", "GrowCriterion", "SparsityConfig", "SparsityMethod",
@@ -38,8 +39,9 @@ def weight_space(model: nn.Module, config: SparsityConfig, dist: Distributed, se
 def channel_space(model: nn.Module, config: SparsityConfig, dist: Distributed, seed: int, start: Start) -> ChannelSpace:
     """The channel space of `model` under `config`'s latency budget, measured by its LUT (checked against the model)."""
     source = open_latency_model(config.lut, config.target, model)
+    measured = MeasuredBudget.on_target(source, config.budget_tolerance, dist.world) if config.measure_budget else None
     return ChannelSpace(model, source, latency_ms=config.latency_ms, latency_ratio=config.latency_ratio, start=start,
-                        seed=seed, dist=dist)
+                        seed=seed, dist=dist, measured=measured)
 
 
 def structured_iee(model: nn.Module, config: SparsityConfig, dist: Distributed, seed: int) -> SparsityMethod:
@@ -67,9 +69,12 @@ METHODS: dict[str, tuple[type[SparsityMethod], MethodFactory]] = {
 }
 """name -> (class, factory(model, config, dist, seed)); the class declares which options it reads."""
 
+MEASURED = frozenset({"measure_budget", "budget_tolerance"})
+"""The measured budget's options, read by every structured method (`iee_deploy.structured.measured`)."""
+
 STRUCTURED_METHODS: dict[str, tuple[frozenset[str], MethodFactory]] = {
-    "iee": (IEE.options | {"delta_t", "descent"}, structured_iee),
-    "halp": (HALP.options, lambda model, cfg, dist, seed: HALP(channel_space(model, cfg, dist, seed, Start.DENSE), cfg)),
+    "iee": (IEE.options | MEASURED | {"delta_t", "descent"}, structured_iee),
+    "halp": (HALP.options | MEASURED, lambda model, cfg, dist, seed: HALP(channel_space(model, cfg, dist, seed, Start.DENSE), cfg)),
 }
 """name -> (options it reads, factory) of the methods under a latency budget (`config.kind == "structured"`)."""
 

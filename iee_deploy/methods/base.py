@@ -98,6 +98,8 @@ class SparsityConfig:
     lut: str | None = None  # structured: latency lookup table (.csv) from the profiler
     start: Start = Start.SCRATCH  # structured: random Theta_K at Psi, or prune the loaded (dense) model down to Psi
     descent: float = 0.5  # structured IEE from dense: share (0, 1) of the update window spent pruning to Psi
+    measure_budget: bool = False  # structured: re-aim Psi until the pruned network measured here meets the budget
+    budget_tolerance: float = 0.02  # structured, measured budget: relative miss of the measured latency ratio accepted
 
     def __post_init__(self) -> None:
         self.distribution = _choice("distribution", Distribution, self.distribution)
@@ -114,6 +116,10 @@ class SparsityConfig:
         if self.update_end is not None:
             check_fraction("update_end", self.update_end, low_open=True)
         check_fraction("descent", self.descent, low_open=True, high_open=True)
+        check_fraction("budget_tolerance", self.budget_tolerance, low_open=True, high_open=True)
+        if self.budget_tolerance != SparsityConfig.budget_tolerance and not self.measure_budget:
+            raise ConfigError(("budget_tolerance", "measure_budget"), "`budget_tolerance` is the measured budget's, "
+                              "but `measure_budget` is off", "set `measure_budget`, or leave `budget_tolerance` out")
         if self.hjq is not None:
             hjq = tuple(self.hjq) if isinstance(self.hjq, (tuple, list)) else ()  # config.json stores a list
             whole = all(is_whole(v) for v in hjq)  # not '150,150,150' or 1.5

@@ -3,7 +3,9 @@
 Prune only, from the dense model: every dT steps (NVlabs/HALP: `prune_interval` 40) the channels
 are pruned down to the step's latency goal k_i = exp(a log Psi + (1 - a) log L_0), a = i / n, by
 the same knapsack over the same Taylor importance as IEE's Prune (`ChannelSpace.prune_to`), so the
-n-th and last prune reaches the budget Psi at the end of the update window (`update_end`). Pruned
+n-th and last prune reaches the budget Psi at the end of the update window (`update_end`); under a
+measured budget (`measure_budget`) that last prune is re-aimed until the pruned network's measured
+latency meets the budget (`iee_deploy.structured.measured`). Pruned
 channels never return. The same class is the descent of a structured IEE run that starts from a
 trained checkpoint (see `iee_deploy.methods.sequential`).
 """
@@ -51,6 +53,8 @@ class HALP(SparsityMethod):
         if not halp_prune_due(step, self.interval, self.prunes):
             return []
         i = step // self.interval
+        if i == self.prunes:  # the last prune reaches Psi (re-aimed there under a measured budget)
+            return [self.channels.prune_to_psi(step, i - 1)]
         goal = halp_target(i / self.prunes, self.start_ms, self.channels.psi)
         return [self.channels.prune_to(goal, step, i - 1)]
 

@@ -16,6 +16,10 @@ predicted(Theta_K) <= its target (Psi - Omega_t, or HALP's step target), a grow 
 linearised costs cannot reach that, a prune falls back to the largest uniform keep ratio of Theta_K
 that fits and a grow adds nothing, so once Theta_K is within Psi it never leaves it.
 
+With a measured budget (`MeasuredBudget`), Psi is re-aimed once, where Theta_K first reaches it (the
+random start, or a descent's last prune: `prune_to_psi`), until the pruned network's latency
+measured on this machine meets the budget; `asked_psi` keeps the budget as given.
+
 Starting points (`Start`): `scratch`, a random Theta_K with the same keep ratio in every group (the
 largest that fits Psi, by bisection), or `dense`, every channel active (a trained checkpoint that
 HALP's progressive pruning brings down to Psi).
@@ -23,7 +27,7 @@ HALP's progressive pruning brings down to Psi).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -50,6 +54,7 @@ from iee_deploy.structured.costs import (
     unit_multiple,
 )
 from iee_deploy.structured.masks import ChannelMasks
+from iee_deploy.structured.measured import MeasuredBudget, settle
 from iee_deploy.structured.taylor import TaylorImportance
 from solvers import Selection
 
@@ -66,8 +71,10 @@ class ChannelSpace:
 
     def __init__(self, model: nn.Module, source: LatencySource, *, latency_ms: float | None = None,
                  latency_ratio: float | None = None, start: Start | str = Start.SCRATCH, seed: int = 0,
-                 dist: Distributed | None = None, solver: str = "cpsat") -> None:
+                 dist: Distributed | None = None, solver: str = "cpsat", measured: MeasuredBudget | None = None) -> None:
         self.source = source
+        self.measured = measured
+        self.measured_record: dict[str, Any] | None = None  # MeasuredBudget's outcome, once settled
         self.latency = source.model
         self.dist = dist or Distributed()
         self.solver = solver
@@ -75,7 +82,8 @@ class ChannelSpace:
         device = next(model.parameters()).device
         res = source.meta.resolution
         # a detector: the graph of its network part, whose layers have the detector's names (masked, pruned by them)
-        self.graph: DependencyGraph = build_dependency_graph(network_of(model), torch.zeros(1, 3, res, res, device=device))
+        self.network = network_of(model)
+        self.graph: DependencyGraph = build_dependency_graph(self.network, torch.zeros(1, 3, res, res, device=device))
         self.groups = self.graph.prunable_groups
         self.ids = [g.id for g in self.groups]
         per_unit = {g.id: max((r.channels_per_unit for r in g.owners), default=1) for g in self.groups}
@@ -86,8 +94,12 @@ class ChannelSpace:
         self.dense_ms = self.predict(self.sizes)
         self.smallest_ms = self.predict(self.smallest)
         self.psi = resolve_budget(latency_ms, latency_ratio, self.dense_ms, self.smallest_ms)
+        self.asked_psi = self.psi
         self.start = Start(start)
         if self.start is Start.SCRATCH:
+            if measured is not None:  # the random start at Psi is where Theta_K first reaches it
+                self._settle(lambda aim_ms: largest_uniform_ratio(self.predict, self.sizes, self.smallest, self.multiple,
+                                                                  aim_ms)[1])
             self.init_ratio, counts = largest_uniform_ratio(self.predict, self.sizes, self.smallest, self.multiple,
                                                             self.psi)
             units = [self._random_units(g.size, counts[g.id], device) for g in self.groups]
@@ -146,6 +158,34 @@ class ChannelSpace:
         """Keep the most important active units whose predicted latency is <= `target_ms` (at least the smallest)."""
         if self.masks.trainable is not TrainableSet.ACTIVE:
             raise RuntimeError("prune while exploring")
+        return self._apply_prune(*self._solve_prune(target_ms), step, t, omega_ms)
+
+    def prune_to_psi(self, step: int, t: int) -> UpdateRecord:
+        """A descent's last prune, down to Psi. With a measured budget (the first time), Psi is re-aimed until the
+        pruned network's measured latency meets the budget (`MeasuredBudget.settle`) and becomes the kept aim."""
+        if self.measured is None or self.measured_record is not None:
+            return self.prune_to(self.psi, step, t)
+        if self.masks.trainable is not TrainableSet.ACTIVE:
+            raise RuntimeError("prune while exploring")
+        solutions: dict[float, tuple[float, Solved | None, dict[str, int]]] = {}
+
+        def counts_for(aim_ms: float) -> dict[str, int]:
+            solutions[aim_ms] = self._solve_prune(aim_ms)
+            return dict(solutions[aim_ms][2])
+
+        self._settle(counts_for)
+        return self._apply_prune(*solutions[self.psi], step, t, None)
+
+    def _settle(self, counts_for: Callable[[float], dict[str, int]]) -> None:
+        """Psi := the aim whose structure (`counts_for`) measured nearest the budget (see `MeasuredBudget`)."""
+        assert self.measured is not None
+        measured = self.measured
+        settled = settle(lambda counts: measured.time(self.network, self.graph, self.sizes, counts), counts_for,
+                         self.psi, self.dense_ms, self.smallest_ms, measured.tolerance)
+        self.psi, self.measured_record = settled.aim_ms, settled.summary()
+
+    def _solve_prune(self, target_ms: float) -> tuple[float, Solved | None, dict[str, int]]:
+        """(limit, the knapsack's solution or None, units to keep per group) of a prune of Theta_K to `target_ms`."""
         limit = max(target_ms, self.smallest_ms)
         counts = self.masks.counts()
         scores = [s.to(u.device) for s, u in zip(self.importance(), self.masks.units)]
@@ -158,6 +198,11 @@ class ChannelSpace:
                                          self.multiple, limit)[1]
         else:
             keep = solved.counts
+        return limit, solved, keep
+
+    def _apply_prune(self, limit: float, solved: Solved | None, keep: Mapping[str, int], step: int, t: int,
+                     omega_ms: float | None) -> UpdateRecord:
+        scores = [s.to(u.device) for s, u in zip(self.importance(), self.masks.units)]
         kept = [selection.largest(s, u, keep[g]) for g, s, u in zip(self.ids, scores, self.masks.units)]
         removed = [self.dist.broadcast_(u & ~k) for u, k in zip(self.masks.units, kept)]
         self.masks.prune_units(removed)
@@ -214,7 +259,8 @@ class ChannelSpace:
     def summary(self) -> dict[str, Any]:
         """summary.json's `latency` section: budget, predictions, the LUT's facts, units kept per group."""
         predicted = self.predicted_ms()
-        return {"latency": {**self.source.facts(), "budget_ms": self.psi, "dense_ms": self.dense_ms,
+        return {"latency": {**self.source.facts(), "budget_ms": self.psi, "asked_budget_ms": self.asked_psi,
+                            "measured_budget": self.measured_record, "dense_ms": self.dense_ms,
                             "smallest_ms": self.smallest_ms, "initial_ms": self.initial_ms, "predicted_ms": predicted,
                             "ratio_to_dense": predicted / self.dense_ms, "within_budget": predicted <= self.psi,
                             "start": self.start.value, "init_keep_ratio": self.init_ratio,
@@ -241,13 +287,16 @@ class ChannelSpace:
     # --- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"masks": self.masks.state_dict(), "taylor": self.taylor.state_dict(),
-                "tracker": self.tracker.state_dict(), "generator": self.generator.get_state()}
+                "tracker": self.tracker.state_dict(), "generator": self.generator.get_state(),
+                "psi": self.psi, "measured_budget": self.measured_record}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.masks.load_state_dict(state["masks"])
         self.taylor.load_state_dict(state["taylor"])
         self.tracker.load_state_dict(state["tracker"])
         self.generator.set_state(state["generator"])
+        self.psi = state.get("psi", self.psi)  # a measured budget re-aims Psi once; checkpoints before it have none
+        self.measured_record = state.get("measured_budget", self.measured_record)
 
 
 def smallest_latency_ratio(model: nn.Module, lut: str, target: str | None = None) -> float:

@@ -79,6 +79,16 @@ def summary_markdown(s: dict[str, Any]) -> str:
     if lat:
         lines += ["", "## Channels kept per group", "", "| group | kept / size |", "|---|---|"]
         lines += [f"| {g} | {v['kept']} / {v['size']} |" for g, v in lat["groups"].items()]
+        measured = lat.get("measured_budget")
+        if measured:
+            lines += ["", "## Measured budget", "",
+                      f"Psi re-aimed until the pruned network, timed on this machine beside the dense one, measured "
+                      f"within {100 * measured['tolerance']:g}% of the budget's {measured['target_ratio']:.4f}x dense: "
+                      f"{'within' if measured['within'] else 'NOT within'} at {measured['measured_ratio']:.4f}x "
+                      f"(asked {lat['asked_budget_ms']:.4g} ms predicted, kept aim {lat['budget_ms']:.4g} ms).", "",
+                      "| try | aim (x dense, predicted) | measured (x dense) | dense ms | pruned ms |", "|---|---|---|---|---|"]
+            lines += [f"| {i} | {t['aim']:.4f} | {t['measured_ratio']:.4f} | {t['dense_ms']:.4g} | {t['network_ms']:.4g} |"
+                      for i, t in enumerate(measured["tries"], 1)]
         if st["latency_trajectory"]:
             lines += ["", "## Predicted latency after each update", "", "| step | event | predicted ms |", "|---|---|---|"]
             lines += [f"| {r['step']} | {r['event']} | {r['predicted_latency_ms']:.4g} |" for r in st["latency_trajectory"]]

@@ -1,0 +1,155 @@
+"""The measured budget: the knapsack re-aimed until the pruned network's measured latency meets the budget.
+
+A latency table predicts a network as the calibrated sum of its layers; the engine of the pruned
+network is then measured whole, fused and cached, and the two part: on mobilenet_v3_small the
+final engines of a latency-ratio aim landed 2-15% away from it, and not by one constant factor
+(see docs/benchmarks.md, head to head). With `measure_budget`, when the structure first reaches
+Psi (HALP's last prune, the end of structured IEE's descent, IEE's random start), the run times
+candidate structures on this machine beside the dense network, in interleaved rounds so noise hits
+them alike, and re-aims the knapsack (`solvers.aim`) until their latency ratio is within
+`budget_tolerance` of the budget's, for at most `MEASURED_TRIES` structures. The kept structure's
+aim becomes Psi, so IEE's later prunes and grows hold the latency its engine was measured at.
+
+The budget's ratio is Psi over the dense network's predicted latency (`latency_ratio`, or
+`latency_ms` over that prediction): a ratio timed side by side reproduces between timing sessions
+where absolute milliseconds do not. Only the kept counts per group set a latency, not which units
+are kept, so each candidate is timed as the network with the first units of each group kept.
+
+This machine must be the LUT's target: its device must be the one the LUT was measured on, and
+the run must be one process, since each process's timing would choose its own structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from iee_deploy.errors import NotAvailableError, UserError
+from iee_deploy.graph import DependencyGraph, prune_model
+from iee_deploy.structured.budget import LatencySource
+from profiler.measurer import Measurer, choose_measurer, settings_for
+from profiler.targets import check_device, load_target
+from solvers.aim import best_try, next_aim, within
+
+MEASURED_TRIES = 6
+"""Structures timed at most per measured budget (the first aim and five re-aims)."""
+
+
+@dataclass(frozen=True)
+class Try:
+    """One timed candidate: its aim (ms predicted, and as a fraction of the dense prediction) and what it measured."""
+
+    aim_ms: float
+    aim: float
+    dense_ms: float  # the dense network, timed beside it
+    network_ms: float
+
+    @property
+    def measured(self) -> float:
+        """The candidate's measured latency over the dense network's."""
+        return self.network_ms / self.dense_ms
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The outcome of a measured budget: the aim kept (the new Psi), its counts, and every try."""
+
+    target: float  # the budget's fraction of the dense network's predicted latency
+    tolerance: float
+    aim_ms: float
+    counts: dict[str, int]
+    measured: float
+    tries: list[Try] = field(default_factory=list)
+
+    @property
+    def within(self) -> bool:
+        return within(self.measured, self.target, self.tolerance)
+
+    def summary(self) -> dict[str, Any]:
+        """What the run records (summary.json's `latency.measured_budget`)."""
+        return {"target_ratio": self.target, "tolerance": self.tolerance, "aim_ms": self.aim_ms,
+                "measured_ratio": self.measured, "within": self.within,
+                "tries": [{**asdict(t), "measured_ratio": t.measured} for t in self.tries]}
+
+
+def keep_first(counts: Mapping[str, int], device: torch.device) -> dict[str, torch.Tensor]:
+    """Unit indices keeping the first `counts[g]` units of every group (a structure with these counts)."""
+    return {g: torch.arange(k, device=device) for g, k in counts.items()}
+
+
+class MeasuredBudget:
+    """Times candidate structures of a network on this machine and settles the aim (see the module docstring)."""
+
+    def __init__(self, measurer: Measurer, statistic: str, input_shape: tuple[int, ...], tolerance: float) -> None:
+        self.measurer = measurer
+        self.statistic = statistic
+        self.input_shape = input_shape
+        self.tolerance = tolerance
+
+    @classmethod
+    def on_target(cls, source: LatencySource, tolerance: float, processes: int = 1) -> MeasuredBudget:
+        """A measured budget for the LUT's target on this machine; a one-line UserError when this machine is not it."""
+        meta = source.meta
+        fields = ("measure_budget",)
+        if processes > 1:
+            raise UserError(f"a measured budget times the network in one process, but this run has {processes}",
+                            "leave `measure_budget` off in a multi-process run, or run it in one process", fields=fields)
+        target = load_target(meta.target)
+        try:
+            here = check_device(target)
+        except UserError as exc:
+            raise UserError(f"a measured budget times the network on this machine, which is not target "
+                            f"{meta.target}: {exc.problem}", "run on the target, or leave `measure_budget` off",
+                            fields=fields) from None
+        if here != meta.device:
+            raise UserError(f"a measured budget times the network on this machine ({here}), but the LUT '{source.path}' "
+                            f"was measured on {meta.device}", "run on the LUT's device, or leave `measure_budget` off",
+                            fields=fields)
+        settings = settings_for(target, precision=meta.precision, warmup=meta.warmup,
+                                network_repeats=meta.network_repeats)
+        try:
+            measurer = choose_measurer(target, settings)
+        except NotAvailableError as exc:
+            raise UserError(f"a measured budget cannot time target {meta.target} here: {exc}",
+                            "install its runtime, or leave `measure_budget` off", fields=fields) from None
+        res = meta.resolution
+        return cls(measurer, meta.statistic, (meta.batch, 3, res, res), tolerance)
+
+    def time(self, network: nn.Module, graph: DependencyGraph, sizes: Mapping[str, int],
+             counts: Mapping[str, int]) -> tuple[float, float]:
+        """(dense, candidate) latency in ms of `network` (whose groups have `sizes` units) and its structure with
+        `counts` units, timed side by side."""
+        device = next(network.parameters()).device
+        was_training = network.training
+        try:
+            dense = prune_model(network, graph, keep_first(sizes, device)).cpu().eval()
+            candidate = prune_model(network, graph, keep_first(counts, device)).cpu().eval()
+        finally:
+            network.train(was_training)
+        timings = self.measurer.time_models([dense, candidate], self.input_shape)
+        return timings[0].value(self.statistic), timings[1].value(self.statistic)
+
+
+def settle(timer: Callable[[Mapping[str, int]], tuple[float, float]], counts_for: Callable[[float], dict[str, int]],
+           psi: float, dense_ms: float, smallest_ms: float, tolerance: float) -> Settled:
+    """Re-aim `counts_for` (the knapsack: an aim in predicted ms -> units per group) from `psi` until `timer` (counts ->
+    dense and pruned ms, timed side by side) measures the counts within `tolerance` of psi / dense_ms, at most
+    MEASURED_TRIES times; the best try (`solvers.aim.best_try`). Aims stay between the smallest network and dense."""
+    target = psi / dense_ms
+    tries: list[Try] = []
+    counts: list[dict[str, int]] = []
+    aim: float | None = target
+    while aim is not None and len(tries) < MEASURED_TRIES:
+        chosen = counts_for(aim * dense_ms)
+        dense, network = timer(chosen)
+        tries.append(Try(aim * dense_ms, aim, dense, network))
+        counts.append(chosen)
+        if within(tries[-1].measured, target, tolerance):
+            break
+        aim = next_aim([(t.aim, t.measured) for t in tries], target, smallest_ms / dense_ms)
+    kept = best_try([(t.aim, t.measured) for t in tries], target, tolerance)
+    return Settled(target, tolerance, tries[kept].aim_ms, counts[kept], tries[kept].measured, tries)

@@ -1,0 +1,134 @@
+"""The measured budget: Psi re-aimed until the pruned network, timed on this machine, meets the budget.
+
+The re-aiming loop is checked exactly with a known latency function; the channel space and a
+training run then time real networks with ONNX Runtime here (on a LUT naming this machine's CPU).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import assert_user_error, run_cli
+from synthetic_lut import write_synthetic_lut
+
+from iee_deploy.errors import ConfigError, UserError
+from iee_deploy.methods import SparsityConfig, build_method
+from iee_deploy.models import build_model
+from iee_deploy.structured.budget import open_latency_model
+from iee_deploy.structured.measured import MEASURED_TRIES, MeasuredBudget, settle
+from iee_deploy.structured.space import ChannelSpace, Start
+from runtime.machine import cpu_name
+from solvers.aim import within
+
+SMALL = ("--model", "resnet20", "--resolution", "8", "--subset", "160", "--batch-size", "16", "--no-progress")
+
+
+def units(aim_ms: float) -> dict[str, int]:
+    """A knapsack stand-in: the aim (ms, dense 1.0) in thousandths as one group's units."""
+    return {"g": round(aim_ms * 1000)}
+
+
+def test_settle_re_aims_a_steeper_than_predicted_latency_into_the_tolerance():
+    timed: list[int] = []
+
+    def timer(counts):  # the engine measures (aim)^1.5 of dense: the prediction is too slow for small networks
+        timed.append(counts["g"])
+        return 2.0, 2.0 * (counts["g"] / 1000) ** 1.5
+
+    settled = settle(timer, units, psi=0.5, dense_ms=1.0, smallest_ms=0.1, tolerance=0.02)
+    assert settled.target == 0.5 and settled.within
+    assert settled.tries[0].aim == 0.5 and settled.tries[0].measured == pytest.approx(0.5 ** 1.5)
+    assert settled.tries[1].aim == pytest.approx(0.5 * 0.5 / 0.5 ** 1.5)  # no bracket yet: the proportional step
+    assert len(settled.tries) == len(timed) <= MEASURED_TRIES
+    assert within(settled.tries[-1].measured, 0.5, 0.02) and settled.aim_ms == settled.tries[-1].aim_ms
+    assert settled.counts == units(settled.aim_ms)
+    assert abs(settled.measured / 0.5 - 1) <= 0.02
+
+
+def test_settle_keeps_a_first_aim_that_measures_within():
+    settled = settle(lambda c: (1.0, c["g"] / 1000 * 1.01), units, psi=0.4, dense_ms=1.0, smallest_ms=0.1, tolerance=0.02)
+    assert len(settled.tries) == 1 and settled.aim_ms == 0.4 and settled.within
+
+
+def test_settle_stops_at_the_smallest_network_and_keeps_the_nearest():
+    # the engine never gets below 0.45 of dense: the aims hit the floor, nothing is within, the nearest is kept
+    settled = settle(lambda c: (1.0, max(0.45, c["g"] / 1000)), units, psi=0.3, dense_ms=1.0, smallest_ms=0.2,
+                     tolerance=0.02)
+    assert not settled.within and settled.measured == 0.45
+    assert min(t.aim for t in settled.tries) == pytest.approx(0.2) and len(settled.tries) < MEASURED_TRIES
+
+
+@pytest.fixture
+def here_lut(tmp_path):
+    """A LUT of resnet20 at 8 px naming this machine's CPU, so a measured budget may time networks here."""
+    return write_synthetic_lut(tmp_path / "here.csv", "resnet20", build_model("resnet20", 10, 8), 10, 8,
+                               device=cpu_name())
+
+
+def importance_of(model: torch.nn.Module, space: ChannelSpace) -> None:
+    model(torch.randn(4, 3, 8, 8)).sum().backward()
+    space.accumulate_importance()
+
+
+def test_a_descent_s_last_prune_is_timed_here_and_keeps_its_best_structure(here_lut, one_thread):
+    model = build_model("resnet20", 10, 8).train()
+    source = open_latency_model(str(here_lut), "cpu", model)
+    space = ChannelSpace(model, source, latency_ratio=0.6, start=Start.DENSE,
+                         measured=MeasuredBudget.on_target(source, 0.02))
+    asked = space.psi
+    importance_of(model, space)
+    space.prune_to_psi(step=10, t=0)
+    record = space.measured_record
+    assert record is not None and model.training  # timing copies the network in eval mode; the model keeps training
+    assert 1 <= len(record["tries"]) <= MEASURED_TRIES and record["target_ratio"] == pytest.approx(0.6)
+    assert all(t["dense_ms"] > 0 and t["network_ms"] > 0 for t in record["tries"])
+    kept = min(record["tries"], key=lambda t: (not within(t["measured_ratio"], 0.6, 0.02), abs(t["measured_ratio"] - 0.6)))
+    assert space.psi == kept["aim_ms"] == record["aim_ms"] and space.asked_psi == asked
+    assert space.predicted_ms() <= space.psi + 1e-9  # the applied structure is the kept aim's knapsack solution
+    assert record["within"] == within(record["measured_ratio"], 0.6, 0.02)
+    summary = space.summary()["latency"]
+    assert summary["measured_budget"] == record and summary["asked_budget_ms"] == asked
+    # once settled, a later prune to Psi is the plain knapsack at the kept aim, and a checkpoint keeps both
+    again = ChannelSpace(build_model("resnet20", 10, 8), source, latency_ratio=0.6, start=Start.DENSE)
+    again.load_state_dict(space.state_dict())
+    assert again.psi == space.psi and again.measured_record == record
+
+
+def test_a_random_start_is_settled_before_training(here_lut, one_thread):
+    model = build_model("resnet20", 10, 8)
+    source = open_latency_model(str(here_lut), "cpu", model)
+    space = ChannelSpace(model, source, latency_ratio=0.5, start=Start.SCRATCH,
+                         measured=MeasuredBudget.on_target(source, 0.02))
+    assert space.measured_record is not None and space.psi == space.measured_record["aim_ms"]
+    assert space.initial_ms <= space.psi + 1e-9
+
+
+def test_train_under_a_measured_budget_records_it(here_lut, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", *SMALL, "--method", "halp", "--target", "cpu", "--lut", str(here_lut), "--latency-ratio",
+                     "0.6", "--measure-budget", "--epochs", "1", "--update-end", "0.5", "--delta-t", "2",
+                     "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    latency = json.loads((out / "summary.json").read_text())["latency"]
+    measured = latency["measured_budget"]
+    assert measured["target_ratio"] == pytest.approx(0.6) and latency["budget_ms"] == measured["aim_ms"]
+    assert "measured" in result.stdout and "structures timed" in result.stdout
+    assert "## Measured budget" in (out / "summary.md").read_text()
+
+
+def test_a_measured_budget_refuses_what_it_cannot_time(tmp_path, here_lut):
+    elsewhere = write_synthetic_lut(tmp_path / "elsewhere.csv", "resnet20", build_model("resnet20", 10, 8), 10, 8)
+    result = run_cli("train", *SMALL, "--method", "halp", "--target", "cpu", "--lut", str(elsewhere), "--latency-ratio",
+                     "0.6", "--measure-budget", "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert_user_error(result, "was measured on synthetic", "--measure-budget off")
+    result = run_cli("train", *SMALL, "--measure-budget", "--out", str(tmp_path / "run2"))
+    assert_user_error(result, "--measure-budget needs a latency budget")
+    with pytest.raises(ConfigError, match="measure_budget"):
+        SparsityConfig(latency_ratio=0.5, lut=str(here_lut), budget_tolerance=0.05)
+    with pytest.raises(UserError, match="does not use `measure_budget`"):
+        build_method(SparsityConfig(method="rigl", measure_budget=True), build_model("resnet20", 10, 8))
+    source = open_latency_model(str(here_lut), "cpu", build_model("resnet20", 10, 8))
+    with pytest.raises(UserError, match="one process"):
+        MeasuredBudget.on_target(source, 0.02, processes=2)
