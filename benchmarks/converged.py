@@ -4,7 +4,7 @@
     PYTHONPATH=. python -m benchmarks.converged --quick    # minutes: a pipeline check of the same table shape
     PYTHONPATH=. python -m benchmarks.converged --device cuda --jobs 14   # every arm on one GPU (not timed yet)
     PYTHONPATH=. python -m benchmarks.converged --epochs 72 --plateau-only  # is static plateaued at 72 epochs?
-    PYTHONPATH=. python -m benchmarks.converged --sweep          # the sparsity sweep: about 4.6 h on 2 cores
+    PYTHONPATH=. python -m benchmarks.converged --sweep          # the sparsity sweep: about 2 h on 2 quiet cores
     PYTHONPATH=. python -m benchmarks.converged --sweep --quick  # under a minute: the sweep's tables, a pipeline check
 
 The setting is chosen so that the answer is not decided by step counts: resnet20 on Fashion-MNIST
@@ -58,7 +58,9 @@ them and trains only the runs without one. Writes benchmarks/results/sparsity_sw
 Sweep sizing (full mode): 24 runs per seed (3 sparsities x (4 arms + the plateau run), the dense
 run, 2 patterns x 4 arms), 5 seeds: 120 runs. From the converged runs' measured seconds per method
 (281 s static to 339 s IEE for 96 epochs, two runs sharing 2 cores; about 318 s on average), each
-scaled by its run's epochs, they take about 4.6 h two at a time; the report states the estimate.
+scaled by its run's epochs, they take about 4.6 h two at a time; the report states the estimate. The
+committed sweep's runs took 107 min of training, two at a time on quieter cores than those reference
+runs had: about 2 h is the better guide on an idle 2-core machine.
 """
 
 from __future__ import annotations
