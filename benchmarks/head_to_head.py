@@ -39,6 +39,8 @@ Then every arm alike gets one second aim where a seed's final engine, timed side
 than MATCH: ours scale the ratio again on the seeds' mean, the others bisect theirs again (`second_aims`).
 Our knapsack cells whose seeds' mean still misses on the report's timing get a third aim: the line through every
 final engine the cell has had (`solvers.aim.next_aim`), since the final latency moves faster than the aim on a depthwise net.
+Those still missing then run every seed under the library's measured budget (`--measure-budget`) at the budget itself:
+each run re-aims its own last prune on engines it times here (`iee_deploy.structured.measured`).
 
 Plateau checks: the dense model at 0.75 of its epochs, and HALP fine-tuned for 0.75 of the epochs,
 each against the full length, paired by seed (every seed; the mean within 0.3 points: plateaued).
@@ -741,8 +743,9 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     runs: list[Run] = []
 
     def knapsack_run(arm: str, method: str, cost: str, budget: float, epochs: float, seed: int, folder: Path,
-                     ratio: float) -> Run:
+                     ratio: float, measured: bool = False) -> Run:
         window = ["--update-end", "0.5", "--descent", "0.5"] if method == "iee" else ["--update-end", f"{HALP_UPDATE_END:g}"]
+        window += ["--measure-budget"] if measured else []
         out = root / folder / f"seed{seed}"
         cmd = [*base_train(model, data, epochs, seed, args, args.finetune_lr), "--method", method, "--target", "cpu",
                "--lut", shown_path(tables[cost]), "--latency-ratio", f"{ratio:.6f}",
@@ -920,7 +923,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                              f"{model}: timing every engine side by side")
 
     def timing_name(run: Run, suffix: str = "") -> str:
-        """A run's engine's name in the side-by-side timing: arm|budget|seed, then "|2" or "|3" for a later aim."""
+        """A run's engine's name in the side-by-side timing: arm|budget|seed, then "|2" or "|3" for a later
+        aim, "|m" for a measured budget."""
         return f"{run[0]}|{run[1]}|{run[2]}{suffix}"
 
     def third_aims(ms: dict[str, float], done: list[Run], names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
@@ -962,6 +966,30 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             out[(arm, budget)] = {**decision, "runs": list(zip(index, again))}
         return out
 
+    def measured_aims(ms: dict[str, float], done: list[Run], names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
+        """Our knapsack cells whose seeds' mean still misses the budget by more than MATCH on the report's timing after
+        their last aim run every seed once more under the library's measured budget (`--measure-budget`), at the
+        budget itself: each run re-aims its own last prune on engines it times beside the dense one
+        (`iee_deploy.structured.measured`). Every timed cell's decision is a record (`measured_aim.json`); the
+        returned ones include those with no new run (measured False)."""
+        out = {}
+        for (arm, budget), cell in knapsack_cells.items():
+            index = [i for i, (a, b, *_) in enumerate(done) if (a, b) == (arm, budget)]
+            path = rec / cell.folder / "measured_aim.json"
+            if path.is_file():
+                decision = dict(json.loads(path.read_text()))
+            else:
+                ratios = [ms[names[i]] / ms["dense"] for i in index if names[i] in ms]
+                if not ratios:
+                    continue
+                decision = {"seed_ratios": ratios, "measured": statistics.fmean(ratios),
+                            "measure_budget": match_level(ratios, budget) == "no"}
+                write_json(path, decision)
+            again = [knapsack_run(*cell.spec, seed=done[i][2], folder=cell.folder / "measured", ratio=budget,
+                                  measured=True) for i in index] if decision["measure_budget"] else []
+            out[(arm, budget)] = {**decision, "runs": list(zip(index, again))}
+        return out
+
     def aim_again(cells_: dict[tuple[str, float], dict[str, Any]], suffix: str, desc: str) -> list[tuple[str, Any]]:
         """Runs the cells' new aims in place of their rows' runs; the new runs' (timing name, record)."""
         pairs = [x for cell in cells_.values() for x in cell["runs"]]
@@ -977,13 +1005,17 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     # the report's timing keeps every engine a decision was taken on, so that a rebuild reuses it for each decision
     decided = third_aims(timed(first + second_keyed, TIMING_PASSES, False)["ms"], runs, keys)
     thirds = {cell: d for cell, d in decided.items() if d["ratio"] is not None}
-    timing = timed(first + second_keyed + aim_again(thirds, "|3", "third aims"), TIMING_PASSES, args.retime)
+    third_keyed = aim_again(thirds, "|3", "third aims")
+    checked = measured_aims(timed(first + second_keyed + third_keyed, TIMING_PASSES, False)["ms"], runs, keys)
+    remeasured = {cell: d for cell, d in checked.items() if d["measure_budget"]}
+    timing = timed(first + second_keyed + third_keyed + aim_again(remeasured, "|m", "measured budgets"), TIMING_PASSES,
+                   args.retime)
     timed_ms = timing["ms"]
     dense_train_flops = dense["flops"]["train_total"]
     rows = []
     for (arm, budget, seed, *_), key, r in zip(runs, keys, records):
         ms = timed_ms.get(key, math.nan)
-        second, third = seconds.get((arm, budget)), thirds.get((arm, budget))
+        second, third, remeasure = seconds.get((arm, budget)), thirds.get((arm, budget)), remeasured.get((arm, budget))
         train_flops = math.nan if r["diverged"] else r["flops"]["train_total"]
         rows.append({"model": model, "arm": arm, "budget": budget, "seed": seed,
                      "command": r["how"] if arm in OURS else shown_command(["python", "-m", "benchmarks.head_to_head",
@@ -993,7 +1025,9 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                      "budget_ms": budget * timed_ms["dense"], "ratio": ms / timed_ms["dense"],
                      "train_flops": train_flops, "train_flops_vs_dense_training": train_flops / dense_train_flops,
                      "second_aim": second is not None, "third_aim": third is not None,
-                     "aimed_ratio": (third or second or calibrations.get((arm, budget), matches[(arm, budget)]))["ratio"],
+                     "measured_aim": remeasure is not None,
+                     "aimed_ratio": budget if remeasure else
+                     (third or second or calibrations.get((arm, budget), matches[(arm, budget)]))["ratio"],
                      "aimed_probe_ratio": second["probe_ratio"] if second and second["probe_ratio"] is not None
                      else matches[(arm, budget)]["probe_ms"] / matches[(arm, budget)]["budget_ms"] * budget,
                      "pilot_ratio": calibrations[(arm, budget)]["pilot_ratio"]
@@ -1024,6 +1058,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             "third_aims": [{"arm": arm, "budget": budget, **{k: v for k, v in cell.items() if k != "runs"}}
                            for (arm, budget), cell in decided.items()
                            if cell["ratio"] is not None or match_level(cell["seed_ratios"], budget) == "no"],
+            "measured_aims": [{"arm": arm, "budget": budget, **{k: v for k, v in cell.items() if k != "runs"}}
+                              for (arm, budget), cell in remeasured.items()],
             "north_star_skipped": star_skipped, "rows": rows}
 
 
@@ -1055,6 +1091,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "match": match_level([r["ratio"] for r in rs.values()], budget),
                       "second_aim": any(r["second_aim"] for r in rs.values()),
                       "third_aim": any(r["third_aim"] for r in rs.values()),
+                      "measured_aim": any(r.get("measured_aim", False) for r in rs.values()),
                       "train_flops_vs_dense_training": statistics.fmean(r["train_flops_vs_dense_training"]
                                                                         for r in rs.values()),
                       "vs_iee": None if arm == "iee" or not seeds else paired_difference(
@@ -1223,7 +1260,8 @@ def markdown(record: dict[str, Any], png: str) -> str:
     table = markdown_table(
         ["model", "budget", "arm", "seeds", "measured / dense (seeds)", "speed-up", f"within {100 * MATCH:g}%",
          "top-1 (mean +- std)", "top-1 - IEE (paired, 95% CI)", "train FLOPs / dense training"],
-        [[t["model"], f"{t['budget']:g}", t["arm"] + (" (3rd aim)" if t["third_aim"] else " (2nd aim)" if t["second_aim"] else ""), t["seeds"],
+        [[t["model"], f"{t['budget']:g}", t["arm"] + (" (measured)" if t.get("measured_aim") else " (3rd aim)" if t["third_aim"]
+                                                 else " (2nd aim)" if t["second_aim"] else ""), t["seeds"],
           f"{t['ratio']:.3f} ({t['ratio_range'][0]:.3f}-{t['ratio_range'][1]:.3f})", f"{1 / t['ratio']:.2f}x", t["match"],
           f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}" if math.isfinite(t["val_acc"]) else
           "diverged (NaN loss)",
@@ -1251,7 +1289,10 @@ def markdown(record: dict[str, Any], png: str) -> str:
                      f"{r:.3f} -> {m:.3f}" for r, m in sorted(c["points"]))
                  + (f"; aim {c['ratio']:.3f})" if c["ratio"] is not None else "; no new aim: the step repeats a "
                     "ratio already run, the engines do not follow the aim)")
-                 for c in a["third_aims"]) or "none") for a in record["architectures"]]
+                 for c in a["third_aims"]) or "none")
+             + "; measured budgets (the seeds' mean x dense after the last aim): " + (", ".join(
+                 f"{c['arm']} at {c['budget']:g} ({c['measured']:.3f})" for c in a.get("measured_aims", [])) or "none")
+             for a in record["architectures"]]
     lines = [
         f"# Head to head at equal measured latency ({record['mode']} mode)", "",
         *header_markdown(record["meta"], record["mode"] + (" (a pipeline check; not the benchmark)" if quick else "")),
@@ -1293,7 +1334,11 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "timing get a third aim (marked '3rd aim'; its rows replace the earlier ones): the straight line through the "
         "two nearest aims whose final engines bracket the budget (else the proportional step from the nearest), since "
         "the final structure's latency can move several times as far as the aim; the external arms' second bisection "
-        "already ended at the structure nearest the budget. The 'within' column is the final engines' measured latency, re-timed "
+        "already ended at the structure nearest the budget. Our knapsack cells whose seeds' mean still misses after "
+        "that run every seed once more with the library's measured budget (`--measure-budget`, marked 'measured'; its "
+        "rows replace the earlier ones): at the budget itself, each run times its candidate structures beside the "
+        "dense one where it first reaches the budget and re-aims its knapsack until they measure within "
+        f"{100 * MATCH:g}%. The 'within' column is the final engines' measured latency, re-timed "
         "side by side, against the budget: every seed's engine within it, only the seeds' mean (HALP and IEE prune "
         "while they train, so each seed has its own structure), or no.", "",
         "Commands (from the repository root):", "", *[f"    {c}" for c in record["commands"]],

@@ -132,8 +132,8 @@ def test_tiny_mode_table_shape(tmp_path):
     assert sorted(cells) == sorted([(0.5, a) for a in TINY.arms] + [(0.5, NORTH_STAR)])
     for t in record["table"]:
         assert set(t) == {"model", "budget", "arm", "seeds", "val_acc", "val_acc_std", "measured_ms", "ratio",
-                          "ratio_range", "match", "second_aim", "third_aim", "train_flops_vs_dense_training", "vs_iee",
-                          "lut_minus_flops"}
+                          "ratio_range", "match", "second_aim", "third_aim", "measured_aim",
+                          "train_flops_vs_dense_training", "vs_iee", "lut_minus_flops"}
         assert t["seeds"] == 1 and 0 < t["ratio"] < 1.2 and (t["vs_iee"] is None) == (t["arm"] == "iee")
         assert (t["lut_minus_flops"] is None) == (t["arm"] != "halp")
         assert t["match"] == match_level([r["ratio"] for r in record["rows"] if (r["budget"], r["arm"]) == (
@@ -148,16 +148,23 @@ def test_tiny_mode_table_shape(tmp_path):
     for (arm, budget), c in cals.items():
         assert c["calibrated"] == (abs(c["pilot_ratio"] / budget - 1) > MATCH)
         for r in (r for r in record["rows"] if (r["arm"], r["budget"]) == (arm, budget)
-                  and not (r["second_aim"] or r["third_aim"])):
+                  and not (r["second_aim"] or r["third_aim"] or r["measured_aim"])):
             assert r["aimed_ratio"] == c["ratio"] and (r["pilot_ratio"] is None) != c["calibrated"]
             assert ("/calibrated/" in r["command"]) == c["calibrated"]
     # a cell whose engines missed the budget got a second aim: its rows ran at it, in its own folder; every
     # decision is a record
     seconds = {(c["arm"], c["budget"]): c for c in arch["second_aims"]}
     thirds = {(c["arm"], c["budget"]): c for c in arch["third_aims"] if c["ratio"] is not None}
+    measured = {(c["arm"], c["budget"]): c for c in arch["measured_aims"]}
     for r in record["rows"]:
         second, third = seconds.get((r["arm"], r["budget"])), thirds.get((r["arm"], r["budget"]))
+        again = measured.get((r["arm"], r["budget"]))
         assert r["second_aim"] == (second is not None) and r["third_aim"] == (third is not None)
+        assert r["measured_aim"] == (again is not None) == ("--measure-budget" in r["command"])
+        if again:  # our knapsack cells only, still outside after their last aim, run at the budget itself
+            assert r["arm"] in ("iee", "halp", "halp-flops", NORTH_STAR) and "/measured/" in r["command"]
+            assert match_level(again["seed_ratios"], r["budget"]) == "no" and r["aimed_ratio"] == r["budget"]
+            continue
         assert ("/second-aim/" in r["command"]) == (second is not None and third is None)
         assert ("/third-aim/" in r["command"]) == (third is not None)
         if second or third:
@@ -170,6 +177,9 @@ def test_tiny_mode_table_shape(tmp_path):
                       for path in (tmp_path / "head_to_head_tiny_runs" / "resnet20").glob("r50/*/third_aim.json")}
     assert set(thirds_decided) == {"iee", "halp", "halp-flops", NORTH_STAR} & {r["arm"] for r in record["rows"]
                                                                               if not r["diverged"]}
+    measured_decided = {path.parent.name for path in (tmp_path / "head_to_head_tiny_runs" / "resnet20").glob(
+        "r50/*/measured_aim.json")}
+    assert measured_decided == set(thirds_decided)  # the same knapsack cells, each decided once
     decisions = {path.parent.name: json.loads(path.read_text())
                  for path in (tmp_path / "head_to_head_tiny_runs" / "resnet20").glob("r50/*/second_aim.json")}
     timed_arms = {r["arm"] for r in record["rows"] if not r["diverged"]}
@@ -191,7 +201,7 @@ def test_tiny_mode_table_shape(tmp_path):
     fp32_lut = next(r for r in int8_arch["rows"] if r["arm"] == "fp32-lut")
     assert fp32_lut["command"] == halp_pilot["pilot_command"]
     halp = next(r for r in record["rows"] if (r["arm"], r["seed"]) == ("halp", 0))
-    if not (halp_pilot["calibrated"] or halp["second_aim"] or halp["third_aim"]):  # the row is that pilot run
+    if not (halp_pilot["calibrated"] or halp["second_aim"] or halp["third_aim"] or halp["measured_aim"]):  # the pilot
         assert fp32_lut["fp32_top1"] == pytest.approx(halp["val_acc"], abs=0.01)
     assert fp32_lut["int8_speedup"] > 1 and 0 <= fp32_lut["agreement"] <= 1
     # the INT8 LUT's arm ran, or is refused with the table's own one-line reason (a table too flat to prune against)

@@ -19,6 +19,8 @@ from iee_deploy.models import build_model
 from iee_deploy.structured.budget import open_latency_model
 from iee_deploy.structured.measured import MEASURED_TRIES, MeasuredBudget, settle
 from iee_deploy.structured.space import ChannelSpace, Start
+from profiler.flops_table import flops_table
+from profiler.targets import load_target
 from runtime.machine import cpu_name
 from solvers.aim import within
 
@@ -132,3 +134,12 @@ def test_a_measured_budget_refuses_what_it_cannot_time(tmp_path, here_lut):
     source = open_latency_model(str(here_lut), "cpu", build_model("resnet20", 10, 8))
     with pytest.raises(UserError, match="one process"):
         MeasuredBudget.on_target(source, 0.02, processes=2)
+
+
+def test_a_flops_table_is_timed_on_this_machine_with_the_target_s_settings(tmp_path):
+    elsewhere = write_synthetic_lut(tmp_path / "elsewhere.csv", "resnet20", build_model("resnet20", 10, 8), 10, 8)
+    table = flops_table(elsewhere, tmp_path / "flops.csv")  # derived from a LUT of another device: measured nowhere
+    measured = MeasuredBudget.on_target(open_latency_model(str(table), "cpu", build_model("resnet20", 10, 8)), 0.02)
+    target = load_target("cpu")
+    assert measured.measurer.settings.network_repeats == target.timing.network_repeats
+    assert measured.measurer.settings.warmup == target.timing.warmup

@@ -15,8 +15,9 @@ The budget's ratio is Psi over the dense network's predicted latency (`latency_r
 where absolute milliseconds do not. Only the kept counts per group set a latency, not which units
 are kept, so each candidate is timed as the network with the first units of each group kept.
 
-This machine must be the LUT's target: its device must be the one the LUT was measured on, and
-the run must be one process, since each process's timing would choose its own structure.
+This machine must be the LUT's target: its device must be the one the LUT was measured on (a FLOPs
+table, measured nowhere, times on this machine's device for its target), and the run must be one
+process, since each process's timing would choose its own structure.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch import nn
 from iee_deploy.errors import NotAvailableError, UserError
 from iee_deploy.graph import DependencyGraph, prune_model
 from iee_deploy.structured.budget import LatencySource
+from profiler.flops_table import BACKEND as FLOPS_BACKEND
 from profiler.measurer import Measurer, choose_measurer, settings_for
 from profiler.targets import check_device, load_target
 from solvers.aim import best_try, next_aim, within
@@ -105,12 +107,13 @@ class MeasuredBudget:
             raise UserError(f"a measured budget times the network on this machine, which is not target "
                             f"{meta.target}: {exc.problem}", "run on the target, or leave `measure_budget` off",
                             fields=fields) from None
-        if here != meta.device:
+        timed_table = meta.backend != FLOPS_BACKEND  # a FLOPs table was measured nowhere: the target's own settings
+        if timed_table and here != meta.device:
             raise UserError(f"a measured budget times the network on this machine ({here}), but the LUT '{source.path}' "
                             f"was measured on {meta.device}", "run on the LUT's device, or leave `measure_budget` off",
                             fields=fields)
-        settings = settings_for(target, precision=meta.precision, warmup=meta.warmup,
-                                network_repeats=meta.network_repeats)
+        settings = settings_for(target, precision=meta.precision, warmup=meta.warmup if timed_table else None,
+                                network_repeats=meta.network_repeats if timed_table else None)
         try:
             measurer = choose_measurer(target, settings)
         except NotAvailableError as exc:
