@@ -6,8 +6,10 @@ by one constant factor: on a depthwise network the measured latency moves faster
 Given the aims already tried and what each measured, both as fractions of the dense model:
 
 - `next_aim` is the next aim to try: the straight line through the two nearest tries whose
-  measurements bracket the target, or, with no bracket, the proportional correction of the try
-  nearest the target;
+  measurements bracket the target, or, with no bracket, the proportional correction of the
+  outermost try toward the target (the smallest aim when every try measured too slow, the largest
+  when every one measured too fast: a structure's latency need not grow with its aim, and stepping
+  from the try that measured nearest can land on an aim already tried);
 - `best_try` is the try to keep: the nearest to the target, and among the tries within the tolerance
   the nearest of them (a try within it is never passed over for one outside).
 """
@@ -22,15 +24,16 @@ Point = tuple[float, float]
 
 
 def next_aim(points: Sequence[Point], target: float, floor: float, ceiling: float = 1.0) -> float | None:
-    """The aim to try next toward a measured `target` from `points`, clipped to [`floor`, `ceiling`] (the smallest and
-    largest aims the knapsack accepts); None when it is an aim already tried: its result would be the same again."""
+    """The aim to try next toward a measured `target` from `points` (see the module docstring), clipped to [`floor`,
+    `ceiling`] (the smallest and largest aims the knapsack accepts); None when it is an aim already tried: its result
+    would be the same again."""
     ordered = sorted(points)
     brackets = [(a, b) for a, b in zip(ordered, ordered[1:]) if (a[1] - target) * (b[1] - target) <= 0 and a[1] != b[1]]
     if brackets:
         (r0, m0), (r1, m1) = min(brackets, key=lambda pair: pair[1][0] - pair[0][0])
         aim = r0 + (target - m0) * (r1 - r0) / (m1 - m0)
-    else:
-        r, m = min(ordered, key=lambda p: abs(p[1] - target))
+    else:  # every try on one side: step on from the outermost aim toward the target (the engines need not be monotone)
+        r, m = ordered[0] if all(m > target for _, m in ordered) else ordered[-1]
         aim = r * target / m
     aim = min(ceiling, max(floor, aim))
     return None if any(math.isclose(aim, r, rel_tol=1e-4) for r, _ in ordered) else aim

@@ -14,9 +14,14 @@ def test_next_aim_aims_through_the_bracket_else_proportionally():
     assert next_aim([(0.6, 0.65), (0.5, 0.56)], 0.5, floor=0.2) == pytest.approx(0.5 * 0.5 / 0.56)  # no bracket
     assert next_aim([(0.2, 0.4)], 0.35, floor=0.19) == 0.19  # never below the smallest ratio the knapsack accepts
     assert next_aim([(0.9, 0.6)], 0.7, floor=0.2) == 1.0
-    # the FLOPs knapsack on resnet20 at 0.7: flat in its aim, so the step from the nearest point is a ratio it ran
+    # the FLOPs knapsack on resnet20 at 0.7: every engine too fast, though not in the order of its aims; the step from
+    # the nearest (0.6822) would repeat its first aim, the step from the largest aim goes on up
     flat = [(0.4765625, 0.6822), (0.4765625 * 0.7 / 0.6822, 0.6709), (0.5095, 0.6790)]
-    assert next_aim(flat, 0.7, floor=0.2) is None
+    assert next_aim(flat, 0.7, floor=0.2) == pytest.approx(0.5095 * 0.7 / 0.6790)
+    # a measured budget on it, every engine too slow: on from the smallest aim, not the nearest (0.569 -> 0.784)
+    slow = [(0.7, 0.861), (0.569, 0.784), (0.508, 0.789)]
+    assert next_aim(slow, 0.7, floor=0.2) == pytest.approx(0.508 * 0.7 / 0.789)
+    assert next_aim([(0.2, 0.4), (0.25, 0.41)], 0.35, floor=0.2) is None  # at the floor: nothing smaller to try
     assert next_aim([(0.2, 0.4)], 0.35, floor=0.2) is None  # at the floor already
 
 

@@ -2,7 +2,7 @@
 
 A latency table predicts a network as the calibrated sum of its layers; the engine of the pruned
 network is then measured whole, fused and cached, and the two part: on mobilenet_v3_small the
-final engines of a latency-ratio aim landed 2-15% away from it, and not by one constant factor
+final engines of our knapsack arms landed 1-16% from their aim, and not by one constant factor
 (see docs/benchmarks.md, head to head). With `measure_budget`, when the structure first reaches
 Psi (HALP's last prune, the end of structured IEE's descent, IEE's random start), the run times
 candidate structures on this machine beside the dense network, in interleaved rounds so noise hits
