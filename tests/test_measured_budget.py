@@ -91,7 +91,8 @@ def test_a_descent_s_last_prune_is_timed_here_and_keeps_its_best_structure(here_
     assert space.predicted_ms() <= space.psi + 1e-9  # the applied structure is the kept aim's knapsack solution
     assert record["within"] == within(record["measured_ratio"], 0.6, 0.02)
     summary = space.summary()["latency"]
-    assert summary["measured_budget"] == record and summary["asked_budget_ms"] == asked
+    assert summary["measured_budget"] == record and summary["budget_ms"] == asked and summary["aim_ms"] == space.psi
+    assert space.run_facts()["budget_ms"] == asked  # what validate checks the engine against: the budget as given
     # once settled, a later prune to Psi is the plain knapsack at the kept aim, and a checkpoint keeps both
     again = ChannelSpace(build_model("resnet20", 10, 8), source, latency_ratio=0.6, start=Start.DENSE)
     again.load_state_dict(space.state_dict())
@@ -115,7 +116,9 @@ def test_train_under_a_measured_budget_records_it(here_lut, tmp_path):
     assert result.returncode == 0, result.stderr
     latency = json.loads((out / "summary.json").read_text())["latency"]
     measured = latency["measured_budget"]
-    assert measured["target_ratio"] == pytest.approx(0.6) and latency["budget_ms"] == measured["aim_ms"]
+    assert measured["target_ratio"] == pytest.approx(0.6) and latency["aim_ms"] == measured["aim_ms"]
+    assert latency["budget_ms"] == pytest.approx(0.6 * latency["dense_ms"])  # the budget as given, not the aim
+    assert json.loads((out / "run.json").read_text())["budget_ms"] == latency["budget_ms"]
     assert "measured" in result.stdout and "structures timed" in result.stdout
     assert "## Measured budget" in (out / "summary.md").read_text()
 

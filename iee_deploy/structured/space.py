@@ -254,12 +254,15 @@ class ChannelSpace:
     def run_facts(self) -> dict[str, Any]:
         """RunInfo fields of a structured run."""
         return {"sparsity": None, "nm": None, "target": self.source.meta.target, "lut": self.source.path,
-                "budget_ms": self.psi, "predicted_latency_ms": self.predicted_ms()}
+                "budget_ms": self.asked_psi, "predicted_latency_ms": self.predicted_ms()}
 
     def summary(self) -> dict[str, Any]:
-        """summary.json's `latency` section: budget, predictions, the LUT's facts, units kept per group."""
+        """summary.json's `latency` section: budget, predictions, the LUT's facts, units kept per group.
+
+        `budget_ms` is the budget as given; `aim_ms` is Psi, what the knapsack kept the prediction within (the budget,
+        unless a measured budget re-aimed it: `measured_budget`); `within_budget` compares the prediction with Psi."""
         predicted = self.predicted_ms()
-        return {"latency": {**self.source.facts(), "budget_ms": self.psi, "asked_budget_ms": self.asked_psi,
+        return {"latency": {**self.source.facts(), "budget_ms": self.asked_psi, "aim_ms": self.psi,
                             "measured_budget": self.measured_record, "dense_ms": self.dense_ms,
                             "smallest_ms": self.smallest_ms, "initial_ms": self.initial_ms, "predicted_ms": predicted,
                             "ratio_to_dense": predicted / self.dense_ms, "within_budget": predicted <= self.psi,
@@ -271,7 +274,8 @@ class ChannelSpace:
         """channels.json: the final channel configuration (kept unit indices per group, layer widths)."""
         counts = self.masks.counts()
         return {"channels.json": {
-            "budget_ms": self.psi, "predicted_latency_ms": self.predict(counts), **self.source.facts(),
+            "budget_ms": self.asked_psi, "aim_ms": self.psi, "predicted_latency_ms": self.predict(counts),
+            **self.source.facts(),
             "groups": {g: {"size": self.sizes[g], "kept": counts[g], "indices": idx.tolist()}
                        for g, idx in self.masks.keep().items()},
             "layers": {name: list(c) for name, c in self.graph.layer_channels(counts).items()}}}

@@ -70,9 +70,11 @@ def summary_markdown(s: dict[str, Any]) -> str:
     if lat:
         rows[4:4] = [
             ("latency target / LUT", f"{lat['target']} (batch {lat['batch']}, {lat['precision']}) / {lat['lut']}"),
-            ("predicted latency (final / budget Psi / dense)",
+            ("predicted latency (final / budget / dense)",
              f"{lat['predicted_ms']:.4g} / {lat['budget_ms']:.4g} / {lat['dense_ms']:.4g} ms "
-             f"(x{lat['ratio_to_dense']:.3f} of dense, {'within' if lat['within_budget'] else 'OVER'} budget)"),
+             f"(x{lat['ratio_to_dense']:.3f} of dense, {'within' if lat['within_budget'] else 'OVER'} "
+             + ("budget)" if lat.get("measured_budget") is None else
+                f"the aim Psi {lat['aim_ms']:.4g} ms that measured nearest the budget)")),
             ("start", f"{lat['start']} (initial predicted latency {lat['initial_ms']:.4g} ms)"),
         ]
     lines = [f"# Training run: {s['method']}", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
@@ -85,7 +87,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
                       f"Psi re-aimed until the pruned network, timed on this machine beside the dense one, measured "
                       f"within {100 * measured['tolerance']:g}% of the budget's {measured['target_ratio']:.4f}x dense: "
                       f"{'within' if measured['within'] else 'NOT within'} at {measured['measured_ratio']:.4f}x "
-                      f"(asked {lat['asked_budget_ms']:.4g} ms predicted, kept aim {lat['budget_ms']:.4g} ms).", "",
+                      f"(budget {lat['budget_ms']:.4g} ms, kept aim {lat['aim_ms']:.4g} ms, as the LUT predicts them).", "",
                       "| try | aim (x dense, predicted) | measured (x dense) | dense ms | pruned ms |", "|---|---|---|---|---|"]
             lines += [f"| {i} | {t['aim']:.4f} | {t['measured_ratio']:.4f} | {t['dense_ms']:.4g} | {t['network_ms']:.4g} |"
                       for i, t in enumerate(measured["tries"], 1)]
