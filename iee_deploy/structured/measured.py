@@ -127,12 +127,8 @@ class MeasuredBudget:
         """(dense, candidate) latency in ms of `network` (whose groups have `sizes` units) and its structure with
         `counts` units, timed side by side."""
         device = next(network.parameters()).device
-        was_training = network.training
-        try:
-            dense = prune_model(network, graph, keep_first(sizes, device)).cpu().eval()
-            candidate = prune_model(network, graph, keep_first(counts, device)).cpu().eval()
-        finally:
-            network.train(was_training)
+        dense = prune_model(network, graph, keep_first(sizes, device)).cpu().eval()  # copies: `network` is untouched
+        candidate = prune_model(network, graph, keep_first(counts, device)).cpu().eval()
         timings = self.measurer.time_models([dense, candidate], self.input_shape)
         return timings[0].value(self.statistic), timings[1].value(self.statistic)
 
