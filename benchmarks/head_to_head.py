@@ -66,7 +66,7 @@ import statistics
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -927,6 +927,25 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         aim, "|m" for a measured budget."""
         return f"{run[0]}|{run[1]}|{run[2]}{suffix}"
 
+    Decide = Callable[[tuple[str, float], Cell, list[int], list[float]], dict[str, Any]]
+
+    def cell_decisions(name: str, ms: dict[str, float], done: list[Run], names: list[str],
+                       decide: Decide) -> Iterator[tuple[tuple[str, float], Cell, list[int], dict[str, Any]]]:
+        """Each of our knapsack cells with its rows' indices in `done` and its decision: the record `name` in its
+        folder when there is one, else `decide(cell key, cell, indices, its engines' ratios to dense on `ms`)`, kept
+        as that record; a cell with no engine timed on `ms` is left out."""
+        for key, cell in knapsack_cells.items():
+            index = [i for i, (a, b, *_) in enumerate(done) if (a, b) == key]
+            path = rec / cell.folder / name
+            if path.is_file():
+                yield key, cell, index, dict(json.loads(path.read_text()))
+                continue
+            ratios = [ms[names[i]] / ms["dense"] for i in index if names[i] in ms]
+            if ratios:
+                decision = decide(key, cell, index, ratios)
+                write_json(path, decision)
+                yield key, cell, index, decision
+
     def third_aims(ms: dict[str, float], done: list[Run], names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
         """Our knapsack cells whose seeds' mean still misses the budget by more than MATCH on the report's timing
         (`TIMING_PASSES` passes) get a third aim: the line through every final engine the cell has had
@@ -938,32 +957,23 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             found = [ms[k] / ms["dense"] for k in names_ if k in ms]
             return statistics.fmean(found) if found else None
 
+        def decide(key: tuple[str, float], cell: Cell, index: list[int], ratios: list[float]) -> dict[str, Any]:
+            base = [timing_name(done[i]) for i in index]
+            cal, second = calibrations[key], seconds.get(key)
+            points = [(cal["aimed_ratio"], cal["pilot_ratio"])] if cal["calibrated"] and cal["pilot_ratio"] else []
+            points += [(ratio, m) for ratio, m in ((cal["ratio"], seeds_mean(base)),
+                                                   (second["ratio"] if second else None,
+                                                    seeds_mean([k + "|2" for k in base])))
+                       if ratio is not None and m is not None]
+            ratio = None if match_level(ratios, key[1]) != "no" else next_aim(points, key[1], floors[cell.spec[2]])
+            return {"seed_ratios": ratios, "measured": statistics.fmean(ratios), "points": points, "ratio": ratio}
+
         out = {}
-        for (arm, budget), cell in knapsack_cells.items():
-            index = [i for i, (a, b, *_) in enumerate(done) if (a, b) == (arm, budget)]
-            path = rec / cell.folder / "third_aim.json"
-            if path.is_file():
-                decision = dict(json.loads(path.read_text()))
-            else:
-                base = [timing_name(done[i]) for i in index]
-                ratios = [ms[names[i]] / ms["dense"] for i in index if names[i] in ms]
-                if not ratios:
-                    continue
-                cal, second = calibrations[(arm, budget)], seconds.get((arm, budget))
-                points = [(cal["aimed_ratio"], cal["pilot_ratio"])] if cal["calibrated"] and cal["pilot_ratio"] else []
-                points += [(ratio, m) for ratio, m in ((cal["ratio"], seeds_mean(base)),
-                                                       (second["ratio"] if second else None,
-                                                        seeds_mean([k + "|2" for k in base])))
-                           if ratio is not None and m is not None]
-                ratio = None if match_level(ratios, budget) != "no" else next_aim(points, budget,
-                                                                                      floors[cell.spec[2]])
-                decision = {"seed_ratios": ratios, "measured": statistics.fmean(ratios), "points": points,
-                            "ratio": ratio}
-                write_json(path, decision)
+        for key, cell, index, decision in cell_decisions("third_aim.json", ms, done, names, decide):
             again = [] if decision["ratio"] is None else [
                 knapsack_run(*cell.spec, seed=done[i][2], folder=cell.folder / "third-aim", ratio=decision["ratio"])
                 for i in index]
-            out[(arm, budget)] = {**decision, "runs": list(zip(index, again))}
+            out[key] = {**decision, "runs": list(zip(index, again))}
         return out
 
     def measured_aims(ms: dict[str, float], done: list[Run], names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
@@ -972,22 +982,15 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         budget itself: each run re-aims its own last prune on engines it times beside the dense one
         (`iee_deploy.structured.measured`). Every timed cell's decision is a record (`measured_aim.json`); the
         returned ones include those with no new run (measured False)."""
+        def decide(key: tuple[str, float], cell: Cell, index: list[int], ratios: list[float]) -> dict[str, Any]:
+            return {"seed_ratios": ratios, "measured": statistics.fmean(ratios),
+                    "measure_budget": match_level(ratios, key[1]) == "no"}
+
         out = {}
-        for (arm, budget), cell in knapsack_cells.items():
-            index = [i for i, (a, b, *_) in enumerate(done) if (a, b) == (arm, budget)]
-            path = rec / cell.folder / "measured_aim.json"
-            if path.is_file():
-                decision = dict(json.loads(path.read_text()))
-            else:
-                ratios = [ms[names[i]] / ms["dense"] for i in index if names[i] in ms]
-                if not ratios:
-                    continue
-                decision = {"seed_ratios": ratios, "measured": statistics.fmean(ratios),
-                            "measure_budget": match_level(ratios, budget) == "no"}
-                write_json(path, decision)
-            again = [knapsack_run(*cell.spec, seed=done[i][2], folder=cell.folder / "measured", ratio=budget,
+        for key, cell, index, decision in cell_decisions("measured_aim.json", ms, done, names, decide):
+            again = [knapsack_run(*cell.spec, seed=done[i][2], folder=cell.folder / "measured", ratio=key[1],
                                   measured=True) for i in index] if decision["measure_budget"] else []
-            out[(arm, budget)] = {**decision, "runs": list(zip(index, again))}
+            out[key] = {**decision, "runs": list(zip(index, again))}
         return out
 
     def aim_again(cells_: dict[tuple[str, float], dict[str, Any]], suffix: str, desc: str) -> list[tuple[str, Any]]:
