@@ -10,8 +10,8 @@ Given the aims already tried and what each measured, both as fractions of the de
   outermost try toward the target (the smallest aim when every try measured too slow, the largest
   when every one measured too fast: a structure's latency need not grow with its aim, and stepping
   from the try that measured nearest can land on an aim already tried);
-- `best_try` is the try to keep: the nearest to the target, and among the tries within the tolerance
-  the nearest of them (a try within it is never passed over for one outside).
+- `best_try` is the try to keep: the one measured nearest the target (within a tolerance, if any
+  try is, since the nearest try is then one of those within it).
 """
 
 from __future__ import annotations
@@ -44,11 +44,8 @@ def within(measured: float, target: float, tolerance: float) -> bool:
     return abs(measured / target - 1) <= tolerance
 
 
-def best_try(points: Sequence[Point], target: float, tolerance: float) -> int:
+def best_try(points: Sequence[Point], target: float) -> int:
     """The index in `points` of the try to keep (see the module docstring)."""
     if not points:
         raise ValueError("no tries to choose from")
-
-    indices = range(len(points))
-    pool = [i for i in indices if within(points[i][1], target, tolerance)] or list(indices)
-    return min(pool, key=lambda i: abs(points[i][1] - target))
+    return min(range(len(points)), key=lambda i: abs(points[i][1] - target))

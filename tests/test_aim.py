@@ -36,9 +36,9 @@ def test_within_is_relative():
 
 
 def test_best_try_keeps_the_nearest():
-    assert best_try([(0.5, 0.47), (0.52, 0.503), (0.53, 0.509)], 0.5, 0.02) == 1  # nearest of the two within
+    assert best_try([(0.5, 0.47), (0.52, 0.503), (0.53, 0.509)], 0.5) == 1  # nearest of the two within
     # none within: the nearest, above or below (mobilenet_v3_small at 0.35 after one epoch: 0.20 and 0.394 measured)
-    assert best_try([(0.35, 0.1999), (0.439, 0.4258), (0.409, 0.3943)], 0.35, 0.02) == 2
-    assert best_try([(0.5, 0.45), (0.55, 0.54), (0.52, 0.47)], 0.5, 0.02) == 2
+    assert best_try([(0.35, 0.1999), (0.439, 0.4258), (0.409, 0.3943)], 0.35) == 2
+    assert best_try([(0.5, 0.45), (0.55, 0.54), (0.52, 0.47)], 0.5) == 2
     with pytest.raises(ValueError):
-        best_try([], 0.5, 0.02)
+        best_try([], 0.5)

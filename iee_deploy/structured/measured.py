@@ -150,5 +150,5 @@ def settle(timer: Callable[[Mapping[str, int]], tuple[float, float]], counts_for
         if within(tries[-1].measured, target, tolerance):
             break
         aim = next_aim([(t.aim, t.measured) for t in tries], target, smallest_ms / dense_ms)
-    kept = best_try([(t.aim, t.measured) for t in tries], target, tolerance)
+    kept = best_try([(t.aim, t.measured) for t in tries], target)
     return Settled(target, tolerance, tries[kept].aim_ms, counts[kept], tries[kept].measured, tries)
