@@ -107,7 +107,7 @@ from profiler.lut import read_meta
 from runtime.export import export_onnx
 from runtime.progress import progress
 from runtime.timing import TimingConfig, measure, rounds_of
-from solvers.aim import next_aim
+from solvers.aim import next_aim, within
 
 if TYPE_CHECKING:
     from iee_deploy.structured.space import ChannelSpace
@@ -645,7 +645,7 @@ def calibrated_ratio(aimed: float, measured: float, budget: float, floor: float)
     HALP and IEE prune in steps while they train, so their final structure is not the one-shot one the aim was
     bisected on, and it misses by about the same factor for every seed (resnet20: IEE at 0.7 landed at 0.76 x dense
     for each seed): one proportional correction from seed 0 aims every seed's run."""
-    if abs(measured / budget - 1) <= MATCH:
+    if within(measured, budget, MATCH):
         return None
     return min(1.0, max(floor, aimed * budget / measured))
 
@@ -1073,9 +1073,9 @@ def match_level(ratios: list[float], budget: float) -> str:
     """How an arm's engines (one measured / dense ratio per seed) meet `budget`: "every seed" within MATCH of it,
     the seeds' "mean" within it (HALP and IEE prune while they train, so one aim gives each seed its own
     structure), or "no"."""
-    if all(abs(r / budget - 1) <= MATCH for r in ratios):
+    if all(within(r, budget, MATCH) for r in ratios):
         return "every seed"
-    return "mean" if abs(statistics.fmean(ratios) / budget - 1) <= MATCH else "no"
+    return "mean" if within(statistics.fmean(ratios), budget, MATCH) else "no"
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1097,7 +1097,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "match": match_level([r["ratio"] for r in rs.values()], budget),
                       "second_aim": any(r["second_aim"] for r in rs.values()),
                       "third_aim": any(r["third_aim"] for r in rs.values()),
-                      "measured_aim": any(r.get("measured_aim", False) for r in rs.values()),
+                      "measured_aim": any(r["measured_aim"] for r in rs.values()),
                       "train_flops_vs_dense_training": statistics.fmean(r["train_flops_vs_dense_training"]
                                                                         for r in rs.values()),
                       "vs_iee": None if arm == "iee" or not seeds else paired_difference(
@@ -1266,7 +1266,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
     table = markdown_table(
         ["model", "budget", "arm", "seeds", "measured / dense (seeds)", "speed-up", f"within {100 * MATCH:g}%",
          "top-1 (mean +- std)", "top-1 - IEE (paired, 95% CI)", "train FLOPs / dense training"],
-        [[t["model"], f"{t['budget']:g}", t["arm"] + (" (measured)" if t.get("measured_aim") else " (3rd aim)" if t["third_aim"]
+        [[t["model"], f"{t['budget']:g}", t["arm"] + (" (measured)" if t["measured_aim"] else " (3rd aim)" if t["third_aim"]
                                                  else " (2nd aim)" if t["second_aim"] else ""), t["seeds"],
           f"{t['ratio']:.3f} ({t['ratio_range'][0]:.3f}-{t['ratio_range'][1]:.3f})", f"{1 / t['ratio']:.2f}x", t["match"],
           f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}" if math.isfinite(t["val_acc"]) else
@@ -1297,7 +1297,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
                     "ratio already run, the engines do not follow the aim)")
                  for c in a["third_aims"]) or "none")
              + "; measured budgets (the seeds' mean x dense after the last aim): " + (", ".join(
-                 f"{c['arm']} at {c['budget']:g} ({c['measured']:.3f})" for c in a.get("measured_aims", [])) or "none")
+                 f"{c['arm']} at {c['budget']:g} ({c['measured']:.3f})" for c in a["measured_aims"]) or "none")
              for a in record["architectures"]]
     lines = [
         f"# Head to head at equal measured latency ({record['mode']} mode)", "",
