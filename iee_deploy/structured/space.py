@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 import torch
@@ -97,11 +98,10 @@ class ChannelSpace:
         self.asked_psi = self.psi
         self.start = Start(start)
         if self.start is Start.SCRATCH:
+            uniform = partial(largest_uniform_ratio, self.predict, self.sizes, self.smallest, self.multiple)
             if measured is not None:  # the random start at Psi is where Theta_K first reaches it
-                self._settle(lambda aim_ms: largest_uniform_ratio(self.predict, self.sizes, self.smallest, self.multiple,
-                                                                  aim_ms)[1])
-            self.init_ratio, counts = largest_uniform_ratio(self.predict, self.sizes, self.smallest, self.multiple,
-                                                            self.psi)
+                self._settle(lambda aim_ms: uniform(aim_ms)[1])
+            self.init_ratio, counts = uniform(self.psi)
             units = [self._random_units(g.size, counts[g.id], device) for g in self.groups]
         else:
             self.init_ratio = 1.0
@@ -156,25 +156,23 @@ class ChannelSpace:
 
     def prune_to(self, target_ms: float, step: int, t: int, omega_ms: float | None = None) -> UpdateRecord:
         """Keep the most important active units whose predicted latency is <= `target_ms` (at least the smallest)."""
-        if self.masks.trainable is not TrainableSet.ACTIVE:
-            raise RuntimeError("prune while exploring")
-        return self._apply_prune(*self._solve_prune(target_ms), step, t, omega_ms)
+        scores = self._prune_scores()
+        return self._apply_prune(scores, *self._solve_prune(target_ms, scores), step, t, omega_ms)
 
     def prune_to_psi(self, step: int, t: int) -> UpdateRecord:
         """A descent's last prune, down to Psi. With a measured budget (the first time), Psi is re-aimed until the
         pruned network's measured latency meets the budget (`MeasuredBudget.settle`) and becomes the kept aim."""
         if self.measured is None or self.measured_record is not None:
             return self.prune_to(self.psi, step, t)
-        if self.masks.trainable is not TrainableSet.ACTIVE:
-            raise RuntimeError("prune while exploring")
+        scores = self._prune_scores()
         solutions: dict[float, tuple[float, Solved | None, dict[str, int]]] = {}
 
         def counts_for(aim_ms: float) -> dict[str, int]:
-            solutions[aim_ms] = self._solve_prune(aim_ms)
+            solutions[aim_ms] = self._solve_prune(aim_ms, scores)
             return dict(solutions[aim_ms][2])
 
         self._settle(counts_for)
-        return self._apply_prune(*solutions[self.psi], step, t, None)
+        return self._apply_prune(scores, *solutions[self.psi], step, t, None)
 
     def _settle(self, counts_for: Callable[[float], dict[str, int]]) -> None:
         """Psi := the aim whose structure (`counts_for`) measured nearest the budget (see `MeasuredBudget`)."""
@@ -184,11 +182,16 @@ class ChannelSpace:
                          self.psi, self.dense_ms, self.smallest_ms, measured.tolerance)
         self.psi, self.measured_record = settled.aim_ms, settled.summary()
 
-    def _solve_prune(self, target_ms: float) -> tuple[float, Solved | None, dict[str, int]]:
+    def _prune_scores(self) -> list[Tensor]:
+        """Theta_K's importance on its masks' devices, for one prune (Theta_K must not be frozen for exploring)."""
+        if self.masks.trainable is not TrainableSet.ACTIVE:
+            raise RuntimeError("prune while exploring")
+        return [s.to(u.device) for s, u in zip(self.importance(), self.masks.units)]
+
+    def _solve_prune(self, target_ms: float, scores: list[Tensor]) -> tuple[float, Solved | None, dict[str, int]]:
         """(limit, the knapsack's solution or None, units to keep per group) of a prune of Theta_K to `target_ms`."""
         limit = max(target_ms, self.smallest_ms)
         counts = self.masks.counts()
-        scores = [s.to(u.device) for s, u in zip(self.importance(), self.masks.units)]
         active = {g: s[u].cpu().numpy() for g, s, u in zip(self.ids, scores, self.masks.units)}
         solved = solve_within(
             lambda b: prune_problem(active, counts, self.smallest, self.multiple, self._deltas(counts), b),
@@ -200,9 +203,8 @@ class ChannelSpace:
             keep = solved.counts
         return limit, solved, keep
 
-    def _apply_prune(self, limit: float, solved: Solved | None, keep: Mapping[str, int], step: int, t: int,
-                     omega_ms: float | None) -> UpdateRecord:
-        scores = [s.to(u.device) for s, u in zip(self.importance(), self.masks.units)]
+    def _apply_prune(self, scores: list[Tensor], limit: float, solved: Solved | None, keep: Mapping[str, int],
+                     step: int, t: int, omega_ms: float | None) -> UpdateRecord:
         kept = [selection.largest(s, u, keep[g]) for g, s, u in zip(self.ids, scores, self.masks.units)]
         removed = [self.dist.broadcast_(u & ~k) for u, k in zip(self.masks.units, kept)]
         self.masks.prune_units(removed)
