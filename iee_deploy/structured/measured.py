@@ -122,16 +122,15 @@ class MeasuredBudget:
         res = meta.resolution
         return cls(measurer, meta.statistic, (meta.batch, 3, res, res), tolerance)
 
-    def time(self, network: nn.Module, graph: DependencyGraph, sizes: Mapping[str, int],
-             counts: Mapping[str, int]) -> tuple[float, float]:
-        """(dense, candidate) latency in ms of `network` (whose groups have `sizes` units) and its structure with
-        `counts` units, timed side by side."""
-        device = next(network.parameters()).device
-        dense = prune_model(network, graph, keep_first(sizes, device)).cpu().eval()  # copies: `network` is untouched
-        candidate = prune_model(network, graph, keep_first(counts, device)).cpu().eval()
+    @staticmethod
+    def structure(network: nn.Module, graph: DependencyGraph, counts: Mapping[str, int]) -> nn.Module:
+        """A pruned copy of `network` with `counts` units per group, on the CPU for timing (`network` is untouched)."""
+        return prune_model(network, graph, keep_first(counts, next(network.parameters()).device)).cpu().eval()
+
+    def time(self, dense: nn.Module, candidate: nn.Module) -> tuple[float, float]:
+        """(dense, candidate) latency in ms, timed side by side."""
         timings = self.measurer.time_models([dense, candidate], self.input_shape)
         return timings[0].value(self.statistic), timings[1].value(self.statistic)
-
 
 def settle(timer: Callable[[Mapping[str, int]], tuple[float, float]], counts_for: Callable[[float], dict[str, int]],
            psi: float, dense_ms: float, smallest_ms: float, tolerance: float) -> Settled:

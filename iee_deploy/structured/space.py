@@ -178,8 +178,9 @@ class ChannelSpace:
         """Psi := the aim whose structure (`counts_for`) measured nearest the budget (see `MeasuredBudget`)."""
         assert self.measured is not None
         measured = self.measured
-        settled = settle(lambda counts: measured.time(self.network, self.graph, self.sizes, counts), counts_for,
-                         self.psi, self.dense_ms, self.smallest_ms, measured.tolerance)
+        dense = measured.structure(self.network, self.graph, self.sizes)  # one copy, timed beside every candidate
+        settled = settle(lambda counts: measured.time(dense, measured.structure(self.network, self.graph, counts)),
+                         counts_for, self.psi, self.dense_ms, self.smallest_ms, measured.tolerance)
         self.psi, self.measured_record = settled.aim_ms, settled.summary()
 
     def _prune_scores(self) -> list[Tensor]:
