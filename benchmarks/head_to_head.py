@@ -1338,7 +1338,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "no nearer the budget (marked '2nd aim'; "
         "those rows replace the first aim's). Our knapsack cells whose seeds' mean still misses on the report's "
         "timing get a third aim (marked '3rd aim'; its rows replace the earlier ones): the straight line through the "
-        "two nearest aims whose final engines bracket the budget (else the proportional step from the nearest), since "
+        "two nearest aims whose final engines bracket the budget (else a step on from the outermost aim), since "
         "the final structure's latency can move several times as far as the aim; the external arms' second bisection "
         "already ended at the structure nearest the budget. Our knapsack cells whose seeds' mean still misses after "
         "that run every seed once more with the library's measured budget (`--measure-budget`, marked 'measured'; its "

@@ -2,7 +2,7 @@
 
 import pytest
 
-from solvers.aim import best_try, next_aim, within
+from solvers.aim import STRETCH, best_try, next_aim, within
 
 
 def test_next_aim_aims_through_the_bracket_else_proportionally():
@@ -11,18 +11,38 @@ def test_next_aim_aims_through_the_bracket_else_proportionally():
     line = 0.386719 + (0.35 - 0.326822) * (0.414144 - 0.386719) / (0.395004 - 0.326822)
     assert next_aim(points, 0.35, floor=0.2) == pytest.approx(line)  # the bracket 0.327-0.395, not the far 0.284
     assert next_aim([(0.5, 0.55), (0.4, 0.45), (0.45, 0.52)], 0.5, floor=0.2) == pytest.approx(0.45 - 0.02 / 0.07 * 0.05)
-    assert next_aim([(0.6, 0.65), (0.5, 0.56)], 0.5, floor=0.2) == pytest.approx(0.5 * 0.5 / 0.56)  # no bracket
+    # no bracket, the two tries in the order of their aims: the line through them (a longer step than 0.5 * 0.5 / 0.56)
+    assert next_aim([(0.6, 0.65), (0.5, 0.56)], 0.5, floor=0.2) == pytest.approx(0.5 - 0.06 * 0.1 / 0.09)
+    assert next_aim([(0.5, 0.56)], 0.5, floor=0.2) == pytest.approx(0.5 * 0.5 / 0.56)  # one try: proportionally
     assert next_aim([(0.2, 0.4)], 0.35, floor=0.19) == 0.19  # never below the smallest ratio the knapsack accepts
     assert next_aim([(0.9, 0.6)], 0.7, floor=0.2) == 1.0
     # the FLOPs knapsack on resnet20 at 0.7: every engine too fast, though not in the order of its aims; the step from
-    # the nearest (0.6822) would repeat its first aim, the step from the largest aim goes on up
-    flat = [(0.4765625, 0.6822), (0.4765625 * 0.7 / 0.6822, 0.6709), (0.5095, 0.6790)]
-    assert next_aim(flat, 0.7, floor=0.2) == pytest.approx(0.5095 * 0.7 / 0.6790)
+    # the nearest (0.6822) would repeat its first aim, the step from the largest aim goes on up, along the line through
+    # the two largest (0.6709 -> 0.6790), 3.4 times the proportional step
+    middle = 0.4765625 * 0.7 / 0.6822
+    flat = [(0.4765625, 0.6822), (middle, 0.6709), (0.5095, 0.6790)]
+    line = 0.5095 + (0.7 - 0.6790) * (0.5095 - middle) / (0.6790 - 0.6709)
+    assert next_aim(flat, 0.7, floor=0.2) == pytest.approx(line)
     # a measured budget on it, every engine too slow: on from the smallest aim, not the nearest (0.569 -> 0.784)
-    slow = [(0.7, 0.861), (0.569, 0.784), (0.508, 0.789)]
+    slow = [(0.7, 0.861), (0.569, 0.784), (0.508, 0.789)]  # the two smallest aims out of order: proportionally
     assert next_aim(slow, 0.7, floor=0.2) == pytest.approx(0.508 * 0.7 / 0.789)
     assert next_aim([(0.2, 0.4), (0.25, 0.41)], 0.35, floor=0.2) is None  # at the floor: nothing smaller to try
     assert next_aim([(0.2, 0.4)], 0.35, floor=0.2) is None  # at the floor already
+
+
+def test_next_aim_steps_on_along_the_line_through_the_outermost_tries_at_most_stretch_times_proportionally():
+    # HALP on mobilenet_v3_small at 0.35: every structure a little fast, each proportional step (x 1.023) too short
+    # to move it; the line through the two largest aims steps 2.56 times as far
+    creeping = [(0.30, 0.234), (0.40, 0.339), (0.4092, 0.342)]
+    line = 0.4092 + (0.35 - 0.342) * (0.4092 - 0.40) / (0.342 - 0.339)
+    assert next_aim(creeping, 0.35, floor=0.2) == pytest.approx(line)
+    assert line - 0.4092 == pytest.approx(2.56 * (0.4092 * 0.35 / 0.342 - 0.4092), rel=0.01)
+    # nearly flat: the line would point far off; the step stops at STRETCH times the proportional one
+    far = [(0.40, 0.3419), (0.41, 0.342)]
+    assert next_aim(far, 0.35, floor=0.2) == pytest.approx(0.41 + STRETCH * (0.41 * 0.35 / 0.342 - 0.41))
+    # a steep line (latency moving faster than the aim) steps less than proportionally, so as not to overshoot
+    steep = [(0.5, 0.60), (0.55, 0.70)]
+    assert next_aim(steep, 0.5, floor=0.2) == pytest.approx(0.5 - 0.1 * 0.05 / 0.1)
 
 
 def test_next_aim_respects_a_ceiling():
