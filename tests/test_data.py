@@ -182,6 +182,30 @@ def test_an_unreadable_image_read_by_a_loader_worker_is_still_one_line(tmp_path)
     assert str(err.value).startswith("cannot read the image '") and "\n" not in str(err.value), str(err.value)
 
 
+def test_an_unreadable_image_is_one_line_behind_another_packages_open_hook(tmp_path, monkeypatch):
+    """ultralytics, once imported, wraps `Image.open`: on a file Pillow cannot identify it imports a HEIF plugin,
+    and where that is missing the user got its ModuleNotFoundError traceback instead of our line."""
+    from PIL import Image
+
+    from iee_deploy.data.sources import read_rgb
+
+    pillow_open = Image.open
+
+    def hooked_open(fp, *args, **kwargs):  # the same shape as ultralytics.utils.patches.image_open
+        try:
+            return pillow_open(fp, *args, **kwargs)
+        except Image.UnidentifiedImageError:
+            import a_heif_plugin_that_is_not_installed  # noqa: F401
+
+    monkeypatch.setattr(Image, "open", hooked_open)
+    bad = tmp_path / "0.jpg"
+    bad.write_bytes(b"broken")
+    with pytest.raises(UserError, match="cannot read the image '.*0.jpg' .*a_heif_plugin_that_is_not_installed"):
+        read_rgb(str(bad))
+    with pytest.raises(UserError, match="cannot read the image '.*missing.jpg'"):  # a missing file: OSError as before
+        read_rgb(str(tmp_path / "missing.jpg"))
+
+
 def test_a_fashion_mnist_file_failing_its_checksum_is_never_downloaded_again(tmp_path, monkeypatch):
     """Offline: a damaged archive is refused naming the file and telling the user to copy it again; nothing
     tries the network (any download attempt fails this test)."""

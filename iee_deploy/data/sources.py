@@ -233,7 +233,9 @@ def read_rgb(path: str) -> Any:
     """The image file at `path` as an 8-bit RGB PIL image; a file Pillow cannot read is a one-line UserError naming it.
 
     16-bit images (mode I;16: 16-bit PNGs and TIFFs) keep their top 8 bits first: Pillow's RGB conversion
-    clips them instead, and nearly every pixel of a 16-bit image would read as white.
+    clips them instead, and nearly every pixel of a 16-bit image would read as white. Another package may hook
+    `Image.open` (ultralytics, once imported, installs a HEIF plugin on the first file Pillow cannot identify, and
+    raises ImportError where that plugin is missing): an ImportError from opening a file is the same unreadable file.
     """
     from PIL import Image
 
@@ -242,7 +244,7 @@ def read_rgb(path: str) -> Any:
             if source.mode.startswith("I;16"):
                 return Image.fromarray((np.asarray(source) >> 8).astype(np.uint8)).convert("RGB")
             return source.convert("RGB")
-    except OSError as exc:
+    except (OSError, ImportError) as exc:
         raise UserError(f"cannot read the image '{path}' ({exc})", "replace or remove the file",
                         fields=("data_dir",)) from None
 
