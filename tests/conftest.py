@@ -43,6 +43,26 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
                           cwd=cwd or ROOT, env=env, timeout=timeout)
 
 
+def run_cli_here(*args: str) -> subprocess.CompletedProcess[str]:
+    """`run_cli` in this process, through click's runner: the same command code without a new interpreter's
+    seconds of imports, for a command's many one-line refusals (each such test keeps one real `run_cli`).
+
+    An exception that escapes the command is put on stderr as its traceback, so `assert_user_error` fails on it
+    as it would on a subprocess. The host is this process's (the `cpu_host` or `gpu_host` fixture, or the suite's).
+    """
+    import traceback
+
+    from click.testing import CliRunner
+
+    from iee_deploy.cli import main
+
+    result = CliRunner().invoke(main, list(args))
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["iee-deploy", *args], result.exit_code, result.stdout, stderr)
+
+
 def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
     """A user error: non-zero exit, one line on stderr naming the problem, no traceback."""
     assert result.returncode != 0, result.stdout

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import ROOT, assert_user_error, run_cli
+from conftest import ROOT, assert_user_error, run_cli, run_cli_here
 
 from iee_deploy.io import write_json, write_text
 
@@ -36,9 +36,9 @@ def test_train_help_states_each_options_unit():
 
 def test_user_errors_are_one_line():
     assert_user_error(run_cli("train", "--dataset", "imagefolder", "--data-dir", "/nonexistent"), "/nonexistent", "--data-dir")
-    assert_user_error(run_cli("train", "--model", "resnet5"), "unknown model 'resnet5'")
-    assert_user_error(run_cli("train", "--dataset", "mnist-foo"), "unknown dataset 'mnist-foo'")
-    assert_user_error(run_cli("train", "--nm", "2-4"), "--nm")
+    assert_user_error(run_cli_here("train", "--model", "resnet5"), "unknown model 'resnet5'")
+    assert_user_error(run_cli_here("train", "--dataset", "mnist-foo"), "unknown dataset 'mnist-foo'")
+    assert_user_error(run_cli_here("train", "--nm", "2-4"), "--nm")
 
 
 def test_atomic_writes_leave_no_partial_file(tmp_path):
