@@ -282,16 +282,16 @@ def test_budget_check_uses_the_targets_statistic():
 
 def test_validate_refuses_impossible_limits_and_another_dataset_before_work(engine_dir, tmp_path):
     other = copy_engine(engine_dir, tmp_path / "other")  # another engine: its validation.json is its own
-    for args, words in ((("--out", str(other)), f"--out '{other}' holds another engine"),
-                        (("--budget-tolerance", "5"), "'--budget-tolerance': 5.0 is not in the range 0<=x<=1"),
-                        (("--latency-ms", "-1"), "'--latency-ms': -1.0 is not in the range x>0"),
-                        (("--max-accuracy-drop", "-1"), "'--max-accuracy-drop': -1.0 is not in the range 0<=x<=100"),
-                        (("--min-seconds", "nan"), "--min-seconds nan is not a non-negative finite number"),
-                        (("--warmup-s", "inf"), "--warmup-s inf is not a non-negative finite number"),
-                        (("--dataset", "fashion-mnist"), "is not the run's dataset 'digits'"),
-                        (("--out", "/sys/v"), "--out '/sys/v' is not writable")):
-        first = args == ("--out", str(other))  # as a user runs it once; the rest in this process, the same code
-        validate = run_cli if first else run_cli_here
+    refusals = ((("--out", str(other)), f"--out '{other}' holds another engine"),
+                (("--budget-tolerance", "5"), "'--budget-tolerance': 5.0 is not in the range 0<=x<=1"),
+                (("--latency-ms", "-1"), "'--latency-ms': -1.0 is not in the range x>0"),
+                (("--max-accuracy-drop", "-1"), "'--max-accuracy-drop': -1.0 is not in the range 0<=x<=100"),
+                (("--min-seconds", "nan"), "--min-seconds nan is not a non-negative finite number"),
+                (("--warmup-s", "inf"), "--warmup-s inf is not a non-negative finite number"),
+                (("--dataset", "fashion-mnist"), "is not the run's dataset 'digits'"),
+                (("--out", "/sys/v"), "--out '/sys/v' is not writable"))
+    for i, (args, words) in enumerate(refusals):
+        validate = run_cli if i == 0 else run_cli_here  # as a user runs it once; the rest in this process, same code
         assert_user_error(validate("validate", "--engine", str(engine_dir), *FAST_CLI, *args), words)  # args last win
     help_text = run_cli_here("validate", "--help").stdout
     assert "fastest run" in help_text and "median latency must" not in help_text

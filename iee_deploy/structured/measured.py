@@ -132,6 +132,7 @@ class MeasuredBudget:
         timings = self.measurer.time_models([dense, candidate], self.input_shape)
         return timings[0].value(self.statistic), timings[1].value(self.statistic)
 
+
 def settle(timer: Callable[[Mapping[str, int]], tuple[float, float]], counts_for: Callable[[float], dict[str, int]],
            psi: float, dense_ms: float, smallest_ms: float, tolerance: float) -> Settled:
     """Re-aim `counts_for` (the knapsack: an aim in predicted ms -> units per group) from `psi` until `timer` (counts ->
