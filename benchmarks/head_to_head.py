@@ -25,12 +25,17 @@ Arms:
   `GroupMagnitudeImportance` (L2) or `GroupTaylorImportance`, `global_pruning` off / on, `ITERATIVE_STEPS`
   iterative steps and `round_to` = the target's measured channel multiple (8 on this CPU: the finest
   width the runtime computes fast, which is what round_to asks for); its pruning ratio is found by
-  bisection on the MEASURED latency of its engine (within `MATCH` of the budget; the same timing code);
+  bisection on the MEASURED latency of its engine (within `MATCH` of the budget; the same timing code).
+  Where no ratio at that multiple lands within `MATCH` (its widths step past the budget on a small
+  network), the bisection runs again at half the multiple, down to 1 (`alignments`): the coarsest
+  multiple that meets the budget, as a user held to the budget would choose; the same rule for every
+  external arm and the slimmer network;
 - `modelopt-fastnas`: NVIDIA Model Optimizer's `mtp.prune` (FastNAS) under a FLOPs constraint, with
-  widths in multiples of the same channel multiple, its FLOPs fraction bisected like Torch-Pruning's;
+  widths in multiples of the same channel multiple, its FLOPs fraction bisected like Torch-Pruning's
+  (the same finer multiples where it cannot reach the budget);
 - `slim`: the dense architecture with every channel group uniformly narrower (multiples of the same
-  channel multiple), its keep ratio found by the same bisection, trained from scratch for the dense
-  run's epochs plus the fine-tuning epochs;
+  channel multiple, or the finer ones), its keep ratio found by the same bisection, trained from scratch
+  for the dense run's epochs plus the fine-tuning epochs;
 - `north-star`: HALP at the 0.5 budget fine-tuned for 10% of the dense model's training FLOPs.
 
 Our knapsack arms' aim is calibrated on their final engines: seed 0 runs first (the pilot); when its final engine misses
@@ -69,7 +74,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -271,7 +276,7 @@ def modelopt_prune(model: nn.Module, flops: float, round_to: int, batch: tuple[t
     """Model Optimizer's FastNAS as its docs show it: `mtp.prune` to `flops` of the dense FLOPs, widths in multiples of
     `round_to`, subnets scored by top-1 on the calibration batch (which also re-estimates BN statistics).
 
-    `search`: FastNAS's search checkpoint for this dense model and batch, shared by every call. FastNAS reloads only
+    `search`: FastNAS's search checkpoint for this dense model, batch and `round_to`, shared by every call. FastNAS reloads only
     its sensitivity map and the dense score from it (they do not depend on the constraint), so each bisection probe
     and fine-tuning run after the first skips the pre-search pass over every channel choice (twenty minutes a call
     for mobilenet_v2 on a shared CPU); the result is the same. Each call works on a private copy, and the first to
@@ -337,8 +342,9 @@ def external_model(arm: str, model_name: str, checkpoint: Path, ratio: float, ro
     model = build_model(model_name, 10, 32, checkpoint)
     if arm == "slim":
         return slim_model(model, ratio, round_to)
-    if arm == MODELOPT:  # one FastNAS search checkpoint per dense model and calibration batch, beside the model
-        return modelopt_prune(model, ratio, round_to, batch, checkpoint.parent / f"fastnas-search-{len(batch[0])}.pth")
+    if arm == MODELOPT:  # one FastNAS search checkpoint per dense model, calibration batch and divisor, beside the model
+        return modelopt_prune(model, ratio, round_to, batch,
+                              checkpoint.parent / f"fastnas-search-{len(batch[0])}-d{round_to}.pth")
     importance, global_pruning = TP_ARMS[arm]
     return tp_prune(model, ratio, importance, global_pruning, round_to, batch)
 
@@ -348,6 +354,17 @@ CALIBRATION_SEED = 0
 another batch is not reused."""
 VERIFIED = 3
 """How many of a bisection's nearest probes are timed again, as the report times, before one is the match."""
+
+
+def alignments(start: int) -> list[int]:
+    """The channel multiples an external arm's bisection tries, coarsest first: `start`, then each half of it down to 1.
+
+    A multiple of 8 is what the runtime computes fastest, but on a small network its widths step past a budget (resnet20's
+    first stage has 16 channels: 8 or 16 at a multiple of 8); a finer multiple is the user's way to meet the budget."""
+    out = [start]
+    while out[-1] > 1:
+        out.append(out[-1] // 2)
+    return out
 
 
 def bisect_ratio(latency_of: Callable[[float], float], budget_ms: float, shrinks: bool, iterations: int) -> tuple[float, float]:
@@ -741,6 +758,23 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         return match_ratio(partial(net_of, batch=batch[0]), dense_onnx, budget * dense["bisection_dense_ms"],
                            dense["bisection_dense_ms"], shrinks, record, root / f"r{round(100 * budget)}" / arm_folder, mode)
 
+    def aligned(folder: Path, align: int) -> Path:
+        """`folder`, or its `align<n>/` subfolder for a multiple finer than the target's (records and runs alike)."""
+        return folder if align == round_to else folder / f"align{align}"
+
+    def aligned_match(arm: str, arm_folder: Path, budget: float, start: int) -> dict[str, float]:
+        """An external arm's match (`match`) at the channel multiple `start`, then at each finer one (`alignments`)
+        until its probe lands within MATCH of the budget; the nearest of those tried, with its multiple as
+        "round_to". Each bisection is a record of its own (`align<n>/match.json` below the arm's folder)."""
+        tried = []
+        for align in alignments(start):
+            found = match(str(aligned(arm_folder, align)), budget,
+                          partial(external_model, arm, model, checkpoint, round_to=align), arm in TP_ARMS)
+            tried.append({**found, "round_to": align})
+            if within(found["probe_ms"], found["budget_ms"], MATCH):
+                break
+        return min(tried, key=lambda m: abs(m["probe_ms"] / m["budget_ms"] - 1))
+
     Run = tuple[str, float, int, Path, Callable[[], dict[str, Any]]]
     runs: list[Run] = []
 
@@ -756,13 +790,15 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         return (arm, budget, seed, path, partial(recorded, path, shown_command(cmd), partial(train, cmd, out, mode), out,
                                                  partial(our_engine, out)))
 
-    def external_run(arm: str, budget: float, seed: int, folder: Path, ratio: float) -> Run:
-        """An external arm's (Torch-Pruning, Model Optimizer, slim) run at `ratio`, in `folder` under the records and
-        runs: its network at that ratio, trained as every arm trains, by a worker process."""
+    def external_run(arm: str, budget: float, seed: int, folder: Path, ratio: float, align: int) -> Run:
+        """An external arm's (Torch-Pruning, Model Optimizer, slim) run at `ratio` and channel multiple `align`, in
+        `folder` (its `align<n>/` subfolder for a finer multiple than the target's) under the records and runs: its
+        network at that ratio, trained as every arm trains, by a worker process."""
+        folder = aligned(folder, align)
         out = root / folder / f"seed{seed}"
         epochs = mode.dense_epochs + mode.epochs if arm == "slim" else mode.epochs
         spec = {"arm": arm, "model": model, "data": str(data.relative_to(ROOT)), "checkpoint": str(checkpoint),
-                "ratio": ratio, "round_to": round_to, "epochs": epochs, "batch_size": args.batch_size,
+                "ratio": ratio, "round_to": align, "epochs": epochs, "batch_size": args.batch_size,
                 "lr": args.lr if arm == "slim" else args.finetune_lr, "seed": seed, "out": str(out),
                 "calibration_images": mode.calibration_images,
                 **({"calibration_seed": CALIBRATION_SEED} if uses_batch(arm) else {})}
@@ -819,11 +855,11 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             for arm in (a for a, c in KNAPSACK_ARMS.items() if c == cost):
                 matches[(arm, budget)] = {**aimed, "ratio": max(aimed["ratio"], floors[cost])}
         for arm in (*mode.external_arms, "slim"):
-            matches[(arm, budget)] = match(arm, budget, partial(external_model, arm, model, checkpoint, round_to=round_to),
-                                           arm in TP_ARMS)
+            matches[(arm, budget)] = aligned_match(arm, Path(arm), budget, round_to)
         cells += [Cell((arm, arm.split("-")[0], KNAPSACK_ARMS[arm], budget, mode.epochs), folder / arm,
                        matches[(arm, budget)]["ratio"]) for arm in KNAPSACK_ARMS]
-        runs.extend(external_run(arm, budget, seed, folder / arm, matches[(arm, budget)]["ratio"])
+        runs.extend(external_run(arm, budget, seed, folder / arm, matches[(arm, budget)]["ratio"],
+                                 int(matches[(arm, budget)]["round_to"]))
                     for seed in range(mode.seeds) for arm in mode.external_arms + ("slim",))
     jobs = 1 if mode.in_process else args.jobs
 
@@ -859,18 +895,20 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     twins = root / "twins"
     knapsack_cells = {(c.arm, c.budget): c for c in cells + ([star] if halp_rel and not star_skipped else [])}
 
-    def same_start(arm: str, ratio: float, other: float) -> bool:
-        """Whether an external arm starts fine-tuning from the same structure at the two ratios (its parameter
-        shapes)."""
+    def same_start(arm: str, start: tuple[float, int], other: tuple[float, int]) -> bool:
+        """Whether an external arm starts fine-tuning from the same structure at the two (ratio, channel multiple)
+        pairs (its parameter shapes)."""
         batch[:] = batch or [calibration_batch(data, mode.calibration_images)]
-        nets = [external_model(arm, model, checkpoint, r, round_to, batch[0]) for r in (ratio, other)]
+        nets = [external_model(arm, model, checkpoint, r, align, batch[0]) for r, align in (start, other)]
         shapes = [None if n is None else [tuple(p.shape) for p in n.parameters()] for n in nets]
         return shapes[0] == shapes[1]
 
-    def second_aims(ms: dict[str, float], done: list[Run], names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
+    def second_aims(timing_now: Callable[[], dict[str, float]], done: list[Run],
+                    names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
         """Every arm alike gets a second aim at a budget where a seed's final engine, timed side by side, missed it
         by more than MATCH: our knapsack arms scale their ratio by budget / measured (`calibrated_ratio`, on the
-        seeds' mean), the external arms bisect theirs again on engines timed now. A cell runs every seed again at
+        seeds' mean), the external arms bisect theirs again on engines timed now (at their channel multiple, then
+        the finer ones while it misses: `aligned_match`). A cell runs every seed again at
         the second aim (`second-aim/`), unless the seeds' mean is already within MATCH, or an external arm's new
         bisection gives the start it had, or a probe no nearer the budget than its engines' mean (a tool that cannot
         reach the budget). The decision is a record (`second_aim.json`), so that later timings do not change which
@@ -883,10 +921,12 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             if path.is_file():
                 decision = dict(json.loads(path.read_text()))
             else:
+                ms = timing_now()
                 ratios = [ms[names[i]] / ms["dense"] for i in index if names[i] in ms]
                 if not ratios:  # every seed diverged: no engine to aim with
                     continue
                 measured = statistics.fmean(ratios)
+                taken: dict[str, int] = {}  # an external arm's new aim: its channel multiple
                 if match_level(ratios, budget) == "every seed":  # met: recorded too, so it stays met
                     aimed, ratio, probe = None, None, None
                 elif (arm, budget) in knapsack_cells:
@@ -894,21 +934,23 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                     ratio = calibrated_ratio(aimed, measured, budget, floors[knapsack_cells[(arm, budget)].spec[2]])
                     probe = None
                 else:
-                    aimed = matches[(arm, budget)]["ratio"]
-                    again = match(f"{arm}/second-aim", budget, partial(external_model, arm, model, checkpoint,
-                                                                       round_to=round_to), arm in TP_ARMS)
+                    aimed, align = matches[(arm, budget)]["ratio"], int(matches[(arm, budget)]["round_to"])
+                    again = aligned_match(arm, Path(arm) / "second-aim", budget, align)
                     probe = again["probe_ms"] / again["budget_ms"] * budget
                     nearer = abs(probe / budget - 1) < abs(measured / budget - 1)
-                    ratio = again["ratio"] if nearer and not same_start(arm, aimed, again["ratio"]) else None
+                    new = (again["ratio"], int(again["round_to"]))
+                    ratio = again["ratio"] if nearer and not same_start(arm, (aimed, align), new) else None
+                    taken = {"round_to": new[1]} if ratio is not None else {}
                 decision = {"seed_ratios": ratios, "measured": measured, "aimed_ratio": aimed, "ratio": ratio,
-                            "probe_ratio": probe}
+                            "probe_ratio": probe, **taken}
                 write_json(path, decision)
             if decision["ratio"] is None:
                 continue
             cell = knapsack_cells.get((arm, budget))
             again_runs = [knapsack_run(*cell.spec, seed=done[i][2], folder=cell.folder / "second-aim",
                                        ratio=decision["ratio"]) if cell is not None else
-                          external_run(arm, budget, done[i][2], folder / "second-aim", decision["ratio"]) for i in index]
+                          external_run(arm, budget, done[i][2], folder / "second-aim", decision["ratio"],
+                                       decision["round_to"]) for i in index]
             out[(arm, budget)] = {**decision, "runs": list(zip(index, again_runs))}
         return out
 
@@ -931,7 +973,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
 
     Decide = Callable[[tuple[str, float], Cell, list[int], list[float]], dict[str, Any]]
 
-    def cell_decisions(name: str, ms: dict[str, float], done: list[Run], names: list[str],
+    def cell_decisions(name: str, timing_now: Callable[[], dict[str, float]], done: list[Run], names: list[str],
                        decide: Decide) -> Iterator[tuple[tuple[str, float], Cell, list[int], dict[str, Any]]]:
         """Each of our knapsack cells with its rows' indices in `done` and its decision: the record `name` in its
         folder when there is one, else `decide(cell key, cell, indices, its engines' ratios to dense on `ms`)`, kept
@@ -942,13 +984,15 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             if path.is_file():
                 yield key, cell, index, dict(json.loads(path.read_text()))
                 continue
+            ms = timing_now()
             ratios = [ms[names[i]] / ms["dense"] for i in index if names[i] in ms]
             if ratios:
                 decision = decide(key, cell, index, ratios)
                 write_json(path, decision)
                 yield key, cell, index, decision
 
-    def third_aims(ms: dict[str, float], done: list[Run], names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
+    def third_aims(timing_now: Callable[[], dict[str, float]], done: list[Run],
+                   names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
         """Our knapsack cells whose seeds' mean still misses the budget by more than MATCH on the report's timing
         (`TIMING_PASSES` passes) get a third aim: the line through every final engine the cell has had
         (`solvers.aim.next_aim`: the pilot, the first and the second aim's seeds), and every seed runs again at it
@@ -956,6 +1000,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         the structure nearest the budget or one they had. Every timed cell's decision is a record (`third_aim.json`),
         a met one too; the returned ones include those with no new aim (ratio None, no runs)."""
         def seeds_mean(names_: list[str]) -> float | None:
+            ms = timing_now()
             found = [ms[k] / ms["dense"] for k in names_ if k in ms]
             return statistics.fmean(found) if found else None
 
@@ -971,14 +1016,15 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             return {"seed_ratios": ratios, "measured": statistics.fmean(ratios), "points": points, "ratio": ratio}
 
         out = {}
-        for key, cell, index, decision in cell_decisions("third_aim.json", ms, done, names, decide):
+        for key, cell, index, decision in cell_decisions("third_aim.json", timing_now, done, names, decide):
             again = [] if decision["ratio"] is None else [
                 knapsack_run(*cell.spec, seed=done[i][2], folder=cell.folder / "third-aim", ratio=decision["ratio"])
                 for i in index]
             out[key] = {**decision, "runs": list(zip(index, again))}
         return out
 
-    def measured_aims(ms: dict[str, float], done: list[Run], names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
+    def measured_aims(timing_now: Callable[[], dict[str, float]], done: list[Run],
+                      names: list[str]) -> dict[tuple[str, float], dict[str, Any]]:
         """Our knapsack cells whose seeds' mean still misses the budget by more than MATCH on the report's timing after
         their last aim run every seed once more under the library's measured budget (`--measure-budget`), at the
         budget itself: each run re-aims its own last prune on engines it times beside the dense one
@@ -989,7 +1035,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                     "measure_budget": match_level(ratios, key[1]) == "no"}
 
         out = {}
-        for key, cell, index, decision in cell_decisions("measured_aim.json", ms, done, names, decide):
+        for key, cell, index, decision in cell_decisions("measured_aim.json", timing_now, done, names, decide):
             again = [knapsack_run(*cell.spec, seed=done[i][2], folder=cell.folder / "measured", ratio=key[1],
                                   measured=True) for i in index] if decision["measure_budget"] else []
             out[key] = {**decision, "runs": list(zip(index, again))}
@@ -1002,16 +1048,21 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             runs[i], records[i], keys[i] = run, record, timing_name(run, suffix)
         return [(keys[i], records[i]) for i, _ in pairs]
 
+    def when_needed(keyed: list[tuple[str, dict[str, Any]]], passes: int) -> Callable[[], dict[str, float]]:
+        """The side-by-side timing of `keyed` (`timed`), taken when a decision first needs it: a decision already
+        recorded needs none, so a resumed run does not time every engine again for the decisions it has."""
+        return cache(lambda: dict(timed(keyed, passes, False)["ms"]))
+
     keys = [timing_name(run) for run in runs]
     first = list(zip(keys, records))
     # the second aims are decided once, on one side-by-side pass (each decision is a record); the report takes more
-    seconds = second_aims(timed(first, 1, False)["ms"], runs, keys)
+    seconds = second_aims(when_needed(first, 1), runs, keys)
     second_keyed = aim_again(seconds, "|2", "second aims")
     # the report's timing keeps every engine a decision was taken on, so that a rebuild reuses it for each decision
-    decided = third_aims(timed(first + second_keyed, TIMING_PASSES, False)["ms"], runs, keys)
+    decided = third_aims(when_needed(first + second_keyed, TIMING_PASSES), runs, keys)
     thirds = {cell: d for cell, d in decided.items() if d["ratio"] is not None}
     third_keyed = aim_again(thirds, "|3", "third aims")
-    checked = measured_aims(timed(first + second_keyed + third_keyed, TIMING_PASSES, False)["ms"], runs, keys) \
+    checked = measured_aims(when_needed(first + second_keyed + third_keyed, TIMING_PASSES), runs, keys) \
         if mode.measured_budgets else {}
     remeasured = {cell: d for cell, d in checked.items() if d["measure_budget"]}
     timing = timed(first + second_keyed + third_keyed + aim_again(remeasured, "|m", "measured budgets"), TIMING_PASSES,
@@ -1030,6 +1081,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                      "epochs": math.nan if r["diverged"] else r["epochs"], "measured_ms": ms,
                      "budget_ms": budget * timed_ms["dense"], "ratio": ms / timed_ms["dense"],
                      "train_flops": train_flops, "train_flops_vs_dense_training": train_flops / dense_train_flops,
+                     "round_to": None if arm in OURS else (second or matches[(arm, budget)])["round_to"],
                      "second_aim": second is not None, "third_aim": third is not None,
                      "measured_aim": remeasure is not None,
                      "aimed_ratio": budget if remeasure else
@@ -1095,6 +1147,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "ratio": statistics.fmean(r["ratio"] for r in rs.values()),
                       "ratio_range": [min(r["ratio"] for r in rs.values()), max(r["ratio"] for r in rs.values())],
                       "match": match_level([r["ratio"] for r in rs.values()], budget),
+                      "round_to": next(iter(rs.values()))["round_to"],
                       "second_aim": any(r["second_aim"] for r in rs.values()),
                       "third_aim": any(r["third_aim"] for r in rs.values()),
                       "measured_aim": any(r["measured_aim"] for r in rs.values()),
@@ -1260,21 +1313,31 @@ def drift_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def arm_label(t: dict[str, Any], round_to: int) -> str:
+    """A table row's arm, with its last aim ('measured', '3rd aim', '2nd aim') and a channel multiple finer than the
+    architecture's `round_to` (an external arm that could not meet the budget at it)."""
+    notes = ["measured" if t["measured_aim"] else "3rd aim" if t["third_aim"] else "2nd aim" if t["second_aim"] else ""]
+    notes += [f"round_to {t['round_to']}"] if t["round_to"] not in (None, round_to) else []
+    shown = ", ".join(n for n in notes if n)
+    return t["arm"] + (f" ({shown})" if shown else "")
+
+
 def markdown(record: dict[str, Any], png: str) -> str:
     m, args, quick = record["mode_settings"], record["args"], record["mode"] != "full"
+    round_to = {a["model"]: a["round_to"] for a in record["architectures"]}
     diff = lambda d: "-" if d is None else format_difference(d)  # noqa: E731
     table = markdown_table(
         ["model", "budget", "arm", "seeds", "measured / dense (seeds)", "speed-up", f"within {100 * MATCH:g}%",
          "top-1 (mean +- std)", "top-1 - IEE (paired, 95% CI)", "train FLOPs / dense training"],
-        [[t["model"], f"{t['budget']:g}", t["arm"] + (" (measured)" if t["measured_aim"] else " (3rd aim)" if t["third_aim"]
-                                                 else " (2nd aim)" if t["second_aim"] else ""), t["seeds"],
+        [[t["model"], f"{t['budget']:g}", arm_label(t, round_to[t["model"]]), t["seeds"],
           f"{t['ratio']:.3f} ({t['ratio_range'][0]:.3f}-{t['ratio_range'][1]:.3f})", f"{1 / t['ratio']:.2f}x", t["match"],
           f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}" if math.isfinite(t["val_acc"]) else
           "diverged (NaN loss)",
           diff(t["vs_iee"]), f"{t['train_flops_vs_dense_training']:.3f}"] for t in record["table"]])
     archs = [f"- {a['model']}: dense top-1 {100 * a['dense_val_acc']:.2f}% after {a['dense_epochs']} epochs, "
              f"{a['dense_ms']:.3f} ms measured, training {a['dense_train_flops']:.3g} FLOPs; grid align {a['grid']['align']} "
-             f"below one block of {a['grid']['block']} (measured), Torch-Pruning round_to {a['round_to']}; plateau check "
+             f"below one block of {a['grid']['block']} (measured), external arms' round_to {a['round_to']} (finer where "
+             "marked); plateau check "
              f"(0.75 D minus D, paired by seed, mean within {PLATEAU_POINTS:g} points): "
              f"{format_difference(a['dense_plateau']['difference'])} points, "
              + ("plateaued" if a["dense_plateau"]["plateaued"] else "**NOT plateaued**")
@@ -1326,7 +1389,10 @@ def markdown(record: dict[str, Any], png: str) -> str:
         *table, "",
         f"![top-1 vs measured latency]({png})", "",
         "How each arm meets the budget: Torch-Pruning, Model Optimizer and slim bisect their ratio on the measured "
-        "latency of the network they start fine-tuning from (pruning does not change during their fine-tuning). Our "
+        "latency of the network they start fine-tuning from (pruning does not change during their fine-tuning), with "
+        "widths in multiples of the target's channel multiple; where no ratio at that multiple lands within "
+        f"{100 * MATCH:g}% of the budget, they bisect again at half of it, down to 1, and keep the first that lands "
+        "within (else the nearest; marked 'round_to n'). Our "
         "knapsack arms (iee, halp, halp-flops, north-star) bisect their `--latency-ratio` on the measured latency of "
         "the knapsack's one-shot structure; HALP and IEE then prune in steps while they train, so their final structure "
         "differs from the one-shot one. Seed 0 runs first at that aim (the pilot); when the pilot's final engine, timed "

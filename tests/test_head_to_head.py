@@ -15,6 +15,8 @@ from benchmarks.head_to_head import (
     QUICK,
     TIMING_PASSES,
     TINY,
+    alignments,
+    arm_label,
     bisect_ratio,
     calibrated_ratio,
     calibration_batch,
@@ -33,6 +35,21 @@ def test_bisect_ratio_matches_a_monotone_latency():
     assert abs(ms / 0.5 - 1) <= MATCH / 2 and abs(ratio - 0.625) < 0.02
     ratio, ms = bisect_ratio(lambda r: 0.1 + 0.9 * r, 0.55, shrinks=False, iterations=20)  # slim: keep 0.5
     assert abs(ms / 0.55 - 1) <= MATCH / 2 and abs(ratio - 0.5) < 0.02
+
+
+def test_alignments_halve_the_channel_multiple_down_to_one():
+    assert alignments(8) == [8, 4, 2, 1]
+    assert alignments(16) == [16, 8, 4, 2, 1]
+    assert alignments(6) == [6, 3, 1]
+    assert alignments(1) == [1]
+
+
+def test_arm_label_names_the_last_aim_and_a_finer_channel_multiple():
+    row = {"arm": "tp-mag", "measured_aim": False, "third_aim": False, "second_aim": False, "round_to": 8}
+    assert arm_label(row, 8) == "tp-mag"
+    assert arm_label({**row, "round_to": 4}, 8) == "tp-mag (round_to 4)"
+    assert arm_label({**row, "round_to": 2, "second_aim": True}, 8) == "tp-mag (2nd aim, round_to 2)"
+    assert arm_label({**row, "arm": "halp", "round_to": None, "measured_aim": True}, 8) == "halp (measured)"
 
 
 def test_calibrated_ratio_scales_a_missed_aim_and_keeps_a_met_one():
@@ -132,13 +149,28 @@ def test_tiny_mode_table_shape(tmp_path):
     assert sorted(cells) == sorted([(0.5, a) for a in TINY.arms] + [(0.5, NORTH_STAR)])
     for t in record["table"]:
         assert set(t) == {"model", "budget", "arm", "seeds", "val_acc", "val_acc_std", "measured_ms", "ratio",
-                          "ratio_range", "match", "second_aim", "third_aim", "measured_aim",
+                          "ratio_range", "match", "round_to", "second_aim", "third_aim", "measured_aim",
                           "train_flops_vs_dense_training", "vs_iee", "lut_minus_flops"}
         assert t["seeds"] == 1 and 0 < t["ratio"] < 1.2 and (t["vs_iee"] is None) == (t["arm"] == "iee")
         assert (t["lut_minus_flops"] is None) == (t["arm"] != "halp")
         assert t["match"] == match_level([r["ratio"] for r in record["rows"] if (r["budget"], r["arm"]) == (
             t["budget"], t["arm"])], t["budget"])
     arch = record["architectures"][0]
+    # an external arm runs at the target's channel multiple unless no ratio there lands within MATCH of the budget: then
+    # at the first finer multiple whose bisection does (else the nearest); each bisection is a record of its own
+    runs = tmp_path / "head_to_head_tiny_runs" / "resnet20" / "r50"
+    for t in record["table"]:
+        if t["arm"] not in (*TINY.external_arms, "slim"):
+            assert t["round_to"] is None
+            continue
+        folders = {a: runs / t["arm"] / ("" if a == arch["round_to"] else f"align{a}") for a in alignments(arch["round_to"])}
+        tried = [a for a, folder in folders.items() if (folder / "match.json").is_file()]
+        misses = {a: abs(m["probe_ms"] / m["budget_ms"] - 1)
+                  for a in tried for m in [json.loads((folders[a] / "match.json").read_text())]}
+        assert tried == alignments(arch["round_to"])[:len(tried)]  # coarsest first, none skipped
+        assert all(misses[a] > MATCH for a in tried[:-1])  # a finer multiple only after a miss
+        if not t["second_aim"]:
+            assert t["round_to"] == min(tried, key=misses.__getitem__)
     assert {"dense_plateau", "finetune_plateau", "smallest_ratio", "calibrations"} <= set(arch)
     assert set(arch["smallest_ratio"]) == {"latency", "flops"}
     assert arch["dense_plateau"]["difference"]["n"] == arch["finetune_plateau"]["difference"]["n"] == TINY.seeds
@@ -202,10 +234,13 @@ def test_tiny_mode_table_shape(tmp_path):
     assert ran != ("int8-lut" in int8_arch["refused"])
     assert "## The answer" in (tmp_path / "int8_tiny.md").read_text()
 
-    # an external arm's run stopped after its checkpoint goes on from it when the benchmark resumes
-    stopped = tmp_path / "runs" / "tiny" / "resnet20" / "r50" / "tp-mag" / "seed0"
+    # an external arm's run stopped after its checkpoint goes on from it when the benchmark resumes (its first aim's
+    # run, in the folder of its channel multiple)
+    records = tmp_path / "head_to_head_tiny_runs" / "resnet20"
+    first_aim = next(p for p in sorted((records / "r50" / "tp-mag").glob("**/seed0.json")) if "second-aim" not in p.parts)
+    stopped = tmp_path / "runs" / "tiny" / "resnet20" / first_aim.parent.relative_to(records) / "seed0"
     (stopped / "summary.json").unlink()
-    (tmp_path / "head_to_head_tiny_runs" / "resnet20" / "r50" / "tp-mag" / "seed0.json").unlink()
+    first_aim.unlink()
     subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300)
     resumed = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
     assert [(r["arm"], r["val_acc"], r["second_aim"], r["third_aim"]) for r in resumed["rows"]] == [
