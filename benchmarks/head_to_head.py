@@ -976,8 +976,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     def cell_decisions(name: str, timing_now: Callable[[], dict[str, float]], done: list[Run], names: list[str],
                        decide: Decide) -> Iterator[tuple[tuple[str, float], Cell, list[int], dict[str, Any]]]:
         """Each of our knapsack cells with its rows' indices in `done` and its decision: the record `name` in its
-        folder when there is one, else `decide(cell key, cell, indices, its engines' ratios to dense on `ms`)`, kept
-        as that record; a cell with no engine timed on `ms` is left out."""
+        folder when there is one, else `decide(cell key, cell, indices, its engines' ratios to dense on `timing_now()`)`,
+        kept as that record (only then is the timing taken); a cell with no engine in that timing is left out."""
         for key, cell in knapsack_cells.items():
             index = [i for i, (a, b, *_) in enumerate(done) if (a, b) == key]
             path = rec / cell.folder / name
