@@ -309,6 +309,9 @@ def modelopt_prune(model: nn.Module, flops: float, round_to: int, batch: tuple[t
             if "constraints can be satisfied" in str(err):
                 return None
             raise
+        except (IndexError, RuntimeError) as err:  # inside FastNAS itself (its pre-search slices channels)
+            raise ToolFailure(f"Model Optimizer's FastNAS fails at channel_divisor {round_to}: "
+                              f"{type(err).__name__}: {err}") from err
         finally:
             if search is not None and not search.is_file() and local.is_file():
                 part = search.with_name(f"{search.name}.{os.getpid()}.part")
@@ -349,6 +352,11 @@ def external_model(arm: str, model_name: str, checkpoint: Path, ratio: float, ro
     return tp_prune(model, ratio, importance, global_pruning, round_to, batch)
 
 
+class ToolFailure(Exception):
+    """An external tool failed inside its own code at a channel multiple (not a ratio it cannot reach): the arm's
+    bisection records the failure and goes on at the other multiples."""
+
+
 CALIBRATION_SEED = 0
 """The seed of the calibration batch's augmentation (`calibration_batch`); a run's spec names it, so a record made with
 another batch is not reused."""
@@ -365,6 +373,15 @@ def alignments(start: int) -> list[int]:
     while out[-1] > 1:
         out.append(out[-1] // 2)
     return out
+
+
+def nearest_match(tried: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of an external arm's bisections at several channel multiples, the one whose probe is nearest its budget; those
+    where the tool failed (a "failed" record) are left out, and if every one failed, the first failure is raised."""
+    ran = [m for m in tried if "failed" not in m]
+    if not ran:
+        raise ToolFailure(tried[0]["failed"])
+    return min(ran, key=lambda m: abs(m["probe_ms"] / m["budget_ms"] - 1))
 
 
 def bisect_ratio(latency_of: Callable[[float], float], budget_ms: float, shrinks: bool, iterations: int) -> tuple[float, float]:
@@ -746,17 +763,24 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     plateau = None if mode.in_process else background.submit(plateau_runs)
     floors = {cost: smallest_ratio(model, None, table) for cost, table in tables.items()}
     budgets = [float(b) for b in args.budgets.split(",")]
-    matches: dict[tuple[str, float], dict[str, float]] = {}
+    matches: dict[tuple[str, float], dict[str, Any]] = {}
+    tool_failures: list[dict[str, Any]] = []  # an external tool failing inside its own code at a channel multiple
     batch: list[tuple[torch.Tensor, torch.Tensor]] = []  # the calibration batch, read when a bisection first needs it
 
-    def match(arm_folder: str, budget: float, net_of: Callable[..., nn.Module | None], shrinks: bool) -> dict[str, float]:
+    def match(arm_folder: str, budget: float, net_of: Callable[..., nn.Module | None], shrinks: bool) -> dict[str, Any]:
         record = rec / f"r{round(100 * budget)}" / arm_folder / "match.json"
         if record.is_file():
             return dict(json.loads(record.read_text()))
         dense = dense_record()
         batch[:] = batch or [calibration_batch(data, mode.calibration_images)]
-        return match_ratio(partial(net_of, batch=batch[0]), dense_onnx, budget * dense["bisection_dense_ms"],
-                           dense["bisection_dense_ms"], shrinks, record, root / f"r{round(100 * budget)}" / arm_folder, mode)
+        try:
+            return match_ratio(partial(net_of, batch=batch[0]), dense_onnx, budget * dense["bisection_dense_ms"],
+                               dense["bisection_dense_ms"], shrinks, record, root / f"r{round(100 * budget)}" / arm_folder,
+                               mode)
+        except ToolFailure as err:  # recorded, so a resumed run does not fail again
+            failed = {"failed": str(err), "budget_ms": budget * dense["bisection_dense_ms"]}
+            write_json(record, failed)
+            return failed
 
     def aligned(folder: Path, align: int) -> Path:
         """`folder`, or its `align<n>/` subfolder for a multiple finer than the target's (records and runs alike)."""
@@ -765,15 +789,18 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     def aligned_match(arm: str, arm_folder: Path, budget: float, start: int) -> dict[str, float]:
         """An external arm's match (`match`) at the channel multiple `start`, then at each finer one (`alignments`)
         until its probe lands within MATCH of the budget; the nearest of those tried, with its multiple as
-        "round_to". Each bisection is a record of its own (`align<n>/match.json` below the arm's folder)."""
+        "round_to". Each bisection is a record of its own (`align<n>/match.json` below the arm's folder); a multiple
+        where the tool itself fails is recorded as such, named in the report, and left out (`nearest_match`)."""
         tried = []
         for align in alignments(start):
             found = match(str(aligned(arm_folder, align)), budget,
                           partial(external_model, arm, model, checkpoint, round_to=align), arm in TP_ARMS)
             tried.append({**found, "round_to": align})
-            if within(found["probe_ms"], found["budget_ms"], MATCH):
+            if "failed" in found:
+                tool_failures.append({"arm": arm, "budget": budget, "round_to": align, "error": found["failed"]})
+            elif within(found["probe_ms"], found["budget_ms"], MATCH):
                 break
-        return min(tried, key=lambda m: abs(m["probe_ms"] / m["budget_ms"] - 1))
+        return nearest_match(tried)
 
     Run = tuple[str, float, int, Path, Callable[[], dict[str, Any]]]
     runs: list[Run] = []
@@ -1118,7 +1145,19 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                            if cell["ratio"] is not None or match_level(cell["seed_ratios"], budget) == "no"],
             "measured_aims": [{"arm": arm, "budget": budget, **{k: v for k, v in cell.items() if k != "runs"}}
                               for (arm, budget), cell in remeasured.items()],
-            "north_star_skipped": star_skipped, "rows": rows}
+            "north_star_skipped": star_skipped, "tool_failures": tool_failures, "rows": rows}
+
+
+def failure_lines(architectures: list[dict[str, Any]]) -> list[str]:
+    """One line per architecture and tool failure (the same error at one channel multiple), with the budgets it hit."""
+    lines = []
+    for a in architectures:
+        seen: dict[str, list[float]] = {}
+        for f in a.get("tool_failures", []):
+            seen.setdefault(f["error"], []).append(f["budget"])
+        lines += [f"- {a['model']}: {error} (bisecting for {', '.join(f'{b:g}' for b in budgets)} x dense); that "
+                  "multiple is left out and the cell keeps the nearest of those the tool ran at." for error, budgets in seen.items()]
+    return lines
 
 
 def match_level(ratios: list[float], budget: float) -> str:
@@ -1375,7 +1414,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"arm's fine-tuning from the trained model; seeds "
         f"0..{m['seeds'] - 1}, paired. Engines: ONNX Runtime, batch 1, one thread, fastest run, every engine timed in "
         "one side-by-side run in alternating rounds beside the dense one.", "",
-        *archs, "",
+        *archs, *failure_lines(record["architectures"]), "",
         f"Records: every finished step is a JSON record under `{record['architectures'][0]['records'].rsplit('/', 1)[0]}/` "
         "(LUT, dense model, bisections, runs with their engines' structures); the report is rebuilt from them and the "
         "engines are timed as their structures with re-drawn weights. "

@@ -15,13 +15,16 @@ from benchmarks.head_to_head import (
     QUICK,
     TIMING_PASSES,
     TINY,
+    ToolFailure,
     alignments,
     arm_label,
     bisect_ratio,
     calibrated_ratio,
     calibration_batch,
     combined_ms,
+    failure_lines,
     match_level,
+    nearest_match,
     north_star_epochs,
     probe_drift,
     uses_batch,
@@ -42,6 +45,23 @@ def test_alignments_halve_the_channel_multiple_down_to_one():
     assert alignments(16) == [16, 8, 4, 2, 1]
     assert alignments(6) == [6, 3, 1]
     assert alignments(1) == [1]
+
+
+def test_nearest_match_leaves_out_the_multiples_where_the_tool_failed():
+    tried = [{"probe_ms": 0.30, "budget_ms": 0.39, "round_to": 8}, {"probe_ms": 0.40, "budget_ms": 0.39, "round_to": 2},
+             {"failed": "FastNAS fails at channel_divisor 1: IndexError", "budget_ms": 0.39, "round_to": 1}]
+    assert nearest_match(tried)["round_to"] == 2
+    with pytest.raises(ToolFailure, match="channel_divisor 1"):
+        nearest_match(tried[2:])
+
+
+def test_failure_lines_name_each_error_once_with_the_budgets_it_hit():
+    arch = {"model": "mobilenet_v3_small", "tool_failures": [
+        {"arm": "modelopt-fastnas", "budget": b, "round_to": 1, "error": "FastNAS fails at channel_divisor 1: IndexError"}
+        for b in (0.7, 0.35)]}
+    lines = failure_lines([arch, {"model": "resnet20", "tool_failures": []}])
+    assert len(lines) == 1
+    assert lines[0].startswith("- mobilenet_v3_small: FastNAS fails at channel_divisor 1: IndexError (bisecting for 0.7, 0.35")
 
 
 def test_arm_label_names_the_last_aim_and_a_finer_channel_multiple():
