@@ -1149,14 +1149,16 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
 
 
 def failure_lines(architectures: list[dict[str, Any]]) -> list[str]:
-    """One line per architecture and tool failure (the same error at one channel multiple), with the budgets it hit."""
+    """One line per architecture and tool failure (the same error at one channel multiple), with the budgets it hit
+    (a cell's first and second aims may both meet it: each budget is named once, largest first)."""
     lines = []
     for a in architectures:
-        seen: dict[str, list[float]] = {}
+        seen: dict[str, set[float]] = {}
         for f in a.get("tool_failures", []):
-            seen.setdefault(f["error"], []).append(f["budget"])
-        lines += [f"- {a['model']}: {error} (bisecting for {', '.join(f'{b:g}' for b in budgets)} x dense); that "
-                  "multiple is left out and the cell keeps the nearest of those the tool ran at." for error, budgets in seen.items()]
+            seen.setdefault(f["error"], set()).add(f["budget"])
+        lines += [f"- {a['model']}: {error} (bisecting for {', '.join(f'{b:g}' for b in sorted(budgets, reverse=True))} x "
+                  "dense); that multiple is left out and the cell keeps the nearest of those the tool ran at."
+                  for error, budgets in seen.items()]
     return lines
 
 

@@ -58,7 +58,7 @@ def test_nearest_match_leaves_out_the_multiples_where_the_tool_failed():
 def test_failure_lines_name_each_error_once_with_the_budgets_it_hit():
     arch = {"model": "mobilenet_v3_small", "tool_failures": [
         {"arm": "modelopt-fastnas", "budget": b, "round_to": 1, "error": "FastNAS fails at channel_divisor 1: IndexError"}
-        for b in (0.7, 0.35)]}
+        for b in (0.35, 0.7, 0.35)]}
     lines = failure_lines([arch, {"model": "resnet20", "tool_failures": []}])
     assert len(lines) == 1
     assert lines[0].startswith("- mobilenet_v3_small: FastNAS fails at channel_divisor 1: IndexError (bisecting for 0.7, 0.35")
