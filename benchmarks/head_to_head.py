@@ -764,7 +764,6 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     floors = {cost: smallest_ratio(model, None, table) for cost, table in tables.items()}
     budgets = [float(b) for b in args.budgets.split(",")]
     matches: dict[tuple[str, float], dict[str, Any]] = {}
-    tool_failures: list[dict[str, Any]] = []  # an external tool failing inside its own code at a channel multiple
     batch: list[tuple[torch.Tensor, torch.Tensor]] = []  # the calibration batch, read when a bisection first needs it
 
     def match(arm_folder: str, budget: float, net_of: Callable[..., nn.Module | None], shrinks: bool) -> dict[str, Any]:
@@ -796,9 +795,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
             found = match(str(aligned(arm_folder, align)), budget,
                           partial(external_model, arm, model, checkpoint, round_to=align), arm in TP_ARMS)
             tried.append({**found, "round_to": align})
-            if "failed" in found:
-                tool_failures.append({"arm": arm, "budget": budget, "round_to": align, "error": found["failed"]})
-            elif within(found["probe_ms"], found["budget_ms"], MATCH):
+            if "failed" not in found and within(found["probe_ms"], found["budget_ms"], MATCH):
                 break
         return nearest_match(tried)
 
@@ -1145,7 +1142,20 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                            if cell["ratio"] is not None or match_level(cell["seed_ratios"], budget) == "no"],
             "measured_aims": [{"arm": arm, "budget": budget, **{k: v for k, v in cell.items() if k != "runs"}}
                               for (arm, budget), cell in remeasured.items()],
-            "north_star_skipped": star_skipped, "tool_failures": tool_failures, "rows": rows}
+            "north_star_skipped": star_skipped, "tool_failures": recorded_failures(rec), "rows": rows}
+
+
+def recorded_failures(rec: Path) -> list[dict[str, Any]]:
+    """Every bisection under an architecture's records where the external tool failed inside its own code (a "failed"
+    match record, `r<budget>/<arm>/[second-aim/]align<n>/match.json`): arm, budget, channel multiple and error."""
+    out = []
+    for path in sorted(rec.glob("r*/*/**/match.json")):
+        record = json.loads(path.read_text())
+        if "failed" in record:
+            parts = path.relative_to(rec).parts
+            out.append({"arm": parts[1], "budget": int(parts[0][1:]) / 100, "round_to": int(parts[-2].removeprefix("align")),
+                        "error": record["failed"]})
+    return out
 
 
 def failure_lines(architectures: list[dict[str, Any]]) -> list[str]:

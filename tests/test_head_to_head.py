@@ -27,6 +27,7 @@ from benchmarks.head_to_head import (
     nearest_match,
     north_star_epochs,
     probe_drift,
+    recorded_failures,
     uses_batch,
 )
 
@@ -53,6 +54,18 @@ def test_nearest_match_leaves_out_the_multiples_where_the_tool_failed():
     assert nearest_match(tried)["round_to"] == 2
     with pytest.raises(ToolFailure, match="channel_divisor 1"):
         nearest_match(tried[2:])
+
+
+def test_recorded_failures_read_every_failed_bisection_below_the_records(tmp_path):
+    failed = {"failed": "FastNAS fails at channel_divisor 1: IndexError", "budget_ms": 0.28}
+    for folder in ("r50/modelopt-fastnas/align1", "r70/modelopt-fastnas/second-aim/align1", "r70/tp-mag/align2"):
+        (tmp_path / folder).mkdir(parents=True)
+        record = failed if "modelopt" in folder else {"ratio": 0.4, "probe_ms": 0.3, "budget_ms": 0.3}
+        (tmp_path / folder / "match.json").write_text(json.dumps(record))
+    found = recorded_failures(tmp_path)
+    assert [(f["arm"], f["budget"], f["round_to"]) for f in found] == [("modelopt-fastnas", 0.5, 1),
+                                                                       ("modelopt-fastnas", 0.7, 1)]
+    assert all(f["error"] == failed["failed"] for f in found)
 
 
 def test_failure_lines_name_each_error_once_with_the_budgets_it_hit():
