@@ -785,7 +785,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         """`folder`, or its `align<n>/` subfolder for a multiple finer than the target's (records and runs alike)."""
         return folder if align == round_to else folder / f"align{align}"
 
-    def aligned_match(arm: str, arm_folder: Path, budget: float, start: int) -> dict[str, float]:
+    def aligned_match(arm: str, arm_folder: Path, budget: float, start: int) -> dict[str, Any]:
         """An external arm's match (`match`) at the channel multiple `start`, then at each finer one (`alignments`)
         until its probe lands within MATCH of the budget; the nearest of those tried, with its multiple as
         "round_to". Each bisection is a record of its own (`align<n>/match.json` below the arm's folder); a multiple
@@ -1142,19 +1142,20 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                            if cell["ratio"] is not None or match_level(cell["seed_ratios"], budget) == "no"],
             "measured_aims": [{"arm": arm, "budget": budget, **{k: v for k, v in cell.items() if k != "runs"}}
                               for (arm, budget), cell in remeasured.items()],
-            "north_star_skipped": star_skipped, "tool_failures": recorded_failures(rec), "rows": rows}
+            "north_star_skipped": star_skipped, "tool_failures": recorded_failures(rec, round_to), "rows": rows}
 
 
-def recorded_failures(rec: Path) -> list[dict[str, Any]]:
+def recorded_failures(rec: Path, round_to: int) -> list[dict[str, Any]]:
     """Every bisection under an architecture's records where the external tool failed inside its own code (a "failed"
-    match record, `r<budget>/<arm>/[second-aim/]align<n>/match.json`): arm, budget, channel multiple and error."""
+    match record, `r<budget>/<arm>/[second-aim/][align<n>/]match.json`): arm, budget, channel multiple (`round_to`,
+    the target's, where there is no `align<n>/` folder) and error."""
     out = []
     for path in sorted(rec.glob("r*/*/**/match.json")):
         record = json.loads(path.read_text())
         if "failed" in record:
             parts = path.relative_to(rec).parts
-            out.append({"arm": parts[1], "budget": int(parts[0][1:]) / 100, "round_to": int(parts[-2].removeprefix("align")),
-                        "error": record["failed"]})
+            align = int(parts[-2].removeprefix("align")) if parts[-2].startswith("align") else round_to
+            out.append({"arm": parts[1], "budget": int(parts[0][1:]) / 100, "round_to": align, "error": record["failed"]})
     return out
 
 

@@ -58,12 +58,14 @@ def test_nearest_match_leaves_out_the_multiples_where_the_tool_failed():
 
 def test_recorded_failures_read_every_failed_bisection_below_the_records(tmp_path):
     failed = {"failed": "FastNAS fails at channel_divisor 1: IndexError", "budget_ms": 0.28}
-    for folder in ("r50/modelopt-fastnas/align1", "r70/modelopt-fastnas/second-aim/align1", "r70/tp-mag/align2"):
+    for folder in ("r35/modelopt-fastnas", "r50/modelopt-fastnas/align1", "r70/modelopt-fastnas/second-aim/align1",
+                   "r70/tp-mag/align2"):
         (tmp_path / folder).mkdir(parents=True)
         record = failed if "modelopt" in folder else {"ratio": 0.4, "probe_ms": 0.3, "budget_ms": 0.3}
         (tmp_path / folder / "match.json").write_text(json.dumps(record))
-    found = recorded_failures(tmp_path)
-    assert [(f["arm"], f["budget"], f["round_to"]) for f in found] == [("modelopt-fastnas", 0.5, 1),
+    found = recorded_failures(tmp_path, round_to=8)  # r35's failure is at the target's own multiple: no align folder
+    assert [(f["arm"], f["budget"], f["round_to"]) for f in found] == [("modelopt-fastnas", 0.35, 8),
+                                                                       ("modelopt-fastnas", 0.5, 1),
                                                                        ("modelopt-fastnas", 0.7, 1)]
     assert all(f["error"] == failed["failed"] for f in found)
 
