@@ -35,6 +35,7 @@ import json
 import math
 import statistics
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -125,10 +126,11 @@ def plateau_pairs(seeds: int) -> tuple[list[str], list[str]]:
 
 
 def plateau_runs(size: Sizing, seeds: int) -> list[tuple[str, float, int]]:
-    """Every dense run of a detector (name, epochs, seed): the dense model first, then the plateau check's."""
+    """Every dense run of a detector (name, epochs, seed): the full-length runs first (the dense model is seed 0's),
+    then the 0.75 D ones, so that the dense model trains beside a run of its own length (`architecture`)."""
     shorts, fulls = plateau_pairs(seeds)
-    return ([(fulls[0], float(size.dense_epochs), 0)] + [(n, 0.75 * size.dense_epochs, s) for s, n in enumerate(shorts)]
-            + [(n, float(size.dense_epochs), s) for s, n in enumerate(fulls) if s > 0])
+    return ([(n, float(size.dense_epochs), s) for s, n in enumerate(fulls)]
+            + [(n, 0.75 * size.dense_epochs, s) for s, n in enumerate(shorts)])
 
 
 def base_train(mode: Mode, size: Sizing, epochs: float, seed: int, lr: float) -> list[str]:
@@ -162,14 +164,21 @@ class Run:
         return shown_command(self.cmd)
 
 
-def train_all(runs: list[Run], mode: Mode, desc: str) -> None:
-    """Train the runs that have no record yet, `mode.jobs` at a time (one at a time in this process when 1)."""
-    pending = [r for r in runs if read_record(r.record, r.how) is None]
+def train_all(runs: list[Run], mode: Mode, desc: str) -> dict[str, dict[str, Any]]:
+    """Every run's record (name -> record): the runs that have none are trained, `mode.jobs` at a time (one at a
+    time in this process when 1), and each is recorded as soon as it finishes (its engine built one at a time), so
+    a stopped benchmark keeps every run that finished."""
+    building = threading.Lock()
+
+    def recorded(run: Run) -> dict[str, Any]:
+        if read_record(run.record, run.how) is None:
+            train_command(run.cmd, run.out, mode.in_process)
+        with building:
+            return record_run(run)
+
     if mode.jobs == 1:
-        for r in pending:
-            train_command(r.cmd, r.out, mode.in_process)
-    elif pending:
-        run_parallel(lambda r: train_command(r.cmd, r.out, mode.in_process), pending, mode.jobs, desc)
+        return {r.name: recorded(r) for r in runs}
+    return dict(zip((r.name for r in runs), run_parallel(recorded, runs, mode.jobs, desc)))
 
 
 def record_run(run: Run) -> dict[str, Any]:
@@ -215,10 +224,10 @@ def architecture(size: Sizing, mode: Mode, runs: Path, results: Path, commands: 
                   root / method / f"seed{seed}", rec / method / f"seed{seed}.json")
               for method in METHODS for seed in range(mode.seeds)]
     commands += [r.how for r in dense] + [r.how for r in pruned if r.name.endswith("seed0")]
-    train_all(dense, mode, f"{model}: dense and plateau runs")
-    records = {r.name: record_run(r) for r in dense}
-    train_all(pruned, mode, f"{model}: pruned runs")
-    records.update({r.name: record_run(r) for r in pruned})
+    # the dense model trains beside the plateau check's next full-length run (they end together); then the pruned
+    # runs go first, so the benchmark's answer is recorded before the plateau check's remaining runs
+    records = train_all(dense[:mode.jobs], mode, f"{model}: the dense model")
+    records.update(train_all([*pruned, *dense[mode.jobs:]], mode, f"{model}: pruned and plateau runs"))
     checks = {name for name, *_ in plateau_runs(size, mode.seeds)} - {"dense"}  # trained for the plateau check only
     latency = time_engines({name: r["engine"] for name, r in records.items() if name not in checks}, mode)
     return rows_of(size, records, latency, mode)

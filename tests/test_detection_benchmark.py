@@ -59,6 +59,6 @@ def test_plateau_check_pairs_every_seed_and_the_dense_model_is_seed_0s_full_run(
     assert plateau_pairs(3) == (["dense-0.75D", "dense-0.75D-seed1", "dense-0.75D-seed2"],
                                 ["dense", "dense-seed1", "dense-seed2"])
     assert plateau_runs(Sizing("ssdlite", 100, 80, 10), 3) == [
-        ("dense", 80.0, 0), ("dense-0.75D", 60.0, 0), ("dense-0.75D-seed1", 60.0, 1), ("dense-0.75D-seed2", 60.0, 2),
-        ("dense-seed1", 80.0, 1), ("dense-seed2", 80.0, 2)]
+        ("dense", 80.0, 0), ("dense-seed1", 80.0, 1), ("dense-seed2", 80.0, 2), ("dense-0.75D", 60.0, 0),
+        ("dense-0.75D-seed1", 60.0, 1), ("dense-0.75D-seed2", 60.0, 2)]
     assert plateau_runs(Sizing("ssdlite", 8, 2, 4), 1) == [("dense", 2.0, 0), ("dense-0.75D", 1.5, 0)]
