@@ -1425,8 +1425,11 @@ def markdown(record: dict[str, Any], png: str) -> str:
         f"{m['dense_epochs'] + m['epochs']} epochs from scratch); batch {args['batch_size']}, SGD with a cosine schedule, "
         f"peak lr {args['lr']} from scratch (dense, slim) and {args['finetune_lr']}, a tenth of it, for every pruned "
         f"arm's fine-tuning from the trained model; seeds "
-        f"0..{m['seeds'] - 1}, paired. Engines: ONNX Runtime, batch 1, one thread, fastest run, every engine timed in "
-        "one side-by-side run in alternating rounds beside the dense one.", "",
+        f"0..{m['seeds'] - 1}, paired. Training steps are matched: every pruned arm's {m['epochs']} epochs continue "
+        f"the dense model's {m['dense_epochs']}, and slim trains for the same {m['dense_epochs'] + m['epochs']} from "
+        f"scratch (the north-star arm for {NORTH_STAR_COST:.0%} of the dense training FLOPs), so no arm wins by getting "
+        "more SGD steps; the plateau checks below are a second guard. Engines: ONNX Runtime, batch 1, one thread, "
+        "fastest run, every engine timed in one side-by-side run in alternating rounds beside the dense one.", "",
         *archs, *failure_lines(record["architectures"]), "",
         f"Records: every finished step is a JSON record under `{record['architectures'][0]['records'].rsplit('/', 1)[0]}/` "
         "(LUT, dense model, bisections, runs with their engines' structures); the report is rebuilt from them and the "
