@@ -171,10 +171,12 @@ def train_all(runs: list[Run], mode: Mode, desc: str) -> dict[str, dict[str, Any
     building = threading.Lock()
 
     def recorded(run: Run) -> dict[str, Any]:
-        if read_record(run.record, run.how) is None:
+        record = read_record(run.record, run.how)
+        if record is None:
             train_command(run.cmd, run.out, mode.in_process)
-        with building:
-            return record_run(run)
+            with building:
+                record = record_run(run)
+        return record
 
     if mode.jobs == 1:
         return {r.name: recorded(r) for r in runs}
@@ -182,10 +184,7 @@ def train_all(runs: list[Run], mode: Mode, desc: str) -> dict[str, dict[str, Any
 
 
 def record_run(run: Run) -> dict[str, Any]:
-    """The committed record of a trained run (its engine built here, one at a time): mAPs, FLOPs, seconds, engine."""
-    record = read_record(run.record, run.how)
-    if record is not None:
-        return record
+    """Write the committed record of a trained run (its engine built here): mAPs, FLOPs, seconds, engine."""
     summary = json.loads((run.out / "summary.json").read_text())
     engine = json.loads((engine_of(run.out) / "engine.json").read_text())
     record = {"how": run.how, "val_map_50": summary["val_map_50"], "val_map": summary["val_map"],
