@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -224,6 +225,18 @@ PLATEAU_POINTS = 0.3
 def plateaued(difference: dict[str, float]) -> bool:
     """Whether a paired difference (0.75 E minus E, accuracies as fractions) has its mean within PLATEAU_POINTS."""
     return abs(100 * difference["mean"]) <= PLATEAU_POINTS
+
+
+def budget_folder(budget: float) -> str:
+    """The run and record folder of a latency budget given as a fraction of the dense latency: 0.35 -> "r35"."""
+    return f"r{round(100 * budget)}"
+
+
+def folder_budget(name: str) -> float:
+    """The budget a `budget_folder` name stands for: "r35" -> 0.35 (the inverse, for records read back)."""
+    if not re.fullmatch(r"r\d+", name):
+        raise ValueError(f"{name!r} is not a budget folder (r<percent>, e.g. r35)")
+    return int(name[1:]) / 100
 
 
 def setting_suffix(device: str, **lengths: tuple[int | None, int]) -> str:

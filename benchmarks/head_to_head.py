@@ -85,9 +85,11 @@ from benchmarks.common import (
     PLATEAU_POINTS,
     RESULTS,
     ROOT,
+    budget_folder,
     cifar10_subset,
     cpu_session,
     finished,
+    folder_budget,
     format_difference,
     header,
     header_markdown,
@@ -767,14 +769,14 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     batch: list[tuple[torch.Tensor, torch.Tensor]] = []  # the calibration batch, read when a bisection first needs it
 
     def match(arm_folder: str, budget: float, net_of: Callable[..., nn.Module | None], shrinks: bool) -> dict[str, Any]:
-        record = rec / f"r{round(100 * budget)}" / arm_folder / "match.json"
+        record = rec / budget_folder(budget) / arm_folder / "match.json"
         if record.is_file():
             return dict(json.loads(record.read_text()))
         dense = dense_record()
         batch[:] = batch or [calibration_batch(data, mode.calibration_images)]
         try:
             return match_ratio(partial(net_of, batch=batch[0]), dense_onnx, budget * dense["bisection_dense_ms"],
-                               dense["bisection_dense_ms"], shrinks, record, root / f"r{round(100 * budget)}" / arm_folder,
+                               dense["bisection_dense_ms"], shrinks, record, root / budget_folder(budget) / arm_folder,
                                mode)
         except ToolFailure as err:  # recorded, so a resumed run does not fail again
             failed = {"failed": str(err), "budget_ms": budget * dense["bisection_dense_ms"]}
@@ -873,7 +875,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         return out
 
     for budget in budgets:
-        folder = Path(f"r{round(100 * budget)}")
+        folder = Path(budget_folder(budget))
         for cost, table in tables.items():  # aim our knapsack's ratio with its one-shot structure, per cost table
             aimed = match(f"knapsack-{cost}", budget, partial(knapsack_once, model, checkpoint, table, floors[cost]), False)
             for arm in (a for a, c in KNAPSACK_ARMS.items() if c == cost):
@@ -897,7 +899,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     # the ratio HALP's rows ran at
     check_budget = NORTH_STAR_BUDGET if NORTH_STAR_BUDGET in budgets else budgets[0]
     halp_cal = calibrations[("halp", check_budget)]
-    check_folder = Path(f"r{round(100 * check_budget)}") / FINETUNE_CHECK / ("calibrated" if halp_cal["calibrated"] else "")
+    check_folder = Path(budget_folder(check_budget)) / FINETUNE_CHECK / ("calibrated" if halp_cal["calibrated"] else "")
     checks = [knapsack_run(FINETUNE_CHECK, "halp", "latency", check_budget, 0.75 * mode.epochs, s, check_folder,
                            halp_cal["ratio"]) for s in range(mode.seeds)]
     # the north star: HALP at the 0.5 budget with 10% of the dense model's training FLOPs
@@ -906,7 +908,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     star_epochs, star_skipped = north_star_epochs(mode, args.batch_size, halp_rel) if halp_rel else (0.0, None)
     if halp_rel and not star_skipped:
         star = Cell((NORTH_STAR, "halp", "latency", NORTH_STAR_BUDGET, star_epochs),
-                    Path(f"r{round(100 * NORTH_STAR_BUDGET)}") / NORTH_STAR, matches[("halp", NORTH_STAR_BUDGET)]["ratio"])
+                    Path(budget_folder(NORTH_STAR_BUDGET)) / NORTH_STAR, matches[("halp", NORTH_STAR_BUDGET)]["ratio"])
         matches[(NORTH_STAR, NORTH_STAR_BUDGET)] = matches[("halp", NORTH_STAR_BUDGET)]
         star_runs, star_records = settle([star], checks, "north star and fine-tuning plateau check")
         check_records = star_records[-len(checks):]
@@ -940,7 +942,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         out = {}
         for arm, budget in dict.fromkeys((a, b) for a, b, *_ in done):
             index = [i for i, (a, b, *_) in enumerate(done) if (a, b) == (arm, budget)]
-            folder = Path(f"r{round(100 * budget)}") / arm
+            folder = Path(budget_folder(budget)) / arm
             path = rec / folder / "second_aim.json"
             if path.is_file():
                 decision = dict(json.loads(path.read_text()))
@@ -1155,7 +1157,7 @@ def recorded_failures(rec: Path, round_to: int) -> list[dict[str, Any]]:
         if "failed" in record:
             parts = path.relative_to(rec).parts
             align = int(parts[-2].removeprefix("align")) if parts[-2].startswith("align") else round_to
-            out.append({"arm": parts[1], "budget": int(parts[0][1:]) / 100, "round_to": align, "error": record["failed"]})
+            out.append({"arm": parts[1], "budget": folder_budget(parts[0]), "round_to": align, "error": record["failed"]})
     return out
 
 

@@ -43,6 +43,7 @@ from torch import nn
 
 from benchmarks.common import (
     RESULTS,
+    budget_folder,
     cifar10_subset,
     cpu_session,
     format_difference,
@@ -189,7 +190,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         return knapsack_once(model, checkpoint, tables[arm], floors[arm], ratio, batch)
 
     # fp32-lut: the head-to-head's knapsack match at BUDGET (its one-shot structure at BUDGET x dense fp32 measured)
-    match_path = start / f"r{round(100 * BUDGET)}" / "knapsack-latency" / "match.json"
+    match_path = start / budget_folder(BUDGET) / "knapsack-latency" / "match.json"
     if not match_path.is_file():
         raise SystemExit(f"{shown_path(match_path)} is missing: the head-to-head has not aimed its knapsack at "
                          f"{BUDGET:g} x dense on {model} yet; run it first")
@@ -214,7 +215,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
 
     def run(arm: str, seed: int) -> dict[str, Any]:
         # fp32-lut is the head-to-head's halp arm at BUDGET at its one-shot aim: its pilot's command and run folder
-        out = root / f"r{round(100 * BUDGET)}" / ("halp" if arm == "fp32-lut" else "halp-int8-lut") / f"seed{seed}"
+        out = root / budget_folder(BUDGET) / ("halp" if arm == "fp32-lut" else "halp-int8-lut") / f"seed{seed}"
         cmd = [*base_train(model, data, mode.epochs, seed, args, args.finetune_lr), "--method", "halp", "--target", "cpu",
                "--lut", shown_path(tables[arm]), "--latency-ratio", f"{ratios[arm]:.6f}", "--update-end", "0.25",
                "--delta-t", str(mode.delta_t), "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress"]

@@ -61,6 +61,7 @@ from benchmarks.common import (
     RESULTS,
     ROOT,
     add_run_options,
+    budget_folder,
     cifar10_subset,
     finished,
     format_difference,
@@ -121,7 +122,7 @@ class Run:
 
     @property
     def folder(self) -> str:
-        return f"{self.setting}/r{round(100 * self.ratio)}/{self.label.replace(' ', '_')}/seed{self.seed}"
+        return f"{self.setting}/{budget_folder(self.ratio)}/{self.label.replace(' ', '_')}/seed{self.seed}"
 
 
 def profile_lut(model: str, log: list[str]) -> Path:

@@ -13,10 +13,18 @@ from pathlib import Path
 import pytest
 
 import benchmarks.structured as structured
-from benchmarks.common import ROOT, setting_suffix, stale_settings, train_run
+from benchmarks.common import ROOT, budget_folder, folder_budget, setting_suffix, stale_settings, train_run
 from benchmarks.structured import base_command
 from iee_deploy.methods.base import SparsityConfig
 from iee_deploy.train import TrainConfig
+
+
+def test_a_budget_folder_names_the_percent_and_reads_back():
+    assert [budget_folder(b) for b in (0.7, 0.5, 0.35, 1.0)] == ["r70", "r50", "r35", "r100"]
+    assert [folder_budget(budget_folder(b)) for b in (0.7, 0.5, 0.35)] == [0.7, 0.5, 0.35]
+    for name in ("seed0", "r", "r3.5", "align8"):
+        with pytest.raises(ValueError, match="not a budget folder"):
+            folder_budget(name)
 
 
 def test_setting_suffix_names_every_changed_length_then_the_device():
