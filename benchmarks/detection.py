@@ -265,9 +265,18 @@ def rows_of(size: Sizing, records: dict[str, Any], latency: dict[str, float], mo
     plateau = paired_difference([records[n]["val_map_50"] for n in shorts], [records[n]["val_map_50"] for n in fulls])
     return {"model": size.model, "sizing": asdict(size),
             "dense": {"map_50": dense["val_map_50"], "map": dense["val_map"], "ms": latency["dense"],
-                      "postprocess_ms": dense["postprocess_ms"]},
+                      "postprocess_ms": dense["postprocess_ms"],
+                      "seeds_map_50": [records[n]["val_map_50"] for n in fulls]},
             "arms": arms, "iee_vs_halp": iee_vs_halp, "plateau": plateau, "plateaued": plateaued(plateau),
             "training_seconds": sum(r.get("seconds", math.nan) for r in records.values())}
+
+
+def against_paper(vs_dense: dict[str, float], speedup: float) -> str:
+    """One pruned arm against the paper's Fig. 4 claim (above the dense model's mAP at twice its speed): its speed-up,
+    and which side of the dense mAP it lands on, resolved only when the paired 95% interval leaves out zero."""
+    resolved = vs_dense["n"] >= 2 and (vs_dense["low"] > 0 or vs_dense["high"] < 0)
+    side = "above" if vs_dense["mean"] > 0 else "below"
+    return f"{speedup:.2f}x, {side} dense ({'resolved' if resolved else 'unresolved'})"
 
 
 def estimated_hours(mode: Mode) -> float:
@@ -323,7 +332,11 @@ def markdown(result: dict[str, Any], meta: dict[str, Any], mode: Mode) -> str:
              f"![mAP@0.5 against measured latency]({result_name(mode)}.png)", "", "## The answer", ""]
     for row in result["rows"]:
         d = row["dense"]
-        lines.append(f"- {row['model']}: dense mAP@0.5 {100 * d['map_50']:.2f}% at {d['ms']:.3f} ms; IEE - HALP "
+        seeds = ", ".join(f"{100 * m:.2f}" for m in d["seeds_map_50"])
+        claim = "; ".join(f"{method.upper()} {against_paper(a['vs_dense'], a['speedup'])}"
+                          for method, a in row["arms"].items())
+        lines.append(f"- {row['model']}: dense mAP@0.5 {100 * d['map_50']:.2f}% at {d['ms']:.3f} ms (D over seeds "
+                     f"0..{len(d['seeds_map_50']) - 1}: {seeds}); against the paper's claim: {claim}; IEE - HALP "
                      f"{format_difference(row['iee_vs_halp'])} points; dense plateau (0.75 D - D) "
                      f"{format_difference(row['plateau'])}: {'plateaued' if row['plateaued'] else '**not plateaued**'}.")
     lines += ["", *markdown_table(

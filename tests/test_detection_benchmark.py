@@ -19,6 +19,7 @@ from benchmarks.detection import (
     QUICK,
     SCENE_SECONDS,
     Sizing,
+    against_paper,
     estimated_hours,
     plateau_pairs,
     plateau_runs,
@@ -39,6 +40,7 @@ def test_quick_mode_writes_every_arm_and_rebuilds_from_its_records(tmp_path):
         assert 0 <= arm["map_50"] <= 1 and arm["ms"] > 0 and arm["speedup"] > 0 and arm["postprocess_ms"] > 0
         assert len(arm["per_seed"]) == QUICK.seeds and arm["flops"] > 0
     assert row["dense"]["ms"] > 0 and "plateaued" in row and row["iee_vs_halp"]["n"] == QUICK.seeds
+    assert row["dense"]["seeds_map_50"] == [row["dense"]["map_50"]]  # one seed: D is the dense model
     text = (tmp_path / "results" / "detection_quick.md").read_text()
     assert "| ssdlite | iee |" in text and "Paper (Fig. 4)" in text and "--method halp" in text
     assert (tmp_path / "results" / "detection_quick.png").stat().st_size > 0 and "8 training scenes" in text
@@ -62,3 +64,13 @@ def test_plateau_check_pairs_every_seed_and_the_dense_model_is_seed_0s_full_run(
         ("dense", 80.0, 0), ("dense-seed1", 80.0, 1), ("dense-seed2", 80.0, 2), ("dense-0.75D", 60.0, 0),
         ("dense-0.75D-seed1", 60.0, 1), ("dense-0.75D-seed2", 60.0, 2)]
     assert plateau_runs(Sizing("ssdlite", 8, 2, 4), 1) == [("dense", 2.0, 0), ("dense-0.75D", 1.5, 0)]
+
+
+def test_against_paper_says_the_speed_up_and_the_side_of_dense_resolved_only_outside_zero():
+    d = lambda mean, low, high, n=3: {"mean": mean, "low": low, "high": high, "n": n}  # noqa: E731
+    assert against_paper(d(0.01, 0.002, 0.02), 2.214) == "2.21x, above dense (resolved)"
+    assert against_paper(d(0.01, -0.01, 0.03), 1.5) == "1.50x, above dense (unresolved)"
+    assert against_paper(d(-0.0062, -0.0403, 0.0278), 2.18) == "2.18x, below dense (unresolved)"
+    assert against_paper(d(-0.03, -0.05, -0.01), 2.0) == "2.00x, below dense (resolved)"
+    nan = float("nan")
+    assert against_paper(d(0.02, nan, nan, 1), 2.0) == "2.00x, above dense (unresolved)"  # one seed: no interval
