@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from iee_deploy.deploy import render
 from iee_deploy.io import atomic_write, write_json, write_text
 from iee_deploy.runs import RunFolder
-from runtime.machine import cpu_name
+from runtime.machine import cpu_identity, cpu_name
 from runtime.progress import progress
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +149,8 @@ def header(threads: int, *packages: str, device: str = "cpu") -> dict[str, Any]:
 
         gpu = f", GPU: {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{cpu_name()}, {os.cpu_count()} cores (shared with other jobs), {platform.platform()}{gpu}",
+            "machine": f"{cpu_name()}{f' ({cpu_identity()})' if cpu_identity() else ''}, {os.cpu_count()} cores "
+                       f"(shared with other jobs), {platform.platform()}{gpu}",
             "torch_threads": threads, "load_average": [round(x, 2) for x in os.getloadavg()],
             "versions": versions("torch", "numpy", *packages), "commit": git_commit(), "command": command_line()}
 

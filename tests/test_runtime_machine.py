@@ -1,6 +1,7 @@
-"""Thread counts with physical limits: 0 is every core, more than the cores is capped with a warning."""
+"""Thread counts with physical limits: 0 is every core, more than the cores is capped with a warning; the CPU identity
+that tells apart two hosts with one model name."""
 
-from runtime.machine import cap_threads, usable_cores
+from runtime.machine import cap_threads, cpu_identity, machine_info, parse_cpu_identity, usable_cores
 
 
 def test_cap_threads_is_exact():
@@ -14,3 +15,31 @@ def test_cap_threads_is_exact():
 
 def test_usable_cores_is_positive():
     assert usable_cores() >= 1
+
+
+ZEN4 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+stepping\t: 1
+cache size\t: 1024 KB
+flags\t\t: fpu sse2 avx2 avx512f avx512_vnni
+
+processor\t: 1
+cpu family\t: 99
+"""
+
+
+def test_cpu_identity_tells_apart_hosts_that_share_a_model_name():
+    assert parse_cpu_identity(ZEN4) == "family 25, model 17, stepping 1, cache 1024 KB, avx512"
+    zen3 = ZEN4.replace("model\t\t: 17", "model\t\t: 1").replace(" avx512f avx512_vnni", "").replace("1024", "512")
+    assert parse_cpu_identity(zen3) == "family 25, model 1, stepping 1, cache 512 KB, avx2"
+    assert parse_cpu_identity("processor\t: 0\nflags\t: amx_tile avx512f avx2\n") == "amx"
+    assert parse_cpu_identity("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n") == ""  # ARM: no such fields
+    assert parse_cpu_identity("") == ""
+
+
+def test_machine_info_records_the_cpu_identity_where_it_is_known():
+    info = machine_info()
+    assert info.get("cpu_identity", "") == cpu_identity()
