@@ -17,9 +17,9 @@ Per model, on the `cpu` target (ONNX Runtime, batch 1, one thread, fastest run):
   seeds 0..n-1 paired across the two (same data order per seed).
 
 mAP@0.5 and mAP@[.5:.95] are the runs' own validation figures (torchmetrics, COCO's evaluation). Every engine
-(`iee-deploy build-engine`: the network part, its post-processing timed beside it) is timed again in one
-side-by-side run in alternating rounds, as its recorded structure with re-drawn weights (latency does not depend
-on the values). Training FLOPs are the trainer's count.
+(`iee-deploy build-engine`: the network part, its post-processing timed beside it) is timed again side by side in
+alternating rounds, in 3 passes with fresh sessions (`time_engines`), as its recorded structure with re-drawn
+weights (latency does not depend on the values). Training FLOPs are the trainer's count.
 
 Resumable: every finished run leaves a small JSON record under
 benchmarks/results/detection[_quick]_runs/<model>-d<dense epochs>/, from which a fresh clone rebuilds the report
@@ -59,7 +59,8 @@ from benchmarks.common import (
     write_json,
     write_results,
 )
-from benchmarks.head_to_head import read_record, shown_path
+from benchmarks.head_to_head import TIMING_PASSES, combined_ms, read_record, shown_path
+from runtime.machine import machine_info
 from runtime.timing import TimingConfig, measure
 
 METHODS = ("halp", "iee")
@@ -228,19 +229,42 @@ def architecture(size: Sizing, mode: Mode, runs: Path, results: Path, commands: 
     records = train_all(dense[:mode.jobs], mode, f"{model}: the dense model")
     records.update(train_all([*pruned, *dense[mode.jobs:]], mode, f"{model}: pruned and plateau runs"))
     checks = {name for name, *_ in plateau_runs(size, mode.seeds)} - {"dense"}  # trained for the plateau check only
-    latency = time_engines({name: r["engine"] for name, r in records.items() if name not in checks}, mode)
-    return rows_of(size, records, latency, mode)
+    latency, passes = time_engines({name: r["engine"] for name, r in records.items() if name not in checks}, mode)
+    return {**rows_of(size, records, latency, mode), "timing_passes": passes,
+            "lut_machine": json.loads(lut.with_suffix(".json").read_text())["machine"]}
 
 
-def time_engines(structures: dict[str, str], mode: Mode) -> dict[str, float]:
-    """Fastest-run latency (ms) of every recorded engine, re-drawn from its structure, timed side by side."""
+def table_machine(lut_machine: dict[str, str], here: dict[str, str]) -> str:
+    """Where a detector's latency table was profiled, against the machine that times the engines now (`machine_info`
+    dicts). The knapsack aims at the table's machine: on a CPU that times layers otherwise, the pruned engines land
+    elsewhere against the budget. Two machines differ when their CPU identities do (both recorded), else when their
+    platforms (kernel builds: another virtual host) do."""
+    both = "cpu_identity" in lut_machine and "cpu_identity" in here
+    key = "cpu_identity" if both else "platform"
+    where = f"{lut_machine['platform']}, {lut_machine.get('cpu_identity', 'CPU identity not recorded')}"
+    if lut_machine[key] == here[key]:
+        return f"profiled {lut_machine['date']} on this report's machine ({where})"
+    return (f"profiled {lut_machine['date']} on **another machine** than this report's timing ({where}; timed on "
+            f"{here['platform']}, {here.get('cpu_identity', 'CPU identity not known')}): the knapsack aimed at that "
+            "machine's layer costs")
+
+
+def time_engines(structures: dict[str, str], mode: Mode) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Fastest-run latency (ms) of every recorded engine, re-drawn from its structure, timed side by side in
+    TIMING_PASSES passes, each with sessions of its own, combined by `combined_ms` (the dense engine's median, times
+    each engine's median ratio to it within a pass): the dense engine's time moves between sessions by several
+    percent on a shared host while the pruned ones hold, and one pass would carry that into every speed-up.
+    Returns the combined latencies and the passes."""
     with tempfile.TemporaryDirectory() as folder:
         onnx = {name: onnx_from_structure(text, Path(folder) / f"{name.replace('/', '-')}.onnx")
                 for name, text in structures.items()}
         config = TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=mode.timing_seconds, rounds=5, warmup=2)
         batch = np.zeros((1, 3, mode.resolution, mode.resolution), np.float32)
-        runners = {name: cpu_session(path, resolution=mode.resolution).runner(batch) for name, path in onnx.items()}
-        return {name: t.min_ms for name, t in measure(runners, 1, config).items()}
+        passes = []
+        for _ in range(TIMING_PASSES):
+            runners = {name: cpu_session(path, resolution=mode.resolution).runner(batch) for name, path in onnx.items()}
+            passes.append({name: t.min_ms for name, t in measure(runners, 1, config).items()})
+        return combined_ms(passes), passes
 
 
 def rows_of(size: Sizing, records: dict[str, Any], latency: dict[str, float], mode: Mode) -> dict[str, Any]:
@@ -320,12 +344,15 @@ def markdown(result: dict[str, Any], meta: dict[str, Any], mode: Mode) -> str:
              f"and a dense model trained from scratch (lr {mode.lr}), then HALP and IEE to {mode.ratio} of the dense "
              f"network's measured latency with the same fine-tuning (lr {mode.finetune_lr}), seeds 0..{mode.seeds - 1} "
              "paired (the same initial weights and data order per seed). Latency: the network part on the cpu target "
-             "(batch 1, one thread, fastest run), all engines timed side by side; post-processing (decoding, NMS) as "
+             f"(batch 1, one thread, fastest run), all engines timed side by side in {TIMING_PASSES} passes with sessions of their own "
+             "(the dense engine's median times each engine's median ratio to it); post-processing (decoding, NMS) as "
              "build-engine timed it beside each engine.", "",
              *[f"- {r['model']}: {r['sizing']['train_scenes']:,} training scenes, dense {r['sizing']['dense_epochs']} "
                f"epochs (the plateau check: 0.75 of them and all of them for every seed, paired), fine-tuning "
                f"{r['sizing']['epochs']} epochs; its runs "
-               f"took {r['training_seconds'] / 3600:.1f} h of training, {mode.jobs} at a time." for r in result["rows"]],
+               f"took {r['training_seconds'] / 3600:.1f} h of training, {mode.jobs} at a time; its dense engine read "
+               f"{', '.join(format(t['dense'], '.3f') for t in r['timing_passes'])} ms over the timing passes; its latency table "
+               f"{table_machine(r['lut_machine'], result['timing_machine'])}." for r in result["rows"]],
              "", f"Sizing: about {estimated_hours(mode):.1f} h of training on {mode.jobs} idle cores (a training scene at "
              f"128 px costs {', '.join(f'{m} {t} s' for m, t in SCENE_SECONDS.items())} on one thread); several times "
              "that on a shared machine. Resumable: run the same command again.", "",
@@ -370,7 +397,7 @@ def main() -> None:
         parser.error(f"unknown model(s) {', '.join(unknown)}: this mode has {', '.join(names)}")
     rows = [architecture(size, mode, Path(args.runs), results, commands) for size in mode.models
             if size.model in chosen]
-    result = {**meta, "mode": asdict(mode), "rows": rows, "commands": commands}
+    result = {**meta, "mode": asdict(mode), "rows": rows, "commands": commands, "timing_machine": machine_info()}
     results.mkdir(parents=True, exist_ok=True)
     plot(result, results / f"{result_name(mode)}.png")
     write_results(result_name(mode), result, markdown(result, meta, mode), results)

@@ -23,6 +23,7 @@ from benchmarks.detection import (
     estimated_hours,
     plateau_pairs,
     plateau_runs,
+    table_machine,
 )
 
 
@@ -41,6 +42,8 @@ def test_quick_mode_writes_every_arm_and_rebuilds_from_its_records(tmp_path):
         assert len(arm["per_seed"]) == QUICK.seeds and arm["flops"] > 0
     assert row["dense"]["ms"] > 0 and "plateaued" in row and row["iee_vs_halp"]["n"] == QUICK.seeds
     assert row["dense"]["seeds_map_50"] == [row["dense"]["map_50"]]  # one seed: D is the dense model
+    assert "its latency table profiled" in (tmp_path / "results" / "detection_quick.md").read_text()
+    assert len(row["timing_passes"]) == 3 and all(set(p) == set(row["timing_passes"][0]) for p in row["timing_passes"])
     text = (tmp_path / "results" / "detection_quick.md").read_text()
     assert "| ssdlite | iee |" in text and "Paper (Fig. 4)" in text and "--method halp" in text
     assert (tmp_path / "results" / "detection_quick.png").stat().st_size > 0 and "8 training scenes" in text
@@ -74,3 +77,16 @@ def test_against_paper_says_the_speed_up_and_the_side_of_dense_resolved_only_out
     assert against_paper(d(-0.03, -0.05, -0.01), 2.0) == "2.00x, below dense (resolved)"
     nan = float("nan")
     assert against_paper(d(0.02, nan, nan, 1), 2.0) == "2.00x, above dense (unresolved)"  # one seed: no interval
+
+
+def test_table_machine_flags_a_table_profiled_on_another_cpu_or_another_virtual_host():
+    zen3 = {"date": "2026-12-07T01:01:14+00:00", "platform": "Linux-v1272", "cpu_identity": "family 25, model 1, avx2"}
+    zen4 = {"date": "2026-12-07T12:57:48+00:00", "platform": "Linux-v1300", "cpu_identity": "family 25, model 17, avx512"}
+    assert table_machine(zen4, {**zen4, "platform": "Linux-v1301"}) == (  # the CPU decides where both name theirs
+        "profiled 2026-12-07T12:57:48+00:00 on this report's machine (Linux-v1300, family 25, model 17, avx512)")
+    assert table_machine(zen3, zen4).startswith("profiled 2026-12-07T01:01:14+00:00 on **another machine** than this "
+                                                "report's timing (Linux-v1272, family 25, model 1, avx2; timed on "
+                                                "Linux-v1300, family 25, model 17, avx512)")
+    old = {k: v for k, v in zen3.items() if k != "cpu_identity"}  # a table from before identities were recorded
+    assert "(Linux-v1272, CPU identity not recorded; timed on" in table_machine(old, zen4)
+    assert "on this report's machine" in table_machine(old, {**zen4, "platform": "Linux-v1272"})
