@@ -60,7 +60,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.head_to_head import TIMING_PASSES, combined_ms, read_record, shown_path
-from runtime.machine import machine_info
+from runtime.machine import machine_info, same_cpu
 from runtime.timing import TimingConfig, measure
 
 METHODS = ("halp", "iee")
@@ -239,10 +239,9 @@ def table_machine(lut_machine: dict[str, str], here: dict[str, str]) -> str:
     dicts). The knapsack aims at the table's machine: on a CPU that times layers otherwise, the pruned engines land
     elsewhere against the budget. Two machines differ when their CPU identities do (both recorded), else when their
     platforms (kernel builds: another virtual host) do."""
-    both = "cpu_identity" in lut_machine and "cpu_identity" in here
-    key = "cpu_identity" if both else "platform"
+    same = same_cpu(lut_machine, here)
     where = f"{lut_machine['platform']}, {lut_machine.get('cpu_identity', 'CPU identity not recorded')}"
-    if lut_machine[key] == here[key]:
+    if same or (same is None and lut_machine["platform"] == here["platform"]):
         return f"profiled {lut_machine['date']} on this report's machine ({where})"
     return (f"profiled {lut_machine['date']} on **another machine** than this report's timing ({where}; timed on "
             f"{here['platform']}, {here.get('cpu_identity', 'CPU identity not known')}): the knapsack aimed at that "

@@ -96,6 +96,14 @@ def cpu_identity() -> str:
         return ""
 
 
+def same_cpu(a: dict[str, str], b: dict[str, str]) -> bool | None:
+    """Whether two machine records (`machine_info`) describe the same CPU, by their `cpu_identity`; None when either
+    predates that field or could not read it, since a model name alone ("AMD EPYC") does not tell."""
+    if not a.get("cpu_identity") or not b.get("cpu_identity"):
+        return None
+    return a["cpu_identity"] == b["cpu_identity"]
+
+
 def detect_gpus() -> list[str]:
     """Names of the CUDA GPUs torch can use here (empty without a GPU, a driver or a CUDA build of torch)."""
     import torch

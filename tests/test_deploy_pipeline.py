@@ -35,7 +35,7 @@ from iee_deploy.deploy.report import (
     plot_pareto,
     write_report,
 )
-from iee_deploy.deploy.validate import validate_engine
+from iee_deploy.deploy.validate import lut_elsewhere, validate_engine
 from iee_deploy.errors import UserError
 from iee_deploy.io import save_torch
 from iee_deploy.models import build_model
@@ -475,3 +475,13 @@ def test_a_second_writer_of_an_output_folder_is_refused_before_any_work(run, eng
         with pytest.raises(UserError, match="another command is writing there"):
             write_report([engine_dir], out)
     assert not out.exists()  # the lock's folder goes with it; the refused commands made nothing
+
+
+def test_latency_vs_lut_says_when_the_lut_was_profiled_on_another_cpu():
+    zen3 = {"cpu": "AMD EPYC", "cpu_identity": "family 25, model 1, avx2"}
+    zen4 = {"cpu": "AMD EPYC", "cpu_identity": "family 25, model 17, avx512"}
+    assert lut_elsewhere(zen3, zen4) == (
+        "; the LUT was profiled on another CPU (family 25, model 1, avx2; this machine: family 25, model 17, avx512), "
+        "so its prediction and the run's budget describe that CPU: profile a table on this machine to aim at it")
+    assert lut_elsewhere(zen4, dict(zen4)) == ""
+    assert lut_elsewhere({"cpu": "AMD EPYC"}, zen4) == ""  # a LUT from before identities were kept: no guess

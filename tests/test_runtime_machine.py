@@ -1,7 +1,14 @@
 """Thread counts with physical limits: 0 is every core, more than the cores is capped with a warning; the CPU identity
 that tells apart two hosts with one model name."""
 
-from runtime.machine import cap_threads, cpu_identity, machine_info, parse_cpu_identity, usable_cores
+from runtime.machine import (
+    cap_threads,
+    cpu_identity,
+    machine_info,
+    parse_cpu_identity,
+    same_cpu,
+    usable_cores,
+)
 
 
 def test_cap_threads_is_exact():
@@ -43,3 +50,11 @@ def test_cpu_identity_tells_apart_hosts_that_share_a_model_name():
 def test_machine_info_records_the_cpu_identity_where_it_is_known():
     info = machine_info()
     assert info.get("cpu_identity", "") == cpu_identity()
+
+
+def test_same_cpu_compares_identities_and_does_not_guess_from_a_model_name():
+    zen3, zen4 = {"cpu": "AMD EPYC", "cpu_identity": "family 25, model 1"}, {"cpu": "AMD EPYC", "cpu_identity": "family 25, model 17"}
+    assert same_cpu(zen4, dict(zen4)) is True
+    assert same_cpu(zen3, zen4) is False
+    assert same_cpu({"cpu": "AMD EPYC"}, zen4) is None  # a record from before the identity was kept
+    assert same_cpu(zen4, {"cpu": "AMD EPYC", "cpu_identity": ""}) is None

@@ -9,7 +9,7 @@ Checks (each passes, fails, or is informational):
 | `pruned-vs-masked` | PyTorch pruned model vs the masked full-width training model | max abs error <= the FP32 tolerance |
 | `accuracy` | the task's score (top-1, mAP@0.5) of the engine vs the fp32 PyTorch pruned model's, same images | drop <= `max_accuracy_drop` percentage points (default 1) |
 | `latency-budget` | measured latency (ms per batch, in the target's statistic: fastest run on the cpu target, median on GPUs) vs `latency_ms`, else run.json `budget_ms` | measured <= budget x (1 + `budget_tolerance`) (informational without a budget) |
-| `latency-vs-lut` | measured vs the LUT prediction in run.json (`predicted_latency_ms`) | informational; with `lut_tolerance`: abs(measured / predicted - 1) <= it |
+| `latency-vs-lut` | measured vs the LUT prediction in run.json (`predicted_latency_ms`); names the LUT's CPU when it was profiled on another (`cpu_identity`) | informational; with `lut_tolerance`: abs(measured / predicted - 1) <= it |
 
 The score is also recorded (not checked) for the dense model training started from, when the run was
 started from a checkpoint (`dense_start`): the report plots it as the dense reference.
@@ -65,7 +65,7 @@ from iee_deploy.runs import RunFolder, RunInfo, read_run_info
 from iee_deploy.tasks import Task
 from iee_deploy.tasks.base import Deployment
 from profiler.lut import read_meta
-from runtime.machine import machine_info
+from runtime.machine import machine_info, same_cpu
 from runtime.progress import progress
 from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
 
@@ -243,6 +243,15 @@ def check_limits(latency_ms: float | None, lut_tolerance: float | None, max_accu
                         "give e.g. 1.0")
 
 
+def lut_elsewhere(lut_machine: dict[str, str], here: dict[str, str]) -> str:
+    """What the latency-vs-LUT check adds when the run's LUT was profiled on another CPU than this one (`same_cpu`):
+    its prediction, and the budget aimed with it, describe that CPU. "" on the same CPU, or where it cannot tell."""
+    if same_cpu(lut_machine, here) is not False:
+        return ""
+    return (f"; the LUT was profiled on another CPU ({lut_machine['cpu_identity']}; this machine: {here['cpu_identity']}), "
+            "so its prediction and the run's budget describe that CPU: profile a table on this machine to aim at it")
+
+
 def lut_precision(info: RunInfo) -> str | None:
     """The precision of the run's LUT, which its budget and predicted latency are in (None: no readable LUT)."""
     return read_meta(info.lut).precision if info.lut and Path(info.lut).is_file() else None
@@ -404,12 +413,15 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
                                       f"{budget:.4g} ms from {source} x (1 + tolerance {budget_tolerance:g})"
                                       if budget is not None else "no latency budget given (latency_ms) or recorded in run.json"))
         predicted = info.predicted_latency_ms
+        here = machine_info(report.spec.threads)
         if predicted and budget_precision not in (None, precision):
             checks.append(Check("latency-vs-lut", "info", None, None,
                                 f"the run's LUT predicts {budget_precision} latency, not {precision}: not compared"))
         elif predicted:
+            elsewhere = lut_elsewhere(read_meta(info.lut).machine, here) if info.lut and Path(info.lut).is_file() else ""
             checks.append(threshold_check("latency-vs-lut", abs(measured / predicted - 1), lut_tolerance,
-                                          f"|measured / LUT-predicted - 1| for {words} {measured:.3f} vs {predicted:.3f} ms/batch"))
+                                          f"|measured / LUT-predicted - 1| for {words} {measured:.3f} vs {predicted:.3f} ms/batch"
+                                          f"{elsewhere}"))
         else:
             checks.append(Check("latency-vs-lut", "info", None, None, "run.json has no predicted_latency_ms"))
 
@@ -418,7 +430,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
             precision=report.spec.precision, batch=batch, dataset=name, images=images, errors=errors, scores=scores,
             latency=latency, statistic=statistic, latency_ms=measured, budget_ms=budget,
             budget_source=source if budget is not None else None, predicted_latency_ms=predicted, checks=checks,
-            environment=machine_info(report.spec.threads), task=task.name, score_label=task.score_label,
+            environment=here, task=task.name, score_label=task.score_label,
             agreement_label=task.agreement_label, budget_stage=budget_stage, postprocess_ms=post,
         )
         data_out: dict[str, Any] = {**asdict(result), "passed": not result.failed, "failed": [c.name for c in result.failed]}
