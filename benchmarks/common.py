@@ -148,9 +148,10 @@ def header(threads: int, *packages: str, device: str = "cpu") -> dict[str, Any]:
         import torch
 
         gpu = f", GPU: {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    identity = cpu_identity()
+    cpu = f"{cpu_name()} ({identity})" if identity else cpu_name()
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{cpu_name()}{f' ({cpu_identity()})' if cpu_identity() else ''}, {os.cpu_count()} cores "
-                       f"(shared with other jobs), {platform.platform()}{gpu}",
+            "machine": f"{cpu}, {os.cpu_count()} cores (shared with other jobs), {platform.platform()}{gpu}",
             "torch_threads": threads, "load_average": [round(x, 2) for x in os.getloadavg()],
             "versions": versions("torch", "numpy", *packages), "commit": git_commit(), "command": command_line()}
 

@@ -18,7 +18,7 @@ Per model, on the `cpu` target (ONNX Runtime, batch 1, one thread, fastest run):
 
 mAP@0.5 and mAP@[.5:.95] are the runs' own validation figures (torchmetrics, COCO's evaluation). Every engine
 (`iee-deploy build-engine`: the network part, its post-processing timed beside it) is timed again side by side in
-alternating rounds, in 3 passes with fresh sessions (`time_engines`), as its recorded structure with re-drawn
+alternating rounds, in TIMING_PASSES passes with fresh sessions (`time_engines`), as its recorded structure with re-drawn
 weights (latency does not depend on the values). Training FLOPs are the trainer's count.
 
 Resumable: every finished run leaves a small JSON record under

@@ -64,7 +64,7 @@ from iee_deploy.models import build_model
 from iee_deploy.runs import RunFolder, RunInfo, read_run_info
 from iee_deploy.tasks import Task
 from iee_deploy.tasks.base import Deployment
-from profiler.lut import read_meta
+from profiler.lut import LutMeta, read_meta
 from runtime.machine import machine_info, same_cpu
 from runtime.progress import progress
 from runtime.timing import Timing, TimingConfig, describe, measure, rounds_of
@@ -252,9 +252,14 @@ def lut_elsewhere(lut_machine: dict[str, str], here: dict[str, str]) -> str:
             "so its prediction and the run's budget describe that CPU: profile a table on this machine to aim at it")
 
 
+def lut_meta(info: RunInfo) -> LutMeta | None:
+    """The metadata of the run's LUT (None: the run names no LUT, or it is not there)."""
+    return read_meta(info.lut) if info.lut and Path(info.lut).is_file() else None
+
+
 def lut_precision(info: RunInfo) -> str | None:
     """The precision of the run's LUT, which its budget and predicted latency are in (None: no readable LUT)."""
-    return read_meta(info.lut).precision if info.lut and Path(info.lut).is_file() else None
+    return meta.precision if (meta := lut_meta(info)) else None
 
 
 def check_budget_precision(info: RunInfo, precision: str, latency_ms: float | None) -> str | None:
@@ -418,7 +423,7 @@ def validate_engine(engine_dir: str | Path, *, dataset: str | None = None, data_
             checks.append(Check("latency-vs-lut", "info", None, None,
                                 f"the run's LUT predicts {budget_precision} latency, not {precision}: not compared"))
         elif predicted:
-            elsewhere = lut_elsewhere(read_meta(info.lut).machine, here) if info.lut and Path(info.lut).is_file() else ""
+            elsewhere = lut_elsewhere(meta.machine, here) if (meta := lut_meta(info)) else ""
             checks.append(threshold_check("latency-vs-lut", abs(measured / predicted - 1), lut_tolerance,
                                           f"|measured / LUT-predicted - 1| for {words} {measured:.3f} vs {predicted:.3f} ms/batch"
                                           f"{elsewhere}"))
