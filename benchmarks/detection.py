@@ -18,8 +18,10 @@ Per model, on the `cpu` target (ONNX Runtime, batch 1, one thread, fastest run):
 
 mAP@0.5 and mAP@[.5:.95] are the runs' own validation figures (torchmetrics, COCO's evaluation). Every engine
 (`iee-deploy build-engine`: the network part, its post-processing timed beside it) is timed again side by side in
-alternating rounds, in TIMING_PASSES passes with fresh sessions (`time_engines`), as its recorded structure with re-drawn
-weights (latency does not depend on the values). Training FLOPs are the trainer's count.
+alternating rounds, in TIMING_PASSES passes with fresh sessions, as its recorded structure with re-drawn weights
+(latency does not depend on the values); that timing is a record too (`time_engines`: `timing.json`, with the
+machine it ran on), so a fresh clone's report reads as measured; `--retime` times it again. Training FLOPs are the
+trainer's count.
 
 Resumable: every finished run leaves a small JSON record under
 benchmarks/results/detection[_quick]_runs/<model>-d<dense epochs>/, from which a fresh clone rebuilds the report
@@ -37,14 +39,12 @@ import statistics
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks.common import (
     RESULTS,
-    cpu_session,
     format_difference,
     header,
     header_markdown,
@@ -59,9 +59,9 @@ from benchmarks.common import (
     write_json,
     write_results,
 )
-from benchmarks.head_to_head import TIMING_PASSES, combined_ms, read_record, shown_path
-from runtime.machine import machine_info, same_cpu
-from runtime.timing import TimingConfig, measure
+from benchmarks.head_to_head import TIMING_PASSES, read_record, shown_path, structure_digest, timing_record
+from runtime.machine import same_machine
+from runtime.timing import TimingConfig
 
 METHODS = ("halp", "iee")
 WINDOWS = {"halp": ["--update-end", "0.25"], "iee": ["--update-end", "0.5", "--descent", "0.5"]}
@@ -197,8 +197,10 @@ def record_run(run: Run) -> dict[str, Any]:
     return record
 
 
-def architecture(size: Sizing, mode: Mode, runs: Path, results: Path, commands: list[str]) -> dict[str, Any]:
-    """Every run of one detector, recorded; their engines timed side by side; the model's rows."""
+def architecture(size: Sizing, mode: Mode, runs: Path, results: Path, commands: list[str],
+                 retime: bool = False) -> dict[str, Any]:
+    """Every run of one detector, recorded; their engines timed side by side (a record too, `time_engines`); the
+    model's rows."""
     model = size.model
     folder = f"{model}-d{size.dense_epochs}"
     root, rec = runs / mode.name / folder, results / f"{result_name(mode)}_runs" / folder
@@ -229,41 +231,38 @@ def architecture(size: Sizing, mode: Mode, runs: Path, results: Path, commands: 
     records = train_all(dense[:mode.jobs], mode, f"{model}: the dense model")
     records.update(train_all([*pruned, *dense[mode.jobs:]], mode, f"{model}: pruned and plateau runs"))
     checks = {name for name, *_ in plateau_runs(size, mode.seeds)} - {"dense"}  # trained for the plateau check only
-    latency, passes = time_engines({name: r["engine"] for name, r in records.items() if name not in checks}, mode)
-    return {**rows_of(size, records, latency, mode), "timing_passes": passes,
+    timing = time_engines({name: r["engine"] for name, r in records.items() if name not in checks}, mode,
+                          rec / "timing.json", retime, f"{model}: timing every engine side by side")
+    return {**rows_of(size, records, timing["ms"], mode), "timing_passes": [p["ms"] for p in timing["passes"]],
+            "timing_machine": timing["passes"][0]["meta"]["machine_info"],
             "lut_machine": json.loads(lut.with_suffix(".json").read_text())["machine"]}
 
 
-def table_machine(lut_machine: dict[str, str], here: dict[str, str]) -> str:
-    """Where a detector's latency table was profiled, against the machine that times the engines now (`machine_info`
+def table_machine(lut_machine: dict[str, str], timed: dict[str, str]) -> str:
+    """Where a detector's latency table was profiled, against the machine that timed its engines (`machine_info`
     dicts). The knapsack aims at the table's machine: on a CPU that times layers otherwise, the pruned engines land
-    elsewhere against the budget. Two machines differ when their CPU identities do (both recorded), else when their
-    platforms (kernel builds: another virtual host) do."""
-    same = same_cpu(lut_machine, here)
+    elsewhere against the budget. Two machines differ as `same_machine` says (CPU identities where both are recorded,
+    else platforms: kernel builds, another virtual host)."""
     where = f"{lut_machine['platform']}, {lut_machine.get('cpu_identity', 'CPU identity not recorded')}"
-    if same or (same is None and lut_machine["platform"] == here["platform"]):
-        return f"profiled {lut_machine['date']} on this report's machine ({where})"
-    return (f"profiled {lut_machine['date']} on **another machine** than this report's timing ({where}; timed on "
-            f"{here['platform']}, {here.get('cpu_identity', 'CPU identity not known')}): the knapsack aimed at that "
+    if same_machine(lut_machine, timed):
+        return f"profiled {lut_machine['date']} on the machine that timed the engines ({where})"
+    return (f"profiled {lut_machine['date']} on **another machine** than the engines' timing ({where}; timed on "
+            f"{timed['platform']}, {timed.get('cpu_identity', 'CPU identity not known')}): the knapsack aimed at that "
             "machine's layer costs")
 
 
-def time_engines(structures: dict[str, str], mode: Mode) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """Fastest-run latency (ms) of every recorded engine, re-drawn from its structure, timed side by side in
-    TIMING_PASSES passes, each with sessions of its own, combined by `combined_ms` (the dense engine's median, times
-    each engine's median ratio to it within a pass): the dense engine's time moves between sessions by several
-    percent on a shared host while the pruned ones hold, and one pass would carry that into every speed-up.
-    Returns the combined latencies and the passes."""
+def time_engines(structures: dict[str, str], mode: Mode, path: Path, retime: bool, desc: str) -> dict[str, Any]:
+    """The side-by-side timing of every recorded engine, re-drawn from its structure: `timing_record` at `path`, in
+    TIMING_PASSES passes with sessions of their own, combined by `combined_ms` (the dense engine's median, times each
+    engine's median ratio to it within a pass): the dense engine's time moves between sessions by several percent on
+    a shared host while the pruned ones hold, and one pass would carry that into every speed-up. The record is reused
+    while it timed these engines, so that a fresh clone's report reads as measured, on the machine that measured it
+    (`retime` times them again here)."""
     with tempfile.TemporaryDirectory() as folder:
-        onnx = {name: onnx_from_structure(text, Path(folder) / f"{name.replace('/', '-')}.onnx")
-                for name, text in structures.items()}
-        config = TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=mode.timing_seconds, rounds=5, warmup=2)
-        batch = np.zeros((1, 3, mode.resolution, mode.resolution), np.float32)
-        passes = []
-        for _ in range(TIMING_PASSES):
-            runners = {name: cpu_session(path, resolution=mode.resolution).runner(batch) for name, path in onnx.items()}
-            passes.append({name: t.min_ms for name, t in measure(runners, 1, config).items()})
-        return combined_ms(passes), passes
+        engines = {name: (structure_digest(text),
+                          partial(onnx_from_structure, text, Path(folder) / f"{name.replace('/', '-')}.onnx"))
+                   for name, text in structures.items()}
+        return timing_record(path, engines, mode.timing_seconds, TIMING_PASSES, retime, desc, mode.resolution)
 
 
 def rows_of(size: Sizing, records: dict[str, Any], latency: dict[str, float], mode: Mode) -> dict[str, Any]:
@@ -343,15 +342,17 @@ def markdown(result: dict[str, Any], meta: dict[str, Any], mode: Mode) -> str:
              f"and a dense model trained from scratch (lr {mode.lr}), then HALP and IEE to {mode.ratio} of the dense "
              f"network's measured latency with the same fine-tuning (lr {mode.finetune_lr}), seeds 0..{mode.seeds - 1} "
              "paired (the same initial weights and data order per seed). Latency: the network part on the cpu target "
-             f"(batch 1, one thread, fastest run), all engines timed side by side in {TIMING_PASSES} passes with sessions of their own "
-             "(the dense engine's median times each engine's median ratio to it); post-processing (decoding, NMS) as "
-             "build-engine timed it beside each engine.", "",
+             f"(batch 1, one thread, fastest run), all engines timed side by side in {TIMING_PASSES} passes with sessions of "
+             "their own (the dense engine's median times each engine's median ratio to it), a record reused while it "
+             "timed the same engines (`--retime` times them again); post-processing (decoding, NMS) as build-engine "
+             "timed it beside each engine.", "",
              *[f"- {r['model']}: {r['sizing']['train_scenes']:,} training scenes, dense {r['sizing']['dense_epochs']} "
                f"epochs (the plateau check: 0.75 of them and all of them for every seed, paired), fine-tuning "
                f"{r['sizing']['epochs']} epochs; its runs "
                f"took {r['training_seconds'] / 3600:.1f} h of training, {mode.jobs} at a time; its dense engine read "
-               f"{', '.join(format(t['dense'], '.3f') for t in r['timing_passes'])} ms over the timing passes; its latency table "
-               f"{table_machine(r['lut_machine'], result['timing_machine'])}." for r in result["rows"]],
+               f"{', '.join(format(t['dense'], '.3f') for t in r['timing_passes'])} ms over the timing passes (from "
+               f"{r['timing_machine']['date']}); its latency table {table_machine(r['lut_machine'], r['timing_machine'])}."
+               for r in result["rows"]],
              "", f"Sizing: about {estimated_hours(mode):.1f} h of training on {mode.jobs} idle cores (a training scene at "
              f"128 px costs {', '.join(f'{m} {t} s' for m, t in SCENE_SECONDS.items())} on one thread); several times "
              "that on a shared machine. Resumable: run the same command again.", "",
@@ -385,6 +386,8 @@ def main() -> None:
     parser.add_argument("--results", default=str(RESULTS), help="folder of the results files and run records")
     parser.add_argument("--models", default=None, help="comma-separated detectors of the mode to run (default: all); "
                         "the report covers the ones run")
+    parser.add_argument("--retime", action="store_true", help="time every engine again side by side (default: the "
+                        "recorded timing while it timed the same engines)")
     args = parser.parse_args()
     mode = QUICK if args.quick else FULL
     meta = header(1, "torchvision", "onnxruntime", "torchmetrics")
@@ -394,9 +397,9 @@ def main() -> None:
     chosen = args.models.split(",") if args.models else names
     if unknown := sorted(set(chosen) - set(names)):
         parser.error(f"unknown model(s) {', '.join(unknown)}: this mode has {', '.join(names)}")
-    rows = [architecture(size, mode, Path(args.runs), results, commands) for size in mode.models
+    rows = [architecture(size, mode, Path(args.runs), results, commands, args.retime) for size in mode.models
             if size.model in chosen]
-    result = {**meta, "mode": asdict(mode), "rows": rows, "commands": commands, "timing_machine": machine_info()}
+    result = {**meta, "mode": asdict(mode), "rows": rows, "commands": commands}
     results.mkdir(parents=True, exist_ok=True)
     plot(result, results / f"{result_name(mode)}.png")
     write_results(result_name(mode), result, markdown(result, meta, mode), results)

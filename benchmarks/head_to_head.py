@@ -112,6 +112,7 @@ from iee_deploy.structured.costs import smallest_count, uniform_counts, unit_mul
 from profiler.flops_table import flops_table
 from profiler.lut import read_meta
 from runtime.export import export_onnx
+from runtime.machine import machine_info, same_machine
 from runtime.progress import progress
 from runtime.timing import TimingConfig, measure, rounds_of
 from solvers.aim import next_aim, within
@@ -212,13 +213,15 @@ def profile_lut(model: str, lut: Path, log: list[str], precision: str = "fp32") 
 
 # --- engines -------------------------------------------------------------------------------------
 def time_side_by_side(onnx: dict[str, Path], seconds: float, int8: Collection[str] = (),
-                      desc: str | None = None) -> dict[str, float]:
+                      desc: str | None = None, resolution: int = 32) -> dict[str, float]:
     """Fastest-run latency (ms) of every engine on the cpu target (`cpu_session`), timed for `seconds` each in
-    alternating rounds (noise hits them alike). The engines named in `int8` are QDQ graphs, checked to run as integer
-    kernels. With `desc`, the rounds' progress is shown under that name (a report's timing takes minutes)."""
+    alternating rounds (noise hits them alike), on one `resolution` x `resolution` image. The engines named in `int8`
+    are QDQ graphs, checked to run as integer kernels. With `desc`, the rounds' progress is shown under that name (a
+    report's timing takes minutes)."""
     config = TimingConfig(warmup_s=0.05, min_iterations=10, min_seconds=seconds, rounds=5, warmup=2)
-    x = torch.zeros(1, 3, 32, 32).numpy()
-    runners = {name: cpu_session(path, "int8" if name in int8 else "fp32").runner(x) for name, path in onnx.items()}
+    x = torch.zeros(1, 3, resolution, resolution).numpy()
+    runners = {name: cpu_session(path, "int8" if name in int8 else "fp32", resolution).runner(x)
+               for name, path in onnx.items()}
     with progress(total=rounds_of(config) * len(runners), desc=desc or "", unit="share", enabled=desc is not None) as bar:
         return {name: t.min_ms for name, t in measure(runners, 1, config, step_done=bar.update).items()}
 
@@ -627,7 +630,7 @@ def combined_ms(passes: list[dict[str, float]], reference: str = "dense") -> dic
 
 
 def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]], seconds: float, passes: int,
-                  retime: bool, desc: str) -> dict[str, Any]:
+                  retime: bool, desc: str, resolution: int = 32) -> dict[str, Any]:
     """The side-by-side timing of `engines` (name -> (digest of what it is, its ONNX file made on demand)) in
     at least `passes` passes, kept as a record at `path` so that the report rebuilds anywhere as it was measured.
     The record holds the passes alone; the returned one adds their `combined_ms` as "ms", derived on every read so
@@ -635,8 +638,10 @@ def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]]
 
     The record's passes are reused while they timed every one of these engines as it is now (they may hold more: the
     trained dense engine lives in the run folders, which a fresh clone lacks); the missing passes are timed, each
-    written as it finishes. A new or changed engine, or `retime`, times every pass again (a pass always times every
-    engine in one side-by-side run: a partial re-timing would mix two runs' noise)."""
+    written as it finishes, where the record's passes ran on this machine (`same_machine`: a record is never completed
+    on another CPU). A new or changed engine, or `retime`, times every pass again (a pass always times every
+    engine in one side-by-side run: a partial re-timing would mix two runs' noise). Each pass keeps its `header` and
+    its `machine_info` (CPU identity, platform), so that a report can say where its latencies were measured."""
     how = {name: digest for name, (digest, _) in engines.items()}
     done: list[dict[str, Any]] = []
     if path.is_file() and not retime:
@@ -644,11 +649,14 @@ def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]]
         if how.items() <= record["how"].items():
             if len(record["passes"]) >= passes:
                 return {**record, "ms": combined_ms([p["ms"] for p in record["passes"]])}
-            done = record["passes"]  # the new passes time these engines: `how` names what every pass timed
+            here = machine_info()
+            if all(same_machine(p["meta"].get("machine_info", {}), here) for p in record["passes"]):
+                done = record["passes"]  # the new passes time these engines: `how` names what every pass timed
     onnx = {name: make() for name, (_, make) in engines.items()}
     while len(done) < passes:
-        meta = header(1, "onnxruntime")  # where and when (the machine, its load at the start) this pass was timed
-        ms = time_side_by_side(onnx, seconds, desc=f"{desc}, pass {len(done) + 1} of {passes}")
+        # where and when (the machine, its load at the start) this pass was timed
+        meta = {**header(1, "onnxruntime"), "machine_info": machine_info()}
+        ms = time_side_by_side(onnx, seconds, desc=f"{desc}, pass {len(done) + 1} of {passes}", resolution=resolution)
         done.append({"meta": meta, "ms": ms})
         write_json(path, {"how": how, "seconds": seconds, "passes": done})
     return {"how": how, "seconds": seconds, "passes": done, "ms": combined_ms([p["ms"] for p in done])}

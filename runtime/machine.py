@@ -104,6 +104,13 @@ def same_cpu(a: dict[str, str], b: dict[str, str]) -> bool | None:
     return a["cpu_identity"] == b["cpu_identity"]
 
 
+def same_machine(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Whether two machine records (`machine_info`) time alike: the same CPU where both name their identity
+    (`same_cpu`), else the same platform string (kernel build: another virtual host may sit on another CPU)."""
+    same = same_cpu(a, b)
+    return same if same is not None else a.get("platform") == b.get("platform")
+
+
 def detect_gpus() -> list[str]:
     """Names of the CUDA GPUs torch can use here (empty without a GPU, a driver or a CUDA build of torch)."""
     import torch

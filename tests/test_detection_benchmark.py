@@ -52,6 +52,7 @@ def test_quick_mode_writes_every_arm_and_rebuilds_from_its_records(tmp_path):
     assert "epoch 1" not in done.stdout + done.stderr
     again = json.loads((tmp_path / "results" / "detection_quick.json").read_text())
     assert again["rows"][0]["arms"]["iee"]["map_50"] == row["arms"]["iee"]["map_50"]
+    assert again["rows"][0]["timing_passes"] == row["timing_passes"]  # the recorded timing, read as it was measured
 
 
 def test_estimated_hours_counts_dense_plateau_and_every_pruned_run():
@@ -83,10 +84,11 @@ def test_table_machine_flags_a_table_profiled_on_another_cpu_or_another_virtual_
     zen3 = {"date": "2026-12-07T01:01:14+00:00", "platform": "Linux-v1272", "cpu_identity": "family 25, model 1, avx2"}
     zen4 = {"date": "2026-12-07T12:57:48+00:00", "platform": "Linux-v1300", "cpu_identity": "family 25, model 17, avx512"}
     assert table_machine(zen4, {**zen4, "platform": "Linux-v1301"}) == (  # the CPU decides where both name theirs
-        "profiled 2026-12-07T12:57:48+00:00 on this report's machine (Linux-v1300, family 25, model 17, avx512)")
-    assert table_machine(zen3, zen4).startswith("profiled 2026-12-07T01:01:14+00:00 on **another machine** than this "
-                                                "report's timing (Linux-v1272, family 25, model 1, avx2; timed on "
+        "profiled 2026-12-07T12:57:48+00:00 on the machine that timed the engines (Linux-v1300, family 25, model 17, "
+        "avx512)")
+    assert table_machine(zen3, zen4).startswith("profiled 2026-12-07T01:01:14+00:00 on **another machine** than the "
+                                                "engines' timing (Linux-v1272, family 25, model 1, avx2; timed on "
                                                 "Linux-v1300, family 25, model 17, avx512)")
     old = {k: v for k, v in zen3.items() if k != "cpu_identity"}  # a table from before identities were recorded
     assert "(Linux-v1272, CPU identity not recorded; timed on" in table_machine(old, zen4)
-    assert "on this report's machine" in table_machine(old, {**zen4, "platform": "Linux-v1272"})
+    assert "on the machine that timed the engines" in table_machine(old, {**zen4, "platform": "Linux-v1272"})

@@ -28,6 +28,7 @@ from benchmarks.head_to_head import (
     north_star_epochs,
     probe_drift,
     recorded_failures,
+    timing_record,
     uses_batch,
 )
 
@@ -154,6 +155,35 @@ def test_combined_ms_takes_each_ratio_within_a_pass_and_the_median_over_passes()
     assert ms["a"] / ms["dense"] == pytest.approx(0.5)  # ratios 0.5, 0.45, 0.5
     assert ms["b"] / ms["dense"] == pytest.approx(0.3)  # ratios 0.3, 0.2583, 0.3
     assert combined_ms(passes[:1]) == passes[0]
+
+
+def test_timing_record_is_reused_for_its_engines_and_never_completed_on_another_machine(tmp_path):
+    from torch import nn
+
+    from runtime.export import export_onnx
+    from runtime.machine import machine_info
+
+    onnx = {n: export_onnx(nn.Conv2d(3, c, 3).eval(), tmp_path / f"{n}.onnx", 8) for n, c in (("dense", 16), ("a", 8))}
+    engines = {n: (f"digest-{n}", lambda p=p: p) for n, p in onnx.items()}
+    path = tmp_path / "timing.json"
+    first = timing_record(path, engines, 0.01, 2, False, "timing", resolution=8)
+    assert len(first["passes"]) == 2 and set(first["ms"]) == {"dense", "a"} and all(v > 0 for v in first["ms"].values())
+    here = machine_info()
+    assert all(p["meta"]["machine_info"]["platform"] == here["platform"] for p in first["passes"])
+    assert timing_record(path, engines, 0.01, 2, False, "timing", resolution=8)["passes"] == first["passes"]  # reused
+    record = json.loads(path.read_text())
+    record["passes"] = record["passes"][:1]  # a partial record: one more pass completes it on this machine
+    path.write_text(json.dumps(record))
+    assert timing_record(path, engines, 0.01, 2, False, "timing", resolution=8)["passes"][0] == first["passes"][0]
+    elsewhere = {**here, "platform": "Linux-elsewhere", "cpu_identity": "family 1, model 1"}
+    record["passes"][0]["meta"]["machine_info"] = elsewhere  # ... but not when its passes ran on another machine
+    path.write_text(json.dumps(record))
+    again = timing_record(path, engines, 0.01, 2, False, "timing", resolution=8)
+    assert len(again["passes"]) == 2 and all(p["meta"]["machine_info"] != elsewhere for p in again["passes"])
+    record["passes"] = again["passes"]
+    record["passes"][0]["meta"]["machine_info"] = elsewhere  # a complete record from elsewhere reads as it was measured
+    path.write_text(json.dumps(record))
+    assert timing_record(path, engines, 0.01, 2, False, "timing", resolution=8)["passes"][0]["meta"]["machine_info"] == elsewhere
 
 
 def test_int8_miss_states_how_far_the_speedups_are_from_multiplying():

@@ -7,6 +7,7 @@ from runtime.machine import (
     machine_info,
     parse_cpu_identity,
     same_cpu,
+    same_machine,
     usable_cores,
 )
 
@@ -58,3 +59,13 @@ def test_same_cpu_compares_identities_and_does_not_guess_from_a_model_name():
     assert same_cpu(zen3, zen4) is False
     assert same_cpu({"cpu": "AMD EPYC"}, zen4) is None  # a record from before the identity was kept
     assert same_cpu(zen4, {"cpu": "AMD EPYC", "cpu_identity": ""}) is None
+
+
+def test_same_machine_decides_by_the_cpu_where_both_name_it_else_by_the_platform():
+    zen3 = {"platform": "Linux-v1272", "cpu_identity": "family 25, model 1"}
+    zen4 = {"platform": "Linux-v1300", "cpu_identity": "family 25, model 17"}
+    assert same_machine(zen4, {**zen4, "platform": "Linux-v1301"})  # one CPU under two kernel builds
+    assert not same_machine(zen3, {**zen4, "platform": "Linux-v1272"})  # one kernel build on two CPUs
+    old = {"platform": "Linux-v1272"}  # a record from before the identity was kept
+    assert same_machine(old, {**zen4, "platform": "Linux-v1272"}) and not same_machine(old, zen4)
+    assert not same_machine({}, zen4)  # a record that names no machine is not this one
