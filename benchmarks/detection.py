@@ -226,6 +226,12 @@ def architecture(size: Sizing, mode: Mode, runs: Path, results: Path, commands: 
                   root / method / f"seed{seed}", rec / method / f"seed{seed}.json")
               for method in METHODS for seed in range(mode.seeds)]
     commands += [r.how for r in dense] + [r.how for r in pruned if r.name.endswith("seed0")]
+    pending = [r for r in pruned if read_record(r.record, r.how) is None]
+    if pending and not checkpoint.is_file() and read_record(dense[0].record, dense[0].how) is not None:
+        # a fresh clone has the dense model's record, not its weights: say so before any training starts
+        raise SystemExit(f"{model}: {len(pending)} pruned run(s) start from the dense checkpoint {checkpoint}, which is "
+                         f"not here (only its record is): delete {shown_path(dense[0].record)} to train the dense model "
+                         "again, or pass --runs where its run folder is")
     # the dense model trains beside the plateau check's next full-length run (they end together); then the pruned
     # runs go first, so the benchmark's answer is recorded before the plateau check's remaining runs
     records = train_all(dense[:mode.jobs], mode, f"{model}: the dense model")

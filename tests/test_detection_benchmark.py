@@ -53,6 +53,11 @@ def test_quick_mode_writes_every_arm_and_rebuilds_from_its_records(tmp_path):
     again = json.loads((tmp_path / "results" / "detection_quick.json").read_text())
     assert again["rows"][0]["arms"]["iee"]["map_50"] == row["arms"]["iee"]["map_50"]
     assert again["rows"][0]["timing_passes"] == row["timing_passes"]  # the recorded timing, read as it was measured
+    record = next((tmp_path / "results" / "detection_quick_runs").glob("*/iee/seed0.json"))
+    record.unlink()  # a pruned run still to train, and the dense model's weights gone with the runs folder
+    lost = subprocess.run(argv, cwd=ROOT, env=env, timeout=300, capture_output=True, text=True)
+    assert lost.returncode != 0 and "Traceback" not in lost.stderr
+    assert "pruned run(s) start from the dense checkpoint" in lost.stderr and "to train the dense model again" in lost.stderr
 
 
 def test_estimated_hours_counts_dense_plateau_and_every_pruned_run():
