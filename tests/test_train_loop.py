@@ -71,6 +71,20 @@ def test_a_model_handed_over_in_eval_mode_trains_in_train_mode(tmp_path):
     assert not torch.equal(model.bn1.running_mean, before)  # updated only by forward passes in train mode
 
 
+def test_eval_every_validates_every_nth_epoch_and_the_last(tmp_path):
+    """3.5 epochs at eval_every=2: epoch records at 2 and at the partial last one (4), the summary's figures from it."""
+    data = build_datasets("digits", resolution=8, subset=64)
+    config = TrainConfig(resolution=8, subset=64, batch_size=16, epochs=3.5, eval_every=2,
+                         sparsity=SparsityConfig(method="static", sparsity=0.0))
+    summary = Trainer(config, tmp_path / "run", data=data, progress_bar=False).fit()
+    epochs = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+              if r["type"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [2, 4] and [r["step"] for r in epochs] == [7, 13]  # 4 steps an epoch
+    assert summary["val_acc"] == epochs[-1]["val_acc"]
+    with pytest.raises(ValueError, match="`eval_every` 0 is not a positive number"):
+        TrainConfig(eval_every=0)
+
+
 def test_kill_and_resume_gives_the_same_final_masks(tmp_path):
     args = ("--epochs", "6", "--checkpoint-every", "4", "--method", "iee")
     whole = cli(*args, "--out", str(tmp_path / "whole"))
@@ -161,6 +175,7 @@ def test_train_user_errors(tmp_path):
         (["--method", "rigl", "--hjq", "5,5,5"], "does not use --hjq"),
         (["--hjq", "5,5"], "'--hjq': '5,5' is not three"),
         (["--update-end", "0"], "'--update-end': 0.0 is not in the range 0<x<=1"),
+        (["--eval-every", "0"], "'--eval-every': 0 is not in the range x>=1"),
     ]:
         result = runner.invoke(main, ["train", "--subset", "64", "--out", str(tmp_path), *args])
         assert result.exit_code == 2 and fragment in result.output, (args, result.output)

@@ -111,6 +111,8 @@ def _delta_t(text: str) -> int | None:
 @click.option("--warmup-epochs", type=click.FloatRange(0), default=0.0, show_default=True, help="Linear learning-rate warm-up (epochs).")
 @click.option("--checkpoint-every", type=click.IntRange(0), default=0, show_default=True,
               help="Also checkpoint every N steps (0: only at the start, at each epoch end and every 5 minutes).")
+@click.option("--eval-every", type=click.IntRange(1), default=1, show_default=True,
+              help="Validate every N epochs and after the last (a large validation set costs its inference each time).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/train", show_default=True, help="Run folder to write.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint (same options).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Training device.")
@@ -121,7 +123,7 @@ def train(ctx: click.Context, task: str, model_name: str, num_classes: int | Non
           sparsity: float | None, distribution: str, nm: str | None, latency_ms: float | None, latency_ratio: float | None,
           target: str | None, lut: str | None, descent: float, measure_budget: bool, budget_tolerance: float, hjq: str, delta_t: str, omega0: float, omega_decay: str | None, update_end: float | None,
           no_freeze: bool, grow_init: str | None, grow_criterion: str | None, gmp_start: float, epochs: float, lr: float,
-          momentum: float, weight_decay: float, warmup_epochs: float, checkpoint_every: int, out: str, resume: bool,
+          momentum: float, weight_decay: float, warmup_epochs: float, checkpoint_every: int, eval_every: int, out: str, resume: bool,
           device: str, no_progress: bool) -> None:
     """Train a sparse network (IEE by default) into a run folder: config.json, run.json, metrics.jsonl,
     checkpoint.pt, curves.png, final_model.pt, summary.json and summary.md."""
@@ -158,7 +160,7 @@ def train(ctx: click.Context, task: str, model_name: str, num_classes: int | Non
                          num_classes=num_classes, subset=subset, val_subset=val_subset, init_checkpoint=checkpoint, epochs=epochs,
                          batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
                          warmup_epochs=warmup_epochs, workers=workers, seed=seed, device=device,
-                         checkpoint_every=checkpoint_every, sparsity=sparse)
+                         checkpoint_every=checkpoint_every, eval_every=eval_every, sparsity=sparse)
     bundle = learner.datasets(config)
     config = replace(config, resolution=bundle.resolution)
     learner.check_fits_data(config, bundle)

@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 0  # in [0, 2**63 - 1]
     device: str = "cpu"  # cpu | cuda
     checkpoint_every: int = 0  # steps between checkpoints besides each epoch end; 0: epoch ends only
+    eval_every: int = 1  # epochs between validations (each writes an epoch record), >= 1; the last is validated
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
     def __post_init__(self) -> None:
@@ -57,14 +58,14 @@ class TrainConfig:
             raise ConfigError("sparsity", f"`sparsity` must be a SparsityConfig (or its fields as a dict), got "
                               f"{self.sparsity!r}", "pass e.g. SparsityConfig(method='rigl', sparsity=0.9)")
         for name in ("resolution", "num_classes", "subset", "val_subset", "batch_size", "workers", "checkpoint_every",
-                     "seed"):
+                     "eval_every", "seed"):
             value = getattr(self, name)
             if value is not None and not is_whole(value):  # 2.5, '64'
                 raise ConfigError(name, f"`{name}` {value!r} is not a whole number", "pass a whole number")
         if self.resolution is not None and self.resolution > MAX_RESOLUTION:
             raise ConfigError("resolution", f"`resolution` {self.resolution} px is above {MAX_RESOLUTION} px",
                               f"pass at most {MAX_RESOLUTION}")
-        for name in ("resolution", "num_classes", "subset", "val_subset", "batch_size"):
+        for name in ("resolution", "num_classes", "subset", "val_subset", "batch_size", "eval_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(name, f"`{name}` {value} is not a positive number", "pass a number >= 1")

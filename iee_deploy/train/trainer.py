@@ -1,7 +1,8 @@
 """The one training loop of every sparsification method: `iee-deploy train`, a user of `Sparsifier`.
 
 SGD with momentum and weight decay, a cosine learning-rate decay after an optional linear
-warm-up, evaluation after every epoch, a progress bar, and a run folder (`iee_deploy.runs.RunFolder`):
+warm-up, evaluation after every epoch (or every `eval_every` epochs and the last: a large
+validation set costs its inference each time), a progress bar, and a run folder (`iee_deploy.runs.RunFolder`):
 config.json, run.json and a first checkpoint at the start; metrics.jsonl (one record per structure
 update and per evaluation) and curves.png; checkpoint.pt at every epoch end, every
 `checkpoint_seconds` of training (5 minutes by default) and every `checkpoint_every` steps;
@@ -386,7 +387,7 @@ class Trainer:
             if epoch_done:
                 bar.close()
                 batches = None
-                self._end_epoch(loop, epoch)
+                self._end_epoch(loop, epoch, validate=progress.step == total or (epoch + 1) % cfg.eval_every == 0)
             if progress.pending is not None and (not sparsifier.in_update or progress.step == total):
                 self._evaluate(loop)
             due = (epoch_done or (cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0)
@@ -402,15 +403,18 @@ class Trainer:
 
         return self._finish(loop, info, total, bundle)
 
-    def _end_epoch(self, loop: Loop, epoch: int) -> None:
-        """Close the epoch's training statistics; its evaluation follows once no update is open."""
+    def _end_epoch(self, loop: Loop, epoch: int, validate: bool) -> None:
+        """Close the epoch's training statistics; where the epoch is one to `validate`, its evaluation (and epoch
+        record) follows once no update is open."""
         progress, dist = loop.progress, loop.dist
         loss, correct, seen = dist.sum_(torch.tensor([progress.epoch_loss, progress.epoch_correct, progress.epoch_seen],
                                                      dtype=torch.float64, device=dist.device)).tolist()
+        progress.epoch_loss, progress.epoch_correct, progress.epoch_seen = 0.0, 0, 0
+        if not validate:
+            return
         progress.pending = {"type": "epoch", "epoch": epoch + 1, "train_loss": loss / max(seen, 1)}
         if loop.task.counts_correct:
             progress.pending["train_acc"] = correct / max(seen, 1)
-        progress.epoch_loss, progress.epoch_correct, progress.epoch_seen = 0.0, 0, 0
 
     def _evaluate(self, loop: Loop) -> None:
         """Evaluate Theta_K, write the pending epoch record, print it and redraw curves.png."""
