@@ -20,7 +20,9 @@ from benchmarks.detection import (
     SCENE_SECONDS,
     Sizing,
     against_paper,
+    base_train,
     estimated_hours,
+    evaluated,
     plateau_pairs,
     plateau_runs,
     table_machine,
@@ -46,7 +48,7 @@ def test_quick_mode_writes_every_arm_and_rebuilds_from_its_records(tmp_path):
     assert len(row["timing_passes"]) == 3 and all(set(p) == set(row["timing_passes"][0]) for p in row["timing_passes"])
     text = (tmp_path / "results" / "detection_quick.md").read_text()
     assert "| ssdlite | iee |" in text and "Paper (Fig. 4)" in text and "--method halp" in text
-    assert (tmp_path / "results" / "detection_quick.png").stat().st_size > 0 and "8 training scenes" in text
+    assert (tmp_path / "results" / "detection_quick.png").stat().st_size > 0 and "8 training and 4 validation scenes" in text
     shutil.rmtree(tmp_path / "runs")  # the records alone rebuild the report: nothing is trained again
     done = subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300, capture_output=True, text=True)
     assert "epoch 1" not in done.stdout + done.stderr
@@ -64,6 +66,17 @@ def test_estimated_hours_counts_dense_plateau_and_every_pruned_run():
     mode = dataclasses.replace(FULL, models=(Sizing("ssdlite", 100, 4, 2),), seeds=3, jobs=2)
     # 100 scenes x (3 seeds x (4 dense + 3 plateau epochs) + 2 methods x 3 seeds x 2 epochs), two runs at a time
     assert estimated_hours(mode) == pytest.approx(100 * (21 + 12) * SCENE_SECONDS["ssdlite"] / 3600 / 2)
+
+
+def test_a_setting_has_its_own_folder_and_evaluates_as_its_sizing_says():
+    first, wider = Sizing("fcos_resnet18", 300, 60, 8), Sizing("ssdlite", 1000, 80, 10, val_scenes=1000, eval_every=10,
+                                                               measure_budget=True)
+    assert (first.folder, wider.folder) == ("fcos_resnet18-d60", "ssdlite-d80-v1000")  # the first settings' names hold
+    cmd = base_train(FULL, wider, 60, 1, 0.01)
+    assert cmd[cmd.index("--val-subset") + 1] == "1000" and cmd[cmd.index("--eval-every") + 1] == "10"
+    assert "--eval-every" not in base_train(FULL, first, 60, 1, 0.01)  # the recorded commands of the first settings
+    assert evaluated(1) == "" and evaluated(10) == " (evaluated every 10 epochs and after the last)"
+    assert FULL.models[0].measure_budget and not FULL.models[1].measure_budget
 
 
 def test_plateau_check_pairs_every_seed_and_the_dense_model_is_seed_0s_full_run():
