@@ -77,9 +77,8 @@ FIRST_VAL_SCENES = 200
 @dataclass(frozen=True)
 class Sizing:
     """One detector's share of a mode: its training scenes and epochs (a ResNet-18 FPN step costs about eight
-    SSDlite steps at 128 px, so it trains on fewer scenes), its validation scenes, evaluated every `eval_every`
-    epochs and after the last (each evaluation costs their inference), and whether the pruned runs meet the budget
-    as measured here rather than as the LUT predicts it."""
+    SSDlite steps at 128 px, so it trains on fewer scenes), and its validation scenes, evaluated every `eval_every`
+    epochs and after the last (each evaluation costs their inference)."""
 
     model: str
     train_scenes: int
@@ -87,7 +86,6 @@ class Sizing:
     epochs: int  # the fine-tuning of every pruned arm
     val_scenes: int = FIRST_VAL_SCENES
     eval_every: int = 1
-    measure_budget: bool = False  # the pruned runs re-aim their last prune on engines timed here (`--measure-budget`)
 
     @property
     def folder(self) -> str:
@@ -122,14 +120,13 @@ QUICK = Mode("quick", (Sizing("ssdlite", 8, 2, 4, val_scenes=4),), 64, 1, 2, 1, 
              "--network-repeats", "3", "--calibration-networks", "2"), ("--hjq", "1,1,1"), 0.05, ratio=0.8,
              in_process=True)
 """A pipeline check: a coarse LUT (64-channel steps, two calibration networks) whose floor can lie above 0.5 x dense."""
-FULL = Mode("full", (Sizing("ssdlite", 1000, 80, 10, measure_budget=True), Sizing("fcos_resnet18", 300, 60, 8)), 128,
-            3, 16, 10, (), (), 2.0, jobs=2)
+FULL = Mode("full", (Sizing("ssdlite", 1000, 80, 10), Sizing("fcos_resnet18", 300, 60, 8)), 128, 3, 16, 10, (), (),
+            2.0, jobs=2)
 """Sized for about six hours of two idle cores (see `SCENE_SECONDS`); each run's time is in its record. The dense
 models train twice as long as the first setting's (40 and 30 epochs), whose plateau check failed on both: 0.75 D
-minus D was -2.09 (SSDlite) and -3.11 (FCOS) mAP@0.5 points on one seed. SSDlite's pruned runs measure their budget
-(`--measure-budget`): aimed by a LUT profiled on the timing machine, their engines landed at 1.06 and 1.07 of it
-(FCOS's at 1.00 and 1.01). Its 200 validation scenes leave one model's mAP@0.5 uncertain by +-2.02 points (a
-bootstrap over the scenes of the dense model; +-0.81 on 1,000 scenes, which `val_scenes` and `eval_every` allow)."""
+minus D was -2.09 (SSDlite) and -3.11 (FCOS) mAP@0.5 points on one seed. 200 validation scenes leave one SSDlite
+model's mAP@0.5 uncertain by +-2.02 points (a bootstrap over the scenes of the dense model; +-0.81 on 1,000 scenes,
+which a later setting's `val_scenes` and `eval_every` allow)."""
 SCENE_SECONDS = {"ssdlite": 0.03, "fcos_resnet18": 0.25}
 """One training scene at 128 px, forward and backward, on one thread of an idle core (s): measured from one epoch of
 160 scenes (7 s and 57 s at load 2.8 on 2 cores, about 0.7 of a core each)."""
@@ -241,8 +238,7 @@ def architecture(size: Sizing, mode: Mode, runs: Path, results: Path, commands: 
     pruned = [Run(f"{method}/seed{seed}",
                   [*base_train(mode, size, size.epochs, seed, mode.finetune_lr), "--method", method, "--target", "cpu",
                    "--lut", shown_path(lut), "--latency-ratio", str(mode.ratio), *WINDOWS[method],
-                   *(mode.iee if method == "iee" else ()), *(["--measure-budget"] if size.measure_budget else []),
-                   "--delta-t", str(mode.delta_t), "--checkpoint",
+                   *(mode.iee if method == "iee" else ()), "--delta-t", str(mode.delta_t), "--checkpoint",
                    str(checkpoint), "--out", str(root / method / f"seed{seed}")],
                   root / method / f"seed{seed}", rec / method / f"seed{seed}.json")
               for method in METHODS for seed in range(mode.seeds)]
@@ -381,9 +377,7 @@ def markdown(result: dict[str, Any], meta: dict[str, Any], mode: Mode) -> str:
              *[f"- {r['model']}: {r['sizing']['train_scenes']:,} training and {r['sizing']['val_scenes']:,} validation "
                f"scenes{evaluated(r['sizing']['eval_every'])}, dense {r['sizing']['dense_epochs']} "
                f"epochs (the plateau check: 0.75 of them and all of them for every seed, paired), fine-tuning "
-               f"{r['sizing']['epochs']} epochs"
-               + (", each pruned run meeting the budget as measured on this CPU (`--measure-budget`)"
-                  if r["sizing"]["measure_budget"] else "") + "; its runs "
+               f"{r['sizing']['epochs']} epochs; its runs "
                f"took {r['training_seconds'] / 3600:.1f} h of training, {mode.jobs} at a time; its dense engine read "
                f"{', '.join(format(t['dense'], '.3f') for t in r['timing_passes'])} ms over the timing passes (from "
                f"{r['timing_machine']['date']}); its latency table {table_machine(r['lut_machine'], r['timing_machine'])}."

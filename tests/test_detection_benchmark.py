@@ -69,14 +69,12 @@ def test_estimated_hours_counts_dense_plateau_and_every_pruned_run():
 
 
 def test_a_setting_has_its_own_folder_and_evaluates_as_its_sizing_says():
-    first, wider = Sizing("fcos_resnet18", 300, 60, 8), Sizing("ssdlite", 1000, 80, 10, val_scenes=1000, eval_every=10,
-                                                               measure_budget=True)
+    first, wider = Sizing("fcos_resnet18", 300, 60, 8), Sizing("ssdlite", 1000, 80, 10, val_scenes=1000, eval_every=10)
     assert (first.folder, wider.folder) == ("fcos_resnet18-d60", "ssdlite-d80-v1000")  # the first settings' names hold
     cmd = base_train(FULL, wider, 60, 1, 0.01)
     assert cmd[cmd.index("--val-subset") + 1] == "1000" and cmd[cmd.index("--eval-every") + 1] == "10"
     assert "--eval-every" not in base_train(FULL, first, 60, 1, 0.01)  # the recorded commands of the first settings
     assert evaluated(1) == "" and evaluated(10) == " (evaluated every 10 epochs and after the last)"
-    assert FULL.models[0].measure_budget and not FULL.models[1].measure_budget
 
 
 def test_plateau_check_pairs_every_seed_and_the_dense_model_is_seed_0s_full_run():
