@@ -644,18 +644,19 @@ def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]]
     its `machine_info` (CPU identity, platform), so that a report can say where its latencies were measured."""
     how = {name: digest for name, (digest, _) in engines.items()}
     done: list[dict[str, Any]] = []
+    machine: dict[str, str] | None = None  # where any pass still to time is timed (read once, when needed)
     if path.is_file() and not retime:
         record = dict(json.loads(path.read_text()))
         if how.items() <= record["how"].items():
             if len(record["passes"]) >= passes:
                 return {**record, "ms": combined_ms([p["ms"] for p in record["passes"]])}
-            here = machine_info()
-            if all(same_machine(p["meta"].get("machine_info", {}), here) for p in record["passes"]):
+            machine = machine_info()
+            if all(same_machine(p["meta"].get("machine_info", {}), machine) for p in record["passes"]):
                 done = record["passes"]  # the new passes time these engines: `how` names what every pass timed
     onnx = {name: make() for name, (_, make) in engines.items()}
-    while len(done) < passes:
-        # where and when (the machine, its load at the start) this pass was timed
-        meta = {**header(1, "onnxruntime"), "machine_info": machine_info()}
+    machine = machine or machine_info()
+    while len(done) < passes:  # each pass's header says when it was timed, and the load at its start
+        meta = {**header(1, "onnxruntime"), "machine_info": machine}
         ms = time_side_by_side(onnx, seconds, desc=f"{desc}, pass {len(done) + 1} of {passes}", resolution=resolution)
         done.append({"meta": meta, "ms": ms})
         write_json(path, {"how": how, "seconds": seconds, "passes": done})

@@ -407,11 +407,11 @@ class Trainer:
         """Close the epoch's training statistics; where the epoch is one to `validate`, its evaluation (and epoch
         record) follows once no update is open."""
         progress, dist = loop.progress, loop.dist
-        loss, correct, seen = dist.sum_(torch.tensor([progress.epoch_loss, progress.epoch_correct, progress.epoch_seen],
-                                                     dtype=torch.float64, device=dist.device)).tolist()
+        totals = [progress.epoch_loss, progress.epoch_correct, progress.epoch_seen]
         progress.epoch_loss, progress.epoch_correct, progress.epoch_seen = 0.0, 0, 0
-        if not validate:
+        if not validate:  # every rank decides alike, so none waits on the sum below
             return
+        loss, correct, seen = dist.sum_(torch.tensor(totals, dtype=torch.float64, device=dist.device)).tolist()
         progress.pending = {"type": "epoch", "epoch": epoch + 1, "train_loss": loss / max(seen, 1)}
         if loop.task.counts_correct:
             progress.pending["train_acc"] = correct / max(seen, 1)
