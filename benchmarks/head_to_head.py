@@ -114,7 +114,7 @@ from profiler.lut import read_meta
 from runtime.export import export_onnx
 from runtime.machine import machine_info, same_machine
 from runtime.progress import progress
-from runtime.timing import TimingConfig, measure, rounds_of
+from runtime.timing import TimingConfig, lowest, measure, rounds_of
 from solvers.aim import next_aim, within
 
 if TYPE_CHECKING:
@@ -615,25 +615,17 @@ def structure_digest(structure: Any) -> str:
 
 
 TIMING_PASSES = 3
-"""Side-by-side timings a report's latencies combine (`combined_ms`). One run on a shared machine can be off as a
-whole: mobilenet_v3_small's dense engine once timed 6% slower than 47 minutes before while every pruned engine
-timed within 1% of its earlier time (a neighbour's load on the shared cache slows the largest engine most)."""
-
-
-def combined_ms(passes: list[dict[str, float]], reference: str = "dense") -> dict[str, float]:
-    """Each engine's latency over several side-by-side passes: the `reference` engine's median ms times the median
-    over the passes of the engine's ratio to the reference in that pass. A ratio is only ever taken within one side-by-
-    side pass; the median keeps one disturbed pass from moving any ratio. Engines missing from a pass are left out."""
-    ref = statistics.median(p[reference] for p in passes)
-    return {name: ref * statistics.median(p[name] / p[reference] for p in passes)
-            for name in passes[0] if all(name in p for p in passes)}
+"""Side-by-side timings a report's latencies combine, each engine at its lowest reading (`runtime.timing.lowest`). One
+run on a shared machine can be off as a whole: mobilenet_v3_small's dense engine once timed 6% slower than 47 minutes
+before while every pruned engine timed within 1% of its earlier time (a neighbour's load on the shared cache slows
+the largest engine most)."""
 
 
 def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]], seconds: float, passes: int,
                   retime: bool, desc: str, resolution: int = 32) -> dict[str, Any]:
     """The side-by-side timing of `engines` (name -> (digest of what it is, its ONNX file made on demand)) in
     at least `passes` passes, kept as a record at `path` so that the report rebuilds anywhere as it was measured.
-    The record holds the passes alone; the returned one adds their `combined_ms` as "ms", derived on every read so
+    The record holds the passes alone; the returned one adds each engine's `lowest` reading as "ms", derived on every read so
     that a record never carries a combination made by another rule.
 
     The record's passes are reused while they timed every one of these engines as it is now (they may hold more: the
@@ -649,7 +641,7 @@ def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]]
         record = dict(json.loads(path.read_text()))
         if how.items() <= record["how"].items():
             if len(record["passes"]) >= passes:
-                return {**record, "ms": combined_ms([p["ms"] for p in record["passes"]])}
+                return {**record, "ms": lowest([p["ms"] for p in record["passes"]])}
             machine = machine_info()
             if all(same_machine(p["meta"].get("machine_info", {}), machine) for p in record["passes"]):
                 done = record["passes"]  # the new passes time these engines: `how` names what every pass timed
@@ -660,7 +652,7 @@ def timing_record(path: Path, engines: dict[str, tuple[str, Callable[[], Path]]]
         ms = time_side_by_side(onnx, seconds, desc=f"{desc}, pass {len(done) + 1} of {passes}", resolution=resolution)
         done.append({"meta": meta, "ms": ms})
         write_json(path, {"how": how, "seconds": seconds, "passes": done})
-    return {"how": how, "seconds": seconds, "passes": done, "ms": combined_ms([p["ms"] for p in done])}
+    return {"how": how, "seconds": seconds, "passes": done, "ms": lowest([p["ms"] for p in done])}
 
 
 # --- one architecture ----------------------------------------------------------------------------
@@ -1366,7 +1358,8 @@ def drift_lines(record: dict[str, Any]) -> list[str]:
                 f"engine over 5 rounds each; dense ms, date, commit, load average: "
                 + "; ".join(f"{p['dense_ms']:.3f} on {p['date']}, {p['commit']}, {', '.join(map(str, p['load_average']))}"
                             for p in t["passes"])
-                + "); each engine's latency is the dense engine's median times its median ratio to dense over the passes")
+                + "); each engine's latency is its lowest reading over the passes (other jobs only add time, the dense "
+                  "engine's most)")
         drift = probe_drift(record["rows"], a["model"])
         if drift is not None:
             line += (f"; slim's and magnitude Torch-Pruning's engines re-timed / their bisection probes (the same "

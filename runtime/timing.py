@@ -167,3 +167,30 @@ def measure(runners: Mapping[str, Runner], batch: int, config: TimingConfig = Ti
 def time_one(runner: Runner, batch: int, config: TimingConfig) -> Timing:
     """`measure` of a single runner."""
     return measure({"model": runner}, batch, config)["model"]
+
+
+def lowest(passes: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Each name's lowest reading (ms) over `passes`, side-by-side timings of the same runners, for the names that
+    every pass timed.
+
+    Other jobs on a shared machine only ever add time, and for seconds to minutes at a time; a neighbour's load
+    on the shared cache slows a large network far more than a small one (SSDlite's dense engine read 1.89 to 3.01
+    ms within two minutes while its half-latency engine read 1.06 to 1.68), so a ratio taken within one disturbed
+    pass is off by as much. Each runner's lowest reading over passes spread in time is its least disturbed one.
+    """
+    if not passes:
+        raise ValueError("no timing passes")
+    return {name: min(p[name] for p in passes) for name in passes[0] if all(name in p for p in passes)}
+
+
+def spread_passes(time_pass: Callable[[], Mapping[str, float]], seconds: float, least: int,
+                  clock: Clock = time.monotonic) -> list[dict[str, float]]:
+    """Side-by-side passes (`time_pass`: one timing of every runner, name -> ms) repeated until `seconds` of wall
+    time have passed, and at least `least` of them: the passes `lowest` combines."""
+    check_positive("seconds", seconds, zero_ok=True)
+    check_whole("least", least, 1, 3)
+    end = clock() + seconds
+    done: list[dict[str, float]] = []
+    while len(done) < least or clock() < end:
+        done.append(dict(time_pass()))
+    return done

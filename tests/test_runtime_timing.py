@@ -5,7 +5,16 @@ import math
 import pytest
 
 from iee_deploy.errors import ConfigError
-from runtime.timing import Timing, TimingConfig, describe, host_runner, measure, percentile
+from runtime.timing import (
+    Timing,
+    TimingConfig,
+    describe,
+    host_runner,
+    lowest,
+    measure,
+    percentile,
+    spread_passes,
+)
 
 
 def test_percentile_by_linear_interpolation():
@@ -94,3 +103,30 @@ def test_statistic_words_and_values():
 def test_old_engine_reports_without_iqr_still_load():
     data = {k: v for k, v in Timing.from_samples([1.0, 2.0]).__dict__.items() if k != "iqr_ms"}
     assert math.isnan(Timing.from_dict(data).iqr_ms)
+
+
+def test_lowest_takes_each_runner_s_least_disturbed_reading_over_the_passes():
+    passes = [{"dense": 2.4, "half": 1.15, "gone": 9.0}, {"dense": 1.9, "half": 1.08}, {"dense": 3.0, "half": 1.06}]
+    assert lowest(passes) == {"dense": 1.9, "half": 1.06}  # "gone" was not timed in every pass
+    assert lowest(passes[:1]) == passes[0]
+    with pytest.raises(ValueError):
+        lowest([])
+
+
+def test_spread_passes_times_until_the_seconds_have_passed_and_at_least_the_least():
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def one_pass() -> dict[str, float]:
+        now[0] += 4.0  # a pass takes 4 s of wall time
+        return {"net": now[0]}
+
+    assert [p["net"] for p in spread_passes(one_pass, 10.0, 1, clock)] == [4.0, 8.0, 12.0]  # until 10 s had passed
+    now[0] = 0.0
+    assert len(spread_passes(one_pass, 0.0, 3, clock)) == 3  # no time asked: the least passes still run
+    with pytest.raises(ConfigError, match="least"):
+        spread_passes(one_pass, 1.0, 0, clock)
+    with pytest.raises(ConfigError, match="seconds"):
+        spread_passes(one_pass, -1.0, 1, clock)

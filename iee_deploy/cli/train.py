@@ -82,6 +82,9 @@ def _delta_t(text: str) -> int | None:
                    "the budget's, so the engine lands on the budget and not only the LUT's prediction.")
 @click.option("--budget-tolerance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.02,
               show_default=True, help="With --measure-budget: relative miss of the measured latency ratio accepted.")
+@click.option("--measure-seconds", type=click.FloatRange(0), default=20.0, show_default=True,
+              help="With --measure-budget: wall seconds over which each structure is timed, in passes (its lowest "
+                   "reading counts); longer outlasts a shared machine's bursts of load.")
 @click.option("--hjq", default="auto", show_default=True,
               help="IEE iterations H,J,Q: importance estimation, accuracy improvement, reactivate & explore (steps), "
                    "e.g. 150,150,150. auto: the paper's 150,150,150 when 4 such updates fit, else the short-run rule (a period with "
@@ -121,7 +124,7 @@ def _delta_t(text: str) -> int | None:
 def train(ctx: click.Context, task: str, model_name: str, num_classes: int | None, resolution: int | None, checkpoint: str | None, dataset: str,
           data_dir: str | None, subset: int | None, val_subset: int | None, batch_size: int, workers: int, seed: int, method: str,
           sparsity: float | None, distribution: str, nm: str | None, latency_ms: float | None, latency_ratio: float | None,
-          target: str | None, lut: str | None, descent: float, measure_budget: bool, budget_tolerance: float, hjq: str, delta_t: str, omega0: float, omega_decay: str | None, update_end: float | None,
+          target: str | None, lut: str | None, descent: float, measure_budget: bool, budget_tolerance: float, measure_seconds: float, hjq: str, delta_t: str, omega0: float, omega_decay: str | None, update_end: float | None,
           no_freeze: bool, grow_init: str | None, grow_criterion: str | None, gmp_start: float, epochs: float, lr: float,
           momentum: float, weight_decay: float, warmup_epochs: float, checkpoint_every: int, eval_every: int, out: str, resume: bool,
           device: str, no_progress: bool) -> None:
@@ -154,7 +157,7 @@ def train(ctx: click.Context, task: str, model_name: str, num_classes: int | Non
         grow_criterion=None if grow_criterion is None else GrowCriterion(grow_criterion), gmp_start=gmp_start,
         latency_ms=latency_ms, latency_ratio=latency_ratio, target=target, lut=lut,
         start=Start.DENSE if checkpoint and structured else Start.SCRATCH, descent=descent,
-        measure_budget=measure_budget, budget_tolerance=budget_tolerance,
+        measure_budget=measure_budget, budget_tolerance=budget_tolerance, measure_seconds=measure_seconds,
     )
     config = TrainConfig(task=task, model=model_name, dataset=dataset, data_dir=data_dir, resolution=resolution,
                          num_classes=num_classes, subset=subset, val_subset=val_subset, init_checkpoint=checkpoint, epochs=epochs,

@@ -39,7 +39,8 @@ def weight_space(model: nn.Module, config: SparsityConfig, dist: Distributed, se
 def channel_space(model: nn.Module, config: SparsityConfig, dist: Distributed, seed: int, start: Start) -> ChannelSpace:
     """The channel space of `model` under `config`'s latency budget, measured by its LUT (checked against the model)."""
     source = open_latency_model(config.lut, config.target, model)
-    measured = MeasuredBudget.on_target(source, config.budget_tolerance, dist.world) if config.measure_budget else None
+    measured = (MeasuredBudget.on_target(source, config.budget_tolerance, config.measure_seconds, dist.world)
+                if config.measure_budget else None)
     return ChannelSpace(model, source, latency_ms=config.latency_ms, latency_ratio=config.latency_ratio, start=start,
                         seed=seed, dist=dist, measured=measured)
 
@@ -69,7 +70,7 @@ METHODS: dict[str, tuple[type[SparsityMethod], MethodFactory]] = {
 }
 """name -> (class, factory(model, config, dist, seed)); the class declares which options it reads."""
 
-MEASURED = frozenset({"measure_budget", "budget_tolerance"})
+MEASURED = frozenset({"measure_budget", "budget_tolerance", "measure_seconds"})
 """The measured budget's options, read by every structured method (`iee_deploy.structured.measured`)."""
 
 STRUCTURED_METHODS: dict[str, tuple[frozenset[str], MethodFactory]] = {

@@ -100,6 +100,7 @@ class SparsityConfig:
     descent: float = 0.5  # structured IEE from dense: share (0, 1) of the update window spent pruning to Psi
     measure_budget: bool = False  # structured: re-aim Psi until the pruned network measured here meets the budget
     budget_tolerance: float = 0.02  # structured, measured budget: relative miss of the measured latency ratio accepted
+    measure_seconds: float = 20.0  # structured, measured budget: wall seconds over which each structure is timed
 
     def __post_init__(self) -> None:
         self.distribution = _choice("distribution", Distribution, self.distribution)
@@ -117,9 +118,11 @@ class SparsityConfig:
             check_fraction("update_end", self.update_end, low_open=True)
         check_fraction("descent", self.descent, low_open=True, high_open=True)
         check_fraction("budget_tolerance", self.budget_tolerance, low_open=True, high_open=True)
-        if self.budget_tolerance != SparsityConfig.budget_tolerance and not self.measure_budget:
-            raise ConfigError(("budget_tolerance", "measure_budget"), "`budget_tolerance` is the measured budget's, "
-                              "but `measure_budget` is off", "set `measure_budget`, or leave `budget_tolerance` out")
+        check_positive("measure_seconds", self.measure_seconds, zero_ok=True)
+        for name in ("budget_tolerance", "measure_seconds"):
+            if getattr(self, name) != getattr(SparsityConfig, name) and not self.measure_budget:
+                raise ConfigError((name, "measure_budget"), f"`{name}` is the measured budget's, but `measure_budget` is "
+                                  "off", f"set `measure_budget`, or leave `{name}` out")
         if self.hjq is not None:
             hjq = tuple(self.hjq) if isinstance(self.hjq, (tuple, list)) else ()  # config.json stores a list
             whole = all(is_whole(v) for v in hjq)  # not '150,150,150' or 1.5

@@ -10,6 +10,12 @@ them alike, and re-aims the knapsack (`solvers.aim`) until their latency ratio i
 `budget_tolerance` of the budget's, for at most `MEASURED_TRIES` structures. The kept structure's
 aim becomes Psi, so IEE's later prunes and grows hold the latency its engine was measured at.
 
+A shared machine's other jobs slow the dense network far more than a pruned one, for seconds to
+minutes at a time (`runtime.timing.lowest`), so one side-by-side timing in a disturbed moment reads
+the ratio low and aims too large a network. Each structure is therefore timed in passes with fresh
+sessions over `measure_seconds` of wall time, and counts at its lowest reading; the dense network,
+timed beside every candidate, counts at its lowest reading over all of them.
+
 The budget's ratio is Psi over the dense network's predicted latency (`latency_ratio`, or
 `latency_ms` over that prediction): a ratio timed side by side reproduces between timing sessions
 where absolute milliseconds do not. Only the kept counts per group set a latency, not which units
@@ -35,37 +41,50 @@ from iee_deploy.structured.budget import LatencySource
 from profiler.flops_table import BACKEND as FLOPS_BACKEND
 from profiler.measurer import Measurer, choose_measurer, settings_for
 from profiler.targets import check_device, load_target
+from runtime.timing import lowest, spread_passes
 from solvers.aim import best_try, next_aim, within
 
 MEASURED_TRIES = 6
 """Structures timed at most per measured budget (the first aim and five re-aims)."""
+LEAST_PASSES = 3
+"""Side-by-side passes per structure at least, however short `measure_seconds`."""
 
 
 @dataclass(frozen=True)
 class Try:
-    """One timed candidate: its aim (ms predicted, and as a fraction of the dense prediction) and what it measured."""
+    """One timed candidate: its aim (ms predicted, and as a fraction of the dense prediction) and its lowest reading,
+    beside the dense network's lowest reading in the same passes."""
 
     aim_ms: float
     aim: float
     dense_ms: float  # the dense network, timed beside it
     network_ms: float
 
-    @property
-    def measured(self) -> float:
-        """The candidate's measured latency over the dense network's."""
-        return self.network_ms / self.dense_ms
-
 
 @dataclass(frozen=True)
 class Settled:
-    """The outcome of a measured budget: the aim kept (the new Psi), its counts, and every try."""
+    """The outcome of a measured budget: the aim kept (the new Psi), its counts, and every try. Every try's ratio is
+    taken over `dense_ms`, the dense network's lowest reading over all of them."""
 
     target: float  # the budget's fraction of the dense network's predicted latency
     tolerance: float
-    aim_ms: float
-    counts: dict[str, int]
-    measured: float
+    kept: int  # the index of the kept try
+    counts: dict[str, int]  # the kept try's units per group
+    dense_ms: float
     tries: list[Try] = field(default_factory=list)
+
+    def ratio(self, t: Try) -> float:
+        """A try's measured latency over the dense network's."""
+        return t.network_ms / self.dense_ms
+
+    @property
+    def aim_ms(self) -> float:
+        return self.tries[self.kept].aim_ms
+
+    @property
+    def measured(self) -> float:
+        """The kept structure's measured latency over the dense network's."""
+        return self.ratio(self.tries[self.kept])
 
     @property
     def within(self) -> bool:
@@ -74,8 +93,8 @@ class Settled:
     def summary(self) -> dict[str, Any]:
         """What the run records (summary.json's `latency.measured_budget`)."""
         return {"target_ratio": self.target, "tolerance": self.tolerance, "aim_ms": self.aim_ms,
-                "measured_ratio": self.measured, "within": self.within,
-                "tries": [{**asdict(t), "measured_ratio": t.measured} for t in self.tries]}
+                "dense_ms": self.dense_ms, "measured_ratio": self.measured, "within": self.within,
+                "tries": [{**asdict(t), "measured_ratio": self.ratio(t)} for t in self.tries]}
 
 
 def keep_first(counts: Mapping[str, int], device: torch.device) -> dict[str, torch.Tensor]:
@@ -86,14 +105,16 @@ def keep_first(counts: Mapping[str, int], device: torch.device) -> dict[str, tor
 class MeasuredBudget:
     """Times candidate structures of a network on this machine and settles the aim (see the module docstring)."""
 
-    def __init__(self, measurer: Measurer, statistic: str, input_shape: tuple[int, ...], tolerance: float) -> None:
+    def __init__(self, measurer: Measurer, statistic: str, input_shape: tuple[int, ...], tolerance: float,
+                 seconds: float) -> None:
         self.measurer = measurer
         self.statistic = statistic
         self.input_shape = input_shape
         self.tolerance = tolerance
+        self.seconds = seconds
 
     @classmethod
-    def on_target(cls, source: LatencySource, tolerance: float, processes: int = 1) -> MeasuredBudget:
+    def on_target(cls, source: LatencySource, tolerance: float, seconds: float, processes: int = 1) -> MeasuredBudget:
         """A measured budget for the LUT's target on this machine; a one-line UserError when this machine is not it."""
         meta = source.meta
         fields = ("measure_budget",)
@@ -120,7 +141,7 @@ class MeasuredBudget:
             raise UserError(f"a measured budget cannot time target {meta.target} here: {exc}",
                             "install its runtime, or leave `measure_budget` off", fields=fields) from None
         res = meta.resolution
-        return cls(measurer, meta.statistic, (meta.batch, 3, res, res), tolerance)
+        return cls(measurer, meta.statistic, (meta.batch, 3, res, res), tolerance, seconds)
 
     @staticmethod
     def structure(network: nn.Module, graph: DependencyGraph, counts: Mapping[str, int]) -> nn.Module:
@@ -128,16 +149,23 @@ class MeasuredBudget:
         return prune_model(network, graph, keep_first(counts, next(network.parameters()).device)).cpu().eval()
 
     def time(self, dense: nn.Module, candidate: nn.Module) -> tuple[float, float]:
-        """(dense, candidate) latency in ms, timed side by side."""
-        timings = self.measurer.time_models([dense, candidate], self.input_shape)
-        return timings[0].value(self.statistic), timings[1].value(self.statistic)
+        """(dense, candidate) latency in ms: side-by-side passes, each in fresh sessions, over `seconds` of wall time
+        (at least LEAST_PASSES), and each network's lowest reading (see the module docstring)."""
+
+        def one_pass() -> dict[str, float]:
+            timings = self.measurer.time_models([dense, candidate], self.input_shape)
+            return {"dense": timings[0].value(self.statistic), "candidate": timings[1].value(self.statistic)}
+
+        ms = lowest(spread_passes(one_pass, self.seconds, LEAST_PASSES))
+        return ms["dense"], ms["candidate"]
 
 
 def settle(timer: Callable[[Mapping[str, int]], tuple[float, float]], counts_for: Callable[[float], dict[str, int]],
            psi: float, dense_ms: float, smallest_ms: float, tolerance: float) -> Settled:
     """Re-aim `counts_for` (the knapsack: an aim in predicted ms -> units per group) from `psi` until `timer` (counts ->
     dense and pruned ms, timed side by side) measures the counts within `tolerance` of psi / dense_ms, at most
-    MEASURED_TRIES times; the best try (`solvers.aim.best_try`). Aims stay between the smallest network and dense."""
+    MEASURED_TRIES times; the best try (`solvers.aim.best_try`). Aims stay between the smallest network and dense.
+    Every ratio is over the dense network's lowest reading so far (a later, quieter reading corrects earlier tries)."""
     target = psi / dense_ms
     tries: list[Try] = []
     counts: list[dict[str, int]] = []
@@ -147,8 +175,15 @@ def settle(timer: Callable[[Mapping[str, int]], tuple[float, float]], counts_for
         dense, network = timer(chosen)
         tries.append(Try(aim * dense_ms, aim, dense, network))
         counts.append(chosen)
-        if within(tries[-1].measured, target, tolerance):
+        points = measured_points(tries)
+        if within(points[-1][1], target, tolerance):
             break
-        aim = next_aim([(t.aim, t.measured) for t in tries], target, smallest_ms / dense_ms)
-    kept = best_try([(t.aim, t.measured) for t in tries], target)
-    return Settled(target, tolerance, tries[kept].aim_ms, counts[kept], tries[kept].measured, tries)
+        aim = next_aim(points, target, smallest_ms / dense_ms)
+    kept = best_try(measured_points(tries), target)
+    return Settled(target, tolerance, kept, counts[kept], min(t.dense_ms for t in tries), tries)
+
+
+def measured_points(tries: list[Try]) -> list[tuple[float, float]]:
+    """(aim, measured ratio) of every try, each ratio over the dense network's lowest reading among them."""
+    dense = min(t.dense_ms for t in tries)
+    return [(t.aim, t.network_ms / dense) for t in tries]
