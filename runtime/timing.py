@@ -183,14 +183,30 @@ def lowest(passes: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return {name: min(p[name] for p in passes) for name in passes[0] if all(name in p for p in passes)}
 
 
+SETTLED = 0.01
+"""`spread_passes`: a pass that lowers some runner's lowest reading by more than this share restarts the wait."""
+LONGEST = 6
+"""`spread_passes` times for at most this many times its `seconds` in all (a machine disturbed throughout)."""
+
+
 def spread_passes(time_pass: Callable[[], Mapping[str, float]], seconds: float, least: int,
                   clock: Clock = time.monotonic) -> list[dict[str, float]]:
-    """Side-by-side passes (`time_pass`: one timing of every runner, name -> ms) repeated until `seconds` of wall
-    time have passed, and at least `least` of them: the passes `lowest` combines."""
+    """Side-by-side passes (`time_pass`: one timing of every runner, name -> ms), the passes `lowest` combines:
+    repeated until `seconds` of wall time have passed since the last pass that lowered some runner's lowest reading
+    by more than SETTLED, at least `least` of them, and for at most LONGEST x `seconds` in all.
+
+    A machine disturbed for a while reads high until its load passes; the wait restarts at every clearly lower
+    reading, so the timing outlasts a burst of load instead of ending inside it, and on a quiet machine it ends after
+    `seconds`."""
     check_positive("seconds", seconds, zero_ok=True)
     check_whole("least", least, 1, 3)
-    end = clock() + seconds
+    start = clock()
+    settled_since = start
     done: list[dict[str, float]] = []
-    while len(done) < least or clock() < end:
+    low: dict[str, float] = {}
+    while len(done) < least or (clock() < settled_since + seconds and clock() < start + LONGEST * seconds):
         done.append(dict(time_pass()))
+        if any(name not in low or ms < low[name] * (1 - SETTLED) for name, ms in done[-1].items()):
+            settled_since = clock()
+        low = {name: min(ms, low.get(name, ms)) for name, ms in done[-1].items()}
     return done

@@ -6,6 +6,7 @@ import pytest
 
 from iee_deploy.errors import ConfigError
 from runtime.timing import (
+    LONGEST,
     Timing,
     TimingConfig,
     describe,
@@ -113,19 +114,30 @@ def test_lowest_takes_each_runner_s_least_disturbed_reading_over_the_passes():
         lowest([])
 
 
-def test_spread_passes_times_until_the_seconds_have_passed_and_at_least_the_least():
+def test_spread_passes_waits_out_a_burst_of_load_and_stops_once_the_lowest_readings_hold():
     now = [0.0]
+    readings = iter([3.0, 2.9, 3.0, 2.0, 2.0, 1.99, 2.0, 2.0] + [5.0] * 100)
 
     def clock() -> float:
         return now[0]
 
     def one_pass() -> dict[str, float]:
         now[0] += 4.0  # a pass takes 4 s of wall time
-        return {"net": now[0]}
+        return {"net": next(readings)}
 
-    assert [p["net"] for p in spread_passes(one_pass, 10.0, 1, clock)] == [4.0, 8.0, 12.0]  # until 10 s had passed
+    # 3.0 at 4 s; 2.9 (lower by >1%) at 8 s; 2.0 at 16 s restarts the wait; 1.99 is within 1%: 10 s after 16 s, stop
+    done = spread_passes(one_pass, 10.0, 1, clock)
+    assert [p["net"] for p in done] == [3.0, 2.9, 3.0, 2.0, 2.0, 1.99, 2.0] and now[0] == 28.0
     now[0] = 0.0
     assert len(spread_passes(one_pass, 0.0, 3, clock)) == 3  # no time asked: the least passes still run
+    falling = iter(range(1000, 0, -10))
+
+    def ever_lower() -> dict[str, float]:
+        now[0] += 1.0
+        return {"net": next(falling)}
+
+    now[0] = 0.0
+    assert len(spread_passes(ever_lower, 5.0, 1, clock)) == LONGEST * 5  # stopped after LONGEST x seconds
     with pytest.raises(ConfigError, match="least"):
         spread_passes(one_pass, 1.0, 0, clock)
     with pytest.raises(ConfigError, match="seconds"):

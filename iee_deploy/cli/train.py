@@ -83,8 +83,8 @@ def _delta_t(text: str) -> int | None:
 @click.option("--budget-tolerance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.02,
               show_default=True, help="With --measure-budget: relative miss of the measured latency ratio accepted.")
 @click.option("--measure-seconds", type=click.FloatRange(0), default=20.0, show_default=True,
-              help="With --measure-budget: wall seconds over which each structure is timed, in passes (its lowest "
-                   "reading counts); longer outlasts a shared machine's bursts of load.")
+              help="With --measure-budget: each structure is timed in passes until its lowest reading has held for "
+                   "this many seconds (at most 6 times as long in all); longer outlasts a shared machine's bursts of load.")
 @click.option("--hjq", default="auto", show_default=True,
               help="IEE iterations H,J,Q: importance estimation, accuracy improvement, reactivate & explore (steps), "
                    "e.g. 150,150,150. auto: the paper's 150,150,150 when 4 such updates fit, else the short-run rule (a period with "

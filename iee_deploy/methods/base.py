@@ -100,7 +100,7 @@ class SparsityConfig:
     descent: float = 0.5  # structured IEE from dense: share (0, 1) of the update window spent pruning to Psi
     measure_budget: bool = False  # structured: re-aim Psi until the pruned network measured here meets the budget
     budget_tolerance: float = 0.02  # structured, measured budget: relative miss of the measured latency ratio accepted
-    measure_seconds: float = 20.0  # structured, measured budget: wall seconds over which each structure is timed
+    measure_seconds: float = 20.0  # structured, measured budget: seconds each structure's lowest readings must hold
 
     def __post_init__(self) -> None:
         self.distribution = _choice("distribution", Distribution, self.distribution)

@@ -13,7 +13,8 @@ aim becomes Psi, so IEE's later prunes and grows hold the latency its engine was
 A shared machine's other jobs slow the dense network far more than a pruned one, for seconds to
 minutes at a time (`runtime.timing.lowest`), so one side-by-side timing in a disturbed moment reads
 the ratio low and aims too large a network. Each structure is therefore timed in passes with fresh
-sessions over `measure_seconds` of wall time, and counts at its lowest reading; the dense network,
+sessions until every network's lowest reading has held for `measure_seconds` (`runtime.timing.
+spread_passes`: a burst of load is waited out), and counts at its lowest reading; the dense network,
 timed beside every candidate, counts at its lowest reading over all of them.
 
 The budget's ratio is Psi over the dense network's predicted latency (`latency_ratio`, or
@@ -149,8 +150,9 @@ class MeasuredBudget:
         return prune_model(network, graph, keep_first(counts, next(network.parameters()).device)).cpu().eval()
 
     def time(self, dense: nn.Module, candidate: nn.Module) -> tuple[float, float]:
-        """(dense, candidate) latency in ms: side-by-side passes, each in fresh sessions, over `seconds` of wall time
-        (at least LEAST_PASSES), and each network's lowest reading (see the module docstring)."""
+        """(dense, candidate) latency in ms: side-by-side passes, each in fresh sessions, until both lowest readings
+        have held for `seconds` (at least LEAST_PASSES passes), and each network's lowest reading (see the module
+        docstring)."""
 
         def one_pass() -> dict[str, float]:
             timings = self.measurer.time_models([dense, candidate], self.input_shape)
