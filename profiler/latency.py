@@ -99,6 +99,11 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "points": [list(p) for p in self.points]}
 
+    @property
+    def dense_ms(self) -> float | None:
+        """The dense model's measured latency (`calibrate` times it first, beside its sub-networks); None unfitted."""
+        return self.points[0][1] if self.points else None
+
     def formula(self, digits: int = 4) -> str:
         """The fit as people write it: "0.9107 x sum_of_layers - 0.0885 ms" (never "+ -0.0885")."""
         sign = "-" if self.b < 0 else "+"

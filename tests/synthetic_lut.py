@@ -29,9 +29,10 @@ def macs_ms(sig: LayerSignature, cin: int, cout: int) -> float:
 def write_synthetic_lut(path: Path, model_name: str, model: nn.Module, num_classes: int, resolution: int, *,
                         layer_ms: LayerMs = macs_ms, step: int = 8, minimum: int = 4, align: int = 4,
                         calibration: Calibration = Calibration(1.0, 0.05), batch: int = 1,
-                        device: str = "synthetic") -> Path:
+                        device: str = "synthetic", versions: dict[str, str] | None = None) -> Path:
     """Write `path` (.csv) and its metadata as a complete LUT of `model` on the cpu target (of `device`: name this
-    machine's CPU, `runtime.machine.cpu_name()`, for a LUT a measured budget may time here)."""
+    machine's CPU, `runtime.machine.cpu_name()`, for a LUT a measured budget may time here; and this machine's
+    `versions` for one whose calibration it may read as timed with the same libraries)."""
     target = load_target("cpu")
     layers = enumerate_layers(model, (1, 3, resolution, resolution))
     signatures = unique_signatures(layers)
@@ -41,7 +42,7 @@ def write_synthetic_lut(path: Path, model_name: str, model: nn.Module, num_class
                    threads=1, grid_step=step, grid_min=minimum, grid_align=align, warmup=0, repeats=1,
                    network_repeats=1, statistic="min", layers={n: s.key for n, s in layers.items()},
                    signatures=signatures, rows_planned=len(planned), rows_done=len(planned), complete=True,
-                   calibration=calibration.to_dict())
+                   calibration=calibration.to_dict(), versions=versions or {})
     path.unlink(missing_ok=True)
     with RowWriter(path) as writer:
         for key, cin, cout in planned:

@@ -47,3 +47,8 @@ def test_train_with_a_budget_below_the_smallest_network_fails_before_training(tm
     result = run_cli("train", *SMALL, "--target", "cpu", "--lut", str(lut), "--latency-ms", "0.0001", "--out", str(out))
     assert_user_error(result, "below the smallest achievable network's latency")
     assert not (out / "metrics.jsonl").exists() and not (out / "checkpoint.pt").exists()  # nothing trained
+
+
+def test_a_calibration_names_the_dense_model_s_measured_latency():
+    assert NEGATIVE_INTERCEPT.dense_ms == 0.4  # `calibrate` times the dense model first
+    assert Calibration(1.0, 0.0).dense_ms is None and Calibration.from_dict(None).dense_ms is None

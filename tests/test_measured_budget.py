@@ -20,6 +20,8 @@ from iee_deploy.structured.budget import open_latency_model
 from iee_deploy.structured.measured import LEAST_PASSES, MEASURED_TRIES, MeasuredBudget, settle
 from iee_deploy.structured.space import ChannelSpace, Start
 from profiler.flops_table import flops_table
+from profiler.latency import Calibration
+from profiler.measurer import choose_measurer, settings_for
 from profiler.targets import load_target
 from runtime.machine import cpu_name
 from solvers.aim import within
@@ -79,6 +81,21 @@ def test_settle_takes_every_ratio_over_the_dense_network_s_lowest_reading():
     assert summary["tries"][0]["dense_ms"] == 1.3  # each try keeps the dense reading of its own passes
 
 
+def test_the_lut_s_own_timing_of_the_dense_network_is_one_of_its_readings():
+    # the machine is loaded for the whole try: the dense network reads 2.05 ms, so 1.018 reads as 0.497 (within);
+    # the LUT's calibration timed it at 1.919 on this device, so the structure is 0.530 of dense and is re-aimed
+    readings = iter([(2.05, 1.018), (2.06, 0.96)])
+    settled = settle(lambda counts: next(readings), units, psi=0.5, dense_ms=1.0, smallest_ms=0.1, tolerance=0.02,
+                     table_dense_ms=1.919)
+    assert len(settled.tries) == 2 and settled.dense_ms == 1.919 and settled.kept == 1
+    assert settled.tries[1].aim == pytest.approx(0.5 * 0.5 / (1.018 / 1.919))
+    assert settled.within and settled.measured == pytest.approx(0.96 / 1.919)
+    assert settled.summary()["table_dense_ms"] == 1.919
+    quiet = settle(lambda counts: (1.90, 0.95), units, psi=0.5, dense_ms=1.0, smallest_ms=0.1, tolerance=0.02,
+                   table_dense_ms=1.919)
+    assert quiet.dense_ms == 1.90 and len(quiet.tries) == 1  # a quieter reading now is lower than the table's
+
+
 class ScriptedMeasurer:
     """Returns (dense, candidate) readings pass by pass, as `Measurer.time_models` would."""
 
@@ -100,9 +117,13 @@ def test_a_structure_counts_at_each_network_s_lowest_reading_over_its_passes():
 
 @pytest.fixture
 def here_lut(tmp_path):
-    """A LUT of resnet20 at 8 px naming this machine's CPU, so a measured budget may time networks here."""
+    """A LUT of resnet20 at 8 px naming this machine's CPU and libraries, so a measured budget may time networks here;
+    its calibration says it timed the dense network at 1000 ms (never the lowest reading here)."""
+    target = load_target("cpu")
+    versions = choose_measurer(target, settings_for(target, precision="fp32")).versions()
     return write_synthetic_lut(tmp_path / "here.csv", "resnet20", build_model("resnet20", 10, 8), 10, 8,
-                               device=cpu_name())
+                               device=cpu_name(), versions=versions,
+                               calibration=Calibration(1.0, 0.05, ((1.0, 1000.0), (0.5, 500.0))))
 
 
 def importance_of(model: torch.nn.Module, space: ChannelSpace) -> None:
@@ -153,7 +174,9 @@ def test_train_under_a_measured_budget_records_it(here_lut, tmp_path):
     latency = json.loads((out / "summary.json").read_text())["latency"]
     measured = latency["measured_budget"]
     assert measured["target_ratio"] == pytest.approx(0.6) and latency["aim_ms"] == measured["aim_ms"]
-    assert measured["dense_ms"] == min(t["dense_ms"] for t in measured["tries"])
+    table = Calibration.from_dict(json.loads(here_lut.with_suffix(".json").read_text())["calibration"]).dense_ms
+    assert measured["table_dense_ms"] == table is not None
+    assert measured["dense_ms"] == min([t["dense_ms"] for t in measured["tries"]] + [table])
     assert latency["budget_ms"] == pytest.approx(0.6 * latency["dense_ms"])  # the budget as given, not the aim
     assert json.loads((out / "run.json").read_text())["budget_ms"] == latency["budget_ms"]
     assert "measured" in result.stdout and "structures timed" in result.stdout
@@ -187,3 +210,4 @@ def test_a_flops_table_is_timed_on_this_machine_with_the_target_s_settings(tmp_p
     target = load_target("cpu")
     assert measured.measurer.settings.network_repeats == target.timing.network_repeats
     assert measured.measurer.settings.warmup == target.timing.warmup
+    assert measured.table_dense_ms is None  # a FLOPs table timed no network

@@ -15,7 +15,9 @@ minutes at a time (`runtime.timing.lowest`), so one side-by-side timing in a dis
 the ratio low and aims too large a network. Each structure is therefore timed in passes with fresh
 sessions until every network's lowest reading has held for `measure_seconds` (`runtime.timing.
 spread_passes`: a burst of load is waited out), and counts at its lowest reading; the dense network,
-timed beside every candidate, counts at its lowest reading over all of them.
+timed beside every candidate, counts at its lowest reading over all of them and the LUT's own timing
+of it (its calibration timed the dense network with the same settings, on this device with the same
+libraries), so a run that meets load throughout its timing still has one quiet reading of it.
 
 The budget's ratio is Psi over the dense network's predicted latency (`latency_ratio`, or
 `latency_ms` over that prediction): a ratio timed side by side reproduces between timing sessions
@@ -40,6 +42,7 @@ from iee_deploy.errors import NotAvailableError, UserError
 from iee_deploy.graph import DependencyGraph, prune_model
 from iee_deploy.structured.budget import LatencySource
 from profiler.flops_table import BACKEND as FLOPS_BACKEND
+from profiler.latency import Calibration
 from profiler.measurer import Measurer, choose_measurer, settings_for
 from profiler.targets import check_device, load_target
 from runtime.timing import lowest, spread_passes
@@ -73,6 +76,7 @@ class Settled:
     counts: dict[str, int]  # the kept try's units per group
     dense_ms: float
     tries: list[Try] = field(default_factory=list)
+    table_dense_ms: float | None = None  # the LUT's own timing of the dense network, one of the readings in dense_ms
 
     def ratio(self, t: Try) -> float:
         """A try's measured latency over the dense network's."""
@@ -94,7 +98,8 @@ class Settled:
     def summary(self) -> dict[str, Any]:
         """What the run records (summary.json's `latency.measured_budget`)."""
         return {"target_ratio": self.target, "tolerance": self.tolerance, "aim_ms": self.aim_ms,
-                "dense_ms": self.dense_ms, "measured_ratio": self.measured, "within": self.within,
+                "dense_ms": self.dense_ms, "table_dense_ms": self.table_dense_ms, "measured_ratio": self.measured,
+                "within": self.within,
                 "tries": [{**asdict(t), "measured_ratio": self.ratio(t)} for t in self.tries]}
 
 
@@ -107,12 +112,13 @@ class MeasuredBudget:
     """Times candidate structures of a network on this machine and settles the aim (see the module docstring)."""
 
     def __init__(self, measurer: Measurer, statistic: str, input_shape: tuple[int, ...], tolerance: float,
-                 seconds: float) -> None:
+                 seconds: float, table_dense_ms: float | None = None) -> None:
         self.measurer = measurer
         self.statistic = statistic
         self.input_shape = input_shape
         self.tolerance = tolerance
         self.seconds = seconds
+        self.table_dense_ms = table_dense_ms  # the LUT's calibration timing of the dense network (a timed table's)
 
     @classmethod
     def on_target(cls, source: LatencySource, tolerance: float, seconds: float, processes: int = 1) -> MeasuredBudget:
@@ -142,7 +148,9 @@ class MeasuredBudget:
             raise UserError(f"a measured budget cannot time target {meta.target} here: {exc}",
                             "install its runtime, or leave `measure_budget` off", fields=fields) from None
         res = meta.resolution
-        return cls(measurer, meta.statistic, (meta.batch, 3, res, res), tolerance, seconds)
+        same_timing = timed_table and measurer.versions() == meta.versions  # the same device, libraries and threads
+        table_dense = Calibration.from_dict(meta.calibration).dense_ms if same_timing else None
+        return cls(measurer, meta.statistic, (meta.batch, 3, res, res), tolerance, seconds, table_dense)
 
     @staticmethod
     def structure(network: nn.Module, graph: DependencyGraph, counts: Mapping[str, int]) -> nn.Module:
@@ -163,11 +171,12 @@ class MeasuredBudget:
 
 
 def settle(timer: Callable[[Mapping[str, int]], tuple[float, float]], counts_for: Callable[[float], dict[str, int]],
-           psi: float, dense_ms: float, smallest_ms: float, tolerance: float) -> Settled:
+           psi: float, dense_ms: float, smallest_ms: float, tolerance: float, table_dense_ms: float | None = None) -> Settled:
     """Re-aim `counts_for` (the knapsack: an aim in predicted ms -> units per group) from `psi` until `timer` (counts ->
     dense and pruned ms, timed side by side) measures the counts within `tolerance` of psi / dense_ms, at most
     MEASURED_TRIES times; the best try (`solvers.aim.best_try`). Aims stay between the smallest network and dense.
-    Every ratio is over the dense network's lowest reading so far (a later, quieter reading corrects earlier tries)."""
+    Every ratio is over the dense network's lowest reading so far, `table_dense_ms` (the LUT's own) among them: a
+    later, quieter reading corrects earlier tries."""
     target = psi / dense_ms
     tries: list[Try] = []
     counts: list[dict[str, int]] = []
@@ -177,15 +186,20 @@ def settle(timer: Callable[[Mapping[str, int]], tuple[float, float]], counts_for
         dense, network = timer(chosen)
         tries.append(Try(aim * dense_ms, aim, dense, network))
         counts.append(chosen)
-        points = measured_points(tries)
+        points = measured_points(tries, table_dense_ms)
         if within(points[-1][1], target, tolerance):
             break
         aim = next_aim(points, target, smallest_ms / dense_ms)
-    kept = best_try(measured_points(tries), target)
-    return Settled(target, tolerance, kept, counts[kept], min(t.dense_ms for t in tries), tries)
+    kept = best_try(measured_points(tries, table_dense_ms), target)
+    return Settled(target, tolerance, kept, counts[kept], dense_low(tries, table_dense_ms), tries, table_dense_ms)
 
 
-def measured_points(tries: list[Try]) -> list[tuple[float, float]]:
-    """(aim, measured ratio) of every try, each ratio over the dense network's lowest reading among them."""
-    dense = min(t.dense_ms for t in tries)
+def dense_low(tries: list[Try], table_dense_ms: float | None) -> float:
+    """The dense network's lowest reading: over the tries, and the LUT's own timing of it when there is one."""
+    return min([t.dense_ms for t in tries] + ([] if table_dense_ms is None else [table_dense_ms]))
+
+
+def measured_points(tries: list[Try], table_dense_ms: float | None) -> list[tuple[float, float]]:
+    """(aim, measured ratio) of every try, each ratio over the dense network's lowest reading (`dense_low`)."""
+    dense = dense_low(tries, table_dense_ms)
     return [(t.aim, t.network_ms / dense) for t in tries]

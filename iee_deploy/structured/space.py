@@ -180,7 +180,7 @@ class ChannelSpace:
         measured = self.measured
         dense = measured.structure(self.network, self.graph, self.sizes)  # one copy, timed beside every candidate
         settled = settle(lambda counts: measured.time(dense, measured.structure(self.network, self.graph, counts)),
-                         counts_for, self.psi, self.dense_ms, self.smallest_ms, measured.tolerance)
+                         counts_for, self.psi, self.dense_ms, self.smallest_ms, measured.tolerance, measured.table_dense_ms)
         self.psi, self.measured_record = settled.aim_ms, settled.summary()
 
     def _prune_scores(self) -> list[Tensor]:
