@@ -258,7 +258,9 @@ def architecture(size: Sizing, mode: Mode, runs: Path, results: Path, commands: 
     records = train_all(dense[:mode.jobs], mode, f"{model}: the dense model")
     if size.measure_budget:  # nothing trains beside a run that times its structures
         records.update(train_all(pruned, replace(mode, jobs=1), f"{model}: pruned runs, one at a time"))
-    records.update(train_all([*pruned, *dense[mode.jobs:]], mode, f"{model}: pruned and plateau runs"))
+        records.update(train_all(dense[mode.jobs:], mode, f"{model}: plateau runs"))
+    else:
+        records.update(train_all([*pruned, *dense[mode.jobs:]], mode, f"{model}: pruned and plateau runs"))
     checks = {name for name, *_ in plateau_runs(size, mode.seeds)} - {"dense"}  # trained for the plateau check only
     timing = time_engines({name: r["engine"] for name, r in records.items() if name not in checks}, mode,
                           rec / "timing.json", retime, f"{model}: timing every engine side by side")

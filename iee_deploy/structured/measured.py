@@ -68,15 +68,18 @@ class Try:
 @dataclass(frozen=True)
 class Settled:
     """The outcome of a measured budget: the aim kept (the new Psi), its counts, and every try. Every try's ratio is
-    taken over `dense_ms`, the dense network's lowest reading over all of them."""
+    taken over `dense_ms`, the dense network's lowest reading over all of them and the LUT's."""
 
     target: float  # the budget's fraction of the dense network's predicted latency
     tolerance: float
     kept: int  # the index of the kept try
     counts: dict[str, int]  # the kept try's units per group
-    dense_ms: float
     tries: list[Try] = field(default_factory=list)
     table_dense_ms: float | None = None  # the LUT's own timing of the dense network, one of the readings in dense_ms
+
+    @property
+    def dense_ms(self) -> float:
+        return dense_low(self.tries, self.table_dense_ms)
 
     def ratio(self, t: Try) -> float:
         """A try's measured latency over the dense network's."""
@@ -180,6 +183,7 @@ def settle(timer: Callable[[Mapping[str, int]], tuple[float, float]], counts_for
     target = psi / dense_ms
     tries: list[Try] = []
     counts: list[dict[str, int]] = []
+    points: list[tuple[float, float]] = []  # (aim, measured ratio) of every try so far
     aim: float | None = target
     while aim is not None and len(tries) < MEASURED_TRIES:
         chosen = counts_for(aim * dense_ms)
@@ -190,8 +194,8 @@ def settle(timer: Callable[[Mapping[str, int]], tuple[float, float]], counts_for
         if within(points[-1][1], target, tolerance):
             break
         aim = next_aim(points, target, smallest_ms / dense_ms)
-    kept = best_try(measured_points(tries, table_dense_ms), target)
-    return Settled(target, tolerance, kept, counts[kept], dense_low(tries, table_dense_ms), tries, table_dense_ms)
+    kept = best_try(points, target)
+    return Settled(target, tolerance, kept, counts[kept], tries, table_dense_ms)
 
 
 def dense_low(tries: list[Try], table_dense_ms: float | None) -> float:

@@ -39,6 +39,17 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def dense_reading(measured: dict[str, Any]) -> str:
+    """The sentence on the dense reading a measured budget's ratios are over ("" for a record from a checkpoint of a
+    release that did not keep it)."""
+    if "dense_ms" not in measured:
+        return ""
+    table = measured.get("table_dense_ms")
+    return (" Each structure counts at its lowest reading over passes spread in time, and every ratio is over the dense "
+            f"network's lowest reading, {measured['dense_ms']:.4g} ms"
+            + ("." if table is None else f" (the LUT's own timing of it: {table:.4g} ms)."))
+
+
 def summary_markdown(s: dict[str, Any]) -> str:
     st, fl, sp = s["structure"], s["flops"], s["sparsity"]
     score = s.get("score", "val_acc")  # the task's validation figure (top-1; a detector's mAP@0.5)
@@ -88,10 +99,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
                       f"within {100 * measured['tolerance']:g}% of the budget's {measured['target_ratio']:.4f}x dense: "
                       f"{'within' if measured['within'] else 'NOT within'} at {measured['measured_ratio']:.4f}x "
                       f"(budget {lat['budget_ms']:.4g} ms, kept aim {lat['aim_ms']:.4g} ms, as the LUT predicts them)."
-                      + (f" Each structure counts at its lowest reading over passes spread in time, and every ratio is over"
-                         f" the dense network's lowest reading, {measured['dense_ms']:.4g} ms"
-                         + (f" (the LUT's own timing of it: {measured['table_dense_ms']:.4g} ms)."
-                            if measured.get("table_dense_ms") is not None else ".") if "dense_ms" in measured else ""), "",
+                      + dense_reading(measured), "",
                       "| try | aim (x dense, predicted) | measured (x dense) | dense ms | pruned ms |", "|---|---|---|---|---|"]
             lines += [f"| {i} | {t['aim']:.4f} | {t['measured_ratio']:.4f} | {t['dense_ms']:.4g} | {t['network_ms']:.4g} |"
                       for i, t in enumerate(measured["tries"], 1)]
