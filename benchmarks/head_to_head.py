@@ -1,7 +1,8 @@
 """Head to head at equal MEASURED latency: our latency knapsack (IEE, HALP) against Torch-Pruning, Model Optimizer,
 a FLOPs-costed knapsack and a slimmer network.
 
-    PYTHONPATH=. python -m benchmarks.head_to_head            # full mode (about 5 h on 2 idle cores: see the sizing)
+    PYTHONPATH=. python -m benchmarks.head_to_head            # full mode (about 7 h on 2 idle cores: see the sizing)
+    PYTHONPATH=. python -m benchmarks.head_to_head --plateau-only [--dense-epochs D]  # the dense plateau check alone
     PYTHONPATH=. python -m benchmarks.head_to_head --quick    # a pipeline check: tiny data, 1 seed, every arm and budget
     PYTHONPATH=. python -m benchmarks.head_to_head --tiny     # the test suite's check: one budget is enough
 
@@ -48,7 +49,9 @@ Those still missing then run every seed under the library's measured budget (`--
 each run re-aims its own last prune on engines it times here (`iee_deploy.structured.measured`).
 
 Plateau checks: the dense model at 0.75 of its epochs, and HALP fine-tuned for 0.75 of the epochs,
-each against the full length, paired by seed (every seed; the mean within 0.3 points: plateaued).
+each against the full length, paired by seed (every seed; the mean within 0.3 points: plateaued). Each
+architecture trains for its own D (`Mode.dense_epochs_of`); `--plateau-only` runs just the dense check (probe another
+D with `--dense-epochs D` and other `--runs` and `--results` folders: the records name their commands).
 
 Resumable anywhere: every finished step (the LUT, the dense model, each bisection, each run) leaves a
 small JSON record under benchmarks/results/head_to_head[_quick]_runs/<model>/, committed with the
@@ -161,6 +164,12 @@ class Mode:
     external_arms: tuple[str, ...] = (*TP_ARMS, MODELOPT)  # other tools' pruning, from the same checkpoint
     in_process: bool = False  # train in this process, one run at a time (a process start costs more than a tiny run)
     measured_budgets: bool = True  # cells still outside after their last aim run under the measured budget
+    dense_epochs_by_model: tuple[tuple[str, int], ...] = ()  # an architecture's own D where `dense_epochs` is short
+
+    def dense_epochs_of(self, model: str) -> int:
+        """D, the dense training epochs of `model`: long enough for its plateau check (`dense_epochs_by_model`, else
+        `dense_epochs`)."""
+        return dict(self.dense_epochs_by_model).get(model, self.dense_epochs)
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -176,8 +185,10 @@ TINY = Mode("tiny", train_per_class=10, val_per_class=5, dense_epochs=4, epochs=
 """The test's pipeline check: one Torch-Pruning variant, two probes per bisection (its matches are not the point), no
 measured budgets (they would time every engine three more times; tests/test_measured_budget.py checks them)."""
 FULL = Mode("full", train_per_class=200, val_per_class=100, dense_epochs=100, epochs=15, seeds=3, delta_t=10,
-            match_seconds=0.5, report_seconds=3.0, bisect_steps=12)
-"""Dense 100 epochs: at 30, resnet20 was still climbing (train 68%, val 51.2%; 0.75 of the epochs 3.2 points lower)."""
+            match_seconds=0.5, report_seconds=3.0, bisect_steps=12, dense_epochs_by_model=(("resnet20", 300),))
+"""Dense 100 epochs (mobilenet_v3_small: 0.75 D minus D -0.33 points over 3 seeds) and 300 for resnet20, which was
+still climbing at 100 (0.75 D minus D -2.17 points), 150 and 200 (seed 0: 61.8%, 63.1%, 64.9%; its training accuracy
+reaches 100% at about 0.8 of the schedule)."""
 
 
 def result_name(mode: Mode) -> str:
@@ -703,12 +714,10 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
 
     root = Path(args.runs) / mode.name / model
     rec = Path(args.results) / f"{result_name(mode)}_runs" / model
-    lut = profile_lut(model, rec / "lut.csv", commands)
-    meta = read_meta(lut)
-    round_to = meta.grid_align
+    dense_epochs = args.dense_epochs or mode.dense_epochs_of(model)
     dense_out = root / "dense"
     checkpoint = dense_out / "final_model.pt"
-    dense_cmd = [*base_train(model, data, mode.dense_epochs, 0, args, args.lr), "--method", "static", "--sparsity", "0",
+    dense_cmd = [*base_train(model, data, dense_epochs, 0, args, args.lr), "--method", "static", "--sparsity", "0",
                  "--out", str(dense_out), "--no-progress"]
     dense_onnx = root / "dense.onnx"
 
@@ -733,6 +742,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         if record is None:
             record = {**run_record(dense_out, dense_onnx, how), "weights_sha256": digest,
                       "bisection_dense_ms": time_side_by_side({"dense": dense_onnx}, mode.report_seconds)["dense"]}
+            rec.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(checkpoint, rec / "dense.pt")  # every arm starts from it: a fresh clone needs it whole
             write_json(rec / "dense.json", record)
         return record
@@ -741,13 +751,36 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         """The dense plateau check's runs of `seed`, as (epochs, command, run folder, record): 0.75 D, and D itself
         for seeds after 0 (seed 0's D is the dense model)."""
         suffix = "" if seed == 0 else f"-seed{seed}"
-        pair = [(0.75 * mode.dense_epochs, root / f"dense-0.75D{suffix}", rec / f"dense-0.75D{suffix}.json")]
+        pair = [(0.75 * dense_epochs, root / f"dense-0.75D{suffix}", rec / f"dense-0.75D{suffix}.json")]
         if seed:
-            pair.append((float(mode.dense_epochs), root / f"dense{suffix}", rec / f"dense{suffix}.json"))
+            pair.append((float(dense_epochs), root / f"dense{suffix}", rec / f"dense{suffix}.json"))
         return [(epochs, [*base_train(model, data, epochs, seed, args, args.lr), "--method", "static", "--sparsity", "0",
                           "--out", str(out), "--no-progress"], out, path) for epochs, out, path in pair]
 
     plateau_steps = [step for seed in range(mode.seeds) for step in plateau_pair(seed)]
+
+    def plateau_run(step: tuple[float, list[str], Path, Path]) -> dict[str, Any]:
+        """One run of the dense plateau check (a `plateau_pair` step): its record, trained first when there is none."""
+        _, cmd, out, path = step
+        return recorded(path, shown_command(cmd), partial(train, cmd, out, mode), out, None)
+
+    def plateau_check(dense: dict[str, Any], plateau_records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The dense plateau check from its records (`dense`: seed 0's D): 0.75 D minus D, paired by seed."""
+        shorts = [r for (epochs, *_), r in zip(plateau_steps, plateau_records) if epochs < dense_epochs]
+        fulls = [dense] + [r for (epochs, *_), r in zip(plateau_steps, plateau_records) if epochs == dense_epochs]
+        difference = paired_difference([r["val_acc"] for r in shorts], [r["val_acc"] for r in fulls])
+        return {"difference": difference, "plateaued": plateaued(difference),
+                "commands": [r["how"] for r in plateau_records]}
+
+    if args.plateau_only:  # D and 0.75 D for every seed, `args.jobs` at a time (in-process: one at a time)
+        jobs = 1 if mode.in_process else args.jobs
+        steps: list[Callable[[], object]] = [dense_record, *(partial(plateau_run, step) for step in plateau_steps)]
+        run_parallel(lambda step: step(), steps, jobs, f"{model}: dense plateau check (D = {dense_epochs})")
+        return {"model": model, "dense_epochs": dense_epochs,
+                "dense_plateau": plateau_check(dense_record(), [plateau_run(step) for step in plateau_steps])}
+    lut = profile_lut(model, rec / "lut.csv", commands)
+    meta = read_meta(lut)
+    round_to = meta.grid_align
     commands += [shown_command(dense_cmd), *(shown_command(cmd) for _, cmd, _, _ in plateau_steps)]
     flops = rec / "flops.csv"
     commands.append(f"PYTHONPATH=. python -c 'from profiler.flops_table import flops_table; flops_table(\"{shown_path(lut)}\", "
@@ -760,8 +793,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     # (in-process runs share this process's random state with the bisections: then it runs after them)
 
     def plateau_runs() -> list[dict[str, Any]]:
-        return [recorded(path, shown_command(cmd), partial(train, cmd, out, mode), out, None)
-                for _, cmd, out, path in plateau_steps]
+        return [plateau_run(step) for step in plateau_steps]
 
     plateau = None if mode.in_process else background.submit(plateau_runs)
     floors = {cost: smallest_ratio(model, None, table) for cost, table in tables.items()}
@@ -823,7 +855,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         network at that ratio, trained as every arm trains, by a worker process."""
         folder = aligned(folder, align)
         out = root / folder / f"seed{seed}"
-        epochs = mode.dense_epochs + mode.epochs if arm == "slim" else mode.epochs
+        epochs = dense_epochs + mode.epochs if arm == "slim" else mode.epochs
         spec = {"arm": arm, "model": model, "data": str(data.relative_to(ROOT)), "checkpoint": str(checkpoint),
                 "ratio": ratio, "round_to": align, "epochs": epochs, "batch_size": args.batch_size,
                 "lr": args.lr if arm == "slim" else args.finetune_lr, "seed": seed, "out": str(out),
@@ -906,7 +938,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     # the north star: HALP at the 0.5 budget with 10% of the dense model's training FLOPs
     halp_rel = statistics.fmean(r["flops"]["train_relative"] for (a, b, *_), r in zip(runs, records)
                                 if a == "halp" and b == NORTH_STAR_BUDGET) if NORTH_STAR_BUDGET in budgets else None
-    star_epochs, star_skipped = north_star_epochs(mode, args.batch_size, halp_rel) if halp_rel else (0.0, None)
+    star_epochs, star_skipped = north_star_epochs(mode, dense_epochs, args.batch_size, halp_rel) if halp_rel else (0.0, None)
     if halp_rel and not star_skipped:
         star = Cell((NORTH_STAR, "halp", "latency", NORTH_STAR_BUDGET, star_epochs),
                     Path(budget_folder(NORTH_STAR_BUDGET)) / NORTH_STAR, matches[("halp", NORTH_STAR_BUDGET)]["ratio"])
@@ -1119,9 +1151,6 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                      if calibrations.get((arm, budget), {}).get("calibrated") else None})
     halp = sorted((r for r in rows if (r["arm"], r["budget"]) == ("halp", check_budget)), key=lambda r: r["seed"])
     finetune = paired_difference([r["val_acc"] for r in check_records], [r["val_acc"] for r in halp])
-    shorts = [r for (epochs, *_), r in zip(plateau_steps, plateau_records) if epochs < mode.dense_epochs]
-    fulls = [dense] + [r for (epochs, *_), r in zip(plateau_steps, plateau_records) if epochs == mode.dense_epochs]
-    plateau_diff = paired_difference([r["val_acc"] for r in shorts], [r["val_acc"] for r in fulls])
     return {"model": model, "dense_val_acc": dense["val_acc"], "dense_ms": timed_ms["dense"],
             "trained_vs_structure_ms": timed_ms["dense-trained"] / timed_ms["dense"] if "dense-trained" in timed_ms
             else None,
@@ -1129,12 +1158,11 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                       "passes": [{"date": p["meta"]["date"], "commit": p["meta"]["commit"],
                                   "load_average": p["meta"]["load_average"], "dense_ms": p["ms"]["dense"]}
                                  for p in timing["passes"]]},
-            "dense_train_flops": dense_train_flops, "dense_epochs": mode.dense_epochs, "round_to": round_to,
+            "dense_train_flops": dense_train_flops, "dense_epochs": dense_epochs, "round_to": round_to,
             "grid": {"align": meta.grid_align, "block": meta.grid_block, "step": meta.grid_step},
             "smallest_ratio": floors, "records": shown_path(rec),
             "dense_command": dense["how"],
-            "dense_plateau": {"difference": plateau_diff, "plateaued": plateaued(plateau_diff),
-                              "commands": [r["how"] for r in plateau_records]},
+            "dense_plateau": plateau_check(dense, plateau_records),
             "finetune_plateau": {"budget": check_budget, "difference": finetune, "plateaued": plateaued(finetune),
                                  "commands": [r["how"] for r in check_records]},
             "calibrations": [{"arm": arm, "budget": budget, **cal} for (arm, budget), cal in calibrations.items()],
@@ -1255,12 +1283,12 @@ def epoch_steps(mode: Mode, batch_size: int) -> int:
     return max(1, 10 * mode.train_per_class // batch_size)
 
 
-def north_star_epochs(mode: Mode, batch_size: int, halp_relative: float) -> tuple[float, str | None]:
+def north_star_epochs(mode: Mode, dense_epochs: int, batch_size: int, halp_relative: float) -> tuple[float, str | None]:
     """The north star's fine-tuning epochs: NORTH_STAR_COST of the dense training FLOPs at HALP's measured cost per
     epoch (`halp_relative`: a HALP run's training FLOPs over a dense run's of as many epochs), floored to 0.01 so
     never above the cost; and why it is not run, where those steps (counted as the trainer counts them) hold no
     prune step in HALP's window (a short mode's few steps), else None."""
-    epochs = math.floor(100 * NORTH_STAR_COST * mode.dense_epochs / halp_relative) / 100
+    epochs = math.floor(100 * NORTH_STAR_COST * dense_epochs / halp_relative) / 100
     steps = max(1, math.ceil(epochs * epoch_steps(mode, batch_size)))
     if update_window(steps, HALP_UPDATE_END) // mode.delta_t:
         return epochs, None
@@ -1326,20 +1354,27 @@ def sizing() -> list[str]:
     """The full mode's size and its time estimate (dense-step equivalents x measured step times, two runs at a time)."""
     steps = epoch_steps(FULL, FULL.batch_size)
     finetune = len(FULL.arms) - 1
-    dense = 1.75 * FULL.seeds * FULL.dense_epochs * steps  # D and 0.75 D for every seed (seed 0's D: the dense model)
-    arms = 3 * FULL.seeds * (finetune * FULL.epochs + FULL.dense_epochs + FULL.epochs) * steps * PRUNED_STEP
-    extra = (0.75 * FULL.epochs + FULL.seeds * 0.1 * FULL.dense_epochs / PRUNED_STEP) * steps * PRUNED_STEP
-    per_model = dense + arms + extra
-    hours = {m: per_model * step / 3600 for m, step in STEP_SECONDS.items()}
+
+    def dense_steps(model: str) -> float:
+        """Dense-step equivalents of one architecture."""
+        d = FULL.dense_epochs_of(model)
+        dense = 1.75 * FULL.seeds * d * steps  # D and 0.75 D for every seed (seed 0's D: the dense model)
+        arms = 3 * FULL.seeds * (finetune * FULL.epochs + d + FULL.epochs) * steps * PRUNED_STEP
+        extra = (0.75 * FULL.epochs + FULL.seeds * 0.1 * d / PRUNED_STEP) * steps * PRUNED_STEP
+        return dense + arms + extra
+
+    per_model = {m: dense_steps(m) for m in STEP_SECONDS}
+    hours = {m: per_model[m] * step / 3600 for m, step in STEP_SECONDS.items()}
+    epochs = ", ".join(f"{m} {FULL.dense_epochs_of(m)}" for m in STEP_SECONDS)
     return [f"{10 * FULL.train_per_class:,} training and {10 * FULL.val_per_class:,} validation images, batch "
-            f"{FULL.batch_size} ({steps} steps per epoch); dense {FULL.dense_epochs} epochs (D; the plateau check adds "
+            f"{FULL.batch_size} ({steps} steps per epoch); dense D epochs ({epochs}; the plateau check adds "
             f"0.75 D for every seed and D for the seeds after 0), fine-tuning {FULL.epochs} epochs, "
-            f"slim {FULL.dense_epochs + FULL.epochs} from scratch; "
+            f"slim D + {FULL.epochs} from scratch; "
             f"{FULL.seeds} seeds x 3 budgets x {len(FULL.arms)} arms + {FULL.seeds} north-star runs + one fine-tuning "
             f"plateau run per architecture, two runs at a time, one thread each; bisections of up to "
             f"{FULL.bisect_steps} probes per arm and budget.",
-            f"Estimate: {per_model:,.0f} dense-step equivalents per architecture (pruned steps at {PRUNED_STEP} of a "
-            "dense one); a step " + ", ".join(f"{m} {step} s" for m, step in STEP_SECONDS.items())
+            "Estimate: " + ", ".join(f"{m} {n:,.0f}" for m, n in per_model.items())
+            + f" dense-step equivalents (pruned steps at {PRUNED_STEP} of a dense one); a step " + ", ".join(f"{m} {step} s" for m, step in STEP_SECONDS.items())
             + " with two runs at a time"
             + f": {' + '.join(f'{h:.1f}' for h in hours.values())} core-hours, so about {sum(hours.values()) / 2:.1f} h on "
             "2 idle cores, plus the bisections (about 300 probes per architecture, seconds each, and Model "
@@ -1382,6 +1417,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
     m, args, quick = record["mode_settings"], record["args"], record["mode"] != "full"
     round_to = {a["model"]: a["round_to"] for a in record["architectures"]}
     diff = lambda d: "-" if d is None else format_difference(d)  # noqa: E731
+    dense_epochs = ", ".join(f"{a['model']} {a['dense_epochs']}" for a in record["architectures"])
     table = markdown_table(
         ["model", "budget", "arm", "seeds", "measured / dense (seeds)", "speed-up", f"within {100 * MATCH:g}%",
          "top-1 (mean +- std)", "top-1 - IEE (paired, 95% CI)", "train FLOPs / dense training"],
@@ -1425,12 +1461,12 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "**Data caveat.** CIFAR-10 JPEG copy (`cifar10-jpeg.tar.gz`); compare arms side by side, never with published "
         "CIFAR-10 numbers.", "",
         f"Setup: {10 * m['train_per_class']:,} training and {10 * m['val_per_class']:,} validation images at 32 px; "
-        f"dense model {m['dense_epochs']} epochs (seed 0), every arm fine-tuned {m['epochs']} epochs from it (slim: "
-        f"{m['dense_epochs'] + m['epochs']} epochs from scratch); batch {args['batch_size']}, SGD with a cosine schedule, "
+        f"dense model D epochs ({dense_epochs}; seed 0), every arm fine-tuned {m['epochs']} epochs from it (slim: "
+        f"D + {m['epochs']} epochs from scratch); batch {args['batch_size']}, SGD with a cosine schedule, "
         f"peak lr {args['lr']} from scratch (dense, slim) and {args['finetune_lr']}, a tenth of it, for every pruned "
         f"arm's fine-tuning from the trained model; seeds "
         f"0..{m['seeds'] - 1}, paired. Training steps are matched: every pruned arm's {m['epochs']} epochs continue "
-        f"the dense model's {m['dense_epochs']}, and slim trains for the same {m['dense_epochs'] + m['epochs']} from "
+        f"the dense model's D, and slim trains for the same D + {m['epochs']} from "
         f"scratch (the north-star arm for {NORTH_STAR_COST:.0%} of the dense training FLOPs), so no arm wins by getting "
         "more SGD steps; the plateau checks below are a second guard. Engines: ONNX Runtime, batch 1, one thread, "
         "fastest run, every engine timed in one side-by-side run in alternating rounds beside the dense one.", "",
@@ -1499,11 +1535,17 @@ def main() -> None:
     parser.add_argument("--results", default=str(RESULTS), help="folder of the results files")
     parser.add_argument("--retime", action="store_true", help="time every engine again side by side (default: the "
                         "recorded timing is reused while it timed the same engines)")
+    parser.add_argument("--plateau-only", action="store_true", help="run only the dense model and its plateau check "
+                        "(D and 0.75 D for every seed), print the check and stop")
+    parser.add_argument("--dense-epochs", type=int, default=None, help="D, the dense training epochs of every "
+                        "architecture (default: the mode's, per architecture)")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         finetune_worker(args.worker)
         return
+    if args.dense_epochs is not None and args.dense_epochs < 1:
+        parser.error(f"--dense-epochs must be a positive number of epochs, not {args.dense_epochs}")
     mode = TINY if args.tiny else QUICK if args.quick else FULL
     args.batch_size = args.batch_size or mode.batch_size
     models = (args.models or ("resnet20" if mode is not FULL else "resnet20,mobilenet_v3_small")).split(",")
@@ -1512,6 +1554,13 @@ def main() -> None:
     commands: list[str] = []
     with ThreadPoolExecutor(max_workers=1) as background:
         archs = [architecture(model, mode, args, data, commands, background) for model in models]
+    if args.plateau_only:
+        for a in archs:
+            check = a["dense_plateau"]
+            print(f"{a['model']}: D = {a['dense_epochs']} epochs; 0.75 D minus D, paired by seed: "
+                  f"{format_difference(check['difference'])} points: "
+                  + ("plateaued" if check["plateaued"] else f"not plateaued (the mean beyond {PLATEAU_POINTS:g})"))
+        return
     rows = [r for a in archs for r in a.pop("rows")]
     record = {"meta": meta, "mode": mode.name, "mode_settings": asdict(mode), "args": {k: str(v) if isinstance(v, Path)
               else v for k, v in vars(args).items()}, "architectures": archs, "commands": commands,

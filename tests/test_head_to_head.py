@@ -97,11 +97,40 @@ def test_calibrated_ratio_scales_a_missed_aim_and_keeps_a_met_one():
 
 def test_north_star_gets_a_tenth_of_the_dense_flops_or_says_why_not():
     # quick: 200 images, batch 64 -> 3 steps an epoch; 10% of 4 dense epochs at HALP's 0.3 of a dense epoch
-    assert north_star_epochs(QUICK, 64, 0.3) == (1.33, None)  # floored; 4 steps, the first quarter holds one prune
-    epochs, why = north_star_epochs(QUICK, 64, 0.5)  # 0.8 epochs: 3 steps, a window of none
+    assert north_star_epochs(QUICK, 4, 64, 0.3) == (1.33, None)  # floored; 4 steps, the first quarter holds one prune
+    epochs, why = north_star_epochs(QUICK, 4, 64, 0.5)  # 0.8 epochs: 3 steps, a window of none
     assert epochs == 0.8 and why == ("not run: 10% of the dense training FLOPs is 3 steps of HALP here, and the first "
                                      "0.25 of them hold no prune step of dT = 1")
-    assert north_star_epochs(FULL, 64, 0.4) == (25.0, None)  # 10 of 100 dense epochs at 0.4 of their cost
+    assert north_star_epochs(FULL, 100, 64, 0.4) == (25.0, None)  # 10 of 100 dense epochs at 0.4 of their cost
+    assert north_star_epochs(FULL, 300, 64, 0.4) == (75.0, None)  # the cost follows the architecture's own D
+
+
+def test_each_architecture_trains_its_dense_model_for_its_own_epochs():
+    assert FULL.dense_epochs_of("resnet20") == 300  # still climbing at 100, 150 and 200
+    assert FULL.dense_epochs_of("mobilenet_v3_small") == FULL.dense_epochs == 100
+    assert QUICK.dense_epochs_of("resnet20") == QUICK.dense_epochs == 4
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz").is_file(), reason="no CIFAR-10 copy")
+def test_plateau_only_runs_the_dense_check_alone_and_keeps_its_records(tmp_path):
+    """`--plateau-only` trains D and 0.75 D for every seed, records them, prints the paired check and writes no report;
+    run again, it reads the records; another D is refused by them (they name their commands)."""
+    argv = [sys.executable, "-m", "benchmarks.head_to_head", "--tiny", "--plateau-only", "--dense-epochs", "2",
+            "--runs", str(tmp_path / "runs"), "--results", str(tmp_path)]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    first = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    rec = tmp_path / "head_to_head_tiny_runs" / "resnet20"
+    records = {p.name: json.loads(p.read_text()) for p in rec.glob("dense*.json")}
+    assert set(records) == {"dense.json", "dense-0.75D.json"}  # tiny: one seed, whose D is the dense model
+    assert "--epochs 2 " in records["dense.json"]["how"] and "--epochs 1.5 " in records["dense-0.75D.json"]["how"]
+    diff = 100 * (records["dense-0.75D.json"]["val_acc"] - records["dense.json"]["val_acc"])
+    assert f"resnet20: D = 2 epochs; 0.75 D minus D, paired by seed: {diff:+.2f}" in first.stdout
+    assert not list(tmp_path.glob("head_to_head_tiny.*"))  # no report
+    again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.splitlines() == first.stdout.splitlines()[-1:]  # nothing trained
+    other = subprocess.run([*argv[:6], "3", *argv[7:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert other.returncode != 0 and "delete it to redo that run" in other.stderr
 
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz").is_file(), reason="no CIFAR-10 copy")
