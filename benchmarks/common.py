@@ -101,6 +101,34 @@ def fashion_mnist_root(shared: Path = SHARED) -> Path:
     return root
 
 
+def image_batches(data: Path, split: str, count: int | None, size: int = 50) -> list[tuple[Any, Any]]:
+    """The first `count` (all: None) images of `split` ("train", else the validation images) of the CIFAR-10 tree
+    `data` as training normalises them, in batches of `size`: (images, labels) numpy arrays."""
+    import numpy as np
+    import torch
+
+    from iee_deploy.data import build_datasets
+
+    bundle = build_datasets("cifar10", data, 32)
+    dataset = bundle.train if split == "train" else bundle.val
+    n = len(dataset) if count is None else min(count, len(dataset))
+    out = []
+    for start in range(0, n, size):
+        pairs = [dataset[i] for i in range(start, min(n, start + size))]
+        out.append((torch.stack([x for x, _ in pairs]).numpy(), np.array([int(y) for _, y in pairs])))
+    return out
+
+
+def engine_top1(onnx: Path, batches: Sequence[tuple[Any, Any]]) -> float:
+    """Top-1 of the ONNX engine `onnx` (ONNX Runtime on the CPU, fp32) over `batches` (`image_batches`)."""
+    session = cpu_session(onnx)
+    correct = total = 0
+    for x, y in batches:
+        correct += int((session.infer_batch(x).argmax(1) == y).sum())
+        total += len(y)
+    return correct / total
+
+
 def cpu_session(onnx: Path, precision: str = "fp32", resolution: int = 32) -> Any:
     """The `cpu` target's ONNX Runtime session of the ONNX file `onnx`: batch 1, one thread (int8: the integer kernels
     checked). What every benchmark times an engine with."""

@@ -91,11 +91,13 @@ from benchmarks.common import (
     budget_folder,
     cifar10_subset,
     cpu_session,
+    engine_top1,
     finished,
     folder_budget,
     format_difference,
     header,
     header_markdown,
+    image_batches,
     markdown_table,
     onnx_from_structure,
     onnx_structure,
@@ -165,6 +167,7 @@ class Mode:
     in_process: bool = False  # train in this process, one run at a time (a process start costs more than a tiny run)
     measured_budgets: bool = True  # cells still outside after their last aim run under the measured budget
     dense_epochs_by_model: tuple[tuple[str, int], ...] = ()  # an architecture's own D where `dense_epochs` is short
+    test_per_class: int = 1000  # top-1 is measured on this many CIFAR-10 test images per class (1000: all of them)
 
     def dense_epochs_of(self, model: str) -> int:
         """D, the dense training epochs of `model`: long enough for its plateau check (`dense_epochs_by_model`, else
@@ -178,9 +181,11 @@ class Mode:
 
 
 QUICK = Mode("quick", train_per_class=20, val_per_class=5, dense_epochs=4, epochs=2, seeds=1, delta_t=1,
-             match_seconds=0.05, report_seconds=0.1, bisect_steps=5, batch_size=32, calibration_images=32)
+             match_seconds=0.05, report_seconds=0.1, bisect_steps=5, batch_size=32, calibration_images=32,
+             test_per_class=20)
 TINY = Mode("tiny", train_per_class=10, val_per_class=5, dense_epochs=4, epochs=2, seeds=1, delta_t=1,
             match_seconds=0.02, report_seconds=0.05, bisect_steps=2, batch_size=16, calibration_images=16, external_arms=("tp-mag",),
+            test_per_class=10,
             in_process=True, measured_budgets=False)
 """The test's pipeline check: one Torch-Pruning variant, two probes per bisection (its matches are not the point), no
 measured budgets (they would time every engine three more times; tests/test_measured_budget.py checks them)."""
@@ -579,16 +584,26 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def run_record(out: Path, engine: Path | None, how: Any) -> dict[str, Any]:
-    """The committed record of the finished run in `out`: what its row needs and its engine's structure.
+@cache
+def test_images(data: Path) -> list[tuple[Any, Any]]:
+    """The test images of the CIFAR-10 tree `data`, in batches, read once per process."""
+    return image_batches(data, "val", None, size=200)
 
-    `how` is the command (or worker spec) that made it: a record is reused only by the same `how`."""
+
+def run_record(out: Path, engine: Callable[[], Path], how: Any, test: Path) -> dict[str, Any]:
+    """The committed record of the finished run in `out`: what its row needs and its `engine`'s structure (the
+    engine is made only for a run that did not diverge).
+
+    `how` is the command (or worker spec) that made it: a record is reused only by the same `how`. "test_top1" is its
+    engine's top-1 on the test images of `test` (the benchmark's measure of accuracy); "val_acc", the trainer's on
+    its validation images (a part of them, which the training curves follow)."""
     failed = diverged(out)
     if failed:
         return {"how": how, "diverged": failed}
-    s = summary_of(out)
-    return {"how": how, "diverged": None, "val_acc": s["val_acc"], "epochs": s["epochs"], "flops": s["flops"],
-            "engine": None if engine is None else onnx_structure(engine)}
+    s, onnx = summary_of(out), engine()
+    return {"how": how, "diverged": None, "val_acc": s["val_acc"], "test_top1": engine_top1(onnx, test_images(test)),
+            "test_images": sum(len(y) for _, y in test_images(test)), "epochs": s["epochs"], "flops": s["flops"],
+            "engine": onnx_structure(onnx)}
 
 
 def read_record(path: Path, how: Any) -> dict[str, Any] | None:
@@ -600,15 +615,20 @@ def read_record(path: Path, how: Any) -> dict[str, Any] | None:
         raise SystemExit(f"{shown_path(path)} records a run with other "
                          f"settings than this benchmark's ({record['how']!r}, now {how!r}): delete it to redo that "
                          "run, or pass another --results")
+    if "val_acc" in record and "test_top1" not in record:
+        raise SystemExit(f"{shown_path(path)} records a run without its top-1 on the test images (recorded before "
+                         "the benchmark measured it): delete it to redo that run, or pass another --results")
     return record
 
 
-def recorded(path: Path, how: Any, start: Callable[[], object], out: Path, engine: Callable[[], Path] | None) -> dict[str, Any]:
-    """The record at `path`, made first (run `start`, then record `out` and its `engine`) when there is none."""
+def recorded(path: Path, how: Any, start: Callable[[], object], out: Path, engine: Callable[[], Path],
+             test: Path) -> dict[str, Any]:
+    """The record at `path`, made first (run `start`, then record `out`, its `engine` and its top-1 on the test
+    images of `test`) when there is none."""
     record = read_record(path, how)
     if record is None:
         start()
-        record = run_record(out, None if engine is None or diverged(out) else engine(), how)
+        record = run_record(out, engine, how, test)
         write_json(path, record)
     return record
 
@@ -715,6 +735,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     root = Path(args.runs) / mode.name / model
     rec = Path(args.results) / f"{result_name(mode)}_runs" / model
     dense_epochs = args.dense_epochs or mode.dense_epochs_of(model)
+    test = cifar10_subset(mode.train_per_class, mode.test_per_class)  # every run's top-1: its engine on these test images
     dense_out = root / "dense"
     checkpoint = dense_out / "final_model.pt"
     dense_cmd = [*base_train(model, data, dense_epochs, 0, args, args.lr), "--method", "static", "--sparsity", "0",
@@ -740,7 +761,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                              "differ): delete those records to start over, or restore that run folder")
         exported(net, dense_onnx)
         if record is None:
-            record = {**run_record(dense_out, dense_onnx, how), "weights_sha256": digest,
+            record = {**run_record(dense_out, lambda: dense_onnx, how, test), "weights_sha256": digest,
                       "bisection_dense_ms": time_side_by_side({"dense": dense_onnx}, mode.report_seconds)["dense"]}
             rec.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(checkpoint, rec / "dense.pt")  # every arm starts from it: a fresh clone needs it whole
@@ -762,13 +783,13 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     def plateau_run(step: tuple[float, list[str], Path, Path]) -> dict[str, Any]:
         """One run of the dense plateau check (a `plateau_pair` step): its record, trained first when there is none."""
         _, cmd, out, path = step
-        return recorded(path, shown_command(cmd), partial(train, cmd, out, mode), out, None)
+        return recorded(path, shown_command(cmd), partial(train, cmd, out, mode), out, partial(our_engine, out), test)
 
     def plateau_check(dense: dict[str, Any], plateau_records: list[dict[str, Any]]) -> dict[str, Any]:
         """The dense plateau check from its records (`dense`: seed 0's D): 0.75 D minus D, paired by seed."""
         shorts = [r for (epochs, *_), r in zip(plateau_steps, plateau_records) if epochs < dense_epochs]
         fulls = [dense] + [r for (epochs, *_), r in zip(plateau_steps, plateau_records) if epochs == dense_epochs]
-        difference = paired_difference([r["val_acc"] for r in shorts], [r["val_acc"] for r in fulls])
+        difference = paired_difference([r["test_top1"] for r in shorts], [r["test_top1"] for r in fulls])
         return {"difference": difference, "plateaued": plateaued(difference),
                 "commands": [r["how"] for r in plateau_records]}
 
@@ -847,7 +868,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                *window, "--delta-t", str(mode.delta_t), "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress"]
         path = rec / folder / f"seed{seed}.json"
         return (arm, budget, seed, path, partial(recorded, path, shown_command(cmd), partial(train, cmd, out, mode), out,
-                                                 partial(our_engine, out)))
+                                                 partial(our_engine, out), test))
 
     def external_run(arm: str, budget: float, seed: int, folder: Path, ratio: float, align: int) -> Run:
         """An external arm's (Torch-Pruning, Model Optimizer, slim) run at `ratio` and channel multiple `align`, in
@@ -863,7 +884,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                 **({"calibration_seed": CALIBRATION_SEED} if uses_batch(arm) else {})}
         path = rec / folder / f"seed{seed}.json"
         return (arm, budget, seed, path, partial(recorded, path, spec, partial(run_external, spec, mode), out,
-                                                 partial(external_engine, out)))
+                                                 partial(external_engine, out), test))
 
     cells: list[Cell] = []
     calibrations: dict[tuple[str, float], dict[str, Any]] = {}
@@ -1136,7 +1157,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         rows.append({"model": model, "arm": arm, "budget": budget, "seed": seed,
                      "command": r["how"] if arm in OURS else shown_command(["python", "-m", "benchmarks.head_to_head",
                                                                              "--worker", r["how"]["out"] + ".spec.json"]),
-                     "diverged": r["diverged"], "val_acc": math.nan if r["diverged"] else r["val_acc"],
+                     "diverged": r["diverged"], "top1": math.nan if r["diverged"] else r["test_top1"],
+                     "val_acc": math.nan if r["diverged"] else r["val_acc"],
                      "epochs": math.nan if r["diverged"] else r["epochs"], "measured_ms": ms,
                      "budget_ms": budget * timed_ms["dense"], "ratio": ms / timed_ms["dense"],
                      "train_flops": train_flops, "train_flops_vs_dense_training": train_flops / dense_train_flops,
@@ -1150,8 +1172,8 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
                      "pilot_ratio": calibrations[(arm, budget)]["pilot_ratio"]
                      if calibrations.get((arm, budget), {}).get("calibrated") else None})
     halp = sorted((r for r in rows if (r["arm"], r["budget"]) == ("halp", check_budget)), key=lambda r: r["seed"])
-    finetune = paired_difference([r["val_acc"] for r in check_records], [r["val_acc"] for r in halp])
-    return {"model": model, "dense_val_acc": dense["val_acc"], "dense_ms": timed_ms["dense"],
+    finetune = paired_difference([r["test_top1"] for r in check_records], [r["top1"] for r in halp])
+    return {"model": model, "dense_top1": dense["test_top1"], "dense_ms": timed_ms["dense"],
             "trained_vs_structure_ms": timed_ms["dense-trained"] / timed_ms["dense"] if "dense-trained" in timed_ms
             else None,
             "timed": {"seconds": timing["seconds"],
@@ -1223,9 +1245,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         flops = {r["seed"]: r for r in rows if (r["model"], r["budget"], r["arm"]) == (model, budget, "halp-flops")}
         both = sorted(set(rs) & set(flops))
         seeds = sorted(set(rs) & set(iee))
-        accs = [r["val_acc"] for r in rs.values()]
+        accs = [r["top1"] for r in rs.values()]
         table.append({"model": model, "budget": budget, "arm": arm, "seeds": len(rs),
-                      "val_acc": statistics.fmean(accs), "val_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                      "top1": statistics.fmean(accs), "top1_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                       "measured_ms": statistics.fmean(r["measured_ms"] for r in rs.values()),
                       "ratio": statistics.fmean(r["ratio"] for r in rs.values()),
                       "ratio_range": [min(r["ratio"] for r in rs.values()), max(r["ratio"] for r in rs.values())],
@@ -1237,8 +1259,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                       "train_flops_vs_dense_training": statistics.fmean(r["train_flops_vs_dense_training"]
                                                                         for r in rs.values()),
                       "vs_iee": None if arm == "iee" or not seeds else paired_difference(
-                          [rs[s]["val_acc"] for s in seeds], [iee[s]["val_acc"] for s in seeds]),
-                      "lut_minus_flops": paired_difference([rs[s]["val_acc"] for s in both], [flops[s]["val_acc"] for s in both])
+                          [rs[s]["top1"] for s in seeds], [iee[s]["top1"] for s in seeds]),
+                      "lut_minus_flops": paired_difference([rs[s]["top1"] for s in both], [flops[s]["top1"] for s in both])
                       if arm == "halp" and both else None})
     return table
 
@@ -1267,10 +1289,10 @@ def plot(record: dict[str, Any], path: Path) -> None:
             picked = sorted((t for t in record["table"] if t["model"] == arch["model"] and t["arm"] == arm),
                             key=lambda t: t["ratio"])
             if picked:
-                err = [100 * t["val_acc_std"] for t in picked]
-                ax.errorbar([t["ratio"] for t in picked], [100 * t["val_acc"] for t in picked], yerr=err, marker="o",
+                err = [100 * t["top1_std"] for t in picked]
+                ax.errorbar([t["ratio"] for t in picked], [100 * t["top1"] for t in picked], yerr=err, marker="o",
                             capsize=3, color=f"C{i}", label=arm)
-        ax.scatter([1.0], [100 * arch["dense_val_acc"]], color="k", marker="*", s=90, label="dense", zorder=3)
+        ax.scatter([1.0], [100 * arch["dense_top1"]], color="k", marker="*", s=90, label="dense", zorder=3)
         ax.set(xlabel="measured latency / dense (ONNX Runtime, side by side)", ylabel="top-1 (%)", title=arch["model"])
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -1308,22 +1330,22 @@ def answer(table: list[dict[str, Any]], dense_acc: dict[str, float]) -> list[str
     for model in dense_acc:
         for budget in sorted({t["budget"] for t in table if t["model"] == model}, reverse=True):
             arms = [t for t in table if t["model"] == model and t["budget"] == budget and t["arm"] != NORTH_STAR
-                    and math.isfinite(t["val_acc"])]  # an arm whose fine-tuning diverged is named in the table
+                    and math.isfinite(t["top1"])]  # an arm whose fine-tuning diverged is named in the table
             meets = [t for t in arms if t["ratio"] <= budget * (1 + MATCH)]  # slower than the budget: no answer
             pool = meets or arms
-            best = max(pool, key=lambda t: t["val_acc"])
-            second = max((t for t in pool if t is not best), key=lambda t: t["val_acc"], default=None)
-            gap = "" if second is None else f", {100 * (best['val_acc'] - second['val_acc']):.2f} points above {second['arm']}"
+            best = max(pool, key=lambda t: t["top1"])
+            second = max((t for t in pool if t is not best), key=lambda t: t["top1"], default=None)
+            gap = "" if second is None else f", {100 * (best['top1'] - second['top1']):.2f} points above {second['arm']}"
             missed = sorted(t["arm"] for t in arms if t not in meets)
             lines.append(f"- {model} at {budget:g} x dense: "
                          + ("most accurate of the arms that meet the budget" if meets else "no arm meets the budget; "
-                            "most accurate") + f" is **{best['arm']}** ({100 * best['val_acc']:.2f}% at {at(best)}{gap})"
+                            "most accurate") + f" is **{best['arm']}** ({100 * best['top1']:.2f}% at {at(best)}{gap})"
                          + (f"; slower than the budget: {', '.join(missed)}" if meets and missed else "") + ".")
             by_arm = {t["arm"]: t for t in arms}
             if {"halp", "halp-flops"} <= set(by_arm):
                 lut, flops = by_arm["halp"], by_arm["halp-flops"]
-                lines.append(f"  LUT vs FLOPs as HALP's cost: {100 * lut['val_acc']:.2f}% ({at(lut)}) vs "
-                             f"{100 * flops['val_acc']:.2f}% ({at(flops)}); LUT minus FLOPs, paired: "
+                lines.append(f"  LUT vs FLOPs as HALP's cost: {100 * lut['top1']:.2f}% ({at(lut)}) vs "
+                             f"{100 * flops['top1']:.2f}% ({at(flops)}); LUT minus FLOPs, paired: "
                              f"{format_difference(lut['lut_minus_flops'])} points.")
     for model in dense_acc:
         cells = [t for t in table if t["model"] == model]
@@ -1332,7 +1354,7 @@ def answer(table: list[dict[str, Any]], dense_acc: dict[str, float]) -> list[str
                      f"{100 * MATCH:g}% of the budget, {levels.count('mean')} more the seeds' mean.")
     stars = [t for t in table if t["arm"] == NORTH_STAR]
     for t in stars:
-        lost = 100 * (dense_acc[t["model"]] - t["val_acc"])
+        lost = 100 * (dense_acc[t["model"]] - t["top1"])
         met = 1 / t["ratio"] >= 2 and lost <= 0.5 and t["train_flops_vs_dense_training"] <= NORTH_STAR_COST
         lines.append(f"- North star ({t['model']}, HALP): {1 / t['ratio']:.2f}x measured, {lost:+.2f} points lost, "
                      f"{100 * t['train_flops_vs_dense_training']:.1f}% of the dense training FLOPs: "
@@ -1366,7 +1388,8 @@ def sizing() -> list[str]:
     per_model = {m: dense_steps(m) for m in STEP_SECONDS}
     hours = {m: per_model[m] * step / 3600 for m, step in STEP_SECONDS.items()}
     epochs = ", ".join(f"{m} {FULL.dense_epochs_of(m)}" for m in STEP_SECONDS)
-    return [f"{10 * FULL.train_per_class:,} training and {10 * FULL.val_per_class:,} validation images, batch "
+    return [f"{10 * FULL.train_per_class:,} training images, top-1 on {10 * FULL.test_per_class:,} test images "
+            f"(the training curves follow the first {10 * FULL.val_per_class:,} of them), batch "
             f"{FULL.batch_size} ({steps} steps per epoch); dense D epochs ({epochs}; the plateau check adds "
             f"0.75 D for every seed and D for the seeds after 0), fine-tuning {FULL.epochs} epochs, "
             f"slim D + {FULL.epochs} from scratch; "
@@ -1423,10 +1446,10 @@ def markdown(record: dict[str, Any], png: str) -> str:
          "top-1 (mean +- std)", "top-1 - IEE (paired, 95% CI)", "train FLOPs / dense training"],
         [[t["model"], f"{t['budget']:g}", arm_label(t, round_to[t["model"]]), t["seeds"],
           f"{t['ratio']:.3f} ({t['ratio_range'][0]:.3f}-{t['ratio_range'][1]:.3f})", f"{1 / t['ratio']:.2f}x", t["match"],
-          f"{100 * t['val_acc']:.2f} +- {100 * t['val_acc_std']:.2f}" if math.isfinite(t["val_acc"]) else
+          f"{100 * t['top1']:.2f} +- {100 * t['top1_std']:.2f}" if math.isfinite(t["top1"]) else
           "diverged (NaN loss)",
           diff(t["vs_iee"]), f"{t['train_flops_vs_dense_training']:.3f}"] for t in record["table"]])
-    archs = [f"- {a['model']}: dense top-1 {100 * a['dense_val_acc']:.2f}% after {a['dense_epochs']} epochs, "
+    archs = [f"- {a['model']}: dense top-1 {100 * a['dense_top1']:.2f}% after {a['dense_epochs']} epochs, "
              f"{a['dense_ms']:.3f} ms measured, training {a['dense_train_flops']:.3g} FLOPs; grid align {a['grid']['align']} "
              f"below one block of {a['grid']['block']} (measured), external arms' round_to {a['round_to']} (finer where "
              "marked); plateau check "
@@ -1460,7 +1483,10 @@ def markdown(record: dict[str, Any], png: str) -> str:
         "",
         "**Data caveat.** CIFAR-10 JPEG copy (`cifar10-jpeg.tar.gz`); compare arms side by side, never with published "
         "CIFAR-10 numbers.", "",
-        f"Setup: {10 * m['train_per_class']:,} training and {10 * m['val_per_class']:,} validation images at 32 px; "
+        f"Setup: {10 * m['train_per_class']:,} training images at 32 px; every top-1 is the arm's engine (ONNX Runtime) on "
+        f"{10 * m['test_per_class']:,} CIFAR-10 test images"
+        + (" (the whole test split)" if m["test_per_class"] == 1000 else "")
+        + f", which no run trains or chooses on (the training curves follow the first {10 * m['val_per_class']:,}); "
         f"dense model D epochs ({dense_epochs}; seed 0), every arm fine-tuned {m['epochs']} epochs from it (slim: "
         f"D + {m['epochs']} epochs from scratch); batch {args['batch_size']}, SGD with a cosine schedule, "
         f"peak lr {args['lr']} from scratch (dense, slim) and {args['finetune_lr']}, a tenth of it, for every pruned "
@@ -1478,7 +1504,7 @@ def markdown(record: dict[str, Any], png: str) -> str:
                     for a in record["architectures"] if a["trained_vs_structure_ms"] is not None)
         + ("." if any(a["trained_vs_structure_ms"] is not None for a in record["architectures"]) else ""), "",
         *drift_lines(record), "",
-        "## The answer", "", *answer(record["table"], {a["model"]: a["dense_val_acc"] for a in record["architectures"]}),
+        "## The answer", "", *answer(record["table"], {a["model"]: a["dense_top1"] for a in record["architectures"]}),
         *(f"- North star ({a['model']}, HALP): {a['north_star_skipped']}." for a in record["architectures"]
           if a.get("north_star_skipped")), "",
         *table, "",

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from benchmarks.common import (
@@ -49,6 +48,7 @@ from benchmarks.common import (
     format_difference,
     header,
     header_markdown,
+    image_batches,
     markdown_table,
     onnx_from_structure,
     onnx_structure,
@@ -99,20 +99,6 @@ def timing_int8(fp32: Path, out: Path) -> Path:
     """The int8 graph of `fp32` calibrated on random batches: what timing needs (latency does not depend on the
     scales, only on the kernels)."""
     return quantized(fp32, out, random_batches((1, 3, 32, 32), 2))
-
-
-def image_batches(data: Path, split: str, count: int | None, size: int = 50) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The first `count` (all: None) images of `split` as training normalises them, in batches of `size`."""
-    from iee_deploy.data import build_datasets
-
-    bundle = build_datasets("cifar10", data, 32)
-    dataset = bundle.train if split == "train" else bundle.val
-    n = len(dataset) if count is None else min(count, len(dataset))
-    out = []
-    for start in range(0, n, size):
-        pairs = [dataset[i] for i in range(start, min(n, start + size))]
-        out.append((torch.stack([x for x, _ in pairs]).numpy(), np.array([int(y) for _, y in pairs])))
-    return out
 
 
 def top1_fp32_int8(net: nn.Module, data: Path, work: Path) -> dict[str, float]:

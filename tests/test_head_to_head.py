@@ -124,7 +124,8 @@ def test_plateau_only_runs_the_dense_check_alone_and_keeps_its_records(tmp_path)
     records = {p.name: json.loads(p.read_text()) for p in rec.glob("dense*.json")}
     assert set(records) == {"dense.json", "dense-0.75D.json"}  # tiny: one seed, whose D is the dense model
     assert "--epochs 2 " in records["dense.json"]["how"] and "--epochs 1.5 " in records["dense-0.75D.json"]["how"]
-    diff = 100 * (records["dense-0.75D.json"]["val_acc"] - records["dense.json"]["val_acc"])
+    diff = 100 * (records["dense-0.75D.json"]["test_top1"] - records["dense.json"]["test_top1"])
+    assert all(r["test_images"] == 10 * TINY.test_per_class for r in records.values())  # the whole tiny test set
     assert f"resnet20: D = 2 epochs; 0.75 D minus D, paired by seed: {diff:+.2f}" in first.stdout
     assert not list(tmp_path.glob("head_to_head_tiny.*"))  # no report
     again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -230,7 +231,7 @@ def test_tiny_mode_table_shape(tmp_path):
     cells = [(t["budget"], t["arm"]) for t in record["table"]]
     assert sorted(cells) == sorted([(0.5, a) for a in TINY.arms] + [(0.5, NORTH_STAR)])
     for t in record["table"]:
-        assert set(t) == {"model", "budget", "arm", "seeds", "val_acc", "val_acc_std", "measured_ms", "ratio",
+        assert set(t) == {"model", "budget", "arm", "seeds", "top1", "top1_std", "measured_ms", "ratio",
                           "ratio_range", "match", "round_to", "second_aim", "third_aim", "measured_aim",
                           "train_flops_vs_dense_training", "vs_iee", "lut_minus_flops"}
         assert t["seeds"] == 1 and 0 < t["ratio"] < 1.2 and (t["vs_iee"] is None) == (t["arm"] == "iee")
@@ -325,8 +326,8 @@ def test_tiny_mode_table_shape(tmp_path):
     first_aim.unlink()
     subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300)
     resumed = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
-    assert [(r["arm"], r["val_acc"], r["second_aim"], r["third_aim"]) for r in resumed["rows"]] == [
-        (r["arm"], r["val_acc"], r["second_aim"], r["third_aim"]) for r in record["rows"]]  # the recorded aims stand
+    assert [(r["arm"], r["top1"], r["second_aim"], r["third_aim"]) for r in resumed["rows"]] == [
+        (r["arm"], r["top1"], r["second_aim"], r["third_aim"]) for r in record["rows"]]  # the recorded aims stand
 
     # a fresh clone has the committed records only: the report is rebuilt from them, nothing is trained again, and
     # the recorded side-by-side timing is reused, so the report reads as it was measured
@@ -334,8 +335,8 @@ def test_tiny_mode_table_shape(tmp_path):
     subprocess.run(argv, cwd=ROOT, check=True, env=env, timeout=300)
     again = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
     assert not (tmp_path / "runs" / "tiny" / "resnet20" / "dense").exists()
-    assert [(r["arm"], r["val_acc"], r["command"], r["ratio"]) for r in again["rows"]] == [
-        (r["arm"], r["val_acc"], r["command"], r["ratio"]) for r in resumed["rows"]]
+    assert [(r["arm"], r["top1"], r["command"], r["ratio"]) for r in again["rows"]] == [
+        (r["arm"], r["top1"], r["command"], r["ratio"]) for r in resumed["rows"]]
     assert again["architectures"][0]["timed"] == resumed["architectures"][0]["timed"]
     # --retime times the engines again, as their structures (no trained engine is left to compare)
     subprocess.run([*argv, "--retime"], cwd=ROOT, check=True, env=env, timeout=300)
@@ -356,7 +357,7 @@ def test_tiny_mode_table_shape(tmp_path):
     dense_run = tmp_path / "runs" / "tiny" / "resnet20" / "dense"
     assert (dense_run / "final_model.pt").is_file() and not (dense_run / "metrics.jsonl").exists()
     redone = json.loads((tmp_path / "head_to_head_tiny.json").read_text())
-    assert [(r["arm"], r["val_acc"]) for r in redone["rows"]] == [(r["arm"], r["val_acc"]) for r in record["rows"]]
+    assert [(r["arm"], r["top1"]) for r in redone["rows"]] == [(r["arm"], r["top1"]) for r in record["rows"]]
 
     # a record made with other settings is refused in one line, not reused
     dense = tmp_path / "head_to_head_tiny_runs" / "resnet20" / "dense.json"
