@@ -615,7 +615,14 @@ def read_record(path: Path, how: Any) -> dict[str, Any] | None:
         raise SystemExit(f"{shown_path(path)} records a run with other "
                          f"settings than this benchmark's ({record['how']!r}, now {how!r}): delete it to redo that "
                          "run, or pass another --results")
-    if "val_acc" in record and "test_top1" not in record:
+    return record
+
+
+def run_of(path: Path, how: Any) -> dict[str, Any] | None:
+    """The run record at `path` if there is one (`read_record`); it must hold the run's top-1 on the test images
+    (else one line: it was recorded before this benchmark measured it)."""
+    record = read_record(path, how)
+    if record is not None and not record.get("diverged") and "test_top1" not in record:
         raise SystemExit(f"{shown_path(path)} records a run without its top-1 on the test images (recorded before "
                          "the benchmark measured it): delete it to redo that run, or pass another --results")
     return record
@@ -625,7 +632,7 @@ def recorded(path: Path, how: Any, start: Callable[[], object], out: Path, engin
              test: Path) -> dict[str, Any]:
     """The record at `path`, made first (run `start`, then record `out`, its `engine` and its top-1 on the test
     images of `test`) when there is none."""
-    record = read_record(path, how)
+    record = run_of(path, how)
     if record is None:
         start()
         record = run_record(out, engine, how, test)
@@ -746,7 +753,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
         """The dense model's record, and its checkpoint in place for the arms: trained when there is no record;
         otherwise restored from the recorded weights (`dense.pt`, checked against the record's digest)."""
         how = shown_command(dense_cmd)
-        record = read_record(rec / "dense.json", how)
+        record = run_of(rec / "dense.json", how)
         if record is not None and dense_onnx.is_file() and checkpoint.is_file():
             return record
         if record is not None and (rec / "dense.pt").is_file() and not checkpoint.is_file():
@@ -971,7 +978,7 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
     else:
         check_records = run_all(checks, f"{model}: fine-tuning plateau check")
     plateau_records = plateau_runs() if plateau is None else plateau.result()
-    dense = read_record(rec / "dense.json", shown_command(dense_cmd)) or dense_record()
+    dense = run_of(rec / "dense.json", shown_command(dense_cmd)) or dense_record()
     twins = root / "twins"
     knapsack_cells = {(c.arm, c.budget): c for c in cells + ([star] if halp_rel and not star_skipped else [])}
 
