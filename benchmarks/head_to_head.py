@@ -802,10 +802,10 @@ def architecture(model: str, mode: Mode, args: argparse.Namespace, data: Path, c
 
     if args.plateau_only:  # D and 0.75 D for every seed, `args.jobs` at a time (in-process: one at a time)
         jobs = 1 if mode.in_process else args.jobs
-        steps: list[Callable[[], object]] = [dense_record, *(partial(plateau_run, step) for step in plateau_steps)]
-        run_parallel(lambda step: step(), steps, jobs, f"{model}: dense plateau check (D = {dense_epochs})")
-        return {"model": model, "dense_epochs": dense_epochs,
-                "dense_plateau": plateau_check(dense_record(), [plateau_run(step) for step in plateau_steps])}
+        steps: list[Callable[[], dict[str, Any]]] = [dense_record, *(partial(plateau_run, step) for step in plateau_steps)]
+        dense, *plateau_records = run_parallel(lambda step: step(), steps, jobs,
+                                               f"{model}: dense plateau check (D = {dense_epochs})")
+        return {"model": model, "dense_epochs": dense_epochs, "dense_plateau": plateau_check(dense, plateau_records)}
     lut = profile_lut(model, rec / "lut.csv", commands)
     meta = read_meta(lut)
     round_to = meta.grid_align
